@@ -1,0 +1,370 @@
+"""Payload decoding: plain JSON and SenML (RFC 8428) into the columnar batch, or a specific refusal.
+
+A message is atomic (docs/contract.md): on the first error the readings it had added are rolled back and a
+``Refusal`` carrying the reason code and a human-readable detail is returned. Nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ingest.registry import Metric, Registry
+from ingest.topic import Topic, TopicError
+from stream.batch import BatchBuilder
+
+# RFC 8428: a resolved time below 2**28 s is relative to "now". We only store device clock readings.
+_MIN_ABSOLUTE_S = 2**28
+_MAX_SEQ = 2**63
+_URN_PREFIX = "urn:dev:lccm:"
+_SENML_KNOWN = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "t", "ut", "seq"})
+_SENML_REFUSED = frozenset({"vs", "vd", "s", "bs"})
+STATUSES = frozenset({"online", "offline"})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 256 * 1024
+    max_readings: int = 5_000
+    future_tolerance_s: float = 300.0
+    topic_root: str = "lccm/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    detail: str
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.refusal = Refusal(reason, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one message became: readings (added to the batch), a status, or a refusal."""
+
+    device_ref: str | None
+    readings: int = 0
+    status: str | None = None
+    refusal: Refusal | None = None
+
+
+def decode_message(
+    batch: BatchBuilder,
+    registry: Registry,
+    topic: str,
+    payload: bytes,
+    received_at_us: int,
+    limits: Limits,
+) -> Decoded:
+    """Decode one MQTT message into ``batch``. The batch is unchanged if the message is refused."""
+    mark = batch.mark()
+    device_ref = Topic.device_ref(topic, limits.topic_root)
+    try:
+        parsed = Topic.parse(topic, limits.topic_root)
+        device = registry.devices.get(parsed.device_id)
+        if len(payload) > limits.max_payload_bytes:
+            raise _Refused(
+                "oversized_payload",
+                f"payload is {len(payload)} bytes; the limit is {limits.max_payload_bytes}",
+            )
+        if device is None:
+            raise _Refused("unknown_device", f"device {parsed.device_id!r} is not in the registry")
+        if parsed.channel == "status":
+            return Decoded(device_ref, status=_decode_status(payload))
+        doc = _load_json(payload)
+        ctx = _Context(batch, registry, parsed.device_id, received_at_us, limits, mark)
+        if isinstance(doc, list):
+            seq = _decode_senml(ctx, doc)
+        elif isinstance(doc, dict):
+            seq = _decode_plain(ctx, doc)
+        else:
+            raise _Refused("bad_payload", f"payload is a JSON {type(doc).__name__}, not an object or a SenML array")
+        n = len(batch.metric_id) - mark
+        batch.fill_message_fields(mark, device, seq, received_at_us)
+        return Decoded(device_ref, readings=n)
+    except TopicError as e:
+        batch.rollback(mark)
+        return Decoded(device_ref, refusal=Refusal("bad_topic", str(e)))
+    except _Refused as e:
+        batch.rollback(mark)
+        return Decoded(device_ref, refusal=e.refusal)
+
+
+def _decode_status(payload: bytes) -> str:
+    text = payload.decode("utf-8", errors="replace").strip().lower()
+    if text not in STATUSES:
+        raise _Refused("bad_status", f"status payload {text[:40]!r} is neither 'online' nor 'offline'")
+    return text
+
+
+def _load_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN/Infinity; the stdlib parses them, so such a payload is refused for its value instead.
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _Refused("bad_json", f"payload is not UTF-8: {e}") from None
+    except ValueError as e:
+        raise _Refused("bad_json", f"payload is not JSON: {e}") from None
+
+
+@dataclass(slots=True)
+class _Context:
+    batch: BatchBuilder
+    registry: Registry
+    device_id: str
+    received_at_us: int
+    limits: Limits
+    start: int  # where this message's readings begin in the batch
+
+    def add(self, metric: Metric, scale: float, ts_us: int, raw: Any) -> None:
+        value = _number(metric, raw) * scale
+        if not metric.min_value <= value <= metric.max_value:
+            raise _Refused(
+                "out_of_range",
+                f"{metric.name} = {value:g} {metric.unit} is outside {metric.min_value:g} .. {metric.max_value:g}",
+            )
+        if len(self.batch.metric_id) - self.start >= self.limits.max_readings:
+            raise _Refused("too_many_readings", f"more than {self.limits.max_readings} readings in one message")
+        self.batch.metric_id.append(metric.id)
+        self.batch.ts_us.append(ts_us)
+        self.batch.value.append(value)
+
+    def check_time(self, ts_us: int) -> int:
+        limit_us = self.received_at_us + int(self.limits.future_tolerance_s * 1_000_000)
+        if ts_us > limit_us:
+            ahead = (ts_us - self.received_at_us) / 1e6
+            raise _Refused(
+                "future_time",
+                f"event time is {ahead:.0f} s ahead of the system clock"
+                f" (tolerance {self.limits.future_tolerance_s:g} s)",
+            )
+        return ts_us
+
+
+def _number(metric: Metric, raw: Any) -> float:
+    if isinstance(raw, bool):
+        if metric.kind == "state":
+            return 1.0 if raw else 0.0
+        raise _Refused("bad_payload", f"{metric.name} must be a number, got a boolean")
+    if not isinstance(raw, int | float):
+        raise _Refused("bad_payload", f"{metric.name} must be a number, got {type(raw).__name__}")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise _Refused("non_finite_value", f"{metric.name} is {raw!r}")
+    return value
+
+
+def parse_time_us(raw: Any) -> int:
+    """Epoch seconds (number) or ISO 8601 with an offset, to UTC epoch microseconds."""
+    if isinstance(raw, bool):
+        raise _Refused("bad_time", "time is a boolean")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise _Refused("bad_time", f"time {raw!r} is not finite")
+        seconds = float(raw)
+        us = int(raw) * 1_000_000 if isinstance(raw, int) else round(raw * 1_000_000)
+    elif isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise _Refused("bad_time", f"time {raw[:40]!r} is not ISO 8601") from None
+        if dt.tzinfo is None or dt.utcoffset() is None:
+            raise _Refused("naive_time", f"time {raw[:40]!r} has no UTC offset")
+        seconds = dt.timestamp()
+        us = _datetime_us(dt)
+    else:
+        raise _Refused("bad_time", f"time must be epoch seconds or an ISO 8601 string, got {type(raw).__name__}")
+    if seconds < _MIN_ABSOLUTE_S:
+        raise _Refused("bad_time", f"time {raw!r} is before 1978: a relative or unset clock")
+    return us
+
+
+def _datetime_us(dt: datetime) -> int:
+    offset = dt.utcoffset()
+    assert offset is not None
+    naive_utc = dt.replace(tzinfo=None) - offset
+    delta = naive_utc - datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _check_seq(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw < _MAX_SEQ:
+        raise _Refused("bad_payload", f"seq must be an integer 0 <= seq < 2^63, got {raw!r}")
+    return raw
+
+
+def _check_device(ctx: _Context, claimed: Any, field_name: str) -> None:
+    if not isinstance(claimed, str):
+        raise _Refused("bad_payload", f"{field_name} must be a string")
+    if claimed != ctx.device_id:
+        raise _Refused(
+            "device_mismatch",
+            f"{field_name} {claimed[:70]!r} does not match the topic's device {ctx.device_id!r}",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- plain JSON
+
+
+def _decode_plain(ctx: _Context, doc: dict[str, Any]) -> int | None:
+    if "device_id" in doc:
+        _check_device(ctx, doc["device_id"], "device_id")
+    seq = _check_seq(doc.get("seq"))
+    if "records" in doc:
+        if "values" in doc or "ts" in doc:
+            raise _Refused("bad_payload", "a message has either 'records' or 'ts' and 'values', not both")
+        records = doc["records"]
+        if not isinstance(records, list) or not records:
+            raise _Refused("bad_payload", "'records' must be a non-empty list")
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise _Refused("bad_payload", f"records[{i}] is not an object")
+            _decode_plain_record(ctx, rec, f"records[{i}]")
+    else:
+        _decode_plain_record(ctx, doc, "message")
+    return seq
+
+
+def _decode_plain_record(ctx: _Context, rec: dict[str, Any], where: str) -> None:
+    if "ts" not in rec or "values" not in rec:
+        raise _Refused("bad_payload", f"{where} needs both 'ts' and 'values'")
+    ts_us = ctx.check_time(parse_time_us(rec["ts"]))
+    values = rec["values"]
+    if not isinstance(values, dict) or not values:
+        raise _Refused("bad_payload", f"{where}: 'values' must be a non-empty object")
+    for key, raw in values.items():
+        found = ctx.registry.by_key.get(key)
+        if found is None:
+            raise _unknown_key(ctx.registry, key)
+        ctx.add(found[0], found[1], ts_us, raw)
+
+
+def _unknown_key(registry: Registry, key: str) -> _Refused:
+    for name, metric in registry.metrics_by_name.items():
+        if key.startswith(name + "_"):
+            accepted = sorted(k for k, (m, _) in registry.by_key.items() if m.id == metric.id)
+            return _Refused("unknown_unit", f"key {key[:60]!r}: unit not accepted for {name}; use one of {accepted}")
+    return _Refused("unknown_metric", f"key {key[:60]!r} names no metric in the catalogue")
+
+
+# ---------------------------------------------------------------------------------------------- SenML
+
+
+def _decode_senml(ctx: _Context, pack: list[Any]) -> int | None:
+    if not pack:
+        raise _Refused("bad_payload", "empty SenML pack")
+    if len(pack) > ctx.limits.max_readings:
+        raise _Refused("too_many_readings", f"{len(pack)} records; the limit is {ctx.limits.max_readings}")
+    base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+    seq: int | None = None
+    for i, rec in enumerate(pack):
+        if not isinstance(rec, dict):
+            raise _Refused("bad_senml", f"record {i} is not an object")
+        _check_senml_fields(rec, i)
+        if "seq" in rec:
+            if i != 0:
+                raise _Refused("bad_senml", f"record {i}: 'seq' is allowed in the first record only")
+            seq = _check_seq(rec["seq"])
+        if "bn" in rec:
+            base_name = _senml_str(rec, "bn", i)
+        if "bt" in rec:
+            base_time = _senml_num(rec, "bt", i)
+        if "bu" in rec:
+            base_unit = _senml_str(rec, "bu", i)
+        if "bv" in rec:
+            base_value = _senml_num(rec, "bv", i)
+        _decode_senml_record(ctx, rec, i, base_name, base_time, base_unit, base_value)
+    return seq
+
+
+def _check_senml_fields(rec: dict[str, Any], i: int) -> None:
+    for key in rec:
+        if key in _SENML_KNOWN:
+            continue
+        if key in _SENML_REFUSED or key.endswith("_"):
+            raise _Refused("unknown_field", f"record {i}: field {key[:30]!r} is not accepted by this contract")
+
+
+def _senml_str(rec: dict[str, Any], key: str, i: int) -> str:
+    value = rec[key]
+    if not isinstance(value, str):
+        raise _Refused("bad_senml", f"record {i}: {key!r} must be a string")
+    return value
+
+
+def _senml_num(rec: dict[str, Any], key: str, i: int) -> float:
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Refused("bad_senml", f"record {i}: {key!r} must be a number")
+    return value
+
+
+def _decode_senml_record(
+    ctx: _Context,
+    rec: dict[str, Any],
+    i: int,
+    base_name: str,
+    base_time: float,
+    base_unit: str | None,
+    base_value: float,
+) -> None:
+    name = base_name + (_senml_str(rec, "n", i) if "n" in rec else "")
+    if not name:
+        raise _Refused("bad_senml", f"record {i} has no name (neither 'bn' nor 'n')")
+    metric_name = _senml_metric_name(ctx, name)
+    t = _senml_num(rec, "t", i) if "t" in rec else 0.0
+    if not math.isfinite(base_time + t):
+        raise _Refused("non_finite_value", f"record {i}: time is not finite")
+    ts_us = ctx.check_time(parse_time_us(base_time + t))
+    unit = _senml_str(rec, "u", i) if "u" in rec else base_unit
+    metric = ctx.registry.metrics_by_name.get(metric_name)
+    if metric is None:
+        raise _Refused("unknown_metric", f"record {i}: {metric_name[:60]!r} names no metric in the catalogue")
+    found = ctx.registry.by_senml.get((metric_name, metric.unit if unit is None else unit))
+    if found is None:
+        accepted = sorted(u for (n, u) in ctx.registry.by_senml if n == metric_name)
+        raise _Refused(
+            "unknown_unit", f"record {i}: unit {unit!r} not accepted for {metric_name}; use one of {accepted}"
+        )
+    if "v" in rec:
+        raw = rec["v"]
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and base_value:
+            raw = raw + base_value
+    elif "vb" in rec:
+        raw = rec["vb"]
+        if not isinstance(raw, bool):
+            raise _Refused("bad_senml", f"record {i}: 'vb' must be true or false")
+        if metric.kind != "state":
+            raise _Refused("bad_senml", f"record {i}: a boolean value for {metric_name}, which is not a state")
+    else:
+        raise _Refused("bad_senml", f"record {i} ({metric_name}) has no value ('v' or 'vb')")
+    ctx.add(found[0], found[1], ts_us, raw)
+
+
+def _senml_metric_name(ctx: _Context, name: str) -> str:
+    if ":" not in name:
+        return name
+    device_part, _, metric_name = name.rpartition(":")
+    if device_part.startswith(_URN_PREFIX):
+        device_part = device_part[len(_URN_PREFIX) :]
+    if device_part != ctx.device_id:
+        raise _Refused(
+            "device_mismatch",
+            f"SenML name {name[:80]!r} names another device than the topic's {ctx.device_id!r}",
+        )
+    return metric_name

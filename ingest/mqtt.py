@@ -1,0 +1,187 @@
+"""The only module that touches paho-mqtt on the receiving side.
+
+MQTT 5 first: a persistent session (clean start off, a session expiry), a shared subscription so several ingest
+workers split the load, a receive maximum that bounds what the broker pushes before we ack, and manual acks sent
+only after the batch holding the message is committed. Brokers that speak nothing newer than 3.1.1 (the embedded
+amqtt broker) get a persistent session (clean session off) and a plain subscription.
+
+Each message becomes a ``RawMessage`` at once; its ack token is (connection generation, packet id). Tokens from a
+connection that has since dropped are not acked: the broker redelivers those messages on the new connection, and
+the database key makes the second copy a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ingest.topic import subscription_filters
+from stream.loop import RawMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str
+    port: int
+    client_id: str
+    username: str = ""
+    password: str = ""
+    share_group: str = "lccm-ingest"
+    topic_root: str = "lccm/v1"
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 20_000
+    protocol: str = "auto"  # auto, 5, 3.1.1
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+
+
+class MqttError(RuntimeError):
+    """The broker could not be reached or refused us."""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class MqttSource:
+    def __init__(
+        self, cfg: MqttConfig, inbox: queue.SimpleQueue[RawMessage], clock_us: Callable[[], int] = _now_us
+    ) -> None:
+        self._cfg = cfg
+        self._inbox = inbox
+        self._clock_us = clock_us
+        self._client: mqtt.Client | None = None
+        self._generation = 0
+        self._subscribed = threading.Event()
+        self._connack: ReasonCode | int | None = None
+        self._lock = threading.Lock()
+        self.protocol_used: str | None = None
+        self.received = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (MQTT 5, falling back to 3.1.1 when allowed), subscribe, and start the network thread."""
+        order = {"auto": ["5", "3.1.1"], "5": ["5"], "3.1.1": ["3.1.1"]}[self._cfg.protocol]
+        last_error = ""
+        for proto in order:
+            ok, last_error = self._try_connect(proto)
+            if ok:
+                self.protocol_used = proto
+                log.info("ingest connected to %s:%s with MQTT %s", self._cfg.host, self._cfg.port, proto)
+                return
+        raise MqttError(f"cannot connect to MQTT broker {self._cfg.host}:{self._cfg.port}: {last_error}")
+
+    def stop(self) -> None:
+        client = self._client
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+            self._client = None
+
+    def _try_connect(self, proto: str) -> tuple[bool, str]:
+        client = self._make_client(proto)
+        self._subscribed.clear()
+        self._connack = None
+        try:
+            if proto == "5":
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self._cfg.session_expiry_s
+                props.ReceiveMaximum = min(self._cfg.receive_maximum, 65_535)
+                client.connect(
+                    self._cfg.host, self._cfg.port, self._cfg.keepalive_s, clean_start=False, properties=props
+                )
+            else:
+                client.connect(self._cfg.host, self._cfg.port, self._cfg.keepalive_s)
+        except OSError as e:
+            return False, f"{type(e).__name__}: {e}"
+        client.loop_start()
+        if self._subscribed.wait(self._cfg.connect_timeout_s):
+            self._client = client
+            return True, ""
+        client.loop_stop()
+        client.disconnect()
+        return False, f"no subscription with MQTT {proto} (CONNACK {self._connack})"
+
+    def _make_client(self, proto: str) -> mqtt.Client:
+        if proto == "5":
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self._cfg.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self._cfg.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
+        if self._cfg.username:
+            client.username_pw_set(self._cfg.username, self._cfg.password or None)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    # -- callbacks (paho's network thread) -------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: object, flags: object, rc: ReasonCode, _props: object
+    ) -> None:
+        self._connack = rc
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        with self._lock:
+            self._generation += 1
+        filters = subscription_filters(self._cfg.topic_root)
+        if client.protocol == mqtt.MQTTv5 and self._cfg.share_group:
+            filters = [f"$share/{self._cfg.share_group}/{f}" for f in filters]
+        client.subscribe([(f, 1) for f in filters])
+        log.info("subscribed to %s (session present: %s)", filters, getattr(flags, "session_present", None))
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, rcs: list[ReasonCode], _p: object) -> None:
+        failures = [rc for rc in rcs if rc.is_failure]
+        if failures:
+            log.error("subscription refused: %s", failures)
+            return
+        self._subscribed.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.received += 1
+        token = (self._generation, msg.mid, msg.qos)
+        self._inbox.put(RawMessage(msg.topic, bytes(msg.payload), self._clock_us(), token))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode, _p: object) -> None:
+        if rc.is_failure:
+            log.warning("disconnected from broker (%s); paho reconnects", rc)
+
+    # -- acks (the stream thread) ----------------------------------------------------------------------------
+
+    def ack(self, tokens: Sequence[Hashable]) -> None:
+        client = self._client
+        if client is None:
+            return
+        generation = self._generation
+        for token in tokens:
+            gen, mid, qos = cast(tuple[int, int, int], token)
+            if gen == generation and qos > 0:
+                client.ack(mid, qos)

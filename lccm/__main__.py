@@ -1,0 +1,3 @@
+from lccm.cli import app
+
+app(prog_name="lccm")

@@ -1,0 +1,199 @@
+"""The ``lccm`` command line: the composition root's front door.
+
+Settings are built once here (``Settings()`` reads LCCM_* from the environment) and passed down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+
+from lccm.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Low Carbon City Monitor")
+
+try:  # the registry sub-commands live beside the CLI
+    from lccm.cli_devices import devices_app
+
+    app.add_typer(devices_app, name="devices", help="Import and list sites and devices")
+except ImportError:  # pragma: no cover - only while the module is being written
+    pass
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = Settings()
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.ensure_object(dict)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema (embedded server if LCCM_DATABASE_URL is unset)."""
+    from lccm.runtime import services
+
+    settings = _settings(ctx)
+    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
+        with psycopg.connect(svc.database_url) as conn:
+            row = conn.execute("SELECT layout, detail FROM store_layout").fetchone()
+        typer.echo(f"schema up to date; readings layout: {row[0] if row else '?'} ({row[1] if row else ''})")
+
+
+@app.command()
+def ingest(ctx: typer.Context) -> None:
+    """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
+    from lccm.runtime import build_ingest, services
+
+    settings = _settings(ctx)
+    stop = _stop_event()
+    with services(settings) as svc:
+        worker = build_ingest(settings, svc)
+        worker.start()
+        typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
+        while not stop.wait(10):
+            typer.echo(json.dumps(worker.loop.stats.as_dict()))
+        worker.stop()
+
+
+@app.command()
+def api(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: LCCM_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: LCCM_API_PORT)")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+    from lccm.runtime import services
+
+    settings = _settings(ctx)
+    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
+        app_settings = settings.model_copy(update={"database_url": svc.database_url})
+        uvicorn.run(create_app(app_settings), host=host or settings.api_host, port=port or settings.api_port)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second; 0 = as fast as possible")] = 60.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many wall-clock seconds")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same city")] = 42,
+    faults: Annotated[bool, typer.Option("--faults/--no-faults", help="Inject the city file's faults")] = True,
+    start: Annotated[str | None, typer.Option(help="Simulated start, ISO 8601 with offset")] = None,
+    end: Annotated[str | None, typer.Option(help="Simulated end (replay a range), ISO 8601 with offset")] = None,
+    export_devices: Annotated[Path | None, typer.Option(help="Write the device registry CSV and exit")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Write the ground truth (JSON lines) here at the end")] = None,
+) -> None:
+    """Run the virtual city against the configured broker (LCCM_MQTT_HOST)."""
+    from simulators.city import load_city
+    from simulators.run import SimConfig, run_simulation
+
+    settings = _settings(ctx)
+    city = load_city(settings.city_file)
+    if export_devices is not None:
+        city.devices_csv(export_devices)
+        typer.echo(f"wrote {export_devices}")
+        return
+    if not settings.mqtt_host:
+        raise typer.BadParameter("set LCCM_MQTT_HOST (and LCCM_MQTT_PORT) to the broker to publish to")
+    cfg = SimConfig(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        protocol="5" if settings.mqtt_protocol == "auto" else settings.mqtt_protocol,
+        seed=seed,
+        start=_parse_time(start) if start else datetime.now(UTC),
+        end=_parse_time(end) if end else None,
+        speed=speed or None,
+        duration_s=duration,
+        faults=faults,
+        topic_root=settings.mqtt_topic_root,
+    )
+    stop = _stop_event()
+    gt = run_simulation(city, cfg, stop_event=stop)
+    if truth is not None:
+        gt.write_jsonl(truth)
+    typer.echo(json.dumps(gt.summary()))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    duration: Annotated[float | None, typer.Option(help="Run this many seconds, then print a summary and exit")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object")] = False,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the virtual city")] = 42,
+    faults: Annotated[bool, typer.Option("--faults/--no-faults", help="Inject faults")] = True,
+) -> None:
+    """The demo city end to end: embedded services, registry import, ingest, API and the simulator."""
+    from lccm.demo import DemoOptions, run_demo
+
+    settings = _settings(ctx)
+    summary = run_demo(
+        settings,
+        DemoOptions(duration_s=duration, speed=speed, seed=seed, faults=faults, quiet=as_json),
+        stop=_stop_event(),
+        echo=lambda line: typer.echo(line, err=as_json),
+    )
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def healthcheck(ctx: typer.Context) -> None:
+    """Exit 0 if the configured database and broker answer, 1 otherwise (for container health checks)."""
+    from lccm.services import wait_for_port
+
+    settings = _settings(ctx)
+    problems = []
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")
+    except psycopg.Error as e:
+        problems.append(f"database: {e}")
+    try:
+        wait_for_port(settings.mqtt_host or "127.0.0.1", settings.mqtt_port, timeout_s=3)
+    except TimeoutError as e:
+        problems.append(f"broker: {e}")
+    if problems:
+        typer.echo("; ".join(problems), err=True)
+        raise typer.Exit(1)
+    typer.echo("ok")
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise typer.BadParameter(f"{text!r} has no UTC offset (e.g. 2026-03-01T00:00:00+07:00)")
+    return value.astimezone(UTC)
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    return stop

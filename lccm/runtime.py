@@ -1,0 +1,193 @@
+"""Process wiring: resolve the services, build the ingest worker from its parts, run it in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+
+from ingest.codec import Limits
+from ingest.decoder import RegistryHolder, make_decoder
+from ingest.mqtt import MqttConfig, MqttSource
+from ingest.registry import Metric, Registry, UnitRow
+from lccm.services import Broker, Database, start_broker, start_database
+from lccm.settings import Settings
+from store import catalog
+from store.migrate import migrate
+from store.writer import ReadingColumns, WriteResult, write_batch
+from stream.batch import BatchBuilder, FlushPolicy
+from stream.loop import CommitHook, RawMessage, StreamLoop
+
+log = logging.getLogger(__name__)
+
+
+def load_registry(conn: psycopg.Connection) -> Registry:
+    metrics = [Metric(m.id, m.name, m.unit, m.kind, m.min_value, m.max_value) for m in catalog.metrics(conn)]
+    units = [UnitRow(u.metric_id, u.unit, u.key_suffix, u.scale) for u in catalog.metric_units(conn)]
+    return Registry.build(catalog.device_ids(conn), metrics, units)
+
+
+class DbSink:
+    """Writes batches on one connection, reconnecting after a failure (the stream loop retries the batch)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection | None = None
+
+    def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
+        conn = self._connection()
+        try:
+            return write_batch(conn, cols, batch.dead_letters, batch.statuses)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._url, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
+@dataclass
+class Services:
+    database_url: str
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_protocol: str
+    database: Database | None = None
+    broker: Broker | None = None
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        if self.database is not None:
+            self.database.stop()
+
+
+@contextlib.contextmanager
+def services(settings: Settings) -> Iterator[Services]:
+    """The configured servers, or embedded ones where none is configured; migrated and ready."""
+    db = None if settings.database_url else start_database(settings.data_dir)
+    broker = None if settings.mqtt_host else start_broker(settings.data_dir)
+    svc = Services(
+        database_url=settings.database_url or (db.url if db else ""),
+        mqtt_host=settings.mqtt_host or (broker.host if broker else ""),
+        mqtt_port=settings.mqtt_port if settings.mqtt_host else (broker.port if broker else 0),
+        mqtt_protocol=settings.mqtt_protocol if settings.mqtt_host else (broker.protocol if broker else "auto"),
+        database=db,
+        broker=broker,
+    )
+    try:
+        with psycopg.connect(svc.database_url) as conn:
+            migrate(conn, retention_days=settings.retention_days, compress_after_days=settings.compress_after_days)
+        yield svc
+    finally:
+        svc.stop()
+
+
+@dataclass
+class IngestWorker:
+    source: MqttSource
+    loop: StreamLoop
+    sink: DbSink
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        self.source.start()
+        self._thread = threading.Thread(target=self._run, name="lccm-stream", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self._stop.is_set)
+        except BaseException as e:  # surfaced to the caller through .error and the log
+            self.error = e
+            log.exception("stream loop died")
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop; with drain_s, first wait until the inbox has been quiet that long (tests, demo end)."""
+        if drain_s:
+            self.wait_idle(drain_s)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.source.stop()
+        self.sink.close()
+
+    def wait_idle(self, quiet_s: float, timeout_s: float = 120.0) -> None:
+        """Block until no message has arrived for quiet_s and everything received is committed."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        last = (-1, -1)
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            now_state = (self.source.received, self.loop.stats.messages)
+            if now_state != last:
+                last, quiet_since = now_state, time.monotonic()
+            elif now_state[0] == now_state[1] and time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(0.05)
+
+
+def build_ingest(
+    settings: Settings,
+    svc: Services,
+    *,
+    client_id: str | None = None,
+    on_commit: Sequence[CommitHook] = (),
+    clock: Callable[[], float] | None = None,
+) -> IngestWorker:
+    def reload() -> Registry:
+        with psycopg.connect(svc.database_url) as conn:
+            return load_registry(conn)
+
+    holder = RegistryHolder(reload)
+    limits = Limits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_readings=settings.max_readings_per_message,
+        future_tolerance_s=settings.future_tolerance_s,
+        topic_root=settings.mqtt_topic_root,
+    )
+    inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    source = MqttSource(
+        MqttConfig(
+            host=svc.mqtt_host,
+            port=svc.mqtt_port,
+            client_id=client_id or settings.mqtt_client_id,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            share_group=settings.mqtt_share_group,
+            topic_root=settings.mqtt_topic_root,
+            session_expiry_s=settings.mqtt_session_expiry_s,
+            receive_maximum=settings.mqtt_receive_maximum,
+            protocol=svc.mqtt_protocol,
+        ),
+        inbox,
+    )
+    sink = DbSink(svc.database_url)
+    loop_kwargs = {} if clock is None else {"clock": clock}
+    loop = StreamLoop(
+        inbox=inbox,
+        decode=make_decoder(holder, limits),
+        sink=sink,
+        ack=source.ack,
+        policy=FlushPolicy(settings.batch_max_readings, settings.batch_max_wait_s),
+        dedup_window_keys=settings.dedup_window_keys,
+        on_commit=on_commit,
+        **loop_kwargs,  # type: ignore[arg-type]
+    )
+    return IngestWorker(source=source, loop=loop, sink=sink)

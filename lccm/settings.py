@@ -1,0 +1,67 @@
+"""Settings: one object, built once at start-up and passed down.
+
+Every field can be set from the environment as ``LCCM_<FIELD>`` (upper case). Nothing in the project reads the
+environment anywhere else, and no module keeps a settings instance at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LCCM_", extra="ignore")
+
+    # Where embedded services and run-time files live when no server is configured.
+    data_dir: Path = Path(".lccm")
+
+    # PostgreSQL. Empty means: start a private embedded server (pgserver) under data_dir.
+    database_url: str = ""
+    db_pool_min: int = 1
+    db_pool_max: int = 8
+
+    # MQTT. Empty host means: start an embedded broker (mosquitto child process if installed, else amqtt).
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_client_id: str = "lccm-ingest-1"
+    mqtt_share_group: str = "lccm-ingest"
+    mqtt_topic_root: str = "lccm/v1"
+    # Persistent session: the broker keeps our subscription and queued QoS 1 messages this long while we are away.
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    # Upper bound on unacknowledged messages the broker may push to us (we ack only after the DB commit).
+    mqtt_receive_maximum: int = 20_000
+    # Force MQTT 3.1.1 (for brokers that speak nothing newer); otherwise 5 is tried first, then 3.1.1.
+    mqtt_protocol: str = Field(default="auto", pattern="^(auto|5|3.1.1)$")
+
+    # stream/: a batch is flushed when it holds this many readings or its oldest message is this old.
+    batch_max_readings: int = 20_000
+    batch_max_wait_s: float = 0.05
+    # Keys remembered across batches for in-memory dedup (the database stays the authority).
+    dedup_window_keys: int = 2_000_000
+
+    # Message contract limits (docs/contract.md).
+    max_payload_bytes: int = 256 * 1024
+    max_readings_per_message: int = 5_000
+    future_tolerance_s: float = 300.0
+
+    # Store layout: retention and compression (TimescaleDB policies; plain PostgreSQL prune job).
+    retention_days: int = 3 * 365
+    compress_after_days: int = 7
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # City (the demo and the simulator).
+    city_file: Path | None = None
+    tz: str = "Asia/Bangkok"
+
+    def effective_city_file(self) -> Path:
+        if self.city_file is not None:
+            return self.city_file
+        return Path(__file__).resolve().parent.parent / "simulators" / "cities" / "lampang.yaml"

@@ -1,0 +1,40 @@
+"""Read the device registry and the metric catalogue (what the decoder needs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    id: int
+    name: str
+    unit: str
+    key: str
+    kind: str
+    min_value: float
+    max_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricUnitRow:
+    metric_id: int
+    unit: str
+    key_suffix: str
+    scale: float
+
+
+def device_ids(conn: psycopg.Connection) -> dict[str, int]:
+    return {str(d): int(i) for d, i in conn.execute("SELECT device_id, id FROM devices")}
+
+
+def metrics(conn: psycopg.Connection) -> list[MetricRow]:
+    rows = conn.execute("SELECT id, name, unit, key, kind, min_value, max_value FROM metrics ORDER BY id")
+    return [MetricRow(*r) for r in rows]
+
+
+def metric_units(conn: psycopg.Connection) -> list[MetricUnitRow]:
+    rows = conn.execute("SELECT metric_id, unit, key_suffix, scale FROM metric_units ORDER BY metric_id, unit")
+    return [MetricUnitRow(*r) for r in rows]
