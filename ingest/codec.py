@@ -7,6 +7,7 @@ A message is atomic (docs/contract.md): on the first error the readings it had a
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,8 @@ import orjson
 from ingest.registry import Metric, Registry
 from ingest.topic import Topic, TopicError
 from stream.batch import BatchBuilder
+
+log = logging.getLogger(__name__)
 
 # RFC 8428: a resolved time below 2**28 s is relative to "now". We only store device clock readings.
 _MIN_ABSOLUTE_S = 2**28
@@ -97,6 +100,10 @@ def decode_message(
     except _Refused as e:
         batch.rollback(mark)
         return Decoded(device_ref, refusal=e.refusal)
+    except Exception as e:  # a decoder bug must cost one message (kept as a dead letter), never the worker
+        log.exception("decoder error on topic %s", topic)
+        batch.rollback(mark)
+        return Decoded(device_ref, refusal=Refusal("bad_payload", f"unexpected decoder error: {type(e).__name__}: {e}"))
 
 
 def _decode_status(payload: bytes) -> str:
@@ -130,14 +137,12 @@ class _Context:
     start: int  # where this message's readings begin in the batch
 
     def add(self, metric: Metric, scale: float, ts_us: int, raw: Any) -> None:
-        value = _number(metric, raw) * scale
-        if not metric.min_value <= value <= metric.max_value:
-            raise _Refused(
-                "out_of_range",
-                f"{metric.name} = {value:g} {metric.unit} is outside {metric.min_value:g} .. {metric.max_value:g}",
-            )
-        if len(self.batch.metric_id) - self.start >= self.limits.max_readings:
-            raise _Refused("too_many_readings", f"more than {self.limits.max_readings} readings in one message")
+        kind = type(raw)
+        # Fast path: an exact float or int (bool is excluded: type(True) is bool). NaN fails the range test and
+        # goes to the slow path, which tells NaN from out-of-range.
+        value = raw * scale if kind is float or (kind is int and -(2**53) <= raw <= 2**53) else None
+        if value is None or not metric.min_value <= value <= metric.max_value:
+            value = _checked_value(metric, scale, raw)
         self.batch.metric_id.append(metric.id)
         self.batch.ts_us.append(ts_us)
         self.batch.value.append(value)
@@ -154,16 +159,24 @@ class _Context:
         return ts_us
 
 
-def _number(metric: Metric, raw: Any) -> float:
+def _checked_value(metric: Metric, scale: float, raw: Any) -> float:
     if isinstance(raw, bool):
-        if metric.kind == "state":
-            return 1.0 if raw else 0.0
-        raise _Refused("bad_payload", f"{metric.name} must be a number, got a boolean")
+        if metric.kind != "state":
+            raise _Refused("bad_payload", f"{metric.name} must be a number, got a boolean")
+        raw = 1.0 if raw else 0.0
     if not isinstance(raw, int | float):
         raise _Refused("bad_payload", f"{metric.name} must be a number, got {type(raw).__name__}")
-    value = float(raw)
-    if not math.isfinite(value):
+    try:
+        value = float(raw) * scale
+    except OverflowError:
+        raise _Refused("out_of_range", f"{metric.name} = {str(raw)[:40]} is too large") from None
+    if not math.isfinite(raw) or not math.isfinite(value):
         raise _Refused("non_finite_value", f"{metric.name} is {raw!r}")
+    if not metric.min_value <= value <= metric.max_value:
+        raise _Refused(
+            "out_of_range",
+            f"{metric.name} = {value:g} {metric.unit} is outside {metric.min_value:g} .. {metric.max_value:g}",
+        )
     return value
 
 
@@ -231,13 +244,24 @@ def _decode_plain(ctx: _Context, doc: dict[str, Any]) -> int | None:
         records = doc["records"]
         if not isinstance(records, list) or not records:
             raise _Refused("bad_payload", "'records' must be a non-empty list")
+        _check_count(ctx, sum(len(r["values"]) for r in records if isinstance(r, dict) and _has_values(r)))
         for i, rec in enumerate(records):
             if not isinstance(rec, dict):
                 raise _Refused("bad_payload", f"records[{i}] is not an object")
             _decode_plain_record(ctx, rec, f"records[{i}]")
     else:
+        _check_count(ctx, len(doc["values"]) if _has_values(doc) else 0)
         _decode_plain_record(ctx, doc, "message")
     return seq
+
+
+def _has_values(rec: dict[str, Any]) -> bool:
+    return isinstance(rec.get("values"), dict)
+
+
+def _check_count(ctx: _Context, n: int) -> None:
+    if n > ctx.limits.max_readings:
+        raise _Refused("too_many_readings", f"{n} readings in one message; the limit is {ctx.limits.max_readings}")
 
 
 def _decode_plain_record(ctx: _Context, rec: dict[str, Any], where: str) -> None:
@@ -270,26 +294,96 @@ def _decode_senml(ctx: _Context, pack: list[Any]) -> int | None:
         raise _Refused("bad_payload", "empty SenML pack")
     if len(pack) > ctx.limits.max_readings:
         raise _Refused("too_many_readings", f"{len(pack)} records; the limit is {ctx.limits.max_readings}")
-    base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+    base = _SenmlBase()
+    resolved: dict[tuple[str, str | None], tuple[Metric, float]] = {}  # (name, unit) -> metric, scale
     seq: int | None = None
     for i, rec in enumerate(pack):
-        if not isinstance(rec, dict):
+        if type(rec) is not dict:
             raise _Refused("bad_senml", f"record {i} is not an object")
-        _check_senml_fields(rec, i)
+        keys = rec.keys()
+        if not keys <= _SENML_KNOWN:
+            _check_senml_fields(rec, i)
         if "seq" in rec:
             if i != 0:
                 raise _Refused("bad_senml", f"record {i}: 'seq' is allowed in the first record only")
             seq = _check_seq(rec["seq"])
-        if "bn" in rec:
-            base_name = _senml_str(rec, "bn", i)
-        if "bt" in rec:
-            base_time = _senml_num(rec, "bt", i)
-        if "bu" in rec:
-            base_unit = _senml_str(rec, "bu", i)
-        if "bv" in rec:
-            base_value = _senml_num(rec, "bv", i)
-        _decode_senml_record(ctx, rec, i, base_name, base_time, base_unit, base_value)
+        if not keys.isdisjoint(_SENML_BASE):
+            base.update(rec, i)
+            resolved.clear()
+        name = rec.get("n", "")
+        unit = rec.get("u", base.unit)
+        if type(name) is not str or not (unit is None or type(unit) is str):
+            _senml_metric(ctx, rec, i, base.name, unit)  # raises the specific refusal
+        found = resolved.get((name, unit))
+        if found is None:
+            found = resolved[(name, unit)] = _senml_metric(ctx, rec, i, base.name, unit)
+        t = rec.get("t", 0.0)
+        if type(t) is not float and type(t) is not int:
+            t = _senml_num(rec, "t", i)
+        ctx.add(found[0], found[1], ctx.check_time(_senml_time_us(base.time + t)), _senml_value(rec, i, found[0], base))
     return seq
+
+
+_SENML_BASE = frozenset({"bn", "bt", "bu", "bv"})
+
+
+@dataclass(slots=True)
+class _SenmlBase:
+    name: str = ""
+    time: float = 0.0
+    unit: str | None = None
+    value: float = 0.0
+
+    def update(self, rec: dict[str, Any], i: int) -> None:
+        if "bn" in rec:
+            self.name = _senml_str(rec, "bn", i)
+        if "bt" in rec:
+            self.time = _senml_num(rec, "bt", i)
+        if "bu" in rec:
+            self.unit = _senml_str(rec, "bu", i)
+        if "bv" in rec:
+            self.value = _senml_num(rec, "bv", i)
+
+
+def _senml_time_us(seconds: float) -> int:
+    if not math.isfinite(seconds):
+        raise _Refused("non_finite_value", "record time is not finite")
+    return parse_time_us(seconds)
+
+
+def _senml_value(rec: dict[str, Any], i: int, metric: Metric, base: _SenmlBase) -> Any:
+    if "v" in rec:
+        raw = rec["v"]
+        if base.value and isinstance(raw, int | float) and not isinstance(raw, bool):
+            raw = raw + base.value
+        return raw
+    if "vb" in rec:
+        raw = rec["vb"]
+        if not isinstance(raw, bool):
+            raise _Refused("bad_senml", f"record {i}: 'vb' must be true or false")
+        if metric.kind != "state":
+            raise _Refused("bad_senml", f"record {i}: a boolean value for {metric.name}, which is not a state")
+        return raw
+    raise _Refused("bad_senml", f"record {i} ({metric.name}) has no value ('v' or 'vb')")
+
+
+def _senml_metric(ctx: _Context, rec: dict[str, Any], i: int, base_name: str, unit: str | None) -> tuple[Metric, float]:
+    name = base_name + (_senml_str(rec, "n", i) if "n" in rec else "")
+    if not name:
+        raise _Refused("bad_senml", f"record {i} has no name (neither 'bn' nor 'n')")
+    metric_name = _senml_metric_name(ctx, name)
+    metric = ctx.registry.metrics_by_name.get(metric_name)
+    if metric is None:
+        raise _Refused("unknown_metric", f"record {i}: {metric_name[:60]!r} names no metric in the catalogue")
+    if unit is not None and not isinstance(unit, str):
+        raise _Refused("bad_senml", f"record {i}: 'u' must be a string")
+    found = ctx.registry.by_senml.get((metric_name, metric.unit if unit is None else unit))
+    if found is None:
+        accepted = sorted(u for (n, u) in ctx.registry.by_senml if n == metric_name)
+        raise _Refused(
+            "unknown_unit", f"record {i}: unit {unit!r} not accepted for {metric_name}; use one of {accepted}"
+        )
+    return found
 
 
 def _check_senml_fields(rec: dict[str, Any], i: int) -> None:
@@ -312,48 +406,6 @@ def _senml_num(rec: dict[str, Any], key: str, i: int) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Refused("bad_senml", f"record {i}: {key!r} must be a number")
     return value
-
-
-def _decode_senml_record(
-    ctx: _Context,
-    rec: dict[str, Any],
-    i: int,
-    base_name: str,
-    base_time: float,
-    base_unit: str | None,
-    base_value: float,
-) -> None:
-    name = base_name + (_senml_str(rec, "n", i) if "n" in rec else "")
-    if not name:
-        raise _Refused("bad_senml", f"record {i} has no name (neither 'bn' nor 'n')")
-    metric_name = _senml_metric_name(ctx, name)
-    t = _senml_num(rec, "t", i) if "t" in rec else 0.0
-    if not math.isfinite(base_time + t):
-        raise _Refused("non_finite_value", f"record {i}: time is not finite")
-    ts_us = ctx.check_time(parse_time_us(base_time + t))
-    unit = _senml_str(rec, "u", i) if "u" in rec else base_unit
-    metric = ctx.registry.metrics_by_name.get(metric_name)
-    if metric is None:
-        raise _Refused("unknown_metric", f"record {i}: {metric_name[:60]!r} names no metric in the catalogue")
-    found = ctx.registry.by_senml.get((metric_name, metric.unit if unit is None else unit))
-    if found is None:
-        accepted = sorted(u for (n, u) in ctx.registry.by_senml if n == metric_name)
-        raise _Refused(
-            "unknown_unit", f"record {i}: unit {unit!r} not accepted for {metric_name}; use one of {accepted}"
-        )
-    if "v" in rec:
-        raw = rec["v"]
-        if isinstance(raw, int | float) and not isinstance(raw, bool) and base_value:
-            raw = raw + base_value
-    elif "vb" in rec:
-        raw = rec["vb"]
-        if not isinstance(raw, bool):
-            raise _Refused("bad_senml", f"record {i}: 'vb' must be true or false")
-        if metric.kind != "state":
-            raise _Refused("bad_senml", f"record {i}: a boolean value for {metric_name}, which is not a state")
-    else:
-        raise _Refused("bad_senml", f"record {i} ({metric_name}) has no value ('v' or 'vb')")
-    ctx.add(found[0], found[1], ts_us, raw)
 
 
 def _senml_metric_name(ctx: _Context, name: str) -> str:

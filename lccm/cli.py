@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,8 @@ import psycopg
 import typer
 
 from lccm.settings import Settings
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Low Carbon City Monitor")
 
@@ -71,9 +74,27 @@ def ingest(ctx: typer.Context) -> None:
         worker = build_ingest(settings, svc)
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
+        last_retention = 0.0
         while not stop.wait(10):
             typer.echo(json.dumps(worker.loop.stats.as_dict()))
+            if time.monotonic() - last_retention > 3600:
+                last_retention = time.monotonic()
+                _retention(svc.database_url, settings.retention_days)
         worker.stop()
+
+
+def _retention(database_url: str, retention_days: int) -> None:
+    from store.maintenance import apply_retention
+
+    try:
+        with psycopg.connect(database_url) as conn:
+            deleted = apply_retention(conn, retention_days)
+        if deleted:
+            logging.getLogger(__name__).info(
+                "retention: deleted %d readings older than %d days", deleted, retention_days
+            )
+    except psycopg.Error as e:  # retention can wait for the next hour; ingest must go on
+        log.warning("retention job failed: %s", e)
 
 
 @app.command()

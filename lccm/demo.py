@@ -8,7 +8,6 @@ event time is a plausible device clock reading (the contract refuses times in th
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import threading
 import time
@@ -79,9 +78,7 @@ def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
     path = settings.data_dir / "demo-devices.csv"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     city.devices_csv(path)
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    parsed = parse_registry_csv(rows)
+    parsed = parse_registry_csv(path.read_bytes())
     with psycopg.connect(svc.database_url) as conn:
         import_registry(conn, parsed)
 

@@ -96,6 +96,13 @@ def services(settings: Settings) -> Iterator[Services]:
         svc.stop()
 
 
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded one under data_dir; migrated. Yields its URL."""
+    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
+        yield svc.database_url
+
+
 @dataclass
 class IngestWorker:
     source: MqttSource

@@ -162,14 +162,16 @@ class Database:
 
 def start_database(data_dir: Path) -> Database:
     """A private PostgreSQL under data_dir, created on first use; its URL names database ``lccm``."""
-    import pgserver
     import psycopg
 
     pg_dir = (data_dir / "pg").resolve()
     pg_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); pgserver then uses /tmp, which is fine.
+        # platformdirs warns (at import, too) when XDG_RUNTIME_DIR is unset, as in CI and containers; pgserver then
+        # keeps its lock file under /tmp, which is fine.
         warnings.simplefilter("ignore")
+        import pgserver
+
         server = pgserver.get_server(pg_dir, cleanup_mode="stop")
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:

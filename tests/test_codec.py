@@ -124,6 +124,10 @@ REFUSALS = [
     ([{"bt": T, "n": "energy", "v": 1}, {"n": "energy", "v": 2, "seq": 3}], "bad_senml"),
     ([{"bt": T, "n": "energy", "v": 1}] * 11, "too_many_readings"),
     (b"x" * 5000, "oversized_payload"),
+    (b'{"ts": 1795331100, "values": {"energy_kwh": 1' + b"0" * 400 + b"}}", "out_of_range"),
+    ([{"bt": T, "n": ["energy"], "v": 1}], "bad_senml"),
+    ([{"bt": T, "n": "energy", "u": {"k": 1}, "v": 1}], "bad_senml"),
+    ([{"bt": T, "n": "energy", "v": 1, "t": "soon"}], "bad_senml"),
 ]
 
 
@@ -187,3 +191,28 @@ def test_random_messages_decode_to_the_reference_values(records: list[tuple[int,
     assert out.refusal is None
     assert b.ts_us == [ms * 1000 for ms, _, _ in records]
     assert b.value == [pytest.approx(v * scale[u]) for _, v, u in records]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+FIELDS = st.sampled_from(["bn", "bt", "n", "u", "v", "vb", "t", "seq", "ts", "values", "records", "energy_kwh"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        JSON,
+        st.lists(st.dictionaries(FIELDS, JSON, max_size=5), max_size=4),
+        st.dictionaries(FIELDS, JSON, max_size=5),
+    )
+)
+def test_any_json_is_either_decoded_or_refused_never_raised(doc: object) -> None:
+    batch = BatchBuilder()
+    out, b = decode(json.dumps(doc, allow_nan=True).encode(), batch=batch)
+    if out.refusal is None:
+        assert len(b) == out.readings and len(set(map(len, (b.device_id, b.metric_id, b.ts_us, b.value)))) == 1
+    else:
+        assert len(b) == 0 and out.refusal.reason != "" and "unexpected" not in out.refusal.detail

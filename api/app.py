@@ -1,0 +1,75 @@
+"""The FastAPI application factory.
+
+Routes are plain ``def`` functions on a synchronous ``psycopg_pool.ConnectionPool``: the store's functions
+(``import_registry``, the writer, migrations) are synchronous psycopg, so the API reuses them as they are, and
+FastAPI runs sync routes in its worker thread pool. The connection pool's ``max_size``, not the thread count,
+bounds the load on PostgreSQL. A city's dashboards and operators make tens of requests per second at most, far
+below where an event-loop driver would pay for its second copy of every query function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+from psycopg_pool import ConnectionPool
+
+from api.errors import install_handlers
+from api.routes import ops, readings, registry
+
+
+class Settings(Protocol):
+    """What the API reads of ``lccm.settings.Settings``. A protocol, because api/ may import only store/ and
+    engine/; the composition root passes its Settings object, which matches it."""
+
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def db_pool_min(self) -> int: ...
+    @property
+    def db_pool_max(self) -> int: ...
+
+
+def _make_pool(settings: Settings) -> ConnectionPool:
+    return ConnectionPool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        # Test each connection as it is handed out, so a restarted database costs one failed check, not one
+        # failed request per stale pooled connection.
+        check=ConnectionPool.check_connection,
+        open=False,
+        name="lccm-api",
+    )
+
+
+def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAPI:
+    """Build the app. With ``pool`` given, the caller owns it (opens and closes it); otherwise the lifespan opens
+    one from ``settings`` and closes it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ConnectionPool]]:
+        if pool is not None:
+            yield {"pool": pool}
+            return
+        own = _make_pool(settings)
+        # wait=False: the API starts even while the database is down; /health then reports 503 until it is back.
+        own.open(wait=False)
+        try:
+            yield {"pool": own}
+        finally:
+            own.close()
+
+    app = FastAPI(
+        title="Low Carbon City Monitor",
+        summary="Live energy, emissions and air quality for Thai municipalities",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(registry.router)
+    app.include_router(readings.router)
+    return app

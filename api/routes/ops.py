@@ -1,0 +1,99 @@
+"""Operations: health and the dead-letter table."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api import cursors
+from api.deps import Conn, Cursor, From, Pool, To, check_range
+from api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, HealthOut, ReasonCountOut
+from store import queries
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+
+# A health probe must answer quickly even when the pool would wait its full timeout for a connection.
+HEALTH_TIMEOUT_S = 2.0
+_DEAD_LETTER_CURSOR = "dead_letters"
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def health(pool: Pool) -> HealthOut | JSONResponse:
+    try:
+        with pool.connection(timeout=min(HEALTH_TIMEOUT_S, pool.timeout)) as conn:
+            info = queries.store_health(conn)
+    except psycopg.Error as exc:
+        return _unhealthy(exc)
+    return HealthOut(
+        status="ok",
+        database_reachable=True,
+        layout=info.layout,
+        readings_estimate=info.readings_estimate,
+        last_received_at=info.last_received_at,
+    )
+
+
+def _unhealthy(exc: psycopg.Error) -> JSONResponse:
+    # OperationalError (PoolTimeout included) means no connection could be had; anything else means the database
+    # answered but is not usable by us, typically a schema that was never migrated.
+    reachable = not isinstance(exc, psycopg.OperationalError)
+    log.warning("health: database %s: %s", "unusable" if reachable else "unreachable", exc)
+    detail = f"database error: {type(exc).__name__}" if reachable else "the database cannot be reached"
+    down = HealthOut(status="unavailable", database_reachable=reachable, detail=detail)
+    return JSONResponse(status_code=503, content=down.model_dump(mode="json"))
+
+
+def _dead_letter_out(row: queries.DeadLetter) -> DeadLetterOut:
+    try:
+        payload, encoding = row.payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(row.payload).decode("ascii"), "base64"
+    return DeadLetterOut(
+        id=row.id,
+        received_at=row.received_at,
+        topic=row.topic,
+        reason=row.reason,
+        detail=row.detail,
+        device_ref=row.device_ref,
+        payload=payload,
+        payload_encoding=encoding,  # type: ignore[arg-type]  # one of the two literals above
+        payload_bytes=len(row.payload),
+    )
+
+
+@router.get("/dead-letters", response_model=DeadLetterPage)
+def dead_letters(
+    conn: Conn,
+    reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device (docs/contract.md)")] = None,
+    start: From = None,
+    end: To = None,
+    # Payloads run up to 256 KiB each, so pages are smaller than for readings.
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None,
+) -> DeadLetterPage:
+    """Refused messages, newest first, filtered by reason and receive time [from, to)."""
+    check_range(start, end)
+    before = None
+    if cursor:
+        us, ident = cursors.decode(_DEAD_LETTER_CURSOR, cursor, (int, int))
+        before = (cursors.from_us(int(us)), int(ident))
+    rows = queries.dead_letters_page(conn, reason=reason, start=start, end=end, before=before, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        next_cursor = cursors.encode(_DEAD_LETTER_CURSOR, cursors.to_us(page[-1].received_at), page[-1].id)
+    return DeadLetterPage(items=[_dead_letter_out(r) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/dead-letters/summary", response_model=DeadLetterSummary)
+def dead_letter_summary(conn: Conn, start: From = None, end: To = None) -> DeadLetterSummary:
+    """Counts of refused messages by reason, with receive time [from, to)."""
+    check_range(start, end)
+    reasons = [ReasonCountOut.model_validate(r) for r in queries.dead_letter_summary(conn, start=start, end=end)]
+    return DeadLetterSummary(total=sum(r.count for r in reasons), reasons=reasons)

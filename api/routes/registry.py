@@ -1,0 +1,93 @@
+"""Sites, devices and the registry import."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from api import cursors
+from api.deps import Conn, Cursor
+from api.errors import DeviceNotFound, SiteNotFound
+from api.schemas import DeviceOut, DevicePage, ImportErrorOut, ImportReportOut, SiteDetailOut, SiteOut
+from api.upload import MAX_UPLOAD_BYTES, csv_upload
+from store import queries
+from store.devices import DeviceKind, import_registry, parse_registry_csv
+
+router = APIRouter(tags=["registry"])
+
+_DEVICE_CURSOR = "devices"
+
+
+@router.get("/sites", response_model=list[SiteOut])
+def list_sites(conn: Conn) -> list[queries.Site]:
+    return queries.list_sites(conn)
+
+
+@router.get("/sites/{site_code}", response_model=SiteDetailOut, responses={404: {"description": "unknown site"}})
+def get_site(site_code: str, conn: Conn) -> SiteDetailOut:
+    site = queries.get_site(conn, site_code)
+    if site is None:
+        raise SiteNotFound(site_code)
+    devices = queries.list_devices(conn, site_code=site_code)
+    return SiteDetailOut.model_validate(
+        {**SiteOut.model_validate(site).model_dump(), "devices": [DeviceOut.model_validate(d) for d in devices]}
+    )
+
+
+@router.get("/devices", response_model=DevicePage, responses={404: {"description": "unknown site"}})
+def list_devices(
+    conn: Conn,
+    site_code: str | None = None,
+    kind: DeviceKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None,
+) -> DevicePage:
+    if site_code is not None and queries.get_site(conn, site_code) is None:
+        raise SiteNotFound(site_code)  # an empty page would hide a typo in the site code
+    after = str(cursors.decode(_DEVICE_CURSOR, cursor, (str,))[0]) if cursor else None
+    rows = queries.list_devices(conn, site_code=site_code, kind=kind, after_device_id=after, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    return DevicePage(
+        items=[DeviceOut.model_validate(d) for d in page],
+        next_cursor=cursors.encode(_DEVICE_CURSOR, page[-1].device_id) if more else None,
+    )
+
+
+@router.get("/devices/{device_id}", response_model=DeviceOut, responses={404: {"description": "unknown device"}})
+def get_device(device_id: str, conn: Conn) -> queries.Device:
+    device = queries.get_device(conn, device_id)
+    if device is None:
+        raise DeviceNotFound(device_id)
+    return device
+
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f"The registry CSV (English or Thai headers, UTF-8, at most {MAX_UPLOAD_BYTES} bytes)",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/devices/import",
+    response_model=ImportReportOut,
+    openapi_extra=_IMPORT_BODY,
+    responses={422: {"model": ImportErrorOut, "description": "the file is invalid; nothing was imported"}},
+)
+def import_devices(conn: Conn, data: Annotated[bytes, Depends(csv_upload)]) -> ImportReportOut:
+    """Upsert sites and devices from a registry CSV: all rows or none, idempotent on re-import."""
+    rows = parse_registry_csv(data)  # RegistryInvalid -> 422 with the per-row errors (api/errors.py)
+    report = import_registry(conn, rows)
+    return ImportReportOut.model_validate({"rows": len(rows), "sites": report.sites, "devices": report.devices})
