@@ -21,6 +21,9 @@ from lccm.settings import Settings
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_FILE = "ingest.heartbeat"
+HEARTBEAT_MAX_AGE_S = 60
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Low Carbon City Monitor")
 
 try:  # the registry sub-commands live beside the CLI
@@ -75,8 +78,15 @@ def ingest(ctx: typer.Context) -> None:
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
         last_retention = 0.0
+        heartbeat = settings.data_dir / HEARTBEAT_FILE
         while not stop.wait(10):
-            typer.echo(json.dumps(worker.loop.stats.as_dict()))
+            if not worker.alive():
+                typer.echo(f"stream loop stopped: {worker.error!r}", err=True)
+                raise typer.Exit(1)  # let the supervisor restart us; unacked messages wait in the broker
+            stats = json.dumps(worker.loop.stats.as_dict())
+            typer.echo(stats)
+            heartbeat.parent.mkdir(parents=True, exist_ok=True)
+            heartbeat.write_text(stats)
             if time.monotonic() - last_retention > 3600:
                 last_retention = time.monotonic()
                 _retention(svc.database_url, settings.retention_days)
@@ -184,12 +194,22 @@ def demo(
 
 
 @app.command()
-def healthcheck(ctx: typer.Context) -> None:
+def healthcheck(
+    ctx: typer.Context,
+    ingest: Annotated[
+        bool, typer.Option("--ingest", help=f"Also require a fresh ingest heartbeat (<{HEARTBEAT_MAX_AGE_S} s old)")
+    ] = False,
+) -> None:
     """Exit 0 if the configured database and broker answer, 1 otherwise (for container health checks)."""
     from lccm.services import wait_for_port
 
     settings = _settings(ctx)
     problems = []
+    if ingest:
+        beat = settings.data_dir / HEARTBEAT_FILE
+        age = time.time() - beat.stat().st_mtime if beat.exists() else None
+        if age is None or age > HEARTBEAT_MAX_AGE_S:
+            problems.append(f"ingest: no heartbeat in {beat} for {age or float('inf'):.0f} s")
     try:
         with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
             conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")

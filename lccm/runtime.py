@@ -124,6 +124,9 @@ class IngestWorker:
             self.error = e
             log.exception("stream loop died")
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop; with drain_s, first wait until the inbox has been quiet that long (tests, demo end)."""
         if drain_s:

@@ -1,0 +1,506 @@
+"""The deployment files agree with the code: docker-compose.yml, Dockerfile, Mosquitto and Grafana configuration.
+
+No Docker engine is needed: the files are parsed and checked against the typer CLI (``lccm.cli.app``), the Settings
+object (every field is ``LCCM_<FIELD>``) and each other -- a command or option that the CLI does not have, an
+environment variable that no setting reads, or a broker configuration with Mosquitto's message-dropping defaults
+fails here instead of on a production machine.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+
+from lccm.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
+MOSQUITTO_CONFS = ("mosquitto.conf", "mosquitto-dev.conf")
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+
+# Services every deployment has; the demo profile adds the simulator and the one-shots that register its devices.
+CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "migrate", "ingest", "api"}
+DEMO_PROFILE = "demo"
+# Variables that third-party images read, allowed on those services only.
+GRAFANA_DATASOURCE_VARS = {"LCCM_GRAFANA_DB_USER", "LCCM_GRAFANA_DB_PASSWORD"}
+
+_INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str] | None = None) -> str:
+    """Compose's variable substitution: ``$$`` -> ``$``, ``${V:-default}``, ``${V:?error}``, ``${V}``.
+
+    Unset required variables (``:?``) become ``required-<name>``: the files are checked without real secrets.
+    """
+    env = env or {}
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group("name"), m.group("op"), m.group("arg")
+        value = env.get(name, "")
+        if op in (":-", "-"):
+            return value or arg
+        if op in (":?", "?"):
+            return value or f"required-{name.lower()}"
+        return value
+
+    return _INTERPOLATION.sub(sub, text)
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _argv(command: str | list[Any]) -> list[str]:
+    assert isinstance(command, list), f"use the exec (list) form for commands, not a shell string: {command!r}"
+    return [str(part) for part in command]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def ours(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Services that run the project's image (built from the Dockerfile, ENTRYPOINT ["lccm"])."""
+    found = {name: svc for name, svc in services.items() if "build" in svc}
+    assert found, "no service builds the lccm image"
+    images = {svc.get("image") for svc in found.values()}
+    assert len(images) == 1, f"the lccm services should share one image tag, got {images}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def cli() -> Any:
+    """The click command behind ``lccm`` (typer >= 0.2x ships its own click, so typed loosely)."""
+    from lccm.cli import app
+
+    command = typer.main.get_command(app)
+    assert hasattr(command, "commands"), "lccm.cli.app must be a typer app with sub-commands"
+    return command
+
+
+@pytest.fixture(scope="module")
+def mosquitto_confs() -> dict[str, list[tuple[str, list[str]]]]:
+    return {name: _parse_mosquitto_conf(MOSQUITTO_DIR / name) for name in MOSQUITTO_CONFS}
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------
+
+
+def _check_argv(root: Any, argv: list[str], scratch_file: Path) -> None:
+    """Resolve ``lccm <argv>`` to a command and let it parse the rest exactly as it would at run time.
+
+    Parsing checks every option name, value type, flag and argument count without invoking the command.
+    Container paths (absolute) are replaced by a local scratch file, since they do not exist on this machine.
+    """
+    command, path, args = root, ["lccm"], list(argv)
+    while hasattr(command, "commands"):  # a group: the next word is a sub-command
+        assert args and not args[0].startswith("-"), f"`{' '.join(path)}` needs a sub-command, got {args}"
+        name = args.pop(0)
+        sub = command.commands.get(name)
+        assert sub is not None, f"`{' '.join(path)}` has no command {name!r}; it has {sorted(command.commands)}"
+        command, path = sub, [*path, name]
+    local = [str(scratch_file) if a.startswith("/") else a for a in args]
+    try:
+        command.make_context(" ".join(path), local)
+    except Exception as e:  # a usage error: unknown option, bad value, missing or extra argument
+        pytest.fail(f"`{' '.join([*path, *args])}` is refused by the CLI: {e}")
+
+
+@pytest.fixture
+def scratch_file(tmp_path: Path) -> Path:
+    path = tmp_path / "container-path"
+    path.write_text("", encoding="utf-8")
+    return path
+
+
+def test_every_lccm_service_runs_a_real_cli_command(
+    ours: dict[str, dict[str, Any]], cli: Any, scratch_file: Path
+) -> None:
+    for name, svc in ours.items():
+        assert "command" in svc, f"{name}: no command (the image's default is --help)"
+        _check_argv(cli, _argv(svc["command"]), scratch_file)
+
+
+def test_healthchecks_that_call_lccm_use_real_commands(
+    services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]], cli: Any, scratch_file: Path
+) -> None:
+    for name, svc in services.items():
+        test = (svc.get("healthcheck") or {}).get("test")
+        if isinstance(test, list) and test and test[0] == "CMD" and len(test) > 1 and test[1] == "lccm":
+            assert name in ours, f"{name}: runs lccm in a container that is not the lccm image"
+            _check_argv(cli, [str(t) for t in test[2:]], scratch_file)
+
+
+def test_the_image_runs_lccm_as_an_unprivileged_user() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts.get("lccm") == "lccm.cli:app"
+
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    froms = [ln.split()[1] for ln in lines if ln.upper().startswith("FROM ")]
+    args = dict(ln[4:].strip().split("=", 1) for ln in lines if ln.upper().startswith("ARG ") and "=" in ln)
+    bases = {args.get(f.strip("${}"), f) for f in froms}
+    assert bases and all(b.startswith("python:3.11-slim") for b in bases), bases
+    users = [ln.split()[1] for ln in lines if ln.upper().startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage must not run as root"
+    assert 'ENTRYPOINT ["lccm"]' in lines
+
+
+def test_the_build_context_holds_every_package() -> None:
+    """.dockerignore is a whitelist: a package that pyproject.toml installs must be in the build context."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    lines = {ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()}
+    assert "*" in lines, ".dockerignore should exclude everything by default"
+    missing = sorted(p for p in packages if f"!{p}/" not in lines and f"!{p}" not in lines)
+    assert not missing, f".dockerignore leaves these packages out of the image: {missing}"
+    assert "!pyproject.toml" in lines
+
+
+# --- settings and secrets -----------------------------------------------------------------------------------
+
+
+def _settings_env_names() -> dict[str, str]:
+    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
+    return {f"{prefix}{field.upper()}": field for field in Settings.model_fields}
+
+
+def test_lccm_variables_are_settings_fields(ours: dict[str, dict[str, Any]]) -> None:
+    known = _settings_env_names()
+    for name, svc in ours.items():
+        env = _environment(svc)
+        unknown = sorted(k for k in env if k.startswith("LCCM_") and k not in known)
+        assert not unknown, f"{name}: not Settings fields (nothing would read them): {unknown}"
+        others = sorted(k for k in env if not k.startswith("LCCM_"))
+        assert not others, f"{name}: the lccm image reads LCCM_* settings only, got {others}"
+        # The values must validate as the fields' types (model_validate: the values alone, not this process's env).
+        Settings.model_validate({known[k]: interpolate(v) for k, v in env.items()})
+
+
+def test_third_party_services_get_no_lccm_settings(
+    services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]
+) -> None:
+    for name, svc in services.items():
+        if name in ours:
+            continue
+        lccm_vars = {k for k in _environment(svc) if k.startswith("LCCM_")}
+        allowed = GRAFANA_DATASOURCE_VARS if name == "grafana" else set()
+        assert lccm_vars <= allowed, f"{name}: unexpected {sorted(lccm_vars - allowed)}"
+
+
+def test_lccm_services_use_the_compose_database_and_broker(
+    services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]
+) -> None:
+    """Empty LCCM_DATABASE_URL / LCCM_MQTT_HOST would start an embedded server inside the container instead."""
+    db_env = _environment(services["timescaledb"])
+    for name, svc in ours.items():
+        env = _environment(svc)
+        url = urlsplit(interpolate(env.get("LCCM_DATABASE_URL", "")))
+        assert url.scheme in ("postgresql", "postgres"), f"{name}: LCCM_DATABASE_URL must point at the database"
+        assert url.hostname == "timescaledb" and (url.port or 5432) == 5432, f"{name}: {url.hostname}:{url.port}"
+        assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
+        assert url.username == db_env["POSTGRES_USER"]
+        assert env.get("LCCM_MQTT_HOST") == "mosquitto", f"{name}: LCCM_MQTT_HOST must be the mosquitto service"
+        assert int(env.get("LCCM_MQTT_PORT", Settings.model_fields["mqtt_port"].default)) == 1883
+
+
+def test_each_lccm_service_has_its_own_mqtt_client_id(ours: dict[str, dict[str, Any]]) -> None:
+    """Two clients with one id take the broker session from each other in turn (and the ingest's queue with it)."""
+    default = Settings.model_fields["mqtt_client_id"].default
+    ids = {name: _environment(svc).get("LCCM_MQTT_CLIENT_ID", default) for name, svc in ours.items()}
+    duplicates = {i for i in ids.values() if list(ids.values()).count(i) > 1}
+    assert not duplicates, f"shared MQTT client ids: { {n: i for n, i in ids.items() if i in duplicates} }"
+
+
+def test_secrets_come_from_the_environment_not_the_file(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    required = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")
+    for name, svc in services.items():
+        for key, value in _environment(svc).items():
+            if "PASSWORD" in key:
+                assert required.match(value), f"{name}: {key} must be ${{VAR:?message}}, not a value in the file"
+            if key == "LCCM_DATABASE_URL":
+                # Not urlsplit: the "?" of ${VAR:?message} would start the query string.
+                m = re.match(r"^[a-z]+://[^:/@]+:(?P<password>.*)@[^@]+$", value)
+                password = m.group("password") if m else ""
+                assert required.match(password), f"{name}: the password in {key} must be ${{VAR:?message}}"
+
+    # Every variable the file uses is documented in deploy/.env.example.
+    text = COMPOSE.read_text(encoding="utf-8")
+    used = {m.group("name") for m in _INTERPOLATION.finditer(text) if m.group("name")}
+    example = (ROOT / "deploy" / ".env.example").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert used <= documented, f"not in deploy/.env.example: {sorted(used - documented)}"
+
+
+# --- services, health and order -----------------------------------------------------------------------------
+
+
+def _one_shot(svc: dict[str, Any]) -> bool:
+    return str(svc.get("restart", "no")) in ("no", "False", "false")
+
+
+def test_services_and_profiles(services: dict[str, dict[str, Any]]) -> None:
+    missing = CORE_SERVICES - set(services)
+    assert not missing, f"missing services: {sorted(missing)}"
+    for name in CORE_SERVICES:
+        assert not services[name].get("profiles"), f"{name} must start without a profile"
+    assert services["simulator"].get("profiles") == [DEMO_PROFILE], "the simulator runs in the demo profile only"
+    for name, svc in services.items():
+        if name not in CORE_SERVICES:
+            assert svc.get("profiles") == [DEMO_PROFILE], f"{name}: extra services belong to the demo profile"
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    assert _one_shot(services["migrate"]), "migrate is a one-shot (restart: 'no')"
+    for name, svc in services.items():
+        if name == "simulator" or _one_shot(svc):
+            continue
+        check = svc.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test {check['test']!r}"
+
+
+def test_start_order_waits_for_health_and_migrations(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: use depends_on with conditions"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            condition = spec.get("condition")
+            if condition == "service_healthy":
+                assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy; it has no check"
+            if condition == "service_completed_successfully":
+                assert _one_shot(services[dep]), f"{name} waits for {dep} to exit, but {dep} restarts"
+
+    def waits_for(name: str, dep: str) -> str | None:
+        return (services[name].get("depends_on") or {}).get(dep, {}).get("condition")
+
+    assert waits_for("migrate", "timescaledb") == "service_healthy"
+    for name in ("ingest", "api"):
+        assert waits_for(name, "migrate") == "service_completed_successfully", name
+    assert waits_for("ingest", "mosquitto") == "service_healthy"
+    assert waits_for("grafana", "timescaledb") == "service_healthy"
+    assert waits_for("simulator", "mosquitto") == "service_healthy"
+
+
+def test_api_port_matches_its_healthcheck_and_published_port(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api"]
+    argv = _argv(api["command"])
+    port = int(argv[argv.index("--port") + 1])
+    assert any(str(p).split(":")[-1] == str(port) for p in api.get("ports", [])), api.get("ports")
+    health = " ".join(str(t) for t in api["healthcheck"]["test"])
+    assert re.search(rf"http://(localhost|127\.0\.0\.1):{port}/health\b", health), health
+
+
+# --- Mosquitto ----------------------------------------------------------------------------------------------
+
+
+def _parse_mosquitto_conf(path: Path) -> list[tuple[str, list[str]]]:
+    entries = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, *args = line.split()
+            entries.append((key, args))
+    return entries
+
+
+def _global(entries: list[tuple[str, list[str]]], key: str) -> str | None:
+    """The value of a broker-wide option (Mosquitto takes the last one)."""
+    values = [args[0] for k, args in entries if k == key and args]
+    return values[-1] if values else None
+
+
+def _listeners(entries: list[tuple[str, list[str]]]) -> dict[tuple[str, ...], dict[str, str]]:
+    """Per-listener options: what follows each `listener` line up to the next."""
+    found: dict[tuple[str, ...], dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for key, args in entries:
+        if key == "listener":
+            current = found.setdefault(tuple(args), {})
+        elif current is not None:
+            current[key] = " ".join(args)
+    return found
+
+
+QUEUE_KEYS = (
+    "max_queued_messages",
+    "max_queued_bytes",
+    "max_inflight_messages",
+    "persistence",
+    "persistence_location",
+    "persistent_client_expiration",
+    "autosave_interval",
+    "queue_qos0_messages",
+)
+
+
+@pytest.mark.parametrize("conf", MOSQUITTO_CONFS)
+def test_mosquitto_never_drops_queued_messages(
+    conf: str, mosquitto_confs: dict[str, list[tuple[str, list[str]]]]
+) -> None:
+    entries = mosquitto_confs[conf]
+    queued = _global(entries, "max_queued_messages")
+    assert queued is not None, "max_queued_messages must be set: the default 1000 drops QoS 1 messages"
+    assert int(queued) == 0 or int(queued) >= 1_000_000, f"max_queued_messages {queued} is not generous"
+    if int(queued):
+        assert _global(entries, "max_queued_bytes") is not None, "a bounded queue needs max_queued_bytes too"
+
+    inflight = _global(entries, "max_inflight_messages")
+    assert inflight is not None, (
+        "max_inflight_messages must be set: the default 20 throttles an ack-after-commit ingest"
+    )
+    # 0 would be unlimited: an MQTT 3.1.1 paho subscriber stalls past 65,535 outstanding QoS 1 messages.
+    assert 1_000 <= int(inflight) <= 65_535, f"max_inflight_messages {inflight}"
+
+    assert _global(entries, "persistence") == "true", "persistent sessions need persistence"
+    assert _global(entries, "persistence_location"), "persistence_location must be on the data volume"
+    assert _global(entries, "persistent_client_expiration"), "persistent sessions must expire some day"
+
+
+def test_mosquitto_dev_config_keeps_the_production_queue_settings(
+    mosquitto_confs: dict[str, list[tuple[str, list[str]]]],
+) -> None:
+    prod, dev = (mosquitto_confs[c] for c in MOSQUITTO_CONFS)
+    for key in QUEUE_KEYS:
+        assert _global(prod, key) == _global(dev, key), f"{key} differs between {MOSQUITTO_CONFS}"
+
+
+def test_mosquitto_production_config_authenticates(mosquitto_confs: dict[str, list[tuple[str, list[str]]]]) -> None:
+    entries = mosquitto_confs["mosquitto.conf"]
+    assert _global(entries, "per_listener_settings") == "true"
+    public = _listeners(entries)[("1883",)]
+    assert public.get("allow_anonymous") == "false"
+    assert public.get("password_file") and public.get("acl_file")
+    # Anonymous access only on a loopback listener (the container's healthcheck).
+    for listener, opts in _listeners(entries).items():
+        if opts.get("allow_anonymous") == "true":
+            assert len(listener) == 2 and listener[1] == "127.0.0.1", f"anonymous listener {listener} is exposed"
+            assert opts.get("acl_file"), f"anonymous listener {listener} needs an ACL"
+    # Files it names exist in deploy/mosquitto (mounted at /mosquitto/config), except the password file itself.
+    for opts in _listeners(entries).values():
+        for key in ("acl_file", "password_file"):
+            if key in opts:
+                assert opts[key].startswith("/mosquitto/config/")
+                local = MOSQUITTO_DIR / opts[key].removeprefix("/mosquitto/config/")
+                assert local.exists() or (key == "password_file" and (MOSQUITTO_DIR / "passwords.example").exists())
+
+
+def test_mosquitto_acl_lets_the_ingest_read_and_devices_write_their_own_topics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    sections: dict[str | None, list[str]] = {None: []}
+    current: str | None = None
+    for raw in (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8").splitlines():
+        line = " ".join(raw.split())
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("user "):
+            current = line.split(" ", 1)[1]
+            sections.setdefault(current, [])
+        else:
+            sections[None if line.startswith("pattern ") else current].append(line)
+    ingest_user = _environment(services["ingest"])["LCCM_MQTT_USERNAME"]
+    topic_root = Settings.model_fields["mqtt_topic_root"].default
+    assert f"topic read {topic_root}/#" in sections.get(ingest_user, []), f"ACL: {ingest_user} cannot read"
+    assert f"pattern write {topic_root}/+/%c/#" in sections[None]
+    assert f"pattern read {topic_root}/+/%c/cmd/#" in sections[None]
+
+
+def test_compose_runs_the_broker_config_files(
+    services: dict[str, dict[str, Any]], mosquitto_confs: dict[str, list[tuple[str, list[str]]]]
+) -> None:
+    broker = services["mosquitto"]
+    assert any(str(v).startswith("./deploy/mosquitto:/mosquitto/config") for v in broker.get("volumes", []))
+    argv = [interpolate(a) for a in _argv(broker["command"])]
+    conf = argv[argv.index("-c") + 1]
+    assert conf == "/mosquitto/config/mosquitto.conf", "the default must be the production configuration"
+    assert "${MOSQUITTO_CONF:-mosquitto.conf}" in " ".join(_argv(broker["command"]))
+
+    # The healthcheck reaches a loopback listener that both configurations open.
+    test = [interpolate(str(t)) for t in broker["healthcheck"]["test"]]
+    port = test[test.index("-p") + 1]
+    for name, entries in mosquitto_confs.items():
+        assert (port, "127.0.0.1") in _listeners(entries), f"{name}: no 127.0.0.1:{port} listener"
+        assert ("1883",) in _listeners(entries), f"{name}: no listener on 1883"
+
+
+# --- Grafana ------------------------------------------------------------------------------------------------
+
+
+def _grafana_env_refs(node: Any) -> set[str]:
+    """Environment variables ($VAR or ${VAR}) that Grafana expands in a provisioning file's values."""
+    if isinstance(node, dict):
+        return set().union(*(_grafana_env_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_grafana_env_refs(v) for v in node))
+    if isinstance(node, str):
+        return set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", node))
+    return set()
+
+
+def test_grafana_datasource_points_at_the_timescaledb_service(services: dict[str, dict[str, Any]]) -> None:
+    path = GRAFANA_PROVISIONING / "datasources" / "lccm.yaml"
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    (source,) = [d for d in data["datasources"] if d.get("uid") == "lccm-pg"]
+    assert source["type"] == "grafana-postgresql-datasource"
+    host, _, port = source["url"].partition(":")
+    assert host == "timescaledb" and host in services and port == "5432"
+    assert source["jsonData"]["database"] == _environment(services["timescaledb"])["POSTGRES_DB"]
+    assert source["jsonData"]["timescaledb"] is True
+    assert "password" in source.get("secureJsonData", {})
+
+    grafana = services["grafana"]
+    refs = _grafana_env_refs(data)
+    assert refs, "the datasource credentials must come from the environment"
+    assert refs <= set(_environment(grafana)), f"not set on grafana: {sorted(refs - set(_environment(grafana)))}"
+    mounts = [str(v) for v in grafana.get("volumes", [])]
+    assert any(m.startswith("./deploy/grafana/provisioning") and ":/etc/grafana/provisioning" in m for m in mounts), (
+        mounts
+    )
+
+
+def test_grafana_dashboard_provider_reads_the_mounted_dashboards(services: dict[str, dict[str, Any]]) -> None:
+    data = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "lccm.yaml").read_text(encoding="utf-8"))
+    paths = {p["options"]["path"] for p in data["providers"]}
+    mounts = [str(v).split(":") for v in services["grafana"].get("volumes", [])]
+    targets = {m[1] for m in mounts if len(m) >= 2 and m[0] == "./dashboards/build"}
+    assert paths <= targets, f"provider paths {paths} are not the ./dashboards/build mount {targets}"
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda: yaml.safe_load((GRAFANA_PROVISIONING / "datasources" / "lccm.yaml").read_text(encoding="utf-8")),
+        lambda: yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "lccm.yaml").read_text(encoding="utf-8")),
+    ],
+    ids=["datasources", "dashboards"],
+)
+def test_grafana_provisioning_files_are_version_1(load: Callable[[], dict[str, Any]]) -> None:
+    assert load()["apiVersion"] == 1
