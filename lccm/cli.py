@@ -173,7 +173,7 @@ def demo(
     ctx: typer.Context,
     duration: Annotated[float | None, typer.Option(help="Run this many seconds, then print a summary and exit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object")] = False,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second")] = 60.0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second while replaying the past")] = 600.0,
     seed: Annotated[int, typer.Option(help="Random seed of the virtual city")] = 42,
     faults: Annotated[bool, typer.Option("--faults/--no-faults", help="Inject faults")] = True,
 ) -> None:

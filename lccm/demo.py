@@ -24,14 +24,14 @@ from lccm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# An unbounded demo first replays this much of the past at the chosen speed.
-_UNBOUNDED_REPLAY = timedelta(hours=2)
+# An unbounded demo first replays this much of the past at the chosen speed, then follows the wall clock.
+_UNBOUNDED_REPLAY = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     duration_s: float | None = None
-    speed: float = 60.0
+    speed: float = 600.0
     seed: int = 42
     faults: bool = True
     quiet: bool = False
