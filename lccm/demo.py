@@ -90,7 +90,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
     from api.app import create_app
     from lccm.services import wait_for_port
 
-    port = settings.api_port
+    port = settings.api_port or free_port()
     with contextlib.suppress(TimeoutError):
         wait_for_port(settings.api_host, port, timeout_s=0.2)
         port = free_port()  # something already answers on the configured port

@@ -1,0 +1,77 @@
+"""The command line as a user runs it: the demo on embedded services, and the container health check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from lccm.cli import HEARTBEAT_FILE, app
+from lccm.services import Broker
+
+REASONS = {
+    "bad_topic", "oversized_payload", "too_many_readings", "bad_json", "bad_payload", "bad_senml", "unknown_field",
+    "unknown_device", "device_mismatch", "unknown_metric", "unknown_unit", "bad_time", "naive_time", "future_time",
+    "non_finite_value", "out_of_range", "bad_status",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_services_serves_the_api_and_prints_one_json_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LCCM_")}
+    env["LCCM_DATA_DIR"] = str(tmp_path / "data")
+    env["LCCM_API_PORT"] = "0"  # any free port; the demo prints the one it took
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lccm", "demo", "--duration", "20", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    api_url = None
+    for line in proc.stderr:
+        if line.startswith("API: "):
+            api_url = line.split()[1]
+            break
+    assert api_url, "the demo did not print the API address"
+    time.sleep(5)
+    health = httpx.get(f"{api_url}/health", timeout=10)
+    latest = httpx.get(f"{api_url}/devices/LPG-TH-01-M1/latest", timeout=10)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert latest.status_code == 200, latest.text
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["database"] == "embedded" and summary["broker"] in {"mosquitto", "amqtt"}
+    assert summary["devices_seen"] == summary["devices_registered"] > 2000
+    assert summary["readings_stored"] > 10_000 and summary["readings_per_s"] > 0
+    assert summary["simulator"]["not_acked"] == 0
+    assert set(summary["dead_letters"]) <= REASONS and summary["dead_letters"].get("unknown_device", 0) > 0
+
+
+def test_healthcheck_requires_database_broker_and_for_ingest_a_fresh_heartbeat(
+    fresh_db: str, broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LCCM_DATABASE_URL", fresh_db)
+    monkeypatch.setenv("LCCM_MQTT_HOST", broker.host)
+    monkeypatch.setenv("LCCM_MQTT_PORT", str(broker.port))
+    monkeypatch.setenv("LCCM_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    assert runner.invoke(app, ["healthcheck"]).exit_code == 0
+    no_beat = runner.invoke(app, ["healthcheck", "--ingest"])
+    assert no_beat.exit_code == 1 and "heartbeat" in no_beat.output
+    beat = tmp_path / HEARTBEAT_FILE
+    beat.write_text("{}")
+    assert runner.invoke(app, ["healthcheck", "--ingest"]).exit_code == 0
+    os.utime(beat, (time.time() - 120, time.time() - 120))
+    assert runner.invoke(app, ["healthcheck", "--ingest"]).exit_code == 1
+    monkeypatch.setenv("LCCM_MQTT_PORT", "1")  # nothing listens there
+    assert runner.invoke(app, ["healthcheck"]).exit_code == 1
