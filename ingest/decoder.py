@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 from ingest.codec import Decoded, Limits, decode_message
 from ingest.registry import Registry
-from store.writer import DeadLetterRow, StatusRow
-from stream.batch import BatchBuilder
+from stream.batch import BatchBuilder, DeadLetterRow, StatusRow
 from stream.loop import RawMessage
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ import numpy as np
 
 from store.writer import NO_SEQ, DeadLetterRow, ReadingColumns, StatusRow
 
+__all__ = ["BatchBuilder", "Clock", "DeadLetterRow", "FlushPolicy", "ReadingColumns", "StatusRow"]
+
 Clock = Callable[[], float]  # monotonic seconds; injected so tests advance time instead of sleeping
 
 

@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from lccm.services import Broker, start_broker
-from store.migrate import migrate
-
-ADMIN_URL = os.environ.get("LCCM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _db_url(name: str) -> str:
-    base, _, _ = ADMIN_URL.rpartition("/")
-    return f"{base}/{name}"
+from tests._db import fresh_database
 
 
 @pytest.fixture
 def fresh_db() -> Iterator[str]:
     """A new, migrated database for one test; dropped afterwards."""
-    name = f"lccm_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _db_url(name)
-    try:
-        with psycopg.connect(url) as conn:
-            migrate(conn)
+    with fresh_database() as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
