@@ -1,0 +1,625 @@
+"""The engine's loops: small kernels that read columns and write into preallocated arrays.
+
+Every kernel here is written once as a plain Python function over numpy arrays and compiled with
+``numba.njit(cache=True)``; :data:`KERNELS` holds both builds, ``"numba"`` and ``"python"``, and the test suite runs
+on both (the pattern of pvlib's ``spa.py``). Helpers are ``register_jitable``: plain Python when the Python build
+calls them, inlined when a compiled kernel does. They all live in this one file on purpose: numba's on-disk cache
+is invalidated by a change to the kernel's own source file only, so a helper in another file could leave a stale
+compiled kernel behind.
+
+Conventions (callers in :mod:`engine.counters`, :mod:`engine.buckets`, :mod:`engine.rollups`,
+:mod:`engine.emissions`, :mod:`engine.streetlights` prepare the arrays and check them; kernels trust them):
+
+- times are int64 UTC epoch microseconds (``*_us``); ``NO_TS`` (int64 minimum) means "none";
+- devices are dense int32 indices ``0..n_devices-1``; per-device tables are in CSR form (``ptr[d]:ptr[d+1]``);
+- bucket outputs are laid out bucket-first, ``out[bucket, device]`` (reference/platform.md: ~4x faster than
+  device-first when the input is in time order), over edges ``edges_us[0] < edges_us[1] < ...``; bucket ``b`` is the
+  half-open span ``[edges_us[b], edges_us[b + 1])``;
+- a step table (multipliers, emission factors) is a list of ``(from_us, value)`` rows sorted by ``from_us``; the
+  value holds from ``from_us`` until the next row; before the first row there is no value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+from numba.extending import register_jitable
+
+NO_TS = -(2**63)  # int64 minimum: "no timestamp"
+MAX_TS = 2**63 - 1
+US_PER_H = 3_600_000_000
+
+# Interval quality, worst = highest. Mirrored by engine.counters.Quality.
+Q_MEASURED = 0  # both readings trusted, consecutive, every rule clean
+Q_ESTIMATED = 1  # total exact (or best estimate) but its spread over time is assumed
+Q_SUSPECT = 2  # failed a plausibility rule: amount set to 0, the computed value kept in ``raw``
+Q_MISSING = 3  # the amount could not be determined (in part or at all); what is emitted is a lower bound
+
+# Reason bits, OR-ed per interval. Mirrored by engine.counters.Reason.
+R_NO_PREVIOUS = 1 << 0  # first reading of the device: nothing before it, zero-length row
+R_ROLLOVER = 1 << 1  # the register wrapped past its modulus; +modulus applied
+R_RESET = 1 << 2  # a reset / meter-swap event inside the interval was applied
+R_RESET_FINAL_UNKNOWN = 1 << 3  # ... but the old register's final value is unknown: its part is lost
+R_MULTIPLIER_SPLIT = 1 << 4  # the multiplier changed inside the interval; constant primary power assumed
+R_GAP = 1 << 5  # interval longer than gap_factor x cadence: spread evenly over the gap
+R_NEGATIVE = 1 << 6  # register went backwards without rollover or reset event
+R_OVER_CAP = 1 << 7  # amount above rated x elapsed hours x tolerance
+R_BRIDGED = 1 << 8  # amount measured from the last trusted reading before a suspect interval
+R_ZERO_DT = 1 << 9  # register moved between two readings with the same timestamp
+R_OUT_OF_ORDER = 1 << 10  # reading older than the device's carried state: ignored
+R_NOT_FINITE = 1 << 11  # register NaN or infinite: ignored
+
+SUSPECT_BITS = R_NEGATIVE | R_OVER_CAP | R_ZERO_DT | R_OUT_OF_ORDER | R_NOT_FINITE
+MISSING_BITS = R_NO_PREVIOUS | R_RESET_FINAL_UNKNOWN
+ESTIMATED_BITS = R_MULTIPLIER_SPLIT | R_GAP | R_BRIDGED
+
+
+# --------------------------------------------------------------------------------------------------------- helpers
+@register_jitable
+def bisect_right(a: Any, x: Any, lo: int, hi: int) -> int:
+    """First index in ``a[lo:hi]`` (sorted) whose value is > x; ``hi`` if none."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@register_jitable
+def quality_of(reasons: int) -> int:
+    """Quality flag implied by a set of reason bits (suspect > missing > estimated > measured)."""
+    if reasons & SUSPECT_BITS:
+        return Q_SUSPECT
+    if reasons & MISSING_BITS:
+        return Q_MISSING
+    if reasons & ESTIMATED_BITS:
+        return Q_ESTIMATED
+    return Q_MEASURED
+
+
+@register_jitable
+def mean_inverse_multiplier(m_from_us: Any, m_value: Any, lo: int, hi: int, t0_us: int, t1_us: int) -> tuple:
+    """Time-weighted mean of 1/multiplier over (t0, t1] and whether a change fell strictly inside.
+
+    Multiplier 1 before the first row. The register counts primary energy / multiplier, so with constant primary
+    power over the span, primary = register delta / mean(1/multiplier) exactly.
+    """
+    j = bisect_right(m_from_us, t0_us, lo, hi) - 1
+    m = m_value[j] if j >= lo else 1.0
+    k = j + 1
+    if t1_us <= t0_us or k >= hi or m_from_us[k] >= t1_us:
+        return 1.0 / m, False
+    acc = 0.0
+    a = t0_us
+    while k < hi and m_from_us[k] < t1_us:
+        acc += (m_from_us[k] - a) / m
+        a = m_from_us[k]
+        m = m_value[k]
+        k += 1
+    acc += (t1_us - a) / m
+    return acc / (t1_us - t0_us), True
+
+
+@register_jitable
+def segment_amount(
+    t0_us: int,
+    r0: float,
+    t1_us: int,
+    r1: float,
+    modulus: float,
+    wrap_max_fraction: float,
+    m_from_us: Any,
+    m_value: Any,
+    mlo: int,
+    mhi: int,
+) -> tuple:
+    """Amount (register units x multiplier) of one continuous register segment, and its reason bits.
+
+    A negative delta is a rollover when the register has a modulus and ``r1 + modulus - r0`` is at most
+    ``wrap_max_fraction x modulus`` (a wrap cannot be told from a backward jump except by its size); otherwise it
+    is returned as is, negative, with R_NEGATIVE.
+    """
+    reasons = 0
+    delta = r1 - r0
+    if delta < 0.0:
+        wrapped = (r1 + modulus) - r0
+        if modulus > 0.0 and 0.0 <= wrapped <= wrap_max_fraction * modulus:
+            delta = wrapped
+            reasons |= R_ROLLOVER
+        else:
+            reasons |= R_NEGATIVE
+    inv, split = mean_inverse_multiplier(m_from_us, m_value, mlo, mhi, t0_us, t1_us)
+    if split:
+        reasons |= R_MULTIPLIER_SPLIT
+    return delta / inv, reasons
+
+
+@register_jitable
+def span_amount(
+    d: int,
+    t0_us: int,
+    r0: float,
+    t1_us: int,
+    r1: float,
+    modulus: float,
+    wrap_max_fraction: float,
+    ev_ptr: Any,
+    ev_at_us: Any,
+    ev_old_final: Any,
+    ev_new_start: Any,
+    m_ptr: Any,
+    m_from_us: Any,
+    m_value: Any,
+) -> tuple:
+    """Amount between reading (t0, r0) and reading (t1, r1) of device d, applying the reset/swap events in (t0, t1].
+
+    Each event at ``at`` ends the old register at ``old_final`` and starts the new one at ``new_start``; readings at
+    or after ``at`` are of the new register. An unknown ``old_final`` (NaN) loses that segment (R_RESET_FINAL_UNKNOWN).
+    """
+    reasons = 0
+    amount = 0.0
+    mlo = m_ptr[d]
+    mhi = m_ptr[d + 1]
+    hi = ev_ptr[d + 1]
+    k = bisect_right(ev_at_us, t0_us, ev_ptr[d], hi)
+    st = t0_us
+    sr = r0
+    while k < hi and ev_at_us[k] <= t1_us:
+        reasons |= R_RESET
+        final = ev_old_final[k]
+        if math.isnan(final):
+            reasons |= R_RESET_FINAL_UNKNOWN
+        else:
+            a, why = segment_amount(
+                st, sr, ev_at_us[k], final, modulus, wrap_max_fraction, m_from_us, m_value, mlo, mhi
+            )
+            amount += a
+            reasons |= why
+        st = ev_at_us[k]
+        sr = ev_new_start[k]
+        k += 1
+    a, why = segment_amount(st, sr, t1_us, r1, modulus, wrap_max_fraction, m_from_us, m_value, mlo, mhi)
+    return amount + a, reasons | why
+
+
+@register_jitable
+def judge(amount: float, reasons: int, t0_us: int, t1_us: int, rated_per_h: float, cap_tolerance: float) -> int:
+    """Add the plausibility verdict to ``reasons``: negative, zero elapsed time, or over the rated cap."""
+    if reasons & R_NEGATIVE:
+        return reasons
+    if t1_us == t0_us:
+        if amount > 0.0:
+            reasons |= R_ZERO_DT
+    elif rated_per_h > 0.0 and amount > rated_per_h * ((t1_us - t0_us) / US_PER_H) * cap_tolerance:
+        reasons |= R_OVER_CAP
+    return reasons
+
+
+@register_jitable
+def step_index(from_us: Any, lo: int, hi: int, t_us: int) -> int:
+    """Row of the step table ``from_us[lo:hi]`` in force at t; ``lo - 1`` before the first row."""
+    return bisect_right(from_us, t_us, lo, hi) - 1
+
+
+@register_jitable
+def overlap_with_set(set_start_us: Any, set_end_us: Any, a_us: int, b_us: int) -> int:
+    """Microseconds of [a, b) inside the union of sorted, disjoint spans [set_start[k], set_end[k])."""
+    n = set_start_us.shape[0]
+    k = bisect_right(set_start_us, a_us, 0, n) - 1
+    if k < 0:
+        k = 0
+    total = 0
+    while k < n and set_start_us[k] < b_us:
+        lo = max(a_us, set_start_us[k])
+        hi = min(b_us, set_end_us[k])
+        if hi > lo:
+            total += hi - lo
+        k += 1
+    return total
+
+
+# --------------------------------------------------------------------------------------------------------- kernels
+def counter_kernel(
+    device_idx: Any,
+    ts_us: Any,
+    register: Any,
+    modulus: Any,
+    rated_per_h: Any,
+    cadence_us: Any,
+    gap_factor: float,
+    cap_tolerance: float,
+    wrap_max_fraction: float,
+    ev_ptr: Any,
+    ev_at_us: Any,
+    ev_old_final: Any,
+    ev_new_start: Any,
+    m_ptr: Any,
+    m_from_us: Any,
+    m_value: Any,
+    st_last_ts_us: Any,
+    st_last_register: Any,
+    st_anchor_ts_us: Any,
+    st_anchor_register: Any,
+    out_start_us: Any,
+    out_end_us: Any,
+    out_amount: Any,
+    out_raw: Any,
+    out_quality: Any,
+    out_reasons: Any,
+) -> None:
+    """Cumulative register readings to one interval per reading; see :func:`engine.counters.register_intervals`.
+
+    The ``st_*`` arrays are the per-device carry state, read and updated in place.
+    """
+    for i in range(device_idx.shape[0]):
+        d = device_idx[i]
+        t1 = ts_us[i]
+        r1 = register[i]
+        t0 = st_last_ts_us[d]
+        out_end_us[i] = t1
+        if not math.isfinite(r1) or (t0 != NO_TS and t1 < t0):
+            out_start_us[i] = t1
+            out_amount[i] = 0.0
+            out_raw[i] = np.nan
+            out_reasons[i] = R_NOT_FINITE if not math.isfinite(r1) else R_OUT_OF_ORDER
+            out_quality[i] = Q_SUSPECT
+            continue
+        if t0 == NO_TS:
+            out_start_us[i] = t1
+            out_amount[i] = 0.0
+            out_raw[i] = np.nan
+            out_reasons[i] = R_NO_PREVIOUS
+            out_quality[i] = Q_MISSING
+            st_last_ts_us[d] = t1
+            st_last_register[d] = r1
+            continue
+        r0 = st_last_register[d]
+        amount, reasons = span_amount(
+            d, t0, r0, t1, r1, modulus[d], wrap_max_fraction, ev_ptr, ev_at_us, ev_old_final, ev_new_start,
+            m_ptr, m_from_us, m_value,
+        )  # fmt: skip
+        reasons = judge(amount, reasons, t0, t1, rated_per_h[d], cap_tolerance)
+        ta = st_anchor_ts_us[d]
+        if ta != NO_TS:
+            b_amount, b_reasons = span_amount(
+                d, ta, st_anchor_register[d], t1, r1, modulus[d], wrap_max_fraction, ev_ptr, ev_at_us,
+                ev_old_final, ev_new_start, m_ptr, m_from_us, m_value,
+            )  # fmt: skip
+            # the cap is that of the emitted interval (t0, t1], so no emitted amount ever exceeds its own cap
+            b_reasons = judge(b_amount, b_reasons, t0, t1, rated_per_h[d], cap_tolerance)
+            if not (b_reasons & SUSPECT_BITS):
+                amount = b_amount
+                reasons = b_reasons | R_BRIDGED
+        if cadence_us[d] > 0 and (t1 - t0) > gap_factor * cadence_us[d]:
+            reasons |= R_GAP
+        q = quality_of(reasons)
+        out_start_us[i] = t0
+        out_raw[i] = amount
+        out_amount[i] = 0.0 if q == Q_SUSPECT else amount
+        out_quality[i] = q
+        out_reasons[i] = reasons
+        if q == Q_SUSPECT:
+            if ta == NO_TS:
+                st_anchor_ts_us[d] = t0
+                st_anchor_register[d] = r0
+        else:
+            st_anchor_ts_us[d] = NO_TS
+            st_anchor_register[d] = np.nan
+        st_last_ts_us[d] = t1
+        st_last_register[d] = r1
+
+
+def spread_kernel(
+    device_idx: Any,
+    start_us: Any,
+    end_us: Any,
+    amount: Any,
+    quality: Any,
+    edges_us: Any,
+    series_of_device: Any,
+    w_ptr: Any,
+    w_from_us: Any,
+    w_value: Any,
+    out_weighted: Any,
+    out_weighted_estimated: Any,
+    out_unweighted: Any,
+    out_covered_us: Any,
+    out_quality: Any,
+    out_count: Any,
+) -> None:
+    """Spread each interval's amount over the buckets it covers, pro rata by time, times a step weight.
+
+    For the interval's piece [x, y) inside bucket b, ``amount x (y - x) / (end - start) x weight(x..y)`` goes to
+    ``out_weighted[b, d]``; the weight is the device's step series (``series_of_device[d]``, -1 = none), split at
+    every step change, so an interval straddling a factor change is cut at the change instant. Where no weight is
+    in force (NaN, before the first row, or no series) the unweighted amount goes to ``out_unweighted``. The part
+    from non-measured intervals is also added to ``out_weighted_estimated``. A zero-length interval is a point in
+    the bucket containing ``start``; it counts only if its amount is non-zero or it is suspect.
+    ``out_quality`` must start at -1 (= untouched); it becomes the worst quality of the intervals touching the bucket.
+    """
+    nb = edges_us.shape[0] - 1
+    for i in range(device_idx.shape[0]):
+        d = device_idx[i]
+        s = start_us[i]
+        e = end_us[i]
+        a = amount[i]
+        q = quality[i]
+        sr = series_of_device[d]
+        lo = 0
+        hi = 0
+        if sr >= 0:
+            lo = w_ptr[sr]
+            hi = w_ptr[sr + 1]
+        b = bisect_right(edges_us, s, 0, nb + 1) - 1
+        if e <= s:
+            if (a == 0.0 and q != Q_SUSPECT) or b < 0 or b >= nb:
+                continue
+            out_count[b, d] += 1
+            if q > out_quality[b, d]:
+                out_quality[b, d] = q
+            j = step_index(w_from_us, lo, hi, s)
+            w = w_value[j] if j >= lo else np.nan
+            if math.isnan(w):
+                out_unweighted[b, d] += a
+            else:
+                out_weighted[b, d] += a * w
+                if q != Q_MEASURED:
+                    out_weighted_estimated[b, d] += a * w
+            continue
+        if b < 0:
+            b = 0
+        dur = e - s
+        while b < nb and edges_us[b] < e:
+            p = max(s, edges_us[b])
+            pe = min(e, edges_us[b + 1])
+            if pe > p:
+                out_covered_us[b, d] += pe - p
+                out_count[b, d] += 1
+                if q > out_quality[b, d]:
+                    out_quality[b, d] = q
+                j = step_index(w_from_us, lo, hi, p)
+                x = p
+                while x < pe:
+                    y = pe
+                    if j + 1 < hi and w_from_us[j + 1] < pe:
+                        y = w_from_us[j + 1]
+                    part = a * ((y - x) / dur)
+                    w = w_value[j] if j >= lo else np.nan
+                    if math.isnan(w):
+                        out_unweighted[b, d] += part
+                    else:
+                        out_weighted[b, d] += part * w
+                        if q != Q_MEASURED:
+                            out_weighted_estimated[b, d] += part * w
+                    x = y
+                    j += 1
+            b += 1
+
+
+def weight_kernel(
+    device_idx: Any,
+    start_us: Any,
+    end_us: Any,
+    amount: Any,
+    series_of_device: Any,
+    w_ptr: Any,
+    w_from_us: Any,
+    w_value: Any,
+    out_weighted: Any,
+    out_unweighted: Any,
+) -> None:
+    """Per interval: ``amount x weight``, pro rata by time across weight changes (no buckets).
+
+    Same piece rule as :func:`spread_kernel`; a zero-length interval takes the weight in force at ``start``.
+    """
+    for i in range(device_idx.shape[0]):
+        d = device_idx[i]
+        s = start_us[i]
+        e = end_us[i]
+        a = amount[i]
+        sr = series_of_device[d]
+        lo = 0
+        hi = 0
+        if sr >= 0:
+            lo = w_ptr[sr]
+            hi = w_ptr[sr + 1]
+        j = step_index(w_from_us, lo, hi, s)
+        weighted = 0.0
+        unweighted = 0.0
+        if e <= s:
+            w = w_value[j] if j >= lo else np.nan
+            if math.isnan(w):
+                unweighted = a
+            else:
+                weighted = a * w
+        else:
+            dur = e - s
+            x = s
+            while x < e:
+                y = e
+                if j + 1 < hi and w_from_us[j + 1] < e:
+                    y = w_from_us[j + 1]
+                part = a * ((y - x) / dur)
+                w = w_value[j] if j >= lo else np.nan
+                if math.isnan(w):
+                    unweighted += part
+                else:
+                    weighted += part * w
+                x = y
+                j += 1
+        out_weighted[i] = weighted
+        out_unweighted[i] = unweighted
+
+
+def sample_kernel(
+    device_idx: Any,
+    ts_us: Any,
+    value: Any,
+    edges_us: Any,
+    out_sum: Any,
+    out_min: Any,
+    out_max: Any,
+    out_count: Any,
+    out_last: Any,
+    out_last_ts_us: Any,
+) -> None:
+    """Per (bucket, device): sum, min, max, count and last (latest timestamp; a tie goes to the later row).
+
+    Samples outside the edges and non-finite values are skipped. Outputs start at 0, +inf, -inf, 0, NaN, NO_TS.
+    """
+    nb = edges_us.shape[0] - 1
+    for i in range(device_idx.shape[0]):
+        v = value[i]
+        if not math.isfinite(v):
+            continue
+        t = ts_us[i]
+        b = bisect_right(edges_us, t, 0, nb + 1) - 1
+        if b < 0 or b >= nb:
+            continue
+        d = device_idx[i]
+        out_sum[b, d] += v
+        out_count[b, d] += 1
+        if v < out_min[b, d]:
+            out_min[b, d] = v
+        if v > out_max[b, d]:
+            out_max[b, d] = v
+        if t >= out_last_ts_us[b, d]:
+            out_last_ts_us[b, d] = t
+            out_last[b, d] = v
+
+
+@register_jitable
+def lamp_emit(
+    d: int,
+    a_us: int,
+    b_us: int,
+    state: int,
+    hold_end_us: int,
+    edges_us: Any,
+    day_start_us: Any,
+    day_end_us: Any,
+    night_start_us: Any,
+    night_end_us: Any,
+    out_on_us: Any,
+    out_day_on_us: Any,
+    out_night_off_us: Any,
+    out_night_known_us: Any,
+    out_unknown_us: Any,
+) -> None:
+    """Account the span [a, b) of device d, whose state is ``state`` (1 on, 0 off, -1 unknown) until hold_end."""
+    nb = edges_us.shape[0] - 1
+    k = bisect_right(edges_us, a_us, 0, nb + 1) - 1
+    if k < 0:
+        k = 0
+    while k < nb and edges_us[k] < b_us:
+        p = max(a_us, edges_us[k])
+        pe = min(b_us, edges_us[k + 1])
+        if pe > p:
+            known_end = pe
+            if state < 0:
+                known_end = p
+            elif hold_end_us < pe:
+                known_end = max(p, hold_end_us)
+            if known_end > p:
+                night = overlap_with_set(night_start_us, night_end_us, p, known_end)
+                out_night_known_us[k, d] += night
+                if state == 1:
+                    out_on_us[k, d] += known_end - p
+                    out_day_on_us[k, d] += overlap_with_set(day_start_us, day_end_us, p, known_end)
+                else:
+                    out_night_off_us[k, d] += night
+            if pe > known_end:
+                out_unknown_us[k, d] += pe - known_end
+        k += 1
+
+
+def lamp_kernel(
+    device_idx: Any,
+    ts_us: Any,
+    lamp_on: Any,
+    max_hold_us: Any,
+    until_us: int,
+    edges_us: Any,
+    day_start_us: Any,
+    day_end_us: Any,
+    night_start_us: Any,
+    night_end_us: Any,
+    st_last_ts_us: Any,
+    st_state: Any,
+    st_emitted_us: Any,
+    out_on_us: Any,
+    out_day_on_us: Any,
+    out_night_off_us: Any,
+    out_night_known_us: Any,
+    out_unknown_us: Any,
+) -> int:
+    """Lamp on/off state series to burning time, day burning and night outage per bucket; returns late readings.
+
+    See :func:`engine.streetlights.lamp_hours`. ``st_*`` is the per-device carry state, updated in place.
+    """
+    late = 0
+    for i in range(device_idx.shape[0]):
+        d = device_idx[i]
+        t = ts_us[i]
+        v = lamp_on[i]
+        s = -1
+        if math.isfinite(v):
+            s = 1 if v >= 0.5 else 0
+        last = st_last_ts_us[d]
+        if last != NO_TS and t < last:
+            late += 1
+            continue
+        done = st_emitted_us[d]
+        if last != NO_TS and t > done:
+            hold_end = MAX_TS if max_hold_us[d] <= 0 else last + max_hold_us[d]
+            lamp_emit(
+                d, done, t, st_state[d], hold_end, edges_us, day_start_us, day_end_us, night_start_us,
+                night_end_us, out_on_us, out_day_on_us, out_night_off_us, out_night_known_us, out_unknown_us,
+            )  # fmt: skip
+        if last != NO_TS and t < done:
+            late += 1
+        st_last_ts_us[d] = t
+        st_state[d] = s
+        st_emitted_us[d] = max(done, t) if last != NO_TS else t
+    if until_us != NO_TS:
+        for d in range(st_last_ts_us.shape[0]):
+            last = st_last_ts_us[d]
+            done = st_emitted_us[d]
+            if last != NO_TS and until_us > done:
+                hold_end = MAX_TS if max_hold_us[d] <= 0 else last + max_hold_us[d]
+                lamp_emit(
+                    d, done, until_us, st_state[d], hold_end, edges_us, day_start_us, day_end_us, night_start_us,
+                    night_end_us, out_on_us, out_day_on_us, out_night_off_us, out_night_known_us, out_unknown_us,
+                )  # fmt: skip
+                st_emitted_us[d] = until_us
+    return late
+
+
+_PLAIN = {
+    "counter": counter_kernel,
+    "spread": spread_kernel,
+    "weight": weight_kernel,
+    "sample": sample_kernel,
+    "lamp": lamp_kernel,
+}
+
+KERNELS: dict[str, dict[str, Any]] = {
+    "python": dict(_PLAIN),
+    "numba": {name: njit(cache=True)(fn) for name, fn in _PLAIN.items()},
+}
+"""``KERNELS[impl][name]``: impl is ``"numba"`` (compiled lazily on first call, cached on disk) or ``"python"``."""
+
+IMPLS = ("numba", "python")
+
+
+def kernel(impl: str, name: str) -> Any:
+    """The kernel ``name`` of implementation ``impl`` (``"numba"`` or ``"python"``)."""
+    try:
+        return KERNELS[impl][name]
+    except KeyError:
+        raise ValueError(f"unknown engine implementation {impl!r} or kernel {name!r}") from None
