@@ -69,12 +69,15 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
-    from lccm.runtime import build_ingest, services
+    from lccm.runtime import build_ingest, energy_updater, services
+    from stream.energy import EnergyThread
 
     settings = _settings(ctx)
     stop = _stop_event()
     with services(settings) as svc:
-        worker = build_ingest(settings, svc)
+        energy = EnergyThread(energy_updater(settings, svc.database_url))
+        energy.start()
+        worker = build_ingest(settings, svc, on_commit=[energy.poke])
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
         last_retention = 0.0
@@ -91,6 +94,7 @@ def ingest(ctx: typer.Context) -> None:
                 last_retention = time.monotonic()
                 _retention(svc.database_url, settings.retention_days)
         worker.stop()
+        energy.stop()
 
 
 def _retention(database_url: str, retention_days: int) -> None:
@@ -191,6 +195,26 @@ def demo(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def recompute(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="Start, ISO 8601 with offset (e.g. 2026-01-01T00:00+07:00)")],
+    end: Annotated[str, typer.Option("--to", help="End (exclusive), ISO 8601 with offset")],
+) -> None:
+    """Rebuild energy and emissions for a range from raw readings, exactly as the live path computes them."""
+    from engine.timebase import us_from_datetime
+    from lccm.runtime import database, energy_updater
+    from stream.energy import recompute as run_recompute
+
+    settings = _settings(ctx)
+    lo, hi = us_from_datetime(_parse_time(start)), us_from_datetime(_parse_time(end))
+    if hi <= lo:
+        raise typer.BadParameter("--to must be after --from")
+    with database(settings) as url:
+        result = run_recompute(energy_updater(settings, url), lambda: psycopg.connect(url), lo, hi)
+    typer.echo(json.dumps({"spans": result.spans, "buckets_written": result.buckets}))
 
 
 @app.command()

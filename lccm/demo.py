@@ -18,9 +18,10 @@ from typing import Any
 
 import psycopg
 
-from lccm.runtime import IngestWorker, Services, build_ingest, services
+from lccm.runtime import IngestWorker, Services, build_ingest, energy_updater, services
 from lccm.services import free_port
 from lccm.settings import Settings
+from stream.energy import EnergyThread
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def run_demo(
     city = load_city(settings.city_file)
     with services(settings) as svc:
         _import_registry(settings, svc, city)
-        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo")
+        energy = EnergyThread(energy_updater(settings, svc.database_url))
+        energy.start()
+        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=[energy.poke])
         worker.start()
         with _api_server(settings, svc) as api_url:
             echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
@@ -68,6 +71,7 @@ def run_demo(
             reporter = _Reporter(worker, echo, started)
             truth = run_simulation(city, cfg, stop_event=stop, progress=reporter)
             worker.stop(drain_s=1.0)
+            energy.stop()
             elapsed = time.monotonic() - started
             return _summary(svc, worker, truth.summary(), elapsed)
 
@@ -131,6 +135,11 @@ def _summary(svc: Services, worker: IngestWorker, truth: dict[str, Any], elapsed
         readings = conn.execute("SELECT count(*), count(DISTINCT device_id) FROM readings").fetchone()
         registered = conn.execute("SELECT count(*) FROM devices").fetchone()
         dead = conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason").fetchall()
+        energy = conn.execute(
+            "SELECT m.name, round(sum(b.amount)::numeric, 3)::float8, round(sum(b.kgco2e)::numeric, 3)::float8"
+            " FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id WHERE b.resolution = '1mo'"
+            " GROUP BY m.name ORDER BY m.name"
+        ).fetchall()
     assert readings is not None and registered is not None
     stats = worker.loop.stats
     return {
@@ -142,6 +151,9 @@ def _summary(svc: Services, worker: IngestWorker, truth: dict[str, Any], elapsed
         "messages": stats.messages,
         "duplicates_removed": stats.duplicates_dropped + stats.duplicates_in_db,
         "dead_letters": {reason: n for reason, n in dead},
+        "energy_kwh": next((a for name, a, _ in energy if name == "energy"), 0.0),
+        "fuel_l": next((a for name, a, _ in energy if name == "fuel"), 0.0),
+        "kgco2e": round(sum(kg for _, _, kg in energy), 3),
         "elapsed_s": round(elapsed_s, 1),
         "broker": svc.broker.kind if svc.broker else "external",
         "database": svc.database.kind if svc.database else "external",

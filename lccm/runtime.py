@@ -8,9 +8,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
+from engine.factors import SOURCE_CLASSES, TGO_FACTORS
+from engine.timebase import bkk_us
 from ingest.codec import Limits
 from ingest.decoder import RegistryHolder, make_decoder
 from ingest.mqtt import MqttConfig, MqttSource
@@ -18,9 +21,11 @@ from ingest.registry import Metric, Registry, UnitRow
 from lccm.services import Broker, Database, start_broker, start_database
 from lccm.settings import Settings
 from store import catalog
+from store.energy import sync_factor_registry
 from store.migrate import migrate
 from store.writer import ReadingColumns, WriteResult, write_batch
 from stream.batch import BatchBuilder, FlushPolicy
+from stream.energy import EnergyUpdater
 from stream.loop import CommitHook, RawMessage, StreamLoop
 
 log = logging.getLogger(__name__)
@@ -91,9 +96,28 @@ def services(settings: Settings) -> Iterator[Services]:
     try:
         with psycopg.connect(svc.database_url) as conn:
             migrate(conn, retention_days=settings.retention_days, compress_after_days=settings.compress_after_days)
+            sync_factor_registry(conn, *factor_rows())
         yield svc
     finally:
         svc.stop()
+
+
+def factor_rows() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """engine/factors.py (the one source of factors and source classes) as rows for the store's tables."""
+    factors = [
+        (f.key, f.kgco2e_per_unit, f.unit, f.source, f.valid_from, f.valid_to, f.description) for f in TGO_FACTORS
+    ]
+    classes = [
+        (c.key, c.factor_key, c.scope, c.cfo_category, c.gpc_ref, c.metric_id, c.description) for c in SOURCE_CLASSES
+    ]
+    return factors, classes
+
+
+def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
+    return EnergyUpdater(
+        lambda: psycopg.connect(database_url),
+        base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
+    )
 
 
 @contextlib.contextmanager

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     retention_days: int = 3 * 365
     compress_after_days: int = 7
 
+    # Emissions: the calendar year whose factors give the like-for-like ("base-year factor") figures. It must be a
+    # year in which no factor changes (2025: TGO grid 0.4999 all year).
+    emission_base_year: int = 2025
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

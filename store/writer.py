@@ -127,6 +127,8 @@ def write_batch(
     data = encode_readings(cols) if len(cols) else b""
     with conn.transaction():
         inserted, duplicates = _copy_readings(conn, data, len(cols)) if len(cols) else (0, 0)
+        if len(cols):
+            _enqueue_rollups(conn, cols)
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -152,6 +154,27 @@ def _copy_readings(conn: psycopg.Connection, data: bytes, n: int) -> tuple[int, 
     return inserted, n - inserted
 
 
+def touched_spans(cols: ReadingColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (device, metric) in the batch: the earliest and latest event time (device, metric, lo_us, hi_us)."""
+    order = np.lexsort((cols.metric_id, cols.device_id))
+    dev, met, ts = cols.device_id[order], cols.metric_id[order], cols.ts_us[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
+    return dev[starts], met[starts], np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+
+
+def _enqueue_rollups(conn: psycopg.Connection, cols: ReadingColumns) -> None:
+    # Only registers feed the energy engine; the join with the catalogue keeps that rule in the database.
+    dev, met, lo, hi = touched_spans(cols)
+    conn.execute(
+        "INSERT INTO rollup_queue (device_id, metric_id, lo, hi)"
+        " SELECT u.d, u.m, 'epoch'::timestamptz + u.lo * interval '1 microsecond',"
+        " 'epoch'::timestamptz + u.hi * interval '1 microsecond'"
+        " FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS u(d, m, lo, hi)"
+        " JOIN metrics ON metrics.id = u.m AND metrics.kind = 'register'",
+        (dev.tolist(), met.tolist(), lo.tolist(), hi.tolist()),
+    )
+
+
 def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) -> None:
     with conn.cursor().copy(
         "COPY dead_letters (received_at, topic, payload, reason, detail, device_ref) FROM STDIN"
@@ -159,7 +182,7 @@ def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) 
         for r in rows:
             cp.write_row(
                 (
-                    _us_to_datetime(r.received_at_us),
+                    us_to_datetime(r.received_at_us),
                     r.topic,
                     r.payload,
                     r.reason,
@@ -176,9 +199,9 @@ def _upsert_statuses(conn: psycopg.Connection, rows: Sequence[StatusRow]) -> Non
             "INSERT INTO device_status (device_id, status, changed_at) VALUES (%s, %s, %s)"
             " ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at"
             " WHERE device_status.changed_at <= excluded.changed_at",
-            [(r.device_id, r.status, _us_to_datetime(r.changed_at_us)) for r in rows],
+            [(r.device_id, r.status, us_to_datetime(r.changed_at_us)) for r in rows],
         )
 
 
-def _us_to_datetime(us: int) -> datetime:
+def us_to_datetime(us: int) -> datetime:
     return _UNIX_EPOCH + timedelta(microseconds=us)

@@ -1,0 +1,254 @@
+"""Storage side of the energy engine: the work queue, the reading windows it needs, and the bucket tables.
+
+Which buckets a span of new readings changes: a reading at t splits the interval between its neighbours, so the
+changed intervals run from the reading before the span (P) to the reading after it (N), and the 15-minute buckets
+to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). To recompute them exactly the engine needs every
+reading inside, plus the last reading at or before the first bucket's start and the first at or after the last
+bucket's end (their intervals reach into the range). All times here are UTC epoch microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from store.writer import us_to_datetime
+
+BUCKET_US = 15 * 60 * 1_000_000
+_EPOCH = "'epoch'::timestamptz"
+_US = "interval '1 microsecond'"
+
+
+def _ts(expr: str) -> str:
+    return f"({_EPOCH} + ({expr}) * {_US})"
+
+
+def _us(expr: str) -> str:
+    return f"(extract(epoch FROM {expr}) * 1000000)::bigint"
+
+
+@dataclass(frozen=True, slots=True)
+class Spans:
+    """One row per (device, metric): a time span [lo_us, hi_us] of new readings, or the bucket range [s_us, e_us)."""
+
+    device_id: np.ndarray  # int32
+    metric_id: np.ndarray  # int16
+    lo_us: np.ndarray  # int64
+    hi_us: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.device_id.shape[0])
+
+    def take(self, index: np.ndarray) -> Spans:
+        return Spans(self.device_id[index], self.metric_id[index], self.lo_us[index], self.hi_us[index])
+
+    def params(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        return self.device_id.tolist(), self.metric_id.tolist(), self.lo_us.tolist(), self.hi_us.tolist()
+
+
+def _spans(rows: Sequence[tuple[int, int, int, int]]) -> Spans:
+    if not rows:
+        return Spans(np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    d, m, lo, hi = zip(*rows, strict=True)
+    return Spans(np.array(d, np.int32), np.array(m, np.int16), np.array(lo, np.int64), np.array(hi, np.int64))
+
+
+_UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d, m, lo, hi)"
+
+
+def claim_spans(conn: psycopg.Connection, limit: int = 20_000) -> Spans:
+    """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device."""
+    rows = conn.execute(
+        "WITH taken AS (DELETE FROM rollup_queue WHERE ctid = ANY(ARRAY("
+        "  SELECT ctid FROM rollup_queue ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        "  RETURNING device_id, metric_id, lo, hi)"
+        f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
+        " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
+        (limit,),
+    ).fetchall()
+    return _spans(rows)
+
+
+def enqueue(conn: psycopg.Connection, spans: Spans) -> None:
+    conn.execute(
+        f"INSERT INTO rollup_queue (device_id, metric_id, lo, hi) SELECT d, m, {_ts('lo')}, {_ts('hi')} FROM {_UNNEST}",
+        spans.params(),
+    )
+
+
+def register_series(conn: psycopg.Connection, lo_us: int, hi_us: int) -> Spans:
+    """Every (device, register metric) with readings in [lo, hi], as spans covering exactly that range."""
+    rows = conn.execute(
+        "SELECT d.id, m.id, %s::bigint, %s::bigint FROM devices d CROSS JOIN metrics m WHERE m.kind = 'register'"
+        f" AND EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d.id AND r.metric_id = m.id"
+        f" AND r.ts BETWEEN {_ts('%s::bigint')} AND {_ts('%s::bigint')}) ORDER BY d.id, m.id",
+        (lo_us, hi_us, lo_us, hi_us),
+    ).fetchall()
+    return _spans(rows)
+
+
+def queue_length(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM rollup_queue").fetchone()
+    return int(row[0]) if row else 0
+
+
+def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]:
+    """For each span: the 15-minute bucket range to recompute [s, e), and the reading window [wlo, whi] it needs."""
+    rows = conn.execute(
+        f"""
+        WITH t AS (SELECT d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST}),
+        pn AS (
+            SELECT t.d, t.m,
+                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts < t.lo
+                          ORDER BY x.ts DESC LIMIT 1), t.lo) AS p,
+                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts > t.hi
+                          ORDER BY x.ts LIMIT 1), t.hi) AS n
+            FROM t),
+        se AS (
+            SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
+                   (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
+            FROM pn)
+        SELECT se.d, se.m, se.s, se.e,
+            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
+                      AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
+            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
+                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+        FROM se ORDER BY se.d, se.m
+        """,
+        spans.params(),
+    ).fetchall()
+    buckets = _spans([(d, m, s, e) for d, m, s, e, _, _ in rows])
+    windows = _spans([(d, m, wlo, whi) for d, m, _, _, wlo, whi in rows])
+    return buckets, windows
+
+
+def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(span index, ts_us, value) of the readings in each window, ordered by span then time."""
+    rows = conn.execute(
+        f"""
+        WITH t AS (SELECT row_number() OVER () - 1 AS i, d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST})
+        SELECT t.i, {_us("x.ts")}, x.value FROM t
+        JOIN readings x ON x.device_id = t.d AND x.metric_id = t.m AND x.ts BETWEEN t.lo AND t.hi
+        ORDER BY t.i, x.ts
+        """,
+        windows.params(),
+    ).fetchall()
+    if not rows:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    i, ts, v = zip(*rows, strict=True)
+    return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    device_id: int
+    kind: str
+    cadence_s: int
+    rated_kw: float | None
+    register_modulus: float | None
+    source_class: str | None
+
+
+def meters(conn: psycopg.Connection, device_ids: Sequence[int]) -> dict[int, MeterRow]:
+    rows = conn.execute(
+        "SELECT d.id, d.kind, d.cadence_s, d.rated_kw, d.register_modulus, s.source_class"
+        " FROM devices d JOIN device_sources s ON s.device_id = d.id WHERE d.id = ANY(%s)",
+        (list(device_ids),),
+    ).fetchall()
+    return {r[0]: MeterRow(*r) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRows:
+    """15-minute rows to store, one per (span, bucket) that any interval touched."""
+
+    device_id: np.ndarray
+    metric_id: np.ndarray
+    bucket_start_us: np.ndarray
+    amount: np.ndarray
+    amount_estimated: np.ndarray
+    covered_s: np.ndarray
+    quality: np.ndarray
+    intervals: np.ndarray
+    kgco2e: np.ndarray
+    kgco2e_base: np.ndarray
+
+
+def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -> None:
+    """Replace the 15-minute rows of each (device, metric, [s, e)) and recompute the coarser levels over them."""
+    conn.execute(
+        f"DELETE FROM energy_buckets b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d"
+        f" AND b.metric_id = t.m AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
+        ranges.params(),
+    )
+    with conn.cursor().copy(
+        "COPY energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated, covered_s,"
+        " quality, intervals, kgco2e, kgco2e_base) FROM STDIN"
+    ) as cp:
+        for row in zip(
+            rows.device_id.tolist(), rows.metric_id.tolist(), rows.bucket_start_us.tolist(), rows.amount.tolist(),
+            rows.amount_estimated.tolist(), rows.covered_s.tolist(), rows.quality.tolist(), rows.intervals.tolist(),
+            rows.kgco2e.tolist(), rows.kgco2e_base.tolist(), strict=True,
+        ):  # fmt: skip
+            cp.write_row(("15min", row[0], row[1], us_to_datetime(row[2]), *row[3:]))
+    # Hours, days and months are cut in Asia/Bangkok time; set for this transaction only.
+    conn.execute("SET LOCAL TimeZone = 'Asia/Bangkok'")
+    for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
+        _roll_up(conn, ranges, level, finer, unit)
+
+
+def _roll_up(conn: psycopg.Connection, ranges: Spans, level: str, finer: str, unit: str) -> None:
+    span = (
+        f"WITH r AS (SELECT d, m, date_trunc('{unit}', {_ts('lo')}) AS lo,"
+        f" date_trunc('{unit}', {_ts('hi')} - interval '1 microsecond') + interval '1 {unit}' AS hi FROM {_UNNEST})"
+    )
+    conn.execute(
+        f"{span} DELETE FROM energy_buckets b USING r WHERE b.resolution = %s AND b.device_id = r.d"
+        " AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi",
+        (*ranges.params(), level),
+    )
+    conn.execute(
+        f"""{span}
+        INSERT INTO energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated,
+                                    covered_s, quality, intervals, kgco2e, kgco2e_base)
+        SELECT %s, b.device_id, b.metric_id, date_trunc('{unit}', b.bucket_start), sum(b.amount),
+               sum(b.amount_estimated), sum(b.covered_s), max(b.quality), sum(b.intervals), sum(b.kgco2e),
+               sum(b.kgco2e_base)
+        FROM energy_buckets b JOIN r
+          ON b.device_id = r.d AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
+        WHERE b.resolution = %s
+        GROUP BY b.device_id, b.metric_id, date_trunc('{unit}', b.bucket_start)
+        ON CONFLICT (resolution, device_id, metric_id, bucket_start) DO UPDATE SET
+            amount = excluded.amount, amount_estimated = excluded.amount_estimated, covered_s = excluded.covered_s,
+            quality = excluded.quality, intervals = excluded.intervals, kgco2e = excluded.kgco2e,
+            kgco2e_base = excluded.kgco2e_base, computed_at = now()
+        """,
+        (*ranges.params(), level, finer),
+    )
+
+
+def sync_factor_registry(
+    conn: psycopg.Connection,
+    factors: Sequence[tuple[str, float, str, str, object, object, str]],
+    classes: Sequence[tuple[str, str, int, str, str | None, int, str]],
+) -> None:
+    """Make the tables equal to the application's registry (factors: key, value, unit, source, valid_from or None,
+    valid_to or None, description; classes: key, factor_key, scope, cfo_category, gpc_ref, metric_id, description)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM emission_factors")
+        conn.cursor().executemany(
+            "INSERT INTO emission_factors (key, kgco2e_per_unit, unit, source, valid_from, valid_to, description)"
+            " VALUES (%s, %s, %s, %s, coalesce(%s, '-infinity'::timestamptz), coalesce(%s, 'infinity'::timestamptz),"
+            " %s)",
+            list(factors),
+        )
+        conn.cursor().executemany(
+            "INSERT INTO source_classes (key, factor_key, scope, cfo_category, gpc_ref, metric_id, description)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET factor_key = excluded.factor_key,"
+            " scope = excluded.scope, cfo_category = excluded.cfo_category, gpc_ref = excluded.gpc_ref,"
+            " metric_id = excluded.metric_id, description = excluded.description",
+            list(classes),
+        )

@@ -1,0 +1,204 @@
+"""The energy updater: drains the rollup queue, recomputes the touched 15-minute buckets from raw readings with the
+engine, and stores energy and emissions (at the factor in force and at the base-year factor).
+
+The live path and ``lccm recompute`` are the same code: recompute just enqueues a range and drains, so both give
+identical rows. Work is claimed and written in one transaction: if anything fails, the queue rows come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from engine.buckets import spread_intervals
+from engine.counters import MeterParams, register_intervals
+from engine.emissions import bucket_emissions, factor_series
+from engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
+from store.energy import (
+    BUCKET_US,
+    BucketRows,
+    MeterRow,
+    Spans,
+    bucket_ranges,
+    claim_spans,
+    enqueue,
+    meters,
+    register_series,
+    replace_buckets,
+    window_readings,
+)
+
+log = logging.getLogger(__name__)
+
+ENERGY_METRIC = 1  # kWh register; the plausibility cap (rated kW) applies to it only
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    spans: int
+    buckets: int
+
+
+class EnergyUpdater:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        *,
+        base_year_us: tuple[int, int],
+        registry: FactorRegistry = TGO_REGISTRY,
+        classes: Sequence[SourceClass] = SOURCE_CLASSES,
+        claim_limit: int = 20_000,
+        cell_budget: int = 4_000_000,
+    ) -> None:
+        self._connect = connect
+        self._base_year_us = base_year_us
+        self._registry = registry
+        self._classes = {c.key: c for c in classes}
+        self._claim_limit = claim_limit
+        self._cell_budget = cell_budget  # buckets x spans per engine call: bounds the dense result arrays
+
+    def run_once(self) -> UpdateResult:
+        with self._connect() as conn, conn.transaction():
+            spans = claim_spans(conn, self._claim_limit)
+            if not len(spans):
+                return UpdateResult(0, 0)
+            ranges, windows = bucket_ranges(conn, spans)
+            busy = np.flatnonzero(ranges.hi_us > ranges.lo_us)  # a lone first reading has no interval yet
+            ranges, windows = ranges.take(busy), windows.take(busy)
+            models = meters(conn, np.unique(ranges.device_id).tolist())
+            stored = 0
+            for chunk in _chunks(ranges, self._cell_budget):
+                part = ranges.take(chunk)
+                rows = self._compute(conn, part, windows.take(chunk), models)
+                replace_buckets(conn, part, rows)
+                stored += len(rows.device_id)
+        return UpdateResult(len(spans), stored)
+
+    def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
+        spans = buckets = 0
+        while not stop():
+            r = self.run_once()
+            spans, buckets = spans + r.spans, buckets + r.buckets
+            if r.spans == 0:
+                break
+        return UpdateResult(spans, buckets)
+
+    def _compute(
+        self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
+    ) -> BucketRows:
+        n = len(ranges)
+        span_idx, ts_us, value = window_readings(conn, windows)
+        params, classes = self._models(ranges, models)
+        intervals, _ = register_intervals(span_idx, ts_us, value, params)
+        edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
+        energy = spread_intervals(intervals, edges, n)
+        factors, series = factor_series(self._registry, classes)
+        kg = bucket_emissions(intervals, edges, n, factors, series).kgco2e
+        base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
+        kg_base = bucket_emissions(intervals, edges, n, base_factors, base_series).kgco2e
+        starts = edges[:-1, None]
+        inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
+        b, j = np.nonzero(inside)
+        return BucketRows(
+            device_id=ranges.device_id[j],
+            metric_id=ranges.metric_id[j],
+            bucket_start_us=edges[b],
+            amount=energy.amount[b, j],
+            amount_estimated=energy.amount_estimated[b, j],
+            covered_s=energy.covered_us[b, j] / 1e6,
+            quality=energy.quality[b, j].astype(np.int16),
+            intervals=energy.count[b, j],
+            kgco2e=kg[b, j],
+            kgco2e_base=kg_base[b, j],
+        )
+
+    def _models(self, ranges: Spans, models: dict[int, MeterRow]) -> tuple[MeterParams, list[SourceClass | None]]:
+        n = len(ranges)
+        modulus, rated, cadence = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+        classes: list[SourceClass | None] = []
+        for j, (device, metric) in enumerate(zip(ranges.device_id.tolist(), ranges.metric_id.tolist(), strict=True)):
+            m = models.get(device)
+            cls = self._classes.get(m.source_class or "") if m else None
+            classes.append(cls if cls is not None and cls.metric_id == metric else None)
+            if m is None:
+                continue
+            modulus[j] = m.register_modulus or 0.0
+            rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
+            cadence[j] = m.cadence_s * 1_000_000
+        return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence), classes
+
+
+def _chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
+    """Groups of spans, in time order, whose dense (buckets x spans) arrays stay within the budget."""
+    chunk: list[int] = []
+    lo = hi = 0
+    for j in np.argsort(ranges.lo_us, kind="stable").tolist():
+        lo_j, hi_j = int(ranges.lo_us[j]), int(ranges.hi_us[j])
+        new_lo, new_hi = (min(lo, lo_j), max(hi, hi_j)) if chunk else (lo_j, hi_j)
+        if chunk and ((new_hi - new_lo) // BUCKET_US + 1) * (len(chunk) + 1) > cell_budget:
+            yield np.array(chunk)
+            chunk, new_lo, new_hi = [], lo_j, hi_j
+        chunk.append(j)
+        lo, hi = new_lo, new_hi
+    if chunk:
+        yield np.array(chunk)
+
+
+def recompute(
+    updater: EnergyUpdater,
+    connect: Callable[[], psycopg.Connection],
+    start_us: int,
+    end_us: int,
+    step_us: int = 7 * 86_400 * 1_000_000,
+) -> UpdateResult:
+    """Rebuild the buckets of [start, end) from raw readings through the live path's queue and updater, a step at a
+    time so memory stays bounded. Idempotent: running it twice gives the same rows."""
+    spans = buckets = 0
+    for lo in range(start_us, end_us, step_us):
+        hi = min(lo + step_us, end_us) - 1
+        with connect() as conn, conn.transaction():
+            enqueue(conn, register_series(conn, lo, hi))
+        result = updater.drain()
+        spans, buckets = spans + result.spans, buckets + result.buckets
+    return UpdateResult(spans, buckets)
+
+
+class EnergyThread:
+    """Runs the updater in the background; ``poke()`` after each committed batch wakes it at once."""
+
+    def __init__(self, updater: EnergyUpdater, idle_s: float = 1.0) -> None:
+        self._updater = updater
+        self._idle_s = idle_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lccm-energy", daemon=True)
+        self.error: BaseException | None = None
+        self.spans = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self, *_: object) -> None:
+        self._wake.set()
+
+    def stop(self, drain: bool = True) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        if drain:
+            self.spans += self._updater.drain().spans
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._idle_s)
+            self._wake.clear()
+            try:
+                self.spans += self._updater.drain(self._stop.is_set).spans
+            except Exception as e:
+                self.error = e
+                log.warning("energy update failed (%s: %s); the work stays queued", type(e).__name__, e)
