@@ -50,9 +50,9 @@ CSV_COLUMNS = (
     "device_name",
     "cadence_s",
     "rated_kw",
+    # The register value at which it wraps to 0, in the metric's canonical unit (kWh, l); blank = no register.
+    "register_modulus",
 )
-# Optional extras for the engine's counter model (not read by `lccm devices import` unless it wants them).
-CSV_REGISTER_COLUMNS = ("register_metric", "register_unit", "register_max", "register_resolution")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,14 @@ class RegisterSpec:
 
     @property
     def modulus(self) -> float:
+        """Where the register wraps to 0, in the unit it is sent in (max 99999.99 by 0.01 wraps at 100000)."""
         return self.max_value + self.resolution
+
+    @property
+    def canonical_modulus(self) -> float:
+        """The modulus in the metric's canonical unit (kWh, l): 99999999 Wh by 1 wraps at 100000 kWh."""
+        value = self.modulus * unit_for(self.metric, self.unit).scale
+        return float(f"{value:.12g}")  # 99999.99 + 0.01 and 1e8 x 0.001 are 100000, not 100000.00000000001
 
     @property
     def decimals(self) -> int:
@@ -167,17 +174,20 @@ class City:
     def near_plant(self, device: Device) -> bool:
         return self.distance_to_plant_km(device) <= self.power_plant.near_km
 
-    def devices_csv(self, path: Path | str, register_columns: bool = False) -> int:
-        """Write the device registry CSV for `lccm devices import`; one row per device. Returns the row count."""
-        columns = CSV_COLUMNS + (CSV_REGISTER_COLUMNS if register_columns else ())
-        rows = [self.csv_row(d, register_columns) for d in self.devices]
+    def devices_csv(self, path: Path | str, register_modulus: bool = True) -> int:
+        """Write the device registry CSV for `lccm devices import`; one row per device. Returns the row count.
+
+        register_modulus=False leaves out the register_modulus column (a registry without rollover information).
+        """
+        columns = CSV_COLUMNS if register_modulus else tuple(c for c in CSV_COLUMNS if c != "register_modulus")
+        rows = [self.csv_row(d) for d in self.devices]
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         return len(rows)
 
-    def csv_row(self, d: Device, register_columns: bool = False) -> dict[str, str]:
+    def csv_row(self, d: Device) -> dict[str, str]:
         row = {
             "site_code": d.site.code,
             "site_name": d.site.name,
@@ -192,13 +202,9 @@ class City:
             "device_name": d.name,
             "cadence_s": str(d.cadence_s),
             "rated_kw": _num(d.rated_kw),
+            # Electricity meters, streetlight cabinets and fuel meters have a register; lamps and stations none.
+            "register_modulus": _num(d.register.canonical_modulus) if d.register is not None else "",
         }
-        if register_columns:
-            reg = d.register
-            row["register_metric"] = reg.metric if reg else ""
-            row["register_unit"] = reg.unit if reg else ""
-            row["register_max"] = _num(reg.max_value) if reg else ""
-            row["register_resolution"] = _num(reg.resolution) if reg else ""
         return row
 
 

@@ -21,7 +21,7 @@ from simulators.faults import SPIKE_METRICS, FaultMix, MalformedContext, build_m
 from simulators.models import Register, model_for
 from simulators.noise import stable_key, uniform, uniform_scalar
 from simulators.payloads import Item, Record, dumps, plain_document, senml_bn, senml_pack
-from simulators.truth import Message, Reading
+from simulators.truth import LAMP_ON, Message, Reading, TrueCumulative
 from simulators.units import METRICS, UnitSpec, quantise, unit_for
 
 CHUNK_S = 86400
@@ -110,6 +110,10 @@ class DeviceStream:
         self._pushed = 0
         self.register: Register | None = None
         self.reg_offset_u = 0.0
+        # True lit seconds since the first reading of the run, and the (true time, true state) of the last reading:
+        # a lamp's switching instants are reading instants, so its state is constant between two readings.
+        self.lamp_on_s = 0.0
+        self.lamp_last: tuple[float, float] | None = None
         if device.register is not None:
             self.register = Register(self.model.rate, window.anchor_s)
             self.reg_offset_u = self._initial_register_offset()
@@ -187,11 +191,12 @@ class DeviceStream:
     def _messages(self, win: _Window) -> list[Message]:
         # Always draw the same number of decisions per message: changing one rate never reshuffles the others.
         u_drop, u_dup, u_reorder, u_late, u_stuck, u_spike, u_reset, u_bad = self.rng.random(8)
-        faults = self._value_faults(win, u_stuck, u_reset)
+        faults, reset = self._value_faults(win, u_stuck, u_reset)
         spike_at = self._spike_target(win) if u_spike < self.mix.spike else None
         if spike_at is not None:
             faults.append("spike")
         records, readings = self._records(win, spike_at)
+        truth = self._true_cumulative(win)
         if self.stuck_left > 0:
             self.stuck_left -= 1
         seq = self.seq
@@ -216,20 +221,54 @@ class DeviceStream:
             kind="status" if topic == self.status_topic else "up",
             faults=tuple(faults),
             intended_reason=reason,
+            true_cumulative=truth,
+            register_reset=reset,
         )
         return self._transport(msg, u_drop, u_dup, u_reorder, u_late)
 
-    def _value_faults(self, win: _Window, u_stuck: float, u_reset: float) -> list[str]:
-        """Clock skew, register reset and stuck runs: faults that change what the device reports."""
+    def _value_faults(
+        self, win: _Window, u_stuck: float, u_reset: float
+    ) -> tuple[list[str], tuple[str, int, float] | None]:
+        """Clock skew, register reset and stuck runs: faults that change what the device reports.
+
+        Returns the faults and, for a register reset, (metric, event time of the first reading after it in
+        microseconds, the register value in the canonical unit just before it).
+        """
         faults = ["clock_skew"] if self.skew_s else []
+        reset = None
         if win.register is not None and u_reset < self.mix.register_reset:
+            spec = self.device.register
+            assert spec is not None
+            unit = unit_for(spec.metric, spec.unit)
+            old_final = float(self._register_sent(win.register[0], unit)) * unit.scale
+            reset = (spec.metric, (int(win.times[0]) + self.skew_s) * US_PER_S, old_final)
             self._reset_register(win.register[0])
             faults.append("register_reset")
         if self.stuck_left == 0 and u_stuck < self.mix.stuck:
             self._start_stuck()
         if self.stuck_left > 0:
             faults.append("stuck")
-        return faults
+        return faults, reset
+
+    def _true_cumulative(self, win: _Window) -> tuple[TrueCumulative, ...]:
+        """The true register amount (canonical, since the anchor) and lit seconds at each reading of the window.
+
+        Computed before any fault touches the display, at the true instants (event times carry the clock skew).
+        """
+        out: list[TrueCumulative] = []
+        spec = self.device.register
+        lamp = win.values.get(LAMP_ON)
+        for i, t in enumerate(win.times):
+            ts_us = (int(t) + self.skew_s) * US_PER_S
+            if spec is not None and win.register is not None:
+                out.append((spec.metric, ts_us, win.register[i]))
+            if lamp is not None:
+                if self.lamp_last is not None:
+                    last_t, last_on = self.lamp_last
+                    self.lamp_on_s += (1.0 if last_on >= 0.5 else 0.0) * (t - last_t)
+                self.lamp_last = (t, lamp[i])
+                out.append((LAMP_ON, ts_us, self.lamp_on_s))
+        return tuple(out)
 
     def _transport(self, msg: Message, u_drop: float, u_dup: float, u_reorder: float, u_late: float) -> list[Message]:
         """Drop, delay (late / reorder) and duplicate: faults of delivery, not of content."""

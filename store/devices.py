@@ -12,6 +12,11 @@ The file has one row per device with its site's columns repeated. Headers may be
 spaces or underscores, and the file may start with the UTF-8 BOM Excel writes. A blank cell or a missing optional
 column means "no value": the registry file is the source of truth, so re-importing it clears what it leaves blank.
 Devices or sites absent from the file are left alone (the import never deletes).
+
+``register_modulus`` (optional) is where the device's cumulative register wraps to 0, in the metric's canonical unit
+(kWh for energy, l for fuel): a meter showing at most 99999.99 kWh in steps of 0.01 wraps at 100000, and so does one
+showing at most 99999999 Wh in steps of 1. Blank means unknown or no rollover; only devices with a register
+(electricity meters, streetlight cabinets, fuel meters) may have one.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SiteKind = Literal["building", "street", "station", "fleet", "plant"]
 DeviceKind = Literal["electricity_meter", "streetlight_cabinet", "lamp", "aq_station", "fuel_meter"]
@@ -46,12 +59,15 @@ COLUMNS: dict[str, str] = {
     "device_name": "ชื่ออุปกรณ์",
     "cadence_s": "รอบส่งข้อมูล_วินาที",
     "rated_kw": "พิกัดกำลัง_กิโลวัตต์",
+    "register_modulus": "ค่าวนกลับของมิเตอร์",
 }
 REQUIRED_COLUMNS = frozenset(
     {"site_code", "site_name", "site_kind", "city", "device_id", "device_kind", "device_name", "cadence_s"}
 )
 # The columns that describe a site; rows sharing a site_code must agree on all of them.
 SITE_COLUMNS = ("site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2")
+# Device kinds with a cumulative register (energy or fuel), the only ones a register_modulus applies to.
+REGISTER_KINDS = frozenset({"electricity_meter", "streetlight_cabinet", "fuel_meter"})
 
 # Header row is line 1 of the file; errors about the file as a whole use it too.
 HEADER_ROW = 1
@@ -97,6 +113,7 @@ class RegistryRow(BaseModel):
     device_name: str = Field(min_length=1)
     cadence_s: int = Field(gt=0)
     rated_kw: float | None = Field(default=None, ge=0)
+    register_modulus: float | None = Field(default=None, gt=0)  # canonical unit (kWh, l); None = no rollover
 
     @field_validator("site_kind", "device_kind", mode="before")
     @classmethod
@@ -109,6 +126,17 @@ class RegistryRow(BaseModel):
         if (self.lat is None) != (self.lon is None):
             raise ValueError("lat and lon must be given together (or both left blank)")
         return self
+
+    @field_validator("register_modulus")
+    @classmethod
+    def _modulus_needs_a_register(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # A field validator (device_kind is declared earlier, so it is in info.data when valid): the error then
+        # names the register_modulus column.
+        kind = info.data.get("device_kind")
+        if v is not None and kind is not None and kind not in REGISTER_KINDS:
+            kinds = ", ".join(sorted(REGISTER_KINDS))
+            raise ValueError(f"a {kind} has no register; register_modulus applies only to {kinds}")
+        return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,16 +330,19 @@ RETURNING 1
 """
 
 _UPSERT_DEVICES = """
-INSERT INTO devices AS d (device_id, site_id, kind, name, cadence_s, rated_kw)
-SELECT i.device_id, s.id, i.kind, i.name, i.cadence_s, i.rated_kw
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::float8[])
-     AS i(device_id, site_code, kind, name, cadence_s, rated_kw)
+INSERT INTO devices AS d (device_id, site_id, kind, name, cadence_s, rated_kw, register_modulus)
+SELECT i.device_id, s.id, i.kind, i.name, i.cadence_s, i.rated_kw, i.register_modulus
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::float8[], %s::float8[])
+     AS i(device_id, site_code, kind, name, cadence_s, rated_kw, register_modulus)
 JOIN sites s ON s.site_code = i.site_code
 ON CONFLICT (device_id) DO UPDATE SET
     site_id = EXCLUDED.site_id, kind = EXCLUDED.kind, name = EXCLUDED.name,
-    cadence_s = EXCLUDED.cadence_s, rated_kw = EXCLUDED.rated_kw, updated_at = now()
-WHERE (d.site_id, d.kind, d.name, d.cadence_s, d.rated_kw)
-      IS DISTINCT FROM (EXCLUDED.site_id, EXCLUDED.kind, EXCLUDED.name, EXCLUDED.cadence_s, EXCLUDED.rated_kw)
+    cadence_s = EXCLUDED.cadence_s, rated_kw = EXCLUDED.rated_kw, register_modulus = EXCLUDED.register_modulus,
+    updated_at = now()
+WHERE (d.site_id, d.kind, d.name, d.cadence_s, d.rated_kw, d.register_modulus)
+      IS DISTINCT FROM
+      (EXCLUDED.site_id, EXCLUDED.kind, EXCLUDED.name, EXCLUDED.cadence_s, EXCLUDED.rated_kw,
+       EXCLUDED.register_modulus)
 RETURNING 1
 """
 
@@ -326,7 +357,9 @@ def _unique_sites(rows: Sequence[RegistryRow]) -> list[RegistryRow]:
 
 # Column order of the unnest() arrays in the two upserts above.
 _SITE_FIELDS = ("site_code", "site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2")
-_DEVICE_FIELDS = ("device_id", "site_code", "device_kind", "device_name", "cadence_s", "rated_kw")
+_DEVICE_FIELDS = (
+    "device_id", "site_code", "device_kind", "device_name", "cadence_s", "rated_kw", "register_modulus",
+)  # fmt: skip
 
 
 def _columns(rows: Sequence[RegistryRow], fields: tuple[str, ...]) -> list[list[Any]]:

@@ -10,8 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from lccm.cli_devices import devices_app
+from simulators.city import City, load_city
 from store.devices import ImportReport, RegistryInvalid, UpsertCounts, import_registry, parse_registry_csv
 from tests._db import REGISTRY_HEADER_EN, REGISTRY_HEADER_TH, REGISTRY_ROWS, fresh_database, registry_csv
+
+# The optional register_modulus column (kWh / l where the register wraps to 0) after the 13 base columns.
+MODULUS_HEADER_EN = REGISTRY_HEADER_EN + ",register_modulus"
+MODULUS_HEADER_TH = REGISTRY_HEADER_TH + ",ค่าวนกลับของมิเตอร์"
+MODULI = ["100000", "1000000", "99999.99", ""]  # HALL-M1, HALL-M2, RD1-C1 (cabinet), AQ1-S1 (no register)
+MODULUS_ROWS = [f"{row},{modulus}" for row, modulus in zip(REGISTRY_ROWS, MODULI, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
 def _snapshot(conn: psycopg.Connection) -> list[tuple[object, ...]]:
     return conn.execute(
         "SELECT s.site_code, s.name, s.name_th, s.kind, s.city, s.lat, s.lon, s.floor_area_m2,"
-        " d.device_id, d.kind, d.name, d.cadence_s, d.rated_kw"
+        " d.device_id, d.kind, d.name, d.cadence_s, d.rated_kw, d.register_modulus"
         " FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.device_id"
     ).fetchall()
 
@@ -72,6 +79,58 @@ def test_optional_columns_may_be_absent_and_kinds_are_case_folded() -> None:
     data += "S1,Depot,Fleet,Lampang,TRUCK-1,Fuel_Meter,Truck 1,900\n"
     (row,) = parse_registry_csv(data)
     assert (row.site_kind, row.device_kind, row.lat, row.rated_kw) == ("fleet", "fuel_meter", None, None)
+
+
+def test_register_modulus_in_english_and_thai_headers() -> None:
+    english = parse_registry_csv(registry_csv(MODULUS_HEADER_EN, MODULUS_ROWS))
+    thai = parse_registry_csv(registry_csv(MODULUS_HEADER_TH.replace("_", " "), MODULUS_ROWS, bom=True))
+    assert english == thai
+    assert [r.register_modulus for r in english] == [100000.0, 1000000.0, 99999.99, None]
+    assert all(r.register_modulus is None for r in parse_registry_csv(registry_csv()))  # column absent
+
+
+def test_register_modulus_is_validated() -> None:
+    rows = [
+        *MODULUS_ROWS,
+        "HALL,City Hall,ศาลากลาง,building,Lampang,18.2888,99.4908,5200,HALL-M3,electricity_meter,X,60,,0",  # 6
+        "HALL,City Hall,ศาลากลาง,building,Lampang,18.2888,99.4908,5200,HALL-M4,electricity_meter,X,60,,-1",  # 7
+        "HALL,City Hall,ศาลากลาง,building,Lampang,18.2888,99.4908,5200,HALL-M5,electricity_meter,X,60,,lots",  # 8
+        "FL,Depot,,fleet,Lampang,,,,TRUCK-1,fuel_meter,Truck,900,,inf",  # row 9
+        "AQ1,Station 1,สถานีที่ 1,station,Lampang,18.29,99.5,,AQ1-S2,aq_station,PM,3600,,100000",  # row 10
+        "RD1,Phahon Road,ถนนพหลโยธิน,street,Lampang,,,,RD1-L1,lamp,Lamp 1,300,0.1,100000",  # row 11
+        "FL,Depot,,fleet,Lampang,,,,TRUCK-2,fuel_meter,Truck 2,900,, 1000000 ",  # row 12: fine
+    ]
+    assert _errors(registry_csv(MODULUS_HEADER_TH, rows)) == [
+        (6, "ค่าวนกลับของมิเตอร์", "0"),
+        (7, "ค่าวนกลับของมิเตอร์", "-1"),
+        (8, "ค่าวนกลับของมิเตอร์", "lots"),
+        (9, "ค่าวนกลับของมิเตอร์", "inf"),
+        (10, "ค่าวนกลับของมิเตอร์", "100000"),
+        (11, "ค่าวนกลับของมิเตอร์", "100000"),
+    ]
+    with pytest.raises(RegistryInvalid) as info:
+        parse_registry_csv(registry_csv(MODULUS_HEADER_EN, rows[8:9]))
+    assert "aq_station has no register" in info.value.errors[0].message
+
+
+def test_simulator_registry_parses_with_its_moduli(tmp_path: Path) -> None:
+    city = load_city()
+    rows = {r.device_id: r for r in parse_registry_csv(_simulator_csv(city, tmp_path))}
+    assert len(rows) == len(city.devices)
+    for device in city.devices:
+        modulus = rows[device.device_id].register_modulus
+        if device.register is None:
+            assert modulus is None
+        else:
+            scale = 0.001 if device.register.unit == "Wh" else 1.0
+            assert modulus == pytest.approx(device.register.modulus * scale, rel=1e-12)
+    assert rows["LPG-TH-01-M2"].register_modulus == rows["LPG-WW-01-M1"].register_modulus == 100000.0  # Wh meters
+
+
+def _simulator_csv(city: City, tmp_path: Path) -> bytes:
+    path = tmp_path / "devices.csv"
+    city.devices_csv(path)
+    return path.read_bytes()
 
 
 def test_every_row_error_is_reported_with_row_column_and_value() -> None:
@@ -148,6 +207,44 @@ def test_reimport_applies_updates_and_new_rows(conn: psycopg.Connection) -> None
     assert report.devices == UpsertCounts(inserted=1, updated=1, unchanged=3)
     assert conn.execute("SELECT cadence_s, rated_kw FROM devices WHERE device_id = 'HALL-M2'").fetchone() == (30, 80)
     assert conn.execute("SELECT name FROM sites WHERE site_code = 'RD1'").fetchone() == ("Phahon Rd",)
+
+
+def _modulus(conn: psycopg.Connection, device_id: str) -> float | None:
+    row = conn.execute("SELECT register_modulus FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_register_modulus_is_stored_updated_and_cleared(conn: psycopg.Connection) -> None:
+    first = import_registry(conn, parse_registry_csv(registry_csv(MODULUS_HEADER_EN, MODULUS_ROWS)))
+    assert first.devices == UpsertCounts(inserted=4)
+    assert [_modulus(conn, d) for d in ("HALL-M1", "HALL-M2", "RD1-C1", "AQ1-S1")] == [1e5, 1e6, 99999.99, None]
+    again = import_registry(conn, parse_registry_csv(registry_csv(MODULUS_HEADER_TH, MODULUS_ROWS)))
+    assert again.devices == UpsertCounts(unchanged=4)
+    changed = list(MODULUS_ROWS)
+    changed[0] = changed[0].removesuffix(",100000") + ",10000000"  # a new meter with more digits
+    changed[2] = changed[2].removesuffix(",99999.99") + ","  # blank clears
+    report = import_registry(conn, parse_registry_csv(registry_csv(MODULUS_HEADER_EN, changed)))
+    assert report.devices == UpsertCounts(updated=2, unchanged=2)
+    assert (_modulus(conn, "HALL-M1"), _modulus(conn, "RD1-C1"), _modulus(conn, "HALL-M2")) == (1e7, None, 1e6)
+    # A file without the column says "no value" for every device, like any optional column.
+    report = import_registry(conn, parse_registry_csv(registry_csv()))
+    assert report.devices == UpsertCounts(updated=2, unchanged=2)
+    assert _modulus(conn, "HALL-M1") is None and _modulus(conn, "HALL-M2") is None
+    with pytest.raises(psycopg.errors.CheckViolation):  # the schema refuses what the parser refuses
+        conn.execute("UPDATE devices SET register_modulus = 0 WHERE device_id = 'HALL-M1'")
+    conn.rollback()
+
+
+def test_simulator_registry_imports(conn: psycopg.Connection, tmp_path: Path) -> None:
+    city = load_city()
+    report = import_registry(conn, parse_registry_csv(_simulator_csv(city, tmp_path)))
+    assert report.devices == UpsertCounts(inserted=len(city.devices))
+    with_modulus = conn.execute(
+        "SELECT kind, count(*) FROM devices WHERE register_modulus IS NOT NULL GROUP BY kind ORDER BY kind"
+    ).fetchall()
+    assert {k for k, _ in with_modulus} == {"electricity_meter", "fuel_meter", "streetlight_cabinet"}
+    assert _modulus(conn, "LPG-WP-01-M1") == 100000.0
 
 
 def test_device_moves_to_another_site(conn: psycopg.Connection) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import math
 import re
@@ -264,6 +265,22 @@ def test_registry_csv_has_one_row_per_device(city: City, tmp_path: Path) -> None
         assert known in by_id
     assert all(r["city"] == "lampang" and float(r["cadence_s"]) > 0 for r in rows)
     assert not {d.device_id for d in city.rogue_devices} & set(by_id)
+    # The register's wrap point in the canonical unit: 999999.9 kWh by 0.1, 99999999 Wh by 1, 99999.99 kWh by 0.01.
+    assert by_id["LPG-TH-01-M1"]["register_modulus"] == "1000000"
+    assert by_id["LPG-TH-01-M2"]["register_modulus"] == "100000"
+    assert by_id["LPG-WP-01-M1"]["register_modulus"] == "100000"
+    assert by_id["LPG-FL-V01"]["register_modulus"] == by_id["LPG-GEN-01"]["register_modulus"] == "1000000"
+    for r in rows:
+        has_register = r["device_kind"] in ("electricity_meter", "streetlight_cabinet", "fuel_meter")
+        assert (r["register_modulus"] != "") == has_register, r
+    for d in city.devices:
+        if d.register is not None:  # wraps where the stream wraps it
+            scale = 0.001 if d.register.unit == "Wh" else 1.0
+            assert float(by_id[d.device_id]["register_modulus"]) == pytest.approx(d.register.modulus * scale)
+    lean = tmp_path / "lean.csv"
+    city.devices_csv(lean, register_modulus=False)
+    with lean.open(encoding="utf-8") as fh:
+        assert tuple(next(csv.reader(fh))) == CSV_COLUMNS[:-1]
 
 
 # Determinism ---------------------------------------------------------------------------------------------------------
@@ -495,6 +512,177 @@ def test_value_faults(city: City) -> None:
     clean = {r[:3]: r[3] for m in up(list(generate(city, config_ok))) for r in m.readings}
     skew = {r[:3] for m in messages for r in m.readings if r[0] == "LPG-AQ-03"}
     assert not skew & set(clean)  # skewed event times are what the device sent
+
+
+# Consumption ground truth -------------------------------------------------------------------------------------------
+
+REGISTER_SAMPLE = [
+    "LPG-TH-01-M[12]",  # kWh by 0.1; Wh by 1 (SenML)
+    "LPG-WP-01-M1",  # near_rollover: wraps at 100000 kWh in every run
+    "LPG-WW-01-M[12]",  # near_rollover in Wh; SenML
+    "LPG-SL-C07",  # streetlight cabinet
+    "LPG-FL-V0[1-5]",  # fleet fuel meters
+    "LPG-GEN-01",  # generator: weekly test on Wednesday 10:00
+]
+# Tuesday 06:00 to Wednesday 12:00: working hours, a night of streetlights, the generator's test run.
+CONSUMPTION_END = T0 + dt.timedelta(hours=30)
+
+
+def register_series(city: City, truth: GroundTruth) -> dict[str, list[tuple[int, float]]]:
+    """device_id -> its stored register readings (ts_us, canonical value), one per time, in time order."""
+    out: dict[str, dict[int, float]] = {}
+    for device_id, metric, ts_us, value in truth.expected_readings():
+        register = city.device(device_id).register
+        if register is not None and metric == register.metric:
+            out.setdefault(device_id, {})[ts_us] = value
+    return {d: sorted(series.items()) for d, series in out.items()}
+
+
+def canonical(city: City, device_id: str) -> tuple[float, float]:
+    """(modulus, resolution) of a device's register in its canonical unit."""
+    register = city.device(device_id).register
+    assert register is not None
+    scale = 0.001 if register.unit == "Wh" else 1.0
+    return register.modulus * scale, register.resolution * scale
+
+
+def wrapped(delta: float, modulus: float) -> float:
+    return delta + modulus if delta < 0 else delta
+
+
+def delta_sum(series: list[tuple[int, float]], modulus: float, lo_us: int, hi_us: int) -> float:
+    """Sum of the register deltas (with rollover) between the readings at lo_us and hi_us."""
+    part = [v for ts, v in series if lo_us <= ts <= hi_us]
+    return sum(wrapped(b - a, modulus) for a, b in itertools.pairwise(part))
+
+
+def test_consumed_equals_the_register_deltas_without_faults(city: City) -> None:
+    config = cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END)
+    truth = GroundTruth.from_messages(generate(city, config))
+    series = register_series(city, truth)
+    consumed = truth.consumed()
+    spans = truth.true_spans()
+    assert set(consumed) == set(series) and len(series) == 12
+    rollovers = 0
+    for device_id, readings in series.items():
+        metric = city.device(device_id).register.metric  # type: ignore[union-attr]
+        modulus, resolution = canonical(city, device_id)
+        span = spans[(device_id, metric)]
+        assert (span.first_us, span.last_us) == (readings[0][0], readings[-1][0])
+        expected = delta_sum(readings, modulus, span.first_us, span.last_us)
+        # The display truncates to whole steps: each end is off by less than one step.
+        assert consumed[device_id][metric] == pytest.approx(expected, abs=resolution * 1.001), device_id
+        rollovers += sum(1 for a, b in itertools.pairwise(readings) if b[1] < a[1])
+    assert rollovers >= 2  # the pumping station and the wastewater blowers wrap in every run
+    assert consumed["LPG-GEN-01"]["fuel"] == pytest.approx(4.5, abs=0.2)  # 30 min test at 9 l/h
+    assert all(consumed[f"LPG-FL-V0{i}"]["fuel"] > 1 for i in range(1, 6))
+    # The integral of the true power: the mean of the power readings over the same span agrees within a few %.
+    power = [r[3] for m in truth.delivered() for r in m.readings if r[0] == "LPG-TH-01-M1" and r[1] == "power"]
+    span = spans[("LPG-TH-01-M1", "energy")]
+    hours = (span.last_us - span.first_us) / 3.6e9
+    assert consumed["LPG-TH-01-M1"]["energy"] == pytest.approx(np.mean(power) / 1000 * hours, rel=0.05)
+    assert truth.register_events() == [] and truth.summary()["register_resets"] == 0
+
+
+def test_consumed_ignores_value_and_transport_faults(city: City) -> None:
+    overrides = {
+        "stuck": 0.05,
+        "spike": 0.1,
+        "register_reset": 0.03,
+        "drop": 0.1,
+        "duplicate": 0.1,
+        "reorder": 0.1,
+        "late": 0.05,
+        "malformed": {"bad_json": 0.03, "out_of_range": 0.03},
+    }
+    faulty = GroundTruth.from_messages(
+        generate(city, cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END, fault_overrides=overrides))
+    )
+    clean = register_series(
+        city, GroundTruth.from_messages(generate(city, cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END)))
+    )
+    kinds = Counter(f for m in faulty.messages for f in m.faults)
+    assert all(kinds[k] > 5 for k in ("stuck", "register_reset", "drop", "duplicate", "late", "malformed:bad_json"))
+    faulty_series = register_series(city, faulty)
+    differs = 0
+    for (device_id, metric), span in faulty.true_spans().items():
+        modulus, resolution = canonical(city, device_id)
+        # The fault-free run has every reading: its deltas between the same two instants are the consumption.
+        expected = delta_sum(clean[device_id], modulus, span.first_us, span.last_us)
+        assert faulty.consumed()[device_id][metric] == pytest.approx(expected, abs=resolution * 1.001), device_id
+        naive = delta_sum(faulty_series[device_id], modulus, span.first_us, span.last_us)
+        differs += abs(naive - expected) > 10 * resolution
+    assert differs >= 3  # the registers as stored really are wrong (resets, stuck values)
+    # A skewed clock shifts the event times, not the consumption between the same readings.
+    skewed = GroundTruth.from_messages(
+        generate(city, cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END, fault_overrides={"clock_skew": 1.0}))
+    )
+    plain = GroundTruth.from_messages(generate(city, cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END)))
+    assert skewed.consumed() == plain.consumed()
+    assert {s.first_us for s in skewed.true_spans().values()}.isdisjoint(
+        s.first_us for s in plain.true_spans().values()
+    )
+
+
+def test_register_events_reconstruct_the_consumption(city: City, tmp_path: Path) -> None:
+    overrides = {"register_reset": 0.05, "drop": 0.1, "duplicate": 0.05, "late": 0.05, "clock_skew": 0.5}
+    config = cfg(device_filter=REGISTER_SAMPLE, end=CONSUMPTION_END, fault_overrides=overrides)
+    truth = GroundTruth.from_messages(generate(city, config))
+    events = truth.register_events()
+    resets = [m for m in truth.messages if "register_reset" in m.faults and "duplicate" not in m.faults]
+    assert len(events) == len(resets) > 10 and truth.summary()["register_resets"] == len(events)
+    assert all(e.new_start == 0.0 and e.metric in ("energy", "fuel") and e.old_final_register >= 0 for e in events)
+    stored = {(r[0], r[2]): r[3] for r in truth.expected_readings() if r[1] in ("energy", "fuel")}
+    shown = [stored[(e.device_id, e.at_us)] for e in events if (e.device_id, e.at_us) in stored]
+    assert shown and all(v == 0.0 for v in shown)  # the first reading after a reset shows 0
+    series = register_series(city, truth)
+    consumed = truth.consumed()
+    for device_id, readings in series.items():
+        modulus, resolution = canonical(city, device_id)
+        mine = [e for e in events if e.device_id == device_id]
+        # As the engine would with known events: a segment ends at old_final and the next starts at new_start.
+        total = 0.0
+        for (t0, r0), (t1, r1) in itertools.pairwise(readings):
+            value = r0
+            for e in (e for e in mine if t0 < e.at_us <= t1):
+                total += wrapped(e.old_final_register - value, modulus)
+                value = e.new_start
+            total += wrapped(r1 - value, modulus)
+        metric = city.device(device_id).register.metric  # type: ignore[union-attr]
+        tolerance = resolution * (1.001 + sum(1 for e in mine if readings[0][0] < e.at_us <= readings[-1][0]))
+        assert consumed[device_id][metric] == pytest.approx(total, abs=tolerance), device_id
+    # The truth file keeps all of it.
+    path = tmp_path / "truth.jsonl"
+    truth.write_jsonl(path)
+    again = GroundTruth.read_jsonl(path)
+    assert again.consumed() == consumed and again.register_events() == events
+    assert again.true_spans() == truth.true_spans()
+
+
+def test_lamp_on_seconds_between_the_first_and_last_stored_reading(city: City) -> None:
+    config = cfg(
+        device_filter=["LPG-SL-C0[2-4]-L000[1-3]"],
+        start=dt.datetime(2026, 11, 3, 16, 0, tzinfo=ICT),
+        end=dt.datetime(2026, 11, 4, 9, 0, tzinfo=ICT),
+    )
+    truth = GroundTruth.from_messages(generate(city, config))
+    lit = truth.lamp_on_seconds()
+    assert len(lit) == 9
+    for device_id, seconds in lit.items():
+        states = sorted(
+            {(r[2], r[3]) for m in truth.delivered() for r in m.readings if r[0] == device_id and r[1] == "lamp_on"}
+        )
+        on = [t for (t, v), (_, prev) in zip(states[1:], states, strict=False) if v == 1 and prev == 0]
+        off = [t for (t, v), (_, prev) in zip(states[1:], states, strict=False) if v == 0 and prev == 1]
+        if city.device(device_id).params["failed"]:
+            assert seconds == 0.0 and not on
+            continue
+        assert len(on) == len(off) == 1 and seconds == (off[0] - on[0]) / 1e6
+        assert 11 * 3600 < seconds < 13 * 3600  # a November night in Lampang
+    # A stuck display does not change how long the lamp was lit; dropped readings only narrow the span.
+    stuck = GroundTruth.from_messages(generate(city, cfg(**{**config.__dict__, "fault_overrides": {"stuck": 0.3}})))
+    assert sum(1 for m in stuck.messages if "stuck" in m.faults) > 10
+    assert stuck.lamp_on_seconds() == lit
 
 
 # Publishing through a real broker ------------------------------------------------------------------------------------
