@@ -32,6 +32,11 @@ Rules, in order (reason bits in :class:`Reason`, quality in :class:`Quality`):
    first tries the amount from the anchor to the new reading; if that passes every check against the cap of the
    emitted interval, it is emitted instead (``BRIDGED``, estimated): an isolated spike or dip in the register costs
    nothing in total, its energy only moves one interval later. Otherwise the ordinary amount is used.
+5b. Flat runs (``FLAT_SPREAD``, estimated): a jump over the cap of its own interval that is within the cap since the
+   register last changed value is what a stuck display (or a device that buffered its register) looks like when it
+   catches up: the amount is emitted over (start of the flat run, now], so it is spread over the time it was
+   really used; that row overlaps the zero rows of the flat run, which stay as they were. No amount exceeds the cap
+   of the interval it is emitted over.
 6. ``GAP``: the interval is longer than ``gap_factor x cadence``; the amount is exact, its spread over time (evenly,
    by :mod:`engine.buckets`) is estimated.
 7. ``RESET_FINAL_UNKNOWN``: the old register's final value was not recorded, its part of the interval is lost:
@@ -42,7 +47,8 @@ Rules, in order (reason bits in :class:`Reason`, quality in :class:`Quality`):
 
 Quality is the worst applicable: suspect > missing > estimated > measured.
 
-Incremental use: :class:`CounterState` holds, per device, the last reading and the anchor. Feeding a series in
+Incremental use: :class:`CounterState` holds, per device, the last reading, the anchor and the start of the current
+flat run. Feeding a series in
 batches, each with the state the previous batch returned, gives exactly (bit for bit) the rows of one pass. Rows of
 a device must be in time order within a batch; the batch may interleave devices (time order across devices is
 fastest). Late data (older than the state) cannot be folded in: re-run from a state saved before it.
@@ -88,6 +94,7 @@ class Reason(enum.IntFlag):
     ZERO_DT = k.R_ZERO_DT
     OUT_OF_ORDER = k.R_OUT_OF_ORDER
     NOT_FINITE = k.R_NOT_FINITE
+    FLAT_SPREAD = k.R_FLAT_SPREAD
 
 
 def _csr(device_idx: np.ndarray, n_devices: int) -> np.ndarray:
@@ -207,6 +214,7 @@ class CounterState:
     last_register: np.ndarray  # float64
     anchor_ts_us: np.ndarray  # int64
     anchor_register: np.ndarray  # float64
+    flat_ts_us: np.ndarray  # int64: the first reading of the current run of one register value
 
     @classmethod
     def empty(cls, n_devices: int) -> CounterState:
@@ -215,6 +223,7 @@ class CounterState:
             last_register=np.full(n_devices, np.nan),
             anchor_ts_us=np.full(n_devices, NO_TS, dtype=np.int64),
             anchor_register=np.full(n_devices, np.nan),
+            flat_ts_us=np.full(n_devices, NO_TS, dtype=np.int64),
         )
 
     @property
@@ -228,6 +237,7 @@ class CounterState:
             np.array(self.last_register, dtype=np.float64),
             np.array(self.anchor_ts_us, dtype=np.int64),
             np.array(self.anchor_register, dtype=np.float64),
+            np.array(self.flat_ts_us, dtype=np.int64),
         )
 
 
@@ -300,7 +310,7 @@ def register_intervals(
     k.kernel(impl, "counter")(
         dev, ts, reg, p.modulus, p.rated_per_h, p.cadence_us, p.gap_factor, p.cap_tolerance, p.wrap_max_fraction,
         ev_ptr, ev_at, ev_fin, ev_new, m_ptr, m_from, m_val,
-        st.last_ts_us, st.last_register, st.anchor_ts_us, st.anchor_register,
+        st.last_ts_us, st.last_register, st.anchor_ts_us, st.anchor_register, st.flat_ts_us,
         out.start_us, out.end_us, out.amount, out.raw, out.quality, out.reasons,
     )  # fmt: skip
     return out, st

@@ -51,10 +51,13 @@ R_BRIDGED = 1 << 8  # amount measured from the last trusted reading before a sus
 R_ZERO_DT = 1 << 9  # register moved between two readings with the same timestamp
 R_OUT_OF_ORDER = 1 << 10  # reading older than the device's carried state: ignored
 R_NOT_FINITE = 1 << 11  # register NaN or infinite: ignored
+# A jump over the cap of its own interval that fits the cap since the register last changed: the register was
+# stuck (or the device buffered), so the amount is spread from the start of the flat run.
+R_FLAT_SPREAD = 1 << 12
 
 SUSPECT_BITS = R_NEGATIVE | R_OVER_CAP | R_ZERO_DT | R_OUT_OF_ORDER | R_NOT_FINITE
 MISSING_BITS = R_NO_PREVIOUS | R_RESET_FINAL_UNKNOWN
-ESTIMATED_BITS = R_MULTIPLIER_SPLIT | R_GAP | R_BRIDGED
+ESTIMATED_BITS = R_MULTIPLIER_SPLIT | R_GAP | R_BRIDGED | R_FLAT_SPREAD
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -245,6 +248,7 @@ def counter_kernel(
     st_last_register: Any,
     st_anchor_ts_us: Any,
     st_anchor_register: Any,
+    st_flat_ts_us: Any,
     out_start_us: Any,
     out_end_us: Any,
     out_amount: Any,
@@ -277,6 +281,7 @@ def counter_kernel(
             out_quality[i] = Q_MISSING
             st_last_ts_us[d] = t1
             st_last_register[d] = r1
+            st_flat_ts_us[d] = t1
             continue
         r0 = st_last_register[d]
         amount, reasons = span_amount(
@@ -284,8 +289,15 @@ def counter_kernel(
             m_ptr, m_from_us, m_value,
         )  # fmt: skip
         reasons = judge(amount, reasons, t0, t1, rated_per_h[d], cap_tolerance)
+        start = t0
+        tf = st_flat_ts_us[d]
+        if (reasons & R_OVER_CAP) and tf != NO_TS and tf < t0:
+            f_reasons = judge(amount, reasons & ~R_OVER_CAP, tf, t1, rated_per_h[d], cap_tolerance)
+            if not (f_reasons & SUSPECT_BITS):
+                reasons = f_reasons | R_FLAT_SPREAD
+                start = tf
         ta = st_anchor_ts_us[d]
-        if ta != NO_TS:
+        if ta != NO_TS and start == t0:
             b_amount, b_reasons = span_amount(
                 d, ta, st_anchor_register[d], t1, r1, modulus[d], wrap_max_fraction, ev_ptr, ev_at_us,
                 ev_old_final, ev_new_start, m_ptr, m_from_us, m_value,
@@ -298,7 +310,7 @@ def counter_kernel(
         if cadence_us[d] > 0 and (t1 - t0) > gap_factor * cadence_us[d]:
             reasons |= R_GAP
         q = quality_of(reasons)
-        out_start_us[i] = t0
+        out_start_us[i] = start
         out_raw[i] = amount
         out_amount[i] = 0.0 if q == Q_SUSPECT else amount
         out_quality[i] = q
@@ -310,6 +322,10 @@ def counter_kernel(
         else:
             st_anchor_ts_us[d] = NO_TS
             st_anchor_register[d] = np.nan
+        if r1 != r0:
+            st_flat_ts_us[d] = t1  # a new value: a flat run, if one follows, starts here
+        elif tf == NO_TS:
+            st_flat_ts_us[d] = t0
         st_last_ts_us[d] = t1
         st_last_register[d] = r1
 

@@ -2,7 +2,9 @@
 
 Which buckets a span of new readings changes: a reading at t splits the interval between its neighbours, so the
 changed intervals run from the reading before the span (P) to the reading after it (N), and the 15-minute buckets
-to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). To recompute them exactly the engine needs every
+to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). When the register was flat up to P (a stuck
+display), the engine may spread a catch-up jump back to where the flat run began, so P moves back to the last
+reading with another value (at most FLAT_LOOKBACK). To recompute them exactly the engine needs every
 reading inside, plus the last reading at or before the first bucket's start and the first at or after the last
 bucket's end (their intervals reach into the range). All times here are UTC epoch microseconds.
 """
@@ -18,6 +20,8 @@ import psycopg
 from store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
+# How far back the start of a flat (stuck) register run is looked for; matches the late-data horizon.
+FLAT_LOOKBACK = "7 days"
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
 
@@ -100,13 +104,19 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
     rows = conn.execute(
         f"""
         WITH t AS (SELECT d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST}),
+        prev AS (
+            SELECT t.d, t.m, t.lo, t.hi, pr.ts AS p_ts, pr.value AS p_value
+            FROM t LEFT JOIN LATERAL (SELECT x.ts, x.value FROM readings x WHERE x.device_id = t.d
+                                      AND x.metric_id = t.m AND x.ts < t.lo ORDER BY x.ts DESC LIMIT 1) pr ON true),
         pn AS (
-            SELECT t.d, t.m,
-                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts < t.lo
-                          ORDER BY x.ts DESC LIMIT 1), t.lo) AS p,
-                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts > t.hi
-                          ORDER BY x.ts LIMIT 1), t.hi) AS n
-            FROM t),
+            SELECT prev.d, prev.m,
+                -- Back to the last reading with another value: a stuck register's catch-up is spread from there.
+                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = prev.d AND x.metric_id = prev.m
+                          AND x.ts < prev.p_ts AND x.ts >= prev.p_ts - interval '{FLAT_LOOKBACK}'
+                          AND x.value <> prev.p_value ORDER BY x.ts DESC LIMIT 1), prev.p_ts, prev.lo) AS p,
+                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = prev.d AND x.metric_id = prev.m
+                          AND x.ts > prev.hi ORDER BY x.ts LIMIT 1), prev.hi) AS n
+            FROM prev),
         se AS (
             SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e

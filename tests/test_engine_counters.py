@@ -505,3 +505,31 @@ def test_buckets_of_the_intervals_conserve_the_energy(impl: Impl, f: Fleet, res:
         mine = f.ts_us[f.device_idx == d]
         assert b.covered_us[:, d].sum() == mine.max() - mine.min()
         assert b.amount[:, d].sum() == pytest.approx(np.nansum(f.truth[f.device_idx == d]), rel=1e-9, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------ stuck display catching up
+def test_a_stuck_register_catching_up_is_spread_over_the_flat_run(impl: str) -> None:
+    """10 kW rated (cap 15 kW with the 1.5 tolerance); the display sticks at 100 for an hour, then shows 106.
+
+    The jump of 6 kWh in 15 minutes would be 24 kW: over the cap of its own interval. Since the register last
+    changed (60 minutes) it is 6 kW: plausible. So 6 kWh is emitted over (t0, t4], estimated, and spread evenly
+    gives 1.5 kWh to each of the four quarter hours.
+    """
+    params = MeterParams.uniform(1, rated_per_h=10.0, cadence_us=Q15)
+    t = [at(k) for k in range(5)]
+    iv, _ = register_intervals(np.zeros(5, np.int32), np.array(t), np.array([100.0, 100, 100, 100, 106]),
+                               params, impl=impl)  # type: ignore[arg-type]  # fmt: skip
+    assert iv.amount.tolist() == [0.0, 0.0, 0.0, 0.0, 6.0]
+    assert iv.start_us[-1] == t[0] and iv.end_us[-1] == t[4]
+    assert Reason(int(iv.reasons[-1])) & Reason.FLAT_SPREAD and iv.quality[-1] == Quality.ESTIMATED
+    buckets = spread_intervals(iv, np.array(t), 1, impl=impl)  # type: ignore[arg-type]
+    np.testing.assert_allclose(buckets.amount[:, 0], [1.5, 1.5, 1.5, 1.5])
+
+
+def test_a_jump_too_big_even_for_the_flat_run_stays_suspect(impl: str) -> None:
+    params = MeterParams.uniform(1, rated_per_h=10.0, cadence_us=Q15)
+    t = np.array([at(k) for k in range(3)])
+    # 40 kWh since the register last changed 30 minutes ago = 80 kW: over any cap.
+    iv, _ = register_intervals(np.zeros(3, np.int32), t, np.array([100.0, 100, 140]), params, impl=impl)  # type: ignore[arg-type]
+    assert iv.amount[-1] == 0.0 and iv.quality[-1] == Quality.SUSPECT
+    assert not Reason(int(iv.reasons[-1])) & Reason.FLAT_SPREAD
