@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from api.errors import install_handlers
-from api.routes import ops, readings, registry
+from api.routes import energy, ops, readings, registry
 
 
 class Settings(Protocol):
@@ -72,4 +72,5 @@ def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAP
     app.include_router(ops.router)
     app.include_router(registry.router)
     app.include_router(readings.router)
+    app.include_router(energy.router)
     return app

@@ -53,6 +53,16 @@ To = Annotated[
     Query(alias="to", description="End, exclusive. " + _TIME_DOC),
     AfterValidator(_require_offset),
 ]
+RequiredFrom = Annotated[
+    datetime,
+    Query(alias="from", description="Start, inclusive. " + _TIME_DOC),
+    AfterValidator(_require_offset),
+]
+RequiredTo = Annotated[
+    datetime,
+    Query(alias="to", description="End, exclusive. " + _TIME_DOC),
+    AfterValidator(_require_offset),
+]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page; omit for the first page")]
 
 

@@ -7,6 +7,7 @@ Routes raise these; nothing below the edge knows about status codes::
     │   ├── SiteNotFound
     │   └── DeviceNotFound
     ├── InvalidParameter          422, shaped like FastAPI's own validation errors (one format for bad parameters)
+    │   └── ResultTooLarge        the parameters are valid but would select too many rows
     └── PayloadTooLarge           413
 
 Mapped from outside the tree:
@@ -71,6 +72,10 @@ class InvalidParameter(ApiError):
 
     def body(self) -> dict[str, Any]:
         return {"detail": [{"type": self.code, "loc": [self.where, self.parameter], "msg": self.message}]}
+
+
+class ResultTooLarge(InvalidParameter):
+    code = "result_too_large"
 
 
 class PayloadTooLarge(ApiError):

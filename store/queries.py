@@ -334,3 +334,282 @@ def dead_letter_summary(
         " GROUP BY reason ORDER BY count(*) DESC, reason"
     ).format(where=_where(clauses))
     return conn.cursor(row_factory=class_row(ReasonCount)).execute(query, params).fetchall()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Energy and emissions (energy_buckets, emission_factors, source_classes; migration 003)
+
+# The register metrics the energy engine turns into buckets, by catalogue name: energy (kWh) and fuel (l).
+REGISTER_METRICS = ("energy", "fuel")
+BANGKOK_TZ = "Asia/Bangkok"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveDevice:
+    device_id: str
+    kind: str
+    cadence_s: int
+    power_w: float | None  # latest power reading by event time, fresh or not; None = the device never sent one
+    power_ts: datetime | None
+    power_fresh: bool | None  # power_ts newer than stale_cadences x cadence before as_of; None without one
+    energy_kwh: float  # today's 15-minute buckets (Bangkok day)
+    fuel_l: float
+    kgco2e: float
+    quality: int | None  # worst quality of today's buckets; None = no bucket today
+
+
+# Per device of one site: the latest power reading (one backwards probe of the primary key, as in _LATEST: the
+# metric id is a scalar subquery, not a join, so the planner can walk (device_id, metric_id, ts) backwards and stop
+# at the first row instead of sorting every power reading) and the sum of today's 15-minute buckets (a range of the
+# energy_buckets primary key).
+_LIVE = sql.SQL(
+    "SELECT d.device_id, d.kind, d.cadence_s, p.value AS power_w, p.ts AS power_ts,"
+    " CASE WHEN p.ts IS NOT NULL"
+    "   THEN p.ts > %(as_of)s - %(stale_cadences)s * d.cadence_s * interval '1 second' END AS power_fresh,"
+    " coalesce(e.energy_kwh, 0) AS energy_kwh, coalesce(e.fuel_l, 0) AS fuel_l, coalesce(e.kgco2e, 0) AS kgco2e,"
+    " e.quality"
+    " FROM devices d JOIN sites s ON s.id = d.site_id"
+    " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
+    "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
+    "     ORDER BY r.ts DESC LIMIT 1) p ON true"
+    " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
+    "     sum(b.amount) FILTER (WHERE m.name = 'fuel') AS fuel_l, sum(b.kgco2e) AS kgco2e, max(b.quality) AS quality"
+    "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
+    "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
+    "     AND b.bucket_start >= %(day_start)s AND b.bucket_start < %(day_end)s) e ON true"
+    " WHERE s.site_code = %(site_code)s ORDER BY d.device_id"
+)
+
+
+def site_live(
+    conn: psycopg.Connection,
+    site_code: str,
+    *,
+    as_of: datetime,
+    day_start: datetime,
+    day_end: datetime,
+    stale_cadences: int = 3,
+) -> list[LiveDevice]:
+    """Every device of a site with its latest power reading and its energy, fuel and kgCO2e in [day_start, day_end).
+    ``as_of`` is passed in (not the database's now()) so the caller reports the instant it judged freshness at."""
+    params = {
+        "as_of": as_of,
+        "stale_cadences": stale_cadences,
+        "metrics": list(REGISTER_METRICS),
+        "day_start": day_start,
+        "day_end": day_end,
+        "site_code": site_code,
+    }
+    return conn.cursor(row_factory=class_row(LiveDevice)).execute(_LIVE, params).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyRow:
+    bucket_start: datetime
+    group: str | None  # None: the devices have no value for the grouping (no source class for this metric)
+    metric: str
+    unit: str
+    amount: float
+    kgco2e: float
+    kgco2e_base: float
+    quality: int
+    covered_fraction: float | None  # None for a bucket that has not started by as_of
+    devices: int  # devices counted in the coverage denominator (see energy_series)
+
+
+# One grouping expression per group_by value, over the columns of the `x` rows below (fixed text, never user input).
+# The inventory classifications (scope, TGO CFO category, GPC reference) apply only to the metric the device's
+# source class is for: the engine gives a register of any other metric no emissions, so it gets no group either.
+ENERGY_GROUPS: dict[str, sql.Composable] = {
+    "site": sql.SQL("x.site_code"),
+    "device": sql.SQL("x.device_code"),
+    "kind": sql.SQL("x.kind"),
+    "city": sql.SQL("x.city"),
+    "scope": sql.SQL("CASE WHEN x.class_metric = x.metric_id THEN x.scope::text END"),
+    "cfo_category": sql.SQL("CASE WHEN x.class_metric = x.metric_id THEN x.cfo_category END"),
+    "gpc_ref": sql.SQL("CASE WHEN x.class_metric = x.metric_id THEN x.gpc_ref END"),
+}
+ENERGY_RESOLUTIONS: dict[str, str] = {"15min": "15 minutes", "1h": "1 hour", "1d": "1 day", "1mo": "1 month"}
+
+# dev: the devices in scope with every grouping attribute. b: the buckets in range, each with its device's group.
+# members: per (group, metric), the devices expected to meter it - those whose source class is for the metric, plus
+# any other device that has buckets of it in the range - the denominator of covered_fraction, so a meter that sent
+# nothing lowers the coverage instead of vanishing from it. Bucket ends are computed in Bangkok time ('1 month'
+# varies in length); a bucket still running at as_of is judged on its elapsed part. The group may be NULL: the join
+# on it is written NULL-safe but hashable (IS NOT DISTINCT FROM is not).
+_ENERGY = sql.SQL(
+    """
+    WITH dev AS (
+        SELECT d.id, d.device_id AS device_code, d.kind, s.site_code, s.city,
+               sc.metric_id AS class_metric, sc.scope, sc.cfo_category, sc.gpc_ref
+        FROM devices d JOIN sites s ON s.id = d.site_id
+        LEFT JOIN device_sources ds ON ds.device_id = d.id
+        LEFT JOIN source_classes sc ON sc.key = ds.source_class
+        {site_filter}),
+    met AS (SELECT id, name, unit FROM metrics WHERE name = ANY(%(metrics)s)),
+    b AS (
+        SELECT x.bucket_start, x.device_id, x.metric_id, x.amount, x.kgco2e, x.kgco2e_base, x.quality, x.covered_s,
+               {group} AS grp
+        FROM (SELECT dev.*, b.bucket_start, b.device_id, b.metric_id, b.amount, b.kgco2e, b.kgco2e_base, b.quality,
+                     b.covered_s
+              FROM energy_buckets b JOIN met ON met.id = b.metric_id JOIN dev ON dev.id = b.device_id
+              WHERE b.resolution = %(resolution)s AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s) x),
+    members AS (
+        SELECT {group} AS grp, x.metric_id, count(*)::int AS devices FROM (
+            SELECT dev.*, met.id AS metric_id FROM dev JOIN met ON met.id = dev.class_metric
+            UNION
+            SELECT dev.*, seen.metric_id FROM (SELECT DISTINCT device_id, metric_id FROM b) seen
+            JOIN dev ON dev.id = seen.device_id) x
+        GROUP BY 1, 2),
+    agg AS (
+        SELECT bucket_start, grp, metric_id, sum(amount) AS amount, sum(kgco2e) AS kgco2e,
+               sum(kgco2e_base) AS kgco2e_base, max(quality)::int AS quality, sum(covered_s) AS covered_s,
+               extract(epoch FROM least(
+                   ((bucket_start AT TIME ZONE %(tz)s) + %(width)s::interval) AT TIME ZONE %(tz)s, %(as_of)s
+               ) - bucket_start) AS elapsed_s
+        FROM b GROUP BY bucket_start, grp, metric_id)
+    SELECT agg.bucket_start, agg.grp AS "group", met.name AS metric, met.unit, agg.amount, agg.kgco2e,
+           agg.kgco2e_base, agg.quality,
+           CASE WHEN agg.elapsed_s > 0
+                THEN least(1.0, agg.covered_s / (agg.elapsed_s * members.devices))::float8 END AS covered_fraction,
+           members.devices
+    FROM agg JOIN met ON met.id = agg.metric_id
+    JOIN members ON members.metric_id = agg.metric_id
+        AND (members.grp IS NULL) = (agg.grp IS NULL) AND coalesce(members.grp, '') = coalesce(agg.grp, '')
+    ORDER BY agg.bucket_start, agg.grp NULLS LAST, agg.metric_id
+    LIMIT %(limit)s
+    """
+)
+
+
+def energy_series(
+    conn: psycopg.Connection,
+    *,
+    resolution: str,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    as_of: datetime,
+    metrics: Sequence[str] = REGISTER_METRICS,
+    site_code: str | None = None,
+    limit: int,
+) -> list[EnergyRow]:
+    """Energy (kWh) or fuel (l) and kgCO2e per bucket of ``resolution`` starting in [start, end), per group and
+    metric; ordered by bucket, group (None last), metric. Buckets without any row are absent.
+
+    ``covered_fraction`` = the seconds covered by reading intervals / (the bucket's elapsed seconds x the group's
+    metering devices); a device registered now counts over the whole range.
+    """
+    if resolution not in ENERGY_RESOLUTIONS:
+        raise ValueError(f"unknown resolution {resolution!r}")
+    query = _ENERGY.format(
+        group=ENERGY_GROUPS[group_by],
+        site_filter=sql.SQL("WHERE s.site_code = %(site_code)s" if site_code is not None else ""),
+    )
+    params = {
+        "metrics": list(metrics),
+        "resolution": resolution,
+        "start": start,
+        "end": end,
+        "as_of": as_of,
+        "tz": BANGKOK_TZ,
+        "width": ENERGY_RESOLUTIONS[resolution],
+        "site_code": site_code,
+        "limit": limit,
+    }
+    return conn.cursor(row_factory=class_row(EnergyRow)).execute(query, params).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class EmissionFactorRow:
+    key: str
+    kgco2e_per_unit: float
+    unit: str
+    source: str
+    valid_from: datetime | None  # None = open (stored as -infinity)
+    valid_to: datetime | None  # None = open (stored as infinity); exclusive
+    description: str
+
+
+# psycopg cannot represent +-infinity as a datetime: open ends become NULL here.
+_FACTOR_SELECT = sql.SQL(
+    "SELECT f.key, f.kgco2e_per_unit, f.unit, f.source,"
+    " CASE WHEN isfinite(f.valid_from) THEN f.valid_from END AS valid_from,"
+    " CASE WHEN isfinite(f.valid_to) THEN f.valid_to END AS valid_to, f.description"
+    " FROM emission_factors f"
+)
+
+
+def emission_factors(conn: psycopg.Connection) -> list[EmissionFactorRow]:
+    cur = conn.cursor(row_factory=class_row(EmissionFactorRow))
+    return cur.execute(_FACTOR_SELECT + sql.SQL(" ORDER BY f.key, f.valid_from")).fetchall()
+
+
+def factors_in_force(
+    conn: psycopg.Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    metrics: Sequence[str] = REGISTER_METRICS,
+    site_code: str | None = None,
+) -> list[EmissionFactorRow]:
+    """The factors valid at some instant of [start, end) whose key is the factor of a source class (for one of
+    ``metrics``) assigned to a device in scope: the factors the figures over that range were computed with."""
+    site_filter = sql.SQL(" AND s.site_code = %(site_code)s" if site_code is not None else "")
+    query = _FACTOR_SELECT + sql.SQL(
+        " WHERE f.valid_from < %(end)s AND f.valid_to > %(start)s AND f.key IN ("
+        "SELECT sc.factor_key FROM source_classes sc JOIN metrics m ON m.id = sc.metric_id"
+        " JOIN device_sources ds ON ds.source_class = sc.key JOIN devices d ON d.id = ds.device_id"
+        " JOIN sites s ON s.id = d.site_id WHERE m.name = ANY(%(metrics)s){site_filter})"
+        " ORDER BY f.key, f.valid_from"
+    ).format(site_filter=site_filter)
+    params = {"start": start, "end": end, "metrics": list(metrics), "site_code": site_code}
+    return conn.cursor(row_factory=class_row(EmissionFactorRow)).execute(query, params).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCompleteness:
+    device_id: str
+    site_code: str
+    kind: str
+    cadence_s: int
+    expected: int
+    received: int
+    seq_first: int | None
+    seq_last: int | None
+    messages_received: int | None
+
+
+# Per device: readings of the day counted once per event time over all metrics. ``metric_id = ANY(every metric)``
+# makes the primary key (device_id, metric_id, ts) serve one range scan per (device, metric), rather than a walk
+# over the device's whole history filtered on ts; on TimescaleDB the ts range also excludes other days' chunks.
+# The expected count runs to the end of the day or to as_of, whichever is earlier, so today is judged on its
+# elapsed part.
+_COMPLETENESS = sql.SQL(
+    "SELECT d.device_id, s.site_code, d.kind, d.cadence_s,"
+    " floor(greatest(0, extract(epoch FROM least(%(day_end)s, %(as_of)s) - %(day_start)s)) / d.cadence_s)::int"
+    " AS expected,"
+    " coalesce(r.received, 0)::int AS received, r.seq_first, r.seq_last, r.messages_received"
+    " FROM devices d JOIN sites s ON s.id = d.site_id"
+    " LEFT JOIN LATERAL (SELECT count(DISTINCT x.ts) AS received, min(x.seq) AS seq_first, max(x.seq) AS seq_last,"
+    "     nullif(count(DISTINCT x.seq), 0)::int AS messages_received"
+    "     FROM readings x WHERE x.device_id = d.id AND x.metric_id = ANY(ARRAY(SELECT id FROM metrics))"
+    "     AND x.ts >= %(day_start)s AND x.ts < %(day_end)s) r ON true"
+    " {site_filter} ORDER BY s.site_code, d.device_id"
+)
+
+
+def completeness(
+    conn: psycopg.Connection,
+    *,
+    day_start: datetime,
+    day_end: datetime,
+    as_of: datetime,
+    site_code: str | None = None,
+) -> list[DeviceCompleteness]:
+    """Expected and received readings of every device (of one site) over [day_start, day_end), in one query."""
+    query = _COMPLETENESS.format(
+        site_filter=sql.SQL("WHERE s.site_code = %(site_code)s" if site_code is not None else "")
+    )
+    params = {"day_start": day_start, "day_end": day_end, "as_of": as_of, "site_code": site_code}
+    return conn.cursor(row_factory=class_row(DeviceCompleteness)).execute(query, params).fetchall()

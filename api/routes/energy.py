@@ -1,0 +1,285 @@
+"""Energy and emissions: a site's live power and today's totals, energy and kgCO2e for any range and interval by
+group, the emission-factor registry, and data completeness per device, site and day.
+
+Figures come from ``energy_buckets`` (migration 003), which the energy updater fills from the cumulative registers:
+15-minute rows, with hours, Asia/Bangkok days and Asia/Bangkok months summed from them. Calendar days here are
+always Bangkok days (UTC+7 all year, no daylight saving).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Literal, TypedDict
+
+from fastapi import APIRouter, Query
+
+from api.deps import Conn, RequiredFrom, RequiredTo, check_range
+from api.errors import InvalidParameter, ResultTooLarge, SiteNotFound
+from api.schemas import (
+    CompletenessOut,
+    DeviceCompletenessOut,
+    EmissionFactorOut,
+    EnergyOut,
+    EnergyRowOut,
+    LiveDeviceOut,
+    SiteCompletenessOut,
+    SiteLiveOut,
+    TotalCompletenessOut,
+    quality_label,
+)
+from engine.timebase import BANGKOK
+from store import queries
+
+router = APIRouter(tags=["energy"])
+
+Interval = Literal["15min", "1h", "1d", "1mo"]
+GroupBy = Literal["site", "device", "kind", "scope", "cfo_category", "gpc_ref", "city"]
+MetricName = Literal["energy", "fuel"]
+
+# Longest range per interval: about a month of quarter-hours, a year of hours, ten years of days, twenty of months.
+MAX_RANGE: dict[str, timedelta] = {
+    "15min": timedelta(days=31),
+    "1h": timedelta(days=366),
+    "1d": timedelta(days=3660),
+    "1mo": timedelta(days=7320),
+}
+# Rows per answer; group_by=device over many devices can exceed it within the range limits.
+MAX_ROWS = 50_000
+STALE_CADENCES = 3  # a power reading older than this many of its device's cadences is stale
+
+
+def _bangkok_day(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=BANGKOK)
+    return start, start + timedelta(days=1)
+
+
+def _require_site(conn: Conn, site_code: str | None) -> None:
+    if site_code is not None and queries.get_site(conn, site_code) is None:
+        raise SiteNotFound(site_code)  # an empty answer would hide a typo in the site code
+
+
+# --- live ---------------------------------------------------------------------------------------------------------
+
+
+@router.get("/sites/{site_code}/live", response_model=SiteLiveOut, responses={404: {"description": "unknown site"}})
+def site_live(site_code: str, conn: Conn) -> SiteLiveOut:
+    """Live power and today's (Asia/Bangkok day) energy, fuel and kgCO2e of a site.
+
+    ``power_w`` sums each device's latest ``power`` reading by event time, counting only readings newer than
+    3 x the device's cadence; ``power_devices`` and ``power_devices_stale`` say how many devices were counted and
+    how many were left out as stale (devices that never sent power are in neither). The today figures sum the
+    15-minute buckets since 00:00 Bangkok time, with the worst quality among them.
+    """
+    as_of = datetime.now(UTC)
+    day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
+    rows = queries.site_live(
+        conn, site_code, as_of=as_of, day_start=day_start, day_end=day_end, stale_cadences=STALE_CADENCES
+    )
+    if not rows:
+        _require_site(conn, site_code)  # a site without devices answers with zeros
+    fresh = [r for r in rows if r.power_fresh]
+    qualities = [r.quality for r in rows if r.quality is not None]
+    quality = max(qualities) if qualities else None
+    return SiteLiveOut(
+        site_code=site_code,
+        as_of=as_of,
+        day_start=day_start,
+        day_start_local=day_start,
+        power_w=sum(r.power_w for r in fresh if r.power_w is not None) if fresh else None,
+        power_devices=len(fresh),
+        power_devices_stale=sum(1 for r in rows if r.power_fresh is False),
+        energy_today_kwh=sum(r.energy_kwh for r in rows),
+        fuel_today_l=sum(r.fuel_l for r in rows),
+        kgco2e_today=sum(r.kgco2e for r in rows),
+        quality=quality,
+        quality_label=quality_label(quality),
+        devices=[
+            LiveDeviceOut(
+                device_id=r.device_id,
+                kind=r.kind,
+                cadence_s=r.cadence_s,
+                power_w=r.power_w,
+                power_ts=r.power_ts,
+                power_stale=None if r.power_fresh is None else not r.power_fresh,
+                energy_today_kwh=r.energy_kwh,
+                fuel_today_l=r.fuel_l,
+                kgco2e_today=r.kgco2e,
+                quality=r.quality,
+            )
+            for r in rows
+        ],
+    )
+
+
+# --- energy and emissions over a range ----------------------------------------------------------------------------
+
+
+@router.get(
+    "/energy",
+    response_model=EnergyOut,
+    responses={404: {"description": "unknown site"}, 422: {"description": "bad parameters, range too long"}},
+)
+def energy(
+    conn: Conn,
+    start: RequiredFrom,
+    end: RequiredTo,
+    interval: Annotated[Interval, Query(description="bucket size; 1d and 1mo are Asia/Bangkok days and months")] = "1h",
+    group_by: Annotated[
+        GroupBy, Query(description="city = everything (the sites' city); scope, cfo_category, gpc_ref by source class")
+    ] = "site",
+    site_code: Annotated[str | None, Query(description="only this site's devices")] = None,
+    metric: Annotated[
+        MetricName | None, Query(description="energy (kWh) or fuel (l); omitted = both, as separate rows")
+    ] = None,
+) -> EnergyOut:
+    """Energy or fuel, kgCO2e at the factors in force and at the base-year factor, per bucket starting in
+    [from, to) and per group, with the worst quality and the fraction of the bucket covered by readings.
+
+    Longest range: 31 days at 15min, 366 days at 1h, 3660 days at 1d, 7320 days at 1mo. Buckets with no data are
+    absent. ``factors`` lists the emission factors in force over the range for the devices in scope.
+    """
+    check_range(start, end)
+    if end - start > MAX_RANGE[interval]:
+        raise InvalidParameter(
+            "to",
+            f"the range is longer than {MAX_RANGE[interval].days} days, the limit for interval={interval}; "
+            "use a coarser interval or a shorter range",
+        )
+    _require_site(conn, site_code)
+    metrics = [metric] if metric is not None else list(queries.REGISTER_METRICS)
+    rows = queries.energy_series(
+        conn,
+        resolution=interval,
+        group_by=group_by,
+        start=start,
+        end=end,
+        as_of=datetime.now(UTC),
+        metrics=metrics,
+        site_code=site_code,
+        limit=MAX_ROWS + 1,
+    )
+    if len(rows) > MAX_ROWS:
+        raise ResultTooLarge(
+            "to",
+            f"the answer would have more than {MAX_ROWS} rows; use a coarser interval, a shorter range, "
+            "a coarser group_by or a site_code",
+        )
+    factors = queries.factors_in_force(conn, start=start, end=end, metrics=metrics, site_code=site_code)
+    return EnergyOut(
+        start=start,
+        end=end,
+        interval=interval,
+        group_by=group_by,
+        rows=[_energy_row(r) for r in rows],
+        factors=[EmissionFactorOut.model_validate(f) for f in factors],
+    )
+
+
+def _energy_row(r: queries.EnergyRow) -> EnergyRowOut:
+    return EnergyRowOut(
+        bucket_start=r.bucket_start,
+        bucket_start_local=r.bucket_start,
+        group=r.group,
+        metric=r.metric,  # type: ignore[arg-type]  # one of REGISTER_METRICS, filtered in the query
+        unit=r.unit,
+        amount=r.amount,
+        kgco2e=r.kgco2e,
+        kgco2e_base_year=r.kgco2e_base,
+        quality=r.quality,
+        quality_label=quality_label(r.quality),  # type: ignore[arg-type]  # never None for a stored bucket
+        covered_fraction=r.covered_fraction,
+        devices=r.devices,
+    )
+
+
+@router.get("/emission-factors", response_model=list[EmissionFactorOut])
+def emission_factors(conn: Conn) -> list[queries.EmissionFactorRow]:
+    """The emission-factor registry (engine/factors.py, written to the database at start-up): every dated value of
+    every factor, by key then validity."""
+    return queries.emission_factors(conn)
+
+
+# --- completeness -------------------------------------------------------------------------------------------------
+
+
+@router.get("/completeness", response_model=CompletenessOut, responses={404: {"description": "unknown site"}})
+def completeness(
+    conn: Conn,
+    day: Annotated[date, Query(alias="date", description="an Asia/Bangkok calendar day, YYYY-MM-DD")],
+    site_code: Annotated[str | None, Query(description="only this site's devices")] = None,
+) -> CompletenessOut:
+    """Expected versus received readings per device, per site and in total, over one Bangkok day.
+
+    Readings: ``expected`` = elapsed seconds of the day / the device's cadence (a whole day is 86400 / cadence_s;
+    today counts up to now), ``received`` = distinct event times in the day over all metrics (a message carrying
+    energy and power at one time is one reading time).
+
+    Messages, for devices that send a sequence number: ``seq_first`` and ``seq_last`` are the lowest and highest
+    seq received in the day, ``messages_expected`` = seq_last - seq_first + 1, ``messages_received`` = distinct
+    seq, ``messages_lost`` = the difference. This assumes the device did not reboot inside the day (a reboot
+    restarts seq at 0, which makes the span wrong), and cannot see messages lost before the day's first or after
+    its last received seq.
+    """
+    as_of = datetime.now(UTC)
+    day_start, day_end = _bangkok_day(day)
+    rows = queries.completeness(conn, day_start=day_start, day_end=day_end, as_of=as_of, site_code=site_code)
+    if not rows:
+        _require_site(conn, site_code)
+    by_site: dict[str, list[queries.DeviceCompleteness]] = {}
+    for r in rows:
+        by_site.setdefault(r.site_code, []).append(r)
+    return CompletenessOut(
+        date=day,
+        day_start=day_start,
+        day_end=day_end,
+        as_of=as_of,
+        total=TotalCompletenessOut(devices=len(rows), **_counts(rows)),
+        sites=[
+            SiteCompletenessOut(site_code=code, devices=len(members), **_counts(members))
+            for code, members in by_site.items()
+        ],
+        devices=[
+            DeviceCompletenessOut(
+                device_id=r.device_id,
+                site_code=r.site_code,
+                kind=r.kind,
+                cadence_s=r.cadence_s,
+                seq_first=r.seq_first,
+                seq_last=r.seq_last,
+                **_counts([r]),
+            )
+            for r in rows
+        ],
+    )
+
+
+class _Counts(TypedDict):
+    expected: int
+    received: int
+    completeness_pct: float | None
+    messages_expected: int | None
+    messages_received: int | None
+    messages_lost: int | None
+
+
+def _counts(rows: Sequence[queries.DeviceCompleteness]) -> _Counts:
+    expected = sum(r.expected for r in rows)
+    counted = sum(min(r.received, r.expected) for r in rows)
+    spans = [
+        (r.seq_last - r.seq_first + 1, r.messages_received or 0)
+        for r in rows
+        if r.seq_first is not None and r.seq_last is not None
+    ]
+    messages_expected = sum(e for e, _ in spans) if spans else None
+    messages_received = sum(n for _, n in spans) if spans else None
+    return _Counts(
+        expected=expected,
+        received=sum(r.received for r in rows),
+        completeness_pct=round(100 * counted / expected, 2) if expected else None,
+        messages_expected=messages_expected,
+        messages_received=messages_received,
+        messages_lost=None
+        if messages_expected is None or messages_received is None
+        else messages_expected - messages_received,
+    )
