@@ -1,0 +1,65 @@
+"""The ingest benchmark runs end to end at a tiny size, prints its JSON summary last, and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "ingest.py"
+ADMIN_URL = os.environ.get("LCCM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+KEYS = (
+    "batched_readings_per_s",
+    "single_msgs_per_s",
+    "transport_limit_msgs_per_s",
+    "copy_limit_rows_per_s",
+    "lost",
+)
+
+
+def _run(tmp_path: Path, *args: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(BENCH), "--devices", "20", "--admin-url", ADMIN_URL, *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="the benchmark needs the mosquitto broker"),
+]
+
+
+def test_a_tiny_default_run_reports_every_figure_and_loses_nothing(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--messages", "2000", "--batched-messages", "100")
+    for key in KEYS:
+        assert key in result, key
+    assert result["lost"] == 0
+    assert result["extra"] == 0
+    assert result["duplicates_published"] > 0
+    assert result["duplicates_removed"] == result["duplicates_published"]
+    for key in KEYS[:-1]:
+        assert result[key] > 0, key
+    single = result["detail"]["single"]["ingest"]
+    assert single["readings_stored"] == single["readings_expected"] == 2000
+    assert single["dead_letters"] == 0
+
+
+def test_raw_publishers_two_ingest_processes_and_a_time_limit_lose_nothing(tmp_path: Path) -> None:
+    result = _run(
+        tmp_path,
+        *("--messages", "100000", "--seconds", "1", "--workloads", "single", "--phases", "ingest"),
+        *("--publisher", "raw", "--ingest-processes", "2"),
+    )
+    ingest = result["detail"]["single"]["ingest"]
+    assert result["lost"] == 0
+    assert result["extra"] == 0
+    assert 0 < ingest["readings_stored"] == ingest["readings_expected"] < 100_000  # stopped by --seconds
+    assert result["duplicates_removed"] == result["duplicates_published"]
