@@ -15,12 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lccm.runtime import Services, build_ingest
 from lccm.services import Broker
-from lccm.settings import Settings
-from simulators.city import load_city
 from simulators.run import SimConfig, run_simulation
-from store.devices import import_registry, parse_registry_csv
+from tests._city import registered_city, running_ingest
 
 # Heavier faults than the city file's defaults, so a short run exercises every kind of fault many times.
 FAULTS = {
@@ -65,16 +62,9 @@ def _stored(url: str) -> dict[tuple[str, str, int], float]:
 def test_every_accepted_reading_is_stored_once_and_every_malformed_message_is_a_dead_letter(
     fresh_db: str, broker: Broker, topic_root: str, tmp_path: Path
 ) -> None:
-    city = load_city()
-    registry_csv = tmp_path / "devices.csv"
-    city.devices_csv(registry_csv)
-    with psycopg.connect(fresh_db) as conn:
-        import_registry(conn, parse_registry_csv(registry_csv.read_bytes()))
-
+    city = registered_city(fresh_db, tmp_path)
+    worker, _ = running_ingest(fresh_db, broker, topic_root, tmp_path)
     group = topic_root.split("/")[0]
-    settings = Settings(database_url=fresh_db, mqtt_topic_root=topic_root, mqtt_share_group=group, data_dir=tmp_path)
-    worker = build_ingest(settings, Services(fresh_db, broker.host, broker.port, "auto"), client_id=group)
-    worker.start()
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     try:
         truth = run_simulation(

@@ -16,13 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lccm.runtime import Services, build_ingest, energy_updater, factor_rows
+from lccm.runtime import energy_updater, factor_rows
 from lccm.services import Broker
-from lccm.settings import Settings
-from simulators.city import load_city
 from simulators.run import SimConfig, run_simulation
-from store.devices import import_registry, parse_registry_csv
 from store.energy import sync_factor_registry
+from tests._city import registered_city, running_ingest
 
 REGISTER_DEVICES = ["LPG-*-M[0-9]", "LPG-SL-C[0-9][0-9]", "LPG-FL-*", "LPG-GEN-*"]
 GRID_2026, DIESEL_ONROAD, DIESEL_STATIONARY = 0.4750, 2.7406, 2.7078
@@ -38,16 +36,11 @@ def _factor(metric: str, site_kind: str) -> float:
 def test_energy_litres_and_emissions_match_the_simulators_physics_within_a_tenth_of_a_percent(
     fresh_db: str, broker: Broker, topic_root: str, tmp_path: Path
 ) -> None:
-    city = load_city()
-    csv_path = tmp_path / "devices.csv"
-    city.devices_csv(csv_path)
+    city = registered_city(fresh_db, tmp_path)
     with psycopg.connect(fresh_db) as conn:
-        import_registry(conn, parse_registry_csv(csv_path.read_bytes()))
         sync_factor_registry(conn, *factor_rows())
+    worker, settings = running_ingest(fresh_db, broker, topic_root, tmp_path)
     group = topic_root.split("/")[0]
-    settings = Settings(database_url=fresh_db, mqtt_topic_root=topic_root, mqtt_share_group=group, data_dir=tmp_path)
-    worker = build_ingest(settings, Services(fresh_db, broker.host, broker.port, "auto"), client_id=group)
-    worker.start()
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     try:
         truth = run_simulation(
