@@ -616,7 +616,21 @@ def lamp_kernel(
     return late
 
 
+def order_kernel(device_idx: Any, ts_us: Any, last_ts_us: Any) -> int:
+    """Index of the first row older than its device's previous row, or -1: one pass, no sort.
+
+    ``last_ts_us`` (one per device) must start at the smallest int64; it is overwritten.
+    """
+    for i in range(device_idx.shape[0]):
+        d = device_idx[i]
+        if ts_us[i] < last_ts_us[d]:
+            return i
+        last_ts_us[d] = ts_us[i]
+    return -1
+
+
 _PLAIN = {
+    "order": order_kernel,
     "counter": counter_kernel,
     "spread": spread_kernel,
     "weight": weight_kernel,

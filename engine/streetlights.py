@@ -131,7 +131,7 @@ def lamp_hours(
         raise ValueError("device_idx, ts_us and lamp_on must be 1-D arrays of one length")
     if dev.size and (dev.min() < 0 or dev.max() >= n_dev):
         raise ValueError(f"device index outside 0..{n_dev - 1}")
-    check_time_order(dev, ts)
+    check_time_order(dev, ts, impl)
     st = (state or LampState.empty(n_dev)).copy()
     if st.last_ts_us.shape[0] != n_dev:
         raise ValueError("state and max_hold_us disagree on the number of devices")
