@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
@@ -108,6 +109,12 @@ def _where(clauses: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL("WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
 
 
+def _filters(*conditions: tuple[LiteralString, object]) -> tuple[list[sql.Composable], list[object]]:
+    """The conditions whose value is set (not None), as clauses (constant SQL text, one %s each) and parameters."""
+    given = [(text, value) for text, value in conditions if value is not None]
+    return [sql.SQL(text) for text, _ in given], [value for _, value in given]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Health
 
@@ -187,17 +194,9 @@ def list_devices(
     limit: int | None = None,
 ) -> list[Device]:
     """Devices ordered by device_id; ``after_device_id`` is the keyset cursor (the last id of the previous page)."""
-    clauses: list[sql.Composable] = []
-    params: list[object] = []
-    if site_code is not None:
-        clauses.append(sql.SQL("s.site_code = %s"))
-        params.append(site_code)
-    if kind is not None:
-        clauses.append(sql.SQL("d.kind = %s"))
-        params.append(kind)
-    if after_device_id is not None:
-        clauses.append(sql.SQL("d.device_id > %s"))
-        params.append(after_device_id)
+    clauses, params = _filters(
+        ("s.site_code = %s", site_code), ("d.kind = %s", kind), ("d.device_id > %s", after_device_id)
+    )
     query = _DEVICE_SELECT + sql.SQL(" ") + _where(clauses) + sql.SQL(" ORDER BY d.device_id")
     if limit is not None:
         query += sql.SQL(" LIMIT %s")
@@ -257,17 +256,9 @@ def readings_page(
 ) -> list[Reading]:
     """Readings of one device in [start, end), ordered by (metric_id, ts): the primary key's order, so the keyset
     condition ``(metric_id, ts) > after`` and the LIMIT are served by an index range scan, with no sort."""
-    clauses: list[sql.Composable] = [sql.SQL("device_id = %s")]
-    params: list[object] = [device_pk]
-    if metric_id is not None:
-        clauses.append(sql.SQL("metric_id = %s"))
-        params.append(metric_id)
-    if start is not None:
-        clauses.append(sql.SQL("ts >= %s"))
-        params.append(start)
-    if end is not None:
-        clauses.append(sql.SQL("ts < %s"))
-        params.append(end)
+    clauses, params = _filters(
+        ("device_id = %s", device_pk), ("metric_id = %s", metric_id), ("ts >= %s", start), ("ts < %s", end)
+    )
     if after is not None:
         clauses.append(sql.SQL("(metric_id, ts) > (%s::smallint, %s::timestamptz)"))
         params.extend(after)
@@ -288,18 +279,7 @@ def readings_page(
 def _dead_letter_filters(
     reason: str | None, start: datetime | None, end: datetime | None
 ) -> tuple[list[sql.Composable], list[object]]:
-    clauses: list[sql.Composable] = []
-    params: list[object] = []
-    if reason is not None:
-        clauses.append(sql.SQL("reason = %s"))
-        params.append(reason)
-    if start is not None:
-        clauses.append(sql.SQL("received_at >= %s"))
-        params.append(start)
-    if end is not None:
-        clauses.append(sql.SQL("received_at < %s"))
-        params.append(end)
-    return clauses, params
+    return _filters(("reason = %s", reason), ("received_at >= %s", start), ("received_at < %s", end))
 
 
 def dead_letters_page(
