@@ -57,11 +57,11 @@ def main(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the database schema (embedded server if LCCM_DATABASE_URL is unset)."""
-    from lccm.runtime import services
+    from lccm.runtime import database
 
     settings = _settings(ctx)
-    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
-        with psycopg.connect(svc.database_url) as conn:
+    with database(settings) as url:
+        with psycopg.connect(url) as conn:
             row = conn.execute("SELECT layout, detail FROM store_layout").fetchone()
         typer.echo(f"schema up to date; readings layout: {row[0] if row else '?'} ({row[1] if row else ''})")
 
@@ -121,11 +121,11 @@ def api(
     import uvicorn
 
     from api.app import create_app
-    from lccm.runtime import services
+    from lccm.runtime import database
 
     settings = _settings(ctx)
-    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
-        app_settings = settings.model_copy(update={"database_url": svc.database_url})
+    with database(settings) as url:
+        app_settings = settings.model_copy(update={"database_url": url})
         uvicorn.run(create_app(app_settings), host=host or settings.api_host, port=port or settings.api_port)
 
 

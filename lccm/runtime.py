@@ -6,6 +6,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +82,11 @@ class Services:
 
 
 @contextlib.contextmanager
-def services(settings: Settings) -> Iterator[Services]:
-    """The configured servers, or embedded ones where none is configured; migrated and ready."""
+def services(settings: Settings, *, with_broker: bool = True) -> Iterator[Services]:
+    """The configured servers, or embedded ones where none is configured; migrated and ready. Without a broker
+    (commands that only need the database) none is started."""
     db = None if settings.database_url else start_database(settings.data_dir)
-    broker = None if settings.mqtt_host else start_broker(settings.data_dir)
+    broker = None if settings.mqtt_host or not with_broker else start_broker(settings.data_dir)
     svc = Services(
         database_url=settings.database_url or (db.url if db else ""),
         mqtt_host=settings.mqtt_host or (broker.host if broker else ""),
@@ -123,7 +125,7 @@ def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
     """The configured database, or the embedded one under data_dir; migrated. Yields its URL."""
-    with services(settings.model_copy(update={"mqtt_host": settings.mqtt_host or "-"})) as svc:
+    with services(settings, with_broker=False) as svc:
         yield svc.database_url
 
 
@@ -163,8 +165,6 @@ class IngestWorker:
 
     def wait_idle(self, quiet_s: float, timeout_s: float = 120.0) -> None:
         """Block until no message has arrived for quiet_s and everything received is committed."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         last = (-1, -1)
         quiet_since = time.monotonic()

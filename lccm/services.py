@@ -9,6 +9,8 @@ fine for a demo city's few thousand messages per second).
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -111,9 +113,6 @@ def _start_mosquitto(data_dir: Path, port: int, persist: bool) -> Broker:
 
 def _mosquitto_user() -> str:
     # Run as root, mosquitto drops privileges to the "mosquitto" user, which must own its persistence folder.
-    import os
-    import pwd
-
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name
     try:
