@@ -262,7 +262,7 @@ class EmissionFactorOut(_Out):
 class EnergyOut(_Out):
     start: UtcTime = Field(description="'from' as given: buckets starting at or after it")
     end: UtcTime = Field(description="'to' as given: buckets starting before it")
-    interval: Literal["15min", "1h", "1d", "1mo"]
+    interval: Literal["15min", "1h", "1d", "1mo", "fy"]
     group_by: str
     rows: list[EnergyRowOut] = Field(description="ordered by bucket_start, group (null last), metric")
     factors: list[EmissionFactorOut] = Field(

@@ -69,13 +69,13 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
-    from lccm.runtime import build_ingest, energy_updater, services
+    from lccm.runtime import build_ingest, services, updaters
     from stream.energy import EnergyThread
 
     settings = _settings(ctx)
     stop = _stop_event()
     with services(settings) as svc:
-        energy = EnergyThread(energy_updater(settings, svc.database_url))
+        energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
         worker = build_ingest(settings, svc, on_commit=[energy.poke])
         worker.start()
@@ -203,17 +203,18 @@ def recompute(
     start: Annotated[str, typer.Option("--from", help="Start, ISO 8601 with offset (e.g. 2026-01-01T00:00+07:00)")],
     end: Annotated[str, typer.Option("--to", help="End (exclusive), ISO 8601 with offset")],
 ) -> None:
-    """Rebuild energy and emissions for a range from raw readings, exactly as the live path computes them."""
+    """Rebuild energy, emissions, sample rollups and lamp time for a range from raw readings, exactly as the live
+    path computes them; late readings inside the range count as handled afterwards."""
     from engine.timebase import us_from_datetime
-    from lccm.runtime import database, energy_updater
-    from stream.energy import recompute as run_recompute
+    from lccm.runtime import database, updaters
+    from stream.updaters import recompute as run_recompute
 
     settings = _settings(ctx)
     lo, hi = us_from_datetime(_parse_time(start)), us_from_datetime(_parse_time(end))
     if hi <= lo:
         raise typer.BadParameter("--to must be after --from")
     with database(settings) as url:
-        result = run_recompute(energy_updater(settings, url), lambda: psycopg.connect(url), lo, hi)
+        result = run_recompute(updaters(settings, url), lambda: psycopg.connect(url), lo, hi)
     typer.echo(json.dumps({"spans": result.spans, "buckets_written": result.buckets}))
 
 

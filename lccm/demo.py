@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from lccm.runtime import IngestWorker, Services, build_ingest, energy_updater, services
+from lccm.runtime import IngestWorker, Services, build_ingest, services, updaters
 from lccm.services import free_port
 from lccm.settings import Settings
 from stream.energy import EnergyThread
@@ -47,7 +47,7 @@ def run_demo(
     city = load_city(settings.city_file)
     with services(settings) as svc:
         _import_registry(settings, svc, city)
-        energy = EnergyThread(energy_updater(settings, svc.database_url))
+        energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
         worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=[energy.poke])
         worker.start()

@@ -24,10 +24,12 @@ from lccm.settings import Settings
 from store import catalog
 from store.energy import sync_factor_registry
 from store.migrate import migrate
-from store.writer import ReadingColumns, WriteResult, write_batch
+from store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
 from stream.batch import BatchBuilder, FlushPolicy
 from stream.energy import EnergyUpdater
 from stream.loop import CommitHook, RawMessage, StreamLoop
+from stream.samples import SampleUpdater
+from stream.updaters import Updaters
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,15 @@ def load_registry(conn: psycopg.Connection) -> Registry:
 class DbSink:
     """Writes batches on one connection, reconnecting after a failure (the stream loop retries the batch)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US) -> None:
         self._url = url
+        self._late_horizon_us = late_horizon_us
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
         conn = self._connection()
         try:
-            return write_batch(conn, cols, batch.dead_letters, batch.statuses)
+            return write_batch(conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us)
         except psycopg.OperationalError:
             self.close()
             raise
@@ -119,6 +122,14 @@ def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
     return EnergyUpdater(
         lambda: psycopg.connect(database_url),
         base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
+    )
+
+
+def updaters(settings: Settings, database_url: str) -> Updaters:
+    """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them."""
+    return Updaters(
+        energy_updater(settings, database_url),
+        SampleUpdater(lambda: psycopg.connect(database_url), grace_us=settings.streetlight_grace_min * 60_000_000),
     )
 
 
@@ -212,7 +223,7 @@ def build_ingest(
         ),
         inbox,
     )
-    sink = DbSink(svc.database_url)
+    sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000)
     loop_kwargs = {} if clock is None else {"clock": clock}
     loop = StreamLoop(
         inbox=inbox,

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Keys remembered across batches for in-memory dedup (the database stays the authority).
     dedup_window_keys: int = 2_000_000
 
+    # Late data: a reading that arrives more than this long after its event time is stored, but the live updaters
+    # do not rewrite closed periods for it; it is listed (GET /late-data) until `lccm recompute` covers it.
+    late_horizon_s: int = Field(default=7 * 86_400, gt=0)
+
     # Message contract limits (docs/contract.md).
     max_payload_bytes: int = 256 * 1024
     max_readings_per_message: int = 5_000
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     # Emissions: the calendar year whose factors give the like-for-like ("base-year factor") figures. It must be a
     # year in which no factor changes (2025: TGO grid 0.4999 all year).
     emission_base_year: int = 2025
+
+    # Streetlights: minutes around sunrise and sunset that count as neither day nor night (photocells switch near
+    # civil twilight, so burning then is neither day burning nor an outage). A setting, not a published figure.
+    streetlight_grace_min: int = Field(default=15, ge=0, le=60)
 
     # API.
     api_host: str = "127.0.0.1"

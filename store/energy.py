@@ -63,11 +63,16 @@ def _spans(rows: Sequence[tuple[int, int, int, int]]) -> Spans:
 _UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d, m, lo, hi)"
 
 
-def claim_spans(conn: psycopg.Connection, limit: int = 20_000) -> Spans:
+QUEUES = ("rollup_queue", "sample_queue")  # registers -> energy; instantaneous and state metrics -> samples, lamps
+
+
+def claim_spans(conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue") -> Spans:
     """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
     rows = conn.execute(
-        "WITH taken AS (DELETE FROM rollup_queue WHERE ctid = ANY(ARRAY("
-        "  SELECT ctid FROM rollup_queue ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        f"WITH taken AS (DELETE FROM {queue} WHERE ctid = ANY(ARRAY("
+        f"  SELECT ctid FROM {queue} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
         "  RETURNING device_id, metric_id, lo, hi)"
         f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
         " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
@@ -76,26 +81,35 @@ def claim_spans(conn: psycopg.Connection, limit: int = 20_000) -> Spans:
     return _spans(rows)
 
 
-def enqueue(conn: psycopg.Connection, spans: Spans) -> None:
+def enqueue(conn: psycopg.Connection, spans: Spans, queue: str = "rollup_queue") -> None:
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
     conn.execute(
-        f"INSERT INTO rollup_queue (device_id, metric_id, lo, hi) SELECT d, m, {_ts('lo')}, {_ts('hi')} FROM {_UNNEST}",
+        f"INSERT INTO {queue} (device_id, metric_id, lo, hi) SELECT d, m, {_ts('lo')}, {_ts('hi')} FROM {_UNNEST}",
         spans.params(),
     )
 
 
 def register_series(conn: psycopg.Connection, lo_us: int, hi_us: int) -> Spans:
     """Every (device, register metric) with readings in [lo, hi], as spans covering exactly that range."""
+    return series_in_range(conn, ("register",), lo_us, hi_us)
+
+
+def series_in_range(conn: psycopg.Connection, kinds: Sequence[str], lo_us: int, hi_us: int) -> Spans:
+    """Every (device, metric of these kinds) with readings in [lo, hi], as spans covering exactly that range."""
     rows = conn.execute(
-        "SELECT d.id, m.id, %s::bigint, %s::bigint FROM devices d CROSS JOIN metrics m WHERE m.kind = 'register'"
-        f" AND EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d.id AND r.metric_id = m.id"
+        "SELECT d.id, m.id, %s::bigint, %s::bigint FROM devices d CROSS JOIN metrics m WHERE m.kind = ANY(%s)"
+        " AND EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d.id AND r.metric_id = m.id"
         f" AND r.ts BETWEEN {_ts('%s::bigint')} AND {_ts('%s::bigint')}) ORDER BY d.id, m.id",
-        (lo_us, hi_us, lo_us, hi_us),
+        (lo_us, hi_us, list(kinds), lo_us, hi_us),
     ).fetchall()
     return _spans(rows)
 
 
-def queue_length(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT count(*) FROM rollup_queue").fetchone()
+def queue_length(conn: psycopg.Connection, queue: str = "rollup_queue") -> int:
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+    row = conn.execute(f"SELECT count(*) FROM {queue}").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -206,35 +220,46 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
             cp.write_row(("15min", row[0], row[1], us_to_datetime(row[2]), *row[3:]))
     # Hours, days and months are cut in Asia/Bangkok time; set for this transaction only.
     conn.execute("SET LOCAL TimeZone = 'Asia/Bangkok'")
+    sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
     for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
-        _roll_up(conn, ranges, level, finer, unit)
+        roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
 
 
-def _roll_up(conn: psycopg.Connection, ranges: Spans, level: str, finer: str, unit: str) -> None:
+def roll_up(
+    conn: psycopg.Connection,
+    table: str,
+    ranges: Spans,
+    level: str,
+    finer: str,
+    unit: str,
+    aggregates: dict[str, str],
+    *,
+    with_metric: bool = True,
+) -> None:
+    """Rebuild the ``level`` rows of ``table`` over each range from its ``finer`` rows (the session time zone cuts
+    the calendar units). ``aggregates`` maps each value column to its SQL aggregate over the finer rows ``b``."""
+    keys = "b.device_id, b.metric_id" if with_metric else "b.device_id"
+    match = "b.device_id = r.d AND b.metric_id = r.m" if with_metric else "b.device_id = r.d"
     span = (
-        f"WITH r AS (SELECT d, m, date_trunc('{unit}', {_ts('lo')}) AS lo,"
+        f"WITH r AS (SELECT DISTINCT d, m, date_trunc('{unit}', {_ts('lo')}) AS lo,"
         f" date_trunc('{unit}', {_ts('hi')} - interval '1 microsecond') + interval '1 {unit}' AS hi FROM {_UNNEST})"
     )
     conn.execute(
-        f"{span} DELETE FROM energy_buckets b USING r WHERE b.resolution = %s AND b.device_id = r.d"
-        " AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi",
+        f"{span} DELETE FROM {table} b USING r WHERE b.resolution = %s AND {match}"
+        " AND b.bucket_start >= r.lo AND b.bucket_start < r.hi",
         (*ranges.params(), level),
     )
+    columns = ", ".join(aggregates)
     conn.execute(
         f"""{span}
-        INSERT INTO energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated,
-                                    covered_s, quality, intervals, kgco2e, kgco2e_base)
-        SELECT %s, b.device_id, b.metric_id, date_trunc('{unit}', b.bucket_start), sum(b.amount),
-               sum(b.amount_estimated), sum(b.covered_s), max(b.quality), sum(b.intervals), sum(b.kgco2e),
-               sum(b.kgco2e_base)
-        FROM energy_buckets b JOIN r
-          ON b.device_id = r.d AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
+        INSERT INTO {table} (resolution, {keys.replace("b.", "")}, bucket_start, {columns})
+        SELECT %s, {keys}, date_trunc('{unit}', b.bucket_start), {", ".join(aggregates.values())}
+        FROM {table} b JOIN (SELECT DISTINCT d, {"m, " if with_metric else ""}lo, hi FROM r) r
+          ON {match} AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
         WHERE b.resolution = %s
-        GROUP BY b.device_id, b.metric_id, date_trunc('{unit}', b.bucket_start)
-        ON CONFLICT (resolution, device_id, metric_id, bucket_start) DO UPDATE SET
-            amount = excluded.amount, amount_estimated = excluded.amount_estimated, covered_s = excluded.covered_s,
-            quality = excluded.quality, intervals = excluded.intervals, kgco2e = excluded.kgco2e,
-            kgco2e_base = excluded.kgco2e_base, computed_at = now()
+        GROUP BY {keys}, date_trunc('{unit}', b.bucket_start)
+        ON CONFLICT (resolution, {keys.replace("b.", "")}, bucket_start) DO UPDATE SET
+            {", ".join(f"{c} = excluded.{c}" for c in aggregates)}, computed_at = now()
         """,
         (*ranges.params(), level, finer),
     )

@@ -409,7 +409,15 @@ ENERGY_GROUPS: dict[str, sql.Composable] = {
     "cfo_category": sql.SQL("CASE WHEN x.class_metric = x.metric_id THEN x.cfo_category END"),
     "gpc_ref": sql.SQL("CASE WHEN x.class_metric = x.metric_id THEN x.gpc_ref END"),
 }
-ENERGY_RESOLUTIONS: dict[str, str] = {"15min": "15 minutes", "1h": "1 hour", "1d": "1 day", "1mo": "1 month"}
+ENERGY_RESOLUTIONS: dict[str, str] = {
+    "15min": "15 minutes", "1h": "1 hour", "1d": "1 day", "1mo": "1 month", "fy": "1 year",
+}  # fmt: skip
+# A Thai fiscal year (October to September, named by the year it ends in) is the sum of its Bangkok months.
+_STORED_RESOLUTION = {"fy": "1mo"}
+_FISCAL_YEAR_START = sql.SQL(
+    "make_timestamptz(extract(year FROM (x.bucket_start AT TIME ZONE %(tz)s) + interval '3 months')::int - 1,"
+    " 10, 1, 0, 0, 0, %(tz)s)"
+)
 
 # dev: the devices in scope with every grouping attribute. b: the buckets in range, each with its device's group.
 # members: per (group, metric), the devices expected to meter it - those whose source class is for the metric, plus
@@ -428,8 +436,8 @@ _ENERGY = sql.SQL(
         {site_filter}),
     met AS (SELECT id, name, unit FROM metrics WHERE name = ANY(%(metrics)s)),
     b AS (
-        SELECT x.bucket_start, x.device_id, x.metric_id, x.amount, x.kgco2e, x.kgco2e_base, x.quality, x.covered_s,
-               {group} AS grp
+        SELECT {bucket} AS bucket_start, x.device_id, x.metric_id, x.amount, x.kgco2e, x.kgco2e_base, x.quality,
+               x.covered_s, {group} AS grp
         FROM (SELECT dev.*, b.bucket_start, b.device_id, b.metric_id, b.amount, b.kgco2e, b.kgco2e_base, b.quality,
                      b.covered_s
               FROM energy_buckets b JOIN met ON met.id = b.metric_id JOIN dev ON dev.id = b.device_id
@@ -483,12 +491,13 @@ def energy_series(
     if resolution not in ENERGY_RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}")
     query = _ENERGY.format(
+        bucket=_FISCAL_YEAR_START if resolution == "fy" else sql.SQL("x.bucket_start"),
         group=ENERGY_GROUPS[group_by],
         site_filter=sql.SQL("WHERE s.site_code = %(site_code)s" if site_code is not None else ""),
     )
     params = {
         "metrics": list(metrics),
-        "resolution": resolution,
+        "resolution": _STORED_RESOLUTION.get(resolution, resolution),
         "start": start,
         "end": end,
         "as_of": as_of,

@@ -52,6 +52,7 @@ _ROW_NO_SEQ = np.dtype(
 READING_COLUMNS = "(device_id, metric_id, ts, value, seq, received_at)"
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NO_SEQ = -1  # marks "device sent no sequence number" in the seq column array; stored as NULL
+DEFAULT_LATE_HORIZON_US = 7 * 86_400 * 1_000_000  # Settings.late_horizon_s overrides it
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,12 @@ class ReadingColumns:
 
     def __len__(self) -> int:
         return int(self.device_id.shape[0])
+
+    def take(self, index: np.ndarray) -> ReadingColumns:
+        return ReadingColumns(
+            self.device_id[index], self.metric_id[index], self.ts_us[index], self.value[index], self.seq[index],
+            self.received_at_us[index],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +129,18 @@ def write_batch(
     cols: ReadingColumns,
     dead_letters: Sequence[DeadLetterRow] = (),
     statuses: Sequence[StatusRow] = (),
+    *,
+    late_horizon_us: int = DEFAULT_LATE_HORIZON_US,
 ) -> WriteResult:
-    """Store a batch atomically. Returns only after COMMIT, so the caller may then ack the messages."""
+    """Store a batch atomically. Returns only after COMMIT, so the caller may then ack the messages.
+
+    Readings whose event time is more than ``late_horizon_us`` before their receipt are stored but queued for no
+    live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
     data = encode_readings(cols) if len(cols) else b""
     with conn.transaction():
         inserted, duplicates = _copy_readings(conn, data, len(cols)) if len(cols) else (0, 0)
         if len(cols):
-            _enqueue_rollups(conn, cols)
+            _enqueue_rollups(conn, cols, late_horizon_us)
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -154,25 +166,51 @@ def _copy_readings(conn: psycopg.Connection, data: bytes, n: int) -> tuple[int, 
     return inserted, n - inserted
 
 
-def touched_spans(cols: ReadingColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (device, metric) in the batch: the earliest and latest event time (device, metric, lo_us, hi_us)."""
+def touched_spans(cols: ReadingColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (device, metric) in the batch: the earliest and latest event time and the number of readings
+    (device, metric, lo_us, hi_us, n)."""
     order = np.lexsort((cols.metric_id, cols.device_id))
     dev, met, ts = cols.device_id[order], cols.metric_id[order], cols.ts_us[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
-    return dev[starts], met[starts], np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+    n = np.diff(np.r_[starts, len(dev)])
+    return dev[starts], met[starts], np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts), n
 
 
-def _enqueue_rollups(conn: psycopg.Connection, cols: ReadingColumns) -> None:
-    # Only registers feed the energy engine; the join with the catalogue keeps that rule in the database.
-    dev, met, lo, hi = touched_spans(cols)
-    conn.execute(
-        "INSERT INTO rollup_queue (device_id, metric_id, lo, hi)"
-        " SELECT u.d, u.m, 'epoch'::timestamptz + u.lo * interval '1 microsecond',"
-        " 'epoch'::timestamptz + u.hi * interval '1 microsecond'"
-        " FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS u(d, m, lo, hi)"
-        " JOIN metrics ON metrics.id = u.m AND metrics.kind = 'register'",
-        (dev.tolist(), met.tolist(), lo.tolist(), hi.tolist()),
-    )
+_TS_LO = "'epoch'::timestamptz + u.lo * interval '1 microsecond'"
+_TS_HI = "'epoch'::timestamptz + u.hi * interval '1 microsecond'"
+_UNNEST_SPANS = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS u(d, m, lo, hi)"
+
+
+def _enqueue_rollups(conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int) -> None:
+    late = (cols.received_at_us - cols.ts_us) > late_horizon_us
+    on_time = cols if not late.any() else cols.take(np.flatnonzero(~late))
+    if len(on_time):
+        dev, met, lo, hi, _ = touched_spans(on_time)
+        params = (dev.tolist(), met.tolist(), lo.tolist(), hi.tolist())
+        # Registers feed the energy engine, instantaneous and state metrics the sample/lamp updater; the join with
+        # the catalogue keeps that rule in the database.
+        for queue, kinds in (("rollup_queue", "('register')"), ("sample_queue", "('instant', 'state')")):
+            conn.execute(
+                f"INSERT INTO {queue} (device_id, metric_id, lo, hi) SELECT u.d, u.m, {_TS_LO}, {_TS_HI}"
+                f" FROM {_UNNEST_SPANS} JOIN metrics ON metrics.id = u.m AND metrics.kind IN {kinds}",
+                params,
+            )
+    if late.any():
+        old = cols.take(np.flatnonzero(late))
+        dev, met, lo, hi, n = touched_spans(old)
+        conn.execute(
+            f"INSERT INTO late_spans (device_id, metric_id, lo, hi, readings, received_at)"
+            f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, u.n, %s"
+            " FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::int[]) AS u(d, m, lo, hi, n)",
+            (
+                us_to_datetime(int(old.received_at_us.max())),
+                dev.tolist(),
+                met.tolist(),
+                lo.tolist(),
+                hi.tolist(),
+                n.tolist(),
+            ),
+        )
 
 
 def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) -> None:

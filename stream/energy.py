@@ -1,8 +1,8 @@
 """The energy updater: drains the rollup queue, recomputes the touched 15-minute buckets from raw readings with the
 engine, and stores energy and emissions (at the factor in force and at the base-year factor).
 
-The live path and ``lccm recompute`` are the same code: recompute just enqueues a range and drains, so both give
-identical rows. Work is claimed and written in one transaction: if anything fails, the queue rows come back.
+The live path and ``lccm recompute`` (:func:`stream.updaters.recompute`) are the same code: recompute just
+enqueues a range and drains, so both give identical rows. Work is claimed and written in one transaction: if anything fails, the queue rows come back.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import psycopg
@@ -149,29 +150,14 @@ def _chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
         yield np.array(chunk)
 
 
-def recompute(
-    updater: EnergyUpdater,
-    connect: Callable[[], psycopg.Connection],
-    start_us: int,
-    end_us: int,
-    step_us: int = 7 * 86_400 * 1_000_000,
-) -> UpdateResult:
-    """Rebuild the buckets of [start, end) from raw readings through the live path's queue and updater, a step at a
-    time so memory stays bounded. Idempotent: running it twice gives the same rows."""
-    spans = buckets = 0
-    for lo in range(start_us, end_us, step_us):
-        hi = min(lo + step_us, end_us) - 1
-        with connect() as conn, conn.transaction():
-            enqueue(conn, register_series(conn, lo, hi))
-        result = updater.drain()
-        spans, buckets = spans + result.spans, buckets + result.buckets
-    return UpdateResult(spans, buckets)
+class Drainable(Protocol):
+    def drain(self, stop: Callable[[], bool] = ...) -> UpdateResult: ...
 
 
 class EnergyThread:
-    """Runs the updater in the background; ``poke()`` after each committed batch wakes it at once."""
+    """Runs the updaters in the background; ``poke()`` after each committed batch wakes it at once."""
 
-    def __init__(self, updater: EnergyUpdater, idle_s: float = 1.0) -> None:
+    def __init__(self, updater: Drainable, idle_s: float = 1.0) -> None:
         self._updater = updater
         self._idle_s = idle_s
         self._wake = threading.Event()

@@ -33,7 +33,7 @@ from store import queries
 
 router = APIRouter(tags=["energy"])
 
-Interval = Literal["15min", "1h", "1d", "1mo"]
+Interval = Literal["15min", "1h", "1d", "1mo", "fy"]
 GroupBy = Literal["site", "device", "kind", "scope", "cfo_category", "gpc_ref", "city"]
 MetricName = Literal["energy", "fuel"]
 
@@ -43,6 +43,7 @@ MAX_RANGE: dict[str, timedelta] = {
     "1h": timedelta(days=366),
     "1d": timedelta(days=3660),
     "1mo": timedelta(days=7320),
+    "fy": timedelta(days=7320),
 }
 # Rows per answer; group_by=device over many devices can exceed it within the range limits.
 MAX_ROWS = 50_000
@@ -124,7 +125,10 @@ def energy(
     conn: Conn,
     start: RequiredFrom,
     end: RequiredTo,
-    interval: Annotated[Interval, Query(description="bucket size; 1d and 1mo are Asia/Bangkok days and months")] = "1h",
+    interval: Annotated[
+        Interval,
+        Query(description="bucket size; 1d, 1mo and fy are Asia/Bangkok days, months and Thai fiscal years (Oct-Sep)"),
+    ] = "1h",
     group_by: Annotated[
         GroupBy, Query(description="city = everything (the sites' city); scope, cfo_category, gpc_ref by source class")
     ] = "site",
