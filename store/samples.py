@@ -26,6 +26,7 @@ LAMP_METRIC = 6  # lamp_on
 # How far back the previous reading is looked for: the unknown time between its hold and a new reading is accounted
 # when the new reading arrives, as a recompute would (a lamp silent for longer is recomputed from the cut-off).
 GAP_LOOKBACK = "31 days"
+NO_END = np.iinfo(np.int64).max
 _LEVELS = (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month"))
 
 
@@ -80,8 +81,10 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
         )  # fmt: skip
 
 
-def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, np.ndarray]:
-    """For each lamp span: the bucket range [s, e), the reading window [wlo, whi], and the hold time (us)."""
+def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, np.ndarray, np.ndarray]:
+    """For each lamp span: the bucket range [s, e), the reading window [wlo, whi], the hold time (us), and where
+    the device's accounted time ends when no reading follows the span (last reading + hold; else NO_END): the
+    rest of the range after it is not known yet, rather than unknown."""
     rows = conn.execute(
         f"""
         WITH q AS (SELECT d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST}),
@@ -97,10 +100,10 @@ def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, n
                  ORDER BY x.ts LIMIT 1) AS n
               FROM t JOIN devices dv ON dv.id = t.d),
         se AS (
-            SELECT d, m, hold, (least(lo, coalesce(p + hold, lo)) / {BUCKET_US}) * {BUCKET_US} AS s,
+            SELECT d, m, hold, hi, n, (least(lo, coalesce(p + hold, lo)) / {BUCKET_US}) * {BUCKET_US} AS s,
                    ((least(coalesce(n, hi + hold), hi + hold) + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM h)
-        SELECT se.d, se.m, se.s, se.e, se.hold,
+        SELECT se.d, se.m, se.s, se.e, CASE WHEN se.n IS NULL THEN se.hi + se.hold END AS open_from, se.hold,
             coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
                       AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
             coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
@@ -109,9 +112,11 @@ def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, n
         """,
         spans.params(),
     ).fetchall()
-    ranges = _spans([(d, m, s, e) for d, m, s, e, _, _, _ in rows])
-    windows = _spans([(d, m, wlo, whi) for d, m, _, _, _, wlo, whi in rows])
-    return ranges, windows, np.array([r[4] for r in rows], np.int64)
+    ranges = _spans([(d, m, s, e) for d, m, s, e, _, _, _, _ in rows])
+    windows = _spans([(d, m, wlo, whi) for d, m, _, _, _, _, wlo, whi in rows])
+    hold = np.array([r[5] for r in rows], np.int64)
+    open_from = np.array([NO_END if r[4] is None else r[4] for r in rows], np.int64)
+    return ranges, windows, hold, open_from
 
 
 def site_coordinates(conn: psycopg.Connection, device_ids: list[int]) -> dict[int, tuple[float, float] | None]:

@@ -71,13 +71,13 @@ class SampleUpdater:
         return stored
 
     def _lamps(self, conn: psycopg.Connection, spans: Spans) -> int:
-        ranges, windows, hold_us = lamp_ranges(conn, spans)
+        ranges, windows, hold_us, open_from_us = lamp_ranges(conn, spans)
         where = site_coordinates(conn, ranges.device_id.tolist())
         stored = 0
         for chunk in _chunks(ranges, self.cell_budget):
             part, part_windows = ranges.take(chunk), windows.take(chunk)
             span_idx, ts_us, value = window_readings(conn, part_windows)
-            rows = lamp_rows(part, span_idx, ts_us, value, hold_us[chunk], where, self.grace_us)
+            rows = lamp_rows(part, span_idx, ts_us, value, hold_us[chunk], open_from_us[chunk], where, self.grace_us)
             replace_lamps(conn, part, rows)
             stored += len(rows.on_s)
         return stored
@@ -107,6 +107,7 @@ def lamp_rows(
     ts_us: np.ndarray,
     lamp_on: np.ndarray,
     hold_us: np.ndarray,
+    open_from_us: np.ndarray,
     where: dict[int, tuple[float, float] | None],
     grace_us: int,
 ) -> LampRows:
@@ -116,7 +117,7 @@ def lamp_rows(
     sites = [where.get(d) for d in ranges.device_id.tolist()]
     for place in dict.fromkeys(sites):
         members = np.array([j for j, s in enumerate(sites) if s == place], np.int64)
-        parts.append(_lamp_group(ranges, members, span_idx, ts_us, lamp_on, hold_us, place, grace_us))
+        parts.append(_lamp_group(ranges, members, span_idx, ts_us, lamp_on, hold_us, open_from_us, place, grace_us))
     return LampRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in LampRows.__slots__))
 
 
@@ -127,6 +128,7 @@ def _lamp_group(
     ts_us: np.ndarray,
     lamp_on: np.ndarray,
     hold_us: np.ndarray,
+    open_from_us: np.ndarray,
     place: tuple[float, float] | None,
     grace_us: int,
 ) -> LampRows:
@@ -139,6 +141,11 @@ def _lamp_group(
     sun = sun_spans(place, lo, hi, grace_us)
     out, _, _ = lamp_hours(local[span_idx[pick]], ts_us[pick], lamp_on[pick], edges, sun, hold_us[members], until_us=hi)
     starts = edges[:-1, None]
+    # After the last reading's hold (no reading follows yet) the time is not known yet: take it out of "unknown".
+    not_yet = np.clip(
+        np.minimum(edges[1:, None], sub.hi_us[None, :]) - np.maximum(starts, open_from_us[members]), 0, None
+    )
+    out.unknown_us[...] -= not_yet
     inside = (starts >= sub.lo_us[None, :]) & (starts < sub.hi_us[None, :])
     accounted = (out.on_us + out.night_known_us + out.unknown_us + out.day_on_us) > 0
     b, j = np.nonzero(inside & accounted)  # no rows for time before a device's first reading
