@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from api.errors import install_handlers
-from api.routes import energy, ops, readings, registry, rollups
+from api.routes import aqi, energy, ops, readings, registry, rollups
 
 
 class Settings(Protocol):
@@ -74,4 +74,5 @@ def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAP
     app.include_router(readings.router)
     app.include_router(energy.router)
     app.include_router(rollups.router)
+    app.include_router(aqi.router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from engine.aqi import AqiSettings
 from engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from engine.timebase import bkk_us
 from ingest.codec import Limits
@@ -25,6 +27,7 @@ from store import catalog
 from store.energy import sync_factor_registry
 from store.migrate import migrate
 from store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
+from stream.aqi import AqiUpdater
 from stream.batch import BatchBuilder, FlushPolicy
 from stream.energy import EnergyUpdater
 from stream.loop import CommitHook, RawMessage, StreamLoop
@@ -127,9 +130,11 @@ def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
 
 def updaters(settings: Settings, database_url: str) -> Updaters:
     """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them."""
+    connect = functools.partial(psycopg.connect, database_url)
     return Updaters(
         energy_updater(settings, database_url),
-        SampleUpdater(lambda: psycopg.connect(database_url), grace_us=settings.streetlight_grace_min * 60_000_000),
+        SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
+        AqiUpdater(connect, AqiSettings(completeness=settings.aqi_completeness)),
     )
 
 

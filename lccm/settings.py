@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # year in which no factor changes (2025: TGO grid 0.4999 all year).
     emission_base_year: int = 2025
 
+    # Air quality: least share of a window's hours with data for an index average (the rule; PCD publishes
+    # none of its own, domain.md section 4).
+    aqi_completeness: float = Field(default=0.75, gt=0, le=1)
+
     # Streetlights: minutes around sunrise and sunset that count as neither day nor night (photocells switch near
     # civil twilight, so burning then is neither day burning nor an outage). A setting, not a published figure.
     streetlight_grace_min: int = Field(default=15, ge=0, le=60)

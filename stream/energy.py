@@ -2,7 +2,8 @@
 engine, and stores energy and emissions (at the factor in force and at the base-year factor).
 
 The live path and ``lccm recompute`` (:func:`stream.updaters.recompute`) are the same code: recompute just
-enqueues a range and drains, so both give identical rows. Work is claimed and written in one transaction: if anything fails, the queue rows come back.
+enqueues a range and drains, so both give identical rows. Work is claimed and written in one transaction: if
+anything fails, the queue rows come back.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from store.energy import (
     Spans,
     bucket_ranges,
     claim_spans,
-    enqueue,
     meters,
-    register_series,
     replace_buckets,
     window_readings,
 )

@@ -1,6 +1,7 @@
 """The sample and lamp updater: drains ``sample_queue``, recomputes the touched 15-minute buckets of instantaneous
 and state readings (sum, min, max, count, last) and of lamp burning time (on, day burning, night outage) from raw
-readings with the engine, and stores them with their Bangkok hour, day and month roll-ups.
+readings with the engine, and stores them with their Bangkok hour, day and month roll-ups. Pollutant hours it
+changes are queued for the AQI updater (stream/aqi.py).
 
 Like the energy updater, the live path and ``lccm recompute`` are the same code, and work is claimed and written in
 one transaction: if anything fails, the queue rows come back.
@@ -17,6 +18,7 @@ import psycopg
 from engine.rollups import sample_rollup
 from engine.streetlights import DayNight, day_night_spans, lamp_hours, noaa_sun_times
 from engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN
+from store.aqi import enqueue_station_hours
 from store.energy import BUCKET_US, Spans, claim_spans, window_readings
 from store.samples import (
     LAMP_METRIC,
@@ -67,6 +69,7 @@ class SampleUpdater:
             part = ranges.take(chunk)
             rows = sample_rows(part, *sample_readings(conn, part))
             replace_samples(conn, part, rows)
+            enqueue_station_hours(conn, Spans(part.device_id, part.metric_id, part.lo_us, part.hi_us - 1))
             stored += len(rows.n)
         return stored
 

@@ -1,4 +1,5 @@
-"""The derived-data updaters run together: energy and emissions from registers, then samples and lamp time.
+"""The derived-data updaters run together: energy and emissions from registers, then samples and lamp time, then
+the air-quality indices of the station hours the samples changed.
 
 ``lccm ingest`` runs them in one background thread (poked after every committed batch); ``lccm recompute`` queues a
 range for both and drains them, the same code as the live path.
@@ -13,6 +14,7 @@ import psycopg
 
 from store.energy import enqueue, series_in_range
 from store.samples import resolve_late_spans
+from stream.aqi import AqiUpdater
 from stream.energy import EnergyUpdater, UpdateResult
 from stream.samples import SampleUpdater
 
@@ -23,11 +25,13 @@ WEEK_US = 7 * 86_400 * 1_000_000
 class Updaters:
     energy: EnergyUpdater
     samples: SampleUpdater
+    aqi: AqiUpdater | None = None
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
-        a = self.energy.drain(stop)
-        b = self.samples.drain(stop)
-        return UpdateResult(a.spans + b.spans, a.buckets + b.buckets)
+        results = [self.energy.drain(stop), self.samples.drain(stop)]
+        if self.aqi is not None:
+            results.append(self.aqi.drain(stop))
+        return UpdateResult(sum(r.spans for r in results), sum(r.buckets for r in results))
 
 
 def recompute(

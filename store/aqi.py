@@ -1,0 +1,163 @@
+"""Storage side of the air-quality indices: the station-hour queue, hourly means, and the aqi_hourly table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import orjson
+import psycopg
+from psycopg.rows import class_row
+
+from store.energy import _EPOCH, _US, Spans, _us
+from store.writer import us_to_datetime
+
+# Catalogue ids of the pollutants (001_core.sql) by the engine's pollutant keys.
+POLLUTANT_METRICS: dict[str, int] = {"pm25": 9, "pm10": 10, "so2": 11, "no2": 12, "o3": 13, "co": 14}
+INDEX_KEYS = ("thai_pcd_2023", "us_epa_2024", "us_epa_2024_nowcast")
+
+
+def enqueue_station_hours(conn: psycopg.Connection, spans: Spans) -> None:
+    """Queue the station hours whose pollutant means changed (spans of any metrics; non-pollutants are skipped)."""
+    pick = np.isin(spans.metric_id, list(POLLUTANT_METRICS.values()))
+    if not pick.any():
+        return
+    conn.execute(
+        f"INSERT INTO aqi_queue (device_id, lo, hi) SELECT d, {_EPOCH} + lo * {_US}, {_EPOCH} + hi * {_US}"
+        " FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS t(d, lo, hi)",
+        (spans.device_id[pick].tolist(), spans.lo_us[pick].tolist(), spans.hi_us[pick].tolist()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StationSpan:
+    device_id: int
+    lo_us: int
+    hi_us: int
+    last_hour_us: int | None  # the station's latest hour with any pollutant mean
+
+
+def claim_station_hours(conn: psycopg.Connection, limit: int = 5_000) -> list[StationSpan]:
+    """Take queued station hours (in the caller's transaction, so a failure puts them back), merged per station."""
+    rows = conn.execute(
+        "WITH taken AS (DELETE FROM aqi_queue WHERE ctid = ANY(ARRAY("
+        "  SELECT ctid FROM aqi_queue ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        "  RETURNING device_id, lo, hi)"
+        f" SELECT t.device_id, {_us('min(t.lo)')}, {_us('max(t.hi)')},"
+        f"  (SELECT {_us('max(b.bucket_start)')} FROM sample_buckets b WHERE b.resolution = '1h'"
+        "    AND b.device_id = t.device_id AND b.metric_id = ANY(%s))"
+        " FROM taken t GROUP BY t.device_id ORDER BY t.device_id",
+        (limit, list(POLLUTANT_METRICS.values())),
+    ).fetchall()
+    return [StationSpan(*r) for r in rows]
+
+
+def hourly_pollutant_means(
+    conn: psycopg.Connection, device_ids: Sequence[int], lo_us: int, hi_us: int
+) -> list[tuple[int, int, int, float]]:
+    """(device, metric, hour start us, mean) of the stored hourly means in [lo, hi]."""
+    return conn.execute(
+        f"SELECT device_id, metric_id, {_us('bucket_start')}, sum / n FROM sample_buckets"
+        " WHERE resolution = '1h' AND device_id = ANY(%s) AND metric_id = ANY(%s)"
+        f" AND bucket_start BETWEEN {_EPOCH} + %s * {_US} AND {_EPOCH} + %s * {_US}",
+        (list(device_ids), list(POLLUTANT_METRICS.values()), lo_us, hi_us),
+    ).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class AqiRow:
+    index_key: str
+    device_id: int
+    hour_start_us: int
+    aqi: float
+    responsible: str
+    category: int
+    sub_index: dict[str, float]
+    average: dict[str, float]
+
+
+def replace_aqi(conn: psycopg.Connection, spans: Sequence[tuple[int, int, int]], rows: Sequence[AqiRow]) -> None:
+    """Replace every index's rows of each (station, first hour, last hour) with ``rows``."""
+    conn.execute(
+        f"DELETE FROM aqi_hourly a USING unnest(%s::int[], %s::bigint[], %s::bigint[]) AS t(d, lo, hi)"
+        f" WHERE a.device_id = t.d AND a.hour_start BETWEEN {_EPOCH} + t.lo * {_US} AND {_EPOCH} + t.hi * {_US}",
+        ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]),
+    )
+    with conn.cursor().copy(
+        "COPY aqi_hourly (index_key, device_id, hour_start, aqi, responsible, category, sub_index, average) FROM STDIN"
+    ) as cp:
+        for r in rows:
+            cp.write_row(
+                (
+                    r.index_key, r.device_id, us_to_datetime(r.hour_start_us), r.aqi, r.responsible, r.category,
+                    orjson.dumps(r.sub_index).decode(), orjson.dumps(r.average).decode(),
+                )
+            )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StationAqi:
+    device_id: str
+    name: str
+    site_code: str
+    site_name: str
+    lat: float | None
+    lon: float | None
+    hour_start: datetime
+    aqi: float
+    responsible: str
+    category: int
+    sub_index: dict[str, float]
+    average: dict[str, float]
+
+
+_COLUMNS = (
+    "d.device_id, d.name, s.site_code, s.name AS site_name, s.lat, s.lon, a.hour_start, a.aqi, a.responsible,"
+    " a.category, a.sub_index, a.average"
+)
+_FROM = " FROM aqi_hourly a JOIN devices d ON d.id = a.device_id JOIN sites s ON s.id = d.site_id"
+
+
+def current_aqi(conn: psycopg.Connection, index_key: str, site_code: str | None = None) -> list[StationAqi]:
+    """Each station's latest hour of the index (the running hour while readings come in)."""
+    return (
+        conn.cursor(row_factory=class_row(StationAqi))
+        .execute(
+            f"SELECT DISTINCT ON (d.device_id) {_COLUMNS}{_FROM} WHERE a.index_key = %s"
+            " AND (%s::text IS NULL OR s.site_code = %s) ORDER BY d.device_id, a.hour_start DESC",
+            (index_key, site_code, site_code),
+        )
+        .fetchall()
+    )
+
+
+def aqi_history(
+    conn: psycopg.Connection,
+    index_key: str,
+    start: datetime,
+    end: datetime,
+    *,
+    device_id: str | None = None,
+    site_code: str | None = None,
+    limit: int,
+) -> list[StationAqi]:
+    return (
+        conn.cursor(row_factory=class_row(StationAqi))
+        .execute(
+            f"SELECT {_COLUMNS}{_FROM} WHERE a.index_key = %s AND a.hour_start >= %s AND a.hour_start < %s"
+            " AND (%s::text IS NULL OR d.device_id = %s) AND (%s::text IS NULL OR s.site_code = %s)"
+            " ORDER BY d.device_id, a.hour_start LIMIT %s",
+            (index_key, start, end, device_id, device_id, site_code, site_code, limit),
+        )
+        .fetchall()
+    )
+
+
+def aq_stations(conn: psycopg.Connection) -> list[tuple[str, str, str, float | None, float | None]]:
+    """Every air-quality station: (device_id, name, site_code, lat, lon)."""
+    return conn.execute(
+        "SELECT d.device_id, d.name, s.site_code, s.lat, s.lon FROM devices d JOIN sites s ON s.id = d.site_id"
+        " WHERE d.kind = 'aq_station' ORDER BY d.device_id"
+    ).fetchall()
