@@ -20,7 +20,7 @@ test: $(BIN)/.installed
 check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy lccm ingest stream engine store api dashboards simulators
+	$(BIN)/mypy lccm ingest stream engine store api dashboards simulators notify
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py

@@ -1,0 +1,55 @@
+"""Alert notifications: one ``Notifier`` interface, channels (webhook, e-mail, LINE; MQTT lives in ingest/),
+Thai/English texts, quiet hours and daily digests. Imports nothing of the project (tests/test_architecture.py)."""
+
+from notify.dispatch import Dispatcher, DispatchReport, decide
+from notify.line import LineNotifier
+from notify.model import (
+    BANGKOK,
+    Address,
+    AlertMessage,
+    DeliveryRecord,
+    Notification,
+    Notifier,
+    NotifyConfigError,
+    QuietHours,
+    Recipient,
+    SendOutcome,
+    Severity,
+    Transition,
+)
+from notify.outbox import HeldItem, MemoryOutbox, Outbox
+from notify.render import render_alert, render_digest
+from notify.retry import RetryPolicy
+from notify.smtp import SmtpConfig, SmtpNotifier
+from notify.webhook import WebhookNotifier, sign
+from notify.worker import DispatchWorker
+
+__all__ = [
+    "BANGKOK",
+    "Address",
+    "AlertMessage",
+    "DeliveryRecord",
+    "DispatchReport",
+    "DispatchWorker",
+    "Dispatcher",
+    "HeldItem",
+    "LineNotifier",
+    "MemoryOutbox",
+    "Notification",
+    "Notifier",
+    "NotifyConfigError",
+    "Outbox",
+    "QuietHours",
+    "Recipient",
+    "RetryPolicy",
+    "SendOutcome",
+    "Severity",
+    "SmtpConfig",
+    "SmtpNotifier",
+    "Transition",
+    "WebhookNotifier",
+    "decide",
+    "render_alert",
+    "render_digest",
+    "sign",
+]
