@@ -1,0 +1,302 @@
+"""Breakpoint tables and categories of the Thai AQI (PCD, 2023) and the US EPA AQI (2024).
+
+Every figure comes from ``reference/domain.md`` section 4; the source tags ``[S4.n]`` resolve to its list. A table
+is a list of bands ``[c_lo, c_hi] -> [i_lo, i_hi]`` in the table's own unit, with the precision (decimals) the table
+is printed in; consecutive bands are one precision step apart (15.0 / 15.1), which :class:`BreakpointTable` checks.
+Concentrations are brought to that precision before the lookup (EPA: truncated [S4.18]; PCD: a setting, see
+:mod:`engine.aqi`).
+
+Units match the store's canonical units (``pm25``/``pm10`` µg/m³, ``so2``/``no2``/``o3`` ppb, ``co`` ppm) except the
+EPA ozone tables, printed in ppm as EPA publishes them; :mod:`engine.aqi` converts ppb to ppm before the lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from engine.timebase import bkk_us, utc_us
+
+POLLUTANTS: Final = ("pm25", "pm10", "o3", "co", "no2", "so2")
+"""Pollutant keys, in the order used for the output columns; a tie between sub-indices goes to the first."""
+
+THAI_TABLE_IN_FORCE_FROM_US: Final = bkk_us(2023, 6, 1)  # PCD table of 2023 in force from 1 June 2023 [S4.4]
+EPA_TABLE_IN_FORCE_FROM_US: Final = utc_us(2024, 5, 6)  # EPA 2024 PM2.5 revision effective 6 May 2024 [S4.24]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakpointTable:
+    """One pollutant's sub-index table. The last band may be open (``c_hi`` = inf, ``i_hi`` = NaN)."""
+
+    key: str  # e.g. "pm25_24h"
+    pollutant: str
+    averaging_h: int
+    unit: str
+    decimals: int  # the table's precision: concentrations are cut to this many decimals before the lookup
+    c_lo: tuple[float, ...]
+    c_hi: tuple[float, ...]
+    i_lo: tuple[float, ...]
+    i_hi: tuple[float, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        n = len(self.c_lo)
+        if not (n and len(self.c_hi) == len(self.i_lo) == len(self.i_hi) == n):
+            raise ValueError(f"{self.key}: band columns of unequal length")
+        scale = 10**self.decimals
+        for k in range(n):
+            if not self.c_lo[k] < self.c_hi[k]:
+                raise ValueError(f"{self.key}: band {k} is empty")
+            if k + 1 < n:
+                # the next band starts one precision step above this one's top, with the next AQI integer
+                if round(self.c_hi[k] * scale) + 1 != round(self.c_lo[k + 1] * scale):
+                    raise ValueError(f"{self.key}: bands {k} and {k + 1} are not one precision step apart")
+                if self.i_hi[k] + 1 != self.i_lo[k + 1]:
+                    raise ValueError(f"{self.key}: AQI bands {k} and {k + 1} are not consecutive")
+        if math.isinf(self.c_hi[-1]) != math.isnan(self.i_hi[-1]):
+            raise ValueError(f"{self.key}: an open last band needs c_hi = inf and i_hi = NaN")
+
+    @property
+    def open_top(self) -> bool:
+        """True when the last band has no upper breakpoint (the Thai red band, '> 200')."""
+        return math.isinf(self.c_hi[-1])
+
+
+def _table(
+    key: str, unit: str, decimals: int, rows: list[tuple[float, float, float, float]], source: str
+) -> BreakpointTable:
+    pollutant, avg = key.rsplit("_", 1)
+    return BreakpointTable(
+        key=key,
+        pollutant=pollutant,
+        averaging_h=int(avg.removesuffix("h")),
+        unit=unit,
+        decimals=decimals,
+        c_lo=tuple(r[0] for r in rows),
+        c_hi=tuple(r[1] for r in rows),
+        i_lo=tuple(r[2] for r in rows),
+        i_hi=tuple(r[3] for r in rows),
+        source=source,
+    )
+
+
+INF = math.inf
+NAN = math.nan
+
+# ------------------------------------------------------------------------------------------------ Thai AQI (PCD)
+# domain.md §4.1, table of 1 June 2023 [S4.1 table; S4.4 PM2.5 cut points]. Averaging [S4.1]: PM 24 h moving,
+# O3 and CO 8 h moving, NO2 and SO2 1 h. The red band has no upper breakpoint in any source; how a concentration
+# in it becomes a number is a setting (engine.aqi.RedBandRule) [S4.6, S4.7], UNCONFIRMED.
+_TH = "domain.md §4.1 [S4.1, S4.4]"
+THAI_TABLES: Final[dict[str, BreakpointTable]] = {
+    t.pollutant: t
+    for t in (
+        _table(
+            "pm25_24h",
+            "ug/m3",
+            1,
+            [
+                (0.0, 15.0, 0, 25),
+                (15.1, 25.0, 26, 50),
+                (25.1, 37.5, 51, 100),
+                (37.6, 75.0, 101, 200),
+                (75.1, INF, 201, NAN),
+            ],
+            _TH,
+        ),
+        _table(
+            "pm10_24h",
+            "ug/m3",
+            0,
+            [(0, 50, 0, 25), (51, 80, 26, 50), (81, 120, 51, 100), (121, 180, 101, 200), (181, INF, 201, NAN)],
+            _TH,
+        ),
+        _table(
+            "o3_8h",
+            "ppb",
+            0,
+            [(0, 35, 0, 25), (36, 50, 26, 50), (51, 70, 51, 100), (71, 120, 101, 200), (121, INF, 201, NAN)],
+            _TH,
+        ),
+        _table(
+            "co_8h",
+            "ppm",
+            1,
+            [(0.0, 4.4, 0, 25), (4.5, 6.4, 26, 50), (6.5, 9.0, 51, 100), (9.1, 30.0, 101, 200), (30.1, INF, 201, NAN)],
+            _TH,
+        ),
+        _table(
+            "no2_1h",
+            "ppb",
+            0,
+            [(0, 60, 0, 25), (61, 106, 26, 50), (107, 170, 51, 100), (171, 340, 101, 200), (341, INF, 201, NAN)],
+            _TH,
+        ),
+        _table(
+            "so2_1h",
+            "ppb",
+            0,
+            [(0, 100, 0, 25), (101, 200, 26, 50), (201, 300, 51, 100), (301, 400, 101, 200), (401, INF, 201, NAN)],
+            _TH,
+        ),
+    )
+}
+
+# --------------------------------------------------------------------------------------------------- US EPA AQI
+# domain.md §4.3, EPA-454/B-24-002 (May 2024) [S4.18]; PM2.5 edges of the 2024 revision [S4.19, S4.20]; other
+# pollutants [S4.21]. Ozone in ppm as published. Two rules of the table [S4.21]: 8-h O3 does not define AQI > 300
+# (that needs 1-h O3), 1-h SO2 does not define AQI >= 200 (that needs 24-h SO2).
+_US = "domain.md §4.3 [S4.18, S4.19, S4.20, S4.21]"
+EPA_TABLES: Final[dict[str, BreakpointTable]] = {
+    t.key: t
+    for t in (
+        _table(
+            "pm25_24h",
+            "ug/m3",
+            1,
+            [
+                (0.0, 9.0, 0, 50),
+                (9.1, 35.4, 51, 100),
+                (35.5, 55.4, 101, 150),
+                (55.5, 125.4, 151, 200),
+                (125.5, 225.4, 201, 300),
+                (225.5, 325.4, 301, 500),
+            ],
+            _US,
+        ),
+        _table(
+            "pm10_24h",
+            "ug/m3",
+            0,
+            [
+                (0, 54, 0, 50),
+                (55, 154, 51, 100),
+                (155, 254, 101, 150),
+                (255, 354, 151, 200),
+                (355, 424, 201, 300),
+                (425, 604, 301, 500),
+            ],
+            _US,
+        ),
+        _table(
+            "o3_8h",
+            "ppm",
+            3,
+            [
+                (0.000, 0.054, 0, 50),
+                (0.055, 0.070, 51, 100),
+                (0.071, 0.085, 101, 150),
+                (0.086, 0.105, 151, 200),
+                (0.106, 0.200, 201, 300),
+            ],
+            _US,
+        ),
+        # 1-h O3 has no bands below AQI 101 [S4.21]; 2024 merges 301-400 and 401-500 into 301-500 [S4.18] (for
+        # O3 1-h the two old bands lie on one line, so the merge changes no value)
+        _table(
+            "o3_1h",
+            "ppm",
+            3,
+            [(0.125, 0.164, 101, 150), (0.165, 0.204, 151, 200), (0.205, 0.404, 201, 300), (0.405, 0.604, 301, 500)],
+            _US,
+        ),
+        _table(
+            "co_8h",
+            "ppm",
+            1,
+            [
+                (0.0, 4.4, 0, 50),
+                (4.5, 9.4, 51, 100),
+                (9.5, 12.4, 101, 150),
+                (12.5, 15.4, 151, 200),
+                (15.5, 30.4, 201, 300),
+                (30.5, 50.4, 301, 500),
+            ],
+            _US,
+        ),
+        _table(
+            "so2_1h",
+            "ppb",
+            0,
+            [(0, 35, 0, 50), (36, 75, 51, 100), (76, 185, 101, 150), (186, 304, 151, 200)],
+            _US,
+        ),
+        _table("so2_24h", "ppb", 0, [(305, 604, 201, 300), (605, 1004, 301, 500)], _US),
+        _table(
+            "no2_1h",
+            "ppb",
+            0,
+            [
+                (0, 53, 0, 50),
+                (54, 100, 51, 100),
+                (101, 360, 101, 150),
+                (361, 649, 151, 200),
+                (650, 1249, 201, 300),
+                (1250, 2049, 301, 500),
+            ],
+            _US,
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------- categories
+@dataclass(frozen=True, slots=True)
+class Category:
+    """One AQI category: its AQI range (``aqi_hi`` None = no upper end), names and colour."""
+
+    index: int
+    aqi_lo: int
+    aqi_hi: int | None
+    name_en: str
+    name_th: str
+    colour_name: str
+    colour_hex: str
+    source: str
+
+
+THAI_COLOURS_HEX_DEFAULT: Final = ("#00BFF3", "#00A651", "#FDC04E", "#F26522", "#CD0000")
+"""UNCONFIRMED: PCD publishes colour names, not codes. These are the rgb values one public Thai site uses
+(rgb(0,191,243), (0,166,81), (253,192,78), (242,101,34), (205,0,0)) [S4.1]; pass your own to
+:func:`thai_categories`. domain.md open item 5."""
+
+_THAI_ROWS: Final = (
+    (0, 25, "Very good", "ดีมาก", "blue"),
+    (26, 50, "Good", "ดี", "green"),
+    (51, 100, "Moderate", "ปานกลาง", "yellow"),
+    (101, 200, "Starting to affect health", "เริ่มมีผลกระทบต่อสุขภาพ", "orange"),
+    (201, None, "Affects health", "มีผลกระทบต่อสุขภาพ", "red"),
+)  # domain.md §4.1 [S4.1 table; S4.2, S4.3 colours/names]
+
+
+def thai_categories(colours_hex: tuple[str, ...] = THAI_COLOURS_HEX_DEFAULT) -> tuple[Category, ...]:
+    """The five Thai AQI categories [S4.1, S4.2, S4.3], with the given colour codes (UNCONFIRMED, see above)."""
+    if len(colours_hex) != len(_THAI_ROWS):
+        raise ValueError(f"need {len(_THAI_ROWS)} colour codes, got {len(colours_hex)}")
+    for code in colours_hex:
+        if len(code) != 7 or code[0] != "#" or any(c not in "0123456789abcdefABCDEF" for c in code[1:]):
+            raise ValueError(f"colour code {code!r} is not of the form #RRGGBB")
+    return tuple(
+        Category(k, lo, hi, en, th, colour, hex_.upper(), "domain.md §4.1 [S4.1, S4.2, S4.3]")
+        for k, ((lo, hi, en, th, colour), hex_) in enumerate(zip(_THAI_ROWS, colours_hex, strict=True))
+    )
+
+
+THAI_CATEGORIES: Final = thai_categories()
+
+# domain.md §4.3: names and hex codes [S4.18, S4.22]; colour names as EPA's TAD names them [S4.18]. The Thai
+# wording is the one the Thai AQI definition page uses for the US categories [S4.1] (not an EPA text).
+EPA_CATEGORIES: Final = tuple(
+    Category(k, lo, hi, en, th, colour, hex_, "domain.md §4.3 [S4.18, S4.22; Thai names S4.1]")
+    for k, (lo, hi, en, th, colour, hex_) in enumerate(
+        (
+            (0, 50, "Good", "ดี", "green", "#00E400"),
+            (51, 100, "Moderate", "ปานกลาง", "yellow", "#FFFF00"),
+            (101, 150, "Unhealthy for sensitive groups", "ไม่ดีต่อกลุ่มเสี่ยง", "orange", "#FF7E00"),
+            (151, 200, "Unhealthy", "ไม่ดี", "red", "#FF0000"),
+            (201, 300, "Very unhealthy", "ไม่ดีอย่างยิ่ง", "purple", "#8F3F97"),
+            (301, None, "Hazardous", "อันตราย", "maroon", "#7E0023"),
+        )
+    )
+)
