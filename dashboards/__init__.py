@@ -1,0 +1,68 @@
+"""Grafana dashboards as code.
+
+``build_all()`` returns the JSON models; ``write_all()`` writes them as files for Grafana's file provisioning
+(deploy/grafana/provisioning/dashboards/lccm.yaml); ``push()`` sends them through the Grafana HTTP API instead
+(a Grafana without this provisioning: Grafana refuses API saves of file-provisioned dashboards). All SQL is in
+dashboards/sql.py; every panel reads the provisioned PostgreSQL datasource uid ``lccm-pg``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dashboards import air_quality, emissions, energy, streetlights
+from dashboards._common import DATASOURCE_UID
+
+__all__ = ["DASHBOARD_DIR", "DATASOURCE_UID", "build_all", "dump", "push", "write_all"]
+
+# Committed output, read by Grafana's file provider (docker-compose mounts it at /var/lib/grafana/dashboards).
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
+_MODULES = (energy, emissions, air_quality, streetlights)
+
+
+def build_all() -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON model, keyed by its uid (also its file name)."""
+    models = [m.build() for m in _MODULES]
+    return {d["uid"]: d for d in models}
+
+
+def dump(model: dict[str, Any]) -> str:
+    """The file text of one model: stable key order and a final newline, so a rebuild without change is no diff."""
+    return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_all(directory: Path = DASHBOARD_DIR) -> list[Path]:
+    """Write ``<uid>.json`` per dashboard into ``directory`` and remove stale ``lccm-*.json`` files there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    models = build_all()
+    written = []
+    for uid, model in models.items():
+        path = directory / f"{uid}.json"
+        path.write_text(dump(model), encoding="utf-8")
+        written.append(path)
+    for old in directory.glob("lccm-*.json"):
+        if old.stem not in models:
+            old.unlink()
+    return written
+
+
+def push(
+    url: str, token: str, dashboards: dict[str, dict[str, Any]] | None = None, *, folder_uid: str | None = None
+) -> list[dict[str, Any]]:
+    """Create or overwrite each dashboard through Grafana's HTTP API (``POST /api/dashboards/db``).
+
+    ``url`` is Grafana's base URL, ``token`` a service-account token with dashboard write rights. Returns
+    Grafana's answers (uid, url, version per dashboard). Raises grafana_client's error on the first refusal.
+    """
+    from grafana_client import GrafanaApi  # imported here: only pushing needs the HTTP client
+
+    api = GrafanaApi.from_url(url, credential=token)
+    answers = []
+    for model in (dashboards if dashboards is not None else build_all()).values():
+        body: dict[str, Any] = {"dashboard": {**model, "id": None}, "overwrite": True, "message": "lccm dashboards"}
+        if folder_uid is not None:
+            body["folderUid"] = folder_uid
+        answers.append(api.dashboard.update_dashboard(body))
+    return answers

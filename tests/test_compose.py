@@ -490,8 +490,8 @@ def test_grafana_dashboard_provider_reads_the_mounted_dashboards(services: dict[
     data = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "lccm.yaml").read_text(encoding="utf-8"))
     paths = {p["options"]["path"] for p in data["providers"]}
     mounts = [str(v).split(":") for v in services["grafana"].get("volumes", [])]
-    targets = {m[1] for m in mounts if len(m) >= 2 and m[0] == "./dashboards/build"}
-    assert paths <= targets, f"provider paths {paths} are not the ./dashboards/build mount {targets}"
+    targets = {m[1] for m in mounts if len(m) >= 2 and m[0] == "./deploy/grafana/dashboards"}
+    assert paths <= targets, f"provider paths {paths} are not the ./deploy/grafana/dashboards mount {targets}"
 
 
 @pytest.mark.parametrize(
