@@ -1,0 +1,421 @@
+"""Manual activity data: what no sensor measures (refrigerant top-ups, LPG purchases, waste to landfill, water,
+paper), entered through the API (JSON) or a CSV, into the monthly quantities of the organisation's manual items.
+
+One entry = one item's total for one Bangkok month, in a unit convertible to the item's unit (t for a kg item is
+converted; kg for an L item is refused: that needs a density nobody typed). Entering a month again replaces its
+value, so re-sending the same entries or file changes nothing. Entries go to every reporting year of the
+organisation that contains the month and has the item (a calendar and a fiscal inventory may both); when none has
+it yet, the year is carried forward from the latest earlier year with that item (store.inventory.carry_forward).
+Metered items refuse entries: their devices fill them, and a hand-entered figure would count the activity twice.
+
+All entries or none: every problem is reported with its row (CSV line, or 1-based position in a JSON list) and
+column (the CSV header as written, or the JSON field name).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from store import inventory_units as units
+from store.devices import RowError, _normalise_header
+from store.inventory import (
+    Organisation,
+    ReportingYear,
+    YearKind,
+    carry_forward,
+    list_years,
+    lock_organisation,
+    record_rejection,
+    require_organisation,
+    year_containing,
+    year_label,
+)
+from store.inventory_template import MONTH_HEADERS, MONTHS, InventoryInvalid
+
+BANGKOK = ZoneInfo("Asia/Bangkok")
+HEADER_ROW = 1
+Origin = Literal["api", "csv"]
+
+# Canonical column -> Thai header (both accepted, folded like the other templates).
+ACTIVITY_COLUMNS: dict[str, str] = {
+    "item_code": "รหัสรายการ",
+    "month": "เดือน",
+    "quantity": "ปริมาณ",
+    "unit": "หน่วย",
+    "note": "หมายเหตุ",
+}
+_REQUIRED = ("item_code", "month", "quantity", "unit")
+_HEADER_LOOKUP = {_normalise_header(a): k for k, th in ACTIVITY_COLUMNS.items() for a in (k, th)}
+_MONTH_NAMES = {units.fold(name): i + 1 for i, m in enumerate(MONTHS) for name in MONTH_HEADERS[m]}
+_ISO_MONTH = re.compile(r"^(\d{4})-(\d{1,2})(?:-01)?$")
+_SLASH_MONTH = re.compile(r"^(\d{1,2})/(\d{4})$")
+_NAMED_MONTH = re.compile(r"^(.+?)\s*(\d{4})$")
+_BE_FROM = 2400  # a year this large is Buddhist Era (CE + 543): 2569 -> 2026
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEntry:
+    row: int
+    item_code: str
+    month: date  # first day of the Bangkok month
+    quantity: float  # in ``unit``
+    unit: str
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedActivity:
+    entries: tuple[ActivityEntry, ...]
+    labels: Mapping[str, str]  # canonical column -> how the input names it (for error messages)
+    file_format: Literal["csv", "json"]
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityTarget:
+    item_code: str
+    month: date
+    year: str  # label of the reporting year written, e.g. "FY2026 (ปีงบประมาณ พ.ศ. 2569)"
+    quantity: float  # in the item's unit
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityReport:
+    import_id: int
+    entries: int
+    inserted: int
+    updated: int
+    unchanged: int
+    years_created: list[str] = field(default_factory=list)
+    targets: list[ActivityTarget] = field(default_factory=list)
+
+
+def parse_month(text: str) -> date:
+    """'2026-03', '03/2026', 'Mar 2026', 'มี.ค. 2569' -> date(2026, 3, 1). Years of 2400 and more are BE."""
+    folded = units.fold(text)
+    year, month = None, None
+    if m := _ISO_MONTH.match(folded):
+        year, month = int(m.group(1)), int(m.group(2))
+    elif m := _SLASH_MONTH.match(folded):
+        year, month = int(m.group(2)), int(m.group(1))
+    elif (m := _NAMED_MONTH.match(folded)) and units.fold(m.group(1)) in _MONTH_NAMES:
+        year, month = int(m.group(2)), _MONTH_NAMES[units.fold(m.group(1))]
+    if year is None or month is None or not 1 <= month <= 12:
+        raise ValueError(
+            f"not a month: {text.strip()!r}; write YYYY-MM, e.g. 2026-03 (a BE year such as 2569-03 works)"
+        )
+    return date(year - 543 if year >= _BE_FROM else year, month, 1)
+
+
+def _entry(
+    row: int, values: Mapping[str, Any], labels: Mapping[str, str]
+) -> tuple[ActivityEntry | None, list[RowError]]:
+    errors: list[RowError] = []
+
+    def fail(key: str, message: str) -> None:
+        raw = values.get(key)
+        errors.append(RowError(row, labels.get(key, key), "" if raw is None else str(raw).strip(), message))
+
+    texts = {k: ("" if values.get(k) is None else str(values[k]).strip()) for k in ACTIVITY_COLUMNS}
+    for key in _REQUIRED:
+        if not texts[key]:
+            fail(key, "required value is blank")
+    month = quantity = None
+    if texts["month"]:
+        try:
+            month = parse_month(texts["month"])
+        except ValueError as exc:
+            fail("month", str(exc))
+    if texts["quantity"]:
+        try:
+            quantity = units.number(values["quantity"])
+        except ValueError as exc:
+            fail("quantity", str(exc))
+        if quantity is not None and quantity < 0:
+            fail("quantity", "must not be negative")
+    if texts["unit"]:
+        try:
+            units.unit(texts["unit"])
+        except ValueError as exc:
+            fail("unit", str(exc))
+    if errors or month is None or quantity is None:
+        return None, errors
+    entry = ActivityEntry(row, texts["item_code"], month, quantity, texts["unit"], texts["note"] or None)
+    return entry, []
+
+
+def parse_activity_csv(data: bytes) -> ParsedActivity:
+    """Validate an activity CSV (columns item_code, month, quantity, unit, note; Thai headers accepted)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
+        raise InventoryInvalid([RowError(HEADER_ROW, "", "", message)], "activity file") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InventoryInvalid([RowError(start, "", "", f"not valid CSV: {exc}")], "activity file") from exc
+    if not records:
+        raise InventoryInvalid([RowError(HEADER_ROW, "", "", "file is empty")], "activity file")
+    (header_line, header), body = records[0], records[1:]
+    mapping, labels, errors = _map_header(header_line, header)
+    if errors:
+        raise InventoryInvalid(errors, "activity file")
+    entries: list[ActivityEntry] = []
+    for line, cells in body:
+        values: dict[str, str] = {}
+        for index, cell in enumerate(cells):
+            if index in mapping:
+                values[mapping[index]] = cell
+            elif cell.strip():
+                errors.append(RowError(line, f"column {index + 1}", cell.strip(), "value in a column with no header"))
+        entry, row_errors = _entry(line, values, labels)
+        errors += row_errors
+        if entry is not None:
+            entries.append(entry)
+    if not body:
+        errors.append(RowError(HEADER_ROW, "", "", "file has a header but no entries"))
+    if errors:
+        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), "activity file")
+    return ParsedActivity(tuple(entries), labels, "csv", hashlib.sha256(data).hexdigest())
+
+
+def _map_header(line: int, header: list[str]) -> tuple[dict[int, str], dict[str, str], list[RowError]]:
+    mapping: dict[int, str] = {}
+    labels: dict[str, str] = {}
+    errors: list[RowError] = []
+    for index, raw in enumerate(header):
+        if not raw.strip():
+            continue
+        key = _HEADER_LOOKUP.get(_normalise_header(raw))
+        if key is None:
+            errors.append(RowError(line, raw.strip(), raw, f"unknown column; expected: {', '.join(ACTIVITY_COLUMNS)}"))
+        elif key in labels:
+            errors.append(RowError(line, raw.strip(), raw, f"same column as {labels[key]!r}"))
+        else:
+            mapping[index], labels[key] = key, raw.strip()
+    for key in _REQUIRED:
+        if key not in labels:
+            message = f"required column missing (English {key!r} or Thai {ACTIVITY_COLUMNS[key]!r})"
+            errors.append(RowError(line, key, "", message))
+    return mapping, labels, errors
+
+
+def parse_activity_json(entries: Sequence[Mapping[str, Any]], raw: bytes = b"") -> ParsedActivity:
+    """Validate entries given as JSON objects (the API body); rows are 1-based positions in the list."""
+    labels = {k: k for k in ACTIVITY_COLUMNS}
+    parsed: list[ActivityEntry] = []
+    errors: list[RowError] = []
+    for position, values in enumerate(entries, start=1):
+        entry, row_errors = _entry(position, values, labels)
+        errors += row_errors
+        if entry is not None:
+            parsed.append(entry)
+    if not entries:
+        errors.append(RowError(0, "entries", "", "no entries"))
+    if errors:
+        raise InventoryInvalid(errors, "activity entries")
+    return ParsedActivity(tuple(parsed), labels, "json", hashlib.sha256(raw).hexdigest())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    id: int
+    year_id: int
+    code: str
+    unit: str
+    collection: str
+
+
+@dataclass
+class _Plan:
+    entry: ActivityEntry
+    quantity: float  # in the item's unit
+    item_unit: str
+    new_year: tuple[YearKind, int] | None  # (kind, year_ce) to carry forward into, when no year has the item yet
+
+
+def bangkok_month(today: date | None = None) -> date:
+    day = today or datetime.now(BANGKOK).date()
+    return day.replace(day=1)
+
+
+def _load(conn: psycopg.Connection, org: Organisation) -> tuple[list[ReportingYear], dict[tuple[int, str], _Item]]:
+    years = list_years(conn, org.id)
+    rows = conn.execute(
+        "SELECT i.id, i.reporting_year_id, i.item_code, i.unit, i.collection FROM inventory_items i"
+        " JOIN reporting_years y ON y.id = i.reporting_year_id WHERE y.organisation_id = %s",
+        (org.id,),
+    ).fetchall()
+    return years, {(int(r[1]), str(r[2])): _Item(*r) for r in rows}
+
+
+def _plan(entry: ActivityEntry, labels: Mapping[str, str], org: Organisation, years: Sequence[ReportingYear],
+          items: Mapping[tuple[int, str], _Item], this_month: date) -> tuple[_Plan | None, list[RowError]]:  # fmt: skip
+    errors: list[RowError] = []
+
+    def fail(key: str, value: str, message: str) -> None:
+        errors.append(RowError(entry.row, labels.get(key, key), value, message))
+
+    if entry.month > this_month:
+        fail("month", entry.month.strftime("%Y-%m"), f"month {entry.month:%Y-%m} is in the future")
+    found = [
+        items[(y.id, entry.item_code)] for y in years if y.contains(entry.month) and (y.id, entry.item_code) in items
+    ]
+    new_year = None
+    if not found:
+        earlier = [y for y in years if (y.id, entry.item_code) in items and y.first_month <= entry.month]
+        if not earlier:
+            known = sorted({code for _, code in items})
+            fail("item_code", entry.item_code, f"no inventory item {entry.item_code!r} for organisation {org.code!r} "
+                 f"in or before {entry.month:%Y-%m}; known items: {', '.join(known) or 'none'}")  # fmt: skip
+            return None, errors
+        template = max(earlier, key=lambda y: y.first_month)
+        found = [items[(template.id, entry.item_code)]]
+        new_year = (template.kind, year_containing(template.kind, entry.month))
+    quantity = entry.quantity
+    for item in found:
+        if item.collection == "metered":
+            fail("item_code", entry.item_code, f"item {entry.item_code!r} is metered: its devices fill it; enter "
+                 "activity only for manual items")  # fmt: skip
+            continue
+        try:
+            quantity = units.convert(entry.quantity, entry.unit, item.unit)
+        except ValueError:
+            fail("unit", entry.unit, f"unit {entry.unit!r} does not convert to {item.unit}, the unit of item "
+                 f"{entry.item_code!r}")  # fmt: skip
+    if errors:
+        return None, errors
+    return _Plan(entry, quantity, found[0].unit, new_year), []
+
+
+def _duplicates(parsed: ParsedActivity) -> list[RowError]:
+    first: dict[tuple[str, date], int] = {}
+    errors = []
+    for e in parsed.entries:
+        key = (e.item_code, e.month)
+        if key in first:
+            message = f"second entry for {e.item_code} in {e.month:%Y-%m} (first on row {first[key]}); one row " \
+                      "carries the month's total"  # fmt: skip
+            errors.append(RowError(e.row, parsed.labels.get("month", "month"), f"{e.month:%Y-%m}", message))
+        else:
+            first[key] = e.row
+    return errors
+
+
+_UPSERT = """
+INSERT INTO inventory_quantities AS q (item_id, month_start, quantity, origin, note, source_file, import_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (item_id, month_start) DO UPDATE SET
+    quantity = EXCLUDED.quantity, origin = EXCLUDED.origin, note = EXCLUDED.note, source_file = EXCLUDED.source_file,
+    import_id = EXCLUDED.import_id, entered_at = now()
+WHERE (q.quantity, q.note) IS DISTINCT FROM (EXCLUDED.quantity, EXCLUDED.note)
+RETURNING (xmax = 0)
+"""
+
+
+def record_activity(conn: psycopg.Connection, organisation: str, parsed: ParsedActivity, *, origin: Origin,
+                    file_name: str, today: date | None = None) -> ActivityReport:  # fmt: skip
+    """Validate the entries against the organisation's items and write them, all or none (see module docstring).
+
+    Raises ``UnknownOrganisation``, or ``InventoryInvalid`` (logged as rejected and committed)."""
+    org = require_organisation(conn, organisation)
+    try:
+        with conn.transaction():
+            return _apply(conn, org.code, parsed, origin, file_name, bangkok_month(today))
+    except InventoryInvalid as exc:
+        record_rejection(conn, org.id, "activity", file_name, parsed.file_format, parsed.sha256, exc.errors,
+                         rows=len(parsed.entries))  # fmt: skip
+        raise
+
+
+def import_activity_file(conn: psycopg.Connection, data: bytes, *, organisation: str, file_name: str,
+                         today: date | None = None) -> ActivityReport:  # fmt: skip
+    """Parse an activity CSV and record it (``record_activity``); a file that does not parse is logged as rejected."""
+    org = require_organisation(conn, organisation)
+    try:
+        parsed = parse_activity_csv(data)
+    except InventoryInvalid as exc:
+        digest = hashlib.sha256(data).hexdigest()
+        record_rejection(conn, org.id, "activity", file_name, "csv", digest, exc.errors)
+        raise
+    return record_activity(conn, organisation, parsed, origin="csv", file_name=file_name, today=today)
+
+
+def _apply(conn: psycopg.Connection, organisation: str, parsed: ParsedActivity, origin: Origin, file_name: str,
+           this_month: date) -> ActivityReport:  # fmt: skip
+    org = lock_organisation(conn, organisation)
+    years, items = _load(conn, org)
+    plans: list[_Plan] = []
+    errors = _duplicates(parsed)
+    for entry in parsed.entries:
+        plan, entry_errors = _plan(entry, parsed.labels, org, years, items, this_month)
+        errors += entry_errors
+        if plan is not None:
+            plans.append(plan)
+    if errors:
+        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), "activity entries")
+    created = _carry_forward(conn, org, plans, years)
+    years, items = _load(conn, org)
+    import_id = conn.execute(
+        "INSERT INTO inventory_imports (organisation_id, kind, file_name, file_format, sha256, status, rows)"
+        " VALUES (%s, 'activity', %s, %s, %s, 'applied', %s) RETURNING id",
+        (org.id, file_name, parsed.file_format, parsed.sha256, len(parsed.entries)),
+    ).fetchone()
+    assert import_id is not None
+    inserted = updated = unchanged = 0
+    targets: list[ActivityTarget] = []
+    for plan in plans:
+        e = plan.entry
+        for year in years:
+            item = items.get((year.id, e.item_code))
+            if item is None or not year.contains(e.month):
+                continue
+            row = conn.execute(_UPSERT, (item.id, e.month, plan.quantity, origin, e.note, file_name, import_id[0]))
+            result = row.fetchone()
+            inserted += bool(result and result[0])
+            updated += bool(result and not result[0])
+            unchanged += result is None
+            targets.append(ActivityTarget(e.item_code, e.month, year.label, plan.quantity, plan.item_unit))
+    summary = {"inserted": inserted, "updated": updated, "unchanged": unchanged, "years_created": created}
+    status = "applied" if inserted or updated or created else "unchanged"
+    conn.execute("UPDATE inventory_imports SET summary = %s, status = %s WHERE id = %s",
+                 (Jsonb(summary), status, import_id[0]))  # fmt: skip
+    return ActivityReport(int(import_id[0]), len(parsed.entries), inserted, updated, unchanged, created, targets)
+
+
+def _carry_forward(conn: psycopg.Connection, org: Organisation, plans: Sequence[_Plan],
+                   years: Sequence[ReportingYear]) -> list[str]:  # fmt: skip
+    """Create the years (or the missing items of existing years) the plans need; returns labels of new years."""
+    existing = {(y.kind, y.year_ce) for y in years}
+    created: list[str] = []
+    for kind, year_ce in dict.fromkeys(p.new_year for p in plans if p.new_year is not None):
+        if (kind, year_ce) in existing:
+            codes = sorted({p.entry.item_code for p in plans if p.new_year == (kind, year_ce)})
+            carry_forward(conn, org.id, kind, year_ce, codes)
+        else:
+            carry_forward(conn, org.id, kind, year_ce)
+            created.append(year_label(kind, year_ce))
+    return created
