@@ -1,0 +1,54 @@
+"""The annual reports of an organisation-year: the TGO CFO report and the GPC table, as CSV, JSON or HTML.
+
+The bytes are those of ``lccm report`` (``store.reports`` + ``store.report_render``). An unknown organisation or
+year is a 404 naming what exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from api.deps import Conn
+from api.routes.inventory import KindQuery, YearQuery, _domain_errors
+from store import inventory as inv
+from store.report_render import CONTENT_TYPES, file_name, render
+from store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
+
+router = APIRouter(tags=["reports"])
+
+FormatQuery = Annotated[Literal["csv", "json", "html"], Query(description="csv (wide, one row per item), json, html")]
+Builder = Callable[[psycopg.Connection, str, int | None, inv.YearKind | None], CfoReport | GpcReport]
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/csv": {}, "application/json": {}, "text/html": {}}},
+    404: {"description": "unknown organisation or reporting year"},
+}
+
+
+def _respond(builder: Builder, conn: psycopg.Connection, code: str, year: int | None, kind: inv.YearKind | None,
+             fmt: str) -> Response:  # fmt: skip
+    with _domain_errors():
+        report = builder(conn, code, year, kind)
+    headers = {}
+    if fmt == "csv":  # a download; JSON and HTML open in the browser
+        headers["content-disposition"] = f'attachment; filename="{file_name(report, fmt)}"'
+    return Response(render(report, fmt), media_type=CONTENT_TYPES[fmt], headers=headers)
+
+
+@router.get("/organisations/{code}/reports/cfo", response_class=Response, responses=_RESPONSES)
+def cfo_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None,
+               format: FormatQuery = "json") -> Response:  # fmt: skip
+    """The CFO report: scopes 1-3 by TGO category, monthly kgCO2e/tCO2e, factors and sources, completeness,
+    removals and net, metered versus manual share."""
+    return _respond(build_cfo_report, conn, code, year, kind, format)
+
+
+@router.get("/organisations/{code}/reports/gpc", response_class=Response, responses=_RESPONSES)
+def gpc_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None,
+               format: FormatQuery = "json") -> Response:  # fmt: skip
+    """The GPC table by sector, sub-sector and scope, with the BASIC total and the items lacking a gpc_ref."""
+    return _respond(build_gpc_report, conn, code, year, kind, format)

@@ -1,0 +1,368 @@
+"""The annual CFO report and the GPC BASIC table of one organisation-year, as plain dataclasses.
+
+:mod:`store.report_render` turns them into CSV, JSON and HTML; the API and ``lccm report`` both call
+``build_cfo_report`` / ``build_gpc_report`` and the same renderer, so every format carries the same numbers.
+
+How the numbers are made (stated so a reader of the report can redo them by hand):
+
+* An item's month value is its quantity times the item's factor, negative for a removal. The quantity of a month is
+  the metered one (sum of the mapped devices' monthly buckets, ``inventory_metered_months``) when the meters gave
+  one, else the imported or entered quantity, else none (a blank month, not a zero). The item's own factor is used
+  for metered months too, so every figure in the report is "quantity x the factor printed beside it".
+* Scope totals exclude removals; removals are reported beside them and ``net = gross + removals`` (ISO 14064-1).
+* Metered versus manual share: the part of the gross emissions (removals excluded) whose month values came from
+  meters, and the rest (imported or entered quantities).
+* Completeness of a metered item: seconds covered by its mapped devices' monthly buckets in the year, over the
+  year's seconds times the number of mapped devices (None when no device is mapped). ``months_reported`` counts the
+  months with a value, for every item.
+* kgCO2e are rounded to the milligram (6 decimals) and tCO2e to 9 decimals, once, here: the renderers print
+  these same floats, so every format agrees; the HTML shows tCO2e to 2 decimals for reading.
+* GPC: an item's ``gpc_ref`` is ``sector.sub-sector[.scope]``; without the scope digit the item's CFO scope is used.
+  Items without ``gpc_ref`` are listed as unmapped with their totals, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import psycopg
+
+from store import inventory as inv
+from store.inventory_template import CATEGORIES
+
+SCOPES = (1, 2, 3)
+BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")  # UTC+7 all year, no daylight saving
+MONTH_ABBR_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
+SCOPE_NAMES = {1: ("Scope 1: direct emissions", "ขอบเขตที่ 1: การปล่อยโดยตรง"),
+               2: ("Scope 2: energy indirect emissions", "ขอบเขตที่ 2: การปล่อยทางอ้อมจากพลังงาน"),
+               3: ("Scope 3: other indirect emissions", "ขอบเขตที่ 3: การปล่อยทางอ้อมอื่น ๆ")}  # fmt: skip
+
+# GPC v1.1 sectors and sub-sectors [domain.md §3, S3.4, S3.5].
+GPC_SECTORS: dict[str, str] = {
+    "I": "Stationary energy", "II": "Transportation", "III": "Waste", "IV": "Industrial processes and product use",
+    "V": "Agriculture, forestry and other land use", "VI": "Other scope 3",
+}  # fmt: skip
+GPC_SUBSECTORS: dict[str, str] = {
+    "I.1": "Residential buildings", "I.2": "Commercial and institutional buildings/facilities",
+    "I.3": "Manufacturing industries and construction", "I.4": "Energy industries",
+    "I.5": "Agriculture, forestry and fishing activities", "I.6": "Non-specified sources",
+    "I.7": "Fugitive emissions from coal", "I.8": "Fugitive emissions from oil and natural gas",
+    "II.1": "On-road", "II.2": "Railways", "II.3": "Waterborne navigation", "II.4": "Aviation", "II.5": "Off-road",
+    "III.1": "Solid waste disposal", "III.2": "Biological treatment of waste", "III.3": "Incineration and open burning",
+    "III.4": "Wastewater treatment and discharge", "IV.1": "Industrial processes", "IV.2": "Product use",
+    "V.1": "Livestock", "V.2": "Land", "V.3": "Aggregate sources and non-CO2 emission sources on land",
+}  # fmt: skip
+# BASIC: stationary energy and transportation scopes 1 and 2, waste scopes 1 and 3 [domain.md §3, S3.1, S3.6].
+GPC_BASIC_SCOPES: dict[str, tuple[int, ...]] = {"I": (1, 2), "II": (1, 2), "III": (1, 3)}
+_GPC_REF = re.compile(r"^(I|II|III|IV|V|VI)\.([1-9][0-9]?)(?:\.([1-3]))?$")
+_SECTOR_ORDER = tuple(GPC_SECTORS)
+_CATEGORY_ORDER = tuple(c.code for c in CATEGORIES)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOrganisation:
+    code: str
+    name_en: str
+    name_th: str | None
+    province_en: str
+    province_th: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportYear:
+    kind: inv.YearKind
+    year_ce: int
+    year_be: int
+    label: str  # e.g. "FY2025 (ปีงบประมาณ พ.ศ. 2568)"
+    is_base_year: bool
+    months: list[str]  # "YYYY-MM", in the year's own order (Oct..Sep for a fiscal year)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    monthly_kgco2e: list[float]  # 12, blank months count as 0
+    kgco2e: float
+    tco2e: float
+
+
+@dataclass(frozen=True, slots=True)
+class CfoItem:
+    item_code: str
+    activity_en: str | None
+    activity_th: str | None
+    collection: str  # metered | manual
+    is_removal: bool
+    unit: str
+    ef_kgco2e_per_unit: float
+    ef_unit: str
+    ef_source: str
+    gwp_set: str
+    gas: str | None
+    gpc_ref: str | None
+    devices: list[str]
+    monthly_quantity: list[float | None]  # 12, in the item's unit; None = no value for that month
+    monthly_source: list[str | None]  # 12: "metered", "entered" or None
+    monthly_kgco2e: list[float | None]
+    quantity: float
+    kgco2e: float
+    tco2e: float
+    months_reported: int
+    completeness: float | None  # metered items: share of the expected device-time covered
+
+
+@dataclass(frozen=True, slots=True)
+class CfoCategory:
+    code: str
+    name_en: str
+    name_th: str
+    items: list[CfoItem]
+    totals: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class CfoScope:
+    scope: int
+    name_en: str
+    name_th: str
+    categories: list[CfoCategory]
+    totals: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class CfoReport:
+    organisation: ReportOrganisation
+    year: ReportYear
+    gwp_sets: list[str]
+    scopes: list[CfoScope]  # always scopes 1, 2, 3 (an empty scope has no categories and zero totals)
+    removals: list[CfoItem]
+    gross: Totals  # scopes 1 + 2 + 3
+    removals_totals: Totals  # negative
+    net: Totals
+    metered: Totals  # the part of gross from metered months
+    manual: Totals  # the part of gross from imported or entered months
+    metered_share: float | None  # of gross; None when gross is 0
+    manual_share: float | None
+    months_reported: int  # item-months with a value
+    months_expected: int  # items x 12
+
+
+@dataclass(frozen=True, slots=True)
+class GpcRow:
+    gpc_ref: str  # sub-sector, e.g. "I.2"
+    sector: str
+    sector_name: str
+    subsector_name: str
+    in_basic: bool  # the sector is part of BASIC
+    scope_kgco2e: dict[int, float]  # 1, 2, 3
+    scope_tco2e: dict[int, float]
+    kgco2e: float
+    tco2e: float
+    item_codes: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GpcUnmapped:
+    item_code: str
+    scope: int
+    category: str
+    kgco2e: float
+    tco2e: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpcReport:
+    organisation: ReportOrganisation
+    year: ReportYear
+    rows: list[GpcRow]  # every sub-sector of I-III, plus any other sub-sector that has items
+    basic_kgco2e: float  # cells in BASIC only (I and II scopes 1-2, III scopes 1 and 3)
+    basic_tco2e: float
+    total_kgco2e: float  # every mapped cell
+    total_tco2e: float
+    unmapped: list[GpcUnmapped] = field(default_factory=list)
+    unmapped_kgco2e: float = 0.0
+    unmapped_tco2e: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def kg(value: float) -> float:
+    """kgCO2e kept to the milligram, so sums print without float noise (342.474, not 342.4740000000001)."""
+    return round(value, 6)
+
+
+def tonnes(value_kg: float) -> float:
+    return round(value_kg / 1000.0, 9)
+
+
+def _totals(monthly: list[float]) -> Totals:
+    monthly = [kg(m) for m in monthly]
+    total = kg(sum(monthly))
+    return Totals(monthly_kgco2e=monthly, kgco2e=total, tco2e=tonnes(total))
+
+
+def _sum_monthly(rows: Sequence[Sequence[float | None]]) -> list[float]:
+    return [sum(r[m] or 0.0 for r in rows) for m in range(12)]
+
+
+def _year_bounds(year: inv.ReportingYear) -> tuple[datetime, datetime]:
+    first = year.first_month
+    start = datetime(first.year, first.month, 1, tzinfo=BANGKOK)
+    return start, datetime(first.year + 1, first.month, 1, tzinfo=BANGKOK)
+
+
+def _completeness(conn: psycopg.Connection, year: inv.ReportingYear) -> dict[str, float | None]:
+    """item_code -> covered device-seconds / (year seconds x mapped devices), for items with mapped devices."""
+    start, end = _year_bounds(year)
+    rows = conn.execute(
+        """
+        SELECT i.item_code, count(*)::int,
+               coalesce(sum((SELECT sum(eb.covered_s) FROM energy_buckets eb
+                             JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)
+                             WHERE eb.device_id = dm.device_id AND eb.resolution = '1mo'
+                               AND eb.bucket_start >= %(lo)s AND eb.bucket_start < %(hi)s)), 0)
+        FROM device_item_map dm JOIN inventory_items i ON i.id = dm.item_id
+        WHERE dm.reporting_year_id = %(year)s GROUP BY i.item_code
+        """,
+        {"lo": start, "hi": end, "year": year.id},
+    ).fetchall()
+    year_s = (end - start) / timedelta(seconds=1)  # Bangkok has no daylight saving: days x 86,400
+    return {str(code): float(covered) / (year_s * devices) for code, devices, covered in rows}
+
+
+def _item(view: inv.ItemView, completeness: float | None) -> CfoItem:
+    quantities: list[float | None] = []
+    sources: list[str | None] = []
+    for m in view.months:
+        if m.metered_quantity is not None:
+            quantities.append(m.metered_quantity)
+            sources.append("metered")
+        elif m.quantity is not None:
+            quantities.append(m.quantity)
+            sources.append("entered")
+        else:
+            quantities.append(None)
+            sources.append(None)
+    monthly = [None if q is None else kg(view.sign * q * view.ef_kgco2e_per_unit) for q in quantities]
+    total = kg(sum(k for k in monthly if k is not None))
+    return CfoItem(
+        item_code=view.item_code, activity_en=view.activity_en, activity_th=view.activity_th,
+        collection=view.collection, is_removal=view.is_removal, unit=view.unit,
+        ef_kgco2e_per_unit=view.ef_kgco2e_per_unit, ef_unit=view.ef_unit, ef_source=view.ef_source,
+        gwp_set=view.gwp_set, gas=view.gas, gpc_ref=view.gpc_ref, devices=list(view.devices),
+        monthly_quantity=quantities, monthly_source=sources, monthly_kgco2e=monthly,
+        quantity=sum(q for q in quantities if q is not None), kgco2e=total, tco2e=tonnes(total),
+        months_reported=sum(1 for q in quantities if q is not None),
+        completeness=completeness if view.collection == "metered" else None,
+    )  # fmt: skip
+
+
+def _organisation(org: inv.Organisation) -> ReportOrganisation:
+    return ReportOrganisation(org.code, org.name_en, org.name_th, org.province_en, org.province_th)
+
+
+def _year(year: inv.ReportingYear) -> ReportYear:
+    months = [m.strftime("%Y-%m") for m in year.months]
+    return ReportYear(year.kind, year.year_ce, year.year_be, year.label, year.is_base_year, months)
+
+
+def _load(conn: psycopg.Connection, organisation: str, year_ce: int | None, kind: inv.YearKind | None
+          ) -> tuple[ReportOrganisation, ReportYear, list[tuple[inv.ItemView, CfoItem]]]:  # fmt: skip
+    """Raises ``inv.UnknownOrganisation`` / ``inv.UnknownReportingYear`` with the known choices in the message."""
+    org = inv.require_organisation(conn, organisation)
+    view = inv.get_inventory(conn, organisation, year_ce, kind)
+    completeness = _completeness(conn, view.year)
+    items = [(v, _item(v, completeness.get(v.item_code))) for v in view.items]
+    return _organisation(org), _year(view.year), items
+
+
+def build_cfo_report(conn: psycopg.Connection, organisation: str, year_ce: int | None = None,
+                     kind: inv.YearKind | None = None) -> CfoReport:  # fmt: skip
+    """The CFO report of one organisation-year (the base year when ``year_ce`` is None)."""
+    org, year, items = _load(conn, organisation, year_ce, kind)
+    scopes = []
+    for scope in SCOPES:
+        categories = []
+        in_scope = [(v, i) for v, i in items if v.scope == scope and not v.is_removal]
+        for code in dict.fromkeys(v.category for v, _ in sorted(in_scope, key=lambda p: _category_sort(p[0]))):
+            members = [(v, i) for v, i in in_scope if v.category == code]
+            first = members[0][0]
+            categories.append(CfoCategory(code, first.category_en, first.category_th, [i for _, i in members],
+                                          _totals(_sum_monthly([i.monthly_kgco2e for _, i in members]))))  # fmt: skip
+        monthly = _sum_monthly([c.totals.monthly_kgco2e for c in categories])
+        scopes.append(CfoScope(scope, *SCOPE_NAMES[scope], categories, _totals(monthly)))
+    emitting = [i for v, i in items if not v.is_removal]
+    removals = [i for v, i in items if v.is_removal]
+    gross = _totals(_sum_monthly([s.totals.monthly_kgco2e for s in scopes]))
+    removed = _totals(_sum_monthly([i.monthly_kgco2e for i in removals]))
+    metered = _totals(_sum_monthly([_by_source(i, "metered") for i in emitting]))
+    manual = _totals(_sum_monthly([_by_source(i, "entered") for i in emitting]))
+    return CfoReport(
+        organisation=org, year=year, gwp_sets=sorted({i.gwp_set for _, i in items}), scopes=scopes,
+        removals=removals, gross=gross, removals_totals=removed,
+        net=_totals([g + r for g, r in zip(gross.monthly_kgco2e, removed.monthly_kgco2e, strict=True)]),
+        metered=metered, manual=manual,
+        metered_share=round(metered.kgco2e / gross.kgco2e, 9) if gross.kgco2e else None,
+        manual_share=round(manual.kgco2e / gross.kgco2e, 9) if gross.kgco2e else None,
+        months_reported=sum(i.months_reported for _, i in items), months_expected=12 * len(items),
+    )  # fmt: skip
+
+
+def _category_sort(view: inv.ItemView) -> tuple[int, int]:
+    """Categories in the order of the TGO form (store.inventory_template.CATEGORIES), items in file order."""
+    return (_CATEGORY_ORDER.index(view.category), view.position)
+
+
+def _by_source(item: CfoItem, source: str) -> list[float | None]:
+    return [k if s == source else None for k, s in zip(item.monthly_kgco2e, item.monthly_source, strict=True)]
+
+
+def build_gpc_report(conn: psycopg.Connection, organisation: str, year_ce: int | None = None,
+                     kind: inv.YearKind | None = None) -> GpcReport:  # fmt: skip
+    """The GPC table of one organisation-year: sub-sector rows with scope 1/2/3 cells (removals count negative)."""
+    org, year, items = _load(conn, organisation, year_ce, kind)
+    cells: dict[str, dict[int, float]] = {ref: {1: 0.0, 2: 0.0, 3: 0.0} for ref in GPC_SUBSECTORS
+                                          if ref.split(".")[0] in GPC_BASIC_SCOPES}  # fmt: skip
+    codes: dict[str, list[str]] = {ref: [] for ref in cells}
+    unmapped = []
+    for view, item in items:
+        match = _GPC_REF.match(view.gpc_ref or "")
+        if match is None:
+            unmapped.append(GpcUnmapped(item.item_code, view.scope, view.category, item.kgco2e, item.tco2e))
+            continue
+        ref = f"{match[1]}.{match[2]}"
+        scope = int(match[3]) if match[3] else view.scope
+        cells.setdefault(ref, {1: 0.0, 2: 0.0, 3: 0.0})[scope] += item.kgco2e
+        codes.setdefault(ref, []).append(item.item_code)
+    rows = [_gpc_row(ref, cells[ref], codes[ref]) for ref in sorted(cells, key=_ref_key)]
+    basic = kg(sum(r.scope_kgco2e[s] for r in rows for s in GPC_BASIC_SCOPES.get(r.sector, ())))
+    total = kg(sum(r.kgco2e for r in rows))
+    unmapped_kg = kg(sum(u.kgco2e for u in unmapped))
+    return GpcReport(org, year, rows, basic, tonnes(basic), total, tonnes(total), unmapped, unmapped_kg,
+                     tonnes(unmapped_kg))  # fmt: skip
+
+
+def _ref_key(ref: str) -> tuple[int, int]:
+    sector, sub = ref.split(".")
+    return (_SECTOR_ORDER.index(sector), int(sub))
+
+
+def _gpc_row(ref: str, cells_kg: dict[int, float], item_codes: list[str]) -> GpcRow:
+    sector = ref.split(".")[0]
+    cells = {s: kg(v) for s, v in cells_kg.items()}
+    total = kg(sum(cells.values()))
+    return GpcRow(
+        gpc_ref=ref, sector=sector, sector_name=GPC_SECTORS[sector],
+        subsector_name=GPC_SUBSECTORS.get(ref, "Other"), in_basic=sector in GPC_BASIC_SCOPES,
+        scope_kgco2e=cells, scope_tco2e={s: tonnes(v) for s, v in cells.items()}, kgco2e=total,
+        tco2e=tonnes(total), item_codes=item_codes,
+    )  # fmt: skip
+
+
+def month_label_th(month: str) -> str:
+    """``2024-10`` -> ``ต.ค. 2567`` (Thai month abbreviation, BE year)."""
+    d = date.fromisoformat(month + "-01")
+    return f"{MONTH_ABBR_TH[d.month - 1]} {inv.be(d.year)}"
