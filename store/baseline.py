@@ -1,0 +1,454 @@
+"""Read and write what the baseline comparison, targets and building M&V need (issue 5, items 4-6).
+
+The store does no modelling: it returns the base year's monthly CO2e per item, the actual CO2e of the month slices
+a caller asks for, daily building energy, daily or hourly temperatures, targets and fitted models; api/ runs the
+engine (engine/inventory.py, engine/mv.py) on them.
+
+Conventions:
+
+- Series are inventory items, keyed by ``item_code``. An item's CO2e is ``sign x quantity x factor`` (sign -1 for a
+  removal). The base year uses its imported quantities (bills, even for items metered later).
+- Actual CO2e of a slice (part of one Bangkok month, whole days): metered items sum ``energy_buckets`` '1d' of the
+  devices mapped to them in the reporting year containing the month (``kgco2e`` at the factor in force,
+  ``kgco2e_base`` at the base year's factor); manual items take the month's entered quantity x the covered share
+  of the month, at the item's factor (in force) and at the base-year item's factor (like-for-like).
+- An item's site is the one site of all devices ever mapped to it, else None (a base year has no sites of its own).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from store.devices import RowError
+from store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
+
+YearKind = Literal["calendar", "fiscal"]
+TEMPERATURE_METRIC = 15  # temperature_c
+ENERGY_METRIC = 1  # energy_kwh
+KPIS = ("kwh_per_lamp", "kwh_per_m2", "l_per_100km")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class BaselineError(Exception):
+    """A request the data cannot answer (no base year, unknown site or station, no model): a person must act."""
+
+
+class TemperatureInvalid(BaselineError):
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the temperature file")
+        self.errors = errors
+
+
+# ------------------------------------------------------------------------------------------------------ base year
+@dataclass(frozen=True, slots=True)
+class BaseYearSeries:
+    """The base year's items and their CO2e per calendar month (``monthly_kgco2e[m - 1, j]``)."""
+
+    organisation_id: int
+    year_ce: int
+    kind: YearKind
+    codes: tuple[str, ...]
+    scope: tuple[int, ...]
+    category: tuple[str, ...]
+    gpc_ref: tuple[str | None, ...]
+    site: tuple[str | None, ...]
+    is_removal: tuple[bool, ...]
+    ef_kgco2e_per_unit: tuple[float, ...]
+    monthly_kgco2e: np.ndarray  # float64[12, n]
+
+
+def base_year_series(conn: psycopg.Connection, organisation: str) -> BaseYearSeries:
+    org = require_organisation(conn, organisation)
+    year = find_year(conn, org.id, None, None)
+    if year is None or not year.is_base_year:
+        raise BaselineError(f"organisation {organisation!r} has no base year: import its base-year inventory first")
+    rows = conn.execute(
+        "SELECT i.id, i.item_code, i.scope, i.cfo_category, i.gpc_ref, i.is_removal, i.ef_kgco2e_per_unit"
+        " FROM inventory_items i WHERE i.reporting_year_id = %s ORDER BY i.position, i.id",
+        (year.id,),
+    ).fetchall()
+    index = {int(r[0]): j for j, r in enumerate(rows)}
+    monthly = np.zeros((12, len(rows)))
+    for item_id, month_start, quantity in conn.execute(
+        "SELECT q.item_id, q.month_start, q.quantity FROM inventory_quantities q"
+        " JOIN inventory_items i ON i.id = q.item_id WHERE i.reporting_year_id = %s",
+        (year.id,),
+    ):
+        j = index[int(item_id)]
+        sign = -1.0 if rows[j][5] else 1.0
+        monthly[month_start.month - 1, j] += sign * float(quantity) * float(rows[j][6])
+    sites = item_sites(conn, org.id)
+    return BaseYearSeries(
+        organisation_id=org.id, year_ce=year.year_ce, kind=year.kind, codes=tuple(r[1] for r in rows),
+        scope=tuple(int(r[2]) for r in rows), category=tuple(r[3] for r in rows), gpc_ref=tuple(r[4] for r in rows),
+        site=tuple(sites.get(r[1]) for r in rows), is_removal=tuple(bool(r[5]) for r in rows),
+        ef_kgco2e_per_unit=tuple(float(r[6]) for r in rows), monthly_kgco2e=monthly,
+    )  # fmt: skip
+
+
+def item_sites(conn: psycopg.Connection, organisation_id: int) -> dict[str, str]:
+    """item_code -> site code, for items whose mapped devices (in any year) are all at one site."""
+    rows = conn.execute(
+        "SELECT i.item_code, min(s.site_code) FROM device_item_map dm"
+        " JOIN inventory_items i ON i.id = dm.item_id JOIN reporting_years y ON y.id = dm.reporting_year_id"
+        " JOIN devices d ON d.id = dm.device_id JOIN sites s ON s.id = d.site_id"
+        " WHERE y.organisation_id = %s GROUP BY i.item_code HAVING count(DISTINCT s.id) = 1",
+        (organisation_id,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    scope: int
+    category: str
+    gpc_ref: str | None
+    is_removal: bool
+
+
+# ------------------------------------------------------------------------------------------------------- actuals
+@dataclass(frozen=True, slots=True)
+class SliceSpec:
+    """Part ``[start, end)`` (Bangkok midnights) of the month beginning ``month_start``, in reporting year
+    ``year_ce``; ``fraction`` is the covered share of the month (pro-rates manual monthly quantities)."""
+
+    year_ce: int
+    month_start: date
+    start: datetime
+    end: datetime
+    fraction: float
+
+
+@dataclass
+class ActualSeries:
+    """Actual kgCO2e per item code, at the factors in force and at the base year's factors."""
+
+    in_force: dict[str, float] = field(default_factory=dict)
+    base_factors: dict[str, float] = field(default_factory=dict)
+    items: dict[str, ItemInfo] = field(default_factory=dict)
+    missing_years: list[int] = field(default_factory=list)  # reporting years the period needs but that do not exist
+
+    def add(self, code: str, in_force: float, base: float) -> None:
+        self.in_force[code] = self.in_force.get(code, 0.0) + in_force
+        self.base_factors[code] = self.base_factors.get(code, 0.0) + base
+
+
+def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
+                  base_ef: Mapping[str, float]) -> ActualSeries:  # fmt: skip
+    """Actual CO2e of the slices per item code (module docstring). ``base_ef`` is the base year's factor per item
+    code, used for manual items at base-year factors (an item new since the base year keeps its own factor)."""
+    out = ActualSeries()
+    years: dict[int, int | None] = {}
+    for s in slices:
+        if s.year_ce not in years:
+            row = conn.execute(
+                "SELECT id FROM reporting_years WHERE organisation_id = %s AND kind = %s AND year_ce = %s",
+                (organisation_id, kind, s.year_ce),
+            ).fetchone()
+            years[s.year_ce] = None if row is None else int(row[0])
+            if row is None:
+                out.missing_years.append(s.year_ce)
+        year_id = years[s.year_ce]
+        if year_id is None:
+            continue
+        for code, scope, cat, gpc, removal in conn.execute(
+            "SELECT item_code, scope, cfo_category, gpc_ref, is_removal FROM inventory_items"
+            " WHERE reporting_year_id = %s",
+            (year_id,),
+        ):
+            out.items.setdefault(code, ItemInfo(int(scope), cat, gpc, bool(removal)))
+        for code, kg, kg_base in conn.execute(
+            "SELECT i.item_code, sum(eb.kgco2e), sum(eb.kgco2e_base) FROM device_item_map dm"
+            " JOIN inventory_items i ON i.id = dm.item_id"
+            " JOIN energy_buckets eb ON eb.device_id = dm.device_id AND eb.resolution = '1d'"
+            " JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)"
+            " WHERE dm.reporting_year_id = %s AND eb.bucket_start >= %s AND eb.bucket_start < %s"
+            " GROUP BY i.item_code",
+            (year_id, s.start, s.end),
+        ):
+            out.add(code, float(kg), float(kg_base))
+        for code, quantity, ef, removal in conn.execute(
+            "SELECT i.item_code, q.quantity, i.ef_kgco2e_per_unit, i.is_removal FROM inventory_quantities q"
+            " JOIN inventory_items i ON i.id = q.item_id"
+            " WHERE i.reporting_year_id = %s AND i.collection = 'manual' AND q.month_start = %s",
+            (year_id, s.month_start),
+        ):
+            q = (-1.0 if removal else 1.0) * float(quantity) * s.fraction
+            out.add(code, q * float(ef), q * float(base_ef.get(code, ef)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- targets
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    target_key: str
+    category: str | None
+    kpi: str | None
+    base_year: int
+    year_kind: YearKind
+    target_year: int
+    reduction_pct: float
+    kpi_values: dict[int, float]
+
+
+def list_targets(conn: psycopg.Connection, organisation: str) -> list[TargetRow]:
+    org = require_organisation(conn, organisation)
+    rows = conn.execute(
+        "SELECT target_key, category, kpi, base_year, year_kind, target_year, reduction_pct, kpi_values"
+        " FROM targets WHERE organisation_id = %s ORDER BY target_key",
+        (org.id,),
+    ).fetchall()
+    return [
+        TargetRow(
+            r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), float(r[6]), {int(k): float(v) for k, v in r[7].items()}
+        )
+        for r in rows
+    ]
+
+
+def put_targets(conn: psycopg.Connection, organisation: str, targets: Sequence[TargetRow]) -> list[RowError]:
+    """Make ``targets`` the organisation's whole target list: all or nothing. Returns the problems (row = 1-based
+    position) and writes nothing when there are any."""
+    org = require_organisation(conn, organisation)
+    errors = _target_errors(conn, targets)
+    if errors:
+        return errors
+    with conn.transaction():
+        conn.execute("DELETE FROM targets WHERE organisation_id = %s", (org.id,))
+        conn.cursor().executemany(
+            "INSERT INTO targets (organisation_id, target_key, category, kpi, base_year, year_kind, target_year,"
+            " reduction_pct, kpi_values) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(org.id, t.target_key, t.category, t.kpi, t.base_year, t.year_kind, t.target_year, t.reduction_pct,
+              Jsonb({str(k): v for k, v in t.kpi_values.items()})) for t in targets],
+        )  # fmt: skip
+    return []
+
+
+def _target_errors(conn: psycopg.Connection, targets: Sequence[TargetRow]) -> list[RowError]:
+    categories = {r[0] for r in conn.execute("SELECT DISTINCT code FROM cfo_categories")}
+    errors: list[RowError] = []
+    seen: set[str] = set()
+    for row, t in enumerate(targets, start=1):
+
+        def bad(column: str, value: object, message: str, row: int = row) -> None:
+            errors.append(RowError(row, column, str(value), message))
+
+        if not _KEY.match(t.target_key):
+            bad("target_key", t.target_key, "letters, digits, '_', '.' and '-', starting with a letter or digit")
+        if t.target_key in seen:
+            bad("target_key", t.target_key, "given twice")
+        seen.add(t.target_key)
+        if t.category is not None and t.category not in categories:
+            bad("category", t.category, f"not a CFO category; one of {sorted(categories)}")
+        if t.kpi is not None and t.category is not None:
+            bad("kpi", t.kpi, "a KPI target has no category")
+        if t.kpi is not None and t.kpi not in KPIS:
+            bad("kpi", t.kpi, f"one of {list(KPIS)}")
+        if t.kpi is not None and t.base_year not in t.kpi_values:
+            bad("kpi_values", t.base_year, "a KPI target needs its base-year value")
+        if t.target_year <= t.base_year:
+            bad("target_year", t.target_year, f"must come after the base year {t.base_year}")
+        if not 0.0 <= t.reduction_pct <= 100.0:
+            bad("reduction_pct", t.reduction_pct, "must be 0..100")
+        if any(not np.isfinite(v) for v in t.kpi_values.values()):
+            bad("kpi_values", "", "values must be finite numbers")
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------------- buildings
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: int
+    site_code: str
+    organisation_id: int | None
+
+
+def require_site(conn: psycopg.Connection, site_code: str) -> Site:
+    row = conn.execute(
+        "SELECT s.id, s.site_code, so.organisation_id FROM sites s"
+        " JOIN site_organisations so ON so.site_id = s.id WHERE s.site_code = %s",
+        (site_code,),
+    ).fetchone()
+    if row is None:
+        raise BaselineError(f"no site {site_code!r}")
+    return Site(int(row[0]), row[1], row[2])
+
+
+def _days(day_from: date, day_to: date) -> np.ndarray:
+    if day_to <= day_from:
+        raise BaselineError(f"empty day range {day_from} .. {day_to} (the end is exclusive)")
+    return np.arange(np.datetime64(day_from, "D"), np.datetime64(day_to, "D"))
+
+
+def _bkk_midnight(d: date) -> datetime:
+    from datetime import timezone
+
+    return datetime(d.year, d.month, d.day, tzinfo=timezone(timedelta(hours=7)))
+
+
+def site_daily_energy(conn: psycopg.Connection, site_id: int, day_from: date,
+                      day_to: date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(days, kWh, kgCO2e at the factor in force) per Bangkok day ``[day_from, day_to)`` of the site's electricity
+    meters, from energy_buckets '1d'; NaN where no meter has a bucket that day."""
+    days = _days(day_from, day_to)
+    kwh = np.full(days.shape[0], np.nan)
+    kg = np.full(days.shape[0], np.nan)
+    for day, amount, kgco2e in conn.execute(
+        "SELECT (eb.bucket_start AT TIME ZONE 'Asia/Bangkok')::date, sum(eb.amount), sum(eb.kgco2e)"
+        " FROM energy_buckets eb JOIN devices d ON d.id = eb.device_id"
+        " WHERE eb.resolution = '1d' AND eb.metric_id = %s AND d.site_id = %s AND d.kind = 'electricity_meter'"
+        " AND eb.bucket_start >= %s AND eb.bucket_start < %s GROUP BY 1",
+        (ENERGY_METRIC, site_id, _bkk_midnight(day_from), _bkk_midnight(day_to)),
+    ):
+        i = (np.datetime64(day, "D") - days[0]).astype(int)
+        kwh[i], kg[i] = float(amount), float(kgco2e)
+    return days, kwh, kg
+
+
+def require_station(conn: psycopg.Connection, device_id: str) -> int:
+    row = conn.execute(
+        "SELECT d.id FROM devices d JOIN metrics m ON m.id = %s WHERE d.device_id = %s AND d.kind = 'aq_station'",
+        (TEMPERATURE_METRIC, device_id),
+    ).fetchone()
+    if row is None:
+        raise BaselineError(f"no aq_station device {device_id!r} (temperatures come from aq_station readings)")
+    return int(row[0])
+
+
+def station_hourly_temperature(conn: psycopg.Connection, station_id: int, day_from: date,
+                               day_to: date) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(hour start in UTC epoch µs, hourly mean °C) of a station from sample_buckets '1h'."""
+    rows = conn.execute(
+        "SELECT (extract(epoch FROM bucket_start) * 1000000)::bigint, sum / n FROM sample_buckets"
+        " WHERE resolution = '1h' AND device_id = %s AND metric_id = %s AND bucket_start >= %s AND bucket_start < %s"
+        " ORDER BY bucket_start",
+        (station_id, TEMPERATURE_METRIC, _bkk_midnight(day_from), _bkk_midnight(day_to)),
+    ).fetchall()
+    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float64)
+
+
+def imported_daily_temperature(conn: psycopg.Connection, organisation_id: int, day_from: date,
+                               day_to: date) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(days, mean °C) of ``[day_from, day_to)`` from temperature_daily; NaN where no temperature was imported."""
+    days = _days(day_from, day_to)
+    mean = np.full(days.shape[0], np.nan)
+    for day, mean_c in conn.execute(
+        "SELECT day, mean_c FROM temperature_daily WHERE organisation_id = %s AND day >= %s AND day < %s",
+        (organisation_id, day_from, day_to),
+    ):
+        mean[(np.datetime64(day, "D") - days[0]).astype(int)] = float(mean_c)
+    return days, mean
+
+
+def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
+    """``date,mean_temp_c`` rows (ISO dates, °C); every problem is reported with its line, nothing is guessed."""
+    errors: list[RowError] = []
+    out: list[tuple[date, float]] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TemperatureInvalid([RowError(0, "", "", f"not UTF-8: {exc}")]) from None
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    if header[:2] != ["date", "mean_temp_c"]:
+        raise TemperatureInvalid([RowError(1, "", ",".join(header), "header must be date,mean_temp_c")])
+    seen: set[date] = set()
+    for line, row in enumerate(reader, start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            errors.append(RowError(line, "", ",".join(row), "need date and mean_temp_c"))
+            continue
+        try:
+            day = date.fromisoformat(row[0].strip())
+        except ValueError:
+            errors.append(RowError(line, "date", row[0], "not an ISO date (YYYY-MM-DD)"))
+            continue
+        try:
+            mean = float(row[1])
+        except ValueError:
+            errors.append(RowError(line, "mean_temp_c", row[1], "not a number"))
+            continue
+        if not -60.0 < mean < 60.0:
+            errors.append(RowError(line, "mean_temp_c", row[1], "outside -60..60 °C"))
+        elif day in seen:
+            errors.append(RowError(line, "date", row[0], "date given twice"))
+        else:
+            seen.add(day)
+            out.append((day, mean))
+    if errors:
+        raise TemperatureInvalid(errors)
+    return out
+
+
+def import_temperature_csv(conn: psycopg.Connection, organisation: str, data: bytes, source: str) -> int:
+    """Import daily means for an organisation (all rows or none; a day imported again is replaced)."""
+    org = require_organisation(conn, organisation)
+    rows = parse_temperature_csv(data)
+    with conn.transaction():
+        conn.cursor().executemany(
+            "INSERT INTO temperature_daily (organisation_id, day, mean_c, source) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (organisation_id, day) DO UPDATE SET mean_c = EXCLUDED.mean_c, source = EXCLUDED.source,"
+            " imported_at = now()",
+            [(org.id, d, t, source) for d, t in rows],
+        )
+    return len(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------- models
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    site_id: int
+    baseline_from: date
+    baseline_to: date
+    base_temp_c: float
+    terms: tuple[str, ...]
+    coef: np.ndarray
+    station_device_id: int | None
+    holidays: tuple[date, ...]
+    zeros_as_missing: bool
+    stats: dict[str, Any]
+
+
+def save_model(conn: psycopg.Connection, m: StoredModel) -> None:
+    conn.execute(
+        "INSERT INTO mv_models (site_id, baseline_from, baseline_to, base_temp_c, terms, coef, station_device_id,"
+        " holidays, zeros_as_missing, stats) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (site_id) DO UPDATE SET baseline_from = EXCLUDED.baseline_from,"
+        " baseline_to = EXCLUDED.baseline_to, base_temp_c = EXCLUDED.base_temp_c, terms = EXCLUDED.terms,"
+        " coef = EXCLUDED.coef, station_device_id = EXCLUDED.station_device_id, holidays = EXCLUDED.holidays,"
+        " zeros_as_missing = EXCLUDED.zeros_as_missing, stats = EXCLUDED.stats, fitted_at = now()",
+        (m.site_id, m.baseline_from, m.baseline_to, m.base_temp_c, list(m.terms), [float(c) for c in m.coef],
+         m.station_device_id, list(m.holidays), m.zeros_as_missing, Jsonb(json.loads(json.dumps(m.stats)))),
+    )  # fmt: skip
+
+
+def load_model(conn: psycopg.Connection, site_id: int) -> StoredModel | None:
+    row = conn.execute(
+        "SELECT site_id, baseline_from, baseline_to, base_temp_c, terms, coef, station_device_id, holidays,"
+        " zeros_as_missing, stats FROM mv_models WHERE site_id = %s",
+        (site_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return StoredModel(int(row[0]), row[1], row[2], float(row[3]), tuple(row[4]), np.array(row[5], np.float64),
+                       row[6], tuple(row[7]), bool(row[8]), dict(row[9]))  # fmt: skip
+
+
+__all__ = [
+    "BaseYearSeries", "BaselineError", "Organisation", "RowError", "SliceSpec", "StoredModel", "TargetRow",
+    "TemperatureInvalid", "UnknownOrganisation", "actual_kgco2e", "base_year_series", "import_temperature_csv",
+    "imported_daily_temperature", "list_targets", "load_model", "put_targets", "require_site", "require_station",
+    "save_model", "site_daily_energy", "station_hourly_temperature",
+]  # fmt: skip

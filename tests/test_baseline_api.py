@@ -1,0 +1,281 @@
+"""Comparison against the base year, projection, targets and building M&V through the API, on a real database fed
+by the real pipeline (write_batch + the runtime's updaters), against hand-computed figures and an independent
+numpy least-squares fit.
+
+Grid factors (engine/factors.py, reference/domain.md): 0.4999 kgCO2e/kWh until the end of 2025, 0.4750 from
+1 January 2026; the base-year factor of the energy buckets is 2025's (Settings.emission_base_year), 0.4999.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api.app import create_app
+from engine.timebase import bkk_us
+from lccm.runtime import factor_rows, updaters
+from lccm.settings import Settings
+from store.devices import import_registry, parse_registry_csv
+from store.energy import sync_factor_registry
+from store.inventory import import_inventory_file
+from store.inventory_mapping import set_mappings
+from store.inventory_template import TEMPLATE_HEADER_EN
+from store.writer import NO_SEQ, ReadingColumns, write_batch
+from tests._db import device_pk, fresh_database
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+REGISTRY = """site_code,site_name,site_kind,city,device_id,device_kind,device_name,cadence_s
+HALL,City Hall,building,Lampang,HALL-M1,electricity_meter,Main,86400
+LIB,Library,building,Lampang,LIB-M1,electricity_meter,Main,86400
+AQ1,Station,station,Lampang,AQ1-S1,aq_station,Weather,3600
+"""
+ENERGY, TEMPERATURE = 1, 15
+HALL_KWH_PER_DAY = 90.0
+HOLIDAYS = [date(2025, 10, 13), date(2025, 10, 23)]  # King Bhumibol memorial day, Chulalongkorn day
+MV_FROM, MV_TO, MV_END = date(2025, 10, 1), date(2025, 12, 1), date(2025, 12, 11)
+
+
+def _inventory(elec: list[int], lpg: list[int], lpg_ef: float) -> bytes:
+    def months(values: list[int]) -> str:
+        return ",".join(str(v) for v in values)
+
+    return "\n".join([
+        ",".join(TEMPLATE_HEADER_EN),
+        f"S2-ELEC,2,purchased_electricity,Buildings,,kWh,0.4999,kgCO2e/kWh,TGO,,,I.2.2,metered,building_electricity,,"
+        f"{months(elec)}",
+        f"S1-LPG,1,stationary_combustion,LPG,,kg,{lpg_ef},kgCO2e/kg,TGO,,,I.2.1,manual,,,{months(lpg)}",
+    ]).encode()  # fmt: skip
+
+
+# Base year 2024 (calendar): buildings 3,100 kWh in Jan, Oct, Dec and 3,000 in the other months; LPG 10 kg a month.
+BASE_ELEC = [3100] + [3000] * 8 + [3100, 3000, 3100]
+BASE = _inventory(BASE_ELEC, [10] * 12, 3.1134)
+Y2025 = _inventory([0] * 12, [0] * 9 + [12, 12, 12], 3.1134)  # LPG 12 kg in Oct, Nov, Dec 2025
+Y2026 = _inventory([0] * 12, [31] + [0] * 11, 3.0)  # LPG 31 kg in January 2026, at a new factor of 3.0
+
+
+def _mv_day(i: int, d: date) -> tuple[float, float]:
+    """(mean °C, kWh) of the library's i-th day: a CDD(24 °C) + working-day load with a deterministic wiggle."""
+    temp = 25.0 + 0.5 * ((i * 7) % 11)
+    workday = d.weekday() < 5 and d not in HOLIDAYS
+    kwh = 100.0 + 5.0 * max(0.0, temp - 24.0) + 30.0 * workday + 2.0 * ((i * 5) % 7 - 3)
+    if d >= MV_TO:
+        kwh -= 10.0  # after the retrofit
+    return temp, kwh
+
+
+def _mv_days() -> list[date]:
+    return [MV_FROM + timedelta(days=i) for i in range((MV_END - MV_FROM).days)]
+
+
+def _write_daily(conn: psycopg.Connection, device: int, start: date, daily_kwh: list[float]) -> None:
+    """Register readings at each Bangkok midnight from ``start`` (0 kWh) on, each arriving a minute later."""
+    register = np.concatenate([[0.0], np.cumsum(daily_kwh)])
+    ts = np.array([bkk_us((start + timedelta(days=k)).year, (start + timedelta(days=k)).month,
+                          (start + timedelta(days=k)).day) for k in range(register.size)], np.int64)  # fmt: skip
+    n = ts.size
+    write_batch(
+        conn,
+        ReadingColumns(
+            np.full(n, device, np.int32),
+            np.full(n, ENERGY, np.int16),
+            ts,
+            register,
+            np.full(n, NO_SEQ, np.int64),
+            ts + 60_000_000,
+        ),
+    )
+
+
+def _write_station(conn: psycopg.Connection, device: int) -> None:
+    """Hourly readings at the station through the M&V baseline: the day's mean in every hour, with +-1 °C around it
+    on alternate hours (so the hourly means average back to the day's mean)."""
+    ts, temp = [], []
+    for i, d in enumerate(_mv_days()):
+        for h in range(24):
+            ts.append(bkk_us(d.year, d.month, d.day, h))
+            temp.append(_mv_day(i, d)[0] + (1.0 if h % 2 else -1.0))
+    t = np.array(ts, np.int64)
+    n = t.size
+    write_batch(
+        conn,
+        ReadingColumns(
+            np.full(n, device, np.int32),
+            np.full(n, TEMPERATURE, np.int16),
+            t,
+            np.array(temp),
+            np.full(n, NO_SEQ, np.int64),
+            t + 60_000_000,
+        ),
+    )
+
+
+def _seed(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        sync_factor_registry(conn, *factor_rows())
+        import_registry(conn, parse_registry_csv(REGISTRY))
+        for year, data in ((2024, BASE), (2025, Y2025), (2026, Y2026)):
+            import_inventory_file(conn, data, file_name=f"{year}.csv", organisation="lampang", year_ce=year)
+        for year in (2025, 2026):
+            set_mappings(conn, "lampang", year, "calendar", [("HALL-M1", "S2-ELEC")])
+        # City hall: 90 kWh a day from 1 October 2025 to 10 January 2026 (102 days).
+        _write_daily(conn, device_pk(conn, "HALL-M1"), date(2025, 10, 1), [HALL_KWH_PER_DAY] * 102)
+        _write_daily(conn, device_pk(conn, "LIB-M1"), MV_FROM, [_mv_day(i, d)[1] for i, d in enumerate(_mv_days())])
+        _write_station(conn, device_pk(conn, "AQ1-S1"))
+        conn.commit()
+    updaters(Settings(database_url=url), url).drain()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with fresh_database() as url:
+        _seed(url)
+        with (
+            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
+            TestClient(create_app(Settings(database_url=url), pool)) as c,
+        ):
+            yield c
+
+
+def test_fiscal_year_to_date_across_new_year_with_a_partial_month(client: TestClient) -> None:
+    r = client.get("/organisations/lampang/comparison", params={"period": "fytd", "date": "2026-01-10", "by": "scope"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["period"]["start"], body["period"]["end"]) == (
+        "2025-10-01T00:00:00+07:00",
+        "2026-01-11T00:00:00+07:00",
+    )
+    rows = {x["group"]: x for x in body["rows"]}
+    # Scope 2 baseline: Oct + Nov + Dec 2024 whole (3,100 + 3,000 + 3,100 = 9,200 kWh) + 10/31 of January's 3,100
+    # (= 1,000 kWh) = 10,200 kWh x 0.4999 = 5,098.98 kgCO2e.
+    s2 = rows["2"]
+    assert s2["baseline_kgco2e"] == pytest.approx(5098.98)
+    # Actual: 92 days x 90 = 8,280 kWh in Oct-Dec 2025 at 0.4999 = 4,139.172; 10 x 90 = 900 kWh in January 2026 at
+    # 0.4750 = 427.5; in force 4,566.672. At the base-year factor: 9,180 x 0.4999 = 4,589.082.
+    assert s2["actual_kgco2e"] == pytest.approx(4566.672)
+    assert s2["actual_base_factors_kgco2e"] == pytest.approx(4589.082)
+    # delta % in force = 100 x (4,566.672 - 5,098.98) / 5,098.98 = -10.43949...; like-for-like 9,180 / 10,200 - 1.
+    assert s2["delta_kgco2e"] == pytest.approx(-532.308)
+    assert s2["delta_pct"] == pytest.approx(100 * -532.308 / 5098.98)
+    assert s2["delta_pct"] == pytest.approx(-10.43949, abs=1e-5)
+    assert s2["delta_base_factors_pct"] == pytest.approx(-10.0)
+    # Scope 1 (manual LPG). Baseline: 10 kg x 3.1134 x (3 + 10/31) = 93.402 + 10.04323 = 103.44523.
+    # Actual in force: 36 kg x 3.1134 (2025) + 31 kg x 10/31 x 3.0 (2026) = 112.0824 + 30 = 142.0824; at the base
+    # year's factor the January 10 kg count 3.1134: 112.0824 + 31.134 = 143.2164.
+    s1 = rows["1"]
+    assert s1["baseline_kgco2e"] == pytest.approx(93.402 + 31.134 * 10 / 31)
+    assert s1["actual_kgco2e"] == pytest.approx(142.0824)
+    assert s1["actual_base_factors_kgco2e"] == pytest.approx(143.2164)
+    assert s1["delta_pct"] == pytest.approx(100 * (142.0824 / (93.402 + 31.134 * 10 / 31) - 1))
+    total = body["total"]
+    assert total["actual_kgco2e"] == pytest.approx(4566.672 + 142.0824)
+    assert total["baseline_kgco2e"] == pytest.approx(5098.98 + 93.402 + 31.134 * 10 / 31)
+    assert body["missing_reporting_years"] == []
+
+
+def test_comparison_refuses_an_incomplete_custom_period(client: TestClient) -> None:
+    r = client.get("/organisations/lampang/comparison", params={"period": "custom", "from": "2026-01-05"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "from"]
+    assert client.get("/organisations/nowhere/comparison").status_code == 404
+
+
+def test_projection_scales_the_baseline_year_by_the_year_to_date_ratio(client: TestClient) -> None:
+    r = client.get("/organisations/lampang/projection", params={"date": "2026-01-10", "kind": "calendar"})
+    assert r.status_code == 200, r.text
+    s2 = {x["group"]: x for x in r.json()["rows"]}["2"]
+    # YTD 1-10 Jan 2026: actual 900 kWh x 0.4750 = 427.5; baseline 1,000 kWh x 0.4999 = 499.9; ratio 0.855169...
+    # Base year 36,300 kWh x 0.4999 = 18,146.37; projected = 427.5 + ratio x (18,146.37 - 499.9) = ratio x 18,146.37.
+    assert s2["ratio"] == pytest.approx(427.5 / 499.9)
+    assert s2["projected_kgco2e"] == pytest.approx(427.5 / 499.9 * 18146.37)
+
+
+def test_target_status_of_an_emission_and_a_kpi_target(client: TestClient) -> None:
+    targets = {"targets": [
+        {"target_key": "org", "target_year": 2030},
+        {"target_key": "streetlights", "kpi": "kwh_per_lamp", "target_year": 2030, "reduction_pct": 10,
+         "kpi_values": {"2024": 400, "2025": 395}},
+    ]}  # fmt: skip
+    r = client.put("/organisations/lampang/targets", json=targets)
+    assert r.status_code == 200, r.text
+    assert [t["reduction_pct"] for t in r.json()] == [5.0, 10.0]  # 5 % by default
+    bad = client.put("/organisations/lampang/targets", json={"targets": [{"target_key": "x", "target_year": 2020}]})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["column"] == "target_year"
+    assert len(client.get("/organisations/lampang/targets").json()) == 2  # the refused list wrote nothing
+    r = client.get("/organisations/lampang/targets/status", params={"year": 2025, "date": "2025-12-31"})
+    assert r.status_code == 200, r.text
+    org, kpi = r.json()
+    # Base 2024: 36,300 kWh x 0.4999 + 120 kg x 3.1134 = 18,146.37 + 373.608 = 18,519.978 kgCO2e. Trajectory 2025 =
+    # base x (1 - 5 % x 1/6) = 18,365.6448. 2025 is over: actual = 8,280 x 0.4999 + 36 x 3.1134 = 4,251.2544.
+    assert org["base_value_kgco2e"] == pytest.approx(18519.978)
+    assert org["trajectory"] == pytest.approx(18519.978 * (1 - 0.05 / 6))
+    assert (org["value_kind"], org["value"]) == ("actual", pytest.approx(4251.2544))
+    assert org["margin"] == pytest.approx(18519.978 * (1 - 0.05 / 6) - 4251.2544) and org["on_track"] is True
+    # KPI: 400 kWh/lamp, -10 % by 2030: 2025 allows 400 - 40 / 6 = 393.333; 395 is 1.667 over -> off track.
+    assert kpi["trajectory"] == pytest.approx(400 - 40 / 6)
+    assert kpi["margin"] == pytest.approx(400 - 40 / 6 - 395)
+    assert kpi["margin_pct"] == pytest.approx(100 * (400 - 40 / 6 - 395) / (400 - 40 / 6))
+    assert kpi["on_track"] is False
+
+
+def test_mv_fit_matches_numpy_lstsq_and_savings_use_the_stored_model(client: TestClient) -> None:
+    days = _mv_days()
+    csv = "date,mean_temp_c\n" + "".join(f"{d.isoformat()},{_mv_day(i, d)[0]}\n" for i, d in enumerate(days))
+    r = client.post("/organisations/lampang/temperatures/import", content=csv.encode(),
+                    headers={"content-type": "text/csv"})  # fmt: skip
+    assert r.status_code == 200, r.text and r.json()["days"] == len(days)
+    body = {"baseline_from": MV_FROM.isoformat(), "baseline_to": MV_TO.isoformat(), "base_temp_c": 24.0,
+            "holidays": [h.isoformat() for h in HOLIDAYS],
+            "limits": {"cv_rmse_pct": 10.0, "nmbe_pct": 5.0, "resolution": "daily"}}  # fmt: skip
+    r = client.post("/sites/LIB/mv/fit", json=body)
+    assert r.status_code == 200, r.text
+    fit = r.json()
+    # Independent fit: the design matrix built here from the same days (1 / CDD at 24 °C / weekday and not holiday).
+    base = [(i, d) for i, d in enumerate(days) if d < MV_TO]
+    temp = np.array([_mv_day(i, d)[0] for i, d in base])
+    kwh = np.array([_mv_day(i, d)[1] for i, d in base])
+    x = np.column_stack([np.ones(len(base)), np.maximum(temp - 24.0, 0.0),
+                         [float(d.weekday() < 5 and d not in HOLIDAYS) for _, d in base]])  # fmt: skip
+    coef, *_ = np.linalg.lstsq(x, kwh, rcond=None)
+    assert fit["coef"] == pytest.approx(list(coef))
+    resid = x @ coef - kwh
+    n, p = len(base), 3
+    cv = 100 * np.sqrt((resid @ resid) / (n - p)) / kwh.mean()
+    assert fit["daily"]["n"] == n == 61 and fit["daily"]["cv_rmse_pct"] == pytest.approx(cv)
+    assert fit["daily"]["nmbe_pct"] == pytest.approx(100 * resid.sum() / ((n - p) * kwh.mean()), abs=1e-9)
+    assert 2.0 < cv < 10.0 and fit["passed"] is True  # CV(RMSE) 2.95 % against a configured 10 %
+    tight = client.post("/sites/LIB/mv/fit", json=body | {"limits": {"cv_rmse_pct": 2.0, "nmbe_pct": 5.0,
+                                                                    "resolution": "daily"}}).json()  # fmt: skip
+    assert (tight["passed"], tight["cv_rmse_ok"], tight["nmbe_ok"]) == (False, False, True)
+    # The station's hourly readings give the same daily means, hence the same model.
+    by_station = client.post("/sites/LIB/mv/fit", json=body | {"station": "AQ1-S1"})
+    assert by_station.status_code == 200, by_station.text
+    assert by_station.json()["coef"] == pytest.approx(list(coef))
+    assert fit["monthly"] is None  # two months cannot test three parameters
+    # Savings 1-10 Dec 2025: the stored model at those days' weather and working days minus actual, at 0.4999.
+    rep = [(i, d) for i, d in enumerate(days) if d >= MV_TO]
+    xr = np.column_stack([np.ones(len(rep)), [max(_mv_day(i, d)[0] - 24.0, 0.0) for i, d in rep],
+                          [float(d.weekday() < 5 and d not in HOLIDAYS) for _, d in rep]])  # fmt: skip
+    avoided = float((xr @ coef - np.array([_mv_day(i, d)[1] for i, d in rep])).sum())
+    r = client.get("/sites/LIB/mv/savings", params={"from": "2025-12-01", "to": "2025-12-11"})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["days"] == 10 and s["avoided_kwh"] == pytest.approx(avoided)
+    assert s["avoided_kgco2e"] == pytest.approx(avoided * 0.4999)
+
+
+def test_temperature_csv_errors_name_the_line(client: TestClient) -> None:
+    r = client.post("/organisations/lampang/temperatures/import", content=b"date,mean_temp_c\n2025-13-01,30\n",
+                    headers={"content-type": "text/csv"})  # fmt: skip
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"row": 2, "column": "date", "value": "2025-13-01",
+                                   "message": "not an ISO date (YYYY-MM-DD)"}]  # fmt: skip
