@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -47,6 +48,7 @@ def run_demo(
     city = load_city(settings.city_file)
     with services(settings) as svc:
         _import_registry(settings, svc, city)
+        inventory = _import_base_year(svc)
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
         worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=[energy.poke])
@@ -73,7 +75,7 @@ def run_demo(
             worker.stop(drain_s=1.0)
             energy.stop()
             elapsed = time.monotonic() - started
-            return _summary(svc, worker, truth.summary(), elapsed)
+            return {**_summary(svc, worker, truth.summary(), elapsed), "inventory": inventory}
 
 
 def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
@@ -85,6 +87,26 @@ def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
     parsed = parse_registry_csv(path.read_bytes())
     with psycopg.connect(svc.database_url) as conn:
         import_registry(conn, parsed)
+
+
+BASE_YEAR_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "lampang-cfo-2025.csv"
+
+
+def _import_base_year(svc: Services) -> dict[str, Any]:
+    """Lampang's example base-year CFO (2025) and this year's device-to-item mapping, so the comparison and the
+    CFO report have a baseline (docs/inventory-template.md). Idempotent: a second demo finds it unchanged."""
+    from store.inventory import import_inventory_file
+    from store.inventory_mapping import auto_map
+
+    year = datetime.now(UTC).year
+    with psycopg.connect(svc.database_url) as conn:
+        report = import_inventory_file(
+            conn, BASE_YEAR_EXAMPLE.read_bytes(), file_name=BASE_YEAR_EXAMPLE.name, organisation="lampang",
+            year_ce=2025, base_year=True,
+        )  # fmt: skip
+        mapped = auto_map(conn, "lampang", year, "calendar")
+    return {"base_year": 2025, "import": report.status, "items": report.rows, "mapped_year": year,
+            "devices_mapped": len(mapped.mapped)}  # fmt: skip
 
 
 @contextlib.contextmanager

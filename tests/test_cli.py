@@ -55,6 +55,9 @@ def test_demo_runs_on_embedded_services_serves_the_api_and_prints_one_json_summa
     assert summary["readings_stored"] > 10_000 and summary["readings_per_s"] > 0
     assert summary["simulator"]["not_acked"] == 0
     assert set(summary["dead_letters"]) <= REASONS and summary["dead_letters"].get("unknown_device", 0) > 0
+    # The example base year (11 items) is imported, and every meter of the city maps to its metered item.
+    assert summary["inventory"]["import"] == "applied" and summary["inventory"]["items"] == 11
+    assert summary["inventory"]["devices_mapped"] == 101
 
 
 def test_healthcheck_requires_database_broker_and_for_ingest_a_fresh_heartbeat(
