@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from api.errors import install_handlers
-from api.routes import aqi, energy, ops, readings, registry, rollups
+from api.routes import alerts, aqi, baseline, energy, inventory, ops, readings, registry, reports, rollups
 
 
 class Settings(Protocol):
@@ -75,4 +75,8 @@ def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAP
     app.include_router(energy.router)
     app.include_router(rollups.router)
     app.include_router(aqi.router)
+    app.include_router(inventory.router)
+    app.include_router(baseline.router)
+    app.include_router(reports.router)
+    app.include_router(alerts.router)
     return app

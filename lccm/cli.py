@@ -33,6 +33,15 @@ try:  # the registry sub-commands live beside the CLI
 except ImportError:  # pragma: no cover - only while the module is being written
     pass
 
+from lccm.cli_inventory import activity_app, inventory_app  # noqa: E402
+
+app.add_typer(inventory_app, name="inventory", help="CFO inventories: base-year import, items, device mappings")
+app.add_typer(activity_app, name="activity", help="Manual activity data (LPG, refrigerants, waste, water, paper)")
+
+from lccm.cli_report import report_app  # noqa: E402
+
+app.add_typer(report_app, name="report", help="Annual reports: TGO CFO report and GPC table (CSV, JSON, HTML)")
+
 
 def _settings(ctx: typer.Context) -> Settings:
     obj = ctx.ensure_object(dict)
@@ -69,7 +78,8 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
-    from lccm.runtime import build_ingest, services, updaters
+    from lccm.runtime import alert_evaluator, build_ingest, services, updaters
+    from stream.alerts import AlertThread
     from stream.energy import EnergyThread
 
     settings = _settings(ctx)
@@ -77,7 +87,12 @@ def ingest(ctx: typer.Context) -> None:
     with services(settings) as svc:
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
-        worker = build_ingest(settings, svc, on_commit=[energy.poke])
+        hooks = [energy.poke]
+        alerts = AlertThread(alert_evaluator(settings, svc.database_url)) if settings.alerts_enabled else None
+        if alerts is not None:
+            alerts.start()
+            hooks.append(alerts.on_commit)
+        worker = build_ingest(settings, svc, on_commit=hooks)
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
         last_retention = 0.0
@@ -95,6 +110,8 @@ def ingest(ctx: typer.Context) -> None:
                 _retention(svc.database_url, settings.retention_days)
         worker.stop()
         energy.stop()
+        if alerts is not None:
+            alerts.stop()
 
 
 def _retention(database_url: str, retention_days: int) -> None:

@@ -21,12 +21,15 @@ from ingest.codec import Limits
 from ingest.decoder import RegistryHolder, make_decoder
 from ingest.mqtt import MqttConfig, MqttSource
 from ingest.registry import Metric, Registry, UnitRow
+from lccm.alert_rules import default_rules_file, load_rules_file
 from lccm.services import Broker, Database, start_broker, start_database
 from lccm.settings import Settings
 from store import catalog
+from store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
 from store.energy import sync_factor_registry
 from store.migrate import migrate
 from store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
+from stream.alerts import AlertEvaluator, IndexSource, Notifier
 from stream.aqi import AqiUpdater
 from stream.batch import BatchBuilder, FlushPolicy
 from stream.energy import EnergyUpdater
@@ -135,6 +138,29 @@ def updaters(settings: Settings, database_url: str) -> Updaters:
         energy_updater(settings, database_url),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
         AqiUpdater(connect, AqiSettings(completeness=settings.aqi_completeness)),
+    )
+
+
+def alert_evaluator(
+    settings: Settings,
+    database_url: str,
+    *,
+    notify: Notifier | None = None,
+    index_source: IndexSource | None = None,
+) -> AlertEvaluator:
+    """The alert evaluator as ``lccm ingest`` runs it, after syncing the rule file into the database (an invalid
+    file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise."""
+    with psycopg.connect(database_url) as conn:
+        rules = load_rules_file(settings.alert_rules_file or default_rules_file(), metric_keys=metric_ids(conn))
+        report = sync_file_rules(conn, [r.definition() for r in rules])
+    log.info("alert rules: %s", report)
+    return AlertEvaluator(
+        functools.partial(psycopg.connect, database_url),
+        clock=settings.alert_clock,  # type: ignore[arg-type]  # checked by the settings' pattern
+        late_after_s=settings.alert_late_after_s,
+        catchup_s=settings.alert_catchup_s,
+        notify=notify,
+        index_source=index_source if index_source is not None else StoredAqiIndex(),
     )
 
 

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     # civil twilight, so burning then is neither day burning nor an outage). A setting, not a published figure.
     streetlight_grace_min: int = Field(default=15, ge=0, le=60)
 
+    # Alerts (engine/alerts.py, stream/alerts.py). The rule file is synced into the database at start-up; empty
+    # means the shipped deploy/alert-rules.yaml.
+    alerts_enabled: bool = True
+    alert_rules_file: Path | None = None
+    # Lateness clock: "wall" (production: an alert more than alert_late_after_s older than the wall clock at receipt
+    # is recorded as late and not paged) or "event" (the city's newest event time: replays of the past page as if
+    # live; simulations and benchmarks).
+    alert_clock: str = Field(default="wall", pattern="^(wall|event)$")
+    alert_late_after_s: float = Field(default=900.0, gt=0)
+    # After a restart, series without evaluation state are evaluated from this far behind the newest data.
+    alert_catchup_s: float = Field(default=7 * 86400.0, ge=0)
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

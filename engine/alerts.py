@@ -1,0 +1,671 @@
+"""Alert rules and their evaluation on event time: a rule model and a deterministic state machine per series.
+
+Pure: no I/O. The stream stage (``stream/alerts.py``) feeds each series' samples in event-time order, with the
+watermark each sample arrived under, and stores the carry state and the transitions this module returns.
+
+**Rules** (:class:`AlertRule`, validated by pydantic; the YAML file and the API use the same model):
+
+- ``threshold`` (default): a signal (a catalogue ``metric`` such as ``pm25_ugm3``, or an ``index`` such as
+  ``aqi_th``), optionally averaged (moving mean over ``average.window`` with a completeness fraction), a ``raise``
+  condition (``above`` / ``at_or_above`` / ``below`` / ``at_or_below`` a value, held ``for`` a minimum duration)
+  and a ``clear`` condition in the opposite direction (hysteresis: for an ``above`` rule the clear value is at most
+  the raise value), with its own minimum duration. Without ``clear``, the negation of ``raise`` clears.
+- ``offline``: no data from a device for ``after_cadences`` x its cadence, on the event-time watermark.
+- ``flatline``: the same value (within ``tolerance``) for ``readings`` consecutive readings.
+- ``out_of_range``: a reading outside ``range: [low, high]`` (plausibility, narrower than the catalogue's limits).
+
+``scope`` selects devices (kinds, site kinds, site codes, device ids, tags, or ``near`` a point such as the Mae Moh
+plant); ``schedule`` restricts when the raise condition can hold (``outside_working_hours``: Monday to Friday
+08:30-16:30 Bangkok time, Thai public holidays off; ``sun_up``: sunrise + margin to sunset - margin at the site).
+Outside its schedule a rule's clear condition holds, so an alert raised at night clears when the working day
+starts (``reason = "schedule"``).
+
+**Samples and durations.** A sample is one reading (or one index value) at its event time. "Held for D" means the
+condition was met at every sample from the first one that met it (t0) to the current one (t), with no gap between
+consecutive samples longer than ``max_gap`` (default 3 x the device's cadence), and t - t0 >= D. So at a 5-minute
+cadence "above 150 ppb for 6 minutes" needs three readings (t0, t0 + 5, t0 + 10 min) and raises at the third, the
+conservative reading of a sampled signal (the same as Prometheus' ``for:``). A sample whose value is unknown (an
+incomplete averaging window, an index that could not be computed) breaks a pending raise or clear.
+
+**State machine** per (rule, series): ``idle -> pending -> raised -> clearing -> idle``. Flapping is suppressed
+three ways: the hysteresis band, the minimum durations, and ``holdoff``: a raise within ``holdoff`` of the last
+clear *reopens* the cleared alert (transition ``reopened``, not paged again) instead of opening a new one.
+
+**Late.** Each sample carries the watermark it arrived under (wall clock or event-time watermark at receipt, the
+stream decides). A transition whose event time is more than ``late_after`` behind that watermark is ``late``: it
+is recorded but not paged, so a device replaying six hours of buffered data does not page anyone about the past as
+if it were now. Because the watermark belongs to the sample, not to when the evaluator ran, splitting a series into
+batches gives the same transitions as one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.streetlights import noaa_sun_times
+from engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN, US_PER_S
+
+NO_TS = np.iinfo(np.int64).min  # "no such instant" in carry state
+INDEX_SIGNALS = frozenset({"aqi_th", "aqi_us"})  # indices the AQI engine publishes through the IndexSource seam
+RULE_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+DEDUP_FIELDS = frozenset({"rule", "device", "site", "signal"})
+
+Comparison = Literal["above", "at_or_above", "below", "at_or_below"]
+COMPARISONS: tuple[str, ...] = ("above", "at_or_above", "below", "at_or_below")
+Severity = Literal["info", "warning", "critical"]
+RuleKind = Literal["threshold", "offline", "flatline", "out_of_range"]
+ScheduleWhen = Literal["always", "working_hours", "outside_working_hours", "sun_up", "sun_down"]
+TransitionKind = Literal["raised", "reopened", "cleared"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d)?\s*$")
+_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def parse_duration_s(value: Any) -> float:
+    """Seconds from a number of seconds or a string such as ``30s``, ``6min``, ``24h``, ``7d``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '6min', '24h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration: give seconds or a string such as '6min', '24h', '7d'")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and >= 0, not {value!r}")
+    return seconds
+
+
+def _hhmm_minutes(text: str) -> int:
+    m = _HHMM.match(text)
+    if m is None or (m.group(1) == "24" and m.group(2) != "00"):
+        raise ValueError(f"{text!r} is not a time of day HH:MM (00:00 to 24:00)")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class _Model(BaseModel):
+    # allow_inf_nan=False: "inf" and "nan" parse as floats and would slip past every comparison.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+
+# --- rule model -----------------------------------------------------------------------------------------------
+
+
+class Condition(_Model):
+    """``value`` compared by ``op``, held for at least ``for_s`` seconds. YAML: ``{above: 150, for: 6min}``."""
+
+    op: Comparison
+    value: float
+    for_s: float = Field(default=0.0, ge=0, alias="for")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "op" in data:
+            return data
+        ops = [k for k in data if k in COMPARISONS]
+        others = {k: v for k, v in data.items() if k not in COMPARISONS}
+        if len(ops) != 1:
+            raise ValueError(f"give exactly one of {', '.join(COMPARISONS)} (found {ops or 'none'})")
+        return {"op": ops[0], "value": data[ops[0]], **others}
+
+    @field_validator("for_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @property
+    def upward(self) -> bool:
+        return self.op in ("above", "at_or_above")
+
+    def met(self, v: float) -> bool:
+        if self.op == "above":
+            return v > self.value
+        if self.op == "at_or_above":
+            return v >= self.value
+        if self.op == "below":
+            return v < self.value
+        return v <= self.value
+
+    def negation(self) -> Condition:
+        opposite = {"above": "at_or_below", "at_or_above": "below", "below": "at_or_above", "at_or_below": "above"}
+        return Condition(op=opposite[self.op], value=self.value)  # type: ignore[arg-type]
+
+
+class Averaging(_Model):
+    """Moving mean over (t - window, t]; known only if it holds >= min_fraction of the readings the device's cadence
+    promises in the window."""
+
+    window_s: float = Field(gt=0, alias="window")
+    min_fraction: float = Field(default=0.75, gt=0, le=1)
+
+    @field_validator("window_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
+class Near(_Model):
+    """Devices whose site lies within ``km`` of a point (great-circle distance)."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    km: float = Field(gt=0)
+    name: str = ""
+
+
+class Scope(_Model):
+    """Which devices a rule watches; every list given must match (an empty list matches everything)."""
+
+    device_kinds: tuple[str, ...] = ()
+    site_kinds: tuple[str, ...] = ()
+    site_codes: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # all of them must be among the device's tags (devices.meta -> 'tags')
+    near: Near | None = None
+
+    def matches(self, d: SeriesInfo) -> bool:
+        if self.device_kinds and d.device_kind not in self.device_kinds:
+            return False
+        if self.site_kinds and d.site_kind not in self.site_kinds:
+            return False
+        if self.site_codes and d.site not in self.site_codes:
+            return False
+        if self.devices and d.device not in self.devices:
+            return False
+        if self.tags and not set(self.tags) <= d.tags:
+            return False
+        if self.near is not None:
+            if d.lat is None or d.lon is None:
+                return False
+            return haversine_km(d.lat, d.lon, self.near.lat, self.near.lon) <= self.near.km
+        return True
+
+
+class Schedule(_Model):
+    when: ScheduleWhen = "always"
+    working_hours: tuple[str, str] = ("08:30", "16:30")  # Bangkok time, Monday to Friday, Thai holidays off
+    sun_margin_s: float = Field(default=1800.0, ge=0, alias="sun_margin")  # photocells switch near twilight
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if _hhmm_minutes(v[0]) >= _hhmm_minutes(v[1]):
+            raise ValueError(f"working hours must start before they end: {v[0]}-{v[1]}")
+        return v
+
+    @field_validator("sun_margin_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
+class Name(_Model):
+    en: str = Field(min_length=1)
+    th: str = Field(min_length=1)
+
+
+class AlertRule(_Model):
+    key: str = Field(pattern=RULE_KEY_PATTERN)
+    name: Name
+    kind: RuleKind = "threshold"
+    metric: str | None = None  # catalogue key (pm25_ugm3, so2_ppb, power_w, lamp_on ...)
+    index: str | None = None  # one of INDEX_SIGNALS
+    average: Averaging | None = None
+    raise_: Condition | None = Field(default=None, alias="raise")
+    clear: Condition | None = None
+    range: tuple[float, float] | None = None  # out_of_range: [low, high] inside which a reading is plausible
+    readings: int | None = Field(default=None, ge=2)  # flatline: this many consecutive equal readings
+    tolerance: float = Field(default=0.0, ge=0)  # flatline: |difference| at most this counts as equal
+    after_cadences: float | None = Field(default=None, gt=0)  # offline
+    max_gap_s: float | None = Field(default=None, gt=0, alias="max_gap")  # None: 3 x cadence (metric signals)
+    holdoff_s: float = Field(default=1800.0, ge=0, alias="holdoff")
+    dedup_key: str = "{site}/{device}/{signal}"
+    severity: Severity
+    scope: Scope = Scope()
+    schedule: Schedule = Schedule()
+    enabled: bool = True
+    description: str = ""
+    source: str = ""  # where the threshold comes from (reference/domain.md tags)
+
+    @field_validator("max_gap_s", "holdoff_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration_s(v)
+
+    @field_validator("index")
+    @classmethod
+    def _known_index(cls, v: str | None) -> str | None:
+        if v is not None and v not in INDEX_SIGNALS:
+            raise ValueError(f"unknown index {v!r}; one of {', '.join(sorted(INDEX_SIGNALS))}")
+        return v
+
+    @field_validator("dedup_key")
+    @classmethod
+    def _dedup_fields(cls, v: str) -> str:
+        names = set(re.findall(r"\{([^{}]*)\}", v))
+        unknown = names - DEDUP_FIELDS
+        if unknown or not names:
+            raise ValueError(f"dedup_key uses {{{', '.join(sorted(DEDUP_FIELDS))}}} only (and at least one): {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertRule:
+        check = _KIND_CHECKS[self.kind]
+        check(self)
+        return self
+
+    # -- derived ------------------------------------------------------------------------------------------------
+
+    @property
+    def signal(self) -> str:
+        return self.metric or self.index or ("device" if self.kind == "offline" else "")
+
+    def conditions(self) -> tuple[Condition, Condition]:
+        """(raise, clear) on the sample values this rule's kind computes (see :func:`sample_values`)."""
+        if self.kind == "flatline":
+            assert self.readings is not None
+            return Condition(op="at_or_above", value=self.readings), Condition(op="below", value=self.readings)
+        if self.kind == "out_of_range":  # the sample value is the distance outside the range
+            return Condition(op="above", value=0.0), Condition(op="at_or_below", value=0.0)
+        assert self.raise_ is not None
+        return self.raise_, self.clear if self.clear is not None else self.raise_.negation()
+
+    def dedup(self, d: SeriesInfo) -> str:
+        return self.dedup_key.format(rule=self.key, device=d.device, site=d.site, signal=self.signal)
+
+    def definition(self) -> dict[str, Any]:
+        """The rule as stored and served: JSON types, aliases (raise, for, window ...), durations in seconds."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_threshold(r: AlertRule) -> None:
+    if (r.metric is None) == (r.index is None):
+        raise ValueError("a threshold rule needs exactly one of metric or index")
+    if r.raise_ is None:
+        raise ValueError("a threshold rule needs a raise condition, e.g. raise: {above: 37.5}")
+    if r.average is not None and r.index is not None:
+        raise ValueError("average applies to metrics; an index series is averaged by the index itself")
+    _forbid(r, "threshold", "range", "readings", "after_cadences")
+    if r.clear is not None:
+        up = r.raise_.upward
+        if r.clear.upward == up:
+            want = "below or at_or_below" if up else "above or at_or_above"
+            raise ValueError(f"clear must point the other way from raise: {want}")
+        if (up and r.clear.value > r.raise_.value) or (not up and r.clear.value < r.raise_.value):
+            raise ValueError(
+                f"clear value {r.clear.value} is on the wrong side of the raise value {r.raise_.value}: "
+                "the hysteresis band would be negative and the alert would flap"
+            )
+
+
+def _check_offline(r: AlertRule) -> None:
+    if r.after_cadences is None:
+        raise ValueError("an offline rule needs after_cadences (no data for N x the device's cadence)")
+    _forbid(r, "offline", "metric", "index", "average", "raise_", "clear", "range", "readings")
+
+
+def _check_flatline(r: AlertRule) -> None:
+    if r.metric is None or r.readings is None:
+        raise ValueError("a flatline rule needs metric and readings (how many equal readings in a row)")
+    _forbid(r, "flatline", "index", "average", "raise_", "clear", "range", "after_cadences")
+
+
+def _check_range(r: AlertRule) -> None:
+    if r.metric is None or r.range is None:
+        raise ValueError("an out_of_range rule needs metric and range: [low, high]")
+    if not r.range[0] < r.range[1]:
+        raise ValueError(f"range must be [low, high] with low < high, not {list(r.range)}")
+    _forbid(r, "out_of_range", "index", "average", "raise_", "clear", "readings", "after_cadences")
+
+
+def _forbid(r: AlertRule, kind: str, *names: str) -> None:
+    given = [n.rstrip("_") for n in names if getattr(r, n) is not None]
+    if given:
+        raise ValueError(f"a {kind} rule does not take {', '.join(given)}")
+
+
+_KIND_CHECKS = {
+    "threshold": _check_threshold,
+    "offline": _check_offline,
+    "flatline": _check_flatline,
+    "out_of_range": _check_range,
+}
+
+
+# --- series, samples ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """What a rule needs to know about the device behind a series."""
+
+    device_pk: int
+    device: str  # the registry's device id
+    site: str  # site code
+    device_kind: str
+    site_kind: str
+    cadence_us: int
+    lat: float | None = None
+    lon: float | None = None
+    tags: frozenset[str] = frozenset()
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+def moving_mean(
+    ts_us: np.ndarray, value: np.ndarray, first: int, window_us: int, min_count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over (t - window, t] at each reading from index ``first`` on, and whether it holds >= min_count readings.
+
+    ``ts_us`` ascending; the readings before ``first`` are history the windows may reach into."""
+    ts = np.ascontiguousarray(ts_us, dtype=np.int64)
+    v = np.ascontiguousarray(value, dtype=np.float64)
+    idx = np.arange(first, ts.shape[0])
+    lo = np.searchsorted(ts, ts[idx] - window_us, side="right")
+    csum = np.concatenate(([0.0], np.cumsum(v)))
+    count = idx + 1 - lo
+    mean = (csum[idx + 1] - csum[lo]) / np.maximum(count, 1)
+    return mean, count >= min_count
+
+
+def min_count(avg: Averaging, cadence_us: int) -> int:
+    """Readings a window must hold: min_fraction of what the cadence promises (at least one)."""
+    expected = avg.window_s * US_PER_S / max(cadence_us, 1)
+    return max(1, math.ceil(avg.min_fraction * expected - 1e-9))
+
+
+def out_of_range_distance(value: np.ndarray, low: float, high: float) -> np.ndarray:
+    """How far each value lies outside [low, high] (0 inside)."""
+    v = np.asarray(value, dtype=np.float64)
+    return np.maximum(np.maximum(low - v, v - high), 0.0)
+
+
+def flat_runs(value: np.ndarray, tolerance: float, carry_value: float, carry_count: int) -> np.ndarray:
+    """Length of the run of equal values (|difference| <= tolerance from the run's first value) ending at each
+    reading, continuing the run carried in from the previous batch."""
+    out = np.empty(len(value), dtype=np.float64)
+    ref, n = carry_value, carry_count
+    for i, x in enumerate(np.asarray(value, dtype=np.float64).tolist()):
+        if n > 0 and abs(x - ref) <= tolerance:
+            n += 1
+        else:
+            ref, n = x, 1
+        out[i] = n
+    return out
+
+
+def schedule_mask(
+    schedule: Schedule,
+    ts_us: np.ndarray,
+    *,
+    holidays: Collection[date] = (),
+    lat: float | None = None,
+    lon: float | None = None,
+) -> np.ndarray:
+    """Whether each instant lies inside the schedule (Bangkok calendar; sun times at lat/lon, NOAA method)."""
+    ts = np.asarray(ts_us, dtype=np.int64)
+    if schedule.when == "always":
+        return np.ones(ts.shape, dtype=bool)
+    if schedule.when in ("working_hours", "outside_working_hours"):
+        inside = working_mask(ts, schedule.working_hours, holidays)
+        return inside if schedule.when == "working_hours" else ~inside
+    if lat is None or lon is None:
+        raise ValueError("a sun_up / sun_down schedule needs the site's lat and lon")
+    local_days = (ts + BKK_OFFSET_US) // US_PER_DAY
+    rise, sets = noaa_sun_times(local_days.astype("datetime64[D]"), lat, lon)
+    margin = int(schedule.sun_margin_s * US_PER_S)
+    up = (ts >= rise + margin) & (ts < sets - margin)
+    down = (ts < rise - margin) | (ts >= sets + margin)
+    return up if schedule.when == "sun_up" else down
+
+
+def working_mask(ts_us: np.ndarray, hours: tuple[str, str], holidays: Collection[date]) -> np.ndarray:
+    """Monday to Friday, not a holiday, between the working hours (Bangkok time)."""
+    local = np.asarray(ts_us, dtype=np.int64) + BKK_OFFSET_US
+    day = local // US_PER_DAY
+    minute = (local - day * US_PER_DAY) // US_PER_MIN
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0
+    off = np.array(sorted({np.datetime64(h, "D").astype(np.int64) for h in holidays}), dtype=np.int64)
+    holiday = np.isin(day, off)
+    start, end = _hhmm_minutes(hours[0]), _hhmm_minutes(hours[1])
+    return (weekday < 5) & ~holiday & (minute >= start) & (minute < end)
+
+
+# --- the state machine ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesState:
+    """Carry state of one (rule, series). ``last_ts_us`` is the frontier: samples at or before it were seen."""
+
+    phase: Literal["idle", "pending", "raised", "clearing"] = "idle"
+    since_us: int = int(NO_TS)  # first sample of the current pending raise / pending clear
+    last_ts_us: int = int(NO_TS)
+    started_us: int = int(NO_TS)  # when the raised alert's condition began
+    raised_us: int = int(NO_TS)
+    cleared_us: int = int(NO_TS)  # last clear, for the hold-off
+    peak: float | None = None  # most extreme value while raised
+    flat_value: float = 0.0  # flatline carry: value and length of the run at the frontier
+    flat_count: int = 0
+    seen_us: int = int(NO_TS)  # offline: newest data seen from the device
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> SeriesState:
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    kind: TransitionKind
+    at_us: int  # event time of the sample that completed the condition
+    started_us: int  # raise: when the condition began; clear: when the clear condition began
+    value: float  # the sample's value (averaged, index, run length, distance outside the range)
+    late: bool
+    reason: str = "condition"  # condition | schedule | data_resumed | no_data
+    peak: float | None = None  # cleared: most extreme value while raised
+
+
+@dataclass(slots=True)
+class _Machine:
+    """The mutable working copy of a SeriesState while a batch of samples runs through it."""
+
+    raise_c: Condition
+    clear_c: Condition
+    holdoff_us: int
+    late_after_us: int
+    s: dict[str, Any]
+    out: list[Transition] = field(default_factory=list)
+
+    def raise_at(self, t: int, v: float, wm: int) -> None:
+        s = self.s
+        recent = s["cleared_us"] != NO_TS and t - s["cleared_us"] < self.holdoff_us
+        kind: TransitionKind = "reopened" if recent else "raised"
+        self.out.append(Transition(kind, t, s["since_us"], v, wm - t > self.late_after_us))
+        s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=v)
+
+    def clear_at(self, t: int, v: float, wm: int, reason: str) -> None:
+        s = self.s
+        self.out.append(Transition("cleared", t, s["since_us"], v, wm - t > self.late_after_us, reason, s["peak"]))
+        s.update(phase="idle", cleared_us=t, since_us=NO_TS, peak=None, started_us=NO_TS, raised_us=NO_TS)
+
+    def track_peak(self, v: float) -> None:
+        peak = self.s["peak"]
+        if peak is None or (v > peak if self.raise_c.upward else v < peak):
+            self.s["peak"] = v
+
+
+def evaluate(
+    rule: AlertRule,
+    state: SeriesState,
+    ts_us: np.ndarray,
+    value: np.ndarray,
+    known: np.ndarray,
+    in_schedule: np.ndarray,
+    watermark_us: np.ndarray,
+    *,
+    max_gap_us: int | None,
+    late_after_us: int,
+) -> tuple[SeriesState, list[Transition]]:
+    """Run one series' samples (ascending event time) through the rule's state machine.
+
+    ``known`` is False where the value could not be computed; ``in_schedule`` where the rule's schedule holds;
+    ``watermark_us`` the watermark each sample arrived under. Samples at or before ``state.last_ts_us`` are skipped
+    (already seen). Returns the new state and the transitions, in event-time order.
+    """
+    raise_c, clear_c = rule.conditions()
+    m = _Machine(raise_c, clear_c, int(rule.holdoff_s * US_PER_S), late_after_us, asdict(state))
+    s = m.s
+    for t, v, ok, sched, wm in zip(
+        np.asarray(ts_us).tolist(),
+        np.asarray(value, dtype=np.float64).tolist(),
+        np.asarray(known, dtype=bool).tolist(),
+        np.asarray(in_schedule, dtype=bool).tolist(),
+        np.asarray(watermark_us).tolist(),
+        strict=True,
+    ):
+        if t <= s["last_ts_us"]:
+            continue
+        gap = max_gap_us is not None and s["last_ts_us"] != NO_TS and t - s["last_ts_us"] > max_gap_us
+        s["last_ts_us"] = t
+        _step(m, t, v, ok, sched, wm, gap)
+    return SeriesState(**s), m.out
+
+
+def _step(m: _Machine, t: int, v: float, ok: bool, sched: bool, wm: int, gap: bool) -> None:
+    s = m.s
+    phase = s["phase"]
+    if phase in ("idle", "pending"):
+        if not (sched and ok and m.raise_c.met(v)):
+            s.update(phase="idle", since_us=NO_TS)
+            return
+        if phase == "idle" or gap:
+            s.update(phase="pending", since_us=t)
+        if t - s["since_us"] >= m.raise_c.for_s * US_PER_S:
+            m.raise_at(t, v, wm)
+        return
+    # raised / clearing: outside the schedule the condition no longer applies, so the clear condition holds.
+    if ok and sched:
+        m.track_peak(v)
+    clear_ok = (not sched) or (ok and m.clear_c.met(v))
+    if not clear_ok:
+        s.update(phase="raised", since_us=NO_TS)
+        return
+    if phase == "raised" or gap:
+        s.update(phase="clearing", since_us=t)
+    if t - s["since_us"] >= m.clear_c.for_s * US_PER_S:
+        m.clear_at(t, v if ok else math.nan, wm, "condition" if sched else "schedule")
+
+
+def evaluate_offline(
+    rule: AlertRule,
+    state: SeriesState,
+    *,
+    seen_us: int,
+    cadence_us: int,
+    watermark_us: int,
+    late_ref_us: int,
+    late_after_us: int,
+    resumed_us: int | None = None,
+) -> tuple[SeriesState, list[Transition]]:
+    """An offline rule for one device: raised once the event-time watermark passes the device's newest data by more
+    than after_cadences x cadence (at that instant, ``seen + N x cadence``), cleared by the next data seen, at
+    ``resumed_us``: the watermark the data came back under (offline is about delivery: a device replaying buffered
+    hours was offline until they arrived), by default the newest data's time; never before the raise."""
+    assert rule.after_cadences is not None
+    m = _Machine(Condition(op="above", value=0), Condition(op="at_or_below", value=0),
+                 int(rule.holdoff_s * US_PER_S), late_after_us, asdict(state))  # fmt: skip
+    s = m.s
+    if seen_us == NO_TS:
+        return state, []
+    limit = int(rule.after_cadences * cadence_us)
+    if s["phase"] == "raised":
+        if seen_us > s["seen_us"]:  # data resumed
+            at = max(seen_us if resumed_us is None else resumed_us, s["raised_us"])
+            m.clear_at(at, (at - s["seen_us"]) / US_PER_S, late_ref_us, "data_resumed")
+            s["seen_us"] = seen_us
+        return SeriesState(**s), m.out
+    last = max(seen_us, s["seen_us"])
+    due = last + limit
+    if watermark_us <= due:
+        return state, []  # not overdue: nothing to remember (the device's newest data is stored elsewhere)
+    s.update(seen_us=last, since_us=last)
+    m.raise_at(due, limit / US_PER_S, late_ref_us)
+    s["last_ts_us"] = due
+    return SeriesState(**s), m.out
+
+
+def sample_values(
+    rule: AlertRule,
+    ts_us: np.ndarray,
+    value: np.ndarray,
+    first: int,
+    *,
+    cadence_us: int,
+    state: SeriesState,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The values the rule compares, at the readings from index ``first`` on (earlier ones are averaging history):
+    the reading, its moving mean, the flat-run length or the distance outside the range; and whether known."""
+    v = np.asarray(value, dtype=np.float64)
+    if rule.kind == "flatline":
+        runs = flat_runs(v[first:], rule.tolerance, state.flat_value, state.flat_count)
+        return runs, np.ones(runs.shape, dtype=bool)
+    if rule.kind == "out_of_range":
+        assert rule.range is not None
+        dist = out_of_range_distance(v[first:], *rule.range)
+        return dist, np.ones(dist.shape, dtype=bool)
+    if rule.average is None:
+        return v[first:], np.isfinite(v[first:])
+    window_us = int(rule.average.window_s * US_PER_S)
+    return moving_mean(ts_us, v, first, window_us, min_count(rule.average, cadence_us))
+
+
+def with_flat_carry(rule: AlertRule, state: SeriesState, value: np.ndarray, runs: np.ndarray) -> SeriesState:
+    """The flatline run carried to the next batch: the last value and its run length."""
+    if rule.kind != "flatline" or not len(value):
+        return state
+    n = int(runs[-1])
+    # The run's reference is its first value: n readings back from the end.
+    ref = float(np.asarray(value, dtype=np.float64)[-n]) if n <= len(value) else state.flat_value
+    return replace(state, flat_value=ref, flat_count=n)
+
+
+def default_max_gap_us(rule: AlertRule, cadence_us: int) -> int | None:
+    """Continuity limit between samples: the rule's max_gap, else 3 x cadence for metric signals (an index series
+    has its own cadence, unknown here: no limit)."""
+    if rule.max_gap_s is not None:
+        return int(rule.max_gap_s * US_PER_S)
+    if rule.index is not None:
+        return None
+    return 3 * cadence_us
+
+
+def validate_rules(definitions: Sequence[dict[str, Any]]) -> list[AlertRule]:
+    """Validate many rule definitions; keys must be unique. Raises ValueError naming the rule on a duplicate."""
+    rules = [AlertRule.model_validate(d) for d in definitions]
+    seen: set[str] = set()
+    for r in rules:
+        if r.key in seen:
+            raise ValueError(f"rule key {r.key!r} is used twice")
+        seen.add(r.key)
+    return rules

@@ -1,0 +1,631 @@
+"""Storage of alerts (migration 005): rules, alerts and their history, the evaluator's carry state, and the reads
+the evaluator needs (devices, reading windows, newest data per series).
+
+Domain errors (:class:`AlertNotFound`, :class:`AlertStateConflict`) are raised here and mapped to HTTP at the API
+edge. Times cross this module as aware datetimes (API side) or UTC epoch microseconds (evaluator side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from store.writer import us_to_datetime
+
+_EPOCH = "'epoch'::timestamptz"
+_US = "interval '1 microsecond'"
+NEVER_US = 2**62  # "no upper bound" for reading windows
+ACTIVE = ("open", "acknowledged")
+
+
+def _ts(expr: str) -> str:
+    return f"({_EPOCH} + ({expr}) * {_US})"
+
+
+def _us(expr: str) -> str:
+    return f"(extract(epoch FROM {expr}) * 1000000)::bigint"
+
+
+class AlertNotFound(Exception):
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"no alert with id {alert_id}")
+        self.alert_id = alert_id
+
+
+class AlertStateConflict(Exception):
+    """The alert is in a state that does not allow the action (acknowledging a closed alert ...)."""
+
+    def __init__(self, alert_id: int, state: str, message: str) -> None:
+        super().__init__(message)
+        self.alert_id = alert_id
+        self.state = state
+
+
+# --- rules ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    key: str
+    definition: dict[str, Any]
+    origin: str
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    inserted: int
+    updated: int
+    unchanged: int
+    removed: int
+    kept_api: int  # rules in the file that an API edit overrides
+
+
+def list_rules(conn: psycopg.Connection) -> list[RuleRow]:
+    with conn.cursor(row_factory=class_row(RuleRow)) as cur:
+        return cur.execute(
+            "SELECT key, definition, origin, version, updated_at FROM alert_rules ORDER BY key"
+        ).fetchall()
+
+
+def get_rule(conn: psycopg.Connection, key: str) -> RuleRow | None:
+    with conn.cursor(row_factory=class_row(RuleRow)) as cur:
+        return cur.execute(
+            "SELECT key, definition, origin, version, updated_at FROM alert_rules WHERE key = %s", (key,)
+        ).fetchone()
+
+
+def put_rule(conn: psycopg.Connection, key: str, definition: dict[str, Any], origin: str) -> tuple[RuleRow, bool]:
+    """Insert or replace a rule (validated by the caller); returns the row and whether it was created."""
+    with conn.cursor(row_factory=class_row(RuleRow)) as cur:
+        row = cur.execute(
+            "INSERT INTO alert_rules (key, definition, origin) VALUES (%s, %s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, origin = excluded.origin,"
+            " version = alert_rules.version + 1, updated_at = now()"
+            " RETURNING key, definition, origin, version, updated_at",
+            (key, Jsonb(definition), origin),
+        ).fetchone()
+    assert row is not None
+    return row, row.version == 1
+
+
+def delete_rule(conn: psycopg.Connection, key: str, actor: str = "system") -> bool:
+    """Delete a rule and its carry state; its alerts that are not closed yet are closed with a note."""
+    gone = conn.execute("DELETE FROM alert_rules WHERE key = %s", (key,)).rowcount
+    if not gone:
+        return False
+    conn.execute("DELETE FROM alert_series_state WHERE rule_key = %s", (key,))
+    ids = [r[0] for r in conn.execute("SELECT id FROM alerts WHERE rule_key = %s AND state <> 'closed'", (key,))]
+    for alert_id in ids:
+        _close(conn, alert_id, actor, f"rule {key} deleted")
+    return True
+
+
+def sync_file_rules(conn: psycopg.Connection, definitions: Sequence[dict[str, Any]]) -> SyncReport:
+    """Make the file's rules current: insert new ones, update changed ones, delete file rules no longer in the file.
+    A rule last written through the API is left as it is (the API edit is the later word)."""
+    stored = {r.key: r for r in list_rules(conn)}
+    inserted = updated = unchanged = kept = 0
+    keys = set()
+    for d in definitions:
+        key = str(d["key"])
+        keys.add(key)
+        old = stored.get(key)
+        if old is not None and old.origin == "api":
+            kept += 1
+        elif old is not None and old.definition == d:
+            unchanged += 1
+        else:
+            _, created = put_rule(conn, key, d, "file")
+            inserted, updated = inserted + created, updated + (not created)
+    removed = 0
+    for key, row in stored.items():
+        if row.origin == "file" and key not in keys:
+            removed += delete_rule(conn, key, "rule file")
+    return SyncReport(inserted, updated, unchanged, removed, kept)
+
+
+# --- what the evaluator reads ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: int
+    device_id: str
+    site_code: str
+    kind: str
+    site_kind: str
+    cadence_s: int
+    lat: float | None
+    lon: float | None
+    tags: list[str]
+
+
+def device_rows(conn: psycopg.Connection) -> list[DeviceRow]:
+    with conn.cursor(row_factory=class_row(DeviceRow)) as cur:
+        return cur.execute(
+            "SELECT d.id, d.device_id, s.site_code, d.kind, s.kind AS site_kind, d.cadence_s, s.lat, s.lon,"
+            " coalesce(ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.meta -> 'tags') = 'array'"
+            "   THEN d.meta -> 'tags' ELSE '[]'::jsonb END)), '{}') AS tags"
+            " FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.id"
+        ).fetchall()
+
+
+def metric_ids(conn: psycopg.Connection) -> dict[str, int]:
+    """Catalogue key (pm25_ugm3 ...) -> metric id."""
+    return {str(k): int(i) for k, i in conn.execute("SELECT key, id FROM metrics")}
+
+
+_UNNEST3 = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS s(d, m, a, b, i)"
+
+
+def series_readings(
+    conn: psycopg.Connection,
+    device_ids: Sequence[int],
+    metric_ids: Sequence[int],
+    after_us: Sequence[int],
+    until_us: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series index, ts_us, value) of the readings with after < ts <= until for each (device, metric), ordered by
+    series then time. The primary key (device, metric, ts) serves each series with one index range scan."""
+    if not device_ids:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    rows = conn.execute(
+        f"SELECT s.i - 1, {_us('r.ts')}, r.value FROM {_UNNEST3}"
+        " JOIN readings r ON r.device_id = s.d AND r.metric_id = s.m"
+        f" AND r.ts > {_ts('s.a')} AND r.ts <= {_ts('s.b')} ORDER BY s.i, r.ts",
+        (list(device_ids), list(metric_ids), list(after_us), list(until_us)),
+    ).fetchall()
+    if not rows:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    i, ts, v = zip(*rows, strict=True)
+    return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+
+
+def newest_after(
+    conn: psycopg.Connection, device_ids: Sequence[int], metric_ids: Sequence[int], after_us: Sequence[int]
+) -> list[tuple[int, int, int, int]]:
+    """(device, metric, oldest ts, newest ts) of the series that hold readings newer than their ``after``: what a
+    restarted evaluator has not seen yet. One index probe per series."""
+    if not device_ids:
+        return []
+    rows = conn.execute(
+        f"SELECT s.d, s.m, {_us('x.lo')}, {_us('x.hi')}"
+        " FROM unnest(%s::int[], %s::smallint[], %s::bigint[]) AS s(d, m, a)"
+        " CROSS JOIN LATERAL (SELECT min(r.ts) AS lo, max(r.ts) AS hi FROM readings r"
+        f" WHERE r.device_id = s.d AND r.metric_id = s.m AND r.ts > {_ts('s.a')}) x WHERE x.hi IS NOT NULL",
+        (list(device_ids), list(metric_ids), list(after_us)),
+    ).fetchall()
+    return [(int(d), int(m), int(lo), int(hi)) for d, m, lo, hi in rows]
+
+
+# --- carry state and progress ---------------------------------------------------------------------------------
+
+
+def load_states(
+    conn: psycopg.Connection, rule_keys: Sequence[str], device_ids: Sequence[int]
+) -> dict[tuple[str, int], tuple[dict[str, Any], int | None]]:
+    if not rule_keys:
+        return {}
+    rows = conn.execute(
+        "SELECT s.rule_key, s.device_id, s.state, s.alert_id FROM alert_series_state s"
+        " JOIN unnest(%s::text[], %s::int[]) AS k(r, d) ON s.rule_key = k.r AND s.device_id = k.d",
+        (list(rule_keys), list(device_ids)),
+    ).fetchall()
+    return {(str(r), int(d)): (dict(st), None if a is None else int(a)) for r, d, st, a in rows}
+
+
+def raised_series(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    """(rule, device) of every series whose machine is raised or clearing."""
+    rows = conn.execute(
+        "SELECT rule_key, device_id FROM alert_series_state WHERE state ->> 'phase' IN ('raised', 'clearing')"
+    ).fetchall()
+    return [(str(r), int(d)) for r, d in rows]
+
+
+def save_states(conn: psycopg.Connection, rows: Sequence[tuple[str, int, dict[str, Any], int | None]]) -> None:
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_series_state (rule_key, device_id, state, alert_id) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (rule_key, device_id) DO UPDATE SET state = excluded.state, alert_id = excluded.alert_id,"
+            " updated_at = now()",
+            [(r, d, Jsonb(st), a) for r, d, st, a in rows],
+        )
+
+
+def load_watermark(conn: psycopg.Connection) -> int | None:
+    row = conn.execute(f"SELECT {_us('event_watermark')} FROM alert_progress").fetchone()
+    return None if row is None else int(row[0])
+
+
+def save_progress(conn: psycopg.Connection, event_watermark_us: int, behind_frontier: int = 0) -> None:
+    conn.execute(
+        f"INSERT INTO alert_progress (id, event_watermark, behind_frontier) VALUES (true, {_ts('%s::bigint')}, %s)"
+        " ON CONFLICT (id) DO UPDATE SET event_watermark = greatest(alert_progress.event_watermark,"
+        " excluded.event_watermark), behind_frontier = alert_progress.behind_frontier + excluded.behind_frontier,"
+        " updated_at = now()",
+        (event_watermark_us, behind_frontier),
+    )
+
+
+def load_seen(conn: psycopg.Connection) -> dict[int, int]:
+    return {int(d): int(t) for d, t in conn.execute(f"SELECT device_id, {_us('last_ts')} FROM alert_device_seen")}
+
+
+def save_seen(conn: psycopg.Connection, seen: dict[int, int]) -> None:
+    if not seen:
+        return
+    conn.execute(
+        f"INSERT INTO alert_device_seen (device_id, last_ts) SELECT d, {_ts('t')}"
+        " FROM unnest(%s::int[], %s::bigint[]) AS u(d, t)"
+        " ON CONFLICT (device_id) DO UPDATE SET last_ts = greatest(alert_device_seen.last_ts, excluded.last_ts)",
+        (list(seen), list(seen.values())),
+    )
+
+
+# --- alerts: writes by the evaluator --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    rule_key: str
+    dedup_key: str
+    device_pk: int
+    signal: str
+    severity: str
+    started_us: int
+    raised_us: int
+    value: float
+    threshold: float | None
+    late: bool
+
+
+def active_alert(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> int | None:
+    row = conn.execute(
+        "SELECT id FROM alerts WHERE rule_key = %s AND dedup_key = %s AND state IN ('open', 'acknowledged')",
+        (rule_key, dedup_key),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def alert_state(conn: psycopg.Connection, alert_id: int) -> str | None:
+    row = conn.execute("SELECT state FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def insert_alert(conn: psycopg.Connection, a: NewAlert, *, page_late: bool = False) -> int:
+    """A new open alert and its 'raised' event (handed to the notifier unless late, or with page_late); returns its
+    id."""
+    row = conn.execute(
+        "INSERT INTO alerts (rule_key, dedup_key, device_id, site_id, signal, severity, state, started_at,"
+        " raised_at, raised_value, threshold, peak_value, late)"
+        " SELECT %s, %s, d.id, d.site_id, %s, %s, 'open', %s, %s, %s, %s, %s, %s FROM devices d WHERE d.id = %s"
+        " RETURNING id",
+        (a.rule_key, a.dedup_key, a.signal, a.severity, us_to_datetime(a.started_us), us_to_datetime(a.raised_us),
+         _num(a.value), a.threshold, _num(a.value), a.late, a.device_pk),
+    ).fetchone()  # fmt: skip
+    assert row is not None, f"device {a.device_pk} vanished"
+    alert_id = int(row[0])
+    add_event(conn, alert_id, "raised", a.raised_us, a.value, a.device_pk, late=a.late, page=page_late or not a.late)
+    return alert_id
+
+
+def reopen_alert(conn: psycopg.Connection, alert_id: int, at_us: int, value: float, device_pk: int, late: bool) -> None:
+    """A cleared alert raised again within the hold-off: open again, one more flap, not paged again."""
+    conn.execute(
+        "UPDATE alerts SET state = 'open', cleared_at = NULL, cleared_value = NULL, clear_reason = NULL,"
+        " flaps = flaps + 1 WHERE id = %s",
+        (alert_id,),
+    )
+    add_event(conn, alert_id, "reopened", at_us, value, device_pk, late=late, page=False)
+
+
+def clear_alert(
+    conn: psycopg.Connection,
+    alert_id: int,
+    at_us: int,
+    value: float,
+    reason: str,
+    peak: float | None,
+    device_pk: int,
+    late: bool,
+    *,
+    page_late: bool = False,
+) -> None:
+    """The clear condition held: an active alert becomes cleared (handed to the notifier unless late, or with
+    page_late); a closed one only records it."""
+    state = alert_state(conn, alert_id)
+    if state is None:
+        return
+    active = state in ACTIVE
+    conn.execute(
+        "UPDATE alerts SET state = CASE WHEN state IN ('open', 'acknowledged') THEN 'cleared' ELSE state END,"
+        " cleared_at = coalesce(cleared_at, %s), cleared_value = coalesce(cleared_value, %s),"
+        " clear_reason = coalesce(clear_reason, %s), peak_value = coalesce(%s, peak_value) WHERE id = %s",
+        (us_to_datetime(at_us), _num(value), reason, _num(peak), alert_id),
+    )
+    add_event(
+        conn,
+        alert_id,
+        "cleared",
+        at_us,
+        value,
+        device_pk,
+        note=reason,
+        late=late,
+        page=active and (page_late or not late),
+    )
+
+
+def add_event(
+    conn: psycopg.Connection,
+    alert_id: int,
+    kind: str,
+    at_us: int | None,
+    value: float | None = None,
+    device_pk: int | None = None,
+    *,
+    actor: str | None = None,
+    note: str | None = None,
+    late: bool = False,
+    page: bool = False,
+) -> None:
+    at = "clock_timestamp()" if at_us is None else "%(at)s"
+    conn.execute(
+        "INSERT INTO alert_events (alert_id, kind, at, value, device_id, actor, note, late, page)"
+        f" VALUES (%(a)s, %(k)s, {at}, %(v)s, %(d)s, %(actor)s, %(note)s, %(late)s, %(page)s)",
+        {
+            "a": alert_id, "k": kind, "at": None if at_us is None else us_to_datetime(at_us),
+            "v": _num(value), "d": device_pk, "actor": actor, "note": note, "late": late, "page": page,
+        },
+    )  # fmt: skip
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or value != value else float(value)  # NaN -> NULL
+
+
+# --- alerts: reads and human actions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: int
+    rule_key: str
+    rule_name_en: str | None
+    rule_name_th: str | None
+    dedup_key: str
+    device_id: str | None
+    site_code: str | None
+    signal: str
+    severity: str
+    state: str
+    started_at: datetime
+    raised_at: datetime
+    raised_value: float | None
+    threshold: float | None
+    peak_value: float | None
+    cleared_at: datetime | None
+    cleared_value: float | None
+    clear_reason: str | None
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    ack_note: str | None
+    closed_by: str | None
+    closed_at: datetime | None
+    close_note: str | None
+    late: bool
+    flaps: int
+    detected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    id: int
+    kind: str
+    at: datetime
+    value: float | None
+    device_id: str | None
+    actor: str | None
+    note: str | None
+    late: bool
+    page: bool
+    notified_at: datetime | None
+    recorded_at: datetime
+
+
+_ALERT_SELECT = (
+    "SELECT a.id, a.rule_key, r.definition -> 'name' ->> 'en' AS rule_name_en,"
+    " r.definition -> 'name' ->> 'th' AS rule_name_th, a.dedup_key, d.device_id, s.site_code, a.signal, a.severity,"
+    " a.state, a.started_at, a.raised_at, a.raised_value, a.threshold, a.peak_value, a.cleared_at, a.cleared_value,"
+    " a.clear_reason, a.acknowledged_by, a.acknowledged_at, a.ack_note, a.closed_by, a.closed_at, a.close_note,"
+    " a.late, a.flaps, a.detected_at"
+    " FROM alerts a LEFT JOIN alert_rules r ON r.key = a.rule_key LEFT JOIN devices d ON d.id = a.device_id"
+    " LEFT JOIN sites s ON s.id = a.site_id"
+)
+
+
+def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert | None:
+    with conn.cursor(row_factory=class_row(Alert)) as cur:
+        return cur.execute(f"{_ALERT_SELECT} WHERE a.id = %s", (alert_id,)).fetchone()
+
+
+def list_alerts(
+    conn: psycopg.Connection,
+    *,
+    states: Sequence[str] = (),
+    severity: str | None = None,
+    site_code: str | None = None,
+    rule_key: str | None = None,
+    device_id: str | None = None,
+    late: bool | None = None,
+    since: datetime | None = None,
+    before: tuple[datetime, int] | None = None,
+    limit: int = 100,
+) -> list[Alert]:
+    """Alerts newest raised first; ``before`` = (raised_at, id) of the last row of the previous page."""
+    clauses: list[sql.Composable] = []
+    params: list[object] = []
+    optional: tuple[tuple[LiteralString, object], ...] = (
+        ("a.severity = %s", severity),
+        ("s.site_code = %s", site_code),
+        ("a.rule_key = %s", rule_key),
+        ("d.device_id = %s", device_id),
+        ("a.late = %s", late),
+        ("a.raised_at >= %s", since),
+    )
+    for text, value in optional:
+        if value is not None:
+            clauses.append(sql.SQL(text))
+            params.append(value)
+    if states:
+        clauses.append(sql.SQL("a.state = ANY(%s)"))
+        params.append(list(states))
+    if before is not None:
+        clauses.append(sql.SQL("(a.raised_at, a.id) < (%s, %s)"))
+        params.extend(before)
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    query = sql.SQL(_ALERT_SELECT) + where + sql.SQL(" ORDER BY a.raised_at DESC, a.id DESC LIMIT %s")
+    with conn.cursor(row_factory=class_row(Alert)) as cur:
+        return cur.execute(query, [*params, limit]).fetchall()
+
+
+def alert_events(conn: psycopg.Connection, alert_id: int) -> list[AlertEvent]:
+    with conn.cursor(row_factory=class_row(AlertEvent)) as cur:
+        return cur.execute(
+            "SELECT e.id, e.kind, e.at, e.value, d.device_id, e.actor, e.note, e.late, e.page, e.notified_at,"
+            " e.recorded_at FROM alert_events e LEFT JOIN devices d ON d.id = e.device_id"
+            " WHERE e.alert_id = %s ORDER BY e.id",
+            (alert_id,),
+        ).fetchall()
+
+
+def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> Alert:
+    """open -> acknowledged (who, when, note). Acknowledging a cleared or closed alert is refused."""
+    state = alert_state(conn, alert_id)
+    if state is None:
+        raise AlertNotFound(alert_id)
+    if state != "open":
+        current = get_alert(conn, alert_id)
+        who = f" by {current.acknowledged_by}" if current and current.acknowledged_by and state != "open" else ""
+        raise AlertStateConflict(
+            alert_id, state, f"alert {alert_id} is {state}{who}; only an open alert is acknowledged"
+        )
+    conn.execute(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = %s, acknowledged_at = clock_timestamp(),"
+        " ack_note = %s WHERE id = %s",
+        (by, note, alert_id),
+    )
+    add_event(conn, alert_id, "acknowledged", None, actor=by, note=note)
+    alert = get_alert(conn, alert_id)
+    assert alert is not None
+    return alert
+
+
+def close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> Alert:
+    """Any state but closed -> closed. Closing an active alert does not stop its rule: the evaluator keeps the
+    condition's state, so the same episode does not open a new alert; the next one after a clear does."""
+    state = alert_state(conn, alert_id)
+    if state is None:
+        raise AlertNotFound(alert_id)
+    if state == "closed":
+        raise AlertStateConflict(alert_id, state, f"alert {alert_id} is already closed")
+    _close(conn, alert_id, by, note)
+    alert = get_alert(conn, alert_id)
+    assert alert is not None
+    return alert
+
+
+def _close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> None:
+    conn.execute(
+        "UPDATE alerts SET state = 'closed', closed_by = %s, closed_at = clock_timestamp(), close_note = %s"
+        " WHERE id = %s",
+        (by, note, alert_id),
+    )
+    add_event(conn, alert_id, "closed", None, actor=by, note=note)
+
+
+# --- notifications --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    event_id: int
+    kind: str
+    at: datetime
+    value: float | None
+    late: bool
+    alert_id: int
+    rule_key: str
+    rule_name_en: str | None
+    rule_name_th: str | None
+    severity: str
+    dedup_key: str
+    device_id: str | None
+    site_code: str | None
+    signal: str
+    threshold: float | None
+    detected_at: datetime
+
+
+def pending_notifications(conn: psycopg.Connection, limit: int = 1000) -> list[Notification]:
+    with conn.cursor(row_factory=class_row(Notification)) as cur:
+        return cur.execute(
+            "SELECT e.id AS event_id, e.kind, e.at, e.value, e.late, a.id AS alert_id, a.rule_key,"
+            " r.definition -> 'name' ->> 'en' AS rule_name_en, r.definition -> 'name' ->> 'th' AS rule_name_th,"
+            " a.severity, a.dedup_key, d.device_id, s.site_code, a.signal, a.threshold, a.detected_at"
+            " FROM alert_events e JOIN alerts a ON a.id = e.alert_id LEFT JOIN alert_rules r ON r.key = a.rule_key"
+            " LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN sites s ON s.id = a.site_id"
+            " WHERE e.page AND e.notified_at IS NULL ORDER BY e.id LIMIT %s",
+            (limit,),
+        ).fetchall()
+
+
+def mark_notified(conn: psycopg.Connection, event_ids: Sequence[int]) -> None:
+    if event_ids:
+        conn.execute("UPDATE alert_events SET notified_at = clock_timestamp() WHERE id = ANY(%s)", (list(event_ids),))
+
+
+# --- index series ---------------------------------------------------------------------------------------------
+
+# Index names of the rules (engine.alerts.INDEX_SIGNALS) -> aqi_hourly.index_key (migration 006).
+AQI_INDEX_KEYS = {"aqi_th": "thai_pcd_2023", "aqi_us": "us_epa_2024"}
+_HOUR_US = 3_600_000_000
+
+
+class StoredAqiIndex:
+    """The alert evaluator's IndexSource over ``aqi_hourly`` (the AQI updater's hourly index per station).
+
+    An hour's index is a sample at the hour's end (its window ends there), and only once the hour is over for the
+    station: ``until`` is the newest reading the evaluator was told about, so the running hour's live row, which
+    changes with every batch, is not taken before its last readings are in."""
+
+    period_us = _HOUR_US
+
+    def index_series(
+        self, conn: psycopg.Connection, index: str, device_pk: int, after_us: int, until_us: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        key = AQI_INDEX_KEYS.get(index)
+        if key is None:
+            raise ValueError(f"no stored series for index {index!r}; one of {', '.join(sorted(AQI_INDEX_KEYS))}")
+        rows = conn.execute(
+            f"SELECT {_us('hour_start')} + {_HOUR_US}, aqi FROM aqi_hourly WHERE index_key = %s AND device_id = %s"
+            f" AND hour_start > {_ts('%s::bigint')} - interval '1 hour'"
+            f" AND hour_start <= {_ts('%s::bigint')} - interval '1 hour' ORDER BY hour_start",
+            (key, device_pk, after_us, until_us),
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        ts, value = zip(*rows, strict=True)
+        return np.array(ts, np.int64), np.array(value, np.float64)
