@@ -10,7 +10,8 @@ watermark each sample arrived under, and stores the carry state and the transiti
   condition (``above`` / ``at_or_above`` / ``below`` / ``at_or_below`` a value, held ``for`` a minimum duration)
   and a ``clear`` condition in the opposite direction (hysteresis: for an ``above`` rule the clear value is at most
   the raise value), with its own minimum duration. Without ``clear``, the negation of ``raise`` clears.
-- ``offline``: no data from a device for ``after_cadences`` x its cadence, on the event-time watermark.
+- ``offline``: no data from a device for ``after_cadences`` x its cadence, measured on a watermark of delivery
+  (stream/alerts.py says which).
 - ``flatline``: the same value (within ``tolerance``) for ``readings`` consecutive readings.
 - ``out_of_range``: a reading outside ``range: [low, high]`` (plausibility, narrower than the catalogue's limits).
 
@@ -462,7 +463,7 @@ class SeriesState:
     peak: float | None = None  # most extreme value while raised
     flat_value: float = 0.0  # flatline carry: value and length of the run at the frontier
     flat_count: int = 0
-    seen_us: int = int(NO_TS)  # offline: newest data seen from the device
+    seen_us: int = int(NO_TS)  # offline: how far the device had delivered when raised
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -588,10 +589,9 @@ def evaluate_offline(
     late_after_us: int,
     resumed_us: int | None = None,
 ) -> tuple[SeriesState, list[Transition]]:
-    """An offline rule for one device: raised once the event-time watermark passes the device's newest data by more
-    than after_cadences x cadence (at that instant, ``seen + N x cadence``), cleared by the next data seen, at
-    ``resumed_us``: the watermark the data came back under (offline is about delivery: a device replaying buffered
-    hours was offline until they arrived), by default the newest data's time; never before the raise."""
+    """An offline rule for one device: raised once the watermark passes how far the device has delivered
+    (``seen_us``) by more than after_cadences x cadence (at that instant, ``seen + N x cadence``), cleared by the
+    next data seen, at ``resumed_us`` (when it came back; by default ``seen_us``), never before the raise."""
     assert rule.after_cadences is not None
     m = _Machine(Condition(op="above", value=0), Condition(op="at_or_below", value=0),
                  int(rule.holdoff_s * US_PER_S), late_after_us, asdict(state))  # fmt: skip

@@ -81,13 +81,14 @@ def ingest(ctx: typer.Context) -> None:
     from lccm.runtime import alert_evaluator, build_ingest, services, updaters
     from stream.alerts import AlertThread
     from stream.energy import EnergyThread
+    from stream.loop import CommitHook
 
     settings = _settings(ctx)
     stop = _stop_event()
     with services(settings) as svc:
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
-        hooks = [energy.poke]
+        hooks: list[CommitHook] = [energy.poke]
         alerts = AlertThread(alert_evaluator(settings, svc.database_url)) if settings.alerts_enabled else None
         if alerts is not None:
             alerts.start()

@@ -345,10 +345,12 @@ def clear_alert(
 ) -> None:
     """The clear condition held: an active alert becomes cleared (handed to the notifier unless late, or with
     page_late); a closed one only records it."""
-    state = alert_state(conn, alert_id)
-    if state is None:
+    row = conn.execute("SELECT state, late FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
+    if row is None:
         return
-    active = state in ACTIVE
+    state, raised_late = str(row[0]), bool(row[1])
+    # Handed on only if the raise was: a clear of an alert nobody was told about would puzzle whoever gets it.
+    pageable = state in ACTIVE and (page_late or not raised_late)
     conn.execute(
         "UPDATE alerts SET state = CASE WHEN state IN ('open', 'acknowledged') THEN 'cleared' ELSE state END,"
         " cleared_at = coalesce(cleared_at, %s), cleared_value = coalesce(cleared_value, %s),"
@@ -364,7 +366,7 @@ def clear_alert(
         device_pk,
         note=reason,
         late=late,
-        page=active and (page_late or not late),
+        page=pageable and (page_late or not late),
     )
 
 

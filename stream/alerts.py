@@ -16,18 +16,24 @@ Watermarks. With ``clock="wall"`` (production) a batch arrived under the wall cl
 event time is more than ``late_after`` older is late (recorded, not paged): a device replaying six hours of
 buffered data, or a whole backlog after an outage, does not page about the past. With ``clock="event"`` a batch
 arrived under the city's event-time watermark (the newest event time committed so far): replays of the past
-(simulations, benchmarks) page as if live, and only data behind the rest of the city is late. Offline rules always
-run on the event-time watermark, so a backlog drained after an ingest outage raises no false offline alerts.
+(simulations, benchmarks) page as if live, and only data behind the rest of the city is late.
+
+Offline rules run on delivery: a device's clock is its newest data's event time when that data came on time, and
+the watermark it arrived under when it came late (so a device replaying buffered hours, or with a clock far
+behind, is delivering, not offline); a device is offline when the newest such clock of the city is more than N
+cadences ahead of its own. They are not judged on a batch of old data (a backlog after an outage of this system,
+wall clock), which says nothing about who is delivering now.
 
 Readings that arrive behind their series' frontier (out of order) still enter the moving means of later samples,
 but are not evaluated as samples themselves; they are counted in ``alert_progress.behind_frontier``.
 
 Index rules (``index: aqi_th``) read the index series through :class:`IndexSource` (``StoredAqiIndex`` reads the
-AQI updater's hourly rows); without one they are skipped (logged once). A device's index is checked after each of
-its batches up to its newest reading, and on ``request_index_check`` (call it after the index updater commits, so
-hours computed after the last batch are not left unevaluated). An index sample arrived under the watermark of the
-batch that brought the readings it was computed from: the evaluator keeps each device's recent (span, watermark)
-history for that, so an index computed late is not judged late for it.
+AQI updater's hourly rows); without one they are skipped (logged once). A device's index is read at its batches
+once a period (an hour, for the stored AQI) has ended since its last evaluated sample, and again at each batch
+until that period's value is there (the AQI updater runs beside us); ``request_index_check`` forces a read (after a
+recompute, or at the end of a replay). An index sample arrived under the watermark of the batch that brought the
+readings it was computed from: the evaluator keeps each device's recent (span, watermark) history for that, so an
+index computed late is not judged late for it.
 
 Several evaluators (one per ingest process) take turns: a run holds a transaction-level advisory lock and a process
 that does not get it keeps its work for the next run.
@@ -137,10 +143,13 @@ class _Work:
 
     spans: dict[tuple[int, int], list[_Span]]
     seen: dict[int, int]  # device -> newest event time in the spans
+    arrived: dict[int, int]  # device -> newest watermark its spans arrived under
     index_until: dict[int, int]
     index_forced: set[int]
     default_wm_us: int
     event_wm_us: int
+    arrival_wm_us: int
+    live: bool
     states: dict[tuple[str, int], tuple[dict[str, object], int | None]] = field(default_factory=dict)
     decided: list[_Decided] = field(default_factory=list)
     result: RunResult = field(default_factory=RunResult)
@@ -199,6 +208,10 @@ class AlertEvaluator:
         self._index_pending: dict[int, int] = {}  # device -> check its index series up to this event time
         self._index_forced: set[int] = set()  # devices whose index check was asked for (new index values)
         self._pending_seen: dict[int, int] = {}  # device -> newest event time of the pending spans
+        self._pending_arrived: dict[int, int] = {}  # device -> newest watermark its pending spans arrived under
+        self._arrived: dict[int, int] = {}  # device -> watermark its newest data arrived under (offline rules)
+        self._arrival_wm_us = int(NO_TS)  # newest of those: the clock offline rules run on
+        self._live = True  # the newest batch was not a backlog (wall clock): offline can be judged
         self._index_frontier: dict[tuple[str, int], int] = {}  # (rule, device) -> last index sample evaluated
         self._rules_at_us = int(NO_TS)
         self._history: dict[int, list[_Span]] = defaultdict(list)  # device -> recent spans and their watermarks
@@ -234,7 +247,19 @@ class AlertEvaluator:
                 self._pending[(d, m)].append(_Span(a, b, wm))
                 self._index_pending[d] = max(self._index_pending.get(d, b), b)
                 self._pending_seen[d] = max(self._pending_seen.get(d, b), b)
+                c = self._device_clock(_Span(a, b, wm))
+                self._pending_arrived[d] = max(self._pending_arrived.get(d, c), c)
+                self._arrival_wm_us = max(self._arrival_wm_us, c)
                 self._remember(d, _Span(a, b, wm))
+            # A batch of old data (a backlog after an outage of this system) says nothing about which devices are
+            # delivering now: offline waits until the stream is live again.
+            self._live = self._clock == "event" or wm - int(ts.max()) <= self._late_after_us
+
+    def _device_clock(self, span: _Span) -> int:
+        """How far a device has delivered, for offline rules: its data's event time when the data came on time,
+        the watermark it arrived under when it came late (a replay of buffered hours, a clock far behind): such a
+        device is delivering now, whatever the age of what it delivers."""
+        return span.hi_us if span.wm_us - span.hi_us <= self._late_after_us else span.wm_us
 
     def request_index_check(self, device_pks: Iterable[int] | None = None) -> None:
         """Check the index rules of these devices (default: every device seen) up to their newest data: call it
@@ -257,7 +282,7 @@ class AlertEvaluator:
 
     def has_work(self) -> bool:
         with self._lock:
-            return bool(self._pending or self._index_pending or self._pending_seen)
+            return bool(self._pending or self._index_pending or self._pending_seen or self._pending_arrived)
 
     # -- running -------------------------------------------------------------------------------------------------
 
@@ -268,7 +293,9 @@ class AlertEvaluator:
             stored = st.load_watermark(conn)
             with self._lock:
                 self._event_wm_us = max(self._event_wm_us, stored if stored is not None else int(NO_TS))
-            self._seen = st.load_seen(conn)
+            self._arrived = st.load_seen(conn)
+            with self._lock:
+                self._arrival_wm_us = max([self._arrival_wm_us, *self._arrived.values()])
             self._refresh(conn, force=True)
             now = self._event_wm_us if self._event_wm_us != NO_TS else self._wall_us()
             self._holidays_for(now, now)  # the holiday calendar's first load takes a second: not on a hot run
@@ -284,9 +311,10 @@ class AlertEvaluator:
             index_until, self._index_pending = self._index_pending, {}
             forced, self._index_forced = self._index_forced, set()
             seen, self._pending_seen = self._pending_seen, {}
-            event_wm = self._event_wm_us
+            arrived, self._pending_arrived = self._pending_arrived, {}
+            event_wm, arrival_wm, live = self._event_wm_us, self._arrival_wm_us, self._live
         default_wm = self._wall_us() if self._clock == "wall" else event_wm
-        work = _Work(dict(spans), seen, index_until, forced, default_wm, event_wm)
+        work = _Work(dict(spans), seen, arrived, index_until, forced, default_wm, event_wm, arrival_wm, live)
         started = time.perf_counter()
         try:
             conn = self._connection()
@@ -303,6 +331,8 @@ class AlertEvaluator:
             raise
         for d, t in work.seen.items():
             self._seen[d] = max(self._seen.get(d, int(NO_TS)), t)
+        for d, t in work.arrived.items():
+            self._arrived[d] = max(self._arrived.get(d, int(NO_TS)), t)
         for dec in work.decided:
             if dec.rule.index is not None:
                 self._index_frontier[(dec.rule.key, dec.info.device_pk)] = dec.state.last_ts_us
@@ -351,6 +381,8 @@ class AlertEvaluator:
                 self._index_pending[d] = max(self._index_pending.get(d, until), until)
             for d, t in work.seen.items():
                 self._pending_seen[d] = max(self._pending_seen.get(d, t), t)
+            for d, t in work.arrived.items():
+                self._pending_arrived[d] = max(self._pending_arrived.get(d, t), t)
             self._index_forced |= work.index_forced
 
     def _add_totals(self, r: RunResult) -> None:
@@ -441,7 +473,7 @@ class AlertEvaluator:
                 frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
                 after = frontier if frontier != NO_TS else horizon
                 metrics = [metric] if metric is not None else (
-                    list(self._metric_ids.values()) if rule.kind == "offline" and d not in self._seen else []
+                    list(self._metric_ids.values()) if rule.kind == "offline" and d not in self._arrived else []
                 )  # fmt: skip
                 for m in metrics:
                     pairs[(d, m)] = min(pairs.get((d, m), after), after)
@@ -454,6 +486,9 @@ class AlertEvaluator:
                 self._pending[(d, m)].append(_Span(lo, hi, wm))
                 self._index_pending[d] = max(self._index_pending.get(d, hi), hi)
                 self._pending_seen[d] = max(self._pending_seen.get(d, hi), hi)
+                # When this data arrived is unknown (before the restart): the device delivered up to its time.
+                self._pending_arrived[d] = max(self._pending_arrived.get(d, hi), hi)
+                self._arrival_wm_us = max(self._arrival_wm_us, hi)
                 self._remember(d, _Span(lo, hi, wm))
                 self._event_wm_us = max(self._event_wm_us, hi)
         return len(found)
@@ -463,7 +498,6 @@ class AlertEvaluator:
     def _evaluate(self, conn: psycopg.Connection, work: _Work) -> None:
         self._refresh(conn, force=any(d not in self._devices for d, _ in work.spans))
         rules = self._active_rules()
-        seen = work.seen
         metric_jobs: list[tuple[AlertRule, int, int]] = []  # (rule, device, metric)
         index_jobs: list[tuple[AlertRule, int]] = []
         offline_jobs: list[tuple[AlertRule, int]] = []
@@ -472,7 +506,7 @@ class AlertEvaluator:
             by_metric[metric].add(d)
         for rule in rules:
             if rule.kind == "offline":
-                offline_jobs += self._offline_candidates(rule, seen, work.event_wm_us)
+                offline_jobs += self._offline_candidates(rule, work)
             elif rule.index is not None:
                 if self.index_source is None:
                     self._warn_once(f"index:{rule.key}", f"rule {rule.key} needs an index source for {rule.index}")
@@ -491,9 +525,9 @@ class AlertEvaluator:
         for rule, d in index_jobs:
             self._run_index_job(conn, work, rule, d)
         for rule, d in offline_jobs:
-            self._run_offline_job(conn, work, rule, d, seen)
+            self._run_offline_job(conn, work, rule, d)
         self._write(conn, work)
-        st.save_seen(conn, seen)
+        st.save_seen(conn, work.arrived)
         if work.event_wm_us != NO_TS:
             st.save_progress(conn, work.event_wm_us, work.behind)
 
@@ -578,38 +612,45 @@ class AlertEvaluator:
         )  # fmt: skip
         self._commit_series(conn, work, rule, info, new, alert_id, out, None)
 
-    def _offline_candidates(self, rule: AlertRule, seen: dict[int, int], event_wm: int) -> list[tuple[AlertRule, int]]:
-        """Devices whose offline state may change now: overdue ones, and ones with new data (a raised alert clears).
-        Devices never seen are not judged (nothing tells "not installed yet" from "offline")."""
+    def _offline_candidates(self, rule: AlertRule, work: _Work) -> list[tuple[AlertRule, int]]:
+        """Devices whose offline state may change now: overdue ones (while the stream is live), and raised ones with
+        new data. Offline runs on arrival: a device's clock is the watermark its newest data arrived under, so a
+        device replaying buffered hours, or one whose clock is behind, is delivering and not offline. Devices
+        never seen are not judged (nothing tells "not installed yet" from "offline")."""
         assert rule.after_cadences is not None
         out = []
         for d in self._scope(rule):
-            last = max(self._seen.get(d, int(NO_TS)), seen.get(d, int(NO_TS)))
+            last = max(self._arrived.get(d, int(NO_TS)), work.arrived.get(d, int(NO_TS)))
             if last == NO_TS:
                 continue
             if (rule.key, d) in self._offline_raised:
-                if d in seen:  # data again: clears
+                if d in work.arrived:  # data again: clears
                     out.append((rule, d))
-            elif event_wm - last > rule.after_cadences * self._devices[d].cadence_us:
+            elif work.live and work.arrival_wm_us - last > rule.after_cadences * self._devices[d].cadence_us:
                 out.append((rule, d))
         return out
 
-    def _run_offline_job(
-        self, conn: psycopg.Connection, work: _Work, rule: AlertRule, d: int, seen: dict[int, int]
-    ) -> None:
+    def _run_offline_job(self, conn: psycopg.Connection, work: _Work, rule: AlertRule, d: int) -> None:
         info = self._devices[d]
         state, alert_id = self._state(work, rule, d)
-        last = max(self._seen.get(d, int(NO_TS)), seen.get(d, int(NO_TS)))
+        last = max(self._arrived.get(d, int(NO_TS)), work.arrived.get(d, int(NO_TS)))
         if state.phase == "raised" and last <= state.seen_us:
             return  # still offline, already raised: nothing to write
         late_ref = self._wall_us() if self._clock == "wall" else work.event_wm_us
-        back = [s.wm_us for (dd, _), ss in work.spans.items() if dd == d for s in ss if s.hi_us > state.seen_us]
         new, out = evaluate_offline(
-            rule, state, seen_us=last, cadence_us=info.cadence_us, watermark_us=work.event_wm_us,
-            late_ref_us=late_ref, late_after_us=self._late_after_us, resumed_us=min(back, default=None),
+            rule, state, seen_us=last, cadence_us=info.cadence_us, watermark_us=work.arrival_wm_us,
+            late_ref_us=late_ref, late_after_us=self._late_after_us, resumed_us=self._resumed(work, d),
         )  # fmt: skip
         if new != state:
             self._commit_series(conn, work, rule, info, new, alert_id, out, None)
+
+    def _resumed(self, work: _Work, d: int) -> int | None:
+        """When a device's data came back in this run: its first new reading if on time, else its arrival."""
+        first = [
+            s.lo_us if s.wm_us - s.hi_us <= self._late_after_us else s.wm_us
+            for (dd, _), spans in work.spans.items() if dd == d for s in spans
+        ]  # fmt: skip
+        return min(first, default=None)
 
     def _schedule(self, rule: AlertRule, info: SeriesInfo, ts: np.ndarray) -> np.ndarray:
         if rule.schedule.when == "always" or not len(ts):

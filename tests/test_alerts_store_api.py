@@ -92,9 +92,21 @@ def commit(url: str, batch: ReadingColumns, *evaluators: AlertEvaluator) -> None
         e.on_commit(batch)
 
 
+_EVALUATORS: list[AlertEvaluator] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_evaluators() -> Iterator[None]:
+    yield
+    while _EVALUATORS:
+        _EVALUATORS.pop().close()  # each keeps a connection across runs
+
+
 def evaluator(url: str, sent: list[AlertTransition] | None = None, **kw: Any) -> AlertEvaluator:
     notify = sent.append if sent is not None else None
-    return AlertEvaluator(functools.partial(psycopg.connect, url), notify=notify, **kw)
+    ev = AlertEvaluator(functools.partial(psycopg.connect, url), notify=notify, **kw)
+    _EVALUATORS.append(ev)
+    return ev
 
 
 def alerts(url: str) -> list[st.Alert]:
@@ -164,6 +176,7 @@ def test_a_notifier_that_fails_gets_the_same_transition_again_on_the_next_run(db
         got.append(t)
 
     ev = AlertEvaluator(functools.partial(psycopg.connect, db), notify=flaky, clock="event")
+    _EVALUATORS.append(ev)
     with psycopg.connect(db) as conn:
         commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]), ev)
     assert ev.run_once().notified == 0
@@ -241,6 +254,21 @@ def test_offline_is_raised_on_the_event_watermark_and_cleared_when_data_resumes(
     assert [(t.kind, t.at) for t in sent if t.rule_key == "aq_offline" and t.device_id == "MM1-S"] == [
         ("raised", at(7)), ("cleared", at(9)),
     ]  # fmt: skip
+
+
+def test_a_backlog_after_an_outage_of_this_system_judges_nobody_offline_until_the_stream_is_live(db: str) -> None:
+    ev = evaluator(db, clock="wall")
+    with psycopg.connect(db) as conn:
+        commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]), ev)  # then Sop Pat goes silent
+        # our ingest was down: the city's readings arrive three hours late, all at once
+        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 30, lag=timedelta(hours=3)), ev)
+        ev.run_once()
+        assert alerts(db) == []  # a backlog says nothing about who is delivering now
+        commit(db, cols(conn, "CITY-S", PM25, at(30), [20.0]), ev)  # live again
+        ev.run_once()
+    [a] = alerts(db)
+    # Sop Pat delivered up to #1 (on time); the city's backlog, late, counts as delivered when it arrived
+    assert (a.rule_key, a.device_id, a.raised_at) == ("aq_offline", "MM1-S", at(1) + 6 * STEP)
 
 
 AQI_101: dict[str, Any] = {

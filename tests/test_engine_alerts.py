@@ -4,7 +4,9 @@ out in the comments, plus a brute-force reference of the raise/clear semantics a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,7 @@ MAE_MOH = rule(metric="so2_ppb", **{"raise": {"above": 150, "for": "6min"}}, cle
 
 def run(
     r: AlertRule,
-    values: list[float],
+    values: Sequence[float],
     *,
     start: int = T0,
     step: int = CADENCE,
@@ -381,3 +383,52 @@ def test_the_shipped_rules_state_their_thresholds_in_canonical_units() -> None:
     assert {rules["aqi_th_101"].raise_.value, rules["aqi_th_201"].raise_.value} == {101, 201}  # type: ignore[union-attr]
     assert {r.kind for r in rules.values()} == {"threshold", "offline", "flatline", "out_of_range"}
     assert {r.schedule.when for r in rules.values()} >= {"outside_working_hours", "sun_up"}
+
+
+def test_the_rule_file_loader_names_every_bad_rule_and_field_at_once(tmp_path: Path) -> None:
+    from lccm.alert_rules import AlertRulesInvalid, load_rules_file
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        """
+rules:
+  - key: so2_mae_moh
+    name: {en: SO2, th: SO2}
+    metric: so2_ppb
+    raise: {above: high, for: 6min}
+    severity: critical
+  - key: pm25
+    name: {en: PM, th: PM}
+    metric: pm1_ugm3
+    raise: {above: 37.5}
+    severity: warning
+  - key: pm25
+    name: {en: PM, th: PM}
+    metric: pm25_ugm3
+    raise: {above: 37.5}
+    clear: {above: 40}
+    severity: warning
+  - name: {en: no key, th: no key}
+    kind: offline
+    after_cadences: 3
+    severity: urgent
+""",
+        encoding="utf-8",
+    )
+    with pytest.raises(AlertRulesInvalid) as info:
+        load_rules_file(path, metric_keys={"so2_ppb", "pm25_ugm3"})
+    found = {(e.rule, e.field) for e in info.value.errors}
+    assert found == {
+        ("so2_mae_moh", "raise.value"),  # "high" is not a number
+        ("pm25", "metric"),  # pm1_ugm3 is not in the catalogue
+        ("pm25", ""),  # the third rule (also named pm25): its clear points the same way as its raise
+        ("#4", "key"),  # no key: named by position
+        ("#4", "severity"),
+    }
+    text = str(info.value)
+    assert "rule 'pm25' field metric: unknown metric 'pm1_ugm3'" in text
+    assert "clear must point the other way" in text
+    from lccm.alert_rules import parse_rules
+
+    with pytest.raises(AlertRulesInvalid, match="rule 'r' field key: the key 'r' is used by an earlier rule"):
+        parse_rules([MAE_MOH.definition(), MAE_MOH.definition()])

@@ -75,7 +75,8 @@ CREATE TABLE alert_series_state (
     PRIMARY KEY (rule_key, device_id)
 );
 
--- Newest data seen per device (for offline rules) and the city's event-time watermark.
+-- How far each device has delivered (offline rules: its newest data's time when that came on time, else the
+-- watermark it arrived under), and the city's event-time watermark.
 CREATE TABLE alert_device_seen (
     device_id   integer PRIMARY KEY,
     last_ts     timestamptz NOT NULL
