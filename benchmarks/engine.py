@@ -11,16 +11,18 @@ One run, one data set, every implementation doing the same aggregation:
    from then on; the window is centred on that change, which falls on a bucket edge, so the factor is constant
    within a bucket and every implementation sees the change).
 
-Ours is the engine as the stream calls it: :func:`engine.counters.register_intervals` (counters: also quality,
-reasons, plausibility cap, gap and bridging checks that find nothing to do on this clean data),
-:func:`engine.buckets.spread_intervals` (the 15-minute rollup: also estimated part, coverage, count, worst quality)
-and :func:`engine.emissions.bucket_emissions`. The peers compute only kWh and kgCO2e per (device, bucket): they do
-less work, which is in their favour. Peers are idiomatic: pandas ``groupby().diff()/shift()`` and a two-key
-``groupby().sum()``; polars lazy expressions with ``.over("device")``; DuckDB SQL with ``lag() OVER (PARTITION BY
-device ORDER BY ts)`` and ``GROUP BY`` over the same numpy arrays (a zero-copy pandas frame). pandas and polars are
-not asked to sort: the rows are already in time order, so each device's rows are too (sorting 50 M rows first would
-cost them seconds). Before anything is timed, every implementation's kWh and kgCO2e are checked against ours, per
-15-minute bucket (the total over devices, within 1e-9 relative) and per (device, bucket) cell.
+Ours is the engine as the stream calls it (``stream/energy.py``): :func:`engine.fused.register_buckets`, one pass
+from readings to 15-minute energy and to kgCO2e at the factor in force and at the base-year factor (2025, 0.4999),
+under every counter rule (quality, reasons, plausibility cap, gap, bridging, flat runs: nothing to do on this clean
+data, but every check is made) and with the estimated part, coverage, count and worst quality per bucket. The peers
+compute only kWh and kgCO2e (in force) per (device, bucket): they do less work, which is in their favour. Peers are
+idiomatic: pandas ``groupby().diff()/shift()`` and a two-key ``groupby().sum()``; polars lazy expressions with
+``.over("device")``; DuckDB SQL with ``lag() OVER (PARTITION BY device ORDER BY ts)`` and ``GROUP BY`` over the same
+numpy arrays (a zero-copy pandas frame). pandas and polars are not asked to sort: the rows are already in time
+order, so each device's rows are too (sorting 50 M rows first would cost them seconds). Before anything is timed,
+every implementation's kWh and kgCO2e are checked against ours, per 15-minute bucket (the total over devices, within
+1e-9 relative) and per (device, bucket) cell; and the engine's three-step pipeline (counters, 15-minute spread,
+emissions twice: what the stream called before) is run once, timed for information, and must give ours bit for bit.
 
 Data (numpy, seeded): ``--devices`` meters, ``--readings`` in total, one reading every 5 minutes per meter with a
 random phase per meter and +-2 s of jitter, power log-normal per meter, registers rounded to 1 Wh and wrapping at
@@ -32,11 +34,12 @@ Threads: ours runs on one thread (the kernels are serial; ``NUMBA_NUM_THREADS=1`
 polars and DuckDB use their default thread pools (every core), which favours them. The single pass is numpy
 summing the three input columns on one thread: the memory-bandwidth bound of anything that reads the input once.
 
-Start-up: ``jit_compile_s`` is the first call of the pipeline's kernels in a fresh process with an empty
-``NUMBA_CACHE_DIR`` (compilation); ``warm_start_s`` is the wall time of a fresh process that imports the engine and
-runs the pipeline on a few readings with that cache populated (interpreter start, imports, cache loads, exit).
+Start-up: ``jit_compile_s`` is the first call of ``register_buckets`` in a fresh process with an empty
+``NUMBA_CACHE_DIR`` (compiling its two kernels); ``warm_start_s`` is the wall time of a fresh process that imports
+the engine and calls it on a few readings with that cache populated (interpreter start, imports, numba's one-time
+set-up and cache loads, exit).
 
-Run: ``.venv/bin/python benchmarks/engine.py`` (50 M readings: about 6 minutes, 10 GiB at peak in pandas).
+Run: ``.venv/bin/python benchmarks/engine.py`` (50 M readings: about 5 minutes, 11 GiB at peak in pandas).
 Small: ``--readings 200000 --devices 2000``. polars and DuckDB come with ``pip install -e '.[bench]'``; without
 them their rows are skipped with a note. The machine is shared and noisy: read the ratios more than the absolute
 figures. The last line printed is one JSON object: the headline figures, then everything under ``detail``.
@@ -71,14 +74,15 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine import counters  # noqa: E402
+from engine import fused as fused_module  # noqa: E402
 from engine import kernels as k  # noqa: E402
-from engine.buckets import spread_intervals  # noqa: E402
-from engine.counters import Intervals, MeterParams, Quality, Reason, register_intervals  # noqa: E402
+from engine.buckets import WeightTable, spread_intervals  # noqa: E402
+from engine.counters import MeterParams, Quality, Reason, check_time_order, register_intervals  # noqa: E402
 from engine.emissions import bucket_emissions, factor_series  # noqa: E402
 from engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY  # noqa: E402
+from engine.fused import RegisterBuckets, register_buckets  # noqa: E402
 from engine.rollups import sample_rollup  # noqa: E402
-from engine.timebase import US_PER_H, US_PER_MIN, US_PER_S, bucket_edges_us  # noqa: E402
+from engine.timebase import US_PER_H, US_PER_MIN, US_PER_S, bkk_us, bucket_edges_us  # noqa: E402
 
 ROOT = _HERE.parent
 GOAL_VS_PANDAS = 10.0  # ours at least 10x faster than pandas
@@ -96,6 +100,7 @@ _GRID = TGO_REGISTRY.history(SOURCE.factor_key)
 CHANGE_US = _GRID[1].valid_from_us  # 2026-01-01 00:00 Asia/Bangkok
 FACTOR_BEFORE = _GRID[0].kgco2e_per_unit  # 0.4999 kgCO2e/kWh
 FACTOR_AFTER = _GRID[1].kgco2e_per_unit  # 0.4750 kgCO2e/kWh
+BASE_YEAR_US = (bkk_us(2025), bkk_us(2026))  # the stream's base year in the demo: 0.4999 all year
 assert CHANGE_US % WIDTH_US == 0, "the factor change must fall on a bucket edge for the peers' per-bucket factor"
 assert CADENCE_US + 2 * JITTER_US < WIDTH_US, "the peers split an interval over at most two buckets"
 
@@ -226,8 +231,10 @@ class Setup:
 
     params: MeterParams
     edges_us: np.ndarray
-    factors: Any  # WeightTable
+    factors: WeightTable  # in force
     series_of_device: np.ndarray
+    base_factors: WeightTable  # the base year's, for all time
+    base_series_of_device: np.ndarray
 
 
 def engine_setup(r: Readings) -> Setup:
@@ -236,64 +243,48 @@ def engine_setup(r: Readings) -> Setup:
         rated_per_h=r.rated_kw,
         cadence_us=np.full(r.n_devices, CADENCE_US, np.int64),
     )
-    table, series = factor_series(TGO_REGISTRY, [SOURCE] * r.n_devices)
-    return Setup(params, r.edges_us(), table, series)
+    classes = [SOURCE] * r.n_devices
+    table, series = factor_series(TGO_REGISTRY, classes)
+    base, base_series = factor_series(TGO_REGISTRY, classes, base_year_us=BASE_YEAR_US)
+    return Setup(params, r.edges_us(), table, series, base, base_series)
 
 
-@dataclass
-class OursResult:
-    kwh: np.ndarray  # [bucket, device]
-    kgco2e: np.ndarray  # [bucket, device]
-    stage_s: dict[str, float]
-    intervals: Intervals | None
+def run_ours(r: Readings, s: Setup) -> RegisterBuckets:
+    """Registers -> 15-minute energy and emissions at the factor in force and at the base-year factor, in one pass:
+    :func:`engine.fused.register_buckets`, called as ``stream/energy.py`` calls it."""
+    out, _ = register_buckets(
+        r.device_idx, r.ts_us, r.register_kwh, s.params, s.edges_us,
+        s.factors, s.series_of_device, s.base_factors, s.base_series_of_device,
+    )  # fmt: skip
+    return out
 
 
-def run_ours(r: Readings, s: Setup, keep_intervals: bool = False) -> OursResult:
-    """counters -> 15-minute rollup -> emissions, as the stream calls the engine."""
+def run_pipeline(r: Readings, s: Setup) -> tuple[RegisterBuckets, dict[str, int], dict[str, float]]:
+    """The engine's three-step pipeline (what the stream called before :mod:`engine.fused`): counters, the
+    15-minute spread, emissions twice. Its answer, its interval counts and its stage times."""
     t0 = time.perf_counter()
     iv, _ = register_intervals(r.device_idx, r.ts_us, r.register_kwh, s.params)
     t1 = time.perf_counter()
-    b = spread_intervals(iv, s.edges_us, r.n_devices)
+    energy = spread_intervals(iv, s.edges_us, r.n_devices)
     t2 = time.perf_counter()
-    e = bucket_emissions(iv, s.edges_us, r.n_devices, s.factors, s.series_of_device)
+    kg = bucket_emissions(iv, s.edges_us, r.n_devices, s.factors, s.series_of_device).kgco2e
+    kg_base = bucket_emissions(iv, s.edges_us, r.n_devices, s.base_factors, s.base_series_of_device).kgco2e
     t3 = time.perf_counter()
-    stages = {"counters": t1 - t0, "rollup_15min": t2 - t1, "emissions": t3 - t2}
-    return OursResult(b.amount, e.kgco2e, stages, iv if keep_intervals else None)
+    counts = {
+        "rollovers": int(np.count_nonzero(iv.reasons & Reason.ROLLOVER)),
+        "flagged_otherwise": int(np.count_nonzero(iv.reasons & ~(Reason.ROLLOVER | Reason.NO_PREVIOUS))),
+        "not_measured": int(np.count_nonzero(iv.quality != Quality.MEASURED)),
+    }
+    stages = {"counters": t1 - t0, "rollup_15min": t2 - t1, "emissions_x2": t3 - t2}
+    return RegisterBuckets(energy, kg, kg_base), counts, stages
 
 
-Saved = list[tuple[np.ndarray, np.ndarray]]
-
-
-def captured_calls(name: str, n_rows: int, call: Callable[[], Any]) -> tuple[Any, list[tuple[tuple[Any, ...], Saved]]]:
-    """Run ``call`` with the engine's numba kernel ``name`` wrapped by a recorder; the kernel and, per call, its args
-    and a copy of every array argument not of the input's length (carry state, bucket accumulators) as it was before.
-
-    Recording what the wrappers pass keeps the profile right whatever the kernels' signatures become.
-    """
-    real = k.KERNELS["numba"][name]
-    calls: list[tuple[tuple[Any, ...], Saved]] = []
-
-    def recorder(*args: Any) -> Any:
-        saved = [(a, a.copy()) for a in args if isinstance(a, np.ndarray) and a.shape[0] != n_rows]
-        calls.append((args, saved))
-        return real(*args)
-
-    k.KERNELS["numba"][name] = recorder
-    try:
-        call()
-    finally:
-        k.KERNELS["numba"][name] = real
-    return real, calls
-
-
-def time_kernel(kernel: Any, recorded: tuple[tuple[Any, ...], Saved]) -> float:
-    """One run of a kernel on recorded arguments, state and accumulators put back as they were before the recorded
-    call; its outputs were written by that call, so are in memory (no first-touch page faults)."""
-    args, saved = recorded
-    for a, before in saved:
-        np.copyto(a, before)
-    t, _ = timed(lambda: kernel(*args))
-    return t
+def same_buckets(a: RegisterBuckets, b: RegisterBuckets) -> bool:
+    """Every field of every (bucket, device) cell equal, bit for bit."""
+    pairs = [(getattr(a.energy, f), getattr(b.energy, f)) for f in ("amount", "amount_estimated", "covered_us",
+                                                                    "quality", "count")]  # fmt: skip
+    pairs += [(a.kgco2e, b.kgco2e), (a.kgco2e_base, b.kgco2e_base)]
+    return all(np.array_equal(x, y) for x, y in pairs)
 
 
 def _alloc_and_touch(specs: Sequence[tuple[tuple[int, ...], np.dtype[Any]]]) -> None:
@@ -303,33 +294,37 @@ def _alloc_and_touch(specs: Sequence[tuple[tuple[int, ...], np.dtype[Any]]]) -> 
 
 
 def profile_ours(r: Readings, s: Setup) -> dict[str, float]:
-    """Where our time goes: input checks, each kernel alone (outputs in memory), allocating and touching outputs.
-
-    A wrapper's time minus its kernel's is argument checking, allocation and first-touch page faults on its fresh
-    output arrays.
-    """
+    """Where our time goes, one run each: the order check, regrouping the readings by block of devices (when
+    :mod:`engine.fused` does), allocating and first-touching the outputs, and the rest of a call, which is the fused
+    kernel (plus argument checks and packing the per-device rows, both O(devices))."""
     out: dict[str, float] = {}
-    check = getattr(counters, "check_time_order", None)
-    if check is not None:
-        out["counters: check_time_order"], _ = timed(lambda: check(r.device_idx, r.ts_us))
-    holder: list[Intervals] = []
-    counter, calls = captured_calls(
-        "counter", r.n, lambda: holder.append(register_intervals(r.device_idx, r.ts_us, r.register_kwh, s.params)[0])
-    )
-    out["counters: counter kernel alone"] = time_kernel(counter, calls[0])
-    calls.clear()
-    iv = holder[0]
-    columns = [(a.shape, a.dtype) for a in (iv.start_us, iv.end_us, iv.amount, iv.raw, iv.quality, iv.reasons)]
-    out["counters: allocate + touch interval columns"], _ = timed(lambda: _alloc_and_touch(columns))
-    spread, calls = captured_calls("spread", r.n, lambda: spread_intervals(iv, s.edges_us, r.n_devices))
-    out["rollup: spread kernel alone"] = time_kernel(spread, calls[0])
-    accumulators = [(a.shape, a.dtype) for a in calls[0][0] if isinstance(a, np.ndarray) and a.ndim == 2]
-    calls.clear()
-    out["rollup: allocate + touch bucket arrays"], _ = timed(lambda: _alloc_and_touch(accumulators))
-    spread, calls = captured_calls(
-        "spread", r.n, lambda: bucket_emissions(iv, s.edges_us, r.n_devices, s.factors, s.series_of_device)
-    )
-    out["emissions: spread kernel alone"] = time_kernel(spread, calls[0])
+    out["check_time_order (one pass)"], _ = timed(lambda: check_time_order(r.device_idx, r.ts_us))
+    shift, chunk = fused_module.BLOCK_SHIFT, fused_module.CHUNK_READINGS
+    regroup = r.n_devices >> shift >= fused_module.BLOCKS_FROM
+    regroup = regroup and r.n_devices * fused_module.READINGS_PER_DEVICE <= chunk
+    if regroup:
+        counts = np.zeros(((r.n_devices - 1) >> shift) + 2, np.int64)
+        m = min(r.n, chunk)
+        scratch = np.empty(m, np.int32), np.empty(m, np.int64), np.empty(m, np.float64)
+
+        def partition() -> None:
+            for lo in range(0, r.n, chunk):
+                hi = min(r.n, lo + chunk)
+                k.KERNELS["numba"]["partition"](
+                    r.device_idx[lo:hi], r.ts_us[lo:hi], r.register_kwh[lo:hi], shift, counts, *scratch
+                )
+
+        partition()
+        out["regroup by block of devices (partition kernel)"], _ = timed(partition)
+    nb = s.edges_us.shape[0] - 1
+    cells: list[tuple[tuple[int, ...], np.dtype[Any]]] = [
+        ((nb, r.n_devices, k.CELL_BYTES // 8), np.dtype(np.int64)),
+        ((nb, r.n_devices), np.dtype(np.int8)),
+    ]
+    out["allocate + first-touch the outputs"], _ = timed(lambda: _alloc_and_touch(cells))
+    gc.collect()
+    whole, _ = timed(lambda: run_ours(r, s))
+    out["the rest: the fused kernel (+ checks, packing)"] = whole - sum(out.values())
     return out
 
 
@@ -508,15 +503,12 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(rel.max()) if rel.size else 0.0
 
 
-def agreement(ours: OursResult, kwh: np.ndarray, kg: np.ndarray) -> dict[str, Any]:
+def agreement(ours: RegisterBuckets, kwh: np.ndarray, kg: np.ndarray) -> dict[str, Any]:
     """Per-bucket totals (over devices) within RTOL relative, and every (device, bucket) cell."""
-    bucket = max(
-        max_rel_diff(ours.kwh.sum(axis=1), kwh.sum(axis=1)), max_rel_diff(ours.kgco2e.sum(axis=1), kg.sum(axis=1))
-    )
-    cells_ok = bool(
-        np.allclose(ours.kwh, kwh, rtol=RTOL, atol=1e-12) and np.allclose(ours.kgco2e, kg, rtol=RTOL, atol=1e-12)
-    )
-    cell = max(max_rel_diff(ours.kwh, kwh), max_rel_diff(ours.kgco2e, kg))
+    our_kwh, our_kg = ours.energy.amount, ours.kgco2e
+    bucket = max(max_rel_diff(our_kwh.sum(axis=1), kwh.sum(axis=1)), max_rel_diff(our_kg.sum(axis=1), kg.sum(axis=1)))
+    cells_ok = bool(np.allclose(our_kwh, kwh, rtol=RTOL, atol=1e-12) and np.allclose(our_kg, kg, rtol=RTOL, atol=1e-12))
+    cell = max(max_rel_diff(our_kwh, kwh), max_rel_diff(our_kg, kg))
     return {
         "agreed": bool(bucket <= RTOL and cells_ok),
         "bucket_total_max_rel_diff": bucket,
@@ -533,10 +525,10 @@ import time
 t0 = time.perf_counter()
 import json
 import numpy as np
-from engine.buckets import spread_intervals
-from engine.counters import MeterParams, register_intervals
-from engine.emissions import bucket_emissions, factor_series
+from engine.counters import MeterParams
+from engine.emissions import factor_series
 from engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY
+from engine.fused import register_buckets
 from engine.rollups import sample_rollup
 from engine.timebase import US_PER_MIN, bucket_edges_us, bkk_us
 t_import = time.perf_counter()
@@ -545,16 +537,17 @@ ts = bkk_us(2025, 12, 31, 23) + np.arange(12, dtype=np.int64) * 5 * US_PER_MIN
 dev = np.tile(np.arange(n_dev, dtype=np.int32), 4)
 reg = np.repeat(np.arange(4, dtype=np.float64), n_dev) * 0.25 + 99_999.5
 params = MeterParams.uniform(n_dev, modulus=100_000.0, rated_per_h=10.0, cadence_us=5 * US_PER_MIN)
-table, series = factor_series(TGO_REGISTRY, [SOURCE_CLASS_BY_KEY["building_electricity"]] * n_dev)
+classes = [SOURCE_CLASS_BY_KEY["building_electricity"]] * n_dev
+base_year = (bkk_us(2025), bkk_us(2026))
+tables = (*factor_series(TGO_REGISTRY, classes), *factor_series(TGO_REGISTRY, classes, base_year_us=base_year))
 edges = bucket_edges_us("15min", int(ts.min()), int(ts.max()))
 first = {}
-t = time.perf_counter(); iv, _ = register_intervals(dev, ts, reg, params); first["counters"] = time.perf_counter() - t
-t = time.perf_counter(); spread_intervals(iv, edges, n_dev); first["rollup_15min"] = time.perf_counter() - t
-t = time.perf_counter(); bucket_emissions(iv, edges, n_dev, table, series); first["emissions"] = time.perf_counter() - t
+t = time.perf_counter(); register_buckets(dev, ts, reg, params, edges, *tables)
+first["register_buckets"] = time.perf_counter() - t
 t = time.perf_counter(); sample_rollup(dev, ts, reg, edges, n_dev); first["sample_rollup"] = time.perf_counter() - t
 print(json.dumps({"import_s": t_import - t0, "first_call_s": first, "in_process_s": time.perf_counter() - t0}))
 """
-PIPELINE_CALLS = ("counters", "rollup_15min", "emissions")
+PIPELINE_CALLS = ("register_buckets",)
 
 
 def startup_child(cache_dir: Path) -> dict[str, Any]:
@@ -592,30 +585,34 @@ def measure_startup(cold_runs: int, warm_runs: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- the run
 
 
-def measure_ours(r: Readings, s: Setup, repeat: int) -> tuple[Timing, dict[str, float], OursResult, dict[str, int]]:
+def measure_ours(r: Readings, s: Setup, repeat: int) -> tuple[Timing, RegisterBuckets]:
     """The check run (its answer is what the peers are compared with), then ``repeat - 1`` more timed runs."""
     tiny = make_readings(2 * min(r.n_devices, 50), min(r.n_devices, 50), 0)
     run_ours(tiny, engine_setup(tiny))  # load the kernels (compiled or from the cache): see start-up for that cost
     reset_peak_rss()
-    t_first, ours = timed(lambda: run_ours(r, s, keep_intervals=True))
-    assert ours.intervals is not None
-    reasons, quality = ours.intervals.reasons, ours.intervals.quality
-    counts = {
-        "rollovers": int(np.count_nonzero(reasons & Reason.ROLLOVER)),
-        "flagged_otherwise": int(np.count_nonzero(reasons & ~(Reason.ROLLOVER | Reason.NO_PREVIOUS))),
-        "not_measured": int(np.count_nonzero(quality != Quality.MEASURED)),
-    }
-    if counts["flagged_otherwise"] or counts["not_measured"] != r.n_devices:
-        raise AssertionError(f"the synthetic data should be clean (only first readings not measured): {counts}")
-    ours.intervals = None
-    times, stages = [t_first], [ours.stage_s]
+    t_first, ours = timed(lambda: run_ours(r, s))
+    e = ours.energy
+    if np.any(e.quality[e.count > 0] != Quality.MEASURED) or np.any(e.amount_estimated != 0.0):
+        raise AssertionError("the synthetic data should be clean: every bucket with an interval measured")
+    times = [t_first]
     for _ in range(repeat - 1):
         gc.collect()
-        t, again = timed(lambda: run_ours(r, s))
-        times.append(t)
-        stages.append(again.stage_s)
-        del again
-    return Timing(times, peak_rss_gb()), stages[int(np.argmin(times))], ours, counts
+        times.append(timed(lambda: run_ours(r, s))[0])
+    return Timing(times, peak_rss_gb()), ours
+
+
+def measure_pipeline(r: Readings, s: Setup, ours: RegisterBuckets) -> tuple[dict[str, Any], dict[str, int]]:
+    """The three-step pipeline once: its answer must be ours bit for bit, its intervals clean (only first readings
+    not measured, rollovers the only flag); its time is for information."""
+    gc.collect()
+    reset_peak_rss()
+    t, (theirs, counts, stages) = timed(lambda: run_pipeline(r, s))
+    if counts["flagged_otherwise"] or counts["not_measured"] != r.n_devices:
+        raise AssertionError(f"the synthetic data should be clean (only first readings not measured): {counts}")
+    if not same_buckets(ours, theirs):
+        raise AssertionError("engine.fused.register_buckets disagrees with the three-step pipeline")
+    return {"best_s": t, "median_s": t, "times_s": [t], "stages_s": stages, "peak_rss_gb": peak_rss_gb(),
+            "identical_to_ours": True}, counts  # fmt: skip
 
 
 def _import_error(module: str) -> str | None:
@@ -627,7 +624,7 @@ def _import_error(module: str) -> str | None:
     return None
 
 
-def measure_peer(peer: Peer, r: Readings, s: Setup, ours: OursResult, repeat: int) -> dict[str, Any]:
+def measure_peer(peer: Peer, r: Readings, s: Setup, ours: RegisterBuckets, repeat: int) -> dict[str, Any]:
     """The first run is checked against ours; every run is timed."""
     reset_peak_rss()
     frame = peer.prepare(r)
@@ -651,19 +648,23 @@ def measure_peer(peer: Peer, r: Readings, s: Setup, ours: OursResult, repeat: in
 def render(r: Readings, res: dict[str, Any]) -> str:
     """The human-readable report (everything in it is also in the JSON line)."""
     ours, single, peers, st = res["ours"], res["single_pass"], res["peers"], res["startup"]
+    pipe = res["pipeline"]
+    rollovers = "?" if res["data"].get("rollovers") is None else f"{res['data']['rollovers']:,}"
     lines = [
         f"engine benchmark: {r.n:,} readings, {r.n_devices:,} meters, one reading per 5 min each, time-ordered; "
         f"{res['data']['buckets']} buckets of 15 min; grid factor change inside the window",
         f"  input {r.nbytes / 2**30:.2f} GiB (int32 device, int64 ts, float64 register), generated in "
-        f"{res['data']['generate_s']:.1f} s; {res['data']['rollovers']:,} register rollovers; "
-        f"RSS {res['data']['rss_gb']:.1f} GiB with the input",
+        f"{res['data']['generate_s']:.1f} s; {rollovers} register rollovers; RSS {res['data']['rss_gb']:.1f} GiB with "
+        "the input",
         "",
         f"  {'implementation':<38}{'best s':>9}{'median s':>10}{'readings/s':>14}{'peer/ours':>11}{'peak RSS GiB':>14}",
     ]
     table = [
         ("single pass (numpy, 1 thread)", single, ""),
-        ("ours (engine, numba, 1 thread)", ours, ""),
+        ("ours (engine.fused, numba, 1 thread)", ours, ""),
     ]
+    if pipe:
+        table.append(("3-step pipeline (info: before fused)", pipe, f"{pipe['best_s'] / ours['best_s']:.2f}x"))
     for n, p in peers.items():
         table.append((f"{n} ({'1 thread' if n == 'pandas' else 'all threads'})", p, f"{p['speedup']:.2f}x"))
     for label, t, vs in table:
@@ -673,7 +674,10 @@ def render(r: Readings, res: dict[str, Any]) -> str:
         t = res["sample_rollup"]
         lines.append(f"  {'sample_rollup (info, not in ours)':<38}{t['best_s']:>9.3f}{t['median_s']:>10.3f}"
                      f"{r.n / t['best_s']:>14,.0f}")  # fmt: skip
-    lines += ["", "  ours by stage (best run): " + ", ".join(f"{k_} {v:.3f} s" for k_, v in ours["stages_s"].items())]
+    lines.append("")
+    if pipe:
+        stages = ", ".join(f"{k_} {v:.3f} s" for k_, v in pipe["stages_s"].items())
+        lines.append(f"  3-step pipeline (one run): {stages}; its buckets are ours bit for bit")
     if ours["profile_s"]:
         lines.append("  profile of ours (one run each):")
         lines += [f"    {k_:<46}{v:>8.3f} s{v / r.n * 1e9:>9.1f} ns/reading" for k_, v in ours["profile_s"].items()]
@@ -718,6 +722,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--warm-runs", type=int, default=3, help="fresh processes with the JIT cache warm")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                     help="time the engine's parts and kernels alone (default on)")  # fmt: skip
+    ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the 3-step pipeline once: its answer must be ours bit for bit (default on)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.devices < 1 or args.readings < 2 * args.devices:
         ap.error("need at least one device and two readings per device")
@@ -748,8 +754,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     single = Timing([timed(lambda: single_pass(r))[0] for _ in range(args.repeat)], peak_rss_gb())
 
     progress("ours ...")
-    ours_t, stages, ours, counts = measure_ours(r, s, args.repeat)
-    data.update(counts)
+    ours_t, ours = measure_ours(r, s, args.repeat)
+    pipe: dict[str, Any] = {}
+    data["rollovers"] = None
+    if args.pipeline:
+        progress("3-step pipeline (the answer must be ours, bit for bit) ...")
+        pipe, counts = measure_pipeline(r, s, ours)
+        data.update(counts)
     prof: dict[str, float] = {}
     sample: dict[str, float] = {}
     if args.profile:
@@ -802,7 +813,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     detail = {
         "ours": {"best_s": ours_t.best_s, "median_s": ours_t.median_s, "times_s": ours_t.times_s,
-                 "stages_s": stages, "profile_s": prof, "peak_rss_gb": ours_t.peak_rss_gb},
+                 "profile_s": prof, "peak_rss_gb": ours_t.peak_rss_gb},
+        "pipeline": pipe,
         "single_pass": {"best_s": single.best_s, "median_s": single.median_s, "times_s": single.times_s,
                         "peak_rss_gb": single.peak_rss_gb},
         "sample_rollup": sample,

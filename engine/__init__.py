@@ -7,6 +7,8 @@
 - :mod:`engine.combine`: devices into sites/city/source classes, fine buckets into coarse, batches into one.
 - :mod:`engine.factors`: the dated emission-factor registry (TGO) and source classes (scope, CFO category, GPC).
 - :mod:`engine.emissions`: kgCO2e per interval or bucket, split at factor changes; in force or base-year factor.
+- :mod:`engine.fused`: registers straight to buckets of energy and both emissions in one pass (the pipeline of
+  counters, buckets and emissions, bit for bit, without the intervals): what the stream calls.
 - :mod:`engine.streetlights`: burning hours, day burning, night outages; NOAA sunrise/sunset.
 - :mod:`engine.kernels`: the numba kernels behind all of these, each also runnable as plain Python
   (``impl="python"``), which is how the tests check one against the other.

@@ -269,6 +269,30 @@ def check_time_order(device_idx: np.ndarray, ts_us: np.ndarray, impl: Impl = "nu
         raise ValueError(f"readings of a device must be in time order (row {bad} of device {dev[bad]} is older)")
 
 
+def checked_readings(
+    device_idx: np.ndarray,
+    ts_us: np.ndarray,
+    register: np.ndarray,
+    params: MeterParams,
+    state: CounterState | None,
+    impl: Impl = "numba",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, MeterParams, CounterState]:
+    """The checks of :func:`register_intervals` (shared with :func:`engine.fused.register_buckets`): contiguous
+    (device_idx, ts_us, register), checked params, and a copy of the carry-in state (empty if None)."""
+    p = params.checked()
+    n_dev = p.n_devices
+    dev = _devices(device_idx, n_dev)
+    ts = np.ascontiguousarray(ts_us, dtype=np.int64)
+    reg = np.ascontiguousarray(register, dtype=np.float64)
+    if not (dev.shape == ts.shape == reg.shape) or dev.ndim != 1:
+        raise ValueError("device_idx, ts_us and register must be 1-D arrays of one length")
+    check_time_order(dev, ts, impl)
+    st = (state or CounterState.empty(n_dev)).copy()
+    if st.n_devices != n_dev:
+        raise ValueError("state and params disagree on the number of devices")
+    return dev, ts, reg, p, st
+
+
 def register_intervals(
     device_idx: np.ndarray,
     ts_us: np.ndarray,
@@ -286,17 +310,8 @@ def register_intervals(
     (float64, register units before the multiplier) are columns of equal length, each device's rows in time order.
     ``state`` is the carry-in (default: nothing known); it is not modified. See the module docstring for the rules.
     """
-    p = params.checked()
+    dev, ts, reg, p, st = checked_readings(device_idx, ts_us, register, params, state, impl)
     n_dev = p.n_devices
-    dev = _devices(device_idx, n_dev)
-    ts = np.ascontiguousarray(ts_us, dtype=np.int64)
-    reg = np.ascontiguousarray(register, dtype=np.float64)
-    if not (dev.shape == ts.shape == reg.shape) or dev.ndim != 1:
-        raise ValueError("device_idx, ts_us and register must be 1-D arrays of one length")
-    check_time_order(dev, ts, impl)
-    st = (state or CounterState.empty(n_dev)).copy()
-    if st.n_devices != n_dev:
-        raise ValueError("state and params disagree on the number of devices")
     m_ptr, m_from, m_val = (multipliers or MultiplierChanges.none()).table(n_dev)
     ev_ptr, ev_at, ev_fin, ev_new = (events or RegisterEvents.none()).table(n_dev)
     n = dev.shape[0]

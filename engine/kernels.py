@@ -3,12 +3,15 @@
 Every kernel here is written once as a plain Python function over numpy arrays and compiled with
 ``numba.njit(cache=True)``; :data:`KERNELS` holds both builds, ``"numba"`` and ``"python"``, and the test suite runs
 on both (the pattern of pvlib's ``spa.py``). Helpers are ``register_jitable``: plain Python when the Python build
-calls them, inlined when a compiled kernel does. They all live in this one file on purpose: numba's on-disk cache
-is invalidated by a change to the kernel's own source file only, so a helper in another file could leave a stale
-compiled kernel behind.
+calls them, compiled when a kernel does; LLVM inlines the small scalar ones, but a helper taking arrays stays a call
+(every array is passed as ~7 words and reference-counted), which is why the hot loops write their array work in
+line. :func:`prefetch` is a cache hint in compiled code and nothing in Python. They all live in this one file on
+purpose: numba's on-disk cache is invalidated by a change to the kernel's own source file only, so a helper in
+another file could leave a stale compiled kernel behind.
 
 Conventions (callers in :mod:`engine.counters`, :mod:`engine.buckets`, :mod:`engine.rollups`,
-:mod:`engine.emissions`, :mod:`engine.streetlights` prepare the arrays and check them; kernels trust them):
+:mod:`engine.emissions`, :mod:`engine.fused`, :mod:`engine.streetlights` prepare the arrays and check them; kernels
+trust them):
 
 - times are int64 UTC epoch microseconds (``*_us``); ``NO_TS`` (int64 minimum) means "none";
 - devices are dense int32 indices ``0..n_devices-1``; per-device tables are in CSR form (``ptr[d]:ptr[d+1]``);
@@ -25,8 +28,10 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
-from numba.extending import register_jitable
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload, register_jitable
 
 NO_TS = -(2**63)  # int64 minimum: "no timestamp"
 MAX_TS = 2**63 - 1
@@ -109,6 +114,18 @@ def mean_inverse_multiplier(m_from_us: Any, m_value: Any, lo: int, hi: int, t0_u
 
 
 @register_jitable
+def register_delta(r0: float, r1: float, modulus: float, wrap_max_fraction: float) -> tuple:
+    """Register delta r0 -> r1 and its reason bits (the rollover rule of :func:`segment_amount`, scalars only)."""
+    delta = r1 - r0
+    if delta < 0.0:
+        wrapped = (r1 + modulus) - r0
+        if modulus > 0.0 and 0.0 <= wrapped <= wrap_max_fraction * modulus:
+            return wrapped, R_ROLLOVER
+        return delta, R_NEGATIVE
+    return delta, 0
+
+
+@register_jitable
 def segment_amount(
     t0_us: int,
     r0: float,
@@ -127,15 +144,7 @@ def segment_amount(
     ``wrap_max_fraction x modulus`` (a wrap cannot be told from a backward jump except by its size); otherwise it
     is returned as is, negative, with R_NEGATIVE.
     """
-    reasons = 0
-    delta = r1 - r0
-    if delta < 0.0:
-        wrapped = (r1 + modulus) - r0
-        if modulus > 0.0 and 0.0 <= wrapped <= wrap_max_fraction * modulus:
-            delta = wrapped
-            reasons |= R_ROLLOVER
-        else:
-            reasons |= R_NEGATIVE
+    delta, reasons = register_delta(r0, r1, modulus, wrap_max_fraction)
     inv, split = mean_inverse_multiplier(m_from_us, m_value, mlo, mhi, t0_us, t1_us)
     if split:
         reasons |= R_MULTIPLIER_SPLIT
@@ -144,7 +153,7 @@ def segment_amount(
 
 @register_jitable
 def span_amount(
-    d: int,
+    d: Any,  # device index (an int, or unsigned in the fused kernel)
     t0_us: int,
     r0: float,
     t1_us: int,
@@ -616,6 +625,319 @@ def lamp_kernel(
     return late
 
 
+# The fused kernel's per-device row (packed by engine.fused): 64 bytes, so that a reading touches one cache line of
+# device state. Columns 0-3 are read through an int64 view of the row, 4-7 through a float64 view of the same buffer.
+DEV_LAST_TS = 0  # CounterState.last_ts_us
+DEV_ANCHOR_TS = 1  # CounterState.anchor_ts_us (the anchor's register is in its own array: rarely read)
+DEV_FLAT_TS = 2  # CounterState.flat_ts_us
+DEV_META = 3  # bit 0: the device has register events or multiplier changes; bits 1-31 and 32-62: series + 1
+DEV_LAST_REGISTER = 4  # CounterState.last_register
+DEV_MODULUS = 5  # MeterParams.modulus
+DEV_RATED_PER_H = 6  # MeterParams.rated_per_h
+DEV_GAP_US = 7  # gap_factor x cadence_us: an interval longer than this is a gap; 0 = no gap detection
+META_GENERAL = 1
+META_SHIFT_0 = 1  # (series + 1) of weight set 0 (emission factors in force); 0 = no series
+META_SHIFT_1 = 32  # (series + 1) of weight set 1 (base-year factors)
+META_SERIES_MASK = 0x7FFFFFFF
+# The fused kernel's output cell per (bucket, device): 64 bytes, one cache line (engine.fused aligns the buffer), read
+# and written through three views of one buffer: float64, int64 and int32 (the index is in units of each). The
+# quality is in its own (n_buckets, n_devices) int8 array: a bucket's row of it stays in cache.
+CELL_AMOUNT = 0  # float64: IntervalBuckets.amount
+CELL_ESTIMATED = 1  # float64: IntervalBuckets.amount_estimated
+CELL_WEIGHTED_0 = 2  # float64: amount x weight of set 0 (kgCO2e at the factor in force)
+CELL_WEIGHTED_1 = 3  # float64: amount x weight of set 1 (kgCO2e at the base-year factor)
+CELL_COVERED_US = 4  # int64 (bytes 32-39): IntervalBuckets.covered_us
+CELL_COUNT = 10  # int32 (bytes 40-43): IntervalBuckets.count
+CELL_BYTES = 64
+PREFETCH_AHEAD = 16  # readings: how far ahead the fused kernel asks for the cache lines of a reading
+RING_MASK = 31  # the fused kernel keeps the end buckets of the next readings in a ring of 32 > PREFETCH_AHEAD
+
+
+def prefetch(arr: Any, index: tuple) -> None:
+    """A hint that ``arr[index]`` will be written soon: a cache-line prefetch when compiled, nothing in Python.
+
+    The fused kernel's reads and writes land on random devices' rows; asked for a few readings ahead, the lines are
+    fetched while the readings before are computed, instead of one cache miss after the other.
+    """
+
+
+@intrinsic
+def _prefetch_for_write(typingctx: Any, arr: Any, index: Any) -> Any:
+    if not isinstance(arr, types.Array) or not isinstance(index, types.BaseTuple) or len(index) != arr.ndim:
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        array_type, index_type = sig.args
+        array = context.make_array(array_type)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(cgutils.unpack_tuple(builder, args[1]),
+                                                                         index_type, strict=True)]  # fmt: skip
+        ptr = cgutils.get_item_pointer(context, builder, array_type, array, idx, wraparound=False)
+        i32 = ir.IntType(32)
+        byte_ptr = ir.PointerType(ir.IntType(8))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        # rw = 1 (for a write), locality = 3 (keep in every cache level), cache type = 1 (data)
+        builder.call(fn, [builder.bitcast(ptr, byte_ptr), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@overload(prefetch)
+def _prefetch_overload(arr: Any, index: Any) -> Any:
+    def impl(arr: Any, index: Any) -> None:
+        _prefetch_for_write(arr, index)  # type: ignore[call-arg]  # numba supplies typingctx
+
+    return impl
+
+
+@register_jitable
+def add_weighted(
+    cells: Any, b: int, d: Any, col: int, a: float, dur: int, p: int, pe: int, w_from_us: Any, w_value: Any,
+    lo: int, hi: int,
+) -> None:  # fmt: skip
+    """:func:`spread_kernel`'s weighting of one piece [p, pe) of an interval of length ``dur`` and amount ``a``,
+    split at every step of ``w_from_us[lo:hi]`` inside it, into ``cells[b, d, col]``; ``dur == 0``: a point at p."""
+    j = step_index(w_from_us, lo, hi, p)
+    if dur == 0:
+        if j >= lo and not math.isnan(w_value[j]):
+            cells[b, d, col] += a * w_value[j]
+        return
+    x = p
+    while x < pe:
+        y = pe
+        if j + 1 < hi and w_from_us[j + 1] < pe:
+            y = w_from_us[j + 1]
+        if j >= lo and not math.isnan(w_value[j]):
+            cells[b, d, col] += (a * ((y - x) / dur)) * w_value[j]
+        x = y
+        j += 1
+
+
+@register_jitable
+def end_bucket(edges_us: Any, step_us: int, t_us: int) -> int:
+    """The bucket holding the end of an interval ending at t: the b with edges[b] < t <= edges[b + 1] (-1 before the
+    first edge, n_buckets after the last); by an integer division when the edges are evenly spaced by ``step_us``."""
+    nb = edges_us.shape[0] - 1
+    if step_us <= 0:
+        return bisect_right(edges_us, t_us - 1, 0, nb + 1) - 1
+    if t_us <= edges_us[0]:
+        return -1
+    return min((t_us - 1 - edges_us[0]) // step_us, nb)
+
+
+def fused_kernel(
+    device_idx: Any,
+    ts_us: Any,
+    register: Any,
+    dev_int: Any,
+    dev_float: Any,
+    anchor_register: Any,
+    cap_tolerance: float,
+    wrap_max_fraction: float,
+    ev_ptr: Any,
+    ev_at_us: Any,
+    ev_old_final: Any,
+    ev_new_start: Any,
+    m_ptr: Any,
+    m_from_us: Any,
+    m_value: Any,
+    edges_us: Any,
+    step_us: int,
+    w_ptr: Any,
+    w_from_us: Any,
+    w_value: Any,
+    bucket_w: Any,
+    bucket_split: Any,
+    cells_float: Any,
+    cells_int: Any,
+    cells_count: Any,
+    out_quality: Any,
+) -> None:
+    """Register readings straight to buckets: :func:`counter_kernel`, then :func:`spread_kernel` for the energy and
+    for two weight sets (emission factors), in one pass with no interval columns; see
+    :func:`engine.fused.register_buckets`.
+
+    Each reading's interval is computed as :func:`counter_kernel` computes it (the same helpers in the same order; a
+    device with no events and no multiplier changes takes the rollover rule without :func:`span_amount`, the same
+    arithmetic) and spread as :func:`spread_kernel` spreads it, so every sum is bit for bit the pipeline's.
+
+    ``dev_int``/``dev_float`` (the DEV_* rows: two views of one (n_devices, 8) buffer) and ``anchor_register`` are
+    the carry state, updated in place. ``step_us`` > 0 says the edges are evenly spaced by it (a bucket is found by a
+    division instead of a search). The weights are one step table (``w_*``, CSR by series) and, per bucket and
+    series, ``bucket_w``: the weight in force over the whole bucket, NaN if none or if a step falls inside the bucket
+    (``bucket_split``: the piece is then split at it). ``cells_*`` are the float64, int64 and int32 views of one
+    zeroed buffer of (n_buckets, n_devices) 64-byte cells holding the CELL_* fields; ``out_quality`` must start at -1.
+
+    Speed: a reading's device row and cells are random cache lines (100,000 devices: 6.4 MB of rows, 6.4 MB of cells
+    per bucket). Asked for PREFETCH_AHEAD readings ahead (the row two strides ahead, the cells one stride ahead, the
+    row having arrived by then), they arrive while the readings before are worked: 2-4x faster than waiting for
+    each miss in turn (benchmarks/engine.py). The piece code is in line: numba does not inline a helper that takes
+    arrays, and a call passing these ~25 arrays costs more than the work.
+    """
+    nb = edges_us.shape[0] - 1
+    n = device_idx.shape[0]
+    ring = np.empty(RING_MASK + 1, np.int64)  # end_bucket of the readings between i and i + PREFETCH_AHEAD
+    for k in range(min(PREFETCH_AHEAD, n)):
+        ring[k & RING_MASK] = end_bucket(edges_us, step_us, ts_us[k])
+    for i in range(n):
+        # ask for the cache lines of later readings now: their device row (two strides ahead), then (one stride ahead,
+        # the row having arrived) the cells of the buckets their interval ends in and, if it straddles, starts in
+        k = i + 2 * PREFETCH_AHEAD
+        if k < n:
+            prefetch(dev_int, (device_idx[k], 0))
+        k = i + PREFETCH_AHEAD
+        if k < n:
+            dk = np.uint32(device_idx[k])
+            bk = end_bucket(edges_us, step_us, ts_us[k])
+            ring[k & RING_MASK] = bk
+            if 0 <= bk < nb:
+                prefetch(cells_float, (bk, dk, 0))
+                if bk > 0 and dev_int[dk, DEV_LAST_TS] < edges_us[bk]:
+                    prefetch(cells_float, (bk - 1, dk, 0))
+        d = np.uint32(device_idx[i])  # unsigned: numba skips the negative-index fix-up on every access
+        t1 = ts_us[i]
+        r1 = register[i]
+        t0 = dev_int[d, DEV_LAST_TS]
+        meta = dev_int[d, DEV_META]
+        start = t1
+        a = 0.0
+        q = Q_SUSPECT
+        if not math.isfinite(r1) or (t0 != NO_TS and t1 < t0):
+            pass  # NOT_FINITE / OUT_OF_ORDER: a zero-length suspect row at t1; the state is not advanced
+        elif t0 == NO_TS:
+            dev_int[d, DEV_LAST_TS] = t1  # NO_PREVIOUS: a zero-length row of amount 0, which no bucket counts
+            dev_float[d, DEV_LAST_REGISTER] = r1
+            dev_int[d, DEV_FLAT_TS] = t1
+            continue
+        else:
+            r0 = dev_float[d, DEV_LAST_REGISTER]
+            modulus = dev_float[d, DEV_MODULUS]
+            rated = dev_float[d, DEV_RATED_PER_H]
+            general = meta & META_GENERAL
+            if general:
+                amount, reasons = span_amount(
+                    d, t0, r0, t1, r1, modulus, wrap_max_fraction, ev_ptr, ev_at_us, ev_old_final, ev_new_start,
+                    m_ptr, m_from_us, m_value,
+                )  # fmt: skip
+            else:
+                amount, reasons = register_delta(r0, r1, modulus, wrap_max_fraction)
+            reasons = judge(amount, reasons, t0, t1, rated, cap_tolerance)
+            start = t0
+            tf = dev_int[d, DEV_FLAT_TS]
+            if (reasons & R_OVER_CAP) and tf != NO_TS and tf < t0:
+                f_reasons = judge(amount, reasons & ~R_OVER_CAP, tf, t1, rated, cap_tolerance)
+                if not (f_reasons & SUSPECT_BITS):
+                    reasons = f_reasons | R_FLAT_SPREAD
+                    start = tf
+            ta = dev_int[d, DEV_ANCHOR_TS]
+            if ta != NO_TS and start == t0:
+                if general:
+                    b_amount, b_reasons = span_amount(
+                        d, ta, anchor_register[d], t1, r1, modulus, wrap_max_fraction, ev_ptr, ev_at_us,
+                        ev_old_final, ev_new_start, m_ptr, m_from_us, m_value,
+                    )  # fmt: skip
+                else:
+                    b_amount, b_reasons = register_delta(anchor_register[d], r1, modulus, wrap_max_fraction)
+                b_reasons = judge(b_amount, b_reasons, t0, t1, rated, cap_tolerance)
+                if not (b_reasons & SUSPECT_BITS):
+                    amount = b_amount
+                    reasons = b_reasons | R_BRIDGED
+            gap = dev_float[d, DEV_GAP_US]
+            if gap > 0.0 and (t1 - t0) > gap:
+                reasons |= R_GAP
+            q = quality_of(reasons)
+            if q == Q_SUSPECT:
+                if ta == NO_TS:
+                    dev_int[d, DEV_ANCHOR_TS] = t0
+                    anchor_register[d] = r0
+            elif ta != NO_TS:
+                dev_int[d, DEV_ANCHOR_TS] = NO_TS
+                anchor_register[d] = np.nan
+            if r1 != r0:
+                dev_int[d, DEV_FLAT_TS] = t1
+            elif tf == NO_TS:
+                dev_int[d, DEV_FLAT_TS] = t0
+            dev_int[d, DEV_LAST_TS] = t1
+            dev_float[d, DEV_LAST_REGISTER] = r1
+            if q != Q_SUSPECT:
+                a = amount
+        # spread the interval (start, t1] of amount a and quality q, as spread_kernel does
+        s0 = ((meta >> META_SHIFT_0) & META_SERIES_MASK) - 1
+        s1 = ((meta >> META_SHIFT_1) & META_SERIES_MASK) - 1
+        dur = t1 - start
+        # the bucket of start, as bisect_right(edges_us, start) - 1 finds it, from the bucket of t1 - 1 (the end of
+        # the interval, from the input alone): the same or the one before, unless the interval is a long gap
+        b = ring[i & RING_MASK]
+        if dur <= 0:  # a zero-length row: a point in the bucket of start, if it carries an amount or a verdict
+            if b < nb and edges_us[b + 1] <= start:
+                b += 1
+            if (a == 0.0 and q != Q_SUSPECT) or b < 0 or b >= nb:
+                continue
+        else:
+            while b >= 0 and edges_us[b] > start:
+                b -= 1
+            if b < 0:
+                b = 0
+        # one piece per bucket the interval covers (a point is one piece [start, start] holding all of a)
+        while b < nb:
+            if dur <= 0:
+                p = start
+                pe = start
+                part = a
+            elif edges_us[b] >= t1:
+                break
+            else:
+                p = max(start, edges_us[b])
+                pe = min(t1, edges_us[b + 1])
+                part = a if pe - p == dur else a * ((pe - p) / dur)  # the same value: x / x is exactly 1
+            cells_int[b, d, CELL_COVERED_US] += pe - p
+            cells_count[b, d, CELL_COUNT] += 1
+            if q > out_quality[b, d]:
+                out_quality[b, d] = q
+            cells_float[b, d, CELL_AMOUNT] += part
+            if q != Q_MEASURED:
+                cells_float[b, d, CELL_ESTIMATED] += part
+            if s0 >= 0:
+                w = bucket_w[b, s0]
+                if not math.isnan(w):
+                    cells_float[b, d, CELL_WEIGHTED_0] += part * w
+                elif bucket_split[b, s0]:
+                    add_weighted(cells_float, b, d, CELL_WEIGHTED_0, a, dur, p, pe, w_from_us, w_value, w_ptr[s0],
+                                 w_ptr[s0 + 1])  # fmt: skip
+            if s1 >= 0:
+                w = bucket_w[b, s1]
+                if not math.isnan(w):
+                    cells_float[b, d, CELL_WEIGHTED_1] += part * w
+                elif bucket_split[b, s1]:
+                    add_weighted(cells_float, b, d, CELL_WEIGHTED_1, a, dur, p, pe, w_from_us, w_value, w_ptr[s1],
+                                 w_ptr[s1 + 1])  # fmt: skip
+            if dur <= 0:
+                break
+            b += 1
+
+
+def partition_kernel(
+    device_idx: Any, ts_us: Any, register: Any, shift: int, counts: Any, out_device: Any, out_ts: Any, out_register: Any
+) -> None:
+    """Readings regrouped by block of devices (``device >> shift``), each device's rows kept in their order (a stable
+    counting sort): the fused kernel then works one block's rows and cells at a time, in cache. ``counts`` has one
+    more entry than there are blocks; it is overwritten."""
+    counts[:] = 0
+    for i in range(device_idx.shape[0]):
+        counts[(device_idx[i] >> shift) + 1] += 1
+    for p in range(counts.shape[0] - 1):
+        counts[p + 1] += counts[p]
+    for i in range(device_idx.shape[0]):
+        p = device_idx[i] >> shift
+        j = counts[p]
+        out_device[j] = device_idx[i]
+        out_ts[j] = ts_us[i]
+        out_register[j] = register[i]
+        counts[p] = j + 1
+
+
 def order_kernel(device_idx: Any, ts_us: Any, last_ts_us: Any) -> int:
     """Index of the first row older than its device's previous row, or -1: one pass, no sort.
 
@@ -632,6 +954,8 @@ def order_kernel(device_idx: Any, ts_us: Any, last_ts_us: Any) -> int:
 _PLAIN = {
     "order": order_kernel,
     "counter": counter_kernel,
+    "fused": fused_kernel,
+    "partition": partition_kernel,
     "spread": spread_kernel,
     "weight": weight_kernel,
     "sample": sample_kernel,
