@@ -25,7 +25,7 @@ from store.aqi import (
     hourly_pollutant_means,
     replace_aqi,
 )
-from stream.energy import UpdateResult
+from stream.energy import UpdateResult, drain
 
 _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
 
@@ -50,13 +50,7 @@ class AqiUpdater:
         return UpdateResult(len(spans), len(rows))
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
-        spans = rows = 0
-        while not stop():
-            r = self.run_once()
-            spans, rows = spans + r.spans, rows + r.buckets
-            if r.spans == 0:
-                break
-        return UpdateResult(spans, rows)
+        return drain(self.run_once, stop)
 
 
 def _hours(span: StationSpan) -> tuple[int, int, int] | None:

@@ -72,7 +72,7 @@ class EnergyUpdater:
             ranges, windows = ranges.take(busy), windows.take(busy)
             models = meters(conn, np.unique(ranges.device_id).tolist())
             stored = 0
-            for chunk in _chunks(ranges, self._cell_budget):
+            for chunk in chunks(ranges, self._cell_budget):
                 part = ranges.take(chunk)
                 rows = self._compute(conn, part, windows.take(chunk), models)
                 replace_buckets(conn, part, rows)
@@ -80,13 +80,7 @@ class EnergyUpdater:
         return UpdateResult(len(spans), stored)
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
-        spans = buckets = 0
-        while not stop():
-            r = self.run_once()
-            spans, buckets = spans + r.spans, buckets + r.buckets
-            if r.spans == 0:
-                break
-        return UpdateResult(spans, buckets)
+        return drain(self.run_once, stop)
 
     def _compute(
         self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
@@ -131,7 +125,7 @@ class EnergyUpdater:
         return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence), classes
 
 
-def _chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
+def chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
     """Groups of spans, in time order, whose dense (buckets x spans) arrays stay within the budget."""
     chunk: list[int] = []
     lo = hi = 0
@@ -145,6 +139,17 @@ def _chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
         lo, hi = new_lo, new_hi
     if chunk:
         yield np.array(chunk)
+
+
+def drain(run_once: Callable[[], UpdateResult], stop: Callable[[], bool] = lambda: False) -> UpdateResult:
+    """Run an updater until its queue is empty (or ``stop()``), adding up what it did."""
+    spans = buckets = 0
+    while not stop():
+        r = run_once()
+        spans, buckets = spans + r.spans, buckets + r.buckets
+        if r.spans == 0:
+            break
+    return UpdateResult(spans, buckets)
 
 
 class Drainable(Protocol):

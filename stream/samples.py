@@ -31,7 +31,7 @@ from store.samples import (
     sample_readings,
     site_coordinates,
 )
-from stream.energy import UpdateResult, _chunks
+from stream.energy import UpdateResult, chunks, drain
 
 DEFAULT_GRACE_US = 15 * US_PER_MIN  # photocells switch near civil twilight: the minutes around sunrise/sunset
 
@@ -55,17 +55,11 @@ class SampleUpdater:
         return UpdateResult(len(spans), stored)
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
-        spans = buckets = 0
-        while not stop():
-            r = self.run_once()
-            spans, buckets = spans + r.spans, buckets + r.buckets
-            if r.spans == 0:
-                break
-        return UpdateResult(spans, buckets)
+        return drain(self.run_once, stop)
 
     def _samples(self, conn: psycopg.Connection, ranges: Spans) -> int:
         stored = 0
-        for chunk in _chunks(ranges, self.cell_budget):
+        for chunk in chunks(ranges, self.cell_budget):
             part = ranges.take(chunk)
             rows = sample_rows(part, *sample_readings(conn, part))
             replace_samples(conn, part, rows)
@@ -77,7 +71,7 @@ class SampleUpdater:
         ranges, windows, hold_us, open_from_us = lamp_ranges(conn, spans)
         where = site_coordinates(conn, ranges.device_id.tolist())
         stored = 0
-        for chunk in _chunks(ranges, self.cell_budget):
+        for chunk in chunks(ranges, self.cell_budget):
             part, part_windows = ranges.take(chunk), windows.take(chunk)
             span_idx, ts_us, value = window_readings(conn, part_windows)
             rows = lamp_rows(part, span_idx, ts_us, value, hold_us[chunk], open_from_us[chunk], where, self.grace_us)
