@@ -84,3 +84,24 @@ REGISTRY_ROWS = [
 def registry_csv(header: str = REGISTRY_HEADER_EN, rows: Sequence[str] = REGISTRY_ROWS, bom: bool = False) -> bytes:
     text = "\r\n".join([header, *rows]) + "\r\n"
     return (("\ufeff" if bom else "") + text).encode("utf-8")
+
+
+def write_points(
+    conn: psycopg.Connection,
+    device: int,
+    metric: int,
+    points: Sequence[tuple[int, float]],
+    *,
+    received_us: int | None = None,
+    late_s: int = 60,
+) -> None:
+    """One device's (ts_us, value) readings of one metric through the production writer, received ``late_s`` after
+    the newest of them (or at ``received_us``)."""
+    n = len(points)
+    ts = np.array([t for t, _ in points], np.int64)
+    received = received_us if received_us is not None else int(ts.max()) + late_s * 1_000_000
+    cols = ReadingColumns(
+        np.full(n, device, np.int32), np.full(n, metric, np.int16), ts, np.array([v for _, v in points], np.float64),
+        np.full(n, NO_SEQ, np.int64), np.full(n, received, np.int64),
+    )  # fmt: skip
+    write_batch(conn, cols)

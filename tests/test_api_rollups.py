@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -18,11 +17,10 @@ from engine.timebase import bkk_us
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
 from store.energy import sync_factor_registry
-from store.writer import NO_SEQ, ReadingColumns, write_batch
 from stream.energy import EnergyUpdater
 from stream.samples import SampleUpdater
 from stream.updaters import Updaters
-from tests._db import fresh_database
+from tests._db import fresh_database, write_points
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -33,18 +31,7 @@ MIN = 60 * 1_000_000
 T0 = bkk_us(2026, 9, 30, 23, 0)  # one hour before Thai fiscal year 2027 begins (1 Oct 2026 00:00 Bangkok)
 
 
-def _write(
-    conn: psycopg.Connection, device: int, metric: int, points: list[tuple[int, float]], late_s: int = 60
-) -> None:
-    n = len(points)
-    ts = np.array([t for t, _ in points], np.int64)
-    write_batch(
-        conn,
-        ReadingColumns(
-            np.full(n, device, np.int32), np.full(n, metric, np.int16), ts, np.array([v for _, v in points]),
-            np.full(n, NO_SEQ, np.int64), np.full(n, int(ts.max()) + late_s * 1_000_000, np.int64),
-        ),
-    )  # fmt: skip
+_write = write_points
 
 
 def _seed(url: str) -> None:

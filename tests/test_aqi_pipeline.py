@@ -9,7 +9,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 
-import numpy as np
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -19,8 +18,7 @@ from api.app import create_app
 from engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from tests._db import fresh_database
+from tests._db import fresh_database, write_points
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -32,14 +30,8 @@ T0 = bkk_us(2026, 3, 10)  # burning season
 
 
 def _write(url: str, device: int, metric: int, points: list[tuple[int, float]]) -> None:
-    n = len(points)
-    ts = np.array([t for t, _ in points], np.int64)
-    cols = ReadingColumns(
-        np.full(n, device, np.int32), np.full(n, metric, np.int16), ts, np.array([v for _, v in points]),
-        np.full(n, NO_SEQ, np.int64), np.full(n, int(ts.max()) + 60_000_000, np.int64),
-    )  # fmt: skip
     with psycopg.connect(url, autocommit=True) as conn:
-        write_batch(conn, cols)
+        write_points(conn, device, metric, points)
 
 
 def _setup(url: str) -> None:

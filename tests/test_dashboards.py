@@ -25,7 +25,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import psycopg
 import pytest
 import yaml
@@ -35,8 +34,7 @@ from engine.timebase import bkk_us
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
 from store.energy import sync_factor_registry
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from tests._db import fresh_database
+from tests._db import fresh_database, write_points
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "lccm.yaml"
@@ -99,16 +97,7 @@ def test_expand_follows_grafana() -> None:
 
 
 # --- seeding through the production path ---------------------------------------------------------------------------
-def _write(conn: psycopg.Connection, device: int, metric: int, points: list[tuple[int, float]]) -> None:
-    n = len(points)
-    ts = np.array([t for t, _ in points], np.int64)
-    write_batch(
-        conn,
-        ReadingColumns(
-            np.full(n, device, np.int32), np.full(n, metric, np.int16), ts, np.array([v for _, v in points]),
-            np.full(n, NO_SEQ, np.int64), np.full(n, int(ts.max()) + 60_000_000, np.int64),
-        ),
-    )  # fmt: skip
+_write = write_points
 
 
 def _seed(url: str) -> None:

@@ -17,6 +17,7 @@ from store.writer import NO_SEQ, ReadingColumns, write_batch
 from stream.energy import EnergyUpdater
 from stream.samples import SampleUpdater
 from stream.updaters import Updaters, recompute
+from tests._db import write_points
 
 MIN = 60 * 1_000_000
 DAY = 24 * 60 * MIN
@@ -44,18 +45,8 @@ def _setup(url: str) -> tuple[int, int]:
 
 
 def _write(url: str, device: int, metric: int, points: list[tuple[int, float]], received_us: int | None = None) -> None:
-    n = len(points)
-    ts = np.array([t for t, _ in points], np.int64)
-    cols = ReadingColumns(
-        device_id=np.full(n, device, np.int32),
-        metric_id=np.full(n, metric, np.int16),
-        ts_us=ts,
-        value=np.array([v for _, v in points], np.float64),
-        seq=np.full(n, NO_SEQ, np.int64),
-        received_at_us=np.full(n, received_us if received_us is not None else int(ts.max()) + MIN, np.int64),
-    )
     with psycopg.connect(url, autocommit=True) as conn:
-        write_batch(conn, cols)
+        write_points(conn, device, metric, points, received_us=received_us)
 
 
 def _samples(url: str, resolution: str) -> list[tuple[datetime, int, float, float, float, float, datetime]]:
