@@ -115,10 +115,11 @@ def spread_intervals(
     return IntervalBuckets(check_edges(edges_us), amount, est, covered, quality, count)
 
 
-def mark_incomplete(buckets: IntervalBuckets, complete_before_us: int) -> IntervalBuckets:
-    """Quality MISSING for every bucket that has ended by ``complete_before_us`` (e.g. the watermark) and is not
-    fully covered by intervals: part of its amount is missing. Open buckets keep their quality."""
+def mark_incomplete(buckets: IntervalBuckets, complete_before_us: int | np.ndarray) -> IntervalBuckets:
+    """Quality MISSING for every bucket that has ended by ``complete_before_us`` (e.g. the watermark; one for all
+    devices, or one per device column) and is not fully covered by intervals: part of its amount is missing. Open
+    buckets keep their quality."""
     width = np.diff(buckets.edges_us)[:, None]
-    closed = (buckets.edges_us[1:] <= complete_before_us)[:, None]
+    closed = buckets.edges_us[1:, None] <= np.asarray(complete_before_us, np.int64)[None, ...]
     short = closed & (buckets.covered_us < width)
     return replace(buckets, quality=np.where(short, np.int8(Quality.MISSING), buckets.quality).astype(np.int8))

@@ -20,6 +20,7 @@ import psycopg
 from engine.counters import MeterParams
 from engine.emissions import factor_series
 from engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
+from engine.buckets import mark_incomplete
 from engine.fused import register_buckets
 from store.energy import (
     BUCKET_US,
@@ -92,7 +93,13 @@ class EnergyUpdater:
         base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
         # counters, the 15-minute spread and both emissions in one pass (engine.fused: the pipeline's answer)
         out, _ = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
-        energy, kg, kg_base = out.energy, out.kgco2e, out.kgco2e_base
+        kg, kg_base = out.kgco2e, out.kgco2e_base
+        # A bucket that has ended before the meter's latest reading yet is not fully covered lost part of its energy
+        # (no interval there: before the meter's first reading, or a gap the counter could not bridge): MISSING.
+        # Buckets at the live edge stay as they are until a later reading closes them.
+        latest_us = np.full(len(ranges), np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(latest_us, span_idx, ts_us)
+        energy = mark_incomplete(out.energy, latest_us)
         starts = edges[:-1, None]
         inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
         b, j = np.nonzero(inside)

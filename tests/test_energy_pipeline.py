@@ -126,3 +126,27 @@ def test_a_failed_update_leaves_the_work_queued(fresh_db: str) -> None:
     with psycopg.connect(fresh_db) as conn:
         assert queue_length(conn) == 1
     assert _updater(fresh_db).drain().spans == 1
+
+
+def test_closed_buckets_not_fully_covered_are_missing_and_the_live_edge_is_not(fresh_db: str) -> None:
+    # First reading at 10:07: the 10:00-10:15 bucket has only 8 of its 15 minutes (no interval before the first
+    # reading), so part of its energy is missing. 10:15 and 10:30 are fully covered: measured (0). The 10:45 bucket
+    # is the live edge (latest reading 10:47): its quality is not judged until a later reading closes it.
+    device = _setup(fresh_db)
+    t0 = utc_us(2026, 3, 2, 3, 7)  # 10:07 Bangkok
+    points = [(t0 + k * 5 * MIN, 100.0 + k) for k in range(9)]  # 10:07 .. 10:47, 1 kWh per 5 minutes
+    _write(fresh_db, device, points)
+    _updater(fresh_db).drain()
+    missing, measured = 3, 0
+    rows = [(b, a, q) for b, a, _, _, q in _buckets(fresh_db, "15min")]
+    assert rows == [
+        (utc(2026, 3, 2, 3, 0), 1.6, missing),  # 10:07 -> 10:15 = 8 min at 0.2 kWh/min
+        (utc(2026, 3, 2, 3, 15), 3.0, measured),
+        (utc(2026, 3, 2, 3, 30), 3.0, measured),
+        (utc(2026, 3, 2, 3, 45), 0.4, measured),  # 10:45 -> 10:47, still open
+    ]
+    _write(fresh_db, device, [(t0 + 55 * MIN, 111.0)])  # 11:02 closes 10:45 with a full 15 minutes
+    _updater(fresh_db).drain()
+    rows = [(b, a, q) for b, a, _, _, q in _buckets(fresh_db, "15min")]
+    assert rows[3] == (utc(2026, 3, 2, 3, 45), 3.0, measured) and rows[0][2] == missing
+    assert rows[4] == (utc(2026, 3, 2, 4, 0), 0.4, measured)
