@@ -33,6 +33,11 @@ fastest on, reference/platform.md).
 Threads: ours runs on one thread (the kernels are serial; ``NUMBA_NUM_THREADS=1``). pandas is single-threaded;
 polars and DuckDB use their default thread pools (every core), which favours them. The single pass is numpy
 summing the three input columns on one thread: the memory-bandwidth bound of anything that reads the input once.
+The scatter bound (for information) is a numba kernel in this file doing only the memory traffic of ours: per
+reading, read and write the device's 64-byte row and add the interval's kWh, pro rata by time, into the 64-byte
+(bucket, device) cells it covers, prefetched as ours prefetches, with the output allocated and zeroed as ours
+allocates it; in time order and, where ours regroups by block of devices, regrouped too (the faster is the bound).
+Its kWh must be ours (within 1e-9 relative) before it is timed.
 
 Start-up: ``jit_compile_s`` is the first call of ``register_buckets`` in a fresh process with an empty
 ``NUMBA_CACHE_DIR`` (compiling its two kernels); ``warm_start_s`` is the wall time of a fresh process that imports
@@ -73,6 +78,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from numba import njit  # noqa: E402
 
 from engine import fused as fused_module  # noqa: E402
 from engine import kernels as k  # noqa: E402
@@ -300,9 +306,7 @@ def profile_ours(r: Readings, s: Setup) -> dict[str, float]:
     out: dict[str, float] = {}
     out["check_time_order (one pass)"], _ = timed(lambda: check_time_order(r.device_idx, r.ts_us))
     shift, chunk = fused_module.BLOCK_SHIFT, fused_module.CHUNK_READINGS
-    regroup = r.n_devices >> shift >= fused_module.BLOCKS_FROM
-    regroup = regroup and r.n_devices * fused_module.READINGS_PER_DEVICE <= chunk
-    if regroup:
+    if ours_regroups(r.n_devices):
         counts = np.zeros(((r.n_devices - 1) >> shift) + 2, np.int64)
         m = min(r.n, chunk)
         scratch = np.empty(m, np.int32), np.empty(m, np.int64), np.empty(m, np.float64)
@@ -331,6 +335,148 @@ def profile_ours(r: Readings, s: Setup) -> dict[str, float]:
 def single_pass(r: Readings) -> float:
     """One pass over the three input columns (numpy sums, one thread): the memory-bandwidth bound."""
     return float(r.device_idx.sum(dtype=np.int64)) + float(r.ts_us.sum()) + float(r.register_kwh.sum())
+
+
+# ------------------------------------------------------------------------------------------------- scatter bound
+
+
+def scatter_kernel(
+    device_idx: Any,
+    ts_us: Any,
+    register: Any,
+    rows: Any,
+    rows_float: Any,
+    edge0_us: int,
+    step_us: int,
+    n_buckets: int,
+    cells_float: Any,
+) -> None:
+    """Only the memory traffic of :func:`engine.kernels.fused_kernel`: per reading, read and write the device's
+    64-byte row (last timestamp, last register; the modulus is in the same line) and add the interval's energy,
+    pro rata by time, into the 64-byte (bucket, device) cells it covers (``CELL_AMOUNT`` only). No quality rules, no
+    factors, no coverage or count; a negative delta is a rollover (``+ modulus``), nothing else. Prefetched as ours
+    is (the row two strides ahead, the cells of the end bucket and, if the interval straddles, of the one before it,
+    one stride ahead) and the end bucket found by one integer division per reading, kept in a ring as ours keeps it.
+    The pieces are cut and divided exactly as ours cuts them, so on clean data the amounts are ours bit for bit."""
+    n = device_idx.shape[0]
+    ahead = k.PREFETCH_AHEAD
+    ring = np.empty(k.RING_MASK + 1, np.int64)
+    for j in range(min(ahead, n)):
+        ring[j & k.RING_MASK] = (ts_us[j] - 1 - edge0_us) // step_us
+    for i in range(n):
+        j = i + 2 * ahead
+        if j < n:
+            k.prefetch(rows, (device_idx[j], 0))
+        j = i + ahead
+        if j < n:
+            dj = np.uint32(device_idx[j])
+            bj = (ts_us[j] - 1 - edge0_us) // step_us
+            ring[j & k.RING_MASK] = bj
+            if 0 <= bj < n_buckets:
+                k.prefetch(cells_float, (bj, dj, 0))
+                if bj > 0 and rows[dj, k.DEV_LAST_TS] < edge0_us + bj * step_us:
+                    k.prefetch(cells_float, (bj - 1, dj, 0))
+        d = np.uint32(device_idx[i])
+        t1 = ts_us[i]
+        r1 = register[i]
+        t0 = rows[d, k.DEV_LAST_TS]
+        r0 = rows_float[d, k.DEV_LAST_REGISTER]
+        rows[d, k.DEV_LAST_TS] = t1
+        rows_float[d, k.DEV_LAST_REGISTER] = r1
+        if t0 == k.NO_TS:
+            continue
+        a = r1 - r0
+        if a < 0.0:
+            a = (r1 + rows_float[d, k.DEV_MODULUS]) - r0  # ours' arithmetic for the wrap, so the sums match bit for bit
+        dur = t1 - t0
+        b = max(0, min(ring[i & k.RING_MASK], n_buckets - 1))  # the end's bucket, then back to the start's
+        while b > 0 and edge0_us + b * step_us > t0:
+            b -= 1
+        while b < n_buckets:
+            e = edge0_us + b * step_us
+            if e >= t1:
+                break
+            p = max(t0, e)
+            pe = min(t1, e + step_us)
+            cells_float[b, d, k.CELL_AMOUNT] += a if pe - p == dur else a * ((pe - p) / dur)
+            b += 1
+
+
+SCATTER_KERNEL = njit(scatter_kernel)  # compiled on its first call (a tiny warm-up, not timed)
+
+
+def ours_regroups(n_devices: int) -> bool:
+    """Whether :mod:`engine.fused` regroups the readings by block of devices before its kernel, at this many."""
+    shift, chunk = fused_module.BLOCK_SHIFT, fused_module.CHUNK_READINGS
+    return n_devices >> shift >= fused_module.BLOCKS_FROM and n_devices * fused_module.READINGS_PER_DEVICE <= chunk
+
+
+def run_scatter(r: Readings, s: Setup, regroup: bool) -> np.ndarray:
+    """The scatter bound, paying what ours pays around its kernel: the per-device rows, the output cells allocated
+    and zeroed (64-byte aligned, as :mod:`engine.fused` lays them; the pages are first touched by the kernel, as in
+    ours) and, if ``regroup``, ours' regrouping by block of 1,024 devices (:func:`engine.kernels.partition_kernel`, a
+    chunk of 1 M readings at a time). Returns the kWh per (bucket, device)."""
+    edges = s.edges_us
+    nb = edges.shape[0] - 1
+    step = int(edges[1] - edges[0])
+    if not np.all(np.diff(edges) == step):
+        raise ValueError("the scatter bound takes evenly spaced edges")
+    rows = _aligned_zeros((r.n_devices, 8))
+    rows[:, k.DEV_LAST_TS] = k.NO_TS
+    rows.view(np.float64)[:, k.DEV_MODULUS] = MODULUS_KWH
+    cells = _aligned_zeros((nb, r.n_devices, k.CELL_BYTES // 8)).view(np.float64)
+    rest = (rows, rows.view(np.float64), int(edges[0]), step, nb, cells)
+    if not regroup:
+        SCATTER_KERNEL(r.device_idx, r.ts_us, r.register_kwh, *rest)
+        return cells[:, :, k.CELL_AMOUNT]
+    shift, chunk = fused_module.BLOCK_SHIFT, fused_module.CHUNK_READINGS
+    partition = k.kernel("numba", "partition")
+    counts = np.zeros(((r.n_devices - 1) >> shift) + 2, np.int64)
+    m = min(r.n, chunk)
+    s_dev, s_ts, s_reg = np.empty(m, np.int32), np.empty(m, np.int64), np.empty(m, np.float64)
+    for lo in range(0, r.n, chunk):
+        hi = min(r.n, lo + chunk)
+        partition(r.device_idx[lo:hi], r.ts_us[lo:hi], r.register_kwh[lo:hi], shift, counts, s_dev, s_ts, s_reg)
+        SCATTER_KERNEL(s_dev[: hi - lo], s_ts[: hi - lo], s_reg[: hi - lo], *rest)
+    return cells[:, :, k.CELL_AMOUNT]
+
+
+def measure_scatter(r: Readings, s: Setup, ours: RegisterBuckets, repeat: int) -> dict[str, Any]:
+    """The scatter bound in the order the readings come and, where ours regroups them, regrouped as ours does: each
+    variant's first run is checked against ours (kWh per (bucket, device) within RTOL relative), then ``repeat``
+    timed runs; the faster variant (by best time) is the bound."""
+    tiny = make_readings(100, 50, 0)
+    run_scatter(tiny, engine_setup(tiny), regroup=False)  # compile the kernel (not timed)
+    variants: dict[str, dict[str, Any]] = {}
+    for regroup in (False, True) if ours_regroups(r.n_devices) else (False,):
+        gc.collect()
+        reset_peak_rss()
+        kwh = run_scatter(r, s, regroup)
+        cells_ok = bool(np.allclose(ours.energy.amount, kwh, rtol=RTOL, atol=1e-12))
+        rel = max_rel_diff(ours.energy.amount, kwh)
+        identical = bool(np.array_equal(ours.energy.amount, kwh))
+        del kwh
+        if not cells_ok or rel > RTOL:
+            raise AssertionError(f"the scatter bound (regroup={regroup}) disagrees with ours: max rel diff {rel:.3g}")
+        times = []
+        for _ in range(repeat):
+            gc.collect()
+            times.append(timed(lambda: run_scatter(r, s, regroup))[0])  # noqa: B023 (called at once)
+        t = Timing(times, peak_rss_gb())
+        variants["regrouped" if regroup else "in time order"] = {
+            "best_s": t.best_s, "median_s": t.median_s, "times_s": times, "peak_rss_gb": t.peak_rss_gb,
+            "cell_max_rel_diff": rel, "identical_to_ours": identical,
+        }  # fmt: skip
+    best = min(variants, key=lambda v: variants[v]["best_s"])
+    return variants[best] | {"variant": best, "variants": variants}
+
+
+def _aligned_zeros(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+    """Zeroed int64 array starting on an ``align``-byte boundary, as :mod:`engine.fused` allocates its cells."""
+    n = int(np.prod(shape))
+    raw = np.zeros(n + align // 8, np.int64)
+    skip = (-raw.ctypes.data % align) // 8
+    return raw[skip : skip + n].reshape(shape)
 
 
 # ------------------------------------------------------------------------------------------------- peers
@@ -659,8 +805,10 @@ def render(r: Readings, res: dict[str, Any]) -> str:
         "",
         f"  {'implementation':<38}{'best s':>9}{'median s':>10}{'readings/s':>14}{'peer/ours':>11}{'peak RSS GiB':>14}",
     ]
+    scatter = res["scatter_bound"]
     table = [
         ("single pass (numpy, 1 thread)", single, ""),
+        ("scatter bound (numba, 1 thread, info)", scatter, f"{scatter['best_s'] / ours['best_s']:.2f}x"),
         ("ours (engine.fused, numba, 1 thread)", ours, ""),
     ]
     if pipe:
@@ -678,6 +826,12 @@ def render(r: Readings, res: dict[str, Any]) -> str:
     if pipe:
         stages = ", ".join(f"{k_} {v:.3f} s" for k_, v in pipe["stages_s"].items())
         lines.append(f"  3-step pipeline (one run): {stages}; its buckets are ours bit for bit")
+    lines.append(
+        f"  scatter bound (the fused kernel's memory traffic only; its kWh are ours within {RTOL:g}): "
+        + ", ".join(f"{v} {x['best_s']:.3f} s ({x['best_s'] / r.n * 1e9:.1f} ns/reading"
+                    f"{', bit for bit' if x['identical_to_ours'] else ''})" for v, x in scatter["variants"].items())
+        + f"; the bound is {scatter['variant']}"
+    )  # fmt: skip
     if ours["profile_s"]:
         lines.append("  profile of ours (one run each):")
         lines += [f"    {k_:<46}{v:>8.3f} s{v / r.n * 1e9:>9.1f} ns/reading" for k_, v in ours["profile_s"].items()]
@@ -697,8 +851,8 @@ def render(r: Readings, res: dict[str, Any]) -> str:
         f"  readings/s {h['readings_per_s']:,.0f}; vs pandas {fmt_ratio(h['speedup_vs_pandas'])} (goal >= "
         f"{GOAL_VS_PANDAS:g}x), vs polars {fmt_ratio(h['speedup_vs_polars'])} (goal >= {GOAL_VS_POLARS:g}x), vs duckdb "
         f"{fmt_ratio(h['speedup_vs_duckdb'])}; {h['x_single_pass']:.1f}x the single pass (goal <= "
-        f"{GOAL_X_SINGLE_PASS:g}x); JIT compile {h['jit_compile_s']:.2f} s; warm start {h['warm_start_s']:.2f} s "
-        f"(goal < {GOAL_WARM_START_S:g} s)",
+        f"{GOAL_X_SINGLE_PASS:g}x); {h['x_scatter_bound']:.2f}x the scatter bound (info); JIT compile "
+        f"{h['jit_compile_s']:.2f} s; warm start {h['warm_start_s']:.2f} s (goal < {GOAL_WARM_START_S:g} s)",
     ]
     missed = [g for g, ok in h["goals_met"].items() if ok is False]
     lines.append("  goals: " + ("all met" if not missed else "missed " + ", ".join(missed)))
@@ -755,6 +909,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     progress("ours ...")
     ours_t, ours = measure_ours(r, s, args.repeat)
+    progress("scatter bound (its kWh must be ours) ...")
+    scatter = measure_scatter(r, s, ours, args.repeat)
     pipe: dict[str, Any] = {}
     data["rollovers"] = None
     if args.pipeline:
@@ -792,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return None if x is None else x >= goal
 
     x_single = ours_t.best_s / single.best_s
+    x_scatter = ours_t.best_s / scatter["best_s"]
     summary = {
         "readings": r.n,
         "devices": r.n_devices,
@@ -800,6 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "speedup_vs_polars": speedup("polars"),
         "speedup_vs_duckdb": speedup("duckdb"),
         "x_single_pass": x_single,
+        "x_scatter_bound": x_scatter,
         "jit_compile_s": startup["jit_compile_s"],
         "warm_start_s": startup["warm_start_s"],
         "agreed": all(p["agreed"] for p in peers.values()),
@@ -817,6 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pipeline": pipe,
         "single_pass": {"best_s": single.best_s, "median_s": single.median_s, "times_s": single.times_s,
                         "peak_rss_gb": single.peak_rss_gb},
+        "scatter_bound": scatter,
         "sample_rollup": sample,
         "peers": peers,
         "startup": startup,

@@ -78,6 +78,7 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
+    from lccm.notifications import build_notifications
     from lccm.runtime import alert_evaluator, build_ingest, services, updaters
     from stream.alerts import AlertThread
     from stream.energy import EnergyThread
@@ -89,8 +90,10 @@ def ingest(ctx: typer.Context) -> None:
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
         hooks: list[CommitHook] = [energy.poke]
-        alerts = AlertThread(alert_evaluator(settings, svc.database_url)) if settings.alerts_enabled else None
-        if alerts is not None:
+        notes = alerts = None
+        if settings.alerts_enabled:
+            notes = build_notifications(settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
+            alerts = AlertThread(alert_evaluator(settings, svc.database_url, notify=notes))
             alerts.start()
             hooks.append(alerts.on_commit)
         worker = build_ingest(settings, svc, on_commit=hooks)
@@ -113,6 +116,8 @@ def ingest(ctx: typer.Context) -> None:
         energy.stop()
         if alerts is not None:
             alerts.stop()
+        if notes is not None:
+            notes.close()
 
 
 def _retention(database_url: str, retention_days: int) -> None:

@@ -19,10 +19,13 @@ from typing import Any
 
 import psycopg
 
-from lccm.runtime import IngestWorker, Services, build_ingest, services, updaters
+from lccm.notifications import Notifications, build_notifications
+from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
 from lccm.services import free_port
 from lccm.settings import Settings
+from stream.alerts import AlertThread
 from stream.energy import EnergyThread
+from stream.loop import CommitHook
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,11 @@ def run_demo(
         inventory = _import_base_year(svc)
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
-        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=[energy.poke])
+        hooks: list[CommitHook] = [energy.poke]
+        alerts = _alerts(settings, svc)
+        if alerts is not None:
+            hooks.append(alerts.thread.on_commit)
+        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=hooks)
         worker.start()
         with _api_server(settings, svc) as api_url:
             echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
@@ -74,8 +81,53 @@ def run_demo(
             truth = run_simulation(city, cfg, stop_event=stop, progress=reporter)
             worker.stop(drain_s=1.0)
             energy.stop()
+            if alerts is not None:
+                alerts.stop()
             elapsed = time.monotonic() - started
-            return {**_summary(svc, worker, truth.summary(), elapsed), "inventory": inventory}
+            return {**_summary(svc, worker, truth.summary(), elapsed), "inventory": inventory,
+                    "alerts": _alert_summary(svc)}  # fmt: skip
+
+
+@dataclass
+class _Alerting:
+    thread: AlertThread
+    notes: Notifications
+
+    def stop(self) -> None:
+        self.thread.stop()  # evaluates what is left, hands the last changes on
+        self.notes.close()  # delivers them
+
+
+def _alerts(settings: Settings, svc: Services) -> _Alerting | None:
+    """The alert thread and notifications as ``lccm ingest`` runs them, on the event clock: the demo replays the
+    recent past at speed, and on the wall clock every alert of the replay would be recorded as late."""
+    if not settings.alerts_enabled:
+        return None
+    demo = settings.model_copy(update={"alert_clock": "event"})
+    notes = build_notifications(demo, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
+    thread = AlertThread(alert_evaluator(demo, svc.database_url, notify=notes))
+    thread.start()
+    return _Alerting(thread, notes)
+
+
+def _alert_summary(svc: Services) -> dict[str, Any]:
+    """Alerts by rule and state, and what notification made of the paged changes."""
+    with psycopg.connect(svc.database_url) as conn:
+        by_rule = conn.execute(
+            "SELECT rule_key, state, count(*) FROM alerts GROUP BY rule_key, state ORDER BY rule_key, state"
+        ).fetchall()
+        paged = conn.execute(
+            "SELECT count(*) FILTER (WHERE page), count(*) FILTER (WHERE page AND notified_at"
+            " IS NOT NULL), count(*) FILTER (WHERE late) FROM alert_events"
+        ).fetchone()
+        sent = conn.execute("SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),"
+                            " count(DISTINCT notification_id) FROM notify_deliveries").fetchone()  # fmt: skip
+    assert paged is not None and sent is not None
+    rules: dict[str, dict[str, int]] = {}
+    for rule, state, n in by_rule:
+        rules.setdefault(rule, {})[state] = n
+    return {"by_rule": rules, "changes_paged": paged[0], "changes_handed_on": paged[1], "changes_late": paged[2],
+            "deliveries_ok": sent[0], "deliveries_failed": sent[1], "notifications": sent[2]}  # fmt: skip
 
 
 def _import_registry(settings: Settings, svc: Services, city: Any) -> None:

@@ -81,6 +81,22 @@ class Settings(BaseSettings):
     # After a restart, series without evaluation state are evaluated from this far behind the newest data.
     alert_catchup_s: float = Field(default=7 * 86400.0, ge=0)
 
+    # Notifications (notify/, lccm/notifications.py). Recipients (who, which channels, language, quiet hours, daily
+    # digest, filters) come from a YAML file, deploy/notify-recipients.example.yaml; empty = no people (alerts are
+    # still recorded, served by the API and, with notify_mqtt_all, published on the MQTT alert topic).
+    notify_recipients_file: Path | None = None
+    notify_mqtt_all: bool = True  # every on-time alert change to {root}/{city}/alerts/{severity}
+    notify_bypass_severity: str = Field(default="critical", pattern="^(info|warning|critical)$")  # ignores quiet hours
+    notify_tick_s: float = Field(default=30.0, gt=0)  # how often held digests and summaries are checked
+    notify_smtp_host: str = ""  # e-mail; needed only when a recipient has an e-mail address
+    notify_smtp_port: int = 587
+    notify_smtp_security: str = Field(default="starttls", pattern="^(plain|starttls|tls)$")
+    notify_smtp_sender: str = ""
+    notify_smtp_username: str = ""
+    notify_smtp_password: str = Field(default="", repr=False)
+    notify_line_token: str = Field(default="", repr=False)  # LINE Messaging API channel access token
+    notify_line_base_url: str = "https://api.line.me"
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -579,6 +579,11 @@ class Notification:
     signal: str
     threshold: float | None
     detected_at: datetime
+    city: str | None
+    site_name_en: str | None
+    site_name_th: str | None
+    unit: str | None  # the metric's catalogue unit; None for indices and device health
+    metric_name: str | None  # the metric's catalogue name (pm25, so2, power ...); None for indices and health
 
 
 def pending_notifications(conn: psycopg.Connection, limit: int = 1000) -> list[Notification]:
@@ -586,9 +591,12 @@ def pending_notifications(conn: psycopg.Connection, limit: int = 1000) -> list[N
         return cur.execute(
             "SELECT e.id AS event_id, e.kind, e.at, e.value, e.late, a.id AS alert_id, a.rule_key,"
             " r.definition -> 'name' ->> 'en' AS rule_name_en, r.definition -> 'name' ->> 'th' AS rule_name_th,"
-            " a.severity, a.dedup_key, d.device_id, s.site_code, a.signal, a.threshold, a.detected_at"
+            " a.severity, a.dedup_key, d.device_id, s.site_code, a.signal, a.threshold, a.detected_at, s.city,"
+            " s.name AS site_name_en, s.name_th AS site_name_th, m.unit,"
+            " m.name AS metric_name"
             " FROM alert_events e JOIN alerts a ON a.id = e.alert_id LEFT JOIN alert_rules r ON r.key = a.rule_key"
             " LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN sites s ON s.id = a.site_id"
+            " LEFT JOIN metrics m ON m.key = a.signal"
             " WHERE e.page AND e.notified_at IS NULL ORDER BY e.id LIMIT %s",
             (limit,),
         ).fetchall()

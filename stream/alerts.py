@@ -100,6 +100,11 @@ class AlertTransition:
     at: datetime  # event time of the transition
     detected_at: datetime  # wall clock when the alert was raised
     late: bool
+    city: str | None = None  # the site's city slug
+    site_name_en: str | None = None
+    site_name_th: str | None = None
+    unit: str | None = None  # of value and threshold (the metric's catalogue unit); None for indices and health
+    metric_name: str | None = None  # the catalogue name of the signal's metric (pm25, so2, power ...)
 
 
 Notifier = Callable[[AlertTransition], None]
@@ -765,7 +770,7 @@ class AlertEvaluator:
                     AlertTransition(
                         n.event_id, n.alert_id, n.kind, n.rule_key, n.rule_name_en, n.rule_name_th, n.severity,
                         n.dedup_key, n.device_id, n.site_code, n.signal, n.value, n.threshold, n.at, n.detected_at,
-                        n.late,
+                        n.late, n.city, n.site_name_en, n.site_name_th, n.unit, n.metric_name,
                     )
                 )  # fmt: skip
                 done.append(n.event_id)

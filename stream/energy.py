@@ -17,10 +17,10 @@ from typing import Protocol
 import numpy as np
 import psycopg
 
+from engine.buckets import mark_incomplete
 from engine.counters import MeterParams
 from engine.emissions import factor_series
 from engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
-from engine.buckets import mark_incomplete
 from engine.fused import register_buckets
 from store.energy import (
     BUCKET_US,

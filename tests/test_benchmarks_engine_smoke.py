@@ -20,6 +20,7 @@ KEYS = (
     "speedup_vs_polars",
     "speedup_vs_duckdb",
     "x_single_pass",
+    "x_scatter_bound",
     "jit_compile_s",
     "warm_start_s",
 )
@@ -49,8 +50,11 @@ def test_a_small_run_reports_every_figure_and_all_implementations_agree(tmp_path
         assert peer["agreed"] is True
         assert peer["bucket_total_max_rel_diff"] <= 1e-9
         assert result[f"speedup_vs_{name}"] > 0
-    for key in ("readings_per_s", "x_single_pass", "jit_compile_s", "warm_start_s"):
+    for key in ("readings_per_s", "x_single_pass", "x_scatter_bound", "jit_compile_s", "warm_start_s"):
         assert result[key] > 0, key
+    scatter = result["detail"]["scatter_bound"]
+    assert scatter["cell_max_rel_diff"] <= 1e-9  # checked against ours before it was timed
+    assert result["x_scatter_bound"] == pytest.approx(result["detail"]["ours"]["best_s"] / scatter["best_s"])
     data = result["detail"]["data"]
     assert data["rollovers"] > 0  # the rollover rule is exercised, and every implementation handled it alike
     assert "readings/s" in report

@@ -58,6 +58,10 @@ def test_demo_runs_on_embedded_services_serves_the_api_and_prints_one_json_summa
     # The example base year (11 items) is imported, and every meter of the city maps to its metered item.
     assert summary["inventory"]["import"] == "applied" and summary["inventory"]["items"] == 11
     assert summary["inventory"]["devices_mapped"] == 101
+    # Alerts run as in `lccm ingest`: every paged change was handed on and reached the MQTT alert topic once.
+    alerts = summary["alerts"]
+    assert alerts["changes_handed_on"] == alerts["changes_paged"] == alerts["deliveries_ok"]
+    assert alerts["deliveries_failed"] == 0
 
 
 def test_healthcheck_requires_database_broker_and_for_ingest_a_fresh_heartbeat(

@@ -1,9 +1,11 @@
-"""Comparison against the base year, year-end projection, reduction targets and building M&V (issue 5, items 4-6).
+"""Comparison against the base year, year-end projection, reduction targets, measured action-plan KPIs and building
+M&V (issue 5, items 4-6).
 
 The store returns series (store/baseline.py); the engine does the arithmetic (engine/inventory.py: Baseline.slice,
 compare, project_year_end, Target; engine/mv.py: fit_daily_model, goodness_of_fit, avoided). All emissions are
 kgCO2e. Periods are whole Bangkok days: ``date`` and ``from``/``to`` are dates, ``to`` exclusive; ``fytd``/``ytd``
-run from the start of the fiscal (Oct-Sep) or calendar year to the end of ``date`` (included).
+run from the start of the fiscal (Oct-Sep) or calendar year to the end of ``date`` (included). KPIs (kWh per lamp,
+kWh per m², litres per 100 km) are measured by store/kpi.py from the meters mapped to the organisation's inventory.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from engine import mv
 from engine.timebase import BANGKOK
 from store import baseline as sb
 from store import inventory as inv
+from store import kpi as kpi_store
 
 router = APIRouter(tags=["baseline"])
 
 PeriodName = Literal["day", "week", "month", "fytd", "ytd", "custom"]
 By = Literal["scope", "cfo_category", "gpc_ref", "site", "item"]
+YearKind = Literal["calendar", "fiscal"]
 
 
 class BaselineNotFound(NotFound):
@@ -273,7 +277,12 @@ def target_status(
     on: Annotated[date | None, Query(alias="date", description="data up to this day (included); default today")] = None,
 ) -> list[dict[str, Any]]:
     """Each target in ``year``: the trajectory value, the year's value (actual when the year is over, else the
-    projected year end), margin and on-track status; KPI targets use their stored yearly values."""
+    projected year end), margin and on-track status.
+
+    KPI targets: a value typed in for the year (``kpi_values``) is the official figure and wins (``value_kind``
+    'reported'); otherwise the KPI measured from the mapped meters (store/kpi.py): 'measured' when the year is over,
+    'measured_to_date' while it runs, ``value`` then being the full-year projection (GET .../kpis). ``measured``
+    always carries the measured figures, numerator and denominator, for comparison with a reported value."""
     d = on or _bangkok_today()
     as_of = _midnight(d + timedelta(days=1))
     with _errors():
@@ -281,16 +290,24 @@ def target_status(
         targets = sb.list_targets(conn, code)
         if year < base.year_ce:
             raise InvalidParameter("year", f"before the base year {base.year_ce}")
-        out = [_status(conn, base, t, year, as_of) for t in targets]
+        measured: dict[str, dict[str, dict[str, Any]] | None] = {}
+        for kind in sorted({t.year_kind for t in targets if t.kpi is not None}):
+            measured[kind] = _year_kpis(conn, code, year, kind, as_of)[1] if _started(year, kind, as_of) else None
+        out = [_status(conn, base, t, year, as_of, measured.get(t.year_kind)) for t in targets]
     return out
 
 
-def _status(conn: Conn, base: sb.BaseYearSeries, t: sb.TargetRow, year: int, as_of: datetime) -> dict[str, Any]:
+def _status(conn: Conn, base: sb.BaseYearSeries, t: sb.TargetRow, year: int, as_of: datetime,
+            measured: dict[str, dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
     row = _target_out(t) | {"year": year}
     if t.kpi is not None:
         target = einv.Target(t.base_year, t.target_year, t.kpi_values[t.base_year], t.reduction_pct)
-        value = t.kpi_values.get(year)
-        row |= {"trajectory": float(target.trajectory(year)), "value": value, "value_kind": "kpi"}
+        m = None if measured is None else measured[t.kpi]
+        value: float | None = t.kpi_values.get(year)
+        kind: str | None = "reported"
+        if value is None:
+            value, kind = (None, None) if m is None else (m["value"], m["value_kind"])
+        row |= {"trajectory": float(target.trajectory(year)), "value": value, "value_kind": kind, "measured": m}
         if value is None:
             return row | {"margin": None, "margin_pct": None, "on_track": None}
         st = target.status(year, value)
@@ -316,6 +333,76 @@ def _status(conn: Conn, base: sb.BaseYearSeries, t: sb.TargetRow, year: int, as_
                 "value_kind": kind, "actual_to_date_kgco2e": actual}  # fmt: skip
     return row | {"margin": _f(float(st.margin)), "margin_pct": _f(float(st.margin_pct)),
                   "on_track": bool(st.on_track)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------------ KPIs
+def _started(year: int, kind: YearKind, as_of: datetime) -> bool:
+    return as_of > cal.year_period(year, kind).start
+
+
+def _year_kpis(conn: Conn, code: str, year: int, kind: YearKind,
+               as_of: datetime) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:  # fmt: skip
+    """The KPIs measured in reporting year ``year`` up to ``as_of`` (a Bangkok midnight after the year's start):
+    the period's description and one entry per KPI.
+
+    ``measured_to_date`` is the KPI of the part of the year elapsed. ``value`` is the full-year figure: the measured
+    one once the year is over (``value_kind`` 'measured'); while it runs (``value_kind`` 'measured_to_date') a
+    per-period KPI (kWh per lamp, kWh per m², whose numerator grows with time) is scaled by year days / elapsed days
+    (``scale_to_year``; no seasonality: streetlight nights and cooling loads vary over the year), and litres per
+    100 km, a ratio of two flows over the same months, is the to-date value as it is."""
+    yp = cal.year_period(year, kind)
+    end = min(as_of, yp.end)
+    report = kpi_store.measured_kpis(conn, code, kind, yp.start, end)
+    elapsed_days = (end - yp.start) / timedelta(days=1)
+    year_days = (yp.end - yp.start) / timedelta(days=1)
+    over = end >= yp.end
+    out: dict[str, dict[str, Any]] = {}
+    for k in report.kpis:
+        scale = 1.0 if over or not k.per_period else year_days / elapsed_days
+        out[k.kpi] = {
+            "kpi": k.kpi, "unit": k.unit,
+            "value": None if k.value is None else k.value * scale,
+            "value_kind": None if k.value is None else ("measured" if over else "measured_to_date"),
+            "measured_to_date": k.value, "scale_to_year": scale,
+            "numerator": {"value": k.numerator, "unit": k.numerator_unit},
+            "denominator": {"value": k.denominator, "unit": k.denominator_unit},
+            "devices": list(k.devices), "coverage": k.coverage, "reason": k.reason,
+            "excluded_sites": list(k.excluded_sites), "excluded_amount": k.excluded_amount,
+            "months_without_distance": list(k.months_without_distance),
+        }  # fmt: skip
+    info = {"year": year, "year_kind": kind, "period": _period_out(cal.custom_period(yp.start, end, yp.label)),
+            "elapsed_days": elapsed_days, "year_days": year_days, "year_over": over,
+            "missing_reporting_years": list(report.missing_years)}  # fmt: skip
+    return info, out
+
+
+@router.get("/organisations/{code}/kpis")
+def kpis(
+    code: str,
+    conn: Conn,
+    year: Annotated[
+        int | None, Query(ge=1990, le=2200, description="reporting year (CE); default the one containing date")
+    ] = None,
+    on: Annotated[date | None, Query(alias="date", description="data up to this day (included); default today")] = None,
+    kind: Annotated[
+        Literal["calendar", "fiscal"] | None, Query(description="calendar or fiscal; default the base year's")
+    ] = None,
+) -> dict[str, Any]:
+    """The action-plan KPIs (kWh per lamp, kWh per m² of floor, litres per 100 km) measured in a reporting year up
+    to ``date``: each with its numerator and denominator, the meters counted (those mapped to the organisation's
+    inventory items that year), coverage, and a ``reason`` when no value can be computed (store/kpi.py). ``value`` is
+    the full-year figure, projected by elapsed days while the year runs (``_year_kpis``)."""
+    d = on or _bangkok_today()
+    as_of = _midnight(d + timedelta(days=1))
+    with _errors():
+        org = inv.require_organisation(conn, code)
+        base = inv.find_year(conn, org.id, None, None)
+        year_kind: YearKind = kind or (base.kind if base is not None else "calendar")
+        y = cal.year_of(d, year_kind) if year is None else year
+        if not _started(y, year_kind, as_of):
+            raise InvalidParameter("year", f"{cal.year_label(y, year_kind)} has not started on {d.isoformat()}")
+        info, out = _year_kpis(conn, code, y, year_kind, as_of)
+    return {"organisation": code, **info, "kpis": [out[k] for k in sb.KPIS]}
 
 
 # --------------------------------------------------------------------------------------------------------------- M&V
