@@ -143,6 +143,8 @@ def test_recipients_file_and_channel_settings_are_checked_at_start(
     assert "recipient b:" in text and "unknown keys ['pager']" in text
     assert "recipient #3: a recipient is a mapping of fields, not str" in text
     assert "recipient name 'c' is used twice" in text
+    example = load_recipients(Path(__file__).resolve().parent.parent / "deploy" / "notify-recipients.example.yaml")
+    assert [r.name for r in example] == ["env-division", "mae-moh-watch", "facilities", "city-ops-hook"]
     broken = tmp_path / "broken.yaml"
     broken.write_text("recipients: [ {name: a\n", encoding="utf-8")
     with pytest.raises(NotifyConfigError, match="cannot read the recipients file"):
