@@ -258,7 +258,11 @@ def carry_forward(conn: psycopg.Connection, organisation_id: int, kind: YearKind
     all of them for a new year, otherwise only ``codes`` it lacks. Metered items bring their device mappings, so
     a current year is counted from the same meters as the year before until someone changes that.
 
-    Factors are copied as they were: a new factor edition takes a re-import of the year (docs/inventory-template.md).
+    A copied metered item takes the factor the engine uses for its source class in the new year when one factor is
+    in force all year (the TGO grid factor of 2026 for 2026's electricity), with the registry's source, so the
+    report's "quantity x factor" equals the engine's kgCO2e. Otherwise (a fiscal year across a factor change, an
+    item without a source class, a unit that differs) and for manual items, factors are copied as they were: a
+    new factor edition takes a re-import of the year (docs/inventory-template.md).
     """
     target = find_year(conn, organisation_id, year_ce, kind) or _create_year(conn, organisation_id, kind, year_ce)
     template = conn.execute(
@@ -268,7 +272,7 @@ def carry_forward(conn: psycopg.Connection, organisation_id: int, kind: YearKind
     ).fetchone()
     if template is None:
         return target
-    conn.execute(
+    copied = conn.execute(
         """
         INSERT INTO inventory_items (reporting_year_id, item_code, position, scope, cfo_category, is_removal,
             activity_en, activity_th, unit, ef_kgco2e_per_unit, ef_unit, ef_source, gwp_set, gas, gpc_ref,
@@ -279,9 +283,11 @@ def carry_forward(conn: psycopg.Connection, organisation_id: int, kind: YearKind
         FROM inventory_items t
         WHERE t.reporting_year_id = %(template)s AND (%(codes)s::text[] IS NULL OR t.item_code = ANY(%(codes)s))
         ON CONFLICT (reporting_year_id, item_code) DO NOTHING
+        RETURNING id
         """,
         {"target": target.id, "template": template[0], "codes": None if codes is None else list(codes)},
-    )
+    ).fetchall()
+    _factors_in_force(conn, [int(r[0]) for r in copied])
     conn.execute(
         """
         INSERT INTO device_item_map (device_id, reporting_year_id, item_id)
@@ -295,6 +301,25 @@ def carry_forward(conn: psycopg.Connection, organisation_id: int, kind: YearKind
         (target.id, template[0]),
     )
     return target
+
+
+def _factors_in_force(conn: psycopg.Connection, item_ids: Sequence[int]) -> None:
+    """Give these (just copied) metered items the registry's factor of their source class when that one factor is
+    in force over the whole year (Bangkok months) in the item's unit; leave the others as copied."""
+    if not item_ids:
+        return
+    conn.execute(
+        """
+        UPDATE inventory_items i
+        SET ef_kgco2e_per_unit = f.kgco2e_per_unit, ef_source = f.source
+        FROM reporting_years y, source_classes sc, emission_factors f
+        WHERE i.id = ANY(%s) AND i.collection = 'metered' AND y.id = i.reporting_year_id
+          AND sc.key = i.source_class AND f.key = sc.factor_key AND i.ef_unit = 'kgCO2e/' || f.unit
+          AND f.valid_from <= (y.first_month::timestamp AT TIME ZONE 'Asia/Bangkok')
+          AND f.valid_to >= ((y.first_month + interval '1 year')::timestamp AT TIME ZONE 'Asia/Bangkok')
+        """,
+        (list(item_ids),),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -122,12 +122,13 @@ def test_entries_carry_the_inventory_into_the_new_year_and_convert_units(conn: p
     assert report.years_created == ["2026 (พ.ศ. 2569)"]
     assert (report.inserted, report.updated, report.unchanged) == (2, 0, 0)
     assert _month(conn, "S1-LPG", "calendar", 2026, date(2026, 1, 1)) == (465.0, "csv")  # 0.465 t = 465 kg
-    # The new year has every item of 2025, with the 2025 factor, and no quantity it was not given.
+    # The new year has every item of 2025, with the 2025 factor except metered electricity, which takes TGO's grid
+    # factor in force all of 2026 (0.4750), and no quantity it was not given.
     items = conn.execute(
         "SELECT i.item_code, i.ef_kgco2e_per_unit FROM inventory_items i JOIN reporting_years y"
         " ON y.id = i.reporting_year_id WHERE y.year_ce = 2026 ORDER BY i.position"
     ).fetchall()
-    assert items == [("S2-ELEC", 0.4999), ("S1-LPG", 3.1134), ("S1-R32", 677.0), ("RM-TREES", 0.75)]
+    assert items == [("S2-ELEC", 0.4750), ("S1-LPG", 3.1134), ("S1-R32", 677.0), ("RM-TREES", 0.75)]
     stored = conn.execute(
         "SELECT count(*) FROM inventory_quantities q JOIN inventory_items i ON i.id = q.item_id"
         " JOIN reporting_years y ON y.id = i.reporting_year_id WHERE y.year_ce = 2026"

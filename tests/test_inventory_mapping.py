@@ -213,6 +213,34 @@ def test_a_new_year_carries_the_mapping_forward(conn: psycopg.Connection) -> Non
     assert _item_id(conn, "S2-ELEC", 2026) != _item_id(conn, "S2-ELEC", 2025)
 
 
+def _factor(conn: psycopg.Connection, code: str, year: int, kind: str = "calendar") -> tuple[float, str]:
+    row = conn.execute(
+        "SELECT i.ef_kgco2e_per_unit, i.ef_source FROM inventory_items i JOIN reporting_years y"
+        " ON y.id = i.reporting_year_id WHERE i.item_code = %s AND y.year_ce = %s AND y.kind = %s",
+        (code, year, kind),
+    ).fetchone()
+    assert row is not None
+    return float(row[0]), str(row[1])
+
+
+def test_a_carried_year_takes_the_grid_factor_in_force_all_year(conn: psycopg.Connection) -> None:
+    # TGO's grid factor is 0.4999 until 2025-12-31 and 0.4750 from 2026-01-01 00:00 Bangkok (domain.md 2):
+    # calendar 2026 has one factor all year, so its metered electricity items take 0.4750 and its source.
+    set_mappings(conn, "lampang", 2026, "calendar", GOOD)
+    conn.commit()
+    for code in ("S2-ELEC", "S2-STREET"):
+        value, source = _factor(conn, code, 2026)
+        assert value == 0.4750 and "effective 1 Jan 2026" in source
+        assert _factor(conn, code, 2025) == (0.4999, "TGO"), "the base year keeps its imported factor"
+    assert _factor(conn, "S1-FLEET", 2026)[0] == 2.7406  # TGO 2022 diesel, the same value: from the registry
+    assert _factor(conn, "S1-GEN", 2026) == (2.7078, "TGO"), "no source class: copied as it was"
+    assert _factor(conn, "S1-LPG", 2026) == (3.1134, "TGO"), "manual: copied as it was"
+    # Fiscal 2026 (Oct 2025 - Sep 2026) straddles the change: no single factor, copied as it was.
+    set_mappings(conn, "lampang", 2026, "fiscal", GOOD)
+    conn.commit()
+    assert _factor(conn, "S2-ELEC", 2026, "fiscal") == (0.4999, "TGO")
+
+
 def test_metered_months_sum_the_mapped_devices_buckets_of_the_year(conn: psycopg.Connection) -> None:
     set_mappings(conn, "lampang", 2025, "calendar", GOOD)
     buckets = [  # (device, metric, Bangkok month start, amount, kgco2e)
