@@ -279,3 +279,22 @@ def test_temperature_csv_errors_name_the_line(client: TestClient) -> None:
     assert r.status_code == 422
     assert r.json()["errors"] == [{"row": 2, "column": "date", "value": "2025-13-01",
                                    "message": "not an ISO date (YYYY-MM-DD)"}]  # fmt: skip
+
+
+def test_items_without_data_are_listed_and_left_out_of_the_like_for_like_total(client: TestClient) -> None:
+    # March 2026: the hall's meter has no readings after 11 January (no metered month), LPG has its entered 0 kg.
+    r = client.get("/organisations/lampang/comparison", params={"period": "month", "date": "2026-03-15"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    rows = {x["group"]: x for x in body["rows"]}
+    assert rows["2"]["items_without_data"] == ["S2-ELEC"] and rows["1"]["items_without_data"] == []
+    assert body["items_without_data"] == ["S2-ELEC"]
+    # Plain total: 0 against March 2024's 3,000 kWh x 0.4999 = 1,499.7 plus 10 kg LPG x 3.1134 = 31.134.
+    assert body["total"]["baseline_kgco2e"] == pytest.approx(1499.7 + 31.134)
+    # Like for like: LPG only, 0 kg against 31.134 kgCO2e.
+    lfl = body["like_for_like"]
+    assert lfl["items"] == ["S1-LPG"]
+    assert (lfl["actual_kgco2e"], lfl["baseline_kgco2e"]) == (0.0, pytest.approx(31.134))
+    # January 2026 has data for both: like for like equals the plain total.
+    jan = client.get("/organisations/lampang/comparison", params={"period": "month", "date": "2026-01-15"}).json()
+    assert jan["items_without_data"] == [] and jan["like_for_like"]["actual_kgco2e"] == jan["total"]["actual_kgco2e"]

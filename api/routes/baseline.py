@@ -126,6 +126,9 @@ class _Series:
         self.baseline = einv.Baseline(base.year_ce, base.kind, monthly, tuple(self.codes))
         self.in_force = np.array([actual.in_force.get(c, 0.0) for c in self.codes])
         self.base_factors = np.array([actual.base_factors.get(c, 0.0) for c in self.codes])
+        # Items with data in the period (a metered month or an entered quantity); the others count as zero in the
+        # plain figures, which would read as a 100 % cut where nobody has entered this year's data yet.
+        self.has_data = np.array([c in actual.in_force for c in self.codes], dtype=bool)
         self.missing_years = actual.missing_years
 
     def groups(self, by: By) -> tuple[list[str], np.ndarray]:
@@ -168,7 +171,8 @@ def comparison(
 ) -> dict[str, Any]:
     """Actual emissions of a period against the base year's slice (matching months, partial months pro-rated by
     days), at the factors in force and at the base year's factors, per group and in total (removals count
-    negative)."""
+    negative). Items with no data in the period (no metered month, no entered quantity) count as zero there and
+    are listed; ``like_for_like`` compares the items that have data only."""
     p = make_period(period, on, start, end)
     with _errors():
         base = sb.base_year_series(conn, code)
@@ -178,13 +182,20 @@ def comparison(
         einv.Baseline(base.year_ce, base.kind, s.baseline.monthly @ m, tuple(labels)), p,
         s.in_force @ m, s.base_factors @ m,
     )  # fmt: skip
-    total = einv.compare_period(
-        einv.Baseline(base.year_ce, base.kind, s.baseline.monthly.sum(axis=1, keepdims=True), ("total",)), p,
-        s.in_force.sum(keepdims=True), s.base_factors.sum(keepdims=True),
-    )  # fmt: skip
+    total, like_for_like = (einv.compare_period(
+        einv.Baseline(base.year_ce, base.kind, s.baseline.monthly[:, keep].sum(axis=1, keepdims=True), ("total",)),
+        p, s.in_force[keep].sum(keepdims=True), s.base_factors[keep].sum(keepdims=True),
+    ) for keep in (np.ones(len(s.codes), dtype=bool), s.has_data))  # fmt: skip
+    rows = _comparison_rows(labels, grouped)
+    for j, row in enumerate(rows):
+        row["items_without_data"] = [c for i, c in enumerate(s.codes) if m[i, j] and not s.has_data[i]]
     return {
         "organisation": code, "base_year": base.year_ce, "year_kind": base.kind, "period": _period_out(p), "by": by,
-        "rows": _comparison_rows(labels, grouped), "total": _comparison_rows(["total"], total)[0],
+        "rows": rows, "total": _comparison_rows(["total"], total)[0],
+        # the same comparison over the items that have data in the period only
+        "like_for_like": _comparison_rows(["items with data"], like_for_like)[0] | {
+            "items": [c for c, d in zip(s.codes, s.has_data, strict=True) if d]},
+        "items_without_data": [c for c, d in zip(s.codes, s.has_data, strict=True) if not d],
         "missing_reporting_years": s.missing_years,
     }  # fmt: skip
 
