@@ -269,6 +269,7 @@ def test_a_burning_season_episode_and_a_mae_moh_plume_give_exactly_the_expected_
         key=lambda e: (e[3], e[0], e[1]),
     )
     got = stored_events(fresh_db)
+    print(f"alert sequence ({len(got)} transitions):\n{fmt(got)}")  # issue 4's evidence (pytest -s shows it)
     assert [(r, d, k, t) for r, d, k, t, *_ in got] == want, f"got\n{fmt(got)}\nwant\n{fmt(want)}"
     assert health_expectations(readings) == []  # and the health rules raised nothing (checked above: got == want)
 
