@@ -31,3 +31,17 @@ def test_a_tiny_run_times_every_metric_alert_and_prints_the_summary_last(tmp_pat
     assert 0 < result["latency_p50_s"] <= result["latency_p99_s"] <= result["latency_max_s"] < 60
     # six stations, a reading time every 5 minutes for 4 hours, 8 metrics each (AQ-04 batches 3 per message)
     assert result["detail"]["readings"] == 6 * 4 * 12 * 8
+    # Notifications as `lccm ingest` sends them: every on-time timed alert reached the MQTT alert topic's subscriber
+    # and the webhook receiver (signature checked there), after it was published and no sooner than it was raised.
+    delivery = result["detail"]["delivery"]
+    on_time = result["latency_alerts"] - delivery["late_not_paged"]
+    assert on_time > 0
+    for channel in ("mqtt", "webhook"):
+        assert delivery[channel]["alerts"] == on_time and delivery[channel]["missing"] == 0, delivery[channel]
+        p50, p99 = result[f"delivery_{channel}_p50_s"], result[f"delivery_{channel}_p99_s"]
+        assert result["latency_p50_s"] < p50 <= p99 <= delivery[channel]["max_s"] < 60
+        assert delivery["deliveries_by_channel"][channel]["ok"] >= on_time
+    assert delivery["webhook"]["bad_signatures"] == 0
+    # two addresses (the MQTT-all recipient, the webhook) per change handed on in the window, all delivered
+    assert result["deliveries_failed"] == 0
+    assert result["deliveries_ok"] == 2 * delivery["window_changes_notified"]
