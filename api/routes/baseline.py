@@ -34,7 +34,7 @@ router = APIRouter(tags=["baseline"])
 
 PeriodName = Literal["day", "week", "month", "fytd", "ytd", "custom"]
 By = Literal["scope", "cfo_category", "gpc_ref", "site", "item"]
-YearKind = Literal["calendar", "fiscal"]
+YearKind = cal.YearKind
 
 
 class BaselineNotFound(NotFound):
@@ -205,9 +205,7 @@ def projection(
     code: str,
     conn: Conn,
     on: Annotated[date | None, Query(alias="date", description="last day of the year to date; default today")] = None,
-    kind: Annotated[
-        Literal["calendar", "fiscal"] | None, Query(description="calendar or fiscal; default the base year's")
-    ] = None,
+    kind: Annotated[YearKind | None, Query(description="calendar or fiscal; default the base year's")] = None,
     by: Annotated[By, Query()] = "scope",
 ) -> dict[str, Any]:
     """Year-end projection of the reporting year containing ``date``: actual to date x (baseline full year /
@@ -395,9 +393,7 @@ def kpis(
         int | None, Query(ge=1990, le=2200, description="reporting year (CE); default the one containing date")
     ] = None,
     on: Annotated[date | None, Query(alias="date", description="data up to this day (included); default today")] = None,
-    kind: Annotated[
-        Literal["calendar", "fiscal"] | None, Query(description="calendar or fiscal; default the base year's")
-    ] = None,
+    kind: Annotated[YearKind | None, Query(description="calendar or fiscal; default the base year's")] = None,
 ) -> dict[str, Any]:
     """The action-plan KPIs (kWh per lamp, kWh per m² of floor, litres per 100 km) measured in a reporting year up
     to ``date``: each with its numerator and denominator, the meters counted (those mapped to the organisation's
