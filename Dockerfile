@@ -11,8 +11,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/lccm
 WORKDIR /src
 # All dependencies ship manylinux wheels (numba, llvmlite, psycopg-binary, orjson, pgserver ...): no compiler needed.
-# What is copied is decided by .dockerignore (a whitelist: pyproject.toml and the package folders). A new top-level
-# package must be added there as well as to [tool.setuptools.packages.find] in pyproject.toml.
+# What is copied is decided by .dockerignore (a whitelist: pyproject.toml, lccm/ and the stage folders). A new stage
+# folder needs its link in lccm/ (lccm/<stage> -> ../<stage>) and a line in .dockerignore.
 COPY . .
 RUN /opt/lccm/bin/pip install . \
     && /opt/lccm/bin/lccm --help > /dev/null

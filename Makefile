@@ -20,7 +20,7 @@ test: $(BIN)/.installed
 check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy lccm ingest stream engine store api dashboards simulators notify
+	$(BIN)/mypy -p lccm
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py

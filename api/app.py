@@ -16,8 +16,8 @@ from typing import Protocol
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from api.errors import install_handlers
-from api.routes import alerts, aqi, baseline, energy, inventory, ops, readings, registry, reports, rollups
+from lccm.api.errors import install_handlers
+from lccm.api.routes import alerts, aqi, baseline, energy, inventory, ops, readings, registry, reports, rollups
 
 
 class Settings(Protocol):

@@ -12,7 +12,7 @@ import binascii
 import json
 from datetime import UTC, datetime, timedelta
 
-from api.errors import InvalidParameter
+from lccm.api.errors import InvalidParameter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

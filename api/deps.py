@@ -15,7 +15,7 @@ from fastapi import Depends, Query, Request
 from psycopg_pool import ConnectionPool
 from pydantic import AfterValidator
 
-from api.errors import InvalidParameter
+from lccm.api.errors import InvalidParameter
 
 
 def get_pool(request: Request) -> ConnectionPool:

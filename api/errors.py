@@ -25,7 +25,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from store.devices import RegistryInvalid
+from lccm.store.devices import RegistryInvalid
 
 log = logging.getLogger(__name__)
 

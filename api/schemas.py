@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from engine.timebase import BANGKOK
+from lccm.engine.timebase import BANGKOK
 
 
 def _iso_utc(value: datetime) -> str:

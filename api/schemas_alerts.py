@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import UtcTime
+from lccm.api.schemas import UtcTime
 
 AlertState = Literal["open", "acknowledged", "cleared", "closed"]
 Severity = Literal["info", "warning", "critical"]

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import RowErrorOut, UtcTime
+from lccm.api.schemas import RowErrorOut, UtcTime
 
 YearKind = Literal["calendar", "fiscal"]
 MunicipalityType = Literal["city", "town", "subdistrict", "sao", "pao", "special"]

@@ -13,7 +13,7 @@ from email.parser import BytesParser
 
 from fastapi import Request
 
-from api.errors import InvalidParameter, PayloadTooLarge
+from lccm.api.errors import InvalidParameter, PayloadTooLarge
 
 # A registry of 100,000 devices is about 15 MB of CSV; beyond this an upload is a mistake, not a city.
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024

@@ -4,7 +4,7 @@ The virtual Lampang (``simulators/``, seed 1) replays 9-11 January 2026: a smoke
 110 ug/m3, AQI above 200) and, on the 10th around 09:20-10:25, an SO2 plume over the Mae Moh station at Sop Pat.
 Everything is real: a private Mosquitto, a fresh database on the PostgreSQL of ``--admin-url`` (dropped at the
 end), the ingest worker with the derived-data updaters and the alert evaluator on its commit hook, wired as
-``lccm ingest`` wires them (``lccm.runtime``), and the shipped rule file (deploy/alert-rules.yaml).
+``lccm ingest`` wires them (``lccm.runtime``), and the shipped rule file (lccm/data/alert-rules.yaml).
 
 1. **Prefill** (not timed): the day before the timed window, flat out, so the 24-hour means are complete.
 2. **Episode** (timed): ``--hours`` of the window at ``--speed`` simulated seconds per wall second (default 36 h
@@ -73,19 +73,19 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from engine.alerts import AlertRule  # noqa: E402
-from engine.timebase import BANGKOK  # noqa: E402
+from lccm.engine.alerts import AlertRule  # noqa: E402
+from lccm.engine.timebase import BANGKOK  # noqa: E402
 from lccm.notifications import build_notifications  # noqa: E402
+from lccm.notify import Recipient  # noqa: E402
 from lccm.runtime import Services, alert_evaluator, build_ingest, updaters  # noqa: E402
 from lccm.services import start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
-from notify import Recipient  # noqa: E402
-from simulators.city import load_city  # noqa: E402
-from store import alerts as st  # noqa: E402
-from store.devices import import_registry, parse_registry_csv  # noqa: E402
-from store.migrate import migrate  # noqa: E402
-from stream.alerts import AlertThread  # noqa: E402
-from stream.energy import EnergyThread  # noqa: E402
+from lccm.simulators.city import load_city  # noqa: E402
+from lccm.store import alerts as st  # noqa: E402
+from lccm.store.devices import import_registry, parse_registry_csv  # noqa: E402
+from lccm.store.migrate import migrate  # noqa: E402
+from lccm.stream.alerts import AlertThread  # noqa: E402
+from lccm.stream.energy import EnergyThread  # noqa: E402
 
 log = logging.getLogger("bench.alerts")
 
@@ -262,7 +262,7 @@ def first_arrivals(received: Sequence[tuple[float, dict[str, Any]]]) -> tuple[di
 
 def _simulate(host: str, port: int, start: str, end: str, speed: float | None, devices: list[str] | None,
               truth_path: str, client_prefix: str) -> None:  # fmt: skip  # pragma: no cover - child process
-    from simulators.run import SimConfig, run_simulation
+    from lccm.simulators.run import SimConfig, run_simulation
 
     run_simulation(
         load_city(),

@@ -80,15 +80,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from numba import njit  # noqa: E402
 
-from engine import fused as fused_module  # noqa: E402
-from engine import kernels as k  # noqa: E402
-from engine.buckets import WeightTable, spread_intervals  # noqa: E402
-from engine.counters import MeterParams, Quality, Reason, check_time_order, register_intervals  # noqa: E402
-from engine.emissions import bucket_emissions, factor_series  # noqa: E402
-from engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY  # noqa: E402
-from engine.fused import RegisterBuckets, register_buckets  # noqa: E402
-from engine.rollups import sample_rollup  # noqa: E402
-from engine.timebase import US_PER_H, US_PER_MIN, US_PER_S, bkk_us, bucket_edges_us  # noqa: E402
+from lccm.engine import fused as fused_module  # noqa: E402
+from lccm.engine import kernels as k  # noqa: E402
+from lccm.engine.buckets import WeightTable, spread_intervals  # noqa: E402
+from lccm.engine.counters import MeterParams, Quality, Reason, check_time_order, register_intervals  # noqa: E402
+from lccm.engine.emissions import bucket_emissions, factor_series  # noqa: E402
+from lccm.engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY  # noqa: E402
+from lccm.engine.fused import RegisterBuckets, register_buckets  # noqa: E402
+from lccm.engine.rollups import sample_rollup  # noqa: E402
+from lccm.engine.timebase import US_PER_H, US_PER_MIN, US_PER_S, bkk_us, bucket_edges_us  # noqa: E402
 
 ROOT = _HERE.parent
 GOAL_VS_PANDAS = 10.0  # ours at least 10x faster than pandas
@@ -671,12 +671,12 @@ import time
 t0 = time.perf_counter()
 import json
 import numpy as np
-from engine.counters import MeterParams
-from engine.emissions import factor_series
-from engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY
-from engine.fused import register_buckets
-from engine.rollups import sample_rollup
-from engine.timebase import US_PER_MIN, bucket_edges_us, bkk_us
+from lccm.engine.counters import MeterParams
+from lccm.engine.emissions import factor_series
+from lccm.engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY
+from lccm.engine.fused import register_buckets
+from lccm.engine.rollups import sample_rollup
+from lccm.engine.timebase import US_PER_MIN, bucket_edges_us, bkk_us
 t_import = time.perf_counter()
 n_dev = 3
 ts = bkk_us(2025, 12, 31, 23) + np.arange(12, dtype=np.int64) * 5 * US_PER_MIN

@@ -65,8 +65,8 @@ from psycopg import sql  # noqa: E402
 from lccm.runtime import Services, build_ingest  # noqa: E402
 from lccm.services import Broker, start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
-from store.migrate import migrate  # noqa: E402
-from store.writer import READING_COLUMNS, ReadingColumns, encode_readings, write_batch  # noqa: E402
+from lccm.store.migrate import migrate  # noqa: E402
+from lccm.store.writer import READING_COLUMNS, ReadingColumns, encode_readings, write_batch  # noqa: E402
 
 log = logging.getLogger("bench")
 

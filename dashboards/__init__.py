@@ -1,8 +1,10 @@
 """Grafana dashboards as code.
 
-``build_all()`` returns the JSON models; ``write_all()`` writes them as files for Grafana's file provisioning
-(deploy/grafana/provisioning/dashboards/lccm.yaml); ``push()`` sends them through the Grafana HTTP API instead
-(a Grafana without this provisioning: Grafana refuses API saves of file-provisioned dashboards). All SQL is in
+``build_all()`` returns the JSON models; ``write_all(directory)`` writes them as files for Grafana's file
+provisioning (deploy/grafana/provisioning/dashboards/lccm.yaml reads the committed copies in
+deploy/grafana/dashboards; ``lccm dashboards write deploy/grafana/dashboards`` rebuilds them); ``push()`` sends them
+through the Grafana HTTP API instead (a Grafana without this provisioning: Grafana refuses API saves of
+file-provisioned dashboards). All SQL is in
 dashboards/sql.py; every panel reads the provisioned PostgreSQL datasource uid ``lccm-pg``.
 """
 
@@ -12,13 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dashboards import air_quality, emissions, energy, streetlights
-from dashboards._common import DATASOURCE_UID
+from lccm.dashboards import air_quality, emissions, energy, streetlights
+from lccm.dashboards._common import DATASOURCE_UID
 
-__all__ = ["DASHBOARD_DIR", "DATASOURCE_UID", "build_all", "dump", "push", "write_all"]
+__all__ = ["DATASOURCE_UID", "build_all", "dump", "push", "write_all"]
 
-# Committed output, read by Grafana's file provider (docker-compose mounts it at /var/lib/grafana/dashboards).
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
 _MODULES = (energy, emissions, air_quality, streetlights)
 
 
@@ -33,7 +33,7 @@ def dump(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_all(directory: Path = DASHBOARD_DIR) -> list[Path]:
+def write_all(directory: Path) -> list[Path]:
     """Write ``<uid>.json`` per dashboard into ``directory`` and remove stale ``lccm-*.json`` files there."""
     directory.mkdir(parents=True, exist_ok=True)
     models = build_all()

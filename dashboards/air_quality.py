@@ -19,8 +19,8 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
-from dashboards import sql
-from dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, thresholds, to_model
+from lccm.dashboards import sql
+from lccm.dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, thresholds, to_model
 
 UID = "lccm-air-quality"
 PM25_24H_STANDARD_UGM3 = 37.5  # domain.md 4.2 [S4.10, S4.11]

@@ -10,8 +10,8 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import sql
-from dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, to_model
+from lccm.dashboards import sql
+from lccm.dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, to_model
 
 UID = "lccm-emissions"
 KGCO2E = "suffix: kgCO2e"

@@ -9,8 +9,8 @@ from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import sql
-from dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, thresholds, to_model
+from lccm.dashboards import sql
+from lccm.dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, thresholds, to_model
 
 UID = "lccm-energy"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import sql
-from dashboards._common import SqlQuery, dashboard, series, site_variable, thresholds, to_model
+from lccm.dashboards import sql
+from lccm.dashboards._common import SqlQuery, dashboard, series, site_variable, thresholds, to_model
 
 UID = "lccm-streetlights"
 

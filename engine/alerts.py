@@ -51,8 +51,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.streetlights import noaa_sun_times
-from engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN, US_PER_S
+from lccm.engine.streetlights import noaa_sun_times
+from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN, US_PER_S
 
 NO_TS = np.iinfo(np.int64).min  # "no such instant" in carry state
 INDEX_SIGNALS = frozenset({"aqi_th", "aqi_us"})  # indices the AQI engine publishes through the IndexSource seam

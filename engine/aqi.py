@@ -35,8 +35,8 @@ from typing import Final, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from engine.aqi_kernels import kernel
-from engine.aqi_tables import (
+from lccm.engine.aqi_kernels import kernel
+from lccm.engine.aqi_tables import (
     EPA_CATEGORIES,
     EPA_TABLES,
     POLLUTANTS,
@@ -46,9 +46,9 @@ from engine.aqi_tables import (
     Category,
     thai_categories,
 )
-from engine.aqi_units import ppm_from_ppb
-from engine.counters import Impl
-from engine.timebase import US_PER_H
+from lccm.engine.aqi_units import ppm_from_ppb
+from lccm.engine.counters import Impl
+from lccm.engine.timebase import US_PER_H
 
 __all__ = [
     "DEFAULT_SETTINGS",

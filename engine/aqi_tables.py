@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from engine.timebase import bkk_us, utc_us
+from lccm.engine.timebase import bkk_us, utc_us
 
 POLLUTANTS: Final = ("pm25", "pm10", "o3", "co", "no2", "so2")
 """Pollutant keys, in the order used for the output columns; a tie between sub-indices goes to the first."""

@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from engine.timebase import BANGKOK, US_PER_DAY, buddhist_era, us_from_datetime
+from lccm.engine.timebase import BANGKOK, US_PER_DAY, buddhist_era, us_from_datetime
 
 YearKind = Literal["calendar", "fiscal"]
 YEAR_KINDS: tuple[str, ...] = get_args(YearKind)

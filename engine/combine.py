@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-from engine.kernels import NO_TS, Q_MISSING
+from lccm.engine.kernels import NO_TS, Q_MISSING
 
 
 class BucketResult(Protocol):

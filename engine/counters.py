@@ -64,7 +64,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine import kernels as k
+from lccm.engine import kernels as k
 
 Impl = Literal["numba", "python"]
 NO_TS = k.NO_TS

@@ -22,10 +22,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine import kernels as k
-from engine.buckets import WeightTable, run_spread
-from engine.counters import Impl, Intervals
-from engine.factors import FactorRegistry, SourceClass
+from lccm.engine import kernels as k
+from lccm.engine.buckets import WeightTable, run_spread
+from lccm.engine.counters import Impl, Intervals
+from lccm.engine.factors import FactorRegistry, SourceClass
 
 
 @dataclass(frozen=True, slots=True)

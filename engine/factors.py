@@ -24,9 +24,9 @@ from datetime import datetime
 
 import numpy as np
 
-from engine.buckets import WeightTable
-from engine.kernels import NO_TS
-from engine.timebase import BANGKOK, us_from_datetime
+from lccm.engine.buckets import WeightTable
+from lccm.engine.kernels import NO_TS
+from lccm.engine.timebase import BANGKOK, us_from_datetime
 
 SRC_GRID_2026 = "[S2.1] TGO board, grid EF announced 30 Nov 2025 (The Nation), effective 1 Jan 2026"
 SRC_TGO_2022 = "[S2.2] TGO CFO EF table, April 2022 edition (as transcribed in public code)"

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import kernels as k
-from engine.buckets import IntervalBuckets, WeightTable
-from engine.counters import CounterState, Impl, MeterParams, MultiplierChanges, Quality, RegisterEvents
-from engine.counters import checked_readings as _checked_readings
-from engine.timebase import check_edges
+from lccm.engine import kernels as k
+from lccm.engine.buckets import IntervalBuckets, WeightTable
+from lccm.engine.counters import CounterState, Impl, MeterParams, MultiplierChanges, Quality, RegisterEvents
+from lccm.engine.counters import checked_readings as _checked_readings
+from lccm.engine.timebase import check_edges
 
 
 @dataclass(frozen=True, slots=True)

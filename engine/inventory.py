@@ -45,7 +45,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from engine.calendar import (
+from lccm.engine.calendar import (
     Period,
     YearKind,
     month_slices,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_H
+from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_H
 
 DEFAULT_MIN_HOURS = 18  # a day needs 18 of 24 hourly means (gaps <= 6 h, after CalTRACK [S7.8])
 HOURS_PER_DAY = 24

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine import kernels as k
-from engine.counters import Impl
-from engine.timebase import check_edges
+from lccm.engine import kernels as k
+from lccm.engine.counters import Impl
+from lccm.engine.timebase import check_edges
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine import kernels as k
-from engine.counters import Impl, check_time_order
-from engine.timebase import US_PER_MIN, check_edges
+from lccm.engine import kernels as k
+from lccm.engine.counters import Impl, check_time_order
+from lccm.engine.timebase import US_PER_MIN, check_edges
 
 
 @dataclass(frozen=True, slots=True)

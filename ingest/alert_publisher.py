@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from notify.model import Address, AlertMessage, Notification, SendOutcome
+from lccm.notify.model import Address, AlertMessage, Notification, SendOutcome
 
 log = logging.getLogger(__name__)
 

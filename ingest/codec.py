@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from ingest.registry import Metric, Registry
-from ingest.topic import Topic, TopicError
-from stream.batch import BatchBuilder
+from lccm.ingest.registry import Metric, Registry
+from lccm.ingest.topic import Topic, TopicError
+from lccm.stream.batch import BatchBuilder
 
 log = logging.getLogger(__name__)
 

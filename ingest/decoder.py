@@ -10,10 +10,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from ingest.codec import Decoded, Limits, decode_message
-from ingest.registry import Registry
-from stream.batch import BatchBuilder, DeadLetterRow, StatusRow
-from stream.loop import RawMessage
+from lccm.ingest.codec import Decoded, Limits, decode_message
+from lccm.ingest.registry import Registry
+from lccm.stream.batch import BatchBuilder, DeadLetterRow, StatusRow
+from lccm.stream.loop import RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.topic import subscription_filters
-from stream.loop import RawMessage
+from lccm.ingest.topic import subscription_filters
+from lccm.stream.loop import RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -1,3 +1,3 @@
-from lccm.cli import app
+from lccm.cli import run
 
-app(prog_name="lccm")
+run()

@@ -1,4 +1,5 @@
-"""The alert-rule file (``deploy/alert-rules.yaml``): read, validate every rule, report every problem at once.
+"""The alert-rule file (the shipped ``lccm/data/alert-rules.yaml``, or ``LCCM_ALERT_RULES_FILE``): read, validate
+every rule, report every problem at once.
 
 The file is ``rules:``, a list of rule mappings in the shape of :class:`engine.alerts.AlertRule` (the API takes the
 same shape). An error names the rule (its key, or its position when the key itself is missing) and the field, e.g.
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from engine.alerts import AlertRule
+from lccm.engine.alerts import AlertRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +93,9 @@ def parse_rules(
     return rules
 
 
-def load_rules_file(path: Path | str, metric_keys: Collection[str] | None = None) -> list[AlertRule]:
+def load_rules_file(path: Path | str | Traversable, metric_keys: Collection[str] | None = None) -> list[AlertRule]:
     """Read and validate a rule file (YAML with a top-level ``rules:`` list)."""
-    p = Path(path)
+    p = Path(path) if isinstance(path, str) else path
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -102,5 +105,6 @@ def load_rules_file(path: Path | str, metric_keys: Collection[str] | None = None
     return parse_rules(doc["rules"], str(p), metric_keys)
 
 
-def default_rules_file() -> Path:
-    return Path(__file__).resolve().parent.parent / "deploy" / "alert-rules.yaml"
+def default_rules_file() -> Traversable:
+    """The shipped rules (package data ``lccm/data/alert-rules.yaml``)."""
+    return resources.files("lccm").joinpath("data", "alert-rules.yaml")

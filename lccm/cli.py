@@ -43,6 +43,34 @@ from lccm.cli_report import report_app  # noqa: E402
 app.add_typer(report_app, name="report", help="Annual reports: TGO CFO report and GPC table (CSV, JSON, HTML)")
 
 
+dashboards_app = typer.Typer(help="Grafana dashboards as code", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("write")
+def dashboards_write(
+    directory: Annotated[Path, typer.Argument(help="Folder for Grafana's file provisioning")],
+) -> None:
+    """Write every dashboard's JSON model as <uid>.json (the committed copies: deploy/grafana/dashboards)."""
+    from lccm.dashboards import write_all
+
+    for path in write_all(directory):
+        typer.echo(str(path))
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option(help="Grafana's base URL")],
+    token: Annotated[str, typer.Option(envvar="GRAFANA_TOKEN", help="Service-account token (or GRAFANA_TOKEN)")],
+    folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid")] = None,
+) -> None:
+    """Create or overwrite the dashboards through Grafana's HTTP API (a Grafana without file provisioning)."""
+    from lccm.dashboards import push
+
+    for answer in push(url, token, folder_uid=folder_uid):
+        typer.echo(json.dumps(answer))
+
+
 def _settings(ctx: typer.Context) -> Settings:
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
@@ -65,7 +93,7 @@ def main(
 
 @app.command()
 def migrate(ctx: typer.Context) -> None:
-    """Create or upgrade the database schema (embedded server if LCCM_DATABASE_URL is unset)."""
+    """Create or upgrade the database schema (LCCM_DATABASE_URL)."""
     from lccm.runtime import database
 
     settings = _settings(ctx)
@@ -80,9 +108,9 @@ def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
     from lccm.notifications import build_notifications
     from lccm.runtime import alert_evaluator, build_ingest, services, updaters
-    from stream.alerts import AlertThread
-    from stream.energy import EnergyThread
-    from stream.loop import CommitHook
+    from lccm.stream.alerts import AlertThread
+    from lccm.stream.energy import EnergyThread
+    from lccm.stream.loop import CommitHook
 
     settings = _settings(ctx)
     stop = _stop_event()
@@ -121,7 +149,7 @@ def ingest(ctx: typer.Context) -> None:
 
 
 def _retention(database_url: str, retention_days: int) -> None:
-    from store.maintenance import apply_retention
+    from lccm.store.maintenance import apply_retention
 
     try:
         with psycopg.connect(database_url) as conn:
@@ -143,7 +171,7 @@ def api(
     """Serve the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    from api.app import create_app
+    from lccm.api.app import create_app
     from lccm.runtime import database
 
     settings = _settings(ctx)
@@ -165,8 +193,8 @@ def simulate(
     truth: Annotated[Path | None, typer.Option(help="Write the ground truth (JSON lines) here at the end")] = None,
 ) -> None:
     """Run the virtual city against the configured broker (LCCM_MQTT_HOST)."""
-    from simulators.city import load_city
-    from simulators.run import SimConfig, run_simulation
+    from lccm.simulators.city import load_city
+    from lccm.simulators.run import SimConfig, run_simulation
 
     settings = _settings(ctx)
     city = load_city(settings.city_file)
@@ -228,9 +256,9 @@ def recompute(
 ) -> None:
     """Rebuild energy, emissions, sample rollups and lamp time for a range from raw readings, exactly as the live
     path computes them; late readings inside the range count as handled afterwards."""
-    from engine.timebase import us_from_datetime
+    from lccm.engine.timebase import us_from_datetime
     from lccm.runtime import database, updaters
-    from stream.updaters import recompute as run_recompute
+    from lccm.stream.updaters import recompute as run_recompute
 
     settings = _settings(ctx)
     lo, hi = us_from_datetime(_parse_time(start)), us_from_datetime(_parse_time(end))
@@ -271,6 +299,17 @@ def healthcheck(
         typer.echo("; ".join(problems), err=True)
         raise typer.Exit(1)
     typer.echo("ok")
+
+
+def run() -> None:
+    """The ``lccm`` console script: the typer app, with a missing server setting reported as one line, exit 2."""
+    from lccm.runtime import NotConfigured
+
+    try:
+        app(prog_name="lccm")
+    except NotConfigured as e:
+        typer.echo(f"lccm: {e}", err=True)
+        raise SystemExit(2) from None
 
 
 def _parse_time(text: str) -> datetime:

@@ -14,8 +14,8 @@ import psycopg
 import typer
 
 from lccm.settings import Settings
-from store import queries
-from store.devices import ImportReport, RegistryInvalid, RowError, import_registry, parse_registry_csv
+from lccm.store import queries
+from lccm.store.devices import ImportReport, RegistryInvalid, RowError, import_registry, parse_registry_csv
 
 devices_app = typer.Typer(help="The device registry: sites and devices.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def _settings(database_url: str | None) -> Settings:
 
 @contextmanager
 def _connect(settings: Settings) -> Iterator[psycopg.Connection]:
-    """The configured database, or the embedded one (as `lccm demo` uses) when LCCM_DATABASE_URL is unset."""
+    """The configured database (LCCM_DATABASE_URL or --database-url), migrated."""
     from lccm.runtime import database
 
     try:

@@ -16,11 +16,11 @@ import psycopg
 import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
-from store import inventory as inv
-from store.devices import RowError
-from store.inventory_activity import import_activity_file
-from store.inventory_mapping import auto_map, list_mappings, mapping_problems
-from store.inventory_template import InventoryError, InventoryInvalid, describe
+from lccm.store import inventory as inv
+from lccm.store.devices import RowError
+from lccm.store.inventory_activity import import_activity_file
+from lccm.store.inventory_mapping import auto_map, list_mappings, mapping_problems
+from lccm.store.inventory_template import InventoryError, InventoryInvalid, describe
 
 inventory_app = typer.Typer(help="Organisation inventories (TGO CFO): base-year import, items, mappings.",
                             no_args_is_help=True)  # fmt: skip

@@ -16,9 +16,9 @@ import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
 from lccm.cli_inventory import _domain_errors
-from store import inventory as inv
-from store.report_render import render
-from store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
+from lccm.store import inventory as inv
+from lccm.store.report_render import render
+from lccm.store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
 
 report_app = typer.Typer(help="Annual reports: the TGO CFO report and the GPC BASIC table.", no_args_is_help=True)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -23,9 +23,9 @@ from lccm.notifications import Notifications, build_notifications
 from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
 from lccm.services import free_port
 from lccm.settings import Settings
-from stream.alerts import AlertThread
-from stream.energy import EnergyThread
-from stream.loop import CommitHook
+from lccm.stream.alerts import AlertThread
+from lccm.stream.energy import EnergyThread
+from lccm.stream.loop import CommitHook
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ class DemoOptions:
 def run_demo(
     settings: Settings, opts: DemoOptions, stop: threading.Event, echo: Callable[[str], None]
 ) -> dict[str, Any]:
-    from simulators.city import load_city
-    from simulators.run import SimConfig, run_simulation
+    from lccm.simulators.city import load_city
+    from lccm.simulators.run import SimConfig, run_simulation
 
     city = load_city(settings.city_file)
-    with services(settings) as svc:
+    with services(settings, embedded=True) as svc:
         _import_registry(settings, svc, city)
         inventory = _import_base_year(svc)
         energy = EnergyThread(updaters(settings, svc.database_url))
@@ -131,7 +131,7 @@ def _alert_summary(svc: Services) -> dict[str, Any]:
 
 
 def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
-    from store.devices import import_registry, parse_registry_csv
+    from lccm.store.devices import import_registry, parse_registry_csv
 
     path = settings.data_dir / "demo-devices.csv"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,14 +141,14 @@ def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
         import_registry(conn, parsed)
 
 
-BASE_YEAR_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "lampang-cfo-2025.csv"
+BASE_YEAR_EXAMPLE = resources.files("lccm").joinpath("data", "examples", "lampang-cfo-2025.csv")
 
 
 def _import_base_year(svc: Services) -> dict[str, Any]:
     """Lampang's example base-year CFO (2025) and this year's device-to-item mapping, so the comparison and the
     CFO report have a baseline (docs/inventory-template.md). Idempotent: a second demo finds it unchanged."""
-    from store.inventory import import_inventory_file
-    from store.inventory_mapping import auto_map
+    from lccm.store.inventory import import_inventory_file
+    from lccm.store.inventory_mapping import auto_map
 
     year = datetime.now(UTC).year
     with psycopg.connect(svc.database_url) as conn:
@@ -165,7 +165,7 @@ def _import_base_year(svc: Services) -> dict[str, Any]:
 def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
     import uvicorn
 
-    from api.app import create_app
+    from lccm.api.app import create_app
     from lccm.services import wait_for_port
 
     port = settings.api_port or free_port()

@@ -20,9 +20,8 @@ from typing import Any
 import psycopg
 import yaml
 
-from ingest.alert_publisher import MqttAlertPublisher
-from lccm.settings import Settings
-from notify import (
+from lccm.ingest.alert_publisher import MqttAlertPublisher
+from lccm.notify import (
     AlertMessage,
     Dispatcher,
     DispatchWorker,
@@ -36,8 +35,9 @@ from notify import (
     Transition,
     WebhookNotifier,
 )
-from notify.pg_outbox import PgOutbox
-from stream.alerts import AlertTransition
+from lccm.notify.pg_outbox import PgOutbox
+from lccm.settings import Settings
+from lccm.stream.alerts import AlertTransition
 
 log = logging.getLogger(__name__)
 

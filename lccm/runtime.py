@@ -14,28 +14,28 @@ from typing import Any
 
 import psycopg
 
-from engine.aqi import AqiSettings
-from engine.factors import SOURCE_CLASSES, TGO_FACTORS
-from engine.timebase import bkk_us
-from ingest.codec import Limits
-from ingest.decoder import RegistryHolder, make_decoder
-from ingest.mqtt import MqttConfig, MqttSource
-from ingest.registry import Metric, Registry, UnitRow
 from lccm.alert_rules import default_rules_file, load_rules_file
+from lccm.engine.aqi import AqiSettings
+from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
+from lccm.engine.timebase import bkk_us
+from lccm.ingest.codec import Limits
+from lccm.ingest.decoder import RegistryHolder, make_decoder
+from lccm.ingest.mqtt import MqttConfig, MqttSource
+from lccm.ingest.registry import Metric, Registry, UnitRow
 from lccm.services import Broker, Database, start_broker, start_database
 from lccm.settings import Settings
-from store import catalog
-from store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
-from store.energy import sync_factor_registry
-from store.migrate import migrate
-from store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
-from stream.alerts import AlertEvaluator, IndexSource, Notifier
-from stream.aqi import AqiUpdater
-from stream.batch import BatchBuilder, FlushPolicy
-from stream.energy import EnergyUpdater
-from stream.loop import CommitHook, RawMessage, StreamLoop
-from stream.samples import SampleUpdater
-from stream.updaters import Updaters
+from lccm.store import catalog
+from lccm.store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
+from lccm.store.energy import sync_factor_registry
+from lccm.store.migrate import migrate
+from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
+from lccm.stream.alerts import AlertEvaluator, IndexSource, Notifier
+from lccm.stream.aqi import AqiUpdater
+from lccm.stream.batch import BatchBuilder, FlushPolicy
+from lccm.stream.energy import EnergyUpdater
+from lccm.stream.loop import CommitHook, RawMessage, StreamLoop
+from lccm.stream.samples import SampleUpdater
+from lccm.stream.updaters import Updaters
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,30 @@ class Services:
             self.database.stop()
 
 
+class NotConfigured(Exception):
+    """A server the command needs is not configured (only ``lccm demo`` starts embedded ones)."""
+
+    def __init__(self, variable: str, what: str) -> None:
+        super().__init__(f"{variable} is not set: {what}")
+        self.variable = variable
+
+
+def require_configured(settings: Settings, *, broker: bool) -> None:
+    """Raise NotConfigured naming the first missing variable. A production process must never start a private
+    database or broker of its own because a setting was left empty: its data would land where nobody looks."""
+    if not settings.database_url:
+        raise NotConfigured("LCCM_DATABASE_URL", "set it to the PostgreSQL URL, e.g. postgresql://lccm@db/lccm")
+    if broker and not settings.mqtt_host:
+        raise NotConfigured("LCCM_MQTT_HOST", "set it to the MQTT broker's host name (and LCCM_MQTT_PORT)")
+
+
 @contextlib.contextmanager
-def services(settings: Settings, *, with_broker: bool = True) -> Iterator[Services]:
-    """The configured servers, or embedded ones where none is configured; migrated and ready. Without a broker
-    (commands that only need the database) none is started."""
+def services(settings: Settings, *, with_broker: bool = True, embedded: bool = False) -> Iterator[Services]:
+    """The configured servers, migrated and ready; NotConfigured if one is missing. With ``embedded`` (the demo
+    only), a private database and broker start where none is configured. Without a broker (commands that only need
+    the database) none is required."""
+    if not embedded:
+        require_configured(settings, broker=with_broker)
     db = None if settings.database_url else start_database(settings.data_dir)
     broker = None if settings.mqtt_host or not with_broker else start_broker(settings.data_dir)
     svc = Services(
@@ -166,7 +186,7 @@ def alert_evaluator(
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
-    """The configured database, or the embedded one under data_dir; migrated. Yields its URL."""
+    """The configured database, migrated; NotConfigured without LCCM_DATABASE_URL. Yields its URL."""
     with services(settings, with_broker=False) as svc:
         yield svc.database_url
 

@@ -15,15 +15,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LCCM_", extra="ignore")
 
-    # Where embedded services and run-time files live when no server is configured.
+    # Run-time files (the ingest heartbeat; the demo's embedded servers).
     data_dir: Path = Path(".lccm")
 
-    # PostgreSQL. Empty means: start a private embedded server (pgserver) under data_dir.
+    # PostgreSQL. Required by every command but `lccm demo`, which starts an embedded server (pgserver) under data_dir
+    # when it is empty.
     database_url: str = ""
     db_pool_min: int = 1
     db_pool_max: int = 8
 
-    # MQTT. Empty host means: start an embedded broker (mosquitto child process if installed, else amqtt).
+    # MQTT. Required by `lccm ingest` and `lccm simulate`; `lccm demo` starts an embedded broker (a mosquitto child
+    # process if installed, else amqtt) when it is empty.
     mqtt_host: str = ""
     mqtt_port: int = 1883
     mqtt_username: str = ""
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
     streetlight_grace_min: int = Field(default=15, ge=0, le=60)
 
     # Alerts (engine/alerts.py, stream/alerts.py). The rule file is synced into the database at start-up; empty
-    # means the shipped deploy/alert-rules.yaml.
+    # means the shipped lccm/data/alert-rules.yaml.
     alerts_enabled: bool = True
     alert_rules_file: Path | None = None
     # Lateness clock: "wall" (production: an alert more than alert_late_after_s older than the wall clock at receipt
@@ -104,8 +106,3 @@ class Settings(BaseSettings):
     # City (the demo and the simulator).
     city_file: Path | None = None
     tz: str = "Asia/Bangkok"
-
-    def effective_city_file(self) -> Path:
-        if self.city_file is not None:
-            return self.city_file
-        return Path(__file__).resolve().parent.parent / "simulators" / "cities" / "lampang.yaml"

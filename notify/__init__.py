@@ -1,9 +1,9 @@
 """Alert notifications: one ``Notifier`` interface, channels (webhook, e-mail, LINE; MQTT lives in ingest/),
 Thai/English texts, quiet hours and daily digests. Imports nothing of the project (tests/test_architecture.py)."""
 
-from notify.dispatch import Dispatcher, DispatchReport, decide
-from notify.line import LineNotifier
-from notify.model import (
+from lccm.notify.dispatch import Dispatcher, DispatchReport, decide
+from lccm.notify.line import LineNotifier
+from lccm.notify.model import (
     BANGKOK,
     Address,
     AlertMessage,
@@ -17,12 +17,12 @@ from notify.model import (
     Severity,
     Transition,
 )
-from notify.outbox import HeldItem, MemoryOutbox, Outbox
-from notify.render import render_alert, render_digest
-from notify.retry import RetryPolicy
-from notify.smtp import SmtpConfig, SmtpNotifier
-from notify.webhook import WebhookNotifier, sign
-from notify.worker import DispatchWorker
+from lccm.notify.outbox import HeldItem, MemoryOutbox, Outbox
+from lccm.notify.render import render_alert, render_digest
+from lccm.notify.retry import RetryPolicy
+from lccm.notify.smtp import SmtpConfig, SmtpNotifier
+from lccm.notify.webhook import WebhookNotifier, sign
+from lccm.notify.worker import DispatchWorker
 
 __all__ = [
     "BANGKOK",

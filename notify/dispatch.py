@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Literal
 
-from notify.model import (
+from lccm.notify.model import (
     AlertMessage,
     DeliveryRecord,
     Notification,
@@ -40,8 +40,8 @@ from notify.model import (
     next_local_time,
     notification_id,
 )
-from notify.outbox import HeldItem, HoldReason, Outbox
-from notify.render import render_alert, render_digest
+from lccm.notify.outbox import HeldItem, HoldReason, Outbox
+from lccm.notify.render import render_alert, render_digest
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 
 import httpx
 
-from notify.model import SendOutcome
-from notify.retry import RetryPolicy, parse_retry_after
+from lccm.notify.model import SendOutcome
+from lccm.notify.retry import RetryPolicy, parse_retry_after
 
 _MAX_ERROR_BODY = 300
 

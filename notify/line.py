@@ -16,9 +16,9 @@ import json
 
 import httpx
 
-from notify.http import post_with_retries
-from notify.model import Address, Notification, SendOutcome, address_key
-from notify.retry import RetryPolicy
+from lccm.notify.http import post_with_retries
+from lccm.notify.model import Address, Notification, SendOutcome, address_key
+from lccm.notify.retry import RetryPolicy
 
 TEXT_LIMIT = 5000
 MESSAGES_PER_PUSH = 5

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from notify.model import AlertMessage, DeliveryRecord, as_utc
+from lccm.notify.model import AlertMessage, DeliveryRecord, as_utc
 
 HoldReason = Literal["digest", "quiet_hours"]
 

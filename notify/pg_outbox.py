@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from notify.model import AlertMessage, DeliveryRecord, Notification, as_utc
-from notify.outbox import HeldItem
+from lccm.notify.model import AlertMessage, DeliveryRecord, Notification, as_utc
+from lccm.notify.outbox import HeldItem
 
 _HELD = "SELECT recipient, reason, release_at, held_at, alert FROM notify_held WHERE released_at IS NULL"
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from notify.model import BANGKOK, AlertMessage, Language, NotificationKind, Severity, Transition, as_utc
+from lccm.notify.model import BANGKOK, AlertMessage, Language, NotificationKind, Severity, Transition, as_utc
 
 TEXTS: dict[str, dict[str, str]] = {
     "th": {

@@ -19,8 +19,8 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
 from typing import Literal
 
-from notify.model import EMAIL_PATTERN, Address, Notification, NotifyConfigError, SendOutcome, address_key
-from notify.retry import RetryPolicy
+from lccm.notify.model import EMAIL_PATTERN, Address, Notification, NotifyConfigError, SendOutcome, address_key
+from lccm.notify.retry import RetryPolicy
 
 Security = Literal["plain", "starttls", "tls"]
 _CONTENT_LANGUAGE = {"th": "th", "en": "en", "both": "th, en"}

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import httpx
 
-from notify.http import post_with_retries
-from notify.model import Address, Notification, SendOutcome, address_key
-from notify.retry import RetryPolicy
+from lccm.notify.http import post_with_retries
+from lccm.notify.model import Address, Notification, SendOutcome, address_key
+from lccm.notify.retry import RetryPolicy
 
 SIGNATURE_HEADER = "X-LCCM-Signature"
 TIMESTAMP_HEADER = "X-LCCM-Timestamp"

@@ -12,8 +12,8 @@ import queue
 import threading
 import time
 
-from notify.dispatch import Dispatcher
-from notify.model import AlertMessage
+from lccm.notify.dispatch import Dispatcher
+from lccm.notify.model import AlertMessage
 
 log = logging.getLogger(__name__)
 

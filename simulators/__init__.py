@@ -5,8 +5,8 @@ City Municipality (simulators/cities/lampang.yaml): municipal buildings with ele
 cabinets and lamps, air-quality stations (two near the Mae Moh lignite plant), fleet vehicles and standby
 generators with fuel meters.
 
-    from simulators.city import load_city
-    from simulators.run import SimConfig, run_simulation
+    from lccm.simulators.city import load_city
+    from lccm.simulators.run import SimConfig, run_simulation
 
     city = load_city()
     city.devices_csv("devices.csv")                    # registry for `lccm devices import`

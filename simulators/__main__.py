@@ -15,8 +15,8 @@ import sys
 import threading
 from typing import Any
 
-from simulators.city import load_city
-from simulators.run import main_simulate
+from lccm.simulators.city import load_city
+from lccm.simulators.run import main_simulate
 
 
 def _parser() -> argparse.ArgumentParser:

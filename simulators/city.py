@@ -13,15 +13,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from simulators.noise import stable_key, uniform
-from simulators.units import unit_for
+from lccm.simulators.noise import stable_key, uniform
+from lccm.simulators.units import unit_for
 
-DEFAULT_CITY_FILE = Path(__file__).resolve().parent / "cities" / "lampang.yaml"
+DEFAULT_CITY = "lampang.yaml"  # package data: lccm/simulators/cities/
 
 DEVICE_KINDS = ("electricity_meter", "streetlight_cabinet", "lamp", "aq_station", "fuel_meter")
 SITE_KINDS = ("building", "street", "station", "fleet", "plant")
@@ -229,7 +230,10 @@ def parse_hhmm(text: str) -> float:
 
 def load_city(path: Path | str | None = None) -> City:
     """Load a city YAML file (None = the packaged Lampang city)."""
-    source = Path(path) if path is not None else DEFAULT_CITY_FILE
+    if path is None:
+        packaged = resources.files(__package__).joinpath("cities", DEFAULT_CITY)
+        return _CityBuilder(yaml.safe_load(packaged.read_text(encoding="utf-8")), Path(str(packaged))).build()
+    source = Path(path)
     with source.open(encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
     return _CityBuilder(raw, source).build()

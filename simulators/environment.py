@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from simulators import noise
-from simulators.city import City
-from simulators.noise import stable_key
-from simulators.timebase import (
+from lccm.simulators import noise
+from lccm.simulators.city import City
+from lccm.simulators.noise import stable_key
+from lccm.simulators.timebase import (
     BANGKOK,
     DAY_S,
     UTC_OFFSET_S,

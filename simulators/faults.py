@@ -11,8 +11,8 @@ import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from simulators.city import Device
-from simulators.payloads import (
+from lccm.simulators.city import Device
+from lccm.simulators.payloads import (
     Item,
     Record,
     dumps,
@@ -21,7 +21,7 @@ from simulators.payloads import (
     senml_bn,
     senml_pack,
 )
-from simulators.units import METRICS, UNITS
+from lccm.simulators.units import METRICS, UNITS
 
 MAX_PAYLOAD_BYTES = 262_144
 MAX_READINGS = 5_000

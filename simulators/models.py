@@ -13,11 +13,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulators import noise
-from simulators.city import City, Device
-from simulators.environment import Environment, gauss, monthly, traffic, window
-from simulators.noise import stable_key
-from simulators.timebase import (
+from lccm.simulators import noise
+from lccm.simulators.city import City, Device
+from lccm.simulators.environment import Environment, gauss, monthly, traffic, window
+from lccm.simulators.noise import stable_key
+from lccm.simulators.timebase import (
     DAY_S,
     FloatArray,
     as_array,

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from simulators.timebase import BANGKOK
-from simulators.units import UnitSpec
+from lccm.simulators.timebase import BANGKOK
+from lccm.simulators.units import UnitSpec
 
 SentValue = int | float | bool
 

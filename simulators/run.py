@@ -1,7 +1,7 @@
 """Run the virtual city: build device streams, pace them in simulated time, publish over MQTT, keep the truth.
 
-    from simulators.city import load_city
-    from simulators.run import SimConfig, run_simulation
+    from lccm.simulators.city import load_city
+    from lccm.simulators.run import SimConfig, run_simulation
     truth = run_simulation(load_city(), SimConfig(port=1883, start=..., end=..., speed=None))
 
 speed=None replays [start, end) as fast as the broker acknowledges; speed=1.0 is real time; speed=1440 runs a
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulators.city import City, Device, load_city, select_devices
-from simulators.environment import Environment
-from simulators.faults import resolve_mix
-from simulators.stream import DeviceStream, RunWindow, device_topic
-from simulators.truth import GroundTruth, Message
+from lccm.simulators.city import City, Device, load_city, select_devices
+from lccm.simulators.environment import Environment
+from lccm.simulators.faults import resolve_mix
+from lccm.simulators.stream import DeviceStream, RunWindow, device_topic
+from lccm.simulators.truth import GroundTruth, Message
 
 __all__ = ["GroundTruth", "Message", "SimConfig", "generate", "main_simulate", "run_simulation", "select"]
 
@@ -175,7 +175,7 @@ class _Runner:
         truth.sim_start_s, truth.sim_end_s = start_s, end_s
         if cfg.truth_path is not None:
             truth.open_sink(cfg.truth_path)
-        from simulators.publisher import PublisherPool  # paho only when publishing
+        from lccm.simulators.publisher import PublisherPool  # paho only when publishing
 
         pool = PublisherPool(
             cfg.host,

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.city import Device
-from simulators.environment import Environment
-from simulators.faults import SPIKE_METRICS, FaultMix, MalformedContext, build_malformed, spike_value
-from simulators.models import Register, model_for
-from simulators.noise import stable_key, uniform, uniform_scalar
-from simulators.payloads import Item, Record, dumps, plain_document, senml_bn, senml_pack
-from simulators.truth import LAMP_ON, Message, Reading, TrueCumulative
-from simulators.units import METRICS, UnitSpec, quantise, unit_for
+from lccm.simulators.city import Device
+from lccm.simulators.environment import Environment
+from lccm.simulators.faults import SPIKE_METRICS, FaultMix, MalformedContext, build_malformed, spike_value
+from lccm.simulators.models import Register, model_for
+from lccm.simulators.noise import stable_key, uniform, uniform_scalar
+from lccm.simulators.payloads import Item, Record, dumps, plain_document, senml_bn, senml_pack
+from lccm.simulators.truth import LAMP_ON, Message, Reading, TrueCumulative
+from lccm.simulators.units import METRICS, UnitSpec, quantise, unit_for
 
 CHUNK_S = 86400
 US_PER_S = 1_000_000

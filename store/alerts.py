@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from store.writer import us_to_datetime
+from lccm.store.writer import us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"

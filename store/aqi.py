@@ -11,8 +11,8 @@ import orjson
 import psycopg
 from psycopg.rows import class_row
 
-from store.energy import _EPOCH, _US, Spans, _us
-from store.writer import us_to_datetime
+from lccm.store.energy import _EPOCH, _US, Spans, _us
+from lccm.store.writer import us_to_datetime
 
 # Catalogue ids of the pollutants (001_core.sql) by the engine's pollutant keys.
 POLLUTANT_METRICS: dict[str, int] = {"pm25": 9, "pm10": 10, "so2": 11, "no2": 12, "o3": 13, "co": 14}

@@ -30,8 +30,8 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from store.devices import RowError
-from store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
+from lccm.store.devices import RowError
+from lccm.store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
 
 YearKind = Literal["calendar", "fiscal"]
 TEMPERATURE_METRIC = 15  # temperature_c

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from store.writer import us_to_datetime
+from lccm.store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
 # How far back the start of a flat (stuck) register run is looked for; matches the late-data horizon.

@@ -26,9 +26,9 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from store import inventory_units as units
-from store.devices import RowError
-from store.inventory_template import (
+from lccm.store import inventory_units as units
+from lccm.store.devices import RowError
+from lccm.store.inventory_template import (
     CATEGORY_BY_CODE,
     InventoryError,
     InventoryInvalid,

@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from store import inventory_units as units
-from store.devices import RowError, _normalise_header
-from store.inventory import (
+from lccm.store import inventory_units as units
+from lccm.store.devices import RowError, _normalise_header
+from lccm.store.inventory import (
     Organisation,
     ReportingYear,
     YearKind,
@@ -41,7 +41,7 @@ from store.inventory import (
     year_containing,
     year_label,
 )
-from store.inventory_template import MONTH_HEADERS, MONTHS, InventoryInvalid
+from lccm.store.inventory_template import MONTH_HEADERS, MONTHS, InventoryInvalid
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
 HEADER_ROW = 1

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import class_row
 
-from store import inventory_units as units
-from store.devices import RowError
-from store.inventory import (
+from lccm.store import inventory_units as units
+from lccm.store.devices import RowError
+from lccm.store.inventory import (
     ReportingYear,
     UnknownReportingYear,
     YearKind,
@@ -28,7 +28,7 @@ from store.inventory import (
     lock_organisation,
     require_organisation,
 )
-from store.inventory_template import InventoryInvalid
+from lccm.store.inventory_template import InventoryInvalid
 
 
 @dataclass(frozen=True, slots=True)

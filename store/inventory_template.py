@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from store import inventory_units as units
-from store.devices import RowError, _normalise_header
+from lccm.store import inventory_units as units
+from lccm.store.devices import RowError, _normalise_header
 
 HEADER_ROW = 1
 GWP_SETS = ("AR4", "AR5", "AR6")
@@ -112,7 +112,7 @@ COLUMN_BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 _HEADER_LOOKUP: dict[str, str] = {
     _normalise_header(name): c.key for c in COLUMNS for name in (c.key, c.english, c.thai, *c.aliases)
 }
-# The header rows of the two templates (docs/templates/), in template order.
+# The header rows of the two templates (lccm/data/templates/), in template order.
 TEMPLATE_HEADER_EN: tuple[str, ...] = tuple(c.english for c in COLUMNS if c.key not in ("total", "total_tco2e"))
 TEMPLATE_HEADER_TH: tuple[str, ...] = tuple(c.thai for c in COLUMNS if c.key not in ("total", "total_tco2e"))
 

@@ -39,8 +39,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from store.baseline import KPIS, BaselineError, YearKind
-from store.inventory import require_organisation, year_containing
+from lccm.store.baseline import KPIS, BaselineError, YearKind
+from lccm.store.inventory import require_organisation, year_containing
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
 STREETLIGHT_CLASSES = ("streetlight_electricity",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from store.migrate import current_layout
+from lccm.store.migrate import current_layout
 
 
 def apply_retention(conn: psycopg.Connection, retention_days: int) -> int:

@@ -25,7 +25,7 @@ class MigrationResult:
 
 
 def _migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("store").joinpath("migrations")
+    folder = resources.files("lccm.store").joinpath("migrations")
     files = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in files]
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from store.migrate import current_layout
+from lccm.store.migrate import current_layout
 
 
 @dataclass(frozen=True, slots=True)

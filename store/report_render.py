@@ -19,7 +19,7 @@ from dataclasses import asdict
 from html import escape
 from typing import Any
 
-from store.reports import (
+from lccm.store.reports import (
     SCOPES,
     CfoItem,
     CfoReport,

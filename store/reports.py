@@ -30,8 +30,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 
-from store import inventory as inv
-from store.inventory_template import CATEGORIES
+from lccm.store import inventory as inv
+from lccm.store.inventory_template import CATEGORIES
 
 SCOPES = (1, 2, 3)
 BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")  # UTC+7 all year, no daylight saving

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from store.energy import _EPOCH, _UNNEST, _US, BUCKET_US, Spans, _spans, _ts, _us, roll_up, window_readings
-from store.writer import us_to_datetime
+from lccm.store.energy import _EPOCH, _UNNEST, _US, BUCKET_US, Spans, _spans, _ts, _us, roll_up, window_readings
+from lccm.store.writer import us_to_datetime
 
 LAMP_METRIC = 6  # lamp_on
 # How far back the previous reading is looked for: the unknown time between its hold and a new reading is accounted

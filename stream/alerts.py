@@ -55,7 +55,7 @@ import holidays as holiday_calendars
 import numpy as np
 import psycopg
 
-from engine.alerts import (
+from lccm.engine.alerts import (
     NO_TS,
     AlertRule,
     SeriesInfo,
@@ -68,9 +68,9 @@ from engine.alerts import (
     schedule_mask,
     with_flat_carry,
 )
-from engine.timebase import US_PER_S
-from store import alerts as st
-from store.writer import ReadingColumns
+from lccm.engine.timebase import US_PER_S
+from lccm.store import alerts as st
+from lccm.store.writer import ReadingColumns
 
 log = logging.getLogger(__name__)
 

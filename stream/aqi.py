@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import psycopg
 
-from engine.aqi import LOOKBACK_H, AqiResult, AqiSettings, epa_aqi, epa_nowcast_aqi, thai_aqi
-from engine.timebase import US_PER_H
-from store.aqi import (
+from lccm.engine.aqi import LOOKBACK_H, AqiResult, AqiSettings, epa_aqi, epa_nowcast_aqi, thai_aqi
+from lccm.engine.timebase import US_PER_H
+from lccm.store.aqi import (
     POLLUTANT_METRICS,
     AqiRow,
     StationSpan,
@@ -25,7 +25,7 @@ from store.aqi import (
     hourly_pollutant_means,
     replace_aqi,
 )
-from stream.energy import UpdateResult, drain
+from lccm.stream.energy import UpdateResult, drain
 
 _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
 

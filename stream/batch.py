@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from store.writer import NO_SEQ, DeadLetterRow, ReadingColumns, StatusRow
+from lccm.store.writer import NO_SEQ, DeadLetterRow, ReadingColumns, StatusRow
 
 __all__ = ["BatchBuilder", "Clock", "DeadLetterRow", "FlushPolicy", "ReadingColumns", "StatusRow"]
 

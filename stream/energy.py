@@ -17,12 +17,12 @@ from typing import Protocol
 import numpy as np
 import psycopg
 
-from engine.buckets import mark_incomplete
-from engine.counters import MeterParams
-from engine.emissions import factor_series
-from engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
-from engine.fused import register_buckets
-from store.energy import (
+from lccm.engine.buckets import mark_incomplete
+from lccm.engine.counters import MeterParams
+from lccm.engine.emissions import factor_series
+from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
+from lccm.engine.fused import register_buckets
+from lccm.store.energy import (
     BUCKET_US,
     BucketRows,
     MeterRow,

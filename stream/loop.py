@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from store.writer import ReadingColumns, WriteResult
-from stream.batch import BatchBuilder, Clock, FlushPolicy
+from lccm.store.writer import ReadingColumns, WriteResult
+from lccm.stream.batch import BatchBuilder, Clock, FlushPolicy
 
 log = logging.getLogger(__name__)
 

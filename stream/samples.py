@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from engine.rollups import sample_rollup
-from engine.streetlights import DayNight, day_night_spans, lamp_hours, noaa_sun_times
-from engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN
-from store.aqi import enqueue_station_hours
-from store.energy import BUCKET_US, Spans, claim_spans, window_readings
-from store.samples import (
+from lccm.engine.rollups import sample_rollup
+from lccm.engine.streetlights import DayNight, day_night_spans, lamp_hours, noaa_sun_times
+from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN
+from lccm.store.aqi import enqueue_station_hours
+from lccm.store.energy import BUCKET_US, Spans, claim_spans, window_readings
+from lccm.store.samples import (
     LAMP_METRIC,
     LampRows,
     SampleRows,
@@ -31,7 +31,7 @@ from store.samples import (
     sample_readings,
     site_coordinates,
 )
-from stream.energy import UpdateResult, chunks, drain
+from lccm.stream.energy import UpdateResult, chunks, drain
 
 DEFAULT_GRACE_US = 15 * US_PER_MIN  # photocells switch near civil twilight: the minutes around sunrise/sunset
 

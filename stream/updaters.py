@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from store.energy import enqueue, series_in_range
-from store.samples import resolve_late_spans
-from stream.aqi import AqiUpdater
-from stream.energy import EnergyUpdater, UpdateResult
-from stream.samples import SampleUpdater
+from lccm.store.energy import enqueue, series_in_range
+from lccm.store.samples import resolve_late_spans
+from lccm.stream.aqi import AqiUpdater
+from lccm.stream.energy import EnergyUpdater, UpdateResult
+from lccm.stream.samples import SampleUpdater
 
 WEEK_US = 7 * 86_400 * 1_000_000
 

@@ -9,8 +9,8 @@ import psycopg
 from lccm.runtime import IngestWorker, Services, build_ingest
 from lccm.services import Broker
 from lccm.settings import Settings
-from simulators.city import City, load_city
-from store.devices import import_registry, parse_registry_csv
+from lccm.simulators.city import City, load_city
+from lccm.store.devices import import_registry, parse_registry_csv
 
 
 def registered_city(url: str, folder: Path) -> City:

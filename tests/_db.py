@@ -16,8 +16,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from store.migrate import migrate
-from store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.store.migrate import migrate
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 
 ADMIN_URL = os.environ.get("LCCM_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.registry import Metric, Registry, UnitRow
+from lccm.ingest.registry import Metric, Registry, UnitRow
 
 METRICS = [
     Metric(1, "energy", "kWh", "register", 0, 1e12),

@@ -15,13 +15,13 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api.app import create_app
-from engine.alerts import AlertRule
+from lccm.api.app import create_app
+from lccm.engine.alerts import AlertRule
 from lccm.settings import Settings
-from store import alerts as st
-from store.devices import import_registry, parse_registry_csv
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from stream.alerts import AlertEvaluator, AlertTransition
+from lccm.store import alerts as st
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.alerts import AlertEvaluator, AlertTransition
 from tests._db import REGISTRY_HEADER_EN, device_pk, registry_csv, us
 
 with warnings.catch_warnings():

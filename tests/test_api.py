@@ -15,10 +15,10 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api.app import create_app
+from lccm.api.app import create_app
 from lccm.settings import Settings
-from store.devices import import_registry, parse_registry_csv
-from store.writer import DeadLetterRow, ReadingColumns, write_batch
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.writer import DeadLetterRow, ReadingColumns, write_batch
 from tests._db import REGISTRY_HEADER_TH, REGISTRY_ROWS, device_pk, fresh_database, registry_csv, us, write_readings
 
 with warnings.catch_warnings():

@@ -32,16 +32,16 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api.app import create_app
-from api.routes import energy as energy_routes
-from engine.factors import TGO_FACTORS
-from engine.timebase import BANGKOK, bkk_us
+from lccm.api.app import create_app
+from lccm.api.routes import energy as energy_routes
+from lccm.engine.factors import TGO_FACTORS
+from lccm.engine.timebase import BANGKOK, bkk_us
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
-from store.devices import import_registry, parse_registry_csv
-from store.energy import sync_factor_registry
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from stream.energy import EnergyUpdater
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.energy import sync_factor_registry
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.energy import EnergyUpdater
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us
 
 with warnings.catch_warnings():

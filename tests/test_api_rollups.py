@@ -12,14 +12,14 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
-from api.app import create_app
-from engine.timebase import bkk_us
+from lccm.api.app import create_app
+from lccm.engine.timebase import bkk_us
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
-from store.energy import sync_factor_registry
-from stream.energy import EnergyUpdater
-from stream.samples import SampleUpdater
-from stream.updaters import Updaters
+from lccm.store.energy import sync_factor_registry
+from lccm.stream.energy import EnergyUpdater
+from lccm.stream.samples import SampleUpdater
+from lccm.stream.updaters import Updaters
 from tests._db import fresh_database, write_points
 
 with warnings.catch_warnings():

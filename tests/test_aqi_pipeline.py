@@ -14,8 +14,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
-from api.app import create_app
-from engine.timebase import bkk_us
+from lccm.api.app import create_app
+from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
 from tests._db import fresh_database, write_points

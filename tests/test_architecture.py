@@ -1,4 +1,5 @@
-"""The dependency rules of design.md, checked on the source: stages import only what the design allows."""
+"""The dependency rules of design.md, checked on the source: stages import only what the design allows, and only
+under the one import root ``lccm``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = {"ingest", "stream", "engine", "store", "api", "dashboards", "simulators", "notify", "lccm"}
+STAGES = {"ingest", "stream", "engine", "store", "api", "dashboards", "simulators", "notify"}
 ALLOWED = {
     "ingest": {"stream", "notify"},  # the MQTT alert publisher implements notify's interface
     "stream": {"engine", "store"},
@@ -18,30 +19,44 @@ ALLOWED = {
     "dashboards": {"store"},
     "simulators": set(),
     "notify": set(),
-    "lccm": PROJECT,
 }
 PAHO_ALLOWED = {"ingest", "simulators"}
 
 
-def _imports(package: str) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for path in (ROOT / package).rglob("*.py"):
+def _modules(folder: Path) -> list[tuple[Path, str]]:
+    """(file, imported module) for every absolute import in the folder's Python files."""
+    found = []
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                found += [(path, a.name) for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            for name in names:
-                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+                found.append((path, node.module))
+                if node.module == "lccm":  # from lccm import engine
+                    found += [(path, f"lccm.{a.name}") for a in node.names]
     return found
+
+
+def _stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "lccm" and len(parts) > 1 and parts[1] in STAGES else None
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Top-level names and project stages a stage's files import: ``lccm.engine.x`` counts as ``engine``."""
+    out: dict[str, set[str]] = {}
+    for path, module in _modules(ROOT / package):
+        name = _stage_of(module) or module.split(".")[0]
+        out.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return out
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_stage_imports_only_what_the_design_allows(package: str) -> None:
     imported = _imports(package)
-    wrong = {m: files for m, files in imported.items() if m in PROJECT - {package} - ALLOWED[package]}
+    wrong = {m: files for m, files in imported.items() if m in STAGES - {package} - ALLOWED[package]}
     assert not wrong, f"{package}/ imports {wrong}"
+    assert "lccm" not in imported, f"{package}/ imports the composition root: {imported.get('lccm')}"
     if package not in PAHO_ALLOWED:
         assert "paho" not in imported, f"{package}/ imports paho-mqtt: {imported.get('paho')}"
 
@@ -49,3 +64,16 @@ def test_stage_imports_only_what_the_design_allows(package: str) -> None:
 def test_engine_does_no_io() -> None:
     io_modules = {"psycopg", "psycopg_pool", "paho", "socket", "httpx", "requests", "fastapi", "sqlite3"}
     assert not io_modules & set(_imports("engine"))
+
+
+@pytest.mark.parametrize("folder", sorted(STAGES | {"lccm", "tests", "benchmarks", "docs"}))
+def test_nothing_imports_a_stage_outside_the_import_root(folder: str) -> None:
+    bare = [f"{p.relative_to(ROOT)}: {m}" for p, m in _modules(ROOT / folder) if m.split(".")[0] in STAGES]
+    assert not bare, f"import these as lccm.<stage>: {bare}"
+
+
+def test_every_stage_is_linked_under_the_import_root() -> None:
+    # The wheel gets lccm/<stage> by following these links (pyproject.toml); a missing one would ship without it.
+    for stage in STAGES:
+        link = ROOT / "lccm" / stage
+        assert link.is_symlink() and link.resolve() == (ROOT / stage).resolve(), f"lccm/{stage} -> ../{stage}"

@@ -18,16 +18,16 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api.app import create_app
-from engine.timebase import bkk_us
+from lccm.api.app import create_app
+from lccm.engine.timebase import bkk_us
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
-from store.devices import import_registry, parse_registry_csv
-from store.energy import sync_factor_registry
-from store.inventory import import_inventory_file
-from store.inventory_mapping import set_mappings
-from store.inventory_template import TEMPLATE_HEADER_EN
-from store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.energy import sync_factor_registry
+from lccm.store.inventory import import_inventory_file
+from lccm.store.inventory_mapping import set_mappings
+from lccm.store.inventory_template import TEMPLATE_HEADER_EN
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._db import device_pk, fresh_database
 
 with warnings.catch_warnings():

@@ -82,3 +82,28 @@ def test_healthcheck_requires_database_broker_and_for_ingest_a_fresh_heartbeat(
     assert runner.invoke(app, ["healthcheck", "--ingest"]).exit_code == 1
     monkeypatch.setenv("LCCM_MQTT_PORT", "1")  # nothing listens there
     assert runner.invoke(app, ["healthcheck"]).exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "missing"),
+    [
+        (["migrate"], {}, "LCCM_DATABASE_URL"),
+        (["api"], {}, "LCCM_DATABASE_URL"),
+        (["ingest"], {}, "LCCM_DATABASE_URL"),
+        (["ingest"], {"LCCM_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}, "LCCM_MQTT_HOST"),
+        (["devices", "list"], {}, "LCCM_DATABASE_URL"),
+        (["recompute", "--from", "2026-01-01T00:00+07:00", "--to", "2026-01-02T00:00+07:00"], {}, "LCCM_DATABASE_URL"),
+    ],
+)
+def test_a_missing_server_setting_stops_at_once_naming_it(
+    argv: list[str], env: dict[str, str], missing: str, tmp_path: Path
+) -> None:
+    # Only `lccm demo` starts embedded servers: a production process with an empty setting must not quietly keep
+    # its data in a private database under ./.lccm.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LCCM_")}
+    clean |= {"LCCM_DATA_DIR": str(tmp_path / "data"), **env}
+    done = subprocess.run([sys.executable, "-m", "lccm", *argv], env=clean, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], "one line, no traceback"
+    assert missing in done.stderr and done.stdout == ""
+    assert not (tmp_path / "data").exists(), "nothing was started under the data directory"

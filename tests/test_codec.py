@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.codec import Limits, decode_message
-from stream.batch import BatchBuilder
+from lccm.ingest.codec import Limits, decode_message
+from lccm.stream.batch import BatchBuilder
 from tests._registry import registry
 
 ROOT = "lccm/v1"

@@ -29,11 +29,11 @@ import psycopg
 import pytest
 import yaml
 
-import dashboards
-from engine.timebase import bkk_us
+from lccm import dashboards
+from lccm.engine.timebase import bkk_us
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
-from store.energy import sync_factor_registry
+from lccm.store.energy import sync_factor_registry
 from tests._db import fresh_database, write_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,10 +299,12 @@ def test_streetlight_panels(db: str) -> None:
 
 # --- provisioning -------------------------------------------------------------------------------------------------
 def test_provisioned_files_equal_build_all() -> None:
-    files = {p.stem: p.read_text(encoding="utf-8") for p in dashboards.DASHBOARD_DIR.glob("*.json")}
-    assert set(files) == set(MODELS), "run dashboards.write_all() after changing a dashboard"
+    files = {p.stem: p.read_text(encoding="utf-8") for p in (ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")}
+    assert set(files) == set(MODELS), "run `lccm dashboards write deploy/grafana/dashboards` after changing a dashboard"
     for uid, model in MODELS.items():
-        assert files[uid] == dashboards.dump(model), f"{uid}.json is stale: run dashboards.write_all()"
+        assert files[uid] == dashboards.dump(model), (
+            f"{uid}.json is stale: run `lccm dashboards write deploy/grafana/dashboards`"
+        )
 
 
 def _datasource_refs(node: Any) -> Iterator[dict[str, Any]]:

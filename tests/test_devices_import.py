@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lccm.cli_devices import devices_app
-from simulators.city import City, load_city
-from store.devices import ImportReport, RegistryInvalid, UpsertCounts, import_registry, parse_registry_csv
+from lccm.simulators.city import City, load_city
+from lccm.store.devices import ImportReport, RegistryInvalid, UpsertCounts, import_registry, parse_registry_csv
 from tests._db import REGISTRY_HEADER_EN, REGISTRY_HEADER_TH, REGISTRY_ROWS, fresh_database, registry_csv
 
 # The optional register_modulus column (kWh / l where the register wraps to 0) after the 13 base columns.
@@ -293,14 +293,3 @@ def test_cli_invalid_file_writes_nothing_and_exits_nonzero(
     assert "row 3, column 'device_id' (value 'Z 1')" in result.output
     assert "nothing was imported" in result.output
     assert _snapshot(conn) == before  # the valid first row was not applied either
-
-
-def test_cli_without_database_url_uses_the_embedded_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LCCM_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LCCM_DATA_DIR", str(tmp_path / "data"))
-    imported = CliRunner().invoke(devices_app, ["import", str(_write(tmp_path, registry_csv()))])
-    assert imported.exit_code == 0, imported.output
-    listed = CliRunner().invoke(devices_app, ["list"])
-    assert listed.exit_code == 0, listed.output
-    assert f"{len(REGISTRY_ROWS)} device(s)" in listed.output
-    assert (tmp_path / "data" / "pg").is_dir()

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from lccm.services import Broker
-from simulators.run import SimConfig, run_simulation
+from lccm.simulators.run import SimConfig, run_simulation
 from tests._city import registered_city, running_ingest
 
 # Heavier faults than the city file's defaults, so a short run exercises every kind of fault many times.

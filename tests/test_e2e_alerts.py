@@ -5,7 +5,7 @@ buffers six hours of data records its plume alert as late and pages nobody.
 
 The reference (``expected``) is written for this test: brute force over the ground-truth readings (every reading
 the simulator published and the broker acknowledged, in canonical units), no carry state, the semantics of
-deploy/alert-rules.yaml's header: a raise condition held at every reading of a run of readings no more than three
+lccm/data/alert-rules.yaml's header: a raise condition held at every reading of a run of readings no more than three
 cadences apart, for the rule's minimum duration; a clear condition likewise; a raise within the hold-off of the
 last clear reopens. Its inputs are the readings (PM2.5 24-h and SO2 1-h moving means with 75 % completeness are
 computed here, as plain means over masks) and, for the AQI rules, the AQI engine's stored hourly index (its own
@@ -29,16 +29,16 @@ import numpy as np
 import psycopg
 import pytest
 
-from engine.timebase import BANGKOK
+from lccm.engine.timebase import BANGKOK
 from lccm.runtime import Services, alert_evaluator, build_ingest, updaters
 from lccm.services import Broker
 from lccm.settings import Settings
-from simulators.city import City
-from simulators.environment import Environment
-from simulators.noise import stable_key
-from simulators.run import SimConfig, run_simulation
-from store.alerts import StoredAqiIndex
-from stream.alerts import AlertThread, AlertTransition, IndexSource
+from lccm.simulators.city import City
+from lccm.simulators.environment import Environment
+from lccm.simulators.noise import stable_key
+from lccm.simulators.run import SimConfig, run_simulation
+from lccm.store.alerts import StoredAqiIndex
+from lccm.stream.alerts import AlertThread, AlertTransition, IndexSource
 from tests._city import registered_city
 
 SEED = 1
@@ -51,7 +51,7 @@ Event = tuple[str, str, str, int]  # (rule, device, kind, event time us)
 
 @dataclass(frozen=True)
 class Spec:
-    """One rule of deploy/alert-rules.yaml as the reference reads it (values copied from the file, not the model)."""
+    """One rule of lccm/data/alert-rules.yaml as the reference reads it (values copied from the file, not the model)."""
 
     up: tuple[str, float]  # raise comparison and value
     up_for_us: int

@@ -18,8 +18,8 @@ import pytest
 
 from lccm.runtime import energy_updater, factor_rows
 from lccm.services import Broker
-from simulators.run import SimConfig, run_simulation
-from store.energy import sync_factor_registry
+from lccm.simulators.run import SimConfig, run_simulation
+from lccm.store.energy import sync_factor_registry
 from tests._city import registered_city, running_ingest
 
 REGISTER_DEVICES = ["LPG-*-M[0-9]", "LPG-SL-C[0-9][0-9]", "LPG-FL-*", "LPG-GEN-*"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.timebase import BANGKOK
+from lccm.engine.timebase import BANGKOK
 from lccm.services import Broker
-from simulators.run import SimConfig, run_simulation
-from stream.samples import SampleUpdater
+from lccm.simulators.run import SimConfig, run_simulation
+from lccm.stream.samples import SampleUpdater
 from tests._city import registered_city, running_ingest
 
 CABINETS = ["LPG-SL-C01-L*", "LPG-SL-C02-L*"]  # an HPS road and an LED road, about 100 lamps

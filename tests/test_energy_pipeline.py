@@ -12,10 +12,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from engine.timebase import bkk_us, utc_us
-from store.energy import Spans, enqueue, queue_length
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from stream.energy import EnergyUpdater
+from lccm.engine.timebase import bkk_us, utc_us
+from lccm.store.energy import Spans, enqueue, queue_length
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.energy import EnergyUpdater
 
 BASE_2025 = (bkk_us(2025), bkk_us(2026))
 MIN = 60 * 1_000_000

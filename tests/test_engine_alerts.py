@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from engine.alerts import (
+from lccm.engine.alerts import (
     NO_TS,
     AlertRule,
     Averaging,
@@ -30,7 +30,7 @@ from engine.alerts import (
     schedule_mask,
     with_flat_carry,
 )
-from engine.timebase import BANGKOK, us_from_datetime
+from lccm.engine.timebase import BANGKOK, us_from_datetime
 
 MIN = 60_000_000
 CADENCE = 5 * MIN

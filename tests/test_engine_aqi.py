@@ -15,10 +15,10 @@ from typing import cast
 import numpy as np
 import pytest
 
-from engine import aqi
-from engine.aqi import AqiSettings, RedBandRule
-from engine.aqi_tables import EPA_CATEGORIES, EPA_TABLES, THAI_CATEGORIES, THAI_TABLES, thai_categories
-from engine.aqi_units import (
+from lccm.engine import aqi
+from lccm.engine.aqi import AqiSettings, RedBandRule
+from lccm.engine.aqi_tables import EPA_CATEGORIES, EPA_TABLES, THAI_CATEGORIES, THAI_TABLES, thai_categories
+from lccm.engine.aqi_units import (
     MOLAR_VOLUME_L_25C_1ATM,
     mgm3_from_ppm,
     ppb_from_ppm,
@@ -27,9 +27,9 @@ from engine.aqi_units import (
     ppm_from_ppb,
     ugm3_from_ppb,
 )
-from engine.counters import Impl
-from engine.kernels import IMPLS
-from engine.timebase import US_PER_H, bkk_us
+from lccm.engine.counters import Impl
+from lccm.engine.kernels import IMPLS
+from lccm.engine.timebase import US_PER_H, bkk_us
 
 # (pollutant, decimals, [(c_lo, c_hi, i_lo, i_hi), ...]); the Thai red band starts at the last c_lo below.
 Band = tuple[float, float, float, float]

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import aqi
-from engine.counters import Impl
-from engine.kernels import IMPLS
-from engine.timebase import US_PER_H, US_PER_MIN, bkk_us
+from lccm.engine import aqi
+from lccm.engine.counters import Impl
+from lccm.engine.kernels import IMPLS
+from lccm.engine.timebase import US_PER_H, US_PER_MIN, bkk_us
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = bkk_us(2026, 3, 1)

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.buckets import IntervalBuckets, mark_incomplete, spread_intervals
-from engine.combine import coarsen_buckets, merge, regroup_devices
-from engine.counters import Impl, Intervals, MeterParams, Quality, register_intervals
-from engine.kernels import IMPLS, NO_TS
-from engine.rollups import SampleStats, sample_rollup
-from engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
+from lccm.engine.buckets import IntervalBuckets, mark_incomplete, spread_intervals
+from lccm.engine.combine import coarsen_buckets, merge, regroup_devices
+from lccm.engine.counters import Impl, Intervals, MeterParams, Quality, register_intervals
+from lccm.engine.kernels import IMPLS, NO_TS
+from lccm.engine.rollups import SampleStats, sample_rollup
+from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 M, E, S, X = Quality.MEASURED, Quality.ESTIMATED, Quality.SUSPECT, Quality.MISSING

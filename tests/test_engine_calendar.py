@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.calendar import (
+from lccm.engine.calendar import (
     Period,
     custom_period,
     day_period,
@@ -28,7 +28,7 @@ from engine.calendar import (
     year_period,
     ytd_period,
 )
-from engine.timebase import BANGKOK, bkk_us, fiscal_year_bounds_us
+from lccm.engine.timebase import BANGKOK, bkk_us, fiscal_year_bounds_us
 
 ZONE = ZoneInfo("Asia/Bangkok")  # independent of engine.timebase's fixed-offset zone
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.buckets import spread_intervals
-from engine.counters import (
+from lccm.engine.buckets import spread_intervals
+from lccm.engine.counters import (
     NO_TS,
     CounterState,
     Impl,
@@ -26,8 +26,8 @@ from engine.counters import (
     concat_intervals,
     register_intervals,
 )
-from engine.kernels import IMPLS
-from engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us
+from lccm.engine.kernels import IMPLS
+from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us
 
 M = Quality.MEASURED
 E = Quality.ESTIMATED

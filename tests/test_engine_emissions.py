@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.buckets import WeightTable, spread_intervals
-from engine.combine import regroup_devices
-from engine.counters import Impl, Intervals, Quality
-from engine.emissions import bucket_emissions, classify, factor_series, interval_emissions
-from engine.factors import (
+from lccm.engine.buckets import WeightTable, spread_intervals
+from lccm.engine.combine import regroup_devices
+from lccm.engine.counters import Impl, Intervals, Quality
+from lccm.engine.emissions import bucket_emissions, classify, factor_series, interval_emissions
+from lccm.engine.factors import (
     SOURCE_CLASS_BY_KEY,
     SOURCE_CLASSES,
     TGO_FACTORS,
@@ -27,8 +27,8 @@ from engine.factors import (
     FactorRegistry,
     constant_table,
 )
-from engine.kernels import IMPLS
-from engine.timebase import (
+from lccm.engine.kernels import IMPLS
+from lccm.engine.timebase import (
     BANGKOK,
     US_PER_H,
     Resolution,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.fused
-from engine.buckets import IntervalBuckets, WeightTable, spread_intervals
-from engine.counters import (
+from lccm.engine import fused as fused_module
+from lccm.engine.buckets import IntervalBuckets, WeightTable, spread_intervals
+from lccm.engine.counters import (
     CounterState,
     Impl,
     MeterParams,
@@ -25,11 +25,11 @@ from engine.counters import (
     RegisterEvents,
     register_intervals,
 )
-from engine.emissions import bucket_emissions, factor_series
-from engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY, constant_table
-from engine.fused import RegisterBuckets, register_buckets
-from engine.kernels import IMPLS
-from engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
+from lccm.engine.emissions import bucket_emissions, factor_series
+from lccm.engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY, constant_table
+from lccm.engine.fused import RegisterBuckets, register_buckets
+from lccm.engine.kernels import IMPLS
+from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
 from tests.test_engine_counters import T0, Fleet, fleets
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -203,10 +203,10 @@ def test_readings_regrouped_by_block_of_devices_give_the_same_buckets(
     tables = data.draw(factor_tables(int(f.ts_us.min()), int(f.ts_us.max()), f.params.n_devices))
     want, want_state = pipeline(f, edges, tables, impl)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine.fused, "BLOCK_SHIFT", 0)
-        mp.setattr(engine.fused, "BLOCKS_FROM", 1)
-        mp.setattr(engine.fused, "CHUNK_READINGS", chunk)
-        mp.setattr(engine.fused, "READINGS_PER_DEVICE", 0)
+        mp.setattr(fused_module, "BLOCK_SHIFT", 0)
+        mp.setattr(fused_module, "BLOCKS_FROM", 1)
+        mp.setattr(fused_module, "CHUNK_READINGS", chunk)
+        mp.setattr(fused_module, "READINGS_PER_DEVICE", 0)
         got, got_state = fused(f, edges, tables, impl)
     assert_same(got, want)
     assert_same_state(got_state, want_state)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.calendar import custom_period, day_period, month_period, week_period, year_period, ytd_period
-from engine.factors import TGO_REGISTRY
-from engine.inventory import (
+from lccm.engine.calendar import custom_period, day_period, month_period, week_period, year_period, ytd_period
+from lccm.engine.factors import TGO_REGISTRY
+from lccm.engine.inventory import (
     DEFAULT_GWP_SET,
     GASES,
     Baseline,
@@ -33,7 +33,7 @@ from engine.inventory import (
     project_year_end,
     ratio_projection,
 )
-from engine.timebase import us_from_datetime
+from lccm.engine.timebase import us_from_datetime
 
 ZONE = ZoneInfo("Asia/Bangkok")
 

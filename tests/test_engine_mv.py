@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from engine.calendar import custom_period, day_range, workdays
-from engine.mv import (
+from lccm.engine.calendar import custom_period, day_range, workdays
+from lccm.engine.mv import (
     G14_HOURLY,
     G14_MONTHLY,
     Limits,
@@ -24,7 +24,7 @@ from engine.mv import (
     goodness_of_fit,
     select_base_temperature,
 )
-from engine.timebase import bkk_us
+from lccm.engine.timebase import bkk_us
 
 ZONE = ZoneInfo("Asia/Bangkok")
 # Thai public holidays Jan-Apr 2025 (New Year, Makha Bucha, Chakri Day substitute, Songkran): inputs, as a caller

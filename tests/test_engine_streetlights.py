@@ -12,11 +12,11 @@ from astral.sun import sunrise, sunset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.combine import merge
-from engine.counters import Impl
-from engine.kernels import IMPLS, NO_TS
-from engine.streetlights import DayNight, LampBuckets, LampState, day_night_spans, lamp_hours, noaa_sun_times
-from engine.timebase import (
+from lccm.engine.combine import merge
+from lccm.engine.counters import Impl
+from lccm.engine.kernels import IMPLS, NO_TS
+from lccm.engine.streetlights import DayNight, LampBuckets, LampState, day_night_spans, lamp_hours, noaa_sun_times
+from lccm.engine.timebase import (
     BANGKOK,
     BKK_OFFSET_US,
     US_PER_DAY,

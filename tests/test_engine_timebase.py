@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.timebase import (
+from lccm.engine.timebase import (
     RESOLUTIONS,
     US_PER_DAY,
     US_PER_H,

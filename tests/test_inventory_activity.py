@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from lccm.cli import app
 from lccm.cli_inventory import activity_app
 from lccm.runtime import factor_rows
-from store.energy import sync_factor_registry
-from store.inventory import import_inventory_file, list_imports, require_organisation
-from store.inventory_activity import (
+from lccm.store.energy import sync_factor_registry
+from lccm.store.inventory import import_inventory_file, list_imports, require_organisation
+from lccm.store.inventory_activity import (
     ActivityReport,
     import_activity_file,
     parse_activity_csv,
@@ -24,7 +24,7 @@ from store.inventory_activity import (
     parse_month,
     record_activity,
 )
-from store.inventory_template import InventoryInvalid, describe
+from lccm.store.inventory_template import InventoryInvalid, describe
 from tests._db import fresh_database
 from tests.test_inventory_import import csv_bytes
 

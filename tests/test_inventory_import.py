@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from lccm.cli_inventory import inventory_app
 from lccm.runtime import factor_rows
-from simulators.city import load_city
-from store.devices import import_registry, parse_registry_csv
-from store.energy import sync_factor_registry
-from store.inventory import (
+from lccm.simulators.city import load_city
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.energy import sync_factor_registry
+from lccm.store.inventory import (
     InventoryImportReport,
     UnknownOrganisation,
     YearKind,
@@ -31,8 +31,8 @@ from store.inventory import (
     list_imports,
     require_organisation,
 )
-from store.inventory_mapping import auto_map, mapping_problems, set_mappings
-from store.inventory_template import (
+from lccm.store.inventory_mapping import auto_map, mapping_problems, set_mappings
+from lccm.store.inventory_template import (
     CATEGORIES,
     TEMPLATE_HEADER_EN,
     TEMPLATE_HEADER_TH,
@@ -405,7 +405,7 @@ def test_unknown_organisation_is_refused_before_reading_the_file(conn: psycopg.C
 
 
 def test_templates_carry_the_documented_headers() -> None:
-    templates = ROOT / "docs" / "templates"
+    templates = ROOT / "lccm" / "data" / "templates"
     assert (templates / "cfo-base-year-template.csv").read_bytes() == csv_bytes(bom=True, rows=[])
     assert (templates / "cfo-base-year-template-th.csv").read_bytes() == csv_bytes(HEADER_TH, bom=True, rows=[])
     for name, header in (("cfo-base-year-template.xlsx", TEMPLATE_HEADER_EN),
@@ -423,7 +423,7 @@ def test_lampang_example_imports_and_maps_the_simulated_city(conn: psycopg.Conne
     city = load_city()
     city.devices_csv(tmp_path / "devices.csv")
     import_registry(conn, parse_registry_csv((tmp_path / "devices.csv").read_bytes()))
-    examples = ROOT / "docs" / "examples"
+    examples = ROOT / "lccm" / "data" / "examples"
     report = _import(conn, (examples / "lampang-cfo-2025.csv").read_bytes())
     assert (report.status, report.rows) == ("applied", 11)
     again = _import(conn, (examples / "lampang-cfo-2025-th.xlsx").read_bytes())

@@ -26,15 +26,15 @@ import pytest
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api.app import create_app
-from engine.timebase import BANGKOK, bkk_us
+from lccm.api.app import create_app
+from lccm.engine.timebase import BANGKOK, bkk_us
 from lccm.settings import Settings
-from store.devices import import_registry, parse_registry_csv
-from store.inventory import import_inventory_file
-from store.inventory_mapping import set_mappings
-from store.inventory_template import TEMPLATE_HEADER_EN
-from store.kpi import KpiError, measured_kpis
-from stream.energy import EnergyUpdater
+from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.inventory import import_inventory_file
+from lccm.store.inventory_mapping import set_mappings
+from lccm.store.inventory_template import TEMPLATE_HEADER_EN
+from lccm.store.kpi import KpiError, measured_kpis
+from lccm.stream.energy import EnergyUpdater
 from tests._db import device_pk, fresh_database, write_points
 
 with warnings.catch_warnings():

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
 
-from notify.dispatch import Dispatcher, decide
-from notify.line import LineNotifier
-from notify.model import Address, AlertMessage, Notifier, NotifyConfigError, QuietHours, Recipient, Severity
-from notify.outbox import MemoryOutbox
-from notify.retry import RetryPolicy
-from notify.webhook import WebhookNotifier
-from notify.worker import DispatchWorker
+from lccm.notify.dispatch import Dispatcher, decide
+from lccm.notify.line import LineNotifier
+from lccm.notify.model import Address, AlertMessage, Notifier, NotifyConfigError, QuietHours, Recipient, Severity
+from lccm.notify.outbox import MemoryOutbox
+from lccm.notify.retry import RetryPolicy
+from lccm.notify.webhook import WebhookNotifier
+from lccm.notify.worker import DispatchWorker
 from tests.test_notify_http import LINE_USER, SECRET, Receiver, Reply
 
 BKK = timezone(timedelta(hours=7))

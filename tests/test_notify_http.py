@@ -20,12 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from lccm.notify.line import TRUNCATED, LineNotifier, split_text
+from lccm.notify.model import Address, AlertMessage, Notification, notification_id
+from lccm.notify.render import render_alert
+from lccm.notify.retry import RetryPolicy
+from lccm.notify.webhook import WebhookNotifier
 from lccm.services import free_port
-from notify.line import TRUNCATED, LineNotifier, split_text
-from notify.model import Address, AlertMessage, Notification, notification_id
-from notify.render import render_alert
-from notify.retry import RetryPolicy
-from notify.webhook import WebhookNotifier
 
 SECRET = "s3cret-for-tests-only-0123456789"
 LINE_USER = "U" + "0123456789abcdef" * 2

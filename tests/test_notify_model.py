@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
 
-from notify.model import (
+from lccm.notify.model import (
     Address,
     AlertMessage,
     NotifyConfigError,

@@ -19,11 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.alert_publisher import AlertPublisherError, MqttAlertPublisher
+from lccm.ingest.alert_publisher import AlertPublisherError, MqttAlertPublisher
+from lccm.notify.dispatch import Dispatcher
+from lccm.notify.model import Address, AlertMessage, Notification, Recipient
+from lccm.notify.outbox import MemoryOutbox
 from lccm.services import Broker, free_port, wait_for_port
-from notify.dispatch import Dispatcher
-from notify.model import Address, AlertMessage, Notification, Recipient
-from notify.outbox import MemoryOutbox
 
 ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "acl"
 

@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from notify.model import AlertMessage, DeliveryRecord, Notification
-from notify.outbox import HeldItem, MemoryOutbox, Outbox
-from notify.pg_outbox import PgOutbox
+from lccm.notify.model import AlertMessage, DeliveryRecord, Notification
+from lccm.notify.outbox import HeldItem, MemoryOutbox, Outbox
+from lccm.notify.pg_outbox import PgOutbox
 
 T = datetime(2026, 3, 10, 1, tzinfo=UTC)
 

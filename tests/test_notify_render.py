@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from notify.model import AlertMessage
-from notify.render import format_number, format_quantity, format_time, render_alert, render_digest
+from lccm.notify.model import AlertMessage
+from lccm.notify.render import format_number, format_quantity, format_time, render_alert, render_digest
 
 
 def alert(**kw: object) -> AlertMessage:

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from lccm.notify.model import Address, AlertMessage, Notification, notification_id
+from lccm.notify.render import render_alert
+from lccm.notify.retry import RetryPolicy
+from lccm.notify.smtp import SmtpConfig, SmtpNotifier
 from lccm.services import free_port, wait_for_port
-from notify.model import Address, AlertMessage, Notification, notification_id
-from notify.render import render_alert
-from notify.retry import RetryPolicy
-from notify.smtp import SmtpConfig, SmtpNotifier
 
 ROOT = Path(__file__).resolve().parent.parent
 

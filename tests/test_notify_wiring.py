@@ -15,11 +15,11 @@ import psycopg
 import pytest
 
 from lccm.notifications import MQTT_ALL, alert_message, build_notifications, load_recipients
+from lccm.notify import NotifyConfigError, Recipient
+from lccm.notify.pg_outbox import PgOutbox
 from lccm.services import Broker
 from lccm.settings import Settings
-from notify import NotifyConfigError, Recipient
-from notify.pg_outbox import PgOutbox
-from stream.alerts import AlertTransition
+from lccm.stream.alerts import AlertTransition
 from tests.test_alerts_store_api import PLUME, SO2, at, cols, commit, evaluator
 from tests.test_alerts_store_api import db as db  # fixture: registry with Sop Pat and the Mae Moh rule
 from tests.test_notify_http import SECRET, Receiver, expected_signature

@@ -11,12 +11,12 @@ import pytest
 from astral import LocationInfo
 from astral.sun import sun
 
-from engine.timebase import bkk_us, utc_us
-from store.energy import queue_length
-from store.writer import NO_SEQ, ReadingColumns, write_batch
-from stream.energy import EnergyUpdater
-from stream.samples import SampleUpdater
-from stream.updaters import Updaters, recompute
+from lccm.engine.timebase import bkk_us, utc_us
+from lccm.store.energy import queue_length
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.energy import EnergyUpdater
+from lccm.stream.samples import SampleUpdater
+from lccm.stream.updaters import Updaters, recompute
 from tests._db import write_points
 
 MIN = 60 * 1_000_000

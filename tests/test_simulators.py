@@ -27,13 +27,13 @@ import pytest
 from astral import Observer
 from astral.sun import sunrise, sunset
 
-from simulators.city import CSV_COLUMNS, City, load_city
-from simulators.environment import Environment
-from simulators.faults import MALFORMED_REASONS
-from simulators.listen import Collector
-from simulators.models import model_for
-from simulators.run import GroundTruth, SimConfig, generate, run_simulation
-from simulators.truth import Message
+from lccm.simulators.city import CSV_COLUMNS, City, load_city
+from lccm.simulators.environment import Environment
+from lccm.simulators.faults import MALFORMED_REASONS
+from lccm.simulators.listen import Collector
+from lccm.simulators.models import model_for
+from lccm.simulators.run import GroundTruth, SimConfig, generate, run_simulation
+from lccm.simulators.truth import Message
 
 ICT = dt.timezone(dt.timedelta(hours=7))
 T0 = dt.datetime(2026, 11, 3, 6, 0, tzinfo=ICT)  # a Tuesday

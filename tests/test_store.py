@@ -7,9 +7,9 @@ import time
 import numpy as np
 import psycopg
 
-from store.maintenance import apply_retention
-from store.migrate import migrate
-from store.writer import NO_SEQ, ReadingColumns, encode_readings, write_batch
+from lccm.store.maintenance import apply_retention
+from lccm.store.migrate import migrate
+from lccm.store.writer import NO_SEQ, ReadingColumns, encode_readings, write_batch
 
 DAY_US = 86_400 * 1_000_000
 

@@ -8,12 +8,12 @@ from collections.abc import Hashable, Sequence
 import psycopg
 import pytest
 
-from ingest.codec import Limits
-from ingest.decoder import RegistryHolder, make_decoder
+from lccm.ingest.codec import Limits
+from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.runtime import DbSink, load_registry
-from store.writer import ReadingColumns, WriteResult
-from stream.batch import BatchBuilder, FlushPolicy
-from stream.loop import RawMessage, StreamLoop
+from lccm.store.writer import ReadingColumns, WriteResult
+from lccm.stream.batch import BatchBuilder, FlushPolicy
+from lccm.stream.loop import RawMessage, StreamLoop
 from tests._registry import registry
 
 ROOT = "lccm/v1"

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import AfterValidator, ValidationError
 
-from api import cursors
-from api.deps import Conn, Cursor, _require_offset
-from api.errors import ApiError, NotFound, SiteNotFound
-from api.schemas_alerts import (
+from lccm.api import cursors
+from lccm.api.deps import Conn, Cursor, _require_offset
+from lccm.api.errors import ApiError, NotFound, SiteNotFound
+from lccm.api.schemas_alerts import (
     ActionIn,
     AlertDetailOut,
     AlertEventOut,
@@ -27,9 +27,9 @@ from api.schemas_alerts import (
     AlertState,
     Severity,
 )
-from engine.alerts import AlertRule
-from store import alerts as st
-from store import queries
+from lccm.engine.alerts import AlertRule
+from lccm.store import alerts as st
+from lccm.store import queries
 
 router = APIRouter(tags=["alerts"])
 _CURSOR = "alerts"
@@ -170,7 +170,7 @@ def get_rule(key: str, conn: Conn) -> st.RuleRow:
 
 
 _RULE_BODY = Body(
-    description="An alert rule in the shape of deploy/alert-rules.yaml (key optional: the path gives it)",
+    description="An alert rule in the shape of lccm/data/alert-rules.yaml (key optional: the path gives it)",
     examples=[
         {
             "name": {"en": "SO2 above 0.15 ppm for 6 minutes", "th": "SO2 เกิน 0.15 ppm นาน 6 นาที"},

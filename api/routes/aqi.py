@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Conn, RequiredFrom, RequiredTo, check_range
-from api.errors import InvalidParameter, ResultTooLarge
-from engine.aqi_tables import EPA_CATEGORIES, THAI_CATEGORIES, Category
-from store import aqi as aqi_store
+from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
+from lccm.api.errors import InvalidParameter, ResultTooLarge
+from lccm.engine.aqi_tables import EPA_CATEGORIES, THAI_CATEGORIES, Category
+from lccm.store import aqi as aqi_store
 
 router = APIRouter(prefix="/aqi", tags=["air quality"])
 

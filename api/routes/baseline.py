@@ -19,16 +19,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Conn
-from api.errors import ApiError, InvalidParameter, NotFound
-from api.upload import csv_upload
-from engine import calendar as cal
-from engine import inventory as einv
-from engine import mv
-from engine.timebase import BANGKOK
-from store import baseline as sb
-from store import inventory as inv
-from store import kpi as kpi_store
+from lccm.api.deps import Conn
+from lccm.api.errors import ApiError, InvalidParameter, NotFound
+from lccm.api.upload import csv_upload
+from lccm.engine import calendar as cal
+from lccm.engine import inventory as einv
+from lccm.engine import mv
+from lccm.engine.timebase import BANGKOK
+from lccm.store import baseline as sb
+from lccm.store import inventory as inv
+from lccm.store import kpi as kpi_store
 
 router = APIRouter(tags=["baseline"])
 

@@ -14,9 +14,9 @@ from typing import Annotated, Literal, TypedDict
 
 from fastapi import APIRouter, Query
 
-from api.deps import Conn, RequiredFrom, RequiredTo, check_range
-from api.errors import InvalidParameter, ResultTooLarge, SiteNotFound
-from api.schemas import (
+from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
+from lccm.api.errors import InvalidParameter, ResultTooLarge, SiteNotFound
+from lccm.api.schemas import (
     CompletenessOut,
     DeviceCompletenessOut,
     EmissionFactorOut,
@@ -28,8 +28,8 @@ from api.schemas import (
     TotalCompletenessOut,
     quality_label,
 )
-from engine.timebase import BANGKOK
-from store import queries
+from lccm.engine.timebase import BANGKOK
+from lccm.store import queries
 
 router = APIRouter(tags=["energy"])
 

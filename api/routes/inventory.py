@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import Conn
-from api.errors import ApiError, InvalidParameter, NotFound, PayloadTooLarge
-from api.schemas_inventory import (
+from lccm.api.deps import Conn
+from lccm.api.errors import ApiError, InvalidParameter, NotFound, PayloadTooLarge
+from lccm.api.schemas_inventory import (
     ActivityIn,
     ActivityReportOut,
     DeviceMappingOut,
@@ -34,11 +34,11 @@ from api.schemas_inventory import (
     ReportingYearOut,
     YearKind,
 )
-from api.upload import MAX_UPLOAD_BYTES, csv_upload
-from store import inventory as inv
-from store.inventory_activity import import_activity_file, parse_activity_json, record_activity
-from store.inventory_mapping import list_mappings, mapping_problems, set_mappings
-from store.inventory_template import InventoryInvalid, detect_format
+from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.store import inventory as inv
+from lccm.store.inventory_activity import import_activity_file, parse_activity_json, record_activity
+from lccm.store.inventory_mapping import list_mappings, mapping_problems, set_mappings
+from lccm.store.inventory_template import InventoryInvalid, detect_format
 
 router = APIRouter(tags=["inventory"])
 

@@ -10,10 +10,10 @@ import psycopg
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api import cursors
-from api.deps import Conn, Cursor, From, Pool, To, check_range
-from api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, HealthOut, ReasonCountOut
-from store import queries
+from lccm.api import cursors
+from lccm.api.deps import Conn, Cursor, From, Pool, To, check_range
+from lccm.api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, HealthOut, ReasonCountOut
+from lccm.store import queries
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])

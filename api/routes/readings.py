@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api import cursors
-from api.deps import Conn, Cursor, From, To, check_range
-from api.errors import DeviceNotFound, InvalidParameter, SiteNotFound
-from api.schemas import DeviceLatestOut, LatestValueOut, ReadingOut, ReadingPage, SiteLatestOut
-from store import queries
+from lccm.api import cursors
+from lccm.api.deps import Conn, Cursor, From, To, check_range
+from lccm.api.errors import DeviceNotFound, InvalidParameter, SiteNotFound
+from lccm.api.schemas import DeviceLatestOut, LatestValueOut, ReadingOut, ReadingPage, SiteLatestOut
+from lccm.store import queries
 
 router = APIRouter(tags=["readings"])
 

@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from api import cursors
-from api.deps import Conn, Cursor
-from api.errors import DeviceNotFound, SiteNotFound
-from api.schemas import DeviceOut, DevicePage, ImportErrorOut, ImportReportOut, SiteDetailOut, SiteOut
-from api.upload import MAX_UPLOAD_BYTES, csv_upload
-from store import queries
-from store.devices import DeviceKind, import_registry, parse_registry_csv
+from lccm.api import cursors
+from lccm.api.deps import Conn, Cursor
+from lccm.api.errors import DeviceNotFound, SiteNotFound
+from lccm.api.schemas import DeviceOut, DevicePage, ImportErrorOut, ImportReportOut, SiteDetailOut, SiteOut
+from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.store import queries
+from lccm.store.devices import DeviceKind, import_registry, parse_registry_csv
 
 router = APIRouter(tags=["registry"])
 

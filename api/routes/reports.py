@@ -13,11 +13,11 @@ import psycopg
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.deps import Conn
-from api.routes.inventory import KindQuery, YearQuery, _domain_errors
-from store import inventory as inv
-from store.report_render import CONTENT_TYPES, file_name, render
-from store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
+from lccm.api.deps import Conn
+from lccm.api.routes.inventory import KindQuery, YearQuery, _domain_errors
+from lccm.store import inventory as inv
+from lccm.store.report_render import CONTENT_TYPES, file_name, render
+from lccm.store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
 
 router = APIRouter(tags=["reports"])
 

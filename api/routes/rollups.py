@@ -15,12 +15,12 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Conn, RequiredFrom, RequiredTo, check_range
-from api.errors import InvalidParameter, ResultTooLarge
-from engine.combine import regroup_devices
-from engine.rollups import sample_rollup
-from engine.timebase import US_PER_MIN, datetime_from_us, us_from_datetime
-from store import queries, rollup_queries
+from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
+from lccm.api.errors import InvalidParameter, ResultTooLarge
+from lccm.engine.combine import regroup_devices
+from lccm.engine.rollups import sample_rollup
+from lccm.engine.timebase import US_PER_MIN, datetime_from_us, us_from_datetime
+from lccm.store import queries, rollup_queries
 
 router = APIRouter(tags=["rollups"])
 

@@ -1,8 +1,9 @@
-"""Write the inventory templates (docs/templates/) and the Lampang example base year (docs/examples/).
+"""Write the inventory templates (lccm/data/templates/) and the Lampang example base year (lccm/data/examples/).
 
-Run from the repository root: ``.venv/bin/python docs/templates/make_templates.py``. The column definitions come
-from store/inventory_template.py, so the templates cannot drift from what the importer accepts; the produced files
-are committed, and tests/test_inventory_import.py checks they still match this script and import cleanly.
+Both ship as package data. Run from the repository root: ``.venv/bin/python docs/make_templates.py``. The
+column definitions come from store/inventory_template.py, so the templates cannot drift from what the importer
+accepts; the produced files are committed, and tests/test_inventory_import.py checks they still match this script
+and import cleanly.
 
 The Lampang example: metered rows are sized to the simulator's city (simulators/cities/lampang.yaml) for 2025,
 computed once from its device models at 10-minute steps and written here as constants (buildings x1.04, streetlights
@@ -14,16 +15,12 @@ factors tagged UNCONFIRMED have no source there and are placeholders to be repla
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from store.inventory_activity import ACTIVITY_COLUMNS  # noqa: E402
-from store.inventory_template import (  # noqa: E402
+from lccm.store.inventory_activity import ACTIVITY_COLUMNS
+from lccm.store.inventory_template import (
     CATEGORIES,
     COLUMNS,
     GWP_SETS,
@@ -31,10 +28,11 @@ from store.inventory_template import (  # noqa: E402
     TEMPLATE_HEADER_EN,
     TEMPLATE_HEADER_TH,
 )
-from store.inventory_units import UNITS  # noqa: E402
+from lccm.store.inventory_units import UNITS
 
-TEMPLATES = ROOT / "docs" / "templates"
-EXAMPLES = ROOT / "docs" / "examples"
+DATA = Path(__file__).resolve().parents[1] / "lccm" / "data"
+TEMPLATES = DATA / "templates"
+EXAMPLES = DATA / "examples"
 FIXED_TIME = datetime(2026, 1, 1)  # workbook properties, so a re-run changes no metadata
 
 SRC_TGO = "[S2.2] TGO CFO EF table, April 2022"
