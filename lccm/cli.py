@@ -82,13 +82,24 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.callback()
 def main(
     ctx: typer.Context,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG level (default LCCM_LOG_LEVEL)")
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    ctx.ensure_object(dict)
+    settings = _settings(ctx)
+    _configure_logging(settings, "DEBUG" if verbose else settings.log_level, ctx.invoked_subcommand)
+
+
+def _configure_logging(settings: Settings, level: str, command: str | None) -> None:
+    """The one logging set-up (lccm/logs.py); the API adds its request-id filter (see the api command)."""
+    from lccm.logs import configure
+
+    extra: list[logging.Filter] = []
+    if command == "api":
+        from lccm.api.observability import RequestIdFilter
+
+        extra.append(RequestIdFilter())
+    configure(fmt=settings.log_format, level=level, default_stage=command or "lccm", filters=extra)
 
 
 @app.command()
@@ -106,6 +117,8 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
+    from lccm.metrics import IngestMetrics
+    from lccm.monitoring import start_monitoring, thread_statuses, watch_ingest
     from lccm.notifications import build_notifications
     from lccm.runtime import alert_evaluator, build_ingest, services, updaters
     from lccm.stream.alerts import AlertThread
@@ -119,14 +132,23 @@ def ingest(ctx: typer.Context) -> None:
         energy.start()
         hooks: list[CommitHook] = [energy.poke]
         notes = alerts = None
+        metrics = IngestMetrics()
         if settings.alerts_enabled:
-            notes = build_notifications(settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
+            notes = build_notifications(
+                settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port,
+                on_delivery=metrics.on_delivery,
+            )  # fmt: skip
+            metrics.track_channels(notes.dispatcher.channels)
             alerts = AlertThread(alert_evaluator(settings, svc.database_url, notify=notes))
             alerts.start()
             hooks.append(alerts.on_commit)
-        worker = build_ingest(settings, svc, on_commit=hooks)
+        worker = build_ingest(settings, svc, on_commit=hooks, observe=metrics.observe_batch)
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
+        # /metrics, /health/live, /health/ready (LCCM_METRICS_HOST/PORT). Worker statuses: today's threads.
+        statuses = thread_statuses({"stream": worker, "updaters": energy, "alerts": alerts})
+        ready = watch_ingest(metrics, worker, svc.database_url, statuses)
+        monitor = start_monitoring(settings, metrics.registry, ready)
         last_retention = 0.0
         heartbeat = settings.data_dir / HEARTBEAT_FILE
         while not stop.wait(10):
@@ -140,6 +162,8 @@ def ingest(ctx: typer.Context) -> None:
             if time.monotonic() - last_retention > 3600:
                 last_retention = time.monotonic()
                 _retention(svc.database_url, settings.retention_days)
+        if monitor is not None:
+            monitor.stop()
         worker.stop()
         energy.stop()
         if alerts is not None:
