@@ -201,7 +201,15 @@ def api(
     settings = _settings(ctx)
     with database(settings) as url:
         app_settings = settings.model_copy(update={"database_url": url})
-        uvicorn.run(create_app(app_settings), host=host or settings.api_host, port=port or settings.api_port)
+        # log_config=None keeps lccm/logs.py's set-up for uvicorn's loggers too; the access line is the API's own
+        # (api/observability.py: request id, route, duration), so uvicorn's is off.
+        uvicorn.run(
+            create_app(app_settings),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_config=None,
+            access_log=False,
+        )
 
 
 @app.command()
@@ -327,11 +335,12 @@ def healthcheck(
 
 def run() -> None:
     """The ``lccm`` console script: the typer app, with a missing server setting reported as one line, exit 2."""
+    from lccm.monitoring import MonitoringUnavailable
     from lccm.runtime import NotConfigured
 
     try:
         app(prog_name="lccm")
-    except NotConfigured as e:
+    except (NotConfigured, MonitoringUnavailable) as e:
         typer.echo(f"lccm: {e}", err=True)
         raise SystemExit(2) from None
 

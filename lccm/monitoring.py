@@ -203,6 +203,16 @@ def _json(start_response: Callable[..., Any], status: int, body: dict[str, Any])
     yield data
 
 
+class MonitoringUnavailable(Exception):
+    """The monitoring server cannot listen where the settings say (``lccm`` exits 2 with this message)."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(
+            f"cannot serve /metrics and /health on {host}:{port} ({error.strerror or error}): set LCCM_METRICS_PORT "
+            "to a free port (each ingest process on a machine needs its own) or to 0 for no monitoring server"
+        )
+
+
 def start_monitoring(
     settings: Settings,
     registry: CollectorRegistry,
@@ -214,9 +224,12 @@ def start_monitoring(
     if not settings.metrics_port:
         log.info("monitoring server off (LCCM_METRICS_PORT=0)")
         return None
-    server = MonitoringServer(
-        registry, ready, host=settings.metrics_host, port=settings.metrics_port, authorize=authorize
-    ).start()
+    try:
+        server = MonitoringServer(
+            registry, ready, host=settings.metrics_host, port=settings.metrics_port, authorize=authorize
+        ).start()
+    except OSError as e:  # an unwatched process is not what the operator configured: stop and say why
+        raise MonitoringUnavailable(settings.metrics_host, settings.metrics_port, e) from None
     log.info("metrics and health on %s (/metrics, /health/live, /health/ready)", server.url)
     return server
 
