@@ -138,7 +138,7 @@ def build() -> dict[str, Any]:
                     query("min by (stage) (lccm_worker_up)", "{{stage}}", "A"),
                     query('up{job=~"lccm-.*"}', "scrape {{job}}", "B"),
                     query("min(lccm_queue_probe_ok)", "queue probe", "C"),
-                ]  # type: ignore[arg-type]
+                ]
             )
             .thresholds(thresholds((None, "red"), (1, "green")))
             .color_mode(cm.BigValueColorMode.BACKGROUND)

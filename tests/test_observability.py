@@ -41,7 +41,9 @@ from lccm.monitoring import (
 from lccm.runtime import Services, build_ingest
 from lccm.services import Broker, free_port
 from lccm.settings import Settings
-from lccm.stream.loop import RawMessage
+from lccm.store.writer import ReadingColumns, WriteResult
+from lccm.stream.batch import BatchBuilder
+from lccm.stream.loop import BatchCommitted, RawMessage
 from tests._db import ADMIN_URL, _url_for
 from tests._mqtt import Publisher
 
@@ -368,13 +370,13 @@ def test_bulk_histogram_buckets_like_prometheus_client() -> None:
 
 
 def test_the_batch_observer_sees_the_commit_without_the_retries() -> None:
-    from lccm.stream.loop import BatchCommitted
     from tests.test_stream import FakeClock, MemorySink, make_loop, msg
 
-    clock, seen = FakeClock(), []
+    clock = FakeClock()
+    seen: list[BatchCommitted] = []
 
     class SlowSink(MemorySink):  # each attempt takes 0.25 s of the injected clock; the loop's backoff takes more
-        def __call__(self, batch, cols):  # type: ignore[no-untyped-def]
+        def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
             clock.now += 0.25
             return super().__call__(batch, cols)
 
