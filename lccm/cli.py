@@ -87,11 +87,15 @@ def main(
     ] = False,
 ) -> None:
     settings = _settings(ctx)
-    _configure_logging(settings, "DEBUG" if verbose else settings.log_level, ctx.invoked_subcommand)
+    command = ctx.invoked_subcommand
+    level = settings.log_level
+    if command == "demo" and "log_level" not in settings.model_fields_set:
+        level = "WARNING"  # the demo's terminal shows its own progress; LCCM_LOG_LEVEL or -v shows the logs
+    _configure_logging(settings, "DEBUG" if verbose else level, command)
 
 
 def _configure_logging(settings: Settings, level: str, command: str | None) -> None:
-    """The one logging set-up (lccm/logs.py); the API adds its request-id filter (see the api command)."""
+    """The one logging set-up (lccm/logs.py); the API's request-id filter joins it for `lccm api`."""
     from lccm.logs import configure
 
     extra: list[logging.Filter] = []
