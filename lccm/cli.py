@@ -16,6 +16,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+from pydantic import ValidationError
 
 from lccm.settings import Settings
 
@@ -346,6 +347,10 @@ def run() -> None:
         app(prog_name="lccm")
     except (NotConfigured, MonitoringUnavailable) as e:
         typer.echo(f"lccm: {e}", err=True)
+        raise SystemExit(2) from None
+    except ValidationError as e:  # an LCCM_* variable with a value its setting refuses: name them, no traceback
+        problems = "; ".join(f"LCCM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        typer.echo(f"lccm: invalid settings: {problems}", err=True)
         raise SystemExit(2) from None
 
 

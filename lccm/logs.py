@@ -22,11 +22,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(stage)s]: %(message)s"
 _JSON_FIELDS = ("levelname", "name", "message", "stage", "request_id")
 _RENAMED = {"levelname": "level", "name": "logger", "exc_info": "exception", "stack_info": "stack"}
+# Not written: uvicorn's copy of its message with terminal colour codes.
+_DROPPED = ("color_message",)
 _OURS = "_lccm_handler"  # marks the handler configure() installed, so a second call replaces it
 
 
@@ -58,7 +61,12 @@ class _UtcJsonFormatter(JsonFormatter):
 
 
 def json_formatter() -> logging.Formatter:
-    return _UtcJsonFormatter(list(_JSON_FIELDS), rename_fields=_RENAMED, json_ensure_ascii=False)
+    return _UtcJsonFormatter(
+        list(_JSON_FIELDS),
+        rename_fields=_RENAMED,
+        reserved_attrs=[*RESERVED_ATTRS, *_DROPPED],
+        json_ensure_ascii=False,
+    )
 
 
 def text_formatter() -> logging.Formatter:

@@ -398,3 +398,18 @@ def test_the_batch_observer_sees_the_commit_without_the_retries() -> None:
     # msg() stamps receipt at T + 3600 s; the malformed one 1 s before the commit.
     assert b.received_at_us.tolist()[-1] == 4_999_999_000_000
     assert b.committed_at_us - int(b.received_at_us[-1]) == 1_000_000
+
+
+def test_invalid_log_settings_stop_every_command_at_once_naming_them() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LCCM_")}
+    env |= {"LCCM_LOG_FORMAT": "xml", "LCCM_LOG_LEVEL": "loud"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lccm", "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line, no traceback
+    assert "LCCM_LOG_FORMAT" in line and "LCCM_LOG_LEVEL" in line
