@@ -38,6 +38,7 @@ UNMATCHED = "<unmatched>"  # the route label of a 404: raw paths would give ever
 MetricsAuthorize = Callable[[Mapping[str, str]], bool]
 
 access_log = logging.getLogger("lccm.api.access")
+log = logging.getLogger(__name__)
 
 
 class RequestIdFilter(logging.Filter):
@@ -108,6 +109,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Unhandled (the error handlers answered everything they know): logged here, inside the request's
+            # context, so the traceback carries its request id; the server's error middleware answers 500.
+            log.exception("unhandled error answering %s %s", scope["method"], scope.get("path", ""))
+            raise
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or UNMATCHED

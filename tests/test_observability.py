@@ -413,3 +413,20 @@ def test_invalid_log_settings_stop_every_command_at_once_naming_them() -> None:
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()  # one line, no traceback
     assert "LCCM_LOG_FORMAT" in line and "LCCM_LOG_LEVEL" in line
+
+
+def test_an_unhandled_error_is_logged_with_its_request_id(fresh_db: str, json_log: io.StringIO) -> None:
+    with ConnectionPool(fresh_db, min_size=1, max_size=1, open=True) as pool:
+        app = create_app(Settings(database_url=fresh_db), pool)
+
+        @app.get("/boom")
+        def boom() -> None:
+            raise RuntimeError("a bug")
+
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.get("/boom", headers={"X-Request-ID": "boom-1"}).status_code == 500
+    lines = [json.loads(x) for x in json_log.getvalue().splitlines()]
+    (error,) = [r for r in lines if r["message"].startswith("unhandled error")]
+    assert error["request_id"] == "boom-1" and "RuntimeError: a bug" in error["exception"]
+    (access,) = [r for r in lines if r["logger"] == "lccm.api.access" and r["request_id"] == "boom-1"]
+    assert access["status"] == 500
