@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from lccm.api.errors import install_handlers
+from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
 from lccm.api.routes import alerts, aqi, baseline, energy, inventory, ops, readings, registry, reports, rollups
 
 
@@ -45,9 +46,11 @@ def _make_pool(settings: Settings) -> ConnectionPool:
     )
 
 
-def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, pool: ConnectionPool | None = None, *, metrics_authorize: MetricsAuthorize | None = None
+) -> FastAPI:
     """Build the app. With ``pool`` given, the caller owns it (opens and closes it); otherwise the lifespan opens
-    one from ``settings`` and closes it at shutdown."""
+    one from ``settings`` and closes it at shutdown. ``metrics_authorize`` guards ``/metrics`` (None: open)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ConnectionPool]]:
@@ -69,6 +72,11 @@ def create_app(settings: Settings, pool: ConnectionPool | None = None) -> FastAP
         lifespan=lifespan,
     )
     install_handlers(app)
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+    app.state.metrics_authorize = metrics_authorize
+    # Outermost: the request id and the access line cover the error handlers' answers too.
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)
     app.include_router(registry.router)
     app.include_router(readings.router)

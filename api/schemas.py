@@ -7,7 +7,7 @@ calendar boundary matters (days, months) a ``*_local`` twin gives the same insta
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
@@ -62,6 +62,16 @@ class HealthOut(_Out):
         default=None, description="latest arrival among readings whose event time is within the last 7 days"
     )
     detail: str | None = None
+
+
+class LiveOut(_Out):
+    status: Literal["live"]
+
+
+class ReadyOut(_Out):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Any] = Field(description="database: ok/unreachable; schema: current/behind; migrations named")
+    reasons: list[str] = Field(description="why not ready, one line each (empty when ready)")
 
 
 class SiteOut(_Out):

@@ -5,7 +5,8 @@ provisioning (deploy/grafana/provisioning/dashboards/lccm.yaml reads the committ
 deploy/grafana/dashboards; ``lccm dashboards write deploy/grafana/dashboards`` rebuilds them); ``push()`` sends them
 through the Grafana HTTP API instead (a Grafana without this provisioning: Grafana refuses API saves of
 file-provisioned dashboards). All SQL is in
-dashboards/sql.py; every panel reads the provisioned PostgreSQL datasource uid ``lccm-pg``.
+dashboards/sql.py; every panel of the four data dashboards reads the provisioned PostgreSQL datasource uid
+``lccm-pg``; the operations dashboard reads Prometheus (uid ``lccm-prom``), which scrapes the processes' /metrics.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lccm.dashboards import air_quality, emissions, energy, streetlights
+from lccm.dashboards import air_quality, emissions, energy, operations, streetlights
 from lccm.dashboards._common import DATASOURCE_UID
 
 __all__ = ["DATASOURCE_UID", "build_all", "dump", "push", "write_all"]
 
-_MODULES = (energy, emissions, air_quality, streetlights)
+_MODULES = (energy, emissions, air_quality, streetlights, operations)
 
 
 def build_all() -> dict[str, dict[str, Any]]:

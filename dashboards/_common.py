@@ -24,8 +24,17 @@ DATASOURCE_TYPE = "grafana-postgresql-datasource"
 TIMEZONE = "Asia/Bangkok"
 
 
+# deploy/grafana/provisioning/datasources/prometheus.yaml: the operations dashboard's metrics.
+PROM_DATASOURCE_UID = "lccm-prom"
+PROM_DATASOURCE_TYPE = "prometheus"
+
+
 def datasource() -> dm.DataSourceRef:
     return dm.DataSourceRef(type_val=DATASOURCE_TYPE, uid=DATASOURCE_UID)
+
+
+def prom_datasource() -> dm.DataSourceRef:
+    return dm.DataSourceRef(type_val=PROM_DATASOURCE_TYPE, uid=PROM_DATASOURCE_UID)
 
 
 class _Sql(cogvariants.Dataquery):

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+from pydantic import ValidationError
 
 from lccm.settings import Settings
 
@@ -82,13 +83,28 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.callback()
 def main(
     ctx: typer.Context,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG level (default LCCM_LOG_LEVEL)")
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    ctx.ensure_object(dict)
+    settings = _settings(ctx)
+    command = ctx.invoked_subcommand
+    level = settings.log_level
+    if command == "demo" and "log_level" not in settings.model_fields_set:
+        level = "WARNING"  # the demo's terminal shows its own progress; LCCM_LOG_LEVEL or -v shows the logs
+    _configure_logging(settings, "DEBUG" if verbose else level, command)
+
+
+def _configure_logging(settings: Settings, level: str, command: str | None) -> None:
+    """The one logging set-up (lccm/logs.py); the API's request-id filter joins it for `lccm api`."""
+    from lccm.logs import configure
+
+    extra: list[logging.Filter] = []
+    if command == "api":
+        from lccm.api.observability import RequestIdFilter
+
+        extra.append(RequestIdFilter())
+    configure(fmt=settings.log_format, level=level, default_stage=command or "lccm", filters=extra)
 
 
 @app.command()
@@ -106,6 +122,8 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
+    from lccm.metrics import IngestMetrics
+    from lccm.monitoring import start_monitoring, thread_statuses, watch_ingest
     from lccm.notifications import build_notifications
     from lccm.runtime import alert_evaluator, build_ingest, services, updaters
     from lccm.stream.alerts import AlertThread
@@ -119,14 +137,23 @@ def ingest(ctx: typer.Context) -> None:
         energy.start()
         hooks: list[CommitHook] = [energy.poke]
         notes = alerts = None
+        metrics = IngestMetrics()
         if settings.alerts_enabled:
-            notes = build_notifications(settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
+            notes = build_notifications(
+                settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port,
+                on_delivery=metrics.on_delivery,
+            )  # fmt: skip
+            metrics.track_channels(notes.dispatcher.channels)
             alerts = AlertThread(alert_evaluator(settings, svc.database_url, notify=notes))
             alerts.start()
             hooks.append(alerts.on_commit)
-        worker = build_ingest(settings, svc, on_commit=hooks)
+        worker = build_ingest(settings, svc, on_commit=hooks, observe=metrics.observe_batch)
         worker.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
+        # /metrics, /health/live, /health/ready (LCCM_METRICS_HOST/PORT). Worker statuses: today's threads.
+        statuses = thread_statuses({"stream": worker, "updaters": energy, "alerts": alerts})
+        ready = watch_ingest(metrics, worker, svc.database_url, statuses)
+        monitor = start_monitoring(settings, metrics.registry, ready)
         last_retention = 0.0
         heartbeat = settings.data_dir / HEARTBEAT_FILE
         while not stop.wait(10):
@@ -140,6 +167,8 @@ def ingest(ctx: typer.Context) -> None:
             if time.monotonic() - last_retention > 3600:
                 last_retention = time.monotonic()
                 _retention(svc.database_url, settings.retention_days)
+        if monitor is not None:
+            monitor.stop()
         worker.stop()
         energy.stop()
         if alerts is not None:
@@ -177,7 +206,15 @@ def api(
     settings = _settings(ctx)
     with database(settings) as url:
         app_settings = settings.model_copy(update={"database_url": url})
-        uvicorn.run(create_app(app_settings), host=host or settings.api_host, port=port or settings.api_port)
+        # log_config=None keeps lccm/logs.py's set-up for uvicorn's loggers too; the access line is the API's own
+        # (api/observability.py: request id, route, duration), so uvicorn's is off.
+        uvicorn.run(
+            create_app(app_settings),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_config=None,
+            access_log=False,
+        )
 
 
 @app.command()
@@ -303,12 +340,17 @@ def healthcheck(
 
 def run() -> None:
     """The ``lccm`` console script: the typer app, with a missing server setting reported as one line, exit 2."""
+    from lccm.monitoring import MonitoringUnavailable
     from lccm.runtime import NotConfigured
 
     try:
         app(prog_name="lccm")
-    except NotConfigured as e:
+    except (NotConfigured, MonitoringUnavailable) as e:
         typer.echo(f"lccm: {e}", err=True)
+        raise SystemExit(2) from None
+    except ValidationError as e:  # an LCCM_* variable with a value its setting refuses: name them, no traceback
+        problems = "; ".join(f"LCCM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        typer.echo(f"lccm: invalid settings: {problems}", err=True)
         raise SystemExit(2) from None
 
 

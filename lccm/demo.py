@@ -19,9 +19,11 @@ from typing import Any
 
 import psycopg
 
+from lccm.metrics import IngestMetrics
+from lccm.monitoring import MonitoringServer, start_monitoring, thread_statuses, watch_ingest
 from lccm.notifications import Notifications, build_notifications
 from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
-from lccm.services import free_port
+from lccm.services import free_port, wait_for_port
 from lccm.settings import Settings
 from lccm.stream.alerts import AlertThread
 from lccm.stream.energy import EnergyThread
@@ -58,9 +60,17 @@ def run_demo(
         alerts = _alerts(settings, svc)
         if alerts is not None:
             hooks.append(alerts.thread.on_commit)
-        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=hooks)
+        metrics = IngestMetrics()
+        worker = build_ingest(
+            settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=hooks, observe=metrics.observe_batch
+        )
         worker.start()
-        with _api_server(settings, svc) as api_url:
+        threads = {"stream": worker, "updaters": energy, "alerts": alerts.thread if alerts else None}
+        monitor = _monitoring(settings, svc, worker, metrics, threads)
+        with _api_server(settings, svc) as api_url, contextlib.ExitStack() as later:
+            if monitor is not None:
+                later.callback(monitor.stop)
+                echo(f"ingest metrics: {monitor.url}/metrics  (health: {monitor.url}/health/ready)")
             echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
             echo(f"broker: {svc.mqtt_host}:{svc.mqtt_port} ({svc.broker.kind if svc.broker else 'external'})")
             span = timedelta(seconds=opts.duration_s * opts.speed) if opts.duration_s else _UNBOUNDED_REPLAY
@@ -159,6 +169,20 @@ def _import_base_year(svc: Services) -> dict[str, Any]:
         mapped = auto_map(conn, "lampang", year, "calendar")
     return {"base_year": 2025, "import": report.status, "items": report.rows, "mapped_year": year,
             "devices_mapped": len(mapped.mapped)}  # fmt: skip
+
+
+def _monitoring(
+    settings: Settings, svc: Services, worker: IngestWorker, metrics: IngestMetrics, threads: dict[str, Any]
+) -> MonitoringServer | None:
+    """The ingest's /metrics and /health as `lccm ingest` serves them; on a free port if the configured one is taken
+    (a demo beside a running ingest)."""
+    port = settings.metrics_port
+    if port:
+        with contextlib.suppress(TimeoutError):
+            wait_for_port(settings.metrics_host, port, timeout_s=0.2)
+            port = free_port()
+    ready = watch_ingest(metrics, worker, svc.database_url, thread_statuses(threads))
+    return start_monitoring(settings.model_copy(update={"metrics_port": port}), metrics.registry, ready)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import yaml
 from lccm.ingest.alert_publisher import MqttAlertPublisher
 from lccm.notify import (
     AlertMessage,
+    DeliveryRecord,
     Dispatcher,
     DispatchWorker,
     LineNotifier,
@@ -132,6 +133,7 @@ def build_notifications(
     mqtt_host: str,
     mqtt_port: int,
     recipients: Iterable[Recipient] | None = None,
+    on_delivery: Callable[[DeliveryRecord], None] | None = None,
 ) -> Notifications:
     """Recipients (from ``settings.notify_recipients_file`` unless given), the channels they use, the PostgreSQL
     outbox and a started dispatch thread. Raises NotifyConfigError when a recipient needs an unconfigured channel."""
@@ -142,7 +144,9 @@ def build_notifications(
     _check_channels(settings, people, channels)
     notifiers, closers = _notifiers(settings, channels, mqtt_host, mqtt_port)
     outbox = PgOutbox(functools.partial(psycopg.connect, database_url, autocommit=True))
-    dispatcher = Dispatcher(people, notifiers, outbox, bypass=Severity(settings.notify_bypass_severity))
+    dispatcher = Dispatcher(
+        people, notifiers, outbox, bypass=Severity(settings.notify_bypass_severity), on_delivery=on_delivery
+    )
     worker = DispatchWorker(dispatcher, tick_s=settings.notify_tick_s)
     worker.start()
     log.info("notifications: %d recipient(s) on %s", len(people), ", ".join(sorted(channels)) or "no channel")

@@ -33,7 +33,7 @@ from lccm.stream.alerts import AlertEvaluator, IndexSource, Notifier
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
 from lccm.stream.energy import EnergyUpdater
-from lccm.stream.loop import CommitHook, RawMessage, StreamLoop
+from lccm.stream.loop import BatchObserver, CommitHook, RawMessage, StreamLoop
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
 
@@ -246,6 +246,7 @@ def build_ingest(
     client_id: str | None = None,
     on_commit: Sequence[CommitHook] = (),
     clock: Callable[[], float] | None = None,
+    observe: BatchObserver | None = None,
 ) -> IngestWorker:
     def reload() -> Registry:
         with psycopg.connect(svc.database_url) as conn:
@@ -284,6 +285,7 @@ def build_ingest(
         policy=FlushPolicy(settings.batch_max_readings, settings.batch_max_wait_s),
         dedup_window_keys=settings.dedup_window_keys,
         on_commit=on_commit,
+        observe=observe,
         **loop_kwargs,  # type: ignore[arg-type]
     )
     return IngestWorker(source=source, loop=loop, sink=sink)

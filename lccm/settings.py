@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+    # Logs (lccm/logs.py): "text" for a terminal, "json" (one object per line: time, level, logger, message, stage,
+    # request_id, exception) for a log collector. The level applies to every command; `-v` lowers it to DEBUG.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+
+    # The ingest process's monitoring server (lccm/monitoring.py): /metrics (Prometheus), /health/live and
+    # /health/ready. Loopback by default; 0.0.0.0 inside a container network for Prometheus. Port 0 = no server.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+
     # City (the demo and the simulator).
     city_file: Path | None = None
     tz: str = "Asia/Bangkok"

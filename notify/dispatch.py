@@ -81,8 +81,10 @@ class Dispatcher:
         outbox: Outbox,
         clock: Callable[[], datetime] = utc_now,
         bypass: Severity = Severity.CRITICAL,
+        on_delivery: Callable[[DeliveryRecord], None] | None = None,
     ) -> None:
         self._notifiers = {n.channel: n for n in notifiers}
+        self._on_delivery = on_delivery  # sees every recorded outcome (the metrics count failures by channel)
         self._outbox = outbox
         self._clock = clock
         self._bypass = Severity(bypass)
@@ -101,6 +103,10 @@ class Dispatcher:
         if missing:
             raise NotifyConfigError(f"no notifier for channel(s) {missing}; have {sorted(self._notifiers)}")
         self._recipients = by_name
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(self._notifiers)
 
     def now(self) -> datetime:
         return as_utc(self._clock(), "clock()")
@@ -153,7 +159,7 @@ class Dispatcher:
             error = f"recipient {name!r} is no longer configured; {len(alerts)} held alert(s) not delivered"
             log.error(error)
             rec = DeliveryRecord(note_id, kind, name, "-", "-", False, 0, error, "", now, _ids(alerts))
-            self._outbox.record(rec)
+            self._record(rec)
             return [rec]
         subject, body = render_digest(alerts, recipient.language, kind, now)
         note = Notification(note_id, kind, name, recipient.language, subject, body, alerts, now)
@@ -193,13 +199,21 @@ class Dispatcher:
                 _ids(note.alerts),
                 None if ok else note,
             )
-            self._outbox.record(rec)
+            self._record(rec)
             if not ok:
                 log.error(
                     "%s to %s via %s %s failed: %s", note.kind, recipient.name, address.channel, address.to, error
                 )
             records.append(rec)
         return records
+
+    def _record(self, rec: DeliveryRecord) -> None:
+        self._outbox.record(rec)
+        if self._on_delivery is not None:
+            try:
+                self._on_delivery(rec)
+            except Exception:  # counting must not turn a delivery into a failure
+                log.exception("delivery observer failed")
 
     def resend(self, failed: DeliveryRecord) -> DeliveryRecord:
         """Try a failed delivery again on its channel and address (by hand, or from a retry job)."""

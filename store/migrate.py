@@ -26,8 +26,41 @@ class MigrationResult:
 
 def _migration_files() -> list[tuple[str, str]]:
     folder = resources.files("lccm.store").joinpath("migrations")
-    files = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in files]
+    return [(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in packaged_migrations()]
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """How the database's applied migrations compare with the ones this code ships."""
+
+    pending: list[str]  # shipped, not applied: the code needs `lccm migrate` first
+    unknown: list[str]  # applied, not shipped: a newer version migrated this database (reported, not fatal)
+
+    @property
+    def current(self) -> bool:
+        return not self.pending
+
+    @property
+    def problem(self) -> str | None:
+        """Why this code cannot use the database yet, in one line (None: it can)."""
+        if not self.pending:
+            return None
+        return f"{len(self.pending)} migration(s) not applied ({', '.join(self.pending)}): run `lccm migrate`"
+
+
+def packaged_migrations() -> list[str]:
+    """The names of the migrations this code ships, in order."""
+    folder = resources.files("lccm.store").joinpath("migrations")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+
+
+def schema_version(conn: psycopg.Connection) -> SchemaVersion:
+    """Compare ``schema_migrations`` with the packaged list; a database never migrated has every one pending.
+    Read-only (no lock, no DDL): for readiness probes."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    applied = {str(r[0]) for r in conn.execute("SELECT name FROM schema_migrations")} if exists and exists[0] else set()
+    shipped = packaged_migrations()
+    return SchemaVersion(pending=[n for n in shipped if n not in applied], unknown=sorted(applied - set(shipped)))
 
 
 def migrate(

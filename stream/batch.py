@@ -29,6 +29,7 @@ class BatchBuilder:
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
     ack_tokens: list[Hashable] = field(default_factory=list)
+    message_received_us: list[int] = field(default_factory=list)  # per message, for the receive-to-commit lag
     messages: int = 0
     opened_at: float | None = None
 

@@ -44,6 +44,25 @@ Acker = Callable[[Sequence[Hashable]], None]
 CommitHook = Callable[[ReadingColumns], None]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchCommitted:
+    """What one committed batch measured, for the metrics (an observer sees it after the ack)."""
+
+    messages: int
+    readings: int  # offered to the database after in-memory dedup
+    stored: int
+    write_s: float  # the successful write's duration, transaction and commit included (no retries, no backoff)
+    received_at_us: np.ndarray  # per message: when the ingest received it from the broker (wall clock)
+    committed_at_us: int  # wall clock just after the commit
+
+
+BatchObserver = Callable[[BatchCommitted], None]
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
 class RecentKeys:
     """Keys committed in the last few batches, to drop redelivered readings before they reach the database."""
 
@@ -69,6 +88,7 @@ class RecentKeys:
 @dataclass
 class StreamStats:
     messages: int = 0
+    readings_in: int = 0  # decoded from messages, before dedup
     readings_stored: int = 0
     duplicates_dropped: int = 0  # in memory, before the database
     duplicates_in_db: int = 0  # found by the database key (redelivery after a restart)
@@ -106,10 +126,15 @@ class StreamLoop:
         dedup_window_keys: int = 2_000_000,
         on_commit: Sequence[CommitHook] = (),
         max_retry_s: float = 30.0,
+        observe: BatchObserver | None = None,
+        wall_us: Callable[[], int] = _wall_us,
     ) -> None:
         self._inbox = inbox
         self._decode = decode
-        self._sink = sink
+        self._sink = self._timed(sink)
+        self._last_write_s = 0.0
+        self._observe = observe
+        self._wall_us = wall_us
         self._ack = ack
         self._policy = policy
         self._clock = clock
@@ -154,6 +179,7 @@ class StreamLoop:
         self._decode(self._batch, msg)
         self._batch.messages += 1
         self._batch.ack_tokens.append(msg.token)
+        self._batch.message_received_us.append(msg.received_at_us)
 
     def flush_if_due(self) -> WriteResult | None:
         if self._policy.due(self._batch, self._clock()):
@@ -169,13 +195,42 @@ class StreamLoop:
         keep, keys = self._dedup(batch)
         cols = batch.columns(keep)
         result = self._write_with_retry(batch, cols)
+        committed_at_us = self._wall_us()
         self._recent.remember(keys)
         self._ack(batch.ack_tokens)
         self._account(batch, cols, result, dropped=len(batch) - len(cols))
         self._batch = BatchBuilder()
         for hook in self._on_commit:
             hook(cols)
+        self._report(batch, cols, result, committed_at_us)
         return result
+
+    def _timed(self, sink: Sink) -> Sink:
+        """The sink, remembering how long its last successful call took (the commit latency of the metrics)."""
+
+        def write(batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
+            start = self._clock()
+            result = sink(batch, cols)
+            self._last_write_s = self._clock() - start
+            return result
+
+        return write
+
+    def _report(self, batch: BatchBuilder, cols: ReadingColumns, result: WriteResult, committed_at_us: int) -> None:
+        if self._observe is None:
+            return
+        seen = BatchCommitted(
+            messages=batch.messages,
+            readings=len(cols),
+            stored=result.inserted,
+            write_s=self._last_write_s,
+            received_at_us=np.asarray(batch.message_received_us, dtype=np.int64),
+            committed_at_us=committed_at_us,
+        )
+        try:
+            self._observe(seen)
+        except Exception:  # a metrics bug must never stop ingest; the batch is committed and acked already
+            log.exception("batch observer failed")
 
     def _dedup(self, batch: BatchBuilder) -> tuple[np.ndarray | None, list[Key]]:
         recent = self._recent
@@ -206,6 +261,7 @@ class StreamLoop:
     def _account(self, batch: BatchBuilder, cols: ReadingColumns, result: WriteResult, dropped: int) -> None:
         s = self.stats
         s.messages += batch.messages
+        s.readings_in += len(batch)
         s.readings_stored += result.inserted
         s.duplicates_dropped += dropped
         s.duplicates_in_db += result.duplicates

@@ -26,9 +26,10 @@ COMPOSE = ROOT / "docker-compose.yml"
 MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 MOSQUITTO_CONFS = ("mosquitto.conf", "mosquitto-dev.conf")
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+PROMETHEUS_CONF = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 # Services every deployment has; the demo profile adds the simulator and the one-shots that register its devices.
-CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "migrate", "ingest", "api"}
+CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "prometheus", "migrate", "ingest", "api"}
 DEMO_PROFILE = "demo"
 # Variables that third-party images read, allowed on those services only.
 GRAFANA_DATASOURCE_VARS = {"LCCM_GRAFANA_DB_USER", "LCCM_GRAFANA_DB_PASSWORD"}
@@ -321,7 +322,78 @@ def test_api_port_matches_its_healthcheck_and_published_port(services: dict[str,
     port = int(argv[argv.index("--port") + 1])
     assert any(str(p).split(":")[-1] == str(port) for p in api.get("ports", [])), api.get("ports")
     health = " ".join(str(t) for t in api["healthcheck"]["test"])
-    assert re.search(rf"http://(localhost|127\.0\.0\.1):{port}/health\b", health), health
+    assert re.search(rf"http://(localhost|127\.0\.0\.1):{port}/health/ready\b", health), health
+
+
+# --- Prometheus ---------------------------------------------------------------------------------------------
+
+
+def _published(svc: dict[str, Any]) -> list[str]:
+    return [str(p) for p in svc.get("ports", [])]
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")]
+    return values[-1] if values else None
+
+
+def _scrape_targets() -> dict[str, list[tuple[str, int, str]]]:
+    """job -> [(host, port, metrics path)] of deploy/prometheus/prometheus.yml."""
+    conf = yaml.safe_load(PROMETHEUS_CONF.read_text(encoding="utf-8"))
+    jobs: dict[str, list[tuple[str, int, str]]] = {}
+    for job in conf["scrape_configs"]:
+        path = job.get("metrics_path", "/metrics")
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                host, _, port = str(target).rpartition(":")
+                jobs.setdefault(job["job_name"], []).append((host, int(port), path))
+    return jobs
+
+
+def test_prometheus_scrapes_the_api_and_the_ingest_where_they_listen(services: dict[str, dict[str, Any]]) -> None:
+    jobs = _scrape_targets()
+    targets = {host: (port, path) for entries in jobs.values() for host, port, path in entries}
+    assert set(targets) == {"api", "ingest"}, jobs
+    assert all(host in services for host in targets)
+
+    api_argv = _argv(services["api"]["command"])
+    assert targets["api"] == (int(api_argv[api_argv.index("--port") + 1]), "/metrics")
+
+    # The ingest's monitoring server: the Settings fields LCCM_METRICS_HOST/PORT, listening beyond loopback.
+    env = _environment(services["ingest"])
+    fields = Settings.model_fields
+    host = env.get("LCCM_METRICS_HOST", fields["metrics_host"].default)
+    port = int(env.get("LCCM_METRICS_PORT", fields["metrics_port"].default))
+    assert host == "0.0.0.0", "a loopback-only monitoring server cannot be scraped from the prometheus container"
+    assert port and targets["ingest"] == (port, "/metrics")
+    assert not _published(services["ingest"]), "the ingest's monitoring server stays on the compose network"
+
+
+def test_prometheus_runs_the_committed_config_and_is_not_exposed(services: dict[str, dict[str, Any]]) -> None:
+    prom = services["prometheus"]
+    image, _, tag = str(prom["image"]).rpartition(":")
+    assert image.endswith("prometheus") and re.fullmatch(r"v\d+\.\d+\.\d+", tag), f"pin the image: {prom['image']}"
+    argv = _argv(prom["command"])
+    config = _flag(argv, "--config.file")
+    assert config and f"./deploy/prometheus/prometheus.yml:{config}:ro" in [str(v) for v in prom["volumes"]]
+    storage = _flag(argv, "--storage.tsdb.path")
+    assert storage and any(str(v).endswith(f":{storage}") and not str(v).startswith(".") for v in prom["volumes"])
+    # No authentication of its own: published on the host's loopback only, if at all.
+    for mapping in _published(prom):
+        assert mapping.startswith("127.0.0.1:"), f"prometheus is published beyond loopback: {mapping}"
+
+
+def test_grafana_reads_prometheus_as_the_operations_datasource(services: dict[str, dict[str, Any]]) -> None:
+    from lccm.dashboards._common import PROM_DATASOURCE_TYPE, PROM_DATASOURCE_UID
+
+    data = yaml.safe_load((GRAFANA_PROVISIONING / "datasources" / "prometheus.yaml").read_text(encoding="utf-8"))
+    (source,) = data["datasources"]
+    assert (source["uid"], source["type"]) == (PROM_DATASOURCE_UID, PROM_DATASOURCE_TYPE)
+    url = urlsplit(source["url"])
+    listen = _flag(_argv(services["prometheus"]["command"]), "--web.listen-address") or ":9090"
+    assert url.hostname == "prometheus" and url.port == int(listen.rpartition(":")[2])
+    conf = yaml.safe_load(PROMETHEUS_CONF.read_text(encoding="utf-8"))
+    assert source["jsonData"]["timeInterval"] == conf["global"]["scrape_interval"]
 
 
 # --- Mosquitto ----------------------------------------------------------------------------------------------

@@ -176,9 +176,24 @@ def _query(url: str, model: dict[str, Any], title: str, ref_id: str = "A") -> li
 
 
 MODELS = dashboards.build_all()
+PROM_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
 
 
-@pytest.mark.parametrize("uid", sorted(MODELS))
+def _is_sql(model: dict[str, Any]) -> bool:
+    return all("rawSql" in t for _, t in _targets(model))
+
+
+SQL_MODELS = {uid: m for uid, m in MODELS.items() if _is_sql(m)}
+PROM_MODELS = {uid: m for uid, m in MODELS.items() if uid not in SQL_MODELS}
+
+
+def test_every_sql_dashboard_has_a_test_window_and_the_rest_are_prometheus() -> None:
+    assert set(SQL_MODELS) == set(WINDOWS)
+    assert set(PROM_MODELS) == {"lccm-operations"}
+    assert all("expr" in t for m in PROM_MODELS.values() for _, t in _targets(m))
+
+
+@pytest.mark.parametrize("uid", sorted(SQL_MODELS))
 def test_every_query_runs_and_returns_what_grafana_needs(db: str, uid: str) -> None:
     model = MODELS[uid]
     start, end = WINDOWS[uid]
@@ -320,12 +335,74 @@ def _datasource_refs(node: Any) -> Iterator[dict[str, Any]]:
 
 def test_every_datasource_is_the_provisioned_one() -> None:
     (source,) = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
+    (prom,) = yaml.safe_load(PROM_DATASOURCES.read_text(encoding="utf-8"))["datasources"]
     for uid, model in MODELS.items():
         refs = list(_datasource_refs(model))
-        # Every panel, every target and every variable names it.
-        n = len(model["panels"]) + sum(len(p["targets"]) for p in model["panels"]) + len(model["templating"]["list"])
+        # Every panel, every target and every variable names it: PostgreSQL for SQL, Prometheus for PromQL.
+        n = (
+            len(model["panels"])
+            + sum(len(p["targets"]) for p in model["panels"])
+            + len(model["templating"].get("list", []))
+        )
         assert len(refs) == n, uid
-        assert all(r == {"type": source["type"], "uid": source["uid"]} for r in refs), uid
+        want = source if uid in SQL_MODELS else prom
+        assert all(r == {"type": want["type"], "uid": want["uid"]} for r in refs), uid
+
+
+# --- the operations dashboard: PromQL against the metrics the code registers -------------------------------------
+_LCCM_NAME = re.compile(r"\b(lccm_[a-z0-9_]+)")
+_SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")  # name{...} or name[range]
+PROMETHEUS_OWN = {"up"}  # written by Prometheus for every scrape target, not by the code
+
+
+def _registered_names() -> set[str]:
+    """Every series name the ingest's and the API's registries expose, with every collector built as the
+    processes build them (the queue probe's database is unreachable here: its families are there all the same)."""
+    from lccm.api.observability import ApiMetrics
+    from lccm.metrics import IngestMetrics, metric_names
+    from lccm.stream.loop import StreamStats
+
+    ingest = IngestMetrics(channels=["webhook"])
+    ingest.watch_stream(StreamStats, lambda: 0)
+    ingest.watch_queues(lambda: psycopg.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1))
+    ingest.watch_workers(list)
+    return metric_names(ingest.registry) | metric_names(ApiMetrics().registry)
+
+
+def test_every_promql_metric_is_one_the_code_registers() -> None:
+    registered = _registered_names()
+    assert {"lccm_ingest_commit_seconds_bucket", "lccm_queue_depth", "lccm_api_requests_total"} <= registered
+    used: set[str] = set()
+    for model in PROM_MODELS.values():
+        for title, target in _targets(model):
+            expr = target["expr"]
+            names = set(_LCCM_NAME.findall(expr)) | set(_SELECTOR.findall(expr))
+            assert names, f"{title}: no metric in {expr!r}"
+            unknown = names - registered - PROMETHEUS_OWN
+            assert not unknown, f"{title}: {sorted(unknown)} are not registered by the code ({expr!r})"
+            used |= names
+    # The issue's list: each figure is on the dashboard.
+    for name in (
+        "lccm_ingest_messages_received_total",
+        "lccm_ingest_readings_stored_total",
+        "lccm_ingest_dead_letters_total",
+        "lccm_ingest_commit_seconds_bucket",
+        "lccm_ingest_commit_lag_seconds_bucket",
+        "lccm_ingest_batch_readings_sum",
+        "lccm_queue_depth",
+        "lccm_queue_oldest_age_seconds",
+        "lccm_worker_up",
+        "lccm_worker_restarts_total",
+        "lccm_notify_failures_total",
+    ):
+        assert name in used, f"{name} is on no panel"
+
+
+def test_the_promql_check_catches_a_misspelt_metric() -> None:
+    registered = _registered_names()
+    expr = "sum(rate(lccm_ingest_reading_stored_total[$__rate_interval])) / sum(lccm_queue_depth)"
+    found = set(_LCCM_NAME.findall(expr)) | set(_SELECTOR.findall(expr))
+    assert found - registered == {"lccm_ingest_reading_stored_total"}
 
 
 def test_panels_are_complete_and_do_not_overlap() -> None:

@@ -72,6 +72,7 @@ def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
         LCCM_MQTT_CLIENT_ID=f"ingest-{topic_root.split('/')[0]}",
         LCCM_MQTT_SHARE_GROUP=f"g-{topic_root.split('/')[0]}",
         LCCM_DATA_DIR=str(tmp_path),
+        LCCM_METRICS_PORT="0",  # no fixed port: other test runs share this machine
     )
     lccm = [sys.executable, "-m", "lccm", "-v", "ingest"]
     log = (tmp_path / "ingest.log").open("ab")

@@ -1,4 +1,4 @@
-"""Operations: health and the dead-letter table."""
+"""Operations: health (``/health``, ``/health/live``, ``/health/ready``), ``/metrics`` and the dead-letter table."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ import logging
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lccm.api import cursors
 from lccm.api.deps import Conn, Cursor, From, Pool, To, check_range
-from lccm.api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, HealthOut, ReasonCountOut
-from lccm.store import queries
+from lccm.api.schemas import (
+    DeadLetterOut,
+    DeadLetterPage,
+    DeadLetterSummary,
+    HealthOut,
+    LiveOut,
+    ReadyOut,
+    ReasonCountOut,
+)
+from lccm.store import migrate, queries
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -21,6 +30,46 @@ router = APIRouter(tags=["operations"])
 # A health probe must answer quickly even when the pool would wait its full timeout for a connection.
 HEALTH_TIMEOUT_S = 2.0
 _DEAD_LETTER_CURSOR = "dead_letters"
+
+
+@router.get("/health/live", response_model=LiveOut)
+def live() -> LiveOut:
+    """The process answers (a hung process does not: restart it). No database access."""
+    return LiveOut(status="live")
+
+
+@router.get("/health/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+def ready(pool: Pool) -> ReadyOut | JSONResponse:
+    """Ready to serve: the database answers and its schema is the one this code ships (no pending migration).
+    503 with the reasons otherwise."""
+    try:
+        with pool.connection(timeout=min(HEALTH_TIMEOUT_S, pool.timeout)) as conn:
+            version = migrate.schema_version(conn)
+    except psycopg.Error as exc:
+        log.warning("readiness: the database cannot be reached: %s", exc)
+        reason = f"the database cannot be reached: {type(exc).__name__}"
+        return _not_ready(ReadyOut(status="not_ready", checks={"database": "unreachable"}, reasons=[reason]))
+    checks: dict[str, object] = {"database": "ok", "schema": "current" if version.current else "behind"}
+    if version.unknown:
+        checks["schema_unknown_migrations"] = version.unknown
+    if version.problem:
+        checks["schema_pending_migrations"] = version.pending
+        return _not_ready(ReadyOut(status="not_ready", checks=checks, reasons=[version.problem]))
+    return ReadyOut(status="ready", checks=checks, reasons=[])
+
+
+def _not_ready(body: ReadyOut) -> JSONResponse:
+    return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus text exposition of the API's own registry (requests by route and status, latency, process)."""
+    authorize = request.app.state.metrics_authorize
+    if authorize is not None and not authorize({k.lower(): v for k, v in request.headers.items()}):
+        return JSONResponse(status_code=401, content={"detail": "not authorised to read metrics"})
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
