@@ -28,7 +28,7 @@ Data (numpy, seeded): ``--devices`` meters, ``--readings`` in total, one reading
 random phase per meter and +-2 s of jitter, power log-normal per meter, registers rounded to 1 Wh and wrapping at
 100,000 kWh (5 % of the meters start close enough to the top to roll over inside the window). The rows are in time
 order across devices, the way the stream delivers a batch (and the layout the engine's bucket-first outputs are
-fastest on, reference/platform.md).
+fastest on, docs/reference.md#platform-measurements).
 
 Threads: ours runs on one thread (the kernels are serial; ``NUMBA_NUM_THREADS=1``). pandas is single-threaded;
 polars and DuckDB use their default thread pools (every core), which favours them. The single pass is numpy

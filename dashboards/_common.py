@@ -18,10 +18,11 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
+from lccm.engine.timebase import CITY_TZ_NAME
+
 # deploy/grafana/provisioning/datasources/lccm.yaml: keep in step (tests/test_dashboards.py checks it).
 DATASOURCE_UID = "lccm-pg"
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
-TIMEZONE = "Asia/Bangkok"
 
 
 # deploy/grafana/provisioning/datasources/prometheus.yaml: the operations dashboard's metrics.
@@ -116,7 +117,7 @@ def dashboard(uid: str, title: str, tags: list[str], time_from: str, refresh: st
         db.Dashboard(title)
         .uid(uid)
         .tags(["lccm", *tags])
-        .timezone(TIMEZONE)
+        .timezone(CITY_TZ_NAME)
         .time(time_from, "now")
         .refresh(refresh)
         .readonly()

@@ -1,11 +1,12 @@
 """Air quality - environment division: Thai AQI per station (series and map), PM2.5 and SO2 hourly means.
 
-Thresholds (domain.md section 4):
+Thresholds (docs/reference.md#air-quality):
 - Thai AQI bands 0-25 very good (blue), 26-50 good (green), 51-100 moderate (yellow), 101-200 starting to affect
-  health (orange), >200 affects health (red) [4.1: S4.1 table; S4.2, S4.3 colours]. Colour codes: the rgb values of
-  one public Thai site [4.1, S4.1], UNCONFIRMED as PCD's own (the same defaults as engine/aqi_tables.py).
-- PM2.5 24-h standard 37.5 ug/m3 from 1 Jun 2023 [4.2: S4.10, S4.11].
-- SO2 1-h standard 0.3 ppm = 300 ppb [4.2: S4.12].
+  health (orange), >200 affects health (red): PCD, Thai AQI table in force from 1 June 2023. Colour codes: the rgb
+  values of one public Thai AQI site, UNCONFIRMED as PCD's own (the same defaults as engine/aqi_tables.py,
+  docs/reference.md#thai-aqi).
+- PM2.5 24-h standard 37.5 ug/m3 from 1 Jun 2023 (Thai ambient standard; docs/reference.md#thai-ambient-air-standards).
+- SO2 1-h standard 0.3 ppm = 300 ppb (PCD ambient air quality standards table).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from lccm.dashboards import sql
 from lccm.dashboards._common import SqlQuery, dashboard, datasource, series, site_variable, thresholds, to_model
 
 UID = "lccm-air-quality"
-PM25_24H_STANDARD_UGM3 = 37.5  # domain.md 4.2 [S4.10, S4.11]
-SO2_1H_STANDARD_PPB = 300.0  # domain.md 4.2 [S4.12]: 0.3 ppm
-THAI_COLOURS = ("#00BFF3", "#00A651", "#FDC04E", "#F26522", "#CD0000")  # domain.md 4.1 [S4.1], UNCONFIRMED
-THAI_AQI_LOWER_BOUNDS = (None, 26.0, 51.0, 101.0, 201.0)  # domain.md 4.1 [S4.1]
+PM25_24H_STANDARD_UGM3 = 37.5  # Thai 24-h standard from 1 June 2023: docs/reference.md#thai-ambient-air-standards
+SO2_1H_STANDARD_PPB = 300.0  # Thai 1-h SO2 standard, 0.3 ppm (PCD ambient air quality standards table)
+THAI_COLOURS = ("#00BFF3", "#00A651", "#FDC04E", "#F26522", "#CD0000")  # UNCONFIRMED (docs/reference.md#thai-aqi)
+THAI_AQI_LOWER_BOUNDS = (None, 26.0, 51.0, 101.0, 201.0)  # PCD, Thai AQI table of 2023
 
 
 def _aqi_thresholds() -> db.ThresholdsConfig:

@@ -1,5 +1,5 @@
 """Emissions - city: kgCO2e per Bangkok month by CFO scope, CFO category and GPC reference, each at the factor in
-force and at the base year's factor (like-for-like with the baseline; design.md "Domain rules")."""
+force and at the base year's factor (like-for-like with the baseline; docs/reference.md#grid-electricity-factors)."""
 
 from __future__ import annotations
 

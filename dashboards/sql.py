@@ -15,11 +15,14 @@ Metric ids (store/migrations/001_core.sql): 1 energy (kWh), 2 power (W), 9 pm25 
 
 from __future__ import annotations
 
+from lccm.engine.timebase import CITY_TZ_NAME
+
 ENERGY, POWER, PM25, SO2 = 1, 2, 9, 11
-BKK = "Asia/Bangkok"
+# Grafana's SQL has no bound parameters: the zone is quoted from the one module constant, never from user input.
+_TZ = f"'{CITY_TZ_NAME}'"
 
 # The Bangkok day that contains the end of the dashboard's range ("today" when the range ends now).
-_DAY_OF_RANGE_END = f"date_trunc('day', $__timeTo()::timestamptz AT TIME ZONE '{BKK}') AT TIME ZONE '{BKK}'"
+_DAY_OF_RANGE_END = f"date_trunc('day', $__timeTo()::timestamptz AT TIME ZONE {_TZ}) AT TIME ZONE {_TZ}"
 
 _DEVICE_SITE = "JOIN devices d ON d.id = {alias}.device_id JOIN sites s ON s.id = d.site_id"
 

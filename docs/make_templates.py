@@ -8,8 +8,9 @@ and import cleanly.
 The Lampang example: metered rows are sized to the simulator's city (simulators/cities/lampang.yaml) for 2025,
 computed once from its device models at 10-minute steps and written here as constants (buildings x1.04, streetlights
 x1.25 for a base year before the LED retrofit, fleet diesel x1.03, generators as simulated), rounded. Manual rows are
-illustrative quantities for a city municipality. Factors tagged [S2.x] are from /work/shared/reference/domain.md;
-factors tagged UNCONFIRMED have no source there and are placeholders to be replaced by the municipality's verifier.
+illustrative quantities for a city municipality. Factors cite their public source (TGO's CFO emission factors of
+April 2022, IPCC GWPs; docs/reference.md#fuel-factors and #global-warming-potentials); factors tagged UNCONFIRMED have
+no public source and are placeholders to be replaced by the municipality's verifier.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ TEMPLATES = DATA / "templates"
 EXAMPLES = DATA / "examples"
 FIXED_TIME = datetime(2026, 1, 1)  # workbook properties, so a re-run changes no metadata
 
-SRC_TGO = "[S2.2] TGO CFO EF table, April 2022"
-SRC_GRID = "[S2.2, S2.3] TGO grid mix 2016-2018, April 2022 table"
-UNCONFIRMED = "UNCONFIRMED placeholder, not in domain.md: replace with the factor the verifier accepts"
+SRC_TGO = "TGO CFO emission factors, April 2022"
+SRC_GRID = "TGO CFO emission factors, April 2022: grid mix 2016-2018"
+UNCONFIRMED = "UNCONFIRMED placeholder, no public source: replace with the factor the verifier accepts"
 
 
 def _row(code: str, scope: int, category: str, en: str, th: str, unit: str, ef: float, ef_unit: str, source: str,
@@ -68,10 +69,10 @@ LAMPANG_2025: list[list[str]] = [
          "ก๊าซหุงต้ม (LPG) โรงเรียนและศูนย์พัฒนาเด็กเล็ก", "kg", 3.1134, "kgCO2e/kg", SRC_TGO,
          [480, 465, 450, 150, 300, 495, 510, 510, 480, 180, 465, 435], gpc="I.2.1", note="purchase receipts"),
     _row("S1-REFRIG-R32", 1, "fugitive_refrigerant", "Refrigerant top-up HFC-32 (R-32)", "เติมสารทำความเย็น R-32",
-         "kg", 677, "kgCO2e/kg", "[S2.6] GWP100 AR5 of HFC-32",
+         "kg", 677, "kgCO2e/kg", "IPCC AR5 GWP100 of HFC-32",
          [0, 0, 3, 4.5, 2, 0, 0, 0, 1.5, 0, 0, 0], gas="HFC-32", gpc="IV.2", note="maintenance contract records"),
     _row("S1-REFRIG-R410A", 1, "fugitive_refrigerant", "Refrigerant top-up R-410A", "เติมสารทำความเย็น R-410A",
-         "kg", 1924, "kgCO2e/kg", "[S2.6, S2.7] GWP100 AR5 of R-410A (50/50 HFC-32/HFC-125)",
+         "kg", 1924, "kgCO2e/kg", "IPCC AR5 GWP100 of R-410A (50/50 HFC-32/HFC-125)",
          [0, 0, 0, 5, 0, 2.5, 0, 0, 0, 0, 3, 0], gas="R-410A", gpc="IV.2"),
     _row("S3-WASTE-LANDFILL", 3, "waste_landfill", "Waste of municipal offices, schools and market to landfill",
          "ขยะมูลฝอยจากสำนักงาน โรงเรียน และตลาด ส่งฝังกลบ", "t", 700, "kgCO2e/t", UNCONFIRMED,

@@ -1,7 +1,7 @@
 """Air-quality indices per hour: the Thai AQI (PCD, 2023) as primary, the US EPA AQI (2024) and NowCast as secondary.
 
-Figures and rules: ``reference/domain.md`` section 4; tags ``[S4.n]`` resolve to its source list. Tables and
-categories: :mod:`engine.aqi_tables`; unit conversions: :mod:`engine.aqi_units`; loops: :mod:`engine.aqi_kernels`.
+Figures and rules, with their public sources: docs/reference.md#air-quality. Tables and categories:
+:mod:`engine.aqi_tables`; unit conversions: :mod:`engine.aqi_units`; loops: :mod:`engine.aqi_kernels`.
 
 Input is one or more hourly-mean series on a regular hourly grid: ``hour_start_us`` (int64 UTC epoch µs of each
 hour's start, consecutive whole hours) and per pollutant an array ``[hour]`` (one station) or ``[hour, station]``,
@@ -13,13 +13,13 @@ hour you want.
 Per hour:
 
 1. window average (trailing: the window ending with this hour): PM2.5 and PM10 24 h, O3 and CO 8 h, NO2 and SO2 1 h
-   [S4.1]; NaN unless at least ``completeness`` of the window's hours are valid (default 75 %, a setting: PCD's own
-   rule is not published);
-2. the average is brought to the table's precision (EPA truncates [S4.18, AirNow]; PCD: ``thai_precision``,
-   UNCONFIRMED) and looked up: I = (I_hi - I_lo) / (C_hi - C_lo) x (C - C_lo) + I_lo [S4.6, S4.18], rounded half up
-   to an integer;
+   (PCD's Thai AQI table of 2023); NaN unless at least ``completeness`` of the window's hours are valid (default
+   75 %, a setting: PCD's own rule is not published; docs/reference.md#averaging-and-completeness);
+2. the average is brought to the table's precision (EPA truncates, EPA-454/B-24-002; PCD: ``thai_precision``,
+   UNCONFIRMED) and looked up: I = (I_hi - I_lo) / (C_hi - C_lo) x (C - C_lo) + I_lo (EPA-454/B-24-002; the same
+   formula in Thai AQI implementations), rounded half up to an integer;
 3. the AQI is the highest sub-index, with the pollutant responsible (a tie goes to the first in :data:`POLLUTANTS`)
-   and its category [S4.5].
+   and its category (PCD, "reading PM2.5 in Air4Thai": one AQI for six pollutants).
 
 Values marked UNCONFIRMED in the reference are settings (:class:`AqiSettings`, :class:`RedBandRule`), never constants.
 """
@@ -74,10 +74,12 @@ __all__ = [
     "thai_sub_index",
 ]
 
-THAI_AVERAGING_H: Final = MappingProxyType({"pm25": 24, "pm10": 24, "o3": 8, "co": 8, "no2": 1, "so2": 1})  # [S4.1]
+# PCD Thai AQI table of 2023 (docs/reference.md#averaging-and-completeness)
+THAI_AVERAGING_H: Final = MappingProxyType({"pm25": 24, "pm10": 24, "o3": 8, "co": 8, "no2": 1, "so2": 1})
+# EPA-454/B-24-002 (May 2024) and 40 CFR 58 Appendix G (docs/reference.md#us-epa-aqi)
 EPA_AVERAGING_H: Final = MappingProxyType(
     {"pm25_24h": 24, "pm10_24h": 24, "o3_8h": 8, "o3_1h": 1, "co_8h": 8, "so2_1h": 1, "so2_24h": 24, "no2_1h": 1}
-)  # [S4.18, S4.21]
+)
 LOOKBACK_H: Final = 23
 """Hours of history a caller passes before the first hour it wants (the longest window, 24 h, minus one)."""
 
@@ -91,12 +93,12 @@ _AQI_EPS: Final = 1e-9  # 25/15 x 0.3 = 0.49999999999999994 must round half up t
 class RedBandRule:
     """How a concentration in the Thai red band (AQI > 200, no upper breakpoint published) becomes a number.
 
-    UNCONFIRMED for the 2023 table (domain.md §4.1, open item 5). Kinds, all starting at 201 on the band's lower
+    UNCONFIRMED for the 2023 table (docs/reference.md#thai-aqi). Kinds, all starting at 201 on the band's lower
     edge C_red:
 
     - ``"to_top"``: linear up to ``top_aqi`` at ``top_concentration``, the same line beyond it. Open-source Thai AQI
-      code maps PM2.5 75.1-500 to 201-500 [S4.6]; PCD's pre-2023 bulletins fit 1 AQI per µg/m³ (106 -> 216,
-      136 -> 246 over a red edge of 91) [S4.7], i.e. ``top_concentration = C_red + (top_aqi - 201)``.
+      code maps PM2.5 75.1-500 to 201-500; PCD's pre-2023 bulletins (as reported by Pattaya Today) fit 1 AQI per
+      µg/m³ (106 -> 216, 136 -> 246 over a red edge of 91), i.e. ``top_concentration = C_red + (top_aqi - 201)``.
     - ``"extend"``: the slope of the 101-200 band carried on (no number invented).
     - ``"cap"``: 201 ("above 200"): the category is right, the number carries no more information.
     """
@@ -114,7 +116,7 @@ class RedBandRule:
 
 THAI_ABOVE_200_DEFAULT: Final[Mapping[str, RedBandRule]] = MappingProxyType(
     {
-        "pm25": RedBandRule("to_top", top_concentration=500.0, top_aqi=500.0),  # 75.1-500 -> 201-500 [S4.6]
+        "pm25": RedBandRule("to_top", top_concentration=500.0, top_aqi=500.0),  # 75.1-500 -> 201-500, as open code
         "pm10": RedBandRule("extend"),  # no source gives a top for the other pollutants
         "o3": RedBandRule("extend"),
         "co": RedBandRule("extend"),
@@ -128,17 +130,17 @@ THAI_ABOVE_200_DEFAULT: Final[Mapping[str, RedBandRule]] = MappingProxyType(
 class AqiSettings:
     """Settings of the indices; each default is documented with its source or marked UNCONFIRMED.
 
-    - ``completeness``: least fraction of a window's hours that must be valid, default 0.75 (the project's issue;
-      EPA/AirNow also take 18 of 24 hours for a daily PM average, not in domain.md). PCD's own rule is
-      UNCONFIRMED. A 1-h window needs its hour.
+    - ``completeness``: least fraction of a window's hours that must be valid, default 0.75 (US EPA/AirNow take 18
+      of 24 hours for a daily PM average). PCD's own rule is UNCONFIRMED (docs/reference.md#averaging-and-completeness).
+      A 1-h window needs its hour.
     - ``thai_precision``: how a Thai average is brought to the table's precision before the lookup (PM2.5 and CO to
       0.1, the others to 1: the band gaps 15.0/15.1 show it) - ``"round_half_up"`` (default) or ``"truncate"``
       (EPA's way). UNCONFIRMED: no source states PCD's rule.
     - ``thai_above_200``: a :class:`RedBandRule` per pollutant (missing ones take the default). UNCONFIRMED.
-    - ``thai_colours_hex``: colour codes of the five Thai categories. UNCONFIRMED (open item 5).
+    - ``thai_colours_hex``: colour codes of the five Thai categories. UNCONFIRMED (docs/reference.md#thai-aqi).
     - ``epa_o3_1h_always``: also compute the 1-h O3 index where 1-h O3 >= 0.125 ppm and report the higher of the two
-      (EPA allows this where 1-h is more precautionary [S4.21]); default False, EPA's general rule: 8-h O3, and 1-h
-      only where the 8-h average is above the 8-h table (AQI > 300) [S4.21].
+      (EPA allows this where 1-h is more precautionary, 40 CFR 58 Appendix G); default False, EPA's general rule:
+      8-h O3, and 1-h only where the 8-h average is above the 8-h table (AQI > 300).
     - ``epa_above_500``: above the top of an EPA table ("beyond the AQI"): ``"extend"`` the last band's line
       (default; the number keeps rising for alerts) or ``"cap"`` at 500. The category stays Hazardous.
     """
@@ -303,11 +305,12 @@ def nowcast(
     recent_min_valid: int = 2,
     impl: Impl = "numba",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """EPA NowCast of an hourly PM series (µg/m³) and the count of valid hours in each window; domain.md §4.4.
+    """EPA NowCast of an hourly PM series (µg/m³) and the count of valid hours in each window.
 
-    Defaults are EPA's PM NowCast [S4.25]: the 12 latest hours, weight factor min/max floored at 0.5, at least 2
-    valid values among the 3 latest hours. AirMonitor's other variants [S4.26] ("pmAsian": 3 h, weight 0.1) are
-    the same computation with other parameters. Unrounded; the EPA lookup truncates it to the table's precision.
+    Defaults are EPA's PM NowCast (docs/reference.md#nowcast; as in MazamaScience air-monitor-algorithms,
+    nowcast.js): the 12 latest hours, weight factor min/max floored at 0.5, at least 2 valid values among the 3
+    latest hours. The AirMonitor R package's other variants ("pmAsian": 3 h, weight 0.1) are the same computation
+    with other parameters. Unrounded; the EPA lookup truncates it to the table's precision.
     """
     if hours < 1 or recent_hours < 1 or not (1 <= recent_min_valid <= recent_hours):
         raise ValueError("NowCast needs hours >= 1 and 1 <= recent_min_valid <= recent_hours")
@@ -412,7 +415,7 @@ def _red_band(x: np.ndarray, table: BreakpointTable, rule: RedBandRule) -> np.nd
 
 
 def _round_aqi(index: np.ndarray) -> np.ndarray:
-    """Round half up to a whole number (EPA: 'rounded to the nearest whole number' [S4.18, AirNow])."""
+    """Round half up to a whole number (EPA-454/B-24-002: 'rounded to the nearest whole number')."""
     return np.floor(index + 0.5 + _AQI_EPS)
 
 
@@ -442,7 +445,7 @@ def _epa_table(key: str) -> BreakpointTable:
 
 
 def _epa_steps(key: str, concentration: ArrayLike) -> np.ndarray:
-    """Store units (O3 in ppb) -> the table's unit, truncated to its precision [S4.18]."""
+    """Store units (O3 in ppb) -> the table's unit, truncated to its precision (EPA-454/B-24-002)."""
     table = _epa_table(key)
     c = _concentration(concentration, key)
     if table.unit == "ppm" and table.pollutant == "o3":
@@ -453,7 +456,7 @@ def _epa_steps(key: str, concentration: ArrayLike) -> np.ndarray:
 def epa_sub_index(key: str, concentration: ArrayLike, settings: AqiSettings = DEFAULT_SETTINGS) -> np.ndarray:
     """EPA sub-index of one table (``"pm25_24h"``, ``"o3_8h"``, ``"so2_24h"`` ...) in store units (O3 in ppb).
 
-    Concentrations are truncated to the table's precision [S4.18]; below the table's first band (1-h O3 under
+    Concentrations are truncated to the table's precision (EPA-454/B-24-002); below the table's first band (1-h O3 under
     0.125 ppm, 24-h SO2 under 305 ppb) the result is NaN; above its top, ``settings.epa_above_500`` (the 8-h O3 and
     1-h SO2 tables stop at 300 and 200: see :func:`epa_o3_sub_index`, :func:`epa_so2_sub_index`).
     """
@@ -465,7 +468,7 @@ def epa_sub_index(key: str, concentration: ArrayLike, settings: AqiSettings = DE
 def epa_o3_sub_index(
     o3_8h_ppb: ArrayLike, o3_1h_ppb: ArrayLike, settings: AqiSettings = DEFAULT_SETTINGS
 ) -> np.ndarray:
-    """EPA ozone sub-index from the 8-h and the 1-h average (ppb) [S4.21].
+    """EPA ozone sub-index from the 8-h and the 1-h average (ppb) (40 CFR 58 Appendix G; docs/reference.md#us-epa-aqi).
 
     8-h O3 does not define AQI above 300: above the 8-h table (> 0.200 ppm) the 8-h index is held at 300 and the
     1-h index, where higher, gives the value. With ``epa_o3_1h_always`` the higher of the two is reported at every
@@ -483,7 +486,7 @@ def epa_o3_sub_index(
 def epa_so2_sub_index(
     so2_1h_ppb: ArrayLike, so2_24h_ppb: ArrayLike, settings: AqiSettings = DEFAULT_SETTINGS
 ) -> np.ndarray:
-    """EPA SO2 sub-index from the 1-h and the 24-h average (ppb) [S4.21].
+    """EPA SO2 sub-index from the 1-h and the 24-h average (ppb) (40 CFR 58 Appendix G; docs/reference.md#us-epa-aqi).
 
     1-h SO2 does not define AQI of 200 or more: where the 1-h value is above the 1-h table (>= 305 ppb) the index is
     200 or, where the 24-h average reaches its table (>= 305 ppb), the 24-h index if higher. A missing 24-h
@@ -549,8 +552,8 @@ def thai_aqi(
 ) -> AqiResult:
     """Thai AQI (PCD table of 1 June 2023) per hour from hourly means of any of ``pm25 pm10 o3 co no2 so2``.
 
-    Window averages per :data:`THAI_AVERAGING_H` [S4.1] with ``settings.completeness``; sub-indices by
-    :func:`thai_sub_index`; AQI = highest sub-index [S4.5]; categories :func:`engine.aqi_tables.thai_categories`.
+    Window averages per :data:`THAI_AVERAGING_H` with ``settings.completeness``; sub-indices by
+    :func:`thai_sub_index`; AQI = highest sub-index (PCD); categories :func:`engine.aqi_tables.thai_categories`.
     """
     grid, series, one = _check_hourly(hour_start_us, hourly, POLLUTANTS)
     average: dict[str, np.ndarray] = {}
@@ -572,7 +575,7 @@ def epa_aqi(
 ) -> AqiResult:
     """US EPA AQI (2024 table) per hour on trailing windows: PM 24 h, O3 8 h (+1 h), CO 8 h, NO2 1 h, SO2 1 h (+24 h).
 
-    Concentrations truncated to the table's precision [S4.18]; O3 per :func:`epa_o3_sub_index`, SO2 per
+    Concentrations truncated to the table's precision (EPA-454/B-24-002); O3 per :func:`epa_o3_sub_index`, SO2 per
     :func:`epa_so2_sub_index`. For the hourly PM figure EPA reports, see :func:`epa_nowcast_aqi`.
     """
     grid, series, one = _check_hourly(hour_start_us, hourly, POLLUTANTS)
@@ -603,9 +606,10 @@ def epa_nowcast_aqi(
     min_weight: float = 0.5,
     impl: Impl = "numba",
 ) -> AqiResult:
-    """EPA AQI of the NowCast of ``pm25`` and/or ``pm10`` (the 24-h tables) [S4.18, S4.25]: an early-warning overlay.
+    """EPA AQI of the NowCast of ``pm25`` and/or ``pm10`` (the 24-h tables): an early-warning overlay.
 
-    PCD publishes 24-h moving averages, not NowCast [S4.5]: label this as an overlay, never as the Thai AQI.
+    PCD publishes 24-h moving averages, not NowCast (docs/reference.md#nowcast): label this as an overlay, never as
+    the Thai AQI.
     """
     grid, series, one = _check_hourly(hour_start_us, hourly, ("pm25", "pm10"))
     average: dict[str, np.ndarray] = {}

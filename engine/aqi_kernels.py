@@ -83,7 +83,7 @@ def moving_mean_kernel(values: Any, window: int, min_count: int, out_mean: Any, 
 def nowcast_kernel(
     values: Any, hours: int, min_weight: float, recent_hours: int, recent_min: int, out: Any, out_count: Any
 ) -> None:
-    """EPA NowCast of each hour from the ``hours`` latest hourly values (domain.md §4.4 [S4.25]).
+    """EPA NowCast of each hour from the ``hours`` latest hourly values (docs/reference.md#nowcast).
 
     Needs ``recent_min`` valid values among the ``recent_hours`` latest, else NaN. Weight factor
     w = 1 - (max - min) / max = min / max over the valid values of the window, floored at ``min_weight``;

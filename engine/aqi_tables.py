@@ -1,10 +1,11 @@
 """Breakpoint tables and categories of the Thai AQI (PCD, 2023) and the US EPA AQI (2024).
 
-Every figure comes from ``reference/domain.md`` section 4; the source tags ``[S4.n]`` resolve to its list. A table
-is a list of bands ``[c_lo, c_hi] -> [i_lo, i_hi]`` in the table's own unit, with the precision (decimals) the table
-is printed in; consecutive bands are one precision step apart (15.0 / 15.1), which :class:`BreakpointTable` checks.
-Concentrations are brought to that precision before the lookup (EPA: truncated [S4.18]; PCD: a setting, see
-:mod:`engine.aqi`).
+Every figure is published by PCD (Thai AQI, 2023) or US EPA (AQI, 2024); docs/reference.md#thai-aqi and
+docs/reference.md#us-epa-aqi give them with their sources. A table is a list of bands ``[c_lo, c_hi] -> [i_lo,
+i_hi]`` in the table's own unit, with the precision (decimals) the table is printed in; consecutive bands are one
+precision step apart (15.0 / 15.1), which :class:`BreakpointTable` checks.
+Concentrations are brought to that precision before the lookup (EPA: truncated, EPA-454/B-24-002; PCD: a setting,
+see :mod:`engine.aqi`).
 
 Units match the store's canonical units (``pm25``/``pm10`` µg/m³, ``so2``/``no2``/``o3`` ppb, ``co`` ppm) except the
 EPA ozone tables, printed in ppm as EPA publishes them; :mod:`engine.aqi` converts ppb to ppm before the lookup.
@@ -21,8 +22,8 @@ from lccm.engine.timebase import bkk_us, utc_us
 POLLUTANTS: Final = ("pm25", "pm10", "o3", "co", "no2", "so2")
 """Pollutant keys, in the order used for the output columns; a tie between sub-indices goes to the first."""
 
-THAI_TABLE_IN_FORCE_FROM_US: Final = bkk_us(2023, 6, 1)  # PCD table of 2023 in force from 1 June 2023 [S4.4]
-EPA_TABLE_IN_FORCE_FROM_US: Final = utc_us(2024, 5, 6)  # EPA 2024 PM2.5 revision effective 6 May 2024 [S4.24]
+THAI_TABLE_IN_FORCE_FROM_US: Final = bkk_us(2023, 6, 1)  # PCD table of 2023, in force from 1 June 2023
+EPA_TABLE_IN_FORCE_FROM_US: Final = utc_us(2024, 5, 6)  # EPA 2024 PM2.5 revision (PM NAAQS rule), effective 6 May 2024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +86,10 @@ INF = math.inf
 NAN = math.nan
 
 # ------------------------------------------------------------------------------------------------ Thai AQI (PCD)
-# domain.md §4.1, table of 1 June 2023 [S4.1 table; S4.4 PM2.5 cut points]. Averaging [S4.1]: PM 24 h moving,
-# O3 and CO 8 h moving, NO2 and SO2 1 h. The red band has no upper breakpoint in any source; how a concentration
-# in it becomes a number is a setting (engine.aqi.RedBandRule) [S4.6, S4.7], UNCONFIRMED.
-_TH = "domain.md §4.1 [S4.1, S4.4]"
+# PCD, Thai AQI table in force from 1 June 2023 (docs/reference.md#thai-aqi). Averaging: PM 24 h moving, O3 and CO
+# 8 h moving, NO2 and SO2 1 h. The red band has no upper breakpoint in any source; how a concentration in it becomes
+# a number is a setting (engine.aqi.RedBandRule), UNCONFIRMED.
+_TH = "PCD, Thai AQI table in force from 1 June 2023; docs/reference.md#thai-aqi"
 THAI_TABLES: Final[dict[str, BreakpointTable]] = {
     t.pollutant: t
     for t in (
@@ -144,10 +145,10 @@ THAI_TABLES: Final[dict[str, BreakpointTable]] = {
 }
 
 # --------------------------------------------------------------------------------------------------- US EPA AQI
-# domain.md §4.3, EPA-454/B-24-002 (May 2024) [S4.18]; PM2.5 edges of the 2024 revision [S4.19, S4.20]; other
-# pollutants [S4.21]. Ozone in ppm as published. Two rules of the table [S4.21]: 8-h O3 does not define AQI > 300
-# (that needs 1-h O3), 1-h SO2 does not define AQI >= 200 (that needs 24-h SO2).
-_US = "domain.md §4.3 [S4.18, S4.19, S4.20, S4.21]"
+# US EPA, EPA-454/B-24-002 (May 2024), with the PM2.5 edges of the 2024 revision; the other pollutants as in 40 CFR 58
+# Appendix G (docs/reference.md#us-epa-aqi). Ozone in ppm as published. Two rules of the table: 8-h O3 does not
+# define AQI > 300 (that needs 1-h O3), 1-h SO2 does not define AQI >= 200 (that needs 24-h SO2).
+_US = "US EPA, AQI technical assistance document EPA-454/B-24-002 (May 2024); docs/reference.md#us-epa-aqi"
 EPA_TABLES: Final[dict[str, BreakpointTable]] = {
     t.key: t
     for t in (
@@ -192,7 +193,7 @@ EPA_TABLES: Final[dict[str, BreakpointTable]] = {
             ],
             _US,
         ),
-        # 1-h O3 has no bands below AQI 101 [S4.21]; 2024 merges 301-400 and 401-500 into 301-500 [S4.18] (for
+        # 1-h O3 has no bands below AQI 101; 2024 merges 301-400 and 401-500 into 301-500 (for
         # O3 1-h the two old bands lie on one line, so the merge changes no value)
         _table(
             "o3_1h",
@@ -257,9 +258,9 @@ class Category:
 
 
 THAI_COLOURS_HEX_DEFAULT: Final = ("#00BFF3", "#00A651", "#FDC04E", "#F26522", "#CD0000")
-"""UNCONFIRMED: PCD publishes colour names, not codes. These are the rgb values one public Thai site uses
-(rgb(0,191,243), (0,166,81), (253,192,78), (242,101,34), (205,0,0)) [S4.1]; pass your own to
-:func:`thai_categories`. domain.md open item 5."""
+"""UNCONFIRMED: PCD publishes colour names, not codes. These are the rgb values one public Thai AQI site uses
+(rgb(0,191,243), (0,166,81), (253,192,78), (242,101,34), (205,0,0)); pass your own to :func:`thai_categories`
+(docs/reference.md#thai-aqi)."""
 
 _THAI_ROWS: Final = (
     (0, 25, "Very good", "ดีมาก", "blue"),
@@ -267,28 +268,29 @@ _THAI_ROWS: Final = (
     (51, 100, "Moderate", "ปานกลาง", "yellow"),
     (101, 200, "Starting to affect health", "เริ่มมีผลกระทบต่อสุขภาพ", "orange"),
     (201, None, "Affects health", "มีผลกระทบต่อสุขภาพ", "red"),
-)  # domain.md §4.1 [S4.1 table; S4.2, S4.3 colours/names]
+)  # PCD 2023 table; names and colours as Thai PBS World and AirBKK print them (docs/reference.md#thai-aqi)
 
 
 def thai_categories(colours_hex: tuple[str, ...] = THAI_COLOURS_HEX_DEFAULT) -> tuple[Category, ...]:
-    """The five Thai AQI categories [S4.1, S4.2, S4.3], with the given colour codes (UNCONFIRMED, see above)."""
+    """The five Thai AQI categories (PCD, 2023), with the given colour codes (UNCONFIRMED, see above)."""
     if len(colours_hex) != len(_THAI_ROWS):
         raise ValueError(f"need {len(_THAI_ROWS)} colour codes, got {len(colours_hex)}")
     for code in colours_hex:
         if len(code) != 7 or code[0] != "#" or any(c not in "0123456789abcdefABCDEF" for c in code[1:]):
             raise ValueError(f"colour code {code!r} is not of the form #RRGGBB")
     return tuple(
-        Category(k, lo, hi, en, th, colour, hex_.upper(), "domain.md §4.1 [S4.1, S4.2, S4.3]")
+        Category(k, lo, hi, en, th, colour, hex_.upper(), _TH)
         for k, ((lo, hi, en, th, colour), hex_) in enumerate(zip(_THAI_ROWS, colours_hex, strict=True))
     )
 
 
 THAI_CATEGORIES: Final = thai_categories()
 
-# domain.md §4.3: names and hex codes [S4.18, S4.22]; colour names as EPA's TAD names them [S4.18]. The Thai
-# wording is the one the Thai AQI definition page uses for the US categories [S4.1] (not an EPA text).
+# Names, colour names and hex codes as EPA-454/B-24-002 and open-source EPA AQI modules give them
+# (docs/reference.md#us-epa-aqi). The Thai wording is the one the Thai AQI definition page uses for the US
+# categories (not an EPA text).
 EPA_CATEGORIES: Final = tuple(
-    Category(k, lo, hi, en, th, colour, hex_, "domain.md §4.3 [S4.18, S4.22; Thai names S4.1]")
+    Category(k, lo, hi, en, th, colour, hex_, _US)
     for k, (lo, hi, en, th, colour, hex_) in enumerate(
         (
             (0, 50, "Good", "ดี", "green", "#00E400"),

@@ -1,7 +1,8 @@
 """Gas concentration units for the air-quality indices: ppb, ppm, µg/m³ and mg/m³ at 25 °C and 1 atm.
 
-Thai gas standards are referenced to 25 °C and 1 atm [S4.13] (domain.md §4.2), where one mole of an ideal gas
-fills 24.45 L. A mixing ratio of 1 ppb of a gas with molar mass M g/mol is then M / 24.45 µg/m³:
+Thai gas standards are referenced to 25 °C and 1 atm (IEAT handbook; docs/reference.md#gas-unit-conversion), where
+one mole of an ideal gas fills 24.45 L (the conventional figure). A mixing ratio of 1 ppb of a gas with molar mass
+M g/mol is then M / 24.45 µg/m³:
 
     µg/m³ = ppb × M / 24.45          ppb = µg/m³ × 24.45 / M
     mg/m³ = ppm × M / 24.45          ppm = mg/m³ × 24.45 / M
@@ -10,7 +11,7 @@ fills 24.45 L. A mixing ratio of 1 ppb of a gas with molar mass M g/mol is then 
 The molar masses are the ones the store's metric catalogue uses to convert wire units into canonical units
 (``store/migrations/001_core.sql``: SO2 64.066, NO2 46.0055, O3 47.9982, CO 28.010), so a value converted here and
 a value converted on ingest agree. The store keeps gases in ppb (SO2, NO2, O3) and ppm (CO); the Thai AQI table uses
-the same units (ppb for O3/NO2/SO2, ppm for CO [S4.1]); the EPA table gives O3 in ppm [S4.18, S4.21], converted with
+the same units (ppb for O3/NO2/SO2, ppm for CO); the EPA table gives O3 in ppm (EPA-454/B-24-002), converted with
 :func:`ppm_from_ppb`.
 """
 
@@ -20,7 +21,7 @@ from typing import Final, Literal, TypeVar
 
 import numpy as np
 
-MOLAR_VOLUME_L_25C_1ATM: Final = 24.45  # L/mol of an ideal gas at 25 °C, 101.325 kPa [S4.13]
+MOLAR_VOLUME_L_25C_1ATM: Final = 24.45  # L/mol of an ideal gas at 25 °C, 101.325 kPa (conventional value)
 
 Gas = Literal["so2", "no2", "o3", "co"]
 MOLAR_MASS_G_PER_MOL: Final[dict[str, float]] = {

@@ -2,15 +2,17 @@
 custom spans; Buddhist Era labels; the month slices of a period (for pro-rating monthly baselines); working days.
 
 Every period is a half-open span ``[start, end)`` of aware datetimes in Bangkok time (UTC+7 all year, no daylight
-saving, so :data:`engine.timebase.BANGKOK` is exact). Day, month and year edges are Bangkok midnights.
+saving, so :data:`engine.timebase.BANGKOK` is exact; docs/reference.md#city-time-zone). Day, month and year edges
+are Bangkok midnights.
 
 Conventions (with their sources):
 
-- Reporting years are calendar years (January-December, the layout of TGO's CFO form 1.5(1) [S1.14]) or Thai
-  government fiscal years (October-September [S1.15, S1.20], reference/domain.md §1.3). A fiscal year is named by
+- Reporting years are calendar years (January-December, the layout of TGO's CFO calculation form 1.5(1)) or Thai
+  government fiscal years (October-September, Budget Procedure Act B.E. 2561 section 4), as in
+  docs/reference.md#reporting-years and docs/reference.md#thai-fiscal-year. A fiscal year is named by
   the calendar year it ends in, as the Thai budget year is (ปีงบประมาณ): FY 2026 = 2025-10-01 00:00 to
   2026-10-01 00:00 Bangkok time. This is the convention of :mod:`engine.timebase` (``fiscal_year_bounds_us``),
-  reused here, and of the issue text (FY2026 = 2025-10-01..2026-09-30).
+  reused here.
 - Buddhist Era year = CE year + 543 (FY 2026 = ปีงบประมาณ พ.ศ. 2569) (:func:`engine.timebase.buddhist_era`).
 - Weeks are ISO 8601 weeks, Monday to Monday, numbered by ISO year (2026-W01 starts Monday 2025-12-29).
 - Year to date is ``[start of the reporting year containing as_of, as_of)``: pass the next midnight as ``as_of``
@@ -28,13 +30,12 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from lccm.engine.timebase import BANGKOK, US_PER_DAY, buddhist_era, us_from_datetime
+from lccm.engine.timebase import BANGKOK, FISCAL_YEAR_FIRST_MONTH, US_PER_DAY, buddhist_era, us_from_datetime
 
 YearKind = Literal["calendar", "fiscal"]
 YEAR_KINDS: tuple[str, ...] = get_args(YearKind)
 PeriodKind = Literal["day", "week", "month", "year", "fiscal_year", "ytd", "fytd", "rest_of_year", "custom"]
 Era = Literal["CE", "BE"]
-FISCAL_YEAR_FIRST_MONTH = 10  # October [S1.15, S1.20]
 
 
 @dataclass(frozen=True, slots=True)

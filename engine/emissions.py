@@ -8,7 +8,7 @@ Two views of every figure, same code, different factor table:
 
 - in force: :meth:`engine.factors.FactorRegistry.table` - the factor valid at each instant;
 - base year: :meth:`engine.factors.FactorRegistry.base_year_table` - the base year's factor for all time, for
-  like-for-like comparison with the baseline (reference/domain.md §2.1).
+  like-for-like comparison with the baseline (docs/reference.md#grid-electricity-factors).
 
 Amounts at instants with no factor in force (a key whose history has a hole, a device without a source class) are
 not dropped: they are returned as ``amount_without_factor``.

@@ -1,15 +1,16 @@
 """The emission-factor registry: dated factors with their sources, and the classification of emission sources.
 
-Every factor carries the source tag of /work/shared/reference/domain.md (``[S2.1]``, ``[S2.2]`` ...). Values that
-domain.md marks UNCONFIRMED are deliberately absent (older grid factors 0.5986 and 0.5813, gasohol E10/E20/E85,
-B7/B10 diesel, T-VER grid factor): such factors are configuration, to be added to a registry by whoever can
-source them, never constants here.
+Every factor carries its public source (issuer, document, date) and the section of docs/reference.md that explains
+it. Values no public source confirms are deliberately absent (older grid factors 0.5986 and 0.5813, gasohol
+E10/E20/E85, B7/B10 diesel, T-VER grid factor; docs/reference.md#values-that-are-settings): such factors are
+configuration, to be added to a registry by whoever can source them, never constants here.
 
 Validity is a half-open span of instants ``[valid_from, valid_to)``; ``None`` is unbounded. A date "until
 2025-12-31" is therefore ``valid_to = 2026-01-01 00:00 Asia/Bangkok``.
 
 Grid electricity (location-based, kgCO2e/kWh): 0.4999 from TGO's April 2022 table until the end of 2025, 0.4750
-from 2026-01-01 00:00 Asia/Bangkok (TGO board, announced 30 Nov 2025). TGO allows the previous factor until
+from 2026-01-01 00:00 Asia/Bangkok (TGO board, announced 30 Nov 2025; docs/reference.md#grid-electricity-factors).
+TGO allows the previous factor until
 31 Mar 2026 as a transition; the registry applies the new one from its effective date. The registry seeds 0.4999
 with an open start: it is the earliest sourced edition of the current method, and the older values are not dated
 in the reference; a municipality that needs another factor for an earlier base year adds it.
@@ -28,9 +29,15 @@ from lccm.engine.buckets import WeightTable
 from lccm.engine.kernels import NO_TS
 from lccm.engine.timebase import BANGKOK, us_from_datetime
 
-SRC_GRID_2026 = "[S2.1] TGO board, grid EF announced 30 Nov 2025 (The Nation), effective 1 Jan 2026"
-SRC_TGO_2022 = "[S2.2] TGO CFO EF table, April 2022 edition (as transcribed in public code)"
-SRC_GRID_2022 = "[S2.2, S2.3] TGO Grid Mix Electricity 2016-2018, LCIA IPCC 2013 GWP100 (AR5), April 2022 table"
+SRC_GRID_2026 = (
+    "TGO board decision announced 30 Nov 2025 (The Nation, 30 Nov 2025), effective 1 Jan 2026;"
+    " docs/reference.md#grid-electricity-factors"
+)
+SRC_TGO_2022 = "TGO CFO emission factors, update of April 2022; docs/reference.md#fuel-factors"
+SRC_GRID_2022 = (
+    "TGO CFO emission factors, update of April 2022: Grid Mix Electricity 2016-2018, LCIA IPCC 2013 GWP100 (AR5);"
+    " docs/reference.md#grid-electricity-factors"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +47,7 @@ class EmissionFactor:
     key: str
     kgco2e_per_unit: float
     unit: str  # activity unit: "kWh", "L", "kg", "MJ", "scf"
-    source: str  # source tag and citation, from domain.md
+    source: str  # public citation and the docs/reference.md section
     valid_from: datetime | None = None  # inclusive, aware; None = since always
     valid_to: datetime | None = None  # exclusive, aware; None = until further notice
     description: str = ""
@@ -61,8 +68,10 @@ class SourceClass:
     key: str
     factor_key: str
     scope: int  # GHG Protocol / TGO CFO scope: 1 direct, 2 energy indirect, 3 other indirect
-    cfo_category: str  # TGO CFO form wording [S1.14, S1.15]
-    gpc_ref: str | None  # GPC reference number <sector>.<sub-sector>.<scope> [S3.4, S3.5]; None = outside GPC BASIC
+    cfo_category: str  # TGO CFO form 1.5(1) wording (docs/reference.md#scopes-and-cfo-categories)
+    # GPC v1.1 reference number <sector>.<sub-sector>.<scope> (docs/reference.md#gpc-sectors-and-scopes); None =
+    # outside GPC BASIC
+    gpc_ref: str | None
     metric_id: int  # the metric it applies to: 1 energy (kWh register), 8 fuel (litre register)
     description: str = ""
 
@@ -103,7 +112,7 @@ SOURCE_CLASSES: tuple[SourceClass, ...] = (
     SourceClass("building_electricity", "grid_th", 2, "Purchased electricity", "I.2.2", 1,
                 "metered grid electricity of municipal buildings"),
     SourceClass("streetlight_electricity", "grid_th", 2, "Purchased electricity", "I.2.2", 1,
-                "street lighting (GPC I.2 covers public street lighting [S3.5])"),
+                "street lighting (GPC v1.1 section 6.3.1: I.2 covers public street lighting)"),
     SourceClass("electricity_upstream", "grid_th_upstream", 3, "Other indirect: fuel upstream of grid electricity",
                 None, 1, "scope-3 companion of grid electricity (from 2026 only)"),
     SourceClass("generator_diesel", "diesel_stationary_l", 1, "Stationary combustion", "I.2.1", 8,

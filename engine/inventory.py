@@ -1,15 +1,17 @@
 """Inventory arithmetic: GWPs, CO2e of an item, the baseline slice of any period, comparison with the baseline,
 year-end projection, reduction targets with a linear trajectory, and action-plan KPIs.
 
-GWPs (100-year) are reference/domain.md §2.3 [S2.5, S2.6, S2.7, S2.8, S2.9]. The default set is AR5, the set of
-TGO's April 2022 CFO factor table [S2.2, S2.3]; AR4 and AR6 are selectable per inventory, and base and reporting
-years must use the same set [S1.21]. Where sources differ the AR6 column follows the GHG Protocol list of August 2024
-(IPCC AR6 Table 7.SM.7) [S2.7]: HFC-134a 1,530 (Table 7.15 prints 1,526), SF6 24,300 (others print 25,200), CH4
+GWPs (100-year) are those of IPCC AR4 (2007) Table 2.14, AR5 (2013) Table 8.A.1 and AR6 (2021) Tables 7.15/7.SM.7
+(docs/reference.md#global-warming-potentials). The default set is AR5, the set of TGO's CFO emission-factor table of
+April 2022; AR4 and AR6 are selectable per inventory, and base and reporting years must use the same set (ISO
+14064-1 practice). Where sources differ the AR6 column follows the GHG Protocol list of August 2024 (IPCC AR6
+Table 7.SM.7): HFC-134a 1,530 (Table 7.15 prints 1,526), SF6 24,300 (others print 25,200), CH4
 non-fossil 27.0 (some tables print 27.2). Only AR6 splits CH4 into fossil and non-fossil in the reference; under
 AR4/AR5 both keys take the single CH4 value, so an inventory that tags its methane keeps working when the set
-changes. HCFC-22 (R-22) is outside the Kyoto basket and is reported separately (memo item) [S1.5, S1.19].
+changes. HCFC-22 (R-22) is outside the Kyoto basket and is reported separately (memo item;
+docs/reference.md#scopes-and-cfo-categories).
 
-Baseline slice: the base year is monthly by source (TGO form 1.5(1), January-December [S1.14]), held here by
+Baseline slice: the base year is monthly by source (TGO CFO calculation form 1.5(1), January-December), held here by
 calendar month. The slice of a period is, for every calendar month the period touches, the base year's value of
 the same calendar month times the share of that month the period covers (:class:`engine.calendar.MonthSlice`).
 A whole month therefore always matches the whole base month, whatever the day counts: February 2024 (29 days)
@@ -20,7 +22,7 @@ months of a year would no longer add up to the base-year total.)
 Comparison: delta = actual - baseline (negative = below the baseline, a reduction), delta % = 100 x delta /
 baseline. Emissions are compared twice, with the same baseline (reported at the base year's factors): actual at the
 factors in force (what the inventory reports) and actual at the base year's factors (like-for-like: activity
-change only, reference/domain.md §2.1, design.md).
+change only, docs/reference.md#grid-electricity-factors).
 
 Year-end projection (ratio method, also called seasonal-index projection): the year to date runs at the ratio
 r = actual YTD / baseline YTD of its baseline slice; the rest of the year is assumed to keep that ratio and the
@@ -29,11 +31,12 @@ keeps seasonality, which a run rate (YTD / days elapsed x days in year) loses, a
 "actual YTD + baseline rest" loses. Where the baseline YTD is 0 the ratio is undefined: the projection is the
 baseline's full year if nothing happened yet either (the start of the year), otherwise NaN (``defined`` False).
 
-Targets: a reduction of ``reduction_pct`` (default 5 %, the LCRS criterion of the brief, reference/domain.md §5.1,
-a per-target setting) below the base-year value by the target year; the trajectory is the straight line from the
-base-year value in the base year to the target value in the target year, held flat after it. A year is on track
-when its value (actual, or projected year-end) is at or below the trajectory; margin = trajectory - value
-(positive = headroom), margin % = 100 x margin / trajectory.
+Targets: a reduction of ``reduction_pct`` (default 5 %, the criterion of the LCRS programme of the National Municipal
+League of Thailand, 2015-2017; a per-target setting, docs/reference.md#base-year-and-targets) below the base-year
+value by the target year; the trajectory is the straight line from the base-year value in the base year to the
+target value in the target year, held flat after it. A year is on track when its value (actual, or projected
+year-end) is at or below the trajectory; margin = trajectory - value (positive = headroom), margin % = 100 x margin
+/ trajectory.
 """
 
 from __future__ import annotations
@@ -58,10 +61,12 @@ from lccm.engine.calendar import (
 
 GwpSet = Literal["AR4", "AR5", "AR6"]
 GWP_SETS: tuple[str, ...] = get_args(GwpSet)
-DEFAULT_GWP_SET: GwpSet = "AR5"  # TGO CFO table of April 2022 [S2.2, S2.3]
-DEFAULT_REDUCTION_PCT = 5.0  # LCRS "at least 5 % below the base year" (brief; reference/domain.md §5.1)
+DEFAULT_GWP_SET: GwpSet = "AR5"  # the set of TGO's CFO emission-factor table of April 2022
+DEFAULT_REDUCTION_PCT = 5.0  # LCRS "at least 5 % below the base year" (docs/reference.md#base-year-and-targets)
 
-SRC_GWP = "reference/domain.md §2.3 [S2.5, S2.6, S2.7]"
+_GWP_DOC = "docs/reference.md#global-warming-potentials"
+SRC_GWP = f"IPCC AR4 Table 2.14, AR5 Table 8.A.1, AR6 Table 7.SM.7 (GHG Protocol GWP list, Aug 2024); {_GWP_DOC}"
+_SRC_HFC = f"IPCC AR4/AR5/AR6 (GHG Protocol GWP list, Aug 2024); {_GWP_DOC}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,7 @@ class Gas:
     ar5: float
     ar6: float
     source: str
-    kyoto: bool = True  # in the Kyoto basket [S1.5]; False = memo item (HCFC-22 [S1.19])
+    kyoto: bool = True  # in the Kyoto basket of the CFO; False = memo item (HCFC-22, Montreal Protocol)
     composition: tuple[tuple[str, float], ...] = ()  # blends: (component, mass fraction)
 
     def gwp(self, gwp_set: GwpSet = DEFAULT_GWP_SET) -> float:
@@ -88,13 +93,14 @@ GASES: tuple[Gas, ...] = (
     Gas("CH4_fossil", 25, 28, 29.8, f"{SRC_GWP}; AR4/AR5 do not split CH4 in the reference"),
     Gas("CH4_nonfossil", 25, 28, 27.0, f"{SRC_GWP}; AR6 27.0 per GHG Protocol 2024 (some tables print 27.2)"),
     Gas("N2O", 298, 265, 273, SRC_GWP),
-    Gas("HFC-32", 675, 677, 771, "[S2.6, S2.7]"),
-    Gas("HFC-125", 3500, 3170, 3740, "[S2.6, S2.7]"),
-    Gas("HFC-134a", 1430, 1300, 1530, "[S2.6, S2.7]; AR6 1,530 per Table 7.SM.7 / GHG Protocol 2024 (7.15: 1,526)"),
-    Gas("HCFC-22", 1810, 1760, 1960, "[S2.2, S2.8, S2.9]", kyoto=False),
-    Gas("R-410A", 2088, 1924, 2256, "[S2.7]; 50/50 by mass HFC-32/HFC-125, published rounded",
-        composition=(("HFC-32", 0.5), ("HFC-125", 0.5))),
-    Gas("SF6", 22800, 23500, 24300, "[S2.6, S2.7]; AR6 24,300 per GHG Protocol 2024 (others print 25,200)"),
+    Gas("HFC-32", 675, 677, 771, _SRC_HFC),
+    Gas("HFC-125", 3500, 3170, 3740, _SRC_HFC),
+    Gas("HFC-134a", 1430, 1300, 1530, f"{_SRC_HFC}; AR6 1,530 per Table 7.SM.7 (Table 7.15: 1,526)"),
+    Gas("HCFC-22", 1810, 1760, 1960, f"US EPA Class II ODS list (AR4), TGO CFO table April 2022 (AR5), IPCC AR6; "
+        f"{_GWP_DOC}", kyoto=False),
+    Gas("R-410A", 2088, 1924, 2256, f"GHG Protocol GWP list, Aug 2024; 50/50 by mass HFC-32/HFC-125, published "
+        f"rounded; {_GWP_DOC}", composition=(("HFC-32", 0.5), ("HFC-125", 0.5))),
+    Gas("SF6", 22800, 23500, 24300, f"{_SRC_HFC}; AR6 24,300 per GHG Protocol 2024 (others print 25,200)"),
 )  # fmt: skip
 GAS_BY_KEY: dict[str, Gas] = {g.key: g for g in GASES}
 GAS_ALIASES: dict[str, str] = {"R-32": "HFC-32", "R-125": "HFC-125", "R-134a": "HFC-134a", "R-22": "HCFC-22"}

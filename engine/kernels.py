@@ -15,9 +15,9 @@ trust them):
 
 - times are int64 UTC epoch microseconds (``*_us``); ``NO_TS`` (int64 minimum) means "none";
 - devices are dense int32 indices ``0..n_devices-1``; per-device tables are in CSR form (``ptr[d]:ptr[d+1]``);
-- bucket outputs are laid out bucket-first, ``out[bucket, device]`` (reference/platform.md: ~4x faster than
-  device-first when the input is in time order), over edges ``edges_us[0] < edges_us[1] < ...``; bucket ``b`` is the
-  half-open span ``[edges_us[b], edges_us[b + 1])``;
+- bucket outputs are laid out bucket-first, ``out[bucket, device]`` (measured ~4x faster than device-first when the
+  input is in time order: docs/reference.md#platform-measurements), over edges ``edges_us[0] < edges_us[1] < ...``;
+  bucket ``b`` is the half-open span ``[edges_us[b], edges_us[b + 1])``;
 - a step table (multipliers, emission factors) is a list of ``(from_us, value)`` rows sorted by ``from_us``; the
   value holds from ``from_us`` until the next row; before the first row there is no value.
 """

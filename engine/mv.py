@@ -2,32 +2,33 @@
 
 Model (per building, daily): energy_kwh[d] = b0 + b1 x CDD[d] + b2 x workday[d] + error, fitted by ordinary least
 squares on a baseline period; b2 is dropped for buildings without a working-day pattern (``workday=None``). This is
-CalTRACK's daily model use-per-day = mu + beta_C x CDD [S7.8] with the heating term left out (heating degree days
-are mostly irrelevant in Thailand, reference/domain.md §7.3) and a working-day indicator added for offices.
+CalTRACK's daily model use-per-day = mu + beta_C x CDD (CalTRACK Methods v2.0) with the heating term left out
+(heating degree days are mostly irrelevant in Thailand) and a working-day indicator added for offices
+(docs/reference.md#caltrack-daily-model-and-cooling-degree-days).
 
 Cooling degree days: CDD[d] = max(0, T_mean[d] - T_base) in °C·day, where T_mean[d] is the day's mean temperature
-(Bangkok day), as in CalTRACK's daily methods [S7.8]. From hourly station readings, T_mean is the mean of the
-day's hourly means (so a station reporting every minute in some hours does not weigh those hours more), and a day
-needs ``min_hours`` hours with data (default 18: CalTRACK interpolates temperature gaps of up to 6 hours [S7.8];
-here a day missing more than 6 hours has no mean rather than a guessed one). The base temperature is a setting with
-no default: the reference gives no value for Thailand, and CalTRACK searches it per building
-(:func:`select_base_temperature`, best adjusted R² among fits with a non-negative CDD slope [S7.8]).
+(Bangkok day), as in CalTRACK's daily methods. From hourly station readings, T_mean is the mean of the day's hourly
+means (so a station reporting every minute in some hours does not weigh those hours more), and a day needs
+``min_hours`` hours with data (default 18: CalTRACK interpolates temperature gaps of up to 6 hours; here a day
+missing more than 6 hours has no mean rather than a guessed one). The base temperature is a setting with no
+default: no public source gives a value for Thailand, and CalTRACK searches it per building
+(:func:`select_base_temperature`, best adjusted R² among fits with a non-negative CDD slope).
 
-Statistics, ASHRAE Guideline 14 as in reference/domain.md §7.2 [S7.4, S7.5], with p = the number of model
-parameters (3, or 2 without the workday term) and n = the number of observations:
+Statistics of ASHRAE Guideline 14-2014, Annex B (docs/reference.md#ashrae-guideline-14-statistics), with p = the
+number of model parameters (3, or 2 without the workday term) and n = the number of observations:
 
     CV(RMSE) = sqrt(sum((yhat - y)²) / (n - p)) / ybar,     NMBE = sum(yhat - y) / ((n - p) x ybar)
 
-(NMBE's sign follows the reference: positive = the model over-predicts. OLS with an intercept has sum of residuals
+(NMBE's sign follows Guideline 14: positive = the model over-predicts. OLS with an intercept has sum of residuals
 = 0, so the in-sample NMBE of the daily fit is 0 up to rounding; it matters on aggregated or out-of-sample data.)
 Acceptance limits are parameters: :data:`G14_MONTHLY` (CV(RMSE) <= 15 %, |NMBE| <= 5 %) and :data:`G14_HOURLY`
-(30 %, 10 %) are Guideline 14-2014's calibration criteria [S7.6, S7.7]. There is no sourced limit for daily data
-(the whole-building regression limits are UNCONFIRMED in the reference): check a daily model on its monthly totals
+(30 %, 10 %) are Guideline 14-2014's calibration criteria. There is no sourced limit for daily data (no public
+source confirms the whole-building regression limits): check a daily model on its monthly totals
 (:func:`aggregate_goodness_of_fit`) against :data:`G14_MONTHLY`, or pass limits configured for daily data.
 
 Avoided energy = adjusted baseline - actual, per day and summed over the reporting period (the baseline model
-evaluated at the reporting period's weather and working days) [S7.8]; avoided emissions = avoided kWh x the
-emission factor of each day (kgCO2e/kWh, e.g. from :class:`engine.factors.FactorRegistry`).
+evaluated at the reporting period's weather and working days), as CalTRACK defines it; avoided emissions = avoided
+kWh x the emission factor of each day (kgCO2e/kWh, e.g. from :class:`engine.factors.FactorRegistry`).
 
 Everything here is a few thousand rows per building at most, so it is plain numpy (no numba kernel to twin).
 """
@@ -41,7 +42,7 @@ import numpy as np
 
 from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_H
 
-DEFAULT_MIN_HOURS = 18  # a day needs 18 of 24 hourly means (gaps <= 6 h, after CalTRACK [S7.8])
+DEFAULT_MIN_HOURS = 18  # a day needs 18 of 24 hourly means (gaps <= 6 h, after CalTRACK Methods v2.0)
 HOURS_PER_DAY = 24
 
 
@@ -54,8 +55,8 @@ class Limits:
     source: str = ""
 
 
-G14_MONTHLY = Limits(15.0, 5.0, "ASHRAE Guideline 14-2014, monthly data [S7.6, S7.7]")
-G14_HOURLY = Limits(30.0, 10.0, "ASHRAE Guideline 14-2014, hourly data [S7.6, S7.7]")
+G14_MONTHLY = Limits(15.0, 5.0, "ASHRAE Guideline 14-2014 calibration criteria, monthly data")
+G14_HOURLY = Limits(30.0, 10.0, "ASHRAE Guideline 14-2014 calibration criteria, hourly data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,7 @@ def fit_daily_model(
     """OLS fit of daily kWh on CDD (and the working-day indicator) over a baseline period.
 
     Days with missing energy or temperature are left out and counted (``n_excluded``); so are days of zero energy
-    when ``zeros_as_missing`` (CalTRACK treats electricity zeros as missing [S7.8])."""
+    when ``zeros_as_missing`` (CalTRACK Methods v2.0 treat electricity zeros as missing)."""
     energy = np.asarray(energy_kwh, dtype=np.float64)
     t = np.asarray(mean_temp_c, dtype=np.float64)
     if energy.shape != t.shape or energy.ndim != 1:
@@ -256,7 +257,7 @@ def select_base_temperature(
     zeros_as_missing: bool = True,
 ) -> DailyModel:
     """The fit with the best adjusted R² over candidate base temperatures, among fits whose CDD slope is >= 0
-    (CalTRACK's balance-point search [S7.8]); candidates whose CDD is constant over the baseline are skipped."""
+    (CalTRACK's balance-point search); candidates whose CDD is constant over the baseline are skipped."""
     best: DailyModel | None = None
     tried = []
     for base in candidates_c:

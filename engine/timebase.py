@@ -1,12 +1,19 @@
-"""Time in the engine: UTC epoch microseconds, with calendar buckets cut in Asia/Bangkok time.
+"""Time in the engine: UTC epoch microseconds, with calendar buckets cut in the city's time zone (Asia/Bangkok).
 
-Thailand keeps UTC+7 all year (no daylight saving), so Bangkok wall-clock time is ``utc_us + BKK_OFFSET_US``.
+The one definition of the city's time zone and calendar rules; every other stage imports them from here (this
+module is a leaf: numpy and the standard library only, no I/O, so tests/test_architecture.py lets every stage but
+simulators/ import it). Thailand has kept UTC+7 without daylight saving since 1 April 1920 (IANA Time Zone Database,
+file ``asia``, zone Asia/Bangkok; docs/reference.md#city-time-zone), so Bangkok wall-clock time is
+``utc_us + BKK_OFFSET_US`` and the fixed-offset :data:`BANGKOK` is exact for every date the product handles.
+SQL that cuts days and months uses :data:`CITY_TZ_NAME`, the same zone by its IANA name, as a bound parameter.
+
 Fixed-width buckets (1 min, 15 min, 1 h) are multiples of the width since the UTC epoch; because the offset is a
 whole number of hours they are also aligned with Bangkok clock time. Days, months and years are cut at Bangkok
 midnight with real calendar arithmetic (numpy ``datetime64`` months and years, never fixed lengths).
 
 Thai government fiscal year: 1 October to 30 September, named by the calendar year it ends in (FY 2026 =
-2025-10-01 00:00 to 2026-10-01 00:00 Asia/Bangkok). Buddhist Era year = CE year + 543.
+2025-10-01 00:00 to 2026-10-01 00:00 Asia/Bangkok; docs/reference.md#thai-fiscal-year). Buddhist Era year = CE
+year + 543 (docs/reference.md#buddhist-era-years).
 
 Every bucket edge array is sorted int64 UTC epoch microseconds, ``edges[b] <= t < edges[b + 1]`` for bucket b.
 """
@@ -14,7 +21,7 @@ Every bucket edge array is sorted int64 UTC epoch microseconds, ``edges[b] <= t 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 import numpy as np
 
@@ -22,9 +29,15 @@ US_PER_S = 1_000_000
 US_PER_MIN = 60 * US_PER_S
 US_PER_H = 3_600 * US_PER_S
 US_PER_DAY = 86_400 * US_PER_S
-BKK_OFFSET_US = 7 * US_PER_H
-BANGKOK = timezone(timedelta(hours=7), "ICT")
-BE_OFFSET_YEARS = 543
+UTC_OFFSET_H: Final = 7  # Thailand: UTC+7 all year, no daylight saving (docs/reference.md#city-time-zone)
+BKK_OFFSET_US: Final = UTC_OFFSET_H * US_PER_H
+BANGKOK: Final = timezone(timedelta(hours=UTC_OFFSET_H), "ICT")
+"""The city's time zone as a fixed offset: exact, and needs no tz database at run time."""
+CITY_TZ_NAME: Final = "Asia/Bangkok"
+"""The same zone by its IANA name, for PostgreSQL (``AT TIME ZONE %s``, ``set_config('TimeZone', %s, true)``) and
+Grafana; migrations that need it in a view name this constant in a comment."""
+FISCAL_YEAR_FIRST_MONTH: Final = 10  # the Thai government fiscal year starts on 1 October
+BE_OFFSET_YEARS: Final = 543
 
 Resolution = Literal["1min", "15min", "1h", "1d", "1mo", "1y", "fy"]
 RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
@@ -81,12 +94,12 @@ def local_date(ts_us: np.ndarray | int) -> np.ndarray:
 def fiscal_year_of(ts_us: np.ndarray | int) -> np.ndarray:
     """Thai fiscal year (CE, named by the year it ends in) of each instant, cut at Bangkok midnight 1 October."""
     months = _local(ts_us).astype("datetime64[M]").astype(np.int64)  # months since 1970-01
-    return (months + 3) // 12 + 1970
+    return (months + 13 - FISCAL_YEAR_FIRST_MONTH) // 12 + 1970
 
 
 def fiscal_year_bounds_us(fiscal_year: int) -> tuple[int, int]:
     """[start, end) of a Thai fiscal year: Bangkok 1 October of the previous year to 1 October of ``fiscal_year``."""
-    return bkk_us(fiscal_year - 1, 10, 1), bkk_us(fiscal_year, 10, 1)
+    return bkk_us(fiscal_year - 1, FISCAL_YEAR_FIRST_MONTH, 1), bkk_us(fiscal_year, FISCAL_YEAR_FIRST_MONTH, 1)
 
 
 def fixed_edges_us(start_us: int, end_us: int, width_us: int) -> np.ndarray:
@@ -106,7 +119,8 @@ def calendar_edges_us(start_us: int, end_us: int, unit: Literal["D", "M", "Y", "
         raise ValueError("end before start")
     if unit == "FY":
         fy0, fy1 = (int(y) for y in fiscal_year_of(np.array([start_us, end_us])))
-        months = (np.arange(fy0, fy1 + 2, dtype=np.int64) - 1970) * 12 - 3  # 1 October opening each FY
+        # the first month (1 October) opening each fiscal year, in months since 1970-01
+        months = (np.arange(fy0, fy1 + 2, dtype=np.int64) - 1971) * 12 + FISCAL_YEAR_FIRST_MONTH - 1
         return _utc_of_local(months.astype("datetime64[M]"))
     lo, hi = _local(np.array([start_us, end_us])).astype(f"datetime64[{unit}]")
     return _utc_of_local(np.arange(lo, hi + np.timedelta64(2, unit), dtype=f"datetime64[{unit}]"))

@@ -2,8 +2,8 @@
 
 Neither needs root or Docker. PostgreSQL comes from the ``pgserver`` wheel (a real server in a pip package, data in
 ``<data_dir>/pg``). The broker is a ``mosquitto`` child process when the binary is installed, with a configuration
-that never drops queued messages (see reference/platform.md), else the pure-Python ``amqtt`` broker (MQTT 3.1.1,
-fine for a demo city's few thousand messages per second).
+that never drops queued messages (docs/reference.md#platform-measurements), else the pure-Python ``amqtt``
+broker (MQTT 3.1.1, fine for a demo city's few thousand messages per second).
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     # year in which no factor changes (2025: TGO grid 0.4999 all year).
     emission_base_year: int = 2025
 
-    # Air quality: least share of a window's hours with data for an index average (the rule; PCD publishes
-    # none of its own, domain.md section 4).
+    # Air quality: least share of a window's hours with data for an index average (PCD publishes no rule of its own;
+    # 75 % follows US EPA's daily-average practice: docs/reference.md#averaging-and-completeness).
     aqi_completeness: float = Field(default=0.75, gt=0, le=1)
 
     # Streetlights: minutes around sunrise and sunset that count as neither day nor night (photocells switch near
@@ -115,4 +115,5 @@ class Settings(BaseSettings):
 
     # City (the demo and the simulator).
     city_file: Path | None = None
-    tz: str = "Asia/Bangkok"
+    # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
+    # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).

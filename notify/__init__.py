@@ -1,5 +1,6 @@
 """Alert notifications: one ``Notifier`` interface, channels (webhook, e-mail, LINE; MQTT lives in ingest/),
-Thai/English texts, quiet hours and daily digests. Imports nothing of the project (tests/test_architecture.py)."""
+Thai/English texts, quiet hours and daily digests. Imports nothing of the project but the city's time zone and
+calendar, ``lccm.engine.timebase`` (tests/test_architecture.py)."""
 
 from lccm.notify.dispatch import Dispatcher, DispatchReport, decide
 from lccm.notify.line import LineNotifier

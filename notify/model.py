@@ -3,8 +3,8 @@
 Everything here is plain data, validated on construction so a bad recipient list fails at start-up with a message
 that names the field, not at 3 a.m. when the first PM2.5 alert goes out.
 
-Times are aware datetimes normalised to UTC; quiet hours and digest hours are Asia/Bangkok wall-clock times
-(Thailand keeps UTC+7 all year, no daylight saving, so a fixed offset is exact).
+Times are aware datetimes normalised to UTC; quiet hours and digest hours are wall-clock times in the city's zone,
+:data:`lccm.engine.timebase.BANGKOK` (UTC+7 all year, no daylight saving; docs/reference.md#city-time-zone).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
-BANGKOK = timezone(timedelta(hours=7), "ICT")
+from lccm.engine.timebase import BANGKOK
 
 # Stable namespace for notification ids (uuid5): the same alert to the same recipient always gets the same id,
 # so a re-sent message carries the same idempotency key (LINE's X-Line-Retry-Key, the webhook delivery id).

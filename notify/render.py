@@ -1,8 +1,8 @@
 """Thai and English message texts: every template lives in TEXTS, nowhere else.
 
-Times are shown in Asia/Bangkok; Thai dates use Thai month abbreviations and the Buddhist Era year (CE + 543), the
-form Thai government staff read every day. Numbers keep four significant digits with thousands separators, and
-units are shown with their usual symbols (ug/m3 -> µg/m³).
+Times are shown in the city's zone (Asia/Bangkok); Thai dates use Thai month abbreviations and the Buddhist Era
+year (CE + 543, docs/reference.md#buddhist-era-years), the form Thai government staff read every day. Numbers keep
+four significant digits with thousands separators, and units are shown with their usual symbols (ug/m3 -> µg/m³).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from lccm.notify.model import BANGKOK, AlertMessage, Language, NotificationKind, Severity, Transition, as_utc
+from lccm.engine.timebase import BANGKOK, buddhist_era
+from lccm.notify.model import AlertMessage, Language, NotificationKind, Severity, Transition, as_utc
 
 TEXTS: dict[str, dict[str, str]] = {
     "th": {
@@ -117,7 +118,7 @@ def format_quantity(x: float | None, unit: str) -> str:
 def format_time(dt: datetime, lang: str, short: bool = False) -> str:
     """Bangkok wall-clock time; Thai uses the Buddhist Era year."""
     local = as_utc(dt).astimezone(BANGKOK)
-    year = local.year + 543 if lang == "th" else local.year
+    year = buddhist_era(local.year) if lang == "th" else local.year
     template = TEXTS[lang]["time.short" if short else "time.format"]
     month = MONTHS[lang][local.month - 1]
     return template.format(day=local.day, month=month, year=year, hh=local.hour, mm=local.minute)
@@ -125,7 +126,7 @@ def format_time(dt: datetime, lang: str, short: bool = False) -> str:
 
 def format_date(dt: datetime, lang: str) -> str:
     local = as_utc(dt).astimezone(BANGKOK)
-    year = local.year + 543 if lang == "th" else local.year
+    year = buddhist_era(local.year) if lang == "th" else local.year
     return TEXTS[lang]["date.format"].format(day=local.day, month=MONTHS[lang][local.month - 1], year=year)
 
 

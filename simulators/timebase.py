@@ -20,6 +20,9 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
+# The simulator's own copy of the city's zone, on purpose: it stands in for third-party devices, speaks only the
+# message contract (docs/contract.md) and imports nothing of the project, so it cannot share
+# lccm.engine.timebase.BANGKOK. Same fact, same source: docs/reference.md#city-time-zone.
 UTC_OFFSET_S = 7 * 3600
 BANGKOK = dt.timezone(dt.timedelta(seconds=UTC_OFFSET_S), "ICT")
 DAY_S = 86400

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
+from lccm.engine.timebase import CITY_TZ_NAME
 from lccm.store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -218,11 +219,17 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
             rows.kgco2e.tolist(), rows.kgco2e_base.tolist(), strict=True,
         ):  # fmt: skip
             cp.write_row(("15min", row[0], row[1], us_to_datetime(row[2]), *row[3:]))
-    # Hours, days and months are cut in Asia/Bangkok time; set for this transaction only.
-    conn.execute("SET LOCAL TimeZone = 'Asia/Bangkok'")
+    # Hours, days and months are cut in the city's time zone; set for this transaction only.
+    set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
     for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
         roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
+
+
+def set_city_time_zone(conn: psycopg.Connection) -> None:
+    """Cut hours, days and months (``date_trunc``, ``timestamptz`` arithmetic) in the city's time zone for the rest of
+    this transaction: ``SET LOCAL TimeZone``, written as ``set_config`` so the zone is a bound parameter."""
+    conn.execute("SELECT set_config('TimeZone', %s, true)", (CITY_TZ_NAME,))
 
 
 def roll_up(

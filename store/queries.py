@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
 from lccm.store.migrate import current_layout
 
 
@@ -321,7 +322,6 @@ def dead_letter_summary(
 
 # The register metrics the energy engine turns into buckets, by catalogue name: energy (kWh) and fuel (l).
 REGISTER_METRICS = ("energy", "fuel")
-BANGKOK_TZ = "Asia/Bangkok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,9 +414,10 @@ ENERGY_RESOLUTIONS: dict[str, str] = {
 }  # fmt: skip
 # A Thai fiscal year (October to September, named by the year it ends in) is the sum of its Bangkok months.
 _STORED_RESOLUTION = {"fy": "1mo"}
+# Shifting a local month by 13 - first month lands every month of a fiscal year in the calendar year it is named by.
 _FISCAL_YEAR_START = sql.SQL(
-    "make_timestamptz(extract(year FROM (x.bucket_start AT TIME ZONE %(tz)s) + interval '3 months')::int - 1,"
-    " 10, 1, 0, 0, 0, %(tz)s)"
+    "make_timestamptz(extract(year FROM (x.bucket_start AT TIME ZONE %(tz)s)"
+    " + make_interval(months => 13 - %(fy_month)s::int))::int - 1, %(fy_month)s::int, 1, 0, 0, 0, %(tz)s)"
 )
 
 # dev: the devices in scope with every grouping attribute. b: the buckets in range, each with its device's group.
@@ -501,7 +502,8 @@ def energy_series(
         "start": start,
         "end": end,
         "as_of": as_of,
-        "tz": BANGKOK_TZ,
+        "tz": CITY_TZ_NAME,
+        "fy_month": FISCAL_YEAR_FIRST_MONTH,
         "width": ENERGY_RESOLUTIONS[resolution],
         "site_code": site_code,
         "limit": limit,

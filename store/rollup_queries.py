@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-BANGKOK_TZ = "Asia/Bangkok"
+from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
+
 ROLLUP_RESOLUTIONS = ("15min", "1h", "1d", "1mo", "fy")
 GROUPS: dict[str, LiteralString] = {
     "device": "dev.device_code",
@@ -25,9 +26,10 @@ GROUPS: dict[str, LiteralString] = {
     "kind": "dev.kind",
     "city": "dev.city",
 }
+# Shifting a local month by 13 - first month lands every month of a fiscal year in the calendar year it is named by.
 _FY_START: LiteralString = (
-    "make_timestamptz(extract(year FROM (b.bucket_start AT TIME ZONE %(tz)s) + interval '3 months')::int - 1,"
-    " 10, 1, 0, 0, 0, %(tz)s)"
+    "make_timestamptz(extract(year FROM (b.bucket_start AT TIME ZONE %(tz)s)"
+    " + make_interval(months => 13 - %(fy_month)s::int))::int - 1, %(fy_month)s::int, 1, 0, 0, 0, %(tz)s)"
 )
 _DEV: LiteralString = """
     dev AS (SELECT d.id, d.device_id AS device_code, d.kind, s.site_code, s.city
@@ -57,7 +59,13 @@ def _bucket(resolution: str) -> sql.Composable:
 
 
 def _params(resolution: str, start: datetime, end: datetime, **filters: object) -> dict[str, object]:
-    base = {"resolution": "1mo" if resolution == "fy" else resolution, "start": start, "end": end, "tz": BANGKOK_TZ}
+    base = {
+        "resolution": "1mo" if resolution == "fy" else resolution,
+        "start": start,
+        "end": end,
+        "tz": CITY_TZ_NAME,
+        "fy_month": FISCAL_YEAR_FIRST_MONTH,
+    }
     return base | {"site_code": None, "device_id": None, "kind": None} | filters
 
 

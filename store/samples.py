@@ -19,7 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from lccm.store.energy import _EPOCH, _UNNEST, _US, BUCKET_US, Spans, _spans, _ts, _us, roll_up, window_readings
+from lccm.store.energy import (
+    _EPOCH,
+    _UNNEST,
+    _US,
+    BUCKET_US,
+    Spans,
+    _spans,
+    _ts,
+    _us,
+    roll_up,
+    set_city_time_zone,
+    window_readings,
+)
 from lccm.store.writer import us_to_datetime
 
 LAMP_METRIC = 6  # lamp_on
@@ -70,7 +82,7 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
             strict=True,
         ):  # fmt: skip
             cp.write_row(("15min", d, m, us_to_datetime(b), n, total, lo, hi, last, us_to_datetime(last_ts)))
-    conn.execute("SET LOCAL TimeZone = 'Asia/Bangkok'")
+    set_city_time_zone(conn)
     for level, finer, unit in _LEVELS:
         roll_up(
             conn, "sample_buckets", ranges, level, finer, unit,
@@ -152,7 +164,7 @@ def replace_lamps(conn: psycopg.Connection, ranges: Spans, rows: LampRows) -> No
             rows.night_off_s.tolist(), rows.night_known_s.tolist(), rows.unknown_s.tolist(), strict=True,
         ):  # fmt: skip
             cp.write_row(("15min", d, us_to_datetime(b), *seconds))
-    conn.execute("SET LOCAL TimeZone = 'Asia/Bangkok'")
+    set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("on_s", "day_on_s", "night_off_s", "night_known_s", "unknown_s")}
     for level, finer, unit in _LEVELS:
         roll_up(conn, "lamp_buckets", ranges, level, finer, unit, sums, with_metric=False)

@@ -3,9 +3,9 @@
 Split as psycopg splits its own COPY: ``encode_readings`` is a pure function from columns to the bytes of a
 PostgreSQL binary COPY stream (numpy, no Python loop per row), and ``write_batch`` does the I/O.
 
-Duplicates: the fast path COPYs straight into ``readings`` (about twice the rate of the dedup path, see
-reference/platform.md). If the batch collides with rows already stored (a redelivery after a crash, a replay), the
-transaction is rolled back to a savepoint and the batch goes through a temporary table with
+Duplicates: the fast path COPYs straight into ``readings`` (about twice the rate of the dedup path, measured:
+docs/reference.md#platform-measurements). If the batch collides with rows already stored (a redelivery after a
+crash, a replay), the transaction is rolled back to a savepoint and the batch goes through a temporary table with
 ``INSERT ... ON CONFLICT DO NOTHING``: a duplicate is a no-op and is counted, never an error.
 """
 

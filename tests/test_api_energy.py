@@ -239,7 +239,7 @@ def test_factors_in_force_over_the_range(client: TestClient) -> None:
         ("grid_th", 0.4999, "kWh", None, "2025-12-31T17:00:00Z"),
         ("grid_th", 0.475, "kWh", "2025-12-31T17:00:00Z", None),
     ]
-    assert body["factors"][1]["source"].startswith("[S2.1]")
+    assert body["factors"][1]["source"].startswith("TGO board decision announced 30 Nov 2025")
     everywhere = _energy(client, **{"from": "2026-06-01T00:00:00+07:00", "to": "2026-06-02T00:00:00+07:00"})
     assert everywhere["rows"] == []
     assert [(f["key"], f["kgco2e_per_unit"]) for f in everywhere["factors"]] == [

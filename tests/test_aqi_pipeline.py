@@ -1,7 +1,7 @@
 """Pollutant readings -> hourly means -> Thai AQI, EPA AQI and NowCast per station hour -> /aqi routes.
 
-Expected values are worked by hand from the PCD 2023 table (domain.md section 4.1: PM2.5 37.6-75.0 ug/m3 is AQI
-101-200) and the EPA 2024 table (section 4.3: PM2.5 35.5-55.4 is 101-150).
+Expected values are worked by hand from the PCD 2023 table (docs/reference.md#thai-aqi: PM2.5 37.6-75.0 ug/m3 is
+AQI 101-200) and the EPA 2024 table (docs/reference.md#us-epa-aqi: PM2.5 35.5-55.4 is 101-150).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 by the real pipeline (write_batch + the runtime's updaters), against hand-computed figures and an independent
 numpy least-squares fit.
 
-Grid factors (engine/factors.py, reference/domain.md): 0.4999 kgCO2e/kWh until the end of 2025, 0.4750 from
-1 January 2026; the base-year factor of the energy buckets is 2025's (Settings.emission_base_year), 0.4999.
+Grid factors (engine/factors.py, docs/reference.md#grid-electricity-factors): 0.4999 kgCO2e/kWh until the end of
+2025, 0.4750 from 1 January 2026; the base-year factor of the energy buckets is 2025's (Settings.emission_base_year),
+0.4999.
 """
 
 from __future__ import annotations

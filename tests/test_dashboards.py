@@ -220,7 +220,7 @@ def test_energy_panels_show_hand_computed_figures(db: str) -> None:
     # 15-min bucket from 23:00: M1's mean (1000 + 2000 + 3000) / 3 = 2000 W plus M2's mean 500 W = 2500 W.
     assert [(r["time"], r["metric"], r["power_w"]) for r in power] == [(_utc(T0), "HALL", pytest.approx(2500.0))]
     # The range ends 1 Oct 12:00 Bangkok, so "today" is 1 Oct (Bangkok): M1's 00:00-01:00 = 2 x 10 = 20 kWh, at
-    # the 2026 grid factor 0.4750 kgCO2e/kWh (domain.md 2.1 [S2.1]): 20 x 0.4750 = 9.5 kgCO2e.
+    # the 2026 grid factor 0.4750 kgCO2e/kWh (TGO, from 1 Jan 2026): 20 x 0.4750 = 9.5 kgCO2e.
     (today,) = _query(db, model, "Today's energy per site (Bangkok day)")
     assert (today["site"], today["energy_kwh"], today["kgco2e"]) == ("HALL", pytest.approx(20.0), pytest.approx(9.5))
     daily = _query(db, model, "Daily energy per site (Bangkok days)")
@@ -244,8 +244,8 @@ def test_emissions_by_scope_at_both_factors(db: str) -> None:
     base = _query(db, model, "Monthly kgCO2e by CFO scope (base-year factor)")
     sep, oct_ = datetime(2026, 8, 31, 17, tzinfo=UTC), datetime(2026, 9, 30, 17, tzinfo=UTC)  # Bangkok months
     # September: M1 20 kWh + cabinet 2 kWh = 22 kWh of purchased electricity (scope 2); October: M1 20 kWh.
-    # In force (2026, 0.4750): 22 x 0.4750 = 10.45 and 20 x 0.4750 = 9.5. Base year 2025 (0.4999, domain.md 2.1
-    # [S2.2]): 22 x 0.4999 = 10.9978 and 20 x 0.4999 = 9.998.
+    # In force (2026, 0.4750): 22 x 0.4750 = 10.45 and 20 x 0.4750 = 9.5. Base year 2025 (0.4999, TGO April 2022
+    # table): 22 x 0.4999 = 10.9978 and 20 x 0.4999 = 9.998.
     assert [(r["time"], r["metric"], r["kgco2e"]) for r in in_force] == [
         (sep, "Scope 2", pytest.approx(10.45)),
         (oct_, "Scope 2", pytest.approx(9.5)),
@@ -267,7 +267,7 @@ def test_air_quality_panels(db: str) -> None:
     assert (so2["time"], so2["so2_ppb"]) == (_utc(AQ0), 150.0)  # (100 + 200) / 2
     thai = _query(db, model, "Thai AQI per station (PCD 2023)")
     # Hours 17..23 have 18 of 24 valid hours (75 %); 24-h mean 40.0 in the PCD band 37.6-75.0 -> AQI 101-200
-    # (domain.md 4.1 [S4.1]): (200 - 101) / (75.0 - 37.6) x (40.0 - 37.6) + 101 = 107.35 -> 107.
+    # (PCD 2023 table, docs/reference.md#thai-aqi): (200 - 101) / (75.0 - 37.6) x (40.0 - 37.6) + 101 = 107.35 -> 107.
     # Hour 0 has only the SO2 1-h index: 150 ppb in the band 101-200 -> 26-50: (50 - 26) / (200 - 101) x
     # (150 - 101) + 26 = 37.88 -> 38.
     assert [(r["time"], r["aqi"]) for r in thai] == [(_utc(AQ0), 38.0)] + [
@@ -285,7 +285,8 @@ def test_air_quality_thresholds_are_the_thai_standards() -> None:
     def steps(title: str) -> list[Any]:
         return [s["value"] for s in panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]]
 
-    # domain.md 4.2: PM2.5 24-h 37.5 ug/m3 [S4.10]; SO2 1-h 0.3 ppm = 300 ppb [S4.12]; 4.1 Thai AQI bands [S4.1].
+    # Thai standards: PM2.5 24-h 37.5 ug/m3, SO2 1-h 0.3 ppm = 300 ppb; PCD 2023 Thai AQI bands
+    # (docs/reference.md#air-quality).
     assert steps("PM2.5: hourly and 24-h moving means (standard 37.5 ug/m3, 24-h)") == [None, 37.5]
     assert steps("SO2: hourly means (standard 300 ppb, 1-h)") == [None, 300.0]
     assert steps("Thai AQI per station (PCD 2023)") == [None, 26.0, 51.0, 101.0, 201.0]

@@ -4,8 +4,8 @@ The virtual city runs with its fault mix on (drops, duplicates, reordering, late
 spikes, register resets, rollovers, malformed payloads) through the real broker, ingest and database; the energy
 updater turns the stored registers into buckets. The simulator knows the true consumption between each device's
 first and last stored reading (GroundTruth.consumed), computed from its own physics, not from the registers.
-Expected emissions use the factors of reference/domain.md directly: grid 0.4750 kgCO2e/kWh (2026), diesel
-2.7078 kg/L for generators (stationary) and 2.7406 kg/L for the fleet (on-road).
+Expected emissions use TGO's published factors directly (docs/reference.md#grid-electricity-factors): grid 0.4750
+kgCO2e/kWh (2026), diesel 2.7078 kg/L for generators (stationary) and 2.7406 kg/L for the fleet (on-road).
 """
 
 from __future__ import annotations

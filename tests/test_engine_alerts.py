@@ -44,7 +44,8 @@ def rule(**kw: Any) -> AlertRule:
     return AlertRule.model_validate({**base, **kw})
 
 
-# EGAT's Mae Moh rule [domain.md S4.14]: 0.15 ppm = 150 ppb held 6 min raises, below 0.05 ppm = 50 ppb clears.
+# EGAT's Mae Moh rule (docs/reference.md#mae-moh-so2-rule): 0.15 ppm = 150 ppb held 6 min raises, below 0.05 ppm
+# = 50 ppb clears.
 MAE_MOH = rule(metric="so2_ppb", **{"raise": {"above": 150, "for": "6min"}}, clear={"below": 50}, holdoff="30min")
 
 
@@ -350,7 +351,8 @@ def test_outside_working_hours_counts_weekends_thai_holidays_and_nights() -> Non
 
 
 def test_sun_up_at_lampang_matches_the_published_sunrise_and_sunset_ranges() -> None:
-    # domain.md 6.1 (NOAA equations): Lampang sunrise 05:45-06:56, sunset 17:44-19:02 ICT over the year.
+    # NOAA equations (docs/reference.md#streetlight-operating-hours): Lampang sunrise 05:45-06:56, sunset 17:44-19:02
+    # ICT over the year.
     day = rule(metric="power_w", **{"raise": {"above": 500}}, schedule={"when": "sun_up", "sun_margin": 0}).schedule
     times = [bkk(2026, 1, 10, 5, 44), bkk(2026, 1, 10, 6, 57), bkk(2026, 1, 10, 12), bkk(2026, 1, 10, 17, 43),
              bkk(2026, 1, 10, 19, 3)]  # fmt: skip

@@ -1,8 +1,9 @@
-"""AQI lookups, categories, units and the per-hour pipeline, against the published tables of domain.md section 4.
+"""AQI lookups, categories, units and the per-hour pipeline, against the published tables.
 
-The tables below are transcribed again, by hand, from ``reference/domain.md`` (§4.1 Thai AQI of 1 June 2023 [S4.1,
-S4.4]; §4.3 US EPA AQI 2024 [S4.18-S4.21]) so the engine's own copy is checked against an independent one: every
-band edge (exactly at a breakpoint, one precision step either side, inside the gap between bands) of every pollutant.
+The tables below are transcribed again, by hand, from the published tables as docs/reference.md gives them (PCD's
+Thai AQI of 1 June 2023, docs/reference.md#thai-aqi; US EPA AQI 2024, EPA-454/B-24-002,
+docs/reference.md#us-epa-aqi) so the engine's own copy is checked against an independent one: every band edge
+(exactly at a breakpoint, one precision step either side, inside the gap between bands) of every pollutant.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def test_thai_sub_index_at_every_band_edge(pollutant: str, rule: str) -> None:
 
 
 def test_thai_pm25_gap_between_bands_depends_on_the_precision_rule() -> None:
-    # 15.0 -> 25, 15.1 -> 26 [S4.1]; 15.05 lies in neither band: rounded half up it is 15.1, truncated 15.0
+    # 15.0 -> 25, 15.1 -> 26 (PCD 2023 table); 15.05 lies in neither band: rounded half up it is 15.1, truncated 15.0
     assert list(aqi.thai_sub_index("pm25", [15.0, 15.04, 15.05, 15.1])) == [25, 25, 26, 26]
     assert list(aqi.thai_sub_index("pm25", [15.0, 15.04, 15.05, 15.1], TRUNC)) == [25, 25, 25, 26]
 
@@ -119,12 +120,13 @@ def test_thai_sub_index_inside_bands_hand_computed() -> None:
 
 
 def test_thai_red_band_rules() -> None:
-    # default PM2.5 [S4.6]: 75.1 -> 201 ... 500 -> 500; 100: 201 + 299 / 424.9 x 24.9 = 218.52 -> 219
+    # default PM2.5 (as open-source Thai AQI code): 75.1 -> 201 ... 500 -> 500;
+    # 100: 201 + 299 / 424.9 x 24.9 = 218.52 -> 219
     assert list(aqi.thai_sub_index("pm25", [75.1, 100.0, 500.0, 600.0])) == [201, 219, 500, 570]
     # 600: 201 + 299 / 424.9 x 524.9 = 570.37 -> 570 (the same line beyond the top)
     # default PM10 (extend the 101-200 slope 99 / 59): 200 -> 201 + 99 / 59 x 19 = 232.88 -> 233
     assert list(aqi.thai_sub_index("pm10", [181, 200])) == [201, 233]
-    # PCD's pre-2023 bulletins: 1 AQI per µg/m³ above the red edge [S4.7]: top 75.1 + 299 = 374.1 maps to 500
+    # PCD's pre-2023 bulletins (Pattaya Today): 1 AQI per µg/m³ above the red edge: top 75.1 + 299 = 374.1 maps to 500
     slope_one = AqiSettings(thai_above_200={"pm25": RedBandRule("to_top", top_concentration=374.1)})
     assert list(aqi.thai_sub_index("pm25", [75.1, 100.0, 140.0], slope_one)) == [201, 226, 266]
     # 100: 201 + 24.9 = 225.9 -> 226; 140: 201 + 64.9 = 265.9 -> 266
@@ -140,14 +142,14 @@ def _epa(key: str, values: list[float], settings: AqiSettings = aqi.DEFAULT_SETT
 @pytest.mark.parametrize("key", sorted(EPA))
 def test_epa_sub_index_at_every_band_edge(key: str) -> None:
     decimals, bands = EPA[key]
-    cases = _edge_cases(decimals, bands, "truncate")  # EPA truncates [S4.18]
+    cases = _edge_cases(decimals, bands, "truncate")  # EPA truncates (EPA-454/B-24-002)
     np.testing.assert_array_equal(
         aqi.epa_sub_index(key, [c for c, _ in cases]), [e for _, e in cases], err_msg=f"{key}: {cases}"
     )
 
 
 def test_epa_truncates_before_the_lookup() -> None:
-    # AirNow: "truncated to .001 ppm for O3, 0.1 µg/m3 for PM2.5, 1 µg/m3 for PM10" [S4.18]
+    # AirNow: "truncated to .001 ppm for O3, 0.1 µg/m3 for PM2.5, 1 µg/m3 for PM10" (EPA-454/B-24-002)
     assert _epa("pm25_24h", [9.09, 9.1, 35.49]) == [50, 51, 100]
     assert _epa("pm10_24h", [54.99, 55.0]) == [50, 51]
     assert _epa("o3_8h", [54.9, 55.0]) == [50, 51]  # 0.0549 ppm truncates to 0.054
@@ -175,8 +177,8 @@ def test_epa_above_the_table() -> None:
     # PM2.5 400: 301 + 199 / 99.9 x (400 - 225.5) = 648.6 -> 649 extended, 500 capped
     assert _epa("pm25_24h", [325.4, 400.0]) == [500, 649]
     assert _epa("pm25_24h", [325.4, 400.0], AqiSettings(epa_above_500="cap")) == [500, 500]
-    assert _epa("o3_8h", [201, 300]) == [300, 300]  # 8-h O3 stops at 300 [S4.21]
-    assert _epa("so2_1h", [305, 900]) == [200, 200]  # 1-h SO2 stops at 200 [S4.21]
+    assert _epa("o3_8h", [201, 300]) == [300, 300]  # 8-h O3 stops at 300 (40 CFR 58 App. G)
+    assert _epa("so2_1h", [305, 900]) == [200, 200]  # 1-h SO2 stops at 200 (40 CFR 58 App. G)
 
 
 def test_epa_ozone_combines_8h_and_1h() -> None:
@@ -195,7 +197,8 @@ def test_epa_ozone_combines_8h_and_1h() -> None:
 
 
 def test_epa_so2_uses_the_24h_average_at_200_and_above() -> None:
-    # 1-h <= 304: the 1-h table; 1-h >= 305: 200, or the 24-h index where the 24-h average reaches 305 [S4.21]
+    # 1-h <= 304: the 1-h table; 1-h >= 305: 200, or the 24-h index where the 24-h average reaches 305
+    # (40 CFR 58 Appendix G)
     # 24-h 400: 201 + 99 / 299 x 95 = 232.45 -> 232; 24-h 700: 301 + 199 / 399 x 95 = 348.38 -> 348
     got = aqi.epa_so2_sub_index([304, 305, 305, 700, 700, 100], [np.nan, 100, 400, 700, np.nan, 700])
     assert list(got) == [200, 200, 232, 348, 200, 112]
@@ -219,7 +222,7 @@ def test_epa_nowcast_aqi_of_a_hand_computed_nowcast() -> None:
 
 # ------------------------------------------------------------------------------------------------- categories
 def test_thai_categories_as_in_the_reference() -> None:
-    # domain.md §4.1 [S4.1, S4.2, S4.3]; hex codes UNCONFIRMED, rgb of S4.1's page by default
+    # PCD 2023 categories (docs/reference.md#thai-aqi); hex codes UNCONFIRMED, by default the rgb of a public Thai site
     expected = [
         (0, 25, "Very good", "ดีมาก", "blue", "#00BFF3"),
         (26, 50, "Good", "ดี", "green", "#00A651"),
@@ -229,7 +232,7 @@ def test_thai_categories_as_in_the_reference() -> None:
     ]
     got = [(c.aqi_lo, c.aqi_hi, c.name_en, c.name_th, c.colour_name, c.colour_hex) for c in THAI_CATEGORIES]
     assert got == expected
-    assert [int(x, 16) for x in ("00", "BF", "F3")] == [0, 191, 243]  # rgb(0,191,243) [S4.1]
+    assert [int(x, 16) for x in ("00", "BF", "F3")] == [0, 191, 243]  # rgb(0,191,243), as that site prints it
     mine = thai_categories(("#000001", "#000002", "#000003", "#000004", "#abcdef"))
     assert [c.colour_hex for c in mine] == ["#000001", "#000002", "#000003", "#000004", "#ABCDEF"]
     with pytest.raises(ValueError, match="#RRGGBB"):
@@ -237,7 +240,7 @@ def test_thai_categories_as_in_the_reference() -> None:
 
 
 def test_epa_categories_as_in_the_reference() -> None:
-    # domain.md §4.3 [S4.18, S4.22]
+    # EPA-454/B-24-002 names and colours (docs/reference.md#us-epa-aqi)
     got = [(c.aqi_lo, c.aqi_hi, c.name_en, c.colour_hex) for c in EPA_CATEGORIES]
     assert got == [
         (0, 50, "Good", "#00E400"),
@@ -267,7 +270,7 @@ def test_engine_tables_refuse_a_gap_or_an_overlap() -> None:
 
 # ------------------------------------------------------------------------------------------------------ units
 def test_unit_conversions_by_hand() -> None:
-    # µg/m³ = ppb x M / 24.45 at 25 °C, 1 atm [S4.13]
+    # µg/m³ = ppb x M / 24.45 at 25 °C, 1 atm (docs/reference.md#gas-unit-conversion)
     assert MOLAR_VOLUME_L_25C_1ATM == 24.45
     assert ugm3_from_ppb(300.0, "so2") == pytest.approx(300 * 64.066 / 24.45)  # = 786.086 µg/m³
     assert ugm3_from_ppb(300.0, "so2") == pytest.approx(786.0859, abs=1e-4)
@@ -277,7 +280,7 @@ def test_unit_conversions_by_hand() -> None:
     assert ppb_from_ugm3(786.0859, "so2") == pytest.approx(300.0, abs=1e-4)
     assert ppm_from_mgm3(10.3104, "co") == pytest.approx(9.0, abs=1e-4)
     assert ppm_from_ppb(54.0) == 0.054 and ppb_from_ppm(0.054) == pytest.approx(54.0)
-    # the PCD standards table prints the same pairs to 2 significant figures [S4.12]: NO2 0.17 ppm = 0.32 mg/m³,
+    # the PCD standards table prints the same pairs to 2 significant figures: NO2 0.17 ppm = 0.32 mg/m³,
     # O3 0.10 ppm = 0.20 mg/m³ (its SO2 0.3 ppm = 780 µg/m³ and CO 9 ppm = 10.26 mg/m³ use a slightly other factor)
     assert round(ugm3_from_ppb(170.0, "no2") / 1000, 2) == 0.32
     assert round(ugm3_from_ppb(100.0, "o3") / 1000, 2) == 0.20

@@ -42,7 +42,8 @@ def naive_moving_mean(col: list[float], window: int, need: int) -> list[float]:
 
 
 def naive_nowcast(col: list[float], hours: int = 12, min_weight: float = 0.5) -> list[float]:
-    """EPA NowCast as written in S4.25 (nowcast.js): latest first, w = 1 - (max - min) / max, floored."""
+    """EPA NowCast as MazamaScience air-monitor-algorithms writes it (nowcast.js): latest first,
+    w = 1 - (max - min) / max, floored."""
     out = []
     for i in range(len(col)):
         window = list(reversed(col[max(0, i - hours + 1) : i + 1]))
@@ -165,7 +166,7 @@ def test_nowcast_twin_and_the_published_algorithm(rows: list[list[float]]) -> No
 
 
 def test_nowcast_published_example(impl: Impl) -> None:
-    # S4.25 (MazamaScience air-monitor-algorithms, pm_nowcast docs): [null, null, 10, 12, 15, 14, 11]
+    # MazamaScience air-monitor-algorithms, pm_nowcast docs: [null, null, 10, 12, 15, 14, 11]
     # -> [null, null, null, 11.1, 13.0, 13.4, 12.5] to one decimal
     got, count = aqi.nowcast(np.array([np.nan, np.nan, 10, 12, 15, 14, 11]), impl=impl)
     np.testing.assert_array_equal(np.round(got, 1), [np.nan, np.nan, np.nan, 11.1, 13.0, 13.4, 12.5])
@@ -176,7 +177,7 @@ def test_nowcast_published_example(impl: Impl) -> None:
 
 def test_nowcast_worked_example_with_the_weight_floor(impl: Impl) -> None:
     # 12 hours, latest first: 64, 32, then ten hours of 16.
-    # w = min / max = 16 / 64 = 0.25 < 0.5 -> w = 0.5 (the PM floor [S4.25])
+    # w = min / max = 16 / 64 = 0.25 < 0.5 -> w = 0.5 (the PM floor, docs/reference.md#nowcast)
     # numerator   = 64 + 32 x 0.5 + 16 x (0.5^2 + ... + 0.5^11) = 64 + 16 + 16 x 0.49951171875 = 87.9921875
     # denominator = 1 + 0.5 + ... + 0.5^11 = 2 x (1 - 0.5^12) = 1.99951171875
     # NowCast = 87.9921875 / 1.99951171875 = 44.00684...
@@ -184,7 +185,7 @@ def test_nowcast_worked_example_with_the_weight_floor(impl: Impl) -> None:
     got, _ = aqi.nowcast(np.array(oldest_first), impl=impl)
     assert got[-1] == pytest.approx(87.9921875 / 1.99951171875, rel=1e-12)
     assert got[-1] == pytest.approx(44.0068, abs=1e-4)
-    # without the floor (AirMonitor's pmAsian-style min weight 0.1 [S4.26]) w = 0.25:
+    # without the floor (the AirMonitor R package's pmAsian-style min weight 0.1) w = 0.25:
     # (64 + 32 x 0.25 + 16 x sum 0.25^2..0.25^11) / sum 0.25^0..0.25^11
     num = 64 + 32 * 0.25 + 16 * sum(0.25**k for k in range(2, 12))
     den = sum(0.25**k for k in range(12))

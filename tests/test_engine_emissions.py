@@ -1,4 +1,5 @@
-"""The factor registry (values pinned to reference/domain.md) and emissions split at factor changes."""
+"""The factor registry (values pinned to TGO's published factors, docs/reference.md#fuel-factors) and emissions split
+at factor changes."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from lccm.engine.timebase import (
     fixed_edges_us,
     utc_us,
 )
+from tests._reference import anchors, pointers
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHANGE_US = utc_us(2025, 12, 31, 17)  # 2026-01-01 00:00 Asia/Bangkok
@@ -68,8 +70,10 @@ def test_grid_factor_changes_at_bangkok_new_year_2026() -> None:
     assert bkk_us(2026, 1, 1) == CHANGE_US
     before = TGO_REGISTRY.in_force("grid_th", CHANGE_US - 1)
     after = TGO_REGISTRY.in_force("grid_th", CHANGE_US)
-    assert before is not None and before.kgco2e_per_unit == 0.4999 and "[S2.2" in before.source
-    assert after is not None and after.kgco2e_per_unit == 0.4750 and after.source.startswith("[S2.1]")
+    assert before is not None and before.kgco2e_per_unit == 0.4999
+    assert before.source.startswith("TGO CFO emission factors, update of April 2022: Grid Mix Electricity 2016-2018")
+    assert after is not None and after.kgco2e_per_unit == 0.4750
+    assert after.source.startswith("TGO board decision announced 30 Nov 2025")
     assert TGO_REGISTRY.in_force("grid_th_upstream", CHANGE_US - 1) is None
     upstream = TGO_REGISTRY.in_force("grid_th_upstream", CHANGE_US)
     assert upstream is not None and upstream.kgco2e_per_unit == 0.0812
@@ -99,12 +103,16 @@ def test_grid_factor_changes_at_bangkok_new_year_2026() -> None:
 def test_fuel_factors_are_tgo_april_2022_values(key: str, value: float, unit: str) -> None:
     (f,) = TGO_REGISTRY.history(key)
     assert (f.kgco2e_per_unit, f.unit) == (value, unit)
-    assert f.source.startswith("[S2.2]") and f.valid_from is None and f.valid_to is None
+    assert f.source.startswith("TGO CFO emission factors, update of April 2022")
+    assert pointers(f.source) == ["fuel-factors"]
+    assert f.valid_from is None and f.valid_to is None
 
 
-def test_every_factor_has_a_source_tag_and_nothing_unconfirmed_is_seeded() -> None:
+def test_every_factor_cites_its_issuer_and_a_reference_section_and_nothing_unconfirmed_is_seeded() -> None:
     for f in TGO_FACTORS:
-        assert re.match(r"\[S\d+\.\d+", f.source), f
+        assert f.source.startswith("TGO "), f  # every seeded factor is TGO's
+        (section,) = pointers(f.source)
+        assert section in anchors(), f
     values = {f.kgco2e_per_unit for f in TGO_FACTORS}
     assert not values & {0.5986, 0.5813, 0.5812}  # unconfirmed, or undated historical
     assert not any(re.search(r"gasohol|e10|e20|e85|b7|b10", f.key) for f in TGO_FACTORS)
@@ -125,7 +133,7 @@ def test_source_classes_map_to_scope_cfo_and_gpc() -> None:
 
 
 def test_registry_refuses_overlaps_and_mixed_units() -> None:
-    a = EmissionFactor("x", 1.0, "kWh", "[S0.0]", None, datetime_from_us(CHANGE_US))
+    a = EmissionFactor("x", 1.0, "kWh", "a test factor", None, datetime_from_us(CHANGE_US))
     with pytest.raises(ValueError, match="overlap"):
         FactorRegistry([a, replace(a, valid_from=datetime_from_us(CHANGE_US - 1), valid_to=None)])
     with pytest.raises(ValueError, match="units"):

@@ -1,6 +1,6 @@
-"""Inventory arithmetic: GWPs pinned to reference/domain.md §2.3, CO2e of items, baseline slices (fiscal year across
-December-January, partial months, 29 February), comparison at both factors (a factor change inside the year),
-year-end projection, targets and KPIs, each against hand-computed worked examples."""
+"""Inventory arithmetic: GWPs pinned to the IPCC values (docs/reference.md#global-warming-potentials), CO2e of items,
+baseline slices (fiscal year across December-January, partial months, 29 February), comparison at both factors (a
+factor change inside the year), year-end projection, targets and KPIs, each against hand-computed worked examples."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ ZONE = ZoneInfo("Asia/Bangkok")
 # Mar 400x31, Apr 500x30, May 500x31, Jun 400x30, Jul 400x31, Aug 400x31, Sep 400x30.
 FY2019_KWH = [12_400, 12_000, 10_850, 9_300, 11_200, 12_400, 15_000, 15_500, 12_000, 12_400, 12_400, 12_000]
 FY2019_TOTAL_KWH = 147_450  # 12400+12000+10850+9300+11200+12400+15000+15500+12000+12400+12400+12000
-BASE_EF = 0.4999  # kgCO2e/kWh in force over FY2019 (TGO April 2022 table [S2.2]); registry checked below
+BASE_EF = 0.4999  # kgCO2e/kWh in force over FY2019 (TGO April 2022 table); registry checked below
 
 
 def bkk(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -55,7 +55,7 @@ def fy2019(labels: tuple[str, ...] = ("kwh",)) -> Baseline:
 
 
 # --------------------------------------------------------------------------------------------------------- GWPs
-REFERENCE_GWP = {  # reference/domain.md §2.3 table, (AR4, AR5, AR6) [S2.5-S2.9]
+REFERENCE_GWP = {  # (AR4, AR5, AR6): IPCC AR4 Table 2.14, AR5 Table 8.A.1, AR6 Table 7.SM.7 / GHG Protocol 2024
     "CH4": (25, 28, 27.9),
     "CH4_fossil": (25, 28, 29.8),
     "CH4_nonfossil": (25, 28, 27.0),
@@ -70,11 +70,11 @@ REFERENCE_GWP = {  # reference/domain.md §2.3 table, (AR4, AR5, AR6) [S2.5-S2.9
 
 
 def test_gwp_table_matches_the_reference_and_defaults_to_ar5() -> None:
-    assert DEFAULT_GWP_SET == "AR5"  # TGO April 2022 CFO table uses AR5 [S2.2, S2.3]
+    assert DEFAULT_GWP_SET == "AR5"  # TGO April 2022 CFO table uses AR5
     for key, values in REFERENCE_GWP.items():
         assert (gwp(key, "AR4"), gwp(key, "AR5"), gwp(key, "AR6")) == values, key
     assert gwp("CO2", "AR6") == 1 and gwp("R-22") == 1760 and gwp("R-134a") == 1300 and gwp("R-32") == 677
-    assert not gas("R-22").kyoto and all(g.kyoto for g in GASES if g.key != "HCFC-22")  # R-22 memo item [S1.19]
+    assert not gas("R-22").kyoto and all(g.kyoto for g in GASES if g.key != "HCFC-22")  # R-22 memo item
     with pytest.raises(KeyError, match="unknown gas"):
         gwp("R-404A")
     with pytest.raises(ValueError, match="GWP set"):
@@ -102,7 +102,7 @@ def test_co2e_of_items_per_gas() -> None:
     assert co2e_kg(1000.0, per_litre, "AR4") == pytest.approx(2680 + 2.5 + 5.96, abs=1e-9)  # 25 and 298
     parts = co2e_by_gas_kg(np.array([1000.0, 500.0]), per_litre)
     assert parts["N2O"] == pytest.approx([5.3, 2.65]) and set(parts) == set(per_litre)
-    # A TGO factor already in kgCO2e per unit: 1,000 L on-road diesel x 2.7406 [S2.2] = 2,740.6 kgCO2e.
+    # A TGO factor already in kgCO2e per unit: 1,000 L on-road diesel x 2.7406 (TGO April 2022) = 2,740.6 kgCO2e.
     assert co2e_kg(1000.0, {"CO2": 2.7406}) == pytest.approx(2740.6)
     with pytest.raises(ValueError, match="finite"):
         co2e_kg(np.array([1.0, np.nan]), {"CO2": 1.0})
@@ -182,7 +182,7 @@ def test_compare_delta_and_percent() -> None:
 def test_fiscal_year_to_date_with_a_factor_change_inside_the_year() -> None:
     """FY2026 to 16 March 2026 00:00 against base year FY2019, grid electricity.
 
-    The grid factor changes inside FY2026: 0.4999 until 31 Dec 2025, 0.4750 from 1 Jan 2026 [S2.1, S2.2].
+    The grid factor changes inside FY2026: 0.4999 until 31 Dec 2025, 0.4750 from 1 Jan 2026 (TGO).
     Actual kWh: Oct 11,000, Nov 10,500, Dec 8,800 | Jan 8,600, Feb 10,000, Mar 1-15 5,700 (= 54,600 kWh).
     Baseline kWh: 12400 + 12000 + 10850 + 9300 + 11200 + 15/31 x 12400 (= 6000) = 61,750 kWh,
     in kgCO2e at the base year's factor: 61,750 x 0.4999 = 30,868.825.

@@ -77,7 +77,7 @@ def test_guideline14_statistics_hand_computed() -> None:
     assert (monthly.passed, monthly.cv_rmse_ok, monthly.nmbe_ok) == (False, True, False)
     assert g.check(G14_HOURLY).passed
     assert (G14_MONTHLY.cv_rmse_pct, G14_MONTHLY.nmbe_pct, G14_HOURLY.cv_rmse_pct, G14_HOURLY.nmbe_pct) == (
-        15.0, 5.0, 30.0, 10.0)  # fmt: skip  # reference/domain.md §7.2 [S7.6, S7.7]
+        15.0, 5.0, 30.0, 10.0)  # fmt: skip  # ASHRAE Guideline 14-2014 calibration criteria
     assert not g.check(Limits(13.0, 10.0)).passed  # a stricter configured CV(RMSE) limit
     with pytest.raises(ValueError, match="need n > p"):
         goodness_of_fit(np.array([1.0, 2.0]), np.array([1.0, 2.0]), p=2)

@@ -28,7 +28,7 @@ from lccm.engine.timebase import (
 )
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LAMPANG = (18.29, 99.49)  # domain.md §6.1
+LAMPANG = (18.29, 99.49)  # docs/reference.md#streetlight-operating-hours
 D0 = bkk_us(2026, 3, 1)
 
 
@@ -174,7 +174,8 @@ def test_noaa_sun_times_agree_with_astral_and_the_reference_for_lampang() -> Non
         d = days[i].astype(object)
         assert abs(rise[i] - us_from_datetime(sunrise(obs, d, tzinfo=BANGKOK))) < 30e6
         assert abs(sets[i] - us_from_datetime(sunset(obs, d, tzinfo=BANGKOK))) < 30e6
-    # domain.md §6.1 (NOAA equations): sunset 17:44-19:02 ICT, sunrise 05:45-06:56 ICT, sunset->sunrise ~4,330 h/yr
+    # NOAA solar-position equations (docs/reference.md#streetlight-operating-hours): sunset 17:44-19:02 ICT, sunrise
+    # 05:45-06:56 ICT, sunset->sunrise ~4,330 h/yr
     local_min = lambda a: ((a + BKK_OFFSET_US) % US_PER_DAY) / US_PER_MIN  # noqa: E731
     assert local_min(sets).min() == pytest.approx(17 * 60 + 44, abs=1.5)
     assert local_min(sets).max() == pytest.approx(19 * 60 + 2, abs=1.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -11,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lccm.engine.timebase import (
+    BANGKOK,
+    BKK_OFFSET_US,
+    CITY_TZ_NAME,
     RESOLUTIONS,
     US_PER_DAY,
     US_PER_H,
     US_PER_MIN,
+    UTC_OFFSET_H,
     Resolution,
     bkk_us,
     bucket_edges_us,
@@ -40,7 +44,7 @@ def test_fiscal_year_2026_runs_october_to_october_in_bangkok_time() -> None:
 
 def test_buddhist_era() -> None:
     assert buddhist_era(2026) == 2569 and ce_from_buddhist_era(2569) == 2026
-    assert buddhist_era(2011) == 2554  # the LGO programme start, B.E. 2554 (domain.md §1.1)
+    assert buddhist_era(2011) == 2554  # TGO's LGO programme start, "B.E. 2554 (2011)"
 
 
 def test_month_edges_follow_the_calendar() -> None:
@@ -105,3 +109,17 @@ def test_refusals() -> None:
         bucket_edges_us("2h", 0, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="end before start"):
         bucket_edges_us("1d", 10, 0)
+
+
+def test_the_fixed_offset_is_the_tz_database_zone_since_1920() -> None:
+    # The IANA tz database (independent of engine.timebase) gives Asia/Bangkok +07:00 from 1 April 1920 on, with no
+    # daylight saving: the fixed offset is exact there (docs/reference.md#city-time-zone). Noon of every 5th day.
+    assert str(ZoneInfo(CITY_TZ_NAME)) == "Asia/Bangkok" and BANGKOK.utcoffset(None) == timedelta(hours=UTC_OFFSET_H)
+    start = datetime(1920, 4, 1, 5, tzinfo=UTC)
+    for days in range(0, (datetime(2100, 1, 1, tzinfo=UTC) - start).days, 5):
+        instant = start + timedelta(days=days)
+        assert instant.astimezone(ZONE).utcoffset() == BANGKOK.utcoffset(None), instant
+        assert instant.astimezone(ZONE).dst() in (None, timedelta(0)), instant
+    # before April 1920 Bangkok mean time, +6:42:04: the check above would see a different offset
+    assert datetime(1920, 3, 1, tzinfo=UTC).astimezone(ZONE).utcoffset() == timedelta(hours=6, minutes=42, seconds=4)
+    assert BKK_OFFSET_US == UTC_OFFSET_H * US_PER_H

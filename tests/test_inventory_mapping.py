@@ -224,8 +224,9 @@ def _factor(conn: psycopg.Connection, code: str, year: int, kind: str = "calenda
 
 
 def test_a_carried_year_takes_the_grid_factor_in_force_all_year(conn: psycopg.Connection) -> None:
-    # TGO's grid factor is 0.4999 until 2025-12-31 and 0.4750 from 2026-01-01 00:00 Bangkok (domain.md 2):
-    # calendar 2026 has one factor all year, so its metered electricity items take 0.4750 and its source.
+    # TGO's grid factor is 0.4999 until 2025-12-31 and 0.4750 from 2026-01-01 00:00 Bangkok
+    # (docs/reference.md#grid-electricity-factors): calendar 2026 has one factor all year, so its metered electricity
+    # items take 0.4750 and its source.
     set_mappings(conn, "lampang", 2026, "calendar", GOOD)
     conn.commit()
     for code in ("S2-ELEC", "S2-STREET"):

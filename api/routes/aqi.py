@@ -2,7 +2,7 @@
 
 Rows come from ``aqi_hourly`` (migration 006), which the AQI updater keeps from the stored hourly means. The Thai
 AQI (PCD, table in force since 1 June 2023) is primary; the US EPA AQI (2024) and the EPA NowCast of PM are
-secondary, and NowCast is an early-warning overlay, never the Thai AQI (reference/domain.md section 4).
+secondary, and NowCast is an early-warning overlay, never the Thai AQI (docs/reference.md#air-quality).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 -- Conventions (docs/inventory-template.md has the user-facing side):
 -- * A reporting year is a calendar year (Jan-Dec, TGO form 1.5(1)) or a Thai fiscal year (Oct-Sep) named by the
 --   calendar year it ends in: fiscal 2025 = 2024-10-01 .. 2025-09-30 (ปีงบประมาณ พ.ศ. 2568). BE = CE + 543.
--- * Months are Asia/Bangkok calendar months, stored as the date of their first day.
+--   (docs/reference.md#reporting-years, docs/reference.md#thai-fiscal-year)
+-- * Months are Asia/Bangkok calendar months, stored as the date of their first day. A view cannot take a parameter,
+--   so the views below write the zone as the literal 'Asia/Bangkok' = lccm.engine.timebase.CITY_TZ_NAME.
 -- * Quantities and factors are never negative. A removal (e.g. trees in pocket parks) is an item whose category is
 --   a removal category; its emissions are -(quantity x factor). The flag follows the category by foreign key.
 -- * Metered items are filled from energy_buckets through device_item_map; manual items from imports and entries.
@@ -35,8 +37,9 @@ CREATE VIEW site_organisations AS
 SELECT s.id AS site_id, coalesce(s.organisation_id, o.id) AS organisation_id
 FROM sites s LEFT JOIN organisations o ON o.city_key = lower(s.city);
 
--- TGO CFO categories and the scopes each may be reported in [domain.md §1.2, S1.14, S1.15]. Landfill may be scope 1
--- or 3 depending on the organisational boundary (the Songkhla case reported it as scope 3).
+-- TGO CFO categories and the scopes each may be reported in (TGO CFO calculation form 1.5(1); Jutidamrongphan et
+-- al., IntechOpen 2018; docs/reference.md#scopes-and-cfo-categories). Landfill may be scope 1 or 3 depending on the
+-- organisational boundary (the Songkhla case reported it as scope 3).
 CREATE TABLE cfo_categories (
     code        text NOT NULL,
     scope       smallint NOT NULL CHECK (scope IN (1, 2, 3)),
@@ -159,7 +162,7 @@ JOIN metrics m ON m.id = CASE d.kind WHEN 'fuel_meter' THEN 8 ELSE 1 END
 WHERE d.kind IN ('electricity_meter', 'streetlight_cabinet', 'fuel_meter');
 
 -- Metered items month by month from the engine's monthly buckets (Bangkok months) of their mapped devices, within
--- the item's reporting year. quantity is in the item's unit (kWh or L: the metric's canonical unit, case-folded).
+-- the item's reporting year. 'Asia/Bangkok' = lccm.engine.timebase.CITY_TZ_NAME (a view takes no parameter). quantity is in the item's unit (kWh or L: the metric's canonical unit, case-folded).
 CREATE VIEW inventory_metered_months AS
 SELECT i.id AS item_id,
        i.reporting_year_id,
