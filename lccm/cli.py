@@ -66,6 +66,9 @@ def dashboards_push(
 ) -> None:
     """Create or overwrite the dashboards through Grafana's HTTP API (a Grafana without file provisioning)."""
     from lccm.dashboards import push
+    from lccm.extras import require_extra
+
+    require_extra("grafana", "grafana_client", "`lccm dashboards push`")
 
     for answer in push(url, token, folder_uid=folder_uid):
         typer.echo(json.dumps(answer))
@@ -302,12 +305,14 @@ def healthcheck(
 
 
 def run() -> None:
-    """The ``lccm`` console script: the typer app, with a missing server setting reported as one line, exit 2."""
+    """The ``lccm`` console script: the typer app, with a missing server setting or extra reported as one line,
+    exit 2."""
+    from lccm.extras import MissingExtra
     from lccm.runtime import NotConfigured
 
     try:
         app(prog_name="lccm")
-    except NotConfigured as e:
+    except (NotConfigured, MissingExtra) as e:
         typer.echo(f"lccm: {e}", err=True)
         raise SystemExit(2) from None
 
