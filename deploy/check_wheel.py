@@ -1,8 +1,8 @@
 """The product as deployed: the built wheel runs as the Dockerfile and docker-compose.yml run it.
 
-1. Builds the wheel and installs it, with constraints.txt and no extras (as the Dockerfile does), into a fresh virtual
-   environment in a temporary folder; proves ``lccm`` is imported from that environment's site-packages and that
-   ``lccm demo`` without the ``demo`` extra stops with one line.
+1. Builds the wheel from a copy of the Docker build context (.dockerignore) and installs it, with constraints.txt and
+   no extras (as the Dockerfile does), into a fresh virtual environment in a temporary folder; proves ``lccm`` is
+   imported from that environment's site-packages and that commands needing an extra stop with one line.
 2. Starts a private mosquitto with the shipped deploy/mosquitto/mosquitto.conf and ACL (listener ports and paths
    adapted, a password file made with ``mosquitto_passwd`` for this run), and a fresh PostgreSQL database and role.
 3. Runs compose's lccm services (``migrate``, then ``ingest`` and ``api``; ``demo-devices-import`` to register a
@@ -11,7 +11,8 @@
    a shared server) are replaced for this machine.
 4. A device publishes one reading with its own credential (and is refused another device's topic); the reading is
    read back through ``GET /devices/<id>/latest``.
-5. SIGTERM to every process: each must exit 0. Then what every process was started with is compared with compose:
+5. SIGTERM to every process: each must exit 0 (the API: uvicorn's orderly shutdown, after which it re-raises the
+   signal on purpose). Then what every process was started with is compared with compose:
    a command or LCCM_* variable compose gives that the run did not use, or one the run needed that compose lacks,
    fails the check.
 
@@ -378,18 +379,44 @@ def quiet(argv: list[str], cwd: Path, timeout_s: float = 600) -> str:
     return done.stdout
 
 
+def build_context(tmp: Path) -> Path:
+    """A copy of what the Docker build context holds (.dockerignore: everything excluded but its ``!`` entries, less
+    its ignore patterns): the wheel is built from what the image gets, never from leftovers of an earlier build."""
+    context = tmp / "context"
+    keep, drop = [], []
+    for raw in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("!"):
+            keep.append(line[1:].rstrip("/"))
+        elif line and not line.startswith("#") and line != "*":
+            drop.append(line.removeprefix("**/").rstrip("/"))
+    ignore = shutil.ignore_patterns(*drop)
+    for name in keep:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, symlinks=True, ignore=ignore)
+        else:
+            context.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, context / name)
+    for path in (d for d in drop if "/" in d):  # a path, not a name pattern
+        shutil.rmtree(context / path, ignore_errors=True)
+    return context
+
+
 def build_and_install(tmp: Path, report: Report) -> Path:
-    """The wheel, installed as the Dockerfile installs the project: pip, constraints.txt, no extras."""
-    dist = tmp / "dist"
-    quiet([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(ROOT)], tmp)
+    """The wheel, built from the Docker build context and installed as the Dockerfile installs the project: pip,
+    the context's constraints.txt, no extras."""
+    context, dist = build_context(tmp), tmp / "dist"
+    files = sorted(p.name for p in context.iterdir())
+    quiet([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(context)], tmp)
     (wheel,) = dist.glob("lccm-*.whl")
-    report.step("wheel", f"built {wheel.name} ({wheel.stat().st_size // 1024} kB)")
+    report.step("wheel", f"built {wheel.name} ({wheel.stat().st_size // 1024} kB) from the build context {files}")
 
     venv = tmp / "venv"
     started = time.monotonic()
     quiet([sys.executable, "-m", "venv", str(venv)], tmp)
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    quiet([*pip, "install", "-c", str(ROOT / "constraints.txt"), str(wheel)], tmp)
+    quiet([*pip, "install", "-c", str(context / "constraints.txt"), str(wheel)], tmp)
     installed = dict(line.split("==", 1) for line in quiet([*pip, "freeze"], tmp).splitlines() if "==" in line)
     pins = constraints()
     off = {n: v for n, v in installed.items() if _norm(n) != "lccm" and pins.get(_norm(n)) != v}

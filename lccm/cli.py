@@ -65,10 +65,10 @@ def dashboards_push(
     folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid")] = None,
 ) -> None:
     """Create or overwrite the dashboards through Grafana's HTTP API (a Grafana without file provisioning)."""
-    from lccm.dashboards import push
     from lccm.extras import require_extra
 
     require_extra("grafana", "grafana_client", "`lccm dashboards push`")
+    from lccm.dashboards import push
 
     for answer in push(url, token, folder_uid=folder_uid):
         typer.echo(json.dumps(answer))

@@ -19,7 +19,10 @@ from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
+
+from lccm.extras import MissingExtra, require_extra
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -161,3 +164,14 @@ def test_constraints_cover_every_distribution_the_project_pulls_in() -> None:
             active = sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in extras | {""})
             if active:
                 todo.append((sub, frozenset(sub.extras)))
+
+
+def test_a_missing_extra_stops_with_one_line_naming_it() -> None:
+    """What `lccm` prints (lccm.cli.run, exit 2) when an extra's package is absent; deploy/check_wheel.py runs the
+    real commands in an install without extras."""
+    with pytest.raises(MissingExtra) as caught:
+        require_extra("demo", "lccm_no_such_module", "the embedded PostgreSQL of `lccm demo`", "or set X")
+    assert str(caught.value) == (
+        "the embedded PostgreSQL of `lccm demo` needs the 'demo' extra: pip install 'lccm[demo]' (or set X)"
+    )
+    require_extra("demo", "pgserver", "the demo")  # installed here: no error
