@@ -10,11 +10,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/lccm
 WORKDIR /src
-# All dependencies ship manylinux wheels (numba, llvmlite, psycopg-binary, orjson, pgserver ...): no compiler needed.
-# What is copied is decided by .dockerignore (a whitelist: pyproject.toml, lccm/ and the stage folders). A new stage
-# folder needs its link in lccm/ (lccm/<stage> -> ../<stage>) and a line in .dockerignore.
+# All dependencies ship manylinux wheels (numba, llvmlite, psycopg-binary, orjson ...): no compiler needed. Only the
+# runtime dependencies are installed (no extras: the image never starts embedded servers), at the versions of
+# constraints.txt, which CI installs and tests too (deploy/check_wheel.py).
+# What is copied is decided by .dockerignore (a whitelist: pyproject.toml, constraints.txt, lccm/ and the stage
+# folders). A new stage folder needs its link in lccm/ (lccm/<stage> -> ../<stage>) and a line in .dockerignore.
 COPY . .
-RUN /opt/lccm/bin/pip install . \
+RUN /opt/lccm/bin/pip install -c constraints.txt . \
     && /opt/lccm/bin/lccm --help > /dev/null
 
 # --- runtime -------------------------------------------------------------------------------------------------------------

@@ -2,28 +2,46 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP_VERSION := 26.3
+# Every install takes its versions from constraints.txt, which pins every transitive dependency (`make constraints`).
+INSTALL := $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check check-wheel bench constraints clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(INSTALL)
 	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/lccm demo
 
-test: $(BIN)/.installed
+# The README's test command (and CI's): lint and types first, then the suite.
+test: check
 	$(BIN)/pytest -q
 
 check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy -p lccm
+	$(BIN)/mypy -p lccm -p tests -p deploy
+
+# The product as deployed: the wheel alone in a fresh venv, run as docker-compose.yml runs it (deploy/check_wheel.py;
+# needs PostgreSQL on 127.0.0.1:5432 and the mosquitto binaries, like `make test`).
+check-wheel: $(BIN)/.installed
+	$(BIN)/python -m deploy.check_wheel
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py
+
+# Re-resolve constraints.txt after a change to pyproject.toml's dependencies: keeps the versions already pinned where
+# they still fit, takes the newest that fit for what is new (from PyPI, for Python 3.11 on x86-64 Linux, as the
+# Docker image), then brings .venv in line.
+constraints: $(BIN)/.installed
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command 'make constraints' --quiet --output-file constraints.txt
+	$(INSTALL)
+	touch $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .lccm

@@ -66,6 +66,9 @@ def dashboards_push(
     folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid")] = None,
 ) -> None:
     """Create or overwrite the dashboards through Grafana's HTTP API (a Grafana without file provisioning)."""
+    from lccm.extras import require_extra
+
+    require_extra("grafana", "grafana_client", "`lccm dashboards push`")
     from lccm.dashboards import push
 
     for answer in push(url, token, folder_uid=folder_uid):
@@ -339,13 +342,15 @@ def healthcheck(
 
 
 def run() -> None:
-    """The ``lccm`` console script: the typer app, with a missing server setting reported as one line, exit 2."""
+    """The ``lccm`` console script: the typer app, with a missing server setting or extra reported as one line,
+    exit 2."""
+    from lccm.extras import MissingExtra
     from lccm.monitoring import MonitoringUnavailable
     from lccm.runtime import NotConfigured
 
     try:
         app(prog_name="lccm")
-    except (NotConfigured, MonitoringUnavailable) as e:
+    except (NotConfigured, MissingExtra, MonitoringUnavailable) as e:
         typer.echo(f"lccm: {e}", err=True)
         raise SystemExit(2) from None
     except ValidationError as e:  # an LCCM_* variable with a value its setting refuses: name them, no traceback

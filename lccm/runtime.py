@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from lccm.alert_rules import default_rules_file, load_rules_file
 from lccm.engine.aqi import AqiSettings
 from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from lccm.engine.timebase import bkk_us
+from lccm.extras import require_extra
 from lccm.ingest.codec import Limits
 from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.ingest.mqtt import MqttConfig, MqttSource
@@ -98,6 +100,17 @@ class NotConfigured(Exception):
         self.variable = variable
 
 
+def require_embeddable(settings: Settings, *, broker: bool) -> None:
+    """The demo's embedded servers come from the ``demo`` extra: check for it before starting any, so a missing
+    package stops the command with one line instead of leaving a half-started database behind."""
+    if not settings.database_url:
+        require_extra("demo", "pgserver", "the embedded PostgreSQL of `lccm demo`", "or set LCCM_DATABASE_URL")
+    if broker and not settings.mqtt_host and shutil.which("mosquitto") is None:
+        require_extra(
+            "demo", "amqtt", "the embedded MQTT broker of `lccm demo` (no mosquitto installed)", "or set LCCM_MQTT_HOST"
+        )
+
+
 def require_configured(settings: Settings, *, broker: bool) -> None:
     """Raise NotConfigured naming the first missing variable. A production process must never start a private
     database or broker of its own because a setting was left empty: its data would land where nobody looks."""
@@ -112,7 +125,9 @@ def services(settings: Settings, *, with_broker: bool = True, embedded: bool = F
     """The configured servers, migrated and ready; NotConfigured if one is missing. With ``embedded`` (the demo
     only), a private database and broker start where none is configured. Without a broker (commands that only need
     the database) none is required."""
-    if not embedded:
+    if embedded:
+        require_embeddable(settings, broker=with_broker)
+    else:
         require_configured(settings, broker=with_broker)
     db = None if settings.database_url else start_database(settings.data_dir)
     broker = None if settings.mqtt_host or not with_broker else start_broker(settings.data_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -117,3 +117,10 @@ class Settings(BaseSettings):
     city_file: Path | None = None
     # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
     # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).
+
+    @field_validator("alert_rules_file", "notify_recipients_file", "city_file", mode="before")
+    @classmethod
+    def _empty_file_is_none(cls, value: object) -> object:
+        # docker-compose.yml passes an unset optional file as "" (`${VAR:-}`): that means no file, not Path("."),
+        # the current folder (which made `lccm ingest` fail at start-up in the deployed image).
+        return None if value == "" else value

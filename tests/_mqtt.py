@@ -7,7 +7,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Publisher:
-    def __init__(self, host: str, port: int, client_id: str, protocol: int = mqtt.MQTTv5, window: int = 1000):
+    def __init__(
+        self, host: str, port: int, client_id: str, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5, window: int = 1000
+    ):
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         self.client.connect(host, port)
         self.client.loop_start()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
+from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.engine.timebase import bkk_us

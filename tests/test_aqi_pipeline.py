@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
+from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.engine.timebase import bkk_us

@@ -19,6 +19,7 @@ import pytest
 import typer.main
 import yaml
 
+from deploy.compose import INTERPOLATION, command_argv, environment, interpolate, lccm_services, load
 from lccm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,47 +35,10 @@ DEMO_PROFILE = "demo"
 # Variables that third-party images read, allowed on those services only.
 GRAFANA_DATASOURCE_VARS = {"LCCM_GRAFANA_DB_USER", "LCCM_GRAFANA_DB_PASSWORD"}
 
-_INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-
-
-def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's variable substitution: ``$$`` -> ``$``, ``${V:-default}``, ``${V:?error}``, ``${V}``.
-
-    Unset required variables (``:?``) become ``required-<name>``: the files are checked without real secrets.
-    """
-    env = env or {}
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group("name"), m.group("op"), m.group("arg")
-        value = env.get(name, "")
-        if op in (":-", "-"):
-            return value or arg
-        if op in (":?", "?"):
-            return value or f"required-{name.lower()}"
-        return value
-
-    return _INTERPOLATION.sub(sub, text)
-
-
-def _environment(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
-
-
-def _argv(command: str | list[Any]) -> list[str]:
-    assert isinstance(command, list), f"use the exec (list) form for commands, not a shell string: {command!r}"
-    return [str(part) for part in command]
-
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
-    return data
+    return load(COMPOSE)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +49,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def ours(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Services that run the project's image (built from the Dockerfile, ENTRYPOINT ["lccm"])."""
-    found = {name: svc for name, svc in services.items() if "build" in svc}
+    found = lccm_services({"services": services})
     assert found, "no service builds the lccm image"
     images = {svc.get("image") for svc in found.values()}
     assert len(images) == 1, f"the lccm services should share one image tag, got {images}"
@@ -142,7 +106,7 @@ def test_every_lccm_service_runs_a_real_cli_command(
 ) -> None:
     for name, svc in ours.items():
         assert "command" in svc, f"{name}: no command (the image's default is --help)"
-        _check_argv(cli, _argv(svc["command"]), scratch_file)
+        _check_argv(cli, command_argv(svc["command"]), scratch_file)
 
 
 def test_healthchecks_that_call_lccm_use_real_commands(
@@ -181,6 +145,10 @@ def test_the_build_context_holds_every_package() -> None:
     missing = sorted(p for p in packages if f"!{p}/" not in lines and f"!{p}" not in lines)
     assert not missing, f".dockerignore leaves these packages out of the image: {missing}"
     assert "!pyproject.toml" in lines
+    # The image installs the versions CI tested: constraints.txt is in the context and pip uses it.
+    assert "!constraints.txt" in lines
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"pip install -c constraints\.txt \.", dockerfile), "the image must install with constraints.txt"
 
 
 # --- settings and secrets -----------------------------------------------------------------------------------
@@ -194,7 +162,7 @@ def _settings_env_names() -> dict[str, str]:
 def test_lccm_variables_are_settings_fields(ours: dict[str, dict[str, Any]]) -> None:
     known = _settings_env_names()
     for name, svc in ours.items():
-        env = _environment(svc)
+        env = environment(svc)
         unknown = sorted(k for k in env if k.startswith("LCCM_") and k not in known)
         assert not unknown, f"{name}: not Settings fields (nothing would read them): {unknown}"
         others = sorted(k for k in env if not k.startswith("LCCM_"))
@@ -203,13 +171,26 @@ def test_lccm_variables_are_settings_fields(ours: dict[str, dict[str, Any]]) -> 
         Settings.model_validate({known[k]: interpolate(v) for k, v in env.items()})
 
 
+def test_an_empty_compose_value_means_the_settings_default(ours: dict[str, dict[str, Any]]) -> None:
+    """``${VAR:-}`` hands the container an empty string when the operator sets nothing: that must mean the setting's
+    default (no file, no host), not the empty path "." (which made the deployed ingest fail at start-up)."""
+    known = _settings_env_names()
+    for name, svc in ours.items():
+        for key, raw in environment(svc).items():
+            if key in known and interpolate(raw) == "":
+                field = known[key]
+                value = getattr(Settings.model_validate({field: ""}), field)
+                default = Settings.model_fields[field].default
+                assert value == default, f"{name}: {key} left empty gives {value!r}, not the default {default!r}"
+
+
 def test_third_party_services_get_no_lccm_settings(
     services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]
 ) -> None:
     for name, svc in services.items():
         if name in ours:
             continue
-        lccm_vars = {k for k in _environment(svc) if k.startswith("LCCM_")}
+        lccm_vars = {k for k in environment(svc) if k.startswith("LCCM_")}
         allowed = GRAFANA_DATASOURCE_VARS if name == "grafana" else set()
         assert lccm_vars <= allowed, f"{name}: unexpected {sorted(lccm_vars - allowed)}"
 
@@ -218,9 +199,9 @@ def test_lccm_services_use_the_compose_database_and_broker(
     services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]
 ) -> None:
     """Empty LCCM_DATABASE_URL / LCCM_MQTT_HOST would start an embedded server inside the container instead."""
-    db_env = _environment(services["timescaledb"])
+    db_env = environment(services["timescaledb"])
     for name, svc in ours.items():
-        env = _environment(svc)
+        env = environment(svc)
         url = urlsplit(interpolate(env.get("LCCM_DATABASE_URL", "")))
         assert url.scheme in ("postgresql", "postgres"), f"{name}: LCCM_DATABASE_URL must point at the database"
         assert url.hostname == "timescaledb" and (url.port or 5432) == 5432, f"{name}: {url.hostname}:{url.port}"
@@ -233,7 +214,7 @@ def test_lccm_services_use_the_compose_database_and_broker(
 def test_each_lccm_service_has_its_own_mqtt_client_id(ours: dict[str, dict[str, Any]]) -> None:
     """Two clients with one id take the broker session from each other in turn (and the ingest's queue with it)."""
     default = Settings.model_fields["mqtt_client_id"].default
-    ids = {name: _environment(svc).get("LCCM_MQTT_CLIENT_ID", default) for name, svc in ours.items()}
+    ids = {name: environment(svc).get("LCCM_MQTT_CLIENT_ID", default) for name, svc in ours.items()}
     duplicates = {i for i in ids.values() if list(ids.values()).count(i) > 1}
     assert not duplicates, f"shared MQTT client ids: { {n: i for n, i in ids.items() if i in duplicates} }"
 
@@ -245,7 +226,7 @@ def test_secrets_come_from_the_environment_not_the_file(
     optional = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):-\}$")  # a channel left off when its secret is not set
     optional_secrets = {"LCCM_NOTIFY_SMTP_PASSWORD", "LCCM_NOTIFY_LINE_TOKEN"}
     for name, svc in services.items():
-        for key, value in _environment(svc).items():
+        for key, value in environment(svc).items():
             if key in optional_secrets:
                 m = optional.match(value)
                 assert m and m.group("var") == key, f"{name}: {key} must be ${{{key}:-}}, not a value in the file"
@@ -259,7 +240,7 @@ def test_secrets_come_from_the_environment_not_the_file(
 
     # Every variable the file uses is documented in deploy/.env.example.
     text = COMPOSE.read_text(encoding="utf-8")
-    used = {m.group("name") for m in _INTERPOLATION.finditer(text) if m.group("name")}
+    used = {m.group("name") for m in INTERPOLATION.finditer(text) if m.group("name")}
     example = (ROOT / "deploy" / ".env.example").read_text(encoding="utf-8")
     documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     assert used <= documented, f"not in deploy/.env.example: {sorted(used - documented)}"
@@ -318,7 +299,7 @@ def test_start_order_waits_for_health_and_migrations(services: dict[str, dict[st
 
 def test_api_port_matches_its_healthcheck_and_published_port(services: dict[str, dict[str, Any]]) -> None:
     api = services["api"]
-    argv = _argv(api["command"])
+    argv = command_argv(api["command"])
     port = int(argv[argv.index("--port") + 1])
     assert any(str(p).split(":")[-1] == str(port) for p in api.get("ports", [])), api.get("ports")
     health = " ".join(str(t) for t in api["healthcheck"]["test"])
@@ -504,7 +485,7 @@ def test_mosquitto_acl_lets_the_ingest_read_and_devices_write_their_own_topics(
             sections.setdefault(current, [])
         else:
             sections[None if line.startswith("pattern ") else current].append(line)
-    ingest_user = _environment(services["ingest"])["LCCM_MQTT_USERNAME"]
+    ingest_user = environment(services["ingest"])["LCCM_MQTT_USERNAME"]
     topic_root = Settings.model_fields["mqtt_topic_root"].default
     assert f"topic read {topic_root}/#" in sections.get(ingest_user, []), f"ACL: {ingest_user} cannot read"
     assert f"pattern write {topic_root}/+/%c/#" in sections[None]
@@ -516,10 +497,10 @@ def test_compose_runs_the_broker_config_files(
 ) -> None:
     broker = services["mosquitto"]
     assert any(str(v).startswith("./deploy/mosquitto:/mosquitto/config") for v in broker.get("volumes", []))
-    argv = [interpolate(a) for a in _argv(broker["command"])]
+    argv = [interpolate(a) for a in command_argv(broker["command"])]
     conf = argv[argv.index("-c") + 1]
     assert conf == "/mosquitto/config/mosquitto.conf", "the default must be the production configuration"
-    assert "${MOSQUITTO_CONF:-mosquitto.conf}" in " ".join(_argv(broker["command"]))
+    assert "${MOSQUITTO_CONF:-mosquitto.conf}" in " ".join(command_argv(broker["command"]))
 
     # The healthcheck reaches a loopback listener that both configurations open.
     test = [interpolate(str(t)) for t in broker["healthcheck"]["test"]]
@@ -551,14 +532,14 @@ def test_grafana_datasource_points_at_the_timescaledb_service(services: dict[str
     assert source["type"] == "grafana-postgresql-datasource"
     host, _, port = source["url"].partition(":")
     assert host == "timescaledb" and host in services and port == "5432"
-    assert source["jsonData"]["database"] == _environment(services["timescaledb"])["POSTGRES_DB"]
+    assert source["jsonData"]["database"] == environment(services["timescaledb"])["POSTGRES_DB"]
     assert source["jsonData"]["timescaledb"] is True
     assert "password" in source.get("secureJsonData", {})
 
     grafana = services["grafana"]
     refs = _grafana_env_refs(data)
     assert refs, "the datasource credentials must come from the environment"
-    assert refs <= set(_environment(grafana)), f"not set on grafana: {sorted(refs - set(_environment(grafana)))}"
+    assert refs <= set(environment(grafana)), f"not set on grafana: {sorted(refs - set(environment(grafana)))}"
     mounts = [str(v) for v in grafana.get("volumes", [])]
     assert any(m.startswith("./deploy/grafana/provisioning") and ":/etc/grafana/provisioning" in m for m in mounts), (
         mounts

@@ -102,7 +102,9 @@ def test_every_accepted_reading_is_stored_once_and_every_malformed_message_is_a_
     assert not wrong, f"{len(wrong)} values differ, e.g. {[(k, expected_by_key[k], stored[k]) for k in wrong[:3]]}"
 
     with psycopg.connect(fresh_db) as conn:
-        dead = Counter(dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall()))
+        dead: Counter[str] = Counter(
+            dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
+        )
     assert dead == truth.expected_dead_letters()
     # The run must actually have exercised what it claims to test.
     assert len(dead) >= 12 and dead["unknown_device"] > 0

@@ -81,9 +81,12 @@ def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     try:
         _wait_subscribed(tmp_path / "ingest.log")
         pub = Publisher(broker.host, broker.port, f"pub-{topic_root}")
-        sender = threading.Thread(
-            target=lambda: [pub.publish(f"{topic_root}/lampang/D1/up", _payload(i)) for i in range(n)]
-        )
+
+        def send_all() -> None:
+            for i in range(n):
+                pub.publish(f"{topic_root}/lampang/D1/up", _payload(i))
+
+        sender = threading.Thread(target=send_all)
         sender.start()
         while _count(fresh_db)[0] < 2000:  # let some batches commit, then kill in the middle of the stream
             time.sleep(0.05)

@@ -13,7 +13,7 @@ from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.runtime import DbSink, load_registry
 from lccm.store.writer import ReadingColumns, WriteResult
 from lccm.stream.batch import BatchBuilder, FlushPolicy
-from lccm.stream.loop import RawMessage, StreamLoop
+from lccm.stream.loop import RawMessage, Sink, StreamLoop
 from tests._registry import registry
 
 ROOT = "lccm/v1"
@@ -50,12 +50,19 @@ class MemorySink:
         return WriteResult(len(new), 0, len(batch.dead_letters))
 
 
-def msg(i: int, energy: float, token: int, device: str = "M1") -> RawMessage:
+def msg(i: int, energy: float, token: Hashable, device: str = "M1") -> RawMessage:
     payload = f'{{"seq": {i}, "ts": {T + 60 * i}, "values": {{"energy_kwh": {energy}}}}}'.encode()
     return RawMessage(f"{ROOT}/lampang/{device}/up", payload, (T + 3600) * 1_000_000, token)
 
 
-def make_loop(sink, clock, max_readings=100, max_wait_s=0.05, acked=None, sleeps=None):
+def make_loop(
+    sink: Sink,
+    clock: FakeClock,
+    max_readings: int = 100,
+    max_wait_s: float = 0.05,
+    acked: list[Hashable] | None = None,
+    sleeps: list[float] | None = None,
+) -> tuple[StreamLoop, queue.SimpleQueue[RawMessage], list[Hashable]]:
     inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
     acked = [] if acked is None else acked
 
@@ -125,7 +132,7 @@ def test_failed_write_is_retried_and_nothing_is_acked_before_it_succeeds() -> No
         acks_seen_during_failure.append(len(acked))
         return real_sink_call(batch, cols)
 
-    loop._sink = watching_sink  # type: ignore[assignment]
+    loop._sink = watching_sink
     inbox.put(msg(0, 1.0, "x"))
     loop.pump()
     loop.flush()
