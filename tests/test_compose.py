@@ -337,11 +337,11 @@ def test_prometheus_scrapes_the_api_and_the_ingest_where_they_listen(services: d
     assert set(targets) == {"api", "ingest"}, jobs
     assert all(host in services for host in targets)
 
-    api_argv = _argv(services["api"]["command"])
+    api_argv = command_argv(services["api"]["command"])
     assert targets["api"] == (int(api_argv[api_argv.index("--port") + 1]), "/metrics")
 
     # The ingest's monitoring server: the Settings fields LCCM_METRICS_HOST/PORT, listening beyond loopback.
-    env = _environment(services["ingest"])
+    env = environment(services["ingest"])
     fields = Settings.model_fields
     host = env.get("LCCM_METRICS_HOST", fields["metrics_host"].default)
     port = int(env.get("LCCM_METRICS_PORT", fields["metrics_port"].default))
@@ -354,7 +354,7 @@ def test_prometheus_runs_the_committed_config_and_is_not_exposed(services: dict[
     prom = services["prometheus"]
     image, _, tag = str(prom["image"]).rpartition(":")
     assert image.endswith("prometheus") and re.fullmatch(r"v\d+\.\d+\.\d+", tag), f"pin the image: {prom['image']}"
-    argv = _argv(prom["command"])
+    argv = command_argv(prom["command"])
     config = _flag(argv, "--config.file")
     assert config and f"./deploy/prometheus/prometheus.yml:{config}:ro" in [str(v) for v in prom["volumes"]]
     storage = _flag(argv, "--storage.tsdb.path")
@@ -371,7 +371,7 @@ def test_grafana_reads_prometheus_as_the_operations_datasource(services: dict[st
     (source,) = data["datasources"]
     assert (source["uid"], source["type"]) == (PROM_DATASOURCE_UID, PROM_DATASOURCE_TYPE)
     url = urlsplit(source["url"])
-    listen = _flag(_argv(services["prometheus"]["command"]), "--web.listen-address") or ":9090"
+    listen = _flag(command_argv(services["prometheus"]["command"]), "--web.listen-address") or ":9090"
     assert url.hostname == "prometheus" and url.port == int(listen.rpartition(":")[2])
     conf = yaml.safe_load(PROMETHEUS_CONF.read_text(encoding="utf-8"))
     assert source["jsonData"]["timeInterval"] == conf["global"]["scrape_interval"]
