@@ -7,26 +7,41 @@ of its own and signalled with os.killpg, exactly so.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from lccm import cli, demo
-from lccm.demo_progress import PLAIN_EVERY_S
-from lccm.services import LOG_LIMIT_BYTES
+from lccm.demo_progress import PLAIN_EVERY_S, DemoStatus, Rates, duration, plain_line, render_panel, summary_table
+from lccm.services import LOG_LIMIT_BYTES, _forget_dead_handles, bounded_log
 from lccm.settings import Settings
 from lccm.simulators.city import load_city
+from lccm.stream.loop import StreamStats
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 STOP_WITHIN_S = 10  # issue 10: Ctrl-C stops everything within 10 s
+
+
+@pytest.fixture
+def data() -> Iterator[Path]:
+    """A data folder outside pytest's basetemp: run as root, PostgreSQL runs as the `pgserver` user and must be able
+    to reach its folder, but every pytest session that starts meanwhile resets /tmp/pytest-of-<user> to mode 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="lccm-demo-test-"))
+    yield folder / "data"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start(data_dir: Path, *args: str) -> subprocess.Popen[str]:
@@ -73,8 +88,7 @@ def _await_no_servers(data_dir: Path, timeout_s: float = 5.0) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_everything_and_prints_the_summary(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
     proc = _start(data, "--json")
     assert proc.stderr is not None and proc.stdout is not None
     seen: list[str] = []
@@ -102,8 +116,7 @@ def test_ctrl_c_stops_everything_and_prints_the_summary(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_forces_the_stop_and_kills_the_servers(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_a_second_ctrl_c_forces_the_stop_and_kills_the_servers(data: Path) -> None:
     proc = _start(data, "--json")
     assert proc.stderr is not None
     seen: list[str] = []
@@ -128,8 +141,7 @@ def test_a_second_ctrl_c_forces_the_stop_and_kills_the_servers(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_runs_leave_the_same_files_in_the_data_folder(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_runs_leave_the_same_files_in_the_data_folder(data: Path) -> None:
 
     def files() -> set[str]:
         # PostgreSQL's own data directory changes inside as it works; its top level and everything else must not.
@@ -180,3 +192,100 @@ def test_readme_states_the_demo_numbers_the_code_uses() -> None:
     assert number(r"Ctrl-C stops everything within (\d+) seconds") == STOP_WITHIN_S
     assert cli.DEMO_FORCE_AFTER_S < STOP_WITHIN_S  # an orderly stop that takes longer is forced
     assert number(r"past (\d+) MiB") == LOG_LIMIT_BYTES / 2**20
+
+
+# What the demo shows ------------------------------------------------------------------------------------------------
+
+
+def _status(stop: threading.Event | None = None) -> DemoStatus:
+    stats = StreamStats(messages=12_345, readings_stored=67_890, duplicates_dropped=40, duplicates_in_db=2)
+    stats.dead_letters.update({"unknown_device": 7, "bad_json": 2, "out_of_range": 3, "naive_time": 1})
+    stats.devices_seen.update(range(2107))
+    return DemoStatus(
+        city="Lampang City Municipality",
+        api_url="http://127.0.0.1:8000",
+        broker="127.0.0.1:1883 (mosquitto)",
+        database="embedded",
+        speed=600.0,
+        stats=stats,
+        stop=stop or threading.Event(),
+        started=100.0,
+        sim={"published": 12_400, "acked": 12_390, "sim_now_s": 1_000_000.0 - 3 * 3600 - 5 * 60},
+    )
+
+
+def test_the_panel_shows_the_counters_the_addresses_and_the_lag() -> None:
+    status = _status()
+    # 30 s after the start, with the simulated clock 3 h 05 min behind the wall clock.
+    figures = Rates().figures(status, now=130.0, wall=1_000_000.0)
+    assert (figures.messages_per_s, figures.readings_per_s) == (12_345 / 30, 67_890 / 30)
+    assert figures.backlog == 12_390 - 12_345 and figures.dead_total == 13 and figures.duplicates == 42
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(render_panel(status, figures))
+    text = console.export_text()
+    for shown in ("http://127.0.0.1:8000", "http://127.0.0.1:8000/docs", "12,400 published", "12,345 committed",
+                  "67,890 stored", "2,263/s", "42 duplicates", "2,107 devices", "dead letters  13",
+                  "unknown_device 7, out_of_range 3, bad_json 2, +1 more", "replay 3 h 05 min behind wall clock",
+                  "catching up at 600x", "ingest backlog 45 messages", "Ctrl-C stops"):  # fmt: skip
+        assert shown in text, f"{shown!r} not in\n{text}"
+    status.stop.set()
+    console.print(render_panel(status, figures))
+    assert "Ctrl-C again forces the stop" in console.export_text()
+
+
+def test_the_plain_line_is_short_and_readable() -> None:
+    status = _status()
+    line = plain_line(status, Rates().figures(status, now=130.0, wall=1_000_000.0 - 3 * 3600 - 5 * 60 + 30))
+    assert line == (
+        "[   30 s] messages 12,345 · readings 67,890 new, 42 duplicates · dead letters 13 · backlog 45"
+        " · replay 30 s behind wall clock (live)"
+    )
+
+
+def test_the_summary_table_shows_the_json_summary_figures() -> None:
+    summary = {
+        "devices_registered": 2107, "devices_seen": 2107, "readings_stored": 150_000,
+        "readings_stored_this_run": 102_076, "readings_per_s": 3458.2, "messages": 16_119, "duplicates_removed": 259,
+        "dead_letters": {"unknown_device": 25, "bad_json": 1}, "energy_kwh": 2893.6, "fuel_l": 40.4,
+        "kgco2e": 1485.2, "elapsed_s": 30.4, "broker": "mosquitto", "database": "embedded", "ended_by": "signal",
+        "simulator": {"published": 16_119, "acked": 16_119, "not_acked": 0, "dropped_on_purpose": 28,
+                      "readings_acked": 102_335, "faults": {"clock_skew": 382, "drop": 28}},
+        "inventory": {"base_year": 2025, "import": "applied", "items": 11, "mapped_year": 2026, "devices_mapped": 101},
+        "alerts": {"by_rule": {"lamp_offline": {"open": 2}}, "changes_paged": 2, "changes_handed_on": 2,
+                   "changes_late": 0, "deliveries_ok": 2, "deliveries_failed": 0, "notifications": 2},
+    }  # fmt: skip
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(summary_table(summary))
+    text = console.export_text()
+    for shown in ("ended by Ctrl-C", "102,076", "3,458.2", "2,107 / 2,107", "unknown_device", "2,893.6 kWh",
+                  "1,485.2 kgCO2e", "16,119", "clock_skew 382, drop 28", "applied", "lamp_offline 2"):  # fmt: skip
+        assert shown in text, f"{shown!r} not in\n{text}"
+
+
+def test_durations_read_as_a_person_says_them() -> None:
+    assert [duration(s) for s in (0, 12.4, 59.6, 250, 3600, 3 * 3600 + 5 * 60 + 59)] == [
+        "0 s", "12 s", "1 min 00 s", "4 min 10 s", "1 h 00 min", "3 h 05 min",
+    ]  # fmt: skip
+
+
+# The data folder ----------------------------------------------------------------------------------------------------
+
+
+def test_a_log_past_its_limit_is_moved_aside_once(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    log.write_bytes(b"x" * 100)
+    assert bounded_log(log, limit_bytes=100) == log and log.read_bytes() == b"x" * 100  # at the limit: kept
+    log.write_bytes(b"y" * 101)
+    (tmp_path / "mosquitto.log.1").write_bytes(b"older")
+    bounded_log(log, limit_bytes=100)
+    assert not log.exists() and (tmp_path / "mosquitto.log.1").read_bytes() == b"y" * 101
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mosquitto.log.1"]
+
+
+def test_pgserver_handles_of_dead_processes_are_forgotten(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    handles = tmp_path / ".handle_pids.json"
+    handles.write_text(json.dumps([dead.pid, os.getpid()]))
+    _forget_dead_handles(tmp_path)
+    assert json.loads(handles.read_text()) == [os.getpid()]  # pgserver will stop the server when this one exits
