@@ -281,6 +281,8 @@ def demo(
         typer.echo(json.dumps(summary))
     else:
         console.print(summary_table(summary))
+    if summary["ended_by"] == "error":
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -183,8 +183,7 @@ def _simulate(
     with showing:
         try:
             truth: dict[str, Any] = run_simulation(city, cfg, stop_event=status.stop, progress=progress).summary()
-        except (OSError, TimeoutError) as e:  # the broker went away or stopped acknowledging
-            log.error("simulator stopped: %s", e)
+        except OSError as e:  # the broker went away or stopped acknowledging (TimeoutError, ConnectionError)
             echo(f"simulator stopped: {e}")
             truth = {"error": str(e)}
     return truth

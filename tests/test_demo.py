@@ -268,6 +268,13 @@ def test_durations_read_as_a_person_says_them() -> None:
     ]  # fmt: skip
 
 
+def test_one_demo_per_data_folder(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with demo._only_run(tmp_path), pytest.raises(demo.DataDirBusy, match="another lccm demo is running"):
+        demo.run_demo(settings, demo.DemoOptions(duration_s=1), threading.Event(), print)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [demo.LOCK_FILE], "nothing was started"
+
+
 # The data folder ----------------------------------------------------------------------------------------------------
 
 
