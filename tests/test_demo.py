@@ -26,7 +26,7 @@ from rich.console import Console
 
 from lccm import cli, demo
 from lccm.demo_progress import PLAIN_EVERY_S, DemoStatus, Rates, duration, plain_line, render_panel, summary_table
-from lccm.services import LOG_LIMIT_BYTES, _forget_dead_handles, bounded_log
+from lccm.services import LOG_LIMIT_BYTES, _forget_dead_handles, _forget_per_port_files, bounded_log
 from lccm.settings import Settings
 from lccm.simulators.city import load_city
 from lccm.stream.loop import StreamStats
@@ -296,3 +296,12 @@ def test_pgserver_handles_of_dead_processes_are_forgotten(tmp_path: Path) -> Non
     handles.write_text(json.dumps([dead.pid, os.getpid()]))
     _forget_dead_handles(tmp_path)
     assert json.loads(handles.read_text()) == [os.getpid()]  # pgserver will stop the server when this one exits
+
+
+def test_per_port_files_of_earlier_releases_are_cleared(tmp_path: Path) -> None:
+    names = ["mosquitto-41234.conf", "mosquitto-41234.log", "amqtt-5001.yaml", "amqtt-5001.log", "mosquitto.conf",
+             "mosquitto.log", "demo-devices.csv", "mosquitto-notes.txt"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_text("")
+    _forget_per_port_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[4:])
