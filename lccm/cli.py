@@ -263,6 +263,10 @@ def simulate(
     typer.echo(json.dumps(gt.summary()))
 
 
+# An orderly stop after Ctrl-C that takes longer than this is forced: the demo is gone within 10 s of a Ctrl-C.
+DEMO_FORCE_AFTER_S = 8.0
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -272,20 +276,53 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the virtual city")] = 42,
     faults: Annotated[bool, typer.Option("--faults/--no-faults", help="Inject faults")] = True,
 ) -> None:
-    """The demo city end to end: embedded services, registry import, ingest, API and the simulator."""
-    from lccm.demo import DemoOptions, run_demo
+    """The demo city end to end: embedded services, registry import, ingest, API and the simulator. Ctrl-C stops
+    it (servers included) and prints the summary; a second Ctrl-C forces the stop."""
+    import functools
+    import sys
+
+    from rich.console import Console
+
+    from lccm.demo import DataDirBusy, DemoInterrupted, DemoOptions, run_demo
+    from lccm.demo_progress import summary_table
+    from lccm.services import kill_embedded
+    from lccm.stopping import StopSignals
 
     settings = _settings(ctx)
-    summary = run_demo(
-        settings,
-        DemoOptions(duration_s=duration, speed=speed, seed=seed, faults=faults, quiet=as_json),
-        stop=_stop_event(),
-        echo=lambda line: typer.echo(line, err=as_json),
-    )
+    embedded = {"database": not settings.database_url, "broker": not settings.mqtt_host}
+    signals = StopSignals(
+        DEMO_FORCE_AFTER_S,
+        functools.partial(kill_embedded, settings.data_dir, **embedded),
+        what="the embedded servers were killed" if any(embedded.values()) else "",
+    ).install()
+    live = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
+    console = Console(highlight=False)
+    try:
+        summary = run_demo(
+            settings,
+            DemoOptions(duration_s=duration, speed=speed, seed=seed, faults=faults, live=live),
+            stop=signals.event,
+            echo=(lambda line: console.print(line, markup=False))
+            if live
+            else (lambda line: typer.echo(line, err=as_json)),
+            console=console,
+        )
+    except DemoInterrupted as e:
+        typer.echo(
+            f"lccm demo: stopped before the demo was running ({e}); the servers it had started are stopped", err=True
+        )
+        raise typer.Exit(130) from None
+    except DataDirBusy as e:
+        typer.echo(f"lccm demo: {e}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        signals.disarm()  # the servers are stopped: a slow terminal must not turn the summary into a forced stop
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        typer.echo(json.dumps(summary, indent=2))
+        console.print(summary_table(summary))
+    if summary["ended_by"] == "error":
+        raise typer.Exit(1)
 
 
 @app.command()

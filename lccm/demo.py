@@ -3,11 +3,16 @@
 Services (embedded where none is configured) -> device registry imported from the city file -> ingest worker ->
 API -> the simulator publishing over MQTT. Accelerated time runs in the recent past and ends at "now", so every
 event time is a plausible device clock reading (the contract refuses times in the future).
+
+Stopping (Ctrl-C, or the end of ``--duration``) goes in the order the data flows: the simulator (its last PUBACKs
+waited for at most SimConfig.stop_grace_s), the ingest drain (bounded), the updaters and alerts, the API, the broker,
+the database. The embedded servers run in sessions of their own, so the terminal's Ctrl-C reaches only lccm.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import threading
 import time
@@ -15,45 +20,87 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from rich.console import Console
 
+from lccm.demo_progress import DemoStatus, LivePanel, PlainLines
 from lccm.metrics import IngestMetrics
 from lccm.monitoring import MonitoringServer, start_monitoring, thread_statuses, watch_ingest
 from lccm.notifications import Notifications, build_notifications
 from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
 from lccm.services import free_port, wait_for_port
 from lccm.settings import Settings
+from lccm.simulators.city import City, load_city
+from lccm.simulators.run import SimConfig, run_simulation
 from lccm.stream.alerts import AlertThread
 from lccm.stream.energy import EnergyThread
 from lccm.stream.loop import CommitHook
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SPEED = 600.0  # simulated seconds per wall second while replaying the past (`lccm demo --speed`)
 # An unbounded demo first replays this much of the past at the chosen speed, then follows the wall clock.
-_UNBOUNDED_REPLAY = timedelta(hours=12)
+UNBOUNDED_REPLAY = timedelta(hours=12)
+# After Ctrl-C ingest commits what has already arrived for at most this long; the rest stays queued in the broker's
+# persistent session (and on disk with mosquitto) and is committed by the next run: nothing is lost.
+DRAIN_ON_STOP_S = 2.0
+# At the end of a --duration run ingest commits everything the broker holds (a Ctrl-C cuts this short too).
+DRAIN_AT_END_S = 60.0
+# After Ctrl-C each worker downstream of ingest (updaters, alerts, notifications) gets this long to finish its step.
+WORKER_STOP_S = 1.0
+LOCK_FILE = "demo.lock"
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C before the demo was running: everything started so far has been stopped, there is no summary."""
+
+
+class DataDirBusy(Exception):
+    """Another ``lccm demo`` is running on the same data folder (its servers and files are that run's)."""
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     duration_s: float | None = None
-    speed: float = 600.0
+    speed: float = DEFAULT_SPEED
     seed: int = 42
     faults: bool = True
-    quiet: bool = False
+    live: bool = False  # a live panel (a terminal); otherwise plain progress lines
 
 
 def run_demo(
-    settings: Settings, opts: DemoOptions, stop: threading.Event, echo: Callable[[str], None]
+    settings: Settings,
+    opts: DemoOptions,
+    stop: threading.Event,
+    echo: Callable[[str], None],
+    console: Console | None = None,
 ) -> dict[str, Any]:
-    from lccm.simulators.city import load_city
-    from lccm.simulators.run import SimConfig, run_simulation
+    """Run the demo until opts.duration_s has passed or `stop` is set; return the summary. With opts.live the panel
+    is drawn on `console`. DemoInterrupted when `stop` is set before the simulator started."""
+    try:
+        with _only_run(settings.data_dir):
+            return _run(settings, opts, stop, echo, console)
+    except (DemoInterrupted, DataDirBusy):
+        raise
+    except Exception as e:
+        if stop.is_set():  # a server start cut short by the same Ctrl-C (pg_ctl is in our process group)
+            raise DemoInterrupted(f"{type(e).__name__}: {e}") from e
+        raise
 
+
+def _run(
+    settings: Settings, opts: DemoOptions, stop: threading.Event, echo: Callable[[str], None], console: Console | None
+) -> dict[str, Any]:
     city = load_city(settings.city_file)
+    echo(f"starting: PostgreSQL and broker ({'embedded' if not settings.database_url else 'configured'})")
     with services(settings, embedded=True) as svc:
+        _check(stop)
         _import_registry(settings, svc, city)
         inventory = _import_base_year(svc)
+        _check(stop)
         energy = EnergyThread(updaters(settings, svc.database_url))
         energy.start()
         hooks: list[CommitHook] = [energy.poke]
@@ -70,32 +117,120 @@ def run_demo(
         with _api_server(settings, svc) as api_url, contextlib.ExitStack() as later:
             if monitor is not None:
                 later.callback(monitor.stop)
-                echo(f"ingest metrics: {monitor.url}/metrics  (health: {monitor.url}/health/ready)")
-            echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
-            echo(f"broker: {svc.mqtt_host}:{svc.mqtt_port} ({svc.broker.kind if svc.broker else 'external'})")
-            span = timedelta(seconds=opts.duration_s * opts.speed) if opts.duration_s else _UNBOUNDED_REPLAY
-            cfg = SimConfig(
-                host=svc.mqtt_host,
-                port=svc.mqtt_port,
-                protocol="3.1.1" if svc.mqtt_protocol == "3.1.1" else "5",
-                seed=opts.seed,
-                start=datetime.now(UTC) - span,
-                end=None,
-                speed=opts.speed,
-                duration_s=opts.duration_s,
-                faults=opts.faults,
-                topic_root=settings.mqtt_topic_root,
-            )
-            started = time.monotonic()
-            reporter = _Reporter(worker, echo, started)
-            truth = run_simulation(city, cfg, stop_event=stop, progress=reporter)
-            worker.stop(drain_s=1.0)
-            energy.stop()
-            if alerts is not None:
-                alerts.stop()
-            elapsed = time.monotonic() - started
-            return {**_summary(svc, worker, truth.summary(), elapsed), "inventory": inventory,
-                    "alerts": _alert_summary(svc)}  # fmt: skip
+            status = _status(city, api_url, svc, opts, worker, stop)
+            try:
+                _check(stop)
+                echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
+                echo(f"broker: {status.broker}")
+                if monitor is not None:
+                    echo(f"ingest metrics: {monitor.url}/metrics  (health: {monitor.url}/health/ready)")
+                truth = _simulate(city, _sim_config(settings, svc, opts), status, opts.live, echo, console)
+                echo(
+                    "stopping (Ctrl-C again forces it): simulator done; ingest, API, broker and database follow"
+                    if stop.is_set()
+                    else f"simulator done after {opts.duration_s:g} s; ingest commits what the broker holds"
+                )
+            finally:
+                _stop_ingest(worker, energy, alerts, stop)
+        elapsed = time.monotonic() - status.started
+        ended_by = "signal" if stop.is_set() else "error" if "error" in truth else "duration"
+        return {**_summary(svc, worker, truth, elapsed), "ended_by": ended_by, "inventory": inventory,
+                "alerts": _alert_summary(svc)}  # fmt: skip
+
+
+def _sim_config(settings: Settings, svc: Services, opts: DemoOptions) -> SimConfig:
+    span = timedelta(seconds=opts.duration_s * opts.speed) if opts.duration_s else UNBOUNDED_REPLAY
+    return SimConfig(
+        host=svc.mqtt_host,
+        port=svc.mqtt_port,
+        protocol="3.1.1" if svc.mqtt_protocol == "3.1.1" else "5",
+        seed=opts.seed,
+        start=datetime.now(UTC) - span,
+        end=None,
+        speed=opts.speed,
+        duration_s=opts.duration_s,
+        faults=opts.faults,
+        topic_root=settings.mqtt_topic_root,
+    )
+
+
+def _status(
+    city: City, api_url: str, svc: Services, opts: DemoOptions, worker: IngestWorker, stop: threading.Event
+) -> DemoStatus:
+    return DemoStatus(
+        city=city.name,
+        api_url=api_url,
+        broker=f"{svc.mqtt_host}:{svc.mqtt_port} ({svc.broker.kind if svc.broker else 'external'})",
+        database=svc.database.kind if svc.database else "external",
+        speed=opts.speed,
+        stats=worker.loop.stats,
+        stop=stop,
+    )
+
+
+@contextlib.contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Log how long a step of the stop took (INFO: `lccm -v demo`)."""
+    began = time.monotonic()
+    yield
+    log.info("stopped %s in %.2f s", name, time.monotonic() - began)
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise DemoInterrupted("stopped during start-up")
+
+
+def _simulate(
+    city: City, cfg: SimConfig, status: DemoStatus, live: bool, echo: Callable[[str], None], console: Console | None
+) -> dict[str, Any]:
+    """Run the simulator with progress on show; its ground-truth summary, or the error that ended it."""
+    if live:
+        panel = LivePanel(status, console or Console())
+        showing: contextlib.AbstractContextManager[None] = panel.showing()
+        progress = status.on_sim
+    else:
+        showing, progress = contextlib.nullcontext(), PlainLines(status, echo).on_sim
+    with showing:
+        try:
+            truth: dict[str, Any] = run_simulation(city, cfg, stop_event=status.stop, progress=progress).summary()
+        except OSError as e:  # the broker went away or stopped acknowledging (TimeoutError, ConnectionError)
+            echo(f"simulator stopped: {e}")
+            truth = {"error": str(e)}
+    return truth
+
+
+def _stop_ingest(worker: IngestWorker, energy: EnergyThread, alerts: _Alerting | None, stop: threading.Event) -> None:
+    """Ingest drains, then the workers downstream of it stop. At the end of a --duration run they work off what is
+    queued; after Ctrl-C each gets WORKER_STOP_S and leaves the rest in its queue table for the next run."""
+    with _step("ingest drain"):
+        _drain(worker, stop)
+        worker.stop()
+    timeout_s = WORKER_STOP_S if stop.is_set() else 60.0
+    with _step("updaters and alerts"):
+        energy.stop(drain=not stop.is_set(), timeout_s=timeout_s)
+        if alerts is not None:
+            alerts.stop(drain=not stop.is_set(), timeout_s=timeout_s)
+
+
+def _drain(worker: IngestWorker, stop: threading.Event) -> None:
+    """Let ingest commit what the broker has for it, bounded; a Ctrl-C shortens the wait to DRAIN_ON_STOP_S."""
+    if not stop.is_set():
+        worker.wait_idle(1.0, timeout_s=DRAIN_AT_END_S, until=stop)
+    if stop.is_set():
+        worker.wait_idle(0.5, timeout_s=DRAIN_ON_STOP_S)
+
+
+@contextlib.contextmanager
+def _only_run(data_dir: Path) -> Iterator[None]:
+    """One demo per data folder: its broker configuration, logs and database files have fixed names."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / LOCK_FILE).open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirBusy(f"another lccm demo is running on {data_dir}; stop it or set LCCM_DATA_DIR") from None
+        yield
 
 
 @dataclass
@@ -103,9 +238,9 @@ class _Alerting:
     thread: AlertThread
     notes: Notifications
 
-    def stop(self) -> None:
-        self.thread.stop()  # evaluates what is left, hands the last changes on
-        self.notes.close()  # delivers them
+    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
+        self.thread.stop(drain, timeout_s)  # with drain: evaluates what is left, hands the last changes on
+        self.notes.close(timeout_s)  # delivers them (the outbox keeps what is left)
 
 
 def _alerts(settings: Settings, svc: Services) -> _Alerting | None:
@@ -197,35 +332,18 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
         wait_for_port(settings.api_host, port, timeout_s=0.2)
         port = free_port()  # something already answers on the configured port
     app = create_app(settings.model_copy(update={"database_url": svc.database_url}))
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning"))
+    # A browser's keep-alive connection must not hold up the stop: open requests get one second to finish.
+    config = uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="lccm-api", daemon=True)
     thread.start()
     wait_for_port(settings.api_host, port, timeout_s=15)
     try:
         yield f"http://{settings.api_host}:{port}"
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-class _Reporter:
-    """Progress line every few seconds: what the simulator sent against what ingest committed."""
-
-    def __init__(self, worker: IngestWorker, echo: Callable[[str], None], started: float, every_s: float = 5.0):
-        self._worker, self._echo, self._started, self._every = worker, echo, started, every_s
-        self._last = started
-
-    def __call__(self, info: Any) -> None:
-        now = time.monotonic()
-        if now - self._last < self._every:
-            return
-        self._last = now
-        s = self._worker.loop.stats
-        self._echo(
-            f"[{now - self._started:6.0f} s] messages {s.messages:,}  readings stored {s.readings_stored:,}"
-            f"  duplicates {s.duplicates_dropped + s.duplicates_in_db:,}"
-            f"  dead letters {sum(s.dead_letters.values()):,}  sim: {info}"
-        )
+        with _step("API"):
+            server.should_exit = True
+            thread.join(timeout=3)
 
 
 def _summary(svc: Services, worker: IngestWorker, truth: dict[str, Any], elapsed_s: float) -> dict[str, Any]:

@@ -240,18 +240,20 @@ class IngestWorker:
         self.source.stop()
         self.sink.close()
 
-    def wait_idle(self, quiet_s: float, timeout_s: float = 120.0) -> None:
-        """Block until no message has arrived for quiet_s and everything received is committed."""
+    def wait_idle(self, quiet_s: float, timeout_s: float = 120.0, until: threading.Event | None = None) -> bool:
+        """Block until no message has arrived for quiet_s and everything received is committed (True), or until
+        timeout_s has passed or `until` is set (False)."""
         deadline = time.monotonic() + timeout_s
         last = (-1, -1)
         quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (until is not None and until.is_set()):
             now_state = (self.source.received, self.loop.stats.messages)
             if now_state != last:
                 last, quiet_since = now_state, time.monotonic()
             elif now_state[0] == now_state[1] and time.monotonic() - quiet_since >= quiet_s:
-                return
+                return True
             time.sleep(0.05)
+        return False
 
 
 def build_ingest(

@@ -4,6 +4,10 @@ paho-mqtt 2.2 stalls past 65,535 unacknowledged QoS 1 messages, so each connecti
 flight and the caller blocks until PUBACKs free room. PUBACKs are matched to messages by mid in the publishing
 thread (the network thread only appends to a deque), which avoids the race where a PUBACK arrives before
 publish() has returned its mid.
+
+Every wait is bounded: by `ack_timeout_s` while running (a broker that acknowledges nothing for that long is an
+error, not a reason to hang), and, once `stop_event` is set, by `stop_grace_s` counted from the stop (the broker may
+already be gone; whatever is still unacknowledged then is reported as not acknowledged).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class PublisherPool:
         password: str | None = None,
         keepalive_s: int = 30,
         on_done: AckCallback | None = None,
+        stop_event: threading.Event | None = None,
+        ack_timeout_s: float = 30.0,
+        stop_grace_s: float = 2.0,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError("protocol must be '5' or '3.1.1'")
@@ -56,6 +63,9 @@ class PublisherPool:
         self.window = window
         self.keepalive_s = keepalive_s
         self.on_done = on_done
+        self.ack_timeout_s, self.stop_grace_s = ack_timeout_s, stop_grace_s
+        self._stop = stop_event
+        self._stop_seen_at: float | None = None
         self._conns = [self._make(f"{client_id_prefix}-{i + 1}", username, password) for i in range(clients)]
 
     def _make(self, client_id: str, username: str | None, password: str | None) -> _Conn:
@@ -110,24 +120,52 @@ class PublisherPool:
             else:
                 conn.client.connect(self.host, self.port, self.keepalive_s)
             conn.client.loop_start()
-        deadline = time.monotonic() + timeout_s
+        since = time.monotonic()
         for conn in self._conns:
             while not conn.connected.is_set():
                 if conn.connect_error:
                     raise ConnectionError(f"MQTT connect refused: {conn.connect_error}")
-                if time.monotonic() > deadline:
+                if self.stopping():
+                    return  # the caller stops too; what it still publishes is reported as not acknowledged
+                if self._expired(since, timeout_s):
                     raise TimeoutError(f"no CONNACK from {self.host}:{self.port} within {timeout_s} s")
                 conn.wake.wait(0.05)
                 conn.wake.clear()
+
+    def stopping(self) -> bool:
+        if self._stop is None or not self._stop.is_set():
+            return False
+        if self._stop_seen_at is None:
+            self._stop_seen_at = time.monotonic()
+        return True
+
+    def _expired(self, since: float, timeout_s: float) -> bool:
+        """Whether a wait that began at `since` and may last timeout_s is over (sooner once stopping)."""
+        now = time.monotonic()
+        if self.stopping():
+            assert self._stop_seen_at is not None
+            if now >= self._stop_seen_at + self.stop_grace_s:
+                return True
+        return now >= since + timeout_s
 
     def _conn_for(self, device_id: str) -> _Conn:
         # One device always on the same connection: MQTT keeps per-connection order, so per-device order holds.
         return self._conns[zlib.crc32(device_id.encode()) % len(self._conns)]
 
     def publish(self, device_id: str, topic: str, payload: bytes, retain: bool, token: object) -> bool:
-        """Queue one QoS 1 message; blocks while this connection's window is full. False if paho refused it."""
+        """Queue one QoS 1 message; blocks while this connection's window is full. False if paho refused it, or if
+        the window stayed full until the stop's grace ran out. TimeoutError if no PUBACK freed room for
+        ack_timeout_s while running."""
         conn = self._conn_for(device_id)
+        since = time.monotonic()
         while len(conn.pending) >= self.window:
+            if self._expired(since, self.ack_timeout_s):
+                if self.stopping():
+                    return False
+                raise TimeoutError(
+                    f"no PUBACK from {self.host}:{self.port} for {self.ack_timeout_s:.0f} s"
+                    f" with {len(conn.pending):,} messages in flight"
+                )
             self._wait(conn, 0.05)
         info = conn.client.publish(topic, payload, qos=1, retain=retain)
         # NO_CONN: paho keeps the message and sends it after the automatic reconnect.
@@ -157,10 +195,11 @@ class PublisherPool:
         return sum(len(c.pending) for c in self._conns)
 
     def flush(self, timeout_s: float) -> int:
-        """Wait for outstanding PUBACKs; report the rest as not acknowledged. Returns how many were not."""
-        deadline = time.monotonic() + timeout_s
+        """Wait for outstanding PUBACKs (at most timeout_s, less once stopping); report the rest as not
+        acknowledged. Returns how many were not."""
+        since = time.monotonic()
         for conn in self._conns:
-            while conn.pending and time.monotonic() < deadline:
+            while conn.pending and not self._expired(since, timeout_s):
                 self._wait(conn, 0.05)
         missing = 0
         for conn in self._conns:

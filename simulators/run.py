@@ -54,7 +54,8 @@ class SimConfig:
     near_rollover: bool = True  # registers flagged near_rollover start each run just below their modulus
     keep_messages: bool = True  # keep every message in GroundTruth.messages (turn off for long runs)
     truth_path: Path | None = None  # stream the ground truth to this JSON-lines file as messages finish
-    ack_timeout_s: float = 30.0
+    ack_timeout_s: float = 30.0  # longest wait for a PUBACK while running (a silent broker ends the run)
+    stop_grace_s: float = 2.0  # after stop_event: longest wait for the last PUBACKs (offline statuses included)
     connect_timeout_s: float = 10.0
     username: str | None = None
     password: str | None = None
@@ -187,6 +188,9 @@ class _Runner:
             cfg.username,
             cfg.password,
             on_done=self._done,
+            stop_event=self.stop_event,
+            ack_timeout_s=cfg.ack_timeout_s,
+            stop_grace_s=cfg.stop_grace_s,
         )
         try:
             pool.connect(cfg.connect_timeout_s)

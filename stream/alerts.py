@@ -801,10 +801,14 @@ class AlertThread:
         self.evaluator.on_commit(cols)
         self._wake.set()
 
-    def stop(self, drain: bool = True) -> None:
+    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
+        """Stop after the current evaluation (waiting at most timeout_s; one still running keeps its connection and
+        its work stays queued); with drain, then evaluate what is left."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            return
         if drain:
             self.evaluator.drain()
         self.evaluator.close()

@@ -181,11 +181,13 @@ class EnergyThread:
     def poke(self, *_: object) -> None:
         self._wake.set()
 
-    def stop(self, drain: bool = True) -> None:
+    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
+        """Stop after the current step (waiting at most timeout_s: a step left running loses nothing, its queue rows
+        come back when its transaction ends); with drain, then work off what is queued."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60)
-        if drain:
+        self._thread.join(timeout=timeout_s)
+        if drain and not self._thread.is_alive():
             self.spans += self._updater.drain().spans
 
     def _run(self) -> None:
