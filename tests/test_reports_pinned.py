@@ -20,14 +20,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from lccm.imports.inventory import TEMPLATE_HEADER_EN
+from lccm.imports.registry import parse_registry_csv
+from lccm.reports.annual import build_cfo_report, build_gpc_report
+from lccm.reports.render import file_name, render
 from lccm.runtime import factor_rows
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN
-from lccm.store.report_render import file_name, render
-from lccm.store.reports import build_cfo_report, build_gpc_report
 from tests._db import device_pk, fresh_database
 
 GOLDEN = Path(__file__).parent / "golden" / "reports"
