@@ -32,6 +32,7 @@ from datetime import date, timedelta
 import psycopg
 
 from lccm.engine import calendar as cal
+from lccm.engine.timebase import buddhist_era
 from lccm.imports.inventory import CATEGORIES
 from lccm.store import inventory as inv
 
@@ -349,4 +350,4 @@ def _gpc_row(ref: str, cells_kg: dict[int, float], item_codes: list[str]) -> Gpc
 def month_label_th(month: str) -> str:
     """``2024-10`` -> ``ต.ค. 2567`` (Thai month abbreviation, BE year)."""
     d = date.fromisoformat(month + "-01")
-    return f"{MONTH_ABBR_TH[d.month - 1]} {inv.be(d.year)}"
+    return f"{MONTH_ABBR_TH[d.month - 1]} {buddhist_era(d.year)}"

@@ -21,7 +21,6 @@ from lccm.reports.periods import end_of, period_out, slice_specs
 from lccm.store import baseline as sb
 
 By = Literal["scope", "cfo_category", "gpc_ref", "site", "item"]
-BY: tuple[By, ...] = ("scope", "cfo_category", "gpc_ref", "site", "item")
 YearKind = cal.YearKind
 
 

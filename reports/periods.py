@@ -16,7 +16,6 @@ from lccm.engine.timebase import BANGKOK
 from lccm.store.baseline import SliceSpec
 
 PeriodName = Literal["day", "week", "month", "fytd", "ytd", "custom"]
-PERIOD_NAMES: tuple[PeriodName, ...] = ("day", "week", "month", "fytd", "ytd", "custom")
 YearKind = cal.YearKind
 
 

@@ -66,10 +66,6 @@ class ActivityReport:
     targets: list[ActivityTarget] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-
 @dataclass(frozen=True, slots=True)
 class _Item:
     id: int
