@@ -58,7 +58,7 @@ def _answers() -> Iterator[None]:
     try:
         yield
     except RowsInvalid as exc:
-        typer.echo(f"error: {exc}; nothing was written", err=True)
+        typer.echo(f"error: {exc}", err=True)  # e.g. "targets refused; nothing was written"
         for e in exc.errors:
             typer.echo(f"  {describe(e)}" + (f" (value {e.value!r})" if e.value else ""), err=True)
         raise typer.Exit(1) from exc
@@ -83,16 +83,17 @@ def _print_json(doc: object) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- numbers
+# "+ 0.0" turns a negative zero (0 / a negative baseline) into 0: "-0.0" would read as a tiny cut.
 def _kg(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    return "-" if value is None else f"{value + 0.0:,.1f}"
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.1f} %"
+    return "-" if value is None else f"{value + 0.0:+.1f} %"
 
 
 def _num(value: float | None, digits: int = 2, unit: str = "") -> str:
-    return "-" if value is None else f"{value:,.{digits}f}" + (f" {unit}" if unit else "")
+    return "-" if value is None else f"{value + 0.0:,.{digits}f}" + (f" {unit}" if unit else "")
 
 
 def _missing(doc: dict[str, Any], console: Console) -> None:
@@ -129,7 +130,8 @@ def compare_command(
         _print_json(doc)
         return
     p = doc["period"]
-    title = f"{org}: {p['label']} ({p['kind']}, {p['days']:g} days) against base year {doc['base_year']} by {by}"
+    days = f"{p['days']:g} day" + ("" if p["days"] == 1 else "s")
+    title = f"{org}: {p['label']} ({p['kind']}, {days}) against base year {doc['base_year']} by {by}"
     table = Table(
         title=title, caption="kgCO2e; Δ = actual - baseline; like for like (lfl) = actual at the base year's factors"
     )
