@@ -136,7 +136,7 @@ def compare_command(
         title=title, caption="kgCO2e; Δ = actual - baseline; like for like (lfl) = actual at the base year's factors"
     )
     for column in ("group", "baseline", "actual", "Δ", "Δ %", "like for like", "Δ % lfl", "no data"):
-        table.add_column(column, justify="left" if column in ("group", "no data") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("group", "no data") else "right")
     for row in doc["rows"]:
         table.add_row(*_comparison_cells(row), ", ".join(row["items_without_data"]))
     table.add_section()
@@ -173,7 +173,7 @@ def projection_command(
     table = Table(title=f"{org}: {doc['year_kind']} {doc['year']} projected from {ytd['label']}, by {by}",
                   caption="kgCO2e; ratio = actual / baseline to date")  # fmt: skip
     for column in ("group", "actual to date", "baseline to date", "baseline rest", "ratio", "projected"):
-        table.add_column(column, justify="left" if column == "group" else "right")
+        table.add_column(column, overflow="fold", justify="left" if column == "group" else "right")
     for r in doc["rows"]:
         table.add_row(str(r["group"]), _kg(r["actual_ytd_kgco2e"]), _kg(r["baseline_ytd_kgco2e"]),
                       _kg(r["baseline_rest_kgco2e"]), _num(r["ratio"], 3), _kg(r["projected_kgco2e"]))  # fmt: skip
@@ -208,7 +208,7 @@ def kpis_command(
         caption="value = the full year (measured to date x year days / elapsed days while the year runs)",
     )
     for column in ("kpi", "value", "to date", "numerator", "denominator", "coverage", "meters", "note"):
-        table.add_column(column, justify="left" if column in ("kpi", "note") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("kpi", "note") else "right")
     for k in doc["kpis"]:
         num, den = k["numerator"], k["denominator"]
         table.add_row(k["kpi"], _num(k["value"], 2, k["unit"]), _num(k["measured_to_date"]),
@@ -224,7 +224,9 @@ def kpis_command(
 def _targets_table(org: str, rows: Sequence[dict[str, Any]]) -> None:
     table = Table(title=f"{org}: targets")
     for column in ("target", "of", "base year", "target year", "reduction", "KPI values"):
-        table.add_column(column, justify="right" if column in ("base year", "target year", "reduction") else "left")
+        table.add_column(
+            column, overflow="fold", justify="right" if column in ("base year", "target year", "reduction") else "left"
+        )
     for t in rows:
         values = ", ".join(f"{y}: {v:g}" for y, v in sorted(t["kpi_values"].items()))
         table.add_row(t["target_key"], t["kpi"] or t["category"] or "all emissions",
@@ -289,7 +291,9 @@ def targets_status_command(
         return
     table = Table(title=f"{org}: targets in {year}", caption="emissions in kgCO2e; margin = trajectory - value")
     for column in ("target", "of", "trajectory", "value", "kind", "margin", "margin %", "on track"):
-        table.add_column(column, justify="left" if column in ("target", "of", "kind", "on track") else "right")
+        table.add_column(
+            column, overflow="fold", justify="left" if column in ("target", "of", "kind", "on track") else "right"
+        )
     for t in rows:
         verdict = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[t["on_track"]]
         digits = 1 if t["kpi"] is None else 2
