@@ -22,8 +22,8 @@ from lccm.api.routes import alerts, aqi, baseline, energy, inventory, ops, readi
 
 
 class Settings(Protocol):
-    """What the API reads of ``lccm.settings.Settings``. A protocol, because api/ may import only store/ and
-    engine/; the composition root passes its Settings object, which matches it."""
+    """What the API reads of ``lccm.settings.Settings``. A protocol, because api/ may not import the composition
+    root (tests/test_architecture.py); it passes its Settings object, which matches it."""
 
     @property
     def database_url(self) -> str: ...

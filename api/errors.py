@@ -10,22 +10,35 @@ Routes raise these; nothing below the edge knows about status codes::
     │   └── ResultTooLarge        the parameters are valid but would select too many rows
     └── PayloadTooLarge           413
 
-Mapped from outside the tree:
+Mapped from the stages that raise them (each defined once, there; routes let them through untranslated):
 
-    store.devices.RegistryInvalid       422 with the per-row error list
-    psycopg.OperationalError            503 (database down or unreachable; psycopg_pool.PoolTimeout is a subclass)
+    imports.rows.RowsInvalid                    422 invalid_rows, with the per-row error list (targets, temperatures)
+    ├── imports.registry.RegistryInvalid        422 registry_invalid
+    └── imports.inventory.InventoryInvalid      422 inventory_invalid (inventory file, activity entries, mappings)
+    store.inventory.UnknownOrganisation         404 organisation_not_found
+    store.inventory.UnknownReportingYear        404 reporting_year_not_found
+    store.baseline.BaselineError                422 baseline_unanswerable (no base year, a model that cannot be fitted)
+    └── store.baseline.BaselineNotFound         404 not_found (site, station, M&V model)
+    reports.periods.RequestInvalid              422, shaped as InvalidParameter (a parameter of the query)
+    psycopg.OperationalError                    503: the database is down or unreachable (psycopg_pool.PoolTimeout too)
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from lccm.store.devices import RegistryInvalid
+from lccm.imports.inventory import InventoryInvalid
+from lccm.imports.registry import RegistryInvalid
+from lccm.imports.rows import RowsInvalid
+from lccm.reports.periods import RequestInvalid
+from lccm.store.baseline import BaselineError, BaselineNotFound
+from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +101,27 @@ def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=exc.body())
 
 
-def _registry_invalid(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RegistryInvalid)
-    errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in exc.errors]
-    return JSONResponse(
-        status_code=422,
-        content={"error": "registry_invalid", "detail": f"{exc!s}; nothing was imported", "errors": errors},
-    )
+def _rows(code: str, suffix: str = "") -> Callable[[Request, Exception], JSONResponse]:
+    """422 listing every row's problem; ``suffix`` says what became of the input."""
+
+    def handler(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RowsInvalid)
+        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in exc.errors]
+        return JSONResponse(status_code=422, content={"error": code, "detail": f"{exc!s}{suffix}", "errors": errors})
+
+    return handler
+
+
+def _status(status_code: int, code: str) -> Callable[[Request, Exception], JSONResponse]:
+    def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status_code, content={"error": code, "detail": str(exc)})
+
+    return handler
+
+
+def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestInvalid)
+    return _api_error(_, InvalidParameter(exc.parameter, exc.message))
 
 
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -106,5 +133,12 @@ def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(RegistryInvalid, _registry_invalid)
+    app.add_exception_handler(RowsInvalid, _rows("invalid_rows"))
+    app.add_exception_handler(RegistryInvalid, _rows("registry_invalid", "; nothing was imported"))
+    app.add_exception_handler(InventoryInvalid, _rows("inventory_invalid", "; nothing was written"))
+    app.add_exception_handler(UnknownOrganisation, _status(404, "organisation_not_found"))
+    app.add_exception_handler(UnknownReportingYear, _status(404, "reporting_year_not_found"))
+    app.add_exception_handler(BaselineError, _status(422, "baseline_unanswerable"))
+    app.add_exception_handler(BaselineNotFound, _status(404, "not_found"))
+    app.add_exception_handler(RequestInvalid, _request_invalid)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)

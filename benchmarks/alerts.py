@@ -75,6 +75,7 @@ from psycopg import sql  # noqa: E402
 
 from lccm.engine.alerts import AlertRule  # noqa: E402
 from lccm.engine.timebase import BANGKOK  # noqa: E402
+from lccm.imports.registry import parse_registry_csv  # noqa: E402
 from lccm.notifications import build_notifications  # noqa: E402
 from lccm.notify import Recipient  # noqa: E402
 from lccm.runtime import Services, alert_evaluator, build_ingest, updaters  # noqa: E402
@@ -82,7 +83,7 @@ from lccm.services import start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
 from lccm.simulators.city import load_city  # noqa: E402
 from lccm.store import alerts as st  # noqa: E402
-from lccm.store.devices import import_registry, parse_registry_csv  # noqa: E402
+from lccm.store.devices import import_registry  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
 from lccm.stream.alerts import AlertThread  # noqa: E402
 from lccm.stream.energy import EnergyThread  # noqa: E402

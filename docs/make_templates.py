@@ -1,7 +1,7 @@
 """Write the inventory templates (lccm/data/templates/) and the Lampang example base year (lccm/data/examples/).
 
 Both ship as package data. Run from the repository root: ``.venv/bin/python docs/make_templates.py``. The
-column definitions come from store/inventory_template.py, so the templates cannot drift from what the importer
+column definitions come from imports/inventory.py, so the templates cannot drift from what the importer
 accepts; the produced files are committed, and tests/test_inventory_import.py checks they still match this script
 and import cleanly.
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from lccm.store.inventory_activity import ACTIVITY_COLUMNS
-from lccm.store.inventory_template import (
+from lccm.imports.activity import ACTIVITY_COLUMNS
+from lccm.imports.inventory import (
     CATEGORIES,
     COLUMNS,
     GWP_SETS,
@@ -29,7 +29,7 @@ from lccm.store.inventory_template import (
     TEMPLATE_HEADER_EN,
     TEMPLATE_HEADER_TH,
 )
-from lccm.store.inventory_units import UNITS
+from lccm.imports.units import UNITS
 
 DATA = Path(__file__).resolve().parents[1] / "lccm" / "data"
 TEMPLATES = DATA / "templates"

@@ -43,6 +43,10 @@ from lccm.cli_report import report_app  # noqa: E402
 
 app.add_typer(report_app, name="report", help="Annual reports: TGO CFO report and GPC table (CSV, JSON, HTML)")
 
+from lccm.cli_baseline import baseline_app  # noqa: E402
+
+app.add_typer(baseline_app)  # compare, projection, kpis, targets: at the top level
+
 
 dashboards_app = typer.Typer(help="Grafana dashboards as code", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")

@@ -13,9 +13,11 @@ from typing import Annotated
 import psycopg
 import typer
 
+from lccm.imports.registry import RegistryInvalid, parse_registry_csv
+from lccm.imports.rows import RowError
 from lccm.settings import Settings
 from lccm.store import queries
-from lccm.store.devices import ImportReport, RegistryInvalid, RowError, import_registry, parse_registry_csv
+from lccm.store.devices import ImportReport, import_registry
 
 devices_app = typer.Typer(help="The device registry: sites and devices.", no_args_is_help=True)
 

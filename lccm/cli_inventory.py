@@ -16,11 +16,10 @@ import psycopg
 import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
+from lccm.imports.rows import RowError, RowsInvalid, describe
 from lccm.store import inventory as inv
-from lccm.store.devices import RowError
 from lccm.store.inventory_activity import import_activity_file
 from lccm.store.inventory_mapping import auto_map, list_mappings, mapping_problems
-from lccm.store.inventory_template import InventoryError, InventoryInvalid, describe
 
 inventory_app = typer.Typer(help="Organisation inventories (TGO CFO): base-year import, items, mappings.",
                             no_args_is_help=True)  # fmt: skip
@@ -54,10 +53,10 @@ def _print_errors(path: Path | str, errors: list[RowError]) -> None:
 def _domain_errors(path: Path | str) -> Iterator[None]:
     try:
         yield
-    except InventoryInvalid as exc:
+    except RowsInvalid as exc:
         _print_errors(path, exc.errors)
         raise typer.Exit(1) from exc
-    except InventoryError as exc:
+    except inv.InventoryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

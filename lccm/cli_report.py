@@ -1,7 +1,7 @@
 """`lccm report cfo|gpc`: the annual CFO report and the GPC table as CSV, JSON or HTML.
 
 Mounted by the main CLI as ``app.add_typer(report_app, name="report")``. The bytes are those of the API
-(``store.reports`` + ``store.report_render``). Exit codes: 0 written, 2 unknown organisation or year, or no database.
+(``reports.annual`` + ``reports.render``). Exit codes: 0 written, 2 unknown organisation or year, or no database.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
 from lccm.cli_inventory import _domain_errors
+from lccm.reports.annual import CfoReport, GpcReport, build_cfo_report, build_gpc_report
+from lccm.reports.render import render
 from lccm.store import inventory as inv
-from lccm.store.report_render import render
-from lccm.store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
 
 report_app = typer.Typer(help="Annual reports: the TGO CFO report and the GPC BASIC table.", no_args_is_help=True)
 

@@ -276,7 +276,8 @@ def _alert_summary(svc: Services) -> dict[str, Any]:
 
 
 def _import_registry(settings: Settings, svc: Services, city: Any) -> None:
-    from lccm.store.devices import import_registry, parse_registry_csv
+    from lccm.imports.registry import parse_registry_csv
+    from lccm.store.devices import import_registry
 
     path = settings.data_dir / "demo-devices.csv"
     settings.data_dir.mkdir(parents=True, exist_ok=True)

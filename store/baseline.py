@@ -1,8 +1,8 @@
 """Read and write what the baseline comparison, targets and building M&V need (issue 5, items 4-6).
 
 The store does no modelling: it returns the base year's monthly CO2e per item, the actual CO2e of the month slices
-a caller asks for, daily building energy, daily or hourly temperatures, targets and fitted models; api/ runs the
-engine (engine/inventory.py, engine/mv.py) on them.
+a caller asks for, daily building energy, daily or hourly temperatures, targets and fitted models; reports/ runs
+the engine (engine/inventory.py, engine/mv.py) on them (reports/baseline.py, targets.py, mv.py).
 
 Conventions:
 
@@ -17,8 +17,6 @@ Conventions:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +28,8 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from lccm.store.devices import RowError
+from lccm.imports.rows import RowError
+from lccm.imports.temperature import parse_temperature_csv
 from lccm.store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
 
 YearKind = Literal["calendar", "fiscal"]
@@ -41,13 +40,12 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class BaselineError(Exception):
-    """A request the data cannot answer (no base year, unknown site or station, no model): a person must act."""
+    """A request the data cannot answer (no base year, an empty day range, a model that cannot be fitted): a person
+    must act."""
 
 
-class TemperatureInvalid(BaselineError):
-    def __init__(self, errors: list[RowError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) in the temperature file")
-        self.errors = errors
+class BaselineNotFound(BaselineError):
+    """What the request names does not exist: a site, a weather station, a fitted M&V model."""
 
 
 # ------------------------------------------------------------------------------------------------------ base year
@@ -281,7 +279,7 @@ def require_site(conn: psycopg.Connection, site_code: str) -> Site:
         (site_code,),
     ).fetchone()
     if row is None:
-        raise BaselineError(f"no site {site_code!r}")
+        raise BaselineNotFound(f"no site {site_code!r}")
     return Site(int(row[0]), row[1], row[2])
 
 
@@ -322,7 +320,7 @@ def require_station(conn: psycopg.Connection, device_id: str) -> int:
         (TEMPERATURE_METRIC, device_id),
     ).fetchone()
     if row is None:
-        raise BaselineError(f"no aq_station device {device_id!r} (temperatures come from aq_station readings)")
+        raise BaselineNotFound(f"no aq_station device {device_id!r} (temperatures come from aq_station readings)")
     return int(row[0])
 
 
@@ -351,49 +349,9 @@ def imported_daily_temperature(conn: psycopg.Connection, organisation_id: int, d
     return days, mean
 
 
-def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
-    """``date,mean_temp_c`` rows (ISO dates, °C); every problem is reported with its line, nothing is guessed."""
-    errors: list[RowError] = []
-    out: list[tuple[date, float]] = []
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TemperatureInvalid([RowError(0, "", "", f"not UTF-8: {exc}")]) from None
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower() for h in next(reader, [])]
-    if header[:2] != ["date", "mean_temp_c"]:
-        raise TemperatureInvalid([RowError(1, "", ",".join(header), "header must be date,mean_temp_c")])
-    seen: set[date] = set()
-    for line, row in enumerate(reader, start=2):
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) < 2:
-            errors.append(RowError(line, "", ",".join(row), "need date and mean_temp_c"))
-            continue
-        try:
-            day = date.fromisoformat(row[0].strip())
-        except ValueError:
-            errors.append(RowError(line, "date", row[0], "not an ISO date (YYYY-MM-DD)"))
-            continue
-        try:
-            mean = float(row[1])
-        except ValueError:
-            errors.append(RowError(line, "mean_temp_c", row[1], "not a number"))
-            continue
-        if not -60.0 < mean < 60.0:
-            errors.append(RowError(line, "mean_temp_c", row[1], "outside -60..60 °C"))
-        elif day in seen:
-            errors.append(RowError(line, "date", row[0], "date given twice"))
-        else:
-            seen.add(day)
-            out.append((day, mean))
-    if errors:
-        raise TemperatureInvalid(errors)
-    return out
-
-
 def import_temperature_csv(conn: psycopg.Connection, organisation: str, data: bytes, source: str) -> int:
-    """Import daily means for an organisation (all rows or none; a day imported again is replaced)."""
+    """Import daily means for an organisation from a CSV (imports/temperature.py reads it): all rows or none; a day
+    imported again is replaced. Raises ``UnknownOrganisation`` or ``TemperatureInvalid``."""
     org = require_organisation(conn, organisation)
     rows = parse_temperature_csv(data)
     with conn.transaction():
@@ -447,8 +405,8 @@ def load_model(conn: psycopg.Connection, site_id: int) -> StoredModel | None:
 
 
 __all__ = [
-    "BaseYearSeries", "BaselineError", "Organisation", "RowError", "SliceSpec", "StoredModel", "TargetRow",
-    "TemperatureInvalid", "UnknownOrganisation", "actual_kgco2e", "base_year_series", "import_temperature_csv",
+    "BaseYearSeries", "BaselineError", "BaselineNotFound", "Organisation", "SliceSpec", "StoredModel", "TargetRow",
+    "UnknownOrganisation", "actual_kgco2e", "base_year_series", "import_temperature_csv",
     "imported_daily_temperature", "list_targets", "load_model", "put_targets", "require_site", "require_station",
     "save_model", "site_daily_energy", "station_hourly_temperature",
 ]  # fmt: skip

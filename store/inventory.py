@@ -1,8 +1,8 @@
 """The organisation inventory (TGO CFO) in the store: organisations, reporting years, the base-year import, reads.
 
-- ``import_inventory_file(conn, data, ...)`` parses a CSV or XLSX in the template of docs/inventory-template.md
-  (:mod:`store.inventory_template`) and writes it as the items and monthly quantities of one organisation-year, in
-  one transaction: all or nothing. Idempotent: a file whose content equals what is stored changes nothing and is
+- ``import_inventory_file(conn, data, ...)`` has a CSV or XLSX in the template of docs/inventory-template.md read
+  by :mod:`imports.inventory` and writes it as the items and monthly quantities of one organisation-year, in one
+  transaction: all or nothing. Idempotent: a file whose content equals what is stored changes nothing and is
   reported ``unchanged``; a corrected file replaces that year's items (kept by ``item_code``, so device mappings
   survive) and quantities. Every attempt, rejected ones with their errors, is kept in ``inventory_imports``.
 - Manual activity entries (:mod:`store.inventory_activity`) and the device -> item mapping
@@ -26,17 +26,16 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from lccm.store import inventory_units as units
-from lccm.store.devices import RowError
-from lccm.store.inventory_template import (
+from lccm.imports import units
+from lccm.imports.inventory import (
     CATEGORY_BY_CODE,
-    InventoryError,
     InventoryInvalid,
     ParsedInventory,
     SourceClassInfo,
     detect_format,
     parse_inventory,
 )
+from lccm.imports.rows import RowError
 
 ORG_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as the organisations.code check
 YearKind = Literal["calendar", "fiscal"]
@@ -47,6 +46,10 @@ FISCAL_FIRST_MONTH = 10  # the Thai government fiscal year starts in October [do
 
 # pg_advisory_xact_lock(key, organisation id): one writer per organisation's inventory at a time.
 _LOCK_KEY = 0x4C43_4956  # "LCIV"
+
+
+class InventoryError(Exception):
+    """An organisation or reporting year that does not exist (api/errors.py: 404; the CLI: exit 2)."""
 
 
 class UnknownOrganisation(InventoryError):
@@ -662,3 +665,22 @@ def _month_value(month: date, entered: tuple[Any, ...] | None, metered: tuple[An
     quantity, origin, note = entered if entered else (None, None, None)
     metered_quantity, metered_kgco2e = metered if metered else (None, None)
     return MonthValue(month, quantity, origin, note, metered_quantity, metered_kgco2e)
+
+
+def metered_coverage(conn: psycopg.Connection, year: ReportingYear, start: datetime,
+                     end: datetime) -> dict[str, tuple[int, float]]:  # fmt: skip
+    """item_code -> (devices mapped to it in the year, seconds covered by their monthly buckets in ``[start, end)``),
+    for the items of ``year`` that have mapped devices (a CFO report's completeness of metered items)."""
+    rows = conn.execute(
+        """
+        SELECT i.item_code, count(*)::int,
+               coalesce(sum((SELECT sum(eb.covered_s) FROM energy_buckets eb
+                             JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)
+                             WHERE eb.device_id = dm.device_id AND eb.resolution = '1mo'
+                               AND eb.bucket_start >= %(lo)s AND eb.bucket_start < %(hi)s)), 0)
+        FROM device_item_map dm JOIN inventory_items i ON i.id = dm.item_id
+        WHERE dm.reporting_year_id = %(year)s GROUP BY i.item_code
+        """,
+        {"lo": start, "hi": end, "year": year.id},
+    ).fetchall()
+    return {str(code): (int(devices), float(covered)) for code, devices, covered in rows}

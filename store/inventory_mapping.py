@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import class_row
 
-from lccm.store import inventory_units as units
-from lccm.store.devices import RowError
+from lccm.imports import units
+from lccm.imports.inventory import InventoryInvalid
+from lccm.imports.rows import RowError
 from lccm.store.inventory import (
     ReportingYear,
     UnknownReportingYear,
@@ -28,7 +29,6 @@ from lccm.store.inventory import (
     lock_organisation,
     require_organisation,
 )
-from lccm.store.inventory_template import InventoryInvalid
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,39 +20,36 @@ the mapped devices, the device's source class (view ``device_sources``) says whi
   for every such item is left out of both sides (``months_without_distance``; its litres in ``excluded_amount``),
   so litres and km always cover the same months.
 
-Energy and fuel are summed from ``energy_buckets`` '1d' (Bangkok days), so the period's edges must be Bangkok
-midnights. ``coverage`` is the seconds covered by the counted meters' intervals / (seconds of the period each counted
-meter was mapped in), 0..1: below 1 when a meter's data is missing or it started reporting mid-period.
-``per_period`` tells whether the numerator grows with the period (kWh per lamp, kWh per m²: a yearly KPI needs a
-whole year, or scaling) or not (litres per 100 km, a ratio of two flows over the same months).
+The period comes as the caller's month slices (``store.baseline.SliceSpec``: part of one Bangkok month, whole days,
+its reporting year and covered share), exactly as the comparison passes them to ``store.baseline.actual_kgco2e``;
+reports/kpi.py cuts them with ``engine.calendar.month_slices`` and checks the period first. Energy and fuel are
+summed from ``energy_buckets`` '1d' (Bangkok days). ``coverage`` is the seconds covered by the counted meters'
+intervals / (seconds of the period each counted meter was mapped in), 0..1: below 1 when a meter's data is missing
+or it started reporting mid-period. ``per_period`` tells whether the numerator grows with the period (kWh per lamp,
+kWh per m²: a yearly KPI needs a whole year, or scaling) or not (litres per 100 km, a ratio of two flows over the
+same months).
 
 A KPI that cannot be computed has ``value`` None and a ``reason`` a person can act on. The store does no
-projection; api/routes/baseline.py scales a year-to-date figure to the full year.
+projection; reports/kpi.py scales a year-to-date figure to the full year.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 
 import psycopg
 
-from lccm.store.baseline import KPIS, BaselineError, YearKind
-from lccm.store.inventory import require_organisation, year_containing
+from lccm.store.baseline import KPIS, SliceSpec, YearKind
+from lccm.store.inventory import require_organisation
 
-BANGKOK = ZoneInfo("Asia/Bangkok")
 STREETLIGHT_CLASSES = ("streetlight_electricity",)
 BUILDING_CLASSES = ("building_electricity",)
 # The mobile-combustion source classes of engine/factors.py, all metered in litres (store/ may not import engine/).
 FLEET_CLASSES = ("fleet_diesel", "fleet_gasoline", "fleet_lpg")
 DISTANCE_UNIT = "km"
 DISTANCE_CATEGORY = "mobile_combustion"
-
-
-class KpiError(BaselineError):
-    """A period the KPIs cannot be computed for (not whole Bangkok days, empty, naive datetimes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,33 +123,9 @@ class _Meter:
     covered_s: float
 
 
-def _midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=BANGKOK)
-
-
-def _check_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    for name, edge in (("start", start), ("end", end)):
-        if edge.tzinfo is None:
-            raise KpiError(f"period {name} {edge.isoformat()} has no time zone")
-    lo, hi = start.astimezone(BANGKOK), end.astimezone(BANGKOK)
-    for name, edge in (("start", lo), ("end", hi)):
-        if edge != _midnight(edge.date()):
-            raise KpiError(f"period {name} {edge.isoformat()} is not a Bangkok midnight (KPIs use whole days)")
-    if hi <= lo:
-        raise KpiError(f"empty period {lo.isoformat()} .. {hi.isoformat()} (the end is exclusive)")
-    return lo, hi
-
-
-def _slices(conn: psycopg.Connection, organisation_id: int, kind: YearKind, lo: datetime,
-            hi: datetime) -> list[_Slice]:  # fmt: skip
-    parts: list[tuple[date, datetime, datetime, float]] = []
-    month = date(lo.year, lo.month, 1)
-    while _midnight(month) < hi:
-        nxt = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
-        a, b = max(lo, _midnight(month)), min(hi, _midnight(nxt))
-        parts.append((month, a, b, (b - a) / (_midnight(nxt) - _midnight(month))))
-        month = nxt
-    years = sorted({year_containing(kind, m) for m, *_ in parts})
+def _slices(conn: psycopg.Connection, organisation_id: int, kind: YearKind,
+            specs: Sequence[SliceSpec]) -> list[_Slice]:  # fmt: skip
+    years = sorted({s.year_ce for s in specs})
     ids = {
         int(y): int(i)
         for y, i in conn.execute(
@@ -160,7 +133,7 @@ def _slices(conn: psycopg.Connection, organisation_id: int, kind: YearKind, lo: 
             (organisation_id, kind, years),
         )
     }
-    return [_Slice(m, a, b, f, year_containing(kind, m), ids.get(year_containing(kind, m))) for m, a, b, f in parts]
+    return [_Slice(s.month_start, s.start, s.end, s.fraction, s.year_ce, ids.get(s.year_ce)) for s in specs]
 
 
 _METERS = """
@@ -301,14 +274,16 @@ def _fleet(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[
     return _checked(replace(base, value=100.0 * litres / km), counted)
 
 
-def measured_kpis(conn: psycopg.Connection, organisation: str, kind: YearKind, start: datetime,
-                  end: datetime) -> MeasuredKpis:  # fmt: skip
-    """The three KPIs of ``organisation`` over ``[start, end)`` (aware datetimes at Bangkok midnights), counting the
-    devices mapped in the ``kind`` reporting year containing each month (module docstring). Raises
-    ``UnknownOrganisation`` or ``KpiError``."""
+def measured_kpis(conn: psycopg.Connection, organisation: str, kind: YearKind,
+                  specs: Sequence[SliceSpec]) -> MeasuredKpis:  # fmt: skip
+    """The three KPIs of ``organisation`` over the month slices ``specs`` (whole Bangkok days, in time order, at least
+    one), counting the devices mapped in the ``kind`` reporting year of each slice (module docstring). Raises
+    ``UnknownOrganisation``."""
+    if not specs:
+        raise ValueError("measured_kpis needs at least one month slice")
     org = require_organisation(conn, organisation)
-    lo, hi = _check_period(start, end)
-    slices = _slices(conn, org.id, kind, lo, hi)
+    lo, hi = specs[0].start, specs[-1].end
+    slices = _slices(conn, org.id, kind, specs)
     meters = _meters(conn, slices)
     values = {
         "kwh_per_lamp": _lamps(conn, meters, slices, kind),

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import psycopg
 
+from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import IngestWorker, Services, build_ingest
 from lccm.services import Broker
 from lccm.settings import Settings
 from lccm.simulators.city import City, load_city
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 
 
 def registered_city(url: str, folder: Path) -> City:

@@ -17,9 +17,10 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.engine.alerts import AlertRule
+from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
 from lccm.store import alerts as st
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator, AlertTransition
 from tests._db import REGISTRY_HEADER_EN, device_pk, registry_csv, us

@@ -16,8 +16,9 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
+from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.writer import DeadLetterRow, ReadingColumns, write_batch
 from tests._db import REGISTRY_HEADER_TH, REGISTRY_ROWS, device_pk, fresh_database, registry_csv, us, write_readings
 

@@ -36,9 +36,10 @@ from lccm.api.app import create_app
 from lccm.api.routes import energy as energy_routes
 from lccm.engine.factors import TGO_FACTORS
 from lccm.engine.timebase import BANGKOK, bkk_us
+from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.energy import EnergyUpdater

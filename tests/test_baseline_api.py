@@ -21,13 +21,14 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.engine.timebase import bkk_us
+from lccm.imports.inventory import TEMPLATE_HEADER_EN
+from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._db import device_pk, fresh_database
 

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lccm.cli_devices import devices_app
+from lccm.imports.registry import RegistryInvalid, parse_registry_csv
 from lccm.simulators.city import City, load_city
-from lccm.store.devices import ImportReport, RegistryInvalid, UpsertCounts, import_registry, parse_registry_csv
+from lccm.store.devices import ImportReport, UpsertCounts, import_registry
 from tests._db import REGISTRY_HEADER_EN, REGISTRY_HEADER_TH, REGISTRY_ROWS, fresh_database, registry_csv
 
 # The optional register_modulus column (kWh / l where the register wraps to 0) after the 13 base columns.

@@ -13,18 +13,13 @@ from typer.testing import CliRunner
 
 from lccm.cli import app
 from lccm.cli_inventory import activity_app
+from lccm.imports.activity import parse_activity_csv, parse_activity_json, parse_month
+from lccm.imports.inventory import InventoryInvalid
+from lccm.imports.rows import describe
 from lccm.runtime import factor_rows
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import import_inventory_file, list_imports, require_organisation
-from lccm.store.inventory_activity import (
-    ActivityReport,
-    import_activity_file,
-    parse_activity_csv,
-    parse_activity_json,
-    parse_month,
-    record_activity,
-)
-from lccm.store.inventory_template import InventoryInvalid, describe
+from lccm.store.inventory_activity import ActivityReport, import_activity_file, record_activity
 from tests._db import fresh_database
 from tests.test_inventory_import import csv_bytes
 

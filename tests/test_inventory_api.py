@@ -13,11 +13,12 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
+from lccm.imports.inventory import TEMPLATE_HEADER_EN
+from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN
 from tests._db import fresh_database
 from tests.test_inventory_import import ELEC_KG, LPG_KG, R32_KG, ROWS, TREES_KG, _typed, csv_bytes, xlsx_bytes
 from tests.test_inventory_mapping import REGISTRY

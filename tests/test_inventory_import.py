@@ -18,9 +18,19 @@ import pytest
 from typer.testing import CliRunner
 
 from lccm.cli_inventory import inventory_app
+from lccm.imports.inventory import (
+    CATEGORIES,
+    TEMPLATE_HEADER_EN,
+    TEMPLATE_HEADER_TH,
+    InventoryInvalid,
+    SourceClassInfo,
+    parse_inventory,
+)
+from lccm.imports.registry import parse_registry_csv
+from lccm.imports.rows import describe
 from lccm.runtime import factor_rows
 from lccm.simulators.city import load_city
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import (
     InventoryImportReport,
@@ -32,15 +42,6 @@ from lccm.store.inventory import (
     require_organisation,
 )
 from lccm.store.inventory_mapping import auto_map, mapping_problems, set_mappings
-from lccm.store.inventory_template import (
-    CATEGORIES,
-    TEMPLATE_HEADER_EN,
-    TEMPLATE_HEADER_TH,
-    InventoryInvalid,
-    SourceClassInfo,
-    describe,
-    parse_inventory,
-)
 from tests._db import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent

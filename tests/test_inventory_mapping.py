@@ -9,12 +9,14 @@ from datetime import date
 import psycopg
 import pytest
 
+from lccm.imports.inventory import TEMPLATE_HEADER_EN, InventoryInvalid
+from lccm.imports.registry import parse_registry_csv
+from lccm.imports.rows import describe
 from lccm.runtime import factor_rows
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import OrganisationIn, get_inventory, import_inventory_file, put_organisation
 from lccm.store.inventory_mapping import auto_map, list_mappings, mapping_problems, set_mappings
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN, InventoryInvalid, describe
 from tests._db import device_pk, fresh_database
 
 REGISTRY = """site_code,site_name,site_kind,city,device_id,device_kind,device_name,cadence_s

@@ -1,6 +1,6 @@
-"""Measured action-plan KPIs (store/kpi.py, GET /organisations/{code}/kpis, KPI targets' status) on a real database:
-a registry built by hand, register readings through the production writer, energy and fuel from the real updater,
-against hand-computed figures.
+"""Measured action-plan KPIs (store/kpi.py, reports/kpi.py, GET /organisations/{code}/kpis, KPI targets' status) on
+a real database: a registry built by hand, register readings through the production writer, energy and fuel from the
+real updater, against hand-computed figures.
 
 The city (all sites in Lampang, so all of organisation 'lampang'):
 
@@ -28,12 +28,14 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.engine.timebase import BANGKOK, bkk_us
+from lccm.imports.inventory import TEMPLATE_HEADER_EN
+from lccm.imports.registry import parse_registry_csv
+from lccm.reports.kpi import measured_kpis
+from lccm.reports.periods import RequestInvalid
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN
-from lccm.store.kpi import KpiError, measured_kpis
 from lccm.stream.energy import EnergyUpdater
 from tests._db import device_pk, fresh_database, write_points
 
@@ -184,7 +186,8 @@ def test_no_value_without_readings_or_distance_says_why(client: TestClient) -> N
     assert "there is no fiscal reporting year 2025" in k["kwh_per_m2"]["reason"]
 
 
-def test_store_period_checks_and_one_day(db: str) -> None:
+def test_period_checks_and_one_day(db: str) -> None:
+    # reports.kpi checks the period and cuts it into the month slices store.kpi.measured_kpis reads.
     with psycopg.connect(db) as conn:
         day = measured_kpis(conn, "lampang", "calendar", datetime(2025, 3, 1, tzinfo=BANGKOK),
                             datetime(2025, 3, 2, tzinfo=BANGKOK))  # fmt: skip
@@ -193,14 +196,14 @@ def test_store_period_checks_and_one_day(db: str) -> None:
         assert day.get("kwh_per_m2").value == pytest.approx(70 / 1500)
         assert day.get("l_per_100km").value == pytest.approx(100 * 1.2 / (123 / 31))
         assert day.missing_years == ()
-        with pytest.raises(KpiError, match="not a Bangkok midnight"):
+        with pytest.raises(RequestInvalid, match="not a Bangkok midnight"):
             measured_kpis(
                 conn, "lampang", "calendar", datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC)
             )
-        with pytest.raises(KpiError, match="empty period"):
+        with pytest.raises(RequestInvalid, match="empty period"):
             measured_kpis(conn, "lampang", "calendar", datetime(2025, 3, 2, tzinfo=BANGKOK),
                           datetime(2025, 3, 2, tzinfo=BANGKOK))  # fmt: skip
-        with pytest.raises(KpiError, match="no time zone"):
+        with pytest.raises(RequestInvalid, match="no time zone"):
             measured_kpis(conn, "lampang", "calendar", datetime(2025, 3, 1), datetime(2025, 3, 2))
 
 

@@ -21,15 +21,16 @@ from typer.testing import CliRunner
 
 from lccm.api.app import create_app
 from lccm.cli_report import report_app
+from lccm.imports.inventory import TEMPLATE_HEADER_EN
+from lccm.imports.registry import parse_registry_csv
+from lccm.reports.annual import CfoReport, build_cfo_report, build_gpc_report
+from lccm.reports.render import cfo_csv, cfo_html, gpc_csv, gpc_html, render, to_json
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
-from lccm.store.devices import import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear, import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
-from lccm.store.inventory_template import TEMPLATE_HEADER_EN
-from lccm.store.report_render import cfo_csv, cfo_html, gpc_csv, gpc_html, render, to_json
-from lccm.store.reports import CfoReport, build_cfo_report, build_gpc_report
 from tests._db import device_pk, fresh_database
 from tests.test_inventory_mapping import REGISTRY
 

@@ -1,20 +1,18 @@
 """Organisations, their CFO inventories (base-year import, reads), manual activity data, device -> item mappings.
 
-The store's domain errors become responses here: an unknown organisation or year is a 404; an invalid file or
-entry list is a 422 carrying one error per problem (row and column), after the store has kept it in the import log.
+An unknown organisation or year is a 404; an invalid file or entry list is a 422 carrying one error per problem
+(row and column), after the store has kept it in the import log (both mapped in api/errors.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.deps import Conn
-from lccm.api.errors import ApiError, InvalidParameter, NotFound, PayloadTooLarge
+from lccm.api.errors import InvalidParameter, PayloadTooLarge
 from lccm.api.schemas_inventory import (
     ActivityIn,
     ActivityReportOut,
@@ -35,49 +33,15 @@ from lccm.api.schemas_inventory import (
     YearKind,
 )
 from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.imports.activity import parse_activity_json
+from lccm.imports.inventory import detect_format
 from lccm.store import inventory as inv
-from lccm.store.inventory_activity import import_activity_file, parse_activity_json, record_activity
+from lccm.store.inventory_activity import import_activity_file, record_activity
 from lccm.store.inventory_mapping import list_mappings, mapping_problems, set_mappings
-from lccm.store.inventory_template import InventoryInvalid, detect_format
 
 router = APIRouter(tags=["inventory"])
 
 _XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-class OrganisationNotFound(NotFound):
-    code = "organisation_not_found"
-
-
-class ReportingYearNotFound(NotFound):
-    code = "reporting_year_not_found"
-
-
-class InventoryRejected(ApiError):
-    """422 with the store's per-row errors; nothing was written (the rejection itself is in the import log)."""
-
-    status_code = 422
-    code = "inventory_invalid"
-
-    def __init__(self, exc: InventoryInvalid) -> None:
-        super().__init__(f"{exc}; nothing was written")
-        self.errors = exc.errors
-
-    def body(self) -> dict[str, Any]:
-        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in self.errors]
-        return {"error": self.code, "detail": self.message, "errors": errors}
-
-
-@contextmanager
-def _domain_errors() -> Iterator[None]:
-    try:
-        yield
-    except inv.UnknownOrganisation as exc:
-        raise OrganisationNotFound(str(exc)) from exc
-    except inv.UnknownReportingYear as exc:
-        raise ReportingYearNotFound(str(exc)) from exc
-    except InventoryInvalid as exc:
-        raise InventoryRejected(exc) from exc
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown organisation or reporting year"}}
@@ -121,16 +85,14 @@ def put_organisation(code: str, body: OrganisationIn, conn: Conn) -> Organisatio
 
 @router.get("/organisations/{code}/years", response_model=list[ReportingYearOut], responses=_NOT_FOUND)
 def list_years(code: str, conn: Conn) -> list[ReportingYearOut]:
-    with _domain_errors():
-        org = inv.require_organisation(conn, code)
+    org = inv.require_organisation(conn, code)
     return [_year_out(y) for y in inv.list_years(conn, org.id)]
 
 
 @router.get("/organisations/{code}/imports", response_model=list[ImportLogOut], responses=_NOT_FOUND)
 def list_imports(code: str, conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[inv.ImportLog]:
     """Every file or batch of entries offered, newest first; rejected ones keep their errors."""
-    with _domain_errors():
-        org = inv.require_organisation(conn, code)
+    org = inv.require_organisation(conn, code)
     return inv.list_imports(conn, org.id, limit)
 
 
@@ -140,8 +102,7 @@ def list_imports(code: str, conn: Conn, limit: Annotated[int, Query(ge=1, le=100
 @router.get("/organisations/{code}/inventory", response_model=InventoryOut, responses=_NOT_FOUND)
 def get_inventory(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None) -> InventoryOut:
     """One reporting year: its items with the 12 months, and totals per scope (removals apart)."""
-    with _domain_errors():
-        view = inv.get_inventory(conn, code, year, kind)
+    view = inv.get_inventory(conn, code, year, kind)
     scopes = view.kgco2e_by_scope()
     items = [
         ItemOut.model_validate(
@@ -205,10 +166,9 @@ def import_inventory(
     """Import one organisation-year: all rows or none; the same content again changes nothing; a corrected file
     replaces the year's items and quantities."""
     name = file_name or f"upload.{detect_format(data)}"
-    with _domain_errors():
-        return inv.import_inventory_file(
-            conn, data, file_name=name, organisation=code, year_ce=year, kind=kind, base_year=base_year
-        )
+    return inv.import_inventory_file(
+        conn, data, file_name=name, organisation=code, year_ce=year, kind=kind, base_year=base_year
+    )
 
 
 # --- activity data -------------------------------------------------------------------------------------------------
@@ -220,10 +180,9 @@ def post_activity(code: str, body: ActivityIn, conn: Conn) -> Any:
     for one month (sending it again changes nothing). All entries or none; rows are 1-based positions."""
     entries = [e.model_dump() for e in body.entries]
     raw = json.dumps(entries, sort_keys=True, ensure_ascii=False).encode()
-    with _domain_errors():
-        inv.require_organisation(conn, code)
-        parsed = parse_activity_json(entries, raw)
-        return record_activity(conn, code, parsed, origin="api", file_name="api")
+    inv.require_organisation(conn, code)
+    parsed = parse_activity_json(entries, raw)
+    return record_activity(conn, code, parsed, origin="api", file_name="api")
 
 
 @router.post(
@@ -239,8 +198,7 @@ def import_activity(
     file_name: Annotated[str | None, Query(max_length=255, description="kept in the import log")] = None,
 ) -> Any:
     """The CSV variant of POST /organisations/{code}/activity."""
-    with _domain_errors():
-        return import_activity_file(conn, data, organisation=code, file_name=file_name or "upload.csv")
+    return import_activity_file(conn, data, organisation=code, file_name=file_name or "upload.csv")
 
 
 # --- device -> item mappings ---------------------------------------------------------------------------------------
@@ -249,9 +207,8 @@ def import_activity(
 @router.get("/organisations/{code}/mappings", response_model=MappingsOut, responses=_NOT_FOUND)
 def get_mappings(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None) -> MappingsOut:
     """Which device feeds which metered item in a year, and what could count an activity twice."""
-    with _domain_errors():
-        reporting_year, mappings = list_mappings(conn, code, year, kind)
-        problems = mapping_problems(conn, code, reporting_year.year_ce, reporting_year.kind)
+    reporting_year, mappings = list_mappings(conn, code, year, kind)
+    problems = mapping_problems(conn, code, reporting_year.year_ce, reporting_year.kind)
     return MappingsOut(
         year=_year_out(reporting_year),
         mappings=[DeviceMappingOut.model_validate(m) for m in mappings],
@@ -269,5 +226,4 @@ def put_mappings(
 ) -> Any:
     """Set the whole device -> item mapping of a year (devices left out are unmapped). All or nothing; a missing
     year is carried forward from the latest earlier one first."""
-    with _domain_errors():
-        return set_mappings(conn, code, year, kind, [(m.device_id, m.item_code) for m in body.mappings])
+    return set_mappings(conn, code, year, kind, [(m.device_id, m.item_code) for m in body.mappings])

@@ -11,8 +11,9 @@ from lccm.api.deps import Conn, Cursor
 from lccm.api.errors import DeviceNotFound, SiteNotFound
 from lccm.api.schemas import DeviceOut, DevicePage, ImportErrorOut, ImportReportOut, SiteDetailOut, SiteOut
 from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.imports.registry import DeviceKind, parse_registry_csv
 from lccm.store import queries
-from lccm.store.devices import DeviceKind, import_registry, parse_registry_csv
+from lccm.store.devices import import_registry
 
 router = APIRouter(tags=["registry"])
 

@@ -1,7 +1,7 @@
 """The annual reports of an organisation-year: the TGO CFO report and the GPC table, as CSV, JSON or HTML.
 
-The bytes are those of ``lccm report`` (``store.reports`` + ``store.report_render``). An unknown organisation or
-year is a 404 naming what exists.
+The bytes are those of ``lccm report`` (``reports.annual`` + ``reports.render``). An unknown organisation or year
+is a 404 naming what exists (api/errors.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from lccm.api.deps import Conn
-from lccm.api.routes.inventory import KindQuery, YearQuery, _domain_errors
+from lccm.api.routes.inventory import KindQuery, YearQuery
+from lccm.reports.annual import CfoReport, GpcReport, build_cfo_report, build_gpc_report
+from lccm.reports.render import CONTENT_TYPES, file_name, render
 from lccm.store import inventory as inv
-from lccm.store.report_render import CONTENT_TYPES, file_name, render
-from lccm.store.reports import CfoReport, GpcReport, build_cfo_report, build_gpc_report
 
 router = APIRouter(tags=["reports"])
 
@@ -31,8 +31,7 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 def _respond(builder: Builder, conn: psycopg.Connection, code: str, year: int | None, kind: inv.YearKind | None,
              fmt: str) -> Response:  # fmt: skip
-    with _domain_errors():
-        report = builder(conn, code, year, kind)
+    report = builder(conn, code, year, kind)
     headers = {}
     if fmt == "csv":  # a download; JSON and HTML open in the browser
         headers["content-disposition"] = f'attachment; filename="{file_name(report, fmt)}"'

@@ -1,4 +1,4 @@
-"""The base-year CFO template: its columns (English and Thai headers), reading CSV and XLSX, and validation. Pure.
+"""A CFO inventory in TGO's template: its columns (English and Thai headers), reading CSV and XLSX, validation. Pure.
 
 ``parse_inventory(data) -> ParsedInventory`` reads a whole file and either returns every row validated or raises
 ``InventoryInvalid`` listing every problem with its row (as numbered in the file or sheet, header = row 1 unless
@@ -9,6 +9,8 @@ one quantity column per month. docs/inventory-template.md is the user-facing des
 Month columns are named (Jan..Dec, or ม.ค...ธ.ค.), so their order in the file does not matter: a fiscal-year file
 may list Oct..Sep. Which calendar year each month falls in is decided at import time from the reporting year
 (fiscal 2025 = Oct 2024 .. Sep 2025); rows always come out with months in January..December order.
+
+``store.inventory.import_inventory`` writes the parsed rows as one organisation-year.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from lccm.store import inventory_units as units
-from lccm.store.devices import RowError, _normalise_header
+from lccm.imports import units
+from lccm.imports.rows import RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
 GWP_SETS = ("AR4", "AR5", "AR6")
@@ -110,7 +112,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN_BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 _HEADER_LOOKUP: dict[str, str] = {
-    _normalise_header(name): c.key for c in COLUMNS for name in (c.key, c.english, c.thai, *c.aliases)
+    normalise_header(name): c.key for c in COLUMNS for name in (c.key, c.english, c.thai, *c.aliases)
 }
 # The header rows of the two templates (lccm/data/templates/), in template order.
 TEMPLATE_HEADER_EN: tuple[str, ...] = tuple(c.english for c in COLUMNS if c.key not in ("total", "total_tco2e"))
@@ -128,7 +130,7 @@ _SUM_ABS_TOL, _SUM_REL_TOL = 0.005, 0.005
 
 @dataclass(frozen=True, slots=True)
 class SourceClassInfo:
-    """What the parser needs of a source class (store.inventory loads them from the source_classes table)."""
+    """What the parser needs of a source class (store.inventory.load_source_classes reads the table)."""
 
     key: str
     scope: int
@@ -180,22 +182,12 @@ class ParsedInventory:
         return tuple(r.content() for r in self.rows)
 
 
-class InventoryError(Exception):
-    """Base of the inventory's domain errors (mapped to HTTP or a CLI exit code by the caller)."""
-
-
-class InventoryInvalid(InventoryError):
-    """The input failed validation; nothing was written. ``errors`` lists every problem found."""
+class InventoryInvalid(RowsInvalid):
+    """An inventory file, activity entries or a device mapping failed validation; nothing was written. ``errors``
+    lists every problem found. Raised here for the file, and by the store for checks against stored data."""
 
     def __init__(self, errors: Sequence[RowError], what: str = "inventory file") -> None:
-        self.errors = list(errors)
-        super().__init__(f"{len(self.errors)} error(s) in the {what}")
-
-
-def describe(error: RowError) -> str:
-    """'row 7, column 'Mar': not a number: '1,2x''."""
-    where = f"row {error.row}" + (f", column {error.column!r}" if error.column else "")
-    return f"{where}: {error.message}"
+        super().__init__(f"{len(errors)} error(s) in the {what}", errors)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,7 +271,7 @@ def _map_header(header: list[Cell], line: int) -> tuple[dict[int, str], dict[str
         raw = _text(cell)
         if not raw:
             continue
-        key = _HEADER_LOOKUP.get(_normalise_header(raw))
+        key = _HEADER_LOOKUP.get(normalise_header(raw))
         if key is None:
             expected = ", ".join(TEMPLATE_HEADER_EN)
             errors.append(RowError(line, raw, raw, f"unknown column; expected one of: {expected}, total, total_tco2e"))

@@ -1,6 +1,7 @@
 """The annual CFO report and the GPC BASIC table of one organisation-year, as plain dataclasses.
 
-:mod:`store.report_render` turns them into CSV, JSON and HTML; the API and ``lccm report`` both call
+Built from the store's reads (store/inventory.py: the inventory view with metered months, the meters' coverage);
+:mod:`reports.render` turns them into CSV, JSON and HTML. The API and ``lccm report`` both call
 ``build_cfo_report`` / ``build_gpc_report`` and the same renderer, so every format carries the same numbers.
 
 How the numbers are made (stated so a reader of the report can redo them by hand):
@@ -26,15 +27,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import psycopg
 
+from lccm.engine import calendar as cal
+from lccm.engine.timebase import buddhist_era
+from lccm.imports.inventory import CATEGORIES
 from lccm.store import inventory as inv
-from lccm.store.inventory_template import CATEGORIES
 
 SCOPES = (1, 2, 3)
-BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")  # UTC+7 all year, no daylight saving
 MONTH_ABBR_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
 SCOPE_NAMES = {1: ("Scope 1: direct emissions", "ขอบเขตที่ 1: การปล่อยโดยตรง"),
                2: ("Scope 2: energy indirect emissions", "ขอบเขตที่ 2: การปล่อยทางอ้อมจากพลังงาน"),
@@ -208,29 +210,12 @@ def _sum_monthly(rows: Sequence[Sequence[float | None]]) -> list[float]:
     return [sum(r[m] or 0.0 for r in rows) for m in range(12)]
 
 
-def _year_bounds(year: inv.ReportingYear) -> tuple[datetime, datetime]:
-    first = year.first_month
-    start = datetime(first.year, first.month, 1, tzinfo=BANGKOK)
-    return start, datetime(first.year + 1, first.month, 1, tzinfo=BANGKOK)
-
-
 def _completeness(conn: psycopg.Connection, year: inv.ReportingYear) -> dict[str, float | None]:
     """item_code -> covered device-seconds / (year seconds x mapped devices), for items with mapped devices."""
-    start, end = _year_bounds(year)
-    rows = conn.execute(
-        """
-        SELECT i.item_code, count(*)::int,
-               coalesce(sum((SELECT sum(eb.covered_s) FROM energy_buckets eb
-                             JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)
-                             WHERE eb.device_id = dm.device_id AND eb.resolution = '1mo'
-                               AND eb.bucket_start >= %(lo)s AND eb.bucket_start < %(hi)s)), 0)
-        FROM device_item_map dm JOIN inventory_items i ON i.id = dm.item_id
-        WHERE dm.reporting_year_id = %(year)s GROUP BY i.item_code
-        """,
-        {"lo": start, "hi": end, "year": year.id},
-    ).fetchall()
-    year_s = (end - start) / timedelta(seconds=1)  # Bangkok has no daylight saving: days x 86,400
-    return {str(code): float(covered) / (year_s * devices) for code, devices, covered in rows}
+    bounds = cal.year_period(year.year_ce, year.kind)
+    coverage = inv.metered_coverage(conn, year, bounds.start, bounds.end)
+    year_s = (bounds.end - bounds.start) / timedelta(seconds=1)  # Bangkok has no daylight saving: days x 86,400
+    return {code: covered / (year_s * devices) for code, (devices, covered) in coverage.items()}
 
 
 def _item(view: inv.ItemView, completeness: float | None) -> CfoItem:
@@ -312,7 +297,7 @@ def build_cfo_report(conn: psycopg.Connection, organisation: str, year_ce: int |
 
 
 def _category_sort(view: inv.ItemView) -> tuple[int, int]:
-    """Categories in the order of the TGO form (store.inventory_template.CATEGORIES), items in file order."""
+    """Categories in the order of the TGO form (imports.inventory.CATEGORIES), items in file order."""
     return (_CATEGORY_ORDER.index(view.category), view.position)
 
 
@@ -365,4 +350,4 @@ def _gpc_row(ref: str, cells_kg: dict[int, float], item_codes: list[str]) -> Gpc
 def month_label_th(month: str) -> str:
     """``2024-10`` -> ``ต.ค. 2567`` (Thai month abbreviation, BE year)."""
     d = date.fromisoformat(month + "-01")
-    return f"{MONTH_ABBR_TH[d.month - 1]} {inv.be(d.year)}"
+    return f"{MONTH_ABBR_TH[d.month - 1]} {buddhist_era(d.year)}"

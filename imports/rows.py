@@ -1,0 +1,42 @@
+"""Per-row errors of an input a person handed in, and the exception that carries all of them.
+
+Every reader reads the whole input and reports every problem it finds (row as numbered in the file or sheet, the
+header row being 1; or the 1-based position in a JSON list), so a person can fix a spreadsheet in one pass. Nothing
+of an invalid input is written. api/errors.py turns ``RowsInvalid`` and its subclasses into a 422 listing the rows;
+the CLI prints them one a line.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int  # line number in the file where the record starts (the header is row 1), or position in a list
+    column: str  # the header as written in the file, or "" for a whole-row problem
+    value: str
+    message: str
+
+
+class RowsInvalid(Exception):
+    """An input failed validation; nothing was written. ``errors`` lists every problem found."""
+
+    def __init__(self, message: str, errors: Sequence[RowError]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+def describe(error: RowError) -> str:
+    """'row 7, column 'Mar': not a number: '1,2x''."""
+    where = f"row {error.row}" + (f", column {error.column!r}" if error.column else "")
+    return f"{where}: {error.message}"
+
+
+def normalise_header(name: str) -> str:
+    """Fold a header so 'Site Code', 'site_code ' and 'SITE-CODE' match; NFC so Thai marks compare equal."""
+    folded = unicodedata.normalize("NFC", name).replace("\ufeff", "").strip().casefold()
+    return re.sub(r"[\s_\-]+", "_", folded).strip("_")

@@ -1,0 +1,16 @@
+"""What carbon staff ask of the data, answered once for the API and the CLI: store reads plus engine arithmetic.
+
+- :mod:`reports.periods`: the periods people name (day, week, month, fiscal or calendar year to date, custom) and
+  their month slices; ``RequestInvalid`` for a question asked wrongly.
+- :mod:`reports.baseline`: a period against the base year (in force and like-for-like), the year-end projection.
+- :mod:`reports.targets`: reduction targets (emissions or KPIs) and whether each is on track.
+- :mod:`reports.kpi`: kWh per lamp, kWh per m², litres per 100 km measured from the mapped meters.
+- :mod:`reports.mv`: building M&V (ASHRAE Guideline 14): fit a daily model, avoided energy and emissions.
+- :mod:`reports.annual`: the annual TGO CFO report and the GPC BASIC table of an organisation-year.
+- :mod:`reports.render`: those two as CSV, JSON and HTML (Jinja2 templates in templates/, package data).
+
+The functions return what ``api/routes/`` answers (JSON documents, or report bytes) and what ``lccm compare``,
+``projection``, ``targets``, ``kpis`` and ``report`` print, so both give the same numbers. They raise the domain
+errors of the stage that finds the problem (store: unknown organisation, no base year; imports: invalid rows; here:
+``RequestInvalid``); api/errors.py maps each to HTTP, the CLI to an exit code.
+"""

@@ -1,0 +1,210 @@
+"""CSV, JSON and printable HTML of the reports of :mod:`reports.annual`. No I/O but reading the templates.
+
+* JSON: ``dataclasses.asdict`` of the report, keys in field order (stable), numbers as full floats, UTF-8.
+* CSV: a **wide** table, UTF-8 with a byte-order mark (so Excel reads the Thai text), one row per item with the 12
+  month columns in the year's order (``kgco2e_YYYY-MM``), then one row per category, scope and summary total
+  (``row_type`` says which). Numbers are Python's shortest round-trip ``repr`` of the same floats as the JSON, blank
+  where a month has no value. The GPC CSV has one row per sub-sector, then the unmapped items and the totals.
+* HTML: one self-contained page (inline CSS, A4 print rules), Thai and English headings, tCO2e with thousands
+  separators and 2 decimals (the same floats, rounded for reading), from the Jinja2 templates in templates/
+  (package data, autoescape on; every value passes through ``html.escape``).
+
+CSV and JSON are written by the ``csv`` and ``json`` modules, not templates: quoting a CSV cell or a JSON string is
+theirs to get right.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from html import escape
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, FunctionLoader, StrictUndefined
+from markupsafe import Markup
+
+from lccm.reports.annual import SCOPES, CfoItem, CfoReport, GpcReport, ReportYear, Totals, month_label_th
+
+CSV_BOM = "\ufeff"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _t(value: float | None) -> str:
+    """tCO2e for people: thousands separators, 2 decimals."""
+    return "" if value is None else f"{value:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+# --------------------------------------------------------------------------------------------------------- JSON
+
+
+def to_json(report: CfoReport | GpcReport) -> bytes:
+    # int dict keys (scopes) become strings in JSON, as json.dumps does; key order is the dataclass field order.
+    return json.dumps(asdict(report), ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+# ---------------------------------------------------------------------------------------------------------- CSV
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return (CSV_BOM + out.getvalue()).encode("utf-8")
+
+
+CFO_CSV_FIXED = (
+    "row_type", "organisation", "year_kind", "year_ce", "scope", "category", "item_code", "activity_en", "activity_th",
+    "collection", "unit", "quantity", "ef_kgco2e_per_unit", "ef_unit", "ef_source", "gwp_set", "gpc_ref",
+    "months_reported", "completeness", "share",
+)  # fmt: skip
+
+
+def cfo_csv_header(year: ReportYear) -> list[str]:
+    return [*CFO_CSV_FIXED, *(f"kgco2e_{m}" for m in year.months), "kgco2e", "tco2e"]
+
+
+def cfo_csv(report: CfoReport) -> bytes:
+    org, year = report.organisation.code, report.year
+    lead = (org, year.kind, year.year_ce)
+
+    def item_row(scope: int, category: str, i: CfoItem) -> list[Any]:
+        return ["item", *lead, scope, category, i.item_code, i.activity_en or "", i.activity_th or "", i.collection,
+                i.unit, _num(i.quantity), _num(i.ef_kgco2e_per_unit), i.ef_unit, i.ef_source, i.gwp_set,
+                i.gpc_ref or "", i.months_reported, _num(i.completeness), "",
+                *(_num(k) for k in i.monthly_kgco2e), _num(i.kgco2e), _num(i.tco2e)]  # fmt: skip
+
+    def total_row(kind: str, scope: int | str, category: str, t: Totals, share: float | None = None) -> list[Any]:
+        blanks = [""] * (len(CFO_CSV_FIXED) - 7)
+        return [kind, *lead, scope, category, *blanks, _num(share), *(_num(k) for k in t.monthly_kgco2e),
+                _num(t.kgco2e), _num(t.tco2e)]  # fmt: skip
+
+    rows: list[list[Any]] = []
+    for s in report.scopes:
+        for c in s.categories:
+            rows += [item_row(s.scope, c.code, i) for i in c.items]
+            rows.append(total_row("category_total", s.scope, c.code, c.totals))
+        rows.append(total_row("scope_total", s.scope, "", s.totals))
+    rows += [item_row(1, "removal", i) for i in report.removals]
+    rows.append(total_row("removals_total", "", "removal", report.removals_totals))
+    rows.append(total_row("gross_total", "", "", report.gross))
+    rows.append(total_row("net_total", "", "", report.net))
+    rows.append(total_row("metered_total", "", "", report.metered, report.metered_share))
+    rows.append(total_row("manual_total", "", "", report.manual, report.manual_share))
+    return _csv(cfo_csv_header(year), rows)
+
+
+GPC_CSV_HEADER = ("row_type", "organisation", "year_kind", "year_ce", "gpc_ref", "sector", "sector_name",
+                  "subsector_name", "in_basic", "scope1_tco2e", "scope2_tco2e", "scope3_tco2e", "tco2e",
+                  "item_codes")  # fmt: skip
+
+
+def gpc_csv(report: GpcReport) -> bytes:
+    lead = (report.organisation.code, report.year.kind, report.year.year_ce)
+    rows: list[list[Any]] = []
+    for r in report.rows:
+        rows.append(["subsector", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name, str(r.in_basic).lower(),
+                     *(_num(r.scope_tco2e[s]) for s in SCOPES), _num(r.tco2e), " ".join(r.item_codes)])  # fmt: skip
+    for u in report.unmapped:
+        rows.append(["unmapped", *lead, "", "", "", "", "", *([""] * 3), _num(u.tco2e), u.item_code])
+    blank = ["", "", "", "", "", "", "", ""]
+    rows.append(["basic_total", *lead, *blank[:5], *blank[:3], _num(report.basic_tco2e), ""])
+    rows.append(["mapped_total", *lead, *blank[:5], *blank[:3], _num(report.total_tco2e), ""])
+    rows.append(["unmapped_total", *lead, *blank[:5], *blank[:3], _num(report.unmapped_tco2e), ""])
+    return _csv(GPC_CSV_HEADER, rows)
+
+
+# --------------------------------------------------------------------------------------------------------- HTML
+
+
+def _t_of_kg(value_kg: float | None) -> str:
+    return _t(None if value_kg is None else value_kg / 1000.0)
+
+
+def _ef(value: float) -> str:
+    return f"{value:,.4f}"
+
+
+def _joined(values: Iterable[object], separator: str) -> str:
+    """The non-blank values joined, as plain text (escaped on output, unlike Jinja2's ``join``, which escapes the
+    parts its own way)."""
+    return separator.join(str(v) for v in values if v)
+
+
+def _escape(value: object) -> Markup:
+    """Every ``{{ value }}`` of the templates goes through here before Jinja2's autoescape: ``html.escape`` (which
+    also escapes quotes, as &quot; and &#x27;), None as blank. Marked safe so autoescape leaves it as it is; markup
+    the templates build themselves (macros) passes unchanged. The bytes are those the reports had before they were
+    templated (tests/test_reports_pinned.py)."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(escape("" if value is None else str(value)))
+
+
+def _template(name: str) -> str:
+    return resources.files("lccm.reports").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+_HTML = Environment(
+    loader=FunctionLoader(_template),
+    autoescape=True,
+    finalize=_escape,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=StrictUndefined,
+)
+_HTML.filters.update(t=_t, pct=_pct, th_month=month_label_th, t_of_kg=_t_of_kg, ef=_ef, joined=_joined)
+
+
+def cfo_html(report: CfoReport) -> bytes:
+    """Month and total cells are tCO2e (kgCO2e / 1000) to 2 decimals (templates/cfo.html.j2)."""
+    share = report.months_reported / report.months_expected if report.months_expected else None
+    return _HTML.get_template("cfo.html.j2").render(r=report, completeness=share, **_heading(report)).encode()
+
+
+def gpc_html(report: GpcReport) -> bytes:
+    """Cells are tCO2e to 2 decimals (templates/gpc.html.j2)."""
+    return _HTML.get_template("gpc.html.j2").render(r=report, scopes=SCOPES, **_heading(report)).encode()
+
+
+def _heading(report: CfoReport | GpcReport) -> dict[str, str]:
+    org = report.organisation
+    return {
+        "names": " / ".join(n for n in (org.name_th, org.name_en) if n),
+        "province": " / ".join(p for p in (org.province_th, org.province_en) if p),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ dispatch
+
+FORMATS = ("csv", "json", "html")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "html": "text/html; charset=utf-8"}
+
+
+def render(report: CfoReport | GpcReport, fmt: str) -> bytes:
+    """The report in ``fmt`` (csv, json or html)."""
+    if fmt == "json":
+        return to_json(report)
+    if fmt not in ("csv", "html"):
+        raise ValueError(f"unknown report format {fmt!r}; one of {', '.join(FORMATS)}")
+    if isinstance(report, CfoReport):
+        return cfo_csv(report) if fmt == "csv" else cfo_html(report)
+    return gpc_csv(report) if fmt == "csv" else gpc_html(report)
+
+
+def file_name(report: CfoReport | GpcReport, fmt: str) -> str:
+    """e.g. ``cfo-lampang-fiscal-2025.csv``."""
+    kind = "cfo" if isinstance(report, CfoReport) else "gpc"
+    return f"{kind}-{report.organisation.code}-{report.year.kind}-{report.year.year_ce}.{fmt}"
