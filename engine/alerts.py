@@ -236,7 +236,7 @@ class AlertRule(_Model):
     schedule: Schedule = Schedule()
     enabled: bool = True
     description: str = ""
-    source: str = ""  # where the threshold comes from (reference/domain.md tags)
+    source: str = ""  # where the threshold comes from: its public source and docs/reference.md#<section>
 
     @field_validator("max_gap_s", "holdoff_s", mode="before")
     @classmethod

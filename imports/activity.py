@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
+from lccm.engine.timebase import ce_from_buddhist_era
 from lccm.imports import units
 from lccm.imports.inventory import MONTH_HEADERS, MONTHS, InventoryInvalid
 from lccm.imports.rows import RowError, normalise_header
@@ -73,7 +74,7 @@ def parse_month(text: str) -> date:
         raise ValueError(
             f"not a month: {text.strip()!r}; write YYYY-MM, e.g. 2026-03 (a BE year such as 2569-03 works)"
         )
-    return date(year - 543 if year >= _BE_FROM else year, month, 1)
+    return date(ce_from_buddhist_era(year) if year >= _BE_FROM else year, month, 1)
 
 
 def _entry(

@@ -29,7 +29,8 @@ from lccm.imports.rows import RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
 GWP_SETS = ("AR4", "AR5", "AR6")
-DEFAULT_GWP_SET = "AR5"  # the set of TGO's April 2022 CFO factor table [domain.md §2.3, S2.2, S2.3]
+# AR5: the set of TGO's CFO emission-factor table of April 2022 (docs/reference.md#global-warming-potentials).
+DEFAULT_GWP_SET = "AR5"
 ITEM_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GPC_PATTERN = re.compile(r"^(I|II|III|IV|V|VI)\.[1-9][0-9]?(\.[1-3])?$")
 SOURCE_CLASS_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -46,7 +47,8 @@ class Category:
     is_removal: bool = False
 
 
-# Mirrors the cfo_categories rows of migration 007 (a test checks they agree) [domain.md §1.2, S1.14, S1.15].
+# Mirrors the cfo_categories rows of migration 007 (a test checks they agree); TGO CFO calculation form 1.5(1)
+# (docs/reference.md#scopes-and-cfo-categories).
 CATEGORIES: tuple[Category, ...] = (
     Category("stationary_combustion", (1,), "Stationary combustion", "การเผาไหม้อยู่กับที่"),
     Category("mobile_combustion", (1,), "Mobile combustion", "การเผาไหม้เคลื่อนที่"),
@@ -511,7 +513,8 @@ def _cross_row_errors(
         else:
             first.setdefault(code, line)
     if rows:
-        # ISO 14064-1 practice: one GWP set per inventory, the same in base and reporting years [S1.21].
+        # ISO 14064-1 practice: one GWP set per inventory, the same in base and reporting years
+        # (docs/reference.md#base-year-and-targets).
         reference = rows[0]
         for r in rows[1:]:
             if r.gwp_set != reference.gwp_set:

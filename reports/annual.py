@@ -42,7 +42,7 @@ SCOPE_NAMES = {1: ("Scope 1: direct emissions", "ขอบเขตที่ 1: 
                2: ("Scope 2: energy indirect emissions", "ขอบเขตที่ 2: การปล่อยทางอ้อมจากพลังงาน"),
                3: ("Scope 3: other indirect emissions", "ขอบเขตที่ 3: การปล่อยทางอ้อมอื่น ๆ")}  # fmt: skip
 
-# GPC v1.1 sectors and sub-sectors [domain.md §3, S3.4, S3.5].
+# GPC v1.1 sectors and sub-sectors (GHG Protocol, GPC v1.1 2021; docs/reference.md#gpc-sectors-and-scopes).
 GPC_SECTORS: dict[str, str] = {
     "I": "Stationary energy", "II": "Transportation", "III": "Waste", "IV": "Industrial processes and product use",
     "V": "Agriculture, forestry and other land use", "VI": "Other scope 3",
@@ -57,7 +57,8 @@ GPC_SUBSECTORS: dict[str, str] = {
     "III.4": "Wastewater treatment and discharge", "IV.1": "Industrial processes", "IV.2": "Product use",
     "V.1": "Livestock", "V.2": "Land", "V.3": "Aggregate sources and non-CO2 emission sources on land",
 }  # fmt: skip
-# BASIC: stationary energy and transportation scopes 1 and 2, waste scopes 1 and 3 [domain.md §3, S3.1, S3.6].
+# BASIC: stationary energy and transportation scopes 1 and 2, waste scopes 1 and 3 (GPC v1.1 reporting levels;
+# docs/reference.md#gpc-basic-and-basic).
 GPC_BASIC_SCOPES: dict[str, tuple[int, ...]] = {"I": (1, 2), "II": (1, 2), "III": (1, 3)}
 _GPC_REF = re.compile(r"^(I|II|III|IV|V|VI)\.([1-9][0-9]?)(?:\.([1-3]))?$")
 _SECTOR_ORDER = tuple(GPC_SECTORS)

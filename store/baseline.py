@@ -21,13 +21,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME
 from lccm.imports.rows import RowError
 from lccm.imports.temperature import parse_temperature_csv
 from lccm.store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
@@ -290,9 +291,7 @@ def _days(day_from: date, day_to: date) -> np.ndarray:
 
 
 def _bkk_midnight(d: date) -> datetime:
-    from datetime import timezone
-
-    return datetime(d.year, d.month, d.day, tzinfo=timezone(timedelta(hours=7)))
+    return datetime(d.year, d.month, d.day, tzinfo=BANGKOK)
 
 
 def site_daily_energy(conn: psycopg.Connection, site_id: int, day_from: date,
@@ -303,11 +302,11 @@ def site_daily_energy(conn: psycopg.Connection, site_id: int, day_from: date,
     kwh = np.full(days.shape[0], np.nan)
     kg = np.full(days.shape[0], np.nan)
     for day, amount, kgco2e in conn.execute(
-        "SELECT (eb.bucket_start AT TIME ZONE 'Asia/Bangkok')::date, sum(eb.amount), sum(eb.kgco2e)"
+        "SELECT (eb.bucket_start AT TIME ZONE %s)::date, sum(eb.amount), sum(eb.kgco2e)"
         " FROM energy_buckets eb JOIN devices d ON d.id = eb.device_id"
         " WHERE eb.resolution = '1d' AND eb.metric_id = %s AND d.site_id = %s AND d.kind = 'electricity_meter'"
         " AND eb.bucket_start >= %s AND eb.bucket_start < %s GROUP BY 1",
-        (ENERGY_METRIC, site_id, _bkk_midnight(day_from), _bkk_midnight(day_to)),
+        (CITY_TZ_NAME, ENERGY_METRIC, site_id, _bkk_midnight(day_from), _bkk_midnight(day_to)),
     ):
         i = (np.datetime64(day, "D") - days[0]).astype(int)
         kwh[i], kg[i] = float(amount), float(kgco2e)

@@ -26,6 +26,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from lccm.engine.timebase import BE_OFFSET_YEARS, CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
 from lccm.imports import units
 from lccm.imports.inventory import (
     CATEGORY_BY_CODE,
@@ -41,8 +42,6 @@ ORG_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as the or
 YearKind = Literal["calendar", "fiscal"]
 YEAR_KINDS: tuple[YearKind, ...] = ("calendar", "fiscal")
 MunicipalityType = Literal["city", "town", "subdistrict", "sao", "pao", "special"]
-BE_OFFSET = 543  # Buddhist Era year = CE year + 543
-FISCAL_FIRST_MONTH = 10  # the Thai government fiscal year starts in October [domain.md §1.3]
 
 # pg_advisory_xact_lock(key, organisation id): one writer per organisation's inventory at a time.
 _LOCK_KEY = 0x4C43_4956  # "LCIV"
@@ -69,15 +68,15 @@ class UnknownReportingYear(InventoryError):
 
 
 def be(year_ce: int) -> int:
-    return year_ce + BE_OFFSET
+    return year_ce + BE_OFFSET_YEARS
 
 
 def year_months(kind: YearKind, year_ce: int) -> list[date]:
     """First days of the 12 Bangkok months of a reporting year, in the year's own order (Oct..Sep if fiscal)."""
     if kind == "calendar":
         return [date(year_ce, m, 1) for m in range(1, 13)]
-    first = [date(year_ce - 1, m, 1) for m in range(FISCAL_FIRST_MONTH, 13)]
-    return first + [date(year_ce, m, 1) for m in range(1, FISCAL_FIRST_MONTH)]
+    first = [date(year_ce - 1, m, 1) for m in range(FISCAL_YEAR_FIRST_MONTH, 13)]
+    return first + [date(year_ce, m, 1) for m in range(1, FISCAL_YEAR_FIRST_MONTH)]
 
 
 def calendar_month_dates(kind: YearKind, year_ce: int) -> list[date]:
@@ -87,7 +86,7 @@ def calendar_month_dates(kind: YearKind, year_ce: int) -> list[date]:
 
 def year_containing(kind: YearKind, month: date) -> int:
     """CE year of the calendar or fiscal year that contains a month."""
-    return month.year + 1 if kind == "fiscal" and month.month >= FISCAL_FIRST_MONTH else month.year
+    return month.year + 1 if kind == "fiscal" and month.month >= FISCAL_YEAR_FIRST_MONTH else month.year
 
 
 def year_label(kind: YearKind, year_ce: int) -> str:
@@ -316,12 +315,12 @@ def _factors_in_force(conn: psycopg.Connection, item_ids: Sequence[int]) -> None
         UPDATE inventory_items i
         SET ef_kgco2e_per_unit = f.kgco2e_per_unit, ef_source = f.source
         FROM reporting_years y, source_classes sc, emission_factors f
-        WHERE i.id = ANY(%s) AND i.collection = 'metered' AND y.id = i.reporting_year_id
+        WHERE i.id = ANY(%(ids)s) AND i.collection = 'metered' AND y.id = i.reporting_year_id
           AND sc.key = i.source_class AND f.key = sc.factor_key AND i.ef_unit = 'kgCO2e/' || f.unit
-          AND f.valid_from <= (y.first_month::timestamp AT TIME ZONE 'Asia/Bangkok')
-          AND f.valid_to >= ((y.first_month + interval '1 year')::timestamp AT TIME ZONE 'Asia/Bangkok')
+          AND f.valid_from <= (y.first_month::timestamp AT TIME ZONE %(tz)s)
+          AND f.valid_to >= ((y.first_month + interval '1 year')::timestamp AT TIME ZONE %(tz)s)
         """,
-        (list(item_ids),),
+        {"ids": list(item_ids), "tz": CITY_TZ_NAME},
     )
 
 

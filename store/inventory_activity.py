@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from lccm.engine.timebase import BANGKOK
 from lccm.imports import units
 from lccm.imports.activity import ActivityEntry, ParsedActivity, parse_activity_csv
 from lccm.imports.inventory import InventoryInvalid
@@ -42,7 +42,6 @@ from lccm.store.inventory import (
     year_label,
 )
 
-BANGKOK = ZoneInfo("Asia/Bangkok")
 Origin = Literal["api", "csv"]
 
 
