@@ -19,13 +19,9 @@ from typing import Any
 
 import psycopg
 
-from lccm.notifications import Notifications, build_notifications
-from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
+from lccm.runtime import Ingest, Services, ingest_process, services
 from lccm.services import free_port
 from lccm.settings import Settings
-from lccm.stream.alerts import AlertThread
-from lccm.stream.energy import EnergyThread
-from lccm.stream.loop import CommitHook
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +48,10 @@ def run_demo(
     with services(settings, embedded=True) as svc:
         _import_registry(settings, svc, city)
         inventory = _import_base_year(svc)
-        energy = EnergyThread(updaters(settings, svc.database_url))
-        energy.start()
-        hooks: list[CommitHook] = [energy.poke]
-        alerts = _alerts(settings, svc)
-        if alerts is not None:
-            hooks.append(alerts.thread.on_commit)
-        worker = build_ingest(settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=hooks)
+        # As `lccm ingest` runs, with alerts on the event clock: the demo replays the recent past at speed, and on
+        # the wall clock every alert of the replay would be recorded as late.
+        demo = settings.model_copy(update={"alert_clock": "event"})
+        worker = ingest_process(demo, svc, client_id=f"{settings.mqtt_client_id}-demo")
         worker.start()
         with _api_server(settings, svc) as api_url:
             echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
@@ -79,35 +72,10 @@ def run_demo(
             started = time.monotonic()
             reporter = _Reporter(worker, echo, started)
             truth = run_simulation(city, cfg, stop_event=stop, progress=reporter)
-            worker.stop(drain_s=1.0)
-            energy.stop()
-            if alerts is not None:
-                alerts.stop()
+            worker.stop(drain_s=1.0)  # the updaters, the evaluator and the dispatcher drain what is left
             elapsed = time.monotonic() - started
             return {**_summary(svc, worker, truth.summary(), elapsed), "inventory": inventory,
                     "alerts": _alert_summary(svc)}  # fmt: skip
-
-
-@dataclass
-class _Alerting:
-    thread: AlertThread
-    notes: Notifications
-
-    def stop(self) -> None:
-        self.thread.stop()  # evaluates what is left, hands the last changes on
-        self.notes.close()  # delivers them
-
-
-def _alerts(settings: Settings, svc: Services) -> _Alerting | None:
-    """The alert thread and notifications as ``lccm ingest`` runs them, on the event clock: the demo replays the
-    recent past at speed, and on the wall clock every alert of the replay would be recorded as late."""
-    if not settings.alerts_enabled:
-        return None
-    demo = settings.model_copy(update={"alert_clock": "event"})
-    notes = build_notifications(demo, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
-    thread = AlertThread(alert_evaluator(demo, svc.database_url, notify=notes))
-    thread.start()
-    return _Alerting(thread, notes)
 
 
 def _alert_summary(svc: Services) -> dict[str, Any]:
@@ -187,7 +155,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
 class _Reporter:
     """Progress line every few seconds: what the simulator sent against what ingest committed."""
 
-    def __init__(self, worker: IngestWorker, echo: Callable[[str], None], started: float, every_s: float = 5.0):
+    def __init__(self, worker: Ingest, echo: Callable[[str], None], started: float, every_s: float = 5.0):
         self._worker, self._echo, self._started, self._every = worker, echo, started, every_s
         self._last = started
 
@@ -204,7 +172,7 @@ class _Reporter:
         )
 
 
-def _summary(svc: Services, worker: IngestWorker, truth: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
+def _summary(svc: Services, worker: Ingest, truth: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
     with psycopg.connect(svc.database_url) as conn:
         readings = conn.execute("SELECT count(*), count(DISTINCT device_id) FROM readings").fetchone()
         registered = conn.execute("SELECT count(*) FROM devices").fetchone()
