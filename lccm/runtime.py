@@ -165,12 +165,15 @@ def connector(database: Connect | str) -> Connect:
 def worker_pool(settings: Settings, database_url: str) -> ConnectionPool:
     """The connection pool a process's workers share (sized by LCCM_DB_POOL_MIN/MAX). Each connection is checked as
     it is handed out, so one broken by a database outage is discarded and replaced, not handed to a worker; a
-    worker that finds no connection within LCCM_DB_POOL_TIMEOUT_S fails its step and backs off."""
+    worker that finds no connection within LCCM_DB_POOL_TIMEOUT_S fails its step and backs off. The pool's own
+    reconnect attempts back off exponentially too and start over after ``reconnect_timeout``: at twice the
+    workers' backoff cap, a database that comes back is found within about one cap, not minutes later."""
     pool = ConnectionPool(
         database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout_s,
+        reconnect_timeout=2 * settings.worker_backoff_cap_s,
         check=ConnectionPool.check_connection,
         name="lccm-workers",
         open=False,

@@ -142,6 +142,11 @@ class Worker:
     # -- state ---------------------------------------------------------------------------------------------------
 
     @property
+    def native_id(self) -> int | None:
+        """The OS thread id (per-thread CPU accounting in benchmarks)."""
+        return None if self._thread is None else self._thread.native_id
+
+    @property
     def errors(self) -> int:
         """Every exception caught, whatever became of it."""
         return self._errors
@@ -178,8 +183,8 @@ class Worker:
             self._set(state="stopped")
         except BaseException as e:  # a fatal error class, or a bug in this loop: never die silently
             self._errors += 1
-            self._set(state="failed", last_error=_describe(e))
             log.critical("worker %s failed and will not be retried: %s", self.name, _describe(e), exc_info=True)
+            self._set(state="failed", last_error=_describe(e))
 
     def _attempt(self) -> float | None:
         """One step, retried with backoff until it succeeds or the worker is stopped."""

@@ -216,7 +216,6 @@ class Dispatcher:
             return replace(failed, ok=True, attempts=0, error="", detail="already delivered", at=self.now())
         return records[0]
 
-
     def redeliver(self, failed_before: datetime, max_failures: int) -> list[DeliveryRecord]:
         """Send again every failed delivery the outbox has kept for retry (:meth:`Outbox.retryable`); a failure that
         cannot be retried any more (its recipient or address is gone) is recorded without its message, which ends
