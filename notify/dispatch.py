@@ -14,8 +14,9 @@ time it has work is ``next_due()``. A digest or summary goes out at its hour eve
 recipient's quiet hours: the recipient chose it.
 
 Every delivery outcome is recorded in the outbox and failures are logged; a failed notification is kept in its
-record so ``resend`` can deliver it later (``redeliver`` sends every such failure again, a bounded number of times). The same alert change dispatched twice reaches each address once:
-notification ids are derived from the content, and the outbox knows what was delivered and what was held.
+record so ``resend`` can deliver it later (``redeliver`` sends every such failure again, a bounded number of
+times). The same alert change dispatched twice reaches each address once: notification ids are derived from the
+content, and the outbox knows what was delivered and what was held.
 """
 
 from __future__ import annotations

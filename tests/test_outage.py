@@ -243,7 +243,7 @@ def test_a_60_s_database_outage_loses_no_notification_and_every_worker_recovers(
             "SELECT a.id, e.kind, e.at, e.notified_at IS NOT NULL FROM alert_events e JOIN alerts a"
             " ON a.id = e.alert_id WHERE e.page ORDER BY e.id"
         ).fetchall()
-        deliveries = dict(
+        deliveries: dict[str, int] = dict(
             conn.execute(
                 "SELECT channel, count(*) FILTER (WHERE ok) FROM notify_deliveries GROUP BY channel"
             ).fetchall()
