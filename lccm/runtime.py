@@ -225,6 +225,11 @@ def database(settings: Settings) -> Iterator[str]:
         yield svc.database_url
 
 
+# A database whose schema is not the code's (a table or column missing) does not heal by retrying: the worker fails
+# at once, `lccm ingest` exits 1 and its restart migrates (services() does) before it starts again.
+SCHEMA_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
+
+
 def worker(settings: Settings, name: str, step: Any, **kw: Any) -> Worker:
     """A supervised worker with the process's retry and health settings."""
     return Worker(
@@ -232,6 +237,7 @@ def worker(settings: Settings, name: str, step: Any, **kw: Any) -> Worker:
         step,
         backoff=Backoff(settings.worker_backoff_base_s, settings.worker_backoff_cap_s),
         unhealthy_after_s=settings.worker_unhealthy_after_s,
+        fatal=SCHEMA_ERRORS,
         **kw,
     )
 
@@ -250,8 +256,12 @@ class Ingest:
 
     def start(self) -> None:
         """Connect to the broker (MqttError if it cannot be reached), then start the workers."""
-        self.source.start()
-        self.supervisor.start()
+        try:
+            self.source.start()
+            self.supervisor.start()
+        except BaseException:
+            self.stop()  # closes the pool and the channels it was given
+            raise
 
     @property
     def error(self) -> str | None:

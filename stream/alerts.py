@@ -3,7 +3,7 @@
 (the dispatch worker sends them).
 
 Work and crash safety. ``on_commit(cols)`` (a stream-loop commit hook) records, per (device, metric), the span of
-event times the batch committed and the watermark it arrived under, and pokes the thread. Evaluation is driven by
+event times the batch committed and the watermark it arrived under, and pokes the worker. Evaluation is driven by
 the stored readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
 ``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it was told
 about. State, alerts, events and the frontier are written in one transaction, so a crash loses nothing and repeats
@@ -198,7 +198,6 @@ class AlertEvaluator:
         self._holidays: dict[tuple[int, int], frozenset[date]] = {}
         self._warned: set[str] = set()
         self._prepared = False
-        self._conn: psycopg.Connection | None = None
         self._scopes: dict[tuple[str, int], list[int]] = {}  # (rule, version) -> its devices, sorted
         self._offline_raised: set[tuple[str, int]] = set()  # committed offline alerts still raised (a cache)
         self.totals = RunResult()
@@ -320,7 +319,7 @@ class AlertEvaluator:
         return work.result
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> RunResult:
-        """Run until nothing is pending (and at least once, for notifications and offline checks)."""
+        """Run until nothing is pending (and at least once, for offline checks)."""
         total = RunResult()
         while True:
             r = self.run_once()
