@@ -84,7 +84,7 @@ class Worker:
         *,
         idle_s: float = 1.0,
         drain: Drain | None = None,
-        drain_s: float = 20.0,
+        drain_s: float = 10.0,
         backoff: Backoff = Backoff(),
         unhealthy_after_s: float = 60.0,
         fatal: tuple[type[BaseException], ...] = (),

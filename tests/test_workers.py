@@ -14,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from lccm.cli import HEARTBEAT_FILE, app
+from lccm.services import Broker
 from lccm.workers import STAGE, Backoff, StageFilter, Supervisor, Worker, heartbeat_problems, write_heartbeat
 
 FAST = Backoff(0.01, 0.05)
@@ -217,3 +220,30 @@ def test_the_supervisor_starts_downstream_first_stops_upstream_first_and_reports
     assert heartbeat_problems(beat, max_age_s=60) == [f"ingest: no heartbeat in {beat} for 120 s"]
     healthy.stop(timeout_s=10)
     assert heartbeat_problems(tmp_path / "missing", max_age_s=60) == [f"ingest: no heartbeat at {tmp_path}/missing"]
+
+
+def test_healthcheck_ingest_fails_naming_the_unhealthy_stage_and_why(
+    fresh_db: str, broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LCCM_DATABASE_URL", fresh_db)
+    monkeypatch.setenv("LCCM_MQTT_HOST", broker.host)
+    monkeypatch.setenv("LCCM_MQTT_PORT", str(broker.port))
+    monkeypatch.setenv("LCCM_DATA_DIR", str(tmp_path))
+    step = Flaky()
+    sup = Supervisor([Worker("stream", lambda _s: None, idle_s=0.05), Worker("notify-dispatch", step, backoff=FAST,
+                                                                            unhealthy_after_s=0.0)])  # fmt: skip
+    sup.start()
+    try:
+        assert wait_for(lambda: sup["notify-dispatch"].status().restarts >= 1)
+        write_heartbeat(tmp_path / HEARTBEAT_FILE, sup)  # as `lccm ingest` does every 10 s
+        sick = CliRunner().invoke(app, ["healthcheck", "--ingest"])
+        assert sick.exit_code == 1
+        assert "ingest: worker notify-dispatch is unhealthy (backing-off," in sick.output
+        assert "last error: ConnectionError: database went away" in sick.output and "worker stream" not in sick.output
+        step.failing.clear()
+        assert wait_for(lambda: sup.healthy())
+        write_heartbeat(tmp_path / HEARTBEAT_FILE, sup)
+        well = CliRunner().invoke(app, ["healthcheck", "--ingest"])
+        assert (well.exit_code, well.output.strip()) == (0, "ok")
+    finally:
+        sup.stop(timeout_s=10)
