@@ -218,9 +218,11 @@ class Worker:
         self._errors += 1
         with self._lock:
             self._last_error = _describe(e)
-            if self._failing_since is None:
+            first = self._failing_since is None
+            if first:
                 self._failing_since = self._clock()
-        log.warning("worker %s: step failed (%s)", self.name, _describe(e), exc_info=log.isEnabledFor(logging.DEBUG))
+        # The traceback once per run of failures (a bug shows where it is), then one line per failure.
+        log.warning("worker %s: step failed (%s)", self.name, _describe(e), exc_info=e if first else None)
 
     def _backing_off(self, rs: RetryCallState) -> None:
         wait = rs.next_action.sleep if rs.next_action is not None else 0.0
