@@ -259,7 +259,7 @@ def test_a_60_s_database_outage_loses_no_notification_and_every_worker_recovers(
         f"\nrecovered: every worker running and healthy {recover_s:.1f} s after the database returned; the clear"
         f" recorded from the outage's readings had reached both channels {clear_s:.1f} s after it returned"
         f"\nrestarts per stage: {restarts}"
-        f"\nevents paged: {[k for _, k, _, _ in events]}; deliveries ok per channel: {deliveries}, failed: {failed}"
+        f"\nevents paged: {[k for _, k, _, _ in events]}; deliveries ok per channel: {deliveries}, failed: {failed[0] if failed else 0}"
         f"\nreceived (raw, deduped by event): webhook {len(got['webhook'])}, {len(set(got['webhook']))};"
         f" mqtt {len(got['mqtt'])}, {len(set(got['mqtt']))}"
         f"\nreadings stored: {readings[0] if readings else 0} of {station.sent} published;"
