@@ -22,8 +22,9 @@ time the simulator published the message carrying the reading that completed the
 alerts are counted but not timed (the reading that "triggers" them is not one message: the watermark's, an hour's
 end). The evaluator runs on the event clock (``alert_clock=event``): the replay of January is "now" for it.
 
-Notifications are wired as ``lccm ingest`` wires them (``lccm.notifications.build_notifications``, passed as the
-evaluator's ``notify``): the PostgreSQL outbox, the dispatch thread, the implicit MQTT-all recipient (every on-time
+Notifications are wired as ``lccm ingest`` wires them (``lccm.runtime.ingest_process``): the evaluator records the
+changes to page, the ``notify-dispatch`` worker reads them from the database and sends them through the
+PostgreSQL outbox, to the implicit MQTT-all recipient (every on-time
 alert change to ``{root}/{city}/alerts/{severity}``) and one webhook recipient, an HTTP server on loopback that the
 benchmark runs itself (it checks each request's HMAC signature and answers 401 to a bad one). A paho subscriber in
 this process (MQTT 5, QoS 1) listens on ``{root}/+/alerts/#``. **Delivery latency** of a timed alert, per channel =
@@ -76,17 +77,14 @@ from psycopg import sql  # noqa: E402
 from lccm.engine.alerts import AlertRule  # noqa: E402
 from lccm.engine.timebase import BANGKOK  # noqa: E402
 from lccm.imports.registry import parse_registry_csv  # noqa: E402
-from lccm.notifications import build_notifications  # noqa: E402
 from lccm.notify import Recipient  # noqa: E402
-from lccm.runtime import Services, alert_evaluator, build_ingest, updaters  # noqa: E402
+from lccm.runtime import Services, ingest_process  # noqa: E402
 from lccm.services import start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
 from lccm.simulators.city import load_city  # noqa: E402
 from lccm.store import alerts as st  # noqa: E402
 from lccm.store.devices import import_registry  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
-from lccm.stream.alerts import AlertThread  # noqa: E402
-from lccm.stream.energy import EnergyThread  # noqa: E402
 
 log = logging.getLogger("bench.alerts")
 
@@ -412,6 +410,13 @@ def wait_received(subscriber: AlertSubscriber, expected: int, timeout_s: float =
         time.sleep(0.02)
 
 
+def paged_changes(url: str) -> int:
+    """Alert changes recorded to page so far (each reaches every address once)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM alert_events WHERE page").fetchone()
+    return int(row[0]) if row else 0
+
+
 def wait_quiet(evaluator: Any, quiet_s: float = 0.5, timeout_s: float = 300.0) -> None:
     """Until the alert thread has had nothing to do for quiet_s."""
     deadline = time.monotonic() + timeout_s
@@ -467,54 +472,43 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     alert_late_after_s=7200,
                 )  # fmt: skip
                 subscriber = AlertSubscriber(broker.host, broker.port, f"{TOPIC_ROOT}/+/alerts/#").start()
-                # As `lccm ingest` wires them (lccm/cli.py): notifications first, handed to the evaluator.
-                notes = build_notifications(
-                    settings, url, mqtt_host=broker.host, mqtt_port=broker.port, recipients=[webhook]
-                )
+                # As `lccm ingest` wires them (lccm.runtime.ingest_process), with the webhook recipient.
+                svc = Services(url, broker.host, broker.port, broker.protocol)
+                worker = ingest_process(settings, svc, client_id="bench-ingest", recipients=[webhook])
+                evaluator = worker.evaluator
+                assert evaluator is not None
+                with psycopg.connect(url) as conn:
+                    for rule in tier_rules(args.tiers):
+                        st.put_rule(conn, rule.key, rule.definition(), "api")
+                worker.start()
                 try:
-                    evaluator = alert_evaluator(settings, url, notify=notes)
-                    with psycopg.connect(url) as conn:
-                        for rule in tier_rules(args.tiers):
-                            st.put_rule(conn, rule.key, rule.definition(), "api")
-                    energy = EnergyThread(updaters(settings, url))
-                    alerts = AlertThread(evaluator)
-                    energy.start()
-                    alerts.start()
-                    worker = build_ingest(
-                        settings, Services(url, broker.host, broker.port, broker.protocol), client_id="bench-ingest",
-                        on_commit=[energy.poke, alerts.on_commit],
-                    )  # fmt: skip
-                    worker.start()
-                    try:
-                        prefill_s = publish(
-                            broker, prefill_start, start, None, devices, folder / "prefill.jsonl", "prefill"
-                        )
-                        worker.wait_idle(1.0, timeout_s=600)
-                        wait_quiet(evaluator)
-                        # The prefill's notifications go out before the window, not into its delivery figures.
-                        prefill_notified = evaluator.totals.notified
-                        wait_delivered(url, addresses_per_change * prefill_notified)
-                        wall_start = time.time()
-                        window_s = publish(broker, start, end, args.speed, devices, folder / "episode.jsonl", "episode")
-                        worker.wait_idle(1.0, timeout_s=600)
-                        wait_quiet(evaluator)
-                        drain_t0 = time.monotonic()
-                        wait_delivered(url, addresses_per_change * evaluator.totals.notified)
-                        drain_s = time.monotonic() - drain_t0
-                        stats = worker.loop.stats.as_dict()
-                        t = evaluator.totals
-                        evaluation = {
-                            "runs": t.runs,
-                            "busy_s": round(t.busy_s, 2),
-                            "mean_run_ms": round(1000 * t.busy_s / max(t.runs, 1), 1),
-                            "max_run_ms": round(1000 * t.max_run_s, 1),
-                        }
-                    finally:
-                        worker.stop()
-                        energy.stop(drain=False)
-                        alerts.stop(drain=False)
+                    prefill_s = publish(
+                        broker, prefill_start, start, None, devices, folder / "prefill.jsonl", "prefill"
+                    )
+                    worker.wait_idle(1.0, timeout_s=600)
+                    wait_quiet(evaluator)
+                    # The prefill's notifications go out before the window, not into its delivery figures.
+                    prefill_notified = paged_changes(url)
+                    wait_delivered(url, addresses_per_change * prefill_notified)
+                    wall_start = time.time()
+                    window_s = publish(broker, start, end, args.speed, devices, folder / "episode.jsonl", "episode")
+                    worker.wait_idle(1.0, timeout_s=600)
+                    wait_quiet(evaluator)
+                    drain_t0 = time.monotonic()
+                    notified = paged_changes(url)
+                    wait_delivered(url, addresses_per_change * notified)
+                    drain_s = time.monotonic() - drain_t0
+                    stats = worker.loop.stats.as_dict()
+                    t = evaluator.totals
+                    evaluation = {
+                        "runs": t.runs,
+                        "busy_s": round(t.busy_s, 2),
+                        "mean_run_ms": round(1000 * t.busy_s / max(t.runs, 1), 1),
+                        "max_run_ms": round(1000 * t.max_run_s, 1),
+                    }
                 finally:
-                    notes.close()
+                    notify_errors = worker.supervisor["notify-dispatch"].errors
+                    worker.stop()
                 mqtt_ok_total = sum(c["ok"] for ch, c in delivery_counts(url, 0).items() if ch == "mqtt")
                 wait_received(subscriber, mqtt_ok_total)
                 subscriber.stop()
@@ -523,7 +517,6 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 timed, unmatched = timed_alerts(found, published)
                 by_channel = delivery_counts(url, wall_start)
                 errors = delivery_errors(url, wall_start)
-                notify_errors = notes.errors
             finally:
                 broker.stop()
     finally:
@@ -563,7 +556,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "by_rule": dict(sorted(by_rule.items())),
             "late": sum(1 for a in found if a[5]),
             "unmatched": unmatched,
-            "notified": evaluator.totals.notified,
+            "notified": notified,
             "latency_p90_s": percentile(lat, 90),
             "latency_min_s": round(min(lat), 4) if lat else None,
             "delivery": {
@@ -575,7 +568,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "failures": errors,
                 "dispatch_errors": notify_errors,
                 "prefill_changes_notified": prefill_notified,
-                "window_changes_notified": evaluator.totals.notified - prefill_notified,
+                "window_changes_notified": notified - prefill_notified,
                 "drain_after_quiet_s": round(drain_s, 2),
             },
             "ingest": stats,

@@ -678,8 +678,9 @@ def _ingest_main(
         worker.start()
         cpu = CpuMeter()
         cpu.add("process", os.getpid())
-        if worker._thread is not None and worker._thread.native_id is not None:
-            cpu.add("stream_thread", os.getpid(), worker._thread.native_id)
+        stream_thread = worker.supervisor["stream"].native_id
+        if stream_thread is not None:
+            cpu.add("stream_thread", os.getpid(), stream_thread)
         paho_thread = getattr(worker.source._client, "_thread", None)
         if paho_thread is not None and paho_thread.native_id is not None:
             cpu.add("paho_thread", os.getpid(), paho_thread.native_id)
@@ -696,7 +697,7 @@ def _ingest_main(
         results.put(
             {
                 "client_id": client_id,
-                "error": None if worker.error is None else repr(worker.error),
+                "error": worker.error,
                 "messages": stats.messages,
                 "readings_stored": stats.readings_stored,
                 "duplicates_dropped": stats.duplicates_dropped,

@@ -124,6 +124,14 @@ class MqttAlertPublisher:
             client.loop_stop()
         self._connected.clear()
 
+    def check(self) -> None:
+        """Raise AlertPublisherError unless connected (paho reconnects by itself; the ``alert-publisher`` worker calls
+        this, so a broker that stays away shows as an unhealthy stage with the reason)."""
+        if self._client is None:
+            raise AlertPublisherError("the alert publisher is not started")
+        if not self._connected.is_set():
+            raise AlertPublisherError(f"not connected to broker {self._host}:{self._port}; paho is reconnecting")
+
     def __enter__(self) -> MqttAlertPublisher:
         self.start()
         return self

@@ -92,6 +92,15 @@ class MqttSource:
             client.loop_stop()
             self._client = None
 
+    def check(self) -> None:
+        """Raise MqttError unless connected (paho's network thread reconnects by itself; the ``mqtt-in`` worker calls
+        this, so a broker that stays away shows as an unhealthy stage with the reason)."""
+        client = self._client
+        if client is None:
+            raise MqttError("the MQTT source is not started")
+        if not client.is_connected():
+            raise MqttError(f"not connected to broker {self._cfg.host}:{self._cfg.port}; paho is reconnecting")
+
     def _try_connect(self, proto: str) -> tuple[bool, str]:
         client = self._make_client(proto)
         self._subscribed.clear()

@@ -5,6 +5,7 @@ Settings are built once here (``Settings()`` reads LCCM_* from the environment) 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from lccm.settings import Settings
@@ -23,6 +25,7 @@ from lccm.settings import Settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FILE = "ingest.heartbeat"
+HEARTBEAT_EVERY_S = 10
 HEARTBEAT_MAX_AGE_S = 60
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Low Carbon City Monitor")
@@ -130,70 +133,53 @@ def migrate(ctx: typer.Context) -> None:
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
     from lccm.metrics import IngestMetrics
-    from lccm.monitoring import start_monitoring, thread_statuses, watch_ingest
-    from lccm.notifications import build_notifications
-    from lccm.runtime import alert_evaluator, build_ingest, services, updaters
-    from lccm.stream.alerts import AlertThread
-    from lccm.stream.energy import EnergyThread
-    from lccm.stream.loop import CommitHook
+    from lccm.monitoring import monitor_ingest
+    from lccm.runtime import ingest_process, services
+    from lccm.workers import write_heartbeat
 
     settings = _settings(ctx)
     stop = _stop_event()
     with services(settings) as svc:
-        energy = EnergyThread(updaters(settings, svc.database_url))
-        energy.start()
-        hooks: list[CommitHook] = [energy.poke]
-        notes = alerts = None
         metrics = IngestMetrics()
-        if settings.alerts_enabled:
-            notes = build_notifications(
-                settings, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port,
-                on_delivery=metrics.on_delivery,
-            )  # fmt: skip
-            metrics.track_channels(notes.dispatcher.channels)
-            alerts = AlertThread(alert_evaluator(settings, svc.database_url, notify=notes))
-            alerts.start()
-            hooks.append(alerts.on_commit)
-        worker = build_ingest(settings, svc, on_commit=hooks, observe=metrics.observe_batch)
-        worker.start()
-        typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {worker.source.protocol_used})")
-        # /metrics, /health/live, /health/ready (LCCM_METRICS_HOST/PORT). Worker statuses: today's threads.
-        statuses = thread_statuses({"stream": worker, "updaters": energy, "alerts": alerts})
-        ready = watch_ingest(metrics, worker, svc.database_url, statuses)
-        monitor = start_monitoring(settings, metrics.registry, ready)
+        process = ingest_process(settings, svc, metrics=metrics)
+        process.start()
+        typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {process.source.protocol_used})")
+        # /metrics, /health/live, /health/ready on LCCM_METRICS_HOST/PORT
+        monitor = monitor_ingest(settings, metrics, process, svc.database_url)
         last_retention = 0.0
         heartbeat = settings.data_dir / HEARTBEAT_FILE
-        while not stop.wait(10):
-            if not worker.alive():
-                typer.echo(f"stream loop stopped: {worker.error!r}", err=True)
-                raise typer.Exit(1)  # let the supervisor restart us; unacked messages wait in the broker
-            stats = json.dumps(worker.loop.stats.as_dict())
-            typer.echo(stats)
-            heartbeat.parent.mkdir(parents=True, exist_ok=True)
-            heartbeat.write_text(stats)
-            if time.monotonic() - last_retention > 3600:
-                last_retention = time.monotonic()
-                _retention(svc.database_url, settings.retention_days)
-        if monitor is not None:
-            monitor.stop()
-        worker.stop()
-        energy.stop()
-        if alerts is not None:
-            alerts.stop()
-        if notes is not None:
-            notes.close()
+        try:
+            while True:
+                stats = process.loop.stats.as_dict()
+                doc = write_heartbeat(heartbeat, process.supervisor, stream=stats)
+                typer.echo(json.dumps(stats))
+                # A failed worker is not retried by design (e.g. the schema is missing): let the orchestrator restart
+                # us; unacknowledged messages wait in the broker.
+                failed = [w for w in doc["workers"] if w["state"] == "failed"]
+                if failed:
+                    typer.echo(f"worker(s) failed: {failed}", err=True)
+                    raise typer.Exit(1)
+                if time.monotonic() - last_retention > 3600:
+                    last_retention = time.monotonic()
+                    _retention(process.pool, settings.retention_days)
+                if stop.wait(HEARTBEAT_EVERY_S):
+                    break
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            process.stop()
 
 
-def _retention(database_url: str, retention_days: int) -> None:
+def _retention(pool: ConnectionPool | None, retention_days: int) -> None:
     from lccm.store.maintenance import apply_retention
 
+    if pool is None:
+        return
     try:
-        with psycopg.connect(database_url) as conn:
+        with pool.connection() as conn:
             deleted = apply_retention(conn, retention_days)
         if deleted:
-            logging.getLogger(__name__).info(
-                "retention: deleted %d readings older than %d days", deleted, retention_days
-            )
+            log.info("retention: deleted %d readings older than %d days", deleted, retention_days)
     except psycopg.Error as e:  # retention can wait for the next hour; ingest must go on
         log.warning("retention job failed: %s", e)
 
@@ -346,7 +332,7 @@ def recompute(
     if hi <= lo:
         raise typer.BadParameter("--to must be after --from")
     with database(settings) as url:
-        result = run_recompute(updaters(settings, url), lambda: psycopg.connect(url), lo, hi)
+        result = run_recompute(updaters(settings, url), functools.partial(psycopg.connect, url), lo, hi)
     typer.echo(json.dumps({"spans": result.spans, "buckets_written": result.buckets}))
 
 
@@ -354,19 +340,21 @@ def recompute(
 def healthcheck(
     ctx: typer.Context,
     ingest: Annotated[
-        bool, typer.Option("--ingest", help=f"Also require a fresh ingest heartbeat (<{HEARTBEAT_MAX_AGE_S} s old)")
+        bool,
+        typer.Option(
+            "--ingest",
+            help=f"Also require a fresh ingest heartbeat (<{HEARTBEAT_MAX_AGE_S} s old) with every worker healthy",
+        ),
     ] = False,
 ) -> None:
     """Exit 0 if the configured database and broker answer, 1 otherwise (for container health checks)."""
     from lccm.services import wait_for_port
+    from lccm.workers import heartbeat_problems
 
     settings = _settings(ctx)
     problems = []
     if ingest:
-        beat = settings.data_dir / HEARTBEAT_FILE
-        age = time.time() - beat.stat().st_mtime if beat.exists() else None
-        if age is None or age > HEARTBEAT_MAX_AGE_S:
-            problems.append(f"ingest: no heartbeat in {beat} for {age or float('inf'):.0f} s")
+        problems += heartbeat_problems(settings.data_dir / HEARTBEAT_FILE, HEARTBEAT_MAX_AGE_S)
     try:
         with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
             conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")

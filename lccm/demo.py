@@ -28,16 +28,12 @@ from rich.console import Console
 
 from lccm.demo_progress import DemoStatus, LivePanel, PlainLines
 from lccm.metrics import IngestMetrics
-from lccm.monitoring import MonitoringServer, start_monitoring, thread_statuses, watch_ingest
-from lccm.notifications import Notifications, build_notifications
-from lccm.runtime import IngestWorker, Services, alert_evaluator, build_ingest, services, updaters
+from lccm.monitoring import MonitoringServer, monitor_ingest
+from lccm.runtime import Ingest, Services, ingest_process, services
 from lccm.services import free_port, wait_for_port
 from lccm.settings import Settings
 from lccm.simulators.city import City, load_city
 from lccm.simulators.run import SimConfig, run_simulation
-from lccm.stream.alerts import AlertThread
-from lccm.stream.energy import EnergyThread
-from lccm.stream.loop import CommitHook
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +97,13 @@ def _run(
         _import_registry(settings, svc, city)
         inventory = _import_base_year(svc)
         _check(stop)
-        energy = EnergyThread(updaters(settings, svc.database_url))
-        energy.start()
-        hooks: list[CommitHook] = [energy.poke]
-        alerts = _alerts(settings, svc)
-        if alerts is not None:
-            hooks.append(alerts.thread.on_commit)
+        # As `lccm ingest` runs, with alerts on the event clock: the demo replays the recent past at speed, and on
+        # the wall clock every alert of the replay would be recorded as late.
+        demo = settings.model_copy(update={"alert_clock": "event"})
         metrics = IngestMetrics()
-        worker = build_ingest(
-            settings, svc, client_id=f"{settings.mqtt_client_id}-demo", on_commit=hooks, observe=metrics.observe_batch
-        )
+        worker = ingest_process(demo, svc, client_id=f"{settings.mqtt_client_id}-demo", metrics=metrics)
         worker.start()
-        threads = {"stream": worker, "updaters": energy, "alerts": alerts.thread if alerts else None}
-        monitor = _monitoring(settings, svc, worker, metrics, threads)
+        monitor = _monitoring(settings, svc, worker, metrics)
         with _api_server(settings, svc) as api_url, contextlib.ExitStack() as later:
             if monitor is not None:
                 later.callback(monitor.stop)
@@ -131,7 +121,7 @@ def _run(
                     else f"simulator done after {opts.duration_s:g} s; ingest commits what the broker holds"
                 )
             finally:
-                _stop_ingest(worker, energy, alerts, stop)
+                _stop_ingest(worker, stop)
         elapsed = time.monotonic() - status.started
         ended_by = "signal" if stop.is_set() else "error" if "error" in truth else "duration"
         return {**_summary(svc, worker, truth, elapsed), "ended_by": ended_by, "inventory": inventory,
@@ -155,7 +145,7 @@ def _sim_config(settings: Settings, svc: Services, opts: DemoOptions) -> SimConf
 
 
 def _status(
-    city: City, api_url: str, svc: Services, opts: DemoOptions, worker: IngestWorker, stop: threading.Event
+    city: City, api_url: str, svc: Services, opts: DemoOptions, worker: Ingest, stop: threading.Event
 ) -> DemoStatus:
     return DemoStatus(
         city=city.name,
@@ -200,20 +190,20 @@ def _simulate(
     return truth
 
 
-def _stop_ingest(worker: IngestWorker, energy: EnergyThread, alerts: _Alerting | None, stop: threading.Event) -> None:
-    """Ingest drains, then the workers downstream of it stop. At the end of a --duration run they work off what is
-    queued; after Ctrl-C each gets WORKER_STOP_S and leaves the rest in its queue table for the next run."""
+def _stop_ingest(worker: Ingest, stop: threading.Event) -> None:
+    """Ingest drains, then the workers downstream of it stop (the supervisor's order). At the end of a --duration run
+    they work off what is queued; after Ctrl-C each only finishes its step (at most WORKER_STOP_S) and leaves the
+    rest in its queue table for the next run."""
     with _step("ingest drain"):
         _drain(worker, stop)
-        worker.stop()
-    timeout_s = WORKER_STOP_S if stop.is_set() else 60.0
-    with _step("updaters and alerts"):
-        energy.stop(drain=not stop.is_set(), timeout_s=timeout_s)
-        if alerts is not None:
-            alerts.stop(drain=not stop.is_set(), timeout_s=timeout_s)
+    with _step("workers"):
+        if stop.is_set():
+            worker.stop(drain_workers=False, timeout_s=WORKER_STOP_S)
+        else:
+            worker.stop()
 
 
-def _drain(worker: IngestWorker, stop: threading.Event) -> None:
+def _drain(worker: Ingest, stop: threading.Event) -> None:
     """Let ingest commit what the broker has for it, bounded; a Ctrl-C shortens the wait to DRAIN_ON_STOP_S."""
     if not stop.is_set():
         worker.wait_idle(1.0, timeout_s=DRAIN_AT_END_S, until=stop)
@@ -231,28 +221,6 @@ def _only_run(data_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise DataDirBusy(f"another lccm demo is running on {data_dir}; stop it or set LCCM_DATA_DIR") from None
         yield
-
-
-@dataclass
-class _Alerting:
-    thread: AlertThread
-    notes: Notifications
-
-    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
-        self.thread.stop(drain, timeout_s)  # with drain: evaluates what is left, hands the last changes on
-        self.notes.close(timeout_s)  # delivers them (the outbox keeps what is left)
-
-
-def _alerts(settings: Settings, svc: Services) -> _Alerting | None:
-    """The alert thread and notifications as ``lccm ingest`` runs them, on the event clock: the demo replays the
-    recent past at speed, and on the wall clock every alert of the replay would be recorded as late."""
-    if not settings.alerts_enabled:
-        return None
-    demo = settings.model_copy(update={"alert_clock": "event"})
-    notes = build_notifications(demo, svc.database_url, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port)
-    thread = AlertThread(alert_evaluator(demo, svc.database_url, notify=notes))
-    thread.start()
-    return _Alerting(thread, notes)
 
 
 def _alert_summary(svc: Services) -> dict[str, Any]:
@@ -307,9 +275,7 @@ def _import_base_year(svc: Services) -> dict[str, Any]:
             "devices_mapped": len(mapped.mapped)}  # fmt: skip
 
 
-def _monitoring(
-    settings: Settings, svc: Services, worker: IngestWorker, metrics: IngestMetrics, threads: dict[str, Any]
-) -> MonitoringServer | None:
+def _monitoring(settings: Settings, svc: Services, worker: Ingest, metrics: IngestMetrics) -> MonitoringServer | None:
     """The ingest's /metrics and /health as `lccm ingest` serves them; on a free port if the configured one is taken
     (a demo beside a running ingest)."""
     port = settings.metrics_port
@@ -317,8 +283,7 @@ def _monitoring(
         with contextlib.suppress(TimeoutError):
             wait_for_port(settings.metrics_host, port, timeout_s=0.2)
             port = free_port()
-    ready = watch_ingest(metrics, worker, svc.database_url, thread_statuses(threads))
-    return start_monitoring(settings.model_copy(update={"metrics_port": port}), metrics.registry, ready)
+    return monitor_ingest(settings.model_copy(update={"metrics_port": port}), metrics, worker, svc.database_url)
 
 
 @contextlib.contextmanager
@@ -347,7 +312,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
             thread.join(timeout=3)
 
 
-def _summary(svc: Services, worker: IngestWorker, truth: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
+def _summary(svc: Services, worker: Ingest, truth: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
     with psycopg.connect(svc.database_url) as conn:
         readings = conn.execute("SELECT count(*), count(DISTINCT device_id) FROM readings").fetchone()
         registered = conn.execute("SELECT count(*) FROM devices").fetchone()

@@ -27,7 +27,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from lccm.metrics import IngestMetrics, StatusSource, WorkerStatusLike
-from lccm.runtime import IngestWorker
+from lccm.runtime import Ingest
 from lccm.settings import Settings
 from lccm.store.migrate import schema_version
 
@@ -95,17 +95,23 @@ def _worker(w: WorkerStatusLike) -> dict[str, Any]:
     return {"state": w.state, "healthy": w.healthy, "restarts": w.restarts, "last_error": w.last_error}
 
 
-def watch_ingest(
-    metrics: IngestMetrics, worker: IngestWorker, database_url: str, statuses: StatusSource
-) -> Callable[[], Readiness]:
-    """Register the ingest's scrape-time collectors (stream counters, work queues, workers) and return its readiness
-    check. The stream's per-batch observer is passed at build time: ``build_ingest(observe=metrics.observe_batch)``.
-    """
+def watch_ingest(metrics: IngestMetrics, ingest: Ingest, database_url: str) -> Callable[[], Readiness]:
+    """Register the ingest's scrape-time collectors (stream counters, work queues, its supervisor's workers) and
+    return its readiness check. The per-batch observer and the delivery counter are passed at build time:
+    ``ingest_process(metrics=metrics)``."""
     connect = probe_connect(database_url)
-    metrics.watch_stream(lambda: worker.loop.stats, lambda: worker.source.received)
+    statuses = ingest.supervisor.statuses
+    metrics.watch_stream(lambda: ingest.loop.stats, lambda: ingest.source.received)
     metrics.watch_queues(connect)
     metrics.watch_workers(statuses)
     return ingest_readiness(connect, statuses)
+
+
+def monitor_ingest(
+    settings: Settings, metrics: IngestMetrics, ingest: Ingest, database_url: str
+) -> MonitoringServer | None:
+    """The ingest's /metrics and /health on LCCM_METRICS_HOST/PORT, as ``lccm ingest`` and ``lccm demo`` serve it."""
+    return start_monitoring(settings, metrics.registry, watch_ingest(metrics, ingest, database_url))
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
@@ -232,40 +238,3 @@ def start_monitoring(
         raise MonitoringUnavailable(settings.metrics_host, settings.metrics_port, e) from None
     log.info("metrics and health on %s (/metrics, /health/live, /health/ready)", server.url)
     return server
-
-
-# --- interim: worker statuses from today's threads ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _ThreadStatus:
-    name: str
-    state: str
-    healthy: bool
-    restarts: int = 0
-    last_error: str | None = None
-    last_ok_age_s: float | None = None
-
-
-def thread_statuses(threads: Mapping[str, Any]) -> StatusSource:
-    """Statuses of the background threads as they are today (stage name -> an object with ``alive()`` or a
-    ``_thread``, and an ``error``). Interim: the worker supervisor's ``statuses()`` replaces this when the two
-    branches meet; the collectors and readiness take either."""
-
-    def statuses() -> list[_ThreadStatus]:
-        out = []
-        for name, obj in threads.items():
-            if obj is None:
-                continue
-            alive_fn = getattr(obj, "alive", None)
-            thread = getattr(obj, "_thread", None)
-            alive = bool(alive_fn()) if callable(alive_fn) else thread is not None and thread.is_alive()
-            error = getattr(obj, "error", None)
-            out.append(_ThreadStatus(name, "running" if alive else "stopped", alive, last_error=_text(error)))
-        return out
-
-    return statuses
-
-
-def _text(error: object) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"

@@ -1,19 +1,31 @@
 """Alert notifications as ``lccm ingest`` and ``lccm demo`` run them: recipients from a YAML file, one notifier per
-channel in use, the durable PostgreSQL outbox, and a dispatch thread fed by the alert evaluator.
+channel in use, the durable PostgreSQL outbox, and the step of the ``notify-dispatch`` worker.
 
-The evaluator hands each on-time raise and clear (:class:`stream.alerts.AlertTransition`) to :meth:`Notifications.
-__call__`, which turns it into a :class:`notify.AlertMessage` and queues it for the dispatch thread: a slow channel
-(retries with backoff, a LINE Retry-After) never holds up alert evaluation. ``close`` delivers what was queued.
-Everything is checked at start-up: a recipient whose channel is not configured stops the process with a message that
-names the recipient and the setting.
+Durable by the outbox pattern: the alert evaluator writes the on-time raises and clears to page
+(``alert_events.page``) in the transaction that records them, and nothing is handed on in memory. The dispatch
+step reads the pending events from the database and, one event per transaction, claims it (``FOR UPDATE SKIP
+LOCKED``: several ingest processes never take the same one), dispatches it to every recipient that wants it,
+records every outcome in ``notify_deliveries`` (a failure keeps its message for redelivery) or holds it in
+``notify_held`` (quiet hours, digests), and marks the event notified: all of it commits together or not at all. So
+an event is never marked notified unless its channels took it, and after a database outage or a crash the worker
+resumes from the database. At least once: a crash between a send and the commit sends it again with the same
+notification id and delivery id (the event's identity, ``AlertMessage.message_id``), by which receivers drop it.
+
+A slow channel (retries with backoff, a LINE Retry-After) holds up only the dispatch worker, never alert
+evaluation. Everything is checked at start-up: a recipient whose channel is not configured stops the process with a
+message that names the recipient and the setting.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +37,6 @@ from lccm.notify import (
     AlertMessage,
     DeliveryRecord,
     Dispatcher,
-    DispatchWorker,
     LineNotifier,
     Notifier,
     NotifyConfigError,
@@ -38,7 +49,8 @@ from lccm.notify import (
 )
 from lccm.notify.pg_outbox import PgOutbox
 from lccm.settings import Settings
-from lccm.stream.alerts import AlertTransition
+from lccm.store import alerts as st
+from lccm.store.connect import Connect
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +87,8 @@ def load_recipients(path: Path) -> list[Recipient]:
     return out
 
 
-def alert_message(tr: AlertTransition) -> AlertMessage:
-    """The notify package's view of one alert change (late changes are sent as ``late``)."""
+def alert_message(tr: st.Notification) -> AlertMessage:
+    """The notify package's view of one paged alert event (late changes are sent as ``late``)."""
     return AlertMessage(
         alert_id=str(tr.alert_id),
         rule_key=tr.rule_key,
@@ -102,23 +114,95 @@ def _city_slug(city: str | None) -> str:
     return slug or "unknown"
 
 
+class _Connections:
+    """The outbox's connections: the open dispatch transaction's while this thread holds one (so deliveries, holds
+    and the notified mark commit together), else one of its own."""
+
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+        self._local = threading.local()
+
+    def __call__(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        conn = getattr(self._local, "conn", None)
+        return contextlib.nullcontext(conn) if conn is not None else self._connect()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._connect() as conn, conn.transaction():
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+
 class Notifications:
-    """The alert evaluator's notifier: ``notifications(transition)`` queues the change for dispatch."""
+    """The dispatch side of alert notifications: ``step`` is the ``notify-dispatch`` worker's step."""
 
-    def __init__(self, dispatcher: Dispatcher, worker: DispatchWorker, closers: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        connections: _Connections,
+        closers: Sequence[Callable[[], object]],
+        *,
+        publisher: MqttAlertPublisher | None = None,
+        tick_s: float = 30.0,
+        redeliver_after_s: float = 300.0,
+        redeliver_max: int = 12,
+    ) -> None:
         self.dispatcher = dispatcher
-        self._worker = worker
+        self.publisher = publisher  # the MQTT alert topic's connection, watched by the alert-publisher worker
+        self._connections = connections
         self._closers = list(closers)
+        self._tick_s = tick_s
+        self._redeliver_after_s = redeliver_after_s
+        self._redeliver_max = redeliver_max
+        self._redeliver_at = 0.0
 
-    def __call__(self, tr: AlertTransition) -> None:
-        self._worker.submit(alert_message(tr))
+    def step(self, stopping: Callable[[], bool] = lambda: False) -> float:
+        """Dispatch every pending event, send held items that have come due, and (once a tick) re-send failed
+        deliveries; returns how long the worker may sleep before held items come due."""
+        self.dispatch_pending(stopping)
+        with self._connections.transaction():
+            now, due = self.dispatcher.now(), self.dispatcher.next_due()
+            if due is not None and due <= now:
+                self.dispatcher.run_due()
+                due = self.dispatcher.next_due()
+        if time.monotonic() >= self._redeliver_at:
+            self._redeliver_at = time.monotonic() + self._tick_s
+            with self._connections.transaction():
+                cutoff = self.dispatcher.now() - timedelta(seconds=self._redeliver_after_s)
+                self.dispatcher.redeliver(cutoff, self._redeliver_max)
+        return self._tick_s if due is None else max(0.0, min(self._tick_s, (due - now).total_seconds()))
 
-    @property
-    def errors(self) -> int:
-        return self._worker.errors
+    def dispatch_pending(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Dispatch the events to page, oldest first, one transaction each (see the module's docstring)."""
+        done = 0
+        while not stopping():
+            with self._connections.transaction() as conn:
+                claimed = st.pending_notifications(conn, 1, claim=True)
+                if not claimed:
+                    return done
+                self._dispatch(claimed[0])
+                st.mark_notified(conn, [claimed[0].event_id])
+            done += 1
+        return done
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        self._worker.stop(timeout_s)
+    def _dispatch(self, event: st.Notification) -> None:
+        try:
+            message = alert_message(event)
+        except NotifyConfigError as e:  # data no message can be made of: recorded (and visible), not retried forever
+            log.error("alert event %d cannot be sent: %s", event.event_id, e)
+            self._record_unsendable(event, str(e))
+            return
+        self.dispatcher.dispatch(message)
+
+    def _record_unsendable(self, event: st.Notification, error: str) -> None:
+        rec = DeliveryRecord(f"event-{event.event_id}", "alert", "-", "-", "-", False, 0, f"no message: {error}", "",
+                             self.dispatcher.now(), (f"{event.alert_id}/{event.kind}",))  # fmt: skip
+        PgOutbox(self._connections).record(rec)
+
+    def close(self) -> None:
         for c in self._closers:
             try:
                 c()
@@ -128,29 +212,31 @@ class Notifications:
 
 def build_notifications(
     settings: Settings,
-    database_url: str,
+    connect: Connect,
     *,
     mqtt_host: str,
     mqtt_port: int,
     recipients: Iterable[Recipient] | None = None,
     on_delivery: Callable[[DeliveryRecord], None] | None = None,
 ) -> Notifications:
-    """Recipients (from ``settings.notify_recipients_file`` unless given), the channels they use, the PostgreSQL
-    outbox and a started dispatch thread. Raises NotifyConfigError when a recipient needs an unconfigured channel."""
+    """Recipients (from ``settings.notify_recipients_file`` unless given), the channels they use and the PostgreSQL
+    outbox on ``connect`` (the process's pool). Raises NotifyConfigError when a recipient needs an unconfigured
+    channel. The MQTT alert publisher is connected here; run ``step`` in a worker."""
     people = list(recipients) if recipients is not None else _configured_recipients(settings)
     if settings.notify_mqtt_all:
         people.append(Recipient.from_dict({"name": MQTT_ALL, "language": "both", "mqtt": [""]}))
     channels = {a.channel for r in people for a in r.addresses}
     _check_channels(settings, people, channels)
     notifiers, closers = _notifiers(settings, channels, mqtt_host, mqtt_port)
-    outbox = PgOutbox(functools.partial(psycopg.connect, database_url, autocommit=True))
-    dispatcher = Dispatcher(
-        people, notifiers, outbox, bypass=Severity(settings.notify_bypass_severity), on_delivery=on_delivery
-    )
-    worker = DispatchWorker(dispatcher, tick_s=settings.notify_tick_s)
-    worker.start()
+    connections = _Connections(connect)
+    bypass = Severity(settings.notify_bypass_severity)
+    dispatcher = Dispatcher(people, notifiers, PgOutbox(connections), bypass=bypass, on_delivery=on_delivery)
+    publisher = next((n for n in notifiers if isinstance(n, MqttAlertPublisher)), None)
     log.info("notifications: %d recipient(s) on %s", len(people), ", ".join(sorted(channels)) or "no channel")
-    return Notifications(dispatcher, worker, closers)
+    return Notifications(
+        dispatcher, connections, closers, publisher=publisher, tick_s=settings.notify_tick_s,
+        redeliver_after_s=settings.notify_redeliver_after_s, redeliver_max=settings.notify_redeliver_max,
+    )  # fmt: skip
 
 
 def _configured_recipients(settings: Settings) -> list[Recipient]:
@@ -172,9 +258,9 @@ def _check_channels(settings: Settings, people: Sequence[Recipient], channels: s
 
 def _notifiers(
     settings: Settings, channels: set[str], mqtt_host: str, mqtt_port: int
-) -> tuple[list[Notifier], list[Any]]:
+) -> tuple[list[Notifier], list[Callable[[], object]]]:
     notifiers: list[Notifier] = []
-    closers: list[Any] = []
+    closers: list[Callable[[], object]] = []
     if "webhook" in channels:
         webhook = WebhookNotifier()
         notifiers.append(webhook)

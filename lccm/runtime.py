@@ -1,4 +1,11 @@
-"""Process wiring: resolve the services, build the ingest worker from its parts, run it in a thread."""
+"""Process wiring: resolve the services, build an ingest process from its parts and supervise its workers.
+
+:func:`ingest_process` is ``lccm ingest`` (the CLI, the demo and the database-outage test all call it): one
+connection pool shared by the workers (the stream sink keeps one connection of its own), and one supervised worker
+per background job, in pipeline order: ``stream`` (MQTT in -> committed batches -> acks), ``updaters`` (energy,
+samples, AQI), ``alerts`` (the evaluator), ``notify-dispatch`` (paged alert events from the database to the
+channels), and the connection watchers ``mqtt-in`` and ``alert-publisher`` (paho runs the network I/O; they report
+a broker that stays away and restart nothing paho does not)."""
 
 from __future__ import annotations
 
@@ -10,10 +17,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from lccm.alert_rules import default_rules_file, load_rules_file
 from lccm.engine.aqi import AqiSettings
@@ -28,16 +36,22 @@ from lccm.services import Broker, Database, start_broker, start_database
 from lccm.settings import Settings
 from lccm.store import catalog
 from lccm.store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
+from lccm.store.connect import Connect
 from lccm.store.energy import sync_factor_registry
 from lccm.store.migrate import migrate
 from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
-from lccm.stream.alerts import AlertEvaluator, IndexSource, Notifier
+from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.loop import BatchObserver, CommitHook, RawMessage, StreamLoop
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
+from lccm.workers import Backoff, Supervisor, Worker
+
+if TYPE_CHECKING:
+    from lccm.metrics import IngestMetrics
+    from lccm.notifications import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -159,42 +173,64 @@ def factor_rows() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     return factors, classes
 
 
-def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
+def connector(database: Connect | str) -> Connect:
+    """A Connect for a pool's ``connection`` (processes) or, given a URL, a new connection each time (one-off
+    commands and tests)."""
+    return functools.partial(psycopg.connect, database) if isinstance(database, str) else database
+
+
+def worker_pool(settings: Settings, database_url: str) -> ConnectionPool:
+    """The connection pool a process's workers share (sized by LCCM_DB_POOL_MIN/MAX). Each connection is checked as
+    it is handed out, so one broken by a database outage is discarded and replaced, not handed to a worker; a
+    worker that finds no connection within LCCM_DB_POOL_TIMEOUT_S fails its step and backs off. The pool's own
+    reconnect attempts back off exponentially too and start over after ``reconnect_timeout``: at twice the
+    workers' backoff cap, a database that comes back is found within about one cap, not minutes later."""
+    pool = ConnectionPool(
+        database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_pool_timeout_s,
+        reconnect_timeout=2 * settings.worker_backoff_cap_s,
+        check=ConnectionPool.check_connection,
+        name="lccm-workers",
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater:
     return EnergyUpdater(
-        lambda: psycopg.connect(database_url),
+        connector(database),
         base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
     )
 
 
-def updaters(settings: Settings, database_url: str) -> Updaters:
+def updaters(settings: Settings, database: Connect | str) -> Updaters:
     """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them."""
-    connect = functools.partial(psycopg.connect, database_url)
+    connect = connector(database)
     return Updaters(
-        energy_updater(settings, database_url),
+        energy_updater(settings, connect),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
         AqiUpdater(connect, AqiSettings(completeness=settings.aqi_completeness)),
     )
 
 
 def alert_evaluator(
-    settings: Settings,
-    database_url: str,
-    *,
-    notify: Notifier | None = None,
-    index_source: IndexSource | None = None,
+    settings: Settings, database: Connect | str, *, index_source: IndexSource | None = None
 ) -> AlertEvaluator:
     """The alert evaluator as ``lccm ingest`` runs it, after syncing the rule file into the database (an invalid
     file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise."""
-    with psycopg.connect(database_url) as conn:
+    connect = connector(database)
+    with connect() as conn:
         rules = load_rules_file(settings.alert_rules_file or default_rules_file(), metric_keys=metric_ids(conn))
         report = sync_file_rules(conn, [r.definition() for r in rules])
     log.info("alert rules: %s", report)
     return AlertEvaluator(
-        functools.partial(psycopg.connect, database_url),
+        connect,
         clock=settings.alert_clock,  # type: ignore[arg-type]  # checked by the settings' pattern
         late_after_s=settings.alert_late_after_s,
         catchup_s=settings.alert_catchup_s,
-        notify=notify,
         index_source=index_source if index_source is not None else StoredAqiIndex(),
     )
 
@@ -206,39 +242,67 @@ def database(settings: Settings) -> Iterator[str]:
         yield svc.database_url
 
 
+# A database whose schema is not the code's (a table or column missing) does not heal by retrying: the worker fails
+# at once, `lccm ingest` exits 1 and its restart migrates (services() does) before it starts again.
+SCHEMA_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
+
+
+def worker(settings: Settings, name: str, step: Any, **kw: Any) -> Worker:
+    """A supervised worker with the process's retry and health settings."""
+    return Worker(
+        name,
+        step,
+        backoff=Backoff(settings.worker_backoff_base_s, settings.worker_backoff_cap_s),
+        unhealthy_after_s=settings.worker_unhealthy_after_s,
+        fatal=SCHEMA_ERRORS,
+        **kw,
+    )
+
+
 @dataclass
-class IngestWorker:
+class Ingest:
+    """One ingest process: the MQTT source, the stream loop and its sink, and the supervisor of its workers."""
+
     source: MqttSource
     loop: StreamLoop
     sink: DbSink
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    error: BaseException | None = None
+    supervisor: Supervisor
+    pool: ConnectionPool | None = None
+    evaluator: AlertEvaluator | None = None
+    notifications: Notifications | None = None
 
     def start(self) -> None:
-        self.source.start()
-        self._thread = threading.Thread(target=self._run, name="lccm-stream", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
+        """Connect to the broker (MqttError if it cannot be reached), then start the workers."""
         try:
-            self.loop.run(self._stop.is_set)
-        except BaseException as e:  # surfaced to the caller through .error and the log
-            self.error = e
-            log.exception("stream loop died")
+            self.source.start()
+            self.supervisor.start()
+        except BaseException:
+            self.stop()  # closes the pool and the channels it was given
+            raise
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self.error is None
+    @property
+    def error(self) -> str | None:
+        """Why a worker is unhealthy, for the first such worker; None while every running worker is healthy."""
+        for s in self.supervisor.statuses():
+            if not s.healthy and s.state != "stopped":
+                return f"{s.name} {s.state}: {s.last_error}"
+        return None
 
-    def stop(self, drain_s: float = 0.0) -> None:
-        """Stop; with drain_s, first wait until the inbox has been quiet that long (tests, demo end)."""
+    def stop(self, drain_s: float = 0.0, *, drain_workers: bool = True, timeout_s: float = 60.0) -> None:
+        """Stop; with drain_s, first wait until the inbox has been quiet that long (tests, demo end). The workers stop
+        upstream first, each draining what the one before handed on (bounded: what is left stays in the database);
+        without drain_workers (a Ctrl-C) each only finishes its step, waited for at most timeout_s."""
         if drain_s:
             self.wait_idle(drain_s)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self.source.stop()
-        self.sink.close()
+        try:
+            self.supervisor.stop(timeout_s, drain=drain_workers)
+        finally:
+            self.source.stop()
+            self.sink.close()
+            if self.notifications is not None:
+                self.notifications.close()
+            if self.pool is not None:
+                self.pool.close()
 
     def wait_idle(self, quiet_s: float, timeout_s: float = 120.0, until: threading.Event | None = None) -> bool:
         """Block until no message has arrived for quiet_s and everything received is committed (True), or until
@@ -256,6 +320,44 @@ class IngestWorker:
         return False
 
 
+def ingest_process(
+    settings: Settings,
+    svc: Services,
+    *,
+    client_id: str | None = None,
+    recipients: Sequence[Any] | None = None,
+    index_source: IndexSource | None = None,
+    clock: Callable[[], float] | None = None,
+    metrics: IngestMetrics | None = None,
+) -> Ingest:
+    """Everything ``lccm ingest`` runs, wired as it runs it: the stream, the updaters, and (LCCM_ALERTS_ENABLED) the
+    alert evaluator with notification dispatch, all on one connection pool. With ``metrics``, batches and deliveries
+    are counted there. Not started: call ``start()``."""
+    from lccm.notifications import build_notifications
+
+    pool = worker_pool(settings, svc.database_url)
+    notes = None
+    try:
+        evaluator = None
+        if settings.alerts_enabled:
+            notes = build_notifications(
+                settings, pool.connection, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port, recipients=recipients,
+                on_delivery=metrics.on_delivery if metrics is not None else None,
+            )  # fmt: skip
+            if metrics is not None:
+                metrics.track_channels(notes.dispatcher.channels)
+            evaluator = alert_evaluator(settings, pool.connection, index_source=index_source)
+        return build_ingest(
+            settings, svc, client_id=client_id, clock=clock, pool=pool, derived=updaters(settings, pool.connection),
+            evaluator=evaluator, notifications=notes, observe=metrics.observe_batch if metrics is not None else None,
+        )  # fmt: skip
+    except BaseException:
+        if notes is not None:
+            notes.close()
+        pool.close()
+        raise
+
+
 def build_ingest(
     settings: Settings,
     svc: Services,
@@ -264,9 +366,19 @@ def build_ingest(
     on_commit: Sequence[CommitHook] = (),
     clock: Callable[[], float] | None = None,
     observe: BatchObserver | None = None,
-) -> IngestWorker:
+    pool: ConnectionPool | None = None,
+    derived: Updaters | None = None,
+    evaluator: AlertEvaluator | None = None,
+    notifications: Notifications | None = None,
+) -> Ingest:
+    """The stream from its parts, and a worker for each of the given derived-data updaters, evaluator and
+    notifications (:func:`ingest_process` gives all of them; tests may run the stream alone). ``observe`` sees every
+    committed batch (the metrics' histograms). The ingest owns what it is given: ``stop`` closes the notifications
+    and the pool."""
+    connect: Connect = pool.connection if pool is not None else functools.partial(psycopg.connect, svc.database_url)
+
     def reload() -> Registry:
-        with psycopg.connect(svc.database_url) as conn:
+        with connect() as conn:
             return load_registry(conn)
 
     holder = RegistryHolder(reload)
@@ -293,7 +405,30 @@ def build_ingest(
         inbox,
     )
     sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000)
-    loop_kwargs = {} if clock is None else {"clock": clock}
+    supervisor = Supervisor()
+    hooks: list[CommitHook] = []
+    downstream: list[Worker] = []
+    if derived is not None:
+        w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
+        hooks.append(w.poke)
+        downstream.append(w)
+    if evaluator is not None:
+        alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
+        downstream.append(alerts)
+
+        def feed_alerts(cols: ReadingColumns) -> None:
+            evaluator.on_commit(cols)
+            alerts.poke()
+
+        hooks.append(feed_alerts)
+    if notifications is not None:
+        dispatch = worker(
+            settings, "notify-dispatch", notifications.step, drain=notifications.dispatch_pending,
+            idle_s=settings.notify_tick_s,
+        )  # fmt: skip
+        downstream.append(dispatch)
+        if evaluator is not None:
+            evaluator.on_paged = dispatch.poke
     loop = StreamLoop(
         inbox=inbox,
         decode=make_decoder(holder, limits),
@@ -301,8 +436,24 @@ def build_ingest(
         ack=source.ack,
         policy=FlushPolicy(settings.batch_max_readings, settings.batch_max_wait_s),
         dedup_window_keys=settings.dedup_window_keys,
-        on_commit=on_commit,
+        on_commit=[*hooks, *on_commit],
+        clock=clock or time.monotonic,
         observe=observe,
-        **loop_kwargs,  # type: ignore[arg-type]
     )
-    return IngestWorker(source=source, loop=loop, sink=sink)
+    supervisor.add(worker(settings, "stream", loop.step, drain=loop.finish, idle_s=0.0))
+    for w in downstream:
+        supervisor.add(w)
+    supervisor.add(worker(settings, "mqtt-in", _then_idle(lambda _: source.check())))
+    if notifications is not None and notifications.publisher is not None:
+        publisher = notifications.publisher
+        supervisor.add(worker(settings, "alert-publisher", _then_idle(lambda _: publisher.check())))
+    return Ingest(source, loop, sink, supervisor, pool, evaluator, notifications)
+
+
+def _then_idle(run: Callable[[Callable[[], bool]], object]) -> Callable[[Callable[[], bool]], None]:
+    """A step that runs ``run`` and then waits the worker's idle time (or a poke), whatever ``run`` returned."""
+
+    def step(stopping: Callable[[], bool]) -> None:
+        run(stopping)
+
+    return step

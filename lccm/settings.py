@@ -21,8 +21,19 @@ class Settings(BaseSettings):
     # PostgreSQL. Required by every command but `lccm demo`, which starts an embedded server (pgserver) under data_dir
     # when it is empty.
     database_url: str = ""
-    db_pool_min: int = 1
-    db_pool_max: int = 8
+    # One pool per process: the API's requests, or the ingest's workers (updaters, alert evaluator, notification
+    # dispatch, registry reloads, retention; the stream sink keeps a connection of its own). The ingest needs at most
+    # five at once, the API up to its thread count; a worker or request that waits db_pool_timeout_s for one fails.
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=8, ge=1)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Supervised workers (lccm/workers.py): a failed step is retried after base * 2**(n-1) seconds (half fixed, half
+    # random), at most the cap; a worker failing without a break for longer than worker_unhealthy_after_s makes
+    # `lccm healthcheck --ingest` (and readiness) fail until one of its steps succeeds again.
+    worker_backoff_base_s: float = Field(default=0.5, gt=0)
+    worker_backoff_cap_s: float = Field(default=15.0, gt=0)
+    worker_unhealthy_after_s: float = Field(default=60.0, gt=0)
 
     # MQTT. Required by `lccm ingest` and `lccm simulate`; `lccm demo` starts an embedded broker (a mosquitto child
     # process if installed, else amqtt) when it is empty.
@@ -90,6 +101,10 @@ class Settings(BaseSettings):
     notify_mqtt_all: bool = True  # every on-time alert change to {root}/{city}/alerts/{severity}
     notify_bypass_severity: str = Field(default="critical", pattern="^(info|warning|critical)$")  # ignores quiet hours
     notify_tick_s: float = Field(default=30.0, gt=0)  # how often held digests and summaries are checked
+    # A delivery that failed (after its channel's own retries) is sent again this long after its last failure, up to
+    # notify_redeliver_max failures per notification and address (the defaults: every 5 minutes for an hour).
+    notify_redeliver_after_s: float = Field(default=300.0, gt=0)
+    notify_redeliver_max: int = Field(default=12, ge=1)
     notify_smtp_host: str = ""  # e-mail; needed only when a recipient has an e-mail address
     notify_smtp_port: int = 587
     notify_smtp_security: str = Field(default="starttls", pattern="^(plain|starttls|tls)$")

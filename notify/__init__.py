@@ -23,7 +23,6 @@ from lccm.notify.render import render_alert, render_digest
 from lccm.notify.retry import RetryPolicy
 from lccm.notify.smtp import SmtpConfig, SmtpNotifier
 from lccm.notify.webhook import WebhookNotifier, sign
-from lccm.notify.worker import DispatchWorker
 
 __all__ = [
     "BANGKOK",
@@ -31,7 +30,6 @@ __all__ = [
     "AlertMessage",
     "DeliveryRecord",
     "DispatchReport",
-    "DispatchWorker",
     "Dispatcher",
     "HeldItem",
     "LineNotifier",

@@ -14,8 +14,9 @@ time it has work is ``next_due()``. A digest or summary goes out at its hour eve
 recipient's quiet hours: the recipient chose it.
 
 Every delivery outcome is recorded in the outbox and failures are logged; a failed notification is kept in its
-record so ``resend`` can deliver it later. The same alert change dispatched twice reaches each address once:
-notification ids are derived from the content, and the outbox knows what was delivered and what was held.
+record so ``resend`` can deliver it later (``redeliver`` sends every such failure again, a bounded number of
+times). The same alert change dispatched twice reaches each address once: notification ids are derived from the
+content, and the outbox knows what was delivered and what was held.
 """
 
 from __future__ import annotations
@@ -229,6 +230,22 @@ class Dispatcher:
         if not records:  # already delivered meanwhile
             return replace(failed, ok=True, attempts=0, error="", detail="already delivered", at=self.now())
         return records[0]
+
+    def redeliver(self, failed_before: datetime, max_failures: int) -> list[DeliveryRecord]:
+        """Send again every failed delivery the outbox has kept for retry (:meth:`Outbox.retryable`); a failure that
+        cannot be retried any more (its recipient or address is gone) is recorded without its message, which ends
+        its retries."""
+        records = []
+        for failed in self._outbox.retryable(as_utc(failed_before, "failed_before"), max_failures):
+            try:
+                records.append(self.resend(failed))
+            except NotifyConfigError as e:
+                log.error("cannot re-send %s to %s via %s: %s", failed.notification_id, failed.recipient,
+                          failed.channel, e)  # fmt: skip
+                rec = replace(failed, attempts=0, error=str(e), detail="", at=self.now(), notification=None)
+                self._outbox.record(rec)
+                records.append(rec)
+        return records
 
 
 def _reason(decision: Decision) -> HoldReason:

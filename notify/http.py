@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 import httpx
 
 from lccm.notify.model import SendOutcome
-from lccm.notify.retry import RetryPolicy, parse_retry_after
+from lccm.notify.retry import Retryable, RetryPolicy, parse_retry_after
 
 _MAX_ERROR_BODY = 300
 
@@ -34,25 +34,16 @@ def post_with_retries(
     detail: Callable[[httpx.Response], str] = lambda _r: "",
 ) -> SendOutcome:
     """POST ``body`` (the same bytes on every attempt); ``headers()`` is called per attempt (fresh timestamps)."""
-    error = ""
-    for attempt in range(1, policy.max_attempts + 1):
-        wait: float | None = None
+
+    def attempt(n: int) -> SendOutcome:
         try:
             resp = client.post(url, content=body, headers=headers())
         except httpx.TransportError as e:
-            error = f"{type(e).__name__}: {e}"
-        else:
-            if resp.is_success or resp.status_code in also_ok:
-                return SendOutcome(True, attempt, detail=detail(resp))
-            error = _describe(resp)
-            if resp.status_code != 429 and not resp.is_server_error:
-                return SendOutcome(False, attempt, error)
-            wait = parse_retry_after(resp.headers.get("retry-after"))
-        if attempt == policy.max_attempts:
-            break
-        if wait is not None and wait > policy.max_retry_after_s:
-            return SendOutcome(
-                False, attempt, f"{error} (Retry-After {wait:.0f} s is over the {policy.max_retry_after_s:.0f} s limit)"
-            )
-        policy.sleep(wait if wait is not None else policy.backoff_s(attempt))
-    return SendOutcome(False, policy.max_attempts, f"{error} (gave up after {policy.max_attempts} attempts)")
+            raise Retryable(f"{type(e).__name__}: {e}") from e
+        if resp.is_success or resp.status_code in also_ok:
+            return SendOutcome(True, n, detail=detail(resp))
+        if resp.status_code != 429 and not resp.is_server_error:
+            return SendOutcome(False, n, _describe(resp))
+        raise Retryable(_describe(resp), parse_retry_after(resp.headers.get("retry-after")))
+
+    return policy.run(attempt)

@@ -7,7 +7,7 @@ production store (PostgreSQL) implements the same methods with two tables:
   whether a row went in (an alert change reported twice is held once, even after it was released);
   ``due(now)`` selects unreleased rows with ``release_at <= now``; ``release`` sets a released-at time.
 - delivery records (every attempt outcome, failures with the rendered notification so it can be re-sent), with an
-  index on (notification_id, channel, address) for ``delivered``.
+  index on (notification_id, channel, address) for ``delivered``; ``retryable`` finds the failures to send again.
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ class Outbox(Protocol):
         """Delivery outcomes in the order they happened."""
         ...
 
+    def retryable(self, failed_before: datetime, max_failures: int) -> list[DeliveryRecord]:
+        """The latest failure of each (notification, channel, address) that has not been delivered since, kept its
+        notification, failed fewer than ``max_failures`` times, and last failed at or before ``failed_before``."""
+        ...
+
 
 class MemoryOutbox:
     """The in-memory Outbox: thread-safe, lost on restart (production uses a durable one)."""
@@ -124,3 +129,17 @@ class MemoryOutbox:
     def deliveries(self, failed_only: bool = False) -> list[DeliveryRecord]:
         with self._lock:
             return [r for r in self._records if not (failed_only and r.ok)]
+
+    def retryable(self, failed_before: datetime, max_failures: int) -> list[DeliveryRecord]:
+        failed_before = as_utc(failed_before)
+        with self._lock:
+            failures: dict[tuple[str, str, str], list[DeliveryRecord]] = {}
+            for r in self._records:
+                if not r.ok:
+                    failures.setdefault((r.notification_id, r.channel, r.to), []).append(r)
+            return [
+                runs[-1]
+                for key, runs in failures.items()
+                if key not in self._ok and len(runs) < max_failures and runs[-1].notification is not None
+                and runs[-1].at <= failed_before
+            ]  # fmt: skip

@@ -1,13 +1,16 @@
 """The durable Outbox on PostgreSQL (tables of store/migrations/008_notify.sql).
 
-One short transaction per call on a connection from ``connect``: the dispatcher calls it from its own thread, and
-holding, releasing and recording are each atomic on their own (a crash between a send and its record may repeat that
-one message; LINE's retry key and the webhook delivery id let the receiver drop the repeat).
+Each call runs on a connection from ``connect`` (entered with ``with``): a pooled connection for one short
+transaction, or, when the caller binds one (lccm/notifications.py), the open transaction in which the dispatch
+worker sends one alert event, records every outcome and marks the event notified, so all of that commits together
+or not at all. A crash between a send and the commit repeats that send after the restart; LINE's retry key and the
+webhook delivery id (the same on every attempt) let the receiver drop the repeat.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +24,7 @@ _HELD = "SELECT recipient, reason, release_at, held_at, alert FROM notify_held W
 
 
 class PgOutbox:
-    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+    def __init__(self, connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]]) -> None:
         self._connect = connect
 
     def hold(self, item: HeldItem) -> bool:
@@ -83,6 +86,20 @@ class PgOutbox:
                 "SELECT notification_id, kind, recipient, channel, address, ok, attempts, error, detail, at,"
                 " alert_ids, notification FROM notify_deliveries WHERE NOT %s OR NOT ok ORDER BY id",
                 (failed_only,),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def retryable(self, failed_before: datetime, max_failures: int) -> list[DeliveryRecord]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "WITH f AS (SELECT notification_id, channel, address, count(*) AS n, max(id) AS last_id"
+                "  FROM notify_deliveries WHERE NOT ok GROUP BY notification_id, channel, address)"
+                " SELECT d.notification_id, d.kind, d.recipient, d.channel, d.address, d.ok, d.attempts, d.error,"
+                " d.detail, d.at, d.alert_ids, d.notification FROM f JOIN notify_deliveries d ON d.id = f.last_id"
+                " WHERE f.n < %s AND d.at <= %s AND d.notification IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+                "  notify_deliveries o WHERE o.ok AND o.notification_id = d.notification_id AND o.channel = d.channel"
+                "  AND o.address = d.address) ORDER BY d.id",
+                (max_failures, as_utc(failed_before)),
             ).fetchall()
         return [_record(r) for r in rows]
 

@@ -20,7 +20,7 @@ from email.utils import format_datetime
 from typing import Literal
 
 from lccm.notify.model import EMAIL_PATTERN, Address, Notification, NotifyConfigError, SendOutcome, address_key
-from lccm.notify.retry import RetryPolicy
+from lccm.notify.retry import Retryable, RetryPolicy
 
 Security = Literal["plain", "starttls", "tls"]
 _CONTENT_LANGUAGE = {"th": "th", "en": "en", "both": "th, en"}
@@ -43,10 +43,6 @@ class SmtpConfig:
             raise NotifyConfigError(f"SMTP security {self.security!r} is not plain, starttls or tls")
         if not EMAIL_PATTERN.match(self.sender):
             raise NotifyConfigError(f"SMTP sender {self.sender!r} is not name@domain")
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt."""
 
 
 class _Permanent(Exception):
@@ -78,20 +74,15 @@ class SmtpNotifier:
         if to.channel != self.channel:
             raise ValueError(f"SmtpNotifier got a {to.channel!r} address")
         msg = self.build_message(to, note)
-        error = ""
-        for attempt in range(1, self._retry.max_attempts + 1):
+
+        def attempt(n: int) -> SendOutcome:
             try:
                 self._deliver(to.to, msg)
-                return SendOutcome(True, attempt)
-            except _Retryable as e:
-                error = str(e)
             except _Permanent as e:
-                return SendOutcome(False, attempt, str(e))
-            if attempt < self._retry.max_attempts:
-                self._retry.sleep(self._retry.backoff_s(attempt))
-        return SendOutcome(
-            False, self._retry.max_attempts, f"{error} (gave up after {self._retry.max_attempts} attempts)"
-        )
+                return SendOutcome(False, n, str(e))
+            return SendOutcome(True, n)
+
+        return self._retry.run(attempt)
 
     def _deliver(self, rcpt: str, msg: EmailMessage) -> None:
         cfg = self._cfg
@@ -110,18 +101,18 @@ class SmtpNotifier:
         except smtplib.SMTPRecipientsRefused as e:
             codes = {code for code, _ in e.recipients.values()}
             text = "; ".join(f"{a}: {c} {m.decode(errors='replace')}" for a, (c, m) in e.recipients.items())
-            raise (_Retryable if all(400 <= c < 500 for c in codes) else _Permanent)(f"{where} refused {text}") from e
+            raise (Retryable if all(400 <= c < 500 for c in codes) else _Permanent)(f"{where} refused {text}") from e
         except smtplib.SMTPResponseException as e:
             text = f"{where} answered {e.smtp_code} {_decode(e.smtp_error)}"
-            raise (_Retryable if 400 <= e.smtp_code < 500 else _Permanent)(text) from e
+            raise (Retryable if 400 <= e.smtp_code < 500 else _Permanent)(text) from e
         except smtplib.SMTPServerDisconnected as e:
-            raise _Retryable(f"{where} closed the connection: {e}") from e
+            raise Retryable(f"{where} closed the connection: {e}") from e
         except smtplib.SMTPException as e:
             raise _Permanent(f"{where}: {type(e).__name__}: {e}") from e
         except ssl.SSLError as e:
             raise _Permanent(f"{where} TLS failed: {e}") from e
         except OSError as e:
-            raise _Retryable(f"{where} unreachable: {type(e).__name__}: {e}") from e
+            raise Retryable(f"{where} unreachable: {type(e).__name__}: {e}") from e
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self._cfg

@@ -586,7 +586,10 @@ class Notification:
     metric_name: str | None  # the metric's catalogue name (pm25, so2, power ...); None for indices and health
 
 
-def pending_notifications(conn: psycopg.Connection, limit: int = 1000) -> list[Notification]:
+def pending_notifications(conn: psycopg.Connection, limit: int = 1000, *, claim: bool = False) -> list[Notification]:
+    """Events to page that are not notified yet, oldest first. With ``claim`` (inside a transaction) the rows are
+    locked until it ends and rows another transaction holds are skipped: two dispatchers never take the same event."""
+    lock = " FOR UPDATE OF e SKIP LOCKED" if claim else ""
     with conn.cursor(row_factory=class_row(Notification)) as cur:
         return cur.execute(
             "SELECT e.id AS event_id, e.kind, e.at, e.value, e.late, a.id AS alert_id, a.rule_key,"
@@ -597,7 +600,7 @@ def pending_notifications(conn: psycopg.Connection, limit: int = 1000) -> list[N
             " FROM alert_events e JOIN alerts a ON a.id = e.alert_id LEFT JOIN alert_rules r ON r.key = a.rule_key"
             " LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN sites s ON s.id = a.site_id"
             " LEFT JOIN metrics m ON m.key = a.signal"
-            " WHERE e.page AND e.notified_at IS NULL ORDER BY e.id LIMIT %s",
+            f" WHERE e.page AND e.notified_at IS NULL ORDER BY e.id LIMIT %s{lock}",
             (limit,),
         ).fetchall()
 

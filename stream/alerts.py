@@ -1,9 +1,9 @@
 """The alert evaluator: after each committed batch, runs the touched series through their rules' state machines
-(engine/alerts.py) on event time, writes alerts and their history, and hands on-time raises and clears to a
-notifier.
+(engine/alerts.py) on event time, writes alerts and their history, and marks the on-time raises and clears to page
+(the dispatch worker sends them).
 
 Work and crash safety. ``on_commit(cols)`` (a stream-loop commit hook) records, per (device, metric), the span of
-event times the batch committed and the watermark it arrived under, and pokes the thread. Evaluation is driven by
+event times the batch committed and the watermark it arrived under, and pokes the worker. Evaluation is driven by
 the stored readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
 ``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it was told
 about. State, alerts, events and the frontier are written in one transaction, so a crash loses nothing and repeats
@@ -41,7 +41,6 @@ that does not get it keeps its work for the next run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -70,6 +69,7 @@ from lccm.engine.alerts import (
 )
 from lccm.engine.timebase import US_PER_S
 from lccm.store import alerts as st
+from lccm.store.connect import Connect
 from lccm.store.writer import ReadingColumns
 
 log = logging.getLogger(__name__)
@@ -78,36 +78,6 @@ ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
 HISTORY_SPANS = 4096  # per device: about two weeks of 5-minute batches
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
-
-
-@dataclass(frozen=True, slots=True)
-class AlertTransition:
-    """A raise or clear to tell people about (on time only: late ones are recorded, not handed on)."""
-
-    event_id: int  # unique per transition: a notifier that sees one twice (at-least-once delivery) drops it
-    alert_id: int
-    kind: str  # raised | cleared
-    rule_key: str
-    rule_name_en: str | None
-    rule_name_th: str | None
-    severity: str  # info | warning | critical
-    dedup_key: str
-    device_id: str | None
-    site_code: str | None
-    signal: str  # metric key, index name, or "device" (offline)
-    value: float | None
-    threshold: float | None
-    at: datetime  # event time of the transition
-    detected_at: datetime  # wall clock when the alert was raised
-    late: bool
-    city: str | None = None  # the site's city slug
-    site_name_en: str | None = None
-    site_name_th: str | None = None
-    unit: str | None = None  # of value and threshold (the metric's catalogue unit); None for indices and health
-    metric_name: str | None = None  # the catalogue name of the signal's metric (pm25, so2, power ...)
-
-
-Notifier = Callable[[AlertTransition], None]
 
 
 class IndexSource(Protocol):
@@ -135,7 +105,6 @@ class RunResult:
     transitions: int = 0
     raised: int = 0
     late: int = 0
-    notified: int = 0
     skipped: bool = False  # another evaluator held the lock
     runs: int = 0
     busy_s: float = 0.0  # wall time spent in runs
@@ -186,12 +155,12 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 class AlertEvaluator:
     def __init__(
         self,
-        connect: Callable[[], psycopg.Connection],
+        connect: Connect,
         *,
         clock: Clock = "wall",
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
-        notify: Notifier | None = None,
+        on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         notify_late: bool = False,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -203,9 +172,9 @@ class AlertEvaluator:
         self._clock = clock
         self._late_after_us = int(late_after_s * US_PER_S)
         self._catchup_us = int(catchup_s * US_PER_S)
-        self.notify = notify
+        self.on_paged = on_paged  # after a run committed alert changes: wakes the dispatcher
         self.index_source = index_source
-        self._notify_late = notify_late  # also hand late raises and clears on (AlertTransition.late = True)
+        self._notify_late = notify_late  # also page late raises and clears (sent with transition "late")
         self._wall_us = wall_us
         self._device_refresh_us = int(device_refresh_s * US_PER_S)
         self._lock = threading.Lock()
@@ -229,7 +198,6 @@ class AlertEvaluator:
         self._holidays: dict[tuple[int, int], frozenset[date]] = {}
         self._warned: set[str] = set()
         self._prepared = False
-        self._conn: psycopg.Connection | None = None
         self._scopes: dict[tuple[str, int], list[int]] = {}  # (rule, version) -> its devices, sorted
         self._offline_raised: set[tuple[str, int]] = set()  # committed offline alerts still raised (a cache)
         self.totals = RunResult()
@@ -322,18 +290,16 @@ class AlertEvaluator:
         work = _Work(dict(spans), seen, arrived, index_until, forced, default_wm, event_wm, arrival_wm, live)
         started = time.perf_counter()
         try:
-            conn = self._connection()
-            with conn.transaction():
+            with self._connect() as conn, conn.transaction():
                 if not _try_lock(conn):
                     self._requeue(work)
                     return RunResult(skipped=True)
                 self._evaluate(conn, work)
-            notified = self._notify(conn)
-        except BaseException as e:
+        except BaseException:
             self._requeue(work)
-            if isinstance(e, psycopg.OperationalError):
-                self.close()
             raise
+        if work.result.transitions and self.on_paged is not None:
+            self.on_paged()
         for d, t in work.seen.items():
             self._seen[d] = max(self._seen.get(d, int(NO_TS)), t)
         for d, t in work.arrived.items():
@@ -347,31 +313,17 @@ class AlertEvaluator:
                     self._offline_raised.add(key)
                 else:
                     self._offline_raised.discard(key)
-        work.result.notified = notified
         work.result.runs, work.result.busy_s = 1, time.perf_counter() - started
         work.result.max_run_s = work.result.busy_s
         self._add_totals(work.result)
         return work.result
 
-    def _connection(self) -> psycopg.Connection:
-        """One connection kept across runs (a connect per batch would cost more than the evaluation)."""
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-            self._conn.autocommit = True  # each run is one explicit transaction
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
-
     def drain(self, stop: Callable[[], bool] = lambda: False) -> RunResult:
-        """Run until nothing is pending (and at least once, for notifications and offline checks)."""
+        """Run until nothing is pending (and at least once, for offline checks)."""
         total = RunResult()
         while True:
             r = self.run_once()
-            for name in ("series", "transitions", "raised", "late", "notified", "runs", "busy_s"):
+            for name in ("series", "transitions", "raised", "late", "runs", "busy_s"):
                 setattr(total, name, getattr(total, name) + getattr(r, name))
             if stop() or not self.has_work():
                 return total
@@ -393,7 +345,7 @@ class AlertEvaluator:
     def _add_totals(self, r: RunResult) -> None:
         t = self.totals
         t.series, t.transitions, t.raised = t.series + r.series, t.transitions + r.transitions, t.raised + r.raised
-        t.late, t.notified = t.late + r.late, t.notified + r.notified
+        t.late = t.late + r.late
         t.runs, t.busy_s, t.max_run_s = t.runs + r.runs, t.busy_s + r.busy_s, max(t.max_run_s, r.max_run_s)
 
     # -- context -------------------------------------------------------------------------------------------------
@@ -758,70 +710,3 @@ class AlertEvaluator:
             ),
             page_late=self._notify_late,
         )
-
-    def _notify(self, conn: psycopg.Connection) -> int:
-        """Hand the recorded, not yet notified transitions to the notifier; mark those it took."""
-        if self.notify is None:
-            return 0
-        done: list[int] = []
-        try:
-            for n in st.pending_notifications(conn):
-                self.notify(
-                    AlertTransition(
-                        n.event_id, n.alert_id, n.kind, n.rule_key, n.rule_name_en, n.rule_name_th, n.severity,
-                        n.dedup_key, n.device_id, n.site_code, n.signal, n.value, n.threshold, n.at, n.detected_at,
-                        n.late, n.city, n.site_name_en, n.site_name_th, n.unit, n.metric_name,
-                    )
-                )  # fmt: skip
-                done.append(n.event_id)
-        except Exception as e:  # the rest stay pending and are retried on the next run
-            log.warning(
-                "alert notifier failed (%s: %s); %d handed on, the rest retried", type(e).__name__, e, len(done)
-            )
-        with conn.transaction():
-            st.mark_notified(conn, done)
-        return len(done)
-
-
-class AlertThread:
-    """Runs the evaluator in the background; ``on_commit`` (a stream commit hook) feeds and wakes it."""
-
-    def __init__(self, evaluator: AlertEvaluator, idle_s: float = 1.0) -> None:
-        self.evaluator = evaluator
-        self._idle_s = idle_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lccm-alerts", daemon=True)
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def on_commit(self, cols: ReadingColumns) -> None:
-        self.evaluator.on_commit(cols)
-        self._wake.set()
-
-    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
-        """Stop after the current evaluation (waiting at most timeout_s; one still running keeps its connection and
-        its work stays queued); with drain, then evaluate what is left."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=timeout_s)
-        if self._thread.is_alive():
-            return
-        if drain:
-            self.evaluator.drain()
-        self.evaluator.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self.evaluator._prepared:
-                    self.evaluator.prepare()
-                self.evaluator.drain(self._stop.is_set)
-                self.error = None
-            except Exception as e:
-                self.error = e
-                log.warning("alert evaluation failed (%s: %s); the work is kept and retried", type(e).__name__, e)
-            self._wake.wait(self._idle_s)
-            self._wake.clear()

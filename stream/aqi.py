@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import psycopg
 
 from lccm.engine.aqi import LOOKBACK_H, AqiResult, AqiSettings, epa_aqi, epa_nowcast_aqi, thai_aqi
 from lccm.engine.timebase import US_PER_H
@@ -25,6 +24,7 @@ from lccm.store.aqi import (
     hourly_pollutant_means,
     replace_aqi,
 )
+from lccm.store.connect import Connect
 from lccm.stream.energy import UpdateResult, drain
 
 _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
@@ -32,7 +32,7 @@ _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
 
 @dataclass(frozen=True, slots=True)
 class AqiUpdater:
-    connect: Callable[[], psycopg.Connection]
+    connect: Connect
     settings: AqiSettings = field(default_factory=AqiSettings)
     claim_limit: int = 5_000
 

@@ -9,10 +9,8 @@ anything fails, the queue rows come back.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import psycopg
@@ -22,6 +20,7 @@ from lccm.engine.counters import MeterParams
 from lccm.engine.emissions import factor_series
 from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
 from lccm.engine.fused import register_buckets
+from lccm.store.connect import Connect
 from lccm.store.energy import (
     BUCKET_US,
     BucketRows,
@@ -48,7 +47,7 @@ class UpdateResult:
 class EnergyUpdater:
     def __init__(
         self,
-        connect: Callable[[], psycopg.Connection],
+        connect: Connect,
         *,
         base_year_us: tuple[int, int],
         registry: FactorRegistry = TGO_REGISTRY,
@@ -157,45 +156,3 @@ def drain(run_once: Callable[[], UpdateResult], stop: Callable[[], bool] = lambd
         if r.spans == 0:
             break
     return UpdateResult(spans, buckets)
-
-
-class Drainable(Protocol):
-    def drain(self, stop: Callable[[], bool] = ...) -> UpdateResult: ...
-
-
-class EnergyThread:
-    """Runs the updaters in the background; ``poke()`` after each committed batch wakes it at once."""
-
-    def __init__(self, updater: Drainable, idle_s: float = 1.0) -> None:
-        self._updater = updater
-        self._idle_s = idle_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lccm-energy", daemon=True)
-        self.error: BaseException | None = None
-        self.spans = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def poke(self, *_: object) -> None:
-        self._wake.set()
-
-    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
-        """Stop after the current step (waiting at most timeout_s: a step left running loses nothing, its queue rows
-        come back when its transaction ends); with drain, then work off what is queued."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=timeout_s)
-        if drain and not self._thread.is_alive():
-            self.spans += self._updater.drain().spans
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._idle_s)
-            self._wake.clear()
-            try:
-                self.spans += self._updater.drain(self._stop.is_set).spans
-            except Exception as e:
-                self.error = e
-                log.warning("energy update failed (%s: %s); the work stays queued", type(e).__name__, e)

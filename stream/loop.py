@@ -6,8 +6,9 @@ A crash anywhere before the ack means the broker redelivers, and the database's 
 nothing is lost and nothing is stored twice.
 
 Backpressure: the inbox is unbounded in code but bounded in practice by MQTT's receive maximum (the broker sends at
-most that many unacknowledged messages, and we ack only after commit). If the database is down the loop retries
-the same batch with backoff; unacked messages stay with the broker.
+most that many unacknowledged messages, and we ack only after commit). If the database is down a flush raises and
+keeps its batch; the worker running ``step`` (lccm/workers.py, stage ``stream``) retries it with backoff, and the
+unacked messages stay with the broker.
 """
 
 from __future__ import annotations
@@ -122,10 +123,8 @@ class StreamLoop:
         ack: Acker,
         policy: FlushPolicy,
         clock: Clock = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
         dedup_window_keys: int = 2_000_000,
         on_commit: Sequence[CommitHook] = (),
-        max_retry_s: float = 30.0,
         observe: BatchObserver | None = None,
         wall_us: Callable[[], int] = _wall_us,
     ) -> None:
@@ -138,29 +137,25 @@ class StreamLoop:
         self._ack = ack
         self._policy = policy
         self._clock = clock
-        self._sleep = sleep
         self._recent = RecentKeys(dedup_window_keys)
         self._on_commit = tuple(on_commit)
-        self._max_retry_s = max_retry_s
         self._batch = BatchBuilder()
         self.stats = StreamStats()
 
     # -- driving -------------------------------------------------------------------------------------------
 
-    def run(self, should_stop: Callable[[], bool]) -> None:
-        """Run until should_stop() is true, then flush what is buffered."""
-        while not should_stop():
-            self.step()
-        self.pump()
-        self.flush()
-
-    def step(self) -> None:
+    def step(self, *_: object) -> None:
         """Wait for at most the time left before the current batch is due, take what arrived, flush if due."""
         timeout = self._policy.wait_s(self._batch, self._clock())
         with contextlib.suppress(queue.Empty):
             self.accept(self._inbox.get(timeout=timeout))
         self.pump()
         self.flush_if_due()
+
+    def finish(self, *_: object) -> None:
+        """At stop: take what has arrived and flush it (once; if that fails the broker redelivers it)."""
+        self.pump()
+        self.flush()
 
     def pump(self, limit: int = 100_000) -> int:
         """Take every message already waiting (never blocks)."""
@@ -194,7 +189,11 @@ class StreamLoop:
             return None
         keep, keys = self._dedup(batch)
         cols = batch.columns(keep)
-        result = self._write_with_retry(batch, cols)
+        try:
+            result = self._sink(batch, cols)
+        except Exception:
+            self.stats.write_retries += 1  # the batch stays; the next flush (the worker's retry) writes it
+            raise
         committed_at_us = self._wall_us()
         self._recent.remember(keys)
         self._ack(batch.ack_tokens)
@@ -246,17 +245,6 @@ class StreamLoop:
         if len(keys) == len(keep_list):
             return None, keys
         return np.asarray(keep_list, dtype=bool), keys
-
-    def _write_with_retry(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
-        delay = 0.1
-        while True:
-            try:
-                return self._sink(batch, cols)
-            except Exception as e:
-                self.stats.write_retries += 1
-                log.warning("batch write failed (%s: %s); retrying in %.1f s", type(e).__name__, e, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, self._max_retry_s)
 
     def _account(self, batch: BatchBuilder, cols: ReadingColumns, result: WriteResult, dropped: int) -> None:
         s = self.stats

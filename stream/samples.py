@@ -19,6 +19,7 @@ from lccm.engine.rollups import sample_rollup
 from lccm.engine.streetlights import DayNight, day_night_spans, lamp_hours, noaa_sun_times
 from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN
 from lccm.store.aqi import enqueue_station_hours
+from lccm.store.connect import Connect
 from lccm.store.energy import BUCKET_US, Spans, claim_spans, window_readings
 from lccm.store.samples import (
     LAMP_METRIC,
@@ -38,7 +39,7 @@ DEFAULT_GRACE_US = 15 * US_PER_MIN  # photocells switch near civil twilight: the
 
 @dataclass(frozen=True, slots=True)
 class SampleUpdater:
-    connect: Callable[[], psycopg.Connection]
+    connect: Connect
     grace_us: int = DEFAULT_GRACE_US
     claim_limit: int = 20_000
     cell_budget: int = 4_000_000  # buckets x spans per engine call: bounds the dense result arrays

@@ -1,7 +1,8 @@
 """The derived-data updaters run together: energy and emissions from registers, then samples and lamp time, then
 the air-quality indices of the station hours the samples changed.
 
-``lccm ingest`` runs them in one background thread (poked after every committed batch); ``lccm recompute`` queues a
+``lccm ingest`` runs them in one supervised worker (stage ``updaters``, poked after every committed batch, on the
+process's connection pool); ``lccm recompute`` queues a
 range for both and drains them, the same code as the live path.
 """
 
@@ -10,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
-
+from lccm.store.connect import Connect
 from lccm.store.energy import enqueue, series_in_range
 from lccm.store.samples import resolve_late_spans
 from lccm.stream.aqi import AqiUpdater
@@ -36,7 +36,7 @@ class Updaters:
 
 def recompute(
     updaters: Updaters,
-    connect: Callable[[], psycopg.Connection],
+    connect: Connect,
     start_us: int,
     end_us: int,
     step_us: int = WEEK_US,

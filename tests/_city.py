@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 
 from lccm.imports.registry import parse_registry_csv
-from lccm.runtime import IngestWorker, Services, build_ingest
+from lccm.runtime import Ingest, Services, build_ingest
 from lccm.services import Broker
 from lccm.settings import Settings
 from lccm.simulators.city import City, load_city
@@ -24,7 +24,7 @@ def registered_city(url: str, folder: Path) -> City:
     return city
 
 
-def running_ingest(url: str, broker: Broker, topic_root: str, folder: Path) -> tuple[IngestWorker, Settings]:
+def running_ingest(url: str, broker: Broker, topic_root: str, folder: Path) -> tuple[Ingest, Settings]:
     """An ingest worker on its own topic root, share group and client id (tests must not steal each other's)."""
     group = topic_root.split("/")[0]
     settings = Settings(database_url=url, mqtt_topic_root=topic_root, mqtt_share_group=group, data_dir=folder)

@@ -22,7 +22,7 @@ from lccm.settings import Settings
 from lccm.store import alerts as st
 from lccm.store.devices import import_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
-from lccm.stream.alerts import AlertEvaluator, AlertTransition
+from lccm.stream.alerts import AlertEvaluator
 from tests._db import REGISTRY_HEADER_EN, device_pk, registry_csv, us
 
 with warnings.catch_warnings():
@@ -93,21 +93,14 @@ def commit(url: str, batch: ReadingColumns, *evaluators: AlertEvaluator) -> None
         e.on_commit(batch)
 
 
-_EVALUATORS: list[AlertEvaluator] = []
+def evaluator(url: str, **kw: Any) -> AlertEvaluator:
+    return AlertEvaluator(functools.partial(psycopg.connect, url), **kw)
 
 
-@pytest.fixture(autouse=True)
-def _close_evaluators() -> Iterator[None]:
-    yield
-    while _EVALUATORS:
-        _EVALUATORS.pop().close()  # each keeps a connection across runs
-
-
-def evaluator(url: str, sent: list[AlertTransition] | None = None, **kw: Any) -> AlertEvaluator:
-    notify = sent.append if sent is not None else None
-    ev = AlertEvaluator(functools.partial(psycopg.connect, url), notify=notify, **kw)
-    _EVALUATORS.append(ev)
-    return ev
+def paged(url: str) -> list[st.Notification]:
+    """The changes waiting to be sent (the dispatch worker reads them from here; these tests run none)."""
+    with psycopg.connect(url) as conn:
+        return st.pending_notifications(conn)
 
 
 def alerts(url: str) -> list[st.Alert]:
@@ -123,8 +116,7 @@ def at(i: int) -> datetime:
 
 
 def test_a_plume_raises_and_clears_one_alert_with_its_history_and_two_notifications(db: str) -> None:
-    sent: list[AlertTransition] = []
-    ev = evaluator(db, sent, clock="event")
+    ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
         first, second = cols(conn, "MM1-S", SO2, T0, PLUME[:5]), cols(conn, "MM1-S", SO2, at(5), PLUME[5:])
     commit(db, first, ev)
@@ -138,51 +130,45 @@ def test_a_plume_raises_and_clears_one_alert_with_its_history_and_two_notificati
     assert (a.state, a.started_at, a.raised_at, a.cleared_at) == ("cleared", at(1), at(3), at(7))
     assert (a.raised_value, a.threshold, a.peak_value, a.cleared_value, a.late) == (180, 150, 180, 45, False)
     assert a.rule_name_en == MAE_MOH["name"]["en"] and a.clear_reason == "condition"
-    assert [(t.kind, t.at, t.alert_id, t.late) for t in sent] == [("raised", at(3), a.id, False),
-                                                                  ("cleared", at(7), a.id, False)]  # fmt: skip
+    assert [(t.kind, t.at, t.alert_id, t.late) for t in paged(db)] == [("raised", at(3), a.id, False),
+                                                                       ("cleared", at(7), a.id, False)]  # fmt: skip
     with psycopg.connect(db) as conn:
         events = st.alert_events(conn, a.id)
+    # Recorded to page, not notified: only the dispatch worker marks an event notified, once its channels took it.
     assert [(e.kind, e.at, e.page, e.notified_at is not None) for e in events] == [
-        ("raised", at(3), True, True), ("cleared", at(7), True, True),
+        ("raised", at(3), True, False), ("cleared", at(7), True, False),
     ]  # fmt: skip
 
 
 def test_a_restart_resumes_from_stored_state_without_duplicate_or_lost_alerts(db: str) -> None:
-    sent: list[AlertTransition] = []
     with psycopg.connect(db) as conn:
         parts = [cols(conn, "MM1-S", SO2, at(i), PLUME[i : i + 2]) for i in range(0, len(PLUME), 2)]
-    first = evaluator(db, sent, clock="event")
+    first = evaluator(db, clock="event")
     commit(db, parts[0], first)
     commit(db, parts[1], first)
     first.run_once()  # saw #0..#3: raised
     # The process dies: part 2 is committed but its hook never runs; then everything is redelivered by the broker.
     commit(db, parts[2])
-    second = evaluator(db, sent, clock="event")
+    second = evaluator(db, clock="event")
     assert second.prepare() == 1  # the catch-up found the series holding readings beyond its frontier
     for p in parts:  # redelivered batches: the database key makes them no-ops, the frontier makes them old news
         commit(db, p, second)
     second.drain()
     [a] = alerts(db)
     assert (a.state, a.raised_at, a.cleared_at) == ("cleared", at(3), at(7))
-    assert [(t.kind, t.at) for t in sent] == [("raised", at(3)), ("cleared", at(7))]
+    assert [(t.kind, t.at) for t in paged(db)] == [("raised", at(3)), ("cleared", at(7))]
 
 
-def test_a_notifier_that_fails_gets_the_same_transition_again_on_the_next_run(db: str) -> None:
-    got: list[AlertTransition] = []
-    failures = [RuntimeError("webhook down")]
-
-    def flaky(t: AlertTransition) -> None:
-        if failures:
-            raise failures.pop()
-        got.append(t)
-
-    ev = AlertEvaluator(functools.partial(psycopg.connect, db), notify=flaky, clock="event")
-    _EVALUATORS.append(ev)
+def test_changes_to_page_wait_in_the_database_and_each_run_that_records_some_wakes_the_dispatcher(db: str) -> None:
+    woken: list[int] = []
+    ev = evaluator(db, clock="event", on_paged=lambda: woken.append(len(paged(db))))
     with psycopg.connect(db) as conn:
         commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]), ev)
-    assert ev.run_once().notified == 0
-    assert ev.run_once().notified == 1
-    assert [(t.kind, t.at, t.event_id > 0) for t in got] == [("raised", at(3), True)]
+    assert ev.run_once().raised == 1
+    assert woken == [1], "woken after the run's commit: the dispatcher finds the change in the database"
+    ev.run_once()
+    assert woken == [1], "a run that recorded nothing wakes nobody"
+    assert [(t.kind, t.at, t.event_id > 0) for t in paged(db)] == [("raised", at(3), True)]
 
 
 def test_two_analysers_at_one_station_share_one_alert_by_the_dedup_key(db: str) -> None:
@@ -209,14 +195,13 @@ def test_the_city_station_26_km_away_is_outside_the_mae_moh_rule(db: str) -> Non
 
 
 def test_six_hours_of_buffered_data_are_recorded_late_and_not_paged_on_the_wall_clock(db: str) -> None:
-    sent: list[AlertTransition] = []
-    ev = evaluator(db, sent, clock="wall", late_after_s=900)
+    ev = evaluator(db, clock="wall", late_after_s=900)
     with psycopg.connect(db) as conn:
         commit(db, cols(conn, "MM1-S", SO2, T0, PLUME, lag=timedelta(hours=6)), ev)
     ev.run_once()
     [a] = alerts(db)
     assert (a.late, a.state, a.raised_at, a.cleared_at) == (True, "cleared", at(3), at(7))
-    assert sent == []  # recorded, not paged
+    assert paged(db) == []  # recorded, not paged
     with psycopg.connect(db) as conn:
         assert [(e.kind, e.late, e.page) for e in st.alert_events(conn, a.id)] == [
             ("raised", True, False), ("cleared", True, False),
@@ -236,8 +221,7 @@ def test_a_station_behind_the_rest_of_the_city_is_late_on_the_event_clock(db: st
 
 
 def test_offline_is_raised_on_the_event_watermark_and_cleared_when_data_resumes(db: str) -> None:
-    sent: list[AlertTransition] = []
-    ev = evaluator(db, sent, clock="event")
+    ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
         commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]), ev)  # last seen at #1
         commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 8), ev)  # watermark #7: 30 min after #1, not more
@@ -252,7 +236,7 @@ def test_offline_is_raised_on_the_event_watermark_and_cleared_when_data_resumes(
         ev.run_once()
     [a] = [a for a in alerts(db) if a.rule_key == "aq_offline" and a.device_id == "MM1-S"]
     assert (a.state, a.cleared_at, a.clear_reason) == ("cleared", at(9), "data_resumed")
-    assert [(t.kind, t.at) for t in sent if t.rule_key == "aq_offline" and t.device_id == "MM1-S"] == [
+    assert [(t.kind, t.at) for t in paged(db) if t.rule_key == "aq_offline" and t.device_id == "MM1-S"] == [
         ("raised", at(7)), ("cleared", at(9)),
     ]  # fmt: skip
 

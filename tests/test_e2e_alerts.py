@@ -30,15 +30,16 @@ import psycopg
 import pytest
 
 from lccm.engine.timebase import BANGKOK
-from lccm.runtime import Services, alert_evaluator, build_ingest, updaters
+from lccm.runtime import Ingest, Services, alert_evaluator, build_ingest, updaters
 from lccm.services import Broker
 from lccm.settings import Settings
 from lccm.simulators.city import City
 from lccm.simulators.environment import Environment
 from lccm.simulators.noise import stable_key
 from lccm.simulators.run import SimConfig, run_simulation
+from lccm.store import alerts as st
 from lccm.store.alerts import StoredAqiIndex
-from lccm.stream.alerts import AlertThread, AlertTransition, IndexSource
+from lccm.stream.alerts import IndexSource
 from tests._city import registered_city
 
 SEED = 1
@@ -179,8 +180,8 @@ def _groups(values: list[float]) -> list[list[float]]:
 
 
 def start(
-    url: str, broker: Broker, topic_root: str, folder: Path, sent: list[AlertTransition], index: IndexSource | None
-) -> tuple[Any, AlertThread, Settings]:
+    url: str, broker: Broker, topic_root: str, folder: Path, index: IndexSource | None
+) -> tuple[Ingest, Settings]:
     """Ingest with the alert evaluator on its commit hook, as `lccm ingest` wires it, on the event clock (the
     simulation replays January at full speed) and the shipped rule file."""
     group = topic_root.split("/")[0]
@@ -194,13 +195,18 @@ def start(
         # rollups (and so the AQI) as data past its late horizon, for `lccm recompute`.
         late_horizon_s=400 * 86400,
     )  # fmt: skip
-    thread = AlertThread(alert_evaluator(settings, url, notify=sent.append, index_source=index), idle_s=0.2)
-    thread.start()
+    evaluator = alert_evaluator(settings, url, index_source=index)
     worker = build_ingest(
-        settings, Services(url, broker.host, broker.port, "auto"), client_id=group, on_commit=[thread.on_commit]
+        settings, Services(url, broker.host, broker.port, "auto"), client_id=group, evaluator=evaluator
     )
     worker.start()
-    return worker, thread, settings
+    return worker, settings
+
+
+def paged(url: str) -> list[st.Notification]:
+    """The changes recorded to page (these tests run no dispatcher: they wait in the database)."""
+    with psycopg.connect(url) as conn:
+        return st.pending_notifications(conn, limit=100_000)
 
 
 def simulate(
@@ -242,8 +248,7 @@ def test_a_burning_season_episode_and_a_mae_moh_plume_give_exactly_the_expected_
     fresh_db: str, broker: Broker, topic_root: str, tmp_path: Path
 ) -> None:
     city = registered_city(fresh_db, tmp_path)
-    sent: list[AlertTransition] = []
-    worker, thread, settings = start(fresh_db, broker, topic_root, tmp_path, sent, StoredAqiIndex())
+    worker, settings = start(fresh_db, broker, topic_root, tmp_path, StoredAqiIndex())
     t0 = datetime(2026, 1, 3, tzinfo=BANGKOK)
     try:
         truth = simulate(city, broker, topic_root, t0, datetime(2026, 1, 12, 12, tzinfo=BANGKOK), STATIONS)
@@ -252,9 +257,10 @@ def test_a_burning_season_episode_and_a_mae_moh_plume_give_exactly_the_expected_
         worker.stop()
     # The AQI updater runs as `lccm ingest` runs it; once it has caught up, index rules look at the new hours.
     updaters(settings, fresh_db).drain()
-    thread.evaluator.request_index_check()
-    thread.stop(drain=True)
-    assert worker.error is None and thread.error is None
+    assert worker.evaluator is not None
+    worker.evaluator.request_index_check()
+    worker.evaluator.drain()
+    assert worker.error is None
 
     readings = {r for r in truth.expected_readings() if r[1] in ("pm25", "so2")}
     with psycopg.connect(fresh_db) as conn:
@@ -303,6 +309,7 @@ def test_a_burning_season_episode_and_a_mae_moh_plume_give_exactly_the_expected_
             assert env.smoke_episodes_ugm3(np.array([t / 1e6]))[0] > 20, (d, t)
 
     # Notified: every on-time raise and clear, once (the AQI ones when the index had caught up: order by event time).
+    sent = paged(fresh_db)
     notified = sorted((t.at, t.rule_key, t.device_id, t.kind) for t in sent)
     assert [(r, d, k) for _, r, d, k in notified] == [(r, d, k) for r, d, k, *_ in got]
     assert len({t.event_id for t in sent}) == len(sent)
@@ -313,8 +320,7 @@ def test_a_station_replaying_six_buffered_hours_records_its_plume_alert_late_and
     fresh_db: str, broker: Broker, topic_root: str, tmp_path: Path
 ) -> None:
     city = registered_city(fresh_db, tmp_path)
-    sent: list[AlertTransition] = []
-    worker, thread, _ = start(fresh_db, broker, topic_root, tmp_path, sent, None)
+    worker, _ = start(fresh_db, broker, topic_root, tmp_path, None)
     day = datetime(2026, 1, 10, tzinfo=BANGKOK)
     cut, end = day + timedelta(hours=8), day + timedelta(hours=14)
     others = [s for s in STATIONS if s != "LPG-AQ-05"]
@@ -326,9 +332,8 @@ def test_a_station_replaying_six_buffered_hours_records_its_plume_alert_late_and
         c = simulate(city, broker, topic_root, cut, end, ["LPG-AQ-05"])  # then replays 08:00-14:00 at once
         worker.wait_idle(1.0)
     finally:
-        worker.stop()
-    thread.stop(drain=True)
-    assert worker.error is None and thread.error is None
+        worker.stop()  # the evaluator drains what is left
+    assert worker.error is None
 
     readings = {r for t in (a, b, c) for r in t.expected_readings() if r[0] == "LPG-AQ-05" and r[1] == "so2"}
     ts, so2 = series(readings, "LPG-AQ-05", "so2")
@@ -347,7 +352,7 @@ def test_a_station_replaying_six_buffered_hours_records_its_plume_alert_late_and
         # data came back when the city's watermark stood at city_end: cleared then, on time
         ("aq_station_offline", "LPG-AQ-05", "cleared", city_end, False, True),
     ]
-    assert [(t.rule_key, t.kind, t.late) for t in sent if t.device_id == "LPG-AQ-05"] == [
+    assert [(t.rule_key, t.kind, t.late) for t in paged(fresh_db) if t.device_id == "LPG-AQ-05"] == [
         ("aq_station_offline", "raised", False), ("aq_station_offline", "cleared", False),
     ]  # fmt: skip
     assert not [e for e in stored_events(fresh_db) if e[1] != "LPG-AQ-05"]  # nobody else alerted

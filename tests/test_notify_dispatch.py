@@ -3,6 +3,7 @@ to the loopback receiver of test_notify_http, and the assertions are on what it 
 
 from __future__ import annotations
 
+import queue
 import random
 import time as time_mod
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from lccm.notify.model import Address, AlertMessage, Notifier, NotifyConfigError
 from lccm.notify.outbox import MemoryOutbox
 from lccm.notify.retry import RetryPolicy
 from lccm.notify.webhook import WebhookNotifier
-from lccm.notify.worker import DispatchWorker
+from lccm.workers import Worker
 from tests.test_notify_http import LINE_USER, SECRET, Receiver, Reply
 
 BKK = timezone(timedelta(hours=7))
@@ -265,18 +266,29 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     return condition()
 
 
-def test_worker_dispatches_in_the_background_and_sends_what_comes_due(receiver: Receiver) -> None:
+def test_a_supervised_worker_dispatches_in_the_background_and_sends_what_comes_due(receiver: Receiver) -> None:
     clock = Clock(bkk(2025, 11, 22, 23, 0))
     dispatcher, outbox = make(receiver, [duty(receiver)], clock)
-    worker = DispatchWorker(dispatcher, tick_s=0.05)
+    inbox: queue.SimpleQueue[AlertMessage] = queue.SimpleQueue()
+
+    def step(stopping: Callable[[], bool]) -> float:
+        while not inbox.empty():
+            dispatcher.dispatch(inbox.get())
+        due = dispatcher.next_due()
+        if due is not None and due <= dispatcher.now():
+            dispatcher.run_due()
+        return 0.05
+
+    worker = Worker("notify-dispatch", step, idle_s=0.05)
     worker.start()
     try:
-        worker.submit(alert(1, "critical", bkk(2025, 11, 22, 22, 59)))
-        worker.submit(alert(2, "warning", bkk(2025, 11, 22, 22, 59)))
+        inbox.put(alert(1, "critical", bkk(2025, 11, 22, 22, 59)))
+        inbox.put(alert(2, "warning", bkk(2025, 11, 22, 22, 59)))
+        worker.poke()
         assert wait_for(lambda: len(receiver.on("/duty")) == 1 and len(outbox.pending()) == 1)
-        clock.set(2025, 11, 23, 7, 0)  # quiet hours over: the next tick sends the summary
+        clock.set(2025, 11, 23, 7, 0)  # quiet hours over: the next step sends the summary
         assert wait_for(lambda: len(receiver.on("/duty")) == 2)
         assert receiver.on("/duty")[1].json()["kind"] == "quiet_hours"
     finally:
-        worker.stop(timeout_s=10)
-    assert worker.errors == 0 and outbox.pending() == []
+        assert worker.stop(timeout_s=10)
+    assert worker.errors == 0 and outbox.pending() == [] and worker.status().state == "stopped"

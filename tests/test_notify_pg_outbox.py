@@ -44,11 +44,22 @@ def _script(outbox: Outbox) -> list[Any]:
     failed = outbox.deliveries(failed_only=True)
     seen.append([(r.ok, r.attempts, r.error, r.notification) for r in failed])
     seen.append([(r.ok, r.detail, r.alert_ids) for r in outbox.deliveries()])
+    # Failures kept for retry: n-1 was delivered after its failure, n-2 failed twice and still waits.
+    note2 = Notification("n-2", "alert", "duty", "en", "subject", "text", (_alert(2),), T)
+    for k in (1, 2):
+        outbox.record(DeliveryRecord("n-2", "alert", "duty", "webhook", "https://h.test/a", False, 5, f"HTTP 503 #{k}",
+                                     "", T + timedelta(minutes=k), ("A-2",), note2))  # fmt: skip
+    retry = outbox.retryable(T + timedelta(minutes=5), 3)
+    seen.append([(r.notification_id, r.channel, r.error, r.notification) for r in retry])
+    seen.append(outbox.retryable(T + timedelta(minutes=1), 3))  # its last failure is newer than the cut-off
+    seen.append(outbox.retryable(T + timedelta(minutes=5), 2))  # it has failed twice: no more retries
     return seen
 
 
 def test_postgres_outbox_equals_the_memory_outbox(fresh_db: str) -> None:
     reference = _script(MemoryOutbox())
+    assert reference[-3] == [("n-2", "webhook", "HTTP 503 #2", Notification(
+        "n-2", "alert", "duty", "en", "subject", "text", (_alert(2),), T))] and reference[-2:] == [[], []]  # fmt: skip
     assert _script(PgOutbox(lambda: psycopg.connect(fresh_db))) == reference
     # A new instance (a restarted process) sees what the first one kept.
     again = PgOutbox(lambda: psycopg.connect(fresh_db))

@@ -1,28 +1,31 @@
 """Alert notifications as ``lccm ingest`` wires them (lccm/notifications.py): the evaluator's raises and clears reach
-people over a real SMTP server process, a real HTTP receiver and the real broker, through the PostgreSQL outbox;
-recipient files and channel settings are checked at start-up with messages that name what is wrong."""
+people over a real SMTP server process, a real HTTP receiver and the real broker, through the PostgreSQL outbox; an
+event is marked notified in the transaction that records its deliveries, so a crash in between sends it again
+(at least once, with the same delivery id) instead of never; failed deliveries are sent again; recipient files and
+channel settings are checked at start-up with messages that name what is wrong."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from lccm.notifications import MQTT_ALL, alert_message, build_notifications, load_recipients
-from lccm.notify import NotifyConfigError, Recipient
+from lccm.notifications import MQTT_ALL, Notifications, alert_message, build_notifications, load_recipients
+from lccm.notify import Address, Notification, NotifyConfigError, Recipient, SendOutcome, WebhookNotifier
 from lccm.notify.pg_outbox import PgOutbox
 from lccm.services import Broker
 from lccm.settings import Settings
-from lccm.stream.alerts import AlertTransition
-from tests.test_alerts_store_api import PLUME, SO2, at, cols, commit, evaluator
+from tests.test_alerts_store_api import PLUME, SO2, at, cols, commit, evaluator, paged
 from tests.test_alerts_store_api import db as db  # fixture: registry with Sop Pat and the Mae Moh rule
-from tests.test_notify_http import SECRET, Receiver, expected_signature
+from tests.test_notify_http import SECRET, Receiver, Reply, expected_signature
 from tests.test_notify_http import receiver as receiver  # fixture
 from tests.test_notify_mqtt import Subscriber
 from tests.test_notify_smtp import SmtpServer
@@ -48,27 +51,35 @@ def people(receiver: Receiver) -> list[Recipient]:
     ]  # fmt: skip
 
 
+def notifications(cfg: Settings, broker: Broker, recipients: list[Recipient]) -> Notifications:
+    connect = functools.partial(psycopg.connect, cfg.database_url)
+    return build_notifications(cfg, connect, mqtt_host=broker.host, mqtt_port=broker.port, recipients=recipients)
+
+
+def notified_events(db: str) -> list[tuple[str, bool]]:
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT kind, notified_at IS NOT NULL FROM alert_events WHERE page ORDER BY id").fetchall()
+    return [(k, bool(n)) for k, n in rows]
+
+
 def test_a_plume_alert_reaches_email_webhook_and_the_mqtt_topic_once_each(
     db: str, smtpd: SmtpServer, receiver: Receiver, broker: Broker, topic_root: str
 ) -> None:
     sub = Subscriber(broker, f"{topic_root}/+/alerts/#")
     cfg = settings(db, smtpd, broker, topic_root)
-    notes = build_notifications(cfg, db, mqtt_host=broker.host, mqtt_port=broker.port, recipients=people(receiver))
-    handed: list[AlertTransition] = []
-
-    def notify(tr: AlertTransition) -> None:
-        handed.append(tr)
-        notes(tr)
-
+    notes = notifications(cfg, broker, people(receiver))
     ev = evaluator(db, clock="event")
-    ev.notify = notify
     with psycopg.connect(db) as conn:
         for i, value in enumerate(PLUME):  # live: one reading per batch, as the station sends them
             commit(db, cols(conn, "MM1-S", SO2, at(i), [value]), ev)
             ev.drain()
-    notes.close()  # delivers what was queued
+    handed = paged(db)  # what the evaluator recorded to page, waiting in the database
+    assert notified_events(db) == [("raised", False), ("cleared", False)]
+    notes.step()  # the notify-dispatch worker's step
+    notes.close()
     sub_messages = [sub.get(timeout=10) for _ in range(2)]
     sub.close()
+    assert notified_events(db) == [("raised", True), ("cleared", True)] and paged(db) == []
 
     # PLUME: raised at reading #3, 180 ppb (above 150 ppb for 10 min >= 6), cleared at #7 (45 < 50): two changes.
     assert [(t.kind, t.at) for t in handed] == [("raised", at(3)), ("cleared", at(7))]
@@ -100,12 +111,89 @@ def test_a_plume_alert_reaches_email_webhook_and_the_mqtt_topic_once_each(
     email_attempts = [d.attempts for d in outbox.deliveries() if d.channel == "email"]
     assert sorted(email_attempts) == [1, 2], "the SMTP server's 451 on the first DATA was retried"
 
-    # Handed on again (a crash between hand-off and the evaluator's mark): the outbox knows, nobody hears twice.
-    again = build_notifications(cfg, db, mqtt_host=broker.host, mqtt_port=broker.port, recipients=people(receiver))
+    # Handed on again (a second dispatcher given the same events): the outbox knows, nobody hears twice.
+    again = notifications(cfg, broker, people(receiver))
     reports = [again.dispatcher.dispatch(alert_message(t)) for t in handed]
     again.close()
     assert [r.deliveries for r in reports] == [[], []]
     assert len(receiver.on("/hook")) == 2 and len(smtpd.messages()) == 2
+
+
+class CrashAfterSend:
+    """A webhook channel after which the database connection of the dispatch dies once, between the send and the
+    commit (as in a crash or an outage at the worst moment)."""
+
+    channel = "webhook"
+
+    def __init__(self, db: str) -> None:
+        self._db, self._inner, self.crashes = db, WebhookNotifier(), 0
+
+    def send(self, to: Address, note: Notification) -> SendOutcome:
+        outcome = self._inner.send(to, note)
+        if not self.crashes:
+            self.crashes += 1
+            with psycopg.connect(self._db, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+                )
+        return outcome
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_crash_between_sending_and_marking_sends_again_with_the_same_delivery_id_and_marks_once(
+    db: str, smtpd: SmtpServer, receiver: Receiver, broker: Broker, topic_root: str
+) -> None:
+    cfg = settings(db, smtpd, broker, topic_root, notify_mqtt_all=False)
+    hook = Recipient.from_dict({"name": "ops", "webhook": [{"url": receiver.url + "/ops", "secret": SECRET}]})
+    notes = notifications(cfg, broker, [hook])
+    crashing = CrashAfterSend(db)
+    notes.dispatcher._notifiers["webhook"] = crashing  # the wiring's own channel, with a crash after its send
+    ev = evaluator(db, clock="event")
+    with psycopg.connect(db) as conn:
+        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]), ev)
+    ev.drain()
+    with pytest.raises(psycopg.OperationalError):
+        notes.step()  # sent, then the connection died: nothing of it committed
+    assert crashing.crashes == 1 and len(receiver.on("/ops")) == 1
+    assert notified_events(db) == [("raised", False)], "not marked: the delivery record was lost with the crash"
+    notes.step()  # the worker's retry: the event is still pending in the database
+    notes.close()
+    calls = receiver.on("/ops")
+    assert len(calls) == 2 and calls[0].json()["id"] == calls[1].json()["id"], "sent again, the same notification"
+    assert calls[0].json()["alerts"] == calls[1].json()["alerts"]
+    assert calls[0].headers["x-lccm-delivery"] == calls[1].headers["x-lccm-delivery"], "receivers drop the repeat"
+    assert notified_events(db) == [("raised", True)]
+    outbox = PgOutbox(lambda: psycopg.connect(db))
+    assert [(d.recipient, d.ok) for d in outbox.deliveries()] == [("ops", True)], "one record: the committed one"
+
+
+def test_a_failed_delivery_is_kept_with_its_message_and_sent_again(
+    db: str, smtpd: SmtpServer, receiver: Receiver, broker: Broker, topic_root: str
+) -> None:
+    cfg = settings(db, smtpd, broker, topic_root, notify_mqtt_all=False, notify_redeliver_after_s=0.01,
+                   notify_redeliver_max=3).model_copy(update={"notify_tick_s": 0.01})  # fmt: skip
+    hook = Recipient.from_dict({"name": "ops", "webhook": [{"url": receiver.url + "/ops", "secret": SECRET}]})
+    receiver.script["/ops"] = [Reply(400, body=b"maintenance"), Reply(400, body=b"still")]  # refused, not retried
+    notes = notifications(cfg, broker, [hook])
+    ev = evaluator(db, clock="event")
+    with psycopg.connect(db) as conn:
+        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]), ev)
+    ev.drain()
+    notes.dispatch_pending()
+    assert notified_events(db) == [("raised", True)], "the channel took it: its failure is recorded for retry"
+    outbox = PgOutbox(lambda: psycopg.connect(db))
+    [failed] = outbox.deliveries()
+    assert not failed.ok and failed.notification is not None and "HTTP 400" in failed.error
+    for _ in range(3):  # two retries: the first refused again, the second delivered; then nothing is left to retry
+        time.sleep(0.05)
+        notes.step()
+    notes.close()
+    assert [(d.ok, d.notification_id) for d in outbox.deliveries()] == [(False, failed.notification_id)] * 2 + [
+        (True, failed.notification_id)]  # fmt: skip
+    assert len({r.headers["x-lccm-delivery"] for r in receiver.on("/ops")}) == 1 and len(receiver.on("/ops")) == 3
 
 
 def test_recipients_file_and_channel_settings_are_checked_at_start(
@@ -125,10 +213,11 @@ def test_recipients_file_and_channel_settings_are_checked_at_start(
     # LINE is used by 'mayor' but no channel access token is set: start-up stops, naming both.
     cfg = settings(db, smtpd, broker, topic_root, notify_recipients_file=good)
     with pytest.raises(NotifyConfigError, match=r"mayor use line but LCCM_NOTIFY_LINE_TOKEN is not set"):
-        build_notifications(cfg, db, mqtt_host=broker.host, mqtt_port=broker.port)
+        build_notifications(cfg, functools.partial(psycopg.connect, db), mqtt_host=broker.host, mqtt_port=broker.port)
     no_smtp = Settings(database_url=db, notify_recipients_file=good, notify_line_token="t")
     with pytest.raises(NotifyConfigError, match=r"env-division use email but LCCM_NOTIFY_SMTP_HOST"):
-        build_notifications(no_smtp, db, mqtt_host=broker.host, mqtt_port=broker.port)
+        build_notifications(no_smtp, functools.partial(psycopg.connect, db), mqtt_host=broker.host,
+                            mqtt_port=broker.port)  # fmt: skip
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -35,7 +35,6 @@ from lccm.monitoring import (
     Readiness,
     database_readiness,
     start_monitoring,
-    thread_statuses,
     watch_ingest,
 )
 from lccm.runtime import Services, build_ingest
@@ -110,8 +109,7 @@ def test_ingest_metrics_count_what_was_sent(fresh_db: str, broker: Broker, topic
     metrics = IngestMetrics()
     worker = build_ingest(settings, svc, client_id=group, observe=metrics.observe_batch)
     worker.start()
-    statuses = thread_statuses({"stream": worker})
-    server = start_monitoring(settings, metrics.registry, watch_ingest(metrics, worker, fresh_db, statuses))
+    server = start_monitoring(settings, metrics.registry, watch_ingest(metrics, worker, fresh_db))
     assert server is not None
     url = server.url
     try:
@@ -375,13 +373,13 @@ def test_the_batch_observer_sees_the_commit_without_the_retries() -> None:
     clock = FakeClock()
     seen: list[BatchCommitted] = []
 
-    class SlowSink(MemorySink):  # each attempt takes 0.25 s of the injected clock; the loop's backoff takes more
+    class SlowSink(MemorySink):  # each attempt takes 0.25 s of the injected clock
         def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
             clock.now += 0.25
             return super().__call__(batch, cols)
 
     sink = SlowSink()
-    loop, inbox, _ = make_loop(sink, clock, sleeps=[])
+    loop, inbox, _ = make_loop(sink, clock)
     loop._observe = seen.append  # as StreamLoop(observe=...) sets it
     loop._wall_us = lambda: 5_000_000_000_000
     sink.fail_next = 2
@@ -389,6 +387,9 @@ def test_the_batch_observer_sees_the_commit_without_the_retries() -> None:
         inbox.put(msg(i, 1.0 + i, i))
     inbox.put(RawMessage("lccm/v1/lampang/M1/up", b"{oops", 4_999_999_000_000, "bad"))
     loop.pump()
+    for _ in range(2):  # a failed write raises and keeps the batch; the stream worker retries the flush
+        with pytest.raises(OSError):
+            loop.flush()
     loop.flush()
     (b,) = seen
     assert isinstance(b, BatchCommitted)

@@ -61,7 +61,6 @@ def make_loop(
     max_readings: int = 100,
     max_wait_s: float = 0.05,
     acked: list[Hashable] | None = None,
-    sleeps: list[float] | None = None,
 ) -> tuple[StreamLoop, queue.SimpleQueue[RawMessage], list[Hashable]]:
     inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
     acked = [] if acked is None else acked
@@ -76,7 +75,6 @@ def make_loop(
         ack=ack,
         policy=FlushPolicy(max_readings, max_wait_s),
         clock=clock,
-        sleep=(sleeps.append if sleeps is not None else lambda s: None),
     )
     return loop, inbox, acked
 
@@ -120,11 +118,11 @@ def test_duplicates_within_and_across_batches_are_dropped_but_acked() -> None:
     assert acked == [0, 1, 2, 3, 10, 11]
 
 
-def test_failed_write_is_retried_and_nothing_is_acked_before_it_succeeds() -> None:
+def test_a_failed_write_keeps_its_batch_and_nothing_is_acked_before_it_succeeds() -> None:
+    """The flush raises and keeps the batch; the worker running the loop (lccm/workers.py) retries it with backoff."""
     sink, clock = MemorySink(), FakeClock()
-    sleeps: list[float] = []
     acks_seen_during_failure: list[int] = []
-    loop, inbox, acked = make_loop(sink, clock, sleeps=sleeps)
+    loop, inbox, acked = make_loop(sink, clock)
     sink.fail_next = 3
     real_sink_call = sink.__call__
 
@@ -135,9 +133,12 @@ def test_failed_write_is_retried_and_nothing_is_acked_before_it_succeeds() -> No
     loop._sink = watching_sink
     inbox.put(msg(0, 1.0, "x"))
     loop.pump()
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            loop.flush()
+        assert acked == [] and loop.stats.batches == 0
     loop.flush()
     assert acks_seen_during_failure == [0, 0, 0, 0]
-    assert sleeps == [0.1, 0.2, 0.4]  # exponential backoff
     assert acked == ["x"] and len(sink.rows) == 1 and loop.stats.write_retries == 3
 
 
@@ -148,7 +149,9 @@ def test_keys_of_a_failed_batch_are_not_remembered() -> None:
     inbox.put(msg(0, 1.0, "first"))
     loop.pump()
     sink.fail_next = 1
-    loop.flush()  # retried inside flush; succeeds on the second attempt
+    with pytest.raises(ConnectionError):
+        loop.flush()
+    loop.flush()  # the retry succeeds
     inbox.put(msg(0, 1.0, "redelivered"))
     loop.pump()
     loop.flush()
