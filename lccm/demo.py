@@ -107,7 +107,7 @@ def _run(
         with _api_server(settings, svc) as api_url, contextlib.ExitStack() as later:
             if monitor is not None:
                 later.callback(monitor.stop)
-            status = _status(city, api_url, svc, opts, worker, stop)
+            status = _status(city, api_url, svc, opts, worker, stop, monitor.url if monitor else None)
             try:
                 _check(stop)
                 echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
@@ -145,7 +145,13 @@ def _sim_config(settings: Settings, svc: Services, opts: DemoOptions) -> SimConf
 
 
 def _status(
-    city: City, api_url: str, svc: Services, opts: DemoOptions, worker: Ingest, stop: threading.Event
+    city: City,
+    api_url: str,
+    svc: Services,
+    opts: DemoOptions,
+    worker: Ingest,
+    stop: threading.Event,
+    metrics_url: str | None,
 ) -> DemoStatus:
     return DemoStatus(
         city=city.name,
@@ -155,6 +161,7 @@ def _status(
         speed=opts.speed,
         stats=worker.loop.stats,
         stop=stop,
+        metrics_url=metrics_url,
     )
 
 

@@ -41,6 +41,7 @@ class DemoStatus:
     speed: float
     stats: StreamStats  # the ingest loop's counters (written by its thread; only read here)
     stop: threading.Event
+    metrics_url: str | None = None  # the ingest's /metrics and /health (None: LCCM_METRICS_PORT=0)
     started: float = field(default_factory=time.monotonic)
     sim: dict[str, Any] = field(default_factory=dict)  # the simulator's latest progress report
 
@@ -134,6 +135,8 @@ def render_panel(status: DemoStatus, f: Figures) -> Panel:
     grid.add_row("API", f"{status.api_url}")
     grid.add_row("web", f"{status.api_url}/docs  (OpenAPI, try it in a browser)")
     grid.add_row("services", f"broker {status.broker} · database {status.database}")
+    if status.metrics_url:
+        grid.add_row("metrics", f"{status.metrics_url}/metrics · {status.metrics_url}/health/ready")
     grid.add_row("running", duration(f.elapsed_s))
     grid.add_row(
         "messages",

@@ -131,9 +131,17 @@ class Worker:
     def stop(self, timeout_s: float = 60.0, *, drain: bool = True) -> bool:
         """Stop after the current step, then drain (for at most ``drain_s``; not at all without ``drain``: what is
         queued stays in the database for the next run); True if the thread ended in time."""
+        self.request_stop(drain=drain)
+        return self.join(timeout_s)
+
+    def request_stop(self, *, drain: bool = True) -> None:
+        """Ask the thread to stop after its current step (and its drain, unless ``drain`` is false); don't wait."""
         self._skip_drain = not drain
         self._stop.set()
         self._wake.set()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the thread to end; True if it did within timeout_s."""
         if self._thread is None:
             return True
         self._thread.join(timeout_s)
@@ -224,6 +232,9 @@ class Worker:
             first = self._failing_since is None
             if first:
                 self._failing_since = self._clock()
+        if self._stop.is_set():  # the process is shutting down (servers may go first): expected, not a fault
+            log.info("worker %s: step ended by the stop (%s)", self.name, _describe(e))
+            return
         # The traceback once per run of failures (a bug shows where it is), then one line per failure.
         log.warning("worker %s: step failed (%s)", self.name, _describe(e), exc_info=e if first else None)
 
@@ -284,7 +295,14 @@ class Supervisor:
             w.start()
 
     def stop(self, timeout_s: float = 60.0, *, drain: bool = True) -> bool:
-        return all([w.stop(timeout_s, drain=drain) for w in self._workers])
+        """With ``drain``, one worker after the other (each drains what the one before handed on, within timeout_s
+        each). Without (a Ctrl-C), every worker is told at once and all of them get timeout_s together."""
+        if drain:
+            return all([w.stop(timeout_s, drain=True) for w in self._workers])
+        for w in self._workers:
+            w.request_stop(drain=False)
+        deadline = time.monotonic() + timeout_s
+        return all([w.join(max(0.0, deadline - time.monotonic())) for w in self._workers])
 
     def statuses(self) -> list[WorkerStatus]:
         return [w.status() for w in self._workers]

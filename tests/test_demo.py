@@ -209,6 +209,7 @@ def _status(stop: threading.Event | None = None) -> DemoStatus:
         speed=600.0,
         stats=stats,
         stop=stop or threading.Event(),
+        metrics_url="http://127.0.0.1:9108",
         started=100.0,
         sim={"published": 12_400, "acked": 12_390, "sim_now_s": 1_000_000.0 - 3 * 3600 - 5 * 60},
     )
@@ -226,7 +227,8 @@ def test_the_panel_shows_the_counters_the_addresses_and_the_lag() -> None:
     for shown in ("http://127.0.0.1:8000", "http://127.0.0.1:8000/docs", "12,400 published", "12,345 committed",
                   "67,890 stored", "2,263/s", "42 duplicates", "2,107 devices", "dead letters  13",
                   "unknown_device 7, out_of_range 3, bad_json 2, +1 more", "replay 3 h 05 min behind wall clock",
-                  "catching up at 600x", "ingest backlog 45 messages", "Ctrl-C stops"):  # fmt: skip
+                  "catching up at 600x", "ingest backlog 45 messages", "Ctrl-C stops",
+                  "http://127.0.0.1:9108/metrics"):  # fmt: skip
         assert shown in text, f"{shown!r} not in\n{text}"
     status.stop.set()
     console.print(render_panel(status, figures))
