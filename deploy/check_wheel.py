@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("LCCM_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOCAL = "127.0.0.1"
 # Readiness of the API, polled before compose's healthcheck runs. (Switch to /health/ready once it exists.)
-API_READY_PATH = "/health"
+API_READY_PATH = "/health/ready"
 # The device side speaks the message contract (docs/contract.md), not the product's settings.
 TOPIC_ROOT = "lccm/v1"
 DEVICE_ID = "CI-WHEEL-M1"
@@ -199,6 +199,10 @@ def localise_value(key: str, value: str, service: str, machine: Machine, paths: 
         return LOCAL, "host"
     if key == "LCCM_MQTT_PORT":
         return str(machine.port(BROKER, int(value))), "port"
+    if key == "LCCM_METRICS_PORT" and value not in ("", "0"):
+        return str(machine.port(service, int(value))), "port"
+    if key == "LCCM_METRICS_HOST" and value == "0.0.0.0":
+        return LOCAL, "host"
     if value.startswith("/"):
         mapped = localise_path(value, paths)
         fail_unless(mapped is not None, f"{service}: {key}={value} is a container path with no local counterpart")
@@ -708,6 +712,7 @@ def run_services(compose: dict[str, Any], image: Image, machine: Machine, proces
     register_device(services[REGISTER], image, machine, processes, report)
     ts = publish_reading(machine, report)
     read_back(_api_port(running["api"]), ts, running["ingest"], report)
+    scrape_ingest(running["ingest"], report)
 
     for service, p in running.items():
         code, took = processes.stop(p, _seconds(services[service].get("stop_grace_period", "10s")))
@@ -789,6 +794,23 @@ def read_back(api_port: str, ts: int, ingest: Process, report: Report, timeout_s
     fail_unless(_epoch(value["ts"]) == ts, f"{url}: event time {value['ts']}, published {ts}")
     took = time.monotonic() - started
     report.step("read back", f"GET /devices/{DEVICE_ID}/latest after {took:.1f} s: {json.dumps(value)}")
+
+
+def scrape_ingest(ingest: Process, report: Report) -> None:
+    """The ingest's monitoring server as Prometheus and an orchestrator see it: /metrics counts the reading, and
+    /health/ready names every worker healthy."""
+    base = f"http://{ingest.run.env['LCCM_METRICS_HOST']}:{ingest.run.env['LCCM_METRICS_PORT']}"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    wanted = ("lccm_ingest_readings_stored_total", "lccm_worker_up")
+    lines = [ln for ln in text.splitlines() if ln.startswith(wanted)]
+    stored = next((float(ln.split()[-1]) for ln in lines if ln.startswith(wanted[0])), None)
+    fail_unless(stored == 1.0, f"{base}/metrics: readings stored {stored}, expected 1\n{text[-2000:]}")
+    status, body = http_json(f"{base}/health/ready")
+    fail_unless(status == 200, f"{base}/health/ready answered {status} {body}")
+    workers = ", ".join(f"{k} {v['state']}" for k, v in body["checks"]["workers"].items())
+    report.step("metrics", f"GET {base}/metrics: {'; '.join(lines)}")
+    report.step("ready", f"GET {base}/health/ready -> 200: schema {body['checks']['schema']}; workers {workers}")
 
 
 def _cmd(run: Localised) -> str:

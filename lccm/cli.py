@@ -108,8 +108,9 @@ def main(
 def _configure_logging(settings: Settings, level: str, command: str | None) -> None:
     """The one logging set-up (lccm/logs.py); the API's request-id filter joins it for `lccm api`."""
     from lccm.logs import configure
+    from lccm.workers import StageFilter
 
-    extra: list[logging.Filter] = []
+    extra: list[logging.Filter] = [StageFilter()]
     if command == "api":
         from lccm.api.observability import RequestIdFilter
 

@@ -36,14 +36,15 @@ from tenacity.wait import wait_base, wait_exponential, wait_random_exponential
 
 log = logging.getLogger(__name__)
 
-STAGE: ContextVar[str] = ContextVar("lccm_stage", default="main")
+STAGE: ContextVar[str] = ContextVar("lccm_stage", default="")
 
 Step = Callable[[Callable[[], bool]], float | None]
 Drain = Callable[[Callable[[], bool]], object]
 
 
 class StageFilter(logging.Filter):
-    """Puts the stage of the worker emitting a record on it as ``record.stage`` ("main" outside every worker)."""
+    """Puts the stage of the worker emitting a record on it as ``record.stage`` (empty outside every worker: the log
+    set-up then names the process's command, lccm/logs.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.stage = STAGE.get()
