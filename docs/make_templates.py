@@ -8,9 +8,11 @@ and import cleanly.
 The Lampang example: metered rows are sized to the simulator's city (simulators/cities/lampang.yaml) for 2025,
 computed once from its device models at 10-minute steps and written here as constants (buildings x1.04, streetlights
 x1.25 for a base year before the LED retrofit, fleet diesel x1.03, generators as simulated), rounded. Manual rows are
-illustrative quantities for a city municipality. Factors cite their public source (TGO's CFO emission factors of
-April 2022, IPCC GWPs; docs/reference.md#fuel-factors and #global-warming-potentials); factors tagged UNCONFIRMED have
-no public source and are placeholders to be replaced by the municipality's verifier.
+illustrative quantities for a city municipality. Every factor cites the public source of its value (TGO's CFO
+emission factors of April 2022, IPCC GWPs; docs/reference.md#fuel-factors and #global-warming-potentials). The four
+manual factors no TGO table in the reference gives (landfill waste, tap water, paper, tree uptake) say in their
+source that they are not verified and that the municipality's CFO verifier must confirm them, then where the value
+comes from (docs/reference.md#example-inventory-factors).
 """
 
 from __future__ import annotations
@@ -38,7 +40,26 @@ FIXED_TIME = datetime(2026, 1, 1)  # workbook properties, so a re-run changes no
 
 SRC_TGO = "TGO CFO emission factors, April 2022"
 SRC_GRID = "TGO CFO emission factors, April 2022: grid mix 2016-2018"
-UNCONFIRMED = "UNCONFIRMED placeholder, no public source: replace with the factor the verifier accepts"
+# A factor the municipality's verifier has not accepted yet: said so for people, with the public source of the value
+# used (docs/inventory-template.md, "Factors not verified yet"; docs/reference.md#example-inventory-factors).
+NOT_VERIFIED = "ยังไม่ทวนสอบ / Not verified - to be confirmed by the municipality's CFO verifier. Value: "
+SRC_LANDFILL = NOT_VERIFIED + (
+    "IPCC 2006 Guidelines vol. 5 ch. 3 defaults: DOC 0.15 (food waste) x DOCf 0.5 x MCF 0.6 (unclassified site) x F 0.5"
+    " x 16/12 = 0.03 t CH4 per t of waste, x GWP 28 (IPCC AR5)"
+)
+SRC_WATER = NOT_VERIFIED + (
+    "tap water of the Metropolitan Waterworks Authority, Thai National LCI Database (TIIS-MTEC-NSTDA) with TGO grid"
+    " electricity 2016-2018, as published by SET Care the Bear (tip 25); Lampang's water is the Provincial Waterworks"
+    " Authority's"
+)
+SRC_PAPER = NOT_VERIFIED + (
+    "76 A4 sheets of uncoated printing paper (Thai National LCI Database, TIIS-MTEC-NSTDA) = 0.7948 kgCO2e, as"
+    " published by SET Care the Bear (tip 25); 500 sheets = 5.23 kgCO2e"
+)
+SRC_TREES = NOT_VERIFIED + (
+    "9 kgCO2 per tree and year (0.75 per month), the low end of the 9-15 kg a perennial tree takes up on average"
+    " according to the Department of Environmental Quality Promotion (Government Public Relations Department)"
+)
 
 
 def _row(code: str, scope: int, category: str, en: str, th: str, unit: str, ef: float, ef_unit: str, source: str,
@@ -75,14 +96,16 @@ LAMPANG_2025: list[list[str]] = [
          "kg", 1924, "kgCO2e/kg", "IPCC AR5 GWP100 of R-410A (50/50 HFC-32/HFC-125)",
          [0, 0, 0, 5, 0, 2.5, 0, 0, 0, 0, 3, 0], gas="R-410A", gpc="IV.2"),
     _row("S3-WASTE-LANDFILL", 3, "waste_landfill", "Waste of municipal offices, schools and market to landfill",
-         "ขยะมูลฝอยจากสำนักงาน โรงเรียน และตลาด ส่งฝังกลบ", "t", 700, "kgCO2e/t", UNCONFIRMED,
-         [41.5, 38.2, 42.8, 40.1, 43.6, 42.0, 44.3, 43.9, 41.7, 40.8, 42.2, 45.6], gpc="III.1.2", note="weighbridge"),
-    _row("S3-WATER", 3, "other_indirect", "Tap water", "น้ำประปา", "m3", 0.541, "kgCO2e/m3", UNCONFIRMED,
+         "ขยะมูลฝอยจากสำนักงาน โรงเรียน และตลาด ส่งฝังกลบ", "t", 840, "kgCO2e/t", SRC_LANDFILL,
+         [41.5, 38.2, 42.8, 40.1, 43.6, 42.0, 44.3, 43.9, 41.7, 40.8, 42.2, 45.6], gpc="III.1.2",
+         note="weighbridge; landfill outside the city boundary, not run by the municipality (GPC III.1.2: treated "
+              "outside the boundary, scope 3)"),
+    _row("S3-WATER", 3, "other_indirect", "Tap water", "น้ำประปา", "m3", 0.7948, "kgCO2e/m3", SRC_WATER,
          [2310, 2180, 2650, 2790, 2520, 2380, 2410, 2350, 2300, 2120, 2260, 2290], note="PWA bills"),
-    _row("S3-PAPER", 3, "other_indirect", "Office paper (A4, 80 g)", "กระดาษสำนักงาน A4", "ream", 4.0,
-         "kgCO2e/ream", UNCONFIRMED, [180, 165, 210, 120, 150, 190, 200, 195, 220, 140, 175, 160]),
+    _row("S3-PAPER", 3, "other_indirect", "Office paper (A4, 80 g)", "กระดาษสำนักงาน A4", "ream", 5.23,
+         "kgCO2e/ream", SRC_PAPER, [180, 165, 210, 120, 150, 190, 200, 195, 220, 140, 175, 160]),
     _row("RM-TREES-PARKS", 1, "removal", "Trees in pocket parks (uptake per tree and month)",
-         "ต้นไม้ในสวนหย่อม (การดูดกลับต่อต้นต่อเดือน)", "tree", 0.75, "kgCO2e/tree", UNCONFIRMED,
+         "ต้นไม้ในสวนหย่อม (การดูดกลับต่อต้นต่อเดือน)", "tree", 0.75, "kgCO2e/tree", SRC_TREES,
          [1850, 1850, 1850, 1850, 1850, 1850, 1920, 1920, 1920, 1920, 1920, 1920], gpc="V.2",
          note="tree survey; 70 trees planted in July"),
 ]  # fmt: skip

@@ -1,9 +1,11 @@
 """The emission-factor registry: dated factors with their sources, and the classification of emission sources.
 
-Every factor carries its public source (issuer, document, date) and the section of docs/reference.md that explains
-it. Values no public source confirms are deliberately absent (older grid factors 0.5986 and 0.5813, gasohol
-E10/E20/E85, B7/B10 diesel, T-VER grid factor; docs/reference.md#values-that-are-settings): such factors are
-configuration, to be added to a registry by whoever can source them, never constants here.
+Every factor carries its public source (issuer, document, date): the text the API and the reports print beside the
+value, so it names the public document only; ``reference`` names the section of docs/reference.md that explains
+it. Values no public source confirms are deliberately absent (older grid factors
+0.5986 and 0.5813, gasohol E10/E20/E85, B7/B10 diesel, T-VER grid factor;
+docs/reference.md#values-that-are-settings): such factors are configuration, to be added to a registry by whoever
+can source them, never constants here.
 
 Validity is a half-open span of instants ``[valid_from, valid_to)``; ``None`` is unbounded. A date "until
 2025-12-31" is therefore ``valid_to = 2026-01-01 00:00 Asia/Bangkok``.
@@ -29,15 +31,13 @@ from lccm.engine.buckets import WeightTable
 from lccm.engine.kernels import NO_TS
 from lccm.engine.timebase import BANGKOK, us_from_datetime
 
-SRC_GRID_2026 = (
-    "TGO board decision announced 30 Nov 2025 (The Nation, 30 Nov 2025), effective 1 Jan 2026;"
-    " docs/reference.md#grid-electricity-factors"
-)
-SRC_TGO_2022 = "TGO CFO emission factors, update of April 2022; docs/reference.md#fuel-factors"
+SRC_GRID_2026 = "TGO board decision announced 30 Nov 2025 (The Nation, 30 Nov 2025), effective 1 Jan 2026"
+SRC_TGO_2022 = "TGO CFO emission factors, update of April 2022"
 SRC_GRID_2022 = (
-    "TGO CFO emission factors, update of April 2022: Grid Mix Electricity 2016-2018, LCIA IPCC 2013 GWP100 (AR5);"
-    " docs/reference.md#grid-electricity-factors"
+    "TGO CFO emission factors, update of April 2022: Grid Mix Electricity 2016-2018, LCIA IPCC 2013 GWP100 (AR5)"
 )
+REF_GRID = "docs/reference.md#grid-electricity-factors"
+REF_FUEL = "docs/reference.md#fuel-factors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +47,11 @@ class EmissionFactor:
     key: str
     kgco2e_per_unit: float
     unit: str  # activity unit: "kWh", "L", "kg", "MJ", "scf"
-    source: str  # public citation and the docs/reference.md section
+    source: str  # public citation, as printed for people (issuer, document, date)
     valid_from: datetime | None = None  # inclusive, aware; None = since always
     valid_to: datetime | None = None  # exclusive, aware; None = until further notice
     description: str = ""
+    reference: str = ""  # the docs/reference.md section that explains the value: for maintainers, never printed
 
     @property
     def valid_from_us(self) -> int:
@@ -69,8 +70,8 @@ class SourceClass:
     factor_key: str
     scope: int  # GHG Protocol / TGO CFO scope: 1 direct, 2 energy indirect, 3 other indirect
     cfo_category: str  # TGO CFO form 1.5(1) wording (docs/reference.md#scopes-and-cfo-categories)
-    # GPC v1.1 reference number <sector>.<sub-sector>.<scope> (docs/reference.md#gpc-sectors-and-scopes); None =
-    # outside GPC BASIC
+    # GPC v1.1 reference number (docs/reference.md#gpc-sectors-and-scopes); in stationary energy and transport its
+    # third number is the scope, which must be the class's. None = no GPC cell (e.g. the upstream scope-3 share).
     gpc_ref: str | None
     metric_id: int  # the metric it applies to: 1 energy (kWh register), 8 fuel (litre register)
     description: str = ""
@@ -80,16 +81,16 @@ _NEW_YEAR_2026 = datetime(2026, 1, 1, tzinfo=BANGKOK)
 
 
 def _fuel(key: str, value: float, unit: str, description: str) -> EmissionFactor:
-    return EmissionFactor(key, value, unit, SRC_TGO_2022, description=description)
+    return EmissionFactor(key, value, unit, SRC_TGO_2022, description=description, reference=REF_FUEL)
 
 
 TGO_FACTORS: tuple[EmissionFactor, ...] = (
     EmissionFactor("grid_th", 0.4999, "kWh", SRC_GRID_2022, None, _NEW_YEAR_2026,
-                   "Thai grid electricity, location-based (superseded 2026)"),
+                   "Thai grid electricity, location-based (superseded 2026)", REF_GRID),
     EmissionFactor("grid_th", 0.4750, "kWh", SRC_GRID_2026, _NEW_YEAR_2026, None,
-                   "Thai grid electricity, location-based: fuel combustion + T&D losses"),
+                   "Thai grid electricity, location-based: fuel combustion + T&D losses", REF_GRID),
     EmissionFactor("grid_th_upstream", 0.0812, "kWh", SRC_GRID_2026, _NEW_YEAR_2026, None,
-                   "Thai grid electricity, scope 3: extraction, refining and transport of power-plant fuel"),
+                   "Thai grid electricity, scope 3: extraction, refining and transport of power-plant fuel", REF_GRID),
     _fuel("diesel_stationary_l", 2.7078, "L", "gas/diesel oil, stationary (generators)"),
     _fuel("diesel_onroad_l", 2.7406, "L", "gas/diesel oil, mobile, on-road"),
     _fuel("diesel_offroad_l", 2.9793, "L", "diesel, off-road equipment"),

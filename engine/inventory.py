@@ -221,8 +221,12 @@ class Baseline:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """Actual against baseline per series: delta = actual - baseline, delta % = 100 x delta / baseline (NaN where
-    the baseline is 0)."""
+    """Actual against baseline per series: delta = actual - baseline, delta % = 100 x delta / |baseline| (NaN
+    where the baseline is 0).
+
+    The % is taken of the baseline's size, so it has the sign of delta: positive when the series adds more to net
+    emissions than in the base year. A removal series (negative baseline) that removes less, -100 -> -40 kgCO2e,
+    is +60 %; delta / baseline would print -60 %, a fall, for a change that raised net emissions."""
 
     actual: np.ndarray
     baseline: np.ndarray
@@ -238,7 +242,7 @@ def compare(actual: np.ndarray | float, baseline: np.ndarray | float) -> Compari
         raise ValueError(f"actual {a.shape} and baseline {b.shape} differ in shape")
     delta = a - b
     with np.errstate(divide="ignore", invalid="ignore"):
-        pct = np.where(b != 0, 100.0 * delta / np.where(b != 0, b, 1.0), np.nan)
+        pct = np.where(b != 0, 100.0 * delta / np.where(b != 0, np.abs(b), 1.0), np.nan)
     return Comparison(a, b, delta, pct)
 
 

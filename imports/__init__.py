@@ -4,6 +4,7 @@
   ``RowsInvalid``, raised with all of them at once so a person can fix a spreadsheet in one pass.
 - :mod:`imports.registry`: the device registry CSV (sites and devices, English or Thai headers).
 - :mod:`imports.inventory`: a CFO inventory in TGO's monthly template, CSV or XLSX, English or Thai headers.
+- :mod:`imports.gpc`: GPC v1.1 reference numbers (sector, sub-sector, scope, BASIC or not), for inventory rows.
 - :mod:`imports.activity`: manual activity data (CSV, or the API's JSON entries) for current months.
 - :mod:`imports.temperature`: daily mean temperatures (CSV) for building M&V.
 - :mod:`imports.units`: activity units, their English and Thai spellings, and conversions between them.

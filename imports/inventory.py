@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from lccm.imports import units
+from lccm.imports import gpc, units
 from lccm.imports.rows import RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
@@ -32,7 +32,6 @@ GWP_SETS = ("AR4", "AR5", "AR6")
 # AR5: the set of TGO's CFO emission-factor table of April 2022 (docs/reference.md#global-warming-potentials).
 DEFAULT_GWP_SET = "AR5"
 ITEM_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-GPC_PATTERN = re.compile(r"^(I|II|III|IV|V|VI)\.[1-9][0-9]?(\.[1-3])?$")
 SOURCE_CLASS_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 GAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/()-]{0,31}$")
 FileFormat = Literal["csv", "xlsx"]
@@ -357,9 +356,7 @@ def _parse_row(
     gas = c.text("gas")
     if gas and not GAS_PATTERN.match(gas):
         c.fail("gas", "not a gas name (e.g. HFC-32, R-410A, CH4; at most 32 characters)")
-    gpc_ref = c.text("gpc_ref")
-    if gpc_ref and not GPC_PATTERN.match(gpc_ref):
-        c.fail("gpc_ref", "not a GPC reference (sector.sub-sector[.scope], e.g. I.2.2, II.1.1, III.1.2, IV.2, V.2)")
+    gpc_ref = _gpc_ref(c, scope)
     collection = _collection(c, category)
     source_class = _source_class(c, classes, scope, activity_unit)
     note = c.text("note")
@@ -402,6 +399,19 @@ def _scope(c: _RowCheck, category: Category | None) -> int | None:
         c.fail("scope", f"category {category.code!r} is reported in scope {allowed}, not {scope}")
         return None
     return scope
+
+
+def _gpc_ref(c: _RowCheck, scope: int | None) -> str | None:
+    """The reference as written, once it resolves to a GPC v1.1 reference number (imports/gpc.py)."""
+    text = c.text("gpc_ref")
+    if text is None or scope is None:
+        return text
+    try:
+        gpc.resolve(text, scope)
+    except gpc.GpcRefInvalid as exc:
+        c.fail("gpc_ref", str(exc))
+        return None
+    return text
 
 
 def _unit(c: _RowCheck) -> units.Unit | None:

@@ -20,7 +20,7 @@ from lccm.reports.annual import CfoReport, GpcReport, build_cfo_report, build_gp
 from lccm.reports.render import render
 from lccm.store import inventory as inv
 
-report_app = typer.Typer(help="Annual reports: the TGO CFO report and the GPC BASIC table.", no_args_is_help=True)
+report_app = typer.Typer(help="Annual reports: the TGO CFO report and the GPC table.", no_args_is_help=True)
 
 
 class Format(StrEnum):
@@ -67,5 +67,6 @@ def cfo_command(org: OrgOption, year: YearOption = None, fiscal: FiscalOption = 
 def gpc_command(org: OrgOption, year: YearOption = None, fiscal: FiscalOption = None,
                 fmt: FormatOption = Format.csv, out: OutOption = None,
                 database_url: DatabaseUrl = None) -> None:  # fmt: skip
-    """The GPC table: sector, sub-sector, scope 1/2/3 (BASIC total; items without gpc_ref listed)."""
+    """The GPC table: sector, sub-sector, scope 1/2/3, BASIC and BASIC+ totals; items without a usable gpc_ref
+    listed with the reason."""
     _run(build_gpc_report, org, year, fiscal, fmt, out, database_url)

@@ -12,19 +12,26 @@ How the numbers are made (stated so a reader of the report can redo them by hand
   for metered months too, so every figure in the report is "quantity x the factor printed beside it".
 * Scope totals exclude removals; removals are reported beside them and ``net = gross + removals`` (ISO 14064-1).
 * Metered versus manual share: the part of the gross emissions (removals excluded) whose month values came from
-  meters, and the rest (imported or entered quantities).
+  meters, and the rest (imported or entered quantities). An item's ``collection`` is what its file declared; the
+  report labels each item by where its months came from (``months_metered``), so a metered item whose meters gave
+  nothing reads "meters: 0 of 12 months", in agreement with the 0 % from meters of the footer.
 * Completeness of a metered item: seconds covered by its mapped devices' monthly buckets in the year, over the
   year's seconds times the number of mapped devices (None when no device is mapped). ``months_reported`` counts the
   months with a value, for every item.
 * kgCO2e are rounded to the milligram (6 decimals) and tCO2e to 9 decimals, once, here: the renderers print
   these same floats, so every format agrees; the HTML shows tCO2e to 2 decimals for reading.
-* GPC: an item's ``gpc_ref`` is ``sector.sub-sector[.scope]``; without the scope digit the item's CFO scope is used.
-  Items without ``gpc_ref`` are listed as unmapped with their totals, never dropped.
+* GPC: an item's ``gpc_ref`` is a GPC v1.1 reference number, read by ``imports.gpc.resolve`` into its sub-sector,
+  scope and reporting level. The third number is the scope in stationary energy and transportation (a two-level
+  ``I.2`` takes the item's CFO scope), but in waste it says where the waste is treated: III.x.1 inside the city
+  (scope 1), III.x.2 outside it (scope 3), III.x.3 waste of other cities treated inside (scope 1, not BASIC).
+  BASIC sums the cells of reference numbers at level BASIC (stationary energy and transportation scopes 1 and 2,
+  waste scopes 1 and 3 of the city's own waste); BASIC+ adds IPPU, AFOLU and the scope-3 energy and transport
+  cells. Items without ``gpc_ref``, or with one that is no GPC reference number, are listed as unmapped with
+  their totals and the reason, never dropped.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -33,6 +40,7 @@ import psycopg
 
 from lccm.engine import calendar as cal
 from lccm.engine.timebase import buddhist_era
+from lccm.imports import gpc
 from lccm.imports.inventory import CATEGORIES
 from lccm.store import inventory as inv
 
@@ -42,26 +50,7 @@ SCOPE_NAMES = {1: ("Scope 1: direct emissions", "ขอบเขตที่ 1: 
                2: ("Scope 2: energy indirect emissions", "ขอบเขตที่ 2: การปล่อยทางอ้อมจากพลังงาน"),
                3: ("Scope 3: other indirect emissions", "ขอบเขตที่ 3: การปล่อยทางอ้อมอื่น ๆ")}  # fmt: skip
 
-# GPC v1.1 sectors and sub-sectors (GHG Protocol, GPC v1.1 2021; docs/reference.md#gpc-sectors-and-scopes).
-GPC_SECTORS: dict[str, str] = {
-    "I": "Stationary energy", "II": "Transportation", "III": "Waste", "IV": "Industrial processes and product use",
-    "V": "Agriculture, forestry and other land use", "VI": "Other scope 3",
-}  # fmt: skip
-GPC_SUBSECTORS: dict[str, str] = {
-    "I.1": "Residential buildings", "I.2": "Commercial and institutional buildings/facilities",
-    "I.3": "Manufacturing industries and construction", "I.4": "Energy industries",
-    "I.5": "Agriculture, forestry and fishing activities", "I.6": "Non-specified sources",
-    "I.7": "Fugitive emissions from coal", "I.8": "Fugitive emissions from oil and natural gas",
-    "II.1": "On-road", "II.2": "Railways", "II.3": "Waterborne navigation", "II.4": "Aviation", "II.5": "Off-road",
-    "III.1": "Solid waste disposal", "III.2": "Biological treatment of waste", "III.3": "Incineration and open burning",
-    "III.4": "Wastewater treatment and discharge", "IV.1": "Industrial processes", "IV.2": "Product use",
-    "V.1": "Livestock", "V.2": "Land", "V.3": "Aggregate sources and non-CO2 emission sources on land",
-}  # fmt: skip
-# BASIC: stationary energy and transportation scopes 1 and 2, waste scopes 1 and 3 (GPC v1.1 reporting levels;
-# docs/reference.md#gpc-basic-and-basic).
-GPC_BASIC_SCOPES: dict[str, tuple[int, ...]] = {"I": (1, 2), "II": (1, 2), "III": (1, 3)}
-_GPC_REF = re.compile(r"^(I|II|III|IV|V|VI)\.([1-9][0-9]?)(?:\.([1-3]))?$")
-_SECTOR_ORDER = tuple(GPC_SECTORS)
+_SECTOR_ORDER = tuple(gpc.SECTORS)
 _CATEGORY_ORDER = tuple(c.code for c in CATEGORIES)
 
 
@@ -113,6 +102,7 @@ class CfoItem:
     kgco2e: float
     tco2e: float
     months_reported: int
+    months_metered: int  # months whose value came from the meters (the rest of the reported ones were entered)
     completeness: float | None  # metered items: share of the expected device-time covered
 
 
@@ -154,16 +144,19 @@ class CfoReport:
 
 @dataclass(frozen=True, slots=True)
 class GpcRow:
-    gpc_ref: str  # sub-sector, e.g. "I.2"
+    gpc_ref: str  # sub-sector, e.g. "III.1"
     sector: str
     sector_name: str
     subsector_name: str
-    in_basic: bool  # the sector is part of BASIC
-    scope_kgco2e: dict[int, float]  # 1, 2, 3
+    in_basic: bool  # the sub-sector has BASIC cells (sectors I-III)
+    scope_kgco2e: dict[int, float]  # 1, 2, 3: every item of the sub-sector, by its GPC scope
     scope_tco2e: dict[int, float]
+    basic_kgco2e: float  # the part of the row in BASIC (III.x.3 and the scope-3 energy cells are not)
+    basic_tco2e: float
     kgco2e: float
     tco2e: float
     item_codes: list[str]
+    item_refs: list[str]  # each item's full GPC reference number, in the order of item_codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +166,7 @@ class GpcUnmapped:
     category: str
     kgco2e: float
     tco2e: float
+    reason: str  # no reference given, or why the one given is no GPC reference number
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +174,11 @@ class GpcReport:
     organisation: ReportOrganisation
     year: ReportYear
     rows: list[GpcRow]  # every sub-sector of I-III, plus any other sub-sector that has items
-    basic_kgco2e: float  # cells in BASIC only (I and II scopes 1-2, III scopes 1 and 3)
+    basic_kgco2e: float  # cells at level BASIC only (imports/gpc.py REFERENCES)
     basic_tco2e: float
-    total_kgco2e: float  # every mapped cell
+    basic_plus_kgco2e: float  # BASIC plus the cells at level BASIC+
+    basic_plus_tco2e: float
+    total_kgco2e: float  # every mapped cell, territorial-only and other scope 3 included
     total_tco2e: float
     unmapped: list[GpcUnmapped] = field(default_factory=list)
     unmapped_kgco2e: float = 0.0
@@ -242,6 +238,7 @@ def _item(view: inv.ItemView, completeness: float | None) -> CfoItem:
         monthly_quantity=quantities, monthly_source=sources, monthly_kgco2e=monthly,
         quantity=sum(q for q in quantities if q is not None), kgco2e=total, tco2e=tonnes(total),
         months_reported=sum(1 for q in quantities if q is not None),
+        months_metered=sources.count("metered"),
         completeness=completeness if view.collection == "metered" else None,
     )  # fmt: skip
 
@@ -310,25 +307,25 @@ def build_gpc_report(conn: psycopg.Connection, organisation: str, year_ce: int |
                      kind: inv.YearKind | None = None) -> GpcReport:  # fmt: skip
     """The GPC table of one organisation-year: sub-sector rows with scope 1/2/3 cells (removals count negative)."""
     org, year, items = _load(conn, organisation, year_ce, kind)
-    cells: dict[str, dict[int, float]] = {ref: {1: 0.0, 2: 0.0, 3: 0.0} for ref in GPC_SUBSECTORS
-                                          if ref.split(".")[0] in GPC_BASIC_SCOPES}  # fmt: skip
-    codes: dict[str, list[str]] = {ref: [] for ref in cells}
+    rows = {ref: _GpcCells() for ref in gpc.SUBSECTORS if ref.split(".")[0] in gpc.BASIC_SECTORS}
+    level_kg = {level: 0.0 for level in gpc.LEVEL_NAMES}
     unmapped = []
     for view, item in items:
-        match = _GPC_REF.match(view.gpc_ref or "")
-        if match is None:
-            unmapped.append(GpcUnmapped(item.item_code, view.scope, view.category, item.kgco2e, item.tco2e))
+        try:
+            ref = gpc.resolve(view.gpc_ref or "", view.scope)
+        except gpc.GpcRefInvalid as exc:
+            reason = str(exc) if view.gpc_ref else "no GPC reference"
+            unmapped.append(GpcUnmapped(item.item_code, view.scope, view.category, item.kgco2e, item.tco2e, reason))
             continue
-        ref = f"{match[1]}.{match[2]}"
-        scope = int(match[3]) if match[3] else view.scope
-        cells.setdefault(ref, {1: 0.0, 2: 0.0, 3: 0.0})[scope] += item.kgco2e
-        codes.setdefault(ref, []).append(item.item_code)
-    rows = [_gpc_row(ref, cells[ref], codes[ref]) for ref in sorted(cells, key=_ref_key)]
-    basic = kg(sum(r.scope_kgco2e[s] for r in rows for s in GPC_BASIC_SCOPES.get(r.sector, ())))
-    total = kg(sum(r.kgco2e for r in rows))
+        rows.setdefault(ref.subsector, _GpcCells()).add(ref, item)
+        level_kg[ref.level] += item.kgco2e
+    table = [rows[ref].row(ref) for ref in sorted(rows, key=_ref_key)]
+    basic = kg(level_kg["basic"])
+    basic_plus = kg(level_kg["basic"] + level_kg["basic_plus"])
+    total = kg(sum(r.kgco2e for r in table))
     unmapped_kg = kg(sum(u.kgco2e for u in unmapped))
-    return GpcReport(org, year, rows, basic, tonnes(basic), total, tonnes(total), unmapped, unmapped_kg,
-                     tonnes(unmapped_kg))  # fmt: skip
+    return GpcReport(org, year, table, basic, tonnes(basic), basic_plus, tonnes(basic_plus), total, tonnes(total),
+                     unmapped, unmapped_kg, tonnes(unmapped_kg))  # fmt: skip
 
 
 def _ref_key(ref: str) -> tuple[int, int]:
@@ -336,16 +333,32 @@ def _ref_key(ref: str) -> tuple[int, int]:
     return (_SECTOR_ORDER.index(sector), int(sub))
 
 
-def _gpc_row(ref: str, cells_kg: dict[int, float], item_codes: list[str]) -> GpcRow:
-    sector = ref.split(".")[0]
-    cells = {s: kg(v) for s, v in cells_kg.items()}
-    total = kg(sum(cells.values()))
-    return GpcRow(
-        gpc_ref=ref, sector=sector, sector_name=GPC_SECTORS[sector],
-        subsector_name=GPC_SUBSECTORS.get(ref, "Other"), in_basic=sector in GPC_BASIC_SCOPES,
-        scope_kgco2e=cells, scope_tco2e={s: tonnes(v) for s, v in cells.items()}, kgco2e=total,
-        tco2e=tonnes(total), item_codes=item_codes,
-    )  # fmt: skip
+class _GpcCells:
+    """One sub-sector's sums while the table is built."""
+
+    def __init__(self) -> None:
+        self.scope_kg = {1: 0.0, 2: 0.0, 3: 0.0}
+        self.basic_kg = 0.0
+        self.codes: list[str] = []
+        self.refs: list[str] = []
+
+    def add(self, ref: gpc.Reference, item: CfoItem) -> None:
+        self.scope_kg[ref.scope] += item.kgco2e
+        self.basic_kg += item.kgco2e if ref.in_basic else 0.0
+        self.codes.append(item.item_code)
+        self.refs.append(ref.number)
+
+    def row(self, subsector: str) -> GpcRow:
+        sector = subsector.split(".")[0]
+        cells = {s: kg(v) for s, v in self.scope_kg.items()}
+        total, basic = kg(sum(cells.values())), kg(self.basic_kg)
+        return GpcRow(
+            gpc_ref=subsector, sector=sector, sector_name=gpc.SECTORS[sector],
+            subsector_name=gpc.SUBSECTORS[subsector], in_basic=sector in gpc.BASIC_SECTORS,
+            scope_kgco2e=cells, scope_tco2e={s: tonnes(v) for s, v in cells.items()},
+            basic_kgco2e=basic, basic_tco2e=tonnes(basic), kgco2e=total, tco2e=tonnes(total),
+            item_codes=self.codes, item_refs=self.refs,
+        )  # fmt: skip
 
 
 def month_label_th(month: str) -> str:

@@ -6,8 +6,9 @@
   (``row_type`` says which). Numbers are Python's shortest round-trip ``repr`` of the same floats as the JSON, blank
   where a month has no value. The GPC CSV has one row per sub-sector, then the unmapped items and the totals.
 * HTML: one self-contained page (inline CSS, A4 print rules), Thai and English headings, tCO2e with thousands
-  separators and 2 decimals (the same floats, rounded for reading), from the Jinja2 templates in templates/
-  (package data, autoescape on; every value passes through ``html.escape``).
+  separators and 2 decimals (the same floats, rounded for reading; a value that rounds to zero prints 0.00, never
+  -0.00), from the Jinja2 templates in templates/ (package data, autoescape on; every value passes through
+  ``html.escape``).
 
 CSV and JSON are written by the ``csv`` and ``json`` modules, not templates: quoting a CSV cell or a JSON string is
 theirs to get right.
@@ -37,12 +38,18 @@ def _num(value: float | None) -> str:
 
 
 def _t(value: float | None) -> str:
-    """tCO2e for people: thousands separators, 2 decimals."""
-    return "" if value is None else f"{value:,.2f}"
+    """tCO2e for people: thousands separators, 2 decimals; a small removal that rounds to zero reads 0.00."""
+    return "" if value is None else f"{_unsigned_zero(value, 2):,.2f}"
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f} %"
+    return "-" if value is None else f"{_unsigned_zero(value * 100, 1):.1f} %"
+
+
+def _unsigned_zero(value: float, digits: int) -> float:
+    """The value rounded as it will print, with -0.0 made 0.0 (``round`` keeps the sign of zero; adding 0.0 drops
+    it), so a figure that rounds to nothing never reads as a negative one."""
+    return round(value, digits) + 0.0
 
 
 # --------------------------------------------------------------------------------------------------------- JSON
@@ -67,7 +74,7 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
 CFO_CSV_FIXED = (
     "row_type", "organisation", "year_kind", "year_ce", "scope", "category", "item_code", "activity_en", "activity_th",
     "collection", "unit", "quantity", "ef_kgco2e_per_unit", "ef_unit", "ef_source", "gwp_set", "gpc_ref",
-    "months_reported", "completeness", "share",
+    "months_reported", "months_metered", "completeness", "share",
 )  # fmt: skip
 
 
@@ -82,7 +89,7 @@ def cfo_csv(report: CfoReport) -> bytes:
     def item_row(scope: int, category: str, i: CfoItem) -> list[Any]:
         return ["item", *lead, scope, category, i.item_code, i.activity_en or "", i.activity_th or "", i.collection,
                 i.unit, _num(i.quantity), _num(i.ef_kgco2e_per_unit), i.ef_unit, i.ef_source, i.gwp_set,
-                i.gpc_ref or "", i.months_reported, _num(i.completeness), "",
+                i.gpc_ref or "", i.months_reported, i.months_metered, _num(i.completeness), "",
                 *(_num(k) for k in i.monthly_kgco2e), _num(i.kgco2e), _num(i.tco2e)]  # fmt: skip
 
     def total_row(kind: str, scope: int | str, category: str, t: Totals, share: float | None = None) -> list[Any]:
@@ -107,7 +114,7 @@ def cfo_csv(report: CfoReport) -> bytes:
 
 GPC_CSV_HEADER = ("row_type", "organisation", "year_kind", "year_ce", "gpc_ref", "sector", "sector_name",
                   "subsector_name", "in_basic", "scope1_tco2e", "scope2_tco2e", "scope3_tco2e", "tco2e",
-                  "item_codes")  # fmt: skip
+                  "basic_tco2e", "item_codes", "item_refs", "note")  # fmt: skip
 
 
 def gpc_csv(report: GpcReport) -> bytes:
@@ -115,13 +122,18 @@ def gpc_csv(report: GpcReport) -> bytes:
     rows: list[list[Any]] = []
     for r in report.rows:
         rows.append(["subsector", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name, str(r.in_basic).lower(),
-                     *(_num(r.scope_tco2e[s]) for s in SCOPES), _num(r.tco2e), " ".join(r.item_codes)])  # fmt: skip
+                     *(_num(r.scope_tco2e[s]) for s in SCOPES), _num(r.tco2e), _num(r.basic_tco2e),
+                     " ".join(r.item_codes), " ".join(r.item_refs), ""])  # fmt: skip
     for u in report.unmapped:
-        rows.append(["unmapped", *lead, "", "", "", "", "", *([""] * 3), _num(u.tco2e), u.item_code])
-    blank = ["", "", "", "", "", "", "", ""]
-    rows.append(["basic_total", *lead, *blank[:5], *blank[:3], _num(report.basic_tco2e), ""])
-    rows.append(["mapped_total", *lead, *blank[:5], *blank[:3], _num(report.total_tco2e), ""])
-    rows.append(["unmapped_total", *lead, *blank[:5], *blank[:3], _num(report.unmapped_tco2e), ""])
+        rows.append(["unmapped", *lead, *([""] * 8), _num(u.tco2e), "", u.item_code, "", u.reason])
+
+    def total(kind: str, tco2e: float) -> list[Any]:
+        return [kind, *lead, *([""] * 8), _num(tco2e), "", "", "", ""]
+
+    rows.append(total("basic_total", report.basic_tco2e))
+    rows.append(total("basic_plus_total", report.basic_plus_tco2e))
+    rows.append(total("mapped_total", report.total_tco2e))
+    rows.append(total("unmapped_total", report.unmapped_tco2e))
     return _csv(GPC_CSV_HEADER, rows)
 
 
@@ -134,6 +146,19 @@ def _t_of_kg(value_kg: float | None) -> str:
 
 def _ef(value: float) -> str:
     return f"{value:,.4f}"
+
+
+def _data_label(item: CfoItem, months: int) -> str:
+    """Where an item's month values came from, in the words of the report's footer (from meters / entered): a
+    metered item says how many of its months the meters gave, so "metered" never stands beside a 0 % metered
+    total."""
+    if item.collection != "metered":
+        return "บันทึก / entered"
+    return f"มิเตอร์ {item.months_metered}/{months} เดือน / meters: {item.months_metered} of {months} months"
+
+
+def _item_refs(codes: Sequence[str], refs: Sequence[str]) -> str:
+    return " ".join(f"{c} ({r})" for c, r in zip(codes, refs, strict=True))
 
 
 def _joined(values: Iterable[object], separator: str) -> str:
@@ -165,7 +190,8 @@ _HTML = Environment(
     keep_trailing_newline=True,
     undefined=StrictUndefined,
 )
-_HTML.filters.update(t=_t, pct=_pct, th_month=month_label_th, t_of_kg=_t_of_kg, ef=_ef, joined=_joined)
+_HTML.filters.update(t=_t, pct=_pct, th_month=month_label_th, t_of_kg=_t_of_kg, ef=_ef, joined=_joined,
+                     data_label=_data_label, item_refs=_item_refs)  # fmt: skip
 
 
 def cfo_html(report: CfoReport) -> bytes:

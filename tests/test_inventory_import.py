@@ -173,7 +173,8 @@ def test_every_row_error_is_reported_with_row_and_column() -> None:
         "row 7, column 'ef_unit': factor is per L but the activity unit is kg",
         "row 8, column 'ef_unit': not an emission-factor unit: 'kg per bottle'; write kgCO2e/<unit>, e.g. kgCO2e/kWh",
         "row 9, column 'gwp_set': unknown GWP set; expected AR4, AR5, AR6 (blank = AR5)",
-        "row 10, column 'gpc_ref': not a GPC reference (sector.sub-sector[.scope], e.g. I.2.2, II.1.1, III.1.2, "
+        "row 10, column 'gpc_ref': not a GPC reference number (sector.sub-sector.number, e.g. I.2.2 electricity of "
+        "public buildings, II.1.1 fleet fuel, III.1.1 or III.1.2 solid waste treated inside or outside the city, "
         "IV.2, V.2)",
         "row 11, column 'collection': expected metered or manual (มิเตอร์ / บันทึกเอง); blank = manual",
         "row 12, column 'collection': a removal is entered by hand, it cannot be metered",

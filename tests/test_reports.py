@@ -52,7 +52,7 @@ BASE_CSV = "\r\n".join([
     + _months([100] * 12),
     "S1-LPG,1,stationary_combustion,LPG kitchens,<b>ก๊าซหุงต้ม</b>,kg,3.1134,kgCO2e/kg,TGO CFO 2022,AR5,,I.2.1,manual,,,"
     + _months([10] * 11 + [None]),
-    "S3-WASTE,3,waste_landfill,Waste to landfill,ขยะ,t,740,kgCO2e/t,UNCONFIRMED test factor,AR5,,III.1,manual,,,"
+    "S3-WASTE,3,waste_landfill,Waste to landfill,ขยะ,t,740,kgCO2e/t,UNCONFIRMED test factor,AR5,,III.1.2,manual,,,"
     + _months([2] * 12),
     "S3-PAPER,3,other_indirect,Office paper,กระดาษ,kg,2,kgCO2e/kg,UNCONFIRMED test factor,AR5,,,manual,,,"
     + _months([5] + [None] * 11),
@@ -156,15 +156,19 @@ def test_gpc_table_cells_basic_total_and_unmapped(conn: psycopg.Connection) -> N
     rows = {r.gpc_ref: r for r in g.rows}
     assert rows["I.2"].scope_kgco2e == pytest.approx({1: LPG_KG, 2: ELEC_KG, 3: 0.0})
     assert rows["II.1"].scope_kgco2e == pytest.approx({1: DIESEL_KG, 2: 0.0, 3: 0.0})
-    # III.1 has no scope digit: the item's CFO scope (3) is used.
+    # III.1.2: waste treated outside the city boundary, GPC scope 3 (not "scope 2", the third number is no scope in
+    # waste) and in BASIC.
     assert rows["III.1"].scope_kgco2e == pytest.approx({1: 0.0, 2: 0.0, 3: WASTE_KG})
+    assert rows["III.1"].basic_kgco2e == pytest.approx(WASTE_KG) and rows["III.1"].item_refs == ["III.1.2"]
     assert rows["V.2"].scope_kgco2e[1] == pytest.approx(TREES_KG) and not rows["V.2"].in_basic
     assert rows["I.1"].kgco2e == 0.0 and rows["III.4"].in_basic  # every BASIC sub-sector is listed
     assert [r.gpc_ref for r in g.rows][:3] == ["I.1", "I.2", "I.3"] and g.rows[-1].gpc_ref == "V.2"
     # BASIC: 342.474 + 6,098.78 + 3,288.72 + 17,760 = 27,489.974; mapped adds the trees: 26,589.974.
     assert g.basic_kgco2e == pytest.approx(27489.974)
     assert g.total_kgco2e == pytest.approx(26589.974)
-    assert [(u.item_code, u.kgco2e) for u in g.unmapped] == [("S3-PAPER", pytest.approx(PAPER_KG))]
+    assert [(u.item_code, u.kgco2e, u.reason) for u in g.unmapped] == [
+        ("S3-PAPER", pytest.approx(PAPER_KG), "no GPC reference")
+    ]
 
 
 def test_fiscal_year_runs_october_to_september(conn: psycopg.Connection) -> None:

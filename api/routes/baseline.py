@@ -54,7 +54,7 @@ def projection(
     by: Annotated[By, Query()] = "scope",
 ) -> dict[str, Any]:
     """Year-end projection of the reporting year containing ``date``: actual to date x (baseline full year /
-    baseline to date) per group (ratio method, engine/inventory.py)."""
+    baseline to date) per group (ratio method)."""
     return baseline.projection(conn, code, on, kind, by)
 
 
@@ -80,7 +80,7 @@ def target_status(
     projected year end), margin and on-track status.
 
     KPI targets: a value typed in for the year (``kpi_values``) is the official figure and wins (``value_kind``
-    'reported'); otherwise the KPI measured from the mapped meters (store/kpi.py): 'measured' when the year is over,
+    'reported'); otherwise the KPI measured from the mapped meters: 'measured' when the year is over,
     'measured_to_date' while it runs, ``value`` then being the full-year projection (GET .../kpis). ``measured``
     always carries the measured figures, numerator and denominator, for comparison with a reported value."""
     return targets.target_status(conn, code, year, on)
@@ -98,8 +98,8 @@ def kpis(
 ) -> dict[str, Any]:
     """The action-plan KPIs (kWh per lamp, kWh per m² of floor, litres per 100 km) measured in a reporting year up
     to ``date``: each with its numerator and denominator, the meters counted (those mapped to the organisation's
-    inventory items that year), coverage, and a ``reason`` when no value can be computed (store/kpi.py). ``value`` is
-    the full-year figure, projected by elapsed days while the year runs (reports/kpi.py)."""
+    inventory items that year), coverage, and a ``reason`` when no value can be computed. ``value`` is the full-year
+    figure, projected by elapsed days while the year runs."""
     return kpi.kpis(conn, code, year, on, kind)
 
 

@@ -199,8 +199,8 @@ def _energy_row(r: queries.EnergyRow) -> EnergyRowOut:
 
 @router.get("/emission-factors", response_model=list[EmissionFactorOut])
 def emission_factors(conn: Conn) -> list[queries.EmissionFactorRow]:
-    """The emission-factor registry (engine/factors.py, written to the database at start-up): every dated value of
-    every factor, by key then validity."""
+    """The emission-factor registry (TGO's published factors, written to the database at start-up): every dated
+    value of every factor with its public source, by key then validity."""
     return queries.emission_factors(conn)
 
 

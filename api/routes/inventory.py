@@ -149,7 +149,7 @@ async def inventory_upload(request: Request) -> bytes:
     response_model=InventoryImportOut,
     responses=_INVALID,
     openapi_extra=_upload_body(
-        "The base-year CFO in the template of docs/inventory-template.md: CSV (UTF-8) or XLSX", xlsx=True
+        "The base-year CFO in the product's inventory template (TGO form 1.5(1) layout): CSV (UTF-8) or XLSX", xlsx=True
     ),
 )
 def import_inventory(

@@ -119,7 +119,7 @@ def _dead_letter_out(row: queries.DeadLetter) -> DeadLetterOut:
 @router.get("/dead-letters", response_model=DeadLetterPage)
 def dead_letters(
     conn: Conn,
-    reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device (docs/contract.md)")] = None,
+    reason: Annotated[str | None, Query(description="refusal reason, e.g. bad_json, unknown_device")] = None,
     start: From = None,
     end: To = None,
     # Payloads run up to 256 KiB each, so pages are smaller than for readings.

@@ -49,5 +49,6 @@ def cfo_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = 
 @router.get("/organisations/{code}/reports/gpc", response_class=Response, responses=_RESPONSES)
 def gpc_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None,
                format: FormatQuery = "json") -> Response:  # fmt: skip
-    """The GPC table by sector, sub-sector and scope, with the BASIC total and the items lacking a gpc_ref."""
+    """The GPC table by sector, sub-sector and scope, with the BASIC and BASIC+ totals and the items without a usable
+    GPC reference number (with the reason)."""
     return _respond(build_gpc_report, conn, code, year, kind, format)
