@@ -498,8 +498,8 @@ def test_items_that_cannot_be_covered_say_why(client: TestClient) -> None:
                       params={"period": "custom", "from": "2023-12-01", "to": "2024-04-01"}).json()  # fmt: skip
     items = {i["item_code"]: i for i in body["items_coverage"]}
     assert items["S2-ELEC"]["notes"] == ["no calendar reporting year 2023", "no device mapped in 2024"]
-    assert (items["S2-ELEC"]["share"], items["S2-ELEC"]["devices"], items["S2-ELEC"]["readings_expected"]) == (0.0, 0,
-                                                                                                              0.0)  # fmt: skip
+    elec = items["S2-ELEC"]
+    assert (elec["share"], elec["devices"], elec["readings_expected"]) == (0.0, 0, 0.0)
     # LPG: January to March 2024 entered (3 of 3 item-months of the existing year), December 2023 not covered:
     # 91 of 122 days.
     lpg = items["S1-LPG"]
