@@ -31,6 +31,8 @@ class Settings(Protocol):
     def db_pool_min(self) -> int: ...
     @property
     def db_pool_max(self) -> int: ...
+    @property
+    def comparison_min_coverage(self) -> float: ...
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:
@@ -75,6 +77,8 @@ def create_app(
     metrics = ApiMetrics()
     app.state.metrics = metrics
     app.state.metrics_authorize = metrics_authorize
+    # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
+    app.state.comparison_min_coverage = settings.comparison_min_coverage
     # Outermost: the request id and the access line cover the error handlers' answers too.
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)

@@ -31,6 +31,14 @@ keeps seasonality, which a run rate (YTD / days elapsed x days in year) loses, a
 "actual YTD + baseline rest" loses. Where the baseline YTD is 0 the ratio is undefined: the projection is the
 baseline's full year if nothing happened yet either (the start of the year), otherwise NaN (``defined`` False).
 
+Coverage (docs/reference.md#coverage-of-comparisons): where part of a period has no data (a meter that was not
+reporting, a month whose activity is not entered yet), the plain figures count that part as zero. The like-for-like
+figures compare actual with the baseline over the covered time only: ``Baseline.covered`` weights each calendar month
+of the base year by the share of it that is covered (``covered_weights[m - 1, j]`` = covered seconds of series j in
+month m / seconds of the month), so actual and baseline span the same time. :func:`covered_projection` projects the
+year end from those like-for-like ratios, one series at a time (inventory items: every grouping, the total and a
+target's value are then sums of the same item projections).
+
 Targets: a reduction of ``reduction_pct`` (default 5 %, the criterion of the LCRS programme of the National Municipal
 League of Thailand, 2015-2017; a per-target setting, docs/reference.md#base-year-and-targets) below the base-year
 value by the target year; the trajectory is the straight line from the base-year value in the base year to the
@@ -212,6 +220,15 @@ class Baseline:
             out += s.fraction * self.monthly[s.month - 1]
         return out
 
+    def covered(self, covered_weights: np.ndarray) -> np.ndarray:
+        """Baseline over the covered time per series: each calendar month times the share of it covered
+        (``covered_weights[m - 1, j]``, 0..1 per month and period year; summed over the years of a period longer than
+        a year, as :meth:`slice` sums its month slices)."""
+        w = np.asarray(covered_weights, dtype=np.float64)
+        if w.shape != self.monthly.shape:
+            raise ValueError(f"covered weights must be {self.monthly.shape} (months x series), got {w.shape}")
+        return np.asarray((self.monthly * w).sum(axis=0), dtype=np.float64)
+
     def column(self, label: str) -> int:
         try:
             return self.labels.index(label)
@@ -266,7 +283,7 @@ def compare_period(
 # ---------------------------------------------------------------------------------------------------- projection
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """Year-end projection by the ratio method (module docstring)."""
+    """Year-end projection by the ratio method from a fully covered year to date (module docstring)."""
 
     year: int
     year_kind: YearKind
@@ -274,29 +291,17 @@ class Projection:
     actual_ytd: np.ndarray
     baseline_ytd: np.ndarray
     baseline_rest: np.ndarray
-    ratio: np.ndarray  # actual YTD / baseline YTD; NaN where undefined
+    ratio: np.ndarray  # actual YTD / baseline YTD; 1 where nothing happened in either; NaN where undefined
     projected: np.ndarray  # NaN where undefined
     defined: np.ndarray  # bool
-
-
-def ratio_projection(
-    actual_ytd: np.ndarray | float, baseline_ytd: np.ndarray | float, baseline_rest: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(projected, ratio, defined): projected = actual YTD + (actual YTD / baseline YTD) x baseline rest."""
-    a, by, br = (np.asarray(x, dtype=np.float64) for x in (actual_ytd, baseline_ytd, baseline_rest))
-    has_base = by != 0
-    ratio = np.where(has_base, a / np.where(has_base, by, 1.0), np.nan)
-    nothing_yet = ~has_base & (a == 0)  # start of the year: no evidence against the baseline's own shape
-    ratio = np.where(nothing_yet, 1.0, ratio)
-    projected = a + ratio * br
-    return projected, ratio, has_base | nothing_yet
 
 
 def project_year_end(
     baseline: Baseline, as_of: datetime, actual_ytd: np.ndarray, year_kind: YearKind | None = None
 ) -> Projection:
     """Projected total of the reporting year containing ``as_of`` (calendar or fiscal, the baseline's kind unless
-    told), from the actual year to date ``[year start, as_of)`` per baseline series."""
+    told), from the actual year to date ``[year start, as_of)`` per baseline series, every instant of it covered:
+    :func:`covered_projection` with the baseline to date as the covered baseline."""
     kind: YearKind = baseline.year_kind if year_kind is None else year_kind
     ytd = ytd_period(as_of, kind)
     base_ytd = baseline.slice(ytd)
@@ -304,8 +309,56 @@ def project_year_end(
     actual = np.asarray(actual_ytd, dtype=np.float64)
     if actual.shape != base_ytd.shape:
         raise ValueError(f"actual_ytd has shape {actual.shape}, the baseline has {base_ytd.shape[0]} series")
-    projected, ratio, defined = ratio_projection(actual, base_ytd, base_rest)
-    return Projection(year_of(as_of, kind), kind, ytd, actual, base_ytd, base_rest, ratio, projected, defined)
+    year = year_period(year_of(as_of, kind), kind)
+    share = np.full(actual.shape, (ytd.end_us - ytd.start_us) / (year.end_us - year.start_us))
+    p = covered_projection(actual, base_ytd, base_ytd + base_rest, share)
+    defined = np.array([m != "undefined" for m in p.method], dtype=bool)
+    return Projection(year_of(as_of, kind), kind, ytd, actual, base_ytd, base_rest, p.ratio, p.projected, defined)
+
+
+ProjectionMethod = Literal["ratio", "baseline", "run_rate", "undefined"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoveredProjection:
+    """Year-end projection per series from its covered time (:func:`covered_projection`)."""
+
+    projected: np.ndarray  # NaN where undefined
+    ratio: np.ndarray  # actual / baseline over covered time; 1 for 'baseline'; NaN for 'run_rate' and 'undefined'
+    method: tuple[ProjectionMethod, ...]
+
+
+def covered_projection(
+    actual: np.ndarray, baseline_covered: np.ndarray, baseline_year: np.ndarray, covered_share_of_year: np.ndarray
+) -> CoveredProjection:
+    """Projected year total per series (ratio method over the covered time, module docstring).
+
+    - ``ratio``: r = actual / baseline over the covered time; projected = r x baseline full year (the covered time
+      keeps its trend, the rest of the year, gaps included, follows the base year's shape at that ratio). With full
+      coverage this is the classic ratio projection, actual YTD + r x baseline rest of year.
+    - ``baseline``: no baseline over the covered time and nothing recorded (no data yet, or months that were 0 in the
+      base year too): no evidence against the base year, projected = baseline full year.
+    - ``run_rate``: no baseline over the covered time but something recorded (a source new since the base year, or
+      one the base year had in other months only): actual / covered share of the year.
+    - ``undefined`` (NaN): something recorded and no covered time to scale it by.
+
+    ``covered_share_of_year`` is each series' covered time / the year's time (0..1)."""
+    a, bc, by, share = (np.asarray(x, dtype=np.float64) for x in (actual, baseline_covered, baseline_year,
+                                                                   covered_share_of_year))  # fmt: skip
+    if not a.shape == bc.shape == by.shape == share.shape:
+        raise ValueError(f"shapes differ: {a.shape}, {bc.shape}, {by.shape}, {share.shape}")
+    has_base = bc != 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(has_base, a / np.where(has_base, bc, 1.0), np.nan)
+        run_rate = np.where(share > 0, a / np.where(share > 0, share, 1.0), np.nan)
+    nothing = ~has_base & (a == 0)
+    ratio = np.where(nothing, 1.0, ratio)
+    projected = np.where(has_base, ratio * by, np.where(nothing, by, run_rate))
+    method: list[ProjectionMethod] = [
+        "ratio" if h else "baseline" if n else "run_rate" if np.isfinite(p) else "undefined"
+        for h, n, p in zip(has_base, nothing, projected, strict=True)
+    ]
+    return CoveredProjection(projected, ratio, tuple(method))
 
 
 # ------------------------------------------------------------------------------------------------------- targets

@@ -78,28 +78,66 @@ def _session(database_url: str | None) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def _min_coverage(database_url: str | None) -> float:
+    """The coverage threshold of the figures (Settings.comparison_min_coverage, LCCM_COMPARISON_MIN_COVERAGE)."""
+    return _settings(database_url).comparison_min_coverage
+
+
 def _print_json(doc: object) -> None:
     typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
 
 
 # ------------------------------------------------------------------------------------------------------- numbers
 # "+ 0.0" turns a negative zero (0 / a negative baseline) into 0: "-0.0" would read as a tiny cut.
+def _shown(value: float, digits: int) -> float:
+    # Rounded first, then + 0.0: -0.04 shown to one digit is 0.0, never "-0.0".
+    return round(value, digits) + 0.0
+
+
 def _kg(value: float | None) -> str:
-    return "-" if value is None else f"{value + 0.0:,.1f}"
+    return "-" if value is None else f"{_shown(value, 1):,.1f}"
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value + 0.0:+.1f} %"
+    return "-" if value is None else f"{_shown(value, 1):+.1f} %"
 
 
 def _num(value: float | None, digits: int = 2, unit: str = "") -> str:
-    return "-" if value is None else f"{value + 0.0:,.{digits}f}" + (f" {unit}" if unit else "")
+    return "-" if value is None else f"{_shown(value, digits):,.{digits}f}" + (f" {unit}" if unit else "")
 
 
 def _missing(doc: dict[str, Any], console: Console) -> None:
     if doc.get("missing_reporting_years"):
         years = ", ".join(str(y) for y in doc["missing_reporting_years"])
         console.print(f"[yellow]no {doc.get('year_kind', '')} reporting year {years}: its actuals count as 0[/]")
+
+
+def _share(coverage: dict[str, Any] | None) -> str:
+    """A coverage object as a cell: its share, marked where it withholds the headline."""
+    if coverage is None or coverage["share"] is None:
+        return "-"
+    return f"{100 * coverage['share']:.2f} %" + ("" if coverage["sufficient"] else " (low)")
+
+
+def _coverage_note(coverage: dict[str, Any], console: Console, withheld: str) -> None:
+    """What the total's figures rest on, in one or two lines; and, below the threshold, what is withheld."""
+    parts = []
+    if coverage["readings_expected"] > 0:
+        parts.append(f"readings {coverage['readings_present']:,.0f} of {coverage['readings_expected']:,.0f} expected")
+    if coverage["item_months_expected"] > 0:
+        parts.append(f"{coverage['item_months_present']} of {coverage['item_months_expected']} item-months entered")
+    basis = "of the base year's emissions in the period" if coverage["basis"] == "baseline" else "of the time"
+    text = f"coverage {_share(coverage).removesuffix(' (low)')} {basis}" + (f" ({', '.join(parts)})" if parts else "")
+    if coverage["sufficient"]:
+        console.print(text)
+    else:
+        console.print(f"[yellow]{text}: {coverage['reason']}; {withheld}[/]")
+
+
+def _partial(period: dict[str, Any], console: Console) -> None:
+    if period["partial"]:
+        console.print(f"the period runs past today: compared up to {period['end'][:10]} (exclusive) with the base "
+                      "year's same days")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------- compare
@@ -124,8 +162,9 @@ def compare_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """A period's emissions against the base year's matching slice, at the factors in force and like for like."""
+    min_coverage = _min_coverage(database_url)
     with _session(database_url) as conn:
-        doc = baseline.comparison(conn, org, make_period(period, on, start, end), by)
+        doc = baseline.comparison(conn, org, make_period(period, on, start, end), by, min_coverage=min_coverage)
     if as_json:
         _print_json(doc)
         return
@@ -133,24 +172,33 @@ def compare_command(
     days = f"{p['days']:g} day" + ("" if p["days"] == 1 else "s")
     title = f"{org}: {p['label']} ({p['kind']}, {days}) against base year {doc['base_year']} by {by}"
     table = Table(
-        title=title, caption="kgCO2e; Δ = actual - baseline; like for like (lfl) = actual at the base year's factors"
+        title=title,
+        caption="kgCO2e; Δ = actual - baseline; at base factors = actual at the base year's factors; Δ % covered = "
+        "actual against the baseline of the covered time only (like for like)",
     )
-    for column in ("group", "baseline", "actual", "Δ", "Δ %", "like for like", "Δ % lfl", "no data"):
+    for column in ("group", "baseline", "actual", "Δ", "Δ %", "at base factors", "Δ % base factors", "coverage",
+                   "Δ % covered", "no data"):  # fmt: skip
         table.add_column(column, overflow="fold", justify="left" if column in ("group", "no data") else "right")
     for row in doc["rows"]:
         table.add_row(*_comparison_cells(row), ", ".join(row["items_without_data"]))
     table.add_section()
     table.add_row(*_comparison_cells(doc["total"]), ", ".join(doc["items_without_data"]), style="bold")
-    table.add_row(*_comparison_cells(doc["like_for_like"]), "")
     console = Console()
     console.print(table)
+    _partial(p, console)
+    _coverage_note(doc["total"]["coverage"], console, "Δ withheld; Δ % covered compares like for like")
     _missing(doc, console)
 
 
+def _withheld(row: dict[str, Any], text: str) -> str:
+    return text if row["coverage"]["sufficient"] else "withheld"
+
+
 def _comparison_cells(row: dict[str, Any]) -> list[str]:
-    return [str(row["group"]), _kg(row["baseline_kgco2e"]), _kg(row["actual_kgco2e"]), _kg(row["delta_kgco2e"]),
-            _pct(row["delta_pct"]), _kg(row["actual_base_factors_kgco2e"]),
-            _pct(row["delta_base_factors_pct"])]  # fmt: skip
+    return [str(row["group"]), _kg(row["baseline_kgco2e"]), _kg(row["actual_kgco2e"]),
+            _withheld(row, _kg(row["delta_kgco2e"])), _withheld(row, _pct(row["delta_pct"])),
+            _kg(row["actual_base_factors_kgco2e"]), _withheld(row, _pct(row["delta_base_factors_pct"])),
+            _share(row["coverage"]), _pct(row["covered_time"]["delta_pct"])]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- projection
@@ -164,23 +212,31 @@ def projection_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The year-end projection: actual to date x (base year full / base year to date), per group."""
+    min_coverage = _min_coverage(database_url)
     with _session(database_url) as conn:
-        doc = baseline.projection(conn, org, on, kind, by)
+        doc = baseline.projection(conn, org, on, kind, by, min_coverage=min_coverage)
     if as_json:
         _print_json(doc)
         return
     ytd = doc["ytd"]
     table = Table(title=f"{org}: {doc['year_kind']} {doc['year']} projected from {ytd['label']}, by {by}",
-                  caption="kgCO2e; ratio = actual / baseline to date")  # fmt: skip
-    for column in ("group", "actual to date", "baseline to date", "baseline rest", "ratio", "projected"):
+                  caption="kgCO2e; ratio = actual / baseline over the covered time; projected = the sum of the items' "
+                          "projections (each: its ratio x its base-year full year)")  # fmt: skip
+    for column in ("group", "actual to date", "baseline to date", "baseline rest", "ratio", "projected", "coverage",
+                   "projected (covered time)"):  # fmt: skip
         table.add_column(column, overflow="fold", justify="left" if column == "group" else "right")
-    for r in doc["rows"]:
+    for r in [*doc["rows"], doc["total"]]:
+        if r is doc["total"]:
+            table.add_section()
         table.add_row(str(r["group"]), _kg(r["actual_ytd_kgco2e"]), _kg(r["baseline_ytd_kgco2e"]),
-                      _kg(r["baseline_rest_kgco2e"]), _num(r["ratio"], 3), _kg(r["projected_kgco2e"]))  # fmt: skip
-    table.add_section()
-    table.add_row("total", "", "", "", "", _kg(doc["projected_total_kgco2e"]), style="bold")
+                      _kg(r["baseline_rest_kgco2e"]), _num(r["ratio"], 3),
+                      _withheld(r, _kg(r["projected_kgco2e"])), _share(r["coverage"]),
+                      _kg(r["covered_time"]["projected_kgco2e"]),
+                      style="bold" if r is doc["total"] else None)  # fmt: skip
     console = Console()
     console.print(table)
+    _partial(ytd, console)
+    _coverage_note(doc["total"]["coverage"], console, "projection withheld; the covered-time column still gives it")
     _missing(doc, console)
 
 
@@ -197,23 +253,26 @@ def kpis_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """kWh per lamp, kWh per m², litres per 100 km measured from the mapped meters in a year to date."""
+    min_coverage = _min_coverage(database_url)
     with _session(database_url) as conn:
-        doc = kpi.kpis(conn, org, year, on, kind)
+        doc = kpi.kpis(conn, org, year, on, kind, min_coverage=min_coverage)
     if as_json:
         _print_json(doc)
         return
     days = f"{doc['elapsed_days']:g} of {doc['year_days']:g} days"
     table = Table(
         title=f"{org}: KPIs of {doc['period']['label']} ({days})",
-        caption="value = the full year (measured to date x year days / elapsed days while the year runs)",
+        caption="value = the full year over the covered time (kWh KPIs: measured to date x year days / covered days); "
+        "withheld below the coverage threshold (covered-time column)",
     )
-    for column in ("kpi", "value", "to date", "numerator", "denominator", "coverage", "meters", "note"):
+    for column in ("kpi", "value", "to date", "numerator", "denominator", "coverage", "meters",
+                   "value (covered time)", "note"):  # fmt: skip
         table.add_column(column, overflow="fold", justify="left" if column in ("kpi", "note") else "right")
     for k in doc["kpis"]:
         num, den = k["numerator"], k["denominator"]
         table.add_row(k["kpi"], _num(k["value"], 2, k["unit"]), _num(k["measured_to_date"]),
-                      _num(num["value"], 1, num["unit"]), _num(den["value"], 1, den["unit"]),
-                      "-" if k["coverage"] is None else f"{100 * k['coverage']:.0f} %", str(len(k["devices"])),
+                      _num(num["value"], 1, num["unit"]), _num(den["value"], 1, den["unit"]), _share(k["coverage"]),
+                      str(len(k["devices"])), _num(k["covered_time"]["value"], 2, k["unit"]),
                       k["reason"] or "")  # fmt: skip
     console = Console()
     console.print(table)
@@ -284,13 +343,17 @@ def targets_status_command(
 ) -> None:
     """Whether each target is on track in a year: trajectory, the year's value (actual, projected or measured),
     margin."""
+    min_coverage = _min_coverage(database_url)
     with _session(database_url) as conn:
-        rows = targets.target_status(conn, org, year, on)
+        rows = targets.target_status(conn, org, year, on, min_coverage=min_coverage)
     if as_json:
         _print_json(rows)
         return
-    table = Table(title=f"{org}: targets in {year}", caption="emissions in kgCO2e; margin = trajectory - value")
-    for column in ("target", "of", "trajectory", "value", "kind", "margin", "margin %", "on track"):
+    table = Table(title=f"{org}: targets in {year}",
+                  caption="emissions in kgCO2e; margin = trajectory - value; no verdict below the coverage threshold "
+                          "(the covered-time value is shown beside it)")  # fmt: skip
+    for column in ("target", "of", "trajectory", "value", "kind", "margin", "margin %", "on track", "coverage",
+                   "value (covered time)"):  # fmt: skip
         table.add_column(
             column, overflow="fold", justify="left" if column in ("target", "of", "kind", "on track") else "right"
         )
@@ -299,5 +362,10 @@ def targets_status_command(
         digits = 1 if t["kpi"] is None else 2
         table.add_row(t["target_key"], t["kpi"] or t["category"] or "all emissions", _num(t["trajectory"], digits),
                       _num(t["value"], digits), t["value_kind"] or "-", _num(t["margin"], digits),
-                      _pct(t["margin_pct"]), verdict)  # fmt: skip
-    Console().print(table)
+                      _pct(t["margin_pct"]), verdict, _share(t["coverage"]),
+                      _num(t["covered_time"]["value"], digits))  # fmt: skip
+    console = Console()
+    console.print(table)
+    for t in rows:
+        if t["value"] is None and t["reason"]:
+            console.print(f"[yellow]{t['target_key']}: no verdict: {t['reason']}[/]")

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # year in which no factor changes (2025: TGO grid 0.4999 all year).
     emission_base_year: int = 2025
 
+    # Comparisons with the base year (reports/coverage.py, docs/reference.md#coverage-of-comparisons): the least share
+    # of the period's data, weighted by the base year's emissions, below which the % change, the year-end projection,
+    # a target's value and on-track verdict and a KPI's full-year value are withheld (null, with the reason); the
+    # like-for-like figures over the covered time are still given. A setting, not a published figure.
+    comparison_min_coverage: float = Field(default=0.9, ge=0, le=1)
+
     # Air quality: least share of a window's hours with data for an index average (PCD publishes no rule of its own;
     # 75 % follows US EPA's daily-average practice: docs/reference.md#averaging-and-completeness).
     aqi_completeness: float = Field(default=0.75, gt=0, le=1)

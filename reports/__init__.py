@@ -2,7 +2,10 @@
 
 - :mod:`reports.periods`: the periods people name (day, week, month, fiscal or calendar year to date, custom) and
   their month slices; ``RequestInvalid`` for a question asked wrongly.
-- :mod:`reports.baseline`: a period against the base year (in force and like-for-like), the year-end projection.
+- :mod:`reports.coverage`: how much of a period the data cover (readings, item-months, the base year's share), and
+  the threshold below which a change, projection, verdict or KPI value is withheld.
+- :mod:`reports.baseline`: a period against the base year (in force, at base-year factors, and over the covered
+  time), the year-end projection item by item.
 - :mod:`reports.targets`: reduction targets (emissions or KPIs) and whether each is on track.
 - :mod:`reports.kpi`: kWh per lamp, kWh per m², litres per 100 km measured from the mapped meters.
 - :mod:`reports.mv`: building M&V (ASHRAE Guideline 14): fit a daily model, avoided energy and emissions.

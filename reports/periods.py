@@ -30,8 +30,9 @@ class RequestInvalid(ValueError):
         self.message = message
 
 
-def bangkok_today() -> date:
-    return datetime.now(BANGKOK).date()
+def bangkok_today(now: datetime | None = None) -> date:
+    """The Bangkok date of ``now`` (default: the current instant)."""
+    return (datetime.now(BANGKOK) if now is None else now.astimezone(BANGKOK)).date()
 
 
 def midnight(d: date) -> datetime:
@@ -90,6 +91,28 @@ def slice_specs(period: cal.Period, kind: YearKind) -> list[SliceSpec]:
     ]
 
 
-def period_out(p: cal.Period) -> dict[str, Any]:
-    """A period as the JSON answers describe it."""
-    return {"kind": p.kind, "label": p.label, "start": p.start.isoformat(), "end": p.end.isoformat(), "days": p.days}
+def today_end(now: datetime) -> datetime:
+    """The Bangkok midnight ending the day of ``now``: data cannot reach further."""
+    return midnight(now.astimezone(BANGKOK).date() + timedelta(days=1))
+
+
+def up_to_today(period: cal.Period, now: datetime, parameter: str = "date") -> tuple[cal.Period, datetime | None]:
+    """``period`` cut at the end of today (Bangkok): a month, week or custom span that runs on past today is
+    compared over its days so far, against the base year's slice of the same days, not its whole slice. Returns the
+    period and, when it was cut, the end asked for. Raises ``RequestInvalid`` (``parameter``) for a period that
+    starts after today."""
+    end = today_end(now)
+    if period.end <= end:
+        return period, None
+    if period.start >= end:
+        raise RequestInvalid(parameter, f"{period.label} has not started on {(end - timedelta(days=1)).date()}")
+    last = (end - timedelta(days=1)).date().isoformat()
+    return cal.Period(period.kind, period.start, end, f"{period.label} to {last}"), period.end
+
+
+def period_out(p: cal.Period, requested_end: datetime | None = None) -> dict[str, Any]:
+    """A period as the JSON answers describe it; ``partial`` when it was cut at today (``requested_end`` the end
+    asked for)."""
+    return {"kind": p.kind, "label": p.label, "start": p.start.isoformat(), "end": p.end.isoformat(), "days": p.days,
+            "partial": requested_end is not None,
+            "requested_end": None if requested_end is None else requested_end.isoformat()}  # fmt: skip

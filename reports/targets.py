@@ -9,7 +9,7 @@ target (kWh per lamp, kWh per m², litres per 100 km) from the KPI value of its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 from lccm.engine import calendar as cal
 from lccm.engine import inventory as einv
 from lccm.imports.rows import RowError, RowsInvalid
-from lccm.reports.baseline import Series, finite
+from lccm.reports.baseline import ItemProjection, finite, item_projection
 from lccm.reports.kpi import started, year_kpis
-from lccm.reports.periods import RequestInvalid, end_of
+from lccm.reports.periods import RequestInvalid, end_of, today_end
 from lccm.store import baseline as sb
 
 
@@ -73,61 +73,107 @@ def set_targets(conn: psycopg.Connection, code: str, targets: Sequence[TargetIn]
     return list_targets(conn, code)
 
 
-def target_status(conn: psycopg.Connection, code: str, year: int, on: date | None = None) -> list[dict[str, Any]]:
-    """Each target in ``year`` with data up to ``on`` (default today, Bangkok; included): the trajectory value, the
-    year's value (actual when the year is over, else the projected year end), margin and on-track status.
+def target_status(conn: psycopg.Connection, code: str, year: int, on: date | None = None, *, min_coverage: float,
+                  now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Each target in ``year`` with data up to ``on`` (default today, Bangkok; included; never past today): the
+    trajectory value, the year's value, margin and on-track status, and the coverage the value rests on.
+
+    Emission targets: the value is the sum of the target's items' year-end projections over their covered time
+    (reports/baseline.py ``item_projection``, the same numbers as GET .../projection): 'projected' while the year
+    runs; when it is over, 'actual' if every item is covered all year, else 'gap_filled' (each item's actual scaled
+    to its whole year by its like-for-like ratio with the base year).
 
     KPI targets: a value typed in for the year (``kpi_values``) is the official figure and wins (``value_kind``
     'reported'); otherwise the KPI measured from the mapped meters (store/kpi.py): 'measured' when the year is over,
-    'measured_to_date' while it runs, ``value`` then being the full-year projection (reports/kpi.py). ``measured``
+    'measured_to_date' while it runs, ``value`` then being the full-year figure (reports/kpi.py). ``measured``
     always carries the measured figures, numerator and denominator, for comparison with a reported value.
+
+    Below ``min_coverage`` a measured or projected value, its margin and the verdict are null, with ``reason``;
+    ``covered_time`` gives the value and margin over the covered time beside them. Nothing is on track by data that
+    cannot show it.
 
     Raises ``UnknownOrganisation``, ``BaselineError`` (no base year) or ``RequestInvalid`` (a year before the base
     year; an emission target's year not started on ``on``)."""
-    as_of = end_of(on)
+    now = datetime.now(UTC) if now is None else now
+    as_of = min(end_of(on), today_end(now))  # data cannot reach past today
     base = sb.base_year_series(conn, code)
     targets = sb.list_targets(conn, code)
     if year < base.year_ce:
         raise RequestInvalid("year", f"before the base year {base.year_ce}")
     measured: dict[str, dict[str, dict[str, Any]] | None] = {}
     for kind in sorted({t.year_kind for t in targets if t.kpi is not None}):
-        measured[kind] = year_kpis(conn, code, year, kind, as_of)[1] if started(year, kind, as_of) else None
-    return [_status(conn, base, t, year, as_of, measured.get(t.year_kind)) for t in targets]
+        measured[kind] = (
+            year_kpis(conn, code, year, kind, as_of, min_coverage=min_coverage, now=now)[1]
+            if started(year, kind, as_of) else None
+        )  # fmt: skip
+    projections: dict[str, ItemProjection] = {}
+    for kind in sorted({t.year_kind for t in targets if t.kpi is None}):
+        if as_of <= cal.year_period(year, kind).start:
+            raise RequestInvalid("date", f"{year} has not started on {(as_of - timedelta(days=1)).date().isoformat()}")
+        projections[kind] = item_projection(conn, base, year, kind, as_of, now)
+    return [
+        _kpi_status(t, year, measured.get(t.year_kind)) if t.kpi is not None
+        else _emission_status(base, t, year, projections[t.year_kind], min_coverage)
+        for t in targets
+    ]  # fmt: skip
 
 
-def _status(conn: psycopg.Connection, base: sb.BaseYearSeries, t: sb.TargetRow, year: int, as_of: datetime,
-            measured: dict[str, dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+def _verdict(target: einv.Target, year: int, value: float | None) -> dict[str, Any]:
+    if value is None:
+        return {"margin": None, "margin_pct": None, "on_track": None}
+    st = target.status(year, value)
+    return {"margin": finite(float(st.margin)), "margin_pct": finite(float(st.margin_pct)),
+            "on_track": bool(st.on_track)}  # fmt: skip
+
+
+def _kpi_status(t: sb.TargetRow, year: int, measured: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     row = target_out(t) | {"year": year}
-    if t.kpi is not None:
-        target = einv.Target(t.base_year, t.target_year, t.kpi_values[t.base_year], t.reduction_pct)
-        m = None if measured is None else measured[t.kpi]
-        value: float | None = t.kpi_values.get(year)
-        kind: str | None = "reported"
-        if value is None:
-            value, kind = (None, None) if m is None else (m["value"], m["value_kind"])
-        row |= {"trajectory": float(target.trajectory(year)), "value": value, "value_kind": kind, "measured": m}
-        if value is None:
-            return row | {"margin": None, "margin_pct": None, "on_track": None}
-        st = target.status(year, value)
+    target = einv.Target(t.base_year, t.target_year, t.kpi_values[t.base_year], t.reduction_pct)
+    m = None if measured is None or t.kpi is None else measured[t.kpi]
+    reported = t.kpi_values.get(year)
+    coverage = None if reported is not None or m is None else m["coverage"]
+    if reported is not None:
+        value, kind, reason = reported, "reported", None
+    elif m is None:
+        value, kind, reason = None, None, f"{year} has not started"
     else:
-        keep = np.array([not r and (t.category is None or c == t.category)
-                         for r, c in zip(base.is_removal, base.category, strict=True)])  # fmt: skip
-        series = einv.Baseline(base.year_ce, base.kind, base.monthly_kgco2e[:, keep].sum(axis=1, keepdims=True), ("t",))
-        yp = cal.year_period(year, t.year_kind)
-        if as_of <= yp.start:
-            raise RequestInvalid("date", f"{year} has not started on {as_of.date().isoformat()}")
-        s = Series(conn, base, cal.custom_period(yp.start, min(as_of, yp.end)))
-        mask = np.array([not r and (t.category is None or c == t.category)
-                         for r, c in zip(s.is_removal, s.attrs["cfo_category"], strict=True)])  # fmt: skip
-        actual = float(s.in_force[mask].sum())
-        if as_of >= yp.end:
-            value, kind = actual, "actual"
-        else:
-            value, kind = float(einv.project_year_end(series, as_of, np.array([actual]), t.year_kind).projected[0]), \
-                "projected"  # fmt: skip
-        target = einv.Target(t.base_year, t.target_year, float(series.total[0]), t.reduction_pct)
-        st = target.status(year, value)
-        row |= {"base_value_kgco2e": float(series.total[0]), "trajectory": float(st.trajectory), "value": value,
-                "value_kind": kind, "actual_to_date_kgco2e": actual}  # fmt: skip
-    return row | {"margin": finite(float(st.margin)), "margin_pct": finite(float(st.margin_pct)),
-                  "on_track": bool(st.on_track)}  # fmt: skip
+        value, kind, reason = m["value"], m["value_kind"], m["reason"]
+    covered = None if m is None else m["covered_time"]["value"]
+    covered_margin = _verdict(target, year, covered)
+    return row | {
+        "base_value_kgco2e": None, "actual_to_date_kgco2e": None,
+        "trajectory": float(target.trajectory(year)), "value": value, "value_kind": kind, "measured": m,
+        "coverage": coverage, "reason": None if value is not None else reason,
+        "covered_time": {"value": covered, "margin": covered_margin["margin"],
+                         "margin_pct": covered_margin["margin_pct"]},
+    } | _verdict(target, year, value)  # fmt: skip
+
+
+def _emission_status(base: sb.BaseYearSeries, t: sb.TargetRow, year: int, p: ItemProjection,
+                     min_coverage: float) -> dict[str, Any]:  # fmt: skip
+    row = target_out(t) | {"year": year}
+    keep = np.array([not r and (t.category is None or c == t.category)
+                     for r, c in zip(base.is_removal, base.category, strict=True)])  # fmt: skip
+    series = einv.Baseline(base.year_ce, base.kind, base.monthly_kgco2e[:, keep].sum(axis=1, keepdims=True), ("t",))
+    s = p.series
+    mask = np.array([not r and (t.category is None or c == t.category)
+                     for r, c in zip(s.is_removal, s.attrs["cfo_category"], strict=True)])  # fmt: skip
+    actual = float(s.in_force[mask].sum())
+    coverage = s.summary(mask, min_coverage)
+    estimate = finite(float(p.projected[mask].sum()))
+    if not p.year_over:
+        kind = "projected"
+    elif s.coverage.complete(mask):
+        kind, estimate = "actual", actual
+    else:
+        kind = "gap_filled"
+    value = estimate if coverage["sufficient"] else None
+    target = einv.Target(t.base_year, t.target_year, float(series.total[0]), t.reduction_pct)
+    covered = _verdict(target, year, estimate)
+    return row | {
+        "base_value_kgco2e": float(series.total[0]), "trajectory": float(target.trajectory(year)), "value": value,
+        "value_kind": None if value is None else kind, "actual_to_date_kgco2e": actual, "measured": None,
+        "coverage": coverage,
+        "reason": coverage["reason"] if value is None else None,
+        "covered_time": {"value": estimate, "margin": covered["margin"], "margin_pct": covered["margin_pct"]},
+    } | _verdict(target, year, value)  # fmt: skip

@@ -13,6 +13,9 @@ Conventions:
   ``kgco2e_base`` at the base year's factor); manual items take the month's entered quantity x the covered share
   of the month, at the item's factor (in force) and at the base-year item's factor (like-for-like).
 - An item's site is the one site of all devices ever mapped to it, else None (a base year has no sites of its own).
+- Coverage of a slice (``coverage``): per item of the slice's reporting year, the seconds its mapped devices' '1d'
+  buckets cover and the readings their registry cadence expects up to a given instant (metered items), or whether
+  the month is entered (manual items). reports/baseline.py turns it into shares and like-for-like baselines.
 """
 
 from __future__ import annotations
@@ -186,6 +189,84 @@ def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind
             q = (-1.0 if removal else 1.0) * float(quantity) * s.fraction
             out.add(code, q * float(ef), q * float(base_ef.get(code, ef)))
     return out
+
+
+# Per slice and item of the slice's reporting year: the mapped devices, the seconds their '1d' buckets cover (each
+# device capped at the slice's elapsed seconds), the readings expected at each device's registry cadence over the
+# elapsed seconds and the readings' worth of time covered, and whether a manual item has the month entered. Buckets,
+# not raw readings: a year of a meter is 365 rows, whatever its cadence.
+_COVERAGE = """
+WITH s(i, lo, hi, month, year_id) AS (
+    SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
+                         %(year)s::int[])),
+dev AS (
+    SELECT s.i, it.id AS item_id, d.cadence_s,
+           greatest(0, extract(epoch FROM least(s.hi, %(now)s) - s.lo))::float8 AS elapsed_s,
+           coalesce((SELECT sum(eb.covered_s) FROM energy_buckets eb
+                     JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(it.unit)
+                     WHERE eb.resolution = '1d' AND eb.device_id = d.id
+                       AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi), 0)::float8 AS covered_s
+    FROM s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
+    JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id)
+SELECT s.i, it.item_code, it.collection,
+       (SELECT count(*) FROM dev WHERE dev.i = s.i AND dev.item_id = it.id)::int,
+       coalesce((SELECT sum(least(covered_s, elapsed_s)) FROM dev WHERE dev.i = s.i AND dev.item_id = it.id), 0),
+       coalesce((SELECT sum(elapsed_s / cadence_s) FROM dev WHERE dev.i = s.i AND dev.item_id = it.id), 0),
+       coalesce((SELECT sum(least(covered_s, elapsed_s) / cadence_s) FROM dev
+                 WHERE dev.i = s.i AND dev.item_id = it.id), 0),
+       EXISTS (SELECT 1 FROM inventory_quantities q WHERE q.item_id = it.id AND q.month_start = s.month)
+FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
+ORDER BY s.i, it.position, it.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSliceCoverage:
+    """What is present of one inventory item in one slice (``slices[slice]``) of a period, from its reporting year.
+
+    Metered items: ``devices`` mapped to it that year; ``covered_s`` the seconds their '1d' energy buckets cover
+    (``energy_buckets.covered_s``: time spanned by register intervals, a gap bridged by the register included),
+    summed over the devices, each capped at the slice's elapsed seconds; ``readings_expected`` the readings the devices'
+    registry cadence (``devices.cadence_s``) gives over the slice's elapsed seconds (up to ``now``) and
+    ``readings_present`` the covered seconds in readings (covered_s / cadence_s). Manual items: ``entered`` tells
+    whether the month has a quantity (an entered 0 counts)."""
+
+    slice: int
+    item_code: str
+    collection: Literal["metered", "manual"]
+    devices: int
+    covered_s: float
+    readings_expected: float
+    readings_present: float
+    entered: bool
+
+
+def coverage(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
+             now: datetime) -> list[ItemSliceCoverage]:  # fmt: skip
+    """Coverage of every item of each slice's reporting year (a slice of a year that does not exist has none), in
+    slice order then inventory order (:class:`ItemSliceCoverage`)."""
+    ids = _year_ids(conn, organisation_id, kind, sorted({s.year_ce for s in slices}))
+    known = [j for j, s in enumerate(slices) if s.year_ce in ids]
+    rows = conn.execute(
+        _COVERAGE,
+        {"i": known, "lo": [slices[j].start for j in known], "hi": [slices[j].end for j in known],
+         "month": [slices[j].month_start for j in known], "year": [ids[slices[j].year_ce] for j in known],
+         "now": now},
+    ).fetchall()  # fmt: skip
+    return [
+        ItemSliceCoverage(int(r[0]), r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6]), bool(r[7]))
+        for r in rows
+    ]
+
+
+def _year_ids(conn: psycopg.Connection, organisation_id: int, kind: YearKind, years: Sequence[int]) -> dict[int, int]:
+    return {
+        int(y): int(i)
+        for y, i in conn.execute(
+            "SELECT year_ce, id FROM reporting_years WHERE organisation_id = %s AND kind = %s AND year_ce = ANY(%s)",
+            (organisation_id, kind, list(years)),
+        )
+    }
 
 
 # --------------------------------------------------------------------------------------------------------- targets
@@ -404,8 +485,8 @@ def load_model(conn: psycopg.Connection, site_id: int) -> StoredModel | None:
 
 
 __all__ = [
-    "BaseYearSeries", "BaselineError", "BaselineNotFound", "Organisation", "SliceSpec", "StoredModel", "TargetRow",
-    "UnknownOrganisation", "actual_kgco2e", "base_year_series", "import_temperature_csv",
-    "imported_daily_temperature", "list_targets", "load_model", "put_targets", "require_site", "require_station",
-    "save_model", "site_daily_energy", "station_hourly_temperature",
+    "BaseYearSeries", "BaselineError", "BaselineNotFound", "ItemSliceCoverage", "Organisation", "SliceSpec",
+    "StoredModel", "TargetRow", "UnknownOrganisation", "actual_kgco2e", "base_year_series", "coverage",
+    "import_temperature_csv", "imported_daily_temperature", "list_targets", "load_model", "put_targets",
+    "require_site", "require_station", "save_model", "site_daily_energy", "station_hourly_temperature",
 ]  # fmt: skip

@@ -24,10 +24,11 @@ The period comes as the caller's month slices (``store.baseline.SliceSpec``: par
 its reporting year and covered share), exactly as the comparison passes them to ``store.baseline.actual_kgco2e``;
 reports/kpi.py cuts them with ``engine.calendar.month_slices`` and checks the period first. Energy and fuel are
 summed from ``energy_buckets`` '1d' (Bangkok days). ``coverage`` is the seconds covered by the counted meters'
-intervals / (seconds of the period each counted meter was mapped in), 0..1: below 1 when a meter's data is missing
-or it started reporting mid-period. ``per_period`` tells whether the numerator grows with the period (kWh per lamp,
-kWh per m²: a yearly KPI needs a whole year, or scaling) or not (litres per 100 km, a ratio of two flows over the
-same months).
+intervals / (elapsed seconds, up to ``now``, of the period each counted meter was mapped in), 0..1: below 1 when a
+meter's data is missing or it started reporting mid-period; ``readings_expected`` and ``readings_present`` are the
+same seconds divided by each meter's registry cadence (``devices.cadence_s``). ``per_period`` tells whether the
+numerator grows with the period (kWh per lamp, kWh per m²: a yearly KPI needs a whole year, or scaling) or not
+(litres per 100 km, a ratio of two flows over the same months).
 
 A KPI that cannot be computed has ``value`` None and a ``reason`` a person can act on. The store does no
 projection; reports/kpi.py scales a year-to-date figure to the full year.
@@ -38,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import Any
 
 import psycopg
 
@@ -68,6 +70,8 @@ class KpiValue:
     devices: tuple[str, ...]
     coverage: float | None
     reason: str | None = None
+    readings_expected: float = 0.0
+    readings_present: float = 0.0
     excluded_sites: tuple[str, ...] = ()
     excluded_amount: float = 0.0
     months_without_distance: tuple[str, ...] = ()  # 'YYYY-MM' (l_per_100km only)
@@ -101,10 +105,6 @@ class _Slice:
     year_id: int | None
 
     @property
-    def seconds(self) -> float:
-        return (self.hi - self.lo).total_seconds()
-
-    @property
     def label(self) -> str:
         return f"{self.month.year:04d}-{self.month.month:02d}"
 
@@ -120,7 +120,9 @@ class _Meter:
     site_code: str
     floor_area_m2: float | None
     amount: float
-    covered_s: float
+    covered_s: float  # capped at expected_s
+    expected_s: float  # elapsed seconds of the slice (up to now)
+    cadence_s: int
 
 
 def _slices(conn: psycopg.Connection, organisation_id: int, kind: YearKind,
@@ -139,7 +141,8 @@ def _slices(conn: psycopg.Connection, organisation_id: int, kind: YearKind,
 _METERS = """
 WITH s(i, lo, hi, year_id) AS (SELECT * FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[], %s::int[]))
 SELECT s.i, d.device_id, ds.source_class, st.id, st.site_code, st.floor_area_m2,
-       coalesce(sum(eb.amount), 0), coalesce(sum(eb.covered_s), 0)
+       coalesce(sum(eb.amount), 0), coalesce(sum(eb.covered_s), 0),
+       greatest(0, extract(epoch FROM least(s.hi, %s) - s.lo))::float8, d.cadence_s
 FROM s
 JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
 JOIN devices d ON d.id = dm.device_id
@@ -148,7 +151,7 @@ JOIN device_sources ds ON ds.device_id = d.id AND ds.source_class = ANY(%s)
 JOIN device_registers dr ON dr.device_id = d.id
 LEFT JOIN energy_buckets eb ON eb.resolution = '1d' AND eb.device_id = d.id AND eb.metric_id = dr.metric_id
      AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi
-GROUP BY s.i, d.id, ds.source_class, st.id
+GROUP BY s.i, s.lo, s.hi, d.id, ds.source_class, st.id
 ORDER BY s.i, d.device_id
 """
 
@@ -164,24 +167,29 @@ GROUP BY s.i
 """
 
 
-def _meters(conn: psycopg.Connection, slices: Sequence[_Slice]) -> list[_Meter]:
+def _meters(conn: psycopg.Connection, slices: Sequence[_Slice], now: datetime) -> list[_Meter]:
     known = [j for j, s in enumerate(slices) if s.year_id is not None]
     classes = [*STREETLIGHT_CLASSES, *BUILDING_CLASSES, *FLEET_CLASSES]
     rows = conn.execute(
         _METERS,
         (known, [slices[j].lo for j in known], [slices[j].hi for j in known], [slices[j].year_id for j in known],
-         classes),
+         now, classes),
     ).fetchall()  # fmt: skip
     return [
         _Meter(int(r[0]), r[1], r[2], int(r[3]), r[4], None if r[5] is None else float(r[5]), float(r[6]),
-               float(r[7]))
+               min(float(r[7]), float(r[8])), float(r[8]), int(r[9]))
         for r in rows
     ]  # fmt: skip
 
 
-def _coverage(meters: Sequence[_Meter], slices: Sequence[_Slice]) -> float | None:
-    expected = sum(slices[m.slice].seconds for m in meters)
-    return sum(m.covered_s for m in meters) / expected if expected > 0 else None
+def _coverage(meters: Sequence[_Meter]) -> dict[str, Any]:
+    """``coverage``, ``readings_expected`` and ``readings_present`` of the counted meters (module docstring)."""
+    expected = sum(m.expected_s for m in meters)
+    return {
+        "coverage": sum(m.covered_s for m in meters) / expected if expected > 0 else None,
+        "readings_expected": sum(m.expected_s / m.cadence_s for m in meters),
+        "readings_present": sum(m.covered_s / m.cadence_s for m in meters),
+    }
 
 
 def _not_mapped(what: str, slices: Sequence[_Slice], kind: YearKind) -> str:
@@ -205,7 +213,7 @@ def _lamps(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[
     kwh = sum(m.amount for m in counted)
     devices = tuple(sorted({m.device_id for m in counted}))
     base = KpiValue("kwh_per_lamp", "kWh/lamp", None, kwh, "kWh", None, "lamp", True, devices,
-                    _coverage(counted, slices))  # fmt: skip
+                    **_coverage(counted))  # fmt: skip
     if not counted:
         return replace(base, reason=_not_mapped("streetlight cabinet", slices, kind))
     sites = sorted({m.site_id for m in counted})
@@ -226,7 +234,7 @@ def _floor(meters: Sequence[_Meter], slices: Sequence[_Slice], kind: YearKind) -
     area = sum({m.site_id: m.floor_area_m2 or 0.0 for m in counted}.values())
     base = KpiValue(
         "kwh_per_m2", "kWh/m2", None, kwh, "kWh", area if counted else None, "m2", True,
-        tuple(sorted({m.device_id for m in counted})), _coverage(counted, slices),
+        tuple(sorted({m.device_id for m in counted})), **_coverage(counted),
         excluded_sites=tuple(sorted({m.site_code for m in left_out})), excluded_amount=sum(m.amount for m in left_out),
     )  # fmt: skip
     if not building:
@@ -255,7 +263,7 @@ def _fleet(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[
     litres = sum(m.amount for m in counted)
     base = KpiValue(
         "l_per_100km", "L/100km", None, litres, "L", km if with_km else None, "km", False,
-        tuple(sorted({m.device_id for m in counted})), _coverage(counted, slices),
+        tuple(sorted({m.device_id for m in counted})), **_coverage(counted),
         excluded_amount=sum(m.amount for m in fleet if m.slice not in with_km),
         months_without_distance=tuple(s.label for j, s in enumerate(slices) if j not in with_km),
     )  # fmt: skip
@@ -274,17 +282,17 @@ def _fleet(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[
     return _checked(replace(base, value=100.0 * litres / km), counted)
 
 
-def measured_kpis(conn: psycopg.Connection, organisation: str, kind: YearKind,
-                  specs: Sequence[SliceSpec]) -> MeasuredKpis:  # fmt: skip
+def measured_kpis(conn: psycopg.Connection, organisation: str, kind: YearKind, specs: Sequence[SliceSpec],
+                  now: datetime) -> MeasuredKpis:  # fmt: skip
     """The three KPIs of ``organisation`` over the month slices ``specs`` (whole Bangkok days, in time order, at least
-    one), counting the devices mapped in the ``kind`` reporting year of each slice (module docstring). Raises
-    ``UnknownOrganisation``."""
+    one), counting the devices mapped in the ``kind`` reporting year of each slice, coverage counted up to ``now``
+    (module docstring). Raises ``UnknownOrganisation``."""
     if not specs:
         raise ValueError("measured_kpis needs at least one month slice")
     org = require_organisation(conn, organisation)
     lo, hi = specs[0].start, specs[-1].end
     slices = _slices(conn, org.id, kind, specs)
-    meters = _meters(conn, slices)
+    meters = _meters(conn, slices, now)
     values = {
         "kwh_per_lamp": _lamps(conn, meters, slices, kind),
         "kwh_per_m2": _floor(meters, slices, kind),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -20,9 +20,12 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
-from lccm.engine.timebase import bkk_us
+from lccm.engine.calendar import month_period
+from lccm.engine.timebase import BANGKOK, bkk_us
 from lccm.imports.inventory import TEMPLATE_HEADER_EN
 from lccm.imports.registry import parse_registry_csv
+from lccm.reports.baseline import comparison
+from lccm.reports.periods import RequestInvalid
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
 from lccm.store.devices import import_registry
@@ -139,14 +142,30 @@ def _seed(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
+def db() -> Iterator[str]:
     with fresh_database() as url:
         _seed(url)
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool)) as c,
-        ):
-            yield c
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(db: str) -> Iterator[TestClient]:
+    """The API as deployed: the default coverage threshold (0.9)."""
+    with (
+        ConnectionPool(db, min_size=1, max_size=4, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db), pool)) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def lenient(db: str) -> Iterator[TestClient]:
+    """The API with LCCM_COMPARISON_MIN_COVERAGE=0.25: headline figures from a quarter of the data."""
+    with (
+        ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db, comparison_min_coverage=0.25), pool)) as c,
+    ):
+        yield c
 
 
 def test_fiscal_year_to_date_across_new_year_with_a_partial_month(client: TestClient) -> None:
@@ -183,6 +202,15 @@ def test_fiscal_year_to_date_across_new_year_with_a_partial_month(client: TestCl
     assert total["actual_kgco2e"] == pytest.approx(4566.672 + 142.0824)
     assert total["baseline_kgco2e"] == pytest.approx(5098.98 + 93.402 + 31.134 * 10 / 31)
     assert body["missing_reporting_years"] == []
+    # Every day and month is covered: the hall's daily meter (cadence 86,400 s) has 102 of 102 readings (1 October to
+    # 10 January), LPG 4 of 4 months entered; the like-for-like figures over the covered time are the plain ones.
+    cov = total["coverage"]
+    assert (cov["share"], cov["basis"], cov["sufficient"], cov["reason"]) == (pytest.approx(1.0), "baseline", True,
+                                                                              None)  # fmt: skip
+    assert (cov["readings_expected"], cov["readings_present"]) == (pytest.approx(102), pytest.approx(102))
+    assert (cov["item_months_expected"], cov["item_months_present"]) == (4, 4)
+    assert total["covered_time"]["delta_pct"] == pytest.approx(total["delta_pct"])
+    assert body["period"]["partial"] is False
 
 
 def test_comparison_refuses_an_incomplete_custom_period(client: TestClient) -> None:
@@ -217,11 +245,23 @@ def test_target_status_of_an_emission_and_a_kpi_target(client: TestClient) -> No
     assert r.status_code == 200, r.text
     org, kpi = r.json()
     # Base 2024: 36,300 kWh x 0.4999 + 120 kg x 3.1134 = 18,146.37 + 373.608 = 18,519.978 kgCO2e. Trajectory 2025 =
-    # base x (1 - 5 % x 1/6) = 18,365.6448. 2025 is over: actual = 8,280 x 0.4999 + 36 x 3.1134 = 4,251.2544.
+    # base x (1 - 5 % x 1/6) = 18,365.6448. 2025 is over, but the hall's meter reads from 1 October only: the recorded
+    # actual 8,280 x 0.4999 + 36 x 3.1134 = 4,251.2544 is a quarter of a year's electricity, and judging it against a
+    # year's trajectory ("on track, margin 77 %") is what issue 11 found. Coverage, weighted by the base year: the
+    # covered time's baseline (Oct-Dec 2024 9,200 kWh x 0.4999 = 4,599.08, and LPG's 12 entered months 373.608) over
+    # the year's 18,519.978 = 4,972.688 / 18,519.978 = 26.85 %, below the default 90 %: no value, no verdict.
     assert org["base_value_kgco2e"] == pytest.approx(18519.978)
     assert org["trajectory"] == pytest.approx(18519.978 * (1 - 0.05 / 6))
-    assert (org["value_kind"], org["value"]) == ("actual", pytest.approx(4251.2544))
-    assert org["margin"] == pytest.approx(18519.978 * (1 - 0.05 / 6) - 4251.2544) and org["on_track"] is True
+    assert org["actual_to_date_kgco2e"] == pytest.approx(4251.2544)
+    assert org["coverage"]["share"] == pytest.approx(4972.688 / 18519.978)
+    assert (org["coverage"]["basis"], org["coverage"]["sufficient"]) == ("baseline", False)
+    assert (org["value"], org["value_kind"], org["margin"], org["margin_pct"], org["on_track"]) == (None,) * 5
+    assert org["reason"] == "coverage 26.85 % is below the threshold 90.00 % (LCCM_COMPARISON_MIN_COVERAGE)"
+    # Beside it, the year over the covered time (each item's actual x its base year / its covered baseline):
+    # electricity 4,139.172 / 4,599.08 = 0.9 x 18,146.37 = 16,331.733; LPG 112.0824 / 373.608 = 0.3 x 373.608 =
+    # 112.0824; 16,443.8154 against 18,365.6448: margin 1,921.8294.
+    assert org["covered_time"]["value"] == pytest.approx(16443.8154)
+    assert org["covered_time"]["margin"] == pytest.approx(18519.978 * (1 - 0.05 / 6) - 16443.8154)
     # KPI: 400 kWh/lamp, -10 % by 2030: 2025 allows 400 - 40 / 6 = 393.333; 395 is 1.667 over -> off track.
     assert kpi["trajectory"] == pytest.approx(400 - 40 / 6)
     assert kpi["margin"] == pytest.approx(400 - 40 / 6 - 395)
@@ -293,10 +333,178 @@ def test_items_without_data_are_listed_and_left_out_of_the_like_for_like_total(c
     assert body["items_without_data"] == ["S2-ELEC"]
     # Plain total: 0 against March 2024's 3,000 kWh x 0.4999 = 1,499.7 plus 10 kg LPG x 3.1134 = 31.134.
     assert body["total"]["baseline_kgco2e"] == pytest.approx(1499.7 + 31.134)
-    # Like for like: LPG only, 0 kg against 31.134 kgCO2e.
-    lfl = body["like_for_like"]
-    assert lfl["items"] == ["S1-LPG"]
-    assert (lfl["actual_kgco2e"], lfl["baseline_kgco2e"]) == (0.0, pytest.approx(31.134))
-    # January 2026 has data for both: like for like equals the plain total.
-    jan = client.get("/organisations/lampang/comparison", params={"period": "month", "date": "2026-01-15"}).json()
-    assert jan["items_without_data"] == [] and jan["like_for_like"]["actual_kgco2e"] == jan["total"]["actual_kgco2e"]
+    # Over the covered time: LPG only (the electricity meter covers no time in March), 0 kg against 31.134 kgCO2e.
+    covered = body["total"]["covered_time"]
+    assert (body["total"]["actual_kgco2e"], covered["baseline_kgco2e"]) == (0.0, pytest.approx(31.134))
+    assert covered["delta_pct"] == pytest.approx(-100.0)
+    # The covered share, weighted by the base year: 31.134 / 1,530.834; far too little for a headline.
+    assert body["total"]["coverage"]["share"] == pytest.approx(31.134 / (1499.7 + 31.134))
+    assert body["total"]["delta_pct"] is None and rows["2"]["delta_pct"] is None
+    # Scope 1 alone (LPG, entered) is fully covered: its own row keeps its figures.
+    assert rows["1"]["coverage"]["sufficient"] and rows["1"]["delta_pct"] == pytest.approx(-100.0)
+
+
+# ------------------------------------------------------------------------------------------------------ coverage
+# January 2026: the hall's meter reads 1-10 January only (10 of 31 days), LPG's 31 kg are entered. Base January 2024:
+# electricity 3,100 kWh x 0.4999 = 1,549.69; LPG 10 kg x 3.1134 = 31.134. Actual: 900 kWh x 0.4750 = 427.5 (at the
+# base factor 449.91) and 31 kg x 3.0 = 93 (at the base year's 3.1134: 96.5154).
+JAN_S2_BASE, JAN_LPG_BASE = 3100 * 0.4999, 31.134
+JAN_S2_COVERED = JAN_S2_BASE * 10 / 31  # 499.9: the base January's share of the 10 covered days
+JAN_ACTUAL, JAN_ACTUAL_BASE_FACTORS = 427.5 + 93.0, 449.91 + 31 * 3.1134
+
+
+def test_a_comparison_from_a_third_of_the_data_withholds_its_change_and_compares_the_covered_time(
+    client: TestClient, lenient: TestClient
+) -> None:
+    params = {"period": "custom", "from": "2026-01-01", "to": "2026-02-01", "by": "scope"}
+    body = client.get("/organisations/lampang/comparison", params=params).json()
+    total, rows = body["total"], {r["group"]: r for r in body["rows"]}
+    # Recorded figures stay: actual 520.5 against the whole base January 1,580.824 (which would read -67.1 %).
+    assert total["actual_kgco2e"] == pytest.approx(JAN_ACTUAL)
+    assert total["baseline_kgco2e"] == pytest.approx(JAN_S2_BASE + JAN_LPG_BASE)
+    # Coverage weighted by the base year: (499.9 + 31.134) / 1,580.824 = 33.59 %, below 90 %: the changes are null.
+    cov = total["coverage"]
+    share = (JAN_S2_COVERED + JAN_LPG_BASE) / (JAN_S2_BASE + JAN_LPG_BASE)
+    assert cov["share"] == pytest.approx(share) and cov["sufficient"] is False
+    assert cov["reason"] == "coverage 33.59 % is below the threshold 90.00 % (LCCM_COMPARISON_MIN_COVERAGE)"
+    assert [total[k] for k in ("delta_kgco2e", "delta_pct", "delta_base_factors_kgco2e",
+                               "delta_base_factors_pct")] == [None] * 4  # fmt: skip
+    # Readings: 31 expected at the meter's daily cadence, 10 present; item-months: LPG's January, entered.
+    assert (cov["readings_expected"], cov["readings_present"]) == (pytest.approx(31), pytest.approx(10))
+    assert (cov["readings_share"], cov["item_months_expected"], cov["item_months_present"]) == (
+        pytest.approx(10 / 31), 1, 1)  # fmt: skip
+    # Like for like over the covered time: 520.5 against 530.934 (10 days of the base January's electricity and
+    # all of its LPG): -10.534 kgCO2e, -1.984 %; at the base year's factors 546.4254: +15.3914, +2.898 %.
+    covered = total["covered_time"]
+    assert covered["baseline_kgco2e"] == pytest.approx(JAN_S2_COVERED + JAN_LPG_BASE)
+    assert covered["delta_kgco2e"] == pytest.approx(JAN_ACTUAL - 531.034)
+    assert covered["delta_pct"] == pytest.approx(100 * (JAN_ACTUAL / 531.034 - 1))
+    assert covered["delta_base_factors_pct"] == pytest.approx(100 * (JAN_ACTUAL_BASE_FACTORS / 531.034 - 1))
+    # Per group: scope 2 covers 10/31 of its time and is withheld; scope 1 (LPG, entered) keeps its change.
+    assert rows["2"]["coverage"]["share"] == pytest.approx(10 / 31) and rows["2"]["delta_pct"] is None
+    assert rows["1"]["coverage"]["share"] == pytest.approx(1.0)
+    assert rows["1"]["delta_pct"] == pytest.approx(100 * (93 / 31.134 - 1))
+    # Per item.
+    items = {i["item_code"]: i for i in body["items_coverage"]}
+    elec, lpg = items["S2-ELEC"], items["S1-LPG"]
+    assert (elec["collection"], elec["devices"], elec["share"]) == ("metered", 1, pytest.approx(10 / 31))
+    assert (elec["baseline_kgco2e"], elec["baseline_covered_kgco2e"]) == (pytest.approx(JAN_S2_BASE),
+                                                                          pytest.approx(JAN_S2_COVERED))  # fmt: skip
+    assert (lpg["collection"], lpg["item_months_expected"], lpg["item_months_present"], lpg["share"]) == (
+        "manual", 1, 1, 1.0)  # fmt: skip
+    # With LCCM_COMPARISON_MIN_COVERAGE=0.25 the same third of the data is enough for the headline.
+    loose = lenient.get("/organisations/lampang/comparison", params=params).json()["total"]
+    assert loose["coverage"]["sufficient"] is True and loose["coverage"]["threshold"] == 0.25
+    assert loose["delta_kgco2e"] == pytest.approx(JAN_ACTUAL - JAN_S2_BASE - JAN_LPG_BASE)
+
+
+def test_a_month_that_runs_past_today_meets_the_base_years_same_days(db: str) -> None:
+    # "Now" is the first instant of 11 January 2026 (Bangkok): the month is cut at the end of today, 12 January
+    # 00:00 (11 days), and compared with 11/31 of the base January, not the whole of it (which gave -70.9 %).
+    now = datetime(2026, 1, 11, tzinfo=BANGKOK)
+    with psycopg.connect(db) as conn:
+        body = comparison(conn, "lampang", month_period(2026, 1), "scope", min_coverage=0.9, now=now)
+        p = body["period"]
+        assert (p["end"], p["days"], p["partial"]) == ("2026-01-12T00:00:00+07:00", 11.0, True)
+        assert (p["requested_end"], p["label"]) == ("2026-02-01T00:00:00+07:00", "2026-01 to 2026-01-11")
+        total = body["total"]
+        base = (JAN_S2_BASE + JAN_LPG_BASE) * 11 / 31
+        assert total["baseline_kgco2e"] == pytest.approx(base)
+        # Actual: the hall's 10 days (427.5) and 11/31 of the entered 31 kg (33 x 3.0 = 33.0 kgCO2e).
+        assert total["actual_kgco2e"] == pytest.approx(427.5 + 33.0)
+        # Today has not elapsed: the meter covers 10 of the 11 days; weighted share (499.9 + 11.0476) / 560.9376.
+        share = (JAN_S2_COVERED + JAN_LPG_BASE * 11 / 31) / base
+        assert total["coverage"]["share"] == pytest.approx(share) and share > 0.9
+        assert total["delta_pct"] == pytest.approx(100 * ((427.5 + 33.0) / base - 1))
+        assert total["covered_time"]["delta_pct"] == pytest.approx(
+            100 * ((427.5 + 33.0) / (JAN_S2_COVERED + JAN_LPG_BASE * 11 / 31) - 1)
+        )
+        with pytest.raises(RequestInvalid, match="2026-02 has not started on 2026-01-11"):
+            comparison(conn, "lampang", month_period(2026, 2), "scope", min_coverage=0.9, now=now)
+
+
+def test_projection_from_a_sixth_of_the_data_is_withheld_and_adds_up_item_by_item(client: TestClient) -> None:
+    # 1 January to 15 March 2026 (74 days). The hall's meter covers 1-10 January; LPG has January (31 kg) and
+    # February and March (0 kg) entered. Electricity to date: actual 427.5 against a baseline to date of (3,100 +
+    # 3,000 + 15/31 x 3,000) kWh x 0.4999 = 3,775.0513, of which 499.9 over the covered time.
+    body = client.get("/organisations/lampang/projection", params={"date": "2026-03-15", "kind": "calendar"}).json()
+    s2 = {r["group"]: r for r in body["rows"]}["2"]
+    assert s2["baseline_ytd_kgco2e"] == pytest.approx((3100 + 3000 + 3000 * 15 / 31) * 0.4999)
+    assert s2["baseline_ytd_covered_kgco2e"] == pytest.approx(499.9)
+    # The plain ratio 427.5 / 3,775.05 would project 2,054.9 kgCO2e, 11 % of the base year's electricity. Over the
+    # covered time the ratio is 0.855: 15,518.3 kgCO2e.
+    assert s2["ratio"] == pytest.approx(427.5 / 499.9)
+    s2_projected = 427.5 / 499.9 * 18146.37
+    lpg_covered = 31.134 * (2 + 15 / 31)  # January, February and 15/31 of March, all entered
+    lpg_projected = 93.0 / lpg_covered * 373.608
+    # Weighted coverage (499.9 + 77.33) / (3,775.05 + 77.33) = 14.98 %: the projection is withheld.
+    total = body["total"]
+    share = (499.9 + lpg_covered) / ((3100 + 3000 + 3000 * 15 / 31) * 0.4999 + lpg_covered)
+    assert total["coverage"]["share"] == pytest.approx(share)
+    assert (
+        total["projected_kgco2e"] is None and body["projected_total_kgco2e"] is None and s2["projected_kgco2e"] is None
+    )
+    assert total["covered_time"]["projected_kgco2e"] == pytest.approx(s2_projected + lpg_projected)
+    # Groups are sums of the item projections: every grouping adds up to the same total.
+    for by in ("scope", "item", "cfo_category", "gpc_ref", "site"):
+        doc = client.get("/organisations/lampang/projection", params={"date": "2026-03-15", "kind": "calendar",
+                                                                      "by": by}).json()  # fmt: skip
+        assert sum(r["covered_time"]["projected_kgco2e"] for r in doc["rows"]) == pytest.approx(
+            s2_projected + lpg_projected
+        ), by
+
+
+def test_projection_and_target_value_are_the_same_sum_of_item_projections(client: TestClient) -> None:
+    # 1-10 January 2026, everything covered. Electricity: 427.5 / 499.9 x 18,146.37 = 15,518.25. LPG: 10/31 of the
+    # entered 31 kg x 3.0 = 30 against 10/31 of 31.134: ratio 2.987 x 373.608 = 1,116.00. Total 16,634.25. One ratio
+    # over the total, (427.5 + 30) / (499.9 + 10.0432) x 18,519.978 = 16,615.47, would differ from the sum of the
+    # groups' (or items') projections; per item every answer is the same.
+    s2 = 427.5 / 499.9 * 18146.37
+    lpg = 30.0 / (31.134 * 10 / 31) * 373.608
+    for by in ("scope", "item"):
+        doc = client.get("/organisations/lampang/projection", params={"date": "2026-01-10", "kind": "calendar",
+                                                                      "by": by}).json()  # fmt: skip
+        assert doc["total"]["coverage"]["sufficient"] is True
+        assert doc["projected_total_kgco2e"] == pytest.approx(s2 + lpg)
+        assert sum(r["projected_kgco2e"] for r in doc["rows"]) == pytest.approx(s2 + lpg)
+    targets = {
+        "targets": [
+            {"target_key": "org", "target_year": 2030},
+            {"target_key": "elec", "category": "purchased_electricity", "target_year": 2030},
+        ]
+    }
+    assert client.put("/organisations/lampang/targets", json=targets).status_code == 200
+    status = {t["target_key"]: t for t in client.get("/organisations/lampang/targets/status",
+                                                       params={"year": 2026, "date": "2026-01-10"}).json()}  # fmt: skip
+    assert (status["org"]["value_kind"], status["org"]["value"]) == ("projected", pytest.approx(s2 + lpg))
+    assert status["elec"]["value"] == pytest.approx(s2) and status["elec"]["on_track"] is True
+    assert status["org"]["on_track"] is True  # 16,634.25 against 18,519.978 x (1 - 0.05 x 2/6) = 18,211.31
+
+
+def test_target_verdicts_follow_the_configured_threshold(lenient: TestClient) -> None:
+    targets = {"targets": [{"target_key": "org", "target_year": 2030}]}
+    assert lenient.put("/organisations/lampang/targets", json=targets).status_code == 200
+    # 2025 with LCCM_COMPARISON_MIN_COVERAGE=0.25: its 26.85 % coverage suffices, and the value is the year over
+    # its covered time (gap_filled: electricity 0.9 x 18,146.37, LPG 112.0824), not the recorded 4,251.25.
+    (org,) = lenient.get("/organisations/lampang/targets/status", params={"year": 2025, "date": "2025-12-31"}).json()
+    assert (org["value_kind"], org["value"]) == ("gap_filled", pytest.approx(16443.8154))
+    assert org["margin"] == pytest.approx(18519.978 * (1 - 0.05 / 6) - 16443.8154) and org["on_track"] is True
+
+
+def test_items_that_cannot_be_covered_say_why(client: TestClient) -> None:
+    # March 2024, the base year itself: no device is mapped in 2024 (the hall's meter is mapped from 2025), so the
+    # metered electricity covers nothing; LPG's base-year quantity is entered. December 2023: no 2023 inventory.
+    body = client.get("/organisations/lampang/comparison",
+                      params={"period": "custom", "from": "2023-12-01", "to": "2024-04-01"}).json()  # fmt: skip
+    items = {i["item_code"]: i for i in body["items_coverage"]}
+    assert items["S2-ELEC"]["notes"] == ["no calendar reporting year 2023", "no device mapped in 2024"]
+    elec = items["S2-ELEC"]
+    assert (elec["share"], elec["devices"], elec["readings_expected"]) == (0.0, 0, 0.0)
+    # LPG: January to March 2024 entered (3 of 3 item-months of the existing year), December 2023 not covered:
+    # 91 of 122 days.
+    lpg = items["S1-LPG"]
+    assert (lpg["item_months_expected"], lpg["item_months_present"]) == (3, 3)
+    assert lpg["share"] == pytest.approx(91 / 122) and lpg["notes"] == ["no calendar reporting year 2023"]
+    assert body["missing_reporting_years"] == [2023] and body["total"]["delta_pct"] is None
+    # The base year's LPG over its covered months: 3 x 31.134; electricity none.
+    assert body["total"]["covered_time"]["baseline_kgco2e"] == pytest.approx(3 * 31.134)

@@ -98,9 +98,29 @@ def test_compare_custom_period_and_its_table(api: TestClient, db: str) -> None:
     table = _cli(db, *args)
     assert table.exit_code == 0, table.output
     # The same figures as the JSON, as printed for people: scope 2 baseline 5,098.98 and actual 4,566.672 kgCO2e
-    # (tests/test_baseline_api.py computes them by hand), delta -10.4 %, like for like -10.0 %.
-    assert _cells(table.stdout, "2")[:7] == ["2", "5,099.0", "4,566.7", "-532.3", "-10.4 %", "4,589.1", "-10.0 %"]
-    assert "items with data" in table.stdout
+    # (tests/test_baseline_api.py computes them by hand), delta -10.4 %, at the base year's factors -10.0 %; every
+    # day covered, so the change over the covered time is the same -10.4 %.
+    assert _cells(table.stdout, "2")[:9] == ["2", "5,099.0", "4,566.7", "-532.3", "-10.4 %", "4,589.1", "-10.0 %",
+                                             "100.00 %", "-10.4 %"]  # fmt: skip
+    assert "coverage 100.00 % of the base year's emissions in the period (readings 102 of 102 expected, 4 of 4 " \
+           "item-months entered)" in " ".join(table.stdout.split())  # fmt: skip
+
+
+def test_compare_table_withholds_the_change_and_says_why(db: str) -> None:
+    # January 2026: a third of the data (tests/test_baseline_api.py: coverage 33.59 %, like for like -1.98 %).
+    args = ["compare", "--org", "lampang", "--period", "custom", "--from", "2026-01-01", "--to", "2026-02-01"]
+    table = _cli(db, *args)
+    assert table.exit_code == 0, table.output
+    assert _cells(table.stdout, "total")[3:9] == ["withheld", "withheld", "546.4", "withheld", "33.59 % (low)",
+                                                  "-2.0 %"]  # fmt: skip
+    text = " ".join(table.stdout.split())
+    assert "coverage 33.59 % is below the threshold 90.00 % (LCCM_COMPARISON_MIN_COVERAGE); Δ withheld" in text
+    # LCCM_COMPARISON_MIN_COVERAGE sets the threshold for the CLI as for the API.
+    loose = CliRunner().invoke(
+        app, [*args, "--database-url", db, "--json"], env={"LCCM_COMPARISON_MIN_COVERAGE": "0.3"}
+    )
+    assert loose.exit_code == 0, loose.output
+    assert json.loads(loose.stdout)["total"]["coverage"]["sufficient"] is True
 
 
 def test_projection_prints_the_api_document(api: TestClient, db: str) -> None:
@@ -118,8 +138,9 @@ def test_projection_prints_the_api_document(api: TestClient, db: str) -> None:
     # Scope 2: actual 427.5, baseline 499.9 to date, ratio 0.855, projected 427.5 / 499.9 x 18,146.37 kgCO2e
     # (tests/test_baseline_api.py); the table prints the JSON's float to 0.1 kg.
     assert scope2["projected_kgco2e"] == pytest.approx(427.5 / 499.9 * 18146.37)
-    assert _cells(table.stdout, "2") == ["2", "427.5", "499.9", "17,646.5", "0.855",
-                                         f"{scope2['projected_kgco2e']:,.1f}"]  # fmt: skip
+    projected = f"{scope2['projected_kgco2e']:,.1f}"
+    assert _cells(table.stdout, "2") == ["2", "427.5", "499.9", "17,646.5", "0.855", projected, "100.00 %",
+                                         projected]  # fmt: skip
 
 
 def test_kpis_print_the_api_document(api: TestClient, db: str) -> None:
@@ -145,9 +166,12 @@ def test_targets_set_from_a_file_list_and_status_match_the_api(api: TestClient, 
         cli = _cli_json(db, "targets", "status", "--org", "lampang", "--year", str(year), "--date", on)
         assert cli == _api_json(api, "/organisations/lampang/targets/status", year=year, date=on)
     table = _cli(db, "targets", "status", "--org", "lampang", "--year", "2025", "--date", "2025-12-31")
-    # Base 18,519.978 kgCO2e, trajectory 2025 = base x (1 - 5 % / 6) = 18,365.6; 2025 actual 4,251.3: on track.
-    assert _cells(table.stdout, "org")[1:6] == ["all emissions", "18,365.6", "4,251.3", "actual", "14,114.4"]
-    assert _cells(table.stdout, "org")[-1] == "yes"
+    # Base 18,519.978 kgCO2e, trajectory 2025 = base x (1 - 5 % / 6) = 18,365.6; 2025's actual 4,251.3 covers a
+    # quarter of the year (26.85 % of the base year's emissions): no value, no verdict; over the covered time the year
+    # is 16,443.8 (tests/test_baseline_api.py).
+    assert _cells(table.stdout, "org")[1:] == ["all emissions", "18,365.6", "-", "-", "-", "-", "-", "26.85 % (low)",
+                                               "16,443.8"]  # fmt: skip
+    assert "org: no verdict: coverage 26.85 % is below the threshold 90.00 %" in " ".join(table.stdout.split())
 
 
 def test_a_refused_targets_file_writes_nothing_and_lists_every_row(api: TestClient, db: str, tmp_path: Path) -> None:
@@ -177,3 +201,10 @@ def test_errors_exit_with_one_line(db: str) -> None:
     assert before_base.exit_code == 2 and "--year: before the base year 2024" in before_base.stderr
     bad_date = _cli(db, "projection", "--org", "lampang", "--date", "2026-13-01")
     assert bad_date.exit_code == 2 and "not a date: '2026-13-01'" in bad_date.output
+
+
+def test_table_cells_never_show_a_negative_zero() -> None:
+    from lccm.cli_baseline import _kg, _num, _pct
+
+    assert (_kg(-0.04), _pct(-0.04), _num(-0.001)) == ("0.0", "+0.0 %", "0.00")
+    assert (_kg(-1234.56), _pct(-12.34), _num(2.005, 1, "kWh")) == ("-1,234.6", "-12.3 %", "2.0 kWh")

@@ -25,13 +25,13 @@ from lccm.engine.inventory import (
     co2e_kg,
     compare,
     compare_period,
+    covered_projection,
     gas,
     gwp,
     kwh_per_lamp,
     kwh_per_m2,
     litres_per_100km,
     project_year_end,
-    ratio_projection,
 )
 from lccm.engine.timebase import us_from_datetime
 
@@ -236,11 +236,40 @@ def test_year_end_projection_by_the_ratio_method() -> None:
 def test_projection_where_the_ratio_is_undefined() -> None:
     p = project_year_end(fy2019(), bkk(2025, 10, 1), np.array([0.0]))  # first instant of FY2026
     assert p.ytd.days == 0 and p.projected[0] == FY2019_TOTAL_KWH and p.ratio[0] == 1.0 and p.defined[0]
-    projected, ratio, defined = ratio_projection(np.array([5.0, 0.0]), np.array([0.0, 0.0]), np.array([10.0, 10.0]))
-    assert np.isnan(projected[0]) and np.isnan(ratio[0]) and not defined[0]  # emits with no baseline so far
-    assert projected[1] == 10.0 and defined[1]
+    # A source with no baseline so far: 5 kWh in the first 10 days of a 365-day year runs at 5 x 36.5 = 182.5 a year.
+    p = project_year_end(fy2019(), bkk(2025, 10, 11), np.array([5.0]))
+    base = Baseline(2019, "fiscal", np.zeros((12, 1)), ("new",))
+    q = project_year_end(base, bkk(2025, 10, 11), np.array([5.0]))
+    assert q.projected[0] == pytest.approx(5 * 365 / 10) and np.isnan(q.ratio[0]) and q.defined[0]
+    assert p.projected[0] == pytest.approx(5 / (10 * 400) * FY2019_TOTAL_KWH)  # with a baseline: the ratio
     with pytest.raises(ValueError, match="series"):
         project_year_end(fy2019(), bkk(2026, 3, 16), np.array([1.0, 2.0]))
+
+
+def test_baseline_over_the_covered_time() -> None:
+    """FY2019 by calendar month; the covered share of January 0.5 and of March 10/31: 0.5 x 9,300 + 10/31 x 12,400 =
+    4,650 + 4,000 = 8,650 kWh."""
+    w = np.zeros((12, 1))
+    w[0, 0], w[2, 0] = 0.5, 10 / 31
+    assert fy2019().covered(w)[0] == pytest.approx(8_650.0)
+    with pytest.raises(ValueError, match="12"):
+        fy2019().covered(np.zeros((12, 2)))
+
+
+def test_projection_over_the_covered_time_item_by_item() -> None:
+    """Four items, hand-computed:
+    - ratio: 300 recorded against 400 of baseline over its covered time, 4,800 a year: 0.75 x 4,800 = 3,600 (the
+      plain ratio over a baseline to date of 1,200, 300 / 1,200 x 4,800 = 1,200, would count the gaps as zero);
+    - baseline: nothing recorded and no covered baseline (no data yet): its base year, 1,000;
+    - run_rate: 50 recorded over a quarter of the year, no covered baseline (a source new since the base year): 200;
+    - undefined: 7 recorded, nothing covered (NaN)."""
+    p = covered_projection(np.array([300.0, 0.0, 50.0, 7.0]), np.array([400.0, 0.0, 0.0, 0.0]),
+                           np.array([4_800.0, 1_000.0, 0.0, 0.0]), np.array([0.1, 0.0, 0.25, 0.0]))  # fmt: skip
+    assert p.method == ("ratio", "baseline", "run_rate", "undefined")
+    assert p.projected[:3] == pytest.approx([3_600.0, 1_000.0, 200.0]) and np.isnan(p.projected[3])
+    assert p.ratio[:2] == pytest.approx([0.75, 1.0]) and np.isnan(p.ratio[2:]).all()
+    with pytest.raises(ValueError, match="shapes"):
+        covered_projection(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(3))
 
 
 # ------------------------------------------------------------------------------------------------------- targets

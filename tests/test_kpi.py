@@ -116,6 +116,16 @@ def client(db: str) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def lenient(db: str, client: TestClient) -> Iterator[TestClient]:
+    """The API with LCCM_COMPARISON_MIN_COVERAGE=0.1, on the same data (after ``client`` entered the km)."""
+    with (
+        ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db, comparison_min_coverage=0.1), pool)) as c,
+    ):
+        yield c
+
+
 def _kpis(client: TestClient, **params: object) -> dict[str, dict[str, Any]]:
     r = client.get("/organisations/lampang/kpis", params=params)
     assert r.status_code == 200, r.text
@@ -128,18 +138,27 @@ def test_a_finished_year_counts_only_mapped_meters_of_each_kind(client: TestClie
     body = r.json()
     assert (body["year_over"], body["elapsed_days"], body["year_days"]) == (True, 365, 365)
     k = {x["kpi"]: x for x in body["kpis"]}
-    # Streetlights: ST1-C1 12 kWh x 61 days = 732 kWh over its 4 lamps = 183 kWh/lamp. ST2-C1 (100 kWh/day, 2 lamps)
-    # is not mapped: counting it would give (732 + 6,100) / 6 = 1,138.67.
+    # Streetlights: ST1-C1 12 kWh x 61 days = 732 kWh over its 4 lamps = 183 kWh/lamp measured. ST2-C1 (100 kWh/day,
+    # 2 lamps) is not mapped: counting it would give (732 + 6,100) / 6 = 1,138.67.
     lamp = k["kwh_per_lamp"]
-    assert (lamp["value_kind"], lamp["value"], lamp["measured_to_date"]) == ("measured", pytest.approx(183.0),
-                                                                              pytest.approx(183.0))  # fmt: skip
+    assert lamp["measured_to_date"] == pytest.approx(183.0)
     assert lamp["numerator"] == {"value": pytest.approx(732.0), "unit": "kWh"}
     assert lamp["denominator"] == {"value": 4.0, "unit": "lamp"}
-    assert lamp["devices"] == ["ST1-C1"] and lamp["coverage"] == pytest.approx(61 / 365)
+    # The meter reads 61 of the year's 365 days (readings at its daily cadence: 61 of 365): 183 kWh/lamp is not the
+    # year's KPI. Below the 90 % threshold the value is withheld; over the covered time the year is 183 x 365 / 61 =
+    # 1,095 kWh/lamp (12 kWh a day x 365 / 4 lamps).
+    cov = lamp["coverage"]
+    assert (cov["share"], cov["basis"], cov["sufficient"]) == (pytest.approx(61 / 365), "time", False)
+    assert (cov["readings_expected"], cov["readings_present"]) == (pytest.approx(365), pytest.approx(61))
+    assert (lamp["value"], lamp["value_kind"]) == (None, None)
+    assert lamp["reason"] == "coverage 16.71 % is below the threshold 90.00 % (LCCM_COMPARISON_MIN_COVERAGE)"
+    assert lamp["covered_time"]["value"] == pytest.approx(1095.0)
+    assert lamp["devices"] == ["ST1-C1"]
     # Buildings: (50 + 20) kWh x 61 = 4,270 kWh over 1,000 + 500 m² = 2.84667 kWh/m². B3 has no floor area: its
-    # 30 x 61 = 1,830 kWh are left out of the numerator too.
+    # 30 x 61 = 1,830 kWh are left out of the numerator too. Over the covered time: 70 x 365 / 1,500 = 17.0333.
     m2 = k["kwh_per_m2"]
-    assert m2["value"] == pytest.approx(4270 / 1500)
+    assert m2["value"] is None and m2["measured_to_date"] == pytest.approx(4270 / 1500)
+    assert m2["covered_time"]["value"] == pytest.approx(70 * 365 / 1500)
     assert m2["numerator"]["value"] == pytest.approx(4270.0) and m2["denominator"] == {"value": 1500.0, "unit": "m2"}
     assert (m2["excluded_sites"], m2["excluded_amount"]) == (["B3"], pytest.approx(1830.0))
     assert m2["devices"] == ["B1-M1", "B2-M1"]
@@ -151,7 +170,7 @@ def test_a_finished_year_counts_only_mapped_meters_of_each_kind(client: TestClie
     assert fleet["denominator"] == {"value": pytest.approx(123.0), "unit": "km"}
     assert fleet["excluded_amount"] == pytest.approx(36.0) and fleet["devices"] == ["FL-F1"]
     assert fleet["months_without_distance"] == [f"2025-{m:02d}" for m in range(1, 13) if m != 3]
-    assert fleet["coverage"] == pytest.approx(1.0)  # March, the one month counted, is fully covered
+    assert fleet["coverage"]["share"] == pytest.approx(1.0)  # March, the one month counted, is fully covered
 
 
 def test_year_to_date_is_projected_by_elapsed_days_except_litres_per_100_km(client: TestClient) -> None:
@@ -161,12 +180,16 @@ def test_year_to_date_is_projected_by_elapsed_days_except_litres_per_100_km(clie
     assert body["period"]["end"] == "2025-03-11T00:00:00+07:00"
     k = {x["kpi"]: x for x in body["kpis"]}
     lamp = k["kwh_per_lamp"]
-    # To date 12 x 10 = 120 kWh / 4 = 30 kWh/lamp; full year 30 x 365 / 69 = 158.6957.
-    assert (lamp["value_kind"], lamp["measured_to_date"]) == ("measured_to_date", pytest.approx(30.0))
-    assert lamp["value"] == pytest.approx(30 * 365 / 69) and lamp["scale_to_year"] == pytest.approx(365 / 69)
-    assert lamp["coverage"] == pytest.approx(10 / 69)  # the meter reads from 1 March only
+    # To date 12 x 10 = 120 kWh / 4 = 30 kWh/lamp. The meter reads from 1 March only: 10 of 69 days covered. Scaling
+    # by elapsed days (30 x 365 / 69 = 158.70) would count 59 days without data as 0; over the covered days the year
+    # is 30 x 365 / 10 = 1,095 kWh/lamp, withheld at 14.49 % coverage.
+    assert lamp["measured_to_date"] == pytest.approx(30.0) and lamp["value"] is None
+    assert lamp["coverage"]["share"] == pytest.approx(10 / 69)
+    assert lamp["covered_time"]["value"] == pytest.approx(30 * 365 / 10)
+    assert lamp["scale_to_year"] == pytest.approx(365 / 10)
     m2 = k["kwh_per_m2"]
-    assert m2["measured_to_date"] == pytest.approx(700 / 1500) and m2["value"] == pytest.approx(700 / 1500 * 365 / 69)
+    assert m2["measured_to_date"] == pytest.approx(700 / 1500) and m2["value"] is None
+    assert m2["covered_time"]["value"] == pytest.approx(700 / 1500 * 365 / 10)
     # Fleet: 1-10 March, 1.2 x 10 = 12 L over 10/31 of March's 123 km = 39.677 km -> 30.2439 L/100km, not scaled.
     fleet = k["l_per_100km"]
     assert fleet["denominator"]["value"] == pytest.approx(123 * 10 / 31)
@@ -178,7 +201,7 @@ def test_no_value_without_readings_or_distance_says_why(client: TestClient) -> N
     k = _kpis(client, year=2025, date="2025-02-28")  # before the first reading, before the km entry
     assert all(x["value"] is None and x["value_kind"] is None for x in k.values())
     assert k["kwh_per_lamp"]["reason"] == "the mapped meters have no readings in the period"
-    assert k["kwh_per_lamp"]["coverage"] == 0.0 and k["kwh_per_lamp"]["denominator"]["value"] == 4.0
+    assert k["kwh_per_lamp"]["coverage"]["share"] == 0.0 and k["kwh_per_lamp"]["denominator"]["value"] == 4.0
     assert k["l_per_100km"]["reason"].startswith("no month of the period has the fleet's km entered")
     # No fiscal inventory exists, so nothing is mapped in fiscal 2025.
     k = _kpis(client, year=2025, date="2025-03-10", kind="fiscal")
@@ -221,28 +244,54 @@ def test_kpi_targets_use_the_reported_value_else_the_measured_one(client: TestCl
     r = client.get("/organisations/lampang/targets/status", params={"year": 2025, "date": "2025-12-31"})
     assert r.status_code == 200, r.text
     s = {x["target_key"]: x for x in r.json()}
-    # Streetlights: 200 kWh/lamp, -12 % by 2030: 2025 allows 200 x (1 - 0.12 / 6) = 196; measured 183 -> 13 under.
+    # Streetlights: 200 kWh/lamp, -12 % by 2030: 2025 allows 200 x (1 - 0.12 / 6) = 196. Measured 183 would be 13
+    # under ("on track"), but from 61 of 365 days: no value, no verdict. Over the covered time the year is 1,095
+    # kWh/lamp, 899 over the trajectory.
     lamp = s["streetlights"]
-    assert (lamp["value_kind"], lamp["value"]) == ("measured", pytest.approx(183.0))
-    assert lamp["trajectory"] == pytest.approx(196.0) and lamp["margin"] == pytest.approx(13.0)
-    assert lamp["on_track"] is True and lamp["measured"]["denominator"]["value"] == 4.0
+    assert (lamp["value"], lamp["value_kind"], lamp["margin"], lamp["on_track"]) == (None, None, None, None)
+    assert lamp["reason"] == "coverage 16.71 % is below the threshold 90.00 % (LCCM_COMPARISON_MIN_COVERAGE)"
+    assert lamp["coverage"]["share"] == pytest.approx(61 / 365) and lamp["trajectory"] == pytest.approx(196.0)
+    assert lamp["covered_time"]["value"] == pytest.approx(1095.0)
+    assert lamp["covered_time"]["margin"] == pytest.approx(196.0 - 1095.0)
+    assert (
+        lamp["measured"]["measured_to_date"] == pytest.approx(183.0) and lamp["measured"]["denominator"]["value"] == 4.0
+    )
     # Buildings: the typed-in 2.9 is the official figure and wins over the measured 2.8467; 3 x 0.99 = 2.97 allowed.
+    # A reported figure rests on no coverage of ours: the verdict stands.
     bldg = s["buildings"]
     assert (bldg["value_kind"], bldg["value"]) == ("reported", 2.9) and bldg["margin"] == pytest.approx(0.07)
-    assert bldg["measured"]["value"] == pytest.approx(4270 / 1500)
-    # Fleet: 30 x (1 - 0.06 / 6) = 29.7 allowed; measured 30.2439 -> 0.5439 over, off track.
+    assert bldg["measured"]["measured_to_date"] == pytest.approx(4270 / 1500) and bldg["coverage"] is None
+    assert bldg["on_track"] is True
+    # Fleet: 30 x (1 - 0.06 / 6) = 29.7 allowed; measured 30.2439 over March, fully covered -> 0.5439 over, off track.
     fleet = s["fleet"]
-    assert fleet["value"] == pytest.approx(100 * 37.2 / 123)
+    assert (fleet["value_kind"], fleet["value"]) == ("measured", pytest.approx(100 * 37.2 / 123))
     assert fleet["margin"] == pytest.approx(29.7 - 100 * 37.2 / 123) and fleet["on_track"] is False
-    # While the year runs the streetlight value is the full-year projection 30 x 365 / 69 = 158.70 (on track).
+    # While the year runs: scaled by elapsed days the streetlights read 30 x 365 / 69 = 158.70, "on track"; from 10
+    # covered days of 69 there is no verdict.
     r = client.get("/organisations/lampang/targets/status", params={"year": 2025, "date": "2025-03-10"})
     lamp = {x["target_key"]: x for x in r.json()}["streetlights"]
-    assert (lamp["value_kind"], lamp["value"]) == ("measured_to_date", pytest.approx(30 * 365 / 69))
-    assert lamp["measured"]["measured_to_date"] == pytest.approx(30.0) and lamp["on_track"] is True
+    assert (lamp["value"], lamp["on_track"]) == (None, None)
+    assert lamp["measured"]["measured_to_date"] == pytest.approx(30.0)
     # 2026 has not started on 31 December 2025: no value, no verdict.
     r = client.get("/organisations/lampang/targets/status", params={"year": 2026, "date": "2025-12-31"})
     lamp = {x["target_key"]: x for x in r.json()}["streetlights"]
     assert (lamp["value"], lamp["value_kind"], lamp["measured"], lamp["on_track"]) == (None, None, None, None)
+    assert lamp["reason"] == "2026 has not started"
+
+
+def test_a_lower_threshold_gives_the_covered_time_value_and_its_verdict(lenient: TestClient) -> None:
+    # LCCM_COMPARISON_MIN_COVERAGE=0.1: 61/365 and 10/69 both suffice. The values are the years over the covered
+    # time, and judged: 1,095 kWh/lamp against 196 allowed is off track (the plain 183 read "on track").
+    target = {"target_key": "streetlights", "kpi": "kwh_per_lamp", "base_year": 2024, "target_year": 2030,
+              "reduction_pct": 12, "kpi_values": {"2024": 200}}  # fmt: skip
+    assert lenient.put("/organisations/lampang/targets", json={"targets": [target]}).status_code == 200
+    r = lenient.get("/organisations/lampang/targets/status", params={"year": 2025, "date": "2025-12-31"})
+    lamp = {x["target_key"]: x for x in r.json()}["streetlights"]
+    assert (lamp["value_kind"], lamp["value"]) == ("gap_filled", pytest.approx(1095.0))
+    assert lamp["margin"] == pytest.approx(196.0 - 1095.0) and lamp["on_track"] is False
+    k = _kpis(lenient, year=2025, date="2025-03-10")
+    assert (k["kwh_per_lamp"]["value_kind"], k["kwh_per_lamp"]["value"]) == ("measured_to_date", pytest.approx(1095.0))
+    assert k["kwh_per_m2"]["value"] == pytest.approx(700 / 1500 * 365 / 10)
 
 
 def test_bad_requests(client: TestClient) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.deps import Conn
+from lccm.api.schemas_inventory import ComparisonOut, KpisOut, ProjectionOut, TargetOut, TargetStatusOut
 from lccm.api.upload import csv_upload
 from lccm.reports import baseline, kpi, mv, targets
 from lccm.reports.baseline import By
@@ -28,68 +29,105 @@ router = APIRouter(tags=["baseline"])
 DateQuery = Annotated[date | None, Query(alias="date", description="data up to this day (included); default today")]
 
 
-@router.get("/organisations/{code}/comparison")
+def _min_coverage(request: Request) -> float:
+    return float(request.app.state.comparison_min_coverage)
+
+
+# The coverage threshold of the running service (Settings.comparison_min_coverage), not a request parameter.
+MinCoverage = Annotated[float, Depends(_min_coverage)]
+
+_COVERAGE_DOC = """
+
+Coverage: every row and the total carry ``coverage``: readings expected
+(each mapped device's elapsed seconds / its registry cadence) and present (seconds covered by its daily energy
+buckets / the same cadence) for metered items, item-months expected and entered for manual items, and ``share``:
+the base year's emissions over the covered time / over the whole period. Below the threshold
+(LCCM_COMPARISON_MIN_COVERAGE, default 0.9) the headline figures are null and ``coverage.reason`` says why;
+``covered_time`` gives the like-for-like figures over the covered time only, beside them. ``items_coverage`` lists
+every item's figures."""
+
+
+_COMPARISON_DOC = """Actual emissions of a period against the base year's slice (matching months, partial months
+pro-rated by days), at the factors in force and at the base year's factors, per group and in total (removals count
+negative). A period that runs past today (this month, this week) is cut at the end of today and compared with the
+base year's same days (``period.partial``). Items with no data in the period (no metered day, no entered quantity)
+count as zero in the recorded actual and are listed in ``items_without_data``."""
+
+_PROJECTION_DOC = """Year-end projection of the reporting year containing ``date``, item by item over the covered time
+(ratio method): each item's ratio = actual / base year over its covered time, projected = ratio x its base-year full
+year (an item with data but no covered baseline: its run rate; with neither: its base-year value). Groups and the
+total are sums of the item projections, so every ``by`` and a target's value add up to the same total."""
+
+
+@router.get(
+    "/organisations/{code}/comparison", response_model=ComparisonOut, description=_COMPARISON_DOC + _COVERAGE_DOC
+)
 def comparison(
     code: str,
     conn: Conn,
+    min_coverage: MinCoverage,
     period: Annotated[PeriodName, Query()] = "fytd",
     on: Annotated[date | None, Query(alias="date", description="day in the period; default today (Bangkok)")] = None,
     start: Annotated[date | None, Query(alias="from", description="custom: first day")] = None,
     end: Annotated[date | None, Query(alias="to", description="custom: day after the last")] = None,
     by: Annotated[By, Query()] = "scope",
 ) -> dict[str, Any]:
-    """Actual emissions of a period against the base year's slice (matching months, partial months pro-rated by
-    days), at the factors in force and at the base year's factors, per group and in total (removals count
-    negative). Items with no data in the period (no metered month, no entered quantity) count as zero there and
-    are listed; ``like_for_like`` compares the items that have data only."""
-    return baseline.comparison(conn, code, make_period(period, on, start, end), by)
+    return baseline.comparison(conn, code, make_period(period, on, start, end), by, min_coverage=min_coverage)
 
 
-@router.get("/organisations/{code}/projection")
+@router.get(
+    "/organisations/{code}/projection", response_model=ProjectionOut, description=_PROJECTION_DOC + _COVERAGE_DOC
+)
 def projection(
     code: str,
     conn: Conn,
+    min_coverage: MinCoverage,
     on: Annotated[date | None, Query(alias="date", description="last day of the year to date; default today")] = None,
     kind: Annotated[YearKind | None, Query(description="calendar or fiscal; default the base year's")] = None,
     by: Annotated[By, Query()] = "scope",
 ) -> dict[str, Any]:
-    """Year-end projection of the reporting year containing ``date``: actual to date x (baseline full year /
-    baseline to date) per group (ratio method)."""
-    return baseline.projection(conn, code, on, kind, by)
+    return baseline.projection(conn, code, on, kind, by, min_coverage=min_coverage)
 
 
-@router.get("/organisations/{code}/targets")
+@router.get("/organisations/{code}/targets", response_model=list[TargetOut])
 def get_targets(code: str, conn: Conn) -> list[dict[str, Any]]:
     return targets.list_targets(conn, code)
 
 
-@router.put("/organisations/{code}/targets")
+@router.put("/organisations/{code}/targets", response_model=list[TargetOut])
 def put_targets(code: str, body: TargetsIn, conn: Conn) -> list[dict[str, Any]]:
     """Replace the organisation's targets (all or nothing). Emission targets count from the base year."""
     return targets.set_targets(conn, code, body.targets)
 
 
-@router.get("/organisations/{code}/targets/status")
+@router.get("/organisations/{code}/targets/status", response_model=list[TargetStatusOut])
 def target_status(
     code: str,
     conn: Conn,
+    min_coverage: MinCoverage,
     year: Annotated[int, Query(ge=1990, le=2200, description="reporting year (CE; fiscal: the year it ends in)")],
     on: DateQuery = None,
 ) -> list[dict[str, Any]]:
-    """Each target in ``year``: the trajectory value, the year's value (actual when the year is over, else the
-    projected year end), margin and on-track status.
+    """Each target in ``year``: the trajectory value, the year's value, margin and on-track status, and the
+    coverage the value rests on.
 
-    KPI targets: a value typed in for the year (``kpi_values``) is the official figure and wins (``value_kind``
-    'reported'); otherwise the KPI measured from the mapped meters: 'measured' when the year is over,
-    'measured_to_date' while it runs, ``value`` then being the full-year projection (GET .../kpis). ``measured``
-    always carries the measured figures, numerator and denominator, for comparison with a reported value."""
-    return targets.target_status(conn, code, year, on)
+    Emission targets: the sum of the target's items' year-end projections (GET .../projection): 'projected' while
+    the year runs, 'actual' once it is over and every item is covered all year, else 'gap_filled'. KPI targets: a
+    value typed in for the year (``kpi_values``) is the official figure and wins (``value_kind`` 'reported');
+    otherwise the KPI measured from the mapped meters (GET .../kpis). ``measured`` always carries the measured
+    figures, numerator and denominator, for comparison with a reported value.
+
+    Below the coverage threshold (LCCM_COMPARISON_MIN_COVERAGE, default 0.9) ``value``, ``margin``,
+    ``margin_pct`` and ``on_track`` are null and ``reason`` says why: nothing is on track by data that cannot show
+    it. ``covered_time`` gives the value and margin over the covered time beside them (no verdict)."""
+    return targets.target_status(conn, code, year, on, min_coverage=min_coverage)
 
 
-@router.get("/organisations/{code}/kpis")
+@router.get("/organisations/{code}/kpis", response_model=KpisOut)
 def kpis(
     code: str,
     conn: Conn,
+    min_coverage: MinCoverage,
     year: Annotated[
         int | None, Query(ge=1990, le=2200, description="reporting year (CE); default the one containing date")
     ] = None,
@@ -98,9 +136,13 @@ def kpis(
 ) -> dict[str, Any]:
     """The action-plan KPIs (kWh per lamp, kWh per m² of floor, litres per 100 km) measured in a reporting year up
     to ``date``: each with its numerator and denominator, the meters counted (those mapped to the organisation's
-    inventory items that year), coverage, and a ``reason`` when no value can be computed. ``value`` is the full-year
-    figure, projected by elapsed days while the year runs."""
-    return kpi.kpis(conn, code, year, on, kind)
+    inventory items that year), ``coverage`` (readings expected at each meter's registry cadence over the elapsed
+    time, and present: seconds covered by its daily energy buckets / cadence; ``share`` = covered / elapsed
+    seconds), and a ``reason`` when no value can be computed. ``value`` is the full-year figure over
+    the covered time (kWh per lamp and per m² by the meters' covered days, litres per 100 km / coverage); below the
+    coverage threshold (LCCM_COMPARISON_MIN_COVERAGE, default 0.9) it is null with the reason, and
+    ``covered_time.value`` still gives it."""
+    return kpi.kpis(conn, code, year, on, kind, min_coverage=min_coverage)
 
 
 @router.post("/sites/{code}/mv/fit")
