@@ -31,6 +31,8 @@ class Settings(Protocol):
     def db_pool_min(self) -> int: ...
     @property
     def db_pool_max(self) -> int: ...
+    @property
+    def aqi_thai_colours_hex(self) -> tuple[str, str, str, str, str]: ...
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:
@@ -75,6 +77,7 @@ def create_app(
     metrics = ApiMetrics()
     app.state.metrics = metrics
     app.state.metrics_authorize = metrics_authorize
+    app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
     # Outermost: the request id and the access line cover the error handlers' answers too.
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)

@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 
 from lccm.alert_rules import default_rules_file, load_rules_file
-from lccm.engine.aqi import AqiSettings
 from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from lccm.engine.timebase import bkk_us
 from lccm.extras import require_extra
@@ -172,7 +171,7 @@ def updaters(settings: Settings, database_url: str) -> Updaters:
     return Updaters(
         energy_updater(settings, database_url),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
-        AqiUpdater(connect, AqiSettings(completeness=settings.aqi_completeness)),
+        AqiUpdater(connect, settings.aqi_settings()),
     )
 
 
