@@ -29,7 +29,14 @@ from lccm.api.schemas_aqi import (
     StationFeature,
     StationProperties,
 )
-from lccm.engine.aqi_tables import EPA_CATEGORIES, EPA_GOOD_CATEGORIES, THAI_GOOD_CATEGORIES, Category, thai_categories
+from lccm.engine.aqi_tables import (
+    EPA_CATEGORIES,
+    EPA_GOOD_CATEGORIES,
+    POLLUTANTS,
+    THAI_GOOD_CATEGORIES,
+    Category,
+    thai_categories,
+)
 from lccm.store import aqi as aqi_store
 
 router = APIRouter(prefix="/aqi", tags=["air quality"])
@@ -82,7 +89,7 @@ def _out(categories: tuple[Category, ...], r: aqi_store.StationAqi) -> StationAq
         reason=r.reason, missing=list(r.missing), aqi=None if r.aqi is None else round(r.aqi),
         responsible=r.responsible, category=_category(categories, r.category),
         sub_index={p: round(v) for p, v in r.sub_index.items()}, average=r.average,
-        coverage={p: CoverageOut.model_validate(c) for p, c in r.coverage.items()},
+        coverage={p: CoverageOut.model_validate(r.coverage[p]) for p in POLLUTANTS if p in r.coverage},
     )  # fmt: skip
 
 
