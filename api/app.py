@@ -33,6 +33,8 @@ class Settings(Protocol):
     def db_pool_max(self) -> int: ...
     @property
     def comparison_min_coverage(self) -> float: ...
+    @property
+    def aqi_thai_colours_hex(self) -> tuple[str, str, str, str, str]: ...
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:
@@ -79,6 +81,7 @@ def create_app(
     app.state.metrics_authorize = metrics_authorize
     # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
     app.state.comparison_min_coverage = settings.comparison_min_coverage
+    app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
     # Outermost: the request id and the access line cover the error handlers' answers too.
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)

@@ -1,6 +1,7 @@
 """Grafana dashboards as code.
 
-``build_all()`` returns the JSON models; ``write_all(directory)`` writes them as files for Grafana's file
+``build_all(thai)`` returns the JSON models (``thai``: the Thai AQI scale, :class:`ThaiScale`, which lccm/ builds
+from the engine's table and its colour setting); ``write_all(directory, thai)`` writes them as files for Grafana's file
 provisioning (deploy/grafana/provisioning/dashboards/lccm.yaml reads the committed copies in
 deploy/grafana/dashboards; ``lccm dashboards write deploy/grafana/dashboards`` rebuilds them); ``push()`` sends them
 through the Grafana HTTP API instead (a Grafana without this provisioning: Grafana refuses API saves of
@@ -17,15 +18,15 @@ from typing import Any
 
 from lccm.dashboards import air_quality, emissions, energy, operations, streetlights
 from lccm.dashboards._common import DATASOURCE_UID
+from lccm.dashboards.air_quality import ThaiScale
 
-__all__ = ["DATASOURCE_UID", "build_all", "dump", "push", "write_all"]
-
-_MODULES = (energy, emissions, air_quality, streetlights, operations)
+__all__ = ["DATASOURCE_UID", "ThaiScale", "build_all", "dump", "push", "write_all"]
 
 
-def build_all() -> dict[str, dict[str, Any]]:
-    """Every dashboard's JSON model, keyed by its uid (also its file name)."""
-    models = [m.build() for m in _MODULES]
+def build_all(thai: ThaiScale) -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON model, keyed by its uid (also its file name). ``thai``: the Thai AQI categories and
+    colours (lccm/ builds it from the engine's table and LCCM_AQI_THAI_COLOURS_HEX)."""
+    models = [energy.build(), emissions.build(), air_quality.build(thai), streetlights.build(), operations.build()]
     return {d["uid"]: d for d in models}
 
 
@@ -34,10 +35,10 @@ def dump(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_all(directory: Path) -> list[Path]:
+def write_all(directory: Path, thai: ThaiScale) -> list[Path]:
     """Write ``<uid>.json`` per dashboard into ``directory`` and remove stale ``lccm-*.json`` files there."""
     directory.mkdir(parents=True, exist_ok=True)
-    models = build_all()
+    models = build_all(thai)
     written = []
     for uid, model in models.items():
         path = directory / f"{uid}.json"
@@ -50,7 +51,7 @@ def write_all(directory: Path) -> list[Path]:
 
 
 def push(
-    url: str, token: str, dashboards: dict[str, dict[str, Any]] | None = None, *, folder_uid: str | None = None
+    url: str, token: str, dashboards: dict[str, dict[str, Any]], *, folder_uid: str | None = None
 ) -> list[dict[str, Any]]:
     """Create or overwrite each dashboard through Grafana's HTTP API (``POST /api/dashboards/db``).
 
@@ -61,7 +62,7 @@ def push(
 
     api = GrafanaApi.from_url(url, credential=token)
     answers = []
-    for model in (dashboards if dashboards is not None else build_all()).values():
+    for model in dashboards.values():
         body: dict[str, Any] = {"dashboard": {**model, "id": None}, "overwrite": True, "message": "lccm dashboards"}
         if folder_uid is not None:
             body["folderUid"] = folder_uid

@@ -118,21 +118,45 @@ ORDER BY 1"""
 # --- Air quality: environment division ------------------------------------------------------------------------------
 STATIONS = _sites_with("aq_station")
 
+# The Thai AQI per station and hour (aqi_hourly, migrations 006 and 010). An incomplete hour (a measured pollutant
+# withheld: its AQI is a lower bound) is its own series, "<station> (incomplete)", so it never reads as the full
+# index; a withheld hour has no AQI and is a gap here, with its reason in STATION_STATUS.
 THAI_AQI = f"""
-SELECT a.hour_start AS time, s.name AS metric, a.aqi
+SELECT a.hour_start AS time,
+       s.name || CASE WHEN a.status = 'complete' THEN '' ELSE ' (incomplete)' END AS metric, a.aqi
 FROM aqi_hourly a {_DEVICE_SITE.format(alias="a")}
-WHERE a.index_key = 'thai_pcd_2023' AND $__timeFilter(a.hour_start) AND s.site_code IN ($station)
+WHERE a.index_key = 'thai_pcd_2023' AND a.aqi IS NOT NULL AND $__timeFilter(a.hour_start)
+  AND s.site_code IN ($station)
 ORDER BY 1, 2"""
 
-# The latest Thai AQI hour of each station in the range, with its position, for the geomap.
-STATION_MAP = f"""
-SELECT DISTINCT ON (a.device_id)
-       s.name AS station, s.lat AS latitude, s.lon AS longitude, a.aqi, a.category, a.responsible,
-       a.hour_start AS time
+_LATEST_THAI = f"""
 FROM aqi_hourly a {_DEVICE_SITE.format(alias="a")}
-WHERE a.index_key = 'thai_pcd_2023' AND $__timeFilter(a.hour_start) AND s.site_code IN ($station)
+WHERE a.index_key = 'thai_pcd_2023' AND $__timeFilter(a.hour_start) AND s.site_code IN ($station)"""
+
+
+def station_map(good_categories: int) -> str:
+    """The latest Thai AQI hour of each station in the range, with its position, for the geomap. ``category`` is
+    -1 (grey) where the index is withheld, or incomplete with a lower bound in one of the first ``good_categories``
+    categories (those that call the air good): a station is never painted good by omission."""
+    return f"""
+SELECT DISTINCT ON (a.device_id)
+       s.name AS station, s.lat AS latitude, s.lon AS longitude, a.aqi,
+       CASE WHEN a.status = 'complete' OR a.category >= {int(good_categories)} THEN a.category ELSE -1 END AS category,
+       a.responsible, a.status, array_to_string(a.missing, ', ') AS missing, a.reason, a.hour_start AS time
+{_LATEST_THAI}
   AND s.lat IS NOT NULL AND s.lon IS NOT NULL
 ORDER BY a.device_id, a.hour_start DESC"""
+
+
+# Each station's latest Thai AQI hour in the range: the index, whether it is complete, what is missing and why.
+STATION_STATUS = f"""
+SELECT * FROM (
+    SELECT DISTINCT ON (a.device_id)
+           s.name AS station, a.hour_start AS time, a.aqi, a.status, array_to_string(a.missing, ', ') AS missing,
+           a.reason
+    {_LATEST_THAI}
+    ORDER BY a.device_id, a.hour_start DESC) latest
+ORDER BY station"""
 
 
 def hourly_mean(metric_id: int, column: str) -> str:

@@ -1,4 +1,5 @@
-"""Air-quality indices per hour: the Thai AQI (PCD, 2023) as primary, the US EPA AQI (2024) and NowCast as secondary.
+"""Air-quality indices per hour: the Thai AQI (PCD, 2023) as primary, the US EPA AQI (2024) and the EPA AQI of
+current conditions (NowCast for PM and O3, as AirNow reports it) as secondary.
 
 Figures and rules, with their public sources: docs/reference.md#air-quality. Tables and categories:
 :mod:`engine.aqi_tables`; unit conversions: :mod:`engine.aqi_units`; loops: :mod:`engine.aqi_kernels`.
@@ -13,13 +14,24 @@ hour you want.
 Per hour:
 
 1. window average (trailing: the window ending with this hour): PM2.5 and PM10 24 h, O3 and CO 8 h, NO2 and SO2 1 h
-   (PCD's Thai AQI table of 2023); NaN unless at least ``completeness`` of the window's hours are valid (default
-   75 %, a setting: PCD's own rule is not published; docs/reference.md#averaging-and-completeness);
+   (PCD's Thai AQI table of 2023); complete when at least ``completeness`` of the window's hours are valid (default
+   75 %, a setting: PCD's own rule is not published; docs/reference.md#averaging-and-completeness). Below it the
+   Thai sub-index is withheld, or with ``thai_incomplete="partial"`` computed from the hours present and marked
+   incomplete; the EPA index follows EPA's 75 % rule (withheld below it). The EPA index of current conditions uses
+   the NowCast for PM (12 h, weight floor 0.5) and O3 (8 h, no floor), valid with 2 of the 3 latest hours;
 2. the average is brought to the table's precision (EPA truncates, EPA-454/B-24-002; PCD: ``thai_precision``,
    UNCONFIRMED) and looked up: I = (I_hi - I_lo) / (C_hi - C_lo) x (C - C_lo) + I_lo (EPA-454/B-24-002; the same
    formula in Thai AQI implementations), rounded half up to an integer;
 3. the AQI is the highest sub-index, with the pollutant responsible (a tie goes to the first in :data:`POLLUTANTS`)
    and its category (PCD, "reading PM2.5 in Air4Thai": one AQI for six pollutants).
+
+**Coverage and status.** Every sub-index carries its coverage (:class:`Coverage`: hours with data in its window,
+the window, the hours its rule needs) and a status: ``complete``, ``incomplete`` (computed from fewer hours than
+the rule needs) or ``withheld`` (not computed). A pollutant counts as *measured* at a station while it has data
+within ``measured_within_h`` hours; a measured pollutant without a sub-index is *missing*. The overall status is
+``complete`` when every measured pollutant's sub-index is complete, ``withheld`` when no sub-index could be
+computed, else ``incomplete``: the AQI is then the highest of the sub-indices there are, a lower bound, and
+:func:`describe` names what is missing. Nothing drops out silently.
 
 Values marked UNCONFIRMED in the reference are settings (:class:`AqiSettings`, :class:`RedBandRule`), never constants.
 """
@@ -27,7 +39,7 @@ Values marked UNCONFIRMED in the reference are settings (:class:`AqiSettings`, :
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
@@ -39,11 +51,17 @@ from lccm.engine.aqi_kernels import kernel
 from lccm.engine.aqi_tables import (
     EPA_CATEGORIES,
     EPA_TABLES,
+    POLLUTANT_NAMES,
     POLLUTANTS,
+    THAI_ABOVE_200_DEFAULT,
     THAI_COLOURS_HEX_DEFAULT,
     THAI_TABLES,
     BreakpointTable,
     Category,
+    IncompletePolicy,
+    Precision,
+    RedBandRule,
+    check_red_band_rules,
     thai_categories,
 )
 from lccm.engine.aqi_units import ppm_from_ppb
@@ -51,22 +69,34 @@ from lccm.engine.counters import Impl
 from lccm.engine.timebase import US_PER_H
 
 __all__ = [
+    "COMPLETE",
     "DEFAULT_SETTINGS",
     "EPA_AVERAGING_H",
+    "INCOMPLETE",
     "LOOKBACK_H",
+    "NOT_MEASURED",
+    "O3_NOWCAST",
+    "PM_NOWCAST",
+    "STATUSES",
     "THAI_ABOVE_200_DEFAULT",
     "THAI_AVERAGING_H",
+    "WITHHELD",
     "AqiResult",
     "AqiSettings",
+    "Coverage",
+    "HourStatus",
     "HourlyMeans",
+    "NowcastRule",
     "RedBandRule",
     "category_of",
+    "describe",
     "epa_aqi",
     "epa_nowcast_aqi",
     "epa_o3_sub_index",
     "epa_so2_sub_index",
     "epa_sub_index",
     "hourly_means",
+    "measured_hours",
     "min_valid_hours",
     "moving_average",
     "nowcast",
@@ -83,49 +113,35 @@ EPA_AVERAGING_H: Final = MappingProxyType(
 LOOKBACK_H: Final = 23
 """Hours of history a caller passes before the first hour it wants (the longest window, 24 h, minus one)."""
 
-Precision = Literal["round_half_up", "truncate"]
 _STEP_EPS: Final = 1e-6  # of one precision step: 0.054 ppm x 1000 = 53.99999999999999 must count as 54
 _AQI_EPS: Final = 1e-9  # 25/15 x 0.3 = 0.49999999999999994 must round half up to 1
 
 
-# ------------------------------------------------------------------------------------------------------ settings
+# ------------------------------------------------------------------------------------------------------ statuses
+STATUSES: Final = ("complete", "incomplete", "withheld")
+"""Status names; the int8 codes below index this tuple (:data:`NOT_MEASURED` = -1: the pollutant is not measured)."""
+NOT_MEASURED: Final = -1
+COMPLETE: Final = 0
+INCOMPLETE: Final = 1
+WITHHELD: Final = 2
+
+
 @dataclass(frozen=True, slots=True)
-class RedBandRule:
-    """How a concentration in the Thai red band (AQI > 200, no upper breakpoint published) becomes a number.
+class NowcastRule:
+    """One NowCast variant (docs/reference.md#nowcast): the hours it weighs, the weight floor, and how many of the
+    latest hours must have data."""
 
-    UNCONFIRMED for the 2023 table (docs/reference.md#thai-aqi). Kinds, all starting at 201 on the band's lower
-    edge C_red:
-
-    - ``"to_top"``: linear up to ``top_aqi`` at ``top_concentration``, the same line beyond it. Open-source Thai AQI
-      code maps PM2.5 75.1-500 to 201-500; PCD's pre-2023 bulletins (as reported by Pattaya Today) fit 1 AQI per
-      µg/m³ (106 -> 216, 136 -> 246 over a red edge of 91), i.e. ``top_concentration = C_red + (top_aqi - 201)``.
-    - ``"extend"``: the slope of the 101-200 band carried on (no number invented).
-    - ``"cap"``: 201 ("above 200"): the category is right, the number carries no more information.
-    """
-
-    kind: Literal["to_top", "extend", "cap"] = "extend"
-    top_concentration: float = math.nan
-    top_aqi: float = 500.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("to_top", "extend", "cap"):
-            raise ValueError(f"unknown red-band rule {self.kind!r}: expected to_top, extend or cap")
-        if self.kind == "to_top" and not (math.isfinite(self.top_concentration) and self.top_aqi > 201):
-            raise ValueError("a to_top red-band rule needs a finite top_concentration and top_aqi > 201")
+    hours: int
+    min_weight: float
+    recent_hours: int = 3
+    recent_min_valid: int = 2
 
 
-THAI_ABOVE_200_DEFAULT: Final[Mapping[str, RedBandRule]] = MappingProxyType(
-    {
-        "pm25": RedBandRule("to_top", top_concentration=500.0, top_aqi=500.0),  # 75.1-500 -> 201-500, as open code
-        "pm10": RedBandRule("extend"),  # no source gives a top for the other pollutants
-        "o3": RedBandRule("extend"),
-        "co": RedBandRule("extend"),
-        "no2": RedBandRule("extend"),
-        "so2": RedBandRule("extend"),
-    }
-)
+PM_NOWCAST: Final = NowcastRule(hours=12, min_weight=0.5)  # EPA/AirNow PM NowCast
+O3_NOWCAST: Final = NowcastRule(hours=8, min_weight=0.0)  # AirNow ozone NowCast of 21 April 2016: no weight floor
 
 
+# ------------------------------------------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class AqiSettings:
     """Settings of the indices; each default is documented with its source or marked UNCONFIRMED.
@@ -133,6 +149,10 @@ class AqiSettings:
     - ``completeness``: least fraction of a window's hours that must be valid, default 0.75 (US EPA/AirNow take 18
       of 24 hours for a daily PM average). PCD's own rule is UNCONFIRMED (docs/reference.md#averaging-and-completeness).
       A 1-h window needs its hour.
+    - ``thai_incomplete``: below ``completeness`` a Thai sub-index is ``"withhold"``-en (default) or computed from
+      the hours present, ``"partial"``, and marked incomplete. PCD publishes no rule: UNCONFIRMED.
+    - ``measured_within_h``: a pollutant with data at a station within this many hours counts as measured there;
+      while its sub-index is withheld the overall index names it as missing (default 168, a week; at least 24).
     - ``thai_precision``: how a Thai average is brought to the table's precision before the lookup (PM2.5 and CO to
       0.1, the others to 1: the band gaps 15.0/15.1 show it) - ``"round_half_up"`` (default) or ``"truncate"``
       (EPA's way). UNCONFIRMED: no source states PCD's rule.
@@ -146,6 +166,8 @@ class AqiSettings:
     """
 
     completeness: float = 0.75
+    thai_incomplete: IncompletePolicy = "withhold"
+    measured_within_h: int = 168
     thai_precision: Precision = "round_half_up"
     thai_above_200: Mapping[str, RedBandRule] = field(default_factory=lambda: dict(THAI_ABOVE_200_DEFAULT))
     thai_colours_hex: tuple[str, ...] = THAI_COLOURS_HEX_DEFAULT
@@ -155,17 +177,16 @@ class AqiSettings:
     def __post_init__(self) -> None:
         if not (0.0 < self.completeness <= 1.0):
             raise ValueError(f"completeness must be in (0, 1], got {self.completeness}")
+        if self.thai_incomplete not in ("withhold", "partial"):
+            raise ValueError(f"thai_incomplete must be withhold or partial, got {self.thai_incomplete!r}")
+        if not self.measured_within_h >= LOOKBACK_H + 1:
+            raise ValueError(f"measured_within_h must be at least {LOOKBACK_H + 1} (the longest window), got "
+                             f"{self.measured_within_h}")  # fmt: skip
         if self.thai_precision not in ("round_half_up", "truncate"):
             raise ValueError(f"thai_precision must be round_half_up or truncate, got {self.thai_precision!r}")
         if self.epa_above_500 not in ("extend", "cap"):
             raise ValueError(f"epa_above_500 must be extend or cap, got {self.epa_above_500!r}")
-        unknown = set(self.thai_above_200) - set(POLLUTANTS)
-        if unknown:
-            raise ValueError(f"thai_above_200 has unknown pollutants {sorted(unknown)}")
-        for p, rule in self.thai_above_200.items():
-            edge = THAI_TABLES[p].c_lo[-1]
-            if rule.kind == "to_top" and not rule.top_concentration > edge:
-                raise ValueError(f"thai_above_200[{p!r}]: top_concentration must be above the red edge {edge}")
+        check_red_band_rules(self.thai_above_200)
         thai_categories(self.thai_colours_hex)  # validates the colour codes
 
     def red_band_rule(self, pollutant: str) -> RedBandRule:
@@ -178,13 +199,37 @@ DEFAULT_SETTINGS: Final = AqiSettings()
 
 # ------------------------------------------------------------------------------------------------------- results
 @dataclass(frozen=True, slots=True)
+class Coverage:
+    """How one sub-index's window is covered at each hour, against the rule that makes it complete.
+
+    The rule: at least ``needed`` of the latest ``of_latest_h`` hours have data - an average needs
+    ceil(completeness x window) of its ``window_h`` hours (``of_latest_h == window_h``), a NowCast 2 of the 3 latest.
+    ``hours_with_data`` counts the window's hours with data, ``latest_with_data`` those among the latest
+    ``of_latest_h``; ``status`` is :data:`COMPLETE`, :data:`INCOMPLETE` (computed from fewer hours than the rule
+    needs), :data:`WITHHELD` (not computed) or :data:`NOT_MEASURED` (int8). Arrays shaped like the result's.
+    """
+
+    series: str  # the series the sub-index is looked up from: "pm25_24h", "o3_8h", "pm25_nowcast" ...
+    window_h: int
+    needed: int
+    of_latest_h: int
+    hours_with_data: np.ndarray
+    latest_with_data: np.ndarray
+    status: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
 class AqiResult:
-    """Per hour (and station): window averages, sub-indices, the AQI, the pollutant responsible, the category.
+    """Per hour (and station): window averages, sub-indices with their coverage, the AQI, the pollutant responsible,
+    the category and the status.
 
     Arrays are ``[hour]`` for one station, ``[hour, station]`` for several. ``average`` and ``valid_hours`` are keyed
-    by series (``"pm25_24h"``, ``"o3_1h"``, ``"pm25_nowcast"``); ``sub_index`` by pollutant, in ``pollutants`` order.
-    Sub-indices and ``aqi`` are whole numbers held as float64, NaN for none; ``responsible`` indexes ``pollutants``
-    and ``category`` indexes ``categories`` (int8, -1 for none).
+    by series (``"pm25_24h"``, ``"o3_1h"``, ``"pm25_nowcast"``); ``sub_index`` and ``coverage`` by pollutant, in
+    ``pollutants`` order. Sub-indices and ``aqi`` are whole numbers held as float64, NaN for none; ``responsible``
+    indexes ``pollutants`` and ``category`` indexes ``categories`` (int8, -1 for none). ``status`` (int8) is the
+    overall status: :data:`COMPLETE` when every measured pollutant's sub-index is complete, :data:`WITHHELD` when
+    no sub-index could be computed, :data:`INCOMPLETE` otherwise (``aqi`` is then a lower bound), and
+    :data:`NOT_MEASURED` where no pollutant is measured. :func:`describe` turns one hour into words.
     """
 
     index: str  # "thai_pcd_2023", "us_epa_2024", "us_epa_2024_nowcast"
@@ -197,11 +242,28 @@ class AqiResult:
     responsible: np.ndarray
     category: np.ndarray
     categories: tuple[Category, ...]
+    coverage: dict[str, Coverage]
+    status: np.ndarray
 
     def responsible_names(self) -> np.ndarray:
         """The responsible pollutant's key per hour ("" where there is no AQI)."""
         names = np.array([*self.pollutants, ""], dtype=object)
         return names[np.where(self.responsible >= 0, self.responsible, len(self.pollutants))]
+
+
+@dataclass(frozen=True, slots=True)
+class HourStatus:
+    """One hour of one station in words and numbers: what the stored row and the API carry beside the AQI.
+
+    ``coverage`` has an entry per measured pollutant: ``series``, ``status`` (a name of :data:`STATUSES`),
+    ``window_h``, ``hours_with_data``, ``needed``, ``of_latest_h``, ``latest_with_data`` (see :class:`Coverage`).
+    ``missing`` lists the measured pollutants whose sub-index is withheld; ``reason`` says in words what is
+    incomplete or withheld and why (None when complete)."""
+
+    status: str
+    missing: tuple[str, ...]
+    coverage: dict[str, dict[str, int | str]]
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,10 +337,11 @@ def min_valid_hours(window_h: int, completeness: float) -> int:
     return max(1, math.ceil(completeness * window_h - 1e-9))
 
 
-def _moving(series: np.ndarray, window_h: int, completeness: float, impl: Impl) -> tuple[np.ndarray, np.ndarray]:
+def _moving(series: np.ndarray, window_h: int, min_count: int, impl: Impl) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing mean (NaN below ``min_count`` valid hours) and the count of valid hours, ``[hour, station]``."""
     mean = np.empty(series.shape)
     count = np.empty(series.shape, np.int64)
-    kernel(impl, "moving_mean")(series, window_h, min_valid_hours(window_h, completeness), mean, count)
+    kernel(impl, "moving_mean")(series, window_h, min_count, mean, count)
     return mean, count
 
 
@@ -291,7 +354,7 @@ def moving_average(
     """
     arr = np.asarray(hourly)
     series = _check_series("hourly", arr, arr.shape[0] if arr.ndim else 0)
-    mean, count = _moving(series, window_h, completeness, impl)
+    mean, count = _moving(series, window_h, min_valid_hours(window_h, completeness), impl)
     one = arr.ndim == 1
     return _out(mean, one), _out(count, one)
 
@@ -517,6 +580,62 @@ def _overall(sub: dict[str, np.ndarray], pollutants: tuple[str, ...]) -> tuple[n
     return np.where(none, np.nan, best), np.where(none, np.int8(-1), responsible).astype(np.int8)
 
 
+# --------------------------------------------------------------------------------------------- coverage and status
+def measured_hours(
+    grid: np.ndarray,
+    series: np.ndarray,
+    within_h: int,
+    seen_before_us: ArrayLike | None = None,
+    *,
+    impl: Impl = "numba",
+) -> np.ndarray:
+    """Where a pollutant counts as measured: a valid hour within the ``within_h`` hours ending at each hour, or
+    (``seen_before_us``: the start of its latest hour with data before the grid, per station, NaN for none) one
+    before the grid that recent. ``series`` is ``[hour, station]``; so is the result (bool)."""
+    mean = np.empty(series.shape)
+    count = np.empty(series.shape, np.int64)
+    kernel(impl, "moving_mean")(series, within_h, 1, mean, count)
+    out = count > 0
+    if seen_before_us is not None:
+        seen = np.broadcast_to(np.asarray(seen_before_us, dtype=np.float64), series.shape[1:])
+        with np.errstate(invalid="ignore"):
+            out |= (grid[:, None].astype(np.float64) - seen[None, :]) < within_h * US_PER_H
+    return out
+
+
+def _coverage(
+    series: str,
+    window_h: int,
+    needed: int,
+    of_latest_h: int,
+    valid: np.ndarray,
+    latest: np.ndarray,
+    sub: np.ndarray,
+    measured: np.ndarray,
+) -> Coverage:
+    computed = ~np.isnan(sub)
+    status = np.where(
+        computed,
+        np.where(latest >= needed, COMPLETE, INCOMPLETE),
+        np.where(measured, WITHHELD, NOT_MEASURED),
+    ).astype(np.int8)
+    return Coverage(series, window_h, needed, of_latest_h, valid, latest, status)
+
+
+def _overall_status(coverage: dict[str, Coverage]) -> np.ndarray:
+    st = np.stack([c.status for c in coverage.values()])
+    measured = (st != NOT_MEASURED).any(axis=0)
+    complete = ((st == NOT_MEASURED) | (st == COMPLETE)).all(axis=0)
+    computed = ((st == COMPLETE) | (st == INCOMPLETE)).any(axis=0)
+    status = np.where(complete, COMPLETE, np.where(computed, INCOMPLETE, WITHHELD))
+    return np.where(measured, status, NOT_MEASURED).astype(np.int8)
+
+
+def _shaped(c: Coverage, one: bool) -> Coverage:
+    hours, latest, status = (_out(a, one) for a in (c.hours_with_data, c.latest_with_data, c.status))
+    return Coverage(c.series, c.window_h, c.needed, c.of_latest_h, hours, latest, status)
+
+
 def _result(
     index: str,
     grid: np.ndarray,
@@ -524,10 +643,12 @@ def _result(
     average: dict[str, np.ndarray],
     valid: dict[str, np.ndarray],
     sub: dict[str, np.ndarray],
+    coverage: dict[str, Coverage],
     categories: tuple[Category, ...],
 ) -> AqiResult:
     pollutants = tuple(p for p in POLLUTANTS if p in sub)
     aqi, responsible = _overall(sub, pollutants)
+    cov = {p: _shaped(c, one) for p, c in coverage.items()}
     return AqiResult(
         index=index,
         hour_start_us=grid,
@@ -539,31 +660,152 @@ def _result(
         responsible=_out(responsible, one),
         category=_out(category_of(aqi, categories), one),
         categories=categories,
+        coverage={p: cov[p] for p in pollutants},
+        status=_out(_overall_status(coverage), one),
     )
 
 
+def _series_label(series: str, window_h: int) -> str:
+    if series.endswith("_nowcast"):
+        return "NowCast"
+    return f"{window_h}-h average" if window_h > 1 else "1-h value"
+
+
+def _phrase(pollutant: str, c: Mapping[str, int | str], withheld: bool) -> str:
+    what = f"{POLLUTANT_NAMES[pollutant]} {_series_label(str(c['series']), int(c['window_h']))}"
+    if not withheld:
+        return (
+            f"{what} from {c['hours_with_data']} of {c['window_h']} hours with data"
+            f" ({c['needed']} needed for a complete average)"
+        )
+    if c["of_latest_h"] != c["window_h"]:  # a NowCast: its rule is about the latest hours
+        cover = f"{c['latest_with_data']} of the {c['of_latest_h']} latest hours with data, {c['needed']} needed"
+    elif c["window_h"] == 1:
+        cover = "no data in this hour"
+    else:
+        cover = f"{c['hours_with_data']} of {c['window_h']} hours with data, {c['needed']} needed"
+    return f"{what} withheld: {cover}"
+
+
+def _names(pollutants: Sequence[str]) -> str:
+    names = [POLLUTANT_NAMES[p] for p in pollutants]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def describe(result: AqiResult, h: int, station: int | None = None) -> HourStatus | None:
+    """Hour ``h`` (of ``station`` for a several-station result) as status, missing pollutants, coverage per
+    measured pollutant and the reason in words; None where no pollutant is measured (no row to show)."""
+
+    def at(a: np.ndarray) -> int:
+        return int(a[h] if station is None else a[h, station])
+
+    code = at(result.status)
+    if code == NOT_MEASURED:
+        return None
+    coverage: dict[str, dict[str, int | str]] = {}
+    missing: list[str] = []
+    phrases: list[str] = []
+    for p in result.pollutants:
+        c = result.coverage[p]
+        st = at(c.status)
+        if st == NOT_MEASURED:
+            continue
+        entry: dict[str, int | str] = {
+            "series": c.series, "status": STATUSES[st], "window_h": c.window_h,
+            "hours_with_data": at(c.hours_with_data), "needed": c.needed, "of_latest_h": c.of_latest_h,
+            "latest_with_data": at(c.latest_with_data),
+        }  # fmt: skip
+        coverage[p] = entry
+        if st != COMPLETE:
+            phrases.append(_phrase(p, entry, withheld=st == WITHHELD))
+            if st == WITHHELD:
+                missing.append(p)
+    reason = None
+    if code == WITHHELD:
+        reason = "No index: " + "; ".join(phrases) + "."
+    elif code == INCOMPLETE:
+        reason = "; ".join(phrases) + "."
+        if missing:
+            reason += f" The AQI shown is the highest sub-index available; with {_names(missing)} it may be higher."
+    return HourStatus(STATUSES[code], tuple(missing), coverage, reason)
+
+
 # ------------------------------------------------------------------------------------------------------- indices
+SeenBefore = Mapping[str, ArrayLike]
+"""Per pollutant, the start (UTC epoch µs) of its latest hour with data before the grid, per station (NaN: none)."""
+
+
+def _measured(
+    grid: np.ndarray,
+    series: dict[str, np.ndarray],
+    settings: AqiSettings,
+    seen_before_us: SeenBefore | None,
+    impl: Impl,
+) -> dict[str, np.ndarray]:
+    seen = seen_before_us or {}
+    return {p: measured_hours(grid, v, settings.measured_within_h, seen.get(p), impl=impl) for p, v in series.items()}
+
+
 def thai_aqi(
     hour_start_us: np.ndarray,
     hourly: Mapping[str, ArrayLike],
     settings: AqiSettings = DEFAULT_SETTINGS,
     *,
+    seen_before_us: SeenBefore | None = None,
     impl: Impl = "numba",
 ) -> AqiResult:
     """Thai AQI (PCD table of 1 June 2023) per hour from hourly means of any of ``pm25 pm10 o3 co no2 so2``.
 
-    Window averages per :data:`THAI_AVERAGING_H` with ``settings.completeness``; sub-indices by
+    Window averages per :data:`THAI_AVERAGING_H` with ``settings.completeness`` (below it, per
+    ``settings.thai_incomplete``: withheld, or from the hours present and incomplete); sub-indices by
     :func:`thai_sub_index`; AQI = highest sub-index (PCD); categories :func:`engine.aqi_tables.thai_categories`.
+    ``seen_before_us``: see :data:`SeenBefore` (for the measured rule, ``settings.measured_within_h``).
     """
     grid, series, one = _check_hourly(hour_start_us, hourly, POLLUTANTS)
+    measured = _measured(grid, series, settings, seen_before_us, impl)
+    partial = settings.thai_incomplete == "partial"
     average: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
     sub: dict[str, np.ndarray] = {}
+    coverage: dict[str, Coverage] = {}
     for p, values in series.items():
-        key = THAI_TABLES[p].key
-        average[key], valid[key] = _moving(values, THAI_AVERAGING_H[p], settings.completeness, impl)
+        key, window = THAI_TABLES[p].key, THAI_AVERAGING_H[p]
+        needed = min_valid_hours(window, settings.completeness)
+        average[key], valid[key] = _moving(values, window, 1 if partial else needed, impl)
         sub[p] = thai_sub_index(p, average[key], settings)
-    return _result("thai_pcd_2023", grid, one, average, valid, sub, thai_categories(settings.thai_colours_hex))
+        coverage[p] = _coverage(key, window, needed, window, valid[key], valid[key], sub[p], measured[p])
+    categories = thai_categories(settings.thai_colours_hex)
+    return _result("thai_pcd_2023", grid, one, average, valid, sub, coverage, categories)
+
+
+_EPA_PRIMARY: Final = MappingProxyType(
+    {"pm25": "pm25_24h", "pm10": "pm10_24h", "o3": "o3_8h", "co": "co_8h", "no2": "no2_1h", "so2": "so2_1h"}
+)  # the series whose coverage decides a pollutant's EPA sub-index (1-h O3 and 24-h SO2 only add to it)
+
+
+def _epa_windowed(
+    p: str,
+    values: np.ndarray,
+    measured: np.ndarray,
+    settings: AqiSettings,
+    impl: Impl,
+    average: dict[str, np.ndarray],
+    valid: dict[str, np.ndarray],
+) -> tuple[np.ndarray, Coverage]:
+    """A pollutant's EPA sub-index on its trailing windows (EPA's 75 % rule: withheld below completeness)."""
+    for key, window in EPA_AVERAGING_H.items():
+        if key.startswith(p + "_"):
+            average[key], valid[key] = _moving(values, window, min_valid_hours(window, settings.completeness), impl)
+    if p == "o3":
+        sub = epa_o3_sub_index(average["o3_8h"], average["o3_1h"], settings)
+    elif p == "so2":
+        sub = epa_so2_sub_index(average["so2_1h"], average["so2_24h"], settings)
+    else:
+        sub = epa_sub_index(_EPA_PRIMARY[p], average[_EPA_PRIMARY[p]], settings)
+    key = _EPA_PRIMARY[p]
+    window = EPA_AVERAGING_H[key]
+    needed = min_valid_hours(window, settings.completeness)
+    return sub, _coverage(key, window, needed, window, valid[key], valid[key], sub, measured)
 
 
 def epa_aqi(
@@ -571,30 +813,28 @@ def epa_aqi(
     hourly: Mapping[str, ArrayLike],
     settings: AqiSettings = DEFAULT_SETTINGS,
     *,
+    seen_before_us: SeenBefore | None = None,
     impl: Impl = "numba",
 ) -> AqiResult:
     """US EPA AQI (2024 table) per hour on trailing windows: PM 24 h, O3 8 h (+1 h), CO 8 h, NO2 1 h, SO2 1 h (+24 h).
 
     Concentrations truncated to the table's precision (EPA-454/B-24-002); O3 per :func:`epa_o3_sub_index`, SO2 per
-    :func:`epa_so2_sub_index`. For the hourly PM figure EPA reports, see :func:`epa_nowcast_aqi`.
+    :func:`epa_so2_sub_index`. For the hourly figure AirNow reports, see :func:`epa_nowcast_aqi`.
     """
     grid, series, one = _check_hourly(hour_start_us, hourly, POLLUTANTS)
+    measured = _measured(grid, series, settings, seen_before_us, impl)
     average: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
-    for p, values in series.items():
-        for key, window in EPA_AVERAGING_H.items():
-            if key.startswith(p + "_"):
-                average[key], valid[key] = _moving(values, window, settings.completeness, impl)
     sub: dict[str, np.ndarray] = {}
-    for p in series:
-        if p == "o3":
-            sub[p] = epa_o3_sub_index(average["o3_8h"], average["o3_1h"], settings)
-        elif p == "so2":
-            sub[p] = epa_so2_sub_index(average["so2_1h"], average["so2_24h"], settings)
-        else:
-            key = next(k for k in EPA_AVERAGING_H if k.startswith(p + "_"))
-            sub[p] = epa_sub_index(key, average[key], settings)
-    return _result("us_epa_2024", grid, one, average, valid, sub, EPA_CATEGORIES)
+    coverage: dict[str, Coverage] = {}
+    for p, values in series.items():
+        sub[p], coverage[p] = _epa_windowed(p, values, measured[p], settings, impl, average, valid)
+    return _result("us_epa_2024", grid, one, average, valid, sub, coverage, EPA_CATEGORIES)
+
+
+def _latest_count(values: np.ndarray, hours: int, impl: Impl) -> np.ndarray:
+    _, count = _moving(values, hours, 1, impl)
+    return count
 
 
 def epa_nowcast_aqi(
@@ -602,21 +842,43 @@ def epa_nowcast_aqi(
     hourly: Mapping[str, ArrayLike],
     settings: AqiSettings = DEFAULT_SETTINGS,
     *,
-    hours: int = 12,
-    min_weight: float = 0.5,
+    hours: int = PM_NOWCAST.hours,
+    min_weight: float = PM_NOWCAST.min_weight,
+    seen_before_us: SeenBefore | None = None,
     impl: Impl = "numba",
 ) -> AqiResult:
-    """EPA AQI of the NowCast of ``pm25`` and/or ``pm10`` (the 24-h tables): an early-warning overlay.
+    """US EPA AQI of current conditions, as AirNow reports it (docs/reference.md#nowcast): the NowCast of PM2.5 and
+    PM10 (``hours``, ``min_weight``: EPA's 12 h and 0.5 by default) on the 24-h tables, the NowCast of O3
+    (:data:`O3_NOWCAST`) on the 8-h table (and 1-h O3 as :func:`epa_o3_sub_index` allows), and CO, NO2 and SO2 on
+    their own windows as in :func:`epa_aqi`. A NowCast needs 2 of the 3 latest hours.
 
-    PCD publishes 24-h moving averages, not NowCast (docs/reference.md#nowcast): label this as an overlay, never as
-    the Thai AQI.
+    PCD publishes 24-h moving averages, not NowCast (docs/reference.md#nowcast): label this as the US figure of
+    current conditions (an early warning), never as the Thai AQI.
     """
-    grid, series, one = _check_hourly(hour_start_us, hourly, ("pm25", "pm10"))
+    grid, series, one = _check_hourly(hour_start_us, hourly, POLLUTANTS)
+    measured = _measured(grid, series, settings, seen_before_us, impl)
+    pm_rule = NowcastRule(hours=hours, min_weight=min_weight)
     average: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
     sub: dict[str, np.ndarray] = {}
+    coverage: dict[str, Coverage] = {}
     for p, values in series.items():
+        if p not in ("pm25", "pm10", "o3"):
+            sub[p], coverage[p] = _epa_windowed(p, values, measured[p], settings, impl, average, valid)
+            continue
+        rule = O3_NOWCAST if p == "o3" else pm_rule
         key = f"{p}_nowcast"
-        average[key], valid[key] = nowcast(values, hours=hours, min_weight=min_weight, impl=impl)
-        sub[p] = epa_sub_index(f"{p}_24h", average[key], settings)
-    return _result("us_epa_2024_nowcast", grid, one, average, valid, sub, EPA_CATEGORIES)
+        average[key], valid[key] = nowcast(
+            values, hours=rule.hours, min_weight=rule.min_weight, recent_hours=rule.recent_hours,
+            recent_min_valid=rule.recent_min_valid, impl=impl,
+        )  # fmt: skip
+        if p == "o3":
+            average["o3_1h"], valid["o3_1h"] = _moving(values, 1, 1, impl)
+            sub[p] = epa_o3_sub_index(average[key], average["o3_1h"], settings)
+        else:
+            sub[p] = epa_sub_index(f"{p}_24h", average[key], settings)
+        latest = _latest_count(values, rule.recent_hours, impl)
+        coverage[p] = _coverage(
+            key, rule.hours, rule.recent_min_valid, rule.recent_hours, valid[key], latest, sub[p], measured[p]
+        )
+    return _result("us_epa_2024_nowcast", grid, one, average, valid, sub, coverage, EPA_CATEGORIES)

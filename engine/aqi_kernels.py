@@ -89,6 +89,7 @@ def nowcast_kernel(
     w = 1 - (max - min) / max = min / max over the valid values of the window, floored at ``min_weight``;
     NowCast = sum(w^k c_k) / sum(w^k) over valid hours, k = 0 for the latest. All values equal (all zero included):
     that value. Values must be >= 0 (checked by the caller). ``out_count`` gets the valid hours in the window.
+    ``min_weight`` 0 (the ozone NowCast: no floor) lets w reach 0; where no valid hour then carries weight, NaN.
     """
     n = values.shape[0]
     ns = values.shape[1]
@@ -130,7 +131,9 @@ def nowcast_kernel(
                     num += wk * v
                     den += wk
                 wk *= w
-            out[i, s] = num / den
+            # Without a weight floor (ozone) w can be 0: then only the latest hour weighs, and a missing latest
+            # hour leaves no weight at all - no NowCast.
+            out[i, s] = num / den if den > 0.0 else np.nan
 
 
 _PLAIN = {

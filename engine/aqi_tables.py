@@ -14,13 +14,21 @@ EPA ozone tables, printed in ppm as EPA publishes them; :mod:`engine.aqi` conver
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from types import MappingProxyType
+from typing import Final, Literal
 
 from lccm.engine.timebase import bkk_us, utc_us
 
 POLLUTANTS: Final = ("pm25", "pm10", "o3", "co", "no2", "so2")
 """Pollutant keys, in the order used for the output columns; a tie between sub-indices goes to the first."""
+
+Pollutant = Literal["pm25", "pm10", "o3", "co", "no2", "so2"]
+POLLUTANT_NAMES: Final = MappingProxyType(
+    {"pm25": "PM2.5", "pm10": "PM10", "o3": "O3", "co": "CO", "no2": "NO2", "so2": "SO2"}
+)
+"""How people write each pollutant (texts for people: status reasons)."""
 
 THAI_TABLE_IN_FORCE_FROM_US: Final = bkk_us(2023, 6, 1)  # PCD table of 2023, in force from 1 June 2023
 EPA_TABLE_IN_FORCE_FROM_US: Final = utc_us(2024, 5, 6)  # EPA 2024 PM2.5 revision (PM NAAQS rule), effective 6 May 2024
@@ -285,6 +293,12 @@ def thai_categories(colours_hex: tuple[str, ...] = THAI_COLOURS_HEX_DEFAULT) -> 
 
 
 THAI_CATEGORIES: Final = thai_categories()
+THAI_GOOD_CATEGORIES: Final = 2
+"""The leading Thai categories that call the air good (very good, good): an incomplete index, a lower bound, in one
+of them says nothing about the air, so it is never shown as good (the API's map colour, the dashboard's map)."""
+
+EPA_GOOD_CATEGORIES: Final = 1
+"""The leading EPA categories that call the air good (Good): see :data:`THAI_GOOD_CATEGORIES`."""
 
 # Names, colour names and hex codes as EPA-454/B-24-002 and open-source EPA AQI modules give them
 # (docs/reference.md#us-epa-aqi). The Thai wording is the one the Thai AQI definition page uses for the US
@@ -302,3 +316,64 @@ EPA_CATEGORIES: Final = tuple(
         )
     )
 )
+
+
+# ------------------------------------------------------------------------------------------ settings of the tables
+# The values below are choices the published tables leave open (docs/reference.md#thai-aqi,
+# docs/reference.md#averaging-and-completeness). They live here, beside the tables, so that lccm/settings.py can
+# type its LCCM_AQI_* fields with them; engine.aqi.AqiSettings holds them at run time.
+
+Precision = Literal["round_half_up", "truncate"]
+"""How a Thai window average is brought to the table's precision before the lookup (UNCONFIRMED for PCD)."""
+
+IncompletePolicy = Literal["withhold", "partial"]
+"""What the Thai index does with a window below the completeness rule (PCD publishes no rule): ``"withhold"`` the
+sub-index (no value, status withheld) or compute it from the hours present (``"partial"``, status incomplete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedBandRule:
+    """How a concentration in the Thai red band (AQI > 200, no upper breakpoint published) becomes a number.
+
+    UNCONFIRMED for the 2023 table (docs/reference.md#thai-aqi). Kinds, all starting at 201 on the band's lower
+    edge C_red:
+
+    - ``"to_top"``: linear up to ``top_aqi`` at ``top_concentration``, the same line beyond it. Open-source Thai AQI
+      code maps PM2.5 75.1-500 to 201-500; PCD's pre-2023 bulletins (as reported by Pattaya Today) fit 1 AQI per
+      µg/m³ (106 -> 216, 136 -> 246 over a red edge of 91), i.e. ``top_concentration = C_red + (top_aqi - 201)``.
+    - ``"extend"``: the slope of the 101-200 band carried on (no number invented).
+    - ``"cap"``: 201 ("above 200"): the category is right, the number carries no more information.
+    """
+
+    kind: Literal["to_top", "extend", "cap"] = "extend"
+    top_concentration: float = math.nan
+    top_aqi: float = 500.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("to_top", "extend", "cap"):
+            raise ValueError(f"unknown red-band rule {self.kind!r}: expected to_top, extend or cap")
+        if self.kind == "to_top" and not (math.isfinite(self.top_concentration) and self.top_aqi > 201):
+            raise ValueError("a to_top red-band rule needs a finite top_concentration and top_aqi > 201")
+
+
+THAI_ABOVE_200_DEFAULT: Final[Mapping[str, RedBandRule]] = MappingProxyType(
+    {
+        "pm25": RedBandRule("to_top", top_concentration=500.0, top_aqi=500.0),  # 75.1-500 -> 201-500, as open code
+        "pm10": RedBandRule("extend"),  # no source gives a top for the other pollutants
+        "o3": RedBandRule("extend"),
+        "co": RedBandRule("extend"),
+        "no2": RedBandRule("extend"),
+        "so2": RedBandRule("extend"),
+    }
+)
+
+
+def check_red_band_rules(rules: Mapping[str, RedBandRule]) -> None:
+    """Refuse a rule for an unknown pollutant, or a ``to_top`` rule whose top is not above the red edge."""
+    unknown = set(rules) - set(POLLUTANTS)
+    if unknown:
+        raise ValueError(f"thai_above_200 has unknown pollutants {sorted(unknown)}")
+    for p, rule in rules.items():
+        edge = THAI_TABLES[p].c_lo[-1]
+        if rule.kind == "to_top" and not rule.top_concentration > edge:
+            raise ValueError(f"thai_above_200[{p!r}]: top_concentration must be above the red edge {edge}")

@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
@@ -21,6 +21,9 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from lccm.settings import Settings
+
+if TYPE_CHECKING:
+    from lccm.dashboards import ThaiScale
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +58,29 @@ dashboards_app = typer.Typer(help="Grafana dashboards as code", no_args_is_help=
 app.add_typer(dashboards_app, name="dashboards")
 
 
+def thai_scale(settings: Settings) -> ThaiScale:
+    """The Thai AQI categories for the dashboards, with the colours of LCCM_AQI_THAI_COLOURS_HEX."""
+    from lccm.dashboards import ThaiScale
+    from lccm.engine.aqi_tables import THAI_GOOD_CATEGORIES, thai_categories
+
+    return ThaiScale.of(thai_categories(settings.aqi_thai_colours_hex), THAI_GOOD_CATEGORIES)
+
+
 @dashboards_app.command("write")
 def dashboards_write(
+    ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder for Grafana's file provisioning")],
 ) -> None:
     """Write every dashboard's JSON model as <uid>.json (the committed copies: deploy/grafana/dashboards)."""
     from lccm.dashboards import write_all
 
-    for path in write_all(directory):
+    for path in write_all(directory, thai_scale(_settings(ctx))):
         typer.echo(str(path))
 
 
 @dashboards_app.command("push")
 def dashboards_push(
+    ctx: typer.Context,
     url: Annotated[str, typer.Option(help="Grafana's base URL")],
     token: Annotated[str, typer.Option(envvar="GRAFANA_TOKEN", help="Service-account token (or GRAFANA_TOKEN)")],
     folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid")] = None,
@@ -76,9 +89,9 @@ def dashboards_push(
     from lccm.extras import require_extra
 
     require_extra("grafana", "grafana_client", "`lccm dashboards push`")
-    from lccm.dashboards import push
+    from lccm.dashboards import build_all, push
 
-    for answer in push(url, token, folder_uid=folder_uid):
+    for answer in push(url, token, build_all(thai_scale(_settings(ctx))), folder_uid=folder_uid):
         typer.echo(json.dumps(answer))
 
 

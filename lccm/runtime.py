@@ -24,7 +24,6 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from lccm.alert_rules import default_rules_file, load_rules_file
-from lccm.engine.aqi import AqiSettings
 from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from lccm.engine.timebase import bkk_us
 from lccm.extras import require_extra
@@ -212,7 +211,7 @@ def updaters(settings: Settings, database: Connect | str) -> Updaters:
     return Updaters(
         energy_updater(settings, connect),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
-        AqiUpdater(connect, AqiSettings(completeness=settings.aqi_completeness)),
+        AqiUpdater(connect, settings.aqi_settings()),
     )
 
 

@@ -7,9 +7,28 @@ environment anywhere else, and no module keeps a settings instance at import tim
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lccm.engine.aqi_tables import (
+    THAI_ABOVE_200_DEFAULT,
+    THAI_COLOURS_HEX_DEFAULT,
+    IncompletePolicy,
+    Pollutant,
+    Precision,
+    RedBandRule,
+    check_red_band_rules,
+    thai_categories,
+)
+
+if TYPE_CHECKING:
+    from lccm.engine.aqi import AqiSettings
+
+
+def _red_band_default() -> dict[Pollutant, RedBandRule]:
+    return {cast(Pollutant, p): rule for p, rule in THAI_ABOVE_200_DEFAULT.items()}
 
 
 class Settings(BaseSettings):
@@ -80,9 +99,25 @@ class Settings(BaseSettings):
     # like-for-like figures over the covered time are still given. A setting, not a published figure.
     comparison_min_coverage: float = Field(default=0.9, ge=0, le=1)
 
-    # Air quality: least share of a window's hours with data for an index average (PCD publishes no rule of its own;
-    # 75 % follows US EPA's daily-average practice: docs/reference.md#averaging-and-completeness).
+    # Air quality (engine/aqi.py; docs/reference.md#air-quality). Where PCD publishes no rule, these are the choices:
+    # - completeness: least share of a window's hours with data for a complete index average (75 % follows US EPA's
+    #   daily-average practice: docs/reference.md#averaging-and-completeness);
+    # - thai_incomplete: below it, a Thai sub-index is "withhold"-en or computed from the hours present ("partial");
+    #   either way its row says so (status, reason, coverage);
+    # - measured_within_h: a pollutant with data at a station within this many hours counts as measured there;
+    #   while its sub-index is withheld, the overall index names it as missing;
+    # - thai_precision, thai_above_200 (a red-band rule per pollutant, JSON: {"pm25": {"kind": "cap"}}) and
+    #   thai_colours_hex (five #RRGGBB codes, JSON list) are UNCONFIRMED values of the Thai table
+    #   (docs/reference.md#thai-aqi); the API and `lccm dashboards write|push` take the colours from here;
+    # - epa_o3_1h_always and epa_above_500: the options EPA's table leaves (docs/reference.md#us-epa-aqi).
     aqi_completeness: float = Field(default=0.75, gt=0, le=1)
+    aqi_thai_incomplete: IncompletePolicy = "withhold"
+    aqi_measured_within_h: int = Field(default=168, ge=24)
+    aqi_thai_precision: Precision = "round_half_up"
+    aqi_thai_above_200: dict[Pollutant, RedBandRule] = Field(default_factory=_red_band_default)
+    aqi_thai_colours_hex: tuple[str, str, str, str, str] = THAI_COLOURS_HEX_DEFAULT
+    aqi_epa_o3_1h_always: bool = False
+    aqi_epa_above_500: Literal["extend", "cap"] = "extend"
 
     # Streetlights: minutes around sunrise and sunset that count as neither day nor night (photocells switch near
     # civil twilight, so burning then is neither day burning nor an outage). A setting, not a published figure.
@@ -138,6 +173,33 @@ class Settings(BaseSettings):
     city_file: Path | None = None
     # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
     # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).
+
+    @field_validator("aqi_thai_colours_hex")
+    @classmethod
+    def _colour_codes(cls, value: tuple[str, str, str, str, str]) -> tuple[str, str, str, str, str]:
+        thai_categories(value)  # refuses anything but five #RRGGBB codes, naming the bad one
+        return value
+
+    @field_validator("aqi_thai_above_200")
+    @classmethod
+    def _red_band_rules(cls, value: dict[Pollutant, RedBandRule]) -> dict[Pollutant, RedBandRule]:
+        check_red_band_rules({str(p): rule for p, rule in value.items()})
+        return value
+
+    def aqi_settings(self) -> AqiSettings:
+        """The AQI engine's settings from these fields (what the AQI updater and `lccm recompute` use)."""
+        from lccm.engine.aqi import AqiSettings  # the engine (numba) only for the commands that compute indices
+
+        return AqiSettings(
+            completeness=self.aqi_completeness,
+            thai_incomplete=self.aqi_thai_incomplete,
+            measured_within_h=self.aqi_measured_within_h,
+            thai_precision=self.aqi_thai_precision,
+            thai_above_200={str(p): rule for p, rule in self.aqi_thai_above_200.items()},
+            thai_colours_hex=self.aqi_thai_colours_hex,
+            epa_o3_1h_always=self.aqi_epa_o3_1h_always,
+            epa_above_500=self.aqi_epa_above_500,
+        )
 
     @field_validator("alert_rules_file", "notify_recipients_file", "city_file", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ edge. Times cross this module as aware datetimes (API side) or UTC epoch microse
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -622,7 +623,11 @@ class StoredAqiIndex:
 
     An hour's index is a sample at the hour's end (its window ends there), and only once the hour is over for the
     station: ``until`` is the newest reading the evaluator was told about, so the running hour's live row, which
-    changes with every batch, is not taken before its last readings are in."""
+    changes with every batch, is not taken before its last readings are in.
+
+    Only a complete index is a value (migration 010): an incomplete one (a measured pollutant withheld, or a
+    sub-index from a partial window) is a lower bound and a withheld one has none, so both are NaN - unknown to the
+    evaluator, which neither raises nor clears on an unknown sample (engine/alerts.py)."""
 
     period_us = _HOUR_US
 
@@ -633,7 +638,8 @@ class StoredAqiIndex:
         if key is None:
             raise ValueError(f"no stored series for index {index!r}; one of {', '.join(sorted(AQI_INDEX_KEYS))}")
         rows = conn.execute(
-            f"SELECT {_us('hour_start')} + {_HOUR_US}, aqi FROM aqi_hourly WHERE index_key = %s AND device_id = %s"
+            f"SELECT {_us('hour_start')} + {_HOUR_US}, CASE WHEN status = 'complete' THEN aqi END"
+            " FROM aqi_hourly WHERE index_key = %s AND device_id = %s"
             f" AND hour_start > {_ts('%s::bigint')} - interval '1 hour'"
             f" AND hour_start <= {_ts('%s::bigint')} - interval '1 hour' ORDER BY hour_start",
             (key, device_pk, after_us, until_us),
@@ -641,4 +647,4 @@ class StoredAqiIndex:
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         ts, value = zip(*rows, strict=True)
-        return np.array(ts, np.int64), np.array(value, np.float64)
+        return np.array(ts, np.int64), np.array([math.nan if v is None else v for v in value], np.float64)

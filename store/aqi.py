@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import orjson
@@ -66,16 +67,35 @@ def hourly_pollutant_means(
     ).fetchall()
 
 
+def pollutant_last_hours(conn: psycopg.Connection, device_id: int, since_us: int, before_us: int) -> dict[int, int]:
+    """metric id -> start (us) of the station's latest hourly mean in [since, before), per pollutant that has one:
+    what tells the AQI engine a pollutant is still measured although its window before ``before`` is empty."""
+    rows = conn.execute(
+        f"SELECT metric_id, {_us('max(bucket_start)')} FROM sample_buckets WHERE resolution = '1h'"
+        " AND device_id = %s AND metric_id = ANY(%s)"
+        f" AND bucket_start >= {_EPOCH} + %s * {_US} AND bucket_start < {_EPOCH} + %s * {_US} GROUP BY metric_id",
+        (device_id, list(POLLUTANT_METRICS.values()), since_us, before_us),
+    ).fetchall()
+    return {int(m): int(t) for m, t in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class AqiRow:
+    """One index at one station hour (migration 006 and 010). ``aqi``, ``responsible`` and ``category`` are None
+    where the status is withheld; ``reason`` is None where it is complete."""
+
     index_key: str
     device_id: int
     hour_start_us: int
-    aqi: float
-    responsible: str
-    category: int
+    aqi: float | None
+    responsible: str | None
+    category: int | None
     sub_index: dict[str, float]
     average: dict[str, float]
+    status: str
+    reason: str | None
+    missing: tuple[str, ...]
+    coverage: dict[str, dict[str, int | str]]
 
 
 def replace_aqi(conn: psycopg.Connection, spans: Sequence[tuple[int, int, int]], rows: Sequence[AqiRow]) -> None:
@@ -86,13 +106,15 @@ def replace_aqi(conn: psycopg.Connection, spans: Sequence[tuple[int, int, int]],
         ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]),
     )
     with conn.cursor().copy(
-        "COPY aqi_hourly (index_key, device_id, hour_start, aqi, responsible, category, sub_index, average) FROM STDIN"
+        "COPY aqi_hourly (index_key, device_id, hour_start, aqi, responsible, category, sub_index, average,"
+        " status, reason, missing, coverage) FROM STDIN"
     ) as cp:
         for r in rows:
             cp.write_row(
                 (
                     r.index_key, r.device_id, us_to_datetime(r.hour_start_us), r.aqi, r.responsible, r.category,
-                    orjson.dumps(r.sub_index).decode(), orjson.dumps(r.average).decode(),
+                    orjson.dumps(r.sub_index).decode(), orjson.dumps(r.average).decode(), r.status, r.reason,
+                    list(r.missing), orjson.dumps(r.coverage).decode(),
                 )
             )  # fmt: skip
 
@@ -106,16 +128,20 @@ class StationAqi:
     lat: float | None
     lon: float | None
     hour_start: datetime
-    aqi: float
-    responsible: str
-    category: int
+    aqi: float | None
+    responsible: str | None
+    category: int | None
     sub_index: dict[str, float]
     average: dict[str, float]
+    status: str
+    reason: str | None
+    missing: list[str]
+    coverage: dict[str, dict[str, Any]]
 
 
 _COLUMNS = (
     "d.device_id, d.name, s.site_code, s.name AS site_name, s.lat, s.lon, a.hour_start, a.aqi, a.responsible,"
-    " a.category, a.sub_index, a.average"
+    " a.category, a.sub_index, a.average, a.status, a.reason, a.missing, a.coverage"
 )
 _FROM = " FROM aqi_hourly a JOIN devices d ON d.id = a.device_id JOIN sites s ON s.id = d.site_id"
 

@@ -1,10 +1,16 @@
 """The AQI updater: drains ``aqi_queue`` (station hours whose pollutant means changed, queued by the sample updater)
-and recomputes the Thai AQI, the US EPA AQI and the NowCast overlay of the hours those means reach.
+and recomputes the Thai AQI, the US EPA AQI and the US AQI of current conditions (NowCast for PM and O3) of the
+hours those means reach.
 
 A mean at hour t enters every window ending in t .. t + 23 h (the longest, PM's 24 h), so those hours are
 recomputed - but never past the station's latest hour with data: an index needs its own hour's readings, not just
 enough of the window's. Inputs are the stored hourly means (sample_buckets, '1h'), so the live path and
 ``lccm recompute`` agree.
+
+Every hour with data from the station gets a row per index, with its status, the missing pollutants, the coverage
+of every sub-index and the reason in words (engine.aqi.describe; migration 010): a withheld index is a row without
+a number, never a missing row, so nothing drops out silently. A pollutant counts as measured for
+``measured_within_h`` hours after its latest hourly mean, looked up before the window's history too.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lccm.engine.aqi import LOOKBACK_H, AqiResult, AqiSettings, epa_aqi, epa_nowcast_aqi, thai_aqi
+from lccm.engine.aqi import (
+    LOOKBACK_H,
+    AqiResult,
+    AqiSettings,
+    describe,
+    epa_aqi,
+    epa_nowcast_aqi,
+    thai_aqi,
+)
 from lccm.engine.timebase import US_PER_H
 from lccm.store.aqi import (
     POLLUTANT_METRICS,
@@ -22,6 +36,7 @@ from lccm.store.aqi import (
     StationSpan,
     claim_station_hours,
     hourly_pollutant_means,
+    pollutant_last_hours,
     replace_aqi,
 )
 from lccm.store.connect import Connect
@@ -44,8 +59,11 @@ class AqiUpdater:
             ranges = [r for r in (_hours(s) for s in spans) if r is not None]
             rows: list[AqiRow] = []
             for device_id, lo_us, hi_us in ranges:
-                means = hourly_pollutant_means(conn, [device_id], lo_us - LOOKBACK_H * US_PER_H, hi_us)
-                rows += station_rows(device_id, lo_us, hi_us, means, self.settings)
+                first = lo_us - LOOKBACK_H * US_PER_H
+                means = hourly_pollutant_means(conn, [device_id], first, hi_us)
+                seen = pollutant_last_hours(conn, device_id, first - self.settings.measured_within_h * US_PER_H, first)
+                seen_before = {_POLLUTANT_OF_METRIC[m]: t for m, t in seen.items()}
+                rows += station_rows(device_id, lo_us, hi_us, means, self.settings, seen_before)
             replace_aqi(conn, ranges, rows)
         return UpdateResult(len(spans), len(rows))
 
@@ -68,30 +86,54 @@ def station_rows(
     hi_us: int,
     means: list[tuple[int, int, int, float]],
     settings: AqiSettings,
+    seen_before_us: dict[str, int] | None = None,
 ) -> list[AqiRow]:
-    """Every index's rows of one station's hours [lo, hi], from its hourly means (with the windows' history)."""
+    """Every index's rows of one station's hours [lo, hi], from its hourly means (with the windows' history) and,
+    per pollutant, the start of its latest hourly mean before that history (``seen_before_us``)."""
     first = lo_us - LOOKBACK_H * US_PER_H
     grid = np.arange(first, hi_us + US_PER_H, US_PER_H, dtype=np.int64)
-    hourly: dict[str, np.ndarray] = {}
+    seen = seen_before_us or {}
+    # A pollutant seen before the history but silent since is still measured: an all-missing series says so.
+    hourly: dict[str, np.ndarray] = {p: np.full(len(grid), np.nan) for p in seen}
     for _, metric, hour_us, mean in means:
         series = hourly.setdefault(_POLLUTANT_OF_METRIC[metric], np.full(len(grid), np.nan))
         series[(hour_us - first) // US_PER_H] = mean
     if not hourly:
         return []
-    keep = grid >= lo_us
-    results = [thai_aqi(grid, hourly, settings), epa_aqi(grid, hourly, settings)]
-    pm = {p: v for p, v in hourly.items() if p in ("pm25", "pm10")}
-    if pm:
-        results.append(epa_nowcast_aqi(grid, pm, settings))
+    # A row per hour with data from the station (an index needs its own hour's readings): the live path and a
+    # recompute then agree over a gap, which has no rows; its first hours after show what it left out.
+    keep = (grid >= lo_us) & np.logical_or.reduce([~np.isnan(v) for v in hourly.values()])
+    before = {p: float(t) for p, t in seen.items()}
+    results = [
+        thai_aqi(grid, hourly, settings, seen_before_us=before),
+        epa_aqi(grid, hourly, settings, seen_before_us=before),
+        epa_nowcast_aqi(grid, hourly, settings, seen_before_us=before),
+    ]
     return [row for result in results for row in _rows(device_id, result, keep)]
 
 
 def _rows(device_id: int, result: AqiResult, keep: np.ndarray) -> list[AqiRow]:
     names = result.responsible_names()
     out = []
-    for h in np.flatnonzero(keep & np.isfinite(result.aqi)).tolist():
+    for h in np.flatnonzero(keep & (result.status >= 0)).tolist():
+        summary = describe(result, h)
+        assert summary is not None  # status >= 0: something is measured
         sub = {p: float(v[h]) for p, v in result.sub_index.items() if np.isfinite(v[h])}
         avg = {k: float(v[h]) for k, v in result.average.items() if np.isfinite(v[h])}
-        hour_us, aqi, category = int(result.hour_start_us[h]), float(result.aqi[h]), int(result.category[h])
-        out.append(AqiRow(result.index, device_id, hour_us, aqi, str(names[h]), category, sub, avg))
+        known = bool(np.isfinite(result.aqi[h]))
+        row = AqiRow(
+            index_key=result.index,
+            device_id=device_id,
+            hour_start_us=int(result.hour_start_us[h]),
+            aqi=float(result.aqi[h]) if known else None,
+            responsible=str(names[h]) if known else None,
+            category=int(result.category[h]) if known else None,
+            sub_index=sub,
+            average=avg,
+            status=summary.status,
+            reason=summary.reason,
+            missing=summary.missing,
+            coverage=summary.coverage,
+        )
+        out.append(row)
     return out

@@ -279,7 +279,7 @@ def test_index_rules_read_the_stored_hourly_aqi_once_each_hour_is_over(db: str) 
         for h, value in enumerate(aqi):
             conn.execute(
                 "INSERT INTO aqi_hourly (index_key, device_id, hour_start, aqi, responsible, category, sub_index,"
-                " average) VALUES ('thai_pcd_2023', %s, %s, %s, 'pm25', 0, '{}', '{}')",
+                " average, status) VALUES ('thai_pcd_2023', %s, %s, %s, 'pm25', 0, '{}', '{}', 'complete')",
                 (city, T0 + timedelta(hours=h), value),
             )
         # batches of three readings (15 min), as a station's messages arrive
@@ -301,6 +301,38 @@ def test_index_rules_read_the_stored_hourly_aqi_once_each_hour_is_over(db: str) 
     bare = evaluator(db, clock="event")
     commit(db, batches[-1], bare)
     assert bare.run_once().transitions == 0
+
+
+def test_an_incomplete_or_withheld_index_neither_raises_nor_clears(db: str) -> None:
+    # Hourly Thai AQI rows from 02:00Z (migration 010): 80 complete; 130 incomplete (a lower bound: a measured
+    # pollutant is withheld); withheld (no AQI); 102 complete; 90 incomplete; 94 complete; 90 complete.
+    # Only complete values count (store.alerts.StoredAqiIndex gives NaN for the rest, which the evaluator takes as
+    # unknown). Each row is a sample at its hour's end: raised at the 102's (06:00Z), not at the 130's (04:00Z); the
+    # clear (<= 95 held 1 h) starts at the 94 (08:00Z), not at the incomplete 90 (07:00Z), and completes with the
+    # last 90 (09:00Z). Counted as complete, the 130 would raise at 04:00Z and the clear complete at 08:00Z.
+    rows = [
+        (80, "complete"), (130, "incomplete"), (None, "withheld"), (102, "complete"), (90, "incomplete"),
+        (94, "complete"), (90, "complete"),
+    ]  # fmt: skip
+    with psycopg.connect(db) as conn:
+        st.put_rule(conn, AQI_101["key"], AlertRule.model_validate(AQI_101).definition(), "api")
+        city = device_pk(conn, "CITY-S")
+        for h, (value, status) in enumerate(rows):
+            known = value is not None
+            conn.execute(
+                "INSERT INTO aqi_hourly (index_key, device_id, hour_start, aqi, responsible, category, sub_index,"
+                " average, status, reason) VALUES ('thai_pcd_2023', %s, %s, %s, %s, %s, '{}', '{}', %s, %s)",
+                (city, T0 + timedelta(hours=h), value, "pm25" if known else None, 0 if known else None, status,
+                 None if status == "complete" else "PM10 24-h average withheld"),
+            )  # fmt: skip
+        batches = [cols(conn, "CITY-S", PM25, at(i), [20.0] * 3) for i in range(0, 88, 3)]  # to 09:15Z
+    ev = evaluator(db, clock="event", index_source=st.StoredAqiIndex())
+    for b in batches:
+        commit(db, b, ev)
+    ev.run_once()
+    [a] = [a for a in alerts(db) if a.rule_key == "aqi_th_101"]
+    assert (a.raised_at, a.raised_value) == (T0 + timedelta(hours=4), 102)
+    assert (a.state, a.cleared_at, a.peak_value) == ("cleared", T0 + timedelta(hours=7), 102)
 
 
 def test_the_rule_file_sync_keeps_api_edits_and_removes_dropped_file_rules(db: str) -> None:

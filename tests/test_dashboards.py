@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from lccm import dashboards
+from lccm.engine.aqi_tables import THAI_GOOD_CATEGORIES, thai_categories
 from lccm.engine.timebase import bkk_us
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
@@ -175,7 +176,9 @@ def _query(url: str, model: dict[str, Any], title: str, ref_id: str = "A") -> li
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-MODELS = dashboards.build_all()
+# The Thai scale as `lccm dashboards write` builds it with the default colours (the committed copies).
+THAI_SCALE = dashboards.ThaiScale.of(thai_categories(), THAI_GOOD_CATEGORIES)
+MODELS = dashboards.build_all(THAI_SCALE)
 PROM_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
 
 
@@ -266,17 +269,31 @@ def test_air_quality_panels(db: str) -> None:
     (so2,) = _query(db, model, "SO2: hourly means (standard 300 ppb, 1-h)")
     assert (so2["time"], so2["so2_ppb"]) == (_utc(AQ0), 150.0)  # (100 + 200) / 2
     thai = _query(db, model, "Thai AQI per station (PCD 2023)")
-    # Hours 17..23 have 18 of 24 valid hours (75 %); 24-h mean 40.0 in the PCD band 37.6-75.0 -> AQI 101-200
-    # (PCD 2023 table, docs/reference.md#thai-aqi): (200 - 101) / (75.0 - 37.6) x (40.0 - 37.6) + 101 = 107.35 -> 107.
-    # Hour 0 has only the SO2 1-h index: 150 ppb in the band 101-200 -> 26-50: (50 - 26) / (200 - 101) x
-    # (150 - 101) + 26 = 37.88 -> 38.
-    assert [(r["time"], r["aqi"]) for r in thai] == [(_utc(AQ0), 38.0)] + [
-        (_utc(AQ0 + h * H), 107.0) for h in range(17, 24)
+    # Hour 0: only SO2's 1-h index: 150 ppb in the band 101-200 -> 26-50: (50 - 26) / (200 - 101) x (150 - 101) + 26
+    # = 37.88 -> 38; PM2.5 has 1 of 24 hours (18 needed): withheld, so the index is incomplete.
+    # Hours 1..16: PM2.5 below 18 of 24 hours and SO2 (measured, last at hour 0) without data: withheld, a gap.
+    # Hours 17..23: 18+ of 24 valid hours (75 %); 24-h mean 40.0 in the PCD band 37.6-75.0 -> AQI 101-200
+    # (PCD 2023 table, docs/reference.md#thai-aqi): (200 - 101) / (75.0 - 37.6) x (40.0 - 37.6) + 101 = 107.35 -> 107,
+    # incomplete: SO2 is still measured (within a week of its last hour) but has no value.
+    incomplete = "City hall station (incomplete)"
+    assert [(r["time"], r["metric"], r["aqi"]) for r in thai] == [(_utc(AQ0), incomplete, 38.0)] + [
+        (_utc(AQ0 + h * H), incomplete, 107.0) for h in range(17, 24)
     ]
-    (station,) = _query(db, model, "Stations: latest Thai AQI category")
-    # Category 3 = "starting to affect health" (orange), the latest hour 23:00.
+    (station,) = _query(
+        db, model, "Stations: latest Thai AQI category (grey: withheld, or incomplete and reading good)"
+    )
+    # Category 3 = "starting to affect health" (orange), the latest hour 23:00: a lower bound that is already a
+    # warning keeps its colour.
     assert (station["station"], station["latitude"], station["longitude"]) == ("City hall station", 18.29, 99.49)
     assert (station["category"], station["aqi"], station["time"]) == (3, 107.0, _utc(AQ0 + 23 * H))
+    so2_missing = (
+        "SO2 1-h value withheld: no data in this hour. The AQI shown is the highest sub-index available; with SO2 it"
+        " may be higher."
+    )
+    assert (station["status"], station["missing"], station["reason"]) == ("incomplete", "so2", so2_missing)
+    (status,) = _query(db, model, "Stations: latest Thai AQI, whether it is complete, and why not")
+    assert (status["station"], status["time"], status["aqi"]) == ("City hall station", _utc(AQ0 + 23 * H), 107.0)
+    assert (status["status"], status["missing"], status["reason"]) == ("incomplete", "so2", so2_missing)
 
 
 def test_air_quality_thresholds_are_the_thai_standards() -> None:
