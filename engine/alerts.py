@@ -744,7 +744,6 @@ class RecordedAlert:
     time from when its condition began to its clear (None: not cleared)."""
 
     alert_id: int
-    device_pk: int
     started_us: int
     cleared_us: int | None
 
@@ -755,14 +754,12 @@ class RecordedAlert:
 @dataclass(frozen=True, slots=True)
 class Revision:
     """What readings behind a series' frontier change. ``past``: episodes that nobody recorded, each a raise and its
-    clear (recorded as a cleared alert); ``duplicates``: raises of episodes under another device's alert of the same
-    dedup key (alert id, raise); ``present``: at most one change of the present, a raise (or a reopening of the
-    series' own alert) where the live state was not raised, or a clear of its alert where it was; ``state``: the state
-    to carry on from."""
+    clear (recorded as a cleared alert); ``present``: at most one change of the present, a raise (or a reopening of
+    the series' own alert) where the live state was not raised, or a clear of its alert where it was; ``state``: the
+    state to carry on from."""
 
     state: SeriesState
     past: tuple[tuple[Transition, Transition], ...] = ()
-    duplicates: tuple[tuple[int, Transition], ...] = ()
     present: Transition | None = None
 
 
@@ -775,7 +772,6 @@ def revise(
     rerun: Sequence[Transition],
     recorded: Sequence[RecordedAlert],
     *,
-    device_pk: int,
     owned_alert: int | None,
     watermark_us: int,
     late_after_us: int,
@@ -784,8 +780,9 @@ def revise(
     stored now) with the ``live`` state at the same frontier and the alerts ``recorded`` since the checkpoint.
 
     - Each episode of the run again (a raise and its clear) that overlaps no recorded alert of the rule and dedup key
-      is a past episode to record; one under another device's alert is a duplicate of it; one that overlaps an alert
-      of this device was recorded already (perhaps with other times: the record stands).
+      is a past episode to record; one that overlaps one (this device's or another's: the key is shared) was
+      recorded already, perhaps with other times: the record stands. So a second run over the same readings (a
+      redelivered batch) records nothing more.
     - The present: if both say raised, or both not, the live alert stands; the state carries on from the run again
       (pending raises and clears, flat runs and peaks now see every reading), with the live alert's times and
       hold-off. If the run again is raised and the live state is not, the alert is opened (the series' own alert
@@ -803,22 +800,17 @@ def revise(
             start = None
         else:
             start = tr
-    past: list[tuple[Transition, Transition]] = []
-    duplicates: list[tuple[int, Transition]] = []
-    for raise_tr, clear_tr in episodes:
-        if raise_tr is None:  # raised before the checkpoint: the alert recorded then
-            continue
-        covering = [a for a in recorded if a.overlaps(raise_tr.started_us, clear_tr.at_us)]
-        if not covering:
-            past.append((raise_tr, clear_tr))
-        elif all(a.device_pk != device_pk for a in covering):
-            duplicates.append((covering[0].alert_id, raise_tr))
+    past = tuple(
+        (r, c) for r, c in episodes
+        if r is not None  # raised before the checkpoint: the alert recorded then
+        and not any(a.overlaps(r.started_us, c.at_us) for a in recorded)
+    )  # fmt: skip
     live_up, now_up = live.phase in _UP, rerun_state.phase in _UP
     if live_up == now_up:  # the live alert (or none) stands, with its times and hold-off
         state = replace(rerun_state, cleared_us=live.cleared_us, seen_us=live.seen_us)
         if live_up:
             state = replace(state, started_us=live.started_us, raised_us=live.raised_us)
-        return Revision(state, tuple(past), tuple(duplicates))
+        return Revision(state, past)
 
     def late(at_us: int) -> bool:
         return watermark_us - at_us > late_after_us
@@ -833,12 +825,16 @@ def revise(
             value = start.value if start is not None else math.nan
             present = Transition(TransitionKind.REOPENED, at, rerun_state.started_us, value, late(at))
         elif start is not None:
-            present = start
+            # A reopening within the hold-off of a clear found only now reopens nothing recorded: a new alert.
+            last_clear = max((c.at_us for _, c in episodes if c.at_us <= start.at_us), default=None)
+            new_clear = any(c.at_us == last_clear for _, c in past)
+            reopen_new = start.kind == TransitionKind.REOPENED and new_clear
+            present = replace(start, kind=TransitionKind.RAISED) if reopen_new else start
         else:
             at = rerun_state.raised_us
             present = Transition(TransitionKind.RAISED, at, rerun_state.started_us, math.nan, late(at))
         state = replace(rerun_state, seen_us=live.seen_us)
-        return Revision(state, tuple(past), tuple(duplicates), present)
+        return Revision(state, past, present)
     clears = [c for _, c in episodes if c.at_us >= live.raised_us]
     if clears:
         present = clears[-1]
@@ -846,7 +842,7 @@ def revise(
         at = live.raised_us
         present = Transition(TransitionKind.CLEARED, at, at, math.nan, late(at), ClearReason.REVISED, live.peak)
     state = replace(rerun_state, cleared_us=present.at_us, seen_us=live.seen_us)
-    return Revision(state, tuple(past), tuple(duplicates), present)
+    return Revision(state, past, present)
 
 
 # --- the rule file's rules: validation ------------------------------------------------------------------------

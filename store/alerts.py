@@ -418,16 +418,16 @@ def add_event(
 
 def recorded_alerts(
     conn: psycopg.Connection, rule_key: str, dedup_key: str, since_us: int
-) -> list[tuple[int, int, int, int | None]]:
-    """(alert id, device, started, cleared or None) of the alerts of a rule and dedup key not cleared before
-    ``since_us``: what readings that arrived late are compared with."""
+) -> list[tuple[int, int, int | None]]:
+    """(alert id, started, cleared or None) of the alerts of a rule and dedup key not cleared before ``since_us``: what
+    readings that arrived late are compared with."""
     rows = conn.execute(
-        f"SELECT id, device_id, {_us('started_at')}, {_us('cleared_at')} FROM alerts"
+        f"SELECT id, {_us('started_at')}, {_us('cleared_at')} FROM alerts"
         f" WHERE rule_key = %s AND dedup_key = %s AND (cleared_at IS NULL OR cleared_at >= {_ts('%s::bigint')})"
         " ORDER BY started_at, id",
         (rule_key, dedup_key, since_us),
     ).fetchall()
-    return [(int(i), -1 if d is None else int(d), int(s), None if c is None else int(c)) for i, d, s, c in rows]
+    return [(int(i), int(s), None if c is None else int(c)) for i, s, c in rows]
 
 
 def _num(value: float | None) -> float | None:

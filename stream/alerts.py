@@ -467,19 +467,7 @@ class RecordPast:
         return self.raised.at_us
 
 
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    """A raise under another device's alert of the same dedup key, found in readings that arrived late."""
-
-    alert_id: int
-    raised: Apply
-
-    @property
-    def at_us(self) -> int:
-        return self.raised.at_us
-
-
-Change = Apply | RecordPast | Duplicate
+Change = Apply | RecordPast
 
 
 @dataclass
@@ -671,8 +659,8 @@ class MetricJobs:
         rerun_state = with_flat_carry(rule, rerun_state, val[first:last], values)
         recorded = [RecordedAlert(*r) for r in st.recorded_alerts(conn, rule.key, rule.dedup(info), start.last_ts_us)]
         rev = revise(
-            p.live, rerun_state, rerun, recorded, device_pk=p.device, owned_alert=p.alert_id,
-            watermark_us=p.late_wm_us, late_after_us=self._late_after_us,
+            p.live, rerun_state, rerun, recorded, owned_alert=p.alert_id, watermark_us=p.late_wm_us,
+            late_after_us=self._late_after_us,
         )  # fmt: skip
         readings = (ts, val)
 
@@ -680,7 +668,6 @@ class MetricJobs:
             return shown_value(rule, info, tr, readings)
 
         changes: list[Change] = [RecordPast(shown(r), shown(c)) for r, c in rev.past]
-        changes += [Duplicate(alert_id, shown(r)) for alert_id, r in rev.duplicates]
         if rev.present is not None:
             changes.append(shown(rev.present))
         return rev.state, changes
@@ -842,17 +829,10 @@ class AlertWriter:
             if isinstance(ch, Apply):
                 dec.alert_id = self._apply(conn, dec, ch)
                 self._count(r, ch.tr)
-            elif isinstance(ch, RecordPast):
+            else:
                 self._record_past(conn, dec, ch)
                 self._count(r, ch.raised.tr)
                 self._count(r, ch.cleared.tr)
-            else:
-                tr = ch.raised.tr
-                st.add_event(
-                    conn, ch.alert_id, TransitionKind.DUPLICATE, tr.at_us, ch.raised.value, dec.info.device_pk,
-                    late=tr.late,
-                )  # fmt: skip
-                self._count(r, tr)
         r.series += len(run.decided)
         st.save_states(conn, [(d.rule.key, d.info.device_pk, d.state_json(), d.alert_id) for d in run.decided])
 

@@ -257,33 +257,42 @@ R, C = TransitionKind.RAISED, TransitionKind.CLEARED
 def test_revise_records_only_episodes_nobody_recorded() -> None:
     live_state = idle(1000, cleared_us=200)
     rerun = [tr(R, 100, 90), tr(C, 200), tr(R, 400, 380), tr(C, 500), tr(R, 700, 650), tr(C, 800)]
-    recorded = [RecordedAlert(1, 7, 95, 200), RecordedAlert(2, 8, 640, 820)]  # ours at 95-200; device 8's at 640
-    rev = revise(live_state, idle(1000, cleared_us=800), rerun, recorded, device_pk=7, owned_alert=1,
-                 watermark_us=5000, late_after_us=100)  # fmt: skip
-    assert rev.past == ((tr(R, 400, 380), tr(C, 500)),)
-    assert rev.duplicates == ((2, tr(R, 700, 650)),)
+    recorded = [RecordedAlert(1, 95, 200), RecordedAlert(2, 640, 820)]  # 95-200 ours, 640-820 another device's
+    rev = revise(live_state, idle(1000, cleared_us=800), rerun, recorded, owned_alert=1, watermark_us=5000,
+                 late_after_us=100)  # fmt: skip
+    assert rev.past == ((tr(R, 400, 380), tr(C, 500)),)  # 100-200 is ours, 650-800 under device 8's (a shared key)
     assert rev.present is None
     assert rev.state.cleared_us == 200  # the live alerts' hold-off, not the late episode's
+    # The same run again, with the episode recorded: nothing more.
+    again = revise(live_state, idle(1000, cleared_us=800), rerun, [*recorded, RecordedAlert(3, 380, 500)],
+                   owned_alert=1, watermark_us=5000, late_after_us=100)  # fmt: skip
+    assert again.past == () and again.present is None and again.state == rev.state
+
+
+def test_a_reopening_within_the_hold_off_of_a_clear_found_only_now_is_a_new_alert() -> None:
+    up = SeriesState(phase="raised", last_ts_us=1000, started_us=880, raised_us=900)
+    rerun = [tr(R, 700, 650), tr(C, 800), Transition(TransitionKind.REOPENED, 900, 880, 1.0, True)]
+    rev = revise(idle(1000), up, rerun, [], owned_alert=None, watermark_us=5000, late_after_us=100)
+    assert rev.past == ((tr(R, 700, 650), tr(C, 800)),) and rev.present == tr(R, 900, 880)
 
 
 def test_revise_changes_the_present_where_the_full_data_disagree() -> None:
     up = SeriesState(phase="raised", last_ts_us=1000, started_us=900, raised_us=950, peak=5.0)
     # Raised now, not live: reopen our own alert that the live state cleared at 960 (it overlaps the episode) ...
-    rev = revise(idle(1000, cleared_us=960), up, [tr(R, 950, 900)], [RecordedAlert(3, 7, 600, 960)],
-                 device_pk=7, owned_alert=3, watermark_us=1010, late_after_us=100)  # fmt: skip
+    rev = revise(idle(1000, cleared_us=960), up, [tr(R, 950, 900)], [RecordedAlert(3, 600, 960)],
+                 owned_alert=3, watermark_us=1010, late_after_us=100)  # fmt: skip
     assert rev.present == Transition(TransitionKind.REOPENED, 960, 900, 1.0, False)
     # ... or raise a new one, when nothing recorded covers it.
-    rev = revise(idle(1000), up, [tr(R, 950, 900)], [], device_pk=7, owned_alert=None, watermark_us=5000,
-                 late_after_us=100)  # fmt: skip
+    rev = revise(idle(1000), up, [tr(R, 950, 900)], [], owned_alert=None, watermark_us=5000, late_after_us=100)
     assert rev.present == tr(R, 950, 900) and rev.state.phase == "raised"
     # Live raised at 950, the run again cleared it at 970: cleared there.
     live_up = SeriesState(phase="raised", last_ts_us=1000, started_us=940, raised_us=950, peak=9.0)
-    rev = revise(live_up, idle(1000, cleared_us=970), [tr(R, 950, 940), tr(C, 970)], [RecordedAlert(4, 7, 940, None)],
-                 device_pk=7, owned_alert=4, watermark_us=5000, late_after_us=100)  # fmt: skip
+    rev = revise(live_up, idle(1000, cleared_us=970), [tr(R, 950, 940), tr(C, 970)], [RecordedAlert(4, 940, None)],
+                 owned_alert=4, watermark_us=5000, late_after_us=100)  # fmt: skip
     assert rev.present == tr(C, 970) and rev.past == () and rev.state.cleared_us == 970
     # Live raised at 950, the run again never raised: cleared at its raise, reason revised.
-    rev = revise(live_up, idle(1000), [], [RecordedAlert(4, 7, 940, None)], device_pk=7, owned_alert=4,
-                 watermark_us=980, late_after_us=100)  # fmt: skip
+    rev = revise(live_up, idle(1000), [], [RecordedAlert(4, 940, None)], owned_alert=4, watermark_us=980,
+                 late_after_us=100)  # fmt: skip
     p = rev.present
     assert p is not None and (p.kind, p.at_us, p.late, p.reason, p.peak) == (C, 950, False, ClearReason.REVISED, 9.0)
     assert math.isnan(p.value)
