@@ -3,7 +3,8 @@ recipients file), and notifications: one notifier per channel in use, the durabl
 of the ``notify-dispatch`` worker. The rest of the feature lives by stage: rules and the state machine in
 ``engine/alerts.py``, the evaluator in ``stream/alerts.py`` (built by ``lccm.runtime.alert_evaluator``), SQL in
 ``store/alerts.py``, the routes in ``api/routes/alerts.py``, channels in ``notify/`` and the MQTT alert topic in
-``ingest/alerts.py`` (the one place paho-mqtt may be imported).
+``ingest/alerts.py`` (ingest/ is the stage that may import paho-mqtt); the words they share (kinds of change,
+severities, states) in the leaf ``engine/alert_kinds.py``.
 
 The alert-rule file (the shipped ``lccm/data/alert-rules.yaml``, or ``LCCM_ALERT_RULES_FILE``) is ``rules:``, a list
 of rule mappings in the shape of ``engine.alerts.AlertRule`` (the API takes the same shape), validated by

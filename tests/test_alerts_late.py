@@ -112,6 +112,10 @@ def test_a_buffered_episode_replayed_after_a_newer_reading_is_a_late_alert_that_
     # Both changes were found 101 min after #0, more than 15 min after #5 and #9: late, recorded, not paged.
     assert events(db, a.id) == [("raised", at(5), True, False), ("cleared", at(9), True, False)]
     assert paged(db) == []
+    print(f"late alert {a.id}: {a.rule_key} {a.device_id} state={a.state} late={a.late} raised {a.raised_at:%H:%M}Z"
+          f" ({a.raised_value:g} ppb) cleared {a.cleared_at:%H:%M}Z ({a.cleared_value:g} ppb), peak {a.peak_value:g};"
+          f" events (kind, at, late, paged): {[(k, f'{t:%H:%M}Z', lt, pg) for k, t, lt, pg in events(db, a.id)]};"
+          f" paged now: {paged(db)}")  # fmt: skip
 
     # The same buffer again (a redelivery): the run again finds the episode recorded; nothing changes.
     replay(db, ev, buffer, 2, at(20) + timedelta(minutes=2))
