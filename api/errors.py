@@ -19,6 +19,11 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     store.inventory.UnknownReportingYear        404 reporting_year_not_found
     store.baseline.BaselineError                422 baseline_unanswerable (no base year, a model that cannot be fitted)
     └── store.baseline.BaselineNotFound         404 not_found (site, station, M&V model)
+    store.alerts.AlertNotFound                  404 alert_not_found
+    store.alerts.RuleNotFound                   404 alert_rule_not_found
+    store.alerts.AlertStateConflict             409 alert_state_conflict, with the alert's state
+    engine.alerts.AlertRulesInvalid             422 alert_rule_invalid, shaped as FastAPI's validation errors (one
+                                                entry per problem, ``loc`` naming the field of the body)
     reports.periods.RequestInvalid              422, shaped as InvalidParameter (a parameter of the query)
     psycopg.OperationalError                    503: the database is down or unreachable (psycopg_pool.PoolTimeout too)
 """
@@ -33,10 +38,12 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from lccm.engine.alerts import AlertRulesInvalid
 from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
 from lccm.imports.rows import RowsInvalid
 from lccm.reports.periods import RequestInvalid
+from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound
 from lccm.store.baseline import BaselineError, BaselineNotFound
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear
 
@@ -124,6 +131,21 @@ def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
     return _api_error(_, InvalidParameter(exc.parameter, exc.message))
 
 
+def _alert_state_conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AlertStateConflict)
+    body = {"error": "alert_state_conflict", "detail": str(exc), "state": str(exc.state)}
+    return JSONResponse(status_code=409, content=body)
+
+
+def _alert_rules_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AlertRulesInvalid)
+    detail = [
+        {"type": "alert_rule_invalid", "loc": ["body", *(p for p in e.field.split(".") if p)], "msg": e.message}
+        for e in exc.errors
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -141,4 +163,8 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BaselineError, _status(422, "baseline_unanswerable"))
     app.add_exception_handler(BaselineNotFound, _status(404, "not_found"))
     app.add_exception_handler(RequestInvalid, _request_invalid)
+    app.add_exception_handler(AlertNotFound, _status(404, "alert_not_found"))
+    app.add_exception_handler(RuleNotFound, _status(404, "alert_rule_not_found"))
+    app.add_exception_handler(AlertStateConflict, _alert_state_conflict)
+    app.add_exception_handler(AlertRulesInvalid, _alert_rules_invalid)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)

@@ -3,7 +3,8 @@
 Pure: no I/O. The stream stage (``stream/alerts.py``) feeds each series' samples in event-time order, with the
 watermark each sample arrived under, and stores the carry state and the transitions this module returns.
 
-**Rules** (:class:`AlertRule`, validated by pydantic; the YAML file and the API use the same model):
+**Rules** (:class:`AlertRule`, validated by pydantic; the YAML file and the API use the same model, and the same
+validation, :func:`parse_rules` / :func:`check_rule`, which name every bad rule and field at once):
 
 - ``threshold`` (default): a signal (a catalogue ``metric`` such as ``pm25_ugm3``, or an ``index`` such as
   ``aqi_th``), optionally averaged (moving mean over ``average.window`` with a completeness fraction), a ``raise``
@@ -37,6 +38,13 @@ stream decides). A transition whose event time is more than ``late_after`` behin
 is recorded but not paged, so a device replaying six hours of buffered data does not page anyone about the past as
 if it were now. Because the watermark belongs to the sample, not to when the evaluator ran, splitting a series into
 batches gives the same transitions as one pass.
+
+**Behind the frontier.** Readings older than a series' newest sample are evaluated by running the machine again from
+a checkpoint (:func:`keep_checkpoints`, :func:`checkpoint_before`) and reconciling that run with what was recorded
+(:func:`revise`): see the section of that name below.
+
+The kinds of change, severities, states and clear reasons are ``lccm.engine.alert_kinds``' enums, shared with every
+stage.
 """
 
 from __future__ import annotations
@@ -49,8 +57,9 @@ from datetime import date
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lccm.engine.alert_kinds import ClearReason, Severity, TransitionKind
 from lccm.engine.streetlights import noaa_sun_times
 from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN, US_PER_S
 
@@ -61,10 +70,8 @@ DEDUP_FIELDS = frozenset({"rule", "device", "site", "signal"})
 
 Comparison = Literal["above", "at_or_above", "below", "at_or_below"]
 COMPARISONS: tuple[str, ...] = ("above", "at_or_above", "below", "at_or_below")
-Severity = Literal["info", "warning", "critical"]
 RuleKind = Literal["threshold", "offline", "flatline", "out_of_range"]
 ScheduleWhen = Literal["always", "working_hours", "outside_working_hours", "sun_up", "sun_down"]
-TransitionKind = Literal["raised", "reopened", "cleared"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -478,12 +485,15 @@ class SeriesState:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
+    """What the state machine decided at one sample: raised, reopened or cleared (the store records it as an alert
+    event of the same kind)."""
+
     kind: TransitionKind
     at_us: int  # event time of the sample that completed the condition
     started_us: int  # raise: when the condition began; clear: when the clear condition began
     value: float  # the sample's value (averaged, index, run length, distance outside the range)
     late: bool
-    reason: str = "condition"  # condition | schedule | data_resumed | no_data
+    reason: ClearReason = ClearReason.CONDITION  # cleared: why
     peak: float | None = None  # cleared: most extreme value while raised
 
 
@@ -501,13 +511,14 @@ class _Machine:
     def raise_at(self, t: int, v: float, wm: int) -> None:
         s = self.s
         recent = s["cleared_us"] != NO_TS and t - s["cleared_us"] < self.holdoff_us
-        kind: TransitionKind = "reopened" if recent else "raised"
+        kind = TransitionKind.REOPENED if recent else TransitionKind.RAISED
         self.out.append(Transition(kind, t, s["since_us"], v, wm - t > self.late_after_us))
         s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=v)
 
-    def clear_at(self, t: int, v: float, wm: int, reason: str) -> None:
+    def clear_at(self, t: int, v: float, wm: int, reason: ClearReason) -> None:
         s = self.s
-        self.out.append(Transition("cleared", t, s["since_us"], v, wm - t > self.late_after_us, reason, s["peak"]))
+        late = wm - t > self.late_after_us
+        self.out.append(Transition(TransitionKind.CLEARED, t, s["since_us"], v, late, reason, s["peak"]))
         s.update(phase="idle", cleared_us=t, since_us=NO_TS, peak=None, started_us=NO_TS, raised_us=NO_TS)
 
     def track_peak(self, v: float) -> None:
@@ -575,7 +586,7 @@ def _step(m: _Machine, t: int, v: float, ok: bool, sched: bool, wm: int, gap: bo
     if phase == "raised" or gap:
         s.update(phase="clearing", since_us=t)
     if t - s["since_us"] >= m.clear_c.for_s * US_PER_S:
-        m.clear_at(t, v if ok else math.nan, wm, "condition" if sched else "schedule")
+        m.clear_at(t, v if ok else math.nan, wm, ClearReason.CONDITION if sched else ClearReason.SCHEDULE)
 
 
 def evaluate_offline(
@@ -602,7 +613,7 @@ def evaluate_offline(
     if s["phase"] == "raised":
         if seen_us > s["seen_us"]:  # data resumed
             at = max(seen_us if resumed_us is None else resumed_us, s["raised_us"])
-            m.clear_at(at, (at - s["seen_us"]) / US_PER_S, late_ref_us, "data_resumed")
+            m.clear_at(at, (at - s["seen_us"]) / US_PER_S, late_ref_us, ClearReason.DATA_RESUMED)
             s["seen_us"] = seen_us
         return SeriesState(**s), m.out
     last = max(seen_us, s["seen_us"])
@@ -660,12 +671,257 @@ def default_max_gap_us(rule: AlertRule, cadence_us: int) -> int | None:
     return 3 * cadence_us
 
 
-def validate_rules(definitions: Sequence[dict[str, Any]]) -> list[AlertRule]:
-    """Validate many rule definitions; keys must be unique. Raises ValueError naming the rule on a duplicate."""
-    rules = [AlertRule.model_validate(d) for d in definitions]
+# --- readings behind the frontier: checkpoints and revisions --------------------------------------------------
+#
+# A series' state is the machine's carry at its frontier. Readings that arrive behind it (a station that sent its
+# newest reading first and replays its buffer after) are evaluated by running the machine again from a checkpoint,
+# an earlier state kept for the purpose, over every stored reading up to the frontier; :func:`revise` then compares
+# that run with what was recorded and with the live state, and says what to record and which state to carry on
+# from. What late readings imply is recorded, never rewritten away: an episode that nobody recorded becomes a new
+# (cleared) alert, and the present alert is opened or cleared only when the full data disagree with the live state.
+
+CHECKPOINT_BASE_US = 15 * US_PER_MIN
+
+
+def is_pristine(state: SeriesState) -> bool:
+    """A state from before any sample (idle, nothing raised or cleared, no flat run): valid at any earlier instant."""
+    return replace(state, last_ts_us=int(NO_TS)) == SeriesState()
+
+
+def checkpoint_before(
+    checkpoints: Sequence[SeriesState], lo_us: int, *, oldest_us: int = int(NO_TS)
+) -> SeriesState | None:
+    """The newest checkpoint from before ``lo_us`` (its frontier is earlier), to run a series again from when readings
+    arrive at ``lo_us`` and after, behind its frontier. A pristine oldest checkpoint (the series' start, or a series
+    that has never raised) serves any earlier instant too, back to ``oldest_us``. None when ``lo_us`` is not after
+    ``oldest_us`` or every checkpoint is newer: the readings lie beyond the history kept."""
+    if lo_us <= oldest_us:
+        return None
+    before = [c for c in checkpoints if c.last_ts_us < lo_us]
+    if before:
+        return max(before, key=lambda c: c.last_ts_us)
+    oldest = min(checkpoints, key=lambda c: c.last_ts_us, default=None)
+    if oldest is not None and is_pristine(oldest):
+        return replace(oldest, last_ts_us=lo_us - 1)
+    return None
+
+
+def keep_checkpoints(
+    checkpoints: Sequence[SeriesState], state: SeriesState, *, horizon_us: int, base_us: int = CHECKPOINT_BASE_US
+) -> tuple[SeriesState, ...]:
+    """The checkpoints to keep after a run that ended in ``state``: with ``state`` among the candidates, the oldest
+    in each age bucket behind its frontier (younger than ``base_us``, then [base x 2^k, base x 2^(k+1))), none older
+    than ``horizon_us``. About log2(horizon / base) + 2 states (11 for 7 days on 15 minutes), spaced so that readings
+    arriving a time t behind the frontier find a checkpoint at most about 2t + base before them: the run again is
+    bounded by the readings' own lateness."""
+    if state.last_ts_us == NO_TS:
+        return tuple(checkpoints)
+    f = state.last_ts_us
+    oldest: dict[int, SeriesState] = {}
+    for c in (*checkpoints, state):
+        age = f - c.last_ts_us
+        if c.last_ts_us == NO_TS or age < 0 or age > horizon_us:
+            continue
+        bucket = -1 if age < base_us else int(math.log2(age / base_us))
+        if bucket not in oldest or c.last_ts_us < oldest[bucket].last_ts_us:
+            oldest[bucket] = c
+    return tuple(sorted(oldest.values(), key=lambda c: c.last_ts_us))
+
+
+def checkpoints_to_json(checkpoints: Sequence[SeriesState]) -> list[dict[str, Any]]:
+    """Compact: the fields that differ from a fresh state (most checkpoints are idle: two or three fields)."""
+    fresh = asdict(SeriesState())
+    return [{k: v for k, v in asdict(c).items() if v != fresh[k]} for c in checkpoints]
+
+
+def checkpoints_from_json(data: Any) -> tuple[SeriesState, ...]:
+    return tuple(SeriesState.from_json(d) if d else SeriesState() for d in data) if isinstance(data, list) else ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedAlert:
+    """An alert already recorded under the rule and dedup key of a series being revised, as an interval of event
+    time from when its condition began to its clear (None: not cleared)."""
+
+    alert_id: int
+    started_us: int
+    cleared_us: int | None
+
+    def overlaps(self, lo_us: int, hi_us: int) -> bool:
+        return self.started_us <= hi_us and (self.cleared_us is None or self.cleared_us >= lo_us)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """What readings behind a series' frontier change. ``past``: episodes that nobody recorded, each a raise and its
+    clear (recorded as a cleared alert); ``present``: at most one change of the present, a raise (or a reopening of
+    the series' own alert) where the live state was not raised, or a clear of its alert where it was; ``state``: the
+    state to carry on from."""
+
+    state: SeriesState
+    past: tuple[tuple[Transition, Transition], ...] = ()
+    present: Transition | None = None
+
+
+_UP = ("raised", "clearing")
+
+
+def revise(
+    live: SeriesState,
+    rerun_state: SeriesState,
+    rerun: Sequence[Transition],
+    recorded: Sequence[RecordedAlert],
+    *,
+    owned_alert: int | None,
+    watermark_us: int,
+    late_after_us: int,
+) -> Revision:
+    """Reconcile a run again from a checkpoint up to the frontier (``rerun`` and ``rerun_state``, with every reading
+    stored now) with the ``live`` state at the same frontier and the alerts ``recorded`` since the checkpoint.
+
+    - Each episode of the run again (a raise and its clear) that overlaps no recorded alert of the rule and dedup key
+      is a past episode to record; one that overlaps one (this device's or another's: the key is shared) was
+      recorded already, perhaps with other times: the record stands. So a second run over the same readings (a
+      redelivered batch) records nothing more.
+    - The present: if both say raised, or both not, the live alert stands; the state carries on from the run again
+      (pending raises and clears, flat runs and peaks now see every reading), with the live alert's times and
+      hold-off. If the run again is raised and the live state is not, the alert is opened (the series' own alert
+      reopened if it covers the episode, from the later of the episode's raise and its recorded clear); if the live
+      state is raised and the run again is not, the series' alert is cleared at the run again's clear after its
+      raise, or (reason ``revised``) at its raise when the condition never held there.
+    - Transitions found now are late when ``watermark_us`` (what the late readings arrived under) is more than
+      ``late_after_us`` past them: recorded, not paged.
+    """
+    episodes: list[tuple[Transition | None, Transition]] = []
+    start: Transition | None = None
+    for tr in rerun:
+        if tr.kind == TransitionKind.CLEARED:
+            episodes.append((start, tr))
+            start = None
+        else:
+            start = tr
+    past = tuple(
+        (r, c) for r, c in episodes
+        if r is not None  # raised before the checkpoint: the alert recorded then
+        and not any(a.overlaps(r.started_us, c.at_us) for a in recorded)
+    )  # fmt: skip
+    live_up, now_up = live.phase in _UP, rerun_state.phase in _UP
+    if live_up == now_up:  # the live alert (or none) stands, with its times and hold-off
+        state = replace(rerun_state, cleared_us=live.cleared_us, seen_us=live.seen_us)
+        if live_up:
+            state = replace(state, started_us=live.started_us, raised_us=live.raised_us)
+        return Revision(state, past)
+
+    def late(at_us: int) -> bool:
+        return watermark_us - at_us > late_after_us
+
+    if now_up:
+        own = next(
+            (a for a in recorded if a.alert_id == owned_alert and a.overlaps(rerun_state.started_us, live.last_ts_us)),
+            None,
+        )
+        if own is not None and own.cleared_us is not None:
+            at = max(start.at_us if start is not None else own.cleared_us, own.cleared_us)
+            value = start.value if start is not None else math.nan
+            present = Transition(TransitionKind.REOPENED, at, rerun_state.started_us, value, late(at))
+        elif start is not None:
+            # A reopening within the hold-off of a clear found only now reopens nothing recorded: a new alert.
+            last_clear = max((c.at_us for _, c in episodes if c.at_us <= start.at_us), default=None)
+            new_clear = any(c.at_us == last_clear for _, c in past)
+            reopen_new = start.kind == TransitionKind.REOPENED and new_clear
+            present = replace(start, kind=TransitionKind.RAISED) if reopen_new else start
+        else:
+            at = rerun_state.raised_us
+            present = Transition(TransitionKind.RAISED, at, rerun_state.started_us, math.nan, late(at))
+        state = replace(rerun_state, seen_us=live.seen_us)
+        return Revision(state, past, present)
+    clears = [c for _, c in episodes if c.at_us >= live.raised_us]
+    if clears:
+        present = clears[-1]
+    else:
+        at = live.raised_us
+        present = Transition(TransitionKind.CLEARED, at, at, math.nan, late(at), ClearReason.REVISED, live.peak)
+    state = replace(rerun_state, cleared_us=present.at_us, seen_us=live.seen_us)
+    return Revision(state, past, present)
+
+
+# --- the rule file's rules: validation ------------------------------------------------------------------------
+#
+# The file (the shipped lccm/data/alert-rules.yaml or LCCM_ALERT_RULES_FILE) is read by the composition root
+# (lccm/alerts.py); the API validates the rules written to it with the same functions. An error names the rule (its
+# key, or its position when the key itself is missing) and the field, e.g. ``rule 'so2_mae_moh' field raise.value:
+# Input should be a valid number``. With the metric catalogue's keys given, a rule on a metric the catalogue does not
+# have is an error too.
+
+
+@dataclass(frozen=True, slots=True)
+class RuleError:
+    rule: str  # the rule's key, or "#<position>" (1-based) when it has none
+    field: str  # dotted path inside the rule, "" for the rule as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f" field {self.field}" if self.field else ""
+        return f"rule {self.rule!r}{where}: {self.message}"
+
+
+class AlertRulesInvalid(ValueError):
+    """One or more rules are invalid: every problem, each naming its rule and field."""
+
+    def __init__(self, source: str, errors: Sequence[RuleError]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        lines = "\n  ".join(str(e) for e in self.errors)
+        super().__init__(f"{len(self.errors)} problem(s) in alert rules from {source}:\n  {lines}")
+
+
+def validation_errors(rule: str, err: ValidationError) -> list[RuleError]:
+    """One RuleError per pydantic error, with the field path as written in the file (aliases: raise, for)."""
+    out = []
+    for e in err.errors(include_url=False):
+        path = ".".join(str(p) for p in e["loc"] if p not in ("function-after[_consistent()]",))
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(RuleError(rule, path, msg))
+    return out
+
+
+def check_rule(
+    definition: Any, label: str, metric_keys: Collection[str] | None = None
+) -> tuple[AlertRule | None, list[RuleError]]:
+    """Validate one rule mapping; returns the rule or the errors, naming the rule by its key (``label`` without
+    one)."""
+    if isinstance(definition, dict) and isinstance(definition.get("key"), str):
+        label = definition["key"]
+    if not isinstance(definition, dict):
+        return None, [RuleError(label, "", f"a rule is a mapping of fields, not {type(definition).__name__}")]
+    try:
+        rule = AlertRule.model_validate(definition)
+    except ValidationError as e:
+        return None, validation_errors(label, e)
+    if metric_keys is not None and rule.metric is not None and rule.metric not in metric_keys:
+        known = ", ".join(sorted(metric_keys))
+        return None, [RuleError(label, "metric", f"unknown metric {rule.metric!r}; the catalogue has {known}")]
+    return rule, []
+
+
+def parse_rules(
+    definitions: Any, source: str = "<rules>", metric_keys: Collection[str] | None = None
+) -> list[AlertRule]:
+    """Validate a list of rule mappings; keys must be unique. Raises AlertRulesInvalid listing every problem."""
+    if not isinstance(definitions, list):
+        raise AlertRulesInvalid(source, [RuleError("-", "rules", "expected a list of rules")])
+    rules: list[AlertRule] = []
+    errors: list[RuleError] = []
     seen: set[str] = set()
-    for r in rules:
-        if r.key in seen:
-            raise ValueError(f"rule key {r.key!r} is used twice")
-        seen.add(r.key)
+    for i, d in enumerate(definitions, start=1):
+        rule, problems = check_rule(d, f"#{i}", metric_keys)
+        errors += problems
+        if rule is None:
+            continue
+        if rule.key in seen:
+            errors.append(RuleError(rule.key, "key", f"the key {rule.key!r} is used by an earlier rule"))
+        seen.add(rule.key)
+        rules.append(rule)
+    if errors:
+        raise AlertRulesInvalid(source, errors)
     return rules

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from lccm.alert_rules import default_rules_file, load_rules_file
+from lccm.alerts import Notifications, build_notifications, default_rules_file, load_rules_file
 from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from lccm.engine.timebase import bkk_us
 from lccm.extras import require_extra
@@ -50,7 +50,6 @@ from lccm.workers import Backoff, Supervisor, Worker
 
 if TYPE_CHECKING:
     from lccm.metrics import IngestMetrics
-    from lccm.notifications import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +331,6 @@ def ingest_process(
     """Everything ``lccm ingest`` runs, wired as it runs it: the stream, the updaters, and (LCCM_ALERTS_ENABLED) the
     alert evaluator with notification dispatch, all on one connection pool. With ``metrics``, batches and deliveries
     are counted there. Not started: call ``start()``."""
-    from lccm.notifications import build_notifications
-
     pool = worker_pool(settings, svc.database_url)
     notes = None
     try:

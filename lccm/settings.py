@@ -132,10 +132,12 @@ class Settings(BaseSettings):
     # live; simulations and benchmarks).
     alert_clock: str = Field(default="wall", pattern="^(wall|event)$")
     alert_late_after_s: float = Field(default=900.0, gt=0)
-    # After a restart, series without evaluation state are evaluated from this far behind the newest data.
+    # How far back the evaluator looks: after a restart, series without evaluation state are evaluated from this far
+    # behind the newest data; readings that arrive behind newer ones of their series are evaluated (late alerts) up to
+    # this far behind them.
     alert_catchup_s: float = Field(default=7 * 86400.0, ge=0)
 
-    # Notifications (notify/, lccm/notifications.py). Recipients (who, which channels, language, quiet hours, daily
+    # Notifications (notify/, lccm/alerts.py). Recipients (who, which channels, language, quiet hours, daily
     # digest, filters) come from a YAML file, deploy/notify-recipients.example.yaml; empty = no people (alerts are
     # still recorded, served by the API and, with notify_mqtt_all, published on the MQTT alert topic).
     notify_recipients_file: Path | None = None

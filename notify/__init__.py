@@ -16,7 +16,7 @@ from lccm.notify.model import (
     Recipient,
     SendOutcome,
     Severity,
-    Transition,
+    TransitionKind,
 )
 from lccm.notify.outbox import HeldItem, MemoryOutbox, Outbox
 from lccm.notify.render import render_alert, render_digest
@@ -45,7 +45,7 @@ __all__ = [
     "Severity",
     "SmtpConfig",
     "SmtpNotifier",
-    "Transition",
+    "TransitionKind",
     "WebhookNotifier",
     "decide",
     "render_alert",

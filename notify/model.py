@@ -4,7 +4,8 @@ Everything here is plain data, validated on construction so a bad recipient list
 that names the field, not at 3 a.m. when the first PM2.5 alert goes out.
 
 Times are aware datetimes normalised to UTC; quiet hours and digest hours are wall-clock times in the city's zone,
-:data:`lccm.engine.timebase.BANGKOK` (UTC+7 all year, no daylight saving; docs/reference.md#city-time-zone).
+:data:`lccm.engine.timebase.BANGKOK` (UTC+7 all year, no daylight saving; docs/reference.md#city-time-zone). An
+alert's change and severity are the words every stage uses, ``lccm.engine.alert_kinds`` (TransitionKind, Severity).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
+from lccm.engine.alert_kinds import Severity, TransitionKind
 from lccm.engine.timebase import BANGKOK
 
 # Stable namespace for notification ids (uuid5): the same alert to the same recipient always gets the same id,
@@ -37,24 +39,9 @@ class NotifyConfigError(ValueError):
     """A recipient, address or alert is not valid; the message names the field."""
 
 
-class Severity(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _SEVERITY_RANK[self]
-
-
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
-
-
-class Transition(StrEnum):
-    RAISED = "raised"
-    ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
-    LATE = "late"  # raised from data that arrived late: the event time lies well before the notice
+# The spelling of a late raise in messages of earlier versions (``"transition": "late"``), still read: the outbox
+# keeps messages it has not delivered yet.
+_LATE_RAISE = "late"
 
 
 def _enum(cls: type[StrEnum], value: object, what: str) -> Any:
@@ -101,7 +88,7 @@ def _optional_float(value: object, what: str) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class AlertMessage:
-    """One state change of one alert, as the alert rules report it."""
+    """One change of one alert (an alert event), as people are told about it."""
 
     alert_id: str
     rule_key: str
@@ -110,7 +97,7 @@ class AlertMessage:
     site_id: str  # station or building id
     metric: str  # pm25, pm10, so2, no2, o3, co, power, energy, aqi_th, ...
     severity: Severity
-    transition: Transition
+    transition: TransitionKind
     event_time: datetime  # aware; stored as UTC
     value: float | None = None
     threshold: float | None = None
@@ -119,6 +106,7 @@ class AlertMessage:
     site_name_en: str = ""
     note_th: str = ""  # free text from the rule, e.g. health advice
     note_en: str = ""
+    late: bool = False  # found in data that arrived late: the event time lies well before the notice
 
     def __post_init__(self) -> None:
         for name in ("alert_id", "rule_key", "dedup_key", "site_id", "metric"):
@@ -128,7 +116,11 @@ class AlertMessage:
         if not _CITY.match(self.city):
             raise NotifyConfigError(f"alert city {self.city!r} is not [a-z0-9-]{{1,32}}")
         object.__setattr__(self, "severity", _enum(Severity, self.severity, "alert severity"))
-        object.__setattr__(self, "transition", _enum(Transition, self.transition, "alert transition"))
+        if self.transition == _LATE_RAISE:
+            object.__setattr__(self, "late", True)
+            object.__setattr__(self, "transition", TransitionKind.RAISED)
+        object.__setattr__(self, "transition", _enum(TransitionKind, self.transition, "alert transition"))
+        object.__setattr__(self, "late", bool(self.late))
         object.__setattr__(self, "event_time", as_utc(self.event_time, "alert event_time"))
         object.__setattr__(self, "value", _optional_float(self.value, "alert value"))
         object.__setattr__(self, "threshold", _optional_float(self.threshold, "alert threshold"))
@@ -158,6 +150,7 @@ class AlertMessage:
             "site_name_en": self.site_name_en,
             "note_th": self.note_th,
             "note_en": self.note_en,
+            "late": self.late,
         }
 
     @classmethod
@@ -174,7 +167,7 @@ class AlertMessage:
             site_id=d["site_id"],
             metric=d["metric"],
             severity=_enum(Severity, d["severity"], "alert severity"),
-            transition=_enum(Transition, d["transition"], "alert transition"),
+            transition=d["transition"],
             event_time=_parse_time(d["event_time"], "alert event_time"),
             value=d.get("value"),
             threshold=d.get("threshold"),
@@ -183,6 +176,7 @@ class AlertMessage:
             site_name_en=str(d.get("site_name_en") or ""),
             note_th=str(d.get("note_th") or ""),
             note_en=str(d.get("note_en") or ""),
+            late=bool(d.get("late", False)),
         )
 
 

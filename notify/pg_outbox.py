@@ -1,7 +1,7 @@
 """The durable Outbox on PostgreSQL (tables of store/migrations/008_notify.sql).
 
 Each call runs on a connection from ``connect`` (entered with ``with``): a pooled connection for one short
-transaction, or, when the caller binds one (lccm/notifications.py), the open transaction in which the dispatch
+transaction, or, when the caller binds one (lccm/alerts.py), the open transaction in which the dispatch
 worker sends one alert event, records every outcome and marks the event notified, so all of that commits together
 or not at all. A crash between a send and the commit repeats that send after the restart; LINE's retry key and the
 webhook delivery id (the same on every attempt) let the receiver drop the repeat.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from lccm.engine.timebase import BANGKOK, buddhist_era
-from lccm.notify.model import AlertMessage, Language, NotificationKind, Severity, Transition, as_utc
+from lccm.notify.model import AlertMessage, Language, NotificationKind, Severity, as_utc
 
 TEXTS: dict[str, dict[str, str]] = {
     "th": {
@@ -21,9 +21,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "severity.warning": "เตือน",
         "severity.critical": "วิกฤต",
         "transition.raised": "แจ้งเตือนใหม่",
+        "transition.reopened": "แจ้งเตือนอีกครั้ง",
+        "transition.duplicate": "แจ้งเตือนซ้ำจากอุปกรณ์อื่น",
         "transition.acknowledged": "รับทราบแล้ว",
         "transition.cleared": "กลับสู่ปกติ",
-        "transition.late": "แจ้งเตือนย้อนหลัง (ข้อมูลมาช้า)",
+        "transition.closed": "ปิดแล้ว",
+        "transition.raised.late": "แจ้งเตือนย้อนหลัง (ข้อมูลมาช้า)",
+        "transition.cleared.late": "กลับสู่ปกติ ย้อนหลัง (ข้อมูลมาช้า)",
+        "late": "{transition} (ข้อมูลมาช้า)",
         "subject": "[{severity}] {transition}: {metric} ที่ {site}",
         "value_threshold": "ค่าที่วัดได้ {value} (เกณฑ์ {threshold})",
         "value": "ค่าที่วัดได้ {value}",
@@ -44,9 +49,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "severity.warning": "Warning",
         "severity.critical": "Critical",
         "transition.raised": "Raised",
+        "transition.reopened": "Raised again",
+        "transition.duplicate": "Raised again by another device",
         "transition.acknowledged": "Acknowledged",
         "transition.cleared": "Cleared",
-        "transition.late": "Raised late (delayed data)",
+        "transition.closed": "Closed",
+        "transition.raised.late": "Raised late (delayed data)",
+        "transition.cleared.late": "Cleared late (delayed data)",
+        "late": "{transition} (delayed data)",
         "subject": "[{severity}] {transition}: {metric} at {site}",
         "value_threshold": "Value {value} (threshold {threshold})",
         "value": "Value {value}",
@@ -146,15 +156,20 @@ def _severity(s: Severity, lang: str) -> str:
     return TEXTS[lang][f"severity.{s.value}"]
 
 
-def _transition(t: Transition, lang: str) -> str:
-    return TEXTS[lang][f"transition.{t.value}"]
+def _transition(alert: AlertMessage, lang: str) -> str:
+    """The change in words; a change found in data that arrived late says so."""
+    t = TEXTS[lang]
+    kind = f"transition.{alert.transition.value}"
+    if not alert.late:
+        return t[kind]
+    return t.get(f"{kind}.late") or t["late"].format(transition=t[kind])
 
 
 def _alert_one(alert: AlertMessage, lang: str) -> tuple[str, str]:
     t = TEXTS[lang]
     subject = t["subject"].format(
         severity=_severity(alert.severity, lang),
-        transition=_transition(alert.transition, lang),
+        transition=_transition(alert, lang),
         metric=metric_name(alert.metric, lang),
         site=site_name(alert, lang),
     )
@@ -189,7 +204,7 @@ def _digest_one(
             t["digest.line"].format(
                 time=format_time(a.event_time, lang, short=True),
                 severity=_severity(a.severity, lang),
-                transition=_transition(a.transition, lang),
+                transition=_transition(a, lang),
                 metric=metric_name(a.metric, lang),
                 site=site_name(a, lang),
                 value=f" {value}" if value else "",

@@ -1,8 +1,9 @@
-"""Storage of alerts (migration 005): rules, alerts and their history, the evaluator's carry state, and the reads
-the evaluator needs (devices, reading windows, newest data per series).
+"""Storage of alerts (migration 005): rules, alerts and their history, the evaluator's carry state, the reads the
+evaluator needs (devices, reading windows, newest data per series), and the outbox of alert events to page.
 
-Domain errors (:class:`AlertNotFound`, :class:`AlertStateConflict`) are raised here and mapped to HTTP at the API
-edge. Times cross this module as aware datetimes (API side) or UTC epoch microseconds (evaluator side).
+Domain errors (:class:`AlertNotFound`, :class:`AlertStateConflict`, :class:`RuleNotFound`) are defined and raised
+here; api/errors.py maps them to HTTP. Kinds, states and severities are ``lccm.engine.alert_kinds``' enums. Times
+cross this module as aware datetimes (API side) or UTC epoch microseconds (evaluator side).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
 from lccm.store.writer import us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
 NEVER_US = 2**62  # "no upper bound" for reading windows
-ACTIVE = ("open", "acknowledged")
+# The active states (engine.alert_kinds.AlertState.active) spelt out as the partial unique index alerts_active_key
+# (migration 005) states them: a query with this very predicate can use that index.
+_ACTIVE_SQL = "state IN ('open', 'acknowledged')"
 
 
 def _ts(expr: str) -> str:
@@ -35,7 +39,7 @@ def _us(expr: str) -> str:
     return f"(extract(epoch FROM {expr}) * 1000000)::bigint"
 
 
-class AlertNotFound(Exception):
+class AlertNotFound(LookupError):
     def __init__(self, alert_id: int) -> None:
         super().__init__(f"no alert with id {alert_id}")
         self.alert_id = alert_id
@@ -44,10 +48,16 @@ class AlertNotFound(Exception):
 class AlertStateConflict(Exception):
     """The alert is in a state that does not allow the action (acknowledging a closed alert ...)."""
 
-    def __init__(self, alert_id: int, state: str, message: str) -> None:
+    def __init__(self, alert_id: int, state: AlertState, message: str) -> None:
         super().__init__(message)
         self.alert_id = alert_id
         self.state = state
+
+
+class RuleNotFound(LookupError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no alert rule with key {key!r}")
+        self.key = key
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -78,11 +88,14 @@ def list_rules(conn: psycopg.Connection) -> list[RuleRow]:
         ).fetchall()
 
 
-def get_rule(conn: psycopg.Connection, key: str) -> RuleRow | None:
+def get_rule(conn: psycopg.Connection, key: str) -> RuleRow:
     with conn.cursor(row_factory=class_row(RuleRow)) as cur:
-        return cur.execute(
+        row = cur.execute(
             "SELECT key, definition, origin, version, updated_at FROM alert_rules WHERE key = %s", (key,)
         ).fetchone()
+    if row is None:
+        raise RuleNotFound(key)
+    return row
 
 
 def put_rule(conn: psycopg.Connection, key: str, definition: dict[str, Any], origin: str) -> tuple[RuleRow, bool]:
@@ -99,16 +112,16 @@ def put_rule(conn: psycopg.Connection, key: str, definition: dict[str, Any], ori
     return row, row.version == 1
 
 
-def delete_rule(conn: psycopg.Connection, key: str, actor: str = "system") -> bool:
-    """Delete a rule and its carry state; its alerts that are not closed yet are closed with a note."""
+def delete_rule(conn: psycopg.Connection, key: str, actor: str = "system") -> None:
+    """Delete a rule and its carry state; its alerts that are not closed yet are closed with a note. RuleNotFound
+    when there is no such rule."""
     gone = conn.execute("DELETE FROM alert_rules WHERE key = %s", (key,)).rowcount
     if not gone:
-        return False
+        raise RuleNotFound(key)
     conn.execute("DELETE FROM alert_series_state WHERE rule_key = %s", (key,))
     ids = [r[0] for r in conn.execute("SELECT id FROM alerts WHERE rule_key = %s AND state <> 'closed'", (key,))]
     for alert_id in ids:
         _close(conn, alert_id, actor, f"rule {key} deleted")
-    return True
 
 
 def sync_file_rules(conn: psycopg.Connection, definitions: Sequence[dict[str, Any]]) -> SyncReport:
@@ -131,7 +144,8 @@ def sync_file_rules(conn: psycopg.Connection, definitions: Sequence[dict[str, An
     removed = 0
     for key, row in stored.items():
         if row.origin == "file" and key not in keys:
-            removed += delete_rule(conn, key, "rule file")
+            delete_rule(conn, key, "rule file")
+            removed += 1
     return SyncReport(inserted, updated, unchanged, removed, kept)
 
 
@@ -276,6 +290,9 @@ def save_seen(conn: psycopg.Connection, seen: dict[int, int]) -> None:
 
 
 # --- alerts: writes by the evaluator --------------------------------------------------------------------------
+#
+# An event is handed to the notifier (``page``) when it is on time; a clear only if its alert's raise was (a clear of
+# an alert nobody was told about would puzzle whoever gets it). Late events are recorded, not paged.
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +301,7 @@ class NewAlert:
     dedup_key: str
     device_pk: int
     signal: str
-    severity: str
+    severity: Severity
     started_us: int
     raised_us: int
     value: float
@@ -292,33 +309,58 @@ class NewAlert:
     late: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """How an alert cleared: event time, the value then, why, the most extreme value while raised, late or not."""
+
+    at_us: int
+    value: float
+    reason: ClearReason
+    peak: float | None
+    late: bool
+
+
 def active_alert(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> int | None:
     row = conn.execute(
-        "SELECT id FROM alerts WHERE rule_key = %s AND dedup_key = %s AND state IN ('open', 'acknowledged')",
-        (rule_key, dedup_key),
+        f"SELECT id FROM alerts WHERE rule_key = %s AND dedup_key = %s AND {_ACTIVE_SQL}", (rule_key, dedup_key)
     ).fetchone()
     return None if row is None else int(row[0])
 
 
-def alert_state(conn: psycopg.Connection, alert_id: int) -> str | None:
+def alert_state(conn: psycopg.Connection, alert_id: int) -> AlertState | None:
     row = conn.execute("SELECT state FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else AlertState(row[0])
 
 
-def insert_alert(conn: psycopg.Connection, a: NewAlert, *, page_late: bool = False) -> int:
-    """A new open alert and its 'raised' event (handed to the notifier unless late, or with page_late); returns its
-    id."""
+def insert_alert(conn: psycopg.Connection, a: NewAlert, cleared: Clear | None = None) -> int:
+    """A new open alert and its 'raised' event (paged unless late); returns its id. With ``cleared``, an episode that
+    is over (found in readings that arrived late): the alert is recorded cleared, with its 'cleared' event."""
+    c = cleared
     row = conn.execute(
         "INSERT INTO alerts (rule_key, dedup_key, device_id, site_id, signal, severity, state, started_at,"
-        " raised_at, raised_value, threshold, peak_value, late)"
-        " SELECT %s, %s, d.id, d.site_id, %s, %s, 'open', %s, %s, %s, %s, %s, %s FROM devices d WHERE d.id = %s"
-        " RETURNING id",
-        (a.rule_key, a.dedup_key, a.signal, a.severity, us_to_datetime(a.started_us), us_to_datetime(a.raised_us),
-         _num(a.value), a.threshold, _num(a.value), a.late, a.device_pk),
+        " raised_at, raised_value, threshold, peak_value, late, cleared_at, cleared_value, clear_reason)"
+        " SELECT %(rule)s, %(dedup)s, d.id, d.site_id, %(signal)s, %(severity)s, %(state)s, %(started)s, %(raised)s,"
+        " %(value)s, %(threshold)s, %(peak)s, %(late)s, %(cleared)s, %(cleared_value)s, %(reason)s FROM devices d"
+        " WHERE d.id = %(device)s RETURNING id",
+        {
+            "rule": a.rule_key, "dedup": a.dedup_key, "signal": a.signal, "severity": str(a.severity),
+            "state": str(AlertState.OPEN if c is None else AlertState.CLEARED),
+            "started": us_to_datetime(a.started_us), "raised": us_to_datetime(a.raised_us), "value": _num(a.value),
+            "threshold": a.threshold, "peak": _num(a.value if c is None or c.peak is None else c.peak),
+            "late": a.late, "device": a.device_pk,
+            "cleared": None if c is None else us_to_datetime(c.at_us),
+            "cleared_value": None if c is None else _num(c.value), "reason": None if c is None else str(c.reason),
+        },
     ).fetchone()  # fmt: skip
     assert row is not None, f"device {a.device_pk} vanished"
     alert_id = int(row[0])
-    add_event(conn, alert_id, "raised", a.raised_us, a.value, a.device_pk, late=a.late, page=page_late or not a.late)
+    add_event(conn, alert_id, TransitionKind.RAISED, a.raised_us, a.value, a.device_pk, late=a.late, page=not a.late)
+    if c is not None:
+        page = not a.late and not c.late
+        add_event(
+            conn, alert_id, TransitionKind.CLEARED, c.at_us, c.value, a.device_pk, note=str(c.reason), late=c.late,
+            page=page,
+        )  # fmt: skip
     return alert_id
 
 
@@ -329,52 +371,32 @@ def reopen_alert(conn: psycopg.Connection, alert_id: int, at_us: int, value: flo
         " flaps = flaps + 1 WHERE id = %s",
         (alert_id,),
     )
-    add_event(conn, alert_id, "reopened", at_us, value, device_pk, late=late, page=False)
+    add_event(conn, alert_id, TransitionKind.REOPENED, at_us, value, device_pk, late=late, page=False)
 
 
-def clear_alert(
-    conn: psycopg.Connection,
-    alert_id: int,
-    at_us: int,
-    value: float,
-    reason: str,
-    peak: float | None,
-    device_pk: int,
-    late: bool,
-    *,
-    page_late: bool = False,
-) -> None:
-    """The clear condition held: an active alert becomes cleared (handed to the notifier unless late, or with
-    page_late); a closed one only records it."""
+def clear_alert(conn: psycopg.Connection, alert_id: int, c: Clear, device_pk: int) -> None:
+    """The clear condition held: an active alert becomes cleared (paged if on time and its raise was); a closed one
+    only records it."""
     row = conn.execute("SELECT state, late FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
     if row is None:
         return
-    state, raised_late = str(row[0]), bool(row[1])
-    # Handed on only if the raise was: a clear of an alert nobody was told about would puzzle whoever gets it.
-    pageable = state in ACTIVE and (page_late or not raised_late)
+    active, raised_late = AlertState(row[0]).active, bool(row[1])
     conn.execute(
-        "UPDATE alerts SET state = CASE WHEN state IN ('open', 'acknowledged') THEN 'cleared' ELSE state END,"
+        f"UPDATE alerts SET state = CASE WHEN {_ACTIVE_SQL} THEN 'cleared' ELSE state END,"
         " cleared_at = coalesce(cleared_at, %s), cleared_value = coalesce(cleared_value, %s),"
         " clear_reason = coalesce(clear_reason, %s), peak_value = coalesce(%s, peak_value) WHERE id = %s",
-        (us_to_datetime(at_us), _num(value), reason, _num(peak), alert_id),
+        (us_to_datetime(c.at_us), _num(c.value), str(c.reason), _num(c.peak), alert_id),
     )
+    page = active and not raised_late and not c.late
     add_event(
-        conn,
-        alert_id,
-        "cleared",
-        at_us,
-        value,
-        device_pk,
-        note=reason,
-        late=late,
-        page=pageable and (page_late or not late),
+        conn, alert_id, TransitionKind.CLEARED, c.at_us, c.value, device_pk, note=str(c.reason), late=c.late, page=page
     )
 
 
 def add_event(
     conn: psycopg.Connection,
     alert_id: int,
-    kind: str,
+    kind: TransitionKind,
     at_us: int | None,
     value: float | None = None,
     device_pk: int | None = None,
@@ -389,10 +411,24 @@ def add_event(
         "INSERT INTO alert_events (alert_id, kind, at, value, device_id, actor, note, late, page)"
         f" VALUES (%(a)s, %(k)s, {at}, %(v)s, %(d)s, %(actor)s, %(note)s, %(late)s, %(page)s)",
         {
-            "a": alert_id, "k": kind, "at": None if at_us is None else us_to_datetime(at_us),
+            "a": alert_id, "k": str(kind), "at": None if at_us is None else us_to_datetime(at_us),
             "v": _num(value), "d": device_pk, "actor": actor, "note": note, "late": late, "page": page,
         },
     )  # fmt: skip
+
+
+def recorded_alerts(
+    conn: psycopg.Connection, rule_key: str, dedup_key: str, since_us: int
+) -> list[tuple[int, int, int | None]]:
+    """(alert id, started, cleared or None) of the alerts of a rule and dedup key not cleared before ``since_us``: what
+    readings that arrived late are compared with."""
+    rows = conn.execute(
+        f"SELECT id, {_us('started_at')}, {_us('cleared_at')} FROM alerts"
+        f" WHERE rule_key = %s AND dedup_key = %s AND (cleared_at IS NULL OR cleared_at >= {_ts('%s::bigint')})"
+        " ORDER BY started_at, id",
+        (rule_key, dedup_key, since_us),
+    ).fetchall()
+    return [(int(i), int(s), None if c is None else int(c)) for i, s, c in rows]
 
 
 def _num(value: float | None) -> float | None:
@@ -412,8 +448,8 @@ class Alert:
     device_id: str | None
     site_code: str | None
     signal: str
-    severity: str
-    state: str
+    severity: Severity
+    state: AlertState
     started_at: datetime
     raised_at: datetime
     raised_value: float | None
@@ -421,7 +457,7 @@ class Alert:
     peak_value: float | None
     cleared_at: datetime | None
     cleared_value: float | None
-    clear_reason: str | None
+    clear_reason: ClearReason | None
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     ack_note: str | None
@@ -432,11 +468,17 @@ class Alert:
     flaps: int
     detected_at: datetime
 
+    def __post_init__(self) -> None:  # the row factory hands over the column's text
+        object.__setattr__(self, "severity", Severity(self.severity))
+        object.__setattr__(self, "state", AlertState(self.state))
+        if self.clear_reason is not None:
+            object.__setattr__(self, "clear_reason", ClearReason(self.clear_reason))
+
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
     id: int
-    kind: str
+    kind: TransitionKind
     at: datetime
     value: float | None
     device_id: str | None
@@ -446,6 +488,9 @@ class AlertEvent:
     page: bool
     notified_at: datetime | None
     recorded_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", TransitionKind(self.kind))
 
 
 _ALERT_SELECT = (
@@ -459,16 +504,19 @@ _ALERT_SELECT = (
 )
 
 
-def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert | None:
+def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
     with conn.cursor(row_factory=class_row(Alert)) as cur:
-        return cur.execute(f"{_ALERT_SELECT} WHERE a.id = %s", (alert_id,)).fetchone()
+        alert = cur.execute(f"{_ALERT_SELECT} WHERE a.id = %s", (alert_id,)).fetchone()
+    if alert is None:
+        raise AlertNotFound(alert_id)
+    return alert
 
 
 def list_alerts(
     conn: psycopg.Connection,
     *,
-    states: Sequence[str] = (),
-    severity: str | None = None,
+    states: Sequence[AlertState] = (),
+    severity: Severity | None = None,
     site_code: str | None = None,
     rule_key: str | None = None,
     device_id: str | None = None,
@@ -505,6 +553,7 @@ def list_alerts(
 
 
 def alert_events(conn: psycopg.Connection, alert_id: int) -> list[AlertEvent]:
+    """The alert's history, oldest first (empty for an alert that does not exist)."""
     with conn.cursor(row_factory=class_row(AlertEvent)) as cur:
         return cur.execute(
             "SELECT e.id, e.kind, e.at, e.value, d.device_id, e.actor, e.note, e.late, e.page, e.notified_at,"
@@ -519,9 +568,9 @@ def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, note: str | No
     state = alert_state(conn, alert_id)
     if state is None:
         raise AlertNotFound(alert_id)
-    if state != "open":
+    if state != AlertState.OPEN:
         current = get_alert(conn, alert_id)
-        who = f" by {current.acknowledged_by}" if current and current.acknowledged_by and state != "open" else ""
+        who = f" by {current.acknowledged_by}" if current.acknowledged_by else ""
         raise AlertStateConflict(
             alert_id, state, f"alert {alert_id} is {state}{who}; only an open alert is acknowledged"
         )
@@ -530,10 +579,8 @@ def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, note: str | No
         " ack_note = %s WHERE id = %s",
         (by, note, alert_id),
     )
-    add_event(conn, alert_id, "acknowledged", None, actor=by, note=note)
-    alert = get_alert(conn, alert_id)
-    assert alert is not None
-    return alert
+    add_event(conn, alert_id, TransitionKind.ACKNOWLEDGED, None, actor=by, note=note)
+    return get_alert(conn, alert_id)
 
 
 def close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> Alert:
@@ -542,12 +589,10 @@ def close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) ->
     state = alert_state(conn, alert_id)
     if state is None:
         raise AlertNotFound(alert_id)
-    if state == "closed":
+    if state == AlertState.CLOSED:
         raise AlertStateConflict(alert_id, state, f"alert {alert_id} is already closed")
     _close(conn, alert_id, by, note)
-    alert = get_alert(conn, alert_id)
-    assert alert is not None
-    return alert
+    return get_alert(conn, alert_id)
 
 
 def _close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> None:
@@ -556,16 +601,19 @@ def _close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -
         " WHERE id = %s",
         (by, note, alert_id),
     )
-    add_event(conn, alert_id, "closed", None, actor=by, note=note)
+    add_event(conn, alert_id, TransitionKind.CLOSED, None, actor=by, note=note)
 
 
-# --- notifications --------------------------------------------------------------------------------------------
+# --- the outbox of alert events to page -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Notification:
+class PagedEvent:
+    """An alert event to page (``alert_events.page``), with what a message about it needs of its alert, site and
+    metric. The notify-dispatch worker turns it into a notify ``AlertMessage`` (lccm/alerts.py)."""
+
     event_id: int
-    kind: str
+    kind: TransitionKind
     at: datetime
     value: float | None
     late: bool
@@ -573,7 +621,7 @@ class Notification:
     rule_key: str
     rule_name_en: str | None
     rule_name_th: str | None
-    severity: str
+    severity: Severity
     dedup_key: str
     device_id: str | None
     site_code: str | None
@@ -586,12 +634,16 @@ class Notification:
     unit: str | None  # the metric's catalogue unit; None for indices and device health
     metric_name: str | None  # the metric's catalogue name (pm25, so2, power ...); None for indices and health
 
+    def __post_init__(self) -> None:  # the row factory hands over the columns' text
+        object.__setattr__(self, "kind", TransitionKind(self.kind))
+        object.__setattr__(self, "severity", Severity(self.severity))
 
-def pending_notifications(conn: psycopg.Connection, limit: int = 1000, *, claim: bool = False) -> list[Notification]:
+
+def pending_notifications(conn: psycopg.Connection, limit: int = 1000, *, claim: bool = False) -> list[PagedEvent]:
     """Events to page that are not notified yet, oldest first. With ``claim`` (inside a transaction) the rows are
     locked until it ends and rows another transaction holds are skipped: two dispatchers never take the same event."""
     lock = " FOR UPDATE OF e SKIP LOCKED" if claim else ""
-    with conn.cursor(row_factory=class_row(Notification)) as cur:
+    with conn.cursor(row_factory=class_row(PagedEvent)) as cur:
         return cur.execute(
             "SELECT e.id AS event_id, e.kind, e.at, e.value, e.late, a.id AS alert_id, a.rule_key,"
             " r.definition -> 'name' ->> 'en' AS rule_name_en, r.definition -> 'name' ->> 'th' AS rule_name_th,"

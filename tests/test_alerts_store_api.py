@@ -97,7 +97,7 @@ def evaluator(url: str, **kw: Any) -> AlertEvaluator:
     return AlertEvaluator(functools.partial(psycopg.connect, url), **kw)
 
 
-def paged(url: str) -> list[st.Notification]:
+def paged(url: str) -> list[st.PagedEvent]:
     """The changes waiting to be sent (the dispatch worker reads them from here; these tests run none)."""
     with psycopg.connect(url) as conn:
         return st.pending_notifications(conn)

@@ -26,11 +26,14 @@ ALLOWED = {
     "notify": set(),
 }
 PAHO_ALLOWED = {"ingest", "simulators"}
-# The one definition of the city's time zone and calendar (house rule: one concept, one place). A leaf module -
-# numpy and the standard library, no I/O - so every stage may import it; simulators/ may not (it imports nothing of
-# the project and keeps its own copy, see simulators/timebase.py).
-SHARED_LEAF = "lccm.engine.timebase"
-SHARED_LEAF_FILE = ROOT / "engine" / "timebase.py"
+# Leaf modules every stage but simulators/ may import (house rule: one concept, one place): the one definition of
+# the city's time zone and calendar, and the words every stage uses about an alert (kinds of change, severities,
+# states). Leaves - numpy and the standard library, no I/O - so importing one brings nothing else of the project;
+# simulators/ imports nothing of the project and keeps its own copy of the calendar (simulators/timebase.py).
+SHARED_LEAVES = {
+    "lccm.engine.timebase": ROOT / "engine" / "timebase.py",
+    "lccm.engine.alert_kinds": ROOT / "engine" / "alert_kinds.py",
+}
 
 
 def _modules(folder: Path) -> list[tuple[Path, str]]:
@@ -58,10 +61,10 @@ def _stage_of(module: str) -> str | None:
 
 def _imports(package: str) -> dict[str, set[str]]:
     """Top-level names and project stages a stage's files import: ``lccm.engine.x`` counts as ``engine``, except the
-    shared leaf :data:`SHARED_LEAF`, which counts as itself (allowed to every stage but simulators/)."""
+    shared leaves :data:`SHARED_LEAVES`, which count as themselves (allowed to every stage but simulators/)."""
     out: dict[str, set[str]] = {}
     for path, module in _modules(ROOT / package):
-        if module == SHARED_LEAF and package != "simulators":
+        if module in SHARED_LEAVES and package != "simulators":
             continue
         name = _stage_of(module) or module.split(".")[0]
         out.setdefault(name, set()).add(str(path.relative_to(ROOT)))
@@ -78,10 +81,11 @@ def test_stage_imports_only_what_the_design_allows(package: str) -> None:
         assert "paho" not in imported, f"{package}/ imports paho-mqtt: {imported.get('paho')}"
 
 
-def test_the_shared_time_module_is_a_leaf() -> None:
-    # What makes it safe for every stage to import: nothing of the project, no I/O, numpy and the standard library.
-    imported = {m.split(".")[0] for _, m in _modules_of(SHARED_LEAF_FILE)}
-    assert imported <= {"__future__", "datetime", "typing", "numpy"}, imported
+@pytest.mark.parametrize("leaf", sorted(SHARED_LEAVES))
+def test_the_shared_modules_are_leaves(leaf: str) -> None:
+    # What makes them safe for every stage to import: nothing of the project, no I/O, numpy and the standard library.
+    imported = {m.split(".")[0] for _, m in _modules_of(SHARED_LEAVES[leaf])}
+    assert imported <= {"__future__", "datetime", "enum", "typing", "numpy"}, imported
     package = ast.parse((ROOT / "engine" / "__init__.py").read_text(encoding="utf-8"))
     assert all(isinstance(n, ast.Expr) for n in package.body), "engine/__init__.py: a docstring only (no side effects)"
 

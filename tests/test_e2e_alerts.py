@@ -209,7 +209,7 @@ def start(
     return worker, settings
 
 
-def paged(url: str) -> list[st.Notification]:
+def paged(url: str) -> list[st.PagedEvent]:
     """The changes recorded to page (these tests run no dispatcher: they wait in the database)."""
     with psycopg.connect(url) as conn:
         return st.pending_notifications(conn, limit=100_000)

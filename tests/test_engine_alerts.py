@@ -371,7 +371,7 @@ def test_an_alert_raised_at_night_clears_when_its_schedule_ends() -> None:
 
 
 def test_the_shipped_rules_state_their_thresholds_in_canonical_units() -> None:
-    from lccm.alert_rules import default_rules_file, load_rules_file
+    from lccm.alerts import default_rules_file, load_rules_file
 
     rules = {r.key: r for r in load_rules_file(default_rules_file())}
     ppm_to_ppb = 1000.0  # store/migrations/001_core.sql: so2 'ppm' scale 1000 -> canonical ppb
@@ -388,7 +388,8 @@ def test_the_shipped_rules_state_their_thresholds_in_canonical_units() -> None:
 
 
 def test_the_rule_file_loader_names_every_bad_rule_and_field_at_once(tmp_path: Path) -> None:
-    from lccm.alert_rules import AlertRulesInvalid, load_rules_file
+    from lccm.alerts import load_rules_file
+    from lccm.engine.alerts import AlertRulesInvalid
 
     path = tmp_path / "rules.yaml"
     path.write_text(
@@ -430,7 +431,7 @@ rules:
     text = str(info.value)
     assert "rule 'pm25' field metric: unknown metric 'pm1_ugm3'" in text
     assert "clear must point the other way" in text
-    from lccm.alert_rules import parse_rules
+    from lccm.engine.alerts import parse_rules
 
     with pytest.raises(AlertRulesInvalid, match="rule 'r' field key: the key 'r' is used by an earlier rule"):
         parse_rules([MAE_MOH.definition(), MAE_MOH.definition()])

@@ -13,7 +13,7 @@ from lccm.notify.model import (
     QuietHours,
     Recipient,
     Severity,
-    Transition,
+    TransitionKind,
     next_local_time,
 )
 
@@ -42,7 +42,7 @@ def alert(**kw: object) -> AlertMessage:
 def test_event_time_is_normalised_to_utc_and_naive_is_refused() -> None:
     a = alert()
     assert a.event_time == datetime(2026, 2, 1, 3, 0, tzinfo=UTC) and a.event_time.tzinfo is UTC
-    assert a.severity is Severity.WARNING and a.transition is Transition.RAISED
+    assert a.severity is Severity.WARNING and a.transition is TransitionKind.RAISED
     # 2026-02-01 03:00 UTC = 1,769,914,800 s since the epoch
     assert a.message_id == "A-1/raised/1769914800000000"
     with pytest.raises(NotifyConfigError, match="naive"):

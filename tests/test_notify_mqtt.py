@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lccm.ingest.alert_publisher import AlertPublisherError, MqttAlertPublisher
+from lccm.ingest.alerts import AlertPublisherError, MqttAlertPublisher
 from lccm.notify.dispatch import Dispatcher
 from lccm.notify.model import Address, AlertMessage, Notification, Recipient
 from lccm.notify.outbox import MemoryOutbox

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from lccm.notify.model import AlertMessage, DeliveryRecord, Notification, Severity, Transition
+from lccm.notify.model import AlertMessage, DeliveryRecord, Notification, Severity, TransitionKind
 from lccm.notify.outbox import HeldItem, MemoryOutbox, Outbox
 from lccm.notify.pg_outbox import PgOutbox
 
@@ -20,7 +20,7 @@ T = datetime(2026, 3, 10, 1, tzinfo=UTC)
 def _alert(n: int) -> AlertMessage:
     return AlertMessage(
         alert_id=f"A-{n}", rule_key="pm25_24h", dedup_key=f"aq-{n}/pm25", city="lampang", site_id=f"aq-{n}",
-        metric="pm25", severity=Severity.WARNING, transition=Transition.RAISED, event_time=T + timedelta(minutes=n),
+        metric="pm25", severity=Severity.WARNING, transition=TransitionKind.RAISED, event_time=T + timedelta(minutes=n),
         value=40.0 + n, threshold=37.5, unit="ug/m3",
     )  # fmt: skip
 

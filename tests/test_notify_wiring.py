@@ -1,4 +1,4 @@
-"""Alert notifications as ``lccm ingest`` wires them (lccm/notifications.py): the evaluator's raises and clears reach
+"""Alert notifications as ``lccm ingest`` wires them (lccm/alerts.py): the evaluator's raises and clears reach
 people over a real SMTP server process, a real HTTP receiver and the real broker, through the PostgreSQL outbox; an
 event is marked notified in the transaction that records its deliveries, so a crash in between sends it again
 (at least once, with the same delivery id) instead of never; failed deliveries are sent again; recipient files and
@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from lccm.notifications import MQTT_ALL, Notifications, alert_message, build_notifications, load_recipients
+from lccm.alerts import MQTT_ALL, Notifications, alert_message, build_notifications, load_recipients
 from lccm.notify import Address, Notification, NotifyConfigError, Recipient, SendOutcome, WebhookNotifier
 from lccm.notify.pg_outbox import PgOutbox
 from lccm.services import Broker

@@ -1,33 +1,30 @@
-"""Alerts and alert rules.
+"""Alerts and alert rules: the routes and their request and response models.
 
 Alerts: list with filters, one with its history, acknowledge (open -> acknowledged: who, when, note) and close
 (any state but closed). Clearing is automatic (the evaluator, when the rule's clear condition holds). Rules: the
-same model as the rule file (engine/alerts.py AlertRule); a rule written here is kept over the file's version of
-the same key until it is deleted.
+same model as the rule file (engine/alerts.py AlertRule), validated by the same function; a rule written here is
+kept over the file's version of the same key until it is deleted.
+
+Errors are the stages' own (store.alerts.AlertNotFound, AlertStateConflict, RuleNotFound; engine.alerts
+.AlertRulesInvalid), mapped to HTTP in api/errors.py. Event times (started_at, raised_at, cleared_at, an event's
+``at`` for raised/cleared) are the readings' times; detected_at, acknowledged_at and closed_at are wall-clock times.
+Every time is ISO 8601 UTC with a ``Z``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
-from pydantic import AfterValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lccm.api import cursors
 from lccm.api.deps import Conn, Cursor, _require_offset
-from lccm.api.errors import ApiError, NotFound, SiteNotFound
-from lccm.api.schemas_alerts import (
-    ActionIn,
-    AlertDetailOut,
-    AlertEventOut,
-    AlertOut,
-    AlertPage,
-    AlertRuleOut,
-    AlertState,
-    Severity,
-)
-from lccm.engine.alerts import AlertRule
+from lccm.api.errors import SiteNotFound
+from lccm.api.schemas import UtcTime
+from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
+from lccm.engine.alerts import AlertRulesInvalid, RuleError, check_rule
 from lccm.store import alerts as st
 from lccm.store import queries
 
@@ -35,45 +32,88 @@ router = APIRouter(tags=["alerts"])
 _CURSOR = "alerts"
 
 
-class AlertNotFound(NotFound):
-    code = "alert_not_found"
-
-    def __init__(self, alert_id: int) -> None:
-        super().__init__(f"no alert with id {alert_id}")
+# --- request and response models ------------------------------------------------------------------------------
 
 
-class RuleNotFound(NotFound):
-    code = "alert_rule_not_found"
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"no alert rule with key {key!r}")
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # the store's dataclasses are handed over as they are
 
 
-class AlertStateConflict(ApiError):
-    status_code = 409
-    code = "alert_state_conflict"
+class AlertOut(_Out):
+    id: int
+    rule_key: str
+    rule_name_en: str | None = Field(description="null when the rule has since been deleted")
+    rule_name_th: str | None
+    dedup_key: str
+    device_id: str | None
+    site_code: str | None
+    signal: str = Field(description="metric key (pm25_ugm3 ...), index (aqi_th) or 'device' for offline")
+    severity: Severity
+    state: AlertState
+    started_at: UtcTime = Field(description="event time the condition began")
+    raised_at: UtcTime = Field(description="event time the raise condition (with its minimum duration) was met")
+    raised_value: float | None
+    threshold: float | None
+    peak_value: float | None
+    cleared_at: UtcTime | None
+    cleared_value: float | None
+    clear_reason: ClearReason | None = Field(
+        description="condition, schedule (its schedule ended), data_resumed (offline), or revised (readings that"
+        " arrived late show the raise condition did not hold)"
+    )
+    acknowledged_by: str | None
+    acknowledged_at: UtcTime | None
+    ack_note: str | None
+    closed_by: str | None
+    closed_at: UtcTime | None
+    close_note: str | None
+    late: bool = Field(
+        description="raised from data that arrived after the lateness horizon (a buffered replay, readings behind"
+        " their series' newest): recorded, not paged"
+    )
+    flaps: int = Field(description="times re-raised within the rule's hold-off after a clear (reopened)")
+    detected_at: UtcTime = Field(description="wall-clock time the system raised it")
 
-    def __init__(self, message: str, state: str) -> None:
-        super().__init__(message)
-        self.state = state
 
-    def body(self) -> dict[str, Any]:
-        return {**super().body(), "state": self.state}
+class AlertEventOut(_Out):
+    id: int
+    kind: TransitionKind
+    at: UtcTime
+    value: float | None
+    device_id: str | None
+    actor: str | None
+    note: str | None
+    late: bool
+    page: bool = Field(description="handed to the notifier")
+    notified_at: UtcTime | None
+    recorded_at: UtcTime
 
 
-class RuleInvalid(ApiError):
-    """422 in the shape of FastAPI's validation errors: one entry per problem, ``loc`` naming the field."""
+class AlertDetailOut(AlertOut):
+    events: list[AlertEventOut]
 
-    status_code = 422
-    code = "alert_rule_invalid"
 
-    def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
-        super().__init__("; ".join(f"{'.'.join(loc) or 'rule'}: {msg}" for loc, msg in problems))
-        self.problems = problems
+class AlertPage(_Out):
+    items: list[AlertOut]
+    next_cursor: str | None
 
-    def body(self) -> dict[str, Any]:
-        return {"detail": [{"type": self.code, "loc": ["body", *loc], "msg": msg} for loc, msg in self.problems]}
 
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    by: str = Field(min_length=1, max_length=100, description="who (a name or user id)")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertRuleOut(_Out):
+    key: str
+    origin: Literal["file", "api"]
+    version: int
+    updated_at: UtcTime
+    definition: dict[str, Any] = Field(description="the rule as validated (durations in seconds)")
+
+
+# --- alerts ---------------------------------------------------------------------------------------------------
 
 Since = Annotated[
     datetime | None,
@@ -118,8 +158,6 @@ def list_alerts(
 def get_alert(alert_id: int, conn: Conn) -> AlertDetailOut:
     """One alert with its history (raised, reopened, duplicate, acknowledged, cleared, closed), oldest first."""
     alert = st.get_alert(conn, alert_id)
-    if alert is None:
-        raise AlertNotFound(alert_id)
     events = [AlertEventOut.model_validate(e) for e in st.alert_events(conn, alert_id)]
     return AlertDetailOut.model_validate({**AlertOut.model_validate(alert).model_dump(), "events": events})
 
@@ -133,24 +171,14 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=_ACTION_RESPONSES)
 def acknowledge(alert_id: int, body: ActionIn, conn: Conn) -> AlertOut:
     """Acknowledge an open alert: records who, when (now) and the note."""
-    try:
-        return AlertOut.model_validate(st.acknowledge(conn, alert_id, body.by, body.note))
-    except st.AlertNotFound as e:
-        raise AlertNotFound(alert_id) from e
-    except st.AlertStateConflict as e:
-        raise AlertStateConflict(str(e), e.state) from e
+    return AlertOut.model_validate(st.acknowledge(conn, alert_id, body.by, body.note))
 
 
 @router.post("/alerts/{alert_id}/close", response_model=AlertOut, responses=_ACTION_RESPONSES)
 def close(alert_id: int, body: ActionIn, conn: Conn) -> AlertOut:
     """Close an alert (usually once cleared). Closing one whose condition still holds does not open a new alert
     for the same episode; the rule raises again after the condition has cleared."""
-    try:
-        return AlertOut.model_validate(st.close(conn, alert_id, body.by, body.note))
-    except st.AlertNotFound as e:
-        raise AlertNotFound(alert_id) from e
-    except st.AlertStateConflict as e:
-        raise AlertStateConflict(str(e), e.state) from e
+    return AlertOut.model_validate(st.close(conn, alert_id, body.by, body.note))
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -163,10 +191,7 @@ def list_rules(conn: Conn) -> list[st.RuleRow]:
 
 @router.get("/alert-rules/{key}", response_model=AlertRuleOut, responses={404: {"description": "unknown rule"}})
 def get_rule(key: str, conn: Conn) -> st.RuleRow:
-    row = st.get_rule(conn, key)
-    if row is None:
-        raise RuleNotFound(key)
-    return row
+    return st.get_rule(conn, key)
 
 
 _RULE_BODY = Body(
@@ -192,9 +217,13 @@ _RULE_BODY = Body(
 def put_rule(key: str, conn: Conn, response: Response, body: Annotated[dict[str, Any], _RULE_BODY]) -> st.RuleRow:
     """Create or replace a rule; validated exactly as the rule file is. The evaluator applies it from its next
     run; a new rule starts from the data that arrives after it."""
+    source = f"PUT /alert-rules/{key}"
     if "key" in body and body["key"] != key:
-        raise RuleInvalid([(("key",), f"the body's key {body['key']!r} differs from the path's {key!r}")])
-    rule = _validate(conn, {**body, "key": key})
+        message = f"the body's key {body['key']!r} differs from the path's {key!r}"
+        raise AlertRulesInvalid(source, [RuleError(key, "key", message)])
+    rule, problems = check_rule({**body, "key": key}, key, metric_keys=st.metric_ids(conn))
+    if rule is None:
+        raise AlertRulesInvalid(source, problems)
     row, created = st.put_rule(conn, key, rule.definition(), "api")
     response.status_code = 201 if created else 200
     return row
@@ -203,21 +232,5 @@ def put_rule(key: str, conn: Conn, response: Response, body: Annotated[dict[str,
 @router.delete("/alert-rules/{key}", status_code=204, responses={404: {"description": "unknown rule"}})
 def delete_rule(key: str, conn: Conn) -> Response:
     """Delete a rule; its alerts that are not closed yet are closed (note: rule deleted), their history kept."""
-    if not st.delete_rule(conn, key, "api"):
-        raise RuleNotFound(key)
+    st.delete_rule(conn, key, "api")
     return Response(status_code=204)
-
-
-def _validate(conn: Conn, definition: dict[str, Any]) -> AlertRule:
-    try:
-        rule = AlertRule.model_validate(definition)
-    except ValidationError as e:
-        raise RuleInvalid(
-            [
-                (tuple(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
-                for err in e.errors(include_url=False)
-            ]
-        ) from e
-    if rule.metric is not None and rule.metric not in (known := st.metric_ids(conn)):
-        raise RuleInvalid([(("metric",), f"unknown metric {rule.metric!r}; one of {', '.join(sorted(known))}")])
-    return rule

@@ -1,5 +1,14 @@
-"""Alert notifications as ``lccm ingest`` and ``lccm demo`` run them: recipients from a YAML file, one notifier per
-channel in use, the durable PostgreSQL outbox, and the step of the ``notify-dispatch`` worker.
+"""Alerts as ``lccm ingest`` and ``lccm demo`` run them: the files people write (the alert-rule file and the
+recipients file), and notifications: one notifier per channel in use, the durable PostgreSQL outbox, and the step
+of the ``notify-dispatch`` worker. The rest of the feature lives by stage: rules and the state machine in
+``engine/alerts.py``, the evaluator in ``stream/alerts.py`` (built by ``lccm.runtime.alert_evaluator``), SQL in
+``store/alerts.py``, the routes in ``api/routes/alerts.py``, channels in ``notify/`` and the MQTT alert topic in
+``ingest/alerts.py`` (ingest/ is the stage that may import paho-mqtt); the words they share (kinds of change,
+severities, states) in the leaf ``engine/alert_kinds.py``.
+
+The alert-rule file (the shipped ``lccm/data/alert-rules.yaml``, or ``LCCM_ALERT_RULES_FILE``) is ``rules:``, a list
+of rule mappings in the shape of ``engine.alerts.AlertRule`` (the API takes the same shape), validated by
+``engine.alerts.parse_rules``: every problem at once, each naming its rule and field.
 
 Durable by the outbox pattern: the alert evaluator writes the on-time raises and clears to page
 (``alert_events.page``) in the transaction that records them, and nothing is handed on in memory. The dispatch
@@ -23,16 +32,20 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
 
-from lccm.ingest.alert_publisher import MqttAlertPublisher
+from lccm.engine.alert_kinds import Severity
+from lccm.engine.alerts import AlertRule, AlertRulesInvalid, RuleError, parse_rules
+from lccm.ingest.alerts import MqttAlertPublisher
 from lccm.notify import (
     AlertMessage,
     DeliveryRecord,
@@ -41,10 +54,8 @@ from lccm.notify import (
     Notifier,
     NotifyConfigError,
     Recipient,
-    Severity,
     SmtpConfig,
     SmtpNotifier,
-    Transition,
     WebhookNotifier,
 )
 from lccm.notify.pg_outbox import PgOutbox
@@ -56,6 +67,24 @@ log = logging.getLogger(__name__)
 
 MQTT_ALL = "mqtt-alert-topic"  # the implicit recipient of notify_mqtt_all: every alert change on the alert topic
 _SETTING_OF_CHANNEL = {"email": "LCCM_NOTIFY_SMTP_HOST and LCCM_NOTIFY_SMTP_SENDER", "line": "LCCM_NOTIFY_LINE_TOKEN"}
+
+
+def load_rules_file(path: Path | str | Traversable, metric_keys: Collection[str] | None = None) -> list[AlertRule]:
+    """Read and validate a rule file (YAML with a top-level ``rules:`` list); AlertRulesInvalid names every
+    problem."""
+    p = Path(path) if isinstance(path, str) else path
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise AlertRulesInvalid(str(p), [RuleError("-", "", f"cannot read the file: {e}")]) from e
+    if not isinstance(doc, dict) or "rules" not in doc:
+        raise AlertRulesInvalid(str(p), [RuleError("-", "rules", "the file needs a top-level 'rules:' list")])
+    return parse_rules(doc["rules"], str(p), metric_keys)
+
+
+def default_rules_file() -> Traversable:
+    """The shipped rules (package data ``lccm/data/alert-rules.yaml``)."""
+    return resources.files("lccm").joinpath("data", "alert-rules.yaml")
 
 
 def load_recipients(path: Path) -> list[Recipient]:
@@ -87,25 +116,26 @@ def load_recipients(path: Path) -> list[Recipient]:
     return out
 
 
-def alert_message(tr: st.Notification) -> AlertMessage:
-    """The notify package's view of one paged alert event (late changes are sent as ``late``)."""
+def alert_message(event: st.PagedEvent) -> AlertMessage:
+    """The message about one alert event to page."""
     return AlertMessage(
-        alert_id=str(tr.alert_id),
-        rule_key=tr.rule_key,
-        dedup_key=tr.dedup_key,
-        city=_city_slug(tr.city),
-        site_id=tr.site_code or tr.device_id or "-",
-        metric=tr.metric_name or tr.signal,
-        severity=Severity(tr.severity),
-        transition=Transition.LATE if tr.late else Transition(tr.kind),
-        event_time=tr.at,
-        value=tr.value,
-        threshold=tr.threshold,
-        unit=tr.unit or "",
-        site_name_th=tr.site_name_th or "",
-        site_name_en=tr.site_name_en or "",
-        note_th=tr.rule_name_th or "",
-        note_en=tr.rule_name_en or "",
+        alert_id=str(event.alert_id),
+        rule_key=event.rule_key,
+        dedup_key=event.dedup_key,
+        city=_city_slug(event.city),
+        site_id=event.site_code or event.device_id or "-",
+        metric=event.metric_name or event.signal,
+        severity=event.severity,
+        transition=event.kind,
+        event_time=event.at,
+        value=event.value,
+        threshold=event.threshold,
+        unit=event.unit or "",
+        site_name_th=event.site_name_th or "",
+        site_name_en=event.site_name_en or "",
+        note_th=event.rule_name_th or "",
+        note_en=event.rule_name_en or "",
+        late=event.late,
     )
 
 
@@ -188,7 +218,7 @@ class Notifications:
             done += 1
         return done
 
-    def _dispatch(self, event: st.Notification) -> None:
+    def _dispatch(self, event: st.PagedEvent) -> None:
         try:
             message = alert_message(event)
         except NotifyConfigError as e:  # data no message can be made of: recorded (and visible), not retried forever
@@ -197,7 +227,7 @@ class Notifications:
             return
         self.dispatcher.dispatch(message)
 
-    def _record_unsendable(self, event: st.Notification, error: str) -> None:
+    def _record_unsendable(self, event: st.PagedEvent, error: str) -> None:
         rec = DeliveryRecord(f"event-{event.event_id}", "alert", "-", "-", "-", False, 0, f"no message: {error}", "",
                              self.dispatcher.now(), (f"{event.alert_id}/{event.kind}",))  # fmt: skip
         PgOutbox(self._connections).record(rec)
