@@ -28,7 +28,7 @@ from rich.console import Console
 
 from lccm.demo_progress import DemoStatus, LivePanel, PlainLines
 from lccm.metrics import IngestMetrics
-from lccm.monitoring import MonitoringServer, monitor_ingest
+from lccm.monitoring import MonitoringServer, MonitoringUnavailable, start_monitoring, watch_ingest
 from lccm.runtime import Ingest, Services, ingest_process, services
 from lccm.services import free_port, wait_for_port
 from lccm.settings import Settings
@@ -284,13 +284,13 @@ def _import_base_year(svc: Services) -> dict[str, Any]:
 
 def _monitoring(settings: Settings, svc: Services, worker: Ingest, metrics: IngestMetrics) -> MonitoringServer | None:
     """The ingest's /metrics and /health as `lccm ingest` serves them; on a free port if the configured one is taken
-    (a demo beside a running ingest)."""
-    port = settings.metrics_port
-    if port:
-        with contextlib.suppress(TimeoutError):
-            wait_for_port(settings.metrics_host, port, timeout_s=0.2)
-            port = free_port()
-    return monitor_ingest(settings.model_copy(update={"metrics_port": port}), metrics, worker, svc.database_url)
+    (a demo beside a running ingest: unlike `lccm ingest`, the demo has no operator expecting that port)."""
+    ready = watch_ingest(metrics, worker, svc.database_url)
+    try:
+        return start_monitoring(settings, metrics.registry, ready)
+    except MonitoringUnavailable:
+        log.info("port %s is taken; the demo's metrics move to a free port", settings.metrics_port)
+        return start_monitoring(settings.model_copy(update={"metrics_port": free_port()}), metrics.registry, ready)
 
 
 @contextlib.contextmanager
@@ -298,7 +298,6 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
     import uvicorn
 
     from lccm.api.app import create_app
-    from lccm.services import wait_for_port
 
     port = settings.api_port or free_port()
     with contextlib.suppress(TimeoutError):

@@ -41,7 +41,7 @@ def test_demo_runs_on_embedded_services_serves_the_api_and_prints_one_json_summa
         if line.startswith("API: "):
             api_url = line.split()[1]
             break
-    assert api_url, "the demo did not print the API address"
+    assert api_url, f"the demo did not print the API address; exit {proc.wait(60)}: {proc.stderr.read()[-3000:]}"
     time.sleep(5)
     health = httpx.get(f"{api_url}/health", timeout=10)
     latest = httpx.get(f"{api_url}/devices/LPG-TH-01-M1/latest", timeout=10)
