@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import psycopg
 import yaml
 
+from lccm.imports.registry import city_slug
 from lccm.ingest.alert_publisher import MqttAlertPublisher
 from lccm.notify import (
     AlertMessage,
@@ -93,7 +93,7 @@ def alert_message(tr: st.Notification) -> AlertMessage:
         alert_id=str(tr.alert_id),
         rule_key=tr.rule_key,
         dedup_key=tr.dedup_key,
-        city=_city_slug(tr.city),
+        city=city_slug(tr.city or "") or "unknown",  # the devices' topic city: one definition
         site_id=tr.site_code or tr.device_id or "-",
         metric=tr.metric_name or tr.signal,
         severity=Severity(tr.severity),
@@ -107,11 +107,6 @@ def alert_message(tr: st.Notification) -> AlertMessage:
         note_th=tr.rule_name_th or "",
         note_en=tr.rule_name_en or "",
     )
-
-
-def _city_slug(city: str | None) -> str:
-    slug = re.sub(r"[^a-z0-9-]+", "-", (city or "").strip().lower()).strip("-")[:32]
-    return slug or "unknown"
 
 
 class _Connections:
