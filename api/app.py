@@ -18,7 +18,19 @@ from psycopg_pool import ConnectionPool
 
 from lccm.api.errors import install_handlers
 from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
-from lccm.api.routes import alerts, aqi, baseline, energy, inventory, ops, readings, registry, reports, rollups
+from lccm.api.routes import (
+    alerts,
+    aqi,
+    baseline,
+    conflicts,
+    energy,
+    inventory,
+    ops,
+    readings,
+    registry,
+    reports,
+    rollups,
+)
 
 
 class Settings(Protocol):
@@ -85,6 +97,7 @@ def create_app(
     # Outermost: the request id and the access line cover the error handlers' answers too.
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)
+    app.include_router(conflicts.router)
     app.include_router(registry.router)
     app.include_router(readings.router)
     app.include_router(energy.router)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -37,6 +39,22 @@ from lccm.imports.rows import RowError, RowsInvalid, normalise_header
 SiteKind = Literal["building", "street", "station", "fleet", "plant"]
 DeviceKind = Literal["electricity_meter", "streetlight_cabinet", "lamp", "aq_station", "fuel_meter"]
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Topic levels the product publishes on (docs/contract.md#topics; ingest/topic.py RESERVED_DEVICE_IDS, tied by a
+# test): a device with such an id would publish where alert consumers read.
+RESERVED_DEVICE_IDS = frozenset({"alerts"})
+CITY_SLUG_MAX = 32
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def city_slug(city: str) -> str | None:
+    """The ``<city>`` level of a device's MQTT topics (docs/contract.md#topics), from its site's registry city: the
+    name case-folded, accents dropped, every run of other characters one ``-``, at most 32 characters
+    (``Khon Kaen`` -> ``khon-kaen``). None when the name has no Latin letter or digit (a name in Thai script only).
+    The one definition: the ingest checks topics against it and the alert topic is built with it."""
+    ascii_name = unicodedata.normalize("NFKD", city).encode("ascii", "ignore").decode("ascii")
+    slug = _NOT_SLUG.sub("-", ascii_name.lower()).strip("-")
+    return slug[:CITY_SLUG_MAX].rstrip("-") or None
+
 
 # Canonical column -> Thai header. Both spellings are accepted; see imports.rows.normalise_header for the folding.
 COLUMNS: dict[str, str] = {
@@ -101,6 +119,23 @@ class RegistryRow(BaseModel):
     def _fold_kind(cls, v: Any) -> Any:
         # Spreadsheet users type "Building"; the kinds themselves are lower-case identifiers.
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("city")
+    @classmethod
+    def _city_has_a_slug(cls, v: str) -> str:
+        if city_slug(v) is None:
+            raise ValueError(
+                "write the municipality's name in Latin letters (e.g. Lampang, Khon Kaen): it gives the <city> of "
+                "the devices' MQTT topics (lampang, khon-kaen)"
+            )
+        return v
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_not_reserved(cls, v: str) -> str:
+        if v in RESERVED_DEVICE_IDS:
+            raise ValueError(f"{v!r} is reserved: the product publishes on lccm/v1/<city>/{v}/...")
+        return v
 
     @model_validator(mode="after")
     def _lat_lon_together(self) -> RegistryRow:

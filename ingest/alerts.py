@@ -2,8 +2,11 @@
 
 Each alert change in a notification is published at QoS 1, not retained, to
 ``{root}/{city}/alerts/{severity}`` (``lccm/v1/chiang-mai/alerts/critical``), so a dashboard or a city operations
-system subscribes to ``lccm/v1/+/alerts/#`` or only to ``.../alerts/critical``. The ingest subscription
-(``{root}/+/+/up|status``) never matches these topics. Payload (UTF-8 JSON)::
+system subscribes to ``lccm/v1/+/alerts/#`` or only to ``.../alerts/critical``. ``{city}`` is the city slug of the
+devices' topics (imports/registry.py ``city_slug``). The ingest subscribes to the whole root and receives these
+too: ``alerts`` is a reserved topic level (ingest/topic.py), so it leaves them alone. A topic template that would put
+an alert under the root anywhere else is refused, since the ingest would take it for a device's message. Payload
+(UTF-8 JSON)::
 
     {"notification_id": ..., "kind": "alert"|"digest"|"quiet_hours", "alert": {AlertMessage.to_dict()},
      "subject": ..., "text": ...}
@@ -28,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from lccm.ingest.topic import is_outbound
 from lccm.notify.model import Address, AlertMessage, Notification, SendOutcome
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,11 @@ def alert_topic(template: str, root: str, alert: AlertMessage) -> str:
         raise AlertPublisherError(f"topic template {template!r} uses a field other than {sorted(_FIELDS)}") from e
     if not topic or "+" in topic or "#" in topic or "\x00" in topic or "//" in topic:
         raise AlertPublisherError(f"alert topic {topic!r} (from {template!r}) is not a valid publish topic")
+    if (topic == root or topic.startswith(root + "/")) and not is_outbound(topic, root):
+        raise AlertPublisherError(
+            f"alert topic {topic!r} (from {template!r}) is under {root!r} but not {root}/<city>/alerts/...:"
+            " the ingest would read it as a device's message"
+        )
     return topic
 
 

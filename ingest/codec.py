@@ -1,7 +1,9 @@
 """Payload decoding: plain JSON and SenML (RFC 8428) into the columnar batch, or a specific refusal.
 
 A message is atomic (docs/contract.md): on the first error the readings it had added are rolled back and a
-``Refusal`` carrying the reason code and a human-readable detail is returned. Nothing here raises on bad input.
+``Refusal`` carrying the reason code and a human-readable detail is returned. Nothing here raises on bad input:
+every class of bad input has its own reason (tests/test_codec_fuzz.py fuzzes the decoder to show that none reaches
+the ``decoder_error`` safety net, which exists only so that a bug costs one message, never the worker).
 """
 
 from __future__ import annotations
@@ -10,19 +12,27 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from lccm.ingest.registry import Metric, Registry
-from lccm.ingest.topic import Topic, TopicError
+from lccm.ingest.topic import Topic, TopicError, is_outbound
 from lccm.stream.batch import BatchBuilder
 
 log = logging.getLogger(__name__)
 
 # RFC 8428: a resolved time below 2**28 s is relative to "now". We only store device clock readings.
 _MIN_ABSOLUTE_S = 2**28
+_MIN_ABSOLUTE_US = _MIN_ABSOLUTE_S * 1_000_000
+# Beyond this many seconds a float time is converted without its fraction (it is refused as future_time anyway);
+# multiplying it by 10**6 could overflow to infinity.
+_EXACT_FLOAT_S = 1e15
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+# RFC 8428 section 4.4: a pack whose base version is higher than the one the receiver implements must not be used.
+# This decoder implements RFC 8428 itself, SenML version 10 (the default when ``bver`` is absent).
+SENML_VERSION = 10
 _MAX_SEQ = 2**63
 _URN_PREFIX = "urn:dev:lccm:"
 _SENML_KNOWN = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "t", "ut", "seq"})
@@ -58,6 +68,7 @@ class Decoded:
     readings: int = 0
     status: str | None = None
     refusal: Refusal | None = None
+    outbound: bool = False  # one of the product's own outbound messages (alerts, commands): not device data
 
 
 def decode_message(
@@ -69,10 +80,12 @@ def decode_message(
     limits: Limits,
 ) -> Decoded:
     """Decode one MQTT message into ``batch``. The batch is unchanged if the message is refused."""
+    if is_outbound(topic, limits.topic_root):
+        return Decoded(None, outbound=True)
     mark = batch.mark()
     device_ref = Topic.device_ref(topic, limits.topic_root)
     try:
-        parsed = Topic.parse(topic, limits.topic_root)
+        parsed = _parse_topic(topic, limits.topic_root)
         device = registry.devices.get(parsed.device_id)
         if len(payload) > limits.max_payload_bytes:
             raise _Refused(
@@ -81,6 +94,9 @@ def decode_message(
             )
         if device is None:
             raise _Refused("unknown_device", f"device {parsed.device_id!r} is not in the registry")
+        _check_city(registry, parsed)
+        if not payload:
+            raise _Refused("bad_payload", "empty payload")
         if parsed.channel == "status":
             return Decoded(device_ref, status=_decode_status(payload))
         doc = _load_json(payload)
@@ -94,16 +110,37 @@ def decode_message(
         n = len(batch.metric_id) - mark
         batch.fill_message_fields(mark, device, seq, received_at_us)
         return Decoded(device_ref, readings=n)
-    except TopicError as e:
-        batch.rollback(mark)
-        return Decoded(device_ref, refusal=Refusal("bad_topic", str(e)))
     except _Refused as e:
         batch.rollback(mark)
         return Decoded(device_ref, refusal=e.refusal)
     except Exception as e:  # a decoder bug must cost one message (kept as a dead letter), never the worker
-        log.exception("decoder error on topic %s", topic)
+        log.exception("decoder bug on topic %s", topic[:200])
         batch.rollback(mark)
-        return Decoded(device_ref, refusal=Refusal("bad_payload", f"unexpected decoder error: {type(e).__name__}: {e}"))
+        detail = f"the decoder failed on this message ({type(e).__name__}); a bug in lccm, please report it"
+        return Decoded(device_ref, refusal=Refusal("decoder_error", detail))
+
+
+def _parse_topic(topic: str, root: str) -> Topic:
+    try:
+        return Topic.parse(topic, root)
+    except TopicError as e:
+        raise _Refused("bad_topic", str(e)) from None
+
+
+def _check_city(registry: Registry, topic: Topic) -> None:
+    expected = registry.cities.get(topic.device_id)
+    if topic.city == expected:
+        return
+    if expected is None:
+        raise _Refused(
+            "city_mismatch",
+            f"the registry city of device {topic.device_id!r} has no topic slug (no Latin letter or digit);"
+            " re-import the device registry with the city in Latin letters",
+        )
+    raise _Refused(
+        "city_mismatch",
+        f"topic city {topic.city!r} is not the city of device {topic.device_id!r} in the registry ({expected!r})",
+    )
 
 
 def _decode_status(payload: bytes) -> str:
@@ -123,8 +160,10 @@ def _load_json(payload: bytes) -> Any:
         return json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise _Refused("bad_json", f"payload is not UTF-8: {e}") from None
-    except ValueError as e:
+    except ValueError as e:  # includes integers longer than Python's int_max_str_digits
         raise _Refused("bad_json", f"payload is not JSON: {e}") from None
+    except RecursionError:
+        raise _Refused("bad_json", "payload is not JSON this system reads: nested too deeply") from None
 
 
 @dataclass(slots=True)
@@ -150,11 +189,11 @@ class _Context:
     def check_time(self, ts_us: int) -> int:
         limit_us = self.received_at_us + int(self.limits.future_tolerance_s * 1_000_000)
         if ts_us > limit_us:
-            ahead = (ts_us - self.received_at_us) / 1e6
+            ahead_s = (ts_us - self.received_at_us) // 1_000_000  # integers: ts_us may be far beyond any float
+            shown = f"{ahead_s}" if ahead_s < 10**12 else "more than 10^12"
             raise _Refused(
                 "future_time",
-                f"event time is {ahead:.0f} s ahead of the system clock"
-                f" (tolerance {self.limits.future_tolerance_s:g} s)",
+                f"event time is {shown} s ahead of the system clock (tolerance {self.limits.future_tolerance_s:g} s)",
             )
         return ts_us
 
@@ -166,13 +205,10 @@ def _checked_value(metric: Metric, scale: float, raw: Any) -> float:
         raw = 1.0 if raw else 0.0
     if not isinstance(raw, int | float):
         raise _Refused("bad_payload", f"{metric.name} must be a number, got {type(raw).__name__}")
-    try:
-        value = float(raw) * scale
-    except OverflowError:
-        raise _Refused("out_of_range", f"{metric.name} = {str(raw)[:40]} is too large") from None
-    if not math.isfinite(raw) or not math.isfinite(value):
+    if isinstance(raw, float) and not math.isfinite(raw):
         raise _Refused("non_finite_value", f"{metric.name} is {raw!r}")
-    if not metric.min_value <= value <= metric.max_value:
+    value = _as_float(raw, metric.name) * scale
+    if not math.isfinite(value) or not metric.min_value <= value <= metric.max_value:
         raise _Refused(
             "out_of_range",
             f"{metric.name} = {value:g} {metric.unit} is outside {metric.min_value:g} .. {metric.max_value:g}",
@@ -180,15 +216,24 @@ def _checked_value(metric: Metric, scale: float, raw: Any) -> float:
     return value
 
 
+def _as_float(raw: int | float, name: str) -> float:
+    try:
+        return float(raw)
+    except OverflowError:  # an integer beyond the float range
+        raise _Refused("out_of_range", f"{name} = {str(raw)[:40]}... is too large") from None
+
+
 def parse_time_us(raw: Any) -> int:
-    """Epoch seconds (number) or ISO 8601 with an offset, to UTC epoch microseconds."""
+    """Epoch seconds (number) or ISO 8601 with an offset, to UTC epoch microseconds (exact integer arithmetic, so
+    no time, however far off, overflows: a far-future one is left for ``check_time`` to refuse)."""
     if isinstance(raw, bool):
         raise _Refused("bad_time", "time is a boolean")
-    if isinstance(raw, int | float):
+    if isinstance(raw, int):
+        us = raw * 1_000_000
+    elif isinstance(raw, float):
         if not math.isfinite(raw):
             raise _Refused("bad_time", f"time {raw!r} is not finite")
-        seconds = float(raw)
-        us = int(raw) * 1_000_000 if isinstance(raw, int) else round(raw * 1_000_000)
+        us = round(raw * 1_000_000) if abs(raw) < _EXACT_FLOAT_S else int(raw) * 1_000_000
     elif isinstance(raw, str):
         try:
             dt = datetime.fromisoformat(raw)
@@ -196,21 +241,20 @@ def parse_time_us(raw: Any) -> int:
             raise _Refused("bad_time", f"time {raw[:40]!r} is not ISO 8601") from None
         if dt.tzinfo is None or dt.utcoffset() is None:
             raise _Refused("naive_time", f"time {raw[:40]!r} has no UTC offset")
-        seconds = dt.timestamp()
         us = _datetime_us(dt)
     else:
         raise _Refused("bad_time", f"time must be epoch seconds or an ISO 8601 string, got {type(raw).__name__}")
-    if seconds < _MIN_ABSOLUTE_S:
-        raise _Refused("bad_time", f"time {raw!r} is before 1978: a relative or unset clock")
+    if us < _MIN_ABSOLUTE_US:
+        raise _Refused("bad_time", f"time {repr(raw)[:40]} is before 1978: a relative or unset clock")
     return us
 
 
 def _datetime_us(dt: datetime) -> int:
     offset = dt.utcoffset()
     assert offset is not None
-    naive_utc = dt.replace(tzinfo=None) - offset
-    delta = naive_utc - datetime(1970, 1, 1)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # Integer arithmetic: datetime arithmetic overflows at the ends of years 1 and 9999 once the offset is applied.
+    seconds = (dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60 + dt.second
+    return seconds * 1_000_000 + dt.microsecond - offset // timedelta(microseconds=1)
 
 
 def _check_seq(raw: Any) -> int | None:
@@ -307,6 +351,8 @@ def _decode_senml(ctx: _Context, pack: list[Any]) -> int | None:
             if i != 0:
                 raise _Refused("bad_senml", f"record {i}: 'seq' is allowed in the first record only")
             seq = _check_seq(rec["seq"])
+        if "bver" in rec:
+            base.check_version(rec["bver"], i)
         if not keys.isdisjoint(_SENML_BASE):
             base.update(rec, i)
             resolved.clear()
@@ -318,8 +364,8 @@ def _decode_senml(ctx: _Context, pack: list[Any]) -> int | None:
         if found is None:
             found = resolved[(name, unit)] = _senml_metric(ctx, rec, i, base.name, unit)
         t = rec.get("t", 0.0)
-        if type(t) is not float and type(t) is not int:
-            t = _senml_num(rec, "t", i)
+        if type(t) is not float and not (type(t) is int and -(2**53) <= t <= 2**53):
+            t = _senml_time(rec, "t", i)
         ctx.add(found[0], found[1], ctx.check_time(_senml_time_us(base.time + t)), _senml_value(rec, i, found[0], base))
     return seq
 
@@ -333,21 +379,48 @@ class _SenmlBase:
     time: float = 0.0
     unit: str | None = None
     value: float = 0.0
+    version: int | None = None  # bver of the pack, once a record has given it
 
     def update(self, rec: dict[str, Any], i: int) -> None:
         if "bn" in rec:
             self.name = _senml_str(rec, "bn", i)
         if "bt" in rec:
-            self.time = _senml_num(rec, "bt", i)
+            self.time = _senml_time(rec, "bt", i)
         if "bu" in rec:
             self.unit = _senml_str(rec, "bu", i)
         if "bv" in rec:
-            self.value = _senml_num(rec, "bv", i)
+            self.value = _as_float(_senml_num(rec, "bv", i), "bv")
+
+    def check_version(self, raw: Any, i: int) -> None:
+        """RFC 8428 section 4.4: ``bver`` is a positive integer, the same in every record of a pack, and a pack of a
+        version higher than the receiver's must not be used."""
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw // 1 or raw < 1:
+            raise _Refused("bad_senml", f"record {i}: 'bver' must be a positive integer, got {repr(raw)[:40]}")
+        if raw > SENML_VERSION:
+            raise _Refused(
+                "unsupported_version",
+                f"record {i}: SenML version {repr(raw)[:40]}; this system implements version {SENML_VERSION}"
+                " (RFC 8428), and RFC 8428 section 4.4 forbids using a pack of a higher version",
+            )
+        version = int(raw)
+        # Records before the first bver have the default version (10), so a later bver must agree with it.
+        earlier = self.version if self.version is not None or i == 0 else SENML_VERSION
+        if earlier is not None and version != earlier:
+            raise _Refused("bad_senml", f"record {i}: 'bver' {version} differs from {earlier} earlier in the pack")
+        self.version = version
+
+
+def _senml_time(rec: dict[str, Any], key: str, i: int) -> float:
+    value = _senml_num(rec, key, i)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Refused("bad_time", f"record {i}: {key!r} = {str(value)[:40]}... is beyond any clock") from None
 
 
 def _senml_time_us(seconds: float) -> int:
     if not math.isfinite(seconds):
-        raise _Refused("non_finite_value", "record time is not finite")
+        raise _Refused("bad_time", "record time (bt + t) is not finite")
     return parse_time_us(seconds)
 
 
@@ -355,7 +428,7 @@ def _senml_value(rec: dict[str, Any], i: int, metric: Metric, base: _SenmlBase) 
     if "v" in rec:
         raw = rec["v"]
         if base.value and isinstance(raw, int | float) and not isinstance(raw, bool):
-            raw = raw + base.value
+            raw = _as_float(raw, metric.name) + base.value
         return raw
     if "vb" in rec:
         raw = rec["vb"]

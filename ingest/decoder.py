@@ -1,7 +1,9 @@
 """Glue between the codec and the stream: refusals become dead letters, statuses become status rows.
 
-An unknown device may simply have been registered after start-up: the registry is reloaded (at most once per
-``refresh_interval_s``) and the message decoded again before it is refused.
+An unknown device may simply have been registered after start-up (or a device moved to a site in another city):
+the registry is reloaded (at most once per ``refresh_interval_s``) and the message decoded again before it is
+refused. Each refusal is logged as one line (INFO: the dead-letter table holds the message); the product's own
+outbound messages, which the subscription to the whole topic root also brings, are acknowledged and left alone.
 """
 
 from __future__ import annotations
@@ -46,10 +48,14 @@ class RegistryHolder:
         return True
 
 
+# Refusals a registry reload may turn into an acceptance.
+_REGISTRY_REASONS = frozenset({"unknown_device", "city_mismatch"})
+
+
 def make_decoder(holder: RegistryHolder, limits: Limits) -> Callable[[BatchBuilder, RawMessage], None]:
     def decode(batch: BatchBuilder, msg: RawMessage) -> None:
         out = decode_message(batch, holder.registry, msg.topic, msg.payload, msg.received_at_us, limits)
-        if out.refusal is not None and out.refusal.reason == "unknown_device" and holder.refresh_if_stale():
+        if out.refusal is not None and out.refusal.reason in _REGISTRY_REASONS and holder.refresh_if_stale():
             out = decode_message(batch, holder.registry, msg.topic, msg.payload, msg.received_at_us, limits)
         _record(batch, holder.registry, msg, out)
 
@@ -57,7 +63,16 @@ def make_decoder(holder: RegistryHolder, limits: Limits) -> Callable[[BatchBuild
 
 
 def _record(batch: BatchBuilder, registry: Registry, msg: RawMessage, out: Decoded) -> None:
-    if out.refusal is not None:
+    if out.outbound:
+        batch.outbound += 1
+    elif out.refusal is not None:
+        log.info(
+            "refused %s on %s%s: %s",
+            out.refusal.reason,
+            msg.topic[:200],
+            " (retained)" if msg.retained else "",
+            out.refusal.detail,
+        )
         batch.dead_letters.append(
             DeadLetterRow(
                 received_at_us=msg.received_at_us,
@@ -66,6 +81,7 @@ def _record(batch: BatchBuilder, registry: Registry, msg: RawMessage, out: Decod
                 reason=out.refusal.reason,
                 detail=out.refusal.detail,
                 device_ref=out.device_ref,
+                retained=msg.retained,
             )
         )
     elif out.status is not None and out.device_ref is not None:

@@ -177,7 +177,7 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self.received += 1
         token = (self._generation, msg.mid, msg.qos)
-        self._inbox.put(RawMessage(msg.topic, bytes(msg.payload), self._clock_us(), token))
+        self._inbox.put(RawMessage(msg.topic, bytes(msg.payload), self._clock_us(), token, bool(msg.retain)))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode, _p: object) -> None:
         if rc.is_failure:

@@ -33,11 +33,19 @@ class Registry:
     metrics_by_name: dict[str, Metric]
     by_senml: dict[tuple[str, str], tuple[Metric, float]]  # (name, unit) -> metric, scale
     by_key: dict[str, tuple[Metric, float]]  # plain-JSON key -> metric, scale
+    # external device id -> the <city> level its topics must carry (imports/registry.py ``city_slug`` of its site's
+    # city); None where that city has no slug, so every message of the device is refused as ``city_mismatch``.
+    cities: dict[str, str | None] = field(default_factory=dict)
     version: int = field(default=0)
 
     @classmethod
     def build(
-        cls, devices: dict[str, int], metrics: Iterable[Metric], units: Iterable[UnitRow], version: int = 0
+        cls,
+        devices: dict[str, int],
+        metrics: Iterable[Metric],
+        units: Iterable[UnitRow],
+        cities: dict[str, str | None],
+        version: int = 0,
     ) -> Registry:
         by_id = {m.id: m for m in metrics}
         by_senml: dict[tuple[str, str], tuple[Metric, float]] = {}
@@ -52,5 +60,6 @@ class Registry:
             metrics_by_name={m.name: m for m in by_id.values()},
             by_senml=by_senml,
             by_key=by_key,
+            cities={d: cities.get(d) for d in devices},
             version=version,
         )

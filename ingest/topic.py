@@ -1,4 +1,13 @@
-"""Topics as validated values: ``<root>/<city>/<device_id>/<channel>`` (docs/contract.md)."""
+"""Topics as validated values: ``<root>/<city>/<device_id>/<channel>`` (docs/contract.md#topics).
+
+The ingest subscribes to the whole root (``<root>/#``), so every message published under it is either a device's
+(decoded, or dead-lettered with ``bad_topic`` when its topic breaks the contract) or one of the product's own
+outbound messages, which are not device data and are left alone:
+
+- ``<root>/<city>/alerts/...``: alert changes (ingest/alerts.py). ``alerts`` is a reserved topic level:
+  no device may have it as its id (the registry import refuses it, imports/registry.py).
+- ``<root>/<city>/<device_id>/cmd/...``: commands to a device (deploy/mosquitto/acl grants devices read on them).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,10 @@ _CITY = re.compile(r"^[a-z0-9-]{1,32}$")
 _DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 Channel = Literal["up", "status"]
+ALERTS_LEVEL = "alerts"
+COMMANDS_LEVEL = "cmd"
+# Device ids that would make a device's topics the product's own outbound topics.
+RESERVED_DEVICE_IDS = frozenset({ALERTS_LEVEL})
 
 
 class TopicError(ValueError):
@@ -54,5 +67,15 @@ class Topic:
         return f"{root}/{self.city}/{self.device_id}/{self.channel}"
 
 
+def is_outbound(topic: str, root: str = "lccm/v1") -> bool:
+    """True for the product's own outbound topics under ``root`` (alerts, device commands): not device data."""
+    prefix = root + "/"
+    if not topic.startswith(prefix):
+        return False
+    parts = topic[len(prefix) :].split("/")
+    return (len(parts) >= 2 and parts[1] == ALERTS_LEVEL) or (len(parts) >= 3 and parts[2] == COMMANDS_LEVEL)
+
+
 def subscription_filters(root: str = "lccm/v1") -> list[str]:
-    return [f"{root}/+/+/up", f"{root}/+/+/status"]
+    """The whole root: a message on any other topic under it is dead-lettered (``bad_topic``), never lost."""
+    return [f"{root}/#"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -45,6 +44,7 @@ import yaml
 
 from lccm.engine.alert_kinds import Severity
 from lccm.engine.alerts import AlertRule, AlertRulesInvalid, RuleError, parse_rules
+from lccm.imports.registry import city_slug
 from lccm.ingest.alerts import MqttAlertPublisher
 from lccm.notify import (
     AlertMessage,
@@ -122,7 +122,7 @@ def alert_message(event: st.PagedEvent) -> AlertMessage:
         alert_id=str(event.alert_id),
         rule_key=event.rule_key,
         dedup_key=event.dedup_key,
-        city=_city_slug(event.city),
+        city=city_slug(event.city or "") or "unknown",  # the devices' topic city: one definition
         site_id=event.site_code or event.device_id or "-",
         metric=event.metric_name or event.signal,
         severity=event.severity,
@@ -137,11 +137,6 @@ def alert_message(event: st.PagedEvent) -> AlertMessage:
         note_en=event.rule_name_en or "",
         late=event.late,
     )
-
-
-def _city_slug(city: str | None) -> str:
-    slug = re.sub(r"[^a-z0-9-]+", "-", (city or "").strip().lower()).strip("-")[:32]
-    return slug or "unknown"
 
 
 class _Connections:

@@ -338,6 +338,7 @@ def _summary(svc: Services, worker: Ingest, truth: dict[str, Any], elapsed_s: fl
         "readings_per_s": round(stats.readings_stored / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "messages": stats.messages,
         "duplicates_removed": stats.duplicates_dropped + stats.duplicates_in_db,
+        "conflicts": stats.conflicts,
         "dead_letters": {reason: n for reason, n in dead},
         "energy_kwh": next((a for name, a, _ in energy if name == "energy"), 0.0),
         "fuel_l": next((a for name, a, _ in energy if name == "fuel"), 0.0),

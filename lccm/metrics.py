@@ -138,6 +138,11 @@ class StreamCollector(Collector):
         duplicates.add_metric(["memory"], s.duplicates_dropped)
         duplicates.add_metric(["database"], s.duplicates_in_db)
         yield duplicates
+        yield _counter(
+            "lccm_ingest_conflicts",
+            "Second values for a stored reading: not stored (first wins), kept in reading_conflicts (GET /conflicts)",
+            s.conflicts,
+        )
         dead = CounterMetricFamily("lccm_ingest_dead_letters", "Messages refused, by reason", labels=["reason"])
         for reason, n in sorted(_snapshot(s.dead_letters).items()):
             dead.add_metric([reason], n)
@@ -145,6 +150,11 @@ class StreamCollector(Collector):
         yield _counter("lccm_ingest_batches", "Batches committed", s.batches)
         yield _counter("lccm_ingest_write_retries", "Batch writes that failed and were retried", s.write_retries)
         yield _counter("lccm_ingest_statuses", "Device status messages stored", s.statuses)
+        yield _counter(
+            "lccm_ingest_outbound_messages",
+            "The product's own messages under the topic root (alerts, device commands): acknowledged, not ingested",
+            s.outbound,
+        )
 
     def describe(self) -> Iterator[Metric]:
         return self.collect()  # no I/O: the same families, read from memory

@@ -27,6 +27,7 @@ from lccm.alerts import Notifications, build_notifications, default_rules_file, 
 from lccm.engine.factors import SOURCE_CLASSES, TGO_FACTORS
 from lccm.engine.timebase import bkk_us
 from lccm.extras import require_extra
+from lccm.imports.registry import city_slug
 from lccm.ingest.codec import Limits
 from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.ingest.mqtt import MqttConfig, MqttSource
@@ -57,7 +58,9 @@ log = logging.getLogger(__name__)
 def load_registry(conn: psycopg.Connection) -> Registry:
     metrics = [Metric(m.id, m.name, m.unit, m.kind, m.min_value, m.max_value) for m in catalog.metrics(conn)]
     units = [UnitRow(u.metric_id, u.unit, u.key_suffix, u.scale) for u in catalog.metric_units(conn)]
-    return Registry.build(catalog.device_ids(conn), metrics, units)
+    devices = catalog.devices(conn)
+    cities = {d.device_id: city_slug(d.city) for d in devices}
+    return Registry.build({d.device_id: d.id for d in devices}, metrics, units, cities)
 
 
 class DbSink:

@@ -44,9 +44,11 @@ MALFORMED_REASONS = (
     "non_finite_value",
     "out_of_range",
     "bad_status",
+    "city_mismatch",
+    "unsupported_version",
 )
 TRANSPORT_FAULTS = ("drop", "duplicate", "reorder", "late")
-VALUE_FAULTS = ("clock_skew", "stuck", "spike", "register_reset")
+VALUE_FAULTS = ("clock_skew", "stuck", "spike", "register_reset", "correction")
 _RANGE_KEYS = ("late_delay_s", "clock_skew_s", "stuck_messages")
 
 
@@ -65,13 +67,17 @@ class FaultMix:
     stuck_messages: tuple[float, float] = (6.0, 36.0)
     spike: float = 0.0
     register_reset: float = 0.0
+    # After a delivered message, the device sends one of its readings again with another value (a meter correcting
+    # itself): first wins, the system keeps the stored value and lists the other (docs/contract.md).
+    correction: float = 0.0
     malformed: dict[str, float] = field(default_factory=dict)
 
     def malformed_total(self) -> float:
         return sum(self.malformed.values())
 
     def any(self) -> bool:
-        rates = [self.drop, self.duplicate, self.reorder, self.late, self.clock_skew, self.stuck, self.spike]
+        rates = [self.drop, self.duplicate, self.reorder, self.late, self.clock_skew, self.stuck, self.spike,
+                 self.correction]  # fmt: skip
         return any(r > 0 for r in rates) or self.register_reset > 0 or self.malformed_total() > 0
 
     def apply(self, settings: dict[str, Any], where: str) -> None:
@@ -346,6 +352,20 @@ def _bad_status(ctx: MalformedContext) -> tuple[str, bytes]:
     return ctx.status_topic, b"rebooting"
 
 
+def _city_mismatch(ctx: MalformedContext) -> tuple[str, bytes]:
+    # A valid slug that is not the device's city.
+    root, city, device_id, leaf = ctx.topic.rsplit("/", 3)
+    other = "elsewhere" if city != "elsewhere" else "somewhere"
+    return f"{root}/{other}/{device_id}/{leaf}", ctx.valid_payload
+
+
+def _unsupported_version(ctx: MalformedContext) -> tuple[str, bytes]:
+    # A SenML pack of a version above RFC 8428's 10 (any device may send SenML).
+    pack = _senml(ctx)
+    pack[0]["bver"] = 11
+    return ctx.topic, dumps(pack)
+
+
 _BUILDERS = {
     "bad_topic": _bad_topic,
     "oversized_payload": _oversized,
@@ -363,6 +383,8 @@ _BUILDERS = {
     "non_finite_value": _non_finite,
     "out_of_range": _out_of_range,
     "bad_status": _bad_status,
+    "city_mismatch": _city_mismatch,
+    "unsupported_version": _unsupported_version,
 }
 
 # Metrics a spike may hit: instants whose outliers stay physically possible.

@@ -100,6 +100,8 @@ class DeviceStream:
         # never shift the sequence of decisions.
         self.rng = np.random.default_rng(stable_key(self.key, "decide"))
         self.rng_param = np.random.default_rng(stable_key(self.key, "param"))
+        # Corrections draw from their own generator: switching them on changes no other decision or parameter.
+        self.rng_fix = np.random.default_rng(stable_key(self.key, "correction"))
         self.skew_s = self._clock_skew()
         self.seq = 0
         self.stuck_left = 0
@@ -224,7 +226,39 @@ class DeviceStream:
             true_cumulative=truth,
             register_reset=reset,
         )
-        return self._transport(msg, u_drop, u_dup, u_reorder, u_late)
+        out = self._transport(msg, u_drop, u_dup, u_reorder, u_late)
+        if float(self.rng_fix.random()) < self.mix.correction and msg.published and msg.valid:
+            fix = self._correction(msg, records[0])
+            if fix is not None:
+                out.append(fix)
+        return out
+
+    def _correction(self, msg: Message, record: Record) -> Message | None:
+        """One reading of ``record`` sent again, one step of the device's precision away, as a message of its own
+        sent after the original (per-device order holds on the way to the broker)."""
+        numbers = [item for item in record.items if not isinstance(item.value, bool)]
+        if not numbers:
+            return None
+        register = self.device.register.metric if self.device.register is not None else ""
+        item = next((i for i in numbers if i.metric != register), numbers[0])
+        out = next(o for o in self.outputs if o.name == item.metric)
+        step = 10.0**-item.unit.decimals
+        value = item.value + step if item.value + step <= out.high else item.value - step
+        if not out.low <= value <= out.high:
+            return None
+        sent: int | float = round(value) if item.unit.decimals == 0 else round(value, item.unit.decimals) + 0.0
+        seq = self.seq
+        self.seq += 1
+        reading = (self.device.device_id, item.metric, record.ts_s * US_PER_S, float(sent) * item.unit.scale)
+        return Message(
+            device_id=self.device.device_id,
+            topic=self.topic,
+            seq=seq,
+            payload=self._encode(seq, [Record(record.ts_s, (Item(item.unit, sent),))]),
+            send_s=msg.send_s + float(self.rng_fix.uniform(30.0, 300.0)),
+            faults=("correction",),
+            corrections=(reading,),
+        )
 
     def _value_faults(
         self, win: _Window, u_stuck: float, u_reset: float

@@ -70,6 +70,9 @@ class Message:
     true_cumulative: tuple[TrueCumulative, ...] = ()
     # (metric, at_us, old_final_register) when the device's register was reset at this message's first reading.
     register_reset: tuple[str, int, float] | None = None
+    # A correction message (fault "correction"): its one reading, another value for a reading sent before. It is
+    # not in `readings` (the first value stays stored); the system lists it as a conflict.
+    corrections: tuple[Reading, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -92,6 +95,7 @@ class Message:
             "readings": [list(r) for r in self.readings],
             "true_cumulative": [list(c) for c in self.true_cumulative],
             "register_reset": None if self.register_reset is None else list(self.register_reset),
+            "corrections": [list(r) for r in self.corrections],
             "payload_b64": base64.b64encode(self.payload).decode("ascii"),
         }
 
@@ -114,6 +118,7 @@ class Message:
             publish_wall_s=row["publish_wall_s"],
             true_cumulative=tuple((c[0], int(c[1]), float(c[2])) for c in row.get("true_cumulative", ())),
             register_reset=_reset_from_json(row.get("register_reset")),
+            corrections=tuple((r[0], r[1], int(r[2]), float(r[3])) for r in row.get("corrections", ())),
         )
 
 
@@ -196,6 +201,17 @@ class GroundTruth:
             if m.kind == "up" and m.valid:
                 out.update(m.readings)
         return out
+
+    def expected_conflicts(self) -> set[Reading]:
+        """The other values of delivered corrections whose first value was delivered (and is stored): what
+        ``reading_conflicts`` must list (device, metric, time, offered value)."""
+        stored = {(d, m, t): v for d, m, t, v in self.expected_readings()}
+        return {
+            (d, m, t, v)
+            for msg in self.delivered()
+            for d, m, t, v in msg.corrections
+            if (d, m, t) in stored and stored[(d, m, t)] != v
+        }
 
     def expected_dead_letters(self) -> collections.Counter[str]:
         """Reasons of acknowledged malformed messages, once per publish (a duplicated bad message counts twice)."""

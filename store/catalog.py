@@ -26,8 +26,16 @@ class MetricUnitRow:
     scale: float
 
 
-def device_ids(conn: psycopg.Connection) -> dict[str, int]:
-    return {str(d): int(i) for d, i in conn.execute("SELECT device_id, id FROM devices")}
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device_id: str  # external id, as in the topic
+    id: int
+    city: str  # the registry city of its site (free text, as imported)
+
+
+def devices(conn: psycopg.Connection) -> list[DeviceRow]:
+    rows = conn.execute("SELECT d.device_id, d.id, s.city FROM devices d JOIN sites s ON s.id = d.site_id")
+    return [DeviceRow(*r) for r in rows]
 
 
 def metrics(conn: psycopg.Connection) -> list[MetricRow]:

@@ -31,6 +31,7 @@ class BatchBuilder:
     ack_tokens: list[Hashable] = field(default_factory=list)
     message_received_us: list[int] = field(default_factory=list)  # per message, for the receive-to-commit lag
     messages: int = 0
+    outbound: int = 0  # the product's own outbound messages (alerts, commands) seen under the root, acked only
     opened_at: float | None = None
 
     def __len__(self) -> int:

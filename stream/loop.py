@@ -5,6 +5,12 @@ write readings, dead letters and statuses in one transaction -> only then rememb
 A crash anywhere before the ack means the broker redelivers, and the database's key makes the replay a no-op, so
 nothing is lost and nothing is stored twice.
 
+The in-memory dedup drops only exact repeats: the same (device, metric, event time) *and* the same value, which is
+what a QoS 1 redelivery or a device's resend is. A different value for a key already seen is a correction or a
+conflict: it goes on to the database, which keeps the first value and records the second in ``reading_conflicts``
+(store/writer.py; docs/contract.md#duplicates-and-corrections). Each remembered reading is one 22-byte ``bytes``
+(device, metric, time, value packed), about half the size of the three-int tuple it replaced.
+
 Backpressure: the inbox is unbounded in code but bounded in practice by MQTT's receive maximum (the broker sends at
 most that many unacknowledged messages, and we ack only after commit). If the database is down a flush raises and
 keeps its batch; the worker running ``step`` (lccm/workers.py, stage ``stream``) retries it with backoff, and the
@@ -28,7 +34,8 @@ from lccm.stream.batch import BatchBuilder, Clock, FlushPolicy
 
 log = logging.getLogger(__name__)
 
-Key = tuple[int, int, int]  # (device, metric, event time in microseconds)
+Key = bytes  # (device int32, metric int16, event time int64 us, value float64) packed little-endian: 22 bytes
+_KEY_DTYPE = np.dtype([("device", "<i4"), ("metric", "<i2"), ("ts", "<i8"), ("value", "<f8")])  # no padding
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,7 @@ class RawMessage:
     payload: bytes
     received_at_us: int
     token: Hashable  # handed back to the source's ack function once the message is committed
+    retained: bool = False  # the broker delivered it as a retained message (at subscription), not as it was sent
 
 
 Decoder = Callable[[BatchBuilder, RawMessage], None]
@@ -64,8 +72,19 @@ def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
+def reading_keys(cols: ReadingColumns) -> list[Key]:
+    """One packed key per reading: equal keys are the same reading with the same value."""
+    packed = np.empty(len(cols), dtype=_KEY_DTYPE)
+    packed["device"], packed["metric"], packed["ts"], packed["value"] = (
+        cols.device_id, cols.metric_id, cols.ts_us, cols.value,
+    )  # fmt: skip
+    raw, size = packed.tobytes(), _KEY_DTYPE.itemsize
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
 class RecentKeys:
-    """Keys committed in the last few batches, to drop redelivered readings before they reach the database."""
+    """Readings (key and value) committed in the last few batches, to drop redelivered readings before they reach
+    the database. Bounded by ``capacity`` readings, whole batches evicted oldest first."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
@@ -93,6 +112,8 @@ class StreamStats:
     readings_stored: int = 0
     duplicates_dropped: int = 0  # in memory, before the database
     duplicates_in_db: int = 0  # found by the database key (redelivery after a restart)
+    conflicts: int = 0  # a second, different value for a stored reading: recorded in reading_conflicts
+    outbound: int = 0  # the product's own outbound messages under the topic root (alerts, commands): acked only
     batches: int = 0
     write_retries: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -106,6 +127,7 @@ class StreamStats:
             "messages": self.messages,
             "readings_stored": self.readings_stored,
             "duplicates_dropped": self.duplicates_dropped + self.duplicates_in_db,
+            "conflicts": self.conflicts,
             "batches": self.batches,
             "write_retries": self.write_retries,
             "dead_letters": dict(sorted(self.dead_letters.items())),
@@ -187,8 +209,9 @@ class StreamLoop:
         batch = self._batch
         if batch.messages == 0:
             return None
-        keep, keys = self._dedup(batch)
-        cols = batch.columns(keep)
+        all_cols = batch.columns()
+        keep, keys = self._dedup(all_cols)
+        cols = all_cols if keep is None else all_cols.take(keep)
         try:
             result = self._sink(batch, cols)
         except Exception:
@@ -231,12 +254,13 @@ class StreamLoop:
         except Exception:  # a metrics bug must never stop ingest; the batch is committed and acked already
             log.exception("batch observer failed")
 
-    def _dedup(self, batch: BatchBuilder) -> tuple[np.ndarray | None, list[Key]]:
+    def _dedup(self, all_cols: ReadingColumns) -> tuple[np.ndarray | None, list[Key]]:
+        """Drop the exact repeats (same reading, same value) within the batch and of recent batches."""
         recent = self._recent
         seen: set[Key] = set()
         keep_list: list[bool] = []
         keys: list[Key] = []
-        for key in zip(batch.device_id, batch.metric_id, batch.ts_us, strict=True):
+        for key in reading_keys(all_cols):
             fresh = key not in seen and key not in recent
             keep_list.append(fresh)
             if fresh:
@@ -253,6 +277,8 @@ class StreamLoop:
         s.readings_stored += result.inserted
         s.duplicates_dropped += dropped
         s.duplicates_in_db += result.duplicates
+        s.conflicts += result.conflicts
+        s.outbound += batch.outbound
         s.batches += 1
         s.statuses += len(batch.statuses)
         s.dead_letters.update(d.reason for d in batch.dead_letters)

@@ -26,5 +26,8 @@ UNITS = [
 ]
 
 
-def registry(devices: dict[str, int] | None = None) -> Registry:
-    return Registry.build(devices or {"M1": 7, "AQ1": 8, "L1": 9}, METRICS, UNITS)
+def registry(devices: dict[str, int] | None = None, cities: dict[str, str | None] | None = None) -> Registry:
+    """Every device in the city ``lampang`` unless ``cities`` says otherwise."""
+    devices = devices or {"M1": 7, "AQ1": 8, "L1": 9}
+    slugs: dict[str, str | None] = {d: "lampang" for d in devices}
+    return Registry.build(devices, METRICS, UNITS, slugs | (cities or {}))

@@ -77,14 +77,14 @@ def test_senml_base_fields_relative_time_and_units() -> None:
 
 
 def test_senml_boolean_for_a_state_metric() -> None:
-    out, b = decode([{"bn": "L1:", "bt": T0.timestamp(), "n": "lamp_on", "vb": False}], topic=f"{ROOT}/x/L1/up")
+    out, b = decode([{"bn": "L1:", "bt": T0.timestamp(), "n": "lamp_on", "vb": False}], topic=f"{ROOT}/lampang/L1/up")
     assert out.refusal is None and b.value == [0.0]
 
 
 def test_future_tolerance_is_inclusive_at_the_limit() -> None:
     limit_s = NOW_US / 1e6 + 300
-    assert decode({"ts": limit_s, "values": {"pm25_ugm3": 1}}, topic=f"{ROOT}/x/AQ1/up")[0].refusal is None
-    out, _ = decode({"ts": limit_s + 1, "values": {"pm25_ugm3": 1}}, topic=f"{ROOT}/x/AQ1/up")
+    assert decode({"ts": limit_s, "values": {"pm25_ugm3": 1}}, topic=f"{ROOT}/lampang/AQ1/up")[0].refusal is None
+    out, _ = decode({"ts": limit_s + 1, "values": {"pm25_ugm3": 1}}, topic=f"{ROOT}/lampang/AQ1/up")
     assert out.refusal is not None and out.refusal.reason == "future_time"
 
 
@@ -128,6 +128,14 @@ REFUSALS = [
     ([{"bt": T, "n": ["energy"], "v": 1}], "bad_senml"),
     ([{"bt": T, "n": "energy", "u": {"k": 1}, "v": 1}], "bad_senml"),
     ([{"bt": T, "n": "energy", "v": 1, "t": "soon"}], "bad_senml"),
+    (b"", "bad_payload"),
+    ([{"bver": 11, "bt": T, "n": "energy", "v": 1}], "unsupported_version"),
+    ([{"bt": T, "n": "energy", "v": 1}, {"bver": 2**40, "n": "energy", "v": 2, "t": 60}], "unsupported_version"),
+    ([{"bver": 0, "bt": T, "n": "energy", "v": 1}], "bad_senml"),
+    ([{"bver": 10.5, "bt": T, "n": "energy", "v": 1}], "bad_senml"),
+    ([{"bver": "10", "bt": T, "n": "energy", "v": 1}], "bad_senml"),
+    ([{"bver": 10, "bt": T, "n": "energy", "v": 1}, {"bver": 9, "n": "energy", "v": 2, "t": 60}], "bad_senml"),
+    ([{"bt": T, "n": "energy", "v": 1}, {"bver": 9, "n": "energy", "v": 2, "t": 60}], "bad_senml"),
 ]
 
 
@@ -151,6 +159,9 @@ def test_each_refusal_has_its_reason_and_leaves_the_batch_unchanged(payload: obj
         (f"{ROOT}/Lampang/M1/up", "bad_topic", "M1"),
         (f"{ROOT}/lampang/M1/up/extra", "bad_topic", "M1"),
         (f"{ROOT}/lampang/NOPE/up", "unknown_device", "NOPE"),
+        (f"{ROOT}/chiang-mai/M1/up", "city_mismatch", "M1"),
+        (f"{ROOT}/lampang/M1", "bad_topic", "M1"),
+        (ROOT, "bad_topic", None),
     ],
 )
 def test_topic_refusals(topic: str, reason: str, ref: str | None) -> None:
@@ -158,6 +169,24 @@ def test_topic_refusals(topic: str, reason: str, ref: str | None) -> None:
     assert out.refusal is not None and out.refusal.reason == reason
     assert out.device_ref == ref
     assert len(b) == 0
+
+
+def test_senml_versions_up_to_10_are_accepted() -> None:
+    """RFC 8428 section 4.4: only a version higher than the receiver's (10, RFC 8428's own) is refused."""
+    for pack in (
+        [{"bver": 10, "bt": T, "n": "energy", "v": 1}, {"bver": 10, "n": "energy", "v": 2, "t": 60}],
+        [{"bt": T, "n": "energy", "v": 1}, {"bver": 10, "n": "energy", "v": 2, "t": 60}],  # default 10, then 10
+        [{"bver": 5, "bt": T, "n": "energy", "v": 1}],
+        [{"bver": 10.0, "bt": T, "n": "energy", "v": 1}],  # JSON has one number type: 10.0 is the integer 10
+    ):
+        out, _ = decode(pack)
+        assert out.refusal is None and out.readings == len(pack), out.refusal
+
+
+def test_outbound_topics_are_neither_decoded_nor_refused() -> None:
+    for topic in (f"{ROOT}/lampang/alerts/critical", f"{ROOT}/x/alerts", f"{ROOT}/lampang/M1/cmd/reboot"):
+        out, b = decode(b"{not json", topic=topic)
+        assert out.outbound and out.refusal is None and len(b) == 0
 
 
 def test_status_messages() -> None:
@@ -215,4 +244,4 @@ def test_any_json_is_either_decoded_or_refused_never_raised(doc: object) -> None
     if out.refusal is None:
         assert len(b) == out.readings and len(set(map(len, (b.device_id, b.metric_id, b.ts_us, b.value)))) == 1
     else:
-        assert len(b) == 0 and out.refusal.reason != "" and "unexpected" not in out.refusal.detail
+        assert len(b) == 0 and out.refusal.reason not in ("", "decoder_error")

@@ -1,8 +1,9 @@
 """End to end with faults on: the virtual city -> real Mosquitto -> ingest -> real PostgreSQL.
 
 The simulator's ground truth is the independent expectation: every reading it published that the broker accepted
-is stored exactly once (same value, same event time), and every malformed message is a dead letter with the
-reason the simulator intended.
+is stored exactly once (same value, same event time), every malformed message is a dead letter with the reason the
+simulator intended, and every correction (another value for a reading already sent) is listed as a conflict while
+the first value stays stored.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FAULTS = {
     "stuck": 0.01,
     "spike": 0.01,
     "register_reset": 0.005,
+    "correction": 0.01,
     "malformed": {
         "bad_json": 0.004,
         "bad_payload": 0.004,
@@ -45,6 +47,10 @@ FAULTS = {
         "out_of_range": 0.004,
         "oversized_payload": 0.002,
         "too_many_readings": 0.002,
+        "bad_topic": 0.002,
+        "bad_status": 0.002,
+        "city_mismatch": 0.002,
+        "unsupported_version": 0.002,
     },
 }
 
@@ -108,4 +114,20 @@ def test_every_accepted_reading_is_stored_once_and_every_malformed_message_is_a_
     assert dead == truth.expected_dead_letters()
     # The run must actually have exercised what it claims to test.
     assert len(dead) >= 12 and dead["unknown_device"] > 0
+
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute(
+            "SELECT d.device_id, m.name, (extract(epoch FROM c.ts) * 1000000)::bigint, c.offered_value, c.stored_value"
+            " FROM reading_conflicts c JOIN devices d ON d.id = c.device_id JOIN metrics m ON m.id = c.metric_id"
+        ).fetchall()
+    conflicts = {(dev, metric, int(ts), float(offered)) for dev, metric, ts, offered, _ in rows}
+    expected_conflicts = truth.expected_conflicts()
+    assert len(expected_conflicts) > 10, "the run sent too few corrections to test them"
+    assert len(conflicts) == len(rows) == len(expected_conflicts)
+    offered_by_key = {k[:3]: k[3] for k in expected_conflicts}
+    assert {k[:3] for k in conflicts} == offered_by_key.keys()
+    assert all(math.isclose(v, offered_by_key[(d, m, t)], rel_tol=1e-12) for d, m, t, v in conflicts)
+    for dev, metric, ts, _, stored in rows:
+        assert math.isclose(stored, expected_by_key[(dev, metric, int(ts))], rel_tol=1e-9, abs_tol=1e-9)
+    assert worker.loop.stats.conflicts == len(expected_conflicts)
     assert worker.loop.stats.duplicates_dropped + worker.loop.stats.duplicates_in_db > 0

@@ -55,7 +55,9 @@ N = 40  # readings, one per message
 
 def _register(url: str, device: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO sites (site_code, name, kind, city) VALUES ('S1', 'Town hall', 'building', 'x')")
+        conn.execute(
+            "INSERT INTO sites (site_code, name, kind, city) VALUES ('S1', 'Town hall', 'building', 'Lampang')"
+        )
         conn.execute(
             "INSERT INTO devices (device_id, site_id, kind, name, cadence_s)"
             " SELECT %s, id, 'electricity_meter', 'meter', 60 FROM sites WHERE site_code = 'S1'",

@@ -100,19 +100,24 @@ class Refused(Exception):
         self.reason = reason
 
 
-def classify(topic: str, payload: bytes, registered: set[str], now_s: float) -> tuple[str | None, set]:
-    """(dead-letter reason or None, readings) for one message, as docs/contract.md describes."""
+def classify(
+    topic: str, payload: bytes, registered: set[str], now_s: float, city: str = "lampang"
+) -> tuple[str | None, set]:
+    """(dead-letter reason or None, readings) for one message, as docs/contract.md describes; every registered
+    device is in ``city``."""
     try:
-        return None, _decode(topic, payload, registered, now_s)
+        return None, _decode(topic, payload, registered, now_s, city)
     except Refused as refused:
         return refused.reason, set()
 
 
-def _decode(topic: str, payload: bytes, registered: set[str], now_s: float) -> set:
+def _decode(topic: str, payload: bytes, registered: set[str], now_s: float, city: str) -> set:
     parts = topic.split("/")
     if len(parts) != 5 or parts[:2] != ["lccm", "v1"] or not SLUG.match(parts[2]) or not DEVICE.match(parts[3]):
         raise Refused("bad_topic")
     device, leaf = parts[3], parts[4]
+    if device in registered and parts[2] != city:
+        raise Refused("city_mismatch")
     if leaf == "status":
         if payload not in (b"online", b"offline"):
             raise Refused("bad_status")
@@ -205,6 +210,8 @@ def _senml(pack: list, device: str) -> list[tuple[str, int, float]]:
                 raise Refused("bad_senml")
         if "bn" in rec and rec["bn"] not in (f"{device}:", f"urn:dev:lccm:{device}:"):
             raise Refused("device_mismatch")
+        if "bver" in rec and rec["bver"] > 10:  # RFC 8428 section 4.4; this system implements version 10
+            raise Refused("unsupported_version")
         bt = float(rec.get("bt", bt))
         if "n" not in rec or ("v" not in rec and "vb" not in rec):
             raise Refused("bad_senml")
@@ -453,6 +460,32 @@ def test_each_malformed_kind_gets_its_reason(city: City, reason: str) -> None:
         assert m.intended_reason == reason and not m.readings
         got, _ = classify(m.topic, m.payload, ids, time.time())
         assert got == reason, m.payload[:300]
+
+
+def test_corrections_resend_one_reading_with_another_value_after_it_and_change_nothing_else(city: City) -> None:
+    devices = ["LPG-TH-01-M[12]", "LPG-AQ-0[24]", "LPG-SL-C05-L0001", "LPG-FL-V30"]
+    plain = list(generate(city, cfg(device_filter=devices, end=T0 + dt.timedelta(hours=6))))
+    config = cfg(device_filter=devices, fault_overrides={"correction": 0.2}, end=T0 + dt.timedelta(hours=6))
+    messages = list(generate(city, config))
+    fixes = [m for m in messages if "correction" in m.faults]
+    others = [m for m in messages if "correction" not in m.faults]
+    assert len(fixes) > 20
+    assert sorted(r for m in others for r in m.readings) == sorted(r for m in plain for r in m.readings)
+    first: dict[tuple[str, str, int], tuple[float, float]] = {}  # key -> (value, send_s) of its first sending
+    for m in sorted(others, key=lambda m: m.send_s):
+        for d, metric, ts, v in m.readings:
+            first.setdefault((d, metric, ts), (v, m.send_s))
+    ids = registered_ids(city)
+    for m in fixes:
+        reason, readings = classify(m.topic, m.payload, ids, time.time())
+        assert reason is None and not m.readings, m.payload[:200]  # valid contract, nothing new to store
+        [(d, metric, ts, v)] = m.corrections
+        assert readings == {(d, metric, ts, v)}
+        stored, sent_at = first[(d, metric, ts)]
+        assert v != stored and abs(v - stored) > 1e-9 * max(abs(v), abs(stored)), (metric, v, stored)
+        assert sent_at < m.send_s
+    truth = GroundTruth.from_messages(messages)
+    assert truth.expected_conflicts() == {r for m in fixes for r in m.corrections}
 
 
 def test_unregistered_devices_are_marked_unknown_device(city: City) -> None:

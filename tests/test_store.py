@@ -14,13 +14,13 @@ from lccm.store.writer import NO_SEQ, ReadingColumns, encode_readings, write_bat
 DAY_US = 86_400 * 1_000_000
 
 
-def _cols(ts_us: list[int], seq: list[int]) -> ReadingColumns:
+def _cols(ts_us: list[int], seq: list[int], values: list[float] | None = None) -> ReadingColumns:
     n = len(ts_us)
     return ReadingColumns(
         device_id=np.full(n, 1, np.int32),
         metric_id=np.full(n, 1, np.int16),
         ts_us=np.asarray(ts_us, np.int64),
-        value=np.arange(n, dtype=np.float64) + 0.5,
+        value=np.arange(n, dtype=np.float64) + 0.5 if values is None else np.asarray(values, np.float64),
         seq=np.asarray(seq, np.int64),
         received_at_us=np.asarray(ts_us, np.int64) + 1_000_000,
     )
@@ -58,10 +58,11 @@ def test_binary_copy_round_trips_values_times_and_null_seq(fresh_db: str) -> Non
 def test_a_partly_duplicate_batch_stores_only_the_new_rows(fresh_db: str) -> None:
     base = int(time.time()) * 1_000_000
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        write_batch(conn, _cols([base, base + 1], [1, 2]))
-        result = write_batch(conn, _cols([base + 1, base + 2, base + 3], [2, 3, 4]))
+        write_batch(conn, _cols([base, base + 1], [1, 2], [0.5, 1.5]))
+        # base + 1 again with the same value: a redelivery (a different value would be a conflict: test_conflicts.py)
+        result = write_batch(conn, _cols([base + 1, base + 2, base + 3], [2, 3, 4], [1.5, 2.5, 3.5]))
         n = conn.execute("SELECT count(*) FROM readings").fetchone()
-    assert (result.inserted, result.duplicates) == (2, 1)
+    assert (result.inserted, result.duplicates, result.conflicts) == (2, 1, 0)
     assert n == (4,)
 
 
