@@ -21,18 +21,24 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     └── store.baseline.BaselineNotFound         404 not_found (site, station, M&V model)
     reports.periods.RequestInvalid              422, shaped as InvalidParameter (a parameter of the query)
     psycopg.OperationalError                    503: the database is down or unreachable (psycopg_pool.PoolTimeout too)
+    psycopg.Error (any other)                   500 database_error: a statement or the commit failed; nothing written
+    starlette HTTPException 413                 413 payload_too_large: a body over its limit (api/limits.py)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
+from lccm.api.limits import LIMIT_SETTING_KEY
 from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
 from lccm.imports.rows import RowsInvalid
@@ -78,13 +84,17 @@ class InvalidParameter(ApiError):
     status_code = 422
     code = "invalid_parameter"
 
-    def __init__(self, parameter: str, message: str, *, where: str = "query") -> None:
+    def __init__(
+        self, parameter: str, message: str, *, where: str = "query", loc: Sequence[str | int] | None = None
+    ) -> None:
         super().__init__(message)
         self.parameter = parameter
         self.where = where
+        # FastAPI's loc: where, then the name, then (inside a body) the path to the value, e.g. body.entries.0.month
+        self.loc = list(loc) if loc is not None else [where, parameter]
 
     def body(self) -> dict[str, Any]:
-        return {"detail": [{"type": self.code, "loc": [self.where, self.parameter], "msg": self.message}]}
+        return {"detail": [{"type": self.code, "loc": self.loc, "msg": self.message}]}
 
 
 class ResultTooLarge(InvalidParameter):
@@ -102,12 +112,15 @@ def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _rows(code: str, suffix: str = "") -> Callable[[Request, Exception], JSONResponse]:
-    """422 listing every row's problem; ``suffix`` says what became of the input."""
+    """422 listing the rows' problems, at most Settings.import_max_errors_listed of them (``errors_total`` counts
+    all); ``suffix`` says what became of the input."""
 
-    def handler(_: Request, exc: Exception) -> JSONResponse:
+    def handler(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RowsInvalid)
-        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in exc.errors]
-        return JSONResponse(status_code=422, content={"error": code, "detail": f"{exc!s}{suffix}", "errors": errors})
+        listed = exc.errors[: request.app.state.input_limits.max_errors_listed]
+        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in listed]
+        content = {"error": code, "detail": f"{exc!s}{suffix}", "errors": errors, "errors_total": exc.total}
+        return JSONResponse(status_code=422, content=content)
 
     return handler
 
@@ -122,6 +135,25 @@ def _status(status_code: int, code: str) -> Callable[[Request, Exception], JSONR
 def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestInvalid)
     return _api_error(_, InvalidParameter(exc.parameter, exc.message))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's own HTTP errors as they are, but a body over its limit (api/limits.py) in the
+    API's error shape, naming the limit and its setting."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 413:
+        return await http_exception_handler(request, exc)
+    limit, setting = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY), request.scope.get(LIMIT_SETTING_KEY)
+    detail = f"the request body is larger than {limit:,} bytes (setting {setting})" if limit else "body too large"
+    return JSONResponse(status_code=413, content={"error": PayloadTooLarge.code, "detail": detail})
+
+
+def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    """The database refused a statement or the commit: the request's transaction is rolled back (api/deps.py), so
+    the client learns that nothing was written."""
+    log.error("database error: %s", exc, exc_info=exc)
+    content = {"error": "database_error", "detail": "the database refused the operation; nothing was written"}
+    return JSONResponse(status_code=500, content=content)
 
 
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -142,3 +174,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BaselineNotFound, _status(404, "not_found"))
     app.add_exception_handler(RequestInvalid, _request_invalid)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(psycopg.Error, _database_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

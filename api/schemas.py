@@ -192,10 +192,44 @@ class RowErrorOut(_Out):
     message: str
 
 
-class ImportErrorOut(_Out):
-    error: Literal["registry_invalid"]
+# --- errors (api/errors.py answers them; api/openapi.py documents them on every operation) -------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every error the API raises itself: a stable code and a message for people (some add fields, e.g. 409's
+    ``state``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="stable machine-readable code, e.g. site_not_found, database_unavailable")
     detail: str
-    errors: list[RowErrorOut]
+
+
+class RowErrorsOut(ErrorOut):
+    """An input refused row by row (a file, a list of entries); nothing of it was written."""
+
+    errors: list[RowErrorOut] = Field(description="the first problems found (setting import_max_errors_listed)")
+    errors_total: int = Field(description="how many problems were found in all")
+
+
+class ProblemOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # FastAPI adds input and ctx
+
+    type: str
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the name (and path within)")
+    msg: str
+
+
+class ParameterErrorOut(BaseModel):
+    """A parameter or a body field that cannot be taken (FastAPI's own validation errors, and api/validation.py's)."""
+
+    detail: list[ProblemOut]
+
+
+class HttpErrorOut(BaseModel):
+    """A request the server cannot read at all (e.g. a body that is not UTF-8)."""
+
+    detail: str
 
 
 # --- energy and emissions ------------------------------------------------------------------------------------------
@@ -319,3 +353,39 @@ class CompletenessOut(_Out):
     total: TotalCompletenessOut
     sites: list[SiteCompletenessOut]
     devices: list[DeviceCompletenessOut]
+
+
+# --- maps ---------------------------------------------------------------------------------------------------------
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # properties a producer adds reach the map before they are described
+
+
+class PointOut(_Open):
+    type: Literal["Point"]
+    coordinates: list[float] = Field(min_length=2, max_length=2, description="[lon, lat] (RFC 7946)")
+
+
+class StationPropertiesOut(_Open):
+    device_id: str
+    name: str
+    site_code: str
+    index: str = Field(description="the index shown: thai, epa or nowcast")
+    aqi: int | None = Field(description="null: no index yet (grey on a map)")
+    hour_start: str | None
+    responsible: str | None = Field(description="the pollutant with the highest sub-index")
+    category_en: str | None
+    category_th: str | None
+    colour: str | None = Field(description="the category's colour, #rrggbb")
+
+
+class StationFeatureOut(_Open):
+    type: Literal["Feature"]
+    geometry: PointOut | None = Field(description="null for a station without coordinates")
+    properties: StationPropertiesOut
+
+
+class StationsGeoJsonOut(_Open):
+    type: Literal["FeatureCollection"]
+    features: list[StationFeatureOut]

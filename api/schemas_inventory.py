@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lccm.api.schemas import RowErrorOut, UtcTime
+from lccm.api.schemas import UtcTime
 
 YearKind = Literal["calendar", "fiscal"]
 MunicipalityType = Literal["city", "town", "subdistrict", "sao", "pao", "special"]
@@ -124,12 +124,6 @@ class InventoryImportOut(_Out):
     is_base_year: bool
     base_year_changed: bool
     devices_unmapped: list[str] = Field(description="devices whose item left the year or became manual")
-
-
-class InventoryErrorOut(_Out):
-    error: Literal["inventory_invalid"]
-    detail: str
-    errors: list[RowErrorOut]
 
 
 class ImportLogOut(_Out):

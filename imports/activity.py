@@ -21,6 +21,7 @@ from typing import Any, Literal
 from lccm.engine.timebase import ce_from_buddhist_era
 from lccm.imports import units
 from lccm.imports.inventory import MONTH_HEADERS, MONTHS, InventoryInvalid
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 from lccm.imports.rows import RowError, normalise_header
 
 HEADER_ROW = 1
@@ -114,7 +115,7 @@ def _entry(
     return entry, []
 
 
-def parse_activity_csv(data: bytes) -> ParsedActivity:
+def parse_activity_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> ParsedActivity:
     """Validate an activity CSV (columns item_code, month, quantity, unit, note; Thai headers accepted)."""
     try:
         text = data.decode("utf-8-sig")
@@ -136,7 +137,7 @@ def parse_activity_csv(data: bytes) -> ParsedActivity:
     (header_line, header), body = records[0], records[1:]
     mapping, labels, errors = _map_header(header_line, header)
     if errors:
-        raise InventoryInvalid(errors, "activity file")
+        raise InventoryInvalid(errors, "activity file", max_listed=limits.max_errors_listed)
     entries: list[ActivityEntry] = []
     for line, cells in body:
         values: dict[str, str] = {}
@@ -152,7 +153,9 @@ def parse_activity_csv(data: bytes) -> ParsedActivity:
     if not body:
         errors.append(RowError(HEADER_ROW, "", "", "file has a header but no entries"))
     if errors:
-        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), "activity file")
+        raise InventoryInvalid(
+            sorted(errors, key=lambda e: e.row), "activity file", max_listed=limits.max_errors_listed
+        )
     return ParsedActivity(tuple(entries), labels, "csv", hashlib.sha256(data).hexdigest())
 
 

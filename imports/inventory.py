@@ -23,8 +23,10 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+from xml.etree import ElementTree
 
 from lccm.imports import units
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits, TooLarge, check_workbook, too_many_cells
 from lccm.imports.rows import RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
@@ -188,8 +190,10 @@ class InventoryInvalid(RowsInvalid):
     """An inventory file, activity entries or a device mapping failed validation; nothing was written. ``errors``
     lists every problem found. Raised here for the file, and by the store for checks against stored data."""
 
-    def __init__(self, errors: Sequence[RowError], what: str = "inventory file") -> None:
-        super().__init__(f"{len(errors)} error(s) in the {what}", errors)
+    def __init__(
+        self, errors: Sequence[RowError], what: str = "inventory file", *, max_listed: int | None = None
+    ) -> None:
+        super().__init__(f"{len(errors)} error(s) in the {what}", errors, max_listed=max_listed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,11 +221,18 @@ def _csv_records(data: bytes) -> Iterator[Record]:
         raise InventoryInvalid([RowError(start, "", "", f"not valid CSV: {exc}")]) from exc
 
 
-def _xlsx_records(data: bytes) -> Iterator[Record]:
+def _xlsx_records(data: bytes, limits: InputLimits) -> Iterator[Record]:
     """Rows of the first worksheet. A formula cell must carry the value Excel saved with it: a file written by a
-    program that never calculated it has none, and reading it as blank would silently lose the quantity."""
+    program that never calculated it has none, and reading it as blank would silently lose the quantity. The
+    workbook is checked against ``limits`` before openpyxl loads it (imports/limits.py)."""
     import openpyxl  # deferred: only XLSX uploads pay for the import
 
+    try:
+        check_workbook(data, limits)
+    except TooLarge as exc:
+        raise InventoryInvalid([RowError(HEADER_ROW, "", "", str(exc))]) from exc
+    except (zipfile.BadZipFile, ElementTree.ParseError, OSError, ValueError) as exc:
+        raise InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")]) from exc
     try:
         values = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         formulas = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
@@ -529,19 +540,21 @@ def detect_format(data: bytes) -> FileFormat:
     return "xlsx" if data[:4] == b"PK\x03\x04" else "csv"
 
 
-def parse_inventory(data: bytes, *, source_classes: Mapping[str, SourceClassInfo] | None = None) -> ParsedInventory:
+def parse_inventory(
+    data: bytes, *, source_classes: Mapping[str, SourceClassInfo] | None = None, limits: InputLimits = DEFAULT_LIMITS
+) -> ParsedInventory:
     """Validate a whole base-year file (CSV or XLSX). Returns every row, or raises ``InventoryInvalid``.
 
     ``source_classes``: the known classes; a metered row's class must be one of them, in the row's scope and unit.
-    None checks only the key's spelling."""
+    None checks only the key's spelling. ``limits``: the file's cells, an XLSX's unpacked size, errors listed."""
     file_format = detect_format(data)
-    records = _xlsx_records(data) if file_format == "xlsx" else _csv_records(data)
+    records = _bounded(_xlsx_records(data, limits) if file_format == "xlsx" else _csv_records(data), limits.max_cells)
     header = next(records, None)
     if header is None:
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", "file is empty")])
     mapping, labels, errors = _map_header(header[1], header[0])
-    if errors:
-        raise InventoryInvalid(errors)  # row checks against a wrong header would only add noise
+    if errors:  # row checks against a wrong header would only add noise
+        raise InventoryInvalid(errors, max_listed=limits.max_errors_listed)
     rows: list[InventoryRow] = []
     codes: list[tuple[int, str]] = []
     code_index = next(i for i, k in mapping.items() if k == "item_code")
@@ -562,5 +575,16 @@ def parse_inventory(data: bytes, *, source_classes: Mapping[str, SourceClassInfo
         errors.append(RowError(HEADER_ROW, "", "", "file has a header but no inventory rows"))
     errors.extend(_cross_row_errors(rows, codes, labels))
     if errors:
-        raise InventoryInvalid(sorted(errors, key=lambda e: e.row))
+        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), max_listed=limits.max_errors_listed)
     return ParsedInventory(tuple(rows), file_format, hashlib.sha256(data).hexdigest())
+
+
+def _bounded(records: Iterator[Record], max_cells: int) -> Iterator[Record]:
+    """The records, refusing the file once they hold more than ``max_cells`` cells (a CSV row of a million commas
+    is a million cells to check)."""
+    cells = 0
+    for line, row in records:
+        cells += len(row)
+        if cells > max_cells:
+            raise InventoryInvalid([RowError(line, "", "", too_many_cells(cells, max_cells))])
+        yield line, row

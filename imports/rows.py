@@ -23,11 +23,14 @@ class RowError:
 
 
 class RowsInvalid(Exception):
-    """An input failed validation; nothing was written. ``errors`` lists every problem found."""
+    """An input failed validation; nothing was written. ``errors`` lists the problems found, the first
+    ``max_listed`` of them where a reader was given that bound (``InputLimits.max_errors_listed``: a file of
+    100,000 bad cells must not become a response of 100,000 errors); ``total`` counts them all."""
 
-    def __init__(self, message: str, errors: Sequence[RowError]) -> None:
+    def __init__(self, message: str, errors: Sequence[RowError], *, max_listed: int | None = None) -> None:
         super().__init__(message)
-        self.errors = list(errors)
+        self.total = len(errors)
+        self.errors = list(errors[:max_listed] if max_listed is not None else errors)
 
 
 def describe(error: RowError) -> str:

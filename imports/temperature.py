@@ -10,17 +10,18 @@ import csv
 import io
 from datetime import date
 
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 from lccm.imports.rows import RowError, RowsInvalid
 
 
 class TemperatureInvalid(RowsInvalid):
     """The temperature file failed validation; nothing was written."""
 
-    def __init__(self, errors: list[RowError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) in the temperature file", errors)
+    def __init__(self, errors: list[RowError], *, max_listed: int | None = None) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the temperature file", errors, max_listed=max_listed)
 
 
-def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
+def parse_temperature_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> list[tuple[date, float]]:
     """``date,mean_temp_c`` rows (ISO dates, °C); every problem is reported with its line, nothing is guessed."""
     errors: list[RowError] = []
     out: list[tuple[date, float]] = []
@@ -57,5 +58,5 @@ def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
             seen.add(day)
             out.append((day, mean))
     if errors:
-        raise TemperatureInvalid(errors)
+        raise TemperatureInvalid(errors, max_listed=limits.max_errors_listed)
     return out

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
 from lccm.api.errors import InvalidParameter, ResultTooLarge
+from lccm.api.schemas import StationsGeoJsonOut
 from lccm.engine.aqi_tables import EPA_CATEGORIES, THAI_CATEGORIES, Category
 from lccm.store import aqi as aqi_store
 
@@ -102,7 +103,7 @@ def history(
     return [_out(index, r) for r in rows]
 
 
-@router.get("/stations.geojson")
+@router.get("/stations.geojson", response_model=StationsGeoJsonOut)
 def stations_geojson(conn: Conn, index: IndexQuery = "thai") -> dict[str, Any]:
     """Every air-quality station as a GeoJSON Feature (RFC 7946: [lon, lat]) with its current AQI, category and
     colour; a station with no index yet has null ones (grey on a map), one with no coordinates a null geometry."""

@@ -14,7 +14,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from lccm.api.deps import Conn
+from lccm.api.deps import Conn, Limits
+from lccm.api.schemas_baseline import (
+    ComparisonOut,
+    EmissionTargetStatusOut,
+    KpisOut,
+    KpiTargetStatusOut,
+    MvFitOut,
+    MvSavingsOut,
+    ProjectionOut,
+    TargetOut,
+    TemperatureImportOut,
+)
 from lccm.api.upload import csv_upload
 from lccm.reports import baseline, kpi, mv, targets
 from lccm.reports.baseline import By
@@ -28,7 +39,7 @@ router = APIRouter(tags=["baseline"])
 DateQuery = Annotated[date | None, Query(alias="date", description="data up to this day (included); default today")]
 
 
-@router.get("/organisations/{code}/comparison")
+@router.get("/organisations/{code}/comparison", response_model=ComparisonOut)
 def comparison(
     code: str,
     conn: Conn,
@@ -45,7 +56,7 @@ def comparison(
     return baseline.comparison(conn, code, make_period(period, on, start, end), by)
 
 
-@router.get("/organisations/{code}/projection")
+@router.get("/organisations/{code}/projection", response_model=ProjectionOut)
 def projection(
     code: str,
     conn: Conn,
@@ -58,18 +69,18 @@ def projection(
     return baseline.projection(conn, code, on, kind, by)
 
 
-@router.get("/organisations/{code}/targets")
+@router.get("/organisations/{code}/targets", response_model=list[TargetOut])
 def get_targets(code: str, conn: Conn) -> list[dict[str, Any]]:
     return targets.list_targets(conn, code)
 
 
-@router.put("/organisations/{code}/targets")
+@router.put("/organisations/{code}/targets", response_model=list[TargetOut])
 def put_targets(code: str, body: TargetsIn, conn: Conn) -> list[dict[str, Any]]:
     """Replace the organisation's targets (all or nothing). Emission targets count from the base year."""
     return targets.set_targets(conn, code, body.targets)
 
 
-@router.get("/organisations/{code}/targets/status")
+@router.get("/organisations/{code}/targets/status", response_model=list[KpiTargetStatusOut | EmissionTargetStatusOut])
 def target_status(
     code: str,
     conn: Conn,
@@ -86,7 +97,7 @@ def target_status(
     return targets.target_status(conn, code, year, on)
 
 
-@router.get("/organisations/{code}/kpis")
+@router.get("/organisations/{code}/kpis", response_model=KpisOut)
 def kpis(
     code: str,
     conn: Conn,
@@ -103,13 +114,13 @@ def kpis(
     return kpi.kpis(conn, code, year, on, kind)
 
 
-@router.post("/sites/{code}/mv/fit")
+@router.post("/sites/{code}/mv/fit", response_model=MvFitOut)
 def mv_fit(code: str, body: FitIn, conn: Conn) -> dict[str, Any]:
     """Fit the building's daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings."""
     return mv.fit(conn, code, body)
 
 
-@router.get("/sites/{code}/mv/savings")
+@router.get("/sites/{code}/mv/savings", response_model=MvSavingsOut)
 def mv_savings(
     code: str,
     conn: Conn,
@@ -121,12 +132,13 @@ def mv_savings(
     return mv.savings(conn, code, start, end)
 
 
-@router.post("/organisations/{code}/temperatures/import")
+@router.post("/organisations/{code}/temperatures/import", response_model=TemperatureImportOut)
 def import_temperatures(
     code: str,
     conn: Conn,
+    limits: Limits,
     data: Annotated[bytes, Depends(csv_upload)],
     source: Annotated[str, Query(min_length=1, max_length=200, description="where the figures come from")] = "csv",
 ) -> dict[str, Any]:
     """Daily mean temperatures, CSV ``date,mean_temp_c``: all rows or none; a day sent again is replaced."""
-    return {"organisation": code, "days": sb.import_temperature_csv(conn, code, data, source)}
+    return {"organisation": code, "days": sb.import_temperature_csv(conn, code, data, source, limits)}
