@@ -38,7 +38,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
-from lccm.api.limits import LIMIT_SETTING_KEY
 from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
 from lccm.imports.rows import RowsInvalid
@@ -106,6 +105,14 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+# Which setting a body ran into (set by api/limits.py on the request's scope), for the 413's message.
+LIMIT_SETTING_KEY = "lccm.body_limit_setting"
+
+
+def body_too_large(limit: int, setting: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit:,} bytes (setting {setting})")
+
+
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return JSONResponse(status_code=exc.status_code, content=exc.body())
@@ -144,8 +151,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code != 413:
         return await http_exception_handler(request, exc)
     limit, setting = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY), request.scope.get(LIMIT_SETTING_KEY)
-    detail = f"the request body is larger than {limit:,} bytes (setting {setting})" if limit else "body too large"
-    return JSONResponse(status_code=413, content={"error": PayloadTooLarge.code, "detail": detail})
+    return _api_error(request, body_too_large(int(limit or 0), str(setting)))
 
 
 def _database_error(_: Request, exc: Exception) -> JSONResponse:

@@ -708,6 +708,7 @@ def run_services(compose: dict[str, Any], image: Image, machine: Machine, proces
     register_device(services[REGISTER], image, machine, processes, report)
     ts = publish_reading(machine, report)
     read_back(_api_port(running["api"]), ts, running["ingest"], report)
+    docs_offline(_api_port(running["api"]), report)
 
     for service, p in running.items():
         code, took = processes.stop(p, _seconds(services[service].get("stop_grace_period", "10s")))
@@ -789,6 +790,21 @@ def read_back(api_port: str, ts: int, ingest: Process, report: Report, timeout_s
     fail_unless(_epoch(value["ts"]) == ts, f"{url}: event time {value['ts']}, published {ts}")
     took = time.monotonic() - started
     report.step("read back", f"GET /devices/{DEVICE_ID}/latest after {took:.1f} s: {json.dumps(value)}")
+
+
+def docs_offline(api_port: str, report: Report) -> None:
+    """/docs from the installed wheel: every asset the page loads is this server's and is served (the Swagger UI
+    files are package data, api/static/swagger-ui/)."""
+    base = f"http://{LOCAL}:{api_port}"
+    with urllib.request.urlopen(f"{base}/docs", timeout=5) as answer:
+        page = answer.read().decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    fail_unless(len(assets) == 3 and all(a.startswith("/docs/assets/") for a in assets), f"/docs loads {assets}")
+    sizes = []
+    for asset in assets:
+        with urllib.request.urlopen(base + asset, timeout=5) as answer:
+            sizes.append(f"{asset.split('?')[0].rsplit('/', 1)[-1]} {len(answer.read()) // 1024} kB")
+    report.step("docs", f"GET /docs -> its assets from this server: {', '.join(sizes)}")
 
 
 def _cmd(run: Localised) -> str:

@@ -22,7 +22,7 @@ from lccm.engine.timebase import ce_from_buddhist_era
 from lccm.imports import units
 from lccm.imports.inventory import MONTH_HEADERS, MONTHS, InventoryInvalid
 from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
-from lccm.imports.rows import RowError, normalise_header
+from lccm.imports.rows import NUL_MESSAGE, RowError, first_nul_line, normalise_header
 
 HEADER_ROW = 1
 
@@ -122,6 +122,8 @@ def parse_activity_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Par
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", message)], "activity file") from exc
+    if (nul := first_nul_line(text)) is not None:
+        raise InventoryInvalid([RowError(nul, "", "", NUL_MESSAGE)], "activity file")
     reader = csv.reader(io.StringIO(text, newline=""))
     records: list[tuple[int, list[str]]] = []
     start = 1

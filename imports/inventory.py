@@ -27,7 +27,7 @@ from xml.etree import ElementTree
 
 from lccm.imports import units
 from lccm.imports.limits import DEFAULT_LIMITS, InputLimits, TooLarge, check_workbook, too_many_cells
-from lccm.imports.rows import RowError, RowsInvalid, normalise_header
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
 GWP_SETS = ("AR4", "AR5", "AR6")
@@ -204,16 +204,19 @@ Cell = str | float | int | None
 Record = tuple[int, list[Cell]]
 
 
-def _csv_records(data: bytes) -> Iterator[Record]:
+def _csv_records(data: bytes, max_cells: int) -> Iterator[Record]:
     try:
         text = data.decode("utf-8-sig")  # drops the BOM Excel writes into "CSV UTF-8" files
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8' or as .xlsx"
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", message)]) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
-    start = 1
+    start, count = 1, 0
     try:
         for cells in reader:
+            count += len(cells)  # blank ones too: a line of a million commas is a million cells read
+            if count > max_cells:
+                raise InventoryInvalid([RowError(start, "", "", too_many_cells(count, max_cells))])
             if any(c.strip() for c in cells):
                 yield start, list(cells)
             start = reader.line_num + 1
@@ -231,13 +234,13 @@ def _xlsx_records(data: bytes, limits: InputLimits) -> Iterator[Record]:
         check_workbook(data, limits)
     except TooLarge as exc:
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", str(exc))]) from exc
-    except (zipfile.BadZipFile, ElementTree.ParseError, OSError, ValueError) as exc:
-        raise InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")]) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
     try:
         values = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         formulas = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")]) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
     try:
         sheet_values, sheet_formulas = values.worksheets[0], formulas.worksheets[0]
         pairs = zip(sheet_values.iter_rows(values_only=True), sheet_formulas.iter_rows(values_only=True), strict=False)
@@ -250,9 +253,20 @@ def _xlsx_records(data: bytes, limits: InputLimits) -> Iterator[Record]:
                 cells.append(_xlsx_cell(value))
             if any(c is not None and str(c).strip() for c in cells):
                 yield number, cells
+    except _UNREADABLE as exc:  # read-only worksheets are parsed while their rows are read
+        raise _unreadable(exc) from exc
     finally:
         values.close()
         formulas.close()
+
+
+# What a damaged workbook raises, from zipfile (a member that fails its CRC or inflates past its declared size),
+# the XML parser, or openpyxl.
+_UNREADABLE = (zipfile.BadZipFile, ElementTree.ParseError, KeyError, IndexError, OSError, ValueError, EOFError)
+
+
+def _unreadable(exc: BaseException) -> InventoryInvalid:
+    return InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")])
 
 
 class _FormulaWithoutValue(str):
@@ -548,7 +562,8 @@ def parse_inventory(
     ``source_classes``: the known classes; a metered row's class must be one of them, in the row's scope and unit.
     None checks only the key's spelling. ``limits``: the file's cells, an XLSX's unpacked size, errors listed."""
     file_format = detect_format(data)
-    records = _bounded(_xlsx_records(data, limits) if file_format == "xlsx" else _csv_records(data), limits.max_cells)
+    read = _xlsx_records(data, limits) if file_format == "xlsx" else _csv_records(data, limits.max_cells)
+    records = _without_nul(read)
     header = next(records, None)
     if header is None:
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", "file is empty")])
@@ -579,12 +594,10 @@ def parse_inventory(
     return ParsedInventory(tuple(rows), file_format, hashlib.sha256(data).hexdigest())
 
 
-def _bounded(records: Iterator[Record], max_cells: int) -> Iterator[Record]:
-    """The records, refusing the file once they hold more than ``max_cells`` cells (a CSV row of a million commas
-    is a million cells to check)."""
-    cells = 0
+def _without_nul(records: Iterator[Record]) -> Iterator[Record]:
+    """The records, refusing a cell with a NUL character (a CSV can carry one, an XLSX too, as _x0000_), which no
+    column can store."""
     for line, row in records:
-        cells += len(row)
-        if cells > max_cells:
-            raise InventoryInvalid([RowError(line, "", "", too_many_cells(cells, max_cells))])
+        if any(isinstance(c, str) and "\x00" in c for c in row):
+            raise InventoryInvalid([RowError(line, "", "", NUL_MESSAGE)])
         yield line, row

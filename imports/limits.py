@@ -74,7 +74,7 @@ def too_many_cells(cells: int, limit: int) -> str:
 
 def _grid_cells(stream: IO[bytes], budget: int) -> int:
     """Rows x columns a row reader walks in one worksheet; stops counting once past ``budget``."""
-    rows = columns = row = 0
+    rows = columns = row = column = 0
     for tag, element in _starts(stream):
         if tag == "dimension":
             last = (element.get("ref") or "").rsplit(":", 1)[-1]
@@ -84,11 +84,11 @@ def _grid_cells(stream: IO[bytes], budget: int) -> int:
         elif tag == "row":
             ref = element.get("r")
             row = int(ref) if ref is not None and ref.isdigit() else row + 1
-            rows = max(rows, row)
+            rows, column = max(rows, row), 0
         elif tag == "c":
             found = _CELL_REF.match(element.get("r") or "")
-            # A cell without a reference follows the previous one; counting it as one more column is an upper bound.
-            columns = max(columns, _column_number(found.group(1)) if found else columns + 1)
+            column = _column_number(found.group(1)) if found else column + 1  # no reference: the next column
+            columns = max(columns, column)
             if found is not None:
                 rows = max(rows, int(found.group(2)))
         if rows * columns > budget:

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
-from lccm.imports.rows import RowError, RowsInvalid, normalise_header
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, first_nul_line, normalise_header
 
 SiteKind = Literal["building", "street", "station", "fleet", "plant"]
 DeviceKind = Literal["electricity_meter", "streetlight_cabinet", "lamp", "aq_station", "fuel_meter"]
@@ -237,6 +237,8 @@ def parse_registry_csv(data: bytes | str, limits: InputLimits = DEFAULT_LIMITS) 
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
         raise RegistryInvalid([RowError(HEADER_ROW, "", "", message)]) from exc
+    if (line := first_nul_line(text)) is not None:
+        raise RegistryInvalid([RowError(line, "", "", NUL_MESSAGE)])
     records = _records(text)
     header = next(records, None)
     if header is None:

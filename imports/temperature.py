@@ -11,7 +11,7 @@ import io
 from datetime import date
 
 from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
-from lccm.imports.rows import RowError, RowsInvalid
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, first_nul_line
 
 
 class TemperatureInvalid(RowsInvalid):
@@ -29,6 +29,8 @@ def parse_temperature_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TemperatureInvalid([RowError(0, "", "", f"not UTF-8: {exc}")]) from None
+    if (line := first_nul_line(text)) is not None:
+        raise TemperatureInvalid([RowError(line, "", "", NUL_MESSAGE)])
     reader = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(reader, [])]
     if header[:2] != ["date", "mean_temp_c"]:
