@@ -22,6 +22,7 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     reports.periods.RequestInvalid              422, shaped as InvalidParameter (a parameter of the query)
     psycopg.OperationalError                    503: the database is down or unreachable (psycopg_pool.PoolTimeout too)
     psycopg.Error (any other)                   500 database_error: a statement or the commit failed; nothing written
+    any other exception                         500 internal_error (logged with the request id)
     starlette HTTPException 413                 413 payload_too_large: a body over its limit (api/limits.py)
 """
 
@@ -162,6 +163,13 @@ def _database_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content=content)
 
 
+def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """Anything else: the server's error middleware answers with this (RequestContextMiddleware has logged it with
+    its request id), in the same shape as every other error."""
+    content = {"error": ApiError.code, "detail": "the server failed to answer; the error is in its log"}
+    return JSONResponse(status_code=500, content=content)
+
+
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -182,3 +190,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(psycopg.Error, _database_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -7,7 +7,8 @@ every route shares is added here, from what the operation takes, so a new route 
     404  a named resource does not exist                        operations with a path parameter, or that declare it
     413  the body is over its limit (api/limits.py)              operations with a request body
     422  a parameter or a row of the input cannot be taken        operations with parameters or a body
-    500  the database refused a statement or the commit          every operation
+    500  the database refused a statement or the commit, or     every operation
+         the server failed
     503  the database cannot be reached                           every operation
 
 with the bodies api/errors.py gives them (schemas ErrorOut, RowErrorsOut, ParameterErrorOut, HttpErrorOut).
@@ -31,7 +32,7 @@ _DESCRIPTIONS = {
     "409": "conflict",
     "413": "the request body is larger than its limit (settings api_max_json_bytes, api_max_upload_bytes)",
     "422": "a parameter or a row of the input cannot be taken; each problem says where",
-    "500": "the database refused the operation; nothing was written",
+    "500": "the database refused the operation (nothing was written), or the server failed",
     "503": "the database cannot be reached",
 }
 

@@ -9,6 +9,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from importlib import resources
+from typing import Any
 
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
@@ -72,3 +73,41 @@ def test_only_the_listed_assets_are_served(client: TestClient) -> None:
     assert client.get("/docs/assets/VENDORED.json").status_code == 404
     assert client.get("/docs/assets/..%2F..%2Fapp.py").status_code == 404
     assert client.get("/redoc").status_code == 404  # not offered: it would need a CDN or a bundle of its own
+
+
+# --- the document ---------------------------------------------------------------------------------------------------
+
+DOCUMENT = create_app(Settings(database_url="unused")).openapi()
+OPERATIONS = [(m.upper(), path, op) for path, item in DOCUMENT["paths"].items() for m, op in item.items()]
+
+
+def _vacuous(schema: dict[str, Any]) -> bool:
+    """A schema that says nothing: {} or an object of anything (what a route returning dict[str, Any] gets)."""
+    return not schema or (schema.get("type") == "object" and not schema.get("properties") and "$ref" not in schema)
+
+
+@pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
+def test_every_operation_declares_its_answers(method: str, path: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    ok = {status: r for status, r in responses.items() if status.startswith("2")}
+    assert ok, f"{method} {path} declares no success"
+    for status, response in ok.items():
+        if status == "204":
+            assert "content" not in response
+            continue
+        for media_type, content in response["content"].items():
+            assert not _vacuous(content.get("schema", {})), f"{method} {path} {status} {media_type}"
+    assert {"500", "503"} <= set(responses)  # the database's errors, on every operation
+    if operation.get("parameters") or "requestBody" in operation:
+        assert "422" in responses
+    if "requestBody" in operation:
+        assert {"400", "413"} <= set(responses)
+    for status in set(responses) - set(ok):
+        (schema,) = (c["schema"] for c in responses[status]["content"].values())
+        assert not _vacuous(schema), f"{method} {path} {status}"
+
+
+def test_the_reports_declare_their_three_media_types() -> None:
+    content = DOCUMENT["paths"]["/organisations/{code}/reports/cfo"]["get"]["responses"]["200"]["content"]
+    assert content["text/csv"]["schema"] == content["text/html"]["schema"] == {"type": "string"}
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/CfoReport"}
