@@ -129,9 +129,9 @@ class KpiTargetStatusOut(_StatusOut):
 
 class EmissionTargetStatusOut(_StatusOut):
     base_value_kgco2e: float
-    value: float = Field(description="actual once the year is over, else the projected year end")
+    value: float | None = Field(description="actual once the year is over, else the projected year end")
     actual_to_date_kgco2e: float
-    on_track: bool
+    on_track: bool | None = Field(description="null where the data cannot support a verdict")
 
 
 class KpisOut(_Doc):
