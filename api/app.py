@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
 
+from lccm.api.docs import install_docs
 from lccm.api.errors import install_handlers
+from lccm.api.limits import RequestLimits
 from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
+from lccm.api.openapi import install_openapi
 from lccm.api.routes import (
     alerts,
     aqi,
@@ -31,6 +34,8 @@ from lccm.api.routes import (
     reports,
     rollups,
 )
+from lccm.api.validation import check_inputs
+from lccm.imports.limits import InputLimits
 
 
 class Settings(Protocol):
@@ -47,6 +52,11 @@ class Settings(Protocol):
     def comparison_min_coverage(self) -> float: ...
     @property
     def aqi_thai_colours_hex(self) -> tuple[str, str, str, str, str]: ...
+    @property
+    def api_max_json_bytes(self) -> int: ...
+    @property
+    def api_max_upload_bytes(self) -> int: ...
+    def input_limits(self) -> InputLimits: ...
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:
@@ -86,14 +96,25 @@ def create_app(
         summary="Live energy, emissions and air quality for Thai municipalities",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by api/docs.py, never from a CDN
+        redoc_url=None,
+        # Every route's inputs pass one check beyond their types: no NUL, no date outside 1900-2199, no number
+        # beyond what the database holds (api/validation.py).
+        dependencies=[Depends(check_inputs)],
     )
     install_handlers(app)
+    install_docs(app)
     metrics = ApiMetrics()
     app.state.metrics = metrics
     app.state.metrics_authorize = metrics_authorize
     # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
     app.state.comparison_min_coverage = settings.comparison_min_coverage
     app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
+    app.state.input_limits = settings.input_limits()
+    # Bodies are bounded before anything reads them (api/limits.py).
+    app.add_middleware(
+        RequestLimits, json_bytes=settings.api_max_json_bytes, upload_bytes=settings.api_max_upload_bytes
+    )
     # Outermost: the request id and the access line cover the error handlers' answers too.
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(ops.router)
@@ -107,4 +128,5 @@ def create_app(
     app.include_router(baseline.router)
     app.include_router(reports.router)
     app.include_router(alerts.router)
+    install_openapi(app)
     return app

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import AfterValidator
 
 from lccm.api.errors import InvalidParameter
+from lccm.imports.limits import InputLimits
 
 
 def get_pool(request: Request) -> ConnectionPool:
@@ -29,8 +30,21 @@ def get_conn(pool: Annotated[ConnectionPool, Depends(get_pool)]) -> Iterator[psy
         yield conn
 
 
-Conn = Annotated[psycopg.Connection, Depends(get_conn)]
+# scope="function": the block above exits (and so commits) when the route function has returned and its answer is
+# built, before a byte of it is sent. A write is therefore committed before its client hears of it, and a commit
+# that fails is the request's error (psycopg.OperationalError: 503, any other: 500), never a 2xx for a write that
+# was not made. (The default, "request", would commit after the response had gone out.)
+Conn = Annotated[psycopg.Connection, Depends(get_conn, scope="function")]
 Pool = Annotated[ConnectionPool, Depends(get_pool)]
+
+
+def get_input_limits(request: Request) -> InputLimits:
+    """The bounds on uploaded files (Settings.import_max_*), as the importers take them."""
+    limits: InputLimits = request.app.state.input_limits
+    return limits
+
+
+Limits = Annotated[InputLimits, Depends(get_input_limits)]
 
 
 def _require_offset(value: datetime | None) -> datetime | None:

@@ -26,17 +26,23 @@ Mapped from the stages that raise them (each defined once, there; routes let the
                                                 entry per problem, ``loc`` naming the field of the body)
     reports.periods.RequestInvalid              422, shaped as InvalidParameter (a parameter of the query)
     psycopg.OperationalError                    503: the database is down or unreachable (psycopg_pool.PoolTimeout too)
+    psycopg.Error (any other)                   500 database_error: a statement or the commit failed; nothing written
+    any other exception                         500 internal_error (logged with the request id)
+    starlette HTTPException 413                 413 payload_too_large: a body over its limit (api/limits.py)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from lccm.engine.alerts import AlertRulesInvalid
 from lccm.imports.inventory import InventoryInvalid
@@ -85,13 +91,17 @@ class InvalidParameter(ApiError):
     status_code = 422
     code = "invalid_parameter"
 
-    def __init__(self, parameter: str, message: str, *, where: str = "query") -> None:
+    def __init__(
+        self, parameter: str, message: str, *, where: str = "query", loc: Sequence[str | int] | None = None
+    ) -> None:
         super().__init__(message)
         self.parameter = parameter
         self.where = where
+        # FastAPI's loc: where, then the name, then (inside a body) the path to the value, e.g. body.entries.0.month
+        self.loc = list(loc) if loc is not None else [where, parameter]
 
     def body(self) -> dict[str, Any]:
-        return {"detail": [{"type": self.code, "loc": [self.where, self.parameter], "msg": self.message}]}
+        return {"detail": [{"type": self.code, "loc": self.loc, "msg": self.message}]}
 
 
 class ResultTooLarge(InvalidParameter):
@@ -103,18 +113,29 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+# Which setting a body ran into (set by api/limits.py on the request's scope), for the 413's message.
+LIMIT_SETTING_KEY = "lccm.body_limit_setting"
+
+
+def body_too_large(limit: int, setting: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit:,} bytes (setting {setting})")
+
+
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return JSONResponse(status_code=exc.status_code, content=exc.body())
 
 
 def _rows(code: str, suffix: str = "") -> Callable[[Request, Exception], JSONResponse]:
-    """422 listing every row's problem; ``suffix`` says what became of the input."""
+    """422 listing the rows' problems, at most Settings.import_max_errors_listed of them (``errors_total`` counts
+    all); ``suffix`` says what became of the input."""
 
-    def handler(_: Request, exc: Exception) -> JSONResponse:
+    def handler(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RowsInvalid)
-        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in exc.errors]
-        return JSONResponse(status_code=422, content={"error": code, "detail": f"{exc!s}{suffix}", "errors": errors})
+        listed = exc.errors[: request.app.state.input_limits.max_errors_listed]
+        errors = [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in listed]
+        content = {"error": code, "detail": f"{exc!s}{suffix}", "errors": errors, "errors_total": exc.total}
+        return JSONResponse(status_code=422, content=content)
 
     return handler
 
@@ -146,6 +167,31 @@ def _alert_rules_invalid(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's own HTTP errors as they are, but a body over its limit (api/limits.py) in the
+    API's error shape, naming the limit and its setting."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 413:
+        return await http_exception_handler(request, exc)
+    limit, setting = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY), request.scope.get(LIMIT_SETTING_KEY)
+    return _api_error(request, body_too_large(int(limit or 0), str(setting)))
+
+
+def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    """The database refused a statement or the commit: the request's transaction is rolled back (api/deps.py), so
+    the client learns that nothing was written."""
+    log.error("database error: %s", exc, exc_info=exc)
+    content = {"error": "database_error", "detail": "the database refused the operation; nothing was written"}
+    return JSONResponse(status_code=500, content=content)
+
+
+def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """Anything else: the server's error middleware answers with this (RequestContextMiddleware has logged it with
+    its request id), in the same shape as every other error."""
+    content = {"error": ApiError.code, "detail": "the server failed to answer; the error is in its log"}
+    return JSONResponse(status_code=500, content=content)
+
+
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -168,3 +214,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AlertStateConflict, _alert_state_conflict)
     app.add_exception_handler(AlertRulesInvalid, _alert_rules_invalid)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(psycopg.Error, _database_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)

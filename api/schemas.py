@@ -192,10 +192,44 @@ class RowErrorOut(_Out):
     message: str
 
 
-class ImportErrorOut(_Out):
-    error: Literal["registry_invalid"]
+# --- errors (api/errors.py answers them; api/openapi.py documents them on every operation) -------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every error the API raises itself: a stable code and a message for people (some add fields, e.g. 409's
+    ``state``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="stable machine-readable code, e.g. site_not_found, database_unavailable")
     detail: str
-    errors: list[RowErrorOut]
+
+
+class RowErrorsOut(ErrorOut):
+    """An input refused row by row (a file, a list of entries); nothing of it was written."""
+
+    errors: list[RowErrorOut] = Field(description="the first problems found (setting import_max_errors_listed)")
+    errors_total: int = Field(description="how many problems were found in all")
+
+
+class ProblemOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # FastAPI adds input and ctx
+
+    type: str
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the name (and path within)")
+    msg: str
+
+
+class ParameterErrorOut(BaseModel):
+    """A parameter or a body field that cannot be taken (FastAPI's own validation errors, and api/validation.py's)."""
+
+    detail: list[ProblemOut]
+
+
+class HttpErrorOut(BaseModel):
+    """A request the server cannot read at all (e.g. a body that is not UTF-8)."""
+
+    detail: str
 
 
 # --- energy and emissions ------------------------------------------------------------------------------------------

@@ -13,26 +13,16 @@ from email.parser import BytesParser
 
 from fastapi import Request
 
-from lccm.api.errors import InvalidParameter, PayloadTooLarge
+from lccm.api.errors import InvalidParameter
+from lccm.api.limits import XLSX_TYPE, media_type
 
-# A registry of 100,000 devices is about 15 MB of CSV; beyond this an upload is a mistake, not a city.
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+# The body's size is bounded before it is read (api/limits.py: setting api_max_upload_bytes, 32 MiB by default).
+UPLOAD_LIMIT_DOC = "at most api_max_upload_bytes (setting; default 32 MiB)"
 _RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
 
-async def _read_capped(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD_BYTES:
-            raise PayloadTooLarge(f"upload larger than {MAX_UPLOAD_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _file_part(content_type: str, body: bytes) -> bytes:
-    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
     parts = [p for p in message.iter_parts() if isinstance(p, EmailMessage)] if message.is_multipart() else []
     chosen = next((p for p in parts if p.get_param("name", header="content-disposition") == "file"), None)
@@ -44,15 +34,27 @@ def _file_part(content_type: str, body: bytes) -> bytes:
     return payload if isinstance(payload, bytes) else b""
 
 
-async def csv_upload(request: Request) -> bytes:
-    """The uploaded file's bytes (dependency for the import route)."""
+async def _upload(request: Request, *, xlsx: bool) -> bytes:
     content_type = request.headers.get("content-type", "text/csv")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "multipart/form-data" and media_type not in _RAW_TYPES:
+    kind = media_type(content_type)
+    if kind == XLSX_TYPE and xlsx:
+        return await request.body()
+    if kind != "multipart/form-data" and kind not in _RAW_TYPES:
+        also = ", an XLSX workbook" if xlsx else ""
         raise InvalidParameter(
             "content-type",
-            f"unsupported content type {media_type!r}; send text/csv, or multipart/form-data with a 'file' field",
+            f"unsupported content type {kind!r}; send text/csv{also}, or multipart/form-data with a 'file' field",
             where="header",
         )
-    body = await _read_capped(request)
-    return _file_part(content_type, body) if media_type == "multipart/form-data" else body
+    body = await request.body()
+    return _file_part(content_type, body) if kind == "multipart/form-data" else body
+
+
+async def csv_upload(request: Request) -> bytes:
+    """The uploaded CSV's bytes: a raw ``text/csv`` body or a multipart form's ``file`` (dependency)."""
+    return await _upload(request, xlsx=False)
+
+
+async def spreadsheet_upload(request: Request) -> bytes:
+    """The uploaded file: CSV or multipart as ``csv_upload``, or a raw XLSX body (dependency)."""
+    return await _upload(request, xlsx=True)

@@ -713,6 +713,7 @@ def run_services(compose: dict[str, Any], image: Image, machine: Machine, proces
     ts = publish_reading(machine, report)
     read_back(_api_port(running["api"]), ts, running["ingest"], report)
     scrape_ingest(running["ingest"], report)
+    docs_offline(_api_port(running["api"]), report)
 
     for service, p in running.items():
         code, took = processes.stop(p, _seconds(services[service].get("stop_grace_period", "10s")))
@@ -811,6 +812,21 @@ def scrape_ingest(ingest: Process, report: Report) -> None:
     workers = ", ".join(f"{k} {v['state']}" for k, v in body["checks"]["workers"].items())
     report.step("metrics", f"GET {base}/metrics: {'; '.join(lines)}")
     report.step("ready", f"GET {base}/health/ready -> 200: schema {body['checks']['schema']}; workers {workers}")
+
+
+def docs_offline(api_port: str, report: Report) -> None:
+    """/docs from the installed wheel: every asset the page loads is this server's and is served (the Swagger UI
+    files are package data, api/static/swagger-ui/)."""
+    base = f"http://{LOCAL}:{api_port}"
+    with urllib.request.urlopen(f"{base}/docs", timeout=5) as answer:
+        page = answer.read().decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    fail_unless(len(assets) == 3 and all(a.startswith("/docs/assets/") for a in assets), f"/docs loads {assets}")
+    sizes = []
+    for asset in assets:
+        with urllib.request.urlopen(base + asset, timeout=5) as answer:
+            sizes.append(f"{asset.split('?')[0].rsplit('/', 1)[-1]} {len(answer.read()) // 1024} kB")
+    report.step("docs", f"GET /docs -> its assets from this server: {', '.join(sizes)}")
 
 
 def _cmd(run: Localised) -> str:

@@ -151,7 +151,8 @@ def daily_mean_temperature_c(
     keep = np.isfinite(temp) & (local_hour >= 0) & (local_hour < n_days * HOURS_PER_DAY)
     slot = local_hour[keep]
     per_hour_n = np.bincount(slot, minlength=n_days * HOURS_PER_DAY)
-    per_hour_sum = np.bincount(slot, weights=temp[keep], minlength=n_days * HOURS_PER_DAY)
+    # float64 even with no reading at all: bincount of nothing returns integers, weights or not.
+    per_hour_sum = np.bincount(slot, weights=temp[keep], minlength=n_days * HOURS_PER_DAY).astype(np.float64)
     has = per_hour_n > 0
     hourly = np.divide(per_hour_sum, per_hour_n, out=np.zeros_like(per_hour_sum), where=has)
     hours = has.reshape(n_days, HOURS_PER_DAY).sum(axis=1)

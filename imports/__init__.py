@@ -7,6 +7,8 @@
 - :mod:`imports.gpc`: GPC v1.1 reference numbers (sector, sub-sector, scope, BASIC or not), for inventory rows.
 - :mod:`imports.activity`: manual activity data (CSV, or the API's JSON entries) for current months.
 - :mod:`imports.temperature`: daily mean temperatures (CSV) for building M&V.
+- :mod:`imports.limits`: bounds on a file (unpacked size and cells of an XLSX, cells of a CSV, errors listed),
+  checked before a file costs more than its size suggests.
 - :mod:`imports.units`: activity units, their English and Thai spellings, and conversions between them.
 
 The store writes the records these return (store/ imports the record types from here, nothing else of the

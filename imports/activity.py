@@ -21,7 +21,8 @@ from typing import Any, Literal
 from lccm.engine.timebase import ce_from_buddhist_era
 from lccm.imports import units
 from lccm.imports.inventory import MONTH_HEADERS, MONTHS, InventoryInvalid
-from lccm.imports.rows import RowError, normalise_header
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
+from lccm.imports.rows import NUL_MESSAGE, RowError, first_nul_line, normalise_header
 
 HEADER_ROW = 1
 
@@ -114,13 +115,15 @@ def _entry(
     return entry, []
 
 
-def parse_activity_csv(data: bytes) -> ParsedActivity:
+def parse_activity_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> ParsedActivity:
     """Validate an activity CSV (columns item_code, month, quantity, unit, note; Thai headers accepted)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", message)], "activity file") from exc
+    if (nul := first_nul_line(text)) is not None:
+        raise InventoryInvalid([RowError(nul, "", "", NUL_MESSAGE)], "activity file")
     reader = csv.reader(io.StringIO(text, newline=""))
     records: list[tuple[int, list[str]]] = []
     start = 1
@@ -136,7 +139,7 @@ def parse_activity_csv(data: bytes) -> ParsedActivity:
     (header_line, header), body = records[0], records[1:]
     mapping, labels, errors = _map_header(header_line, header)
     if errors:
-        raise InventoryInvalid(errors, "activity file")
+        raise InventoryInvalid(errors, "activity file", max_listed=limits.max_errors_listed)
     entries: list[ActivityEntry] = []
     for line, cells in body:
         values: dict[str, str] = {}
@@ -152,7 +155,9 @@ def parse_activity_csv(data: bytes) -> ParsedActivity:
     if not body:
         errors.append(RowError(HEADER_ROW, "", "", "file has a header but no entries"))
     if errors:
-        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), "activity file")
+        raise InventoryInvalid(
+            sorted(errors, key=lambda e: e.row), "activity file", max_listed=limits.max_errors_listed
+        )
     return ParsedActivity(tuple(entries), labels, "csv", hashlib.sha256(data).hexdigest())
 
 

@@ -23,9 +23,11 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+from xml.etree import ElementTree
 
 from lccm.imports import gpc, units
-from lccm.imports.rows import RowError, RowsInvalid, normalise_header
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits, TooLarge, check_workbook, too_many_cells
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, normalise_header
 
 HEADER_ROW = 1
 GWP_SETS = ("AR4", "AR5", "AR6")
@@ -187,8 +189,10 @@ class InventoryInvalid(RowsInvalid):
     """An inventory file, activity entries or a device mapping failed validation; nothing was written. ``errors``
     lists every problem found. Raised here for the file, and by the store for checks against stored data."""
 
-    def __init__(self, errors: Sequence[RowError], what: str = "inventory file") -> None:
-        super().__init__(f"{len(errors)} error(s) in the {what}", errors)
+    def __init__(
+        self, errors: Sequence[RowError], what: str = "inventory file", *, max_listed: int | None = None
+    ) -> None:
+        super().__init__(f"{len(errors)} error(s) in the {what}", errors, max_listed=max_listed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,16 +203,19 @@ Cell = str | float | int | None
 Record = tuple[int, list[Cell]]
 
 
-def _csv_records(data: bytes) -> Iterator[Record]:
+def _csv_records(data: bytes, max_cells: int) -> Iterator[Record]:
     try:
         text = data.decode("utf-8-sig")  # drops the BOM Excel writes into "CSV UTF-8" files
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8' or as .xlsx"
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", message)]) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
-    start = 1
+    start, count = 1, 0
     try:
         for cells in reader:
+            count += len(cells)  # blank ones too: a line of a million commas is a million cells read
+            if count > max_cells:
+                raise InventoryInvalid([RowError(start, "", "", too_many_cells(count, max_cells))])
             if any(c.strip() for c in cells):
                 yield start, list(cells)
             start = reader.line_num + 1
@@ -216,16 +223,23 @@ def _csv_records(data: bytes) -> Iterator[Record]:
         raise InventoryInvalid([RowError(start, "", "", f"not valid CSV: {exc}")]) from exc
 
 
-def _xlsx_records(data: bytes) -> Iterator[Record]:
+def _xlsx_records(data: bytes, limits: InputLimits) -> Iterator[Record]:
     """Rows of the first worksheet. A formula cell must carry the value Excel saved with it: a file written by a
-    program that never calculated it has none, and reading it as blank would silently lose the quantity."""
+    program that never calculated it has none, and reading it as blank would silently lose the quantity. The
+    workbook is checked against ``limits`` before openpyxl loads it (imports/limits.py)."""
     import openpyxl  # deferred: only XLSX uploads pay for the import
 
     try:
+        check_workbook(data, limits)
+    except TooLarge as exc:
+        raise InventoryInvalid([RowError(HEADER_ROW, "", "", str(exc))]) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
+    try:
         values = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         formulas = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")]) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
     try:
         sheet_values, sheet_formulas = values.worksheets[0], formulas.worksheets[0]
         pairs = zip(sheet_values.iter_rows(values_only=True), sheet_formulas.iter_rows(values_only=True), strict=False)
@@ -238,9 +252,20 @@ def _xlsx_records(data: bytes) -> Iterator[Record]:
                 cells.append(_xlsx_cell(value))
             if any(c is not None and str(c).strip() for c in cells):
                 yield number, cells
+    except _UNREADABLE as exc:  # read-only worksheets are parsed while their rows are read
+        raise _unreadable(exc) from exc
     finally:
         values.close()
         formulas.close()
+
+
+# What a damaged workbook raises, from zipfile (a member that fails its CRC or inflates past its declared size),
+# the XML parser, or openpyxl.
+_UNREADABLE = (zipfile.BadZipFile, ElementTree.ParseError, KeyError, IndexError, OSError, ValueError, EOFError)
+
+
+def _unreadable(exc: BaseException) -> InventoryInvalid:
+    return InventoryInvalid([RowError(HEADER_ROW, "", "", f"not a readable XLSX workbook: {exc}")])
 
 
 class _FormulaWithoutValue(str):
@@ -539,19 +564,22 @@ def detect_format(data: bytes) -> FileFormat:
     return "xlsx" if data[:4] == b"PK\x03\x04" else "csv"
 
 
-def parse_inventory(data: bytes, *, source_classes: Mapping[str, SourceClassInfo] | None = None) -> ParsedInventory:
+def parse_inventory(
+    data: bytes, *, source_classes: Mapping[str, SourceClassInfo] | None = None, limits: InputLimits = DEFAULT_LIMITS
+) -> ParsedInventory:
     """Validate a whole base-year file (CSV or XLSX). Returns every row, or raises ``InventoryInvalid``.
 
     ``source_classes``: the known classes; a metered row's class must be one of them, in the row's scope and unit.
-    None checks only the key's spelling."""
+    None checks only the key's spelling. ``limits``: the file's cells, an XLSX's unpacked size, errors listed."""
     file_format = detect_format(data)
-    records = _xlsx_records(data) if file_format == "xlsx" else _csv_records(data)
+    read = _xlsx_records(data, limits) if file_format == "xlsx" else _csv_records(data, limits.max_cells)
+    records = _without_nul(read)
     header = next(records, None)
     if header is None:
         raise InventoryInvalid([RowError(HEADER_ROW, "", "", "file is empty")])
     mapping, labels, errors = _map_header(header[1], header[0])
-    if errors:
-        raise InventoryInvalid(errors)  # row checks against a wrong header would only add noise
+    if errors:  # row checks against a wrong header would only add noise
+        raise InventoryInvalid(errors, max_listed=limits.max_errors_listed)
     rows: list[InventoryRow] = []
     codes: list[tuple[int, str]] = []
     code_index = next(i for i, k in mapping.items() if k == "item_code")
@@ -572,5 +600,14 @@ def parse_inventory(data: bytes, *, source_classes: Mapping[str, SourceClassInfo
         errors.append(RowError(HEADER_ROW, "", "", "file has a header but no inventory rows"))
     errors.extend(_cross_row_errors(rows, codes, labels))
     if errors:
-        raise InventoryInvalid(sorted(errors, key=lambda e: e.row))
+        raise InventoryInvalid(sorted(errors, key=lambda e: e.row), max_listed=limits.max_errors_listed)
     return ParsedInventory(tuple(rows), file_format, hashlib.sha256(data).hexdigest())
+
+
+def _without_nul(records: Iterator[Record]) -> Iterator[Record]:
+    """The records, refusing a cell with a NUL character (a CSV can carry one, an XLSX too, as _x0000_), which no
+    column can store."""
+    for line, row in records:
+        if any(isinstance(c, str) and "\x00" in c for c in row):
+            raise InventoryInvalid([RowError(line, "", "", NUL_MESSAGE)])
+        yield line, row

@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from lccm.imports.rows import RowError, RowsInvalid, normalise_header
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, first_nul_line, normalise_header
 
 SiteKind = Literal["building", "street", "station", "fleet", "plant"]
 DeviceKind = Literal["electricity_meter", "streetlight_cabinet", "lamp", "aq_station", "fuel_meter"]
@@ -88,8 +89,8 @@ HEADER_ROW = 1
 class RegistryInvalid(RowsInvalid):
     """The file failed validation; nothing was written. ``errors`` lists every problem found."""
 
-    def __init__(self, errors: Sequence[RowError]) -> None:
-        super().__init__(f"{len(errors)} error(s) in the device registry file", errors)
+    def __init__(self, errors: Sequence[RowError], *, max_listed: int | None = None) -> None:
+        super().__init__(f"{len(errors)} error(s) in the device registry file", errors, max_listed=max_listed)
 
 
 class RegistryRow(BaseModel):
@@ -263,20 +264,23 @@ def _site_conflicts(rows: Sequence[RegistryRow], labels: dict[str, str]) -> list
     return errors
 
 
-def parse_registry_csv(data: bytes | str) -> list[RegistryRow]:
-    """Validate a whole registry file. Returns every row, or raises ``RegistryInvalid`` listing all problems."""
+def parse_registry_csv(data: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> list[RegistryRow]:
+    """Validate a whole registry file. Returns every row, or raises ``RegistryInvalid`` listing the problems (the
+    first ``limits.max_errors_listed``, with the count of all)."""
     try:
         text = _decode(data)
     except UnicodeDecodeError as exc:
         message = f"file is not UTF-8 ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
         raise RegistryInvalid([RowError(HEADER_ROW, "", "", message)]) from exc
+    if (line := first_nul_line(text)) is not None:
+        raise RegistryInvalid([RowError(line, "", "", NUL_MESSAGE)])
     records = _records(text)
     header = next(records, None)
     if header is None:
         raise RegistryInvalid([RowError(HEADER_ROW, "", "", "file is empty")])
     mapping, errors = _map_header(header[1])
-    if errors:
-        raise RegistryInvalid(errors)  # row checks against a wrong header would only add noise
+    if errors:  # row checks against a wrong header would only add noise
+        raise RegistryInvalid(errors, max_listed=limits.max_errors_listed)
     labels = {canonical: header[1][index].strip() for index, canonical in mapping.items()}
     device_col = next(i for i, c in mapping.items() if c == "device_id")
     rows: list[RegistryRow] = []
@@ -293,5 +297,5 @@ def parse_registry_csv(data: bytes | str) -> list[RegistryRow]:
     errors.extend(_duplicate_ids(device_ids, labels["device_id"]))
     errors.extend(_site_conflicts(rows, labels))
     if errors:
-        raise RegistryInvalid(sorted(errors, key=lambda e: e.row))
+        raise RegistryInvalid(sorted(errors, key=lambda e: e.row), max_listed=limits.max_errors_listed)
     return rows

@@ -23,11 +23,14 @@ class RowError:
 
 
 class RowsInvalid(Exception):
-    """An input failed validation; nothing was written. ``errors`` lists every problem found."""
+    """An input failed validation; nothing was written. ``errors`` lists the problems found, the first
+    ``max_listed`` of them where a reader was given that bound (``InputLimits.max_errors_listed``: a file of
+    100,000 bad cells must not become a response of 100,000 errors); ``total`` counts them all."""
 
-    def __init__(self, message: str, errors: Sequence[RowError]) -> None:
+    def __init__(self, message: str, errors: Sequence[RowError], *, max_listed: int | None = None) -> None:
         super().__init__(message)
-        self.errors = list(errors)
+        self.total = len(errors)
+        self.errors = list(errors[:max_listed] if max_listed is not None else errors)
 
 
 def describe(error: RowError) -> str:
@@ -40,3 +43,13 @@ def normalise_header(name: str) -> str:
     """Fold a header so 'Site Code', 'site_code ' and 'SITE-CODE' match; NFC so Thai marks compare equal."""
     folded = unicodedata.normalize("NFC", name).replace("\ufeff", "").strip().casefold()
     return re.sub(r"[\s_\-]+", "_", folded).strip("_")
+
+
+NUL_MESSAGE = "contains a NUL character (U+0000), which no field can hold; save the file again as text (CSV UTF-8)"
+
+
+def first_nul_line(text: str) -> int | None:
+    """The line (1-based) of the first NUL character of ``text``, if any. A CSV can carry one (Python's csv module
+    reads it into the cell), but no column can store it (PostgreSQL text), so a reader refuses the file."""
+    at = text.find("\x00")
+    return None if at < 0 else text.count("\n", 0, at) + 1

@@ -10,17 +10,18 @@ import csv
 import io
 from datetime import date
 
-from lccm.imports.rows import RowError, RowsInvalid
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
+from lccm.imports.rows import NUL_MESSAGE, RowError, RowsInvalid, first_nul_line
 
 
 class TemperatureInvalid(RowsInvalid):
     """The temperature file failed validation; nothing was written."""
 
-    def __init__(self, errors: list[RowError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) in the temperature file", errors)
+    def __init__(self, errors: list[RowError], *, max_listed: int | None = None) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the temperature file", errors, max_listed=max_listed)
 
 
-def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
+def parse_temperature_csv(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> list[tuple[date, float]]:
     """``date,mean_temp_c`` rows (ISO dates, °C); every problem is reported with its line, nothing is guessed."""
     errors: list[RowError] = []
     out: list[tuple[date, float]] = []
@@ -28,6 +29,8 @@ def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TemperatureInvalid([RowError(0, "", "", f"not UTF-8: {exc}")]) from None
+    if (line := first_nul_line(text)) is not None:
+        raise TemperatureInvalid([RowError(line, "", "", NUL_MESSAGE)])
     reader = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(reader, [])]
     if header[:2] != ["date", "mean_temp_c"]:
@@ -57,5 +60,5 @@ def parse_temperature_csv(data: bytes) -> list[tuple[date, float]]:
             seen.add(day)
             out.append((day, mean))
     if errors:
-        raise TemperatureInvalid(errors)
+        raise TemperatureInvalid(errors, max_listed=limits.max_errors_listed)
     return out

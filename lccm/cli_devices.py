@@ -14,7 +14,7 @@ import psycopg
 import typer
 
 from lccm.imports.registry import RegistryInvalid, parse_registry_csv
-from lccm.imports.rows import RowError
+from lccm.imports.rows import RowsInvalid
 from lccm.settings import Settings
 from lccm.store import queries
 from lccm.store.devices import ImportReport, import_registry
@@ -53,9 +53,10 @@ def _schema_required() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
-def _print_errors(path: Path, errors: list[RowError]) -> None:
-    typer.echo(f"{path}: {len(errors)} error(s); nothing was imported.", err=True)
-    for e in errors:
+def _print_errors(path: Path, invalid: RowsInvalid) -> None:
+    listed = f" (the first {len(invalid.errors)} listed)" if len(invalid.errors) < invalid.total else ""
+    typer.echo(f"{path}: {invalid.total} error(s){listed}; nothing was imported.", err=True)
+    for e in invalid.errors:
         where = f"row {e.row}" + (f", column {e.column!r}" if e.column else "")
         value = f" (value {e.value!r})" if e.value else ""
         typer.echo(f"  {where}{value}: {e.message}", err=True)
@@ -73,12 +74,13 @@ def import_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Import sites and devices from a CSV (English or Thai headers). All rows or none; safe to re-run."""
+    settings = _settings(database_url)
     try:
-        rows = parse_registry_csv(file.read_bytes())
+        rows = parse_registry_csv(file.read_bytes(), settings.input_limits())
     except RegistryInvalid as exc:
-        _print_errors(file, exc.errors)
+        _print_errors(file, exc)
         raise typer.Exit(1) from exc
-    with _connect(_settings(database_url)) as conn, _schema_required():
+    with _connect(settings) as conn, _schema_required():
         report = import_registry(conn, rows)
     _print_report(len(rows), report)
 

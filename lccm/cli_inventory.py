@@ -16,7 +16,7 @@ import psycopg
 import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
-from lccm.imports.rows import RowError, RowsInvalid, describe
+from lccm.imports.rows import RowsInvalid, describe
 from lccm.store import inventory as inv
 from lccm.store.inventory_activity import import_activity_file
 from lccm.store.inventory_mapping import auto_map, list_mappings, mapping_problems
@@ -42,9 +42,10 @@ def _kind(fiscal: bool) -> inv.YearKind:
     return "fiscal" if fiscal else "calendar"
 
 
-def _print_errors(path: Path | str, errors: list[RowError]) -> None:
-    typer.echo(f"{path}: {len(errors)} error(s); nothing was written.", err=True)
-    for e in errors:
+def _print_errors(path: Path | str, invalid: RowsInvalid) -> None:
+    listed = f" (the first {len(invalid.errors)} listed)" if len(invalid.errors) < invalid.total else ""
+    typer.echo(f"{path}: {invalid.total} error(s){listed}; nothing was written.", err=True)
+    for e in invalid.errors:
         value = f" (value {e.value!r})" if e.value else ""
         typer.echo(f"  {describe(e)}{value}", err=True)
 
@@ -54,7 +55,7 @@ def _domain_errors(path: Path | str) -> Iterator[None]:
     try:
         yield
     except RowsInvalid as exc:
-        _print_errors(path, exc.errors)
+        _print_errors(path, exc)
         raise typer.Exit(1) from exc
     except inv.InventoryError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -75,9 +76,11 @@ def import_command(
 ) -> None:
     """Import a base-year CFO (docs/inventory-template.md). All rows or none; the same content again is a no-op."""
     kind = _kind(fiscal)
-    with _connect(_settings(database_url)) as conn, _schema_required(), _domain_errors(file):
+    settings = _settings(database_url)
+    with _connect(settings) as conn, _schema_required(), _domain_errors(file):
         report = inv.import_inventory_file(conn, file.read_bytes(), file_name=file.name, organisation=org,
-                                           year_ce=year, kind=kind, base_year=base_year)  # fmt: skip
+                                           year_ce=year, kind=kind, base_year=base_year,
+                                           limits=settings.input_limits())  # fmt: skip
     label = inv.year_label(kind, year)
     if report.status == "unchanged":
         typer.echo(f"{org} {label}: unchanged ({report.rows} row(s) equal what is stored)")
@@ -155,9 +158,11 @@ def activity_import_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Record monthly activity data (columns item_code, month, quantity, unit, note; Thai headers accepted)."""
-    with _connect(_settings(database_url)) as conn, _schema_required(), _domain_errors(file):
+    settings = _settings(database_url)
+    with _connect(settings) as conn, _schema_required(), _domain_errors(file):
         code = org or _only_organisation(conn)
-        report = import_activity_file(conn, file.read_bytes(), organisation=code, file_name=file.name)
+        report = import_activity_file(conn, file.read_bytes(), organisation=code, file_name=file.name,
+                                      limits=settings.input_limits())  # fmt: skip
     typer.echo(f"{code}: {report.entries} entr{'y' if report.entries == 1 else 'ies'}: inserted {report.inserted}, "
                f"updated {report.updated}, unchanged {report.unchanged}")  # fmt: skip
     for label in report.years_created:

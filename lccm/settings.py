@@ -22,6 +22,7 @@ from lccm.engine.aqi_tables import (
     check_red_band_rules,
     thai_categories,
 )
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 
 if TYPE_CHECKING:
     from lccm.engine.aqi import AqiSettings
@@ -160,6 +161,19 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Request limits (api/limits.py), refused with 413 before anything is parsed: a JSON body (the largest real one,
+    # a year's device mapping of a 10,000-device city, is about 0.6 MB) and an uploaded file (CSV, XLSX or a
+    # multipart form: a registry of 100,000 devices is about 15 MB of CSV).
+    api_max_json_bytes: int = Field(default=1024 * 1024, gt=0)
+    api_max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # Files people hand in (imports/limits.py), for the API and the CLI alike. An XLSX is a ZIP archive: it may unpack
+    # to at most import_max_unpacked_bytes, and the grid a reader walks (rows x columns of every worksheet, empty
+    # cells included) may hold at most import_max_cells; both are checked before the workbook is loaded. A CSV may
+    # hold at most import_max_cells cells. A refused file lists at most import_max_errors_listed row errors (in the
+    # 422 answer and in the import log) with the count of all of them.
+    import_max_unpacked_bytes: int = Field(default=DEFAULT_LIMITS.max_unpacked_bytes, gt=0)
+    import_max_cells: int = Field(default=DEFAULT_LIMITS.max_cells, gt=0)
+    import_max_errors_listed: int = Field(default=DEFAULT_LIMITS.max_errors_listed, gt=0)
 
     # Logs (lccm/logs.py): "text" for a terminal, "json" (one object per line: time, level, logger, message, stage,
     # request_id, exception) for a log collector. The level applies to every command; `-v` lowers it to DEBUG.
@@ -201,6 +215,14 @@ class Settings(BaseSettings):
             thai_colours_hex=self.aqi_thai_colours_hex,
             epa_o3_1h_always=self.aqi_epa_o3_1h_always,
             epa_above_500=self.aqi_epa_above_500,
+        )
+
+    def input_limits(self) -> InputLimits:
+        """The bounds on files people hand in, as the importers take them."""
+        return InputLimits(
+            max_unpacked_bytes=self.import_max_unpacked_bytes,
+            max_cells=self.import_max_cells,
+            max_errors_listed=self.import_max_errors_listed,
         )
 
     @field_validator("alert_rules_file", "notify_recipients_file", "city_file", mode="before")

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 from lccm.imports.rows import RowError
 from lccm.imports.temperature import parse_temperature_csv
 from lccm.store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
@@ -429,11 +430,12 @@ def imported_daily_temperature(conn: psycopg.Connection, organisation_id: int, d
     return days, mean
 
 
-def import_temperature_csv(conn: psycopg.Connection, organisation: str, data: bytes, source: str) -> int:
+def import_temperature_csv(conn: psycopg.Connection, organisation: str, data: bytes, source: str,
+                           limits: InputLimits = DEFAULT_LIMITS) -> int:  # fmt: skip
     """Import daily means for an organisation from a CSV (imports/temperature.py reads it): all rows or none; a day
     imported again is replaced. Raises ``UnknownOrganisation`` or ``TemperatureInvalid``."""
     org = require_organisation(conn, organisation)
-    rows = parse_temperature_csv(data)
+    rows = parse_temperature_csv(data, limits)
     with conn.transaction():
         conn.cursor().executemany(
             "INSERT INTO temperature_daily (organisation_id, day, mean_c, source) VALUES (%s, %s, %s, %s)"

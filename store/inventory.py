@@ -36,7 +36,8 @@ from lccm.imports.inventory import (
     detect_format,
     parse_inventory,
 )
-from lccm.imports.rows import RowError
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
+from lccm.imports.rows import RowError, RowsInvalid
 
 ORG_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as the organisations.code check
 YearKind = Literal["calendar", "fiscal"]
@@ -360,12 +361,13 @@ def _log(conn: psycopg.Connection, organisation_id: int, kind: str, file_name: s
 
 
 def record_rejection(conn: psycopg.Connection, organisation_id: int, kind: str, file_name: str, file_format: str,
-                     sha256: str, errors: Sequence[RowError], *, rows: int = 0,
+                     sha256: str, invalid: RowsInvalid, *, rows: int = 0,
                      year: tuple[str, int] | None = None) -> int:  # fmt: skip
-    """Keep a rejected file's errors where people can see them. Committed at once (the caller is about to fail and
-    roll back), so call it outside a transaction block."""
+    """Keep a rejected file's errors where people can see them: those the reader listed, and the count of all in
+    the summary (``errors_total``). Committed at once (the caller is about to fail and roll back), so call it outside
+    a transaction block."""
     import_id = _log(conn, organisation_id, kind, file_name, file_format, sha256, "rejected", rows, year=year,
-                     errors=errors)  # fmt: skip
+                     errors=invalid.errors, summary={"errors_total": invalid.total})  # fmt: skip
     conn.commit()
     return import_id
 
@@ -413,17 +415,18 @@ def load_source_classes(conn: psycopg.Connection) -> dict[str, SourceClassInfo] 
 
 
 def import_inventory_file(conn: psycopg.Connection, data: bytes, *, file_name: str, organisation: str,
-                          year_ce: int, kind: YearKind = "calendar",
-                          base_year: bool | None = None) -> InventoryImportReport:  # fmt: skip
-    """Validate a CSV or XLSX and import it as ``organisation``'s inventory of that year (see module docstring).
+                          year_ce: int, kind: YearKind = "calendar", base_year: bool | None = None,
+                          limits: InputLimits = DEFAULT_LIMITS) -> InventoryImportReport:  # fmt: skip
+    """Validate a CSV or XLSX (within ``limits``) and import it as ``organisation``'s inventory of that year (see
+    module docstring).
 
     Raises ``UnknownOrganisation`` (nothing logged) or ``InventoryInvalid`` (logged as rejected, committed)."""
     org = require_organisation(conn, organisation)
     try:
-        parsed = parse_inventory(data, source_classes=load_source_classes(conn))
+        parsed = parse_inventory(data, source_classes=load_source_classes(conn), limits=limits)
     except InventoryInvalid as exc:
         digest = hashlib.sha256(data).hexdigest()
-        record_rejection(conn, org.id, "inventory", file_name, detect_format(data), digest, exc.errors,
+        record_rejection(conn, org.id, "inventory", file_name, detect_format(data), digest, exc,
                          year=(kind, year_ce))  # fmt: skip
         raise
     return import_inventory(conn, parsed, file_name=file_name, organisation=organisation, year_ce=year_ce,

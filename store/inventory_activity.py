@@ -28,6 +28,7 @@ from lccm.engine.timebase import BANGKOK
 from lccm.imports import units
 from lccm.imports.activity import ActivityEntry, ParsedActivity, parse_activity_csv
 from lccm.imports.inventory import InventoryInvalid
+from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 from lccm.imports.rows import RowError
 from lccm.store.inventory import (
     Organisation,
@@ -171,20 +172,21 @@ def record_activity(conn: psycopg.Connection, organisation: str, parsed: ParsedA
         with conn.transaction():
             return _apply(conn, org.code, parsed, origin, file_name, bangkok_month(today))
     except InventoryInvalid as exc:
-        record_rejection(conn, org.id, "activity", file_name, parsed.file_format, parsed.sha256, exc.errors,
+        record_rejection(conn, org.id, "activity", file_name, parsed.file_format, parsed.sha256, exc,
                          rows=len(parsed.entries))  # fmt: skip
         raise
 
 
 def import_activity_file(conn: psycopg.Connection, data: bytes, *, organisation: str, file_name: str,
-                         today: date | None = None) -> ActivityReport:  # fmt: skip
+                         today: date | None = None,
+                         limits: InputLimits = DEFAULT_LIMITS) -> ActivityReport:  # fmt: skip
     """Parse an activity CSV and record it (``record_activity``); a file that does not parse is logged as rejected."""
     org = require_organisation(conn, organisation)
     try:
-        parsed = parse_activity_csv(data)
+        parsed = parse_activity_csv(data, limits)
     except InventoryInvalid as exc:
         digest = hashlib.sha256(data).hexdigest()
-        record_rejection(conn, org.id, "activity", file_name, "csv", digest, exc.errors)
+        record_rejection(conn, org.id, "activity", file_name, "csv", digest, exc)
         raise
     return record_activity(conn, organisation, parsed, origin="csv", file_name=file_name, today=today)
 

@@ -115,6 +115,13 @@ def test_daily_mean_temperature_from_readings_and_cdd() -> None:
     assert bkk_us(2026, 4, 1) == int(datetime(2026, 4, 1, tzinfo=ZONE).timestamp() * 1_000_000)
 
 
+def test_daily_mean_temperature_of_a_station_without_readings_is_nan() -> None:
+    """A station that measured no temperature in the days (the API's M&V fit used to answer 500 for it)."""
+    days = np.array(["2026-04-01", "2026-04-02"], dtype="datetime64[D]")
+    t = daily_mean_temperature_c(np.array([], np.int64), np.array([], np.float64), days)
+    assert t.hours.tolist() == [0, 0] and np.isnan(t.mean_c).all()
+
+
 # --------------------------------------------------------------------------------------------------------- model
 def test_two_parameter_fit_hand_computed() -> None:
     """Daily means 24, 26, 27, 28 °C at base 25 -> CDD 0, 1, 2, 3; energy 100, 300, 200, 400 kWh.

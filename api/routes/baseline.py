@@ -14,8 +14,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from lccm.api.deps import Conn
-from lccm.api.schemas_inventory import ComparisonOut, KpisOut, ProjectionOut, TargetOut, TargetStatusOut
+from lccm.api.deps import Conn, Limits
+from lccm.api.schemas_baseline import (
+    ComparisonOut,
+    KpisOut,
+    MvFitOut,
+    MvSavingsOut,
+    ProjectionOut,
+    TargetOut,
+    TargetStatusOut,
+    TemperatureImportOut,
+)
 from lccm.api.upload import csv_upload
 from lccm.reports import baseline, kpi, mv, targets
 from lccm.reports.baseline import By
@@ -145,13 +154,13 @@ def kpis(
     return kpi.kpis(conn, code, year, on, kind, min_coverage=min_coverage)
 
 
-@router.post("/sites/{code}/mv/fit")
+@router.post("/sites/{code}/mv/fit", response_model=MvFitOut)
 def mv_fit(code: str, body: FitIn, conn: Conn) -> dict[str, Any]:
     """Fit the building's daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings."""
     return mv.fit(conn, code, body)
 
 
-@router.get("/sites/{code}/mv/savings")
+@router.get("/sites/{code}/mv/savings", response_model=MvSavingsOut)
 def mv_savings(
     code: str,
     conn: Conn,
@@ -163,12 +172,13 @@ def mv_savings(
     return mv.savings(conn, code, start, end)
 
 
-@router.post("/organisations/{code}/temperatures/import")
+@router.post("/organisations/{code}/temperatures/import", response_model=TemperatureImportOut)
 def import_temperatures(
     code: str,
     conn: Conn,
+    limits: Limits,
     data: Annotated[bytes, Depends(csv_upload)],
     source: Annotated[str, Query(min_length=1, max_length=200, description="where the figures come from")] = "csv",
 ) -> dict[str, Any]:
     """Daily mean temperatures, CSV ``date,mean_temp_c``: all rows or none; a day sent again is replaced."""
-    return {"organisation": code, "days": sb.import_temperature_csv(conn, code, data, source)}
+    return {"organisation": code, "days": sb.import_temperature_csv(conn, code, data, source, limits)}

@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from lccm.api.deps import Conn
-from lccm.api.errors import InvalidParameter, PayloadTooLarge
+from lccm.api.deps import Conn, Limits
+from lccm.api.errors import InvalidParameter
+from lccm.api.limits import XLSX_TYPE
 from lccm.api.schemas_inventory import (
     ActivityIn,
     ActivityReportOut,
     DeviceMappingOut,
     ImportLogOut,
-    InventoryErrorOut,
     InventoryImportOut,
     InventoryOut,
     ItemOut,
@@ -32,7 +32,7 @@ from lccm.api.schemas_inventory import (
     ReportingYearOut,
     YearKind,
 )
-from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.api.upload import csv_upload, spreadsheet_upload
 from lccm.imports.activity import parse_activity_json
 from lccm.imports.inventory import detect_format
 from lccm.store import inventory as inv
@@ -41,13 +41,10 @@ from lccm.store.inventory_mapping import list_mappings, mapping_problems, set_ma
 
 router = APIRouter(tags=["inventory"])
 
-_XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown organisation or reporting year"}}
 _INVALID: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    422: {"model": InventoryErrorOut, "description": "invalid input; nothing was written"},
+    422: {"description": "invalid input, each problem with its row and column; nothing was written"},
 }
 YearQuery = Annotated[int | None, Query(description="CE year (fiscal years: the year they end in); default: base year")]
 KindQuery = Annotated[YearKind | None, Query(description="calendar or fiscal; default: whichever exists")]
@@ -125,23 +122,8 @@ def _upload_body(description: str, xlsx: bool) -> dict[str, Any]:
         },
     }
     if xlsx:
-        content[_XLSX_TYPE] = {"schema": {"type": "string", "format": "binary"}}
+        content[XLSX_TYPE] = {"schema": {"type": "string", "format": "binary"}}
     return {"requestBody": {"required": True, "description": description, "content": content}}
-
-
-async def inventory_upload(request: Request) -> bytes:
-    """The uploaded file: CSV or multipart as for the device registry, or a raw XLSX body."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == _XLSX_TYPE:
-        size = 0
-        chunks: list[bytes] = []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge(f"upload larger than {MAX_UPLOAD_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    return await csv_upload(request)
 
 
 @router.post(
@@ -155,7 +137,8 @@ async def inventory_upload(request: Request) -> bytes:
 def import_inventory(
     code: str,
     conn: Conn,
-    data: Annotated[bytes, Depends(inventory_upload)],
+    limits: Limits,
+    data: Annotated[bytes, Depends(spreadsheet_upload)],
     year: Annotated[int, Query(ge=1990, le=2200, description="CE year (fiscal: the year it ends in)")],
     kind: Annotated[YearKind, Query(description="calendar (Jan-Dec) or fiscal (Oct-Sep)")] = "calendar",
     base_year: Annotated[
@@ -167,7 +150,7 @@ def import_inventory(
     replaces the year's items and quantities."""
     name = file_name or f"upload.{detect_format(data)}"
     return inv.import_inventory_file(
-        conn, data, file_name=name, organisation=code, year_ce=year, kind=kind, base_year=base_year
+        conn, data, file_name=name, organisation=code, year_ce=year, kind=kind, base_year=base_year, limits=limits
     )
 
 
@@ -194,11 +177,12 @@ def post_activity(code: str, body: ActivityIn, conn: Conn) -> Any:
 def import_activity(
     code: str,
     conn: Conn,
+    limits: Limits,
     data: Annotated[bytes, Depends(csv_upload)],
     file_name: Annotated[str | None, Query(max_length=255, description="kept in the import log")] = None,
 ) -> Any:
     """The CSV variant of POST /organisations/{code}/activity."""
-    return import_activity_file(conn, data, organisation=code, file_name=file_name or "upload.csv")
+    return import_activity_file(conn, data, organisation=code, file_name=file_name or "upload.csv", limits=limits)
 
 
 # --- device -> item mappings ---------------------------------------------------------------------------------------

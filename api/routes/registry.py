@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from lccm.api import cursors
-from lccm.api.deps import Conn, Cursor
+from lccm.api.deps import Conn, Cursor, Limits
 from lccm.api.errors import DeviceNotFound, SiteNotFound
-from lccm.api.schemas import DeviceOut, DevicePage, ImportErrorOut, ImportReportOut, SiteDetailOut, SiteOut
-from lccm.api.upload import MAX_UPLOAD_BYTES, csv_upload
+from lccm.api.schemas import DeviceOut, DevicePage, ImportReportOut, SiteDetailOut, SiteOut
+from lccm.api.upload import UPLOAD_LIMIT_DOC, csv_upload
 from lccm.imports.registry import DeviceKind, parse_registry_csv
 from lccm.store import queries
 from lccm.store.devices import import_registry
@@ -66,7 +66,7 @@ def get_device(device_id: str, conn: Conn) -> queries.Device:
 _IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": f"The registry CSV (English or Thai headers, UTF-8, at most {MAX_UPLOAD_BYTES} bytes)",
+        "description": f"The registry CSV (English or Thai headers, UTF-8, {UPLOAD_LIMIT_DOC})",
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "multipart/form-data": {
@@ -85,10 +85,10 @@ _IMPORT_BODY: dict[str, Any] = {
     "/devices/import",
     response_model=ImportReportOut,
     openapi_extra=_IMPORT_BODY,
-    responses={422: {"model": ImportErrorOut, "description": "the file is invalid; nothing was imported"}},
+    responses={422: {"description": "the file is invalid, each problem with its row and column; nothing imported"}},
 )
-def import_devices(conn: Conn, data: Annotated[bytes, Depends(csv_upload)]) -> ImportReportOut:
+def import_devices(conn: Conn, limits: Limits, data: Annotated[bytes, Depends(csv_upload)]) -> ImportReportOut:
     """Upsert sites and devices from a registry CSV: all rows or none, idempotent on re-import."""
-    rows = parse_registry_csv(data)  # RegistryInvalid -> 422 with the per-row errors (api/errors.py)
+    rows = parse_registry_csv(data, limits)  # RegistryInvalid -> 422 with the per-row errors (api/errors.py)
     report = import_registry(conn, rows)
     return ImportReportOut.model_validate({"rows": len(rows), "sites": report.sites, "devices": report.devices})

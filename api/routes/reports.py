@@ -7,7 +7,7 @@ is a 404 naming what exists (api/errors.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Query
@@ -23,10 +23,20 @@ router = APIRouter(tags=["reports"])
 
 FormatQuery = Annotated[Literal["csv", "json", "html"], Query(description="csv (wide, one row per item), json, html")]
 Builder = Callable[[psycopg.Connection, str, int | None, inv.YearKind | None], CfoReport | GpcReport]
-_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {"text/csv": {}, "application/json": {}, "text/html": {}}},
-    404: {"description": "unknown organisation or reporting year"},
-}
+_TEXT = {"schema": {"type": "string"}}
+
+
+def _responses(report: type[CfoReport | GpcReport]) -> dict[int | str, dict[str, Any]]:
+    """The three media types of ``format``; the JSON one is the report dataclass itself (reports/render.py's
+    ``to_json`` is its ``asdict``), so its schema follows the report as it changes."""
+    return {
+        200: {
+            "description": "the report in the format asked for",
+            "model": report,
+            "content": {"text/csv": _TEXT, "text/html": _TEXT},
+        },
+        404: {"description": "unknown organisation or reporting year"},
+    }
 
 
 def _respond(builder: Builder, conn: psycopg.Connection, code: str, year: int | None, kind: inv.YearKind | None,
@@ -38,7 +48,7 @@ def _respond(builder: Builder, conn: psycopg.Connection, code: str, year: int | 
     return Response(render(report, fmt), media_type=CONTENT_TYPES[fmt], headers=headers)
 
 
-@router.get("/organisations/{code}/reports/cfo", response_class=Response, responses=_RESPONSES)
+@router.get("/organisations/{code}/reports/cfo", response_class=Response, responses=_responses(CfoReport))
 def cfo_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None,
                format: FormatQuery = "json") -> Response:  # fmt: skip
     """The CFO report: scopes 1-3 by TGO category, monthly kgCO2e/tCO2e, factors and sources, completeness,
@@ -46,7 +56,7 @@ def cfo_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = 
     return _respond(build_cfo_report, conn, code, year, kind, format)
 
 
-@router.get("/organisations/{code}/reports/gpc", response_class=Response, responses=_RESPONSES)
+@router.get("/organisations/{code}/reports/gpc", response_class=Response, responses=_responses(GpcReport))
 def gpc_report(code: str, conn: Conn, year: YearQuery = None, kind: KindQuery = None,
                format: FormatQuery = "json") -> Response:  # fmt: skip
     """The GPC table by sector, sub-sector and scope, with the BASIC and BASIC+ totals and the items without a usable
