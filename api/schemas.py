@@ -221,7 +221,8 @@ class ProblemOut(BaseModel):
 
 
 class ParameterErrorOut(BaseModel):
-    """A parameter or a body field that cannot be taken (FastAPI's own validation errors, and api/validation.py's)."""
+    """A parameter or a body field that cannot be taken: the request's shape, or a value the server refuses (a NUL
+    character, a date outside 1900-2199, a number out of range)."""
 
     detail: list[ProblemOut]
 

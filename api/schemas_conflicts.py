@@ -11,7 +11,7 @@ class ConflictOut(_Out):
     id: int
     device_id: str
     metric: str
-    unit: str = Field(description="the metric's canonical unit (docs/contract.md), of both values")
+    unit: str = Field(description="the metric's canonical unit (as in the message contract), of both values")
     ts: UtcTime = Field(description="event time of the reading")
     stored_value: float = Field(description="the value stored first, which stays (first wins)")
     offered_value: float = Field(description="the other value a later message offered, not stored")
