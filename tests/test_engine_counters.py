@@ -499,7 +499,9 @@ def test_buckets_of_the_intervals_conserve_the_energy(impl: Impl, f: Fleet, res:
     iv, _ = run(f, impl)
     edges = bucket_edges_us(res, int(iv.start_us.min()), int(iv.end_us.max()))
     b = spread_intervals(iv, edges, f.params.n_devices, impl=impl)
-    np.testing.assert_allclose(b.amount.sum(axis=0), np.bincount(iv.device_idx, iv.amount, f.params.n_devices))
+    # atol: hypothesis finds subnormal amounts (5e-324 kWh) that underflow to 0 when split between buckets
+    expected = np.bincount(iv.device_idx, iv.amount, f.params.n_devices)
+    np.testing.assert_allclose(b.amount.sum(axis=0), expected, atol=1e-12)
     # each device is covered from its first reading to its last, and nothing it measured is lost
     for d in range(f.params.n_devices):
         mine = f.ts_us[f.device_idx == d]
