@@ -380,7 +380,11 @@ def build_ingest(
         with connect() as conn:
             return load_registry(conn)
 
-    holder = RegistryHolder(reload)
+    def fingerprint() -> tuple[object, ...]:
+        with connect() as conn:
+            return catalog.registry_fingerprint(conn)
+
+    holder = RegistryHolder(reload, probe=fingerprint)
     limits = Limits(
         max_payload_bytes=settings.max_payload_bytes,
         max_readings=settings.max_readings_per_message,

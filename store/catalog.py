@@ -38,6 +38,16 @@ def devices(conn: psycopg.Connection) -> list[DeviceRow]:
     return [DeviceRow(*r) for r in rows]
 
 
+def registry_fingerprint(conn: psycopg.Connection) -> tuple[object, ...]:
+    """What changes whenever the device registry does (an import adds, moves or edits devices and sites): cheap
+    enough to ask before every reload decision."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM devices), (SELECT max(updated_at) FROM devices),"
+        " (SELECT count(*) FROM sites), (SELECT max(updated_at) FROM sites)"
+    ).fetchone()
+    return tuple(row) if row is not None else ()
+
+
 def metrics(conn: psycopg.Connection) -> list[MetricRow]:
     rows = conn.execute("SELECT id, name, unit, key, kind, min_value, max_value FROM metrics ORDER BY id")
     return [MetricRow(*r) for r in rows]

@@ -10,6 +10,7 @@ import pytest
 
 from lccm.ingest.codec import Limits
 from lccm.ingest.decoder import RegistryHolder, make_decoder
+from lccm.ingest.registry import Registry
 from lccm.runtime import DbSink, load_registry
 from lccm.store.writer import ReadingColumns, WriteResult
 from lccm.stream.batch import BatchBuilder, FlushPolicy
@@ -199,3 +200,36 @@ def test_real_database_sink_stores_once_across_a_replayed_batch(fresh_db: str) -
     with psycopg.connect(fresh_db) as conn:
         got = conn.execute("SELECT value FROM readings ORDER BY ts").fetchall()
     assert [v for (v,) in got] == pytest.approx([100.0, 101.0, 102.0, 103.0, 104.0])
+
+
+def test_a_device_imported_a_moment_ago_is_accepted_from_its_first_message() -> None:
+    # The registry was loaded at t=0; the device is imported at t=1 and sends at once (well inside the 5 s reload
+    # interval): the refusal makes the holder probe, the fingerprint has changed, it reloads, the message is stored.
+    clock = FakeClock()
+    devices = {"X1": 1}
+    loads: list[float] = []
+    probes: list[float] = []
+
+    def loader() -> Registry:
+        loads.append(clock.now)
+        return registry(dict(devices))
+
+    def probe() -> tuple[str, ...]:
+        probes.append(clock.now)
+        return tuple(sorted(devices))
+
+    decode = make_decoder(RegistryHolder(loader, clock=clock, probe=probe, probe_interval_s=0.5), Limits())
+    clock.now += 1.0
+    devices["M1"] = 7
+    batch = BatchBuilder()
+    decode(batch, msg(0, 100.0, "a"))
+    assert len(batch) == 1 and not batch.dead_letters and len(loads) == 2
+    # A device nobody registered, flooding: at most one probe per interval, and no reload while nothing changed.
+    before = len(probes)
+    for i in range(50):
+        decode(batch, msg(i, 1.0, i, device="NOPE"))
+    assert len(probes) == before and len(loads) == 2  # all within 0.5 s of the last probe
+    clock.now += 0.6
+    decode(batch, msg(51, 1.0, 51, device="NOPE"))
+    assert len(probes) == before + 1 and len(loads) == 2
+    assert {d.reason for d in batch.dead_letters} == {"unknown_device"} and len(batch.dead_letters) == 51
