@@ -76,6 +76,7 @@ def register_buckets(
     table, series = _weights(n_dev, (factors, series_of_device), (base_factors, base_series_of_device))
     general = (np.diff(ev_ptr) > 0) | (np.diff(m_ptr) > 0)
     row, anchor_register = _pack(st, p, general, series)
+    tails = (st.tail_ts_us, st.tail_register, st.tail_n, st.tail_lo_per_h, st.tail_hi_per_h, st.run_hi_per_h)
     nb = edges.shape[0] - 1
     steps = np.diff(edges)
     step_us = int(steps[0]) if np.all(steps == steps[0]) else 0
@@ -86,9 +87,10 @@ def register_buckets(
     cells_count = cells.view(np.int32)
     _run(
         impl, dev, ts, reg, n_dev,
-        (row, row.view(np.float64), anchor_register, p.cap_tolerance, p.wrap_max_fraction, ev_ptr, ev_at, ev_fin,
-         ev_new, m_ptr, m_from, m_val, edges, step_us, table.ptr, table.from_us, table.value, bucket_w, bucket_split,
-         cells_float, cells, cells_count, quality),
+        (row, row.view(np.float64), anchor_register, p.cadence_us, *tails, p.cap_tolerance, p.wrap_max_fraction,
+         p.learned_headroom, p.consistency, p.confirm_steps, ev_ptr, ev_at, ev_fin, ev_new, m_ptr, m_from, m_val,
+         edges, step_us, table.ptr, table.from_us, table.value, bucket_w, bucket_split, cells_float, cells,
+         cells_count, quality),
     )  # fmt: skip
     quality[quality < 0] = Quality.MISSING
     energy = IntervalBuckets(
@@ -100,7 +102,7 @@ def register_buckets(
         count=cells_count[:, :, k.CELL_COUNT],
     )
     out = RegisterBuckets(energy, cells_float[:, :, k.CELL_WEIGHTED_0], cells_float[:, :, k.CELL_WEIGHTED_1])
-    return out, _unpack(row, anchor_register)
+    return out, _unpack(row, anchor_register, st, p)
 
 
 BLOCK_SHIFT = 10  # devices per block: 1,024, whose rows and cells of the current buckets fit in a core's L2 cache
@@ -175,18 +177,21 @@ def _bucket_weights(table: WeightTable, edges: np.ndarray) -> tuple[np.ndarray, 
 def _pack(st: CounterState, p: MeterParams, general: np.ndarray, series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's per-device DEV_* rows (int64 buffer; columns 4-7 are float64 through a view) and the anchors'
     registers."""
+    if series.size and series.max() + 1 > k.META_SERIES_MASK:
+        raise ValueError("too many factor series for the fused kernel's row")
     row = _aligned_zeros((p.n_devices, 8))
     real = row.view(np.float64)
     row[:, k.DEV_LAST_TS] = st.last_ts_us
     row[:, k.DEV_ANCHOR_TS] = st.anchor_ts_us
     row[:, k.DEV_FLAT_TS] = st.flat_ts_us
-    meta = general.astype(np.int64) * k.META_GENERAL
+    fixed = p.rated_per_h > 0
+    meta = general.astype(np.int64) * k.META_GENERAL | fixed.astype(np.int64) * k.META_FIXED_BOUND
     for c, shift in enumerate((k.META_SHIFT_0, k.META_SHIFT_1)):
         meta |= (series[:, c] + 1) << shift
     row[:, k.DEV_META] = meta
     real[:, k.DEV_LAST_REGISTER] = st.last_register
     real[:, k.DEV_MODULUS] = p.modulus
-    real[:, k.DEV_RATED_PER_H] = p.rated_per_h
+    real[:, k.DEV_BOUND_PER_H] = np.where(fixed, p.rated_per_h, st.bound_per_h)
     real[:, k.DEV_GAP_US] = p.gap_factor * p.cadence_us.astype(np.float64)
     # the kernel clears an anchor's register only when there is an anchor: make "no anchor" read NaN from the start
     anchor_register = np.where(st.anchor_ts_us == k.NO_TS, np.nan, st.anchor_register)
@@ -202,7 +207,9 @@ def _aligned_zeros(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
     return raw[skip : skip + n].reshape(shape)
 
 
-def _unpack(row: np.ndarray, anchor_register: np.ndarray) -> CounterState:
+def _unpack(row: np.ndarray, anchor_register: np.ndarray, st: CounterState, p: MeterParams) -> CounterState:
+    """The carry state out of the kernel's rows; ``st`` is the state the kernel was given (its tails updated in
+    place, its learned bound kept where the bound is fixed)."""
     real = row.view(np.float64)
     return CounterState(
         last_ts_us=row[:, k.DEV_LAST_TS].copy(),
@@ -210,4 +217,11 @@ def _unpack(row: np.ndarray, anchor_register: np.ndarray) -> CounterState:
         anchor_ts_us=row[:, k.DEV_ANCHOR_TS].copy(),
         anchor_register=anchor_register,
         flat_ts_us=row[:, k.DEV_FLAT_TS].copy(),
+        bound_per_h=np.where(p.rated_per_h > 0, st.bound_per_h, real[:, k.DEV_BOUND_PER_H]),
+        tail_ts_us=st.tail_ts_us,
+        tail_register=st.tail_register,
+        tail_n=st.tail_n,
+        tail_lo_per_h=st.tail_lo_per_h,
+        tail_hi_per_h=st.tail_hi_per_h,
+        run_hi_per_h=st.run_hi_per_h,
     )
