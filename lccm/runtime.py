@@ -163,6 +163,9 @@ def energy_updater(settings: Settings, database_url: str) -> EnergyUpdater:
     return EnergyUpdater(
         lambda: psycopg.connect(database_url),
         base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
+        default_bound_kw=settings.meter_default_bound_kw,
+        default_bound_lph=settings.meter_default_bound_lph,
+        bound_history_days=settings.meter_bound_history_days,
     )
 
 
