@@ -263,6 +263,12 @@ def judge(amount: float, reasons: int, t0_us: int, t1_us: int, cap: float) -> in
 
 
 @register_jitable
+def fits(amount: float, bound_per_h: float, t0_us: int, t1_us: int, cap_tolerance: float) -> bool:
+    """Whether a forward amount passes the plausibility checks over (t0, t1]."""
+    return not (judge(amount, 0, t0_us, t1_us, cap_of(bound_per_h, t0_us, t1_us, cap_tolerance)) & SUSPECT_BITS)
+
+
+@register_jitable
 def learn_from_run(
     d: Any,
     t0_us: int,
@@ -492,8 +498,7 @@ def counter_kernel(
         # a run opened here is anchored at the first reading of the last trusted value: the register read r0 since
         # then (it may have been stuck), so that is the span any catch-up covers
         held_at = tf if tf != NO_TS and tf < t0 else t0
-        flat_cap = cap_of(bound, held_at, t1, cap_tolerance)
-        if (reasons & R_OVER_CAP) and held_at < t0 and not (judge(amount, 0, held_at, t1, flat_cap) & SUSPECT_BITS):
+        if (reasons & R_OVER_CAP) and held_at < t0 and fits(amount, bound, held_at, t1, cap_tolerance):
             reasons |= R_FLAT_SPREAD  # a stuck register catching up, or a spike after an idle spell
         ta = st_anchor_ts_us[d]
         if ta != NO_TS and not (reasons & R_NEGATIVE):
@@ -1058,8 +1063,7 @@ def fused_kernel(
             start = t0
             tf = dev_int[d, DEV_FLAT_TS]
             held_at = tf if tf != NO_TS and tf < t0 else t0
-            flat_cap = cap_of(bound, held_at, t1, cap_tolerance)
-            if (reasons & R_OVER_CAP) and held_at < t0 and not (judge(amount, 0, held_at, t1, flat_cap) & SUSPECT_BITS):
+            if (reasons & R_OVER_CAP) and held_at < t0 and fits(amount, bound, held_at, t1, cap_tolerance):
                 reasons |= R_FLAT_SPREAD
             ta = dev_int[d, DEV_ANCHOR_TS]
             if ta != NO_TS and not (reasons & R_NEGATIVE):
