@@ -146,25 +146,23 @@ def register_delta(r0: float, r1: float, modulus: float, wrap_max_fraction: floa
     ``wrap_max_fraction x modulus``. When the limit allows a whole extra turn, R_WRAP_AMBIGUOUS.
     """
     delta = r1 - r0
-    if modulus <= 0.0:
-        if delta < 0.0:
-            return delta, R_NEGATIVE
+    if delta >= 0.0:  # the common case first: forward, no wrap
+        if modulus <= 0.0:
+            return delta, 0
+        if delta >= modulus - wrap_max_fraction * modulus:  # up by nearly a turn: a small step back across the wrap
+            return delta - modulus, R_NEGATIVE
+        if limit >= 0.0 and delta + modulus <= limit:
+            return delta, R_WRAP_AMBIGUOUS
         return delta, 0
-    small = wrap_max_fraction * modulus
-    if delta < 0.0:
-        fwd = (r1 + modulus) - r0
-        back = r0 - r1
-    else:
-        fwd = delta
-        back = (r0 + modulus) - r1
-    if back <= small:
-        return (delta if delta < 0.0 else delta - modulus), R_NEGATIVE
-    if delta < 0.0 and not (0.0 <= fwd <= max(slack * limit, small)):
+    if modulus <= 0.0:
         return delta, R_NEGATIVE
-    reasons = R_ROLLOVER if delta < 0.0 else 0
+    small = wrap_max_fraction * modulus
+    fwd = (r1 + modulus) - r0
+    if r0 - r1 <= small or not (0.0 <= fwd <= max(slack * limit, small)):
+        return delta, R_NEGATIVE
     if limit >= 0.0 and fwd + modulus <= limit:
-        reasons |= R_WRAP_AMBIGUOUS
-    return fwd, reasons
+        return fwd, R_ROLLOVER | R_WRAP_AMBIGUOUS
+    return fwd, R_ROLLOVER
 
 
 @register_jitable
@@ -266,6 +264,91 @@ def judge(amount: float, reasons: int, t0_us: int, t1_us: int, cap: float) -> in
 def fits(amount: float, bound_per_h: float, t0_us: int, t1_us: int, cap_tolerance: float) -> bool:
     """Whether a forward amount passes the plausibility checks over (t0, t1]."""
     return not (judge(amount, 0, t0_us, t1_us, cap_of(bound_per_h, t0_us, t1_us, cap_tolerance)) & SUSPECT_BITS)
+
+
+@register_jitable
+def held_step(
+    d: Any,
+    t0_us: int,
+    r0: float,
+    t1_us: int,
+    r1: float,
+    amount: float,
+    reasons: int,
+    ta_us: int,
+    ra: float,
+    tf_us: int,
+    bound_per_h: float,
+    fixed: bool,
+    cadence_us: int,
+    modulus: float,
+    wrap_max_fraction: float,
+    cap_tolerance: float,
+    headroom: float,
+    consistency: float,
+    confirm_steps: int,
+    ev_ptr: Any,
+    ev_at_us: Any,
+    ev_old_final: Any,
+    ev_new_start: Any,
+    m_ptr: Any,
+    m_from_us: Any,
+    m_value: Any,
+    tail_ts_us: Any,
+    tail_register: Any,
+    tail_n: Any,
+    tail_lo_per_h: Any,
+    tail_hi_per_h: Any,
+    run_hi_per_h: Any,
+) -> tuple:
+    """The rules for an interval that is suspect on its own, or that comes while a suspect run is open (anchor
+    ``ta_us``, ``ra``; NO_TS = none): the flat-run mark, the catch-up from the anchor, a learned bound's
+    confirmation (:func:`learn_from_run`), and the anchor after it. Both kernels call it, only on that path, so the
+    path every clean reading takes stays short. Returns (amount, reasons, start of the emitted interval, bound,
+    anchor time, anchor register).
+    """
+    if (reasons & R_NEGATIVE) and not fixed:
+        tail_n[d] = -1  # whatever catches it up, the step out of a backward step is no evidence of a load
+    # a run opened here is anchored at the first reading of the last trusted value: the register read r0 since then
+    # (it may have been stuck), so that is the span any catch-up covers
+    held_at = tf_us if tf_us != NO_TS and tf_us < t0_us else t0_us
+    if (reasons & R_OVER_CAP) and held_at < t0_us and fits(amount, bound_per_h, held_at, t1_us, cap_tolerance):
+        reasons |= R_FLAT_SPREAD  # a stuck register catching up, or a spike after an idle spell
+    start = t0_us
+    if ta_us != NO_TS and not (reasons & R_NEGATIVE):
+        # the catch-up over the whole run since the anchor, judged and emitted over it; not to a reading that went
+        # back (it, or the one before, is wrong: the next reading tells which)
+        b_cap = cap_of(bound_per_h, ta_us, t1_us, cap_tolerance)
+        b_amount, b_reasons = span_amount(
+            d, ta_us, ra, t1_us, r1, modulus, wrap_max_fraction, b_cap, consistency, ev_ptr, ev_at_us, ev_old_final,
+            ev_new_start, m_ptr, m_from_us, m_value,
+        )  # fmt: skip
+        b_reasons = judge(b_amount, b_reasons, ta_us, t1_us, b_cap)
+        if not (b_reasons & SUSPECT_BITS):
+            amount = b_amount
+            reasons = b_reasons | R_BRIDGED
+            start = ta_us
+    bound = bound_per_h
+    if not fixed and ((reasons & SUSPECT_BITS) or (ta_us != NO_TS and start != ta_us and amount > 0.0)):
+        amount, reasons, start, bound = learn_from_run(
+            d, t0_us, r0, t1_us, r1, amount, reasons, start, ta_us, ra, tf_us, bound, cadence_us, modulus,
+            wrap_max_fraction, cap_tolerance, headroom, consistency, confirm_steps, ev_ptr, ev_at_us, ev_old_final,
+            ev_new_start, m_ptr, m_from_us, m_value, tail_ts_us, tail_register, tail_n, tail_lo_per_h,
+            tail_hi_per_h, run_hi_per_h,
+        )  # fmt: skip
+    if reasons & SUSPECT_BITS:
+        if ta_us == NO_TS:
+            ta_us = held_at
+            ra = r0
+    elif ta_us != NO_TS and amount != 0.0:
+        # the run ends: caught up, or a trusted step forward (what was lost before it stays lost). Nothing counted
+        # (a flat step, or a catch-up of zero: back at the anchor's value, maybe a stale reading) keeps it open, so
+        # that the catch-up can still come
+        ta_us = NO_TS
+        ra = np.nan
+        tail_n[d] = 0
+        run_hi_per_h[d] = 0.0
+    return amount, reasons, start, bound, ta_us, ra
 
 
 @register_jitable
@@ -491,38 +574,20 @@ def counter_kernel(
             ev_new_start, m_ptr, m_from_us, m_value,
         )  # fmt: skip
         reasons = judge(amount, reasons, t0, t1, cap)
-        if (reasons & R_NEGATIVE) and not fixed:
-            st_tail_n[d] = -1  # whatever catches it up, the step out of a backward step is no evidence of a load
         start = t0
         tf = st_flat_ts_us[d]
-        # a run opened here is anchored at the first reading of the last trusted value: the register read r0 since
-        # then (it may have been stuck), so that is the span any catch-up covers
-        held_at = tf if tf != NO_TS and tf < t0 else t0
-        if (reasons & R_OVER_CAP) and held_at < t0 and fits(amount, bound, held_at, t1, cap_tolerance):
-            reasons |= R_FLAT_SPREAD  # a stuck register catching up, or a spike after an idle spell
         ta = st_anchor_ts_us[d]
-        if ta != NO_TS and not (reasons & R_NEGATIVE):
-            # the catch-up over the whole run since the anchor, judged and emitted over it; not to a reading that went
-            # back (it, or the one before, is wrong: the next reading tells which)
-            b_cap = cap_of(bound, ta, t1, cap_tolerance)
-            b_amount, b_reasons = span_amount(
-                d, ta, st_anchor_register[d], t1, r1, modulus[d], wrap_max_fraction, b_cap, consistency, ev_ptr,
-                ev_at_us, ev_old_final, ev_new_start, m_ptr, m_from_us, m_value,
-            )  # fmt: skip
-            b_reasons = judge(b_amount, b_reasons, ta, t1, b_cap)
-            if not (b_reasons & SUSPECT_BITS):
-                amount = b_amount
-                reasons = b_reasons | R_BRIDGED
-                start = ta
-        if not fixed and ((reasons & SUSPECT_BITS) or (ta != NO_TS and start != ta and amount > 0.0)):
-            amount, reasons, start, bound = learn_from_run(
-                d, t0, r0, t1, r1, amount, reasons, start, ta, st_anchor_register[d], tf, bound, cadence_us[d],
-                modulus[d],
-                wrap_max_fraction, cap_tolerance, headroom, consistency, confirm_steps, ev_ptr, ev_at_us,
+        if ta != NO_TS or (reasons & SUSPECT_BITS):
+            amount, reasons, start, bound, ta, ra = held_step(
+                d, t0, r0, t1, r1, amount, reasons, ta, st_anchor_register[d], tf, bound, fixed, cadence_us[d],
+                modulus[d], wrap_max_fraction, cap_tolerance, headroom, consistency, confirm_steps, ev_ptr, ev_at_us,
                 ev_old_final, ev_new_start, m_ptr, m_from_us, m_value, st_tail_ts_us, st_tail_register, st_tail_n,
                 st_tail_lo_per_h, st_tail_hi_per_h, st_run_hi_per_h,
             )  # fmt: skip
-            st_bound_per_h[d] = bound
+            st_anchor_ts_us[d] = ta
+            st_anchor_register[d] = ra
+            if not fixed:
+                st_bound_per_h[d] = bound
             out_bound_per_h[i] = bound
         if cadence_us[d] > 0 and (t1 - t0) > gap_factor * cadence_us[d]:
             reasons |= R_GAP
@@ -533,18 +598,6 @@ def counter_kernel(
         out_amount[i] = 0.0 if q == Q_SUSPECT else amount
         out_quality[i] = q
         out_reasons[i] = reasons
-        if q == Q_SUSPECT:
-            if ta == NO_TS:
-                st_anchor_ts_us[d] = held_at
-                st_anchor_register[d] = r0
-        elif ta != NO_TS and amount != 0.0:
-            # the run ends: caught up, or a trusted step forward (what was lost before it stays lost). Nothing
-            # counted (a flat step, or a catch-up of zero: back at the anchor's value, maybe a stale reading)
-            # keeps it open, so that the catch-up can still come
-            st_anchor_ts_us[d] = NO_TS
-            st_anchor_register[d] = np.nan
-            st_tail_n[d] = 0
-            st_run_hi_per_h[d] = 0.0
         if r1 != r0:
             st_flat_ts_us[d] = t1  # a new value: a flat run, if one follows, starts here
         elif tf == NO_TS:
@@ -849,13 +902,14 @@ def lamp_kernel(
 DEV_LAST_TS = 0  # CounterState.last_ts_us
 DEV_ANCHOR_TS = 1  # CounterState.anchor_ts_us (the anchor's register is in its own array: rarely read)
 DEV_FLAT_TS = 2  # CounterState.flat_ts_us
-DEV_META = 3  # bit 0: events or multiplier changes; bit 1: the bound is fixed; bits 2-31 and 32-61: series + 1
+DEV_META = 3  # bit 0: events or multiplier changes; 1: the bound is fixed; 2-31, 32-61: series + 1; 62: deferred
 DEV_LAST_REGISTER = 4  # CounterState.last_register
 DEV_MODULUS = 5  # MeterParams.modulus
 DEV_BOUND_PER_H = 6  # the bound: MeterParams.rated_per_h if fixed, else CounterState.bound_per_h (learned)
 DEV_GAP_US = 7  # gap_factor x cadence_us: an interval longer than this is a gap; 0 = no gap detection
 META_GENERAL = 1
 META_FIXED_BOUND = 2  # rated power: the bound is never raised
+META_DEFERRED = 1 << 62  # the fast pass of the fused kernel left this device's readings for the full pass
 META_SHIFT_0 = 2  # (series + 1) of weight set 0 (emission factors in force); 0 = no series
 META_SHIFT_1 = 32  # (series + 1) of weight set 1 (base-year factors)
 META_SERIES_MASK = 0x3FFFFFFF
@@ -947,228 +1001,238 @@ def end_bucket(edges_us: Any, step_us: int, t_us: int) -> int:
     return min((t_us - 1 - edges_us[0]) // step_us, nb)
 
 
-def fused_kernel(
-    device_idx: Any,
-    ts_us: Any,
-    register: Any,
-    dev_int: Any,
-    dev_float: Any,
-    anchor_register: Any,
-    cadence_us: Any,
-    tail_ts_us: Any,
-    tail_register: Any,
-    tail_n: Any,
-    tail_lo_per_h: Any,
-    tail_hi_per_h: Any,
-    run_hi_per_h: Any,
-    cap_tolerance: float,
-    wrap_max_fraction: float,
-    headroom: float,
-    consistency: float,
-    confirm_steps: int,
-    ev_ptr: Any,
-    ev_at_us: Any,
-    ev_old_final: Any,
-    ev_new_start: Any,
-    m_ptr: Any,
-    m_from_us: Any,
-    m_value: Any,
-    edges_us: Any,
-    step_us: int,
-    w_ptr: Any,
-    w_from_us: Any,
-    w_value: Any,
-    bucket_w: Any,
-    bucket_split: Any,
-    cells_float: Any,
-    cells_int: Any,
-    cells_count: Any,
-    out_quality: Any,
-) -> None:
-    """Register readings straight to buckets: :func:`counter_kernel`, then :func:`spread_kernel` for the energy and
-    for two weight sets (emission factors), in one pass with no interval columns; see
-    :func:`engine.fused.register_buckets`.
+def fused_kernel_of(full: bool) -> Any:
+    """The fused kernel's fast pass (``full`` False) or full pass (True): one source, ``full`` a constant of each
+    build (numba compiles the closure with it fixed, and leaves out the path it turns off)."""
 
-    Each reading's interval is computed as :func:`counter_kernel` computes it (the same helpers in the same order; a
-    device with no events and no multiplier changes takes the rollover rule without :func:`span_amount`, the same
-    arithmetic) and spread as :func:`spread_kernel` spreads it, so every sum is bit for bit the pipeline's.
+    def fused_kernel(
+        device_idx: Any,
+        ts_us: Any,
+        register: Any,
+        dev_int: Any,
+        dev_float: Any,
+        anchor_register: Any,
+        cadence_us: Any,
+        tail_ts_us: Any,
+        tail_register: Any,
+        tail_n: Any,
+        tail_lo_per_h: Any,
+        tail_hi_per_h: Any,
+        run_hi_per_h: Any,
+        cap_tolerance: float,
+        wrap_max_fraction: float,
+        headroom: float,
+        consistency: float,
+        confirm_steps: int,
+        ev_ptr: Any,
+        ev_at_us: Any,
+        ev_old_final: Any,
+        ev_new_start: Any,
+        m_ptr: Any,
+        m_from_us: Any,
+        m_value: Any,
+        edges_us: Any,
+        step_us: int,
+        w_ptr: Any,
+        w_from_us: Any,
+        w_value: Any,
+        bucket_w: Any,
+        bucket_split: Any,
+        cells_float: Any,
+        cells_int: Any,
+        cells_count: Any,
+        out_quality: Any,
+        deferred: Any,
+        n_deferred: Any,
+    ) -> int:
+        """Register readings straight to buckets: :func:`counter_kernel`, then :func:`spread_kernel` for the energy and
+        for two weight sets (emission factors), in one pass with no interval columns; see
+        :func:`engine.fused.register_buckets`.
 
-    ``dev_int``/``dev_float`` (the DEV_* rows: two views of one (n_devices, 8) buffer), ``anchor_register`` and the
-    ``tail_*`` arrays (:func:`learn_from_run`'s) are the carry state, updated in place; the anchor's register, the
-    cadences and the tails are read only for a device in a suspect run, so they stay out of the 64-byte row. ``step_us``
-    > 0 says the edges are evenly spaced by it (a bucket is found by a division instead of a search). The weights are
-    one step table (``w_*``, CSR by series) and, per bucket and series, ``bucket_w``: the weight in force over the whole
-    bucket, NaN if none or if a step falls inside the bucket (``bucket_split``: the piece is then split at it).
-    ``cells_*`` are the float64, int64 and int32 views of one zeroed buffer of (n_buckets, n_devices) 64-byte cells
-    holding the CELL_* fields; ``out_quality`` must start at -1.
+        Each reading's interval is computed as :func:`counter_kernel` computes it (the same helpers in the same order; a
+        device with no events and no multiplier changes takes the rollover rule without :func:`span_amount`, the same
+        arithmetic) and spread as :func:`spread_kernel` spreads it, so every sum is bit for bit the pipeline's.
 
-    Speed: a reading's device row and cells are random cache lines (100,000 devices: 6.4 MB of rows, 6.4 MB of cells
-    per bucket). Asked for PREFETCH_AHEAD readings ahead (the row two strides ahead, the cells one stride ahead, the
-    row having arrived by then), they arrive while the readings before are worked: 2-4x faster than waiting for
-    each miss in turn (benchmarks/engine.py). The piece code is in line: numba does not inline a helper that takes
-    arrays, and a call passing these ~25 arrays costs more than the work.
-    """
-    nb = edges_us.shape[0] - 1
-    n = device_idx.shape[0]
-    ring = np.empty(RING_MASK + 1, np.int64)  # end_bucket of the readings between i and i + PREFETCH_AHEAD
-    for k in range(min(PREFETCH_AHEAD, n)):
-        ring[k & RING_MASK] = end_bucket(edges_us, step_us, ts_us[k])
-    for i in range(n):
-        # ask for the cache lines of later readings now: their device row (two strides ahead), then (one stride ahead,
-        # the row having arrived) the cells of the buckets their interval ends in and, if it straddles, starts in
-        k = i + 2 * PREFETCH_AHEAD
-        if k < n:
-            prefetch(dev_int, (device_idx[k], 0))
-        k = i + PREFETCH_AHEAD
-        if k < n:
-            dk = np.uint32(device_idx[k])
-            bk = end_bucket(edges_us, step_us, ts_us[k])
-            ring[k & RING_MASK] = bk
-            if 0 <= bk < nb:
-                prefetch(cells_float, (bk, dk, 0))
-                if bk > 0 and dev_int[dk, DEV_LAST_TS] < edges_us[bk]:
-                    prefetch(cells_float, (bk - 1, dk, 0))
-        d = np.uint32(device_idx[i])  # unsigned: numba skips the negative-index fix-up on every access
-        t1 = ts_us[i]
-        r1 = register[i]
-        t0 = dev_int[d, DEV_LAST_TS]
-        meta = dev_int[d, DEV_META]
-        start = t1
-        cover_from = t1
-        a = 0.0
-        q = Q_SUSPECT
-        if not math.isfinite(r1) or (t0 != NO_TS and t1 < t0):
-            pass  # NOT_FINITE / OUT_OF_ORDER: a zero-length suspect row at t1; the state is not advanced
-        elif t0 == NO_TS:
-            dev_int[d, DEV_LAST_TS] = t1  # NO_PREVIOUS: a zero-length row of amount 0, which no bucket counts
-            dev_float[d, DEV_LAST_REGISTER] = r1
-            dev_int[d, DEV_FLAT_TS] = t1
-            continue
-        else:
-            r0 = dev_float[d, DEV_LAST_REGISTER]
-            modulus = dev_float[d, DEV_MODULUS]
-            bound = dev_float[d, DEV_BOUND_PER_H]
-            general = meta & META_GENERAL
-            cap = cap_of(bound, t0, t1, cap_tolerance)
-            if general:
-                amount, reasons = span_amount(
-                    d, t0, r0, t1, r1, modulus, wrap_max_fraction, cap, consistency, ev_ptr, ev_at_us, ev_old_final,
-                    ev_new_start, m_ptr, m_from_us, m_value,
-                )  # fmt: skip
+        ``dev_int``/``dev_float`` (the DEV_* rows: two views of one (n_devices, 8) buffer), ``anchor_register`` and the
+        ``tail_*`` arrays (:func:`learn_from_run`'s) are the carry state, updated in place; the anchor's register, the
+        cadences and the tails are read only for a device in a suspect run, so they stay out of the 64-byte row.
+        ``step_us`` > 0 says the edges are evenly spaced by it (a bucket is found by a division instead of a search).
+        The weights are one step table (``w_*``, CSR by series) and, per bucket and series, ``bucket_w``: the weight in
+        force over the whole bucket, NaN if none or if a step falls inside the bucket (``bucket_split``: the piece is
+        then split at it). ``cells_*`` are the float64, int64 and int32 views of one zeroed buffer of (n_buckets,
+        n_devices) 64-byte cells holding the CELL_* fields; ``out_quality`` must start at -1.
+
+        Speed: a reading's device row and cells are random cache lines (100,000 devices: 6.4 MB of rows, 6.4 MB of cells
+        per bucket). Asked for PREFETCH_AHEAD readings ahead (the row two strides ahead, the cells one stride ahead, the
+        row having arrived by then), they arrive while the readings before are worked: 2-4x faster than waiting for each
+        miss in turn (benchmarks/engine.py). The piece code is in line: numba does not inline a helper that takes
+        arrays, and a call passing these ~25 arrays costs more than the work.
+
+        Two passes, two builds of this kernel (:func:`fused_kernel_of`; ``full`` is a constant of each). Without
+        ``full``, the path every clean reading takes, and nothing else: a reading that needs the rules of a suspect run
+        (:func:`held_step`) is left for later, with every later reading of its device (a bit in its row marks it); their
+        indices go to ``deferred`` (count in ``n_deferred[0]``). With ``full``, every rule:
+        :func:`engine.fused.register_buckets` runs the deferred readings through it right after, in order. A cell only
+        ever receives its own device's intervals, in that device's order, so the sums are the same bit for bit; the rare
+        rules compiled into the hot loop made it ~15 % slower (benchmarks/engine.py). Returns the index of the first
+        reading not taken (n when all were), short of n when ``deferred`` is full.
+        """
+        nb = edges_us.shape[0] - 1
+        nd = 0
+        n = device_idx.shape[0]
+        ring = np.empty(RING_MASK + 1, np.int64)  # end_bucket of the readings between i and i + PREFETCH_AHEAD
+        for k in range(min(PREFETCH_AHEAD, n)):
+            ring[k & RING_MASK] = end_bucket(edges_us, step_us, ts_us[k])
+        for i in range(n):
+            # ask for the cache lines of later readings now: their device row (two strides ahead), then (one
+            # stride ahead, the row having arrived) the cells of the buckets their interval ends in and, if it
+            # straddles, starts in
+            k = i + 2 * PREFETCH_AHEAD
+            if k < n:
+                prefetch(dev_int, (device_idx[k], 0))
+            k = i + PREFETCH_AHEAD
+            if k < n:
+                dk = np.uint32(device_idx[k])
+                bk = end_bucket(edges_us, step_us, ts_us[k])
+                ring[k & RING_MASK] = bk
+                if 0 <= bk < nb:
+                    prefetch(cells_float, (bk, dk, 0))
+                    if bk > 0 and dev_int[dk, DEV_LAST_TS] < edges_us[bk]:
+                        prefetch(cells_float, (bk - 1, dk, 0))
+            d = np.uint32(device_idx[i])  # unsigned: numba skips the negative-index fix-up on every access
+            t1 = ts_us[i]
+            r1 = register[i]
+            t0 = dev_int[d, DEV_LAST_TS]
+            meta = dev_int[d, DEV_META]
+            if not full and (meta & META_DEFERRED):
+                if nd == deferred.shape[0]:
+                    n_deferred[0] = nd
+                    return i
+                deferred[nd] = i
+                nd += 1
+                continue
+            start = t1
+            cover_from = t1
+            a = 0.0
+            q = Q_SUSPECT
+            if not math.isfinite(r1) or (t0 != NO_TS and t1 < t0):
+                pass  # NOT_FINITE / OUT_OF_ORDER: a zero-length suspect row at t1; the state is not advanced
+            elif t0 == NO_TS:
+                dev_int[d, DEV_LAST_TS] = t1  # NO_PREVIOUS: a zero-length row of amount 0, which no bucket counts
+                dev_float[d, DEV_LAST_REGISTER] = r1
+                dev_int[d, DEV_FLAT_TS] = t1
+                continue
             else:
-                amount, reasons = register_delta(r0, r1, modulus, wrap_max_fraction, cap, consistency)
-            reasons = judge(amount, reasons, t0, t1, cap)
-            if (reasons & R_NEGATIVE) and not (meta & META_FIXED_BOUND):
-                tail_n[d] = -1
-            start = t0
-            tf = dev_int[d, DEV_FLAT_TS]
-            held_at = tf if tf != NO_TS and tf < t0 else t0
-            if (reasons & R_OVER_CAP) and held_at < t0 and fits(amount, bound, held_at, t1, cap_tolerance):
-                reasons |= R_FLAT_SPREAD
-            ta = dev_int[d, DEV_ANCHOR_TS]
-            if ta != NO_TS and not (reasons & R_NEGATIVE):
-                b_cap = cap_of(bound, ta, t1, cap_tolerance)
+                r0 = dev_float[d, DEV_LAST_REGISTER]
+                modulus = dev_float[d, DEV_MODULUS]
+                bound = dev_float[d, DEV_BOUND_PER_H]
+                general = meta & META_GENERAL
+                cap = cap_of(bound, t0, t1, cap_tolerance)
                 if general:
-                    b_amount, b_reasons = span_amount(
-                        d, ta, anchor_register[d], t1, r1, modulus, wrap_max_fraction, b_cap, consistency, ev_ptr,
-                        ev_at_us, ev_old_final, ev_new_start, m_ptr, m_from_us, m_value,
+                    amount, reasons = span_amount(
+                        d, t0, r0, t1, r1, modulus, wrap_max_fraction, cap, consistency, ev_ptr, ev_at_us, ev_old_final,
+                        ev_new_start, m_ptr, m_from_us, m_value,
                     )  # fmt: skip
                 else:
-                    b_amount, b_reasons = register_delta(
-                        anchor_register[d], r1, modulus, wrap_max_fraction, b_cap, consistency
-                    )
-                b_reasons = judge(b_amount, b_reasons, ta, t1, b_cap)
-                if not (b_reasons & SUSPECT_BITS):
-                    amount = b_amount
-                    reasons = b_reasons | R_BRIDGED
-                    start = ta
-            if not (meta & META_FIXED_BOUND) and (
-                (reasons & SUSPECT_BITS) or (ta != NO_TS and start != ta and amount > 0.0)
-            ):
-                amount, reasons, start, bound = learn_from_run(
-                    d, t0, r0, t1, r1, amount, reasons, start, ta, anchor_register[d], tf, bound, cadence_us[d],
-                    modulus,
-                    wrap_max_fraction, cap_tolerance, headroom, consistency, confirm_steps, ev_ptr, ev_at_us,
-                    ev_old_final, ev_new_start, m_ptr, m_from_us, m_value, tail_ts_us, tail_register, tail_n,
-                    tail_lo_per_h, tail_hi_per_h, run_hi_per_h,
-                )  # fmt: skip
-                dev_float[d, DEV_BOUND_PER_H] = bound
-            gap = dev_float[d, DEV_GAP_US]
-            if gap > 0.0 and (t1 - t0) > gap:
-                reasons |= R_GAP
-            q = quality_of(reasons)
-            if q == Q_SUSPECT:
-                if ta == NO_TS:
-                    dev_int[d, DEV_ANCHOR_TS] = held_at
-                    anchor_register[d] = r0
-            elif ta != NO_TS and amount != 0.0:
-                dev_int[d, DEV_ANCHOR_TS] = NO_TS
-                anchor_register[d] = np.nan
-                tail_n[d] = 0
-                run_hi_per_h[d] = 0.0
-            if r1 != r0:
-                dev_int[d, DEV_FLAT_TS] = t1
-            elif tf == NO_TS:
-                dev_int[d, DEV_FLAT_TS] = t0
-            dev_int[d, DEV_LAST_TS] = t1
-            dev_float[d, DEV_LAST_REGISTER] = r1
-            if q != Q_SUSPECT:
-                a = amount
-            cover_from = t0  # a catch-up reaching back over its run covers only (t0, t1] anew (spread_kernel's rule)
-        # spread the interval (start, t1] of amount a and quality q, as spread_kernel does
-        s0 = ((meta >> META_SHIFT_0) & META_SERIES_MASK) - 1
-        s1 = ((meta >> META_SHIFT_1) & META_SERIES_MASK) - 1
-        dur = t1 - start
-        # the bucket of start, as bisect_right(edges_us, start) - 1 finds it, from the bucket of t1 - 1 (the end of
-        # the interval, from the input alone): the same or the one before, unless the interval is a long gap
-        b = ring[i & RING_MASK]
-        if dur <= 0:  # a zero-length row: a point in the bucket of start, if it carries an amount or a verdict
-            if b < nb and edges_us[b + 1] <= start:
-                b += 1
-            if (a == 0.0 and q != Q_SUSPECT) or b < 0 or b >= nb:
-                continue
-        else:
-            while b >= 0 and edges_us[b] > start:
-                b -= 1
-            if b < 0:
-                b = 0
-        # one piece per bucket the interval covers (a point is one piece [start, start] holding all of a)
-        while b < nb:
-            if dur <= 0:
-                p = start
-                pe = start
-                part = a
-            elif edges_us[b] >= t1:
-                break
+                    amount, reasons = register_delta(r0, r1, modulus, wrap_max_fraction, cap, consistency)
+                reasons = judge(amount, reasons, t0, t1, cap)
+                start = t0
+                tf = dev_int[d, DEV_FLAT_TS]
+                ta = dev_int[d, DEV_ANCHOR_TS]
+                if ta != NO_TS or (reasons & SUSPECT_BITS):
+                    if not full:
+                        if nd == deferred.shape[0]:
+                            n_deferred[0] = nd
+                            return i
+                        dev_int[d, DEV_META] = meta | META_DEFERRED
+                        deferred[nd] = i
+                        nd += 1
+                        continue
+                    amount, reasons, start, bound, ta, ra = held_step(
+                        d, t0, r0, t1, r1, amount, reasons, ta, anchor_register[d], tf, bound,
+                        (meta & META_FIXED_BOUND) != 0, cadence_us[d], modulus, wrap_max_fraction, cap_tolerance,
+                        headroom, consistency, confirm_steps, ev_ptr, ev_at_us, ev_old_final, ev_new_start, m_ptr,
+                        m_from_us, m_value, tail_ts_us, tail_register, tail_n, tail_lo_per_h, tail_hi_per_h,
+                        run_hi_per_h,
+                    )  # fmt: skip
+                    dev_int[d, DEV_ANCHOR_TS] = ta
+                    anchor_register[d] = ra
+                    dev_float[d, DEV_BOUND_PER_H] = bound
+                gap = dev_float[d, DEV_GAP_US]
+                if gap > 0.0 and (t1 - t0) > gap:
+                    reasons |= R_GAP
+                q = quality_of(reasons)
+                if r1 != r0:
+                    dev_int[d, DEV_FLAT_TS] = t1
+                elif tf == NO_TS:
+                    dev_int[d, DEV_FLAT_TS] = t0
+                dev_int[d, DEV_LAST_TS] = t1
+                dev_float[d, DEV_LAST_REGISTER] = r1
+                if q != Q_SUSPECT:
+                    a = amount
+                cover_from = (
+                    t0  # a catch-up reaching back over its run covers only (t0, t1] anew (spread_kernel's rule)
+                )
+            # spread the interval (start, t1] of amount a and quality q, as spread_kernel does
+            s0 = ((meta >> META_SHIFT_0) & META_SERIES_MASK) - 1
+            s1 = ((meta >> META_SHIFT_1) & META_SERIES_MASK) - 1
+            dur = t1 - start
+            # the bucket of start, as bisect_right(edges_us, start) - 1 finds it, from the bucket of t1 - 1 (the end of
+            # the interval, from the input alone): the same or the one before, unless the interval is a long gap
+            b = ring[i & RING_MASK]
+            if dur <= 0:  # a zero-length row: a point in the bucket of start, if it carries an amount or a verdict
+                if b < nb and edges_us[b + 1] <= start:
+                    b += 1
+                if (a == 0.0 and q != Q_SUSPECT) or b < 0 or b >= nb:
+                    continue
             else:
-                p = max(start, edges_us[b])
-                pe = min(t1, edges_us[b + 1])
-                part = a if pe - p == dur else a * ((pe - p) / dur)  # the same value: x / x is exactly 1
-            if pe > cover_from:
-                cells_int[b, d, CELL_COVERED_US] += pe - max(p, cover_from)
-            cells_count[b, d, CELL_COUNT] += 1
-            if q > out_quality[b, d]:
-                out_quality[b, d] = q
-            cells_float[b, d, CELL_AMOUNT] += part
-            if q != Q_MEASURED:
-                cells_float[b, d, CELL_ESTIMATED] += part
-            if s0 >= 0:
-                w = bucket_w[b, s0]
-                if not math.isnan(w):
-                    cells_float[b, d, CELL_WEIGHTED_0] += part * w
-                elif bucket_split[b, s0]:
-                    add_weighted(cells_float, b, d, CELL_WEIGHTED_0, a, dur, p, pe, w_from_us, w_value, w_ptr[s0],
-                                 w_ptr[s0 + 1])  # fmt: skip
-            if s1 >= 0:
-                w = bucket_w[b, s1]
-                if not math.isnan(w):
-                    cells_float[b, d, CELL_WEIGHTED_1] += part * w
-                elif bucket_split[b, s1]:
-                    add_weighted(cells_float, b, d, CELL_WEIGHTED_1, a, dur, p, pe, w_from_us, w_value, w_ptr[s1],
-                                 w_ptr[s1 + 1])  # fmt: skip
-            if dur <= 0:
-                break
-            b += 1
+                while b >= 0 and edges_us[b] > start:
+                    b -= 1
+                if b < 0:
+                    b = 0
+            # one piece per bucket the interval covers (a point is one piece [start, start] holding all of a)
+            while b < nb:
+                if dur <= 0:
+                    p = start
+                    pe = start
+                    part = a
+                elif edges_us[b] >= t1:
+                    break
+                else:
+                    p = max(start, edges_us[b])
+                    pe = min(t1, edges_us[b + 1])
+                    part = a if pe - p == dur else a * ((pe - p) / dur)  # the same value: x / x is exactly 1
+                if not full:
+                    cells_int[b, d, CELL_COVERED_US] += pe - p  # no catch-up in this pass: it covers from its start
+                elif pe > cover_from:
+                    cells_int[b, d, CELL_COVERED_US] += pe - max(p, cover_from)
+                cells_count[b, d, CELL_COUNT] += 1
+                if q > out_quality[b, d]:
+                    out_quality[b, d] = q
+                cells_float[b, d, CELL_AMOUNT] += part
+                if q != Q_MEASURED:
+                    cells_float[b, d, CELL_ESTIMATED] += part
+                if s0 >= 0:
+                    w = bucket_w[b, s0]
+                    if not math.isnan(w):
+                        cells_float[b, d, CELL_WEIGHTED_0] += part * w
+                    elif bucket_split[b, s0]:
+                        add_weighted(cells_float, b, d, CELL_WEIGHTED_0, a, dur, p, pe, w_from_us, w_value, w_ptr[s0],
+                                     w_ptr[s0 + 1])  # fmt: skip
+                if s1 >= 0:
+                    w = bucket_w[b, s1]
+                    if not math.isnan(w):
+                        cells_float[b, d, CELL_WEIGHTED_1] += part * w
+                    elif bucket_split[b, s1]:
+                        add_weighted(cells_float, b, d, CELL_WEIGHTED_1, a, dur, p, pe, w_from_us, w_value, w_ptr[s1],
+                                     w_ptr[s1 + 1])  # fmt: skip
+                if dur <= 0:
+                    break
+                b += 1
+        n_deferred[0] = nd
+        return n
+
+    return fused_kernel
 
 
 def partition_kernel(
@@ -1207,7 +1271,8 @@ def order_kernel(device_idx: Any, ts_us: Any, last_ts_us: Any) -> int:
 _PLAIN = {
     "order": order_kernel,
     "counter": counter_kernel,
-    "fused": fused_kernel,
+    "fused": fused_kernel_of(False),
+    "fused_full": fused_kernel_of(True),
     "partition": partition_kernel,
     "spread": spread_kernel,
     "weight": weight_kernel,

@@ -31,6 +31,7 @@ from lccm.engine.fused import RegisterBuckets, register_buckets
 from lccm.engine.kernels import IMPLS
 from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
 from tests.test_engine_counters import T0, Fleet, fleets
+from tests.test_engine_counters_faults import Meters, meters
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUILDING = SOURCE_CLASS_BY_KEY["building_electricity"]
@@ -207,6 +208,32 @@ def test_readings_regrouped_by_block_of_devices_give_the_same_buckets(
         mp.setattr(fused_module, "BLOCKS_FROM", 1)
         mp.setattr(fused_module, "CHUNK_READINGS", chunk)
         mp.setattr(fused_module, "READINGS_PER_DEVICE", 0)
+        got, got_state = fused(f, edges, tables, impl)
+    assert_same(got, want)
+    assert_same_state(got_state, want_state)
+
+
+@SETTINGS
+@given(st.data(), meters(), st.integers(1, 5), st.booleans())
+def test_fused_equals_the_pipeline_under_faults_and_learned_bounds(
+    impl: Impl, data: st.DataObject, m: Meters, left: int, regroup: bool
+) -> None:
+    """Spikes, dips, stale and stuck readings, long gaps with rollovers, rated, learned and no bounds: the readings
+    of devices in a suspect run go through the kernel's full pass after its fast pass. Here that happens a few
+    readings at a time (the buffer of readings left holds 1 to 5, so the fast pass stops and resumes often), with
+    the readings regrouped or not, and the sums are still the pipeline's bit for bit."""
+    f = Fleet(m.device_idx, m.ts_us, m.register, m.params, m.multipliers, RegisterEvents.none(),
+              np.zeros(len(m.ts_us)), 0)  # fmt: skip
+    edges = data.draw(edges_for(f))
+    tables = data.draw(factor_tables(int(f.ts_us.min()), int(f.ts_us.max()), f.params.n_devices))
+    want, want_state = pipeline(f, edges, tables, impl)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused_module, "DEFERRED_READINGS", left)
+        if regroup:
+            mp.setattr(fused_module, "BLOCK_SHIFT", 0)
+            mp.setattr(fused_module, "BLOCKS_FROM", 1)
+            mp.setattr(fused_module, "CHUNK_READINGS", 7)
+            mp.setattr(fused_module, "READINGS_PER_DEVICE", 0)
         got, got_state = fused(f, edges, tables, impl)
     assert_same(got, want)
     assert_same_state(got_state, want_state)
