@@ -143,7 +143,7 @@ def register_delta(r0: float, r1: float, modulus: float, wrap_max_fraction: floa
     wrap point when the register went up by nearly the modulus, as a stale reading from before a rollover does).
     Otherwise a wrap (R_ROLLOVER) is read when ``fwd`` is within ``slack x`` the limit (a load outgrowing a learned
     bound must not read as a backward step; :func:`judge` then holds it if it is over the limit itself), or within
-    ``wrap_max_fraction x modulus``. When the limit allows a whole extra turn, R_WRAP_AMBIGUOUS.
+    ``wrap_max_fraction x modulus``. Whether the limit allows a whole extra turn is :func:`turns_unknown`'s.
     """
     delta = r1 - r0
     if delta >= 0.0:  # the common case first: forward, no wrap
@@ -151,8 +151,6 @@ def register_delta(r0: float, r1: float, modulus: float, wrap_max_fraction: floa
             return delta, 0
         if delta >= modulus - wrap_max_fraction * modulus:  # up by nearly a turn: a small step back across the wrap
             return delta - modulus, R_NEGATIVE
-        if limit >= 0.0 and delta + modulus <= limit:
-            return delta, R_WRAP_AMBIGUOUS
         return delta, 0
     if modulus <= 0.0:
         return delta, R_NEGATIVE
@@ -160,9 +158,17 @@ def register_delta(r0: float, r1: float, modulus: float, wrap_max_fraction: floa
     fwd = (r1 + modulus) - r0
     if r0 - r1 <= small or not (0.0 <= fwd <= max(slack * limit, small)):
         return delta, R_NEGATIVE
-    if limit >= 0.0 and fwd + modulus <= limit:
-        return fwd, R_ROLLOVER | R_WRAP_AMBIGUOUS
     return fwd, R_ROLLOVER
+
+
+@register_jitable
+def turns_unknown(advance: float, reasons: int, modulus: float, limit: float) -> int:
+    """Add R_WRAP_AMBIGUOUS to a forward register advance when ``limit`` (the cap, in register units; -1 if unknown)
+    allows a whole extra turn of the register: the readings do not tell how many times it wrapped. (Apart from
+    :func:`register_delta` so that the path every reading takes compares with the cap only at the end.)"""
+    if modulus > 0.0 and limit >= 0.0 and not (reasons & R_NEGATIVE) and advance + modulus <= limit:
+        return reasons | R_WRAP_AMBIGUOUS
+    return reasons
 
 
 @register_jitable
@@ -186,7 +192,9 @@ def segment_amount(
     unknown); a backward step is returned as is, negative, with R_NEGATIVE.
     """
     inv, split = mean_inverse_multiplier(m_from_us, m_value, mlo, mhi, t0_us, t1_us)
-    delta, reasons = register_delta(r0, r1, modulus, wrap_max_fraction, limit * inv if limit >= 0.0 else -1.0, slack)
+    limit_register = limit * inv if limit >= 0.0 else -1.0
+    delta, reasons = register_delta(r0, r1, modulus, wrap_max_fraction, limit_register, slack)
+    reasons = turns_unknown(delta, reasons, modulus, limit_register)
     if split:
         reasons |= R_MULTIPLIER_SPLIT
     return delta / inv, reasons
@@ -1135,6 +1143,7 @@ def fused_kernel_of(full: bool) -> Any:
                     )  # fmt: skip
                 else:
                     amount, reasons = register_delta(r0, r1, modulus, wrap_max_fraction, cap, consistency)
+                    reasons = turns_unknown(amount, reasons, modulus, cap)
                 reasons = judge(amount, reasons, t0, t1, cap)
                 start = t0
                 tf = dev_int[d, DEV_FLAT_TS]
