@@ -26,10 +26,11 @@ Rules, in order (reason bits in :class:`Reason`, quality in :class:`Quality`):
 2. Reading a register with a modulus: a step back of at most ``wrap_max_fraction x modulus`` is a backward step
    (``NEGATIVE``), also when it crosses the wrap point (the register jumped up by nearly the modulus, as a stale
    reading from before a rollover does). Otherwise a negative delta is a rollover (``ROLLOVER``, still measured) when
-   the wrapped amount ``r1 + modulus - r0`` is within the cap of the interval (or, with no bound known, within
-   ``wrap_max_fraction x modulus``): a gap with a rollover in it is accepted when the bound and the elapsed time
-   allow it. When the cap allows a whole extra turn, the number of wraps is not known: ``WRAP_AMBIGUOUS``, quality
-   missing, and the amount is the smallest reading of the registers (a lower bound).
+   the wrapped amount ``r1 + modulus - r0`` is within ``consistency x`` the cap of the interval or within
+   ``wrap_max_fraction x modulus`` (and then judged against the cap itself, rule 3): a gap with a rollover in it is
+   accepted when the bound and the elapsed time allow it. When the cap allows a whole extra turn, the number of
+   wraps is not known: ``WRAP_AMBIGUOUS``, quality missing, and the amount is the smallest reading of the registers
+   (a lower bound).
 3. Plausibility: an amount over the cap (``OVER_CAP``), a positive amount while no bound is known
    (``UNCONFIRMED``) or a moving register between two readings with the same timestamp (``ZERO_DT``) makes the
    interval suspect.
@@ -49,8 +50,10 @@ Rules, in order (reason bits in :class:`Reason`, quality in :class:`Quality`):
    register stuck; when the next reading carries on from it, the catch-up (5) spreads it over the flat run.
 5c. Learned bounds (no rated power): consecutive forward steps over the bound whose powers agree (within a factor
    ``consistency``) are a real load, not a fault. After ``confirm_steps`` of them the bound is raised to
-   ``learned_headroom x`` their greatest power and the run is caught up as in 5 (``LOAD_CONFIRMED``, estimated). A
-   load that grows, or a meter with no bound yet, is never locked out; one reading never raises the bound.
+   ``learned_headroom x`` their greatest power and the run is caught up as in 5 (``LOAD_CONFIRMED``, estimated). So
+   too when a trusted step forward would end the run and the amount since the anchor is within ``consistency x``
+   the cap of that span (the register came back under the bound without going back). A load that grows, or a meter
+   with no bound yet, is never locked out; one reading never raises the bound (kernels.learn_from_run).
    A row emitted over a span that reaches back (5, 5c) overlaps the rows of that span, which stay as they were;
    ``cover_from_us`` says where its own time starts, so that coverage counts each instant once.
 6. ``GAP``: the interval is longer than ``gap_factor x cadence``; the amount is exact, its spread over time (evenly,

@@ -6,11 +6,14 @@
 2. :func:`engine.buckets.spread_intervals` (energy per bucket: amount, estimated part, coverage, count, quality),
 3. :func:`engine.emissions.bucket_emissions` twice (kgCO2e at the factor in force and at the base-year factor),
 
-bit for bit, without materialising the intervals: one kernel (:func:`engine.kernels.fused_kernel`) computes each
+bit for bit, without materialising the intervals: one kernel (:func:`engine.kernels.fused_kernel_of`) computes each
 reading's interval with the counter's rules and spreads it at once into energy and both emissions. The per-device
 state sits in one 64-byte row so a reading touches one cache line of it, and a device with no register events and
 no multiplier changes (nearly all of them) takes the rollover rule in line. Devices with events or multiplier
-changes take the counter's general helpers inside the same kernel, so there is no second path to keep in step.
+changes take the counter's general helpers inside the same kernel, so there is no second path to keep in step. The
+kernel has two builds from one source: a fast pass that takes clean readings only, and a full pass with every rule
+of a suspect run (catch-ups, a learned bound's confirmation), through which the readings the fast pass left go
+right after it, each device in order.
 
 Use the pipeline when the intervals themselves are wanted (audit rows with raw amounts and reason bits, per-interval
 emissions); use this for buckets (the stream's energy updater and ``lccm recompute``).
@@ -137,7 +140,7 @@ DEFERRED_READINGS = 1 << 16  # readings the fused kernel's fast pass leaves for 
 
 
 class _Passes:
-    """The fused kernel over readings in two passes (kernels.fused_kernel): the fast pass, then the readings it left
+    """The fused kernel over readings in two passes (kernels.fused_kernel_of): the fast pass, then the readings it left
     (devices in a suspect run, in their order) through the full pass, and the fast pass again from where it stopped
     if its buffer of left readings filled up."""
 
