@@ -351,7 +351,7 @@ def scatter_kernel(
     n_buckets: int,
     cells_float: Any,
 ) -> None:
-    """Only the memory traffic of :func:`engine.kernels.fused_kernel`: per reading, read and write the device's
+    """Only the memory traffic of :func:`engine.kernels.fused_kernel_of`: per reading, read and write the device's
     64-byte row (last timestamp, last register; the modulus is in the same line) and add the interval's energy,
     pro rata by time, into the 64-byte (bucket, device) cells it covers (``CELL_AMOUNT`` only). No quality rules, no
     factors, no coverage or count; a negative delta is a rollover (``+ modulus``), nothing else. Prefetched as ours

@@ -7,7 +7,8 @@ next day.) Within one reading cadence this is interpolation at the meter's own r
 quality; a gap is already flagged estimated by :mod:`engine.counters`.
 
 Per bucket and device: ``amount`` (sum), ``amount_estimated`` (the part from intervals that are not measured),
-``covered_us`` (microseconds of the bucket covered by intervals), ``count`` (intervals touching the bucket) and
+``covered_us`` (microseconds of the bucket covered by intervals, each instant once: an interval counts from its
+``cover_from_us``), ``count`` (intervals touching the bucket) and
 ``quality`` (the worst quality among them; missing if none). Partial coverage is not folded into ``quality``
 because the bucket at the live edge is partial by nature: :func:`mark_incomplete` does that for buckets that are
 closed.
@@ -90,12 +91,15 @@ def run_spread(
     covered = np.zeros(shape, np.int64)
     quality = np.full(shape, -1, np.int8)
     count = np.zeros(shape, np.int32)
+    cover_from = np.ascontiguousarray(intervals.cover_from_us, dtype=np.int64)
+    if cover_from.shape != start.shape:
+        raise ValueError("cover_from_us must have one entry per interval")
     k.kernel(impl, "spread")(
         dev, start, end, np.ascontiguousarray(intervals.amount, dtype=np.float64),
         np.ascontiguousarray(intervals.quality, dtype=np.int8), edges, series,
         np.ascontiguousarray(weights.ptr, dtype=np.int64), np.ascontiguousarray(weights.from_us, dtype=np.int64),
         np.ascontiguousarray(weights.value, dtype=np.float64),
-        weighted, weighted_est, unweighted, covered, quality, count,
+        weighted, weighted_est, unweighted, covered, quality, count, cover_from,
     )  # fmt: skip
     quality[quality < 0] = Quality.MISSING
     return weighted, weighted_est, unweighted, covered, quality, count

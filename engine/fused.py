@@ -6,11 +6,14 @@
 2. :func:`engine.buckets.spread_intervals` (energy per bucket: amount, estimated part, coverage, count, quality),
 3. :func:`engine.emissions.bucket_emissions` twice (kgCO2e at the factor in force and at the base-year factor),
 
-bit for bit, without materialising the intervals: one kernel (:func:`engine.kernels.fused_kernel`) computes each
+bit for bit, without materialising the intervals: one kernel (:func:`engine.kernels.fused_kernel_of`) computes each
 reading's interval with the counter's rules and spreads it at once into energy and both emissions. The per-device
 state sits in one 64-byte row so a reading touches one cache line of it, and a device with no register events and
 no multiplier changes (nearly all of them) takes the rollover rule in line. Devices with events or multiplier
-changes take the counter's general helpers inside the same kernel, so there is no second path to keep in step.
+changes take the counter's general helpers inside the same kernel, so there is no second path to keep in step. The
+kernel has two builds from one source: a fast pass that takes clean readings only, and a full pass with every rule
+of a suspect run (catch-ups, a learned bound's confirmation), through which the readings the fast pass left go
+right after it, each device in order.
 
 Use the pipeline when the intervals themselves are wanted (audit rows with raw amounts and reason bits, per-interval
 emissions); use this for buckets (the stream's energy updater and ``lccm recompute``).
@@ -22,7 +25,9 @@ cells of its one or two buckets), which the kernel prefetches a few readings ahe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -76,6 +81,7 @@ def register_buckets(
     table, series = _weights(n_dev, (factors, series_of_device), (base_factors, base_series_of_device))
     general = (np.diff(ev_ptr) > 0) | (np.diff(m_ptr) > 0)
     row, anchor_register = _pack(st, p, general, series)
+    tails = (st.tail_ts_us, st.tail_register, st.tail_n, st.tail_lo_per_h, st.tail_hi_per_h, st.run_hi_per_h)
     nb = edges.shape[0] - 1
     steps = np.diff(edges)
     step_us = int(steps[0]) if np.all(steps == steps[0]) else 0
@@ -86,9 +92,10 @@ def register_buckets(
     cells_count = cells.view(np.int32)
     _run(
         impl, dev, ts, reg, n_dev,
-        (row, row.view(np.float64), anchor_register, p.cap_tolerance, p.wrap_max_fraction, ev_ptr, ev_at, ev_fin,
-         ev_new, m_ptr, m_from, m_val, edges, step_us, table.ptr, table.from_us, table.value, bucket_w, bucket_split,
-         cells_float, cells, cells_count, quality),
+        (row, row.view(np.float64), anchor_register, p.cadence_us, *tails, p.cap_tolerance, p.wrap_max_fraction,
+         p.learned_headroom, p.consistency, p.confirm_steps, ev_ptr, ev_at, ev_fin, ev_new, m_ptr, m_from, m_val,
+         edges, step_us, table.ptr, table.from_us, table.value, bucket_w, bucket_split, cells_float, cells,
+         cells_count, quality),
     )  # fmt: skip
     quality[quality < 0] = Quality.MISSING
     energy = IntervalBuckets(
@@ -100,7 +107,7 @@ def register_buckets(
         count=cells_count[:, :, k.CELL_COUNT],
     )
     out = RegisterBuckets(energy, cells_float[:, :, k.CELL_WEIGHTED_0], cells_float[:, :, k.CELL_WEIGHTED_1])
-    return out, _unpack(row, anchor_register)
+    return out, _unpack(row, anchor_register, st, p)
 
 
 BLOCK_SHIFT = 10  # devices per block: 1,024, whose rows and cells of the current buckets fit in a core's L2 cache
@@ -115,9 +122,9 @@ def _run(impl: Impl, dev: np.ndarray, ts: np.ndarray, reg: np.ndarray, n_dev: in
     readings (benchmarks/engine.py, 100,000 meters: ~17 % faster). The sums are the same bit for bit: a cell only
     ever receives its own device's intervals, and each device's rows keep their order."""
     block_shift, chunk = BLOCK_SHIFT, CHUNK_READINGS
-    fused = k.kernel(impl, "fused")
+    fused = _Passes(k.kernel(impl, "fused"), k.kernel(impl, "fused_full"), rest)
     if n_dev >> block_shift < BLOCKS_FROM or n_dev * READINGS_PER_DEVICE > chunk:
-        fused(dev, ts, reg, *rest)
+        fused(dev, ts, reg)
         return
     partition = k.kernel(impl, "partition")
     counts = np.zeros(((n_dev - 1) >> block_shift) + 2, np.int64)
@@ -126,7 +133,34 @@ def _run(impl: Impl, dev: np.ndarray, ts: np.ndarray, reg: np.ndarray, n_dev: in
     for lo in range(0, dev.shape[0], chunk):
         hi = min(dev.shape[0], lo + chunk)
         partition(dev[lo:hi], ts[lo:hi], reg[lo:hi], block_shift, counts, s_dev, s_ts, s_reg)
-        fused(s_dev[: hi - lo], s_ts[: hi - lo], s_reg[: hi - lo], *rest)
+        fused(s_dev[: hi - lo], s_ts[: hi - lo], s_reg[: hi - lo])
+
+
+DEFERRED_READINGS = 1 << 16  # readings the fused kernel's fast pass leaves for its full pass before it stops
+
+
+class _Passes:
+    """The fused kernel over readings in two passes (kernels.fused_kernel_of): the fast pass, then the readings it left
+    (devices in a suspect run, in their order) through the full pass, and the fast pass again from where it stopped
+    if its buffer of left readings filled up."""
+
+    def __init__(self, fused: Callable[..., int], full: Callable[..., int], rest: tuple[object, ...]) -> None:
+        self._fused = fused
+        self._full = full
+        self._rest = rest
+        self._row = cast(np.ndarray, rest[0])
+        self._left = np.empty(DEFERRED_READINGS, np.int64)
+        self._n_left = np.zeros(1, np.int64)
+
+    def __call__(self, dev: np.ndarray, ts: np.ndarray, reg: np.ndarray) -> None:
+        lo, n = 0, dev.shape[0]
+        while lo < n:
+            stop = self._fused(dev[lo:], ts[lo:], reg[lo:], *self._rest, self._left, self._n_left)
+            left = self._left[: self._n_left[0]] + lo
+            if left.size:
+                self._row[dev[left], k.DEV_META] &= ~k.META_DEFERRED
+                self._full(dev[left], ts[left], reg[left], *self._rest, self._left, self._n_left)
+            lo += stop
 
 
 def _weights(n_dev: int, *sets: tuple[WeightTable, np.ndarray]) -> tuple[WeightTable, np.ndarray]:
@@ -175,18 +209,21 @@ def _bucket_weights(table: WeightTable, edges: np.ndarray) -> tuple[np.ndarray, 
 def _pack(st: CounterState, p: MeterParams, general: np.ndarray, series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's per-device DEV_* rows (int64 buffer; columns 4-7 are float64 through a view) and the anchors'
     registers."""
+    if series.size and series.max() + 1 > k.META_SERIES_MASK:
+        raise ValueError("too many factor series for the fused kernel's row")
     row = _aligned_zeros((p.n_devices, 8))
     real = row.view(np.float64)
     row[:, k.DEV_LAST_TS] = st.last_ts_us
     row[:, k.DEV_ANCHOR_TS] = st.anchor_ts_us
     row[:, k.DEV_FLAT_TS] = st.flat_ts_us
-    meta = general.astype(np.int64) * k.META_GENERAL
+    fixed = p.rated_per_h > 0
+    meta = general.astype(np.int64) * k.META_GENERAL | fixed.astype(np.int64) * k.META_FIXED_BOUND
     for c, shift in enumerate((k.META_SHIFT_0, k.META_SHIFT_1)):
         meta |= (series[:, c] + 1) << shift
     row[:, k.DEV_META] = meta
     real[:, k.DEV_LAST_REGISTER] = st.last_register
     real[:, k.DEV_MODULUS] = p.modulus
-    real[:, k.DEV_RATED_PER_H] = p.rated_per_h
+    real[:, k.DEV_BOUND_PER_H] = np.where(fixed, p.rated_per_h, st.bound_per_h)
     real[:, k.DEV_GAP_US] = p.gap_factor * p.cadence_us.astype(np.float64)
     # the kernel clears an anchor's register only when there is an anchor: make "no anchor" read NaN from the start
     anchor_register = np.where(st.anchor_ts_us == k.NO_TS, np.nan, st.anchor_register)
@@ -202,7 +239,9 @@ def _aligned_zeros(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
     return raw[skip : skip + n].reshape(shape)
 
 
-def _unpack(row: np.ndarray, anchor_register: np.ndarray) -> CounterState:
+def _unpack(row: np.ndarray, anchor_register: np.ndarray, st: CounterState, p: MeterParams) -> CounterState:
+    """The carry state out of the kernel's rows; ``st`` is the state the kernel was given (its tails updated in
+    place, its learned bound kept where the bound is fixed)."""
     real = row.view(np.float64)
     return CounterState(
         last_ts_us=row[:, k.DEV_LAST_TS].copy(),
@@ -210,4 +249,11 @@ def _unpack(row: np.ndarray, anchor_register: np.ndarray) -> CounterState:
         anchor_ts_us=row[:, k.DEV_ANCHOR_TS].copy(),
         anchor_register=anchor_register,
         flat_ts_us=row[:, k.DEV_FLAT_TS].copy(),
+        bound_per_h=np.where(p.rated_per_h > 0, st.bound_per_h, real[:, k.DEV_BOUND_PER_H]),
+        tail_ts_us=st.tail_ts_us,
+        tail_register=st.tail_register,
+        tail_n=st.tail_n,
+        tail_lo_per_h=st.tail_lo_per_h,
+        tail_hi_per_h=st.tail_hi_per_h,
+        run_hi_per_h=st.run_hi_per_h,
     )

@@ -204,6 +204,9 @@ def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater
     return EnergyUpdater(
         connector(database),
         base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
+        default_bound_kw=settings.meter_default_bound_kw,
+        default_bound_lph=settings.meter_default_bound_lph,
+        bound_history_days=settings.meter_bound_history_days,
     )
 
 

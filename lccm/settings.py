@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     aqi_epa_o3_1h_always: bool = False
     aqi_epa_above_500: Literal["extend", "cap"] = "extend"
 
+    # Energy from registers: the plausibility bound of a meter with no rated power and no history of its own or its
+    # site's (a new meter at a new site), per register metric, and how many days of history a learned bound is read
+    # from. Not published figures: docs/reference.md#plausibility-bound-of-a-register.
+    meter_default_bound_kw: float = Field(default=1000.0, gt=0)
+    meter_default_bound_lph: float = Field(default=100.0, gt=0)
+    meter_bound_history_days: int = Field(default=28, ge=1, le=366)
+
     # Streetlights: minutes around sunrise and sunset that count as neither day nor night (photocells switch near
     # civil twilight, so burning then is neither day burning nor an outage). A setting, not a published figure.
     streetlight_grace_min: int = Field(default=15, ge=0, le=60)

@@ -2,11 +2,17 @@
 
 Which buckets a span of new readings changes: a reading at t splits the interval between its neighbours, so the
 changed intervals run from the reading before the span (P) to the reading after it (N), and the 15-minute buckets
-to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). When the register was flat up to P (a stuck
-display), the engine may spread a catch-up jump back to where the flat run began, so P moves back to the last
-reading with another value (at most FLAT_LOOKBACK). To recompute them exactly the engine needs every
-reading inside, plus the last reading at or before the first bucket's start and the first at or after the last
-bucket's end (their intervals reach into the range). All times here are UTC epoch microseconds.
+to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). The engine spreads a catch-up back to the anchor
+of its suspect run (engine.counters rule 5), and it takes the first reading of what it reads as trusted, so P moves
+back: to the last reading with another value when the register was flat up to P (a stuck display), then, if a
+stored 15-minute bucket from just before P onwards is suspect or missing, over that run of buckets to the end of
+the last good one before it (a doubtful reading, or a run that may still be caught up); at most FLAT_LOOKBACK.
+To recompute them exactly the engine needs every reading inside, plus the last reading at or before the first
+bucket's start and the first at or after the last bucket's end (their intervals reach into the range). All times
+here are UTC epoch microseconds.
+
+Each meter's plausibility bound where it has no rated power (:func:`bound_priors`) is learned from the stored
+15-minute buckets: docs/reference.md#plausibility-bound-of-a-register.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from lccm.engine.timebase import CITY_TZ_NAME
 from lccm.store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
-# How far back the start of a flat (stuck) register run is looked for; matches the late-data horizon.
+# How far back the start of a flat (stuck) register run, or of a suspect run, is looked for; matches the late-data
+# horizon.
 FLAT_LOOKBACK = "7 days"
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
@@ -123,15 +130,31 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
             SELECT t.d, t.m, t.lo, t.hi, pr.ts AS p_ts, pr.value AS p_value
             FROM t LEFT JOIN LATERAL (SELECT x.ts, x.value FROM readings x WHERE x.device_id = t.d
                                       AND x.metric_id = t.m AND x.ts < t.lo ORDER BY x.ts DESC LIMIT 1) pr ON true),
-        pn AS (
-            SELECT prev.d, prev.m,
+        pf AS (
+            SELECT prev.d, prev.m, prev.p_ts, prev.hi,
                 -- Back to the last reading with another value: a stuck register's catch-up is spread from there.
                 coalesce((SELECT x.ts FROM readings x WHERE x.device_id = prev.d AND x.metric_id = prev.m
                           AND x.ts < prev.p_ts AND x.ts >= prev.p_ts - interval '{FLAT_LOOKBACK}'
-                          AND x.value <> prev.p_value ORDER BY x.ts DESC LIMIT 1), prev.p_ts, prev.lo) AS p,
-                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = prev.d AND x.metric_id = prev.m
-                          AND x.ts > prev.hi ORDER BY x.ts LIMIT 1), prev.hi) AS n
+                          AND x.value <> prev.p_value ORDER BY x.ts DESC LIMIT 1), prev.p_ts, prev.lo) AS p
             FROM prev),
+        pb AS (
+            -- The first suspect (or missing) bucket from just before that reading up to P: the reading may be a
+            -- doubtful one, or a run may still be caught up from its anchor, which lies before such a bucket.
+            SELECT pf.*, (SELECT min(b.bucket_start) FROM energy_buckets b WHERE b.resolution = '15min'
+                          AND b.device_id = pf.d AND b.metric_id = pf.m AND b.quality >= 2
+                          AND b.bucket_start > pf.p - interval '30 minutes' AND b.bucket_start < pf.p_ts) AS bad
+            FROM pf),
+        pn AS (
+            SELECT pb.d, pb.m,
+                -- ... then back over the suspect run to the end of the last good bucket before it.
+                CASE WHEN pb.bad IS NULL THEN pb.p ELSE least(pb.p, coalesce(
+                    (SELECT max(b.bucket_start) + interval '15 minutes' FROM energy_buckets b
+                     WHERE b.resolution = '15min' AND b.device_id = pb.d AND b.metric_id = pb.m AND b.quality <= 1
+                     AND b.bucket_start < pb.bad AND b.bucket_start >= pb.bad - interval '{FLAT_LOOKBACK}'),
+                    pb.bad - interval '{FLAT_LOOKBACK}')) END AS p,
+                coalesce((SELECT x.ts FROM readings x WHERE x.device_id = pb.d AND x.metric_id = pb.m
+                          AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n
+            FROM pb),
         se AS (
             SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
@@ -165,6 +188,44 @@ def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarra
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
     i, ts, v = zip(*rows, strict=True)
     return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+
+
+def bound_priors(conn: psycopg.Connection, spans: Spans, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """What each span's meter drew in the ``days`` before the span's start (kW or L/h, NaN if nothing): its own
+    robust peak, and (only where it has none) its site's.
+
+    The robust peak is the third highest 15-minute mean power (amount / covered time) among the buckets with
+    energy, or the least of them when there are fewer: one or two odd buckets do not set it. Stored buckets hold
+    accepted amounts only, each within the bound of its time, so a spike never reaches them. The site's is the
+    highest robust peak among the site's other meters of the same metric, for a meter with no history of its own.
+    docs/reference.md#plausibility-bound-of-a-register."""
+    if not len(spans):
+        return np.zeros(0), np.zeros(0)
+
+    def peak(device: str) -> str:
+        return f"""(SELECT min(top.p) FROM (SELECT b.amount * 3600.0 / b.covered_s AS p FROM energy_buckets b
+                   WHERE b.resolution = '15min' AND b.device_id = {device} AND b.metric_id = own.m
+                   AND b.covered_s > 0 AND b.amount > 0 AND b.bucket_start < own.lo
+                   AND b.bucket_start >= own.lo - %s * interval '1 day' ORDER BY 1 DESC LIMIT 3) top)"""
+
+    rows = conn.execute(
+        f"""
+        WITH own AS (SELECT row_number() OVER () - 1 AS i, d, m, {_ts("lo")} AS lo FROM {_UNNEST}),
+        mine AS (SELECT own.i, own.d, own.m, own.lo, {peak("own.d")} AS p FROM own)
+        SELECT mine.i, mine.p,
+            CASE WHEN mine.p IS NULL THEN
+                (SELECT max(other.p) FROM devices x JOIN devices y ON y.site_id = x.site_id AND y.id <> x.id
+                 CROSS JOIN LATERAL (SELECT mine.m AS m, mine.lo AS lo) own
+                 CROSS JOIN LATERAL (SELECT {peak("y.id")} AS p) other
+                 WHERE x.id = mine.d)
+            END
+        FROM mine ORDER BY mine.i
+        """,
+        (*spans.params(), days, days),
+    ).fetchall()
+    own = np.array([np.nan if r[1] is None else r[1] for r in rows], np.float64)
+    site = np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64)
+    return own, site
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.buckets import mark_incomplete
-from lccm.engine.counters import MeterParams
+from lccm.engine.counters import LEARNED_HEADROOM, MeterParams
 from lccm.engine.emissions import factor_series
 from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
 from lccm.engine.fused import register_buckets
@@ -26,6 +26,7 @@ from lccm.store.energy import (
     BucketRows,
     MeterRow,
     Spans,
+    bound_priors,
     bucket_ranges,
     claim_spans,
     meters,
@@ -35,7 +36,14 @@ from lccm.store.energy import (
 
 log = logging.getLogger(__name__)
 
-ENERGY_METRIC = 1  # kWh register; the plausibility cap (rated kW) applies to it only
+ENERGY_METRIC = 1  # kWh register; the rated power (kW) bounds it only
+FUEL_METRIC = 8  # litre register
+# The plausibility bound of a meter with no rated power and no history, its own or its site's (cold start), per
+# register metric; and how far back its own history is read. Settings, with these defaults: no public source gives
+# them (docs/reference.md#plausibility-bound-of-a-register).
+DEFAULT_BOUND_KW = 1000.0
+DEFAULT_BOUND_LPH = 100.0
+BOUND_HISTORY_DAYS = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,9 @@ class EnergyUpdater:
         classes: Sequence[SourceClass] = SOURCE_CLASSES,
         claim_limit: int = 20_000,
         cell_budget: int = 4_000_000,
+        default_bound_kw: float = DEFAULT_BOUND_KW,
+        default_bound_lph: float = DEFAULT_BOUND_LPH,
+        bound_history_days: int = BOUND_HISTORY_DAYS,
     ) -> None:
         self._connect = connect
         self._base_year_us = base_year_us
@@ -61,6 +72,8 @@ class EnergyUpdater:
         self._classes = {c.key: c for c in classes}
         self._claim_limit = claim_limit
         self._cell_budget = cell_budget  # buckets x spans per engine call: bounds the dense result arrays
+        self._default_bound = {ENERGY_METRIC: default_bound_kw, FUEL_METRIC: default_bound_lph}
+        self._bound_history_days = bound_history_days
 
     def run_once(self) -> UpdateResult:
         with self._connect() as conn, conn.transaction():
@@ -86,7 +99,7 @@ class EnergyUpdater:
         self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
     ) -> BucketRows:
         span_idx, ts_us, value = window_readings(conn, windows)
-        params, classes = self._models(ranges, models)
+        params, classes = self._models(ranges, models, self._learned_bounds(conn, ranges))
         edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
         factors, series = factor_series(self._registry, classes)
         base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
@@ -115,7 +128,19 @@ class EnergyUpdater:
             kgco2e_base=kg_base[b, j],
         )
 
-    def _models(self, ranges: Spans, models: dict[int, MeterRow]) -> tuple[MeterParams, list[SourceClass | None]]:
+    def _learned_bounds(self, conn: psycopg.Connection, ranges: Spans) -> np.ndarray:
+        """Each span's learned plausibility bound (kW or L/h): LEARNED_HEADROOM x its meter's robust peak over the
+        history before the span, or its site's where it has none, or the metric's default (cold start). The counter
+        raises it if consistent readings show a higher load, and ignores it where the meter has a rated power.
+        docs/reference.md#plausibility-bound-of-a-register."""
+        own, site = bound_priors(conn, ranges, self._bound_history_days)
+        peak = np.where(np.isfinite(own), own, site)
+        default = np.array([self._default_bound.get(int(m), 0.0) for m in ranges.metric_id.tolist()], np.float64)
+        return np.where(np.isfinite(peak) & (peak > 0), LEARNED_HEADROOM * peak, default)
+
+    def _models(
+        self, ranges: Spans, models: dict[int, MeterRow], learned: np.ndarray
+    ) -> tuple[MeterParams, list[SourceClass | None]]:
         n = len(ranges)
         modulus, rated, cadence = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
         classes: list[SourceClass | None] = []
@@ -128,7 +153,7 @@ class EnergyUpdater:
             modulus[j] = m.register_modulus or 0.0
             rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
             cadence[j] = m.cadence_s * 1_000_000
-        return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence), classes
+        return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence, learned_per_h=learned), classes
 
 
 def chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:

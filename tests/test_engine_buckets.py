@@ -39,13 +39,15 @@ def intervals(rows: Sequence[tuple[int, int, int, float, int]]) -> Intervals:
         raw=np.array([r[3] for r in rows], np.float64),
         quality=np.array([r[4] for r in rows], np.int8),
         reasons=np.zeros(n, np.int32),
+        bound_per_h=np.zeros(n, np.float64),
+        cover_from_us=np.array([r[1] for r in rows], np.int64),
     )
 
 
 # ----------------------------------------------------------------------------------------------- hand-computed
 def test_gap_of_three_hours_is_apportioned_over_three_hourly_buckets(impl: Impl) -> None:
     t0 = utc_us(2026, 3, 2, 0)
-    params = MeterParams.uniform(1, cadence_us=15 * US_PER_MIN)
+    params = MeterParams.uniform(1, cadence_us=15 * US_PER_MIN, learned_per_h=10.0)
     iv, _ = register_intervals(
         np.zeros(3, np.int32), np.array([t0 - 15 * US_PER_MIN, t0, t0 + 3 * US_PER_H]), np.array([99.0, 100.0, 106.0]),
         params, impl=impl,

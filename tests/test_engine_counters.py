@@ -50,6 +50,7 @@ def one_device(
     *,
     modulus: float = 0.0,
     rated_kw: float = 0.0,
+    learned_kw: float = 1000.0,
     cadence_us: int = Q15,
     multipliers: list[tuple[int, float]] | None = None,
     events: list[tuple[int, float, float]] | None = None,
@@ -61,7 +62,7 @@ def one_device(
         np.zeros(n, np.int32),
         np.array(times_us, np.int64),
         np.array(registers, np.float64),
-        MeterParams.uniform(1, modulus=modulus, rated_per_h=rated_kw, cadence_us=cadence_us),
+        MeterParams.uniform(1, modulus=modulus, rated_per_h=rated_kw, cadence_us=cadence_us, learned_per_h=learned_kw),
         multipliers=MultiplierChanges(
             np.zeros(len(mult), np.int32), np.array([t for t, _ in mult], np.int64), np.array([m for _, m in mult])
         ),
@@ -174,10 +175,13 @@ def test_over_cap_is_suspect_and_the_cap_itself_is_not(impl: Impl) -> None:
 
 
 def test_spike_is_bridged_and_conserves_energy(impl: Impl) -> None:
-    iv = one_device([at(k) for k in range(5)], [100.0, 100.5, 1e6, 101.5, 102.0], impl, rated_kw=10.0)
-    np.testing.assert_allclose(iv.amount, [0.0, 0.5, 0.0, 1.0, 0.5])
-    assert list(iv.quality) == [X, M, S, E, M]
-    assert iv.reasons[2] == Reason.OVER_CAP and iv.reasons[3] == Reason.BRIDGED
+    # 101.5 goes back from the spike, so either it or the spike is wrong: 102.0 tells, and the catch-up from 100.5
+    # (1.5 kWh over 45 minutes: 2 kW, within 10 kW) covers the three quarter hours since
+    iv = one_device([at(k) for k in range(6)], [100.0, 100.5, 1e6, 101.5, 102.0, 102.5], impl, rated_kw=10.0)
+    np.testing.assert_allclose(iv.amount, [0.0, 0.5, 0.0, 0.0, 1.5, 0.5])
+    assert list(iv.quality) == [X, M, S, S, E, M]
+    assert iv.reasons[2] == Reason.OVER_CAP and iv.reasons[3] == Reason.NEGATIVE and iv.reasons[4] == Reason.BRIDGED
+    assert iv.start_us[4] == at(1) and iv.cover_from_us[4] == at(3)
 
 
 def test_dip_to_zero_is_bridged(impl: Impl) -> None:
@@ -199,6 +203,103 @@ def test_genuine_jump_is_lost_once_then_measured_again(impl: Impl) -> None:
     assert list(iv.quality) == [X, M, S, M]
 
 
+# ------------------------------------------------- issue 11: every meter has a bound, and it keeps energy under faults
+def unbounded(registers: list[float], impl: Impl, *, modulus: float = 0.0, cadence_us: int = Q15) -> Intervals:
+    """A meter with no rated power and nothing learned, 15-minute readings from at(0); as the registry allows."""
+    n = len(registers)
+    params = MeterParams.uniform(1, modulus=modulus, cadence_us=cadence_us)
+    iv, _ = register_intervals(np.zeros(n, np.int32), np.array([at(k) for k in range(n)]), np.array(registers),
+                               params, impl=impl)  # fmt: skip
+    return iv
+
+
+def test_a_gap_with_a_rollover_in_it_is_kept_when_the_bound_allows_it(impl: Impl) -> None:
+    """A 10,000 kWh register on a 10 kW meter reads 9,990, then nothing for 200 hours (a dead modem), then 1,592:
+    1,602 kWh through the rollover, 8 kW on average. 10 kW x 200 h x 1.5 allows 3,000 kWh, a second turn (11,602)
+    it does not: the amount is kept, estimated (a gap)."""
+    iv = one_device([at(0), at(0) + 200 * US_PER_H], [9990.0, 1592.0], impl, modulus=1e4, rated_kw=10.0)
+    assert iv.amount[1] == pytest.approx(1602.0)
+    assert iv.quality[1] == E and iv.reasons[1] == Reason.ROLLOVER | Reason.GAP
+
+
+def test_a_gap_long_enough_for_two_turns_keeps_the_least_and_says_so(impl: Impl) -> None:
+    """The same after 1,000 hours: 15,000 kWh would be possible, so 1,602 or 11,602 kWh: the readings do not tell.
+    The smallest, 1,602 kWh, is kept as a lower bound: quality missing."""
+    iv = one_device([at(0), at(0) + 1000 * US_PER_H], [9990.0, 1592.0], impl, modulus=1e4, rated_kw=10.0)
+    assert iv.amount[1] == pytest.approx(1602.0)
+    assert iv.quality[1] == X and iv.reasons[1] == Reason.ROLLOVER | Reason.GAP | Reason.WRAP_AMBIGUOUS
+
+
+def test_a_catch_up_after_a_backward_glitch_is_judged_over_both_intervals(impl: Impl) -> None:
+    """Rated 10 kW (3.75 kWh per quarter hour with the tolerance), drawing 12 kW: 3 kWh per quarter. The reading at
+    08:30 glitches down to 50. The catch-up 103 -> 109 holds two quarters, 6 kWh, within the 7.5 kWh of 30 minutes:
+    it is kept, over both quarters. Nothing is lost: 12 kWh in four quarters."""
+    iv = one_device([at(k) for k in range(5)], [100.0, 103.0, 50.0, 109.0, 112.0], impl, rated_kw=10.0)
+    np.testing.assert_allclose(iv.amount, [0.0, 3.0, 0.0, 6.0, 3.0])
+    assert list(iv.quality) == [X, M, S, E, M] and iv.reasons[3] == Reason.BRIDGED
+    assert iv.start_us[3] == at(1) and iv.amount.sum() == pytest.approx(12.0)
+
+
+def test_without_rated_power_a_spike_adds_nothing(impl: Impl) -> None:
+    """No rated power, nothing learned: 4 kW (1 kWh a quarter). The first three quarters wait for confirmation
+    (three steps that agree), then the bound is 3 x 4 kW; the spike to 1,000,000 is far over it and adds nothing:
+    7 kWh in seven quarters, as the register says."""
+    iv = unbounded([100.0, 101, 102, 103, 104, 1e6, 105, 106, 107], impl)
+    assert iv.amount.sum() == pytest.approx(7.0)
+    assert list(iv.quality[1:4]) == [S, S, E] and iv.reasons[1] == Reason.UNCONFIRMED
+    assert iv.reasons[3] == Reason.BRIDGED | Reason.LOAD_CONFIRMED and iv.amount[3] == pytest.approx(3.0)
+    assert iv.quality[5] == S and iv.reasons[5] == Reason.OVER_CAP
+    assert list(iv.bound_per_h) == [0.0, 0.0, 0.0] + [12.0] * 6
+
+
+def test_without_rated_power_a_stale_reading_from_before_a_rollover_adds_nothing(impl: Impl) -> None:
+    """No rated power, a 100,000 kWh register rolling over at 16 kW (4 kWh a quarter); at 09:15 a stale reading
+    from before the rollover (99,999) comes back. It reads as a step back of 7 kWh across the wrap point, not a
+    step forward of 99,993: 24 kWh from 99,990 to 14, as the register says."""
+    iv = unbounded([99990.0, 99994, 99998, 2, 6, 99999, 10, 14], impl, modulus=1e5)
+    assert iv.amount.sum() == pytest.approx(24.0)
+    assert iv.reasons[5] == Reason.NEGATIVE and iv.raw[5] == pytest.approx(-7.0)
+
+
+def test_a_learned_bound_rejects_a_spike_at_once(impl: Impl) -> None:
+    """Learned from history: 20 kW. A spike is over it at once, and the catch-up comes when the readings carry on;
+    the bound stays where it was: one reading never moves it."""
+    iv = one_device([at(k) for k in range(7)], [100.0, 101, 1e6, 102, 103, 104, 105], impl, learned_kw=20.0)
+    np.testing.assert_allclose(iv.amount, [0.0, 1.0, 0.0, 0.0, 2.0, 1.0, 1.0])
+    assert list(iv.bound_per_h) == [20.0] * 7
+
+
+def test_a_load_that_outgrows_its_learned_bound_is_confirmed_not_lost(impl: Impl) -> None:
+    """Learned 10 kW (cap 3.75 kWh a quarter). The load steps up from 4 kW to 40 kW (10 kWh a quarter): three
+    quarters over the bound that agree confirm it. The bound becomes 3 x 40 kW and the three quarters are caught up
+    over their own span; nothing is lost."""
+    regs = [100.0, 101, 102, 112, 122, 132, 142, 152]
+    iv = one_device([at(k) for k in range(8)], regs, impl, learned_kw=10.0)
+    np.testing.assert_allclose(iv.amount, [0.0, 1.0, 1.0, 0.0, 0.0, 30.0, 10.0, 10.0])
+    assert iv.reasons[5] == Reason.BRIDGED | Reason.LOAD_CONFIRMED and iv.start_us[5] == at(2)
+    assert list(iv.bound_per_h) == [10.0] * 5 + [120.0] * 3
+    assert iv.amount.sum() == pytest.approx(regs[-1] - regs[0])
+
+
+def test_a_level_shift_far_over_a_learned_bound_is_lost_once(impl: Impl) -> None:
+    """Learned 10 kW: an unrecorded meter swap to one standing at 5,000 is one step of 4,899 kWh, far beyond even
+    4 x the 7.5 kWh cap of the half hour it is caught up over: lost once, then normal service."""
+    iv = one_device([at(k) for k in range(5)], [100.0, 101, 5000, 5001, 5002], impl, learned_kw=10.0)
+    np.testing.assert_allclose(iv.amount, [0.0, 1.0, 0.0, 1.0, 1.0])
+    assert list(iv.quality) == [X, M, S, M, M] and list(iv.bound_per_h) == [10.0] * 5
+
+
+def test_a_meter_with_no_bound_yet_counts_nothing_unconfirmed(impl: Impl) -> None:
+    """Cold start: a new meter, no rated power, no history. 100 -> 101 -> 102 -> 103 at 4 kW: the first steps wait;
+    the third that agrees confirms them all (3 kWh over (t0, t3], estimated); from then on, a bound of 12 kW."""
+    iv = unbounded([100.0, 101, 102, 103, 104], impl)
+    np.testing.assert_allclose(iv.amount, [0.0, 0.0, 0.0, 3.0, 1.0])
+    assert list(iv.quality) == [X, S, S, E, M] and iv.start_us[3] == at(0)
+    # two readings only, or readings that never agree, confirm nothing
+    two = unbounded([100.0, 101.0], impl)
+    assert two.amount.sum() == 0.0 and two.reasons[1] == Reason.UNCONFIRMED
+
+
 def test_same_timestamp_twice(impl: Impl) -> None:
     iv = one_device([at(0), at(1), at(1), at(1)], [1.0, 2.0, 2.0, 2.5], impl)
     assert list(iv.quality) == [X, M, M, S] and iv.reasons[3] == Reason.ZERO_DT
@@ -213,7 +314,7 @@ def test_fuel_register_in_litres_follows_the_same_rules(impl: Impl) -> None:
 
 
 def test_not_finite_and_out_of_order_are_ignored(impl: Impl) -> None:
-    params = MeterParams.uniform(1, cadence_us=Q15)
+    params = MeterParams.uniform(1, cadence_us=Q15, learned_per_h=100.0)
     dev = np.zeros(2, np.int32)
     _, state = register_intervals(dev, np.array([at(0), at(1)]), np.array([1.0, 2.0]), params, impl=impl)
     iv, after = register_intervals(
@@ -276,13 +377,15 @@ def fleets(draw: st.DrawFn, *, spikes: bool = False, unknown_finals: bool = Fals
     ev_rows: list[tuple[int, int, float, float]] = []
     modulus = np.zeros(n_dev)
     rated = np.zeros(n_dev)
+    learned = np.zeros(n_dev)
     cadence = np.zeros(n_dev, np.int64)
     n_spikes = 0
     for d in range(n_dev):
         cad = draw(st.sampled_from([60, 300, 900, 3600])) * 1_000_000
         rated_kw = draw(st.sampled_from([5.0, 50.0, 200.0] if spikes else [0.0, 5.0, 50.0, 200.0]))
         mod = draw(st.sampled_from([0.0, 1e4, 1e5]))
-        modulus[d], rated[d], cadence[d] = mod, rated_kw, cad
+        # without rated power, a bound learned from history (twice the most this meter draws here)
+        modulus[d], rated[d], learned[d], cadence[d] = mod, rated_kw, 0.0 if rated_kw else 100.0, cad
         n = draw(st.integers(2, 25))
         steps = draw(st.lists(st.sampled_from([1, 1, 1, 1, 2, 3, 8]), min_size=n - 1, max_size=n - 1))
         start = T0 + draw(st.integers(0, 3600)) * 1_000_000
@@ -310,10 +413,11 @@ def fleets(draw: st.DrawFn, *, spikes: bool = False, unknown_finals: bool = Fals
         else:
             reg0 = draw(st.floats(0.0, mod * 0.999 if mod else 1e6))
         regs, finals = _simulate(ts, power_kw, changes, events, reg0, mod)
-        # spikes: isolated readings replaced by garbage (not the first two, not the last, not next to a gap)
+        # spikes: isolated readings replaced by garbage (not the first two, not the last two: the reading after a
+        # spike goes back, and the catch-up waits for one that does not; not next to a gap)
         if spikes:
             spiked: set[int] = set()
-            for k in range(2, n - 1):
+            for k in range(2, n - 2):
                 if steps[k - 1] == steps[k] == 1 and k - 1 not in spiked and draw(st.integers(0, 5)) == 0:
                     regs[k] = _garbage(regs[k], mod, draw(st.booleans()))
                     spiked.add(k)
@@ -329,7 +433,7 @@ def fleets(draw: st.DrawFn, *, spikes: bool = False, unknown_finals: bool = Fals
         device_idx=np.array([r[1] for r in rows], np.int32),
         ts_us=np.array([r[0] for r in rows], np.int64),
         register=np.array([r[2] for r in rows]),
-        params=MeterParams(modulus, rated, cadence),
+        params=MeterParams(modulus, rated, cadence, learned),
         multipliers=MultiplierChanges(
             np.array([r[0] for r in mult_rows], np.int32),
             np.array([r[1] for r in mult_rows], np.int64),
@@ -399,22 +503,30 @@ def run(f: Fleet, impl: Impl, cuts: list[int] | None = None) -> tuple[Intervals,
 
 def check_invariants(iv: Intervals, f: Fleet) -> None:
     assert np.all(np.isfinite(iv.amount)) and np.all(iv.amount >= 0.0)
-    assert np.all(iv.start_us <= iv.end_us)
+    assert np.all(iv.start_us <= iv.cover_from_us) and np.all(iv.cover_from_us <= iv.end_us)
+    # never above the bound: every amount within the cap of the span it is emitted over, the bound the rated power
+    # where there is one
     rated = f.params.rated_per_h[iv.device_idx]
-    cap = rated * ((iv.end_us - iv.start_us) / US_PER_H) * f.params.cap_tolerance
-    assert np.all((rated == 0) | (iv.amount <= cap))
+    assert np.all((rated == 0) | (iv.bound_per_h == rated))
+    cap = iv.bound_per_h * ((iv.end_us - iv.start_us) / US_PER_H) * f.params.cap_tolerance
+    assert np.all(iv.amount <= cap * (1 + 1e-12))
     assert np.all(iv.amount[iv.quality == S] == 0.0)
     # quality and reasons agree
     r = iv.reasons
-    suspect = (r & (Reason.NEGATIVE | Reason.OVER_CAP | Reason.ZERO_DT | Reason.OUT_OF_ORDER | Reason.NOT_FINITE)) > 0
-    missing = (r & (Reason.NO_PREVIOUS | Reason.RESET_FINAL_UNKNOWN)) > 0
-    estimated = (r & (Reason.GAP | Reason.MULTIPLIER_SPLIT | Reason.BRIDGED)) > 0
+    suspect = (r & (Reason.NEGATIVE | Reason.OVER_CAP | Reason.ZERO_DT | Reason.OUT_OF_ORDER | Reason.NOT_FINITE
+                    | Reason.UNCONFIRMED)) > 0  # fmt: skip
+    missing = (r & (Reason.NO_PREVIOUS | Reason.RESET_FINAL_UNKNOWN | Reason.WRAP_AMBIGUOUS)) > 0
+    estimated = (r & (Reason.GAP | Reason.MULTIPLIER_SPLIT | Reason.BRIDGED | Reason.LOAD_CONFIRMED)) > 0
     expect = np.where(suspect, S, np.where(missing, X, np.where(estimated, E, M)))
     np.testing.assert_array_equal(iv.quality, expect)
-    # intervals of a device tile time: each starts where the previous one ended
+    # each row's own time starts where the previous one ended: together they tile time; a row reaches back (starts
+    # before its own time) only as a catch-up, and then to an earlier reading
+    back = (r & (Reason.BRIDGED | Reason.LOAD_CONFIRMED)) > 0
+    assert np.all((iv.start_us == iv.cover_from_us) | back)
     for d in range(f.params.n_devices):
         mine = iv.device_idx == d
-        np.testing.assert_array_equal(iv.start_us[mine][1:], iv.end_us[mine][:-1])
+        np.testing.assert_array_equal(iv.cover_from_us[mine][1:], iv.end_us[mine][:-1])
+        assert np.all(np.isin(iv.start_us[mine], f.ts_us[f.device_idx == d]))
 
 
 @SETTINGS
@@ -511,21 +623,37 @@ def test_buckets_of_the_intervals_conserve_the_energy(impl: Impl, f: Fleet, res:
 
 # ------------------------------------------------------------------------------------ stuck display catching up
 def test_a_stuck_register_catching_up_is_spread_over_the_flat_run(impl: str) -> None:
-    """10 kW rated (cap 15 kW with the 1.5 tolerance); the display sticks at 100 for an hour, then shows 106.
+    """10 kW rated (cap 15 kW with the 1.5 tolerance); the display sticks at 100 for an hour, then shows 106, then
+    106.5 a quarter later.
 
     The jump of 6 kWh in 15 minutes would be 24 kW: over the cap of its own interval. Since the register last
-    changed (60 minutes) it is 6 kW: plausible. So 6 kWh is emitted over (t0, t4], estimated, and spread evenly
-    gives 1.5 kWh to each of the four quarter hours.
+    changed (60 minutes) it is 6 kW: plausible, as a stuck register catching up, but a spike after an idle hour
+    looks the same. So it is held (suspect, FLAT_SPREAD) with the run anchored where the register stuck; the next
+    reading carries on from it, so 6.5 kWh is caught up over (t0, t5], estimated: 1.3 kWh per quarter hour.
     """
     params = MeterParams.uniform(1, rated_per_h=10.0, cadence_us=Q15)
-    t = [at(k) for k in range(5)]
-    iv, _ = register_intervals(np.zeros(5, np.int32), np.array(t), np.array([100.0, 100, 100, 100, 106]),
+    t = [at(k) for k in range(6)]
+    iv, _ = register_intervals(np.zeros(6, np.int32), np.array(t), np.array([100.0, 100, 100, 100, 106, 106.5]),
                                params, impl=impl)  # type: ignore[arg-type]  # fmt: skip
-    assert iv.amount.tolist() == [0.0, 0.0, 0.0, 0.0, 6.0]
-    assert iv.start_us[-1] == t[0] and iv.end_us[-1] == t[4]
-    assert Reason(int(iv.reasons[-1])) & Reason.FLAT_SPREAD and iv.quality[-1] == Quality.ESTIMATED
+    assert iv.amount.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 6.5]
+    assert iv.quality[4] == Quality.SUSPECT and iv.reasons[4] == Reason.OVER_CAP | Reason.FLAT_SPREAD
+    assert iv.start_us[-1] == t[0] and iv.end_us[-1] == t[5]
+    assert iv.reasons[-1] == Reason.BRIDGED and iv.quality[-1] == Quality.ESTIMATED
     buckets = spread_intervals(iv, np.array(t), 1, impl=impl)  # type: ignore[arg-type]
-    np.testing.assert_allclose(buckets.amount[:, 0], [1.5, 1.5, 1.5, 1.5])
+    np.testing.assert_allclose(buckets.amount[:, 0], [1.3] * 5)
+    assert list(buckets.covered_us[:, 0]) == [Q15] * 5
+
+
+def test_a_spike_after_an_idle_spell_is_not_taken_for_a_stuck_register(impl: str) -> None:
+    """As above, but the reading after 106 is back at 100.2, and the next 100.5: 106 was a spike. The catch-up from
+    where the register stuck holds the 0.5 kWh alone."""
+    params = MeterParams.uniform(1, rated_per_h=10.0, cadence_us=Q15)
+    t = [at(k) for k in range(7)]
+    iv, _ = register_intervals(np.zeros(7, np.int32), np.array(t), np.array([100.0, 100, 100, 100, 106, 100.2, 100.5]),
+                               params, impl=impl)  # type: ignore[arg-type]  # fmt: skip
+    np.testing.assert_allclose(iv.amount, [0.0] * 6 + [0.5])
+    assert iv.reasons[5] == Reason.NEGATIVE and iv.quality[5] == Quality.SUSPECT
+    assert iv.start_us[-1] == t[0] and iv.reasons[-1] == Reason.BRIDGED
 
 
 def test_a_jump_too_big_even_for_the_flat_run_stays_suspect(impl: str) -> None:

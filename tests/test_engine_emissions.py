@@ -62,6 +62,8 @@ def intervals(rows: list[tuple[int, int, int, float]], quality: int = Quality.ME
         raw=np.array([r[3] for r in rows], np.float64),
         quality=np.full(n, quality, np.int8),
         reasons=np.zeros(n, np.int32),
+        bound_per_h=np.zeros(n, np.float64),
+        cover_from_us=np.array([r[1] for r in rows], np.int64),
     )
 
 

@@ -31,6 +31,7 @@ from lccm.engine.fused import RegisterBuckets, register_buckets
 from lccm.engine.kernels import IMPLS
 from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
 from tests.test_engine_counters import T0, Fleet, fleets
+from tests.test_engine_counters_faults import Meters, meters
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUILDING = SOURCE_CLASS_BY_KEY["building_electricity"]
@@ -213,6 +214,32 @@ def test_readings_regrouped_by_block_of_devices_give_the_same_buckets(
 
 
 @SETTINGS
+@given(st.data(), meters(), st.integers(1, 5), st.booleans())
+def test_fused_equals_the_pipeline_under_faults_and_learned_bounds(
+    impl: Impl, data: st.DataObject, m: Meters, left: int, regroup: bool
+) -> None:
+    """Spikes, dips, stale and stuck readings, long gaps with rollovers, rated, learned and no bounds: the readings
+    of devices in a suspect run go through the kernel's full pass after its fast pass. Here that happens a few
+    readings at a time (the buffer of readings left holds 1 to 5, so the fast pass stops and resumes often), with
+    the readings regrouped or not, and the sums are still the pipeline's bit for bit."""
+    f = Fleet(m.device_idx, m.ts_us, m.register, m.params, m.multipliers, RegisterEvents.none(),
+              np.zeros(len(m.ts_us)), 0)  # fmt: skip
+    edges = data.draw(edges_for(f))
+    tables = data.draw(factor_tables(int(f.ts_us.min()), int(f.ts_us.max()), f.params.n_devices))
+    want, want_state = pipeline(f, edges, tables, impl)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused_module, "DEFERRED_READINGS", left)
+        if regroup:
+            mp.setattr(fused_module, "BLOCK_SHIFT", 0)
+            mp.setattr(fused_module, "BLOCKS_FROM", 1)
+            mp.setattr(fused_module, "CHUNK_READINGS", 7)
+            mp.setattr(fused_module, "READINGS_PER_DEVICE", 0)
+        got, got_state = fused(f, edges, tables, impl)
+    assert_same(got, want)
+    assert_same_state(got_state, want_state)
+
+
+@SETTINGS
 @given(fleets(spikes=True))
 def test_numba_and_python_agree_exactly(f: Fleet) -> None:
     edges = bucket_edges_us("15min", int(f.ts_us.min()), int(f.ts_us.max()))
@@ -282,24 +309,28 @@ def test_a_rollover_across_the_factor_change_splits_energy_and_both_emissions(im
     assert state.last_ts_us[0] == ts[1] and state.last_register[0] == 0.5
 
 
-def test_a_spike_is_bridged_into_the_next_bucket_and_marks_its_own(impl: Impl) -> None:
-    """Rated 10 kW, 15-minute readings 100, 100.5, 1e6 (a spike), 101.5: the spike's interval is suspect (0 kWh,
-    its bucket suspect), the next one is bridged from 100.5: 1.0 kWh, estimated."""
-    t = [T0 + k * 15 * US_PER_MIN for k in range(4)]
+def test_a_spike_is_caught_up_over_the_intervals_it_spoiled(impl: Impl) -> None:
+    """Rated 10 kW, 15-minute readings 100, 100.5, 1e6 (a spike), 101.5, 102: the spike's interval is suspect and so
+    is the next (it goes back: the spike or 101.5 is wrong). 102 carries on from 101.5, so the catch-up from 100.5
+    (1.5 kWh, within 10 kW x 45 min x 1.5) is emitted over the three quarters it covers, estimated: 0.5 kWh in each.
+    Buckets holding a suspect row stay suspect; coverage counts each instant once."""
+    t = [T0 + k * 15 * US_PER_MIN for k in range(5)]
+    regs = np.array([100.0, 100.5, 1e6, 101.5, 102.0])
     params = MeterParams.uniform(1, rated_per_h=10.0, cadence_us=15 * US_PER_MIN)
     edges = np.array([*t, t[-1] + 15 * US_PER_MIN])
     tables = (constant_table([0.5]), np.zeros(1, np.int32), constant_table([0.25]), np.zeros(1, np.int32))
-    out, _ = register_buckets(np.zeros(4, np.int32), np.array(t), np.array([100.0, 100.5, 1e6, 101.5]), params, edges,
-                              *tables, impl=impl)  # fmt: skip
-    # interval k covers (t[k-1], t[k]], i.e. bucket k - 1
-    np.testing.assert_allclose(out.energy.amount[:, 0], [0.5, 0.0, 1.0, 0.0])
-    np.testing.assert_allclose(out.energy.amount_estimated[:, 0], [0.0, 0.0, 1.0, 0.0])
-    np.testing.assert_allclose(out.kgco2e[:, 0], [0.25, 0.0, 0.5, 0.0])
-    np.testing.assert_allclose(out.kgco2e_base[:, 0], [0.125, 0.0, 0.25, 0.0])
-    assert list(out.energy.quality[:, 0]) == [Quality.MEASURED, Quality.SUSPECT, Quality.ESTIMATED, Quality.MISSING]
-    assert list(out.energy.count[:, 0]) == [1, 1, 1, 0]
-    iv, _ = register_intervals(np.zeros(4, np.int32), np.array(t), np.array([100.0, 100.5, 1e6, 101.5]), params)
-    assert iv.reasons[3] == Reason.BRIDGED  # the same verdict the counter gives
+    out, _ = register_buckets(np.zeros(5, np.int32), np.array(t), regs, params, edges, *tables, impl=impl)
+    # interval k covers (t[k-1], t[k]], i.e. bucket k - 1; the catch-up ending at t[4] covers buckets 1 to 3
+    np.testing.assert_allclose(out.energy.amount[:, 0], [0.5, 0.5, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(out.energy.amount_estimated[:, 0], [0.0, 0.5, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(out.kgco2e[:, 0], [0.25, 0.25, 0.25, 0.25, 0.0])
+    np.testing.assert_allclose(out.kgco2e_base[:, 0], [0.125, 0.125, 0.125, 0.125, 0.0])
+    s, m, e, x = Quality.SUSPECT, Quality.MEASURED, Quality.ESTIMATED, Quality.MISSING
+    assert list(out.energy.quality[:, 0]) == [m, s, s, e, x]
+    assert list(out.energy.count[:, 0]) == [1, 2, 2, 1, 0]
+    assert list(out.energy.covered_us[:, 0]) == [15 * US_PER_MIN] * 4 + [0]
+    iv, _ = register_intervals(np.zeros(5, np.int32), np.array(t), regs, params)
+    assert iv.reasons[4] == Reason.BRIDGED and iv.start_us[4] == t[1]  # the same verdict the counter gives
 
 
 def test_input_checks() -> None:
