@@ -53,9 +53,9 @@ def make_certs(folder: Path) -> Path:
     def run(*argv: str) -> None:
         subprocess.run(["openssl", *argv], cwd=folder, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=lccm test CA")  # fmt: skip
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # EC: quick to generate
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=lccm test CA")
+    run("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
         "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
@@ -172,6 +172,7 @@ class Client:
         ca_file: Path | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
+        wait_s: float = 10,
     ) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username is not None:
@@ -191,7 +192,7 @@ class Client:
         props.SessionExpiryInterval = session_expiry_s
         self.client.connect(LOCAL, port, keepalive=30, clean_start=clean_start, properties=props)
         self.client.loop_start()
-        self._connected.wait(10)
+        self._connected.wait(wait_s)
 
     @property
     def accepted(self) -> bool:
