@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from glob import glob
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -30,36 +29,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from deploy.mosquitto_local import PLUGIN_IN_IMAGE, local_plugin, make_certs
 from lccm.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "mosquitto"
 LOCAL = "127.0.0.1"
-PLUGIN_IN_IMAGE = "/usr/lib/mosquitto_dynamic_security.so"
 ADMIN_USER = "lccm-admin"
-
-
-def local_plugin() -> str:
-    found = sorted(glob("/usr/lib/*/mosquitto_dynamic_security.so") + glob("/usr/lib/mosquitto_dynamic_security.so"))
-    if not found:
-        raise RuntimeError("mosquitto's dynamic-security plugin is not installed")
-    return found[0]
-
-
-def make_certs(folder: Path) -> Path:
-    """A throwaway CA, and a server certificate it signed for 127.0.0.1 and localhost; returns the CA file."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def run(*argv: str) -> None:
-        subprocess.run(["openssl", *argv], cwd=folder, check=True, capture_output=True)
-
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # EC: quick to generate
-    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=lccm test CA")
-    run("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
-    return folder / "ca.crt"
 
 
 @dataclass
