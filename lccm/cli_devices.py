@@ -113,11 +113,12 @@ def _broker_admin(settings: Settings) -> BrokerAdminConfig:
 
 
 def issue_credentials(
-    conn: psycopg.Connection, settings: Settings, admin: BrokerAdminConfig, new: list[str], rotate: list[str], out: Path
+    conn: psycopg.Connection, settings: Settings, admin: BrokerAdminConfig, device_ids: list[str], out: Path
 ) -> None:
     """A fresh secret per device: written to ``out`` (0600) first, then given to the broker, then its hash stored.
     If the broker refuses, the file is removed and nothing is stored: the next import issues them again."""
-    device_ids = list(dict.fromkeys([*new, *rotate]))
+    device_ids = list(dict.fromkeys(device_ids))
+    new = devices_without_credential(conn, device_ids)
     if not device_ids:
         typer.echo("credentials: none to issue (every device has one; --rotate DEVICE to replace one)")
         return
@@ -131,7 +132,7 @@ def issue_credentials(
         typer.echo(f"error: credentials not issued ({exc}); re-run to issue them.", err=True)
         raise typer.Exit(1) from exc
     store_credential_hashes(conn, {c.device_id: hash_secret(c.secret) for c in issued})
-    rotated = len(device_ids) - len(set(new))
+    rotated = len(device_ids) - len(new)
     typer.echo(
         f"credentials: {len(device_ids)} issued ({len(device_ids) - rotated} new, {rotated} rotated), the broker "
         f"accepts them now; secrets written to {out} (mode 0600) and shown nowhere else: hand each installer "
@@ -182,7 +183,7 @@ def import_command(
             return
         new = devices_without_credential(conn, [r.device_id for r in rows])
         out = credentials_out or default_credentials_path(settings.data_dir)
-        issue_credentials(conn, settings, admin, new, list(rotate or []), out)
+        issue_credentials(conn, settings, admin, [*new, *(rotate or [])], out)
 
 
 @devices_app.command("rotate")
@@ -197,7 +198,20 @@ def rotate_command(
     with _connect(settings) as conn, _schema_required():
         _require_registered(conn, device_ids)
         out = credentials_out or default_credentials_path(settings.data_dir)
-        issue_credentials(conn, settings, admin, [], device_ids, out)
+        issue_credentials(conn, settings, admin, device_ids, out)
+
+
+@devices_app.command("issue")
+def issue_command(credentials_out: CredentialsOut = None, database_url: DatabaseUrl = None) -> None:
+    """Issue a credential to every registered device that has none (e.g. registered through the API's
+    POST /devices/import, which does not reach the broker)."""
+    settings = _settings(database_url)
+    admin = _broker_admin(settings)
+    with _connect(settings) as conn, _schema_required():
+        registered = [d.device_id for d in queries.list_devices(conn)]
+        missing = devices_without_credential(conn, registered)
+        out = credentials_out or default_credentials_path(settings.data_dir)
+        issue_credentials(conn, settings, admin, missing, out)
 
 
 @devices_app.command("list")

@@ -195,6 +195,21 @@ def test_rotation_disconnects_the_device_and_retires_the_old_secret(
     assert unknown.exit_code == 1 and "not registered: NOPE" in unknown.output
 
 
+def test_devices_registered_without_credentials_get_them_from_issue(
+    broker: ProdBroker, db_url: str, devices: dict[str, str], tmp_path: Path
+) -> None:
+    env = env_for(broker, db_url, tmp_path)
+    result = lccm(env, "devices", "import", str(_csv(tmp_path, registry("DEV-LATE"))), "--no-credentials")
+    assert "credentials: not issued (--no-credentials)" in result.output
+    out = tmp_path / "issued.csv"
+    result = lccm(env, "devices", "issue", "--credentials-out", str(out))
+    assert "1 issued (1 new, 0 rotated)" in result.output  # DEV-LATE only: every other device has one
+    secret = read_credentials(out)["DEV-LATE"]
+    late = Client(broker.tls_port, "DEV-LATE", secret, "DEV-LATE", ca_file=broker.ca_file)
+    assert late.accepted and accepted_ok(late.publish(f"{ROOT_TOPIC}/{CITY}/DEV-LATE/up", b"{}"))
+    late.close()
+
+
 def test_import_without_the_broker_admin_refuses_before_writing_anything(db_url: str, tmp_path: Path) -> None:
     env = {"LCCM_DATABASE_URL": db_url, "LCCM_DATA_DIR": str(tmp_path), "LCCM_MQTT_ADMIN_PASSWORD": ""}
     result = CliRunner().invoke(app, ["devices", "import", str(_csv(tmp_path, registry("DEV-NOADMIN")))], env=env)
