@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lccm.cli_devices import CredentialsOut, _broker_admin
+from lccm.cli_devices import CredentialsOut, broker_admin_settings, refuse_existing
 from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminError
 from lccm.mqtt_identity import (
     ALERT_READER_PREFIX,
@@ -20,6 +20,7 @@ from lccm.mqtt_identity import (
     IdentityError,
     IssuedCredential,
     add_alert_reader,
+    alert_reader_username,
     setup_services,
     write_credentials_file,
 )
@@ -33,7 +34,7 @@ def setup_command() -> None:
     """Create (or repair) the service roles and the ingest's client: LCCM_MQTT_USERNAME with LCCM_MQTT_PASSWORD.
     Idempotent; run at every deployment (compose's broker-setup one-shot does) and once per extra ingest user."""
     settings = Settings()
-    admin = _broker_admin(settings)
+    admin = broker_admin_settings(settings)
     try:
         with BrokerAdmin(admin) as broker:
             setup_services(
@@ -58,15 +59,16 @@ def add_reader_command(
     credentials_out: CredentialsOut = None,
 ) -> None:
     """A client that may read the alert topic and nothing else (a control room, the city's own systems). Its secret
-    is written once to a new 0600 file; re-running replaces it."""
+    is written once to a new 0600 file (which must not exist yet); re-running replaces the secret."""
     settings = Settings()
-    admin = _broker_admin(settings)
+    admin = broker_admin_settings(settings)
+    out = credentials_out or Path(settings.data_dir) / "credentials" / f"{alert_reader_username(name)}.csv"
+    refuse_existing(out)
     try:
         with BrokerAdmin(admin) as broker:
             username, secret = add_alert_reader(broker, name, settings.mqtt_topic_root)
     except (BrokerAdminError, IdentityError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    out = credentials_out or Path(settings.data_dir) / "credentials" / f"{username}.csv"
     write_credentials_file(out, [IssuedCredential(username, secret)])
     typer.echo(f"alert reader {username} (client id {username}): secret written to {out} (mode 0600)")

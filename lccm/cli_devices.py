@@ -98,7 +98,7 @@ CredentialsOut = Annotated[
 ]
 
 
-def _broker_admin(settings: Settings) -> BrokerAdminConfig:
+def broker_admin_settings(settings: Settings, hint: str = "") -> BrokerAdminConfig:
     try:
         return admin_config(
             settings.mqtt_host,
@@ -108,7 +108,7 @@ def _broker_admin(settings: Settings) -> BrokerAdminConfig:
             settings.mqtt_admin_tls_ca_file,
         )
     except IdentityError as exc:
-        typer.echo(f"error: {exc}; or pass --no-credentials to register devices without issuing any.", err=True)
+        typer.echo(f"error: {exc}{hint}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -123,7 +123,11 @@ def issue_credentials(
         typer.echo("credentials: none to issue (every device has one; --rotate DEVICE to replace one)")
         return
     issued = [IssuedCredential(d, new_secret()) for d in device_ids]
-    write_credentials_file(out, issued)
+    try:
+        write_credentials_file(out, issued)
+    except FileExistsError as exc:  # never overwrite secrets that may not have been handed out yet
+        typer.echo(f"error: {out} exists; choose another --credentials-out (nothing was issued).", err=True)
+        raise typer.Exit(2) from exc
     try:
         with BrokerAdmin(admin) as broker:
             provision_devices(broker, settings.mqtt_topic_root, {c.device_id: c.secret for c in issued})
@@ -138,6 +142,12 @@ def issue_credentials(
         f"accepts them now; secrets written to {out} (mode 0600) and shown nowhere else: hand each installer "
         "their device's line, then delete the file"
     )
+
+
+def refuse_existing(path: Path | None) -> None:
+    if path is not None and path.exists():
+        typer.echo(f"error: {path} exists; choose another --credentials-out (nothing was done).", err=True)
+        raise typer.Exit(2)
 
 
 def _require_registered(conn: psycopg.Connection, device_ids: list[str]) -> None:
@@ -166,7 +176,9 @@ def import_command(
     which the broker accepts at once (dynamic-security plugin, LCCM_MQTT_ADMIN_PASSWORD); the secrets are written
     once to a 0600 file and only their hashes are stored."""
     settings = _settings(database_url)
-    admin = None if no_credentials else _broker_admin(settings)
+    hint = "; or pass --no-credentials to register devices without issuing any"
+    admin = None if no_credentials else broker_admin_settings(settings, hint)
+    refuse_existing(credentials_out)
     try:
         rows = parse_registry_csv(file.read_bytes(), settings.input_limits())
     except RegistryInvalid as exc:
@@ -194,7 +206,8 @@ def rotate_command(
 ) -> None:
     """Replace devices' MQTT credentials: the old secret stops working at the device's next connection."""
     settings = _settings(database_url)
-    admin = _broker_admin(settings)
+    admin = broker_admin_settings(settings)
+    refuse_existing(credentials_out)
     with _connect(settings) as conn, _schema_required():
         _require_registered(conn, device_ids)
         out = credentials_out or default_credentials_path(settings.data_dir)
@@ -206,7 +219,8 @@ def issue_command(credentials_out: CredentialsOut = None, database_url: Database
     """Issue a credential to every registered device that has none (e.g. registered through the API's
     POST /devices/import, which does not reach the broker)."""
     settings = _settings(database_url)
-    admin = _broker_admin(settings)
+    admin = broker_admin_settings(settings)
+    refuse_existing(credentials_out)
     with _connect(settings) as conn, _schema_required():
         registered = [d.device_id for d in queries.list_devices(conn)]
         missing = devices_without_credential(conn, registered)

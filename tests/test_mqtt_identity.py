@@ -318,6 +318,17 @@ def test_no_credential_but_the_ingest_s_can_take_its_session_and_its_queue_survi
     assert sorted(int(m.payload.decode().split(": ")[1].rstrip("}")) for m in received) == list(range(queued))
 
 
+def test_a_device_cannot_use_the_broker_s_control_api(broker: ProdBroker, devices: dict[str, str]) -> None:
+    """A device credential cannot make itself an admin or read the plugin's answers."""
+    a = device(broker, devices, "DEV-A")
+    grab = b'{"commands": [{"command": "addClientRole", "username": "DEV-A", "rolename": "lccm-ingest"}]}'
+    assert a.publish("$CONTROL/dynamic-security/v1", grab) == "Not authorized"
+    assert a.subscribe("$CONTROL/dynamic-security/v1/response") == ["Not authorized"]
+    assert a.subscribe("$SYS/#") == ["Not authorized"]
+    assert a.subscribe(f"{ROOT_TOPIC}/#") == ["Not authorized"]  # nor other devices' data
+    a.close()
+
+
 def test_anonymous_clients_are_refused_on_every_listener(broker: ProdBroker) -> None:
     for port, ca in ((broker.port, None), (broker.tls_port, broker.ca_file)):
         anonymous = Client(port, None, None, "health", ca_file=ca)
@@ -370,3 +381,16 @@ def test_the_demo_broker_config_keeps_anonymous_publishing_and_the_same_admin_co
         simulator.close()
         with BrokerAdmin(BrokerAdminConfig("127.0.0.1", dev.port, ADMIN_USER, dev.admin_password)) as admin:
             setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
+
+
+def test_the_shipped_names_are_the_reserved_ones() -> None:
+    """Settings, compose and the code name the same service identities, all under the reserved prefix."""
+    from deploy.compose import environment
+    from lccm.mqtt_identity import ADMIN_USER, INGEST_USER
+    from lccm.settings import Settings
+
+    services = load()["services"]
+    assert Settings.model_fields["mqtt_admin_username"].default == ADMIN_USER
+    assert environment(services["mosquitto"])["MQTT_ADMIN_USERNAME"] == ADMIN_USER
+    assert environment(services["ingest"])["LCCM_MQTT_USERNAME"] == INGEST_USER
+    assert all(is_reserved_identity(name) for name in (ADMIN_USER, INGEST_USER, "lccm-alerts-control-room"))
