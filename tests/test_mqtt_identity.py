@@ -365,6 +365,20 @@ def test_compose_s_healthcheck_passes_on_this_broker_and_reads_no_device_data(
     assert subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=20).returncode != 0
 
 
+def test_the_admin_commands_can_speak_tls(broker: ProdBroker, db_url: str, tmp_path: Path) -> None:
+    """LCCM_MQTT_ADMIN_TLS_CA_FILE: the control messages (which carry passwords) over the TLS listener."""
+    env = env_for(broker, db_url, tmp_path) | {
+        "LCCM_MQTT_PORT": str(broker.tls_port),
+        "LCCM_MQTT_ADMIN_TLS_CA_FILE": str(broker.ca_file),
+    }
+    out = tmp_path / "tls.csv"
+    lccm(env, "devices", "import", str(_csv(tmp_path, registry("DEV-TLSADMIN"))), "--credentials-out", str(out))
+    secret = read_credentials(out)["DEV-TLSADMIN"]
+    c = Client(broker.tls_port, "DEV-TLSADMIN", secret, "DEV-TLSADMIN", ca_file=broker.ca_file)
+    assert c.accepted
+    c.close()
+
+
 def test_broker_setup_is_idempotent(broker: ProdBroker, devices: dict[str, str]) -> None:
     with BrokerAdmin(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
         setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
