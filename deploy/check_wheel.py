@@ -3,14 +3,17 @@
 1. Builds the wheel from a copy of the Docker build context (.dockerignore) and installs it, with constraints.txt and
    no extras (as the Dockerfile does), into a fresh virtual environment in a temporary folder; proves ``lccm`` is
    imported from that environment's site-packages and that commands needing an extra stop with one line.
-2. Starts a private mosquitto with the shipped deploy/mosquitto/mosquitto.conf and ACL (listener ports and paths
-   adapted, a password file made with ``mosquitto_passwd`` for this run), and a fresh PostgreSQL database and role.
-3. Runs compose's lccm services (``migrate``, then ``ingest`` and ``api``; ``demo-devices-import`` to register a
-   device) with compose's commands and LCCM_* variables, the Dockerfile's ENV, WORKDIR and ENTRYPOINT, waiting for
-   each with compose's own healthcheck. Only hosts, ports, passwords, paths, and the database's name and role (it is
-   a shared server) are replaced for this machine.
-4. A device publishes one reading with its own credential (and is refused another device's topic); the reading is
-   read back through ``GET /devices/<id>/latest``.
+2. Starts a private mosquitto with compose's command (deploy/mosquitto/entrypoint.sh, which creates the
+   dynamic-security file with the broker admin) and the shipped deploy/mosquitto/mosquitto.conf (listener ports,
+   paths and the plugin's location adapted; a throwaway CA and TLS certificate made with openssl for this run), and
+   a fresh PostgreSQL database and role.
+3. Runs compose's lccm services (``migrate`` and ``broker-setup``, then ``ingest`` and ``api``; the ``devices``
+   tool to register a device and issue its MQTT credential) with compose's commands and LCCM_* variables, the
+   Dockerfile's ENV, WORKDIR and ENTRYPOINT, waiting for each with compose's own healthcheck. Only hosts, ports,
+   passwords, paths, and the database's name and role (it is a shared server) are replaced for this machine.
+4. The device publishes one reading over TLS with the credential ``lccm devices import`` wrote to its 0600 file
+   (and is refused another device's topic and client id); the reading is read back through
+   ``GET /devices/<id>/latest``.
 5. SIGTERM to every process: each must exit 0 (the API: uvicorn's orderly shutdown, after which it re-raises the
    signal on purpose). Then what every process was started with is compared with compose:
    a command or LCCM_* variable compose gives that the run did not use, or one the run needed that compose lacks,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import pwd
@@ -33,6 +37,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -54,6 +59,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from psycopg import sql
 
 from deploy.compose import command_argv, environment, interpolate, lccm_services, load
+from deploy.mosquitto_local import PLUGIN_IN_IMAGE, local_plugin, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("LCCM_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -70,11 +76,16 @@ NOT_INSTALLED = ("pgserver", "amqtt", "grafana_client", "pandas", "pytest")
 # Variables the run must point at this machine, per compose service: compose must give each of them.
 NEEDS = {
     "migrate": {"LCCM_DATABASE_URL"},
+    "broker-setup": {
+        "LCCM_MQTT_HOST", "LCCM_MQTT_PORT", "LCCM_MQTT_USERNAME", "LCCM_MQTT_PASSWORD", "LCCM_MQTT_ADMIN_PASSWORD",
+    },
     "ingest": {"LCCM_DATABASE_URL", "LCCM_MQTT_HOST", "LCCM_MQTT_PORT", "LCCM_MQTT_USERNAME", "LCCM_MQTT_PASSWORD"},
     "api": {"LCCM_DATABASE_URL"},
-    "demo-devices-import": {"LCCM_DATABASE_URL"},
-}
-REGISTER = "demo-devices-import"  # compose's one-shot that registers devices (its CSV is this run's one device)
+    "devices": {"LCCM_DATABASE_URL", "LCCM_MQTT_HOST", "LCCM_MQTT_PORT", "LCCM_MQTT_ADMIN_PASSWORD"},
+}  # fmt: skip
+ONE_SHOTS = ["migrate", "broker-setup"]  # compose's lccm one-shots without a profile, in the order they run
+REGISTER = "devices"  # compose's operator tool that registers devices and issues credentials (this run's one device)
+DEVICE_PORT = 8883  # devices reach the broker over TLS only
 BROKER, DATABASE = "mosquitto", "timescaledb"
 UVICORN_SHUTDOWN = "Finished server process"
 
@@ -149,7 +160,8 @@ class Machine:
     venv: Path
     dotenv: dict[str, str]
     db_name: str
-    device_password: str
+    ca_file: Path | None = None  # the throwaway CA that signed the broker's TLS certificate
+    device_password: str = ""  # from the credentials file `lccm devices import` wrote
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def port(self, service: str, container_port: int) -> int:
@@ -160,7 +172,7 @@ class Machine:
         the image's virtual environment, and the image's WORKDIR (a folder per container when no volume covers it)."""
         found = {"/opt/lccm": self.venv}
         for spec in svc.get("volumes", []):
-            source, target = str(spec).split(":")[:2]
+            source, target = interpolate(str(spec), self.dotenv).split(":")[:2]
             if source.startswith((".", "/")):
                 found[target] = (ROOT / source).resolve()
             else:
@@ -263,6 +275,7 @@ def healthcheck_argv(service: str, svc: dict[str, Any], machine: Machine, env: d
         for (name, container_port), local_port in machine.ports.items():
             if name == service:
                 text = re.sub(rf"\b(127\.0\.0\.1|localhost):{container_port}\b", f"{LOCAL}:{local_port}", text)
+                text = re.sub(rf"(^|\s)-p {container_port}\b", rf"\g<1>-p {local_port}", text)
         return text
 
     if test[0] == "CMD-SHELL":
@@ -518,25 +531,27 @@ def _broker_user() -> str | None:
         return None
 
 
-def start_broker(
-    compose: dict[str, Any], machine: Machine, users: dict[str, str], processes: Processes, report: Report
-) -> Process:
-    """Compose's mosquitto service: its command, its configuration folder (a copy, with the ports this machine gives
-    it and a password file for the run's users) and data volume."""
+def start_broker(compose: dict[str, Any], machine: Machine, processes: Processes, report: Report) -> Process:
+    """Compose's mosquitto service: its command (deploy/mosquitto/entrypoint.sh) and environment, its configuration
+    folder (a copy, with the ports this machine gives it and the local plugin), data volume and certificate volume
+    (a throwaway CA and server certificate)."""
     svc = compose["services"][BROKER]
-    config_mount = next(str(v) for v in svc["volumes"] if str(v).split(":")[1] == "/mosquitto/config")
-    source = (ROOT / config_mount.split(":")[0]).resolve()
-    config = machine.tmp / "mosquitto-config"
-    shutil.copytree(source, config, ignore=shutil.ignore_patterns("passwords"))
-    paths = {"/mosquitto/config": config}
+    paths: dict[str, Path] = {}
     for spec in svc.get("volumes", []):
-        name, target = str(spec).split(":")[:2]
-        if not name.startswith((".", "/")):
-            paths[target] = machine.tmp / "volumes" / name
-            paths[target].mkdir(parents=True, exist_ok=True)
+        name, target = interpolate(str(spec), machine.dotenv).split(":")[:2]
+        if target == "/mosquitto/config":
+            paths[target] = machine.tmp / "mosquitto-config"
+            shutil.copytree((ROOT / name).resolve(), paths[target], ignore=shutil.ignore_patterns("certs"))
+        elif name.startswith("/"):
+            paths[target] = Path(name)
+        else:
+            paths[target] = machine.tmp / "volumes" / Path(name).name
+        paths[target].mkdir(parents=True, exist_ok=True)
+    machine.ca_file = make_certs(paths["/mosquitto/certs"])
 
     argv = [interpolate(a, machine.dotenv) for a in command_argv(svc["command"])]
-    conf_path = Path(localise_path(argv[argv.index("-c") + 1], paths) or "")
+    conf_arg = next(a for a in argv if a.endswith(".conf"))
+    conf_path = Path(localise_path(conf_arg, paths) or "")
     fail_unless(conf_path.is_file(), f"{BROKER}: no configuration file {conf_path}")
     changed = []
     lines = []
@@ -544,39 +559,37 @@ def start_broker(
         words = line.split()
         if words and words[0] == "listener":
             port = machine.port(BROKER, int(words[1]))
-            new = f"listener {port} {LOCAL}"
             changed.append(f"{' '.join(words[1:])} -> {LOCAL}:{port}")
-            line = new
+            line = f"listener {port} {LOCAL}"
+        elif len(words) == 2 and words[1] == PLUGIN_IN_IMAGE:
+            line = f"{words[0]} {local_plugin()}"
         elif len(words) == 2 and words[1].startswith("/mosquitto/"):
             line = f"{words[0]} {localise_path(words[1], paths)}"
         lines.append(line)
     conf_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    passwords = config / "passwords"
-    for i, (user, password) in enumerate(users.items()):
-        subprocess.run(
-            ["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwords), user, password],
-            check=True,
-            capture_output=True,
-        )
-    passwords.chmod(0o600)
     owner = _broker_user()
     if owner is not None:
         machine.tmp.chmod(0o755)
-        for path in [config, *config.rglob("*"), *(p for t, p in paths.items() if t != "/mosquitto/config")]:
-            shutil.chown(path, user=owner, group=owner)
+        for folder in paths.values():
+            for path in [folder, *folder.rglob("*")]:
+                shutil.chown(path, user=owner, group=owner)
 
+    argv = [localise_path(a, paths) or a for a in argv]
     exe = shutil.which(argv[0])
     fail_unless(exe, f"{BROKER}: {argv[0]} is not installed")
     argv[0] = str(exe)
-    argv[argv.index("-c") + 1] = str(conf_path)
-    run = Localised(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, machine.tmp, {})
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env |= {k: interpolate(v, machine.dotenv, strict=True) for k, v in environment(svc).items()}
+    run = Localised(argv, env, machine.tmp, {})
     p = processes.start(BROKER, run)
     took, answer = wait_healthy(BROKER, svc, p, machine)
+    created = next((line for line in p.output().splitlines() if line.startswith("entrypoint:")), "")
     report.step(
         BROKER,
-        f"{source.relative_to(ROOT)}/{conf_path.name} (listeners {', '.join(changed)}), its ACL, passwords for "
-        f"{', '.join(users)} by mosquitto_passwd; healthcheck ($SYS uptime {answer}) passed after {took:.1f} s",
+        f"{_cmd_any(run)} ({conf_path.name}: listeners {', '.join(changed)}; dynamic-security plugin "
+        f"{local_plugin()}; throwaway CA and certificate); {created}; healthcheck as the admin ($SYS uptime "
+        f"{answer}) passed after {took:.1f} s",
     )
     return p
 
@@ -593,27 +606,37 @@ def device_csv(path: Path) -> None:
     )
 
 
-def publish(port: int, password: str, topic: str, payload: bytes) -> str:
-    """Publish once with QoS 1 as the device (client id = user name = device id); the PUBACK's reason code."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE_ID, protocol=mqtt.MQTTv5)
-    client.username_pw_set(DEVICE_ID, password)
-    acked = threading.Event()
+def publish(machine: Machine, port: int, topic: str, payload: bytes, client_id: str = DEVICE_ID) -> str:
+    """Publish once with QoS 1 as the device (user name = device id) over TLS; the CONNACK's reason code if the
+    broker refused the connection, else the PUBACK's."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(DEVICE_ID, machine.device_password)
+    client.tls_set(ca_certs=str(machine.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    connected, acked = threading.Event(), threading.Event()
     reason: list[str] = []
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        reason.append(str(rc))
+        connected.set()
 
     def on_publish(_c: mqtt.Client, _u: object, _mid: int, rc: ReasonCode, _p: object) -> None:
         reason.append(str(rc))
         acked.set()
 
+    client.on_connect = on_connect
     client.on_publish = on_publish
     client.connect(LOCAL, port)
     client.loop_start()
     try:
+        fail_unless(connected.wait(10), f"no CONNACK within 10 s from {LOCAL}:{port}")
+        if reason[0] != "Success":
+            return reason[0]
         client.publish(topic, payload, qos=1)
         fail_unless(acked.wait(10), f"no PUBACK for {topic} within 10 s")
     finally:
         client.disconnect()
         client.loop_stop()
-    return reason[0]
+    return reason[-1]
 
 
 def http_json(url: str) -> tuple[int, Any]:
@@ -678,7 +701,7 @@ def core_services(compose: dict[str, Any]) -> tuple[list[str], list[str]]:
     services = lccm_services(compose)
     core = [name for name, svc in services.items() if not svc.get("profiles")]
     one_shots = [s for s in core if str(services[s].get("restart", "no")) in ("no", "False", "false")]
-    fail_unless(one_shots == ["migrate"], f"expected one one-shot lccm service (migrate), compose has {one_shots}")
+    fail_unless(one_shots == ONE_SHOTS, f"expected the one-shot lccm services {ONE_SHOTS}, compose has {one_shots}")
     missing = [s for s in NEEDS if s not in services]
     fail_unless(not missing, f"compose lacks the services the run needs: {missing}")
     lacking = {s: sorted(need - set(environment(services[s]))) for s, need in NEEDS.items()}
@@ -752,26 +775,43 @@ def wait_api_ready(p: Process, report: Report, timeout_s: float = 120) -> None:
 
 
 def register_device(svc: dict[str, Any], image: Image, machine: Machine, processes: Processes, report: Report) -> None:
-    """compose's registry one-shot, on the running system (as an operator adds a device), with a one-row CSV."""
+    """compose's devices tool, on the running system (as an operator adds a device), with a one-row CSV: registers
+    it and issues its credential, which the device then reads from the 0600 file the command wrote."""
     run = localise(REGISTER, svc, image, machine)
-    csv = next(Path(a) for a in run.argv if a.endswith(".csv"))
-    device_csv(csv)
+    registry = next(Path(a) for a in run.argv if a.endswith(".csv"))
+    device_csv(registry)
     p = processes.run(REGISTER, run)
     said = "; ".join(" ".join(line.split()) for line in p.output().splitlines())
-    report.step("devices", f"{_cmd(run)} ({REGISTER}; one row, {DEVICE_ID}) -> exit 0: {said}")
+    files = sorted((Path(run.env["LCCM_DATA_DIR"]) / "credentials").glob("device-credentials-*.csv"))
+    fail_unless(len(files) == 1, f"{REGISTER}: expected one credentials file, found {files}")
+    mode = files[0].stat().st_mode & 0o777
+    fail_unless(mode == 0o600, f"{files[0]}: mode {mode:o}, not 600")
+    with files[0].open(encoding="utf-8", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    fail_unless(row["device_id"] == row["mqtt_username"] == row["mqtt_client_id"] == DEVICE_ID, f"{files[0]}: {row}")
+    fail_unless(row["mqtt_password"] not in p.output(), f"{REGISTER}: printed the device's secret")
+    machine.device_password = row["mqtt_password"]
+    report.step("devices", f"{_cmd(run)} ({REGISTER}; one row, {DEVICE_ID}) -> exit 0: {said}; file mode 0600")
 
 
 def publish_reading(machine: Machine, report: Report) -> int:
-    """The device publishes one reading on its own topic, after the ACL refused it another device's; its time."""
-    port = machine.ports[(BROKER, 1883)]
+    """The device publishes one reading over TLS on its own topic, after the broker refused it another device's
+    client id and topic; its time."""
+    port = machine.ports[(BROKER, DEVICE_PORT)]
     ts = int(time.time()) - 30
     payload = json.dumps({"device_id": DEVICE_ID, "seq": 1, "ts": ts, "values": READING}).encode()
-    denied = publish(port, machine.device_password, f"{TOPIC_ROOT}/{CITY}/CI-OTHER-M1/up", payload)
-    fail_unless(denied == "Not authorized", f"the ACL let {DEVICE_ID} publish as another device: {denied}")
+    other = publish(machine, port, f"{TOPIC_ROOT}/{CITY}/CI-OTHER-M1/up", payload, client_id="CI-OTHER-M1")
+    fail_unless(other == "Not authorized", f"{DEVICE_ID} connected with another device's client id: {other}")
+    denied = publish(machine, port, f"{TOPIC_ROOT}/{CITY}/CI-OTHER-M1/up", payload)
+    fail_unless(denied == "Not authorized", f"the broker let {DEVICE_ID} publish as another device: {denied}")
     topic = f"{TOPIC_ROOT}/{CITY}/{DEVICE_ID}/up"
-    rc = publish(port, machine.device_password, topic, payload)
+    rc = publish(machine, port, topic, payload)
     fail_unless(rc == "Success", f"publish to {topic}: {rc}")
-    report.step("publish", f"{DEVICE_ID} -> {topic} {payload.decode()}: PUBACK {rc}; another device's topic: {denied}")
+    report.step(
+        "publish",
+        f"{DEVICE_ID} over TLS ({LOCAL}:{port}, verified against the run's CA) -> {topic} {payload.decode()}: PUBACK "
+        f"{rc}; another device's client id: CONNACK {other}; another device's topic: {denied}",
+    )
     return ts
 
 
@@ -833,6 +873,10 @@ def _cmd(run: Localised) -> str:
     return "lccm " + shlex.join(run.argv[1:])
 
 
+def _cmd_any(run: Localised) -> str:
+    return shlex.join([Path(run.argv[0]).name, *run.argv[1:]])
+
+
 def _epoch(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
@@ -846,15 +890,19 @@ def main() -> int:
     processes = Processes(tmp)
     compose, image = load(), read_image()
     # The run's .env: the secrets compose requires of the lccm services (deploy/.env.example).
-    dotenv = {"POSTGRES_PASSWORD": secrets.token_hex(16), "LCCM_MQTT_PASSWORD": secrets.token_hex(16)}
+    dotenv = {
+        "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "LCCM_MQTT_PASSWORD": secrets.token_hex(16),
+        "LCCM_MQTT_ADMIN_PASSWORD": secrets.token_hex(16),
+        "LCCM_DEVICES_DIR": str(tmp / "devices"),  # the devices tool's bind mount: the registry CSV, the secrets
+        "LCCM_MQTT_CERTS_DIR": str(tmp / "certs"),  # the broker's TLS certificate and key
+    }
     try:
         core_services(compose)  # fail before the slow part
         venv = build_and_install(tmp, report)
         prove_installed_copy(venv, tmp, report)
-        machine = Machine(tmp, venv, dotenv, f"lccm_wheel_{secrets.token_hex(4)}", secrets.token_hex(16))
-        ingest_user = environment(compose["services"]["ingest"])["LCCM_MQTT_USERNAME"]
-        users = {ingest_user: dotenv["LCCM_MQTT_PASSWORD"], DEVICE_ID: machine.device_password}
-        broker = start_broker(compose, machine, users, processes, report)
+        machine = Machine(tmp, venv, dotenv, f"lccm_wheel_{secrets.token_hex(4)}")
+        broker = start_broker(compose, machine, processes, report)
         with fresh_database(machine, dotenv["POSTGRES_PASSWORD"], report):
             run_services(compose, image, machine, processes, report)
         code, took = processes.stop(broker, _seconds(compose["services"][BROKER].get("stop_grace_period", "10s")))

@@ -43,6 +43,20 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Topic levels the product publishes on (docs/contract.md#topics; ingest/topic.py RESERVED_DEVICE_IDS, tied by a
 # test): a device with such an id would publish where alert consumers read.
 RESERVED_DEVICE_IDS = frozenset({"alerts"})
+# A device id is also its MQTT user name and client id (docs/contract.md#authentication). The product's own broker
+# identities (ingest workers, the alert publisher, alert readers, the broker admin: lccm/mqtt_identity.py) all start
+# with this prefix, so no device credential can ever carry a service's name or take a service's session. Compared
+# case-insensitively ("LCCM-ingest-1" would be a different broker user, but reads as the same to a person).
+RESERVED_IDENTITY_PREFIX = "lccm"
+_RESERVED_IDENTITY = re.compile(rf"^{RESERVED_IDENTITY_PREFIX}([-_.]|$)", re.IGNORECASE)
+
+
+def is_reserved_identity(name: str) -> bool:
+    """Whether ``name`` is in the broker namespace kept for the product's own services (``lccm``, ``lccm-...``,
+    ``lccm_...``, ``lccm....``, any case) or is a reserved topic level."""
+    return name in RESERVED_DEVICE_IDS or _RESERVED_IDENTITY.match(name) is not None
+
+
 CITY_SLUG_MAX = 32
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -136,6 +150,11 @@ class RegistryRow(BaseModel):
     def _device_id_not_reserved(cls, v: str) -> str:
         if v in RESERVED_DEVICE_IDS:
             raise ValueError(f"{v!r} is reserved: the product publishes on lccm/v1/<city>/{v}/...")
+        if is_reserved_identity(v):
+            raise ValueError(
+                f"{v!r} is reserved: device ids starting with {RESERVED_IDENTITY_PREFIX!r} followed by '-', '_', '.' "
+                "or nothing are the product's own MQTT identities (ingest, alert publisher and readers, broker admin)"
+            )
         return v
 
     @model_validator(mode="after")

@@ -6,7 +6,8 @@ outbound messages, which are not device data and are left alone:
 
 - ``<root>/<city>/alerts/...``: alert changes (ingest/alerts.py). ``alerts`` is a reserved topic level:
   no device may have it as its id (the registry import refuses it, imports/registry.py).
-- ``<root>/<city>/<device_id>/cmd/...``: commands to a device (deploy/mosquitto/acl grants devices read on them).
+- ``<root>/<city>/<device_id>/cmd/...``: commands to a device (each device's broker role lets it read its own:
+  lccm/mqtt_identity.py).
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ try:  # the registry sub-commands live beside the CLI
 except ImportError:  # pragma: no cover - only while the module is being written
     pass
 
+from lccm.cli_broker import broker_app  # noqa: E402
+
+app.add_typer(broker_app, name="broker", help="MQTT broker identities: service roles, the ingest, alert readers")
+
 from lccm.cli_inventory import activity_app, inventory_app  # noqa: E402
 
 app.add_typer(inventory_app, name="inventory", help="CFO inventories: base-year import, items, device mappings")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lccm.engine.aqi_tables import (
@@ -59,9 +59,19 @@ class Settings(BaseSettings):
     # process if installed, else amqtt) when it is empty.
     mqtt_host: str = ""
     mqtt_port: int = 1883
+    # The ingest's broker identity (docs/security.md#mqtt-identity): the user lccm-ingest, shared by the ingest
+    # workers, each with its own client id (lccm-ingest-1, lccm-ingest-2, ...; its alert publisher adds -alerts).
+    # User names and client ids starting with "lccm" are reserved for the product's services.
     mqtt_username: str = ""
-    mqtt_password: str = ""
+    mqtt_password: SecretStr = SecretStr("")
     mqtt_client_id: str = "lccm-ingest-1"
+    # The broker's dynamic-security admin: `lccm broker setup` and `lccm devices import|rotate` create and change
+    # broker identities with it (deploy/mosquitto/entrypoint.sh creates it at the broker's first start). Only those
+    # commands need it; never give it to the ingest or the API.
+    mqtt_admin_username: str = "lccm-admin"
+    mqtt_admin_password: SecretStr = SecretStr("")
+    # A CA certificate (PEM) to verify the broker with: the admin commands then speak TLS (e.g. to port 8883).
+    mqtt_admin_tls_ca_file: Path | None = None
     mqtt_share_group: str = "lccm-ingest"
     mqtt_topic_root: str = "lccm/v1"
     # Persistent session: the broker keeps our subscription and queued QoS 1 messages this long while we are away.

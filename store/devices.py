@@ -111,3 +111,47 @@ def import_registry(conn: psycopg.Connection, rows: Sequence[RegistryRow]) -> Im
         site_counts = _upsert(conn, _COUNT_SITES, _UPSERT_SITES, _columns(sites, _SITE_FIELDS))
         device_counts = _upsert(conn, _COUNT_DEVICES, _UPSERT_DEVICES, _columns(rows, _DEVICE_FIELDS))
     return ImportReport(sites=site_counts, devices=device_counts)
+
+
+# --- credentials (013_device_credentials.sql) --------------------------------------------------------------------
+
+
+def devices_without_credential(conn: psycopg.Connection, device_ids: Sequence[str]) -> list[str]:
+    """Those of the given registered devices that have no credential yet, in the given order."""
+    rows = conn.execute(
+        "SELECT d.device_id FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id "
+        "WHERE d.device_id = ANY(%s) AND c.device_id IS NULL",
+        (list(device_ids),),
+    ).fetchall()
+    missing = {r[0] for r in rows}
+    return [d for d in device_ids if d in missing]
+
+
+def unknown_devices(conn: psycopg.Connection, device_ids: Sequence[str]) -> list[str]:
+    """Those of the given ids that are not registered."""
+    rows = conn.execute("SELECT device_id FROM devices WHERE device_id = ANY(%s)", (list(device_ids),)).fetchall()
+    known = {r[0] for r in rows}
+    return [d for d in device_ids if d not in known]
+
+
+def store_credential_hashes(conn: psycopg.Connection, hashes: dict[str, str]) -> None:
+    """Record each device's current credential (a hash of it): a new one, or a rotation of the stored one."""
+    with conn.transaction():
+        conn.execute(
+            """
+            INSERT INTO device_credentials AS c (device_id, secret_hash)
+            SELECT d.id, i.secret_hash FROM unnest(%s::text[], %s::text[]) AS i(device_id, secret_hash)
+            JOIN devices d ON d.device_id = i.device_id
+            ON CONFLICT (device_id) DO UPDATE SET
+                secret_hash = EXCLUDED.secret_hash, issued_at = now(), rotations = c.rotations + 1
+            """,
+            (list(hashes), list(hashes.values())),
+        )
+
+
+def credential_hash(conn: psycopg.Connection, device_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT c.secret_hash FROM device_credentials c JOIN devices d ON d.id = c.device_id WHERE d.device_id = %s",
+        (device_id,),
+    ).fetchone()
+    return str(row[0]) if row else None

@@ -30,8 +30,10 @@ GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 PROMETHEUS_CONF = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 # Services every deployment has; the demo profile adds the simulator and the one-shots that register its devices.
-CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "prometheus", "migrate", "ingest", "api"}
+CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "prometheus", "migrate", "broker-setup", "ingest", "api"}
 DEMO_PROFILE = "demo"
+# The operator's one-shots, run with `docker compose run --rm <service>` (devices: import and issue credentials).
+TOOLS_PROFILE = "tools"
 # Variables that third-party images read, allowed on those services only.
 GRAFANA_DATASOURCE_VARS = {"LCCM_GRAFANA_DB_USER", "LCCM_GRAFANA_DB_PASSWORD"}
 
@@ -261,7 +263,7 @@ def test_services_and_profiles(services: dict[str, dict[str, Any]]) -> None:
     assert services["simulator"].get("profiles") == [DEMO_PROFILE], "the simulator runs in the demo profile only"
     for name, svc in services.items():
         if name not in CORE_SERVICES:
-            assert svc.get("profiles") == [DEMO_PROFILE], f"{name}: extra services belong to the demo profile"
+            assert svc.get("profiles") in ([DEMO_PROFILE], [TOOLS_PROFILE]), f"{name}: extra services need a profile"
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -293,6 +295,10 @@ def test_start_order_waits_for_health_and_migrations(services: dict[str, dict[st
     for name in ("ingest", "api"):
         assert waits_for(name, "migrate") == "service_completed_successfully", name
     assert waits_for("ingest", "mosquitto") == "service_healthy"
+    # The ingest's broker identity exists before it connects.
+    assert waits_for("broker-setup", "mosquitto") == "service_healthy"
+    assert waits_for("ingest", "broker-setup") == "service_completed_successfully"
+    assert waits_for("devices", "broker-setup") == "service_completed_successfully"
     assert waits_for("grafana", "timescaledb") == "service_healthy"
     assert waits_for("simulator", "mosquitto") == "service_healthy"
 
@@ -304,6 +310,26 @@ def test_api_port_matches_its_healthcheck_and_published_port(services: dict[str,
     assert any(str(p).split(":")[-1] == str(port) for p in api.get("ports", [])), api.get("ports")
     health = " ".join(str(t) for t in api["healthcheck"]["test"])
     assert re.search(rf"http://(localhost|127\.0\.0\.1):{port}/health/ready\b", health), health
+
+
+def _host_address(mapping: str) -> str:
+    """The host address of a published port ("${VAR:-default}" interpolated with its default)."""
+    parts = interpolate(mapping).split(":")
+    return parts[0] if len(parts) == 3 else "0.0.0.0"
+
+
+def test_only_the_device_port_is_published_beyond_loopback(services: dict[str, dict[str, Any]]) -> None:
+    """Devices reach MQTT over TLS (8883); the API, Grafana and Prometheus are on the host's loopback unless an
+    operator says otherwise; plain MQTT, PostgreSQL and the ingest's metrics are not published at all."""
+    published = {
+        (name, str(m).split(":")[-1]): _host_address(str(m)) for name, svc in services.items() for m in _published(svc)
+    }
+    exposed = {key for key, address in published.items() if address != "127.0.0.1"}
+    assert exposed == {("mosquitto", "8883")}, published
+    assert ("mosquitto", "1883") not in published
+    for name in ("api", "grafana"):
+        (mapping,) = _published(services[name])
+        assert re.fullmatch(r"\$\{LCCM_[A-Z]+_BIND:-127\.0\.0\.1\}:\d+:\d+", mapping), mapping
 
 
 # --- Prometheus ---------------------------------------------------------------------------------------------
@@ -452,44 +478,30 @@ def test_mosquitto_dev_config_keeps_the_production_queue_settings(
 
 
 def test_mosquitto_production_config_authenticates(mosquitto_confs: dict[str, list[tuple[str, list[str]]]]) -> None:
+    """No anonymous access; identities in one dynamic-security plugin shared by every listener; TLS on 8883."""
     entries = mosquitto_confs["mosquitto.conf"]
-    assert _global(entries, "per_listener_settings") == "true"
-    public = _listeners(entries)[("1883",)]
-    assert public.get("allow_anonymous") == "false"
-    assert public.get("password_file") and public.get("acl_file")
-    # Anonymous access only on a loopback listener (the container's healthcheck).
-    for listener, opts in _listeners(entries).items():
-        if opts.get("allow_anonymous") == "true":
-            assert len(listener) == 2 and listener[1] == "127.0.0.1", f"anonymous listener {listener} is exposed"
-            assert opts.get("acl_file"), f"anonymous listener {listener} needs an ACL"
-    # Files it names exist in deploy/mosquitto (mounted at /mosquitto/config), except the password file itself.
-    for opts in _listeners(entries).values():
-        for key in ("acl_file", "password_file"):
-            if key in opts:
-                assert opts[key].startswith("/mosquitto/config/")
-                local = MOSQUITTO_DIR / opts[key].removeprefix("/mosquitto/config/")
-                assert local.exists() or (key == "password_file" and (MOSQUITTO_DIR / "passwords.example").exists())
+    assert _global(entries, "per_listener_settings") == "false", "one plugin instance for every listener"
+    assert _global(entries, "allow_anonymous") == "false"
+    assert _global(entries, "plugin") == "/usr/lib/mosquitto_dynamic_security.so"  # the eclipse-mosquitto image
+    assert str(_global(entries, "plugin_opt_config_file")).startswith("/mosquitto/data/"), "the plugin rewrites it"
+    listeners = _listeners(entries)
+    assert set(listeners) == {("1883",), ("8883",)}, listeners
+    tls = listeners[("8883",)]
+    assert tls.get("certfile", "").startswith("/mosquitto/certs/") and tls.get("keyfile", "").startswith(
+        "/mosquitto/certs/"
+    )
+    # Nothing of the old, client-id-keyed ACL or password file is left to be used by mistake.
+    for opts in listeners.values():
+        assert not {"allow_anonymous", "acl_file", "password_file"} & set(opts), opts
+    assert not (MOSQUITTO_DIR / "acl").exists()
 
 
-def test_mosquitto_acl_lets_the_ingest_read_and_devices_write_their_own_topics(
-    services: dict[str, dict[str, Any]],
-) -> None:
-    sections: dict[str | None, list[str]] = {None: []}
-    current: str | None = None
-    for raw in (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8").splitlines():
-        line = " ".join(raw.split())
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("user "):
-            current = line.split(" ", 1)[1]
-            sections.setdefault(current, [])
-        else:
-            sections[None if line.startswith("pattern ") else current].append(line)
-    ingest_user = environment(services["ingest"])["LCCM_MQTT_USERNAME"]
-    topic_root = Settings.model_fields["mqtt_topic_root"].default
-    assert f"topic read {topic_root}/#" in sections.get(ingest_user, []), f"ACL: {ingest_user} cannot read"
-    assert f"pattern write {topic_root}/+/%c/#" in sections[None]
-    assert f"pattern read {topic_root}/+/%c/cmd/#" in sections[None]
+def test_compose_mounts_the_broker_certificates(services: dict[str, dict[str, Any]]) -> None:
+    mounts = [interpolate(str(v)) for v in services["mosquitto"]["volumes"]]
+    assert "./deploy/mosquitto/certs:/mosquitto/certs:ro" in mounts, mounts
+    assert (MOSQUITTO_DIR / "certs" / "README.md").exists()
+    ignored = (MOSQUITTO_DIR / ".gitignore").read_text(encoding="utf-8")
+    assert "certs/*" in ignored, "keys must never be committed"
 
 
 def test_compose_runs_the_broker_config_files(
@@ -498,16 +510,27 @@ def test_compose_runs_the_broker_config_files(
     broker = services["mosquitto"]
     assert any(str(v).startswith("./deploy/mosquitto:/mosquitto/config") for v in broker.get("volumes", []))
     argv = [interpolate(a) for a in command_argv(broker["command"])]
-    conf = argv[argv.index("-c") + 1]
-    assert conf == "/mosquitto/config/mosquitto.conf", "the default must be the production configuration"
+    assert argv[:2] == ["sh", "/mosquitto/config/entrypoint.sh"] and (MOSQUITTO_DIR / "entrypoint.sh").exists()
+    assert argv[2] == "/mosquitto/config/mosquitto.conf", "the default must be the production configuration"
     assert "${MOSQUITTO_CONF:-mosquitto.conf}" in " ".join(command_argv(broker["command"]))
+    # The entrypoint's admin is the lccm commands' admin.
+    env = environment(broker)
+    assert env["MQTT_ADMIN_USERNAME"] == Settings.model_fields["mqtt_admin_username"].default
+    for name in ("broker-setup", "devices"):
+        lccm_env = environment(services[name])
+        assert lccm_env["LCCM_MQTT_ADMIN_PASSWORD"] == env["MQTT_ADMIN_PASSWORD"], name
+        assert lccm_env["LCCM_MQTT_ADMIN_USERNAME"] == env["MQTT_ADMIN_USERNAME"], name
+    # Only the commands that manage identities get the admin's password.
+    for name, svc in services.items():
+        if name not in ("mosquitto", "broker-setup", "devices"):
+            assert "LCCM_MQTT_ADMIN_PASSWORD" not in environment(svc), f"{name} must not hold the broker admin"
 
-    # The healthcheck reaches a loopback listener that both configurations open.
+    # The healthcheck reaches 1883 on the container's loopback, which both configurations open.
     test = [interpolate(str(t)) for t in broker["healthcheck"]["test"]]
-    port = test[test.index("-p") + 1]
+    assert "-p 1883" in test[-1] and "-h 127.0.0.1" in test[-1]
     for name, entries in mosquitto_confs.items():
-        assert (port, "127.0.0.1") in _listeners(entries), f"{name}: no 127.0.0.1:{port} listener"
         assert ("1883",) in _listeners(entries), f"{name}: no listener on 1883"
+        assert _global(entries, "plugin_opt_config_file"), f"{name}: the admin commands need the plugin"
 
 
 # --- Grafana ------------------------------------------------------------------------------------------------

@@ -271,11 +271,11 @@ def _write(tmp_path: Path, data: bytes) -> Path:
 def test_cli_import_reports_counts_then_unchanged(conn: psycopg.Connection, db_url: str, tmp_path: Path) -> None:
     path = _write(tmp_path, registry_csv(REGISTRY_HEADER_TH, bom=True))
     runner = CliRunner()
-    first = runner.invoke(devices_app, ["import", str(path), "--database-url", db_url])
+    first = runner.invoke(devices_app, ["import", str(path), "--no-credentials", "--database-url", db_url])
     assert first.exit_code == 0, first.output
     assert "sites    inserted 3, updated 0, unchanged 0" in first.output
     assert "devices  inserted 4, updated 0, unchanged 0" in first.output
-    second = runner.invoke(devices_app, ["import", str(path), "--database-url", db_url])
+    second = runner.invoke(devices_app, ["import", str(path), "--no-credentials", "--database-url", db_url])
     assert "devices  inserted 0, updated 0, unchanged 4" in second.output
     listing = runner.invoke(devices_app, ["list", "--site-code", "HALL", "--database-url", db_url])
     assert listing.exit_code == 0, listing.output
@@ -289,7 +289,7 @@ def test_cli_invalid_file_writes_nothing_and_exits_nonzero(
     before = _snapshot(conn)
     rows = [REGISTRY_ROWS[0].replace("City Hall", "Renamed Hall"), "X,Y,,building,C,,,,Z 1,lamp,L,60,"]
     path = _write(tmp_path, registry_csv(rows=rows))
-    result = CliRunner().invoke(devices_app, ["import", str(path), "--database-url", db_url])
+    result = CliRunner().invoke(devices_app, ["import", str(path), "--no-credentials", "--database-url", db_url])
     assert result.exit_code == 1
     assert "row 3, column 'device_id' (value 'Z 1')" in result.output
     assert "nothing was imported" in result.output

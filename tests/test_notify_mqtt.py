@@ -4,35 +4,33 @@ subscriber."""
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import queue
-import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lccm.ingest.alerts import AlertPublisherError, MqttAlertPublisher
+from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig
+from lccm.mqtt_identity import add_alert_reader, provision_devices, setup_services
 from lccm.notify.dispatch import Dispatcher
 from lccm.notify.model import Address, AlertMessage, Notification, Recipient
 from lccm.notify.outbox import MemoryOutbox
-from lccm.services import Broker, free_port, wait_for_port
-
-ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "acl"
+from lccm.services import Broker, free_port
+from tests._prod_broker import prod_broker
 
 
 class Subscriber:
-    def __init__(self, broker: Broker, topic_filter: str, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, broker: Broker, topic_filter: str, auth: tuple[str, str] | None = None, client_id: str = ""
+    ) -> None:
         self.messages: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}")
         if auth is not None:
             self.client.username_pw_set(*auth)
         self.client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
@@ -142,39 +140,27 @@ def test_unreachable_broker_and_unstarted_publisher() -> None:
     assert not outcome.ok and outcome.error == "alert publisher is not started"
 
 
-def test_production_acl_lets_the_ingest_publish_alerts_and_only_lccm_alerts_read_them(tmp_path: Path) -> None:
-    """deploy/mosquitto/acl on a real Mosquitto with passwords: the ingest's publisher reaches the alert reader;
-    a device may not forge an alert, and the alert reader sees no device data."""
-    exe = shutil.which("mosquitto")
-    passwd = shutil.which("mosquitto_passwd")
-    if exe is None or passwd is None:
-        pytest.skip("mosquitto and mosquitto_passwd are needed for the ACL test")
-    users = {"lccm-ingest": "ingest-pw", "lccm-alerts": "alerts-pw", "LPG-TH-01-M1": "device-pw"}
-    pw_file = tmp_path / "passwords"
-    pw_file.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
-    subprocess.run([passwd, "-U", str(pw_file)], check=True)
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw_file}\n"
-        f"acl_file {ACL}\npersistence false\n"
-        f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"  # as root it would drop to 'mosquitto', who cannot read tmp
-    )
-    log = (tmp_path / "mosquitto.log").open("wb")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port("127.0.0.1", port, timeout_s=10)
-        broker = Broker("127.0.0.1", port, "mosquitto")
-        reader = Subscriber(broker, "lccm/v1/#", auth=("lccm-alerts", users["lccm-alerts"]))
+def test_production_broker_lets_the_ingest_publish_alerts_and_only_alert_readers_read_them() -> None:
+    """The shipped broker configuration (tests/_prod_broker.py) with the identities `lccm broker setup`,
+    `lccm broker add-reader` and `lccm devices import` create: the ingest's publisher reaches the alert reader; a
+    device may not forge an alert, and the alert reader sees no device data."""
+    with prod_broker() as real:
+        admin_cfg = BrokerAdminConfig("127.0.0.1", real.port, "lccm-admin", real.admin_password)
+        with BrokerAdmin(admin_cfg) as admin:
+            setup_services(admin, "lccm/v1", "lccm-ingest", "lccm-ingest", "ingest-pw")
+            reader_user, reader_secret = add_alert_reader(admin, "control-room", "lccm/v1")
+            provision_devices(admin, "lccm/v1", {"LPG-TH-01-M1": "device-pw"})
+        broker = Broker("127.0.0.1", real.port, "mosquitto")
+        reader = Subscriber(broker, "lccm/v1/+/alerts/#", auth=(reader_user, reader_secret), client_id=reader_user)
         device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="LPG-TH-01-M1")
-        device.username_pw_set("LPG-TH-01-M1", users["LPG-TH-01-M1"])
-        device.connect("127.0.0.1", port)
+        device.username_pw_set("LPG-TH-01-M1", "device-pw")
+        device.connect("127.0.0.1", real.port)
         device.loop_start()
         device.publish("lccm/v1/lampang/LPG-TH-01-M1/up", b'{"energy_kwh": 1}', qos=1).wait_for_publish(5)
         forged = device.publish("lccm/v1/lampang/alerts/critical", b'{"forged": true}', qos=1)
         forged.wait_for_publish(5)
         publisher = MqttAlertPublisher(
-            "127.0.0.1", port, "lccm-ingest-1-alerts", username="lccm-ingest", password=users["lccm-ingest"]
+            "127.0.0.1", real.port, "lccm-ingest-1-alerts", username="lccm-ingest", password="ingest-pw"
         )
         with publisher:
             outcome = publisher.send(Address("mqtt", ""), note(ALERT))
@@ -187,7 +173,3 @@ def test_production_acl_lets_the_ingest_publish_alerts_and_only_lccm_alerts_read
         device.disconnect()
         device.loop_stop()
         reader.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()

@@ -1,0 +1,214 @@
+"""Who may do what on the broker: the product's reserved MQTT identities, and one credential per device.
+
+Everything is kept by mosquitto's dynamic-security plugin (ingest/broker_admin.py speaks its control API); see
+docs/security.md#mqtt-identity for the model. In short:
+
+- A **device** is a broker client whose user name *and* fixed client id are its device id, with a role of its own
+  (``device:<id>``) that may publish only ``<root>/+/<id>/#`` and subscribe only to ``<root>/+/<id>/cmd/#``. The
+  dynamic-security plugin of mosquitto 2.0 has no ``%u`` in its ACLs, so the id is written into the role. With the
+  client id bound to the user name no device can connect as another client id, so it cannot take another device's
+  session, nor a service's.
+- **Services** have user names under the reserved prefix ``lccm`` (imports/registry.py refuses device ids there):
+  ``lccm-admin`` (manages the broker), ``lccm-ingest`` (the ingest workers; reads the tree, publishes alerts),
+  ``lccm-alerts-<name>`` (reads alerts only). The ingest's workers share the ``lccm-ingest`` user and each picks
+  its own client id (``lccm-ingest-1``, ``lccm-ingest-2``, ...; the alert publisher adds ``-alerts``): every client id
+  under the prefix is unreachable to devices and alert readers, whose client ids are fixed to their user names.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from lccm.imports.registry import RESERVED_IDENTITY_PREFIX, is_reserved_identity
+from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig, DynsecResult
+
+ADMIN_USER = f"{RESERVED_IDENTITY_PREFIX}-admin"
+INGEST_USER = f"{RESERVED_IDENTITY_PREFIX}-ingest"
+ALERT_READER_PREFIX = f"{RESERVED_IDENTITY_PREFIX}-alerts-"
+INGEST_ROLE = f"{RESERVED_IDENTITY_PREFIX}-ingest"
+ALERT_READER_ROLE = f"{RESERVED_IDENTITY_PREFIX}-alert-reader"
+DEVICE_ROLE_PREFIX = "device:"
+SECRET_BYTES = 24  # 32 URL-safe characters: what installers type into a device's configuration page
+_EXISTS = "already exists"
+
+
+class IdentityError(RuntimeError):
+    """A credential could not be created, or the broker did not take it."""
+
+
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "allow": True, "priority": 0}
+
+
+def ingest_acls(topic_root: str, share_group: str) -> list[dict[str, Any]]:
+    """The ingest reads every topic under the root (shared subscription for MQTT 5 -- the plugin checks the
+    ``$share/<group>/`` filter as written -- or plain for 3.1.1) and publishes alert changes."""
+    subscribe = [f"{topic_root}/#"] + ([f"$share/{share_group}/{topic_root}/#"] if share_group else [])
+    return [
+        *(_acl("subscribePattern", t) for t in subscribe),
+        _acl("publishClientReceive", f"{topic_root}/#"),
+        _acl("publishClientSend", f"{topic_root}/+/alerts/#"),
+    ]
+
+
+def alert_reader_acls(topic_root: str) -> list[dict[str, Any]]:
+    return [
+        _acl("subscribePattern", f"{topic_root}/+/alerts/#"),
+        _acl("publishClientReceive", f"{topic_root}/+/alerts/#"),
+    ]
+
+
+def device_acls(topic_root: str, device_id: str) -> list[dict[str, Any]]:
+    """Publish under its own id only (any city level: the ingest checks the city against the registry); receive its
+    own commands only."""
+    return [
+        _acl("publishClientSend", f"{topic_root}/+/{device_id}/#"),
+        _acl("subscribePattern", f"{topic_root}/+/{device_id}/cmd/#"),
+        _acl("publishClientReceive", f"{topic_root}/+/{device_id}/cmd/#"),
+    ]
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+# argon2id with a light cost: the secrets are 192 random bits, so no cost factor makes guessing them from a leaked
+# hash any harder than it already is, while argon2-cffi's defaults (64 MiB, 3 passes: ~60 ms here, over 0.5 s on a
+# busy machine) would make a city's first import of 2,000 devices take minutes. The parameters are in each hash,
+# so PasswordHasher().verify checks any of them.
+_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+
+
+def hash_secret(secret: str) -> str:
+    """What PostgreSQL keeps of a device's secret (argon2id, PHC string)."""
+    return _HASHER.hash(secret)
+
+
+# --- provisioning -----------------------------------------------------------------------------------------------
+
+
+def _role_commands(rolename: str, acls: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """Create the role, or -- when it exists -- make sure it has these ACLs (addRoleACL of an existing ACL fails
+    harmlessly with "already exists")."""
+    return [
+        {"command": "createRole", "rolename": rolename, "textname": text, "acls": acls},
+        *({"command": "addRoleACL", "rolename": rolename, **acl} for acl in acls),
+    ]
+
+
+def _client_fields(username: str, password: str, rolename: str, fixed_client_id: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {"username": username, "password": password, "roles": [{"rolename": rolename}]}
+    if fixed_client_id:
+        fields["clientid"] = username
+    return fields
+
+
+def _check(results: Sequence[DynsecResult], tolerated: Iterable[str] = ()) -> None:
+    allowed = tuple(tolerated)
+    failures = [f"{r.command}: {r.error}" for r in results if r.error and not any(t in r.error for t in allowed)]
+    if failures:
+        raise IdentityError("the broker refused: " + "; ".join(failures[:5]))
+
+
+def upsert_clients(admin: BrokerAdmin, clients: Sequence[dict[str, Any]]) -> None:
+    """createClient each; for those that exist, modifyClient to the same password, client id and roles."""
+    results = admin.execute([{"command": "createClient", **c} for c in clients])
+    _check(results, tolerated=[_EXISTS])
+    existing = [c for c, r in zip(clients, results, strict=True) if r.error and _EXISTS in r.error]
+    if existing:
+        _check(admin.execute([{"command": "modifyClient", **c} for c in existing]))
+
+
+def setup_services(
+    admin: BrokerAdmin, topic_root: str, share_group: str, ingest_user: str, ingest_password: str
+) -> None:
+    """The service roles, and the ingest's client (idempotent: safe at every deployment)."""
+    if not is_reserved_identity(ingest_user):
+        raise IdentityError(f"the ingest's user name {ingest_user!r} must start with {RESERVED_IDENTITY_PREFIX!r}-")
+    if not ingest_password:
+        raise IdentityError("the ingest has no password (LCCM_MQTT_PASSWORD)")
+    commands = _role_commands(INGEST_ROLE, ingest_acls(topic_root, share_group), "lccm ingest workers")
+    commands += _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "readers of the alert topic")
+    _check(admin.execute(commands), tolerated=[_EXISTS])
+    upsert_clients(admin, [_client_fields(ingest_user, ingest_password, INGEST_ROLE, fixed_client_id=False)])
+
+
+def alert_reader_username(name: str) -> str:
+    return name if name.startswith(ALERT_READER_PREFIX) else ALERT_READER_PREFIX + name
+
+
+def add_alert_reader(admin: BrokerAdmin, name: str, topic_root: str) -> tuple[str, str]:
+    """A reader of the alert topic (a control room, the city's own systems): (user name, new secret)."""
+    username = alert_reader_username(name)
+    secret = new_secret()
+    _check(admin.execute(_role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "alert readers")), [_EXISTS])
+    upsert_clients(admin, [_client_fields(username, secret, ALERT_READER_ROLE, fixed_client_id=True)])
+    return username, secret
+
+
+def provision_devices(admin: BrokerAdmin, topic_root: str, secrets_by_device: dict[str, str]) -> None:
+    """Each device's own role and its client (user name = fixed client id = device id) with the given secret."""
+    for device_id in secrets_by_device:
+        if is_reserved_identity(device_id):  # refused at import; checked again where the credential is made
+            raise IdentityError(f"{device_id!r} is a reserved identity, not a device")
+    # createRole only: a device's ACLs follow from its id alone, so an existing role is already right. (Each
+    # command makes the plugin rewrite its JSON file, so fewer commands matter for a city's first import.)
+    roles = [
+        {"command": "createRole", "rolename": DEVICE_ROLE_PREFIX + d, "acls": device_acls(topic_root, d)}
+        for d in secrets_by_device
+    ]
+    _check(admin.execute(roles), tolerated=[_EXISTS])
+    upsert_clients(
+        admin,
+        [_client_fields(d, s, DEVICE_ROLE_PREFIX + d, fixed_client_id=True) for d, s in secrets_by_device.items()],
+    )
+
+
+def admin_config(
+    host: str, port: int, username: str, password: str, tls_ca_file: Path | None = None
+) -> BrokerAdminConfig:
+    if not password:
+        raise IdentityError(
+            "no broker admin password: set LCCM_MQTT_ADMIN_PASSWORD (the dynamic-security admin, "
+            "deploy/mosquitto/entrypoint.sh creates it at the broker's first start)"
+        )
+    return BrokerAdminConfig(host, port, username, password, tls_ca_file=tls_ca_file)
+
+
+# --- the file handed to installers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCredential:
+    device_id: str
+    secret: str
+
+
+CREDENTIAL_COLUMNS = ("device_id", "mqtt_username", "mqtt_client_id", "mqtt_password", "issued_at")
+
+
+def default_credentials_path(data_dir: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return data_dir / "credentials" / f"device-credentials-{stamp}.csv"
+
+
+def write_credentials_file(path: Path, issued: Sequence[IssuedCredential]) -> None:
+    """A new file readable by its owner only (0600 from creation: never a moment readable by others); an existing
+    file is never overwritten (a previous batch of secrets might not have been handed out yet)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(CREDENTIAL_COLUMNS)
+        for c in issued:
+            writer.writerow([c.device_id, c.device_id, c.device_id, c.secret, now])
