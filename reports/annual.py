@@ -8,15 +8,22 @@ How the numbers are made (stated so a reader of the report can redo them by hand
 
 * An item's month value is its quantity times the item's factor, negative for a removal. The quantity of a month is
   the metered one (sum of the mapped devices' monthly buckets, ``inventory_metered_months``) when the meters gave
-  one, else the imported or entered quantity, else none (a blank month, not a zero). The item's own factor is used
-  for metered months too, so every figure in the report is "quantity x the factor printed beside it".
+  one, else the imported or entered quantity, else none (a blank month, not a zero). Entered months take the item's
+  own factor; metered months the registry factor in force (the one the engine used; the item's own when no registry
+  factor applies). Every figure in the report is "quantity x the factor printed beside it" or, for an item at
+  several factors in the year, the sum of its factor-period lines, each "quantity x factor".
 * Scope totals exclude removals; removals are reported beside them and ``net = gross + removals`` (ISO 14064-1).
 * Metered versus manual share: the part of the gross emissions (removals excluded) whose month values came from
   meters, and the rest (imported or entered quantities). An item's ``collection`` is what its file declared; the
   report labels each item by where its months came from (``months_metered``), so a metered item whose meters gave
   nothing reads "meters: 0 of 12 months", in agreement with the 0 % from meters of the footer.
 * Completeness of a metered item: seconds covered by its mapped devices' monthly buckets in the year, over the
-  year's seconds times the number of mapped devices (None when no device is mapped). ``months_reported`` counts the
+  seconds each mapped device was in service in the year (its commissioning and decommissioning dates, the whole
+  year for a device without them; None when no device is mapped or none was in service).
+* Factor periods (reports/factor_periods.py): a metered month is at the registry factor the engine used for it, so
+  the item total equals the live figure; where an item's factor changed in the year (fiscal 2026 and TGO's grid
+  factor of 1 January 2026), each run of months at one factor is its own line, quantity x factor = kgCO2e, and the
+  lines add up to the item. ``months_reported`` counts the
   months with a value, for every item.
 * kgCO2e are rounded to the milligram (6 decimals) and tCO2e to 9 decimals, once, here: the renderers print
   these same floats, so every format agrees; the HTML shows tCO2e to 2 decimals for reading.
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import psycopg
 
@@ -246,11 +253,13 @@ def _sum_monthly(rows: Sequence[Sequence[float | None]]) -> list[float]:
 
 
 def _completeness(conn: psycopg.Connection, year: inv.ReportingYear) -> dict[str, float | None]:
-    """item_code -> covered device-seconds / (year seconds x mapped devices), for items with mapped devices."""
+    """item_code -> covered device-seconds / the device-seconds expected: each mapped device's time in service in the
+    year (store/assets.py; the whole year for a device without dates), for items with mapped devices (None when no
+    mapped device was in service in the year)."""
     bounds = cal.year_period(year.year_ce, year.kind)
     coverage = inv.metered_coverage(conn, year, bounds.start, bounds.end)
-    year_s = (bounds.end - bounds.start) / timedelta(seconds=1)  # Bangkok has no daylight saving: days x 86,400
-    return {code: covered / (year_s * devices) for code, (devices, covered) in coverage.items()}
+    return {code: min(covered, expected) / expected if expected > 0 else None
+            for code, (_, covered, expected) in coverage.items()}  # fmt: skip
 
 
 SEVERAL_FACTORS = "several factors in the year: see the factor periods"
