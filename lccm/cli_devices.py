@@ -81,7 +81,11 @@ def import_command(
         _print_errors(file, exc)
         raise typer.Exit(1) from exc
     with _connect(settings) as conn, _schema_required():
-        report = import_registry(conn, rows)
+        try:
+            report = import_registry(conn, rows)
+        except RegistryInvalid as exc:  # a replaced device in neither the file nor the registry
+            _print_errors(file, exc)
+            raise typer.Exit(1) from exc
     _print_report(len(rows), report)
 
 

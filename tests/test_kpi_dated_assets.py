@@ -6,23 +6,34 @@ updater; kWh per lamp before, after and for fiscal 2026, kWh per m² and complet
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
+from starlette.exceptions import StarletteDeprecationWarning
+from typer.testing import CliRunner
 
+from lccm.api.app import create_app
+from lccm.cli import app
 from lccm.engine.timebase import BANGKOK, bkk_us
 from lccm.imports.inventory import TEMPLATE_HEADER_EN
 from lccm.imports.registry import RegistryInvalid, parse_registry_csv
 from lccm.reports.annual import build_cfo_report
 from lccm.reports.kpi import measured_kpis
+from lccm.settings import Settings
 from lccm.store import assets
 from lccm.store.devices import import_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from lccm.stream.energy import EnergyUpdater
 from tests._db import device_pk, fresh_database, write_points
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)  # as tests/test_api.py
+    from starlette.testclient import TestClient
 
 HEADER = ("site_code,site_name,site_kind,city,floor_area_m2,site_commissioned_on,device_id,device_kind,device_name,"
           "cadence_s,commissioned_on,decommissioned_on,replaces")  # fmt: skip
@@ -156,3 +167,40 @@ def test_a_replaced_device_must_exist(conn: psycopg.Connection) -> None:
     conn.rollback()
     (error,) = exc.value.errors
     assert (error.row, error.column, error.value) == (2, "replaces", "NA-99")
+
+
+def test_api_patch_edits_only_the_fields_named(db_url: str) -> None:
+    with (
+        ConnectionPool(db_url, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db_url), pool)) as c,
+    ):
+        r = c.patch("/devices/NA-05/service", json={"commissioned_on": "2015-06-01"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"code": "NA-05", "commissioned_on": "2015-06-01", "decommissioned_on": "2026-03-01",
+                            "replaces": None}  # fmt: skip
+        bad = c.patch("/devices/NA-05/service", json={"decommissioned_on": "2015-06-01"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["loc"] == ["body", "decommissioned_on"]
+        assert c.patch("/devices/LED-01/service", json={"replaces": "NOPE"}).status_code == 422
+        assert c.patch("/devices/NOPE/service", json={}).status_code == 404
+        be = c.patch("/sites/ANX/service", json={"commissioned_on": "2569-03-01"})
+        assert be.status_code == 422 and "Buddhist-era" in be.text
+        r = c.patch("/sites/ANX/service", json={"decommissioned_on": "2030-01-01"})
+        assert r.json()["commissioned_on"] == "2026-03-01" and r.json()["decommissioned_on"] == "2030-01-01"
+        assert c.get("/sites/ANX/service").json()["decommissioned_on"] == "2030-01-01"
+        r = c.patch("/sites/ANX/service", json={"decommissioned_on": None})
+        assert r.json()["decommissioned_on"] is None
+
+
+def test_cli_shows_and_sets_dates(db_url: str) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(app, ["devices", "dates", "LED-07", "--database-url", db_url])
+    assert shown.exit_code == 0, shown.output
+    assert "LED-07: commissioned 2026-03-01, decommissioned -, replaces NA-07" in shown.output
+    done = runner.invoke(app, ["devices", "dates", "LED-12", "--decommissioned-on", "2027-01-01", "--database-url",
+                               db_url])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "LED-12: commissioned 2026-03-01, decommissioned 2027-01-01" in done.output
+    bad = runner.invoke(app, ["devices", "site-dates", "ANX", "--decommissioned-on", "2020-01-01",
+                              "--database-url", db_url])  # fmt: skip
+    assert bad.exit_code == 1 and "must be after the commissioning date 2026-03-01" in bad.output
