@@ -91,7 +91,7 @@ class Totals:
 
 @dataclass(frozen=True, slots=True)
 class FactorPeriod:
-    """A run of an item's months at one factor (reports/factor_periods.py): quantity x factor = kgCO2e."""
+    """A run of an item's months at one factor: quantity x factor = kgCO2e; an item's periods add up to its total."""
 
     first_month: str  # "YYYY-MM", the first month of the run with a value
     last_month: str  # "YYYY-MM", the last one (included)
