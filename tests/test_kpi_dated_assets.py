@@ -18,10 +18,12 @@ from typer.testing import CliRunner
 
 from lccm.api.app import create_app
 from lccm.cli import app
+from lccm.engine import calendar as cal
 from lccm.engine.timebase import BANGKOK, bkk_us
 from lccm.imports.inventory import TEMPLATE_HEADER_EN
 from lccm.imports.registry import RegistryInvalid, parse_registry_csv
 from lccm.reports.annual import build_cfo_report
+from lccm.reports.baseline import comparison
 from lccm.reports.kpi import measured_kpis
 from lccm.settings import Settings
 from lccm.store import assets
@@ -204,3 +206,13 @@ def test_cli_shows_and_sets_dates(db_url: str) -> None:
     bad = runner.invoke(app, ["devices", "site-dates", "ANX", "--decommissioned-on", "2020-01-01",
                               "--database-url", db_url])  # fmt: skip
     assert bad.exit_code == 1 and "must be after the commissioning date 2026-03-01" in bad.output
+
+
+def test_comparison_coverage_expects_a_meter_only_while_in_service(conn: psycopg.Connection) -> None:
+    answer = comparison(conn, "lampang", cal.year_period(2026, "fiscal"), "item", min_coverage=0.9, now=NOW)
+    items = {i["item_code"]: i for i in answer["items_coverage"]}
+    # The annex meter is in service 214 of the 365 days, read daily: 214 readings expected, all present.
+    assert items["S2-BLDG"]["readings_expected"] == pytest.approx(214.0)
+    assert items["S2-BLDG"]["readings_present"] == pytest.approx(214.0)
+    assert items["S2-BLDG"]["share"] == pytest.approx(1.0)
+    assert items["S2-STREET"]["share"] == pytest.approx(1.0)
