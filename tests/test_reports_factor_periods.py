@@ -10,16 +10,18 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from lccm.engine import calendar as cal
 from lccm.engine.factors import SRC_GRID_2026
 from lccm.engine.timebase import BANGKOK
 from lccm.imports.inventory import TEMPLATE_HEADER_EN
 from lccm.imports.registry import parse_registry_csv
 from lccm.reports.annual import CfoItem, CfoReport, build_cfo_report, build_gpc_report
+from lccm.reports.baseline import comparison
 from lccm.reports.render import cfo_csv, cfo_html, gpc_csv, gpc_html, to_json
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
@@ -191,3 +193,23 @@ def test_gpc_table_lists_the_factor_periods_of_its_cell(conn: psycopg.Connection
     assert tco2e == [pytest.approx(KG_BEFORE / 1000, abs=1e-9), pytest.approx(KG_AFTER / 1000, abs=1e-9)]
     html = gpc_html(gpc).decode()
     assert 'data-row="period-S2-ELEC-2026-01"' in html and "52,416.000 kWh" in html
+
+
+def test_comparison_gives_the_factor_periods_at_both_sets_of_factors(conn: psycopg.Connection) -> None:
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    answer = comparison(conn, "lampang", cal.year_period(2026, "fiscal"), "item", min_coverage=0.9, now=now)
+    lines = [(p["item_code"], p["start"][:10], p["end"][:10], p["ef_kgco2e_per_unit"],
+              p["ef_base_year_kgco2e_per_unit"]) for p in answer["factor_periods"]]  # fmt: skip
+    assert lines == [("S2-ELEC", "2025-10-01", "2026-01-01", 0.4999, 0.4999),
+                     ("S2-ELEC", "2026-01-01", "2026-10-01", 0.4750, 0.4999)]  # fmt: skip
+    before, after = answer["factor_periods"]
+    assert (before["quantity"], after["quantity"]) == (pytest.approx(KWH_BEFORE), pytest.approx(KWH_AFTER))
+    # At the factors in force: 11,037.792 + 24,897.6 = 35,935.392 kgCO2e.
+    assert before["actual_kgco2e"] == pytest.approx(KG_BEFORE, abs=1e-6)
+    assert after["actual_kgco2e"] == pytest.approx(KG_AFTER, abs=1e-6)
+    # At the base year's factor (2025: 0.4999 all year): 22,080 x 0.4999 = 11,037.792; 52,416 x 0.4999 = 26,202.7584.
+    assert before["actual_base_factors_kgco2e"] == pytest.approx(11_037.792, abs=1e-6)
+    assert after["actual_base_factors_kgco2e"] == pytest.approx(26_202.7584, abs=1e-6)
+    row = next(r for r in answer["rows"] if r["group"] == "S2-ELEC")
+    assert row["actual_kgco2e"] == pytest.approx(before["actual_kgco2e"] + after["actual_kgco2e"], abs=1e-6)
+    assert row["actual_base_factors_kgco2e"] == pytest.approx(37_240.5504, abs=1e-6)  # 11,037.792 + 26,202.7584
