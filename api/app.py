@@ -24,6 +24,7 @@ from lccm.api.openapi import install_openapi
 from lccm.api.routes import (
     alerts,
     aqi,
+    assets,
     baseline,
     conflicts,
     energy,
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(conflicts.router)
     app.include_router(registry.router)
+    app.include_router(assets.router)
     app.include_router(readings.router)
     app.include_router(energy.router)
     app.include_router(rollups.router)

@@ -19,6 +19,8 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     store.inventory.UnknownReportingYear        404 reporting_year_not_found
     store.baseline.BaselineError                422 baseline_unanswerable (no base year, a model that cannot be fitted)
     └── store.baseline.BaselineNotFound         404 not_found (site, station, M&V model)
+    store.assets.AssetNotFound                  404 not_found (a site or device's service dates)
+    store.assets.AssetDatesInvalid              422, shaped as InvalidParameter (a field of the body)
     store.alerts.AlertNotFound                  404 alert_not_found
     store.alerts.RuleNotFound                   404 alert_rule_not_found
     store.alerts.AlertStateConflict             409 alert_state_conflict, with the alert's state
@@ -50,6 +52,7 @@ from lccm.imports.registry import RegistryInvalid
 from lccm.imports.rows import RowsInvalid
 from lccm.reports.periods import RequestInvalid
 from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound
+from lccm.store.assets import AssetDatesInvalid, AssetNotFound
 from lccm.store.baseline import BaselineError, BaselineNotFound
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear
 
@@ -152,6 +155,11 @@ def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
     return _api_error(_, InvalidParameter(exc.parameter, exc.message))
 
 
+def _asset_dates_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AssetDatesInvalid)
+    return _api_error(_, InvalidParameter(exc.field, exc.message, where="body"))
+
+
 def _alert_state_conflict(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AlertStateConflict)
     body = {"error": "alert_state_conflict", "detail": str(exc), "state": str(exc.state)}
@@ -209,6 +217,8 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BaselineError, _status(422, "baseline_unanswerable"))
     app.add_exception_handler(BaselineNotFound, _status(404, "not_found"))
     app.add_exception_handler(RequestInvalid, _request_invalid)
+    app.add_exception_handler(AssetNotFound, _status(404, "not_found"))
+    app.add_exception_handler(AssetDatesInvalid, _asset_dates_invalid)
     app.add_exception_handler(AlertNotFound, _status(404, "alert_not_found"))
     app.add_exception_handler(RuleNotFound, _status(404, "alert_rule_not_found"))
     app.add_exception_handler(AlertStateConflict, _alert_state_conflict)

@@ -108,6 +108,19 @@ class ComparisonRowOut(_Out):
     items_without_data: list[str] = Field(description="items with no metered day and no entered quantity")
 
 
+class FactorPeriodOut(_Out):
+    item_code: str
+    start: str = Field(description="first day of the period at this factor (ISO 8601, Bangkok midnight)")
+    end: str = Field(description="the day after its last day (exclusive)")
+    quantity: float = Field(description="metered activity in the item's unit")
+    unit: str
+    ef_kgco2e_per_unit: float = Field(description="the factor in force over the period")
+    ef_source: str
+    actual_kgco2e: float = Field(description="quantity x the factor in force")
+    ef_base_year_kgco2e_per_unit: float | None = Field(description="the base year's factor")
+    actual_base_factors_kgco2e: float = Field(description="quantity x the base year's factor")
+
+
 class ComparisonOut(_Out):
     organisation: str
     base_year: int
@@ -120,6 +133,10 @@ class ComparisonOut(_Out):
     items_coverage: list[ItemCoverageOut]
     items_without_data: list[str]
     missing_reporting_years: list[int]
+    factor_periods: list[FactorPeriodOut] = Field(
+        description="metered items whose factor in force changed inside the period: one line per factor, adding up "
+        "to the item's actual figures at both sets of factors"
+    )
 
 
 class CoveredProjectionOut(_Out):

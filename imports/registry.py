@@ -22,6 +22,7 @@ import io
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import (
@@ -87,12 +88,19 @@ COLUMNS: dict[str, str] = {
     "cadence_s": "รอบส่งข้อมูล_วินาที",
     "rated_kw": "พิกัดกำลัง_กิโลวัตต์",
     "register_modulus": "ค่าวนกลับของมิเตอร์",
+    # Dated assets (issue 15): ISO dates (CE), Bangkok days; see ``DATE_COLUMNS_DOC``.
+    "site_commissioned_on": "วันเริ่มใช้สถานที่",
+    "site_decommissioned_on": "วันเลิกใช้สถานที่",
+    "commissioned_on": "วันเริ่มใช้งาน",
+    "decommissioned_on": "วันเลิกใช้งาน",
+    "replaces": "แทนอุปกรณ์",
 }
 REQUIRED_COLUMNS = frozenset(
     {"site_code", "site_name", "site_kind", "city", "device_id", "device_kind", "device_name", "cadence_s"}
 )
 # The columns that describe a site; rows sharing a site_code must agree on all of them.
-SITE_COLUMNS = ("site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2")
+SITE_COLUMNS = ("site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2",
+                "site_commissioned_on", "site_decommissioned_on")  # fmt: skip
 # Device kinds with a cumulative register (energy or fuel), the only ones a register_modulus applies to.
 REGISTER_KINDS = frozenset({"electricity_meter", "streetlight_cabinet", "fuel_meter"})
 
@@ -128,6 +136,32 @@ class RegistryRow(BaseModel):
     cadence_s: int = Field(gt=0)
     rated_kw: float | None = Field(default=None, ge=0)
     register_modulus: float | None = Field(default=None, gt=0)  # canonical unit (kWh, l); None = no rollover
+    # In service over [commissioned_on, decommissioned_on), Bangkok days; None = since always / until further notice.
+    site_commissioned_on: date | None = None
+    site_decommissioned_on: date | None = None
+    commissioned_on: date | None = None
+    decommissioned_on: date | None = None
+    replaces: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)  # the device_id this device replaced
+
+    @field_validator("site_commissioned_on", "site_decommissioned_on", "commissioned_on", "decommissioned_on")
+    @classmethod
+    def _common_era(cls, v: date | None) -> date | None:
+        return check_common_era(v)
+
+    @field_validator("site_decommissioned_on", "decommissioned_on")
+    @classmethod
+    def _after_commissioning(cls, v: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("commissioned_on" if info.field_name == "decommissioned_on" else "site_commissioned_on")
+        if v is not None and start is not None and v <= start:
+            raise ValueError(f"must be after the commissioning date {start.isoformat()} (the first day out of service)")
+        return v
+
+    @field_validator("replaces")
+    @classmethod
+    def _not_itself(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and v == info.data.get("device_id"):
+            raise ValueError("a device cannot replace itself")
+        return v
 
     @field_validator("site_kind", "device_kind", mode="before")
     @classmethod
@@ -173,6 +207,17 @@ class RegistryRow(BaseModel):
             kinds = ", ".join(sorted(REGISTER_KINDS))
             raise ValueError(f"a {kind} has no register; register_modulus applies only to {kinds}")
         return v
+
+
+BE_YEAR_FROM = 2400  # a year this high is a Buddhist-era year typed into a CE date (2569 BE = 2026 CE)
+
+
+def check_common_era(v: date | None) -> date | None:
+    """A service date in CE: 2569-03-01 is 2026-03-01 typed in the Buddhist era, refused with the fix."""
+    if v is not None and v.year >= BE_YEAR_FROM:
+        raise ValueError(f"year {v.year} looks like a Buddhist-era year: write the CE date "
+                         f"({v.replace(year=v.year - 543).isoformat()})")  # fmt: skip
+    return v
 
 
 _HEADER_LOOKUP: dict[str, str] = {

@@ -34,6 +34,7 @@ HEARTBEAT_MAX_AGE_S = 60
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Low Carbon City Monitor")
 
 try:  # the registry sub-commands live beside the CLI
+    import lccm.cli_assets  # noqa: F401  # adds `devices dates` and `devices site-dates` to devices_app
     from lccm.cli_devices import devices_app
 
     app.add_typer(devices_app, name="devices", help="Import and list sites and devices")

@@ -188,7 +188,11 @@ def import_command(
         if rotate:
             in_file = {r.device_id for r in rows}
             _require_registered(conn, [d for d in rotate if d not in in_file])
-        report = import_registry(conn, rows)
+        try:
+            report = import_registry(conn, rows)
+        except RegistryInvalid as exc:  # a replaced device in neither the file nor the registry
+            _print_errors(file, exc)
+            raise typer.Exit(1) from exc
         _print_report(len(rows), report)
         if admin is None:
             typer.echo("credentials: not issued (--no-credentials)")

@@ -8,15 +8,22 @@ How the numbers are made (stated so a reader of the report can redo them by hand
 
 * An item's month value is its quantity times the item's factor, negative for a removal. The quantity of a month is
   the metered one (sum of the mapped devices' monthly buckets, ``inventory_metered_months``) when the meters gave
-  one, else the imported or entered quantity, else none (a blank month, not a zero). The item's own factor is used
-  for metered months too, so every figure in the report is "quantity x the factor printed beside it".
+  one, else the imported or entered quantity, else none (a blank month, not a zero). Entered months take the item's
+  own factor; metered months the registry factor in force (the one the engine used; the item's own when no registry
+  factor applies). Every figure in the report is "quantity x the factor printed beside it" or, for an item at
+  several factors in the year, the sum of its factor-period lines, each "quantity x factor".
 * Scope totals exclude removals; removals are reported beside them and ``net = gross + removals`` (ISO 14064-1).
 * Metered versus manual share: the part of the gross emissions (removals excluded) whose month values came from
   meters, and the rest (imported or entered quantities). An item's ``collection`` is what its file declared; the
   report labels each item by where its months came from (``months_metered``), so a metered item whose meters gave
   nothing reads "meters: 0 of 12 months", in agreement with the 0 % from meters of the footer.
 * Completeness of a metered item: seconds covered by its mapped devices' monthly buckets in the year, over the
-  year's seconds times the number of mapped devices (None when no device is mapped). ``months_reported`` counts the
+  seconds each mapped device was in service in the year (its commissioning and decommissioning dates, the whole
+  year for a device without them; None when no device is mapped or none was in service).
+* Factor periods (reports/factor_periods.py): a metered month is at the registry factor the engine used for it, so
+  the item total equals the live figure; where an item's factor changed in the year (fiscal 2026 and TGO's grid
+  factor of 1 January 2026), each run of months at one factor is its own line, quantity x factor = kgCO2e, and the
+  lines add up to the item. ``months_reported`` counts the
   months with a value, for every item.
 * kgCO2e are rounded to the milligram (6 decimals) and tCO2e to 9 decimals, once, here: the renderers print
   these same floats, so every format agrees; the HTML shows tCO2e to 2 decimals for reading.
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import psycopg
 
@@ -42,7 +49,9 @@ from lccm.engine import calendar as cal
 from lccm.engine.timebase import buddhist_era
 from lccm.imports import gpc
 from lccm.imports.inventory import CATEGORIES
+from lccm.reports import factor_periods as fp
 from lccm.store import inventory as inv
+from lccm.store.factor_history import DatedFactor, factor_histories
 
 SCOPES = (1, 2, 3)
 MONTH_ABBR_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
@@ -81,6 +90,22 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
+class FactorPeriod:
+    """A run of an item's months at one factor: quantity x factor = kgCO2e; an item's periods add up to its total."""
+
+    first_month: str  # "YYYY-MM", the first month of the run with a value
+    last_month: str  # "YYYY-MM", the last one (included)
+    months_reported: int
+    quantity: float
+    ef_kgco2e_per_unit: float
+    ef_unit: str
+    ef_source: str
+    monthly_kgco2e: list[float | None]  # 12: the run's months, None outside it
+    kgco2e: float
+    tco2e: float
+
+
+@dataclass(frozen=True, slots=True)
 class CfoItem:
     item_code: str
     activity_en: str | None
@@ -88,7 +113,7 @@ class CfoItem:
     collection: str  # metered | manual
     is_removal: bool
     unit: str
-    ef_kgco2e_per_unit: float
+    ef_kgco2e_per_unit: float | None  # None when the year has several factor periods (then see factor_periods)
     ef_unit: str
     ef_source: str
     gwp_set: str
@@ -104,6 +129,7 @@ class CfoItem:
     months_reported: int
     months_metered: int  # months whose value came from the meters (the rest of the reported ones were entered)
     completeness: float | None  # metered items: share of the expected device-time covered
+    factor_periods: list[FactorPeriod]  # one per run of months at one factor; they add up to kgco2e
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +169,24 @@ class CfoReport:
 
 
 @dataclass(frozen=True, slots=True)
+class GpcFactorLine:
+    """One factor period of an item in a GPC cell, for items whose factor changed in the year: the lines of an
+    item add up to its part of the cell."""
+
+    item_code: str
+    item_ref: str  # the item's full GPC reference number (its cell)
+    scope: int  # the cell's GPC scope
+    first_month: str
+    last_month: str
+    quantity: float
+    unit: str
+    ef_kgco2e_per_unit: float
+    ef_source: str
+    kgco2e: float
+    tco2e: float
+
+
+@dataclass(frozen=True, slots=True)
 class GpcRow:
     gpc_ref: str  # sub-sector, e.g. "III.1"
     sector: str
@@ -157,6 +201,7 @@ class GpcRow:
     tco2e: float
     item_codes: list[str]
     item_refs: list[str]  # each item's full GPC reference number, in the order of item_codes
+    factor_lines: list[GpcFactorLine] = field(default_factory=list)  # items with several factor periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,39 +253,58 @@ def _sum_monthly(rows: Sequence[Sequence[float | None]]) -> list[float]:
 
 
 def _completeness(conn: psycopg.Connection, year: inv.ReportingYear) -> dict[str, float | None]:
-    """item_code -> covered device-seconds / (year seconds x mapped devices), for items with mapped devices."""
+    """item_code -> covered device-seconds / the device-seconds expected: each mapped device's time in service in the
+    year (store/assets.py; the whole year for a device without dates), for items with mapped devices (None when no
+    mapped device was in service in the year)."""
     bounds = cal.year_period(year.year_ce, year.kind)
     coverage = inv.metered_coverage(conn, year, bounds.start, bounds.end)
-    year_s = (bounds.end - bounds.start) / timedelta(seconds=1)  # Bangkok has no daylight saving: days x 86,400
-    return {code: covered / (year_s * devices) for code, (devices, covered) in coverage.items()}
+    return {code: min(covered, expected) / expected if expected > 0 else None
+            for code, (_, covered, expected) in coverage.items()}  # fmt: skip
 
 
-def _item(view: inv.ItemView, completeness: float | None) -> CfoItem:
-    quantities: list[float | None] = []
-    sources: list[str | None] = []
-    for m in view.months:
-        if m.metered_quantity is not None:
-            quantities.append(m.metered_quantity)
-            sources.append("metered")
-        elif m.quantity is not None:
-            quantities.append(m.quantity)
-            sources.append("entered")
-        else:
-            quantities.append(None)
-            sources.append(None)
-    monthly = [None if q is None else kg(view.sign * q * view.ef_kgco2e_per_unit) for q in quantities]
+SEVERAL_FACTORS = "several factors in the year: see the factor periods"
+
+
+def _item(view: inv.ItemView, completeness: float | None, history: Sequence[DatedFactor]) -> CfoItem:
+    months = fp.month_factors(view, history)
+    quantities = [None if m is None else m.quantity for m in months]
+    monthly = [None if m is None else kg(m.kgco2e) for m in months]
     total = kg(sum(k for k in monthly if k is not None))
+    periods = [_period(view, months, run) for run in fp.runs(months)]
+    if len(periods) == 1:
+        ef: float | None = periods[0].ef_kgco2e_per_unit
+        ef_source = periods[0].ef_source
+    else:
+        ef, ef_source = (None, SEVERAL_FACTORS) if periods else (view.ef_kgco2e_per_unit, view.ef_source)
+    sources = [None if m is None else m.source for m in months]
     return CfoItem(
         item_code=view.item_code, activity_en=view.activity_en, activity_th=view.activity_th,
         collection=view.collection, is_removal=view.is_removal, unit=view.unit,
-        ef_kgco2e_per_unit=view.ef_kgco2e_per_unit, ef_unit=view.ef_unit, ef_source=view.ef_source,
+        ef_kgco2e_per_unit=ef, ef_unit=view.ef_unit, ef_source=ef_source,
         gwp_set=view.gwp_set, gas=view.gas, gpc_ref=view.gpc_ref, devices=list(view.devices),
         monthly_quantity=quantities, monthly_source=sources, monthly_kgco2e=monthly,
         quantity=sum(q for q in quantities if q is not None), kgco2e=total, tco2e=tonnes(total),
         months_reported=sum(1 for q in quantities if q is not None),
         months_metered=sources.count("metered"),
         completeness=completeness if view.collection == "metered" else None,
+        factor_periods=periods,
     )  # fmt: skip
+
+
+def _period(view: inv.ItemView, months: Sequence[fp.MonthFactor | None], run: Sequence[int]) -> FactorPeriod:
+    """One factor period: its kgCO2e is the sum of its months (each quantity x factor, or the engine's split month),
+    so the periods add up to the item's total."""
+    first = months[run[0]]
+    assert first is not None  # runs hold months with a value only
+    monthly: list[float | None] = [None] * 12
+    for i in run:
+        m = months[i]
+        monthly[i] = None if m is None else kg(m.kgco2e)
+    total = kg(sum(k for k in monthly if k is not None))
+    labels = [m.strftime("%Y-%m") for m in (view.months[run[0]].month_start, view.months[run[-1]].month_start)]
+    quantity = sum(m.quantity for i in run if (m := months[i]) is not None)
+    return FactorPeriod(labels[0], labels[1], len(run), quantity, first.ef_kgco2e_per_unit, view.ef_unit,
+                        first.ef_source, monthly, total, tonnes(total))  # fmt: skip
 
 
 def _organisation(org: inv.Organisation) -> ReportOrganisation:
@@ -258,7 +322,9 @@ def _load(conn: psycopg.Connection, organisation: str, year_ce: int | None, kind
     org = inv.require_organisation(conn, organisation)
     view = inv.get_inventory(conn, organisation, year_ce, kind)
     completeness = _completeness(conn, view.year)
-    items = [(v, _item(v, completeness.get(v.item_code))) for v in view.items]
+    histories = factor_histories(conn, [v.source_class for v in view.items if v.source_class])
+    items = [(v, _item(v, completeness.get(v.item_code), histories.get(v.source_class or "", [])))
+             for v in view.items]  # fmt: skip
     return _organisation(org), _year(view.year), items
 
 
@@ -341,12 +407,17 @@ class _GpcCells:
         self.basic_kg = 0.0
         self.codes: list[str] = []
         self.refs: list[str] = []
+        self.lines: list[GpcFactorLine] = []
 
     def add(self, ref: gpc.Reference, item: CfoItem) -> None:
         self.scope_kg[ref.scope] += item.kgco2e
         self.basic_kg += item.kgco2e if ref.in_basic else 0.0
         self.codes.append(item.item_code)
         self.refs.append(ref.number)
+        if len(item.factor_periods) > 1:
+            self.lines += [GpcFactorLine(item.item_code, ref.number, ref.scope, p.first_month, p.last_month,
+                                         p.quantity, item.unit, p.ef_kgco2e_per_unit, p.ef_source, p.kgco2e,
+                                         p.tco2e) for p in item.factor_periods]  # fmt: skip
 
     def row(self, subsector: str) -> GpcRow:
         sector = subsector.split(".")[0]
@@ -357,7 +428,7 @@ class _GpcCells:
             subsector_name=gpc.SUBSECTORS[subsector], in_basic=sector in gpc.BASIC_SECTORS,
             scope_kgco2e=cells, scope_tco2e={s: tonnes(v) for s, v in cells.items()},
             basic_kgco2e=basic, basic_tco2e=tonnes(basic), kgco2e=total, tco2e=tonnes(total),
-            item_codes=self.codes, item_refs=self.refs,
+            item_codes=self.codes, item_refs=self.refs, factor_lines=self.lines,
         )  # fmt: skip
 
 

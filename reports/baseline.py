@@ -25,6 +25,7 @@ from lccm.engine import inventory as einv
 from lccm.reports.coverage import ItemsCoverage, items_coverage
 from lccm.reports.periods import bangkok_today, end_of, period_out, slice_specs, today_end, up_to_today
 from lccm.store import baseline as sb
+from lccm.store.factor_history import MeteredFactorPeriod, metered_factor_periods
 
 By = Literal["scope", "cfo_category", "gpc_ref", "site", "item"]
 YearKind = cal.YearKind
@@ -70,6 +71,7 @@ class Series:
         )
         self.baseline = self.base.slice(period)
         self.baseline_covered = self.base.covered(self.coverage.weights)
+        self.factor_periods = metered_factor_periods(conn, base.organisation_id, base.kind, slices)
 
     def groups(self, by: By) -> tuple[list[str], np.ndarray]:
         """Group labels and the 0/1 matrix (items x groups) that sums items into groups."""
@@ -93,6 +95,21 @@ def _now(now: datetime | None) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------------------ comparison
+def factor_periods_out(periods: list[MeteredFactorPeriod]) -> list[dict[str, Any]]:
+    """The factor periods of the metered items whose factor in force changed inside the period (fiscal 2026 and
+    TGO's grid factor of 1 January 2026): one line per item and factor, each "quantity x factor = kgCO2e" at the
+    factor in force and at the base year's factor; an item's lines add up to its actual figures."""
+    several = {c for c in {p.item_code for p in periods} if sum(p.item_code == c for p in periods) > 1}
+    return [
+        {"item_code": p.item_code, "start": p.start.isoformat(), "end": p.end.isoformat(), "quantity": p.quantity,
+         "unit": p.unit, "ef_kgco2e_per_unit": p.ef_kgco2e_per_unit, "ef_source": p.ef_source,
+         "actual_kgco2e": p.kgco2e,
+         "ef_base_year_kgco2e_per_unit": round(p.kgco2e_base / p.quantity, 9) if p.quantity else None,
+         "actual_base_factors_kgco2e": p.kgco2e_base}
+        for p in periods if p.item_code in several
+    ]  # fmt: skip
+
+
 def _comparison_row(s: Series, group: str, mask: np.ndarray, min_coverage: float) -> dict[str, Any]:
     a, ab = float(s.in_force[mask].sum()), float(s.base_factors[mask].sum())
     b, bc = float(s.baseline[mask].sum()), float(s.baseline_covered[mask].sum())
@@ -123,7 +140,8 @@ def comparison(conn: psycopg.Connection, code: str, period: cal.Period, by: By =
     negative), each with its coverage. A period running past today is cut at the end of today (``period.partial``),
     so its days so far meet the base year's same days. Below ``min_coverage`` the deltas are null (``coverage.reason``);
     ``covered_time`` compares actual with the baseline over the covered time only. Items with no data in the period
-    (no metered day, no entered quantity) count as zero in the plain figures and are listed.
+    (no metered day, no entered quantity) count as zero in the plain figures and are listed. ``factor_periods``
+    gives, for metered items whose factor changed inside the period, one line per factor (``factor_periods_out``).
 
     Raises ``UnknownOrganisation``, ``BaselineError`` (no base year) or ``RequestInvalid``."""
     now = _now(now)
@@ -140,6 +158,7 @@ def comparison(conn: psycopg.Connection, code: str, period: cal.Period, by: By =
         "items_coverage": s.items_coverage(),
         "items_without_data": [c for c, d in zip(s.codes, s.has_data, strict=True) if not d],
         "missing_reporting_years": s.missing_years,
+        "factor_periods": factor_periods_out(s.factor_periods),
     }  # fmt: skip
 
 

@@ -2,17 +2,19 @@
 
 Every comparison, projection, target status and KPI carries its coverage (docs/reference.md#coverage-of-comparisons):
 
-- **Metered items**: readings expected = each mapped device's elapsed seconds in the period (up to now) / its registry
-  cadence (``devices.cadence_s``); readings present = the seconds its daily energy buckets cover
+- **Metered items**: readings expected = each mapped device's elapsed seconds in the period (up to now) while in
+  service (its commissioning and decommissioning dates, store/assets.py) / its registry cadence
+  (``devices.cadence_s``); readings present = the seconds its daily energy buckets cover
   (``energy_buckets.covered_s``) / the same cadence. Buckets, not raw readings: a year of a meter is 365 rows
   whatever its cadence. Covered seconds are the time spanned by register intervals, so a gap the register bridges
   (the energy is known, only its spread over time is estimated) counts as covered, and a meter that stopped
   reporting does not.
 - **Manual items**: item-months expected = the months of the period (started by now); present = those with the
   month's quantity entered (an entered 0 counts).
-- An item's **time share** is its covered seconds / elapsed seconds (a metered item's covered seconds are its devices'
-  mean; a manual item covers the elapsed part of every entered month). An item that is not in the year's inventory,
-  or a metered item with no device mapped, covers nothing.
+- An item's **time share** is its covered seconds / elapsed seconds (a metered item covers, of each month slice, the
+  share of its devices' time in service that their buckets cover, all of it when none was in service: a meter that
+  replaced another mid-year completes the item; a manual item covers the elapsed part of every entered month). An
+  item that is not in the year's inventory, or a metered item with no device mapped, covers nothing.
 - The **share** the threshold is applied to is weighted by the base year: the baseline over the covered time / the
   baseline of the whole period (each over the group's items, removals by their absolute value). That is the share of
   the base year's emissions in the period that the data can be compared with, so a missing refrigerant top-up does
@@ -167,8 +169,12 @@ def items_coverage(codes: Sequence[str], slices: Sequence[SliceSpec], rows: Sequ
                 continue
             out.readings_expected[i] += r.readings_expected
             out.readings_present[i] += r.readings_present
-            out.covered_s[i] += r.covered_s / r.devices
-            out.weights[s.month_start.month - 1, i] += r.covered_s / (r.devices * month_s)
+            # The share of the device time expected (each device while in service) that is covered; a slice in which
+            # no mapped device was in service expects nothing and misses nothing. Without dates this is the
+            # devices' mean covered time over the elapsed time, as before.
+            share = min(r.covered_s, r.expected_s) / r.expected_s if r.expected_s > 0 else 1.0
+            out.covered_s[i] += share * elapsed
+            out.weights[s.month_start.month - 1, i] += share * elapsed / month_s
     return out
 
 

@@ -74,7 +74,7 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
 CFO_CSV_FIXED = (
     "row_type", "organisation", "year_kind", "year_ce", "scope", "category", "item_code", "activity_en", "activity_th",
     "collection", "unit", "quantity", "ef_kgco2e_per_unit", "ef_unit", "ef_source", "gwp_set", "gpc_ref",
-    "months_reported", "months_metered", "completeness", "share",
+    "months_reported", "months_metered", "completeness", "share", "factor_period",
 )  # fmt: skip
 
 
@@ -89,21 +89,33 @@ def cfo_csv(report: CfoReport) -> bytes:
     def item_row(scope: int, category: str, i: CfoItem) -> list[Any]:
         return ["item", *lead, scope, category, i.item_code, i.activity_en or "", i.activity_th or "", i.collection,
                 i.unit, _num(i.quantity), _num(i.ef_kgco2e_per_unit), i.ef_unit, i.ef_source, i.gwp_set,
-                i.gpc_ref or "", i.months_reported, i.months_metered, _num(i.completeness), "",
+                i.gpc_ref or "", i.months_reported, i.months_metered, _num(i.completeness), "", "",
                 *(_num(k) for k in i.monthly_kgco2e), _num(i.kgco2e), _num(i.tco2e)]  # fmt: skip
 
+    def period_rows(scope: int, category: str, i: CfoItem) -> list[list[Any]]:
+        """An item with several factors in the year: one row per factor period, after the item's row."""
+        if len(i.factor_periods) < 2:
+            return []
+        return [["factor_period", *lead, scope, category, i.item_code, "", "", i.collection, i.unit,
+                 _num(p.quantity), _num(p.ef_kgco2e_per_unit), p.ef_unit, p.ef_source, i.gwp_set, i.gpc_ref or "",
+                 p.months_reported, "", "", "", f"{p.first_month}..{p.last_month}",
+                 *(_num(k) for k in p.monthly_kgco2e), _num(p.kgco2e), _num(p.tco2e)]
+                for p in i.factor_periods]  # fmt: skip
+
     def total_row(kind: str, scope: int | str, category: str, t: Totals, share: float | None = None) -> list[Any]:
-        blanks = [""] * (len(CFO_CSV_FIXED) - 7)
-        return [kind, *lead, scope, category, *blanks, _num(share), *(_num(k) for k in t.monthly_kgco2e),
+        blanks = [""] * (len(CFO_CSV_FIXED) - 8)
+        return [kind, *lead, scope, category, *blanks, _num(share), "", *(_num(k) for k in t.monthly_kgco2e),
                 _num(t.kgco2e), _num(t.tco2e)]  # fmt: skip
 
     rows: list[list[Any]] = []
     for s in report.scopes:
         for c in s.categories:
-            rows += [item_row(s.scope, c.code, i) for i in c.items]
+            for i in c.items:
+                rows += [item_row(s.scope, c.code, i), *period_rows(s.scope, c.code, i)]
             rows.append(total_row("category_total", s.scope, c.code, c.totals))
         rows.append(total_row("scope_total", s.scope, "", s.totals))
-    rows += [item_row(1, "removal", i) for i in report.removals]
+    for i in report.removals:
+        rows += [item_row(1, "removal", i), *period_rows(1, "removal", i)]
     rows.append(total_row("removals_total", "", "removal", report.removals_totals))
     rows.append(total_row("gross_total", "", "", report.gross))
     rows.append(total_row("net_total", "", "", report.net))
@@ -124,6 +136,13 @@ def gpc_csv(report: GpcReport) -> bytes:
         rows.append(["subsector", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name, str(r.in_basic).lower(),
                      *(_num(r.scope_tco2e[s]) for s in SCOPES), _num(r.tco2e), _num(r.basic_tco2e),
                      " ".join(r.item_codes), " ".join(r.item_refs), ""])  # fmt: skip
+        for f in r.factor_lines:
+            scopes = [_num(f.tco2e) if s == f.scope else "" for s in SCOPES]
+            note = (f"{f.first_month}..{f.last_month}: {_num(f.quantity)} {f.unit} x {_num(f.ef_kgco2e_per_unit)}"
+                    f" kgCO2e/{f.unit} ({f.ef_source})")  # fmt: skip
+            rows.append(["factor_period", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name,
+                         str(r.in_basic).lower(), *scopes, _num(f.tco2e), "", f.item_code, f.item_ref,
+                         note])  # fmt: skip
     for u in report.unmapped:
         rows.append(["unmapped", *lead, *([""] * 8), _num(u.tco2e), "", u.item_code, "", u.reason])
 
@@ -144,8 +163,12 @@ def _t_of_kg(value_kg: float | None) -> str:
     return _t(None if value_kg is None else value_kg / 1000.0)
 
 
-def _ef(value: float) -> str:
-    return f"{value:,.4f}"
+def _qty(value: float) -> str:
+    return f"{_unsigned_zero(value, 3):,.3f}"
+
+
+def _ef(value: float | None) -> str:
+    return "" if value is None else f"{value:,.4f}"
 
 
 def _data_label(item: CfoItem, months: int) -> str:
@@ -190,7 +213,7 @@ _HTML = Environment(
     keep_trailing_newline=True,
     undefined=StrictUndefined,
 )
-_HTML.filters.update(t=_t, pct=_pct, th_month=month_label_th, t_of_kg=_t_of_kg, ef=_ef, joined=_joined,
+_HTML.filters.update(t=_t, pct=_pct, th_month=month_label_th, t_of_kg=_t_of_kg, ef=_ef, qty=_qty, joined=_joined,
                      data_label=_data_label, item_refs=_item_refs)  # fmt: skip
 
 

@@ -202,7 +202,12 @@ WITH s(i, lo, hi, month, year_id) AS (
                          %(year)s::int[])),
 dev AS (
     SELECT s.i, it.id AS item_id, d.cadence_s,
-           greatest(0, extract(epoch FROM least(s.hi, %(now)s) - s.lo))::float8 AS elapsed_s,
+           -- the slice's elapsed seconds while the device was in service (migration 014: nothing is expected
+           -- before its commissioning day or from its decommissioning day on)
+           greatest(0, extract(epoch FROM
+               least(s.hi, %(now)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
+               - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity'))))::float8
+               AS elapsed_s,
            coalesce((SELECT sum(eb.covered_s) FROM energy_buckets eb
                      JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(it.unit)
                      WHERE eb.resolution = '1d' AND eb.device_id = d.id
@@ -215,7 +220,8 @@ SELECT s.i, it.item_code, it.collection,
        coalesce((SELECT sum(elapsed_s / cadence_s) FROM dev WHERE dev.i = s.i AND dev.item_id = it.id), 0),
        coalesce((SELECT sum(least(covered_s, elapsed_s) / cadence_s) FROM dev
                  WHERE dev.i = s.i AND dev.item_id = it.id), 0),
-       EXISTS (SELECT 1 FROM inventory_quantities q WHERE q.item_id = it.id AND q.month_start = s.month)
+       EXISTS (SELECT 1 FROM inventory_quantities q WHERE q.item_id = it.id AND q.month_start = s.month),
+       coalesce((SELECT sum(elapsed_s) FROM dev WHERE dev.i = s.i AND dev.item_id = it.id), 0)
 FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
 ORDER BY s.i, it.position, it.id
 """
@@ -228,7 +234,8 @@ class ItemSliceCoverage:
     Metered items: ``devices`` mapped to it that year; ``covered_s`` the seconds their '1d' energy buckets cover
     (``energy_buckets.covered_s``: time spanned by register intervals, a gap bridged by the register included),
     summed over the devices, each capped at the slice's elapsed seconds; ``readings_expected`` the readings the devices'
-    registry cadence (``devices.cadence_s``) gives over the slice's elapsed seconds (up to ``now``) and
+    registry cadence (``devices.cadence_s``) gives over the slice's elapsed seconds (up to ``now``) while each device
+    was in service (``expected_s``, summed over the devices: migration 014's commissioning dates) and
     ``readings_present`` the covered seconds in readings (covered_s / cadence_s). Manual items: ``entered`` tells
     whether the month has a quantity (an entered 0 counts)."""
 
@@ -240,6 +247,7 @@ class ItemSliceCoverage:
     readings_expected: float
     readings_present: float
     entered: bool
+    expected_s: float = 0.0  # metered: the devices' elapsed seconds of the slice while in service, summed
 
 
 def coverage(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
@@ -252,10 +260,12 @@ def coverage(conn: psycopg.Connection, organisation_id: int, kind: YearKind, sli
         _COVERAGE,
         {"i": known, "lo": [slices[j].start for j in known], "hi": [slices[j].end for j in known],
          "month": [slices[j].month_start for j in known], "year": [ids[slices[j].year_ce] for j in known],
-         "now": now},
+         "now": now, "tz": CITY_TZ_NAME},
     ).fetchall()  # fmt: skip
     return [
-        ItemSliceCoverage(int(r[0]), r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6]), bool(r[7]))
+        ItemSliceCoverage(
+            int(r[0]), r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6]), bool(r[7]), float(r[8])
+        )
         for r in rows
     ]
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from lccm.imports.registry import RegistryRow
+from lccm.imports.registry import RegistryInvalid, RegistryRow
+from lccm.imports.rows import RowError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,33 +40,41 @@ _COUNT_DEVICES = "SELECT count(*) FROM devices WHERE device_id = ANY(%s)"
 # Set-based upserts from arrays (one round trip whatever the file size). The WHERE on DO UPDATE skips identical rows,
 # so RETURNING yields exactly the inserted plus the changed rows, and updated_at moves only on a real change.
 _UPSERT_SITES = """
-INSERT INTO sites AS s (site_code, name, name_th, kind, city, lat, lon, floor_area_m2)
+INSERT INTO sites AS s (site_code, name, name_th, kind, city, lat, lon, floor_area_m2, commissioned_on,
+                        decommissioned_on)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                     %s::float8[], %s::float8[], %s::float8[])
+                     %s::float8[], %s::float8[], %s::float8[], %s::date[], %s::date[])
 ON CONFLICT (site_code) DO UPDATE SET
     name = EXCLUDED.name, name_th = EXCLUDED.name_th, kind = EXCLUDED.kind, city = EXCLUDED.city,
-    lat = EXCLUDED.lat, lon = EXCLUDED.lon, floor_area_m2 = EXCLUDED.floor_area_m2, updated_at = now()
-WHERE (s.name, s.name_th, s.kind, s.city, s.lat, s.lon, s.floor_area_m2)
+    lat = EXCLUDED.lat, lon = EXCLUDED.lon, floor_area_m2 = EXCLUDED.floor_area_m2,
+    commissioned_on = EXCLUDED.commissioned_on, decommissioned_on = EXCLUDED.decommissioned_on, updated_at = now()
+WHERE (s.name, s.name_th, s.kind, s.city, s.lat, s.lon, s.floor_area_m2, s.commissioned_on, s.decommissioned_on)
       IS DISTINCT FROM
       (EXCLUDED.name, EXCLUDED.name_th, EXCLUDED.kind, EXCLUDED.city, EXCLUDED.lat, EXCLUDED.lon,
-       EXCLUDED.floor_area_m2)
+       EXCLUDED.floor_area_m2, EXCLUDED.commissioned_on, EXCLUDED.decommissioned_on)
 RETURNING 1
 """
 
 _UPSERT_DEVICES = """
-INSERT INTO devices AS d (device_id, site_id, kind, name, cadence_s, rated_kw, register_modulus)
-SELECT i.device_id, s.id, i.kind, i.name, i.cadence_s, i.rated_kw, i.register_modulus
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::float8[], %s::float8[])
-     AS i(device_id, site_code, kind, name, cadence_s, rated_kw, register_modulus)
+INSERT INTO devices AS d (device_id, site_id, kind, name, cadence_s, rated_kw, register_modulus, commissioned_on,
+                          decommissioned_on, replaces)
+SELECT i.device_id, s.id, i.kind, i.name, i.cadence_s, i.rated_kw, i.register_modulus, i.commissioned_on,
+       i.decommissioned_on, i.replaces
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::float8[], %s::float8[], %s::date[],
+            %s::date[], %s::text[])
+     AS i(device_id, site_code, kind, name, cadence_s, rated_kw, register_modulus, commissioned_on, decommissioned_on,
+          replaces)
 JOIN sites s ON s.site_code = i.site_code
 ON CONFLICT (device_id) DO UPDATE SET
     site_id = EXCLUDED.site_id, kind = EXCLUDED.kind, name = EXCLUDED.name,
     cadence_s = EXCLUDED.cadence_s, rated_kw = EXCLUDED.rated_kw, register_modulus = EXCLUDED.register_modulus,
-    updated_at = now()
-WHERE (d.site_id, d.kind, d.name, d.cadence_s, d.rated_kw, d.register_modulus)
+    commissioned_on = EXCLUDED.commissioned_on, decommissioned_on = EXCLUDED.decommissioned_on,
+    replaces = EXCLUDED.replaces, updated_at = now()
+WHERE (d.site_id, d.kind, d.name, d.cadence_s, d.rated_kw, d.register_modulus, d.commissioned_on,
+       d.decommissioned_on, d.replaces)
       IS DISTINCT FROM
       (EXCLUDED.site_id, EXCLUDED.kind, EXCLUDED.name, EXCLUDED.cadence_s, EXCLUDED.rated_kw,
-       EXCLUDED.register_modulus)
+       EXCLUDED.register_modulus, EXCLUDED.commissioned_on, EXCLUDED.decommissioned_on, EXCLUDED.replaces)
 RETURNING 1
 """
 
@@ -79,9 +88,11 @@ def _unique_sites(rows: Sequence[RegistryRow]) -> list[RegistryRow]:
 
 
 # Column order of the unnest() arrays in the two upserts above.
-_SITE_FIELDS = ("site_code", "site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2")
+_SITE_FIELDS = ("site_code", "site_name", "site_name_th", "site_kind", "city", "lat", "lon", "floor_area_m2",
+                "site_commissioned_on", "site_decommissioned_on")  # fmt: skip
 _DEVICE_FIELDS = (
     "device_id", "site_code", "device_kind", "device_name", "cadence_s", "rated_kw", "register_modulus",
+    "commissioned_on", "decommissioned_on", "replaces",
 )  # fmt: skip
 
 
@@ -103,11 +114,23 @@ def _scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...]) -> in
     return int(row[0]) if row else 0
 
 
+def _check_replaced(conn: psycopg.Connection, rows: Sequence[RegistryRow]) -> None:
+    """Every ``replaces`` names a device of the file or of the registry: a row error, not a failed commit."""
+    in_file = {r.device_id for r in rows}
+    wanted = sorted({r.replaces for r in rows if r.replaces and r.replaces not in in_file})
+    known = {str(r[0]) for r in conn.execute("SELECT device_id FROM devices WHERE device_id = ANY(%s)", (wanted,))}
+    errors = [RowError(r.row, "replaces", r.replaces, "no device with this device_id in the file or the registry")
+              for r in rows if r.replaces and r.replaces not in in_file and r.replaces not in known]  # fmt: skip
+    if errors:
+        raise RegistryInvalid(errors)
+
+
 def import_registry(conn: psycopg.Connection, rows: Sequence[RegistryRow]) -> ImportReport:
     """Upsert the sites and devices of validated rows in one transaction; returns what changed."""
     sites = _unique_sites(rows)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK_KEY,))
+        _check_replaced(conn, rows)
         site_counts = _upsert(conn, _COUNT_SITES, _UPSERT_SITES, _columns(sites, _SITE_FIELDS))
         device_counts = _upsert(conn, _COUNT_DEVICES, _UPSERT_DEVICES, _columns(rows, _DEVICE_FIELDS))
     return ImportReport(sites=site_counts, devices=device_counts)

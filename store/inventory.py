@@ -670,19 +670,24 @@ def _month_value(month: date, entered: tuple[Any, ...] | None, metered: tuple[An
 
 
 def metered_coverage(conn: psycopg.Connection, year: ReportingYear, start: datetime,
-                     end: datetime) -> dict[str, tuple[int, float]]:  # fmt: skip
-    """item_code -> (devices mapped to it in the year, seconds covered by their monthly buckets in ``[start, end)``),
-    for the items of ``year`` that have mapped devices (a CFO report's completeness of metered items)."""
+                     end: datetime) -> dict[str, tuple[int, float, float]]:  # fmt: skip
+    """item_code -> (devices mapped to it in the year, seconds covered by their monthly buckets in ``[start, end)``,
+    seconds of ``[start, end)`` they were in service: store/assets.py, migration 014), for the items of ``year``
+    that have mapped devices (a CFO report's completeness of metered items: nothing is expected from a device before
+    its commissioning date or from its decommissioning date on)."""
     rows = conn.execute(
         """
         SELECT i.item_code, count(*)::int,
                coalesce(sum((SELECT sum(eb.covered_s) FROM energy_buckets eb
                              JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)
                              WHERE eb.device_id = dm.device_id AND eb.resolution = '1mo'
-                               AND eb.bucket_start >= %(lo)s AND eb.bucket_start < %(hi)s)), 0)
-        FROM device_item_map dm JOIN inventory_items i ON i.id = dm.item_id
+                               AND eb.bucket_start >= %(lo)s AND eb.bucket_start < %(hi)s)), 0),
+               sum(greatest(0, extract(epoch FROM
+                   least(%(hi)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
+                   - greatest(%(lo)s, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity')))))
+        FROM device_item_map dm JOIN inventory_items i ON i.id = dm.item_id JOIN devices d ON d.id = dm.device_id
         WHERE dm.reporting_year_id = %(year)s GROUP BY i.item_code
         """,
-        {"lo": start, "hi": end, "year": year.id},
+        {"lo": start, "hi": end, "year": year.id, "tz": CITY_TZ_NAME},
     ).fetchall()
-    return {str(code): (int(devices), float(covered)) for code, devices, covered in rows}
+    return {str(code): (int(devices), float(covered), float(expected)) for code, devices, covered, expected in rows}

@@ -9,10 +9,11 @@ the mapped devices, the device's source class (view ``device_sources``) says whi
 
 - ``kwh_per_lamp``: kWh of the mapped ``streetlight_electricity`` meters (streetlight cabinets) / the lamps, i.e. the
   devices of kind ``lamp`` registered at those cabinets' sites (the registry puts a cabinet and its lamps on one
-  street site; lamps have no commissioning date, so the count is the registry's today).
+  street site), counted for the share of the period each was in service (store/assets.py: commissioning and
+  decommissioning dates, migration 014), so a mid-year LED retrofit divides each part of the year by its own lamps.
 - ``kwh_per_m2``: kWh of the mapped ``building_electricity`` meters / the summed ``sites.floor_area_m2`` of their
-  sites. A site without a floor area is left out of both sides and named in ``excluded_sites`` (its meters' kWh in
-  ``excluded_amount``).
+  sites, each for the share of the period it was in service (store/assets.py). A site without a floor area is left
+  out of both sides and named in ``excluded_sites`` (its meters' kWh in ``excluded_amount``).
 - ``l_per_100km``: litres of the mapped fleet fuel meters (``fleet_diesel``, ``fleet_gasoline``, ``fleet_lpg``) / the
   fleet's km x 100. No sensor measures km: they come from the organisation's manual activity data, items in unit
   ``km`` of category ``mobile_combustion`` (entered per month like any manual item, factor 0 when the fuel meters
@@ -24,8 +25,9 @@ The period comes as the caller's month slices (``store.baseline.SliceSpec``: par
 its reporting year and covered share), exactly as the comparison passes them to ``store.baseline.actual_kgco2e``;
 reports/kpi.py cuts them with ``engine.calendar.month_slices`` and checks the period first. Energy and fuel are
 summed from ``energy_buckets`` '1d' (Bangkok days). ``coverage`` is the seconds covered by the counted meters'
-intervals / (elapsed seconds, up to ``now``, of the period each counted meter was mapped in), 0..1: below 1 when a
-meter's data is missing or it started reporting mid-period; ``readings_expected`` and ``readings_present`` are the
+intervals / (elapsed seconds, up to ``now``, of the period each counted meter was mapped in and in service), 0..1:
+below 1 when a meter's data is missing or it started reporting mid-period (nothing is expected from a meter before
+its commissioning date or from its decommissioning date on); ``readings_expected`` and ``readings_present`` are the
 same seconds divided by each meter's registry cadence (``devices.cadence_s``). ``per_period`` tells whether the
 numerator grows with the period (kWh per lamp, kWh per m²: a yearly KPI needs a whole year, or scaling) or not
 (litres per 100 km, a ratio of two flows over the same months).
@@ -43,6 +45,8 @@ from typing import Any
 
 import psycopg
 
+from lccm.engine.timebase import CITY_TZ_NAME
+from lccm.store import assets
 from lccm.store.baseline import KPIS, SliceSpec, YearKind
 from lccm.store.inventory import require_organisation
 
@@ -142,7 +146,10 @@ _METERS = """
 WITH s(i, lo, hi, year_id) AS (SELECT * FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[], %s::int[]))
 SELECT s.i, d.device_id, ds.source_class, st.id, st.site_code, st.floor_area_m2,
        coalesce(sum(eb.amount), 0), coalesce(sum(eb.covered_s), 0),
-       greatest(0, extract(epoch FROM least(s.hi, %s) - s.lo))::float8, d.cadence_s
+       greatest(0, extract(epoch FROM least(s.hi, %s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %s,
+                                                            'infinity'::timestamptz))
+                                 - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %s,
+                                                           '-infinity'::timestamptz))))::float8, d.cadence_s
 FROM s
 JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
 JOIN devices d ON d.id = dm.device_id
@@ -151,7 +158,7 @@ JOIN device_sources ds ON ds.device_id = d.id AND ds.source_class = ANY(%s)
 JOIN device_registers dr ON dr.device_id = d.id
 LEFT JOIN energy_buckets eb ON eb.resolution = '1d' AND eb.device_id = d.id AND eb.metric_id = dr.metric_id
      AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi
-GROUP BY s.i, s.lo, s.hi, d.id, ds.source_class, st.id
+GROUP BY s.i, s.lo, s.hi, d.id, ds.source_class, st.id, d.commissioned_on, d.decommissioned_on
 ORDER BY s.i, d.device_id
 """
 
@@ -173,7 +180,7 @@ def _meters(conn: psycopg.Connection, slices: Sequence[_Slice], now: datetime) -
     rows = conn.execute(
         _METERS,
         (known, [slices[j].lo for j in known], [slices[j].hi for j in known], [slices[j].year_id for j in known],
-         now, classes),
+         now, CITY_TZ_NAME, CITY_TZ_NAME, classes),
     ).fetchall()  # fmt: skip
     return [
         _Meter(int(r[0]), r[1], r[2], int(r[3]), r[4], None if r[5] is None else float(r[5]), float(r[6]),
@@ -217,21 +224,21 @@ def _lamps(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[
     if not counted:
         return replace(base, reason=_not_mapped("streetlight cabinet", slices, kind))
     sites = sorted({m.site_id for m in counted})
-    row = conn.execute("SELECT count(*) FROM devices WHERE kind = 'lamp' AND site_id = ANY(%s)", (sites,)).fetchone()
-    lamps = int(row[0]) if row else 0
-    if lamps == 0:
+    lamps = assets.lamp_count(conn, sites, slices[0].lo, slices[-1].hi)
+    if lamps <= 0:
         codes = ", ".join(sorted({m.site_code for m in counted}))
-        reason = f"no devices of kind 'lamp' are registered at the cabinets' sites ({codes})"
+        reason = f"no devices of kind 'lamp' in service at the cabinets' sites ({codes}) in the period"
         return replace(base, denominator=0.0, reason=reason)
-    return _checked(replace(base, value=kwh / lamps, denominator=float(lamps)), counted)
+    return _checked(replace(base, value=kwh / lamps, denominator=lamps), counted)
 
 
-def _floor(meters: Sequence[_Meter], slices: Sequence[_Slice], kind: YearKind) -> KpiValue:
+def _floor(conn: psycopg.Connection, meters: Sequence[_Meter], slices: Sequence[_Slice], kind: YearKind) -> KpiValue:
     building = [m for m in meters if m.source_class in BUILDING_CLASSES]
     counted = [m for m in building if m.floor_area_m2 is not None]
     left_out = [m for m in building if m.floor_area_m2 is None]
     kwh = sum(m.amount for m in counted)
-    area = sum({m.site_id: m.floor_area_m2 or 0.0 for m in counted}.values())
+    # Each site's floor area for the share of the period it was in service (store/assets.py).
+    area = sum(assets.floor_areas(conn, sorted({m.site_id for m in counted}), slices[0].lo, slices[-1].hi).values())
     base = KpiValue(
         "kwh_per_m2", "kWh/m2", None, kwh, "kWh", area if counted else None, "m2", True,
         tuple(sorted({m.device_id for m in counted})), **_coverage(counted),
@@ -243,6 +250,10 @@ def _floor(meters: Sequence[_Meter], slices: Sequence[_Slice], kind: YearKind) -
         reason = (f"none of the sites of the mapped building meters has a floor area ({', '.join(base.excluded_sites)}"
                   "): fill floor_area_m2 in the device registry")  # fmt: skip
         return replace(base, reason=reason)
+    if area <= 0:
+        codes = ", ".join(sorted({m.site_code for m in counted}))
+        return replace(base, reason=f"the sites of the mapped building meters ({codes}) were not in service in the "
+                                    "period (their commissioning and decommissioning dates)")  # fmt: skip
     return _checked(replace(base, value=kwh / area), counted)
 
 
@@ -295,7 +306,7 @@ def measured_kpis(conn: psycopg.Connection, organisation: str, kind: YearKind, s
     meters = _meters(conn, slices, now)
     values = {
         "kwh_per_lamp": _lamps(conn, meters, slices, kind),
-        "kwh_per_m2": _floor(meters, slices, kind),
+        "kwh_per_m2": _floor(conn, meters, slices, kind),
         "l_per_100km": _fleet(conn, meters, slices, kind),
     }
     missing = tuple(sorted({s.year_ce for s in slices if s.year_id is None}))
