@@ -401,7 +401,7 @@ def build_ingest(
             port=svc.mqtt_port,
             client_id=client_id or settings.mqtt_client_id,
             username=settings.mqtt_username,
-            password=settings.mqtt_password,
+            password=settings.mqtt_password.get_secret_value(),
             share_group=settings.mqtt_share_group,
             topic_root=settings.mqtt_topic_root,
             session_expiry_s=settings.mqtt_session_expiry_s,

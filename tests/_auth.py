@@ -1,0 +1,41 @@
+"""Credentials for API tests, made the product's way (api/auth/accounts.py), on the test's database.
+
+``admin_headers(url)`` is what most API tests need: an admin API key of the seeded organisation ``lampang``, as
+the ``Authorization`` header of a TestClient (``TestClient(app, headers=admin_headers(url))``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from lccm.api.auth import accounts
+from lccm.api.principal import Role
+from lccm.store import audit
+from lccm.store.inventory import OrganisationIn, put_organisation
+
+TEST_ACTOR = audit.Actor("test:setup", "test set-up", None)
+SEEDED_ORG = "lampang"  # store/migrations/007_inventory.sql
+
+
+def api_key(url: str, *roles: Role, org: str = SEEDED_ORG, sites: Sequence[str] | None = None) -> str:
+    with psycopg.connect(url) as conn:
+        key, _ = accounts.create_api_key(
+            conn, accounts.Change(TEST_ACTOR, "test"), name=f"test {'+'.join(roles) or 'admin'}",
+            organisation=org, roles=list(roles or [Role.ADMIN]), sites=sites,
+        )  # fmt: skip
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def admin_headers(url: str, org: str = SEEDED_ORG) -> dict[str, str]:
+    return bearer(api_key(url, Role.ADMIN, org=org))
+
+
+def add_organisation(url: str, code: str, city_key: str | None = None) -> None:
+    with psycopg.connect(url) as conn:
+        put_organisation(conn, OrganisationIn(code, f"{code} municipality", "Somewhere", "city", city_key=city_key))
