@@ -9,12 +9,10 @@ below where an event-loop driver would pay for its second copy of every query fu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hmac
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
-
-import hmac
-from collections.abc import Mapping
 
 from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
@@ -27,6 +25,7 @@ from lccm.api.errors import install_handlers
 from lccm.api.limits import RequestLimits
 from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
 from lccm.api.openapi import install_openapi
+from lccm.api.policy import check_complete
 from lccm.api.routes import (
     alerts,
     aqi,
@@ -42,7 +41,6 @@ from lccm.api.routes import (
     rollups,
     users,
 )
-from lccm.api.policy import check_complete
 from lccm.api.validation import check_inputs
 from lccm.imports.limits import InputLimits
 

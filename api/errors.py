@@ -51,6 +51,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
+from lccm.api.principal import NotAuthenticated
 from lccm.engine.alerts import AlertRulesInvalid
 from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
@@ -58,7 +59,6 @@ from lccm.imports.rows import RowsInvalid
 from lccm.reports.periods import RequestInvalid
 from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound
 from lccm.store.baseline import BaselineError, BaselineNotFound
-from lccm.api.principal import NotAuthenticated
 from lccm.store.identity import UnknownApiKey, UnknownSite, UnknownUser, UserExists
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear
 

@@ -153,7 +153,7 @@ def operations(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path template) the app answers (HEAD goes with GET)."""
     found: list[tuple[str, str]] = []
     for route in iter_route_contexts(app.routes):  # routers included (FastAPI keeps them as branches) flattened
-        found += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
+        found += [(m, str(route.path)) for m in sorted(route.methods or ()) if m != "HEAD"]
     return found
 
 

@@ -304,7 +304,8 @@ def _notifiers(
     if "mqtt" in channels:
         publisher = MqttAlertPublisher(
             mqtt_host, mqtt_port, f"{settings.mqtt_client_id}-alerts", topic_root=settings.mqtt_topic_root,
-            username=settings.mqtt_username, password=settings.mqtt_password, protocol=settings.mqtt_protocol,
+            username=settings.mqtt_username, password=settings.mqtt_password.get_secret_value(),
+            protocol=settings.mqtt_protocol,
         )  # fmt: skip
         publisher.start()
         notifiers.append(publisher)

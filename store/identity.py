@@ -7,11 +7,10 @@ None means every site of the organisation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import re
 
 import psycopg
 from psycopg.rows import class_row
@@ -184,7 +183,7 @@ UNSET: object = object()  # update_user: leave site_ids as they are (None means 
 
 
 def update_user(conn: psycopg.Connection, user_id: int, *, display_name: str | None = None,
-                roles: Sequence[str] | None = None, site_ids: Sequence[int] | None | object = UNSET,
+                roles: Sequence[str] | None = None, site_ids: Sequence[int] | object | None = UNSET,
                 disabled: bool | None = None, password_hash: str | None = None) -> None:  # fmt: skip
     """Change what is given; a new password or a disabled account ends the user's sessions."""
     sets: list[str] = ["updated_at = now()"]
@@ -198,10 +197,10 @@ def update_user(conn: psycopg.Connection, user_id: int, *, display_name: str | N
         params.append(list(roles))
     if site_ids is not UNSET:
         sets.append("site_ids = %s")
-        params.append(None if site_ids is None else list(site_ids))  # type: ignore[call-overload]
+        params.append(None if site_ids is None else list(site_ids))
     if password_hash is not None:
         sets.extend(["failed_logins = 0", "locked_until = NULL"])
-    conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = %s", (*params, user_id))  # type: ignore[arg-type]
+    conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = %s", (*params, user_id))  # type: ignore[arg-type]  # composed from the fixed column names above
     if password_hash is not None or disabled:
         conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
 

@@ -68,7 +68,7 @@ _UNSET = object()
 
 def update_user(conn: psycopg.Connection, change: Change, username: str, *, organisation_id: int | None,
                 display_name: str | None = None, roles: Sequence[str] | None = None,
-                sites: Sequence[str] | None | object = _UNSET, disabled: bool | None = None,
+                sites: Sequence[str] | object | None = _UNSET, disabled: bool | None = None,
                 password: str | None = None) -> identity.UserRow:  # fmt: skip
     """Change what is given of a user (of ``organisation_id`` only, when given)."""
     audit.begin(conn)

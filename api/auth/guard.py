@@ -53,10 +53,10 @@ class AuthConfig:
 
 
 def authorize(request: Request) -> None:
-    route = request.scope.get("route")
-    policy = policy_for(request.method, getattr(route, "path", ""))
+    path = str(getattr(request.scope.get("route"), "path", ""))
+    policy = policy_for(request.method, path)
     if policy is None:  # create_app refuses such an app; a route added after it (a test) is refused here
-        raise Forbidden(f"{request.method} {getattr(route, 'path', request.url.path)} has no access policy")
+        raise Forbidden(f"{request.method} {path or request.url.path} has no access policy")
     config: AuthConfig = request.app.state.auth
     if policy.is_public(config.public_aqi):
         return
@@ -64,8 +64,8 @@ def authorize(request: Request) -> None:
     request.state.principal = principal
     if not policy.allows(principal.roles):
         have = ", ".join(sorted(principal.roles)) or "no role of this API"
-        raise Forbidden(f"{request.method} {route.path} needs one of the roles {_names(policy.roles)}; you have {have}")
-    if route.path.startswith(ORGANISATION_PREFIX):
+        raise Forbidden(f"{request.method} {path} needs one of the roles {_names(policy.roles)}; you have {have}")
+    if path.startswith(ORGANISATION_PREFIX):
         code = request.path_params.get("code")
         if code != principal.scope.organisation_code:
             # As for an organisation that does not exist: no hint that it does.
@@ -134,7 +134,9 @@ def _session(pool: ConnectionPool, request: Request, token: str) -> Principal:
 
 def _oidc(pool: ConnectionPool, config: AuthConfig, token: str) -> Principal:
     if config.oidc is None:
-        raise Unauthenticated("not an API key, and no OIDC issuer is configured (LCCM_OIDC_ISSUER)", error="invalid_token")
+        raise Unauthenticated(
+            "not an API key, and no OIDC issuer is configured (LCCM_OIDC_ISSUER)", error="invalid_token"
+        )
     try:
         claims = config.oidc.verify(token)
     except InvalidToken as exc:

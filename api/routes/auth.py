@@ -68,7 +68,9 @@ async def login_body(request: Request) -> LoginIn:
             return LoginIn.model_validate(fields)
         return LoginIn.model_validate(json.loads(raw or b"null"))
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
-        raise InvalidParameter("body", "send {'username': ..., 'password': ...} as JSON or a form", where="body") from exc
+        raise InvalidParameter(
+            "body", "send {'username': ..., 'password': ...} as JSON or a form", where="body"
+        ) from exc
 
 
 @router.post(

@@ -10,7 +10,6 @@ Domain errors (unknown organisation, no base year, a year not started ...) are m
 from __future__ import annotations
 
 import hashlib
-
 from datetime import date
 from typing import Annotated, Any
 

@@ -105,9 +105,16 @@ def list_users(conn: Conn, principal: CurrentPrincipal) -> list[UserOut]:
 def add_user(body: UserIn, conn: Conn, principal: CurrentPrincipal, request: Request) -> UserOut | JSONResponse:
     """Add a local account to your organisation."""
     try:
-        row = accounts.add_user(conn, _change(request, principal), username=body.username,
-                                display_name=body.display_name, password=body.password,
-                                organisation=principal.scope.organisation_code, roles=body.roles, sites=body.sites)  # fmt: skip
+        row = accounts.add_user(
+            conn,
+            _change(request, principal),
+            username=body.username,
+            display_name=body.display_name,
+            password=body.password,
+            organisation=principal.scope.organisation_code,
+            roles=body.roles,
+            sites=body.sites,
+        )
     except accounts.AccountInvalid as exc:
         return _invalid(exc)
     return _user_out(row)
@@ -121,9 +128,17 @@ def patch_user(
     sessions."""
     extra: dict[str, Any] = {"sites": body.sites} if "sites" in body.model_fields_set else {}
     try:
-        row = accounts.update_user(conn, _change(request, principal), username,
-                                   organisation_id=principal.scope.organisation_id, display_name=body.display_name,
-                                   roles=body.roles, disabled=body.disabled, password=body.password, **extra)  # fmt: skip
+        row = accounts.update_user(
+            conn,
+            _change(request, principal),
+            username,
+            organisation_id=principal.scope.organisation_id,
+            display_name=body.display_name,
+            roles=body.roles,
+            disabled=body.disabled,
+            password=body.password,
+            **extra,
+        )
     except accounts.AccountInvalid as exc:
         return _invalid(exc)
     return _user_out(row)
@@ -165,7 +180,7 @@ class AuditEntryOut(BaseModel):
     organisation: str | None
     actor_subject: str
     actor_name: str
-    action: str = Field(description="the route (\"PUT /organisations/{code}\") or the command (\"lccm users add\")")
+    action: str = Field(description='the route ("PUT /organisations/{code}") or the command ("lccm users add")')
     target: str
     before: Any
     after: Any
