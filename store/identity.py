@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import psycopg
 from psycopg.rows import class_row
@@ -197,10 +198,10 @@ def update_user(conn: psycopg.Connection, user_id: int, *, display_name: str | N
         params.append(list(roles))
     if site_ids is not UNSET:
         sets.append("site_ids = %s")
-        params.append(None if site_ids is None else list(site_ids))
+        params.append(None if site_ids is None else [int(i) for i in cast(Sequence[int], site_ids)])
     if password_hash is not None:
         sets.extend(["failed_logins = 0", "locked_until = NULL"])
-    conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = %s", (*params, user_id))  # type: ignore[arg-type]  # composed from the fixed column names above
+    conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = %s", (*params, user_id))
     if password_hash is not None or disabled:
         conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
 
