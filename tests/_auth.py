@@ -6,14 +6,23 @@ the ``Authorization`` header of a TestClient (``TestClient(app, headers=admin_he
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import psycopg
+from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
 from lccm.store import audit
 from lccm.store.inventory import OrganisationIn, put_organisation
+
+with warnings.catch_warnings():
+    # Starlette 1.10 prefers httpx2 for its TestClient and warns at import when only httpx is installed.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+__all__ = ["TestClient", "add_organisation", "admin_headers", "api_key", "bearer"]
 
 TEST_ACTOR = audit.Actor("test:setup", "test set-up", None)
 SEEDED_ORG = "lampang"  # store/migrations/007_inventory.sql

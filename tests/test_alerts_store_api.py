@@ -23,6 +23,7 @@ from lccm.store import alerts as st
 from lccm.store.devices import import_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator
+from tests._auth import admin_headers
 from tests._db import REGISTRY_HEADER_EN, device_pk, registry_csv, us
 
 with warnings.catch_warnings():
@@ -358,7 +359,7 @@ def client(db: str) -> Iterator[TestClient]:
     ev.run_once()
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as c,
     ):
         yield c
 

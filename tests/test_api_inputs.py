@@ -20,6 +20,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.settings import Settings
+from tests._auth import admin_headers
 from tests._db import fresh_database
 from tests._seeded import Seeded, seed_city
 
@@ -71,7 +72,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
         seeded = seed_city(url, tmp_path_factory.mktemp("inputs"))
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool), raise_server_exceptions=False) as client,
+            TestClient(
+                create_app(Settings(database_url=url), pool), raise_server_exceptions=False, headers=admin_headers(url)
+            ) as client,
         ):
             yield client, seeded
 

@@ -31,6 +31,7 @@ from lccm.runtime import updaters
 from lccm.settings import Settings
 from lccm.store.baseline import import_temperature_csv
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from tests._auth import admin_headers
 from tests._db import device_pk, fresh_database
 from tests._seeded import Seeded, seed_city
 
@@ -128,7 +129,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         updaters(Settings(database_url=url), url).drain()
         with ConnectionPool(url, min_size=1, max_size=4, open=True) as pool:
             reader = ReadWhenAnswered(create_app(Settings(database_url=url), pool))
-            with TestClient(reader, raise_server_exceptions=False) as client:
+            with TestClient(reader, raise_server_exceptions=False, headers=admin_headers(url)) as client:
                 yield Api(client, reader, url, seeded)
 
 
