@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-__all__ = ["TestClient", "add_organisation", "admin_headers", "api_key", "bearer"]
+__all__ = ["TestClient", "add_organisation", "admin_headers", "api_key", "bearer", "named_key"]
 
 TEST_ACTOR = audit.Actor("test:setup", "test set-up", None)
 SEEDED_ORG = "lampang"  # store/migrations/007_inventory.sql
@@ -34,6 +34,14 @@ def api_key(url: str, *roles: Role, org: str = SEEDED_ORG, sites: Sequence[str] 
             conn, accounts.Change(TEST_ACTOR, "test"), name=f"test {'+'.join(roles) or 'admin'}",
             organisation=org, roles=list(roles or [Role.ADMIN]), sites=sites,
         )  # fmt: skip
+    return key
+
+
+def named_key(url: str, name: str, *roles: Role, org: str = SEEDED_ORG) -> str:
+    """A key whose display name is "API key <name>" (what an alert or the audit log records for it)."""
+    with psycopg.connect(url) as conn:
+        key, _ = accounts.create_api_key(conn, accounts.Change(TEST_ACTOR, "test"), name=name, organisation=org,
+                                         roles=list(roles), sites=None)  # fmt: skip
     return key
 
 
