@@ -67,7 +67,7 @@ def issuer() -> Iterator[Issuer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             requests.append(self.path)
-            base = f"http://127.0.0.1:{self.server.server_address[1]}/realms/lampang"
+            base = f"http://{self.headers['Host']}/realms/lampang"
             docs = {
                 "/realms/lampang/.well-known/openid-configuration": {"issuer": base, "jwks_uri": f"{base}/certs"},
                 "/realms/lampang/certs": jwks,
@@ -174,7 +174,7 @@ def test_symmetric_and_unsigned_tokens_are_refused(client: TestClient, issuer: I
     now = int(time.time())
     claims = {"iss": issuer.url, "aud": AUDIENCE, "sub": "x", "exp": now + 60, "lccm_org": "lampang"}
     hs = _hs256(claims, public_pem)  # PyJWT itself refuses to make one, so it is made by hand
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, "", algorithm="none")
     for token in (hs, unsigned):
         answer = _me(client, token)
         assert answer.status_code == 401
