@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # PostgreSQL. Required by every command but `lccm demo`, which starts an embedded server (pgserver) under data_dir
     # when it is empty.
-    database_url: str = ""
+    database_url: str = Field(default="", repr=False)  # may carry a password: never in repr() or a log line
     # One pool per process: the API's requests, or the ingest's workers (updaters, alert evaluator, notification
     # dispatch, registry reloads, retention; the stream sink keeps a connection of its own). The ingest needs at most
     # five at once, the API up to its thread count; a worker or request that waits db_pool_timeout_s for one fails.
