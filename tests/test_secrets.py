@@ -22,7 +22,7 @@ DB_URL = f"postgresql://lccm:{DB_PASSWORD}@127.0.0.1:1/lccm"  # port 1: refused 
 
 
 def test_every_secret_setting_is_a_secret_str() -> None:
-    settings = Settings(database_url=DB_URL, **{k: SecretStr(v) for k, v in SECRETS.items()})
+    settings = Settings.model_validate({"database_url": DB_URL, **{k: SecretStr(v) for k, v in SECRETS.items()}})
     for name, value in SECRETS.items():
         field = getattr(settings, name)
         assert isinstance(field, SecretStr) and field.get_secret_value() == value
