@@ -9,8 +9,7 @@ below where an event-loop driver would pay for its second copy of every query fu
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -23,7 +22,7 @@ from lccm.api.auth.oidc import OidcConfig, OidcVerifier
 from lccm.api.docs import install_docs
 from lccm.api.errors import install_handlers
 from lccm.api.limits import RequestLimits
-from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
+from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware, metrics_token_guard
 from lccm.api.openapi import install_openapi
 from lccm.api.policy import check_complete
 from lccm.api.routes import (
@@ -111,18 +110,6 @@ def auth_config(settings: Settings) -> AuthConfig:
         login_lockout_after=settings.login_lockout_after,
         login_lockout_s=settings.login_lockout_s,
     )
-
-
-def metrics_token_guard(token: SecretStr | None) -> MetricsAuthorize | None:
-    """/metrics for a scraper sending ``Authorization: Bearer <LCCM_METRICS_TOKEN>``; no token: open."""
-    if token is None or not token.get_secret_value():
-        return None
-    expected = f"Bearer {token.get_secret_value()}".encode()
-
-    def authorize(headers: Mapping[str, str]) -> bool:
-        return hmac.compare_digest(headers.get("authorization", "").encode(), expected)
-
-    return authorize
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:

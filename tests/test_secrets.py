@@ -45,3 +45,17 @@ def test_a_failing_command_does_not_log_the_secrets() -> None:
     assert "127.0.0.1" in output  # it did say what it could not reach
     for value in [*SECRETS.values(), DB_PASSWORD]:
         assert value not in output
+
+
+def test_the_metrics_token_guards_metrics() -> None:
+    from lccm.api.app import create_app
+    from tests._auth import TestClient
+
+    guarded = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", metrics_token=SecretStr("scrape-me"))
+    with TestClient(create_app(guarded)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        answer = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert answer.status_code == 200 and "lccm_api_requests" in answer.text
+    with TestClient(create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))) as client:
+        assert client.get("/metrics").status_code == 200  # no token: open to whoever reaches the API
