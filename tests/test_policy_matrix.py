@@ -134,3 +134,8 @@ def test_the_public_air_quality_feed_is_a_setting() -> None:
             assert p.get("/aqi/stations.geojson").status_code == 200
             assert p.get("/aqi/history").status_code == 401  # only the two feed routes are opened
             assert p.get("/sites").status_code == 401
+
+
+def test_head_follows_the_get_policy(matrix: Matrix) -> None:
+    """The OpenAPI document answers HEAD as GET, under its GET policy (FastAPI routes answer GET only)."""
+    assert matrix.client.head("/openapi.json").status_code == 200

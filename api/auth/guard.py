@@ -54,7 +54,8 @@ class AuthConfig:
 
 def authorize(request: Request) -> None:
     path = str(getattr(request.scope.get("route"), "path", ""))
-    policy = policy_for(request.method, path)
+    method = "GET" if request.method == "HEAD" else request.method  # HEAD is answered by the GET route
+    policy = policy_for(method, path)
     if policy is None:  # create_app refuses such an app; a route added after it (a test) is refused here
         raise Forbidden(f"{request.method} {path or request.url.path} has no access policy")
     config: AuthConfig = request.app.state.auth
