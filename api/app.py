@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
-from lccm.api.auth.guard import AuthConfig, authorize
+from lccm.api.auth.guard import AuthConfig, authorize, own_organisation
 from lccm.api.auth.oidc import OidcConfig, OidcVerifier
 from lccm.api.docs import install_docs
 from lccm.api.errors import install_handlers
@@ -155,8 +155,8 @@ def create_app(
         redoc_url=None,
         # Every route is authenticated and checked against its policy first (api/auth/guard.py), then its inputs
         # pass one check beyond their types: no NUL, no date outside 1900-2199, no number beyond what the database
-        # holds (api/validation.py).
-        dependencies=[Depends(authorize), Depends(check_inputs)],
+        # holds (api/validation.py); then another organisation's /organisations/{code} is refused (404).
+        dependencies=[Depends(authorize), Depends(check_inputs), Depends(own_organisation)],
     )
     install_handlers(app)
     install_docs(app)

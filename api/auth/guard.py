@@ -8,9 +8,9 @@ non-public one it reads the caller's credentials, in this order:
 3. the ``lccm_session`` cookie of a local account's login; unsafe methods must also send the session's CSRF token
    in ``X-CSRF-Token`` (a cross-site form cannot read it, so it cannot send it).
 
-It leaves the ``Principal`` on ``request.state.principal``, then refuses a role the policy does not allow (403) and
-another organisation's ``/organisations/{code}`` (404, as if it did not exist). No or bad credentials: 401 with
-``WWW-Authenticate: Bearer``.
+It leaves the ``Principal`` on ``request.state.principal``, then refuses a role the policy does not allow (403);
+``own_organisation`` answers another organisation's ``/organisations/{code}`` with 404, as if it did not exist. No or
+bad credentials: 401 with ``WWW-Authenticate: Bearer``.
 """
 
 from __future__ import annotations
@@ -66,11 +66,18 @@ def authorize(request: Request) -> None:
     if not policy.allows(principal.roles):
         have = ", ".join(sorted(principal.roles)) or "no role of this API"
         raise Forbidden(f"{request.method} {path} needs one of the roles {_names(policy.roles)}; you have {have}")
-    if path.startswith(ORGANISATION_PREFIX):
-        code = request.path_params.get("code")
-        if code != principal.scope.organisation_code:
-            # As for an organisation that does not exist: no hint that it does.
-            raise UnknownOrganisation(str(code), [principal.scope.organisation_code])
+
+
+def own_organisation(request: Request) -> None:
+    """Another organisation's ``/organisations/{code}`` is 404, as if it did not exist (no hint that it does).
+    An app-level dependency after ``authorize`` and the input check, so a malformed code is still a 422."""
+    path = str(getattr(request.scope.get("route"), "path", ""))
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None or not path.startswith(ORGANISATION_PREFIX):
+        return
+    code = request.path_params.get("code")
+    if code != principal.scope.organisation_code:
+        raise UnknownOrganisation(str(code), [principal.scope.organisation_code])
 
 
 def _names(roles: frozenset[Role]) -> str:
