@@ -15,16 +15,21 @@ from typing import Protocol
 
 from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
+from pydantic import SecretStr
 
+from lccm.api.auth.guard import AuthConfig, authorize, own_organisation
+from lccm.api.auth.oidc import OidcConfig, OidcVerifier
 from lccm.api.docs import install_docs
 from lccm.api.errors import install_handlers
 from lccm.api.limits import RequestLimits
-from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware
+from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware, metrics_token_guard
 from lccm.api.openapi import install_openapi
+from lccm.api.policy import check_complete
 from lccm.api.routes import (
     alerts,
     aqi,
     assets,
+    auth,
     baseline,
     conflicts,
     energy,
@@ -34,6 +39,7 @@ from lccm.api.routes import (
     registry,
     reports,
     rollups,
+    users,
 )
 from lccm.api.validation import check_inputs
 from lccm.imports.limits import InputLimits
@@ -57,7 +63,54 @@ class Settings(Protocol):
     def api_max_json_bytes(self) -> int: ...
     @property
     def api_max_upload_bytes(self) -> int: ...
+    @property
+    def metrics_token(self) -> SecretStr | None: ...
+    @property
+    def oidc_issuer(self) -> str: ...
+    @property
+    def oidc_audience(self) -> str: ...
+    @property
+    def oidc_jwks_url(self) -> str: ...
+    @property
+    def oidc_roles_claim(self) -> str: ...
+    @property
+    def oidc_org_claim(self) -> str: ...
+    @property
+    def oidc_sites_claim(self) -> str: ...
+    @property
+    def public_aqi(self) -> bool: ...
+    @property
+    def session_ttl_s(self) -> float: ...
+    @property
+    def session_cookie_secure(self) -> bool: ...
+    @property
+    def login_lockout_after(self) -> int: ...
+    @property
+    def login_lockout_s(self) -> float: ...
     def input_limits(self) -> InputLimits: ...
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    oidc = None
+    if settings.oidc_issuer:
+        oidc = OidcVerifier(
+            OidcConfig(
+                issuer=settings.oidc_issuer,
+                audience=settings.oidc_audience,
+                jwks_url=settings.oidc_jwks_url,
+                roles_claim=settings.oidc_roles_claim,
+                org_claim=settings.oidc_org_claim,
+                sites_claim=settings.oidc_sites_claim,
+            )
+        )
+    return AuthConfig(
+        oidc=oidc,
+        public_aqi=settings.public_aqi,
+        session_ttl_s=settings.session_ttl_s,
+        session_cookie_secure=settings.session_cookie_secure,
+        login_lockout_after=settings.login_lockout_after,
+        login_lockout_s=settings.login_lockout_s,
+    )
 
 
 def _make_pool(settings: Settings) -> ConnectionPool:
@@ -77,7 +130,9 @@ def create_app(
     settings: Settings, pool: ConnectionPool | None = None, *, metrics_authorize: MetricsAuthorize | None = None
 ) -> FastAPI:
     """Build the app. With ``pool`` given, the caller owns it (opens and closes it); otherwise the lifespan opens
-    one from ``settings`` and closes it at shutdown. ``metrics_authorize`` guards ``/metrics`` (None: open)."""
+    one from ``settings`` and closes it at shutdown. ``metrics_authorize`` guards ``/metrics`` (default: the
+    LCCM_METRICS_TOKEN guard, open without a token). Every route answers to its policy (api/policy.py); an app with
+    a route the policy table does not cover is refused (PolicyMissing)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ConnectionPool]]:
@@ -99,15 +154,17 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served from the package by api/docs.py, never from a CDN
         redoc_url=None,
-        # Every route's inputs pass one check beyond their types: no NUL, no date outside 1900-2199, no number
-        # beyond what the database holds (api/validation.py).
-        dependencies=[Depends(check_inputs)],
+        # Every route is authenticated and checked against its policy first (api/auth/guard.py), then its inputs
+        # pass one check beyond their types: no NUL, no date outside 1900-2199, no number beyond what the database
+        # holds (api/validation.py); then another organisation's /organisations/{code} is refused (404).
+        dependencies=[Depends(authorize), Depends(check_inputs), Depends(own_organisation)],
     )
     install_handlers(app)
     install_docs(app)
     metrics = ApiMetrics()
     app.state.metrics = metrics
-    app.state.metrics_authorize = metrics_authorize
+    app.state.metrics_authorize = metrics_authorize or metrics_token_guard(settings.metrics_token)
+    app.state.auth = auth_config(settings)
     # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
     app.state.comparison_min_coverage = settings.comparison_min_coverage
     app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
@@ -130,5 +187,8 @@ def create_app(
     app.include_router(baseline.router)
     app.include_router(reports.router)
     app.include_router(alerts.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
     install_openapi(app)
+    check_complete(app)
     return app

@@ -3,6 +3,9 @@
 Routes raise these; nothing below the edge knows about status codes::
 
     ApiError                      base: a status code, a stable machine-readable code, a message for people
+    ├── Unauthenticated           401 not_authenticated, with WWW-Authenticate: Bearer (no or invalid credentials)
+    ├── Forbidden                 403 forbidden (a role the route's policy does not allow; a missing CSRF token)
+    ├── IdentityProviderDown      503 identity_provider_unavailable (the OIDC issuer's keys cannot be fetched)
     ├── NotFound                  404
     │   ├── SiteNotFound
     │   └── DeviceNotFound
@@ -22,6 +25,10 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     store.assets.AssetNotFound                  404 not_found (a site or device's service dates)
     store.assets.AssetDatesInvalid              422, shaped as InvalidParameter (a field of the body)
     store.alerts.AlertNotFound                  404 alert_not_found
+    store.identity.UnknownUser, UnknownApiKey   404 user_not_found, api_key_not_found
+    store.identity.UnknownSite                  422 site_not_found (a site given to a user or key)
+    store.identity.UserExists                   409 user_exists
+    api.principal.NotAuthenticated              401 not_authenticated
     store.alerts.RuleNotFound                   404 alert_rule_not_found
     store.alerts.AlertStateConflict             409 alert_state_conflict, with the alert's state
     engine.alerts.AlertRulesInvalid             422 alert_rule_invalid, shaped as FastAPI's validation errors (one
@@ -46,6 +53,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
+from lccm.api.principal import NotAuthenticated
 from lccm.engine.alerts import AlertRulesInvalid
 from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
@@ -54,6 +62,7 @@ from lccm.reports.periods import RequestInvalid
 from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound
 from lccm.store.assets import AssetDatesInvalid, AssetNotFound
 from lccm.store.baseline import BaselineError, BaselineNotFound
+from lccm.store.identity import UnknownApiKey, UnknownSite, UnknownUser, UserExists
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,32 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.message}
+
+    def headers(self) -> dict[str, str] | None:
+        return None
+
+
+class Unauthenticated(ApiError):
+    status_code = 401
+    code = "not_authenticated"
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error  # RFC 6750's error attribute ("invalid_token") for a token that was refused
+
+    def headers(self) -> dict[str, str] | None:
+        challenge = 'Bearer realm="lccm"' + (f', error="{self.error}"' if self.error else "")
+        return {"WWW-Authenticate": challenge}
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class IdentityProviderDown(ApiError):
+    status_code = 503
+    code = "identity_provider_unavailable"
 
 
 class NotFound(ApiError):
@@ -126,7 +161,11 @@ def body_too_large(limit: int, setting: str) -> PayloadTooLarge:
 
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return JSONResponse(status_code=exc.status_code, content=exc.body())
+    return JSONResponse(status_code=exc.status_code, content=exc.body(), headers=exc.headers())
+
+
+def _not_authenticated(request: Request, exc: Exception) -> JSONResponse:
+    return _api_error(request, Unauthenticated(str(exc)))
 
 
 def _rows(code: str, suffix: str = "") -> Callable[[Request, Exception], JSONResponse]:
@@ -222,6 +261,11 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AlertNotFound, _status(404, "alert_not_found"))
     app.add_exception_handler(RuleNotFound, _status(404, "alert_rule_not_found"))
     app.add_exception_handler(AlertStateConflict, _alert_state_conflict)
+    app.add_exception_handler(NotAuthenticated, _not_authenticated)
+    app.add_exception_handler(UnknownUser, _status(404, "user_not_found"))
+    app.add_exception_handler(UnknownApiKey, _status(404, "api_key_not_found"))
+    app.add_exception_handler(UnknownSite, _status(422, "site_not_found"))
+    app.add_exception_handler(UserExists, _status(409, "user_exists"))
     app.add_exception_handler(AlertRulesInvalid, _alert_rules_invalid)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(psycopg.Error, _database_error)

@@ -13,6 +13,7 @@ api/ may not import the composition root, so this module holds what the API need
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("lccm_request_id", default=None)
@@ -39,6 +41,19 @@ MetricsAuthorize = Callable[[Mapping[str, str]], bool]
 
 access_log = logging.getLogger("lccm.api.access")
 log = logging.getLogger(__name__)
+
+
+def metrics_token_guard(token: SecretStr | None) -> MetricsAuthorize | None:
+    """/metrics for a scraper sending ``Authorization: Bearer <LCCM_METRICS_TOKEN>``; no token: open (the API's and
+    the ingest's monitoring server alike)."""
+    if token is None or not token.get_secret_value():
+        return None
+    expected = f"Bearer {token.get_secret_value()}".encode()
+
+    def authorize(headers: Mapping[str, str]) -> bool:
+        return hmac.compare_digest(headers.get("authorization", "").encode(), expected)
+
+    return authorize
 
 
 class RequestIdFilter(logging.Filter):

@@ -28,6 +28,7 @@ class Scope:
 
     organisation_id: int
     site_ids: frozenset[int] | None = None
+    organisation_code: str = ""  # for the /organisations/{code} routes and the audit log
 
     def allows_site(self, site_id: int) -> bool:
         return self.site_ids is None or site_id in self.site_ids
@@ -47,8 +48,12 @@ class Principal:
         return role in self.roles or Role.ADMIN in self.roles
 
 
+ALL_ROLES = frozenset(Role)
+
+
 class NotAuthenticated(Exception):
-    """No principal on the request: the route was reached without the identity layer having run."""
+    """No principal on the request: the route was reached without the identity layer having run (api/errors.py
+    answers 401, as for a caller without credentials)."""
 
 
 def get_principal(request: Request) -> Principal:

@@ -639,9 +639,9 @@ def publish(machine: Machine, port: int, topic: str, payload: bytes, client_id: 
     return reason[-1]
 
 
-def http_json(url: str) -> tuple[int, Any]:
+def http_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
@@ -734,7 +734,8 @@ def run_services(compose: dict[str, Any], image: Image, machine: Machine, proces
 
     register_device(services[REGISTER], image, machine, processes, report)
     ts = publish_reading(machine, report)
-    read_back(_api_port(running["api"]), ts, running["ingest"], report)
+    key = create_api_key(running["api"], processes, report)
+    read_back(_api_port(running["api"]), key, ts, running["ingest"], report)
     scrape_ingest(running["ingest"], report)
     docs_offline(_api_port(running["api"]), report)
 
@@ -815,17 +816,30 @@ def publish_reading(machine: Machine, report: Report) -> int:
     return ts
 
 
-def read_back(api_port: str, ts: int, ingest: Process, report: Report, timeout_s: float = 30) -> None:
+def create_api_key(api: Process, processes: Processes, report: Report) -> str:
+    """An admin's API key for the reads below, made the product's way: `lccm apikeys create`, with the API service's
+    own environment (its database); the key is the line of output that is one."""
+    argv = [api.run.argv[0], "apikeys", "create", "--org", "lampang", "--role", "admin", "--name", "check-wheel"]
+    p = processes.run("apikeys", Localised(argv, api.run.env, api.run.cwd, {}))
+    (key,) = [line for line in p.output().splitlines() if line.startswith("lccm_")]
+    status, _ = http_json(f"http://{LOCAL}:{_api_port(api)}/sites")
+    fail_unless(status == 401, f"GET /sites without credentials answered {status}, not 401")
+    report.step("api key", f"{_cmd(Localised(argv, {}, api.run.cwd, {}))} -> a key; GET /sites without it -> 401")
+    return key
+
+
+def read_back(api_port: str, key: str, ts: int, ingest: Process, report: Report, timeout_s: float = 30) -> None:
     url = f"http://{LOCAL}:{api_port}/devices/{DEVICE_ID}/latest"
+    auth = {"Authorization": f"Bearer {key}"}
     started = time.monotonic()
     values: list[dict[str, Any]] = []
     while not values and time.monotonic() - started < timeout_s:
-        status, body = http_json(url)
+        status, body = http_json(url, auth)
         values = body.get("values", []) if status == 200 and isinstance(body, dict) else []
         if not values:
             time.sleep(0.2)
     if not values:
-        _, dead = http_json(f"http://{LOCAL}:{api_port}/dead-letters")
+        _, dead = http_json(f"http://{LOCAL}:{api_port}/dead-letters", auth)
         raise CheckFailed(f"{url}: no reading after {timeout_s:.0f} s; dead letters: {dead}\n{ingest.tail()}")
     (value,) = values
     fail_unless(

@@ -273,7 +273,7 @@ def _check_channels(settings: Settings, people: Sequence[Recipient], channels: s
     configured = {"webhook", "mqtt"}
     if settings.notify_smtp_host and settings.notify_smtp_sender:
         configured.add("email")
-    if settings.notify_line_token:
+    if settings.notify_line_token.get_secret_value():
         configured.add("line")
     for channel in sorted(channels - configured):
         who = sorted(r.name for r in people if any(a.channel == channel for a in r.addresses))
@@ -294,11 +294,11 @@ def _notifiers(
         smtp = SmtpConfig(
             host=settings.notify_smtp_host, port=settings.notify_smtp_port, sender=settings.notify_smtp_sender,
             security=settings.notify_smtp_security,  # type: ignore[arg-type]  # checked by the settings' pattern
-            username=settings.notify_smtp_username, password=settings.notify_smtp_password,
+            username=settings.notify_smtp_username, password=settings.notify_smtp_password.get_secret_value(),
         )  # fmt: skip
         notifiers.append(SmtpNotifier(smtp))
     if "line" in channels:
-        line = LineNotifier(settings.notify_line_token, base_url=settings.notify_line_base_url)
+        line = LineNotifier(settings.notify_line_token.get_secret_value(), base_url=settings.notify_line_base_url)
         notifiers.append(line)
         closers.append(line.close)
     if "mqtt" in channels:

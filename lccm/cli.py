@@ -58,6 +58,13 @@ from lccm.cli_baseline import baseline_app  # noqa: E402
 
 app.add_typer(baseline_app)  # compare, projection, kpis, targets: at the top level
 
+from lccm.cli_identity import apikeys_app, audit_command, organisations_app, users_app  # noqa: E402
+
+app.add_typer(users_app, name="users", help="Local accounts: add, list, disable, enable, passwd, roles")
+app.add_typer(apikeys_app, name="apikeys", help="API keys for machine clients: create, list, revoke")
+app.add_typer(organisations_app, name="organisations", help="Organisations of this deployment")
+app.command("audit")(audit_command)
+
 
 dashboards_app = typer.Typer(help="Grafana dashboards as code", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")

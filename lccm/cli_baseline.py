@@ -23,10 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
+from lccm.cli_identity import record_cli
 from lccm.imports.rows import RowsInvalid, describe
 from lccm.reports import baseline, kpi, targets
 from lccm.reports.baseline import By
 from lccm.reports.periods import PeriodName, RequestInvalid, YearKind, make_period
+from lccm.store import audit
 from lccm.store.baseline import BaselineError
 from lccm.store.inventory import InventoryError
 
@@ -326,7 +328,11 @@ def targets_set_command(
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(1) from exc
     with _session(database_url) as conn:
+        audit.begin(conn)  # the targets and their audit entry commit together
+        before = targets.list_targets(conn, org)
         rows = targets.set_targets(conn, org, wanted)
+        record_cli(conn, "targets set", f"organisation:{org}/targets", org, before={"targets": before},
+                   after={"targets": rows})  # fmt: skip
     if as_json:
         _print_json(rows)
     else:

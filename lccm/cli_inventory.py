@@ -16,7 +16,9 @@ import psycopg
 import typer
 
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
+from lccm.cli_identity import record_cli
 from lccm.imports.rows import RowsInvalid, describe
+from lccm.store import audit
 from lccm.store import inventory as inv
 from lccm.store.inventory_activity import import_activity_file
 from lccm.store.inventory_mapping import auto_map, list_mappings, mapping_problems
@@ -78,9 +80,12 @@ def import_command(
     kind = _kind(fiscal)
     settings = _settings(database_url)
     with _connect(settings) as conn, _schema_required(), _domain_errors(file):
+        audit.begin(conn)  # the import and its audit entry commit together
         report = inv.import_inventory_file(conn, file.read_bytes(), file_name=file.name, organisation=org,
                                            year_ce=year, kind=kind, base_year=base_year,
                                            limits=settings.input_limits())  # fmt: skip
+        record_cli(conn, "inventory import", f"organisation:{org}/inventory/{kind}/{year}", org,
+                   after={"file": file.name, "report": report})  # fmt: skip
     label = inv.year_label(kind, year)
     if report.status == "unchanged":
         typer.echo(f"{org} {label}: unchanged ({report.rows} row(s) equal what is stored)")
@@ -136,7 +141,10 @@ def map_command(
     kind = _kind(fiscal)
     with _connect(_settings(database_url)) as conn, _schema_required(), _domain_errors("mapping"):
         if auto:
+            audit.begin(conn)
             report = auto_map(conn, org, year, kind)
+            record_cli(conn, "inventory map --auto", f"organisation:{org}/mappings/{kind}/{year}", org,
+                       after={"report": report})  # fmt: skip
             typer.echo(f"{report.year}: mapped {len(report.mapped)} device(s)")
             for device, items in report.ambiguous.items():
                 typer.echo(f"  {device}: several items of its class ({', '.join(items)}); map it by hand")
@@ -161,8 +169,11 @@ def activity_import_command(
     settings = _settings(database_url)
     with _connect(settings) as conn, _schema_required(), _domain_errors(file):
         code = org or _only_organisation(conn)
+        audit.begin(conn)
         report = import_activity_file(conn, file.read_bytes(), organisation=code, file_name=file.name,
                                       limits=settings.input_limits())  # fmt: skip
+        record_cli(conn, "activity import", f"organisation:{code}/activity", code,
+                   after={"file": file.name, "report": report})  # fmt: skip
     typer.echo(f"{code}: {report.entries} entr{'y' if report.entries == 1 else 'ies'}: inserted {report.inserted}, "
                f"updated {report.updated}, unchanged {report.unchanged}")  # fmt: skip
     for label in report.years_created:

@@ -96,6 +96,7 @@ def _run(
         _check(stop)
         _import_registry(settings, svc, city)
         inventory = _import_base_year(svc)
+        logins = _demo_users(svc)
         _check(stop)
         # As `lccm ingest` runs, with alerts on the event clock: the demo replays the recent past at speed, and on
         # the wall clock every alert of the replay would be recorded as late.
@@ -111,6 +112,8 @@ def _run(
             try:
                 _check(stop)
                 echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
+                echo(f"log in (POST {api_url}/auth/login): " + ", ".join(f"{u['username']} / {u['password']}"
+                                                                         for u in logins))  # fmt: skip
                 echo(f"broker: {status.broker}")
                 if monitor is not None:
                     echo(f"ingest metrics: {monitor.url}/metrics  (health: {monitor.url}/health/ready)")
@@ -125,7 +128,35 @@ def _run(
         elapsed = time.monotonic() - status.started
         ended_by = "signal" if stop.is_set() else "error" if "error" in truth else "duration"
         return {**_summary(svc, worker, truth, elapsed), "ended_by": ended_by, "inventory": inventory,
-                "alerts": _alert_summary(svc)}  # fmt: skip
+                "alerts": _alert_summary(svc), "logins": logins}  # fmt: skip
+
+
+DEMO_ORGANISATION = "lampang"
+
+
+def _demo_users(svc: Services) -> list[dict[str, str]]:
+    """One local account per role in the demo city, each with a new random password every run (printed, so the
+    login shown always works, and no password is known before the demo prints it)."""
+    import getpass
+    import secrets
+
+    from lccm.api.auth import accounts
+    from lccm.api.principal import Role
+    from lccm.store import audit, identity
+
+    logins = []
+    with psycopg.connect(svc.database_url) as conn:
+        change = accounts.Change(audit.Actor("cli:demo", f"lccm demo ({getpass.getuser()})", None), "lccm demo")
+        for role in Role:
+            username, password = f"demo-{role.value.replace('_', '-')}", secrets.token_urlsafe(12)
+            name = f"Demo {role.value.replace('_', ' ')}"
+            if identity.get_user(conn, username) is None:
+                accounts.add_user(conn, change, username=username, display_name=name, password=password,
+                                  organisation=DEMO_ORGANISATION, roles=[role], sites=None)  # fmt: skip
+            else:
+                accounts.update_user(conn, change, username, organisation_id=None, password=password, disabled=False)
+            logins.append({"username": username, "password": password, "role": role.value})
+    return logins
 
 
 def _sim_config(settings: Settings, svc: Services, opts: DemoOptions) -> SimConfig:
@@ -303,7 +334,9 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
     with contextlib.suppress(TimeoutError):
         wait_for_port(settings.api_host, port, timeout_s=0.2)
         port = free_port()  # something already answers on the configured port
-    app = create_app(settings.model_copy(update={"database_url": svc.database_url}))
+    # Plain HTTP on this machine: a Secure session cookie would never come back, unless asked for explicitly.
+    secure = settings.session_cookie_secure if "session_cookie_secure" in settings.model_fields_set else False
+    app = create_app(settings.model_copy(update={"database_url": svc.database_url, "session_cookie_secure": secure}))
     # A browser's keep-alive connection must not hold up the stop: open requests get one second to finish.
     config = uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)

@@ -253,4 +253,9 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         table.add_row("alerts", f"{opened:,}", _top({r: sum(s.values()) for r, s in alerts["by_rule"].items()}))
         table.add_row("changes paged / handed on", f"{alerts['changes_paged']:,} / {alerts['changes_handed_on']:,}", "")
         table.add_row("deliveries ok / failed", f"{alerts['deliveries_ok']:,} / {alerts['deliveries_failed']:,}", "")
+    logins = summary.get("logins")
+    if logins:
+        section("logins (POST /auth/login; new passwords each run)")
+        for login in logins:
+            table.add_row(login["username"], login["password"], login["role"])
     return table

@@ -26,6 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import psycopg
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from lccm.api.observability import metrics_token_guard
 from lccm.metrics import IngestMetrics, StatusSource, WorkerStatusLike
 from lccm.runtime import Ingest
 from lccm.settings import Settings
@@ -232,7 +233,11 @@ def start_monitoring(
         return None
     try:
         server = MonitoringServer(
-            registry, ready, host=settings.metrics_host, port=settings.metrics_port, authorize=authorize
+            registry,
+            ready,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            authorize=authorize or metrics_token_guard(settings.metrics_token),
         ).start()
     except OSError as e:  # an unwatched process is not what the operator configured: stop and say why
         raise MonitoringUnavailable(settings.metrics_host, settings.metrics_port, e) from None

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # PostgreSQL. Required by every command but `lccm demo`, which starts an embedded server (pgserver) under data_dir
     # when it is empty.
-    database_url: str = ""
+    database_url: str = Field(default="", repr=False)  # may carry a password: never in repr() or a log line
     # One pool per process: the API's requests, or the ingest's workers (updaters, alert evaluator, notification
     # dispatch, registry reloads, retention; the stream sink keeps a connection of its own). The ingest needs at most
     # five at once, the API up to its thread count; a worker or request that waits db_pool_timeout_s for one fails.
@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     notify_smtp_security: str = Field(default="starttls", pattern="^(plain|starttls|tls)$")
     notify_smtp_sender: str = ""
     notify_smtp_username: str = ""
-    notify_smtp_password: str = Field(default="", repr=False)
-    notify_line_token: str = Field(default="", repr=False)  # LINE Messaging API channel access token
+    notify_smtp_password: SecretStr = SecretStr("")
+    notify_line_token: SecretStr = SecretStr("")  # LINE Messaging API channel access token
     notify_line_base_url: str = "https://api.line.me"
 
     # API.
@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     # multipart form: a registry of 100,000 devices is about 15 MB of CSV).
     api_max_json_bytes: int = Field(default=1024 * 1024, gt=0)
     api_max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # /metrics of the API: with a token, only a scraper sending `Authorization: Bearer <token>` reads it; without
+    # one, anyone who reaches the API (keep it on an internal network then).
+    metrics_token: SecretStr | None = None
     # Files people hand in (imports/limits.py), for the API and the CLI alike. An XLSX is a ZIP archive: it may unpack
     # to at most import_max_unpacked_bytes, and the grid a reader walks (rows x columns of every worksheet, empty
     # cells included) may hold at most import_max_cells; both are checked before the workbook is loaded. A CSV may
@@ -191,6 +194,27 @@ class Settings(BaseSettings):
     import_max_unpacked_bytes: int = Field(default=DEFAULT_LIMITS.max_unpacked_bytes, gt=0)
     import_max_cells: int = Field(default=DEFAULT_LIMITS.max_cells, gt=0)
     import_max_errors_listed: int = Field(default=DEFAULT_LIMITS.max_errors_listed, gt=0)
+
+    # Identity (api/auth/, docs/security.md). OIDC bearer tokens: the issuer (its `iss`, exactly), the audience
+    # the API's client is given (`aud`), and the JWKS address (default: jwks_uri of the issuer's
+    # /.well-known/openid-configuration, fetched at the first token). Claim names are dotted paths into the token:
+    # roles (Keycloak's realm roles by default), the organisation code and the site codes. No issuer: no OIDC.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_roles_claim: str = "realm_access.roles"
+    oidc_org_claim: str = "lccm_org"
+    oidc_sites_claim: str = "lccm_sites"
+    oidc_client_secret: SecretStr | None = None  # for a confidential client of the later web pages; unused by the API
+    # Local accounts: a session lasts session_ttl_s from login; its cookie is Secure unless session_cookie_secure is
+    # off (plain-HTTP demos). login_lockout_after failed logins in a row lock the account for login_lockout_s.
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    session_cookie_secure: bool = True
+    login_lockout_after: int = Field(default=5, ge=1)
+    login_lockout_s: float = Field(default=900.0, ge=0)
+    # The citizens' air-quality feed: GET /aqi/current and /aqi/stations.geojson without credentials, every
+    # organisation's stations. Off by default.
+    public_aqi: bool = False
 
     # Logs (lccm/logs.py): "text" for a terminal, "json" (one object per line: time, level, logger, message, stage,
     # request_id, exception) for a log collector. The level applies to every command; `-v` lowers it to DEBUG.

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
+from lccm.api.principal import Role
 from lccm.engine.alerts import AlertRule
 from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
@@ -23,6 +24,7 @@ from lccm.store import alerts as st
 from lccm.store.devices import import_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator
+from tests._auth import admin_headers, bearer, named_key
 from tests._db import REGISTRY_HEADER_EN, device_pk, registry_csv, us
 
 with warnings.catch_warnings():
@@ -358,9 +360,19 @@ def client(db: str) -> Iterator[TestClient]:
     ev.run_once()
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as c,
     ):
+        OFFICERS.update({who: bearer(named_key(db, who, Role.ENVIRONMENT_OFFICER)) for who in ("somchai", "malee")})
         yield c
+
+
+OFFICERS: dict[str, dict[str, str]] = {}  # environment officers' API keys, by name
+
+
+def _actor(client: TestClient, who: str) -> str:
+    """How an alert records an officer: the display name and the subject of their credentials."""
+    me = client.get("/auth/me", headers=OFFICERS[who]).json()
+    return f"{me['display_name']} <{me['subject']}>"
 
 
 def test_list_filter_and_page_alerts(client: TestClient) -> None:
@@ -383,31 +395,37 @@ def test_list_filter_and_page_alerts(client: TestClient) -> None:
 
 def test_acknowledge_then_close_an_alert_with_its_history(client: TestClient) -> None:
     open_id = client.get("/alerts", params={"state": "open"}).json()["items"][0]["id"]
-    r = client.post(f"/alerts/{open_id}/ack", json={"by": "somchai", "note": "EGAT called, unit 10 cut 120 MW"})
+    somchai, malee = OFFICERS["somchai"], OFFICERS["malee"]
+    # Who acknowledges is the caller, never a name typed in the body: a body still naming one is refused.
+    forged = client.post(f"/alerts/{open_id}/ack", json={"by": "the mayor"}, headers=somchai)
+    assert forged.status_code == 422 and forged.json()["detail"][0]["loc"] == ["body", "by"]
+    r = client.post(f"/alerts/{open_id}/ack", json={"note": "EGAT called, unit 10 cut 120 MW"}, headers=somchai)
     assert r.status_code == 200
     assert (r.json()["state"], r.json()["acknowledged_by"], r.json()["ack_note"]) == (
-        "acknowledged", "somchai", "EGAT called, unit 10 cut 120 MW",
+        "acknowledged", _actor(client, "somchai"), "EGAT called, unit 10 cut 120 MW",
     )  # fmt: skip
-    again = client.post(f"/alerts/{open_id}/ack", json={"by": "malee"})
+    assert r.json()["acknowledged_by"].startswith("API key somchai <key:")
+    again = client.post(f"/alerts/{open_id}/ack", json={}, headers=malee)
     assert again.status_code == 409 and again.json()["state"] == "acknowledged"
-    assert "by somchai" in again.json()["detail"]
-    closed = client.post(f"/alerts/{open_id}/close", json={"by": "malee", "note": "plume over"})
-    assert (closed.status_code, closed.json()["state"], closed.json()["closed_by"]) == (200, "closed", "malee")
-    assert client.post(f"/alerts/{open_id}/close", json={"by": "malee"}).status_code == 409
+    assert "by API key somchai" in again.json()["detail"]
+    closed = client.post(f"/alerts/{open_id}/close", json={"note": "plume over"}, headers=malee)
+    assert (closed.status_code, closed.json()["state"], closed.json()["closed_by"]) == (
+        200, "closed", _actor(client, "malee"),
+    )  # fmt: skip
+    assert client.post(f"/alerts/{open_id}/close", json={}, headers=malee).status_code == 409
     detail = client.get(f"/alerts/{open_id}").json()
     assert [(e["kind"], e["actor"]) for e in detail["events"]] == [
-        ("raised", None), ("acknowledged", "somchai"), ("closed", "malee"),
+        ("raised", None), ("acknowledged", _actor(client, "somchai")), ("closed", _actor(client, "malee")),
     ]  # fmt: skip
     assert client.get("/alerts/999999").status_code == 404
-    assert client.post("/alerts/999999/ack", json={"by": "x"}).status_code == 404
-    assert client.post(f"/alerts/{open_id}/ack", json={"by": ""}).status_code == 422
+    assert client.post("/alerts/999999/ack", json={}, headers=somchai).status_code == 404
 
 
 def test_a_cleared_alert_cannot_be_acknowledged_but_can_be_closed(client: TestClient) -> None:
     cleared_id = client.get("/alerts", params={"state": "cleared"}).json()["items"][0]["id"]
-    r = client.post(f"/alerts/{cleared_id}/ack", json={"by": "somchai"})
+    r = client.post(f"/alerts/{cleared_id}/ack", json={}, headers=OFFICERS["somchai"])
     assert r.status_code == 409 and r.json()["error"] == "alert_state_conflict"
-    assert client.post(f"/alerts/{cleared_id}/close", json={"by": "somchai"}).json()["state"] == "closed"
+    assert client.post(f"/alerts/{cleared_id}/close", json={}, headers=OFFICERS["somchai"]).json()["state"] == "closed"
 
 
 def test_rules_are_listed_created_validated_replaced_and_deleted(client: TestClient) -> None:

@@ -20,6 +20,7 @@ from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from lccm.store.writer import DeadLetterRow, ReadingColumns, write_batch
+from tests._auth import admin_headers
 from tests._db import REGISTRY_HEADER_TH, REGISTRY_ROWS, device_pk, fresh_database, registry_csv, us, write_readings
 
 with warnings.catch_warnings():
@@ -77,7 +78,7 @@ def db_url() -> Iterator[str]:
 def _client_for(url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=url), pool)) as c,
+        TestClient(create_app(Settings(database_url=url), pool), headers=admin_headers(url)) as c,
     ):
         yield c
 
@@ -129,7 +130,9 @@ def test_health(client: TestClient) -> None:
 
 
 def test_app_builds_and_closes_its_own_pool_when_given_none(db_url: str) -> None:
-    with TestClient(create_app(Settings(database_url=db_url, db_pool_min=1, db_pool_max=2))) as c:
+    with TestClient(
+        create_app(Settings(database_url=db_url, db_pool_min=1, db_pool_max=2)), headers=admin_headers(db_url)
+    ) as c:
         assert c.get("/health").json()["status"] == "ok"
         assert c.get("/devices/HALL-M1").status_code == 200
 
@@ -138,7 +141,8 @@ def test_health_and_routes_answer_503_when_the_database_is_down() -> None:
     # Port 1 on loopback refuses at once; the short pool timeout keeps the test fast.
     with (
         ConnectionPool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.3, open=True) as pool,
-        TestClient(create_app(Settings(database_url="unused"), pool)) as c,
+        # An API key that cannot be checked while the database is down: 503, not 401.
+        TestClient(create_app(Settings(database_url="unused"), pool), headers={"X-API-Key": "lccm_x_y"}) as c,
     ):
         down = c.get("/health")
         assert down.status_code == 503

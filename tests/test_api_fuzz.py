@@ -34,6 +34,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.settings import Settings
+from tests._auth import admin_headers
 from tests._db import fresh_database
 from tests._seeded import seed_city
 
@@ -80,7 +81,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         seed_city(url, tmp_path_factory.mktemp("fuzz"))
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool), raise_server_exceptions=False) as client,
+            TestClient(
+                create_app(Settings(database_url=url), pool), raise_server_exceptions=False, headers=admin_headers(url)
+            ) as client,
         ):
             yield Api(schemathesis.openapi.from_dict(client.get("/openapi.json").json()), client)
         with psycopg.connect(url) as conn:  # the run leaves the database answering
@@ -116,10 +119,13 @@ def _httpx(sent: dict[str, Any]) -> dict[str, Any]:
     """The request schemathesis serialised for ``requests``, encoded by ``requests`` (JSON, forms, multipart), as
     arguments of the app's test client (httpx: ``requests``' own connection pools do not work here, where it shares
     ``urllib3`` with grafana-client's ``urllib3-future``)."""
-    assert not sent.get("cookies"), "the API takes no cookies"
+    # Credentials are the test client's own (an admin's API key): what schemathesis makes up from the document's
+    # security schemes (a session cookie, an API key header) is dropped, so every operation is fuzzed past its guard
+    # (tests/test_policy_matrix.py covers the guard itself).
     keys = ("method", "url", "headers", "params", "data", "json", "files")
     prepared = requests.Request(**{k: sent[k] for k in keys if sent.get(k) is not None}).prepare()
-    headers = {k: v for k, v in prepared.headers.items() if k.lower() != "content-length"}
+    dropped = {"content-length", "cookie", "authorization", "x-api-key"}
+    headers = {k: v for k, v in prepared.headers.items() if k.lower() not in dropped}
     return {"method": prepared.method, "url": prepared.url, "headers": headers, "content": prepared.body}
 
 

@@ -19,6 +19,7 @@ from lccm.api.app import create_app
 from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
 from lccm.store.devices import import_registry
+from tests._auth import admin_headers
 from tests._db import fresh_database, registry_csv
 
 with warnings.catch_warnings():
@@ -40,7 +41,9 @@ def client() -> Iterator[TestClient]:
             import_registry(conn, parse_registry_csv(registry_csv()))
         with (
             ConnectionPool(url, min_size=1, max_size=2, open=True) as pool,
-            TestClient(create_app(LIMITS.model_copy(update={"database_url": url}), pool)) as c,
+            TestClient(
+                create_app(LIMITS.model_copy(update={"database_url": url}), pool), headers=admin_headers(url)
+            ) as c,
         ):
             org = {"name_en": "Lampang", "province_en": "Lampang", "municipality_type": "city"}
             assert c.put("/organisations/lampang", json=org).status_code == 200

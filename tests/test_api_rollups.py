@@ -20,6 +20,7 @@ from lccm.store.energy import sync_factor_registry
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
+from tests._auth import admin_headers
 from tests._db import fresh_database, write_points
 
 with warnings.catch_warnings():
@@ -71,7 +72,7 @@ def client() -> Iterator[TestClient]:
         _seed(url)
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool)) as c,
+            TestClient(create_app(Settings(database_url=url), pool), headers=admin_headers(url)) as c,
         ):
             yield c
 

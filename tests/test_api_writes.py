@@ -26,11 +26,13 @@ from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lccm.api.app import create_app
+from lccm.api.auth import accounts
 from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
 from lccm.store.baseline import import_temperature_csv
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from tests._auth import TEST_ACTOR, admin_headers
 from tests._db import device_pk, fresh_database
 from tests._seeded import Seeded, seed_city
 
@@ -50,8 +52,9 @@ class ReadWhenAnswered:
     """ASGI wrapper: when the app starts answering the next request (the status line goes out), runs ``probe``
     (a GET through the same app, or any query on a connection of its own) and keeps what it saw in ``seen``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None) -> None:
         self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]  # the probes' credentials
         self.probe: Callable[[Scope], Any] | None = None
         self.seen: list[Any] = []
 
@@ -76,7 +79,8 @@ class ReadWhenAnswered:
             scope: Scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
                 "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
-                "headers": [(b"host", b"testserver")], "client": ("probe", 1), "server": ("testserver", 80),
+                "headers": [(b"host", b"testserver"), *self.headers], "client": ("probe", 1),
+                "server": ("testserver", 80),
                 "state": dict(outer.get("state", {})),
             }  # fmt: skip
             status, body = 0, bytearray()
@@ -95,6 +99,43 @@ class ReadWhenAnswered:
             return status, json.loads(bytes(body)) if body else None
 
         return probe
+
+
+RAW_PASSWORD = "raw password 1234"
+
+
+def _identity_fixtures(url: str, client: TestClient) -> None:
+    """A user to change, a key to revoke and a session to end, for the identity routes' cases."""
+    with psycopg.connect(url) as conn:
+        change = accounts.Change(TEST_ACTOR, "test")
+        accounts.add_user(conn, change, username="raw-patch", display_name=None, password=RAW_PASSWORD,
+                          organisation="lampang", roles=["viewer"], sites=None)  # fmt: skip
+        accounts.add_user(conn, change, username="raw-login", display_name=None, password=RAW_PASSWORD,
+                          organisation="lampang", roles=["viewer"], sites=None)  # fmt: skip
+        accounts.create_api_key(conn, change, name="raw-revoke", organisation="lampang", roles=["viewer"], sites=None)
+    login = client.post("/auth/login", json={"username": "raw-patch", "password": RAW_PASSWORD})
+    SESSION.update(token=login.cookies["lccm_session"], csrf=login.json()["csrf_token"])
+
+
+SESSION: dict[str, str] = {}
+
+
+def _key_id(url: str, name: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT key_id FROM api_keys WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _sessions_of(api: Api, username: str) -> Callable[[Scope], Any]:
+    def probe(_: Scope) -> int:
+        with psycopg.connect(api.url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = %s", (username,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    return probe
 
 
 @dataclass(frozen=True)
@@ -127,8 +168,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             import_temperature_csv(conn, "lampang", _temperatures_csv(seeded)["content"], "seed")
         updaters(Settings(database_url=url), url).drain()
         with ConnectionPool(url, min_size=1, max_size=4, open=True) as pool:
-            reader = ReadWhenAnswered(create_app(Settings(database_url=url), pool))
-            with TestClient(reader, raise_server_exceptions=False) as client:
+            admin = admin_headers(url)
+            reader = ReadWhenAnswered(create_app(Settings(database_url=url), pool), admin)
+            with TestClient(reader, raise_server_exceptions=False, headers=admin) as client:
+                _identity_fixtures(url, client)
+                API_URL[:] = [url]
                 yield Api(client, reader, url, seeded)
 
 
@@ -178,10 +222,10 @@ RULE = {"name": {"en": "PM2.5 raw", "th": "PM2.5"}, "metric": "pm25_ugm3", "rais
 
 CASES: list[Write] = [
     Write("PUT", "/organisations/{code}",
-          lambda s: {"url": "/organisations/raw-org", "json": {"name_en": "Raw", "province_en": "Lampang",
-                                                                 "municipality_type": "town"}},
+          lambda s: {"url": "/organisations/lampang", "json": {"name_en": "Raw", "province_en": "Lampang",
+                                                                 "municipality_type": "city", "city_key": "lampang"}},
           lambda a: a.reader.get("/organisations"),
-          lambda seen, s: "raw-org" in {o["code"] for o in seen[1]}),
+          lambda seen, s: "Raw" in {o["name_en"] for o in seen[1]}),
     Write("POST", "/organisations/{code}/inventory/import",
           lambda s: {"url": "/organisations/lampang/inventory/import", "params": {"year": 2024, "base_year": False},
                      "content": BASE_YEAR, "headers": {"content-type": "text/csv"}},
@@ -232,11 +276,11 @@ CASES: list[Write] = [
           lambda a: a.reader.get(f"/devices/{a.seeded.meter}/service"),
           lambda seen, s: seen[0] == 200 and seen[1]["decommissioned_on"] == "2040-01-01"),
     Write("POST", "/alerts/{alert_id}/ack",
-          lambda s: {"url": f"/alerts/{s.open_alert}/ack", "json": {"by": "raw", "note": "seen"}},
+          lambda s: {"url": f"/alerts/{s.open_alert}/ack", "json": {"note": "seen"}},
           lambda a: a.reader.get(f"/alerts/{a.seeded.open_alert}"),
-          lambda seen, s: seen[1]["state"] == "acknowledged" and seen[1]["acknowledged_by"] == "raw"),
+          lambda seen, s: seen[1]["state"] == "acknowledged" and seen[1]["acknowledged_by"].startswith("API key")),
     Write("POST", "/alerts/{alert_id}/close",
-          lambda s: {"url": f"/alerts/{s.acknowledged_alert}/close", "json": {"by": "raw"}},
+          lambda s: {"url": f"/alerts/{s.acknowledged_alert}/close", "json": {}},
           lambda a: a.reader.get(f"/alerts/{a.seeded.acknowledged_alert}"),
           lambda seen, s: seen[1]["state"] == "closed"),
     Write("PUT", "/alert-rules/{key}",
@@ -247,7 +291,33 @@ CASES: list[Write] = [
           lambda s: {"url": "/alert-rules/pm25_24h_thai_standard"},
           lambda a: a.reader.get("/alert-rules/pm25_24h_thai_standard"),
           lambda seen, s: seen[0] == 404),
+    Write("POST", "/users",
+          lambda s: {"url": "/users", "json": {"username": "raw-new", "password": RAW_PASSWORD, "roles": ["viewer"]}},
+          lambda a: a.reader.get("/users"),
+          lambda seen, s: "raw-new" in {u["username"] for u in seen[1]}),
+    Write("PATCH", "/users/{username}",
+          lambda s: {"url": "/users/raw-patch", "json": {"roles": ["carbon_officer"]}},
+          lambda a: a.reader.get("/users"),
+          lambda seen, s: ["carbon_officer"] in [u["roles"] for u in seen[1] if u["username"] == "raw-patch"]),
+    Write("POST", "/api-keys",
+          lambda s: {"url": "/api-keys", "json": {"name": "raw-new-key", "roles": ["viewer"]}},
+          lambda a: a.reader.get("/api-keys"),
+          lambda seen, s: "raw-new-key" in {k["name"] for k in seen[1]}),
+    Write("DELETE", "/api-keys/{key_id}",
+          lambda s: {"url": f"/api-keys/{_key_id(API_URL[0], 'raw-revoke')}"},
+          lambda a: a.reader.get("/api-keys"),
+          lambda seen, s: any(k["revoked_at"] for k in seen[1] if k["name"] == "raw-revoke")),
+    Write("POST", "/auth/login",
+          lambda s: {"url": "/auth/login", "json": {"username": "raw-login", "password": RAW_PASSWORD}},
+          lambda a: _sessions_of(a, "raw-login"),
+          lambda seen, s: seen == 1),
+    Write("POST", "/auth/logout",
+          lambda s: {"url": "/auth/logout", "headers": {"X-CSRF-Token": SESSION["csrf"],
+                                                        "cookie": f"lccm_session={SESSION['token']}"}},
+          lambda a: _sessions_of(a, "raw-patch"),
+          lambda seen, s: seen == 0),
 ]  # fmt: skip
+API_URL: list[str] = []  # the module's database, for the cases that look a row up
 
 
 def test_every_write_route_has_a_case() -> None:

@@ -37,6 +37,7 @@ from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
 from lccm.store import migrate as migrate_module
+from tests._auth import admin_headers
 from tests._db import ADMIN_URL, fresh_database, write_points
 from tests.test_dashboards import expand
 
@@ -115,7 +116,7 @@ def db() -> Iterator[str]:
 def client(db: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as c,
     ):
         yield c
 

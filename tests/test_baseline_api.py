@@ -33,6 +33,7 @@ from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from tests._auth import admin_headers
 from tests._db import device_pk, fresh_database
 
 with warnings.catch_warnings():
@@ -153,7 +154,7 @@ def client(db: str) -> Iterator[TestClient]:
     """The API as deployed: the default coverage threshold (0.9)."""
     with (
         ConnectionPool(db, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as c,
     ):
         yield c
 
@@ -163,7 +164,9 @@ def lenient(db: str) -> Iterator[TestClient]:
     """The API with LCCM_COMPARISON_MIN_COVERAGE=0.25: headline figures from a quarter of the data."""
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db, comparison_min_coverage=0.25), pool)) as c,
+        TestClient(
+            create_app(Settings(database_url=db, comparison_min_coverage=0.25), pool), headers=admin_headers(db)
+        ) as c,
     ):
         yield c
 

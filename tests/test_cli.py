@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,15 +37,21 @@ def test_demo_runs_on_embedded_services_serves_the_api_and_prints_one_json_summa
         text=True,
     )
     assert proc.stderr is not None
-    api_url = None
+    api_url, password = None, None
     for line in proc.stderr:
         if line.startswith("API: "):
             api_url = line.split()[1]
+        if line.startswith("log in"):  # the demo's accounts, printed with their passwords of this run
+            found = re.search(r"demo-viewer / (\S+?)(,|$)", line.strip())
+            password = found.group(1) if found else None
             break
     assert api_url, f"the demo did not print the API address; exit {proc.wait(60)}: {proc.stderr.read()[-3000:]}"
+    assert password, "the demo did not print the viewer's login"
     time.sleep(5)
     health = httpx.get(f"{api_url}/health", timeout=10)
-    latest = httpx.get(f"{api_url}/devices/LPG-TH-01-M1/latest", timeout=10)
+    with httpx.Client(base_url=api_url, timeout=10) as viewer:
+        assert viewer.post("/auth/login", json={"username": "demo-viewer", "password": password}).status_code == 200
+        latest = viewer.get("/devices/LPG-TH-01-M1/latest")
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text

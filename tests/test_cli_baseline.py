@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from lccm.api.app import create_app
 from lccm.cli import app
 from lccm.settings import Settings
+from tests._auth import admin_headers
 from tests._db import fresh_database
 from tests.test_baseline_api import _seed
 
@@ -51,7 +52,7 @@ def db() -> Iterator[str]:
 def api(db: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as c,
     ):
         yield c
 

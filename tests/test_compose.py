@@ -8,6 +8,7 @@ fails here instead of on a production machine.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Callable
@@ -30,7 +31,18 @@ GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 PROMETHEUS_CONF = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 # Services every deployment has; the demo profile adds the simulator and the one-shots that register its devices.
-CORE_SERVICES = {"mosquitto", "timescaledb", "grafana", "prometheus", "migrate", "broker-setup", "ingest", "api"}
+CORE_SERVICES = {
+    "mosquitto",
+    "timescaledb",
+    "grafana",
+    "prometheus",
+    "migrate",
+    "broker-setup",
+    "ingest",
+    "api",
+    "keycloak",
+}
+KEYCLOAK_REALM = ROOT / "deploy" / "keycloak" / "lampang-realm.json"
 DEMO_PROFILE = "demo"
 # The operator's one-shots, run with `docker compose run --rm <service>` (devices: import and issue credentials).
 TOOLS_PROFILE = "tools"
@@ -587,3 +599,50 @@ def test_grafana_dashboard_provider_reads_the_mounted_dashboards(services: dict[
 )
 def test_grafana_provisioning_files_are_version_1(load: Callable[[], dict[str, Any]]) -> None:
     assert load()["apiVersion"] == 1
+
+
+# --- the identity provider ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realm() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(KEYCLOAK_REALM.read_text(encoding="utf-8"))
+    return doc
+
+
+def test_keycloak_is_pinned_and_imports_the_realm(services: dict[str, dict[str, Any]]) -> None:
+    kc = services["keycloak"]
+    image, _, tag = kc["image"].rpartition(":")
+    assert image == "quay.io/keycloak/keycloak" and re.fullmatch(r"\d+\.\d+\.\d+", tag), kc["image"]
+    assert "--import-realm" in kc["command"]
+    assert "./deploy/keycloak:/opt/keycloak/data/import:ro" in kc["volumes"]
+    initdb = services["timescaledb"]["volumes"]
+    assert any("20-keycloak.sh:/docker-entrypoint-initdb.d/" in v for v in initdb)
+
+
+def test_the_realm_roles_are_the_apis_roles(realm: dict[str, Any]) -> None:
+    from lccm.api.principal import Role
+
+    assert {r["name"] for r in realm["roles"]["realm"]} == {r.value for r in Role}
+
+
+def test_the_api_accepts_the_tokens_the_realm_issues(
+    services: dict[str, dict[str, Any]], realm: dict[str, Any]
+) -> None:
+    """The realm's web client puts the API's audience and the organisation claim into its tokens, and the API is
+    configured with that issuer, audience and claim (Settings' default claim names: roles, organisation, sites)."""
+    env = {k: interpolate(v, {}) for k, v in environment(services["api"]).items()}
+    settings = Settings(database_url="unused")
+    assert env["LCCM_OIDC_ISSUER"].endswith(f"/realms/{realm['realm']}")
+    kc_host = interpolate(environment(services["keycloak"])["KC_HOSTNAME"], {})
+    assert env["LCCM_OIDC_ISSUER"] == f"{kc_host}/realms/{realm['realm']}"
+    assert urlsplit(env["LCCM_OIDC_JWKS_URL"]).hostname == "keycloak"
+    web = next(c for c in realm["clients"] if c["clientId"] == "lccm-web")
+    mappers = {m["protocolMapper"]: m["config"] for m in web["protocolMappers"]}
+    assert mappers["oidc-audience-mapper"]["included.client.audience"] == env["LCCM_OIDC_AUDIENCE"]
+    assert mappers["oidc-hardcoded-claim-mapper"]["claim.name"] == settings.oidc_org_claim
+    assert mappers["oidc-hardcoded-claim-mapper"]["claim.value"] == realm["realm"]
+    assert mappers["oidc-usermodel-attribute-mapper"]["claim.name"] == settings.oidc_sites_claim
+    assert settings.oidc_roles_claim == "realm_access.roles" and "roles" in web["defaultClientScopes"]
+    assert web["publicClient"] and web["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert not web.get("directAccessGrantsEnabled") and not web.get("implicitFlowEnabled")

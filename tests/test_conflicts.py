@@ -33,6 +33,7 @@ from lccm.store.energy import sync_factor_registry
 from lccm.store.writer import ReadingColumns, WriteResult, write_batch
 from lccm.stream.batch import FlushPolicy
 from lccm.stream.loop import RawMessage, StreamLoop
+from tests._auth import admin_headers
 from tests._city import running_ingest
 from tests._mqtt import Publisher
 
@@ -181,7 +182,7 @@ def test_end_to_end_the_correction_is_listed_and_the_energy_is_the_first_values(
 
     with (
         ConnectionPool(fresh_db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=fresh_db), pool)) as client,
+        TestClient(create_app(Settings(database_url=fresh_db), pool), headers=admin_headers(fresh_db)) as client,
     ):
         listed = client.get("/conflicts", params={"device_id": "M1", "metric": "energy"})
         unknown = client.get("/conflicts", params={"device_id": "NOPE"})

@@ -21,10 +21,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
 from lccm import cli, demo
+from lccm.api.principal import Role
 from lccm.demo_progress import PLAIN_EVERY_S, DemoStatus, Rates, duration, plain_line, render_panel, summary_table
 from lccm.services import LOG_LIMIT_BYTES, _forget_dead_handles, _forget_per_port_files, bounded_log
 from lccm.settings import Settings
@@ -88,12 +90,26 @@ def _await_no_servers(data_dir: Path, timeout_s: float = 5.0) -> list[str]:
 
 
 @pytest.mark.slow
+def _demo_login_works(api_line: str, logins_line: str) -> None:
+    """The viewer's login as printed logs in to the running demo's API, and the session reads."""
+    url = re.search(r"(http://\S+)", api_line)
+    viewer = re.search(r"demo-viewer / (\S+?)(,|$)", logins_line.strip())
+    assert url is not None and viewer is not None, logins_line
+    with httpx.Client(base_url=url.group(1)) as client:
+        answer = client.post("/auth/login", json={"username": "demo-viewer", "password": viewer.group(1)})
+        assert answer.status_code == 200, answer.text
+        assert client.get("/auth/me").json()["roles"] == ["viewer"]
+        assert client.get("/sites").status_code == 200
+
+
 def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
     proc = _start(data, "--json")
     assert proc.stderr is not None and proc.stdout is not None
     seen: list[str] = []
     try:
         api = _lines_until(proc.stderr, r"API: ", seen)
+        logins = _lines_until(proc.stderr, r"log in \(POST ", seen)
+        _demo_login_works(api, logins)
         progress = _lines_until(proc.stderr, r"\[\s*\d+ s\] ", seen)  # the simulator is publishing
         assert _servers_of(data), "the embedded servers should be running now"
         os.killpg(proc.pid, signal.SIGINT)
@@ -106,6 +122,7 @@ def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
     assert summary["ended_by"] == "signal" and summary["simulator"]["stopped_early"] is True
     assert summary["readings_stored_this_run"] > 0 and summary["messages"] > 0
     assert summary["database"] == "embedded" and summary["broker"] in {"mosquitto", "amqtt"}
+    assert [login["role"] for login in summary["logins"]] == [r.value for r in Role]  # one demo user per role
     # Human-readable progress without a terminal: short plain lines, no Python dict.
     assert "http://127.0.0.1:" in api
     assert "{" not in progress and len(progress) < 200 and "readings" in progress and "behind wall clock" in progress
@@ -255,12 +272,14 @@ def test_the_summary_table_shows_the_json_summary_figures() -> None:
         "inventory": {"base_year": 2025, "import": "applied", "items": 11, "mapped_year": 2026, "devices_mapped": 101},
         "alerts": {"by_rule": {"lamp_offline": {"open": 2}}, "changes_paged": 2, "changes_handed_on": 2,
                    "changes_late": 0, "deliveries_ok": 2, "deliveries_failed": 0, "notifications": 2},
+        "logins": [{"username": "demo-admin", "password": "pw-4xY", "role": "admin"}],
     }  # fmt: skip
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(summary_table(summary))
     text = console.export_text()
     for shown in ("ended by Ctrl-C", "102,076", "3,458.2", "2,107 / 2,107", "unknown_device", "2,893.6 kWh",
-                  "1,485.2 kgCO2e", "16,119", "clock_skew 382, drop 28", "applied", "lamp_offline 2"):  # fmt: skip
+                  "1,485.2 kgCO2e", "16,119", "clock_skew 382, drop 28", "applied", "lamp_offline 2", "demo-admin",
+                  "pw-4xY"):  # fmt: skip
         assert shown in text, f"{shown!r} not in\n{text}"
 
 

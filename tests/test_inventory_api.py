@@ -19,6 +19,7 @@ from lccm.runtime import factor_rows
 from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
+from tests._auth import add_organisation, admin_headers
 from tests._db import fresh_database
 from tests.test_inventory_import import ELEC_KG, LPG_KG, R32_KG, ROWS, TREES_KG, _typed, csv_bytes, xlsx_bytes
 from tests.test_inventory_mapping import REGISTRY
@@ -43,7 +44,7 @@ def db_url() -> Iterator[str]:
 def client(db_url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db_url, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db_url), pool)) as c,
+        TestClient(create_app(Settings(database_url=db_url), pool), headers=admin_headers(db_url)) as c,
     ):
         yield c
 
@@ -62,23 +63,30 @@ def _import(api: TestClient, data: bytes, content_type: str = "text/csv", **para
                     headers={"content-type": content_type})  # fmt: skip
 
 
-def test_organisations_grouped_by_province(api: TestClient) -> None:
+def test_organisations_each_sees_and_changes_only_its_own(api: TestClient, db_url: str) -> None:
     body = {"name_en": "Khon Kaen City Municipality", "name_th": "เทศบาลนครขอนแก่น", "province_en": "Khon Kaen",
             "province_th": "ขอนแก่น", "municipality_type": "city", "city_key": "Khon Kaen"}  # fmt: skip
-    created = api.put("/organisations/khonkaen", json=body)
-    assert created.status_code == 200 and created.json()["created"] is True
-    assert created.json()["site_count"] == 1  # the registry's KK site (city "Khon Kaen")
-    again = api.put("/organisations/khonkaen", json={**body, "municipality_type": "town"})
-    assert (again.json()["created"], again.json()["municipality_type"]) == (False, "town")
+    # A new organisation comes from the operator (`lccm organisations put`), not from another's admin.
+    assert api.put("/organisations/khonkaen", json=body).status_code == 404
+    add_organisation(db_url, "khonkaen", city_key="khon kaen")
+    kk = admin_headers(db_url, org="khonkaen")
+    again = api.put("/organisations/khonkaen", json={**body, "municipality_type": "town"}, headers=kk)
+    assert (again.status_code, again.json()["created"], again.json()["municipality_type"]) == (200, False, "town")
+    assert again.json()["site_count"] == 1  # the registry's KK site (city "Khon Kaen")
+    assert api.put("/organisations/khonkaen", json=body).status_code == 404  # lampang's admin: as if absent
     listed = api.get("/organisations").json()
     assert [(o["province_en"], o["code"], o["site_count"]) for o in listed] == [
-        ("Khon Kaen", "khonkaen", 1),
         ("Lampang", "lampang", 4),  # HALL, RD1, FL, AQ1
     ]
-    assert [o["code"] for o in api.get("/organisations", params={"province": "ขอนแก่น"}).json()] == ["khonkaen"]
+    assert [o["code"] for o in api.get("/organisations", headers=kk).json()] == ["khonkaen"]
+    assert [o["code"] for o in api.get("/organisations", params={"province": "ขอนแก่น"}, headers=kk).json()] == [
+        "khonkaen"
+    ]
+    assert api.get("/organisations", params={"province": "ขอนแก่น"}).json() == []
     bad = api.put("/organisations/bad code", json=body)
-    assert bad.status_code == 422
-    assert api.put("/organisations/x", json={**body, "municipality_type": "village"}).status_code == 422
+    assert bad.status_code == 404  # not the caller's organisation: refused before its code is read
+    refused = api.put("/organisations/khonkaen", json={**body, "municipality_type": "village"}, headers=kk)
+    assert refused.status_code == 422
 
 
 def test_import_csv_xlsx_and_multipart_all_land_on_the_same_inventory(api: TestClient) -> None:

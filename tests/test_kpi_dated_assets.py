@@ -6,14 +6,12 @@ updater; kWh per lamp before, after and for fiscal 2026, kWh per m² and complet
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
 
 from lccm.api.app import create_app
@@ -31,11 +29,8 @@ from lccm.store.devices import import_registry
 from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from lccm.stream.energy import EnergyUpdater
+from tests._auth import TestClient, admin_headers
 from tests._db import device_pk, fresh_database, write_points
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)  # as tests/test_api.py
-    from starlette.testclient import TestClient
 
 HEADER = ("site_code,site_name,site_kind,city,floor_area_m2,site_commissioned_on,device_id,device_kind,device_name,"
           "cadence_s,commissioned_on,decommissioned_on,replaces")  # fmt: skip
@@ -174,7 +169,7 @@ def test_a_replaced_device_must_exist(conn: psycopg.Connection) -> None:
 def test_api_patch_edits_only_the_fields_named(db_url: str) -> None:
     with (
         ConnectionPool(db_url, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db_url), pool)) as c,
+        TestClient(create_app(Settings(database_url=db_url), pool), headers=admin_headers(db_url)) as c,
     ):
         r = c.patch("/devices/NA-05/service", json={"commissioned_on": "2015-06-01"})
         assert r.status_code == 200, r.text

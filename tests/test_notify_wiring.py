@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from lccm.alerts import MQTT_ALL, Notifications, alert_message, build_notifications, load_recipients
 from lccm.notify import Address, Notification, NotifyConfigError, Recipient, SendOutcome, WebhookNotifier
@@ -214,7 +215,7 @@ def test_recipients_file_and_channel_settings_are_checked_at_start(
     cfg = settings(db, smtpd, broker, topic_root, notify_recipients_file=good)
     with pytest.raises(NotifyConfigError, match=r"mayor use line but LCCM_NOTIFY_LINE_TOKEN is not set"):
         build_notifications(cfg, functools.partial(psycopg.connect, db), mqtt_host=broker.host, mqtt_port=broker.port)
-    no_smtp = Settings(database_url=db, notify_recipients_file=good, notify_line_token="t")
+    no_smtp = Settings(database_url=db, notify_recipients_file=good, notify_line_token=SecretStr("t"))
     with pytest.raises(NotifyConfigError, match=r"env-division use email but LCCM_NOTIFY_SMTP_HOST"):
         build_notifications(no_smtp, functools.partial(psycopg.connect, db), mqtt_host=broker.host,
                             mqtt_port=broker.port)  # fmt: skip

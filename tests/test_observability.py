@@ -27,6 +27,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from lccm.api.app import create_app
 from lccm.api.observability import RequestIdFilter
+from lccm.api.policy import POLICIES, PUBLIC
 from lccm.logs import configure
 from lccm.metrics import IngestMetrics
 from lccm.monitoring import (
@@ -43,6 +44,7 @@ from lccm.settings import Settings
 from lccm.store.writer import ReadingColumns, WriteResult
 from lccm.stream.batch import BatchBuilder
 from lccm.stream.loop import BatchCommitted, RawMessage
+from tests._auth import admin_headers
 from tests._db import ADMIN_URL, _url_for
 from tests._mqtt import Publisher
 
@@ -239,16 +241,17 @@ def empty_db() -> Iterator[str]:
 
 
 @contextmanager
-def _api(url: str) -> Iterator[TestClient]:
+def _api(url: str, credentials: bool = True) -> Iterator[TestClient]:
+    headers = admin_headers(url) if credentials else {}  # an unmigrated database holds no credentials
     with (
         ConnectionPool(url, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=url), pool)) as client,
+        TestClient(create_app(Settings(database_url=url), pool), headers=headers) as client,
     ):
         yield client
 
 
 def test_api_ready_only_on_a_migrated_database(empty_db: str, fresh_db: str) -> None:
-    with _api(empty_db) as client:
+    with _api(empty_db, credentials=False) as client:
         assert client.get("/health/live").json() == {"status": "live"}
         not_ready = client.get("/health/ready")
         assert not_ready.status_code == 503
@@ -418,13 +421,17 @@ def test_invalid_log_settings_stop_every_command_at_once_naming_them() -> None:
     assert "LCCM_LOG_FORMAT" in line and "LCCM_LOG_LEVEL" in line
 
 
-def test_an_unhandled_error_is_logged_with_its_request_id(fresh_db: str, json_log: io.StringIO) -> None:
+def test_an_unhandled_error_is_logged_with_its_request_id(
+    fresh_db: str, json_log: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with ConnectionPool(fresh_db, min_size=1, max_size=1, open=True) as pool:
         app = create_app(Settings(database_url=fresh_db), pool)
 
         @app.get("/boom")
         def boom() -> None:
             raise RuntimeError("a bug")
+
+        monkeypatch.setitem(POLICIES, ("GET", "/boom"), PUBLIC)  # the policy of this test's own route
 
         with TestClient(app, raise_server_exceptions=False) as client:
             assert client.get("/boom", headers={"X-Request-ID": "boom-1"}).status_code == 500

@@ -20,8 +20,10 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lccm.api import cursors
+from lccm.api.audit import Audit
 from lccm.api.deps import Conn, Cursor, _require_offset
 from lccm.api.errors import SiteNotFound
+from lccm.api.principal import CurrentPrincipal, Principal
 from lccm.api.schemas import UtcTime
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
 from lccm.engine.alerts import AlertRulesInvalid, RuleError, check_rule
@@ -101,8 +103,9 @@ class AlertPage(_Out):
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    by: str = Field(min_length=1, max_length=100, description="who (a name or user id)")
     note: str | None = Field(default=None, max_length=2000)
+    # No `by`: who acknowledges or closes is the authenticated caller (its display name and subject), never a name
+    # the client types. A body still carrying `by` is refused (422, extra="forbid"), so an old client learns it.
 
 
 class AlertRuleOut(_Out):
@@ -168,17 +171,32 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _who(principal: Principal) -> str:
+    """The authenticated actor as the alert records it: display name and subject."""
+    return f"{principal.display_name} <{principal.subject}>"
+
+
+def _state(alert: st.Alert) -> dict[str, Any]:
+    return {"state": str(alert.state), "acknowledged_by": alert.acknowledged_by, "closed_by": alert.closed_by}
+
+
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=_ACTION_RESPONSES)
-def acknowledge(alert_id: int, body: ActionIn, conn: Conn) -> AlertOut:
-    """Acknowledge an open alert: records who, when (now) and the note."""
-    return AlertOut.model_validate(st.acknowledge(conn, alert_id, body.by, body.note))
+def acknowledge(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
+    """Acknowledge an open alert: records who (the authenticated caller), when (now) and the note."""
+    before = _state(st.get_alert(conn, alert_id))
+    alert = st.acknowledge(conn, alert_id, _who(principal), body.note)
+    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
+    return AlertOut.model_validate(alert)
 
 
 @router.post("/alerts/{alert_id}/close", response_model=AlertOut, responses=_ACTION_RESPONSES)
-def close(alert_id: int, body: ActionIn, conn: Conn) -> AlertOut:
+def close(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
     """Close an alert (usually once cleared). Closing one whose condition still holds does not open a new alert
-    for the same episode; the rule raises again after the condition has cleared."""
-    return AlertOut.model_validate(st.close(conn, alert_id, body.by, body.note))
+    for the same episode; the rule raises again after the condition has cleared. Records the caller as closer."""
+    before = _state(st.get_alert(conn, alert_id))
+    alert = st.close(conn, alert_id, _who(principal), body.note)
+    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
+    return AlertOut.model_validate(alert)
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -214,7 +232,9 @@ _RULE_BODY = Body(
     response_model=AlertRuleOut,
     responses={201: {"model": AlertRuleOut, "description": "created"}, 422: {"description": "invalid rule"}},
 )
-def put_rule(key: str, conn: Conn, response: Response, body: Annotated[dict[str, Any], _RULE_BODY]) -> st.RuleRow:
+def put_rule(
+    key: str, conn: Conn, response: Response, audit: Audit, body: Annotated[dict[str, Any], _RULE_BODY]
+) -> st.RuleRow:
     """Create or replace a rule; validated exactly as the rule file is. The evaluator applies it from its next
     run; a new rule starts from the data that arrives after it."""
     source = f"PUT /alert-rules/{key}"
@@ -224,13 +244,25 @@ def put_rule(key: str, conn: Conn, response: Response, body: Annotated[dict[str,
     rule, problems = check_rule({**body, "key": key}, key, metric_keys=st.metric_ids(conn))
     if rule is None:
         raise AlertRulesInvalid(source, problems)
+    before = _rule_summary(conn, key)
     row, created = st.put_rule(conn, key, rule.definition(), "api")
+    audit.record(f"alert_rule:{key}", before=before, after={"definition": row.definition, "version": row.version})
     response.status_code = 201 if created else 200
     return row
 
 
+def _rule_summary(conn: Conn, key: str) -> dict[str, Any] | None:
+    try:
+        old = st.get_rule(conn, key)
+    except st.RuleNotFound:
+        return None
+    return {"definition": old.definition, "version": old.version, "origin": old.origin}
+
+
 @router.delete("/alert-rules/{key}", status_code=204, responses={404: {"description": "unknown rule"}})
-def delete_rule(key: str, conn: Conn) -> Response:
+def delete_rule(key: str, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> Response:
     """Delete a rule; its alerts that are not closed yet are closed (note: rule deleted), their history kept."""
-    st.delete_rule(conn, key, "api")
+    before = _rule_summary(conn, key)
+    st.delete_rule(conn, key, _who(principal))
+    audit.record(f"alert_rule:{key}", before=before, after=None)
     return Response(status_code=204)

@@ -2,17 +2,18 @@
 and which device a device replaced. A PATCH changes the fields the body names (null clears one) and leaves the
 others; the dates are Bangkok days in CE (store/assets.py, migration 014).
 
-The lead wires the write policy and audit of these PATCH routes with the identity work (api/principal.py).
+Reads follow the registry's policy; a change is an admin's (api/policy.py) and is audited with its before and after.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import date
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lccm.api.audit import Audit
 from lccm.api.deps import Conn
 from lccm.imports.registry import DEVICE_ID_PATTERN, check_common_era
 from lccm.store import assets
@@ -64,10 +65,12 @@ def get_site_dates(site_code: str, conn: Conn) -> ServiceDatesOut:
 
 
 @router.patch("/sites/{site_code}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def patch_site_dates(site_code: str, body: SiteDatesIn, conn: Conn) -> ServiceDatesOut:
+def patch_site_dates(site_code: str, body: SiteDatesIn, conn: Conn, audit: Audit) -> ServiceDatesOut:
     """Set or clear a site's commissioning and decommissioning dates (floor area counts only in between)."""
-    f = _merged(assets.get_dates(conn, "site", site_code), body)
+    before = assets.get_dates(conn, "site", site_code)
+    f = _merged(before, body)
     done = assets.set_site_dates(conn, site_code, f.commissioned_on, f.decommissioned_on)
+    audit.record(f"site:{site_code}/service", before=asdict(before), after=asdict(done))
     return ServiceDatesOut.model_validate(done, from_attributes=True)
 
 
@@ -77,8 +80,10 @@ def get_device_dates(device_id: str, conn: Conn) -> ServiceDatesOut:
 
 
 @router.patch("/devices/{device_id}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def patch_device_dates(device_id: str, body: DeviceDatesIn, conn: Conn) -> ServiceDatesOut:
+def patch_device_dates(device_id: str, body: DeviceDatesIn, conn: Conn, audit: Audit) -> ServiceDatesOut:
     """Set or clear a device's service dates and the device it replaced (nothing is expected from it outside)."""
-    f = _merged(assets.get_dates(conn, "device", device_id), body)
+    before = assets.get_dates(conn, "device", device_id)
+    f = _merged(before, body)
     done = assets.set_device_dates(conn, device_id, f.commissioned_on, f.decommissioned_on, f.replaces)
+    audit.record(f"device:{device_id}/service", before=asdict(before), after=asdict(done))
     return ServiceDatesOut.model_validate(done, from_attributes=True)

@@ -9,11 +9,13 @@ Domain errors (unknown organisation, no base year, a year not started ...) are m
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from lccm.api.audit import Audit
 from lccm.api.deps import Conn, Limits
 from lccm.api.schemas_baseline import (
     ComparisonOut,
@@ -104,9 +106,12 @@ def get_targets(code: str, conn: Conn) -> list[dict[str, Any]]:
 
 
 @router.put("/organisations/{code}/targets", response_model=list[TargetOut])
-def put_targets(code: str, body: TargetsIn, conn: Conn) -> list[dict[str, Any]]:
+def put_targets(code: str, body: TargetsIn, conn: Conn, audit: Audit) -> list[dict[str, Any]]:
     """Replace the organisation's targets (all or nothing). Emission targets count from the base year."""
-    return targets.set_targets(conn, code, body.targets)
+    before = targets.list_targets(conn, code)
+    after = targets.set_targets(conn, code, body.targets)
+    audit.record(f"organisation:{code}/targets", before={"targets": before}, after={"targets": after})
+    return after
 
 
 @router.get("/organisations/{code}/targets/status", response_model=list[TargetStatusOut])
@@ -155,9 +160,11 @@ def kpis(
 
 
 @router.post("/sites/{code}/mv/fit", response_model=MvFitOut)
-def mv_fit(code: str, body: FitIn, conn: Conn) -> dict[str, Any]:
+def mv_fit(code: str, body: FitIn, conn: Conn, audit: Audit) -> dict[str, Any]:
     """Fit the building's daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings."""
-    return mv.fit(conn, code, body)
+    fitted = mv.fit(conn, code, body)
+    audit.record(f"site:{code}/mv", after={"request": body, "model": fitted})
+    return fitted
 
 
 @router.get("/sites/{code}/mv/savings", response_model=MvSavingsOut)
@@ -178,7 +185,11 @@ def import_temperatures(
     conn: Conn,
     limits: Limits,
     data: Annotated[bytes, Depends(csv_upload)],
+    audit: Audit,
     source: Annotated[str, Query(min_length=1, max_length=200, description="where the figures come from")] = "csv",
 ) -> dict[str, Any]:
     """Daily mean temperatures, CSV ``date,mean_temp_c``: all rows or none; a day sent again is replaced."""
-    return {"organisation": code, "days": sb.import_temperature_csv(conn, code, data, source, limits)}
+    days = sb.import_temperature_csv(conn, code, data, source, limits)
+    digest = hashlib.sha256(data).hexdigest()
+    audit.record(f"organisation:{code}/temperatures", after={"days": days, "source": source, "sha256": digest})
+    return {"organisation": code, "days": days}

@@ -7,13 +7,16 @@ An unknown organisation or year is a 404; an invalid file or entry list is a 422
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from lccm.api.audit import Audit
 from lccm.api.deps import Conn, Limits
 from lccm.api.errors import InvalidParameter
 from lccm.api.limits import XLSX_TYPE
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_inventory import (
     ActivityIn,
     ActivityReportOut,
@@ -62,21 +65,26 @@ def _year_out(year: inv.ReportingYear) -> ReportingYearOut:
 
 @router.get("/organisations", response_model=list[OrganisationOut])
 def list_organisations(
-    conn: Conn, province: Annotated[str | None, Query(description="only this province (English or Thai)")] = None
+    conn: Conn,
+    principal: CurrentPrincipal,
+    province: Annotated[str | None, Query(description="only this province (English or Thai)")] = None,
 ) -> list[inv.Organisation]:
-    """Organisations of this deployment, grouped by province (sorted by province, then code)."""
-    return inv.list_organisations(conn, province)
+    """Your organisation (the list form is kept for deployments' tools; nobody sees another organisation)."""
+    return [o for o in inv.list_organisations(conn, province) if o.id == principal.scope.organisation_id]
 
 
 @router.put("/organisations/{code}", response_model=OrganisationPutOut)
-def put_organisation(code: str, body: OrganisationIn, conn: Conn) -> OrganisationPutOut:
-    """Create or update an organisation."""
+def put_organisation(code: str, body: OrganisationIn, conn: Conn, audit: Audit) -> OrganisationPutOut:
+    """Update your organisation (another code answers 404; a new organisation is created with
+    `lccm organisations put`)."""
     if not inv.ORG_CODE_PATTERN.match(code):
         raise InvalidParameter(
             "code", "letters, digits, '_', '.' and '-', starting with a letter or digit", where="path"
         )
+    before = inv.get_organisation(conn, code)
     created = inv.put_organisation(conn, inv.OrganisationIn(code=code, **body.model_dump()))
     org = inv.get_organisation(conn, code)
+    audit.record(f"organisation:{code}", before=asdict(before) if before else None, after=asdict(org) if org else None)
     return OrganisationPutOut.model_validate({**OrganisationOut.model_validate(org).model_dump(), "created": created})
 
 
@@ -139,6 +147,7 @@ def import_inventory(
     conn: Conn,
     limits: Limits,
     data: Annotated[bytes, Depends(spreadsheet_upload)],
+    audit: Audit,
     year: Annotated[int, Query(ge=1990, le=2200, description="CE year (fiscal: the year it ends in)")],
     kind: Annotated[YearKind, Query(description="calendar (Jan-Dec) or fiscal (Oct-Sep)")] = "calendar",
     base_year: Annotated[
@@ -149,23 +158,27 @@ def import_inventory(
     """Import one organisation-year: all rows or none; the same content again changes nothing; a corrected file
     replaces the year's items and quantities."""
     name = file_name or f"upload.{detect_format(data)}"
-    return inv.import_inventory_file(
+    report = inv.import_inventory_file(
         conn, data, file_name=name, organisation=code, year_ce=year, kind=kind, base_year=base_year, limits=limits
     )
+    audit.record(f"organisation:{code}/inventory/{kind}/{year}", after={"file": name, "report": report})
+    return report
 
 
 # --- activity data -------------------------------------------------------------------------------------------------
 
 
 @router.post("/organisations/{code}/activity", response_model=ActivityReportOut, responses=_INVALID)
-def post_activity(code: str, body: ActivityIn, conn: Conn) -> Any:
+def post_activity(code: str, body: ActivityIn, conn: Conn, audit: Audit) -> Any:
     """Manual activity data (refrigerant top-ups, LPG, waste, water, paper): each entry sets one manual item's total
     for one month (sending it again changes nothing). All entries or none; rows are 1-based positions."""
     entries = [e.model_dump() for e in body.entries]
     raw = json.dumps(entries, sort_keys=True, ensure_ascii=False).encode()
     inv.require_organisation(conn, code)
     parsed = parse_activity_json(entries, raw)
-    return record_activity(conn, code, parsed, origin="api", file_name="api")
+    report = record_activity(conn, code, parsed, origin="api", file_name="api")
+    audit.record(f"organisation:{code}/activity", after={"entries": entries, "report": report})
+    return report
 
 
 @router.post(
@@ -179,10 +192,14 @@ def import_activity(
     conn: Conn,
     limits: Limits,
     data: Annotated[bytes, Depends(csv_upload)],
+    audit: Audit,
     file_name: Annotated[str | None, Query(max_length=255, description="kept in the import log")] = None,
 ) -> Any:
     """The CSV variant of POST /organisations/{code}/activity."""
-    return import_activity_file(conn, data, organisation=code, file_name=file_name or "upload.csv", limits=limits)
+    name = file_name or "upload.csv"
+    report = import_activity_file(conn, data, organisation=code, file_name=name, limits=limits)
+    audit.record(f"organisation:{code}/activity", after={"file": name, "report": report})
+    return report
 
 
 # --- device -> item mappings ---------------------------------------------------------------------------------------
@@ -205,9 +222,23 @@ def put_mappings(
     code: str,
     body: MappingsIn,
     conn: Conn,
+    audit: Audit,
     year: Annotated[int, Query(ge=1990, le=2200, description="CE year (fiscal: the year it ends in)")],
     kind: Annotated[YearKind, Query()] = "calendar",
 ) -> Any:
     """Set the whole device -> item mapping of a year (devices left out are unmapped). All or nothing; a missing
     year is carried forward from the latest earlier one first."""
-    return set_mappings(conn, code, year, kind, [(m.device_id, m.item_code) for m in body.mappings])
+    pairs = [(m.device_id, m.item_code) for m in body.mappings]
+    before = _mapping_pairs(conn, code, year, kind)
+    report = set_mappings(conn, code, year, kind, pairs)
+    audit.record(f"organisation:{code}/mappings/{kind}/{year}", before={"mappings": before},
+                 after={"mappings": sorted(pairs), "report": report})  # fmt: skip
+    return report
+
+
+def _mapping_pairs(conn: Conn, code: str, year: int, kind: YearKind) -> list[tuple[str, str]] | None:
+    try:
+        _, mappings = list_mappings(conn, code, year, kind)
+    except inv.UnknownReportingYear:
+        return None
+    return sorted((m.device_id, m.item_code) for m in mappings)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from lccm.api import cursors
+from lccm.api.audit import Audit
 from lccm.api.deps import Conn, Cursor, Limits
 from lccm.api.errors import DeviceNotFound, SiteNotFound
 from lccm.api.schemas import DeviceOut, DevicePage, ImportReportOut, SiteDetailOut, SiteOut
@@ -87,8 +89,12 @@ _IMPORT_BODY: dict[str, Any] = {
     openapi_extra=_IMPORT_BODY,
     responses={422: {"description": "the file is invalid, each problem with its row and column; nothing imported"}},
 )
-def import_devices(conn: Conn, limits: Limits, data: Annotated[bytes, Depends(csv_upload)]) -> ImportReportOut:
+def import_devices(
+    conn: Conn, limits: Limits, audit: Audit, data: Annotated[bytes, Depends(csv_upload)]
+) -> ImportReportOut:
     """Upsert sites and devices from a registry CSV: all rows or none, idempotent on re-import."""
     rows = parse_registry_csv(data, limits)  # RegistryInvalid -> 422 with the per-row errors (api/errors.py)
     report = import_registry(conn, rows)
+    summary = {"rows": len(rows), "sites": report.sites, "devices": report.devices}
+    audit.record("devices", after={**summary, "sha256": hashlib.sha256(data).hexdigest()})
     return ImportReportOut.model_validate({"rows": len(rows), "sites": report.sites, "devices": report.devices})
