@@ -93,7 +93,8 @@ def list_command(
 ) -> None:
     """List registered devices."""
     with _connect(_settings(database_url)) as conn, _schema_required():
-        devices = queries.list_devices(conn, site_code=site_code, kind=kind)
+        # The command line holds the database's own credentials: every organisation's devices.
+        devices = queries.list_devices(conn, scope=None, site_code=site_code, kind=kind)
     if not devices:
         typer.echo("no devices registered" + (" for that filter" if site_code or kind else ""))
         return

@@ -39,6 +39,7 @@ from lccm.engine.alerts import (
 from lccm.settings import Settings
 from lccm.store.writer import NO_SEQ, ReadingColumns
 from tests._db import device_pk, us
+from tests._principal import as_caller
 from tests.test_alerts_store_api import PLUME, SO2, alerts, at, cols, commit, evaluator, paged
 from tests.test_alerts_store_api import db as db  # fixture: registry with Sop Pat and the Mae Moh rule
 
@@ -139,7 +140,7 @@ def test_the_api_shows_the_late_alert_with_its_events(db: str) -> None:
     replay(db, ev, PLUME + [LOW] * 9, 2, at(20) + timedelta(minutes=1))
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as client,
+        TestClient(as_caller(create_app(Settings(database_url=db), pool))) as client,
     ):
         late = client.get("/alerts", params={"late": "true"}).json()["items"]
         assert client.get("/alerts", params={"late": "false"}).json()["items"] == []

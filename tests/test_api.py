@@ -21,6 +21,7 @@ from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from lccm.store.writer import DeadLetterRow, ReadingColumns, write_batch
 from tests._db import REGISTRY_HEADER_TH, REGISTRY_ROWS, device_pk, fresh_database, registry_csv, us, write_readings
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     # Starlette 1.10 prefers httpx2 for its TestClient and warns at import when only httpx is installed; httpx2 is
@@ -55,8 +56,9 @@ def _seed(conn: psycopg.Connection) -> None:
     write_readings(conn, rows)
     write_readings(conn, [(m1, POWER, LATE_TS, -1.0, LATE_RECEIVED)])
     letters = [_letter(i, f"lccm/v1/lampang/D{i}/up", b'{"x": 1}', "bad_payload", f"D{i}") for i in range(3)]
-    letters.append(_letter(10, "lccm/v1/x/y/up", BINARY_PAYLOAD, "bad_json", None))
-    letters.append(_letter(11, "bad/topic", b"{}", "bad_topic", None))
+    # Every letter names Lampang's city level (or a device of it): a letter is listed to its organisation only.
+    letters.append(_letter(10, "lccm/v1/lampang/y/up", BINARY_PAYLOAD, "bad_json", None))
+    letters.append(_letter(11, "lccm/v1/lampang/bad-topic", b"{}", "bad_topic", None))
     no_readings = ReadingColumns(*(np.empty(0, dtype=t) for t in ("i4", "i2", "i8", "f8", "i8", "i8")))
     write_batch(conn, no_readings, letters)
 
@@ -77,7 +79,7 @@ def db_url() -> Iterator[str]:
 def _client_for(url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=url), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=url), pool))) as c,
     ):
         yield c
 
@@ -129,7 +131,7 @@ def test_health(client: TestClient) -> None:
 
 
 def test_app_builds_and_closes_its_own_pool_when_given_none(db_url: str) -> None:
-    with TestClient(create_app(Settings(database_url=db_url, db_pool_min=1, db_pool_max=2))) as c:
+    with TestClient(as_caller(create_app(Settings(database_url=db_url, db_pool_min=1, db_pool_max=2)))) as c:
         assert c.get("/health").json()["status"] == "ok"
         assert c.get("/devices/HALL-M1").status_code == 200
 
@@ -138,7 +140,7 @@ def test_health_and_routes_answer_503_when_the_database_is_down() -> None:
     # Port 1 on loopback refuses at once; the short pool timeout keeps the test fast.
     with (
         ConnectionPool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.3, open=True) as pool,
-        TestClient(create_app(Settings(database_url="unused"), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url="unused"), pool))) as c,
     ):
         down = c.get("/health")
         assert down.status_code == 503

@@ -17,6 +17,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from lccm.api.app import create_app
 from lccm.api.docs import ASSETS
 from lccm.settings import Settings
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)  # see tests/test_api.py
@@ -30,7 +31,7 @@ MEDIA = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".js
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     # The page and its assets need no database: the app is never given one.
-    with TestClient(create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))) as c:
+    with TestClient(as_caller(create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none")))) as c:
         yield c
 
 

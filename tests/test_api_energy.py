@@ -44,6 +44,7 @@ from lccm.store.energy import sync_factor_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.energy import EnergyUpdater
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -126,7 +127,7 @@ def client() -> Iterator[TestClient]:
         _seed(url)
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool)) as c,
+            TestClient(as_caller(create_app(Settings(database_url=url), pool))) as c,
         ):
             yield c
 

@@ -21,6 +21,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from lccm.api.app import create_app
 from lccm.settings import Settings
 from tests._db import fresh_database
+from tests._principal import as_caller
 from tests._seeded import Seeded, seed_city
 
 with warnings.catch_warnings():
@@ -71,7 +72,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
         seeded = seed_city(url, tmp_path_factory.mktemp("inputs"))
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool), raise_server_exceptions=False) as client,
+            TestClient(
+                as_caller(create_app(Settings(database_url=url), pool)), raise_server_exceptions=False
+            ) as client,
         ):
             yield client, seeded
 

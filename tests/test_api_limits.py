@@ -20,6 +20,7 @@ from lccm.imports.registry import parse_registry_csv
 from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from tests._db import fresh_database, registry_csv
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)  # see tests/test_api.py
@@ -40,7 +41,7 @@ def client() -> Iterator[TestClient]:
             import_registry(conn, parse_registry_csv(registry_csv()))
         with (
             ConnectionPool(url, min_size=1, max_size=2, open=True) as pool,
-            TestClient(create_app(LIMITS.model_copy(update={"database_url": url}), pool)) as c,
+            TestClient(as_caller(create_app(LIMITS.model_copy(update={"database_url": url}), pool))) as c,
         ):
             org = {"name_en": "Lampang", "province_en": "Lampang", "municipality_type": "city"}
             assert c.put("/organisations/lampang", json=org).status_code == 200

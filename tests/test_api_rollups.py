@@ -21,6 +21,7 @@ from lccm.stream.energy import EnergyUpdater
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
 from tests._db import fresh_database, write_points
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -71,7 +72,7 @@ def client() -> Iterator[TestClient]:
         _seed(url)
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool)) as c,
+            TestClient(as_caller(create_app(Settings(database_url=url), pool))) as c,
         ):
             yield c
 

@@ -32,6 +32,7 @@ from lccm.settings import Settings
 from lccm.store.baseline import import_temperature_csv
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._db import device_pk, fresh_database
+from tests._principal import as_caller
 from tests._seeded import Seeded, seed_city
 
 with warnings.catch_warnings():
@@ -127,7 +128,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             import_temperature_csv(conn, "lampang", _temperatures_csv(seeded)["content"], "seed")
         updaters(Settings(database_url=url), url).drain()
         with ConnectionPool(url, min_size=1, max_size=4, open=True) as pool:
-            reader = ReadWhenAnswered(create_app(Settings(database_url=url), pool))
+            reader = ReadWhenAnswered(as_caller(create_app(Settings(database_url=url), pool)))
             with TestClient(reader, raise_server_exceptions=False) as client:
                 yield Api(client, reader, url, seeded)
 

@@ -19,6 +19,7 @@ from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
 from tests._db import fresh_database, write_points
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -120,7 +121,7 @@ def test_a_live_reading_updates_the_running_hour(seeded: str) -> None:
 def test_routes(seeded: str) -> None:
     with (
         ConnectionPool(seeded, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=seeded), pool)) as client,
+        TestClient(as_caller(create_app(Settings(database_url=seeded), pool))) as client,
     ):
         (station,) = client.get("/aqi/current").json()
         assert (station["device_id"], station["aqi"], station["responsible"]) == ("AQ-1", 114, "pm25")

@@ -38,6 +38,7 @@ from lccm.runtime import updaters
 from lccm.settings import Settings
 from lccm.store import migrate as migrate_module
 from tests._db import ADMIN_URL, fresh_database, write_points
+from tests._principal import as_caller
 from tests.test_dashboards import expand
 
 with warnings.catch_warnings():
@@ -115,7 +116,7 @@ def db() -> Iterator[str]:
 def client(db: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db), pool))) as c,
     ):
         yield c
 

@@ -34,6 +34,7 @@ from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._db import device_pk, fresh_database
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -153,7 +154,7 @@ def client(db: str) -> Iterator[TestClient]:
     """The API as deployed: the default coverage threshold (0.9)."""
     with (
         ConnectionPool(db, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db), pool))) as c,
     ):
         yield c
 
@@ -163,7 +164,7 @@ def lenient(db: str) -> Iterator[TestClient]:
     """The API with LCCM_COMPARISON_MIN_COVERAGE=0.25: headline figures from a quarter of the data."""
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db, comparison_min_coverage=0.25), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db, comparison_min_coverage=0.25), pool))) as c,
     ):
         yield c
 

@@ -25,6 +25,7 @@ from lccm.api.app import create_app
 from lccm.cli import app
 from lccm.settings import Settings
 from tests._db import fresh_database
+from tests._principal import as_caller
 from tests.test_baseline_api import _seed
 
 with warnings.catch_warnings():
@@ -51,7 +52,7 @@ def db() -> Iterator[str]:
 def api(db: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db), pool))) as c,
     ):
         yield c
 

@@ -35,6 +35,7 @@ from lccm.stream.batch import FlushPolicy
 from lccm.stream.loop import RawMessage, StreamLoop
 from tests._city import running_ingest
 from tests._mqtt import Publisher
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)  # see tests/test_api.py
@@ -181,7 +182,7 @@ def test_end_to_end_the_correction_is_listed_and_the_energy_is_the_first_values(
 
     with (
         ConnectionPool(fresh_db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=fresh_db), pool)) as client,
+        TestClient(as_caller(create_app(Settings(database_url=fresh_db), pool))) as client,
     ):
         listed = client.get("/conflicts", params={"device_id": "M1", "metric": "energy"})
         unknown = client.get("/conflicts", params={"device_id": "NOPE"})

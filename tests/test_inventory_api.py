@@ -20,6 +20,7 @@ from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from tests._db import fresh_database
+from tests._principal import as_caller
 from tests.test_inventory_import import ELEC_KG, LPG_KG, R32_KG, ROWS, TREES_KG, _typed, csv_bytes, xlsx_bytes
 from tests.test_inventory_mapping import REGISTRY
 
@@ -43,7 +44,7 @@ def db_url() -> Iterator[str]:
 def client(db_url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db_url, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db_url), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db_url), pool))) as c,
     ):
         yield c
 

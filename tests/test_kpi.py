@@ -38,6 +38,7 @@ from lccm.store.inventory import import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from lccm.stream.energy import EnergyUpdater
 from tests._db import device_pk, fresh_database, write_points
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -108,7 +109,7 @@ def db() -> Iterator[str]:
 def client(db: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db, min_size=1, max_size=4, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db), pool))) as c,
     ):
         km = {"item_code": "S1-FLEET-KM", "month": "2025-03", "quantity": 123, "unit": "km"}
         r = c.post("/organisations/lampang/activity", json={"entries": [km]})
@@ -121,7 +122,7 @@ def lenient(db: str, client: TestClient) -> Iterator[TestClient]:
     """The API with LCCM_COMPARISON_MIN_COVERAGE=0.1, on the same data (after ``client`` entered the km)."""
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db, comparison_min_coverage=0.1), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db, comparison_min_coverage=0.1), pool))) as c,
     ):
         yield c
 

@@ -45,6 +45,7 @@ from lccm.stream.batch import BatchBuilder
 from lccm.stream.loop import BatchCommitted, RawMessage
 from tests._db import ADMIN_URL, _url_for
 from tests._mqtt import Publisher
+from tests._principal import as_caller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)  # see tests/test_api.py
@@ -242,7 +243,7 @@ def empty_db() -> Iterator[str]:
 def _api(url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(url, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=url), pool)) as client,
+        TestClient(as_caller(create_app(Settings(database_url=url), pool))) as client,
     ):
         yield client
 
@@ -420,7 +421,7 @@ def test_invalid_log_settings_stop_every_command_at_once_naming_them() -> None:
 
 def test_an_unhandled_error_is_logged_with_its_request_id(fresh_db: str, json_log: io.StringIO) -> None:
     with ConnectionPool(fresh_db, min_size=1, max_size=1, open=True) as pool:
-        app = create_app(Settings(database_url=fresh_db), pool)
+        app = as_caller(create_app(Settings(database_url=fresh_db), pool))
 
         @app.get("/boom")
         def boom() -> None:

@@ -32,6 +32,7 @@ from lccm.store.energy import sync_factor_registry
 from lccm.store.inventory import UnknownOrganisation, UnknownReportingYear, import_inventory_file
 from lccm.store.inventory_mapping import set_mappings
 from tests._db import device_pk, fresh_database
+from tests._principal import as_caller
 from tests.test_inventory_mapping import REGISTRY
 
 with warnings.catch_warnings():
@@ -109,7 +110,7 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
 def api(db_url: str) -> Iterator[TestClient]:
     with (
         ConnectionPool(db_url, min_size=1, max_size=2, open=True) as pool,
-        TestClient(create_app(Settings(database_url=db_url), pool)) as c,
+        TestClient(as_caller(create_app(Settings(database_url=db_url), pool))) as c,
     ):
         yield c
 

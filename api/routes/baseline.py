@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.deps import Conn, Limits
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_baseline import (
     ComparisonOut,
     KpisOut,
@@ -155,21 +156,22 @@ def kpis(
 
 
 @router.post("/sites/{code}/mv/fit", response_model=MvFitOut)
-def mv_fit(code: str, body: FitIn, conn: Conn) -> dict[str, Any]:
+def mv_fit(code: str, body: FitIn, conn: Conn, principal: CurrentPrincipal) -> dict[str, Any]:
     """Fit the building's daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings."""
-    return mv.fit(conn, code, body)
+    return mv.fit(conn, code, body, scope=principal.scope)
 
 
 @router.get("/sites/{code}/mv/savings", response_model=MvSavingsOut)
 def mv_savings(
     code: str,
     conn: Conn,
+    principal: CurrentPrincipal,
     start: Annotated[date, Query(alias="from", description="first day of the reporting period")],
     end: Annotated[date, Query(alias="to", description="day after the last")],
 ) -> dict[str, Any]:
     """Avoided energy (the stored model at the period's temperatures and working days - actual) and avoided
     emissions at each day's factor in force (the day's kgCO2e / kWh of the site's meters)."""
-    return mv.savings(conn, code, start, end)
+    return mv.savings(conn, code, start, end, scope=principal.scope)
 
 
 @router.post("/organisations/{code}/temperatures/import", response_model=TemperatureImportOut)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from lccm.api.deps import Conn, Limits
 from lccm.api.errors import InvalidParameter
 from lccm.api.limits import XLSX_TYPE
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_inventory import (
     ActivityIn,
     ActivityReportOut,
@@ -62,10 +63,13 @@ def _year_out(year: inv.ReportingYear) -> ReportingYearOut:
 
 @router.get("/organisations", response_model=list[OrganisationOut])
 def list_organisations(
-    conn: Conn, province: Annotated[str | None, Query(description="only this province (English or Thai)")] = None
+    conn: Conn,
+    principal: CurrentPrincipal,
+    province: Annotated[str | None, Query(description="only this province (English or Thai)")] = None,
 ) -> list[inv.Organisation]:
-    """Organisations of this deployment, grouped by province (sorted by province, then code)."""
-    return inv.list_organisations(conn, province)
+    """The caller's organisation (a caller sees its own only), grouped by province (sorted by province, then
+    code)."""
+    return inv.list_organisations(conn, province, organisation_id=principal.scope.organisation_id)
 
 
 @router.put("/organisations/{code}", response_model=OrganisationPutOut)
