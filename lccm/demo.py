@@ -293,6 +293,20 @@ def _monitoring(settings: Settings, svc: Services, worker: Ingest, metrics: Inge
         return start_monitoring(settings.model_copy(update={"metrics_port": free_port()}), metrics.registry, ready)
 
 
+def _answer_as_the_city(app: Any, database_url: str) -> None:
+    """Until the identity layer authenticates callers (issue 12), the demo's API, which serves one simulated city on
+    the loopback interface, answers every request as an administrator of that city's organisation, all sites: every
+    route scopes its data to the caller (docs/security.md#organisation-scoping)."""
+    from lccm.api.principal import Principal, Role, Scope, get_principal
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT min(organisation_id) FROM site_organisations").fetchone()
+    if row is None or row[0] is None:
+        return
+    caller = Principal("demo:admin", "Demo administrator", frozenset(Role), Scope(int(row[0])))
+    app.dependency_overrides[get_principal] = lambda: caller
+
+
 @contextlib.contextmanager
 def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
     import uvicorn
@@ -304,6 +318,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
         wait_for_port(settings.api_host, port, timeout_s=0.2)
         port = free_port()  # something already answers on the configured port
     app = create_app(settings.model_copy(update={"database_url": svc.database_url}))
+    _answer_as_the_city(app, svc.database_url)
     # A browser's keep-alive connection must not hold up the stop: open requests get one second to finish.
     config = uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)

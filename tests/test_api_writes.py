@@ -26,9 +26,11 @@ from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lccm.api.app import create_app
+from lccm.engine.alerts import AlertRule
 from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
+from lccm.store import alerts as st
 from lccm.store.baseline import import_temperature_csv
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._db import device_pk, fresh_database
@@ -126,11 +128,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         _daily_energy(url, seeded.meter)
         with psycopg.connect(url) as conn:  # the M&V fit's temperatures: the organisation's own, imported
             import_temperature_csv(conn, "lampang", _temperatures_csv(seeded)["content"], "seed")
+            # A rule of Lampang's own to delete (the file's rules are read-only through the API).
+            own = AlertRule.model_validate({**RULE, "key": "own-rule"}).definition()
+            st.put_rule(conn, "own-rule", own, "api", _lampang(conn))
         updaters(Settings(database_url=url), url).drain()
         with ConnectionPool(url, min_size=1, max_size=4, open=True) as pool:
             reader = ReadWhenAnswered(as_caller(create_app(Settings(database_url=url), pool)))
             with TestClient(reader, raise_server_exceptions=False) as client:
                 yield Api(client, reader, url, seeded)
+
+
+def _lampang(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT id FROM organisations WHERE code = 'lampang'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass(frozen=True)
@@ -179,10 +190,12 @@ RULE = {"name": {"en": "PM2.5 raw", "th": "PM2.5"}, "metric": "pm25_ugm3", "rais
 
 CASES: list[Write] = [
     Write("PUT", "/organisations/{code}",
-          lambda s: {"url": "/organisations/raw-org", "json": {"name_en": "Raw", "province_en": "Lampang",
-                                                                 "municipality_type": "town"}},
+          # The caller's own organisation (a caller lists only its own), renamed; its city and sites kept.
+          lambda s: {"url": "/organisations/lampang", "json": {
+              "name_en": "Raw", "name_th": "เทศบาลนครลำปาง", "province_en": "Lampang", "province_th": "ลำปาง",
+              "municipality_type": "city", "city_key": "lampang"}},
           lambda a: a.reader.get("/organisations"),
-          lambda seen, s: "raw-org" in {o["code"] for o in seen[1]}),
+          lambda seen, s: "Raw" in {o["name_en"] for o in seen[1]}),
     Write("POST", "/organisations/{code}/inventory/import",
           lambda s: {"url": "/organisations/lampang/inventory/import", "params": {"year": 2024, "base_year": False},
                      "content": BASE_YEAR, "headers": {"content-type": "text/csv"}},
@@ -237,8 +250,8 @@ CASES: list[Write] = [
           lambda a: a.reader.get("/alert-rules/raw-rule"),
           lambda seen, s: seen[0] == 200 and seen[1]["origin"] == "api"),
     Write("DELETE", "/alert-rules/{key}",
-          lambda s: {"url": "/alert-rules/pm25_24h_thai_standard"},
-          lambda a: a.reader.get("/alert-rules/pm25_24h_thai_standard"),
+          lambda s: {"url": "/alert-rules/own-rule"},
+          lambda a: a.reader.get("/alert-rules/own-rule"),
           lambda seen, s: seen[0] == 404),
 ]  # fmt: skip
 

@@ -17,6 +17,7 @@ from lccm.imports.inventory import TEMPLATE_HEADER_EN
 from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
+from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from tests._db import fresh_database
@@ -63,7 +64,7 @@ def _import(api: TestClient, data: bytes, content_type: str = "text/csv", **para
                     headers={"content-type": content_type})  # fmt: skip
 
 
-def test_organisations_grouped_by_province(api: TestClient) -> None:
+def test_organisations_grouped_by_province(api: TestClient, db_url: str) -> None:
     body = {"name_en": "Khon Kaen City Municipality", "name_th": "เทศบาลนครขอนแก่น", "province_en": "Khon Kaen",
             "province_th": "ขอนแก่น", "municipality_type": "city", "city_key": "Khon Kaen"}  # fmt: skip
     created = api.put("/organisations/khonkaen", json=body)
@@ -71,12 +72,15 @@ def test_organisations_grouped_by_province(api: TestClient) -> None:
     assert created.json()["site_count"] == 1  # the registry's KK site (city "Khon Kaen")
     again = api.put("/organisations/khonkaen", json={**body, "municipality_type": "town"})
     assert (again.json()["created"], again.json()["municipality_type"]) == (False, "town")
+    # Through the API a caller sees its own organisation only (docs/security.md#organisation-scoping); the store
+    # lists the deployment's, grouped by province.
     listed = api.get("/organisations").json()
-    assert [(o["province_en"], o["code"], o["site_count"]) for o in listed] == [
-        ("Khon Kaen", "khonkaen", 1),
-        ("Lampang", "lampang", 4),  # HALL, RD1, FL, AQ1
-    ]
-    assert [o["code"] for o in api.get("/organisations", params={"province": "ขอนแก่น"}).json()] == ["khonkaen"]
+    assert [(o["province_en"], o["code"], o["site_count"]) for o in listed] == [("Lampang", "lampang", 4)]
+    with psycopg.connect(db_url) as conn:
+        every = [(o.province_en, o.code, o.site_count) for o in inv.list_organisations(conn)]
+        assert [o.code for o in inv.list_organisations(conn, "ขอนแก่น")] == ["khonkaen"]
+    assert every == [("Khon Kaen", "khonkaen", 1), ("Lampang", "lampang", 4)]  # HALL, RD1, FL, AQ1
+    assert api.get("/organisations", params={"province": "ขอนแก่น"}).json() == []
     bad = api.put("/organisations/bad code", json=body)
     assert bad.status_code == 422
     assert api.put("/organisations/x", json={**body, "municipality_type": "village"}).status_code == 422

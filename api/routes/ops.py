@@ -139,7 +139,7 @@ def dead_letters(
 ) -> DeadLetterPage:
     """Refused messages of the caller's organisation, newest first, filtered by reason and receive time [from, to).
     A message belongs to the organisation of the device its topic names, else to the organisation whose city its
-    topic's <city> level is; one with neither is listed to nobody (docs/security.md#organisation-scoping)."""
+    topic's <city> level is; one with neither is listed to nobody."""
     check_range(start, end)
     before = None
     if cursor:
