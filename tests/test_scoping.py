@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -42,6 +43,7 @@ from lccm.store import inventory as inv
 from lccm.store import queries
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
+from lccm.store.migrate import _migration_files, migrate
 from lccm.store.writer import NO_SEQ, DeadLetterRow, ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us, write_readings
@@ -641,3 +643,28 @@ def test_the_evaluator_applies_each_organisations_rules_to_its_devices_only(fres
         ("B2-S", "pm25-high", Severity.WARNING, 150.0),  # the file's
         ("B2-S", "b-low", Severity.WARNING, 150.0),  # B's own rule watches B's station only
     }
+
+
+# --- migration 015 on a database in use -----------------------------------------------------------------------
+
+
+def test_rules_written_through_the_api_before_015_become_each_organisations_own(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # the schema as 014 left it, then migrated again
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz DEFAULT now())")
+        for name, text in _migration_files():
+            if name < "015":
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        inv.put_organisation(conn, inv.OrganisationIn("nan", "Nan Town Municipality", "Nan", "town", city_key="nan"))
+        for key, origin, severity in (("pm25-high", "api", "critical"), ("offline", "file", "warning")):
+            d = Jsonb(definition({**rule(key, 100), "severity": severity}))
+            conn.execute(
+                "INSERT INTO alert_rules (key, definition, origin, version) VALUES (%s, %s, %s, 3)", (key, d, origin)
+            )
+        assert [n for n in migrate(conn).applied if n.startswith("015")] == ["015_scoping.sql"]
+        rows = {(r.key, r.organisation_id, r.origin, r.version) for r in st.list_rules(conn)}
+        lampang, nan = _org_id(conn, "lampang"), _org_id(conn, "nan")
+    # The API's rule applied to everyone: now each organisation's own; the file's rule stays global.
+    assert rows == {("pm25-high", lampang, "api", 3), ("pm25-high", nan, "api", 3), ("offline", None, "file", 3)}

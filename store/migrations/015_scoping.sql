@@ -9,6 +9,12 @@
 
 ALTER TABLE alert_rules DROP CONSTRAINT alert_rules_pkey;
 ALTER TABLE alert_rules ADD COLUMN organisation_id integer REFERENCES organisations(id) ON DELETE CASCADE;
+-- A rule written through the API before this migration applied to every device: each organisation gets its own copy
+-- (version and time kept), which goes on replacing the file's rule of that key, if any, as the API edit did.
+INSERT INTO alert_rules (key, definition, origin, version, updated_at, organisation_id)
+SELECT r.key, r.definition, r.origin, r.version, r.updated_at, o.id
+FROM alert_rules r CROSS JOIN organisations o WHERE r.origin = 'api' AND r.organisation_id IS NULL;
+DELETE FROM alert_rules WHERE origin = 'api' AND organisation_id IS NULL;
 ALTER TABLE alert_rules ADD CONSTRAINT alert_rules_origin_owner
     CHECK ((origin = 'file') = (organisation_id IS NULL));
 -- One global rule per key, and one per key and organisation (two partial indexes: ON CONFLICT can name either).
