@@ -87,6 +87,8 @@ class Settings(Protocol):
     def login_lockout_after(self) -> int: ...
     @property
     def login_lockout_s(self) -> float: ...
+    @property
+    def mqtt_topic_root(self) -> str: ...
     def input_limits(self) -> InputLimits: ...
 
 
@@ -169,6 +171,8 @@ def create_app(
     app.state.comparison_min_coverage = settings.comparison_min_coverage
     app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
     app.state.input_limits = settings.input_limits()
+    # Dead letters are attributed to an organisation by their topic's <city> level, which follows the root.
+    app.state.topic_root = settings.mqtt_topic_root
     # Bodies are bounded before anything reads them (api/limits.py).
     app.add_middleware(
         RequestLimits, json_bytes=settings.api_max_json_bytes, upload_bytes=settings.api_max_upload_bytes

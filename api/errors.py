@@ -30,6 +30,7 @@ Mapped from the stages that raise them (each defined once, there; routes let the
     store.identity.UserExists                   409 user_exists
     api.principal.NotAuthenticated              401 not_authenticated
     store.alerts.RuleNotFound                   404 alert_rule_not_found
+    store.alerts.RuleReadOnly                   409 alert_rule_read_only: a file rule, global, read-only through the API
     store.alerts.AlertStateConflict             409 alert_state_conflict, with the alert's state
     engine.alerts.AlertRulesInvalid             422 alert_rule_invalid, shaped as FastAPI's validation errors (one
                                                 entry per problem, ``loc`` naming the field of the body)
@@ -59,7 +60,7 @@ from lccm.imports.inventory import InventoryInvalid
 from lccm.imports.registry import RegistryInvalid
 from lccm.imports.rows import RowsInvalid
 from lccm.reports.periods import RequestInvalid
-from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound
+from lccm.store.alerts import AlertNotFound, AlertStateConflict, RuleNotFound, RuleReadOnly
 from lccm.store.assets import AssetDatesInvalid, AssetNotFound
 from lccm.store.baseline import BaselineError, BaselineNotFound
 from lccm.store.identity import UnknownApiKey, UnknownSite, UnknownUser, UserExists
@@ -260,6 +261,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AssetDatesInvalid, _asset_dates_invalid)
     app.add_exception_handler(AlertNotFound, _status(404, "alert_not_found"))
     app.add_exception_handler(RuleNotFound, _status(404, "alert_rule_not_found"))
+    app.add_exception_handler(RuleReadOnly, _status(409, "alert_rule_read_only"))
     app.add_exception_handler(AlertStateConflict, _alert_state_conflict)
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(UnknownUser, _status(404, "user_not_found"))

@@ -478,8 +478,11 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 evaluator = worker.evaluator
                 assert evaluator is not None
                 with psycopg.connect(url) as conn:
+                    # Rules written through the API are an organisation's: the simulated city's (migration 007).
+                    org = conn.execute("SELECT id FROM organisations WHERE code = 'lampang'").fetchone()
+                    assert org is not None
                     for rule in tier_rules(args.tiers):
-                        st.put_rule(conn, rule.key, rule.definition(), "api")
+                        st.put_rule(conn, rule.key, rule.definition(), "api", int(org[0]))
                 worker.start()
                 try:
                     prefill_s = publish(

@@ -226,7 +226,7 @@ def issue_command(credentials_out: CredentialsOut = None, database_url: Database
     admin = broker_admin_settings(settings)
     refuse_existing(credentials_out)
     with _connect(settings) as conn, _schema_required():
-        registered = [d.device_id for d in queries.list_devices(conn)]
+        registered = [d.device_id for d in queries.list_devices(conn, scope=None)]  # the whole deployment
         missing = devices_without_credential(conn, registered)
         out = credentials_out or default_credentials_path(settings.data_dir)
         issue_credentials(conn, settings, admin, missing, out)
@@ -240,7 +240,8 @@ def list_command(
 ) -> None:
     """List registered devices."""
     with _connect(_settings(database_url)) as conn, _schema_required():
-        devices = queries.list_devices(conn, site_code=site_code, kind=kind)
+        # The command line holds the database's own credentials: every organisation's devices.
+        devices = queries.list_devices(conn, scope=None, site_code=site_code, kind=kind)
     if not devices:
         typer.echo("no devices registered" + (" for that filter" if site_code or kind else ""))
         return

@@ -19,6 +19,7 @@ from lccm.engine import calendar as cal
 from lccm.engine import mv
 from lccm.reports.baseline import finite
 from lccm.store import baseline as sb
+from lccm.store.scope import Scope
 
 
 class LimitsIn(BaseModel):
@@ -53,11 +54,13 @@ def _gof_out(g: mv.GoodnessOfFit) -> dict[str, Any]:
             "r2": finite(g.r2), "adj_r2": finite(g.adj_r2)}  # fmt: skip
 
 
-def fit(conn: psycopg.Connection, code: str, body: FitIn) -> dict[str, Any]:
+def fit(conn: psycopg.Connection, code: str, body: FitIn, *, scope: Scope | None) -> dict[str, Any]:
     """Fit site ``code``'s daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings.
-    Raises ``BaselineNotFound`` (site, station) or ``BaselineError`` (a model that cannot be fitted or judged)."""
-    site = sb.require_site(conn, code)
-    station_id = sb.require_station(conn, body.station) if body.station else None
+    Raises ``BaselineNotFound`` (site, station; outside ``scope`` they look unknown) or ``BaselineError`` (a model
+    that cannot be fitted or judged)."""
+    site = sb.require_site(conn, code, scope=scope)
+    org = None if scope is None else scope.organisation_id
+    station_id = sb.require_station(conn, body.station, organisation_id=org) if body.station else None
     days, kwh, _ = sb.site_daily_energy(conn, site.id, body.baseline_from, body.baseline_to)
     temp = _temperatures(conn, site, station_id, body.baseline_from, body.baseline_to)
     work = cal.workdays(days, body.holidays) if body.workday else None
@@ -87,11 +90,11 @@ def fit(conn: psycopg.Connection, code: str, body: FitIn) -> dict[str, Any]:
             "coef": [float(c) for c in model.coef], **stats}  # fmt: skip
 
 
-def savings(conn: psycopg.Connection, code: str, start: date, end: date) -> dict[str, Any]:
+def savings(conn: psycopg.Connection, code: str, start: date, end: date, *, scope: Scope | None) -> dict[str, Any]:
     """Avoided energy of site ``code`` over days ``[start, end)`` (the stored model at the period's temperatures and
     working days - actual) and avoided emissions at each day's factor in force (the day's kgCO2e / kWh of the
     site's meters). Raises ``BaselineNotFound`` (site, model) or ``BaselineError`` (an empty day range)."""
-    site = sb.require_site(conn, code)
+    site = sb.require_site(conn, code, scope=scope)
     stored = sb.load_model(conn, site.id)
     if stored is None:
         raise sb.BaselineNotFound(f"no M&V model for site {code}: POST /sites/{code}/mv/fit first")

@@ -21,6 +21,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
+from lccm.store.scope import Scope, scope_and, scope_clauses
 from lccm.store.writer import us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
@@ -60,7 +61,23 @@ class RuleNotFound(LookupError):
         self.key = key
 
 
+class RuleReadOnly(Exception):
+    """An organisation tried to delete a rule of the shipped file (global, read-only through the API)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"alert rule {key!r} comes from the rule file and applies to every organisation; it cannot be deleted"
+            f' here. To switch it off for your organisation, PUT /alert-rules/{key} with "enabled": false'
+        )
+        self.key = key
+
+
 # --- rules ----------------------------------------------------------------------------------------------------
+#
+# Rules of the shipped file are global (organisation_id NULL, origin 'file'); a rule written through the API belongs
+# to one organisation (origin 'api') and, when it has a file rule's key, replaces that rule for the organisation's
+# devices (migration 015). The rules in force for an organisation are its own plus the global ones it does not
+# replace; a device of no organisation is watched by the global rules only.
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +87,7 @@ class RuleRow:
     origin: str
     version: int
     updated_at: datetime
+    organisation_id: int | None = None  # None: a rule of the file, for every organisation
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,75 +96,135 @@ class SyncReport:
     updated: int
     unchanged: int
     removed: int
-    kept_api: int  # rules in the file that an API edit overrides
+    kept_api: int  # rules in the file that an organisation's own rule replaces for that organisation
+
+
+_RULE_COLUMNS = "key, definition, origin, version, updated_at, organisation_id"
 
 
 def list_rules(conn: psycopg.Connection) -> list[RuleRow]:
+    """Every rule, global and of every organisation (what the evaluator applies), by key then organisation."""
     with conn.cursor(row_factory=class_row(RuleRow)) as cur:
         return cur.execute(
-            "SELECT key, definition, origin, version, updated_at FROM alert_rules ORDER BY key"
+            f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY key, organisation_id NULLS FIRST"
         ).fetchall()
 
 
-def get_rule(conn: psycopg.Connection, key: str) -> RuleRow:
+# The rule in force for an organisation per key: its own, else the global one.
+_IN_FORCE = (
+    f"SELECT DISTINCT ON (key) {_RULE_COLUMNS} FROM alert_rules"
+    " WHERE (organisation_id = %(org)s OR organisation_id IS NULL) {key} ORDER BY key, organisation_id NULLS LAST"
+)
+
+
+def rules_in_force(conn: psycopg.Connection, organisation_id: int) -> list[RuleRow]:
+    """The rules that apply to the organisation's devices: its own, and the file's that it does not replace."""
+    with conn.cursor(row_factory=class_row(RuleRow)) as cur:
+        return cur.execute(_IN_FORCE.replace("{key}", ""), {"org": organisation_id}).fetchall()
+
+
+def get_rule(conn: psycopg.Connection, key: str, organisation_id: int | None = None) -> RuleRow:
+    """The rule of this key in force for the organisation (its own, else the global one); with None, the global
+    one. RuleNotFound when there is none."""
     with conn.cursor(row_factory=class_row(RuleRow)) as cur:
         row = cur.execute(
-            "SELECT key, definition, origin, version, updated_at FROM alert_rules WHERE key = %s", (key,)
+            _IN_FORCE.replace("{key}", "AND key = %(key)s"), {"org": organisation_id, "key": key}
         ).fetchone()
     if row is None:
         raise RuleNotFound(key)
     return row
 
 
-def put_rule(conn: psycopg.Connection, key: str, definition: dict[str, Any], origin: str) -> tuple[RuleRow, bool]:
-    """Insert or replace a rule (validated by the caller); returns the row and whether it was created."""
+def put_rule(
+    conn: psycopg.Connection,
+    key: str,
+    definition: dict[str, Any],
+    origin: str,
+    organisation_id: int | None = None,
+) -> tuple[RuleRow, bool]:
+    """Insert or replace a rule (validated by the caller): a global one (origin 'file', ``organisation_id`` None) or
+    an organisation's (origin 'api'). Returns the row and whether it was created."""
+    if (origin == "file") != (organisation_id is None):
+        raise ValueError("a rule of the file is global; a rule written through the API belongs to an organisation")
+    target = "(key) WHERE organisation_id IS NULL" if organisation_id is None else (
+        "(organisation_id, key) WHERE organisation_id IS NOT NULL"
+    )  # fmt: skip
     with conn.cursor(row_factory=class_row(RuleRow)) as cur:
         row = cur.execute(
-            "INSERT INTO alert_rules (key, definition, origin) VALUES (%s, %s, %s)"
-            " ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, origin = excluded.origin,"
+            "INSERT INTO alert_rules (key, definition, origin, organisation_id) VALUES (%s, %s, %s, %s)"
+            f" ON CONFLICT {target} DO UPDATE SET definition = excluded.definition, origin = excluded.origin,"
             " version = alert_rules.version + 1, updated_at = now()"
-            " RETURNING key, definition, origin, version, updated_at",
-            (key, Jsonb(definition), origin),
+            f" RETURNING {_RULE_COLUMNS}",
+            (key, Jsonb(definition), origin, organisation_id),
         ).fetchone()
     assert row is not None
     return row, row.version == 1
 
 
-def delete_rule(conn: psycopg.Connection, key: str, actor: str = "system") -> None:
-    """Delete a rule and its carry state; its alerts that are not closed yet are closed with a note. RuleNotFound
-    when there is no such rule."""
-    gone = conn.execute("DELETE FROM alert_rules WHERE key = %s", (key,)).rowcount
+def _rule_devices(organisation_id: int | None) -> str:
+    """SQL: the devices a rule of this owner watches (``%(key)s``, ``%(org)s``): the organisation's, or for a global
+    rule every device whose organisation does not replace it."""
+    if organisation_id is not None:
+        return (
+            "SELECT d.id FROM devices d JOIN site_organisations so ON so.site_id = d.site_id"
+            " WHERE so.organisation_id = %(org)s"
+        )
+    return (
+        "SELECT d.id FROM devices d JOIN site_organisations so ON so.site_id = d.site_id"
+        " WHERE so.organisation_id IS NULL OR NOT EXISTS (SELECT 1 FROM alert_rules o"
+        " WHERE o.key = %(key)s AND o.organisation_id = so.organisation_id)"
+    )
+
+
+def delete_rule(conn: psycopg.Connection, key: str, actor: str = "system", organisation_id: int | None = None) -> None:
+    """Delete a rule (the organisation's own; the global one for None) and its carry state; the alerts it raised
+    that are not closed yet are closed with a note. For an organisation's own rule that replaced a file rule, the
+    file rule applies again from the next run. RuleNotFound when there is no such rule; RuleReadOnly when an
+    organisation names a rule of the file."""
+    params = {"key": key, "org": organisation_id}
+    devices = [r[0] for r in conn.execute(_rule_devices(organisation_id), params)]  # before the rule goes
+    where = "organisation_id IS NULL" if organisation_id is None else "organisation_id = %(org)s"
+    gone = conn.execute(f"DELETE FROM alert_rules WHERE key = %(key)s AND {where}", params).rowcount
     if not gone:
+        if (
+            organisation_id is not None
+            and conn.execute("SELECT 1 FROM alert_rules WHERE key = %s AND organisation_id IS NULL", (key,)).fetchone()
+        ):
+            raise RuleReadOnly(key)
         raise RuleNotFound(key)
-    conn.execute("DELETE FROM alert_series_state WHERE rule_key = %s", (key,))
-    ids = [r[0] for r in conn.execute("SELECT id FROM alerts WHERE rule_key = %s AND state <> 'closed'", (key,))]
+    conn.execute("DELETE FROM alert_series_state WHERE rule_key = %s AND device_id = ANY(%s)", (key, devices))
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM alerts WHERE rule_key = %s AND state <> 'closed' AND device_id = ANY(%s)", (key, devices)
+        )
+    ]
     for alert_id in ids:
         _close(conn, alert_id, actor, f"rule {key} deleted")
 
 
 def sync_file_rules(conn: psycopg.Connection, definitions: Sequence[dict[str, Any]]) -> SyncReport:
-    """Make the file's rules current: insert new ones, update changed ones, delete file rules no longer in the file.
-    A rule last written through the API is left as it is (the API edit is the later word)."""
-    stored = {r.key: r for r in list_rules(conn)}
-    inserted = updated = unchanged = kept = 0
+    """Make the file's (global) rules current: insert new ones, update changed ones, delete those no longer in the
+    file. Organisations' own rules are left as they are (``kept_api`` counts the file rules one replaces)."""
+    stored = {r.key: r for r in list_rules(conn) if r.organisation_id is None}
+    replaced = {r.key for r in list_rules(conn) if r.organisation_id is not None}
+    inserted = updated = unchanged = 0
     keys = set()
     for d in definitions:
         key = str(d["key"])
         keys.add(key)
         old = stored.get(key)
-        if old is not None and old.origin == "api":
-            kept += 1
-        elif old is not None and old.definition == d:
+        if old is not None and old.definition == d:
             unchanged += 1
         else:
             _, created = put_rule(conn, key, d, "file")
             inserted, updated = inserted + created, updated + (not created)
     removed = 0
-    for key, row in stored.items():
-        if row.origin == "file" and key not in keys:
+    for key in stored:
+        if key not in keys:
             delete_rule(conn, key, "rule file")
             removed += 1
-    return SyncReport(inserted, updated, unchanged, removed, kept)
+    return SyncReport(inserted, updated, unchanged, removed, len(keys & replaced))
 
 
 # --- what the evaluator reads ---------------------------------------------------------------------------------
@@ -163,6 +241,7 @@ class DeviceRow:
     lat: float | None
     lon: float | None
     tags: list[str]
+    organisation_id: int | None = None  # its site's (site_organisations); None: of no organisation
 
 
 def device_rows(conn: psycopg.Connection) -> list[DeviceRow]:
@@ -170,8 +249,9 @@ def device_rows(conn: psycopg.Connection) -> list[DeviceRow]:
         return cur.execute(
             "SELECT d.id, d.device_id, s.site_code, d.kind, s.kind AS site_kind, d.cadence_s, s.lat, s.lon,"
             " coalesce(ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.meta -> 'tags') = 'array'"
-            "   THEN d.meta -> 'tags' ELSE '[]'::jsonb END)), '{}') AS tags"
-            " FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.id"
+            "   THEN d.meta -> 'tags' ELSE '[]'::jsonb END)), '{}') AS tags, so.organisation_id"
+            " FROM devices d JOIN sites s ON s.id = d.site_id JOIN site_organisations so ON so.site_id = s.id"
+            " ORDER BY d.id"
         ).fetchall()
 
 
@@ -493,20 +573,31 @@ class AlertEvent:
         object.__setattr__(self, "kind", TransitionKind(self.kind))
 
 
+# The rule an alert was raised by, for its name: its organisation's own rule of the key, else the file's.
+_RULE_OF_ALERT = (
+    " LEFT JOIN site_organisations so ON so.site_id = a.site_id"
+    " LEFT JOIN LATERAL (SELECT x.definition FROM alert_rules x WHERE x.key = a.rule_key"
+    "   AND (x.organisation_id = so.organisation_id OR x.organisation_id IS NULL)"
+    "   ORDER BY x.organisation_id NULLS LAST LIMIT 1) r ON true"
+)
+
 _ALERT_SELECT = (
     "SELECT a.id, a.rule_key, r.definition -> 'name' ->> 'en' AS rule_name_en,"
     " r.definition -> 'name' ->> 'th' AS rule_name_th, a.dedup_key, d.device_id, s.site_code, a.signal, a.severity,"
     " a.state, a.started_at, a.raised_at, a.raised_value, a.threshold, a.peak_value, a.cleared_at, a.cleared_value,"
     " a.clear_reason, a.acknowledged_by, a.acknowledged_at, a.ack_note, a.closed_by, a.closed_at, a.close_note,"
     " a.late, a.flaps, a.detected_at"
-    " FROM alerts a LEFT JOIN alert_rules r ON r.key = a.rule_key LEFT JOIN devices d ON d.id = a.device_id"
+    " FROM alerts a" + _RULE_OF_ALERT + " LEFT JOIN devices d ON d.id = a.device_id"
     " LEFT JOIN sites s ON s.id = a.site_id"
 )
 
 
-def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
+def get_alert(conn: psycopg.Connection, alert_id: int, *, scope: Scope | None = None) -> Alert:
+    """The alert; AlertNotFound when there is none of that id in ``scope`` (outside it, an alert looks unknown).
+    ``scope=None``: any (the evaluator and the command line)."""
+    query = sql.SQL(_ALERT_SELECT + " WHERE a.id = %s") + scope_and(scope, "a.site_id")
     with conn.cursor(row_factory=class_row(Alert)) as cur:
-        alert = cur.execute(f"{_ALERT_SELECT} WHERE a.id = %s", (alert_id,)).fetchone()
+        alert = cur.execute(query, (alert_id,)).fetchone()
     if alert is None:
         raise AlertNotFound(alert_id)
     return alert
@@ -524,6 +615,7 @@ def list_alerts(
     since: datetime | None = None,
     before: tuple[datetime, int] | None = None,
     limit: int = 100,
+    scope: Scope | None,
 ) -> list[Alert]:
     """Alerts newest raised first; ``before`` = (raised_at, id) of the last row of the previous page."""
     clauses: list[sql.Composable] = []
@@ -546,6 +638,7 @@ def list_alerts(
     if before is not None:
         clauses.append(sql.SQL("(a.raised_at, a.id) < (%s, %s)"))
         params.extend(before)
+    clauses += scope_clauses(scope, "a.site_id")
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     query = sql.SQL(_ALERT_SELECT) + where + sql.SQL(" ORDER BY a.raised_at DESC, a.id DESC LIMIT %s")
     with conn.cursor(row_factory=class_row(Alert)) as cur:
@@ -563,8 +656,12 @@ def alert_events(conn: psycopg.Connection, alert_id: int) -> list[AlertEvent]:
         ).fetchall()
 
 
-def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> Alert:
-    """open -> acknowledged (who, when, note). Acknowledging a cleared or closed alert is refused."""
+def acknowledge(
+    conn: psycopg.Connection, alert_id: int, by: str, note: str | None, *, scope: Scope | None = None
+) -> Alert:
+    """open -> acknowledged (who, when, note). Acknowledging a cleared or closed alert is refused; one outside
+    ``scope`` is unknown."""
+    get_alert(conn, alert_id, scope=scope)  # AlertNotFound outside the scope
     state = alert_state(conn, alert_id)
     if state is None:
         raise AlertNotFound(alert_id)
@@ -583,9 +680,11 @@ def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, note: str | No
     return get_alert(conn, alert_id)
 
 
-def close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None) -> Alert:
+def close(conn: psycopg.Connection, alert_id: int, by: str, note: str | None, *, scope: Scope | None = None) -> Alert:
     """Any state but closed -> closed. Closing an active alert does not stop its rule: the evaluator keeps the
-    condition's state, so the same episode does not open a new alert; the next one after a clear does."""
+    condition's state, so the same episode does not open a new alert; the next one after a clear does. One outside
+    ``scope`` is unknown."""
+    get_alert(conn, alert_id, scope=scope)  # AlertNotFound outside the scope
     state = alert_state(conn, alert_id)
     if state is None:
         raise AlertNotFound(alert_id)
@@ -650,8 +749,9 @@ def pending_notifications(conn: psycopg.Connection, limit: int = 1000, *, claim:
             " a.severity, a.dedup_key, d.device_id, s.site_code, a.signal, a.threshold, a.detected_at, s.city,"
             " s.name AS site_name_en, s.name_th AS site_name_th, m.unit,"
             " m.name AS metric_name"
-            " FROM alert_events e JOIN alerts a ON a.id = e.alert_id LEFT JOIN alert_rules r ON r.key = a.rule_key"
-            " LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN sites s ON s.id = a.site_id"
+            " FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+            + _RULE_OF_ALERT
+            + " LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN sites s ON s.id = a.site_id"
             " LEFT JOIN metrics m ON m.key = a.signal"
             f" WHERE e.page AND e.notified_at IS NULL ORDER BY e.id LIMIT %s{lock}",
             (limit,),

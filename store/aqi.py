@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 from lccm.store.energy import _EPOCH, _US, Spans, _us
+from lccm.store.scope import Scope, scope_and
 from lccm.store.writer import us_to_datetime
 
 # Catalogue ids of the pollutants (001_core.sql) by the engine's pollutant keys.
@@ -146,17 +148,16 @@ _COLUMNS = (
 _FROM = " FROM aqi_hourly a JOIN devices d ON d.id = a.device_id JOIN sites s ON s.id = d.site_id"
 
 
-def current_aqi(conn: psycopg.Connection, index_key: str, site_code: str | None = None) -> list[StationAqi]:
+def current_aqi(
+    conn: psycopg.Connection, index_key: str, site_code: str | None = None, *, scope: Scope | None
+) -> list[StationAqi]:
     """Each station's latest hour of the index (the running hour while readings come in)."""
-    return (
-        conn.cursor(row_factory=class_row(StationAqi))
-        .execute(
-            f"SELECT DISTINCT ON (d.device_id) {_COLUMNS}{_FROM} WHERE a.index_key = %s"
-            " AND (%s::text IS NULL OR s.site_code = %s) ORDER BY d.device_id, a.hour_start DESC",
-            (index_key, site_code, site_code),
-        )
-        .fetchall()
-    )
+    query = sql.SQL(
+        f"SELECT DISTINCT ON (d.device_id) {_COLUMNS}{_FROM} WHERE a.index_key = %s"
+        " AND (%s::text IS NULL OR s.site_code = %s){scope} ORDER BY d.device_id, a.hour_start DESC"
+    ).format(scope=scope_and(scope, "s.id"))
+    cur = conn.cursor(row_factory=class_row(StationAqi))
+    return cur.execute(query, (index_key, site_code, site_code)).fetchall()
 
 
 def aqi_history(
@@ -168,22 +169,23 @@ def aqi_history(
     device_id: str | None = None,
     site_code: str | None = None,
     limit: int,
+    scope: Scope | None,
 ) -> list[StationAqi]:
-    return (
-        conn.cursor(row_factory=class_row(StationAqi))
-        .execute(
-            f"SELECT {_COLUMNS}{_FROM} WHERE a.index_key = %s AND a.hour_start >= %s AND a.hour_start < %s"
-            " AND (%s::text IS NULL OR d.device_id = %s) AND (%s::text IS NULL OR s.site_code = %s)"
-            " ORDER BY d.device_id, a.hour_start LIMIT %s",
-            (index_key, start, end, device_id, device_id, site_code, site_code, limit),
-        )
-        .fetchall()
-    )
+    query = sql.SQL(
+        f"SELECT {_COLUMNS}{_FROM} WHERE a.index_key = %s AND a.hour_start >= %s AND a.hour_start < %s"
+        " AND (%s::text IS NULL OR d.device_id = %s) AND (%s::text IS NULL OR s.site_code = %s){scope}"
+        " ORDER BY d.device_id, a.hour_start LIMIT %s"
+    ).format(scope=scope_and(scope, "s.id"))
+    params = (index_key, start, end, device_id, device_id, site_code, site_code, limit)
+    return conn.cursor(row_factory=class_row(StationAqi)).execute(query, params).fetchall()
 
 
-def aq_stations(conn: psycopg.Connection) -> list[tuple[str, str, str, float | None, float | None]]:
-    """Every air-quality station: (device_id, name, site_code, lat, lon)."""
-    return conn.execute(
+def aq_stations(
+    conn: psycopg.Connection, *, scope: Scope | None
+) -> list[tuple[str, str, str, float | None, float | None]]:
+    """Every air-quality station (in scope): (device_id, name, site_code, lat, lon)."""
+    query = sql.SQL(
         "SELECT d.device_id, d.name, s.site_code, s.lat, s.lon FROM devices d JOIN sites s ON s.id = d.site_id"
-        " WHERE d.kind = 'aq_station' ORDER BY d.device_id"
-    ).fetchall()
+        " WHERE d.kind = 'aq_station'{scope} ORDER BY d.device_id"
+    ).format(scope=scope_and(scope, "s.id"))
+    return conn.execute(query).fetchall()

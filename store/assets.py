@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import psycopg
+from psycopg import sql
 
 from lccm.engine.timebase import CITY_TZ_NAME
+from lccm.store.scope import Scope, scope_and
 
 
 class AssetDatesInvalid(ValueError):
@@ -106,14 +108,16 @@ def set_site_dates(conn: psycopg.Connection, site_code: str, commissioned_on: da
 
 
 def set_device_dates(conn: psycopg.Connection, device_id: str, commissioned_on: date | None,
-                     decommissioned_on: date | None, replaces: str | None) -> ServiceDates:  # fmt: skip
-    """Set (or clear, with None) a device's service dates and the device it replaced. Raises AssetNotFound,
-    AssetDatesInvalid."""
+                     decommissioned_on: date | None, replaces: str | None, *,
+                     scope: Scope | None = None) -> ServiceDates:  # fmt: skip
+    """Set (or clear, with None) a device's service dates and the device it replaced (one in ``scope``: a device
+    outside it reads as unknown). Raises AssetNotFound, AssetDatesInvalid."""
     _check_order(commissioned_on, decommissioned_on)
     if replaces is not None:
         if replaces == device_id:
             raise AssetDatesInvalid("replaces", "a device cannot replace itself")
-        if conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (replaces,)).fetchone() is None:
+        query = sql.SQL("SELECT 1 FROM devices d WHERE d.device_id = %s") + scope_and(scope, "d.site_id")
+        if conn.execute(query, (replaces,)).fetchone() is None:
             raise AssetDatesInvalid("replaces", f"no device {replaces!r} in the registry")
     row = conn.execute(
         "UPDATE devices SET commissioned_on = %s, decommissioned_on = %s, replaces = %s, updated_at = now()"
@@ -125,14 +129,16 @@ def set_device_dates(conn: psycopg.Connection, device_id: str, commissioned_on: 
     return ServiceDates(device_id, commissioned_on, decommissioned_on, replaces)
 
 
-def get_dates(conn: psycopg.Connection, kind: str, code: str) -> ServiceDates:
-    """The stored dates of a site (``kind`` 'site') or device ('device'). Raises AssetNotFound."""
+def get_dates(conn: psycopg.Connection, kind: str, code: str, *, scope: Scope | None = None) -> ServiceDates:
+    """The stored dates of a site (``kind`` 'site') or device ('device'). Raises AssetNotFound, also for one
+    outside ``scope`` (``None``: the command line's whole deployment)."""
     if kind == "site":
-        row = conn.execute("SELECT site_code, commissioned_on, decommissioned_on, NULL FROM sites WHERE site_code = %s",
-                           (code,)).fetchone()  # fmt: skip
+        query = sql.SQL("SELECT s.site_code, s.commissioned_on, s.decommissioned_on, NULL FROM sites s"
+                        " WHERE s.site_code = %s") + scope_and(scope, "s.id")  # fmt: skip
     else:
-        row = conn.execute("SELECT device_id, commissioned_on, decommissioned_on, replaces FROM devices"
-                           " WHERE device_id = %s", (code,)).fetchone()  # fmt: skip
+        query = sql.SQL("SELECT d.device_id, d.commissioned_on, d.decommissioned_on, d.replaces FROM devices d"
+                        " WHERE d.device_id = %s") + scope_and(scope, "d.site_id")  # fmt: skip
+    row = conn.execute(query, (code,)).fetchone()
     if row is None:
         raise AssetNotFound(f"no {kind} {code!r}")
     return ServiceDates(str(row[0]), row[1], row[2], row[3])

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME
@@ -36,6 +37,7 @@ from lccm.imports.limits import DEFAULT_LIMITS, InputLimits
 from lccm.imports.rows import RowError
 from lccm.imports.temperature import parse_temperature_csv
 from lccm.store.inventory import Organisation, UnknownOrganisation, find_year, require_organisation
+from lccm.store.scope import Scope, scope_and
 
 YearKind = Literal["calendar", "fiscal"]
 TEMPERATURE_METRIC = 15  # temperature_c
@@ -365,12 +367,13 @@ class Site:
     organisation_id: int | None
 
 
-def require_site(conn: psycopg.Connection, site_code: str) -> Site:
-    row = conn.execute(
+def require_site(conn: psycopg.Connection, site_code: str, *, scope: Scope | None) -> Site:
+    """The site; ``BaselineNotFound`` when there is none of that code in ``scope`` (outside it looks unknown)."""
+    query = sql.SQL(
         "SELECT s.id, s.site_code, so.organisation_id FROM sites s"
-        " JOIN site_organisations so ON so.site_id = s.id WHERE s.site_code = %s",
-        (site_code,),
-    ).fetchone()
+        " JOIN site_organisations so ON so.site_id = s.id WHERE s.site_code = %s{scope}"
+    ).format(scope=scope_and(scope, "s.id"))
+    row = conn.execute(query, (site_code,)).fetchone()
     if row is None:
         raise BaselineNotFound(f"no site {site_code!r}")
     return Site(int(row[0]), row[1], row[2])
@@ -405,11 +408,19 @@ def site_daily_energy(conn: psycopg.Connection, site_id: int, day_from: date,
     return days, kwh, kg
 
 
-def require_station(conn: psycopg.Connection, device_id: str) -> int:
-    row = conn.execute(
-        "SELECT d.id FROM devices d JOIN metrics m ON m.id = %s WHERE d.device_id = %s AND d.kind = 'aq_station'",
-        (TEMPERATURE_METRIC, device_id),
-    ).fetchone()
+def require_station(conn: psycopg.Connection, device_id: str, *, organisation_id: int | None) -> int:
+    """The station's id; ``BaselineNotFound`` when there is no such station of the organisation (any, for None). A
+    station anywhere in the organisation serves: a facility manager's building takes the city's weather."""
+    query = sql.SQL(
+        "SELECT d.id FROM devices d JOIN metrics m ON m.id = %s WHERE d.device_id = %s AND d.kind = 'aq_station'{org}"
+    ).format(
+        org=sql.SQL("")
+        if organisation_id is None
+        else sql.SQL(" AND d.site_id IN (SELECT site_id FROM site_organisations WHERE organisation_id = {})").format(
+            sql.Literal(organisation_id)
+        )
+    )
+    row = conn.execute(query, (TEMPERATURE_METRIC, device_id)).fetchone()
     if row is None:
         raise BaselineNotFound(f"no aq_station device {device_id!r} (temperatures come from aq_station readings)")
     return int(row[0])

@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from lccm.store.scope import Scope, scope_clauses
+
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
@@ -38,6 +40,7 @@ def conflicts_page(
     end: datetime | None = None,
     before: tuple[datetime, int] | None = None,
     limit: int = 100,
+    scope: Scope | None,
 ) -> list[Conflict]:
     """Newest first by receive time; ``before`` is the keyset cursor (received_at, id)."""
     conditions: list[tuple[LiteralString, object]] = [
@@ -48,6 +51,7 @@ def conflicts_page(
     ]
     clauses: list[sql.Composable] = [sql.SQL(text) for text, value in conditions if value is not None]
     params: list[object] = [value for _, value in conditions if value is not None]
+    clauses += scope_clauses(scope, "d.site_id")
     if before is not None:
         clauses.append(sql.SQL("(c.received_at, c.id) < (%s::timestamptz, %s::bigint)"))
         params.extend(before)

@@ -16,6 +16,7 @@ import psycopg
 
 from lccm.imports.registry import RegistryInvalid, RegistryRow
 from lccm.imports.rows import RowError
+from lccm.store.scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +126,31 @@ def _check_replaced(conn: psycopg.Connection, rows: Sequence[RegistryRow]) -> No
         raise RegistryInvalid(errors)
 
 
-def import_registry(conn: psycopg.Connection, rows: Sequence[RegistryRow]) -> ImportReport:
-    """Upsert the sites and devices of validated rows in one transaction; returns what changed."""
+def import_registry(
+    conn: psycopg.Connection, rows: Sequence[RegistryRow], *, scope: Scope | None = None
+) -> ImportReport:
+    """Upsert the sites and devices of validated rows in one transaction; returns what changed.
+
+    With a ``scope`` (an API caller), every row must stay inside it: a row naming a site or a device of another
+    organisation (or of a site outside the scope's sites), or a new site whose city is another organisation's, is a
+    row error and nothing is written (``RegistryInvalid``). The sites of the file are then pinned to the caller's
+    organisation (``sites.organisation_id``), so a later change of city keys cannot move them. ``scope=None`` (the
+    command line, holding the database's own credentials) imports for any organisation."""
     sites = _unique_sites(rows)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK_KEY,))
         _check_replaced(conn, rows)
+        if scope is not None:
+            errors = _outside_scope(conn, rows, scope)
+            if errors:
+                raise RegistryInvalid(errors)
         site_counts = _upsert(conn, _COUNT_SITES, _UPSERT_SITES, _columns(sites, _SITE_FIELDS))
         device_counts = _upsert(conn, _COUNT_DEVICES, _UPSERT_DEVICES, _columns(rows, _DEVICE_FIELDS))
+        if scope is not None:
+            conn.execute(
+                "UPDATE sites SET organisation_id = %s WHERE site_code = ANY(%s) AND organisation_id IS NULL",
+                (scope.organisation_id, [r.site_code for r in sites]),
+            )
     return ImportReport(sites=site_counts, devices=device_counts)
 
 
@@ -178,3 +196,46 @@ def credential_hash(conn: psycopg.Connection, device_id: str) -> str | None:
         (device_id,),
     ).fetchone()
     return str(row[0]) if row else None
+
+
+# --- organisation scope of an import -------------------------------------------------------------------------------
+
+
+# Per row: whether its site and device exist, the organisation each belongs to now, the site's pinned organisation,
+# and the organisation the row's city names (organisations.city_key).
+_OWNERS = """
+SELECT f.i, s.id, so.organisation_id, s.organisation_id, co.id, d.id IS NOT NULL, dso.organisation_id,
+       d.site_id
+FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[]) AS f(i, site_code, city, device_id)
+LEFT JOIN sites s ON s.site_code = f.site_code
+LEFT JOIN site_organisations so ON so.site_id = s.id
+LEFT JOIN organisations co ON co.city_key = lower(f.city)
+LEFT JOIN devices d ON d.device_id = f.device_id
+LEFT JOIN site_organisations dso ON dso.site_id = d.site_id
+ORDER BY f.i
+"""
+
+
+def _outside_scope(conn: psycopg.Connection, rows: Sequence[RegistryRow], scope: Scope) -> list[RowError]:
+    """The rows that would create or change anything outside ``scope``, each with the reason."""
+    org = scope.organisation_id
+    found = conn.execute(
+        _OWNERS,
+        (list(range(len(rows))), [r.site_code for r in rows], [r.city for r in rows], [r.device_id for r in rows]),
+    ).fetchall()
+    errors = []
+    for i, site_id, site_org, pinned, city_org, device_exists, device_org, device_site in found:
+        r, site_exists = rows[i], site_id is not None
+        if site_exists and (site_org != org or not _allows(scope, site_id)):
+            errors.append(RowError(r.row, "site_code", r.site_code, f"site {r.site_code} is not one of your sites"))
+        elif not site_exists and scope.site_ids is not None:
+            errors.append(RowError(r.row, "site_code", r.site_code, "your scope is limited to its sites: no new site"))
+        elif pinned is None and city_org is not None and city_org != org:
+            errors.append(RowError(r.row, "city", r.city, f"{r.city} is the city of another organisation"))
+        if device_exists and (device_org != org or not _allows(scope, device_site)):
+            errors.append(RowError(r.row, "device_id", r.device_id, f"device {r.device_id} is not one of your devices"))
+    return errors
+
+
+def _allows(scope: Scope, site_id: int) -> bool:
+    return scope.site_ids is None or site_id in scope.site_ids

@@ -132,11 +132,18 @@ FROM organisations o
 """
 
 
-def list_organisations(conn: psycopg.Connection, province: str | None = None) -> list[Organisation]:
-    """Organisations grouped by province (sorted by province, then code); optionally one province (EN or TH)."""
-    where = "" if province is None else " WHERE lower(o.province_en) = lower(%(p)s) OR o.province_th = %(p)s"
+def list_organisations(
+    conn: psycopg.Connection, province: str | None = None, *, organisation_id: int | None = None
+) -> list[Organisation]:
+    """Organisations grouped by province (sorted by province, then code); optionally one province (EN or TH), and
+    only the organisation ``organisation_id`` (a caller's scope: it sees its own organisation only)."""
+    clauses = [] if province is None else ["(lower(o.province_en) = lower(%(p)s) OR o.province_th = %(p)s)"]
+    if organisation_id is not None:
+        clauses.append("o.id = %(org)s")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
     cur = conn.cursor(row_factory=class_row(Organisation))
-    return cur.execute(_ORGANISATIONS + where + " ORDER BY o.province_en, o.code", {"p": province}).fetchall()
+    params = {"p": province, "org": organisation_id}
+    return cur.execute(_ORGANISATIONS + where + " ORDER BY o.province_en, o.code", params).fetchall()
 
 
 def get_organisation(conn: psycopg.Connection, code: str) -> Organisation | None:

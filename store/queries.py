@@ -19,6 +19,7 @@ from psycopg.rows import class_row
 
 from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
 from lccm.store.migrate import current_layout
+from lccm.store.scope import Scope, scope_and, scope_clauses, scope_where, site_in_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +170,16 @@ _SITE_SELECT = sql.SQL(
 )
 
 
-def list_sites(conn: psycopg.Connection) -> list[Site]:
+def list_sites(conn: psycopg.Connection, *, scope: Scope | None) -> list[Site]:
     cur = conn.cursor(row_factory=class_row(Site))
-    return cur.execute(_SITE_SELECT + sql.SQL(" ORDER BY s.site_code")).fetchall()
+    return cur.execute(_SITE_SELECT + scope_where(scope, "s.id") + sql.SQL(" ORDER BY s.site_code")).fetchall()
 
 
-def get_site(conn: psycopg.Connection, site_code: str) -> Site | None:
+def get_site(conn: psycopg.Connection, site_code: str, *, scope: Scope | None) -> Site | None:
+    """The site, or None when there is none of that code in ``scope`` (a site outside it looks unknown)."""
     cur = conn.cursor(row_factory=class_row(Site))
-    return cur.execute(_SITE_SELECT + sql.SQL(" WHERE s.site_code = %s"), (site_code,)).fetchone()
+    query = _SITE_SELECT + sql.SQL(" WHERE s.site_code = %s") + scope_and(scope, "s.id")
+    return cur.execute(query, (site_code,)).fetchone()
 
 
 _DEVICE_SELECT = sql.SQL(
@@ -189,6 +192,7 @@ _DEVICE_SELECT = sql.SQL(
 def list_devices(
     conn: psycopg.Connection,
     *,
+    scope: Scope | None,
     site_code: str | None = None,
     kind: str | None = None,
     after_device_id: str | None = None,
@@ -198,6 +202,7 @@ def list_devices(
     clauses, params = _filters(
         ("s.site_code = %s", site_code), ("d.kind = %s", kind), ("d.device_id > %s", after_device_id)
     )
+    clauses += scope_clauses(scope, "s.id")
     query = _DEVICE_SELECT + sql.SQL(" ") + _where(clauses) + sql.SQL(" ORDER BY d.device_id")
     if limit is not None:
         query += sql.SQL(" LIMIT %s")
@@ -205,9 +210,11 @@ def list_devices(
     return conn.cursor(row_factory=class_row(Device)).execute(query, params).fetchall()
 
 
-def get_device(conn: psycopg.Connection, device_id: str) -> Device | None:
+def get_device(conn: psycopg.Connection, device_id: str, *, scope: Scope | None) -> Device | None:
+    """The device, or None when there is none of that id in ``scope`` (a device outside it looks unknown)."""
     cur = conn.cursor(row_factory=class_row(Device))
-    return cur.execute(_DEVICE_SELECT + sql.SQL(" WHERE d.device_id = %s"), (device_id,)).fetchone()
+    query = _DEVICE_SELECT + sql.SQL(" WHERE d.device_id = %s") + scope_and(scope, "s.id")
+    return cur.execute(query, (device_id,)).fetchone()
 
 
 def get_metric(conn: psycopg.Connection, name: str) -> Metric | None:
@@ -235,14 +242,16 @@ _LATEST = sql.SQL(
 )
 
 
-def latest_for_device(conn: psycopg.Connection, device_pk: int) -> list[LatestValue]:
+def latest_for_device(conn: psycopg.Connection, device_pk: int, *, scope: Scope | None) -> list[LatestValue]:
     cur = conn.cursor(row_factory=class_row(LatestValue))
-    return cur.execute(_LATEST.format(filter=sql.SQL("d.id = %s")), (device_pk,)).fetchall()
+    query = _LATEST.format(filter=sql.SQL("d.id = %s") + scope_and(scope, "d.site_id"))
+    return cur.execute(query, (device_pk,)).fetchall()
 
 
-def latest_for_site(conn: psycopg.Connection, site_id: int) -> list[LatestValue]:
+def latest_for_site(conn: psycopg.Connection, site_id: int, *, scope: Scope | None) -> list[LatestValue]:
     cur = conn.cursor(row_factory=class_row(LatestValue))
-    return cur.execute(_LATEST.format(filter=sql.SQL("d.site_id = %s")), (site_id,)).fetchall()
+    query = _LATEST.format(filter=sql.SQL("d.site_id = %s") + scope_and(scope, "d.site_id"))
+    return cur.execute(query, (site_id,)).fetchall()
 
 
 def readings_page(
@@ -254,12 +263,20 @@ def readings_page(
     end: datetime | None,
     after: tuple[int, datetime] | None,
     limit: int,
+    scope: Scope | None,
 ) -> list[Reading]:
     """Readings of one device in [start, end), ordered by (metric_id, ts): the primary key's order, so the keyset
     condition ``(metric_id, ts) > after`` and the LIMIT are served by an index range scan, with no sort."""
     clauses, params = _filters(
         ("device_id = %s", device_pk), ("metric_id = %s", metric_id), ("ts >= %s", start), ("ts < %s", end)
     )
+    if scope is not None:  # the device is in scope, checked once (not per reading)
+        clauses.append(
+            sql.SQL(
+                "(SELECT d.site_id FROM devices d WHERE d.id = %s) IN (SELECT s.id FROM sites s WHERE {cond})"
+            ).format(cond=site_in_scope(scope, "s.id"))
+        )
+        params.append(device_pk)
     if after is not None:
         clauses.append(sql.SQL("(metric_id, ts) > (%s::smallint, %s::timestamptz)"))
         params.extend(after)
@@ -277,15 +294,41 @@ def readings_page(
 # Dead letters
 
 
+def _dead_letter_scope(scope: Scope, topic_root: str) -> tuple[sql.Composable, list[object]]:
+    """A dead letter belongs to the organisation of the device its topic names, if that device is registered, else to
+    the organisation whose city slug (``lccm_city_slug(city_key)``, migration 015) is its topic's <city> level; with
+    neither it belongs to nobody, and no caller sees it. A scope limited to sites sees only its sites' devices'."""
+    device_site = sql.SQL("SELECT d.site_id FROM devices d WHERE d.device_id = dl.device_ref")
+    if scope.site_ids is not None:
+        cond = sql.SQL("({site_id}) IN ({scoped})").format(
+            site_id=device_site,
+            scoped=sql.SQL("SELECT s.id FROM sites s WHERE ") + site_in_scope(scope, "s.id"),
+        )
+        return cond, []
+    # The <city> level follows the topic root (a setting: ``lccm/v1`` by default).
+    city = sql.SQL(
+        "CASE WHEN starts_with(dl.topic, %s || '/') THEN split_part(substr(dl.topic, length(%s) + 2), '/', 1) END"
+    )
+    owner = sql.SQL(
+        "coalesce((SELECT so.organisation_id FROM site_organisations so WHERE so.site_id = ({device_site})),"
+        " (SELECT o.id FROM organisations o WHERE lccm_city_slug(o.city_key) = {city}))"
+    ).format(device_site=device_site, city=city)
+    return sql.SQL("{owner} = %s").format(owner=owner), [topic_root, topic_root, scope.organisation_id]
+
+
 def _dead_letter_filters(
-    reason: str | None, start: datetime | None, end: datetime | None
+    scope: Scope, topic_root: str, reason: str | None, start: datetime | None, end: datetime | None
 ) -> tuple[list[sql.Composable], list[object]]:
-    return _filters(("reason = %s", reason), ("received_at >= %s", start), ("received_at < %s", end))
+    clauses, params = _filters(("reason = %s", reason), ("received_at >= %s", start), ("received_at < %s", end))
+    cond, scope_params = _dead_letter_scope(scope, topic_root)
+    return [*clauses, cond], [*params, *scope_params]
 
 
 def dead_letters_page(
     conn: psycopg.Connection,
     *,
+    scope: Scope,
+    topic_root: str,
     reason: str | None,
     start: datetime | None,
     end: datetime | None,
@@ -293,25 +336,30 @@ def dead_letters_page(
     limit: int,
 ) -> list[DeadLetter]:
     """Newest first (a person looks at what just went wrong); ``before`` is the keyset cursor (received_at, id)."""
-    clauses, params = _dead_letter_filters(reason, start, end)
+    clauses, params = _dead_letter_filters(scope, topic_root, reason, start, end)
     if before is not None:
         clauses.append(sql.SQL("(received_at, id) < (%s::timestamptz, %s::bigint)"))
         params.extend(before)
     params.append(limit)
     query = sql.SQL(
-        "SELECT id, received_at, topic, reason, detail, device_ref, payload FROM dead_letters {where}"
+        "SELECT id, received_at, topic, reason, detail, device_ref, payload FROM dead_letters dl {where}"
         " ORDER BY received_at DESC, id DESC LIMIT %s"
     ).format(where=_where(clauses))
     return conn.cursor(row_factory=class_row(DeadLetter)).execute(query, params).fetchall()
 
 
 def dead_letter_summary(
-    conn: psycopg.Connection, *, start: datetime | None = None, end: datetime | None = None
+    conn: psycopg.Connection,
+    *,
+    scope: Scope,
+    topic_root: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> list[ReasonCount]:
-    clauses, params = _dead_letter_filters(None, start, end)
+    clauses, params = _dead_letter_filters(scope, topic_root, None, start, end)
     query = sql.SQL(
         "SELECT reason, count(*) AS count, min(received_at) AS first_received_at,"
-        " max(received_at) AS last_received_at FROM dead_letters {where}"
+        " max(received_at) AS last_received_at FROM dead_letters dl {where}"
         " GROUP BY reason ORDER BY count(*) DESC, reason"
     ).format(where=_where(clauses))
     return conn.cursor(row_factory=class_row(ReasonCount)).execute(query, params).fetchall()
@@ -357,7 +405,7 @@ _LIVE = sql.SQL(
     "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
     "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
     "     AND b.bucket_start >= %(day_start)s AND b.bucket_start < %(day_end)s) e ON true"
-    " WHERE s.site_code = %(site_code)s ORDER BY d.device_id"
+    " WHERE s.site_code = %(site_code)s{scope} ORDER BY d.device_id"
 )
 
 
@@ -369,6 +417,7 @@ def site_live(
     day_start: datetime,
     day_end: datetime,
     stale_cadences: int = 3,
+    scope: Scope | None,
 ) -> list[LiveDevice]:
     """Every device of a site with its latest power reading and its energy, fuel and kgCO2e in [day_start, day_end).
     ``as_of`` is passed in (not the database's now()) so the caller reports the instant it judged freshness at."""
@@ -380,7 +429,8 @@ def site_live(
         "day_end": day_end,
         "site_code": site_code,
     }
-    return conn.cursor(row_factory=class_row(LiveDevice)).execute(_LIVE, params).fetchall()
+    query = _LIVE.format(scope=scope_and(scope, "s.id"))
+    return conn.cursor(row_factory=class_row(LiveDevice)).execute(query, params).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +532,7 @@ def energy_series(
     metrics: Sequence[str] = REGISTER_METRICS,
     site_code: str | None = None,
     limit: int,
+    scope: Scope | None,
 ) -> list[EnergyRow]:
     """Energy (kWh) or fuel (l) and kgCO2e per bucket of ``resolution`` starting in [start, end), per group and
     metric; ordered by bucket, group (None last), metric. Buckets without any row are absent.
@@ -494,7 +545,7 @@ def energy_series(
     query = _ENERGY.format(
         bucket=_FISCAL_YEAR_START if resolution == "fy" else sql.SQL("x.bucket_start"),
         group=ENERGY_GROUPS[group_by],
-        site_filter=sql.SQL("WHERE s.site_code = %(site_code)s" if site_code is not None else ""),
+        site_filter=_site_filter(site_code, scope),
     )
     params = {
         "metrics": list(metrics),
@@ -509,6 +560,12 @@ def energy_series(
         "limit": limit,
     }
     return conn.cursor(row_factory=class_row(EnergyRow)).execute(query, params).fetchall()
+
+
+def _site_filter(site_code: str | None, scope: Scope | None) -> sql.Composable:
+    """`` WHERE`` the site code (if given) and the scope (``s`` = sites), or nothing."""
+    clauses = [sql.SQL("s.site_code = %(site_code)s")] if site_code is not None else []
+    return sql.SQL(" ") + _where([*clauses, *scope_clauses(scope, "s.id")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,10 +600,13 @@ def factors_in_force(
     end: datetime,
     metrics: Sequence[str] = REGISTER_METRICS,
     site_code: str | None = None,
+    scope: Scope | None,
 ) -> list[EmissionFactorRow]:
     """The factors valid at some instant of [start, end) whose key is the factor of a source class (for one of
     ``metrics``) assigned to a device in scope: the factors the figures over that range were computed with."""
-    site_filter = sql.SQL(" AND s.site_code = %(site_code)s" if site_code is not None else "")
+    site_filter = sql.SQL(" AND s.site_code = %(site_code)s" if site_code is not None else "") + scope_and(
+        scope, "s.id"
+    )
     query = _FACTOR_SELECT + sql.SQL(
         " WHERE f.valid_from < %(end)s AND f.valid_to > %(start)s AND f.key IN ("
         "SELECT sc.factor_key FROM source_classes sc JOIN metrics m ON m.id = sc.metric_id"
@@ -597,10 +657,9 @@ def completeness(
     day_end: datetime,
     as_of: datetime,
     site_code: str | None = None,
+    scope: Scope | None,
 ) -> list[DeviceCompleteness]:
     """Expected and received readings of every device (of one site) over [day_start, day_end), in one query."""
-    query = _COMPLETENESS.format(
-        site_filter=sql.SQL("WHERE s.site_code = %(site_code)s" if site_code is not None else "")
-    )
+    query = _COMPLETENESS.format(site_filter=_site_filter(site_code, scope))
     params = {"day_start": day_start, "day_end": day_end, "as_of": as_of, "site_code": site_code}
     return conn.cursor(row_factory=class_row(DeviceCompleteness)).execute(query, params).fetchall()

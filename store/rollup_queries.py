@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
+from lccm.store.scope import Scope, scope_and
 
 ROLLUP_RESOLUTIONS = ("15min", "1h", "1d", "1mo", "fy")
 GROUPS: dict[str, LiteralString] = {
@@ -36,7 +37,12 @@ _DEV: LiteralString = """
             FROM devices d JOIN sites s ON s.id = d.site_id
             WHERE (%(site_code)s::text IS NULL OR s.site_code = %(site_code)s)
               AND (%(device_id)s::text IS NULL OR d.device_id = %(device_id)s)
-              AND (%(kind)s::text IS NULL OR d.kind = %(kind)s))"""
+              AND (%(kind)s::text IS NULL OR d.kind = %(kind)s){scope})"""
+
+
+def _dev(scope: Scope | None) -> sql.Composable:
+    """The devices in the filters and the caller's scope, with their grouping attributes."""
+    return sql.SQL(_DEV).format(scope=scope_and(scope, "s.id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ def sample_series(
     device_id: str | None = None,
     kind: str | None = None,
     limit: int,
+    scope: Scope | None,
 ) -> list[SampleRow]:
     """Statistics of one metric's readings per bucket starting in [start, end) and per group."""
     if resolution not in ROLLUP_RESOLUTIONS:
@@ -103,7 +110,7 @@ def sample_series(
                sum(sum / n) AS sum_of_device_means
         FROM per_device GROUP BY bucket_start, grp ORDER BY bucket_start, grp NULLS LAST LIMIT %(limit)s
         """
-    ).format(dev=sql.SQL(_DEV), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
+    ).format(dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id, kind=kind)
     params |= {"metric_id": metric_id, "limit": limit}
     return conn.cursor(row_factory=class_row(SampleRow)).execute(query, params).fetchall()
@@ -130,6 +137,7 @@ def raw_series(
     device_id: str | None = None,
     kind: str | None = None,
     limit: int,
+    scope: Scope | None,
 ) -> RawSeries:
     """The raw readings in [start, end) (at most ``limit``; the caller checks), for a rollup the store keeps none of
     (1 minute)."""
@@ -142,7 +150,7 @@ def raw_series(
         WHERE r.metric_id = %(metric_id)s AND r.ts >= %(start)s AND r.ts < %(end)s
         ORDER BY r.device_id, r.ts LIMIT %(limit)s
         """
-    ).format(dev=sql.SQL(_DEV), group=sql.SQL(GROUPS[group_by]))
+    ).format(dev=_dev(scope), group=sql.SQL(GROUPS[group_by]))
     params = _params("15min", start, end, site_code=site_code, device_id=device_id, kind=kind)
     rows = conn.execute(query, params | {"metric_id": metric_id, "limit": limit}).fetchall()
     groups: dict[int, str | None] = {}
@@ -179,6 +187,7 @@ def lamp_series(
     site_code: str | None = None,
     device_id: str | None = None,
     limit: int,
+    scope: Scope | None,
 ) -> list[LampRow]:
     """Lamp burning, day burning and night outage per bucket and group, with the energy metered by the group's
     streetlight cabinets in the same buckets (none when grouping by lamp)."""
@@ -203,7 +212,7 @@ def lamp_series(
         FROM l LEFT JOIN e ON e.bucket_start = l.bucket_start AND e.grp IS NOT DISTINCT FROM l.grp
         ORDER BY l.bucket_start, l.grp NULLS LAST LIMIT %(limit)s
         """
-    ).format(dev=sql.SQL(_DEV), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
+    ).format(dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id) | {"limit": limit}
     return conn.cursor(row_factory=class_row(LampRow)).execute(query, params).fetchall()
 
@@ -220,14 +229,10 @@ class LateSpan:
     resolved_at: datetime | None
 
 
-def late_spans(conn: psycopg.Connection, *, include_resolved: bool, limit: int) -> list[LateSpan]:
-    return (
-        conn.cursor(row_factory=class_row(LateSpan))
-        .execute(
-            "SELECT l.id, d.device_id, m.name AS metric, l.lo, l.hi, l.readings, l.received_at, l.resolved_at"
-            " FROM late_spans l JOIN devices d ON d.id = l.device_id JOIN metrics m ON m.id = l.metric_id"
-            " WHERE %s OR l.resolved_at IS NULL ORDER BY l.received_at DESC, l.id DESC LIMIT %s",
-            (include_resolved, limit),
-        )
-        .fetchall()
-    )
+def late_spans(conn: psycopg.Connection, *, include_resolved: bool, limit: int, scope: Scope | None) -> list[LateSpan]:
+    query = sql.SQL(
+        "SELECT l.id, d.device_id, m.name AS metric, l.lo, l.hi, l.readings, l.received_at, l.resolved_at"
+        " FROM late_spans l JOIN devices d ON d.id = l.device_id JOIN metrics m ON m.id = l.metric_id"
+        " WHERE (%s OR l.resolved_at IS NULL){scope} ORDER BY l.received_at DESC, l.id DESC LIMIT %s"
+    ).format(scope=scope_and(scope, "d.site_id"))
+    return conn.cursor(row_factory=class_row(LateSpan)).execute(query, (include_resolved, limit)).fetchall()

@@ -344,14 +344,31 @@ class Inbox:
 # --- rules, devices, schedules --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RuleOwner:
+    """Whose a rule is (migration 015): an organisation's (``organisation``), or the file's for every organisation
+    (None) except those in ``replaced_by``, which have a rule of their own with its key (enabled or not). Each
+    device is watched by at most one rule of a key, so (rule key, device) stays the key of a series' state."""
+
+    organisation: int | None
+    version: int
+    replaced_by: frozenset[int] = frozenset()
+
+    def watches(self, device_organisation: int | None) -> bool:
+        if self.organisation is not None:
+            return device_organisation == self.organisation
+        return device_organisation is None or device_organisation not in self.replaced_by
+
+
 class RuleCache:
-    """The rules, read from the store at most once a second (a rule written through the API applies within a
-    second); each validated once per version."""
+    """The rules, global and of every organisation, read from the store at most once a second (a rule written
+    through the API applies within a second); each validated once per version."""
 
     def __init__(self, wall_us: Callable[[], int], warn: _Once) -> None:
         self._wall_us = wall_us
         self._warn = warn
-        self._rules: dict[str, tuple[int, AlertRule]] = {}
+        self._rules: dict[tuple[int | None, str], tuple[int, AlertRule]] = {}
+        self._owners: dict[int, RuleOwner] = {}  # id() of a cached rule -> its owner
         self._read_us = int(NO_TS)
 
     def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
@@ -359,23 +376,34 @@ class RuleCache:
         if not force and now - self._read_us < RULES_REFRESH_US:
             return
         self._read_us = now
-        rules: dict[str, tuple[int, AlertRule]] = {}
-        for row in st.list_rules(conn):
-            cached = self._rules.get(row.key)
+        rows = st.list_rules(conn)
+        rules: dict[tuple[int | None, str], tuple[int, AlertRule]] = {}
+        for row in rows:
+            at = (row.organisation_id, row.key)
+            cached = self._rules.get(at)
             if cached is not None and cached[0] == row.version:
-                rules[row.key] = cached
+                rules[at] = cached
                 continue
             try:
-                rules[row.key] = (row.version, AlertRule.model_validate(row.definition))
+                rules[at] = (row.version, AlertRule.model_validate(row.definition))
             except ValueError as e:  # validated on the way in; only a hand-edited row gets here
                 self._warn(f"rule:{row.key}:{row.version}", f"alert rule {row.key} is invalid, skipped: {e}")
+        replaced: dict[str, set[int]] = defaultdict(set)
+        for row in rows:
+            if row.organisation_id is not None:
+                replaced[row.key].add(row.organisation_id)
         self._rules = rules
+        self._owners = {
+            id(rule): RuleOwner(org, version, frozenset(replaced.get(key, ())) if org is None else frozenset())
+            for (org, key), (version, rule) in rules.items()
+        }
 
     def active(self) -> list[AlertRule]:
         return [r for _, r in self._rules.values() if r.enabled]
 
-    def version(self, rule: AlertRule) -> int:
-        return self._rules[rule.key][0] if rule.key in self._rules else 0
+    def owner(self, rule: AlertRule) -> RuleOwner:
+        """Whose the rule is and its version (a rule no longer cached: a global one of version 0)."""
+        return self._owners.get(id(rule), RuleOwner(None, 0))
 
 
 class DeviceCache:
@@ -388,30 +416,38 @@ class DeviceCache:
         self._read_us = int(NO_TS)
         self.devices: dict[int, SeriesInfo] = {}
         self.metric_ids: dict[str, int] = {}
-        self._scopes: dict[tuple[str, int], list[int]] = {}  # (rule, version) -> its devices, sorted
+        self.organisations: dict[int, int | None] = {}  # device -> its organisation
+        self._scopes: dict[tuple[str, RuleOwner], list[int]] = {}  # (rule, owner and version) -> its devices, sorted
 
     def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
         """Read the devices again if due (or forced); True when it did."""
         now = self._wall_us()
         if not force and now - self._read_us <= self._refresh_us:
             return False
+        rows = st.device_rows(conn)
         self.devices = {
             d.id: SeriesInfo(
                 d.id, d.device_id, d.site_code, d.kind, d.site_kind, d.cadence_s * US_PER_S, d.lat, d.lon,
                 frozenset(d.tags),
             )
-            for d in st.device_rows(conn)
+            for d in rows
         }  # fmt: skip
+        self.organisations = {d.id: d.organisation_id for d in rows}
         self.metric_ids = st.metric_ids(conn)
         self._scopes = {}
         self._read_us = now
         return True
 
-    def scope(self, rule: AlertRule, version: int) -> list[int]:
-        """The devices a rule watches, computed once per rule version and device refresh."""
-        key = (rule.key, version)
+    def scope(self, rule: AlertRule, owner: RuleOwner) -> list[int]:
+        """The devices a rule watches (those its scope matches, of its organisation, or for a rule of the file of
+        every organisation that does not replace it), computed once per rule version and device refresh."""
+        key = (rule.key, owner)
         if key not in self._scopes:
-            self._scopes[key] = sorted(d for d, info in self.devices.items() if rule.scope.matches(info))
+            self._scopes[key] = sorted(
+                d
+                for d, info in self.devices.items()
+                if owner.watches(self.organisations.get(d)) and rule.scope.matches(info)
+            )
         return self._scopes[key]
 
 
@@ -572,7 +608,7 @@ class MetricJobs:
                 warn(f"metric:{rule.key}", f"rule {rule.key}: no metric {rule.metric} in the catalogue")
                 continue
             touched = by_metric.get(m, set())
-            out += [(rule, d, m) for d in self._devices.scope(rule, rules.version(rule)) if d in touched]
+            out += [(rule, d, m) for d in self._devices.scope(rule, rules.owner(rule)) if d in touched]
         return out
 
     def run(self, conn: psycopg.Connection, run: Run, jobs: list[tuple[AlertRule, int, int]]) -> None:
@@ -696,7 +732,7 @@ class IndexJobs:
             if self.source is None:
                 warn(f"index:{rule.key}", f"rule {rule.key} needs an index source for {rule.index}")
                 continue
-            out += [(rule, d) for d in self._devices.scope(rule, rules.version(rule)) if self._due(rule, d, run)]
+            out += [(rule, d) for d in self._devices.scope(rule, rules.owner(rule)) if self._due(rule, d, run)]
         return out
 
     def _due(self, rule: AlertRule, d: int, run: Run) -> bool:
@@ -759,7 +795,7 @@ class OfflineJobs:
             if rule.kind != "offline":
                 continue
             assert rule.after_cadences is not None
-            for d in self._devices.scope(rule, rules.version(rule)):
+            for d in self._devices.scope(rule, rules.owner(rule)):
                 last = self._last(run, d)
                 if last == NO_TS:
                     continue
@@ -1028,9 +1064,7 @@ class AlertEvaluator:
         every_metric = list(self._devices.metric_ids.values())
         for rule in rules:
             metric = self._devices.metric_ids.get(rule.metric or "")
-            for d, info in devices.items():
-                if not rule.scope.matches(info):
-                    continue
+            for d in self._devices.scope(rule, self._rules.owner(rule)):
                 frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
                 after = frontier if frontier != NO_TS else horizon
                 offline_unseen = rule.kind == "offline" and d not in self._offline.delivered

@@ -107,7 +107,7 @@ def paged(url: str) -> list[st.PagedEvent]:
 
 def alerts(url: str) -> list[st.Alert]:
     with psycopg.connect(url) as conn:
-        return sorted(st.list_alerts(conn, limit=1000), key=lambda a: a.id)
+        return sorted(st.list_alerts(conn, limit=1000, scope=None), key=lambda a: a.id)
 
 
 def at(i: int) -> datetime:
@@ -276,7 +276,7 @@ def test_index_rules_read_the_stored_hourly_aqi_once_each_hour_is_over(db: str) 
     # starts the clear (<= 95) and 90 at 08:00Z holds it 1 h: cleared at 08:00Z.
     aqi = [80, 102, 120, 99, 94, 90]
     with psycopg.connect(db) as conn:
-        st.put_rule(conn, AQI_101["key"], AlertRule.model_validate(AQI_101).definition(), "api")
+        st.put_rule(conn, AQI_101["key"], AlertRule.model_validate(AQI_101).definition(), "file")
         city = device_pk(conn, "CITY-S")
         for h, value in enumerate(aqi):
             conn.execute(
@@ -317,7 +317,7 @@ def test_an_incomplete_or_withheld_index_neither_raises_nor_clears(db: str) -> N
         (94, "complete"), (90, "complete"),
     ]  # fmt: skip
     with psycopg.connect(db) as conn:
-        st.put_rule(conn, AQI_101["key"], AlertRule.model_validate(AQI_101).definition(), "api")
+        st.put_rule(conn, AQI_101["key"], AlertRule.model_validate(AQI_101).definition(), "file")
         city = device_pk(conn, "CITY-S")
         for h, (value, status) in enumerate(rows):
             known = value is not None
@@ -339,12 +339,23 @@ def test_an_incomplete_or_withheld_index_neither_raises_nor_clears(db: str) -> N
 
 def test_the_rule_file_sync_keeps_api_edits_and_removes_dropped_file_rules(db: str) -> None:
     with psycopg.connect(db) as conn:
+        lampang = lampang_id(conn)
         api_version = {**MAE_MOH, "severity": "warning"}
-        st.put_rule(conn, "so2_mae_moh", AlertRule.model_validate(api_version).definition(), "api")
+        st.put_rule(conn, "so2_mae_moh", AlertRule.model_validate(api_version).definition(), "api", lampang)
         report = st.sync_file_rules(conn, [AlertRule.model_validate(MAE_MOH).definition()])
         assert (report.kept_api, report.removed) == (1, 1)  # aq_offline was a file rule absent from the file
-        rules = {r.key: r for r in st.list_rules(conn)}
-    assert set(rules) == {"so2_mae_moh"} and rules["so2_mae_moh"].definition["severity"] == "warning"
+        rules = {(r.organisation_id, r.key): r for r in st.list_rules(conn)}
+        in_force = st.get_rule(conn, "so2_mae_moh", lampang)
+    # The file's rule stays global; Lampang's own replaces it for Lampang's devices.
+    assert set(rules) == {(None, "so2_mae_moh"), (lampang, "so2_mae_moh")}
+    assert rules[(None, "so2_mae_moh")].definition["severity"] == "critical"
+    assert (in_force.origin, in_force.definition["severity"]) == ("api", "warning")
+
+
+def lampang_id(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT id FROM organisations WHERE code = 'lampang'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 # --- API ------------------------------------------------------------------------------------------------------
@@ -452,8 +463,20 @@ def test_rules_are_listed_created_validated_replaced_and_deleted(client: TestCli
     assert client.put("/alert-rules/other", json={**rule, "key": "pm25_24h"}).status_code == 422
     assert client.put("/alert-rules/Bad Key", json=rule).status_code == 422
 
+    assert client.delete("/alert-rules/pm25_24h").status_code == 204
+    assert client.delete("/alert-rules/pm25_24h").status_code == 404
+    assert client.get("/alert-rules/pm25_24h").status_code == 404
+
+    # A file rule is read-only here; the organisation's own rule of its key replaces it, and deleting that closes
+    # the alerts it owns and brings the file's back.
+    read_only = client.delete("/alert-rules/so2_mae_moh")
+    assert (read_only.status_code, read_only.json()["error"]) == (409, "alert_rule_read_only")
+    assert '"enabled": false' in read_only.json()["detail"]
+    own = client.put("/alert-rules/so2_mae_moh", json={**MAE_MOH, "severity": "warning"})
+    assert (own.status_code, own.json()["origin"]) == (201, "api")
+    assert client.get("/alert-rules/so2_mae_moh").json()["definition"]["severity"] == "warning"
     open_id = client.get("/alerts", params={"state": "open"}).json()["items"][0]["id"]
     assert client.delete("/alert-rules/so2_mae_moh").status_code == 204
     assert client.get(f"/alerts/{open_id}").json()["state"] == "closed"  # its active alert is closed, kept
-    assert client.delete("/alert-rules/so2_mae_moh").status_code == 404
-    assert client.get("/alert-rules/so2_mae_moh").status_code == 404
+    back = client.get("/alert-rules/so2_mae_moh").json()
+    assert (back["origin"], back["definition"]["severity"]) == ("file", "critical")

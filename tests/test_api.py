@@ -56,8 +56,9 @@ def _seed(conn: psycopg.Connection) -> None:
     write_readings(conn, rows)
     write_readings(conn, [(m1, POWER, LATE_TS, -1.0, LATE_RECEIVED)])
     letters = [_letter(i, f"lccm/v1/lampang/D{i}/up", b'{"x": 1}', "bad_payload", f"D{i}") for i in range(3)]
-    letters.append(_letter(10, "lccm/v1/x/y/up", BINARY_PAYLOAD, "bad_json", None))
-    letters.append(_letter(11, "bad/topic", b"{}", "bad_topic", None))
+    # Every letter names Lampang's city level (or a device of it): a letter is listed to its organisation only.
+    letters.append(_letter(10, "lccm/v1/lampang/y/up", BINARY_PAYLOAD, "bad_json", None))
+    letters.append(_letter(11, "lccm/v1/lampang/bad-topic", b"{}", "bad_topic", None))
     no_readings = ReadingColumns(*(np.empty(0, dtype=t) for t in ("i4", "i2", "i8", "f8", "i8", "i8")))
     write_batch(conn, no_readings, letters)
 

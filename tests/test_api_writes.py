@@ -27,9 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lccm.api.app import create_app
 from lccm.api.auth import accounts
+from lccm.engine.alerts import AlertRule
 from lccm.engine.timebase import bkk_us
 from lccm.runtime import updaters
 from lccm.settings import Settings
+from lccm.store import alerts as st
 from lccm.store.baseline import import_temperature_csv
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._auth import TEST_ACTOR, admin_headers
@@ -166,6 +168,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         _daily_energy(url, seeded.meter)
         with psycopg.connect(url) as conn:  # the M&V fit's temperatures: the organisation's own, imported
             import_temperature_csv(conn, "lampang", _temperatures_csv(seeded)["content"], "seed")
+            # A rule of Lampang's own to delete (the file's rules are read-only through the API).
+            own = AlertRule.model_validate({**RULE, "key": "own-rule"}).definition()
+            st.put_rule(conn, "own-rule", own, "api", _lampang(conn))
         updaters(Settings(database_url=url), url).drain()
         with ConnectionPool(url, min_size=1, max_size=4, open=True) as pool:
             admin = admin_headers(url)
@@ -174,6 +179,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                 _identity_fixtures(url, client)
                 API_URL[:] = [url]
                 yield Api(client, reader, url, seeded)
+
+
+def _lampang(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT id FROM organisations WHERE code = 'lampang'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass(frozen=True)
@@ -288,8 +299,8 @@ CASES: list[Write] = [
           lambda a: a.reader.get("/alert-rules/raw-rule"),
           lambda seen, s: seen[0] == 200 and seen[1]["origin"] == "api"),
     Write("DELETE", "/alert-rules/{key}",
-          lambda s: {"url": "/alert-rules/pm25_24h_thai_standard"},
-          lambda a: a.reader.get("/alert-rules/pm25_24h_thai_standard"),
+          lambda s: {"url": "/alert-rules/own-rule"},
+          lambda a: a.reader.get("/alert-rules/own-rule"),
           lambda seen, s: seen[0] == 404),
     Write("POST", "/users",
           lambda s: {"url": "/users", "json": {"username": "raw-new", "password": RAW_PASSWORD, "roles": ["viewer"]}},

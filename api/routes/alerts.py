@@ -2,8 +2,10 @@
 
 Alerts: list with filters, one with its history, acknowledge (open -> acknowledged: who, when, note) and close
 (any state but closed). Clearing is automatic (the evaluator, when the rule's clear condition holds). Rules: the
-same model as the rule file (engine/alerts.py AlertRule), validated by the same function; a rule written here is
-kept over the file's version of the same key until it is deleted.
+same model as the rule file (engine/alerts.py AlertRule), validated by the same function. The file's rules apply to
+every organisation and are read-only here; a rule written here is the caller's organisation's, and one with a file
+rule's key replaces that rule for the organisation's devices until it is deleted (docs/security.md#organisation-
+scoping). Every alert and rule route sees only the caller's organisation (and sites).
 
 Errors are the stages' own (store.alerts.AlertNotFound, AlertStateConflict, RuleNotFound; engine.alerts
 .AlertRulesInvalid), mapped to HTTP in api/errors.py. Event times (started_at, raised_at, cleared_at, an event's
@@ -110,7 +112,10 @@ class ActionIn(BaseModel):
 
 class AlertRuleOut(_Out):
     key: str
-    origin: Literal["file", "api"]
+    origin: Literal["file", "api"] = Field(
+        description="file: the shipped rule file's, for every organisation, read-only here; api: the caller's"
+        " organisation's own (replacing the file rule of the same key, if any, for its devices)"
+    )
     version: int
     updated_at: UtcTime
     definition: dict[str, Any] = Field(description="the rule as validated (durations in seconds)")
@@ -128,6 +133,7 @@ Since = Annotated[
 @router.get("/alerts", response_model=AlertPage, responses={404: {"description": "unknown site"}})
 def list_alerts(
     conn: Conn,
+    principal: CurrentPrincipal,
     state: Annotated[list[AlertState] | None, Query(description="repeat for several: state=open&state=cleared")] = None,
     severity: Severity | None = None,
     site: Annotated[str | None, Query(description="site code")] = None,
@@ -139,7 +145,7 @@ def list_alerts(
     cursor: Cursor = None,
 ) -> AlertPage:
     """Alerts, newest raised first."""
-    if site is not None and queries.get_site(conn, site) is None:
+    if site is not None and queries.get_site(conn, site, scope=principal.scope) is None:
         raise SiteNotFound(site)  # an empty page would hide a typo in the site code
     before = None
     if cursor:
@@ -147,7 +153,7 @@ def list_alerts(
         before = (cursors.from_us(int(us)), int(ident))
     rows = st.list_alerts(
         conn, states=state or (), severity=severity, site_code=site, rule_key=rule, device_id=device, late=late,
-        since=since, before=before, limit=limit + 1,
+        since=since, before=before, limit=limit + 1, scope=principal.scope,
     )  # fmt: skip
     page, more = rows[:limit], len(rows) > limit
     last = page[-1] if page else None
@@ -158,9 +164,9 @@ def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetailOut, responses={404: {"description": "unknown alert"}})
-def get_alert(alert_id: int, conn: Conn) -> AlertDetailOut:
+def get_alert(alert_id: int, conn: Conn, principal: CurrentPrincipal) -> AlertDetailOut:
     """One alert with its history (raised, reopened, duplicate, acknowledged, cleared, closed), oldest first."""
-    alert = st.get_alert(conn, alert_id)
+    alert = st.get_alert(conn, alert_id, scope=principal.scope)
     events = [AlertEventOut.model_validate(e) for e in st.alert_events(conn, alert_id)]
     return AlertDetailOut.model_validate({**AlertOut.model_validate(alert).model_dump(), "events": events})
 
@@ -183,8 +189,8 @@ def _state(alert: st.Alert) -> dict[str, Any]:
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=_ACTION_RESPONSES)
 def acknowledge(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
     """Acknowledge an open alert: records who (the authenticated caller), when (now) and the note."""
-    before = _state(st.get_alert(conn, alert_id))
-    alert = st.acknowledge(conn, alert_id, _who(principal), body.note)
+    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
+    alert = st.acknowledge(conn, alert_id, _who(principal), body.note, scope=principal.scope)
     audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
     return AlertOut.model_validate(alert)
 
@@ -193,8 +199,8 @@ def acknowledge(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPri
 def close(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
     """Close an alert (usually once cleared). Closing one whose condition still holds does not open a new alert
     for the same episode; the rule raises again after the condition has cleared. Records the caller as closer."""
-    before = _state(st.get_alert(conn, alert_id))
-    alert = st.close(conn, alert_id, _who(principal), body.note)
+    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
+    alert = st.close(conn, alert_id, _who(principal), body.note, scope=principal.scope)
     audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
     return AlertOut.model_validate(alert)
 
@@ -203,13 +209,15 @@ def close(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal
 
 
 @router.get("/alert-rules", response_model=list[AlertRuleOut])
-def list_rules(conn: Conn) -> list[st.RuleRow]:
-    return st.list_rules(conn)
+def list_rules(conn: Conn, principal: CurrentPrincipal) -> list[st.RuleRow]:
+    """The rules in force for the caller's organisation: its own, and the file's it does not replace."""
+    return st.rules_in_force(conn, principal.scope.organisation_id)
 
 
 @router.get("/alert-rules/{key}", response_model=AlertRuleOut, responses={404: {"description": "unknown rule"}})
-def get_rule(key: str, conn: Conn) -> st.RuleRow:
-    return st.get_rule(conn, key)
+def get_rule(key: str, conn: Conn, principal: CurrentPrincipal) -> st.RuleRow:
+    """The rule of this key in force for the caller's organisation (its own, else the file's)."""
+    return st.get_rule(conn, key, principal.scope.organisation_id)
 
 
 _RULE_BODY = Body(
@@ -233,10 +241,16 @@ _RULE_BODY = Body(
     responses={201: {"model": AlertRuleOut, "description": "created"}, 422: {"description": "invalid rule"}},
 )
 def put_rule(
-    key: str, conn: Conn, response: Response, audit: Audit, body: Annotated[dict[str, Any], _RULE_BODY]
+    key: str,
+    conn: Conn,
+    principal: CurrentPrincipal,
+    response: Response,
+    audit: Audit,
+    body: Annotated[dict[str, Any], _RULE_BODY],
 ) -> st.RuleRow:
-    """Create or replace a rule; validated exactly as the rule file is. The evaluator applies it from its next
-    run; a new rule starts from the data that arrives after it."""
+    """Create or replace the caller's organisation's rule; validated exactly as the rule file is. With the key of a
+    file rule, it replaces that rule for the organisation's devices (``"enabled": false`` switches it off for
+    them). The evaluator applies it from its next run; a new rule starts from the data that arrives after it."""
     source = f"PUT /alert-rules/{key}"
     if "key" in body and body["key"] != key:
         message = f"the body's key {body['key']!r} differs from the path's {key!r}"
@@ -244,25 +258,33 @@ def put_rule(
     rule, problems = check_rule({**body, "key": key}, key, metric_keys=st.metric_ids(conn))
     if rule is None:
         raise AlertRulesInvalid(source, problems)
-    before = _rule_summary(conn, key)
-    row, created = st.put_rule(conn, key, rule.definition(), "api")
+    organisation_id = principal.scope.organisation_id
+    before = _rule_summary(conn, key, organisation_id)
+    row, created = st.put_rule(conn, key, rule.definition(), "api", organisation_id)
     audit.record(f"alert_rule:{key}", before=before, after={"definition": row.definition, "version": row.version})
     response.status_code = 201 if created else 200
     return row
 
 
-def _rule_summary(conn: Conn, key: str) -> dict[str, Any] | None:
+def _rule_summary(conn: Conn, key: str, organisation_id: int) -> dict[str, Any] | None:
     try:
-        old = st.get_rule(conn, key)
+        old = st.get_rule(conn, key, organisation_id)
     except st.RuleNotFound:
         return None
     return {"definition": old.definition, "version": old.version, "origin": old.origin}
 
 
-@router.delete("/alert-rules/{key}", status_code=204, responses={404: {"description": "unknown rule"}})
+@router.delete(
+    "/alert-rules/{key}",
+    status_code=204,
+    responses={404: {"description": "unknown rule"}, 409: {"description": "a rule of the file: read-only here"}},
+)
 def delete_rule(key: str, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> Response:
-    """Delete a rule; its alerts that are not closed yet are closed (note: rule deleted), their history kept."""
-    before = _rule_summary(conn, key)
-    st.delete_rule(conn, key, _who(principal))
+    """Delete the caller's organisation's rule; its alerts that are not closed yet are closed (note: rule deleted),
+    their history kept. Where it replaced a file rule, the file rule applies again. A file rule itself cannot be
+    deleted here (409 alert_rule_read_only): PUT it with ``"enabled": false`` to switch it off."""
+    organisation_id = principal.scope.organisation_id
+    before = _rule_summary(conn, key, organisation_id)
+    st.delete_rule(conn, key, _who(principal), organisation_id)
     audit.record(f"alert_rule:{key}", before=before, after=None)
     return Response(status_code=204)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
 from lccm.api.errors import InvalidParameter, ResultTooLarge
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_aqi import (
     CategoryOut,
     CoverageOut,
@@ -95,19 +96,25 @@ def _out(categories: tuple[Category, ...], r: aqi_store.StationAqi) -> StationAq
 
 @router.get("/current", response_model=list[StationAqiOut])
 def current(
-    conn: Conn, categories: Categories, index: IndexQuery = "thai", site_code: str | None = None
+    conn: Conn,
+    principal: CurrentPrincipal,
+    categories: Categories,
+    index: IndexQuery = "thai",
+    site_code: str | None = None,
 ) -> list[StationAqiOut]:
     """Each station's latest hour of the index: the headline figure of current conditions (thai: as PCD reports it;
     nowcast: as AirNow reports it). With its status - complete, incomplete (a measured pollutant is missing, listed
     in ``missing``, or a sub-index comes from fewer hours than its rule needs: the AQI is then a lower bound) or
     withheld (no AQI) - the reason in words, and each sub-index's coverage. A station that has never sent a
     pollutant is absent (see /aqi/stations.geojson)."""
-    return [_out(categories[index], r) for r in aqi_store.current_aqi(conn, INDEX_KEYS[index], site_code)]
+    rows = aqi_store.current_aqi(conn, INDEX_KEYS[index], site_code, scope=principal.scope)
+    return [_out(categories[index], r) for r in rows]
 
 
 @router.get("/history", response_model=list[StationAqiOut])
 def history(
     conn: Conn,
+    principal: CurrentPrincipal,
     categories: Categories,
     start: RequiredFrom,
     end: RequiredTo,
@@ -121,8 +128,9 @@ def history(
     if end - start > MAX_HISTORY:
         raise InvalidParameter("to", f"the range is longer than {MAX_HISTORY.days} days")
     rows = aqi_store.aqi_history(
-        conn, INDEX_KEYS[index], start, end, device_id=device_id, site_code=site_code, limit=MAX_ROWS + 1
-    )
+        conn, INDEX_KEYS[index], start, end, device_id=device_id, site_code=site_code, limit=MAX_ROWS + 1,
+        scope=principal.scope,
+    )  # fmt: skip
     if len(rows) > MAX_ROWS:
         raise ResultTooLarge("to", f"more than {MAX_ROWS} rows; narrow the range or pick a station")
     return [_out(categories[index], r) for r in rows]
@@ -150,14 +158,16 @@ def _properties(
 
 
 @router.get("/stations.geojson", response_model=StationCollection)
-def stations_geojson(conn: Conn, categories: Categories, index: IndexQuery = "thai") -> StationCollection:
+def stations_geojson(
+    conn: Conn, principal: CurrentPrincipal, categories: Categories, index: IndexQuery = "thai"
+) -> StationCollection:
     """Every air-quality station as a GeoJSON Feature (RFC 7946: [lon, lat]) with its current AQI, category, status
     and reason, and the colour to paint it: null (grey) for a station with no index yet, a withheld index, or an
     incomplete one whose lower bound still reads good - never good by omission. A station with no coordinates has a
     null geometry."""
-    latest = {r.device_id: r for r in aqi_store.current_aqi(conn, INDEX_KEYS[index])}
+    latest = {r.device_id: r for r in aqi_store.current_aqi(conn, INDEX_KEYS[index], scope=principal.scope)}
     features = []
-    for device_id, name, site_code, lat, lon in aqi_store.aq_stations(conn):
+    for device_id, name, site_code, lat, lon in aqi_store.aq_stations(conn, scope=principal.scope):
         props = _properties(index, categories[index], device_id, name, site_code, latest.get(device_id))
         geometry = PointGeometry(coordinates=(lon, lat)) if lat is not None and lon is not None else None
         features.append(StationFeature(geometry=geometry, properties=props))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lccm.api.audit import Audit
 from lccm.api.deps import Conn
+from lccm.api.principal import CurrentPrincipal
 from lccm.imports.registry import DEVICE_ID_PATTERN, check_common_era
 from lccm.store import assets
 
@@ -60,14 +61,17 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 @router.get("/sites/{site_code}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def get_site_dates(site_code: str, conn: Conn) -> ServiceDatesOut:
-    return ServiceDatesOut.model_validate(assets.get_dates(conn, "site", site_code), from_attributes=True)
+def get_site_dates(site_code: str, conn: Conn, principal: CurrentPrincipal) -> ServiceDatesOut:
+    found = assets.get_dates(conn, "site", site_code, scope=principal.scope)
+    return ServiceDatesOut.model_validate(found, from_attributes=True)
 
 
 @router.patch("/sites/{site_code}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def patch_site_dates(site_code: str, body: SiteDatesIn, conn: Conn, audit: Audit) -> ServiceDatesOut:
+def patch_site_dates(
+    site_code: str, body: SiteDatesIn, conn: Conn, principal: CurrentPrincipal, audit: Audit
+) -> ServiceDatesOut:
     """Set or clear a site's commissioning and decommissioning dates (floor area counts only in between)."""
-    before = assets.get_dates(conn, "site", site_code)
+    before = assets.get_dates(conn, "site", site_code, scope=principal.scope)  # outside the scope: 404
     f = _merged(before, body)
     done = assets.set_site_dates(conn, site_code, f.commissioned_on, f.decommissioned_on)
     audit.record(f"site:{site_code}/service", before=asdict(before), after=asdict(done))
@@ -75,15 +79,20 @@ def patch_site_dates(site_code: str, body: SiteDatesIn, conn: Conn, audit: Audit
 
 
 @router.get("/devices/{device_id}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def get_device_dates(device_id: str, conn: Conn) -> ServiceDatesOut:
-    return ServiceDatesOut.model_validate(assets.get_dates(conn, "device", device_id), from_attributes=True)
+def get_device_dates(device_id: str, conn: Conn, principal: CurrentPrincipal) -> ServiceDatesOut:
+    found = assets.get_dates(conn, "device", device_id, scope=principal.scope)
+    return ServiceDatesOut.model_validate(found, from_attributes=True)
 
 
 @router.patch("/devices/{device_id}/service", response_model=ServiceDatesOut, responses=_ERRORS)
-def patch_device_dates(device_id: str, body: DeviceDatesIn, conn: Conn, audit: Audit) -> ServiceDatesOut:
+def patch_device_dates(
+    device_id: str, body: DeviceDatesIn, conn: Conn, principal: CurrentPrincipal, audit: Audit
+) -> ServiceDatesOut:
     """Set or clear a device's service dates and the device it replaced (nothing is expected from it outside)."""
-    before = assets.get_dates(conn, "device", device_id)
+    before = assets.get_dates(conn, "device", device_id, scope=principal.scope)  # outside the scope: 404
     f = _merged(before, body)
-    done = assets.set_device_dates(conn, device_id, f.commissioned_on, f.decommissioned_on, f.replaces)
+    done = assets.set_device_dates(
+        conn, device_id, f.commissioned_on, f.decommissioned_on, f.replaces, scope=principal.scope
+    )
     audit.record(f"device:{device_id}/service", before=asdict(before), after=asdict(done))
     return ServiceDatesOut.model_validate(done, from_attributes=True)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.audit import Audit
 from lccm.api.deps import Conn, Limits
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_baseline import (
     ComparisonOut,
     KpisOut,
@@ -160,9 +161,9 @@ def kpis(
 
 
 @router.post("/sites/{code}/mv/fit", response_model=MvFitOut)
-def mv_fit(code: str, body: FitIn, conn: Conn, audit: Audit) -> dict[str, Any]:
+def mv_fit(code: str, body: FitIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> dict[str, Any]:
     """Fit the building's daily baseline (kWh/day = b0 + b1 x CDD (+ b2 x workday)) and keep it for savings."""
-    fitted = mv.fit(conn, code, body)
+    fitted = mv.fit(conn, code, body, scope=principal.scope)
     audit.record(f"site:{code}/mv", after={"request": body, "model": fitted})
     return fitted
 
@@ -171,12 +172,13 @@ def mv_fit(code: str, body: FitIn, conn: Conn, audit: Audit) -> dict[str, Any]:
 def mv_savings(
     code: str,
     conn: Conn,
+    principal: CurrentPrincipal,
     start: Annotated[date, Query(alias="from", description="first day of the reporting period")],
     end: Annotated[date, Query(alias="to", description="day after the last")],
 ) -> dict[str, Any]:
     """Avoided energy (the stored model at the period's temperatures and working days - actual) and avoided
     emissions at each day's factor in force (the day's kgCO2e / kWh of the site's meters)."""
-    return mv.savings(conn, code, start, end)
+    return mv.savings(conn, code, start, end, scope=principal.scope)
 
 
 @router.post("/organisations/{code}/temperatures/import", response_model=TemperatureImportOut)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from lccm.api import cursors
 from lccm.api.deps import Conn, Cursor, From, To, check_range
 from lccm.api.errors import DeviceNotFound, InvalidParameter
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas_conflicts import ConflictOut, ConflictPage
 from lccm.store import conflicts, queries
 
@@ -24,6 +25,7 @@ _CONFLICT_CURSOR = "conflicts"
 @router.get("/conflicts", response_model=ConflictPage, responses={404: {"description": "unknown device"}})
 def list_conflicts(
     conn: Conn,
+    principal: CurrentPrincipal,
     device_id: Annotated[str | None, Query(description="external device id, as in the topic")] = None,
     metric: Annotated[str | None, Query(description="metric name from the catalogue, e.g. energy")] = None,
     start: From = None,
@@ -35,7 +37,7 @@ def list_conflicts(
     check_range(start, end)
     device_pk = None
     if device_id is not None:
-        device = queries.get_device(conn, device_id)
+        device = queries.get_device(conn, device_id, scope=principal.scope)
         if device is None:
             raise DeviceNotFound(device_id)
         device_pk = device.id
@@ -51,8 +53,9 @@ def list_conflicts(
         us, ident = cursors.decode(_CONFLICT_CURSOR, cursor, (int, int))
         before = (cursors.from_us(int(us)), int(ident))
     rows = conflicts.conflicts_page(
-        conn, device_pk=device_pk, metric_id=metric_id, start=start, end=end, before=before, limit=limit + 1
-    )
+        conn, device_pk=device_pk, metric_id=metric_id, start=start, end=end, before=before, limit=limit + 1,
+        scope=principal.scope,
+    )  # fmt: skip
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:

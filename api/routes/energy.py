@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 
 from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
 from lccm.api.errors import InvalidParameter, ResultTooLarge, SiteNotFound
+from lccm.api.principal import CurrentPrincipal, Scope
 from lccm.api.schemas import (
     CompletenessOut,
     DeviceCompletenessOut,
@@ -55,8 +56,8 @@ def _bangkok_day(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _require_site(conn: Conn, site_code: str | None) -> None:
-    if site_code is not None and queries.get_site(conn, site_code) is None:
+def _require_site(conn: Conn, site_code: str | None, scope: Scope) -> None:
+    if site_code is not None and queries.get_site(conn, site_code, scope=scope) is None:
         raise SiteNotFound(site_code)  # an empty answer would hide a typo in the site code
 
 
@@ -64,7 +65,7 @@ def _require_site(conn: Conn, site_code: str | None) -> None:
 
 
 @router.get("/sites/{site_code}/live", response_model=SiteLiveOut, responses={404: {"description": "unknown site"}})
-def site_live(site_code: str, conn: Conn) -> SiteLiveOut:
+def site_live(site_code: str, conn: Conn, principal: CurrentPrincipal) -> SiteLiveOut:
     """Live power and today's (Asia/Bangkok day) energy, fuel and kgCO2e of a site.
 
     ``power_w`` sums each device's latest ``power`` reading by event time, counting only readings newer than
@@ -75,10 +76,11 @@ def site_live(site_code: str, conn: Conn) -> SiteLiveOut:
     as_of = datetime.now(UTC)
     day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
     rows = queries.site_live(
-        conn, site_code, as_of=as_of, day_start=day_start, day_end=day_end, stale_cadences=STALE_CADENCES
-    )
+        conn, site_code, as_of=as_of, day_start=day_start, day_end=day_end, stale_cadences=STALE_CADENCES,
+        scope=principal.scope,
+    )  # fmt: skip
     if not rows:
-        _require_site(conn, site_code)  # a site without devices answers with zeros
+        _require_site(conn, site_code, principal.scope)  # a site without devices answers with zeros
     fresh = [r for r in rows if r.power_fresh]
     qualities = [r.quality for r in rows if r.quality is not None]
     quality = max(qualities) if qualities else None
@@ -123,6 +125,7 @@ def site_live(site_code: str, conn: Conn) -> SiteLiveOut:
 )
 def energy(
     conn: Conn,
+    principal: CurrentPrincipal,
     start: RequiredFrom,
     end: RequiredTo,
     interval: Annotated[
@@ -150,7 +153,7 @@ def energy(
             f"the range is longer than {MAX_RANGE[interval].days} days, the limit for interval={interval}; "
             "use a coarser interval or a shorter range",
         )
-    _require_site(conn, site_code)
+    _require_site(conn, site_code, principal.scope)
     metrics = [metric] if metric is not None else list(queries.REGISTER_METRICS)
     rows = queries.energy_series(
         conn,
@@ -162,6 +165,7 @@ def energy(
         metrics=metrics,
         site_code=site_code,
         limit=MAX_ROWS + 1,
+        scope=principal.scope,
     )
     if len(rows) > MAX_ROWS:
         raise ResultTooLarge(
@@ -169,7 +173,9 @@ def energy(
             f"the answer would have more than {MAX_ROWS} rows; use a coarser interval, a shorter range, "
             "a coarser group_by or a site_code",
         )
-    factors = queries.factors_in_force(conn, start=start, end=end, metrics=metrics, site_code=site_code)
+    factors = queries.factors_in_force(
+        conn, start=start, end=end, metrics=metrics, site_code=site_code, scope=principal.scope
+    )
     return EnergyOut(
         start=start,
         end=end,
@@ -210,6 +216,7 @@ def emission_factors(conn: Conn) -> list[queries.EmissionFactorRow]:
 @router.get("/completeness", response_model=CompletenessOut, responses={404: {"description": "unknown site"}})
 def completeness(
     conn: Conn,
+    principal: CurrentPrincipal,
     day: Annotated[date, Query(alias="date", description="an Asia/Bangkok calendar day, YYYY-MM-DD")],
     site_code: Annotated[str | None, Query(description="only this site's devices")] = None,
 ) -> CompletenessOut:
@@ -227,9 +234,11 @@ def completeness(
     """
     as_of = datetime.now(UTC)
     day_start, day_end = _bangkok_day(day)
-    rows = queries.completeness(conn, day_start=day_start, day_end=day_end, as_of=as_of, site_code=site_code)
+    rows = queries.completeness(
+        conn, day_start=day_start, day_end=day_end, as_of=as_of, site_code=site_code, scope=principal.scope
+    )
     if not rows:
-        _require_site(conn, site_code)
+        _require_site(conn, site_code, principal.scope)
     by_site: dict[str, list[queries.DeviceCompleteness]] = {}
     for r in rows:
         by_site.setdefault(r.site_code, []).append(r)

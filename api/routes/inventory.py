@@ -69,8 +69,9 @@ def list_organisations(
     principal: CurrentPrincipal,
     province: Annotated[str | None, Query(description="only this province (English or Thai)")] = None,
 ) -> list[inv.Organisation]:
-    """Your organisation (the list form is kept for deployments' tools; nobody sees another organisation)."""
-    return [o for o in inv.list_organisations(conn, province) if o.id == principal.scope.organisation_id]
+    """The caller's organisation (a caller sees its own only), grouped by province (sorted by province, then
+    code)."""
+    return inv.list_organisations(conn, province, organisation_id=principal.scope.organisation_id)
 
 
 @router.put("/organisations/{code}", response_model=OrganisationPutOut)

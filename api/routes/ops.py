@@ -7,12 +7,13 @@ import logging
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lccm.api import cursors
 from lccm.api.deps import Conn, Cursor, From, Pool, To, check_range
+from lccm.api.principal import CurrentPrincipal
 from lccm.api.schemas import (
     DeadLetterOut,
     DeadLetterPage,
@@ -116,9 +117,19 @@ def _dead_letter_out(row: queries.DeadLetter) -> DeadLetterOut:
     )
 
 
+def _topic_root(request: Request) -> str:
+    root: str = request.app.state.topic_root
+    return root
+
+
+TopicRoot = Annotated[str, Depends(_topic_root)]
+
+
 @router.get("/dead-letters", response_model=DeadLetterPage)
 def dead_letters(
     conn: Conn,
+    principal: CurrentPrincipal,
+    topic_root: TopicRoot,
     reason: Annotated[str | None, Query(description="refusal reason, e.g. bad_json, unknown_device")] = None,
     start: From = None,
     end: To = None,
@@ -126,13 +137,18 @@ def dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Cursor = None,
 ) -> DeadLetterPage:
-    """Refused messages, newest first, filtered by reason and receive time [from, to)."""
+    """Refused messages of the caller's organisation, newest first, filtered by reason and receive time [from, to).
+    A message belongs to the organisation of the device its topic names, else to the organisation whose city its
+    topic's <city> level is; one with neither is listed to nobody."""
     check_range(start, end)
     before = None
     if cursor:
         us, ident = cursors.decode(_DEAD_LETTER_CURSOR, cursor, (int, int))
         before = (cursors.from_us(int(us)), int(ident))
-    rows = queries.dead_letters_page(conn, reason=reason, start=start, end=end, before=before, limit=limit + 1)
+    rows = queries.dead_letters_page(
+        conn, scope=principal.scope, topic_root=topic_root, reason=reason, start=start, end=end, before=before,
+        limit=limit + 1,
+    )  # fmt: skip
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:
@@ -141,8 +157,11 @@ def dead_letters(
 
 
 @router.get("/dead-letters/summary", response_model=DeadLetterSummary)
-def dead_letter_summary(conn: Conn, start: From = None, end: To = None) -> DeadLetterSummary:
-    """Counts of refused messages by reason, with receive time [from, to)."""
+def dead_letter_summary(
+    conn: Conn, principal: CurrentPrincipal, topic_root: TopicRoot, start: From = None, end: To = None
+) -> DeadLetterSummary:
+    """Counts of the caller's organisation's refused messages by reason, with receive time [from, to)."""
     check_range(start, end)
-    reasons = [ReasonCountOut.model_validate(r) for r in queries.dead_letter_summary(conn, start=start, end=end)]
+    rows = queries.dead_letter_summary(conn, scope=principal.scope, topic_root=topic_root, start=start, end=end)
+    reasons = [ReasonCountOut.model_validate(r) for r in rows]
     return DeadLetterSummary(total=sum(r.count for r in reasons), reasons=reasons)

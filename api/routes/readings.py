@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from lccm.api import cursors
 from lccm.api.deps import Conn, Cursor, From, To, check_range
 from lccm.api.errors import DeviceNotFound, InvalidParameter, SiteNotFound
+from lccm.api.principal import CurrentPrincipal, Scope
 from lccm.api.schemas import DeviceLatestOut, LatestValueOut, ReadingOut, ReadingPage, SiteLatestOut
 from lccm.store import queries
 
@@ -17,8 +18,8 @@ router = APIRouter(tags=["readings"])
 _READINGS_CURSOR = "readings"
 
 
-def _device(conn: Conn, device_id: str) -> queries.Device:
-    device = queries.get_device(conn, device_id)
+def _device(conn: Conn, device_id: str, scope: Scope) -> queries.Device:
+    device = queries.get_device(conn, device_id, scope=scope)
     if device is None:
         raise DeviceNotFound(device_id)
     return device
@@ -27,20 +28,20 @@ def _device(conn: Conn, device_id: str) -> queries.Device:
 @router.get(
     "/devices/{device_id}/latest", response_model=DeviceLatestOut, responses={404: {"description": "unknown device"}}
 )
-def device_latest(device_id: str, conn: Conn) -> DeviceLatestOut:
+def device_latest(device_id: str, conn: Conn, principal: CurrentPrincipal) -> DeviceLatestOut:
     """The latest value of each metric by event time (a late-arriving older reading never replaces it)."""
-    device = _device(conn, device_id)
-    values = queries.latest_for_device(conn, device.id)
+    device = _device(conn, device_id, principal.scope)
+    values = queries.latest_for_device(conn, device.id, scope=principal.scope)
     return DeviceLatestOut(device_id=device_id, values=[LatestValueOut.model_validate(v) for v in values])
 
 
 @router.get("/latest", response_model=SiteLatestOut, responses={404: {"description": "unknown site"}})
-def site_latest(site_code: str, conn: Conn) -> SiteLatestOut:
+def site_latest(site_code: str, conn: Conn, principal: CurrentPrincipal) -> SiteLatestOut:
     """The latest value of each metric of every device of a site, by event time."""
-    site = queries.get_site(conn, site_code)
+    site = queries.get_site(conn, site_code, scope=principal.scope)
     if site is None:
         raise SiteNotFound(site_code)
-    values = queries.latest_for_site(conn, site.id)
+    values = queries.latest_for_site(conn, site.id, scope=principal.scope)
     return SiteLatestOut(site_code=site_code, values=[LatestValueOut.model_validate(v) for v in values])
 
 
@@ -52,6 +53,7 @@ def site_latest(site_code: str, conn: Conn) -> SiteLatestOut:
 def device_readings(
     device_id: str,
     conn: Conn,
+    principal: CurrentPrincipal,
     start: From = None,
     end: To = None,
     metric: Annotated[str | None, Query(description="metric name from the catalogue, e.g. energy")] = None,
@@ -60,15 +62,16 @@ def device_readings(
 ) -> ReadingPage:
     """Readings in [from, to), ordered by metric then event time, in pages joined by ``next_cursor``."""
     check_range(start, end)
-    device = _device(conn, device_id)
+    device = _device(conn, device_id, principal.scope)
     metric_id = _metric_id(conn, metric)
     after = None
     if cursor:
         m, us = cursors.decode(_READINGS_CURSOR, cursor, (int, int))
         after = (int(m), cursors.from_us(int(us)))
     rows = queries.readings_page(
-        conn, device_pk=device.id, metric_id=metric_id, start=start, end=end, after=after, limit=limit + 1
-    )
+        conn, device_pk=device.id, metric_id=metric_id, start=start, end=end, after=after, limit=limit + 1,
+        scope=principal.scope,
+    )  # fmt: skip
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
 from lccm.api.errors import InvalidParameter, ResultTooLarge
+from lccm.api.principal import CurrentPrincipal, Scope
 from lccm.engine.combine import regroup_devices
 from lccm.engine.rollups import sample_rollup
 from lccm.engine.timebase import US_PER_MIN, datetime_from_us, us_from_datetime
@@ -77,6 +78,7 @@ def _check(start: datetime, end: datetime, interval: str) -> None:
 )
 def rollups(
     conn: Conn,
+    principal: CurrentPrincipal,
     metric: Annotated[str, Query(description="a catalogue metric name, e.g. power, pm25, so2, voltage, lamp_on")],
     start: RequiredFrom,
     end: RequiredTo,
@@ -93,15 +95,15 @@ def rollups(
         raise InvalidParameter("metric", f"unknown metric {metric!r}; GET /metrics lists them")
     if m.kind == "register":
         raise InvalidParameter("metric", f"{metric} is a cumulative register: GET /energy gives its amounts")
-    scope = {"site_code": site_code, "device_id": device_id, "kind": kind}
+    filters = {"site_code": site_code, "device_id": device_id, "kind": kind}
     if interval == "1min":
-        rows = _one_minute(conn, m.id, group_by, start, end, scope)
+        rows = _one_minute(conn, m.id, group_by, start, end, filters, principal.scope)
     else:
         rows = [
             SampleRowOut.model_validate(r, from_attributes=True)
             for r in rollup_queries.sample_series(
                 conn, metric_id=m.id, resolution=interval, group_by=group_by, start=start, end=end,
-                limit=MAX_ROWS + 1, **scope,
+                limit=MAX_ROWS + 1, scope=principal.scope, **filters,
             )
         ]  # fmt: skip
     if len(rows) > MAX_ROWS:
@@ -110,11 +112,13 @@ def rollups(
 
 
 def _one_minute(
-    conn: Conn, metric_id: int, group_by: str, start: datetime, end: datetime, scope: dict[str, str | None]
-) -> list[SampleRowOut]:
+    conn: Conn, metric_id: int, group_by: str, start: datetime, end: datetime, filters: dict[str, str | None],
+    scope: Scope,
+) -> list[SampleRowOut]:  # fmt: skip
     raw = rollup_queries.raw_series(
-        conn, metric_id=metric_id, group_by=group_by, start=start, end=end, limit=MAX_RAW_READINGS + 1, **scope
-    )
+        conn, metric_id=metric_id, group_by=group_by, start=start, end=end, limit=MAX_RAW_READINGS + 1, scope=scope,
+        **filters,
+    )  # fmt: skip
     if len(raw.ts_us) > MAX_RAW_READINGS:
         raise ResultTooLarge("to", f"more than {MAX_RAW_READINGS} readings for 1-minute rollups; narrow the scope")
     if not len(raw.ts_us):
@@ -168,6 +172,7 @@ class StreetlightsOut(BaseModel):
 @router.get("/streetlights", response_model=StreetlightsOut)
 def streetlights(
     conn: Conn,
+    principal: CurrentPrincipal,
     start: RequiredFrom,
     end: RequiredTo,
     interval: Literal["15min", "1h", "1d", "1mo", "fy"] = "1d",
@@ -180,7 +185,7 @@ def streetlights(
     _check(start, end, interval)
     rows = rollup_queries.lamp_series(
         conn, resolution=interval, group_by=group_by, start=start, end=end, site_code=site_code,
-        device_id=device_id, limit=MAX_ROWS + 1,
+        device_id=device_id, limit=MAX_ROWS + 1, scope=principal.scope,
     )  # fmt: skip
     if len(rows) > MAX_ROWS:
         raise ResultTooLarge("to", f"more than {MAX_ROWS} rows; use a coarser interval, group or a narrower scope")
@@ -212,10 +217,11 @@ class LateSpanOut(BaseModel):
 @router.get("/late-data", response_model=list[LateSpanOut])
 def late_data(
     conn: Conn,
+    principal: CurrentPrincipal,
     include_resolved: bool = False,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[rollup_queries.LateSpan]:
     """Readings that arrived later than the live horizon (setting late_horizon_s, default 7 days): stored, but
     their closed periods are not recomputed live. `lccm recompute --from --to` over the range does, and resolves
     them. Newest first."""
-    return rollup_queries.late_spans(conn, include_resolved=include_resolved, limit=limit)
+    return rollup_queries.late_spans(conn, include_resolved=include_resolved, limit=limit, scope=principal.scope)
