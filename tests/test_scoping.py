@@ -493,7 +493,7 @@ def _alert(c: Callers) -> None:
 
 
 def _action(c: Callers, action: str, fm_target: str, a2: str) -> None:
-    body = {"by": "someone"}
+    body = {"note": "seen"}
     unknown = c.own.post(f"/alerts/999999999/{action}", json=body)
     for client, target in ((c.other, fm_target), (c.other, a2), (c.fm, a2)):
         same_as_unknown(client.post(f"/alerts/{c.alert(target)}/{action}", json=body), unknown)
@@ -546,7 +546,116 @@ def _delete_rule(c: Callers) -> None:
     assert c.own.delete("/alert-rules/a-del").status_code == 204
 
 
-ROUTE_EXCLUDED = ("/organisations/{code}", "/health")  # scoped by the identity layer; open probes
+@case("GET", "/sites/{site_code}/service")
+def _site_service(c: Callers) -> None:
+    lookup(c, "/sites/{}/service", "A1", "A2", "NOPE")
+
+
+@case("PATCH", "/sites/{site_code}/service")
+def _site_service_patch(c: Callers) -> None:
+    lookup(c, "/sites/{}/service", "A1", "A2", "NOPE", method="patch", json={})
+
+
+@case("GET", "/devices/{device_id}/service")
+def _device_service(c: Callers) -> None:
+    lookup(c, "/devices/{}/service", "A1-M", "A2-S", "NOPE")
+
+
+@case("PATCH", "/devices/{device_id}/service")
+def _device_service_patch(c: Callers) -> None:
+    lookup(c, "/devices/{}/service", "A1-M", "A2-S", "NOPE", method="patch", json={})
+    # Nor can B name one of A's devices as the one its device replaced: as unknown as a device that does not exist.
+    named_a = c.other.patch("/devices/B1-M/service", json={"replaces": "A1-M"})
+    named_none = c.other.patch("/devices/B1-M/service", json={"replaces": "NOPE"})
+    assert named_a.status_code == named_none.status_code == 422, named_a.text
+    assert named_a.text.replace("A1-M", "NOPE") == named_none.text
+
+
+# Accounts, keys and the audit log: each organisation's own, and only for an administrator of every site (a
+# site-limited one could otherwise give a new account every site).
+PASSWORD = "a long enough passphrase 2026"
+
+
+def _a_user(c: Callers) -> str:
+    r = c.own.post("/users", json={"username": "a-officer", "password": PASSWORD, "roles": ["viewer"]})
+    assert r.status_code in (201, 409), r.text
+    return "a-officer"
+
+
+@case("GET", "/users")
+def _users(c: Callers) -> None:
+    name = _a_user(c)
+    assert name in ids(ok(c.own.get("/users")), "username")
+    assert name not in ids(ok(c.other.get("/users")), "username")
+    assert c.fm.get("/users").status_code == 403
+
+
+@case("POST", "/users")
+def _users_post(c: Callers) -> None:
+    body = {"username": "b-officer", "password": PASSWORD, "roles": ["viewer"]}
+    assert c.other.post("/users", json={**body, "sites": ["A1"]}).status_code == 422  # not one of B's sites
+    made = c.other.post("/users", json=body)
+    assert made.status_code in (201, 409), made.text
+    assert {u["organisation"] for u in ok(c.other.get("/users")) if u["username"] == "b-officer"} == {"nan"}
+    assert c.fm.post("/users", json={**body, "username": "fm-made"}).status_code == 403
+
+
+@case("PATCH", "/users/{username}")
+def _users_patch(c: Callers) -> None:
+    name = _a_user(c)
+    change = {"display_name": "Renamed by B"}
+    same_as_unknown(c.other.patch(f"/users/{name}", json=change), c.own.patch("/users/nobody-here", json=change))
+    assert ok(c.own.patch(f"/users/{name}", json={"display_name": "A officer"}))["display_name"] == "A officer"
+    assert c.fm.patch(f"/users/{name}", json={"sites": None}).status_code == 403
+
+
+@case("GET", "/api-keys")
+def _keys(c: Callers) -> None:
+    own, other = ok(c.own.get("/api-keys")), ok(c.other.get("/api-keys"))
+    assert {k["organisation"] for k in own} == {"lampang"} and {k["organisation"] for k in other} == {"nan"}
+    assert c.fm.get("/api-keys").status_code == 403
+
+
+@case("POST", "/api-keys")
+def _keys_post(c: Callers) -> None:
+    body = {"name": "b bridge", "roles": ["viewer"]}
+    assert c.other.post("/api-keys", json={**body, "sites": ["A1"]}).status_code == 422  # not one of B's sites
+    made = c.other.post("/api-keys", json=body)
+    assert made.status_code == 201 and made.json()["organisation"] == "nan", made.text
+    assert c.fm.post("/api-keys", json=body).status_code == 403
+
+
+@case("DELETE", "/api-keys/{key_id}")
+def _keys_delete(c: Callers) -> None:
+    made = c.own.post("/api-keys", json={"name": "a spare", "roles": ["viewer"]})
+    assert made.status_code == 201, made.text
+    a_key = made.json()["key_id"]
+    unknown = c.own.delete("/api-keys/" + "0" * len(a_key))
+    same_as_unknown(c.other.delete(f"/api-keys/{a_key}"), unknown)
+    assert c.fm.delete(f"/api-keys/{a_key}").status_code == 403
+    assert ok(c.own.delete(f"/api-keys/{a_key}"))["revoked_at"]
+
+
+@case("GET", "/audit")
+def _audit(c: Callers) -> None:
+    _a_user(c)
+    assert c.other.post("/api-keys", json={"name": "b probe", "roles": ["viewer"]}).status_code == 201
+    own, other = ok(c.own.get("/audit"))["items"], ok(c.other.get("/audit"))["items"]
+    assert own and {e["organisation"] for e in own} == {"lampang"}
+    assert other and {e["organisation"] for e in other} == {"nan"}
+    assert c.fm.get("/audit").status_code == 403
+
+
+@case("GET", "/auth/me")
+def _me(c: Callers) -> None:
+    assert ok(c.own.get("/auth/me"))["organisation"] == "lampang"
+    assert ok(c.other.get("/auth/me"))["organisation"] == "nan"
+    assert ok(c.fm.get("/auth/me"))["sites"] == ["A1"]
+
+
+# Scoped by the identity layer (/organisations/{code}/...); open probes; the caller's own session, which holds no
+# organisation's data (logging in and out).
+ROUTE_EXCLUDED = ("/organisations/{code}", "/health", "/auth/login", "/auth/logout")
 
 
 def _routes() -> set[tuple[str, str]]:

@@ -6,19 +6,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lccm.api.audit import actor
 from lccm.api.auth import accounts
 from lccm.api.deps import Conn, _require_offset
+from lccm.api.errors import Forbidden
 from lccm.api.observability import REQUEST_ID
 from lccm.api.principal import CurrentPrincipal, Principal, Role
 from lccm.api.schemas import UtcTime
 from lccm.store import audit, identity
 
-router = APIRouter(tags=["identity"])
+
+
+def _whole_organisation(principal: CurrentPrincipal) -> None:
+    """Accounts, keys and the audit log are the whole organisation's: an administrator limited to some sites could
+    otherwise give a new account (or key) every site, and read changes made elsewhere."""
+    if principal.scope.site_ids is not None:
+        raise Forbidden("administering accounts, keys and the audit log needs an administrator of every site")
+
+
+router = APIRouter(tags=["identity"], dependencies=[Depends(_whole_organisation)])
 
 
 class UserOut(BaseModel):
