@@ -20,7 +20,6 @@ from lccm.api.schemas import UtcTime
 from lccm.store import audit, identity
 
 
-
 def _whole_organisation(principal: CurrentPrincipal) -> None:
     """Accounts, keys and the audit log are the whole organisation's: an administrator limited to some sites could
     otherwise give a new account (or key) every site, and read changes made elsewhere."""
