@@ -7,14 +7,16 @@ service; an option left out keeps the stored value, ``-`` clears it (store/asset
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated
 
 import typer
 
+from lccm.cli_audit import record_cli
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings, devices_app
 from lccm.imports.registry import check_common_era
-from lccm.store import assets
+from lccm.store import assets, audit
 
 CLEAR = "-"
 _DATE_HELP = "YYYY-MM-DD (Bangkok day, CE); '-' clears it; left out: unchanged"
@@ -54,11 +56,15 @@ def device_dates(
             if commissioned_on is None and decommissioned_on is None and replaces is None:
                 _show(now)
                 return
+            audit.begin(conn)
             done = assets.set_device_dates(
                 conn, device_id, _parse("--commissioned-on", commissioned_on, now.commissioned_on),
                 _parse("--decommissioned-on", decommissioned_on, now.decommissioned_on),
                 now.replaces if replaces is None else None if replaces == CLEAR else replaces,
             )  # fmt: skip
+            record_cli(
+                conn, "devices dates", f"device:{device_id}/service", None, before=asdict(now), after=asdict(done)
+            )
             conn.commit()
         except (assets.AssetNotFound, assets.AssetDatesInvalid) as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -80,10 +86,14 @@ def site_dates(
             if commissioned_on is None and decommissioned_on is None:
                 _show(now)
                 return
+            audit.begin(conn)
             done = assets.set_site_dates(
                 conn, site_code, _parse("--commissioned-on", commissioned_on, now.commissioned_on),
                 _parse("--decommissioned-on", decommissioned_on, now.decommissioned_on),
             )  # fmt: skip
+            record_cli(
+                conn, "devices site-dates", f"site:{site_code}/service", None, before=asdict(now), after=asdict(done)
+            )
             conn.commit()
         except (assets.AssetNotFound, assets.AssetDatesInvalid) as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from lccm.cli_audit import record_cli
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
-from lccm.cli_identity import record_cli
 from lccm.imports.rows import RowsInvalid, describe
 from lccm.reports import baseline, kpi, targets
 from lccm.reports.baseline import By

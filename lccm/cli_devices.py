@@ -6,14 +6,17 @@ Mounted by the main CLI as ``app.add_typer(devices_app, name="devices")``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import psycopg
 import typer
 
+from lccm.cli_audit import record_cli
 from lccm.imports.registry import RegistryInvalid, parse_registry_csv
 from lccm.imports.rows import RowsInvalid
 from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig, BrokerAdminError
@@ -28,7 +31,7 @@ from lccm.mqtt_identity import (
     write_credentials_file,
 )
 from lccm.settings import Settings
-from lccm.store import queries
+from lccm.store import audit, queries
 from lccm.store.devices import (
     ImportReport,
     devices_without_credential,
@@ -135,8 +138,13 @@ def issue_credentials(
         out.unlink(missing_ok=True)
         typer.echo(f"error: credentials not issued ({exc}); re-run to issue them.", err=True)
         raise typer.Exit(1) from exc
-    store_credential_hashes(conn, {c.device_id: hash_secret(c.secret) for c in issued})
     rotated = len(device_ids) - len(new)
+    audit.begin(conn)
+    store_credential_hashes(conn, {c.device_id: hash_secret(c.secret) for c in issued})
+    # Which devices got a credential, never the secret (only its hash is stored).
+    record_cli(conn, "devices credentials", "devices", None,
+               after={"new": sorted(new), "rotated": sorted(set(device_ids) - set(new))})  # fmt: skip
+    conn.commit()
     typer.echo(
         f"credentials: {len(device_ids)} issued ({len(device_ids) - rotated} new, {rotated} rotated), the broker "
         f"accepts them now; secrets written to {out} (mode 0600) and shown nowhere else: hand each installer "
@@ -188,11 +196,16 @@ def import_command(
         if rotate:
             in_file = {r.device_id for r in rows}
             _require_registered(conn, [d for d in rotate if d not in in_file])
+        audit.begin(conn)  # the import and its audit entry commit together, before any credential is issued
         try:
             report = import_registry(conn, rows)
         except RegistryInvalid as exc:  # a replaced device in neither the file nor the registry
             _print_errors(file, exc)
             raise typer.Exit(1) from exc
+        summary = {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "rows": len(rows)}
+        record_cli(conn, "devices import", "devices", None,
+                   after={**summary, "sites": asdict(report.sites), "devices": asdict(report.devices)})  # fmt: skip
+        conn.commit()
         _print_report(len(rows), report)
         if admin is None:
             typer.echo("credentials: not issued (--no-credentials)")

@@ -8,10 +8,9 @@ operator. Exit codes: 0 done, 1 invalid input, 2 unknown organisation, user, key
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from fastapi.encoders import jsonable_encoder
 
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
+from lccm.cli_audit import cli_actor, record_cli
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
 from lccm.store import audit, identity
 from lccm.store import inventory as inv
@@ -37,20 +37,6 @@ SiteOption = Annotated[
     list[str] | None, typer.Option("--site", help="limit to this site code; repeat for several (default: every site)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
-
-
-def cli_actor(conn: psycopg.Connection, organisation: str | None = None) -> audit.Actor:
-    """The operator running this command, for the audit log, in ``organisation``'s log when given."""
-    name = getpass.getuser()
-    org_id = identity.organisation_id(conn, organisation) if organisation else None
-    return audit.Actor(f"cli:{name}", name, org_id)
-
-
-def record_cli(conn: psycopg.Connection, command: str, target: str, organisation: str | None, *,
-               before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None) -> None:  # fmt: skip
-    """Write a CLI change's audit entry (call ``audit.begin(conn)`` before the change)."""
-    plain = {k: (None if v is None else dict(jsonable_encoder(v))) for k, v in (("b", before), ("a", after))}
-    audit.record(conn, cli_actor(conn, organisation), f"lccm {command}", target, before=plain["b"], after=plain["a"])
 
 
 def _change(conn: psycopg.Connection, command: str, organisation: str | None = None) -> accounts.Change:

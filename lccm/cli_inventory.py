@@ -15,8 +15,8 @@ from typing import Annotated
 import psycopg
 import typer
 
+from lccm.cli_audit import record_cli
 from lccm.cli_devices import DatabaseUrl, _connect, _schema_required, _settings
-from lccm.cli_identity import record_cli
 from lccm.imports.rows import RowsInvalid, describe
 from lccm.store import audit
 from lccm.store import inventory as inv

@@ -277,6 +277,12 @@ def test_cli_import_reports_counts_then_unchanged(conn: psycopg.Connection, db_u
     assert "devices  inserted 4, updated 0, unchanged 0" in first.output
     second = runner.invoke(devices_app, ["import", str(path), "--no-credentials", "--database-url", db_url])
     assert "devices  inserted 0, updated 0, unchanged 4" in second.output
+    # Each run is in the audit log, by the operator who ran it, with what it changed.
+    logged = conn.execute(
+        "SELECT actor_subject, after FROM audit_log WHERE action = 'lccm devices import' ORDER BY id"
+    ).fetchall()
+    assert [(a["devices"]["inserted"], a["rows"]) for _, a in logged] == [(4, 4), (0, 4)]
+    assert all(subject.startswith("cli:") for subject, _ in logged)
     listing = runner.invoke(devices_app, ["list", "--site-code", "HALL", "--database-url", db_url])
     assert listing.exit_code == 0, listing.output
     assert "HALL-M1" in listing.output and "RD1-C1" not in listing.output
@@ -287,6 +293,7 @@ def test_cli_invalid_file_writes_nothing_and_exits_nonzero(
 ) -> None:
     import_registry(conn, parse_registry_csv(registry_csv()))
     before = _snapshot(conn)
+    logged = conn.execute("SELECT count(*) FROM audit_log").fetchone()
     rows = [REGISTRY_ROWS[0].replace("City Hall", "Renamed Hall"), "X,Y,,building,C,,,,Z 1,lamp,L,60,"]
     path = _write(tmp_path, registry_csv(rows=rows))
     result = CliRunner().invoke(devices_app, ["import", str(path), "--no-credentials", "--database-url", db_url])
@@ -294,3 +301,4 @@ def test_cli_invalid_file_writes_nothing_and_exits_nonzero(
     assert "row 3, column 'device_id' (value 'Z 1')" in result.output
     assert "nothing was imported" in result.output
     assert _snapshot(conn) == before  # the valid first row was not applied either
+    assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == logged  # nor logged as done

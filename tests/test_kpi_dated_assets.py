@@ -198,6 +198,12 @@ def test_cli_shows_and_sets_dates(db_url: str) -> None:
                                db_url])  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "LED-12: commissioned 2026-03-01, decommissioned 2027-01-01" in done.output
+    with psycopg.connect(db_url) as conn:
+        (before, after), *_ = conn.execute(
+            "SELECT before, after FROM audit_log WHERE action = 'lccm devices dates' AND target = %s",
+            ("device:LED-12/service",),
+        ).fetchall()
+    assert (before["decommissioned_on"], after["decommissioned_on"]) == (None, "2027-01-01")
     bad = runner.invoke(app, ["devices", "site-dates", "ANX", "--decommissioned-on", "2020-01-01",
                               "--database-url", db_url])  # fmt: skip
     assert bad.exit_code == 1 and "must be after the commissioning date 2026-03-01" in bad.output
