@@ -30,7 +30,6 @@ import contextlib
 import csv
 import json
 import os
-import pwd
 import re
 import secrets
 import shlex
@@ -59,7 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from psycopg import sql
 
 from deploy.compose import command_argv, environment, interpolate, lccm_services, load
-from deploy.mosquitto_local import PLUGIN_IN_IMAGE, local_plugin, make_certs
+from deploy.mosquitto_local import PLUGIN_IN_IMAGE, broker_user, local_plugin, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("LCCM_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -521,16 +520,6 @@ def fresh_database(machine: Machine, password: str, report: Report) -> Iterator[
         report.step("postgres", f"dropped database and role {machine.db_name}")
 
 
-def _broker_user() -> str | None:
-    """Started as root, mosquitto drops to the `mosquitto` user, which must own its files."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("mosquitto").pw_name
-    except KeyError:
-        return None
-
-
 def start_broker(compose: dict[str, Any], machine: Machine, processes: Processes, report: Report) -> Process:
     """Compose's mosquitto service: its command (deploy/mosquitto/entrypoint.sh) and environment, its configuration
     folder (a copy, with the ports this machine gives it and the local plugin), data volume and certificate volume
@@ -568,7 +557,7 @@ def start_broker(compose: dict[str, Any], machine: Machine, processes: Processes
         lines.append(line)
     conf_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    owner = _broker_user()
+    owner = broker_user()
     if owner is not None:
         machine.tmp.chmod(0o755)
         for folder in paths.values():

@@ -6,6 +6,8 @@ only ports, paths, the plugin's location and a throwaway TLS certificate changed
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 from glob import glob
 from pathlib import Path
@@ -36,3 +38,13 @@ def make_certs(folder: Path) -> Path:
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
         "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
     return folder / "ca.crt"
+
+
+def broker_user() -> str | None:
+    """Started as root, mosquitto drops to the `mosquitto` user, which must own its files."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("mosquitto").pw_name
+    except KeyError:
+        return None

@@ -9,7 +9,6 @@ shipped deploy/mosquitto/entrypoint.sh, which creates the dynamic-security file 
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -29,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from deploy.mosquitto_local import PLUGIN_IN_IMAGE, local_plugin, make_certs
+from deploy.mosquitto_local import PLUGIN_IN_IMAGE, broker_user, local_plugin, make_certs
 from lccm.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,15 +88,6 @@ def localise_conf(text: str, folder: Path, ports: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _broker_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("mosquitto").pw_name
-    except KeyError:
-        return None
-
-
 @contextmanager
 def prod_broker(conf_name: str = "mosquitto.conf") -> Iterator[ProdBroker]:
     # Not under pytest's tmp_path: mosquitto drops to its own user, which cannot enter root's 0700 folders.
@@ -109,7 +99,7 @@ def prod_broker(conf_name: str = "mosquitto.conf") -> Iterator[ProdBroker]:
         ports: dict[str, int] = {}
         conf = folder / "config" / conf_name
         conf.write_text(localise_conf((SHIPPED / conf_name).read_text(encoding="utf-8"), folder, ports))
-        owner = _broker_user()
+        owner = broker_user()
         if owner is not None:
             folder.chmod(0o755)
             for path in [folder, *folder.rglob("*")]:
