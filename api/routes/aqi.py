@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from lccm.api.deps import Conn, RequiredFrom, RequiredTo, check_range
 from lccm.api.errors import InvalidParameter, ResultTooLarge
-from lccm.api.principal import CurrentPrincipal
+from lccm.api.principal import CurrentPrincipal, NotAuthenticated, Principal, Scope
 from lccm.api.schemas_aqi import (
     CategoryOut,
     CoverageOut,
@@ -94,10 +94,24 @@ def _out(categories: tuple[Category, ...], r: aqi_store.StationAqi) -> StationAq
     )  # fmt: skip
 
 
+def feed_scope(request: Request) -> Scope | None:
+    """The caller's scope; for an anonymous caller of the citizens' feed (``LCCM_PUBLIC_AQI``, the only way the
+    identity layer lets one through to these routes), None: every organisation's stations, as the public sees them."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None:
+        return principal.scope
+    if request.app.state.auth.public_aqi:
+        return None
+    raise NotAuthenticated(f"{request.method} {request.url.path} was reached without an authenticated caller")
+
+
+FeedScope = Annotated[Scope | None, Depends(feed_scope)]
+
+
 @router.get("/current", response_model=list[StationAqiOut])
 def current(
     conn: Conn,
-    principal: CurrentPrincipal,
+    scope: FeedScope,
     categories: Categories,
     index: IndexQuery = "thai",
     site_code: str | None = None,
@@ -107,7 +121,7 @@ def current(
     in ``missing``, or a sub-index comes from fewer hours than its rule needs: the AQI is then a lower bound) or
     withheld (no AQI) - the reason in words, and each sub-index's coverage. A station that has never sent a
     pollutant is absent (see /aqi/stations.geojson)."""
-    rows = aqi_store.current_aqi(conn, INDEX_KEYS[index], site_code, scope=principal.scope)
+    rows = aqi_store.current_aqi(conn, INDEX_KEYS[index], site_code, scope=scope)
     return [_out(categories[index], r) for r in rows]
 
 
@@ -159,15 +173,15 @@ def _properties(
 
 @router.get("/stations.geojson", response_model=StationCollection)
 def stations_geojson(
-    conn: Conn, principal: CurrentPrincipal, categories: Categories, index: IndexQuery = "thai"
+    conn: Conn, scope: FeedScope, categories: Categories, index: IndexQuery = "thai"
 ) -> StationCollection:
     """Every air-quality station as a GeoJSON Feature (RFC 7946: [lon, lat]) with its current AQI, category, status
     and reason, and the colour to paint it: null (grey) for a station with no index yet, a withheld index, or an
     incomplete one whose lower bound still reads good - never good by omission. A station with no coordinates has a
     null geometry."""
-    latest = {r.device_id: r for r in aqi_store.current_aqi(conn, INDEX_KEYS[index], scope=principal.scope)}
+    latest = {r.device_id: r for r in aqi_store.current_aqi(conn, INDEX_KEYS[index], scope=scope)}
     features = []
-    for device_id, name, site_code, lat, lon in aqi_store.aq_stations(conn, scope=principal.scope):
+    for device_id, name, site_code, lat, lon in aqi_store.aq_stations(conn, scope=scope):
         props = _properties(index, categories[index], device_id, name, site_code, latest.get(device_id))
         geometry = PointGeometry(coordinates=(lon, lat)) if lat is not None and lon is not None else None
         features.append(StationFeature(geometry=geometry, properties=props))
