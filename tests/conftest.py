@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from lccm.services import Broker, start_broker
 from tests._db import fresh_database
+
+# The suite (`make test`, CI) draws the same examples on every run, so a red build is a regression of the code under
+# test, reproducible as it is, never a new search's luck; `HYPOTHESIS_PROFILE=explore` searches afresh (with the
+# example database) to find new counter-examples, which then become fixed cases.
+settings.register_profile("suite", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture
