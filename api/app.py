@@ -42,6 +42,7 @@ from lccm.api.routes import (
     users,
 )
 from lccm.api.validation import check_inputs
+from lccm.api.web import pages
 from lccm.imports.limits import InputLimits
 
 
@@ -193,6 +194,7 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(auth.router)
     app.include_router(users.router)
+    app.include_router(pages.router)  # the web pages (api/web/), outside the OpenAPI document
     install_openapi(app)
     check_complete(app)
     return app

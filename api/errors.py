@@ -4,6 +4,7 @@ Routes raise these; nothing below the edge knows about status codes::
 
     ApiError                      base: a status code, a stable machine-readable code, a message for people
     ├── Unauthenticated           401 not_authenticated, with WWW-Authenticate: Bearer (no or invalid credentials)
+    ├── LoginRequired             303 to /login (a web page without a session; api/policy.py Access.PAGE)
     ├── Forbidden                 403 forbidden (a role the route's policy does not allow; a missing CSRF token)
     ├── IdentityProviderDown      503 identity_provider_unavailable (the OIDC issuer's keys cannot be fetched)
     ├── NotFound                  404
@@ -95,6 +96,21 @@ class Unauthenticated(ApiError):
     def headers(self) -> dict[str, str] | None:
         challenge = 'Bearer realm="lccm"' + (f', error="{self.error}"' if self.error else "")
         return {"WWW-Authenticate": challenge}
+
+
+class LoginRequired(ApiError):
+    """A web page (Access.PAGE) asked for without a valid session: the browser is sent to the login form, where an
+    API client would get a 401."""
+
+    status_code = 303
+    code = "login_required"
+
+    def __init__(self, message: str, location: str = "/login") -> None:
+        super().__init__(message)
+        self.location = location
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Location": self.location}
 
 
 class Forbidden(ApiError):

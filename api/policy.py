@@ -27,6 +27,7 @@ class Access(StrEnum):
     METRICS = "metrics"  # anyone who reaches it, or with Settings.metrics_token only a scraper sending it
     PUBLIC_AQI = "public_aqi"  # anyone when Settings.public_aqi is on, else the roles
     ROLES = "roles"  # an authenticated caller with one of the roles
+    PAGE = "page"  # a web page for the roles; without a session the browser is redirected to /login (303), not 401
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Policy:
             return "public"
         if self.access is Access.METRICS:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
+        if self.access is Access.PAGE:
+            return "all roles (web page; anonymous: 303 to /login)"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
@@ -62,6 +65,7 @@ READ_ENERGY = roles(V, FM, ENV, CO)  # site data (energy, devices, readings): fa
 AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
+PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -144,6 +148,13 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/organisations/{code}/temperatures/import"): CARBON,
     ("GET", "/organisations/{code}/reports/cfo"): READ,
     ("GET", "/organisations/{code}/reports/gpc"): READ,
+    # web pages (api/web/), not in the OpenAPI document
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,  # the route itself ends only a session whose CSRF token the form sends
+    ("GET", "/web/assets/{name}"): PUBLIC,  # the pages' style sheet
+    ("GET", "/"): PAGE,
+    ("GET", "/overview.csv"): PAGE,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

@@ -111,9 +111,9 @@ def _run(
             status = _status(city, api_url, svc, opts, worker, stop, monitor.url if monitor else None)
             try:
                 _check(stop)
-                echo(f"API: {api_url}  (OpenAPI: {api_url}/docs)")
-                echo(f"log in (POST {api_url}/auth/login): " + ", ".join(f"{u['username']} / {u['password']}"
-                                                                         for u in logins))  # fmt: skip
+                echo(f"API: {api_url}  (web pages: {api_url}/, OpenAPI: {api_url}/docs)")
+                echo(f"log in at {api_url}/login (or POST {api_url}/auth/login): "
+                     + ", ".join(f"{u['username']} / {u['password']}" for u in logins))  # fmt: skip
                 echo(f"broker: {status.broker}")
                 if monitor is not None:
                     echo(f"ingest metrics: {monitor.url}/metrics  (health: {monitor.url}/health/ready)")

@@ -100,6 +100,7 @@ def _demo_login_works(api_line: str, logins_line: str) -> None:
         assert answer.status_code == 200, answer.text
         assert client.get("/auth/me").json()["roles"] == ["viewer"]
         assert client.get("/sites").status_code == 200
+        assert client.get("/").status_code == 200  # the web overview, with the same session
 
 
 def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
@@ -108,7 +109,7 @@ def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
     seen: list[str] = []
     try:
         api = _lines_until(proc.stderr, r"API: ", seen)
-        logins = _lines_until(proc.stderr, r"log in \(POST ", seen)
+        logins = _lines_until(proc.stderr, r"log in at ", seen)
         _demo_login_works(api, logins)
         progress = _lines_until(proc.stderr, r"\[\s*\d+ s\] ", seen)  # the simulator is publishing
         assert _servers_of(data), "the embedded servers should be running now"

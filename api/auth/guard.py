@@ -10,7 +10,8 @@ non-public one it reads the caller's credentials, in this order:
 
 It leaves the ``Principal`` on ``request.state.principal``, then refuses a role the policy does not allow (403);
 ``own_organisation`` answers another organisation's ``/organisations/{code}`` with 404, as if it did not exist. No or
-bad credentials: 401 with ``WWW-Authenticate: Bearer``.
+bad credentials: 401 with ``WWW-Authenticate: Bearer``, except on a web page (``Access.PAGE``): a browser is sent to
+``/login`` with a 303 (``LoginRequired``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from psycopg_pool import ConnectionPool
 
 from lccm.api.auth.credentials import API_KEY_PREFIX, digest
 from lccm.api.auth.oidc import InvalidToken, OidcVerifier, ProviderUnavailable, claim
-from lccm.api.errors import Forbidden, IdentityProviderDown, Unauthenticated
-from lccm.api.policy import ORGANISATION_PREFIX, policy_for
+from lccm.api.errors import Forbidden, IdentityProviderDown, LoginRequired, Unauthenticated
+from lccm.api.policy import ORGANISATION_PREFIX, Access, policy_for
 from lccm.api.principal import Principal, Role, Scope
 from lccm.store import identity
 from lccm.store.inventory import UnknownOrganisation
@@ -61,7 +62,12 @@ def authorize(request: Request) -> None:
     config: AuthConfig = request.app.state.auth
     if policy.is_public(config.public_aqi):
         return
-    principal = authenticate(request, config)
+    try:
+        principal = authenticate(request, config)
+    except Unauthenticated as exc:
+        if policy.access is Access.PAGE:  # a person at a browser: to the login form, not a JSON 401
+            raise LoginRequired(exc.message) from exc
+        raise
     request.state.principal = principal
     if not policy.allows(principal.roles):
         have = ", ".join(sorted(principal.roles)) or "no role of this API"

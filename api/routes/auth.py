@@ -1,4 +1,4 @@
-"""Local accounts: login (a session cookie and its CSRF token), logout, and who am I.
+"""Local accounts: login (a session cookie and its CSRF token; api/auth/sessions.py), logout, and who am I.
 
 A failed login answers the same 401 for an unknown user, a wrong password, a disabled account and a locked one, after
 the same argon2 work. Throttling: ``login_lockout_after`` failed logins in a row lock the account for
@@ -10,7 +10,7 @@ users is not slowed by it (the lock is the brake on guessing one user's password
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -18,12 +18,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from lccm.api.auth.credentials import digest, needs_rehash, new_token, verify_password
+from lccm.api.auth import sessions
 from lccm.api.auth.guard import CSRF_HEADER, SESSION_COOKIE, AuthConfig
 from lccm.api.deps import Conn
 from lccm.api.errors import InvalidParameter
 from lccm.api.principal import CurrentPrincipal, Role
-from lccm.store import identity
 
 router = APIRouter(tags=["identity"])
 
@@ -82,22 +81,11 @@ async def login_body(request: Request) -> LoginIn:
 def login(request: Request, conn: Conn, body: Annotated[LoginIn, Depends(login_body)]) -> JSONResponse:
     """Log in with a local account: sets the session cookie and returns the CSRF token for unsafe requests."""
     config: AuthConfig = request.app.state.auth
-    user = identity.get_user(conn, body.username.strip().lower())
-    ok = verify_password(user.password_hash if user else None, body.password)
-    locked = user is not None and user.locked_until is not None and user.locked_until > datetime.now(UTC)
-    if user is None or not ok or locked or user.disabled:
-        if user is not None and not ok:
-            identity.failed_login(conn, user.id, config.login_lockout_after, config.login_lockout_s)
+    session = sessions.log_in(conn, config, body.username, body.password)
+    if session is None:
         # Returned, not raised: the failure count must commit with the request.
         return JSONResponse(status_code=401, content=_FAILED, headers={"WWW-Authenticate": 'Bearer realm="lccm"'})
-    identity.good_login(conn, user.id)
-    if needs_rehash(user.password_hash):  # the library's parameters moved on: upgrade while we hold the password
-        from lccm.api.auth.credentials import hash_password
-
-        identity.update_user(conn, user.id, password_hash=hash_password(body.password))
-    token, csrf = new_token(), new_token()
-    identity.create_session(conn, user.id, digest(token), digest(csrf), config.session_ttl_s)
-    expires = datetime.now(UTC).timestamp() + config.session_ttl_s
+    user = session.user
     me = MeOut(
         subject=f"user:{user.username}",
         display_name=user.display_name,
@@ -105,28 +93,18 @@ def login(request: Request, conn: Conn, body: Annotated[LoginIn, Depends(login_b
         organisation=user.organisation_code,
         sites=user.site_codes,
     )
-    out = LoginOut(csrf_token=csrf, expires_at=datetime.fromtimestamp(expires, UTC), me=me)
+    out = LoginOut(csrf_token=session.csrf, expires_at=session.expires_at, me=me)
     response = JSONResponse(content=out.model_dump(mode="json"))
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(config.session_ttl_s),
-        httponly=True,
-        samesite="lax",
-        secure=config.session_cookie_secure,
-        path="/",
-    )
+    sessions.set_cookies(response, session, config)
     return response
 
 
 @router.post("/auth/logout", status_code=204)
 def logout(request: Request, conn: Conn, _: CurrentPrincipal) -> Response:
     """End this session (a cookie's); for a bearer token or an API key there is nothing to end."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if token:
-        identity.end_session(conn, digest(token))
+    sessions.log_out(conn, request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    sessions.clear_cookies(response)
     return response
 
 

@@ -73,14 +73,18 @@ def site_live(site_code: str, conn: Conn, principal: CurrentPrincipal) -> SiteLi
     how many were left out as stale (devices that never sent power are in neither). The today figures sum the
     15-minute buckets since 00:00 Bangkok time, with the worst quality among them.
     """
-    as_of = datetime.now(UTC)
+    return live_summary(conn, site_code, principal.scope, datetime.now(UTC))
+
+
+def live_summary(conn: Conn, site_code: str, scope: Scope, as_of: datetime) -> SiteLiveOut:
+    """The answer of /sites/{code}/live at ``as_of``; the web pages' overview shows the same figures."""
     day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
     rows = queries.site_live(
         conn, site_code, as_of=as_of, day_start=day_start, day_end=day_end, stale_cadences=STALE_CADENCES,
-        scope=principal.scope,
+        scope=scope,
     )  # fmt: skip
     if not rows:
-        _require_site(conn, site_code, principal.scope)  # a site without devices answers with zeros
+        _require_site(conn, site_code, scope)  # a site without devices answers with zeros
     fresh = [r for r in rows if r.power_fresh]
     qualities = [r.quality for r in rows if r.quality is not None]
     quality = max(qualities) if qualities else None
