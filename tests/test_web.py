@@ -122,6 +122,9 @@ def test_a_bad_login_shows_the_form_again_with_one_message(web: Web) -> None:
 
 
 def test_the_overview_ranks_sites_by_live_power_with_the_apis_figures(web: Web) -> None:
+    if NOW < TODAY + 3 * Q:
+        # Today's counters are read at 00:00, 00:15 and 00:30 Bangkok time: before 00:45 some are still to come.
+        pytest.skip("needs the first 45 minutes of the Bangkok day behind it")
     browser = _log_in(web)
     page = browser.get("/")
     assert page.status_code == 200
