@@ -808,12 +808,18 @@ def publish_reading(machine: Machine, report: Report) -> int:
 def create_api_key(api: Process, processes: Processes, report: Report) -> str:
     """An admin's API key for the reads below, made the product's way: `lccm apikeys create`, with the API service's
     own environment (its database); the key is the line of output that is one."""
-    argv = [api.run.argv[0], "apikeys", "create", "--org", "lampang", "--role", "admin", "--name", "check-wheel"]
+    # The device's city is an organisation of its own, as an operator sets one up: every read is scoped to the
+    # caller's organisation, and a site of no organisation is in nobody's scope.
+    org = [api.run.argv[0], "organisations", "put", CITY, "--name-en", "CI wheel town", "--province-en", "CI",
+           "--type", "town", "--city-key", CITY]  # fmt: skip
+    processes.run("organisations", Localised(org, api.run.env, api.run.cwd, {}))
+    argv = [api.run.argv[0], "apikeys", "create", "--org", CITY, "--role", "admin", "--name", "check-wheel"]
     p = processes.run("apikeys", Localised(argv, api.run.env, api.run.cwd, {}))
     (key,) = [line for line in p.output().splitlines() if line.startswith("lccm_")]
     status, _ = http_json(f"http://{LOCAL}:{_api_port(api)}/sites")
     fail_unless(status == 401, f"GET /sites without credentials answered {status}, not 401")
-    report.step("api key", f"{_cmd(Localised(argv, {}, api.run.cwd, {}))} -> a key; GET /sites without it -> 401")
+    report.step("api key", f"{_cmd(Localised(org, {}, api.run.cwd, {}))}; {_cmd(Localised(argv, {}, api.run.cwd, {}))}"
+                " -> a key; GET /sites without it -> 401")  # fmt: skip
     return key
 
 
