@@ -42,7 +42,7 @@ from lccm.api.routes import (
     users,
 )
 from lccm.api.validation import check_inputs
-from lccm.api.web import pages
+from lccm.api.web import ROUTERS as WEB_ROUTERS
 from lccm.imports.limits import InputLimits
 
 
@@ -194,7 +194,8 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(auth.router)
     app.include_router(users.router)
-    app.include_router(pages.router)  # the web pages (api/web/), outside the OpenAPI document
+    for web_router in WEB_ROUTERS:  # the web pages (api/web/), outside the OpenAPI document
+        app.include_router(web_router)
     install_openapi(app)
     check_complete(app)
     return app

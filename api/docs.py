@@ -3,7 +3,7 @@
 FastAPI's own page loads Swagger UI from a CDN and its icon from FastAPI's web site; without internet it is blank.
 Here the page is FastAPI's (``get_swagger_ui_html``) with every asset served from ``/docs/assets/``: Swagger UI's
 script, style sheet and icon, vendored from the npm package swagger-ui-dist into api/static/swagger-ui/ with its
-version, licence and hashes in VENDORED.json (deploy/vendor_swagger_ui.py), and shipped as package data. Swagger
+version, licence and hashes in VENDORED.json (deploy/vendor_npm.py), and shipped as package data. Swagger
 UI's spec validator badge, which calls an outside service, is off. ReDoc (``/redoc``) is not offered: one page is
 enough, and it would need its own bundle.
 """

@@ -152,7 +152,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
     ("POST", "/logout"): PUBLIC,  # the route itself ends only a session whose CSRF token the form sends
-    ("GET", "/web/assets/{name}"): PUBLIC,  # the pages' style sheet
+    ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
     ("GET", "/overview.csv"): PAGE,
 }

@@ -1,1 +1,11 @@
-"""The web pages: server-rendered Jinja2 templates, Thai first (issue 13)."""
+"""The web application: server-rendered pages (Jinja2 + htmx) for the people who use the product, served by the
+API process. ``ROUTERS`` is every page module's router, in the order app.py includes them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from lccm.api.web import pages
+
+# One router per area's module (api/web/*.py): add yours here, and its routes to api/policy.py.
+ROUTERS: tuple[APIRouter, ...] = (pages.router,)

@@ -9,83 +9,34 @@ people, not JSON for programs. The overview's figures come from the same functio
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
-from typing import Annotated, Any
-from urllib.parse import parse_qs
 
-import jinja2
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from lccm.api.auth import sessions
 from lccm.api.auth.guard import SESSION_COOKIE, AuthConfig
 from lccm.api.deps import Conn
-from lccm.api.errors import NotFound
 from lccm.api.principal import CurrentPrincipal, Scope
 from lccm.api.routes.energy import live_summary
-from lccm.api.web.i18n import LANG_COOKIE, Lang, lang_of, texts, when
+from lccm.api.web.i18n import Lang, when
+from lccm.api.web.render import Form, asset_response, csv_response, lang, render
 from lccm.store import queries
 
 router = APIRouter(include_in_schema=False)
 REFRESH_S = 30
-ASSETS = {"web.css": "text/css; charset=utf-8"}
 CSV_COLUMNS = ("rank", "site_code", "site_name", "power_kw", "energy_today_kwh", "kgco2e_today")
 
 
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("lccm.api.web", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-
-
-def _lang(request: Request) -> Lang:
-    return lang_of(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
-
-
-def _render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    lang = _lang(request)
-    html = (
-        _env().get_template(template).render(t=texts(lang), lang=lang, other="en" if lang == "th" else "th", **context)
-    )
-    response = HTMLResponse(html, status_code=status_code)
-    if request.query_params.get("lang") == lang:  # an explicit choice is remembered for the next pages
-        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", path="/")
-    return response
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An HTML form's fields (urlencoded), first value of each."""
-    raw = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-
-
-Form = Annotated[dict[str, str], Depends(_form)]
-
-
-class WebAssetNotFound(NotFound):
-    code = "not_found"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no web asset {name!r}")
-
-
-@router.get("/web/assets/{name}")
+@router.get("/web/assets/{name:path}")
 def asset(name: str) -> Response:
-    if name not in ASSETS:
-        raise WebAssetNotFound(name)
-    data = resources.files("lccm.api.web").joinpath("static", name).read_bytes()
-    return Response(data, media_type=ASSETS[name], headers={"cache-control": "public, max-age=3600"})
+    return asset_response(name)
 
 
 @router.get("/login")
 def login_form(request: Request) -> HTMLResponse:
-    return _render(request, "login.html", failed=False, username="")
+    return render(request, "login.html", failed=False, username="")
 
 
 @router.post("/login", response_model=None)
@@ -94,7 +45,7 @@ def login(request: Request, conn: Conn, form: Form) -> Response:
     username, password = form.get("username", "")[:64], form.get("password", "")[:1024]
     session = sessions.log_in(conn, config, username, password) if username and password else None
     if session is None:  # returned, not raised: a failure count must commit
-        return _render(request, "login.html", status_code=401, failed=True, username=username)
+        return render(request, "login.html", status_code=401, failed=True, username=username)
     response = RedirectResponse("/", status_code=303)
     sessions.set_cookies(response, session, config)
     return response
@@ -135,30 +86,18 @@ def overview_rows(conn: Conn, scope: Scope, as_of: datetime, lang: Lang) -> list
 @router.get("/")
 def overview(request: Request, conn: Conn, principal: CurrentPrincipal) -> HTMLResponse:
     as_of = datetime.now(UTC)
-    lang = _lang(request)
-    rows = overview_rows(conn, principal.scope, as_of, lang)
-    csrf = request.cookies.get(sessions.CSRF_COOKIE, "")
-    return _render(
-        request, "overview.html", rows=rows, as_of=when(as_of, lang), refresh_s=REFRESH_S, csrf=csrf,
+    chosen = lang(request)
+    rows = overview_rows(conn, principal.scope, as_of, chosen)
+    return render(
+        request, "overview.html", rows=rows, as_of=when(as_of, chosen), refresh_s=REFRESH_S,
         user=principal.display_name,
     )  # fmt: skip
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
 @router.get("/overview.csv")
 def overview_csv(request: Request, conn: Conn, principal: CurrentPrincipal) -> Response:
-    rows = overview_rows(conn, principal.scope, datetime.now(UTC), _lang(request))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow(
-            [r.rank, r.site_code, r.site_name, _number(r.power_kw), _number(r.energy_today_kwh),
-             _number(r.kgco2e_today)]
-        )  # fmt: skip
-    headers = {"content-disposition": 'attachment; filename="overview.csv"'}
-    # A BOM so that Excel opens the Thai names as UTF-8.
-    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    rows = overview_rows(conn, principal.scope, datetime.now(UTC), lang(request))
+    return csv_response(
+        "overview.csv", CSV_COLUMNS,
+        ((r.rank, r.site_code, r.site_name, r.power_kw, r.energy_today_kwh, r.kgco2e_today) for r in rows),
+    )  # fmt: skip
