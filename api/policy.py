@@ -46,9 +46,9 @@ class Policy:
             return "public"
         if self.access is Access.METRICS:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
-        if self.access is Access.PAGE:
-            return "all roles (web page; anonymous: 303 to /login)"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
+        if self.access is Access.PAGE:
+            return f"{names} (web page; anonymous: 303 to /login)"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
@@ -66,6 +66,8 @@ AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
 PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
+PAGE_READ_ENERGY = Policy(Access.PAGE, READ_ENERGY.roles)  # pages of site data (alerts ...): as their JSON routes
+PAGE_READ = Policy(Access.PAGE, READ.roles)  # pages of the organisation's data (alert rules ...)
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -155,6 +157,15 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
     ("GET", "/overview.csv"): PAGE,
+    ("GET", "/app/alerts"): PAGE_READ_ENERGY,  # as GET /alerts
+    ("GET", "/app/alerts/active.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/alerts/history.csv"): PAGE_READ_ENERGY,
+    ("POST", "/app/alerts/{alert_id}/ack"): AIR,  # as POST /alerts/{alert_id}/ack
+    ("POST", "/app/alerts/{alert_id}/close"): AIR,
+    ("GET", "/app/rules"): PAGE_READ,  # as GET /alert-rules
+    ("GET", "/app/rules.csv"): PAGE_READ,
+    ("POST", "/app/rules/{key}"): AIR,  # as PUT /alert-rules/{key}
+    ("POST", "/app/rules/{key}/delete"): AIR,  # as DELETE /alert-rules/{key}
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404
