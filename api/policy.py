@@ -166,6 +166,11 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/rules.csv"): PAGE_READ,
     ("POST", "/app/rules/{key}"): AIR,  # as PUT /alert-rules/{key}
     ("POST", "/app/rules/{key}/delete"): AIR,  # as DELETE /alert-rules/{key}
+    ("GET", "/app/sites/{site_code}"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/energy.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/meters.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights.csv"): PAGE_READ_ENERGY,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404
