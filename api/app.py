@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from lccm.api.auth.guard import AuthConfig, authorize, own_organisation
 from lccm.api.auth.oidc import OidcConfig, OidcVerifier
 from lccm.api.docs import install_docs
-from lccm.api.errors import install_handlers
+from lccm.api.errors import PageForbidden, install_handlers
 from lccm.api.limits import RequestLimits
 from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware, metrics_token_guard
 from lccm.api.openapi import install_openapi
@@ -43,6 +43,7 @@ from lccm.api.routes import (
 )
 from lccm.api.validation import check_inputs
 from lccm.api.web import ROUTERS as WEB_ROUTERS
+from lccm.api.web.render import forbidden_page
 from lccm.imports.limits import InputLimits
 
 
@@ -163,6 +164,7 @@ def create_app(
         dependencies=[Depends(authorize), Depends(check_inputs), Depends(own_organisation)],
     )
     install_handlers(app)
+    app.add_exception_handler(PageForbidden, forbidden_page)  # a page the caller's roles do not open: a 403 page
     install_docs(app)
     metrics = ApiMetrics()
     app.state.metrics = metrics

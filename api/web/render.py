@@ -19,7 +19,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from lccm.api.auth import sessions
-from lccm.api.errors import NotFound
+from lccm.api.errors import NotFound, PageForbidden
+from lccm.api.principal import Principal, Role
 from lccm.api.web.i18n import LANG_COOKIE, Lang, lang_of, texts, when
 
 MEDIA_TYPES = {
@@ -67,6 +68,15 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     if request.query_params.get("lang") == chosen:  # an explicit choice is remembered for the next pages
         response.set_cookie(LANG_COOKIE, chosen, max_age=365 * 86400, samesite="lax", path="/")
     return response
+
+
+def forbidden_page(request: Request, exc: Exception) -> HTMLResponse:
+    """The 403 of a page the caller's roles do not open (api/auth/guard.py raises ``PageForbidden``): a page in the
+    caller's language naming the roles that open it, with the navigation, instead of the API's JSON."""
+    assert isinstance(exc, PageForbidden)
+    principal: Principal = request.state.principal  # the guard has authenticated the caller before refusing
+    roles = [r.value for r in Role if r in exc.roles]
+    return render(request, "forbidden.html", status_code=403, roles=roles, user=principal.display_name)
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -41,4 +41,16 @@ MESSAGES: Catalogue = {
     "nav_imports": {"th": "นำเข้าข้อมูล", "en": "Imports"},
     "nav_reports": {"th": "รายงาน", "en": "Reports"},
     "nav_menu": {"th": "เมนู", "en": "Menu"},
+    # a page the caller's roles do not open (api/web/templates/forbidden.html)
+    "forbidden_title": {"th": "ไม่มีสิทธิ์เข้าถึง", "en": "Not allowed"},
+    "forbidden_text": {
+        "th": "บทบาทของคุณเปิดหน้านี้ไม่ได้ ติดต่อผู้ดูแลระบบขององค์กรหากต้องการสิทธิ์",
+        "en": "Your roles do not open this page. Ask your organisation's administrator if you need access",
+    },
+    "forbidden_roles": {"th": "บทบาทที่เปิดหน้านี้ได้", "en": "Roles that can open it"},
+    "role_viewer": {"th": "ผู้ดูข้อมูล", "en": "viewer"},
+    "role_facility_manager": {"th": "ผู้จัดการอาคาร", "en": "facility manager"},
+    "role_environment_officer": {"th": "เจ้าหน้าที่สิ่งแวดล้อม", "en": "environment officer"},
+    "role_carbon_officer": {"th": "เจ้าหน้าที่คาร์บอน", "en": "carbon officer"},
+    "role_admin": {"th": "ผู้ดูแลระบบ", "en": "administrator"},
 }
