@@ -46,9 +46,9 @@ class Policy:
             return "public"
         if self.access is Access.METRICS:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
-        if self.access is Access.PAGE:
-            return "all roles (web page; anonymous: 303 to /login)"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
+        if self.access is Access.PAGE:
+            return f"{names} (web page; anonymous: 303 to /login; another role: a 403 page)"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
@@ -66,6 +66,7 @@ AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
 PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
+READ_PAGE = Policy(Access.PAGE, READ.roles)  # a page of the organisation's data (the roles of the JSON it shows)
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -155,6 +156,12 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
     ("GET", "/overview.csv"): PAGE,
+    ("GET", "/app/carbon"): READ_PAGE,  # GET /organisations/{code}/comparison
+    ("GET", "/app/carbon.csv"): READ_PAGE,
+    ("GET", "/app/targets"): READ_PAGE,  # GET .../targets, .../targets/status, .../kpis
+    ("GET", "/app/targets.csv"): READ_PAGE,
+    ("GET", "/app/kpis.csv"): READ_PAGE,
+    ("POST", "/app/targets"): CARBON,  # as PUT /organisations/{code}/targets (htmx sends the CSRF token)
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

@@ -5,9 +5,9 @@ Asia/Bangkok (lccm.engine.timebase) with the year in the Buddhist Era, and in En
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from lccm.api.web.texts import Lang, core, merge
+from lccm.api.web.texts import Lang, carbon, core, merge
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -17,6 +17,7 @@ LANG_COOKIE = "lang"
 # One argument per area's module (api/web/texts/): add yours here.
 MESSAGES: dict[str, dict[Lang, str]] = merge(
     core.MESSAGES,
+    carbon.MESSAGES,
 )
 
 _MONTHS_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
@@ -42,3 +43,11 @@ def when(moment: datetime, lang: Lang) -> str:
     if lang == "th":
         return f"{local.day} {_MONTHS_TH[local.month - 1]} {be} {clock}"
     return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year} (BE {be}) {clock}"
+
+
+def day_text(day: date, lang: Lang) -> str:
+    """A calendar day: "1 ต.ค. 2568" in Thai (BE), "1 Oct 2025 (BE 2568)" in English."""
+    be = buddhist_era(day.year)
+    if lang == "th":
+        return f"{day.day} {_MONTHS_TH[day.month - 1]} {be}"
+    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year} (BE {be})"
