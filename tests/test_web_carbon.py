@@ -208,6 +208,8 @@ def test_the_comparison_of_a_past_year_by_hand(web: Web) -> None:
     assert "FY 2025 (BE 2568)" in page.text and "Scope 2" in page.text
     gpc = _table(page.text, "by-gpc_ref", "group")
     assert list(gpc) == ["I.2.1", "I.2.2", "total"] and gpc["I.2.2"]["group"] == "I.2.2 Stationary energy"
+    items = _table(page.text, "by-item", "group")
+    assert list(items) == ["S1-LPG", "S2-ELEC", "total"] and items["S2-ELEC"]["readings"] == "365 / 365"
     category = _table(page.text, "by-cfo_category", "group")
     assert category["purchased_electricity"]["group"] == "Purchased electricity"
 
@@ -216,7 +218,7 @@ def test_the_comparison_of_a_past_year_by_hand(web: Web) -> None:
 def test_every_table_equals_the_apis_comparison_of_the_same_year(web: Web, year: int) -> None:
     page = _log_in(web).get(f"/app/carbon?year={year}")
     assert page.status_code == 200
-    for by in ("scope", "cfo_category", "gpc_ref"):
+    for by in ("scope", "cfo_category", "gpc_ref", "item"):
         table = _table(page.text, f"by-{by}", "group")
         doc = _comparison(web, year, by)
         rows = {r["group"]: r for r in doc["rows"]} | {"total": doc["total"]}
@@ -233,6 +235,30 @@ def test_every_table_equals_the_apis_comparison_of_the_same_year(web: Web, year:
     assert verdict and verdict.group(1) == expected
 
 
+def test_a_year_the_coverage_cannot_judge_says_so_and_shows_the_covered_time(web: Web) -> None:
+    """With a threshold of 100 %, the running year (today's hours not read yet, no LPG entered) withholds its
+    changes; the verdict says it cannot tell and gives the change over the covered time instead."""
+    settings = Settings(database_url=web.url, session_cookie_secure=False, comparison_min_coverage=1.0)
+    with (
+        ConnectionPool(web.url, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(settings, pool), follow_redirects=False) as strict,
+    ):
+        strict.post("/login", data={"username": "somsri", "password": PASSWORD})
+        page = strict.get(f"/app/carbon?year={CURRENT}&lang=en")
+        doc = strict.get(
+            "/organisations/lampang/comparison",
+            params={"period": "fytd", "date": comparison_date(CURRENT, "fiscal").isoformat()},
+            headers=web.api,
+        ).json()
+    assert page.status_code == 200 and 'data-verdict="unknown"' in page.text
+    total = _table(page.text, "by-scope", "group")["total"]
+    assert total["delta_pct"] == "–" and doc["total"]["delta_pct"] is None
+    assert total["covered_time_delta_pct"] == _num(doc["total"]["covered_time"]["delta_pct"])
+    assert "insufficient" in total["coverage_share"] and doc["total"]["coverage"]["reason"] in html.unescape(page.text)
+    verdict = _text(re.search(r'id="cut-verdict"[^>]*>(.*?)</p>', page.text, re.DOTALL).group(1))  # type: ignore[union-attr]
+    assert verdict.startswith("? Cannot tell yet")
+
+
 def test_the_chart_draws_base_year_and_this_year_by_scope(web: Web) -> None:
     page = _log_in(web).get("/app/carbon?year=2025&lang=en").text
     chart = re.search(r'class="chart"[^>]*data-chart="([^"]+)"', page)
@@ -246,7 +272,7 @@ def test_the_chart_draws_base_year_and_this_year_by_scope(web: Web) -> None:
 def test_the_csv_of_each_table_keeps_the_figures_of_the_table(web: Web) -> None:
     browser = _log_in(web)
     page = browser.get("/app/carbon?year=2025").text
-    for by in ("scope", "cfo_category", "gpc_ref"):
+    for by in ("scope", "cfo_category", "gpc_ref", "item"):
         table = _table(page, f"by-{by}", "group")
         rows = _csv(browser.get(f"/app/carbon.csv?year=2025&by={by}"))
         assert [r["group"] for r in rows] == list(table)
@@ -254,7 +280,7 @@ def test_the_csv_of_each_table_keeps_the_figures_of_the_table(web: Web) -> None:
             for col in ("baseline_kgco2e", "actual_kgco2e", "delta_kgco2e", "delta_pct"):
                 shown = table[r["group"]][col]
                 assert (r[col] == "" and shown == "–") or _num(float(r[col])) == shown, (by, col)
-    assert browser.get("/app/carbon.csv?year=2025&by=site").status_code == 422
+    assert browser.get("/app/carbon.csv?year=2025&by=site").status_code == 422  # no such table on the page
     assert browser.get("/app/carbon.csv?year=1999").status_code == 422
 
 

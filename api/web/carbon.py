@@ -44,6 +44,7 @@ GROUPINGS: tuple[tuple[By, str], ...] = (
     ("scope", "carbon_by_scope"),
     ("cfo_category", "carbon_by_category"),
     ("gpc_ref", "carbon_by_gpc"),
+    ("item", "carbon_by_item"),  # which inventory item (meter or hand-entered line) lacks data
 )
 COMPARISON_CSV = (
     "group", "baseline_kgco2e", "actual_kgco2e", "actual_base_factors_kgco2e", "delta_kgco2e", "delta_pct",
@@ -137,6 +138,8 @@ def group_label(by: By, group: str, t: dict[str, str], chosen: Lang) -> str:
         return t["carbon_total"]
     if by == "scope":
         return t["carbon_scope_n"].format(n=group)
+    if by == "item":
+        return group
     if by == "cfo_category":
         category = CATEGORY_BY_CODE.get(group)
         return group if category is None else (category.name_th if chosen == "th" else category.name_en)
@@ -226,7 +229,7 @@ def carbon_csv(request: Request, conn: Conn, principal: CurrentPrincipal) -> Res
     by = next((b for b, _ in GROUPINGS if b == by_name), None)
     year = _chosen_year(request.query_params.get("year"), years.compared)
     if by is None or year is None:
-        raise RequestInvalid("year" if by else "by", "no such table: by is scope, cfo_category or gpc_ref, and year "
+        raise RequestInvalid("year" if by else "by", "no such table: by is scope, cfo_category, gpc_ref or item, and year "
                              "a reporting year after the base year")  # fmt: skip
     doc = comparison_of(conn, request, code, year, years.kind, by)
     lines = comparison_lines(doc, by, lang(request))

@@ -66,6 +66,7 @@ MESSAGES: Catalogue = {
     "carbon_by_scope": {"th": "ตามขอบเขต", "en": "By scope"},
     "carbon_by_category": {"th": "ตามหมวดหมู่ของ อบก. (CFO)", "en": "By TGO category (CFO)"},
     "carbon_by_gpc": {"th": "ตามภาคส่วน GPC", "en": "By GPC sector"},
+    "carbon_by_item": {"th": "ตามรายการในบัญชี", "en": "By inventory item"},
     "carbon_group": {"th": "กลุ่ม", "en": "Group"},
     "carbon_baseline": {"th": "ปีฐาน (kgCO2e)", "en": "Base year (kgCO2e)"},
     "carbon_actual": {"th": "ปีนี้ (kgCO2e)", "en": "This year (kgCO2e)"},
