@@ -162,6 +162,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/targets.csv"): READ_PAGE,
     ("GET", "/app/kpis.csv"): READ_PAGE,
     ("POST", "/app/targets"): CARBON,  # as PUT /organisations/{code}/targets (htmx sends the CSRF token)
+    ("POST", "/app/targets/delete"): CARBON,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

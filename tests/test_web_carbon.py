@@ -414,3 +414,22 @@ def test_a_viewer_sees_the_targets_but_cannot_set_one(web: Web) -> None:
     assert "hx-post" not in page and MESSAGES["targets_read_only"]["th"] in page
     answer = browser.post("/app/targets", data={"target_key": "x", "target_year": "2030"}, headers=_csrf(browser))
     assert answer.status_code == 403
+
+
+def test_a_carbon_officer_deletes_a_target_and_it_is_audited(web: Web) -> None:
+    browser = _log_in(web)
+    form = {"target_key": "to-delete", "target_year": "2031"}
+    assert browser.post("/app/targets", data=form, headers=_csrf(browser)).status_code == 204
+    assert 'hx-post="/app/targets/delete' in browser.get("/app/targets").text
+    answer = browser.post("/app/targets/delete", data={"target_key": "to-delete"}, headers=_csrf(browser))
+    assert answer.status_code == 204 and answer.headers["HX-Redirect"] == "/app/targets?saved=1"
+    keys = [t["target_key"] for t in web.client.get("/organisations/lampang/targets", headers=web.api).json()]
+    assert "to-delete" not in keys and "org" in keys
+    with psycopg.connect(web.url) as conn:
+        last = conn.execute("SELECT action, after FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    assert last and last[0] == "POST /app/targets/delete" and "to-delete" not in str(last[1])
+    missing = browser.post("/app/targets/delete", data={"target_key": "nope"}, headers=_csrf(browser))
+    assert missing.status_code == 422 and "no such target" in missing.text
+    viewer = _log_in(web, "viewer")
+    assert "/app/targets/delete" not in viewer.get("/app/targets").text
+    assert viewer.post("/app/targets/delete", data={"target_key": "org"}, headers=_csrf(viewer)).status_code == 403

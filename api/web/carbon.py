@@ -229,8 +229,8 @@ def carbon_csv(request: Request, conn: Conn, principal: CurrentPrincipal) -> Res
     by = next((b for b, _ in GROUPINGS if b == by_name), None)
     year = _chosen_year(request.query_params.get("year"), years.compared)
     if by is None or year is None:
-        raise RequestInvalid("year" if by else "by", "no such table: by is scope, cfo_category, gpc_ref or item, and year "
-                             "a reporting year after the base year")  # fmt: skip
+        message = "no such table: by is scope, cfo_category, gpc_ref or item, and year one after the base year"
+        raise RequestInvalid("year" if by else "by", message)
     doc = comparison_of(conn, request, code, year, years.kind, by)
     lines = comparison_lines(doc, by, lang(request))
     return csv_response(f"comparison-{code}-{year}-{by}.csv", COMPARISON_CSV, (line.csv() for line in lines))
@@ -412,7 +412,26 @@ def set_target(request: Request, conn: Conn, principal: CurrentPrincipal, audit:
     except RowsInvalid as exc:
         return _targets_page(request, conn, principal, 422, form=form, errors=exc.errors)
     audit.record(f"organisation:{code}/targets", before={"targets": before}, after={"targets": after})
+    return _saved(request)
+
+
+def _saved(request: Request) -> Response:
+    """htmx loads the targets page again (the new list, its charts and status), saying the change was saved."""
     year = request.query_params.get("year", "")
     response = Response(status_code=204)
     response.headers["HX-Redirect"] = f"/app/targets?saved=1{'&year=' + year if year.isdigit() else ''}"
     return response
+
+
+@router.post("/app/targets/delete")
+def delete_target(request: Request, conn: Conn, principal: CurrentPrincipal, audit: Audit, form: Form) -> Response:
+    """Remove one target by its name and store the rest as ``PUT .../targets`` does (audited)."""
+    code = principal.scope.organisation_code
+    before = targets.list_targets(conn, code)
+    key = form.get("target_key", "")
+    if key not in {t["target_key"] for t in before}:
+        return _targets_page(request, conn, principal, 422, errors=[RowError(1, "target_key", key, "no such target")])
+    kept = [targets.TargetIn.model_validate(t) for t in before if t["target_key"] != key]
+    after = targets.set_targets(conn, code, kept)
+    audit.record(f"organisation:{code}/targets", before={"targets": before}, after={"targets": after})
+    return _saved(request)

@@ -150,6 +150,8 @@ MESSAGES: Catalogue = {
     "targets_form_kpi_base_year": {"th": "ปีฐานของตัวชี้วัด (ค.ศ.)", "en": "KPI base year (CE)"},
     "targets_form_target_year": {"th": "ปีเป้าหมาย (ค.ศ.)", "en": "Target year (CE)"},
     "targets_form_save": {"th": "บันทึกเป้าหมาย", "en": "Save target"},
+    "targets_delete": {"th": "ลบ", "en": "Delete"},
+    "targets_delete_confirm": {"th": "ลบเป้าหมาย {key}?", "en": "Delete target {key}?"},
     "targets_saved": {"th": "บันทึกเป้าหมายแล้ว", "en": "Target saved"},
     "targets_refused": {"th": "ไม่ได้บันทึก: มีข้อผิดพลาด", "en": "Not saved: please correct these"},
     "targets_error_row": {"th": "ช่อง", "en": "Field"},
