@@ -48,7 +48,8 @@ class Policy:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
         if self.access is Access.PAGE:
-            return f"{names} (web page; anonymous: 303 to /login; another role: a 403 page)"
+            other = "" if self.roles == ALL_ROLES else "; another role: a 403 page"
+            return f"{names} (web page; anonymous: 303 to /login{other})"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
