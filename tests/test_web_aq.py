@@ -35,6 +35,7 @@ from lccm.api.app import create_app
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
 from lccm.api.web import aq_map
+from lccm.api.web.charts import bangkok_text
 from lccm.api.web.i18n import MESSAGES
 from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import updaters
@@ -285,6 +286,8 @@ def test_the_station_page_has_the_apis_hourly_24h_and_nowcast_figures(web: Web) 
     assert len(charts) == 3  # PM2.5, PM10 and SO2 (AQ1 measures it)
     pm25 = json.loads(charts[0].replace("&#34;", '"').replace("&quot;", '"'))
     assert [s["name"] for s in pm25["series"]] == ["1-h average", "24-h average", "NowCast"]
+    # The time axis is the whole period chosen (the running hour included), whatever hours have data.
+    assert (pm25["xAxis"]["min"], pm25["xAxis"]["max"]) == (bangkok_text(start), bangkok_text(end))
 
 
 def test_the_station_page_shows_each_indexs_coverage_and_the_latest_hour(web: Web) -> None:
@@ -299,8 +302,10 @@ def test_the_station_page_shows_each_indexs_coverage_and_the_latest_hour(web: We
     assert "3 of 24 hours with data, 18 needed" in latest["thai"]["status"]
     coverage = re.search(r'<table id="aq-coverage">(.*?)</table>', html, flags=re.DOTALL)
     assert coverage and 'data-index="nowcast" data-pollutant="PM2.5"' in coverage.group(1)
-    assert "SO2" not in _text(html.split('<table id="aq-hours">')[1])  # AQ2 measures no SO2: no column, no chart
-    assert len(re.findall(r'data-chart="', html)) == 2
+    # AQ2 measures neither PM10 nor SO2: no column, no chart for them.
+    hourly = _text(html.split('<table id="aq-hours">')[1].split("</table>")[0])
+    assert "SO2" not in hourly and "PM10" not in hourly and "PM2.5" in hourly
+    assert len(re.findall(r'data-chart="', html)) == 1
 
 
 def test_the_period_selector_and_the_hourly_csv(web: Web) -> None:

