@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
     # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).
 
+    @field_validator("web_map_tiles_url", mode="before")
+    @classmethod
+    def _no_tiles_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # LCCM_WEB_MAP_TILES_URL= (compose's ${...:-}) means no tiles
+
     @field_validator("aqi_thai_colours_hex")
     @classmethod
     def _colour_codes(cls, value: tuple[str, str, str, str, str]) -> tuple[str, str, str, str, str]:

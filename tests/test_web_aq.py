@@ -323,6 +323,22 @@ def test_the_period_selector_and_the_hourly_csv(web: Web) -> None:
         assert (r["thai_aqi"] or "–") == cells["thai_aqi"]
 
 
+def test_base_tiles_are_drawn_under_the_map_when_configured(web: Web) -> None:
+    settings = Settings(
+        database_url=web.url, session_cookie_secure=False,
+        web_map_tiles_url="https://tiles.example.org/{z}/{x}/{y}.png", web_map_tiles_attribution="© Example tiles",
+    )  # fmt: skip
+    with (
+        ConnectionPool(web.url, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(settings, pool), follow_redirects=False) as client,
+    ):
+        client.post("/login", data={"username": "somchai", "password": PASSWORD})
+        html = client.get("/app/aq").text
+    tiles = re.findall(r'<image href="([^"]+)"', html)
+    assert tiles and all(re.fullmatch(r"https://tiles\.example\.org/\d+/\d+/\d+\.png", t) for t in tiles)
+    assert "© Example tiles" in html
+
+
 def test_the_outline_is_the_vendored_file_and_tiles_are_an_option() -> None:
     folder = resources.files("lccm.api.web").joinpath("geo")
     record = json.loads(folder.joinpath("VENDORED.json").read_text())
@@ -339,3 +355,4 @@ def test_the_outline_is_the_vendored_file_and_tiles_are_an_option() -> None:
     assert all(re.fullmatch(r"https://tiles\.example\.org/15/\d+/\d+\.png", t.href) for t in drawing.tiles)
     with pytest.raises(ValueError):
         Settings(web_map_tiles_url="http://tiles.example.org/{z}/{x}/{y}.png")  # https only
+    assert Settings(web_map_tiles_url="").web_map_tiles_url is None
