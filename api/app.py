@@ -91,6 +91,10 @@ class Settings(Protocol):
     def login_lockout_s(self) -> float: ...
     @property
     def mqtt_topic_root(self) -> str: ...
+    @property
+    def web_map_tiles_url(self) -> str | None: ...
+    @property
+    def web_map_tiles_attribution(self) -> str: ...
     def input_limits(self) -> InputLimits: ...
 
 
@@ -173,6 +177,8 @@ def create_app(
     # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
     app.state.comparison_min_coverage = settings.comparison_min_coverage
     app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
+    app.state.web_map_tiles_url = settings.web_map_tiles_url
+    app.state.web_map_tiles_attribution = settings.web_map_tiles_attribution
     app.state.input_limits = settings.input_limits()
     # Dead letters are attributed to an organisation by their topic's <city> level, which follows the root.
     app.state.topic_root = settings.mqtt_topic_root

@@ -179,6 +179,11 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/kpis.csv"): PAGE_READ,
     ("POST", "/app/targets"): CARBON,  # as PUT /organisations/{code}/targets (htmx sends the CSRF token)
     ("POST", "/app/targets/delete"): CARBON,
+    # the air-quality pages: the readers of GET /aqi/current and /aqi/history (a login always: no public pages)
+    ("GET", "/app/aq"): PAGE_READ,
+    ("GET", "/app/aq.csv"): PAGE_READ,
+    ("GET", "/app/aq/{device_id}"): PAGE_READ,
+    ("GET", "/app/aq/{device_id}/hours.csv"): PAGE_READ,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

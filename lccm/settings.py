@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     # The citizens' air-quality feed: GET /aqi/current and /aqi/stations.geojson without credentials, every
     # organisation's stations. Off by default.
     public_aqi: bool = False
+    # Base tiles under the web pages' air-quality map (/app/aq), for production: an https URL template of Web
+    # Mercator raster tiles with {z}, {x} and {y} (e.g. a municipality's own tile server), and the attribution its
+    # licence asks for. Unset, the map draws the stations over the shipped province outline and loads nothing.
+    web_map_tiles_url: str | None = Field(default=None, pattern=r"^https://[^\s\"'<>]*\{z\}[^\s\"'<>]*$")
+    web_map_tiles_attribution: str = ""
 
     # Logs (lccm/logs.py): "text" for a terminal, "json" (one object per line: time, level, logger, message, stage,
     # request_id, exception) for a log collector. The level applies to every command; `-v` lowers it to DEBUG.
@@ -230,6 +235,11 @@ class Settings(BaseSettings):
     city_file: Path | None = None
     # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
     # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).
+
+    @field_validator("web_map_tiles_url", mode="before")
+    @classmethod
+    def _no_tiles_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # LCCM_WEB_MAP_TILES_URL= (compose's ${...:-}) means no tiles
 
     @field_validator("aqi_thai_colours_hex")
     @classmethod

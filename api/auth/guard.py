@@ -73,7 +73,7 @@ def authorize(request: Request) -> None:
     if not policy.allows(principal.roles):
         have = ", ".join(sorted(principal.roles)) or "no role of this API"
         if policy.access is Access.PAGE:
-            raise PageForbidden(f"{path} needs one of the roles {_names(policy.roles)}", policy.roles)
+            raise PageForbidden(f"{path} needs one of the roles {_names(policy.roles)}; you have {have}", policy.roles)
         raise Forbidden(f"{request.method} {path} needs one of the roles {_names(policy.roles)}; you have {have}")
 
 
