@@ -46,9 +46,9 @@ class Policy:
             return "public"
         if self.access is Access.METRICS:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
-        if self.access is Access.PAGE:
-            return "all roles (web page; anonymous: 303 to /login)"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
+        if self.access is Access.PAGE:
+            return f"{names} (web page; anonymous: 303 to /login)"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
@@ -66,6 +66,7 @@ AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
 PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
+READ_PAGE = Policy(Access.PAGE, READ.roles)  # a page of the organisation's data (READ's roles; others: a 403 page)
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -155,6 +156,13 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
     ("GET", "/overview.csv"): PAGE,
+    ("GET", "/app/imports"): READ_PAGE,  # the import history (GET /organisations/{code}/imports); forms for CARBON
+    ("GET", "/app/imports.csv"): READ_PAGE,
+    ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships
+    ("POST", "/app/imports/inventory"): CARBON,  # as POST /organisations/{code}/inventory/import
+    ("POST", "/app/imports/activity"): CARBON,  # as POST /organisations/{code}/activity/import
+    ("GET", "/app/reports"): READ_PAGE,  # as GET /organisations/{code}/reports/cfo|gpc
+    ("GET", "/app/reports/summary.csv"): READ_PAGE,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404
