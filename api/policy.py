@@ -160,6 +160,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/imports.csv"): READ_PAGE,
     ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships
     ("POST", "/app/imports/inventory"): CARBON,  # as POST /organisations/{code}/inventory/import
+    ("POST", "/app/imports/inventory/check"): CARBON,  # the inventory upload's dry run: nothing stored
     ("POST", "/app/imports/activity"): CARBON,  # as POST /organisations/{code}/activity/import
     ("GET", "/app/reports"): READ_PAGE,  # as GET /organisations/{code}/reports/cfo|gpc
     ("GET", "/app/reports/summary.csv"): READ_PAGE,

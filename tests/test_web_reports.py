@@ -105,10 +105,7 @@ def _cells(html: str, row_attr: str) -> dict[str, dict[str, str]]:
 
 
 def _stored_items(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM inventory_items").fetchone()
-    assert row is not None
-    return int(row[0])
+    return _count(url, "inventory_items")
 
 
 def _audit(url: str, action: str) -> list[tuple[str, str]]:
@@ -215,6 +212,33 @@ def test_a_good_inventory_file_is_stored_listed_and_audited(web: Web) -> None:
     assert [(r["id"], r["status"], r["rows"], r["year_ce"]) for r in exported] == [
         (str(i["id"]), i["status"], str(i["rows"]), str(i["year_ce"])) for i in api
     ]
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_check_only_validates_and_previews_an_inventory_file_storing_and_logging_nothing(web: Web) -> None:
+    browser = _log_in(web, "carla")
+    assert 'hx-post="/app/imports/inventory/check"' in browser.get("/app/imports").text
+    before = (_count(web.url, "inventory_items"), _count(web.url, "inventory_imports"), _count(web.url, "audit_log"))
+    good = browser.post("/app/imports/inventory/check", data={"year": "2030", "kind": "calendar"},
+                        files={"file": ("x.csv", BASE_CSV, "text/csv")}, headers=_csrf(browser))  # fmt: skip
+    assert good.status_code == 200 and MESSAGES["imports_check_passed"]["th"] in good.text
+    preview = _cells(good.text, "preview")
+    assert list(preview) == ["S2-ELEC", "S1-DIESEL", "S1-LPG", "S3-WASTE", "S3-PAPER", "RM-TREES"]
+    assert preview["S1-DIESEL"]["kgco2e"] == _t2(12 * 100 * 2.7406) and preview["S1-DIESEL"]["quantity"] == "1,200.00 L"
+    assert preview["RM-TREES"]["kgco2e"] == _t2(-900.0)
+    bad = browser.post("/app/imports/inventory/check", files={"file": ("bad.csv", BAD_CSV, "text/csv")},
+                       headers=_csrf(browser))  # fmt: skip
+    assert MESSAGES["imports_check_failed"]["th"] in bad.text and len(_cells(bad.text, "error")) == 3
+    after = (_count(web.url, "inventory_items"), _count(web.url, "inventory_imports"), _count(web.url, "audit_log"))
+    assert after == before
+    assert _log_in(web, "vic").post("/app/imports/inventory/check", files={"file": ("x.csv", BASE_CSV)},
+                                    headers=_csrf(web.client)).status_code == 403  # fmt: skip
 
 
 def test_activity_files_good_and_bad(web: Web) -> None:

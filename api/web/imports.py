@@ -7,7 +7,9 @@ organisation, with the same semantics: all rows or none, a rejected file kept in
 nothing else stored; a stored one audited in the same transaction. The forms are htmx posts (``hx-encoding=
 multipart/form-data``), so the session's CSRF token goes in the header the guard reads; the answer is a fragment (the
 outcome, and the history swapped in out of band). A rejected file is a normal answer here (200): the page shows its
-rows, where the API answers 422. The importers have no dry run, so the page offers none.
+rows, where the API answers 422. "Check only" is the page's dry run of an inventory file (``store.inventory.
+check_inventory_file``: the importer's validation; nothing stored, nothing logged); activity data have none (their
+checks against the stored items happen inside the import's transaction).
 """
 
 from __future__ import annotations
@@ -148,15 +150,17 @@ def _file_name(part: FormPart, default: str) -> str:
 
 def _outcome(request: Request, conn: Conn, principal: Principal, **context: Any) -> HTMLResponse:
     """The fragment answering an upload: what became of the file, and the history (swapped in out of band)."""
-    defaults: dict[str, Any] = {"report": None, "errors": [], "errors_total": 0, "problem": None, "what": ""}
+    defaults: dict[str, Any] = {"report": None, "errors": [], "errors_total": 0, "problem": None, "what": "",
+                                "preview": None, "checked": False}  # fmt: skip
     return render(
         request, "imports_result.html", rows=history(conn, principal), year_text=year_text, **{**defaults, **context}
     )
 
 
-def _rejected(request: Request, conn: Conn, principal: Principal, exc: InventoryInvalid, what: str) -> HTMLResponse:
+def _rejected(request: Request, conn: Conn, principal: Principal, exc: InventoryInvalid, what: str,
+              checked: bool = False) -> HTMLResponse:  # fmt: skip
     listed = exc.errors[: request.app.state.input_limits.max_errors_listed]
-    return _outcome(request, conn, principal, errors=listed, errors_total=exc.total, what=what)
+    return _outcome(request, conn, principal, errors=listed, errors_total=exc.total, what=what, checked=checked)
 
 
 @router.post("/app/imports/inventory")
@@ -184,6 +188,22 @@ def upload_inventory(
         return _rejected(request, conn, principal, exc, "inventory")
     audit.record(f"organisation:{code}/inventory/{year_kind}/{year_ce}", after={"file": name, "report": report})
     return _outcome(request, conn, principal, report=asdict(report), what="inventory")
+
+
+@router.post("/app/imports/inventory/check")
+def check_inventory(request: Request, conn: Conn, limits: Limits, principal: CurrentPrincipal,
+                    form: Upload) -> HTMLResponse:  # fmt: skip
+    """A dry run of the inventory upload: the importer's validation, and what the file would store; nothing is
+    stored or logged (the API has no dry run: this is the page's own)."""
+    part = form.get("file")
+    if part is None or not part.data:
+        return _outcome(request, conn, principal, problem="imports_no_file", what="inventory")
+    try:
+        parsed = inv.check_inventory_file(conn, part.data, organisation=principal.scope.organisation_code,
+                                          limits=limits)  # fmt: skip
+    except InventoryInvalid as exc:
+        return _rejected(request, conn, principal, exc, "inventory", checked=True)
+    return _outcome(request, conn, principal, preview=parsed.rows, what="inventory")
 
 
 @router.post("/app/imports/activity")

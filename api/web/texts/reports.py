@@ -51,6 +51,19 @@ MESSAGES: Catalogue = {
         "en": "Unticked, the year becomes the base year only if the organisation has none",
     },
     "imports_upload": {"th": "นำเข้า", "en": "Import"},
+    "imports_check": {"th": "ตรวจสอบอย่างเดียว", "en": "Check only"},
+    "imports_check_passed": {
+        "th": "ไฟล์ผ่านการตรวจสอบ ยังไม่ได้บันทึก กด นำเข้า เพื่อบันทึกรายการต่อไปนี้",
+        "en": "The file passed the checks and nothing is stored yet: press Import to store these items",
+    },
+    "imports_check_failed": {
+        "th": "ไฟล์ไม่ผ่านการตรวจสอบ (ไม่มีการบันทึกใด ๆ) แก้ไขแถวต่อไปนี้",
+        "en": "The file did not pass the checks (nothing was stored). Fix these rows",
+    },
+    "imports_item": {"th": "รหัสรายการ", "en": "Item"},
+    "imports_scope": {"th": "ขอบเขต · หมวดหมู่", "en": "Scope · category"},
+    "imports_activity": {"th": "กิจกรรม", "en": "Activity"},
+    "imports_quantity": {"th": "ปริมาณทั้งปี", "en": "Quantity in the year"},
     "imports_working": {"th": "กำลังนำเข้า…", "en": "Importing…"},
     "imports_no_role": {
         "th": "การนำเข้าไฟล์ต้องใช้บทบาทเจ้าหน้าที่คาร์บอน (carbon_officer) หรือผู้ดูแลระบบ คุณดูประวัติการนำเข้าได้",
