@@ -43,6 +43,7 @@ from lccm.api.routes import (
 )
 from lccm.api.validation import check_inputs
 from lccm.api.web import ROUTERS as WEB_ROUTERS
+from lccm.api.web.errors import install as install_page_errors
 from lccm.imports.limits import InputLimits
 
 
@@ -163,6 +164,7 @@ def create_app(
         dependencies=[Depends(authorize), Depends(check_inputs), Depends(own_organisation)],
     )
     install_handlers(app)
+    install_page_errors(app)  # Forbidden and NotFound on a web page: a page, not JSON
     install_docs(app)
     metrics = ApiMetrics()
     app.state.metrics = metrics

@@ -5,8 +5,7 @@ Routes raise these; nothing below the edge knows about status codes::
     ApiError                      base: a status code, a stable machine-readable code, a message for people
     ├── Unauthenticated           401 not_authenticated, with WWW-Authenticate: Bearer (no or invalid credentials)
     ├── LoginRequired             303 to /login (a web page without a session; api/policy.py Access.PAGE)
-    ├── Forbidden                 403 forbidden (a role the route's policy does not allow; a missing CSRF token);
-    │                             a web page answers it with a 403 page (api/web/templates/forbidden.html)
+    ├── Forbidden                 403 forbidden (a role the route's policy does not allow; a missing CSRF token)
     ├── IdentityProviderDown      503 identity_provider_unavailable (the OIDC issuer's keys cannot be fetched)
     ├── NotFound                  404
     │   ├── SiteNotFound
@@ -56,7 +55,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
-from lccm.api.policy import Access, policy_for
 from lccm.api.principal import NotAuthenticated
 from lccm.engine.alerts import AlertRulesInvalid
 from lccm.imports.inventory import InventoryInvalid
@@ -183,18 +181,6 @@ def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=exc.body(), headers=exc.headers())
 
 
-def _api_error_or_page(request: Request, exc: Exception) -> Response:
-    """A web page (api/policy.py ``Access.PAGE``) a logged-in user's role may not open answers a 403 page in their
-    language naming the roles that may, not a JSON body; every other error keeps the API's shape."""
-    route = request.scope.get("route")
-    policy = policy_for(request.method, str(getattr(route, "path", "")))
-    if isinstance(exc, Forbidden) and policy is not None and policy.access is Access.PAGE:
-        from lccm.api.web.render import forbidden_page  # the pages import this module: theirs is imported on use
-
-        return forbidden_page(request, policy.roles)
-    return _api_error(request, exc)
-
-
 def _not_authenticated(request: Request, exc: Exception) -> JSONResponse:
     return _api_error(request, Unauthenticated(str(exc)))
 
@@ -278,7 +264,7 @@ def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error_or_page)
+    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RowsInvalid, _rows("invalid_rows"))
     app.add_exception_handler(RegistryInvalid, _rows("registry_invalid", "; nothing was imported"))
     app.add_exception_handler(InventoryInvalid, _rows("inventory_invalid", "; nothing was written"))

@@ -66,7 +66,8 @@ AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
 PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
-READ_PAGE = Policy(Access.PAGE, READ.roles)  # a page of the organisation's data (READ's roles; others: a 403 page)
+PAGE_READ_ENERGY = Policy(Access.PAGE, READ_ENERGY.roles)  # pages of site data (alerts ...): as their JSON routes
+PAGE_READ = Policy(Access.PAGE, READ.roles)  # pages of the organisation's data (alert rules ...)
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -156,14 +157,28 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
     ("GET", "/overview.csv"): PAGE,
-    ("GET", "/app/imports"): READ_PAGE,  # the import history (GET /organisations/{code}/imports); forms for CARBON
-    ("GET", "/app/imports.csv"): READ_PAGE,
+    ("GET", "/app/alerts"): PAGE_READ_ENERGY,  # as GET /alerts
+    ("GET", "/app/alerts/active.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/alerts/history.csv"): PAGE_READ_ENERGY,
+    ("POST", "/app/alerts/{alert_id}/ack"): AIR,  # as POST /alerts/{alert_id}/ack
+    ("POST", "/app/alerts/{alert_id}/close"): AIR,
+    ("GET", "/app/rules"): PAGE_READ,  # as GET /alert-rules
+    ("GET", "/app/rules.csv"): PAGE_READ,
+    ("POST", "/app/rules/{key}"): AIR,  # as PUT /alert-rules/{key}
+    ("POST", "/app/rules/{key}/delete"): AIR,  # as DELETE /alert-rules/{key}
+    ("GET", "/app/sites/{site_code}"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/energy.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/meters.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/imports"): PAGE_READ,  # the import history (GET /organisations/{code}/imports); forms for CARBON
+    ("GET", "/app/imports.csv"): PAGE_READ,
     ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships
     ("POST", "/app/imports/inventory"): CARBON,  # as POST /organisations/{code}/inventory/import
     ("POST", "/app/imports/inventory/check"): CARBON,  # the inventory upload's dry run: nothing stored
     ("POST", "/app/imports/activity"): CARBON,  # as POST /organisations/{code}/activity/import
-    ("GET", "/app/reports"): READ_PAGE,  # as GET /organisations/{code}/reports/cfo|gpc
-    ("GET", "/app/reports/summary.csv"): READ_PAGE,
+    ("GET", "/app/reports"): PAGE_READ,  # as GET /organisations/{code}/reports/cfo|gpc
+    ("GET", "/app/reports/summary.csv"): PAGE_READ,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

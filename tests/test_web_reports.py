@@ -131,8 +131,8 @@ def test_anonymous_browsers_go_to_the_login_and_other_roles_get_a_403_page(web: 
     for page in ("/app/imports", "/app/reports"):
         answer = browser.get(page)
         assert answer.status_code == 403 and answer.headers["content-type"].startswith("text/html")
-        assert MESSAGES["page_forbidden_title"]["th"] in answer.text and "carbon_officer" in answer.text
-    assert MESSAGES["page_forbidden_title"]["en"] in browser.get("/app/reports?lang=en").text
+        assert MESSAGES["error_403_title"]["th"] in answer.text and "carbon_officer" in answer.text
+    assert MESSAGES["error_403_title"]["en"] in browser.get("/app/reports?lang=en").text
     answer = browser.post("/app/imports/inventory", files={"file": ("a.csv", BASE_CSV)}, headers=_csrf(browser))
     assert answer.status_code == 403
 

@@ -69,11 +69,6 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     return response
 
 
-def forbidden_page(request: Request, roles: Iterable[str]) -> HTMLResponse:
-    """The 403 of a page the caller's role may not open (api/errors.py), naming the roles that may."""
-    return render(request, "forbidden.html", status_code=403, roles=sorted(str(r) for r in roles))
-
-
 async def _form(request: Request) -> dict[str, str]:
     """An HTML form's fields (urlencoded), first value of each."""
     raw = (await request.body()).decode("utf-8", errors="replace")

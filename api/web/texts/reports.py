@@ -1,16 +1,8 @@
-"""The labels of the carbon staff's imports page (/app/imports) and reports page (/app/reports), and of the page
-that tells a logged-in user a page is not for their role."""
+"""The labels of the carbon staff's imports page (/app/imports) and reports page (/app/reports)."""
 
 from lccm.api.web.texts import Catalogue
 
 MESSAGES: Catalogue = {
-    # a page the caller's role may not open (api/errors.py renders it for Access.PAGE routes)
-    "page_forbidden_title": {"th": "ไม่มีสิทธิ์เข้าถึงหน้านี้", "en": "You may not open this page"},
-    "page_forbidden_text": {
-        "th": "บทบาทของคุณไม่ได้รับอนุญาตให้ดูหน้านี้ บทบาทที่เปิดได้:",
-        "en": "Your role is not allowed to see this page. Roles that may open it:",
-    },
-    "page_forbidden_back": {"th": "กลับไปหน้าภาพรวม", "en": "Back to the overview"},
     # years, as the municipality names them (BE first in Thai)
     "year_fiscal": {"th": "ปีงบประมาณ {be} (FY {ce})", "en": "FY {ce} (BE {be})"},
     "year_calendar": {"th": "ปี พ.ศ. {be} (ค.ศ. {ce})", "en": "{ce} (BE {be})"},
