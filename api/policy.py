@@ -48,7 +48,8 @@ class Policy:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
         if self.access is Access.PAGE:
-            return f"{names} (web page; anonymous: 303 to /login)"
+            other = "" if self.roles == ALL_ROLES else "; another role: a 403 page"
+            return f"{names} (web page; anonymous: 303 to /login{other})"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
@@ -171,6 +172,13 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/sites/{site_code}/meters.csv"): PAGE_READ_ENERGY,
     ("GET", "/app/streetlights"): PAGE_READ_ENERGY,
     ("GET", "/app/streetlights.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/carbon"): PAGE_READ,  # GET /organisations/{code}/comparison
+    ("GET", "/app/carbon.csv"): PAGE_READ,
+    ("GET", "/app/targets"): PAGE_READ,  # GET .../targets, .../targets/status, .../kpis
+    ("GET", "/app/targets.csv"): PAGE_READ,
+    ("GET", "/app/kpis.csv"): PAGE_READ,
+    ("POST", "/app/targets"): CARBON,  # as PUT /organisations/{code}/targets (htmx sends the CSRF token)
+    ("POST", "/app/targets/delete"): CARBON,
     ("GET", "/app/imports"): PAGE_READ,  # the import history (GET /organisations/{code}/imports); forms for CARBON
     ("GET", "/app/imports.csv"): PAGE_READ,
     ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships

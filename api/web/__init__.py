@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lccm.api.web import alerts, facility, imports, pages, reports
+from lccm.api.web import alerts, carbon, facility, imports, pages, reports
 
 # One router per area's module (api/web/*.py): add yours here, and its routes to api/policy.py.
-ROUTERS: tuple[APIRouter, ...] = (pages.router, alerts.router, facility.router, imports.router, reports.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    pages.router,
+    alerts.router,
+    facility.router,
+    carbon.router,
+    imports.router,
+    reports.router,
+)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from lccm.api.errors import ApiError, Forbidden, NotFound, _api_error
+from lccm.api.errors import ApiError, Forbidden, NotFound, PageForbidden, _api_error
 from lccm.api.policy import Access, policy_for
+from lccm.api.principal import Role
 from lccm.api.web.render import render
 
 PAGE_PREFIX = "/app/"
@@ -27,9 +28,12 @@ def page_or_api_error(request: Request, exc: Exception) -> Response:
         return _api_error(request, exc)
     principal = getattr(request.state, "principal", None)
     user = {} if principal is None else {"user": principal.display_name}
+    # a page the caller's roles do not open names the roles that do
+    roles = [r.value for r in Role if r in exc.roles] if isinstance(exc, PageForbidden) else []
     return render(
-        request, "error.html", status_code=exc.status_code, status=exc.status_code, detail=exc.message, **user
-    )
+        request, "error.html", status_code=exc.status_code, status=exc.status_code, detail=exc.message, roles=roles,
+        **user,
+    )  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

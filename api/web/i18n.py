@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from lccm.api.web.texts import Lang, alerts, core, facility, merge, reports
+from lccm.api.web.texts import Lang, alerts, carbon, core, facility, merge, reports
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -19,6 +19,7 @@ MESSAGES: dict[str, dict[Lang, str]] = merge(
     core.MESSAGES,
     alerts.MESSAGES,
     facility.MESSAGES,
+    carbon.MESSAGES,
     reports.MESSAGES,
 )
 
@@ -48,10 +49,11 @@ def when(moment: datetime, lang: Lang) -> str:
 
 
 def day_text(day: date, lang: Lang) -> str:
-    """A calendar day: "7 ธ.ค. 2569" in Thai (BE), "7 Dec 2026" in English."""
+    """A calendar day: "1 ต.ค. 2568" in Thai (BE), "1 Oct 2025 (BE 2568)" in English."""
+    be = buddhist_era(day.year)
     if lang == "th":
-        return f"{day.day} {_MONTHS_TH[day.month - 1]} {buddhist_era(day.year)}"
-    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
+        return f"{day.day} {_MONTHS_TH[day.month - 1]} {be}"
+    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year} (BE {be})"
 
 
 def month_text(year: int, month: int, lang: Lang) -> str:
