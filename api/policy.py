@@ -184,6 +184,14 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/app/aq.csv"): PAGE_READ,
     ("GET", "/app/aq/{device_id}"): PAGE_READ,
     ("GET", "/app/aq/{device_id}/hours.csv"): PAGE_READ,
+    ("GET", "/app/imports"): PAGE_READ,  # the import history (GET /organisations/{code}/imports); forms for CARBON
+    ("GET", "/app/imports.csv"): PAGE_READ,
+    ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships
+    ("POST", "/app/imports/inventory"): CARBON,  # as POST /organisations/{code}/inventory/import
+    ("POST", "/app/imports/inventory/check"): CARBON,  # the inventory upload's dry run: nothing stored
+    ("POST", "/app/imports/activity"): CARBON,  # as POST /organisations/{code}/activity/import
+    ("GET", "/app/reports"): PAGE_READ,  # as GET /organisations/{code}/reports/cfo|gpc
+    ("GET", "/app/reports/summary.csv"): PAGE_READ,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

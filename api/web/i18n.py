@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from lccm.api.web.texts import Lang, alerts, aq, carbon, core, facility, merge
+from lccm.api.web.texts import Lang, alerts, aq, carbon, core, facility, merge, reports
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -21,6 +21,7 @@ MESSAGES: dict[str, dict[Lang, str]] = merge(
     facility.MESSAGES,
     carbon.MESSAGES,
     aq.MESSAGES,
+    reports.MESSAGES,
 )
 
 _MONTHS_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
