@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     mqtt_admin_password: SecretStr = SecretStr("")
     # A CA certificate (PEM) to verify the broker with: the admin commands then speak TLS (e.g. to port 8883).
     mqtt_admin_tls_ca_file: Path | None = None
-    mqtt_share_group: str = "lccm-ingest"
+    # Empty (one ingest worker): a plain subscription, which mosquitto keeps across a restart. Several workers set
+    # the same group (e.g. lccm-ingest) to share the load, but mosquitto drops a shared subscription when it restarts:
+    # what is published before the workers resubscribe is lost (docs/durability.md).
+    mqtt_share_group: str = ""
     mqtt_topic_root: str = "lccm/v1"
     # Persistent session: the broker keeps our subscription and queued QoS 1 messages this long while we are away.
     mqtt_session_expiry_s: int = 7 * 24 * 3600
