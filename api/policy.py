@@ -128,6 +128,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/alert-rules/{key}"): READ,
     ("PUT", "/alert-rules/{key}"): AIR,
     ("DELETE", "/alert-rules/{key}"): AIR,
+    # the live feed: any role; each event kind only to the roles of the route that gives its figures (api/live.py)
+    ("GET", "/live/events"): EVERYONE,
     # organisations, inventories, targets, reports
     ("GET", "/organisations"): EVERYONE,
     ("PUT", "/organisations/{code}"): ADMIN_ONLY,

@@ -220,7 +220,7 @@ def api(
     import uvicorn
 
     from lccm.api.app import create_app
-    from lccm.runtime import database
+    from lccm.runtime import database, live_worker
 
     settings = _settings(ctx)
     with database(settings) as url:
@@ -228,7 +228,7 @@ def api(
         # log_config=None keeps lccm/logs.py's set-up for uvicorn's loggers too; the access line is the API's own
         # (api/observability.py: request id, route, duration), so uvicorn's is off.
         uvicorn.run(
-            create_app(app_settings),
+            create_app(app_settings, live_worker=live_worker(app_settings)),
             host=host or settings.api_host,
             port=port or settings.api_port,
             log_config=None,
