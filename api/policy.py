@@ -156,6 +156,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/logout"): PUBLIC,  # the route itself ends only a session whose CSRF token the form sends
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
+    ("GET", "/overview/table"): PAGE,  # the overview's table alone, fetched by the page as the live feed says
     ("GET", "/overview.csv"): PAGE,
 }
 

@@ -1,7 +1,10 @@
-"""The reads of the live feed (api/live.py): every site's live power, alert changes and AQI hours written since a
-point, each row with the organisation and site it belongs to, so the feed can route it to the callers whose scope
-holds it. These read the whole deployment (no scope): the feed's one poller serves every organisation and filters
-per subscriber. A site of no organisation (``site_organisations`` has none for it) is in nobody's scope and left out.
+"""The reads of the live feed (api/live.py) and of the city overview (api/web/pages.py).
+
+The feed's: every site's live power, alert changes and AQI hours written since a point, each row with the
+organisation and site it belongs to, so the feed can route it to the callers whose scope holds it. These read the
+whole deployment (no scope): the feed's one poller serves every organisation and filters per subscriber. A site of
+no organisation (``site_organisations`` has none for it) is in nobody's scope and left out. The overview's
+(:func:`sites_live`) reads the caller's scope only.
 """
 
 from __future__ import annotations
@@ -10,7 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
+
+from lccm.store.queries import REGISTER_METRICS, LiveDevice
+from lccm.store.scope import Scope, scope_where
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +126,59 @@ def aqi_hours_since(conn: psycopg.Connection, *, since: datetime, limit: int) ->
 def latest_aqi_computation(conn: psycopg.Connection) -> datetime | None:
     row = conn.execute("SELECT max(computed_at) FROM aqi_hourly").fetchone()
     return row[0] if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLiveDevice(LiveDevice):
+    """A device of any site in scope (store/queries.py ``LiveDevice``, the rows of GET /sites/{code}/live) with the
+    same weekday last week up to the same clock time."""
+
+    site_code: str
+    energy_week_kwh: float  # energy of the 15-minute buckets started in [week_start, week_cut)
+    kgco2e_week: float
+
+
+# store/queries.py _LIVE for every site of the scope at once (the same per-device expressions, so the same figures),
+# plus the buckets of the same weekday last week started before the same clock time: one query for the overview.
+_SITES_LIVE = sql.SQL(
+    "SELECT d.device_id, d.kind, d.cadence_s, p.value AS power_w, p.ts AS power_ts,"
+    " CASE WHEN p.ts IS NOT NULL"
+    "   THEN p.ts > %(as_of)s - %(stale_cadences)s * d.cadence_s * interval '1 second' END AS power_fresh,"
+    " coalesce(e.energy_kwh, 0) AS energy_kwh, coalesce(e.fuel_l, 0) AS fuel_l, coalesce(e.kgco2e, 0) AS kgco2e,"
+    " e.quality, s.site_code, coalesce(w.energy_kwh, 0) AS energy_week_kwh, coalesce(w.kgco2e, 0) AS kgco2e_week"
+    " FROM devices d JOIN sites s ON s.id = d.site_id"
+    " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
+    "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
+    "     ORDER BY r.ts DESC LIMIT 1) p ON true"
+    " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
+    "     sum(b.amount) FILTER (WHERE m.name = 'fuel') AS fuel_l, sum(b.kgco2e) AS kgco2e, max(b.quality) AS quality"
+    "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
+    "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
+    "     AND b.bucket_start >= %(day_start)s AND b.bucket_start < %(day_end)s) e ON true"
+    " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh, sum(b.kgco2e) AS kgco2e"
+    "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
+    "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
+    "     AND b.bucket_start >= %(week_start)s AND b.bucket_start < %(week_cut)s) w ON true"
+    "{scope} ORDER BY s.site_code, d.device_id"
+)
+
+
+def sites_live(
+    conn: psycopg.Connection,
+    *,
+    as_of: datetime,
+    day_start: datetime,
+    day_end: datetime,
+    week_start: datetime,
+    week_cut: datetime,
+    stale_cadences: int,
+    scope: Scope | None,
+) -> list[SiteLiveDevice]:
+    """Every device of every site in scope, as :func:`lccm.store.queries.site_live` gives one site's, with last
+    week's figures; sites without devices are absent."""
+    params = {
+        "as_of": as_of, "stale_cadences": stale_cadences, "metrics": list(REGISTER_METRICS), "day_start": day_start,
+        "day_end": day_end, "week_start": week_start, "week_cut": week_cut,
+    }  # fmt: skip
+    query = _SITES_LIVE.format(scope=scope_where(scope, "s.id"))
+    return conn.cursor(row_factory=class_row(SiteLiveDevice)).execute(query, params).fetchall()

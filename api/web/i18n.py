@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lccm.api.web.texts import Lang, core, merge
+from lccm.api.web.texts import Lang, core, merge, overview
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -17,6 +17,7 @@ LANG_COOKIE = "lang"
 # One argument per area's module (api/web/texts/): add yours here.
 MESSAGES: dict[str, dict[Lang, str]] = merge(
     core.MESSAGES,
+    overview.MESSAGES,
 )
 
 _MONTHS_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
