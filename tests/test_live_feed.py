@@ -50,11 +50,14 @@ class Feed:
     client: TestClient
     pks: dict[str, int]
 
-    def events(self, key: str, *, during: Callable[[], None] | None = None, **headers: str) -> list[dict[str, Any]]:
+    def events(
+        self, key: str, *, during: Callable[[], None] | None = None, last_event_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The events of one bounded stream; ``during`` runs in another thread once the stream is open."""
         if during is not None:
             threading.Timer(0.6, during).start()
-        answer = self.client.get("/live/events", headers={**bearer(key), **headers})
+        headers = bearer(key) | ({} if last_event_id is None else {"Last-Event-ID": last_event_id})
+        answer = self.client.get("/live/events", headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/event-stream")
         return parse(answer.text)
@@ -171,14 +174,14 @@ def test_alert_and_aqi_events_arrive_in_scope_only(feed: Feed) -> None:
         ("AQ1-S", 88.0, "thai_pcd_2023")
     ]
     # Nan's admin, reconnecting as if from before: the replay holds Nan's alert and none of Lampang's.
-    replay = named(feed.events(nan_key, **{"Last-Event-ID": "0"}), "alert")
+    replay = named(feed.events(nan_key, last_event_id="0"), "alert")
     assert {e["data"]["site_code"] for e in replay} == {"NANQ"}
     assert {e["data"]["site_code"] for e in named(feed.events(nan_key), "power")} == {"NANH", "NANQ"}
 
 
 def test_a_facility_manager_gets_their_sites_and_no_air_quality(feed: Feed) -> None:
     key = api_key(feed.url, Role.FACILITY_MANAGER, sites=["HALL", "AQ1"])
-    events = feed.events(key, during=feed.write(_aqi(feed, "AQ1-S", 95.0)), **{"Last-Event-ID": "0"})
+    events = feed.events(key, during=feed.write(_aqi(feed, "AQ1-S", 95.0)), last_event_id="0")
     assert {e["data"]["site_code"] for e in named(events, "power")} == {"HALL", "AQ1"}  # not LIB
     assert {e["data"]["site_code"] for e in named(events, "alert")} == {"AQ1"}  # alerts: READ_ENERGY
     assert named(events, "aqi") == []  # AQI: viewer, environment and carbon officers, admin
