@@ -21,6 +21,7 @@ writers are short transactions (a miss there is possible but rare; GET /alerts s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -84,6 +85,12 @@ class Subscriber:
             and self.scope.allows_site(event.site_id)
         )
 
+    def end(self) -> None:
+        """On the subscriber's loop: end the stream after what is queued (the process is stopping)."""
+        if not self.dropped:
+            self.dropped = True
+            self.queue.put_nowait(None)
+
     def offer(self, events: list[LiveEvent]) -> None:
         """On the subscriber's loop: queue the events, or drop a subscriber that has fallen ``limit`` behind."""
         if self.dropped:
@@ -113,6 +120,7 @@ class LiveHub:
         self._subscribers: set[Subscriber] = set()
         self._power: dict[int, LiveEvent] = {}  # site id -> latest power event
         self._replay: deque[LiveEvent] = deque(maxlen=replay_events)
+        self._closed = False
 
     def subscribe(self, principal: Principal, last_event_id: str | None) -> Subscriber:
         """A new subscriber on the running loop, its queue primed with the power of its sites and the alert events
@@ -120,6 +128,8 @@ class LiveHub:
         sub = Subscriber(principal.scope, kinds_for(principal), asyncio.get_running_loop(), self.queue_events)
         after = _event_number(last_event_id)
         with self._lock:
+            if self._closed:
+                raise TooManySubscribers("the process is stopping")
             if len(self._subscribers) >= self.max_subscribers:
                 raise TooManySubscribers(f"the live feed has its maximum of {self.max_subscribers} subscribers")
             primer = list(self._power.values())
@@ -128,6 +138,16 @@ class LiveHub:
             self._subscribers.add(sub)
         sub.offer([e for e in primer if sub.wants(e)])
         return sub
+
+    def close(self) -> None:
+        """End every stream (callable from any thread): the server is stopping, and would otherwise wait for streams
+        that never end by themselves. Later subscribers are refused (503)."""
+        with self._lock:
+            self._closed = True
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nothing to end
+                sub.loop.call_soon_threadsafe(sub.end)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:

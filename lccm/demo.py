@@ -348,6 +348,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
         yield f"http://{settings.api_host}:{port}"
     finally:
         with _step("API"):
+            app.state.live_hub.close()  # the live feed's streams never end by themselves
             server.should_exit = True
             thread.join(timeout=3)
 

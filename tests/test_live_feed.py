@@ -236,3 +236,25 @@ def test_a_slow_subscriber_is_dropped_not_buffered() -> None:
 
     dropped, queued = asyncio.run(run())
     assert dropped and queued == 1  # only the end-of-stream marker is left
+
+
+def test_closing_the_hub_ends_every_stream_and_refuses_new_ones() -> None:
+    """What `lccm api` does when asked to stop: uvicorn would otherwise wait for streams that never end."""
+    import asyncio
+
+    from lccm.api.live import LiveHub, TooManySubscribers
+    from lccm.api.principal import Principal, Scope
+
+    async def run() -> tuple[object, bool]:
+        hub = LiveHub(max_subscribers=2, queue_events=3, replay_events=10)
+        who = Principal("t", "t", frozenset({Role.VIEWER}), Scope(1))
+        sub = hub.subscribe(who, None)
+        hub.close()
+        ended = await asyncio.wait_for(sub.queue.get(), timeout=1)
+        try:
+            hub.subscribe(who, None)
+        except TooManySubscribers:
+            return ended, True
+        return ended, False
+
+    assert asyncio.run(run()) == (None, True)
