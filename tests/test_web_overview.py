@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -187,3 +188,25 @@ def test_the_csv_has_the_new_columns_as_stored(web: Web) -> None:
         assert r["complete"] in ("True", "False")
     hall = next(r for r in rows if r["site_code"] == "HALL")
     assert round(float(hall["energy_change_pct"]), 1) == _num(table["HALL"]["energy_change_pct"])
+
+
+def test_the_overview_costs_the_same_queries_for_one_site_as_for_many(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No query per site (the first slice ran GET /sites/{code}/live's query once per site): a user of one site's
+    organisation and a user of two sites' send the same number of statements."""
+    counted = [0]  # statements of the current request (the last entry)
+    execute = psycopg.Cursor.execute
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counted[-1] += 1
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    statements = {}
+    for user, sites in (("nanuser", 1), ("somchai", 2)):
+        browser = _log_in(web, user)
+        counted.append(0)
+        assert len(_table(browser.get("/overview/table").text)) == sites
+        statements[user] = counted[-1]
+    assert statements["nanuser"] == statements["somchai"] > 0, statements
