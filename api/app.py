@@ -47,6 +47,7 @@ from lccm.api.routes import (
 )
 from lccm.api.validation import check_inputs
 from lccm.api.web import ROUTERS as WEB_ROUTERS
+from lccm.api.web.errors import install as install_page_errors
 from lccm.imports.limits import InputLimits
 
 
@@ -106,6 +107,10 @@ class Settings(Protocol):
     def live_heartbeat_s(self) -> float: ...
     @property
     def live_stream_max_s(self) -> float: ...
+    @property
+    def web_map_tiles_url(self) -> str | None: ...
+    @property
+    def web_map_tiles_attribution(self) -> str: ...
     def input_limits(self) -> InputLimits: ...
 
 
@@ -211,6 +216,7 @@ def create_app(
         dependencies=[Depends(authorize), Depends(check_inputs), Depends(own_organisation)],
     )
     install_handlers(app)
+    install_page_errors(app)  # Forbidden and NotFound on a web page: a page, not JSON
     install_docs(app)
     metrics = ApiMetrics()
     app.state.metrics = metrics
@@ -219,6 +225,8 @@ def create_app(
     # The baseline routes withhold figures drawn from too little data (reports/coverage.py).
     app.state.comparison_min_coverage = settings.comparison_min_coverage
     app.state.aqi_categories = aqi.categories_state(settings.aqi_thai_colours_hex)
+    app.state.web_map_tiles_url = settings.web_map_tiles_url
+    app.state.web_map_tiles_attribution = settings.web_map_tiles_attribution
     app.state.input_limits = settings.input_limits()
     # Dead letters are attributed to an organisation by their topic's <city> level, which follows the root.
     app.state.topic_root = settings.mqtt_topic_root

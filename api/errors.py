@@ -6,6 +6,7 @@ Routes raise these; nothing below the edge knows about status codes::
     ├── Unauthenticated           401 not_authenticated, with WWW-Authenticate: Bearer (no or invalid credentials)
     ├── LoginRequired             303 to /login (a web page without a session; api/policy.py Access.PAGE)
     ├── Forbidden                 403 forbidden (a role the route's policy does not allow; a missing CSRF token)
+    │   └── PageForbidden         the same for a web page: answered with a 403 page (api/web/errors.py)
     ├── IdentityProviderDown      503 identity_provider_unavailable (the OIDC issuer's keys cannot be fetched)
     ├── NotFound                  404
     │   ├── SiteNotFound
@@ -116,6 +117,15 @@ class LoginRequired(ApiError):
 class Forbidden(ApiError):
     status_code = 403
     code = "forbidden"
+
+
+class PageForbidden(Forbidden):
+    """A web page (Access.PAGE) the caller's roles do not open: a person at a browser gets a page saying so, in
+    their language, with the roles that open it (api/web/errors.py), not a JSON body."""
+
+    def __init__(self, message: str, roles: frozenset[str]) -> None:
+        super().__init__(message)
+        self.roles = roles
 
 
 class IdentityProviderDown(ApiError):

@@ -46,9 +46,10 @@ class Policy:
             return "public"
         if self.access is Access.METRICS:
             return "public, or Bearer LCCM_METRICS_TOKEN when set"
-        if self.access is Access.PAGE:
-            return "all roles (web page; anonymous: 303 to /login)"
         names = "all roles" if self.roles == ALL_ROLES else ", ".join(r.value for r in Role if r in self.roles)
+        if self.access is Access.PAGE:
+            other = "" if self.roles == ALL_ROLES else "; another role: a 403 page"
+            return f"{names} (web page; anonymous: 303 to /login{other})"
         return f"{names}; public when LCCM_PUBLIC_AQI" if self.access is Access.PUBLIC_AQI else names
 
 
@@ -66,6 +67,8 @@ AIR = roles(ENV)  # air quality and alerts: changes
 CARBON = roles(CO)  # inventories, activity, mappings, targets, M&V, temperatures: changes
 ADMIN_ONLY = roles()
 PAGE = Policy(Access.PAGE, EVERYONE.roles)  # the web pages (api/web/): any role; each shows only the caller's scope
+PAGE_READ_ENERGY = Policy(Access.PAGE, READ_ENERGY.roles)  # pages of site data (alerts ...): as their JSON routes
+PAGE_READ = Policy(Access.PAGE, READ.roles)  # pages of the organisation's data (alert rules ...)
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # operations: probes and scrapes
@@ -158,6 +161,40 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/"): PAGE,
     ("GET", "/overview/table"): PAGE,  # the overview's table alone, fetched by the page as the live feed says
     ("GET", "/overview.csv"): PAGE,
+    ("GET", "/app/alerts"): PAGE_READ_ENERGY,  # as GET /alerts
+    ("GET", "/app/alerts/active.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/alerts/history.csv"): PAGE_READ_ENERGY,
+    ("POST", "/app/alerts/{alert_id}/ack"): AIR,  # as POST /alerts/{alert_id}/ack
+    ("POST", "/app/alerts/{alert_id}/close"): AIR,
+    ("GET", "/app/rules"): PAGE_READ,  # as GET /alert-rules
+    ("GET", "/app/rules.csv"): PAGE_READ,
+    ("POST", "/app/rules/{key}"): AIR,  # as PUT /alert-rules/{key}
+    ("POST", "/app/rules/{key}/delete"): AIR,  # as DELETE /alert-rules/{key}
+    ("GET", "/app/sites/{site_code}"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/energy.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/sites/{site_code}/meters.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights"): PAGE_READ_ENERGY,
+    ("GET", "/app/streetlights.csv"): PAGE_READ_ENERGY,
+    ("GET", "/app/carbon"): PAGE_READ,  # GET /organisations/{code}/comparison
+    ("GET", "/app/carbon.csv"): PAGE_READ,
+    ("GET", "/app/targets"): PAGE_READ,  # GET .../targets, .../targets/status, .../kpis
+    ("GET", "/app/targets.csv"): PAGE_READ,
+    ("GET", "/app/kpis.csv"): PAGE_READ,
+    ("POST", "/app/targets"): CARBON,  # as PUT /organisations/{code}/targets (htmx sends the CSRF token)
+    ("POST", "/app/targets/delete"): CARBON,
+    # the air-quality pages: the readers of GET /aqi/current and /aqi/history (a login always: no public pages)
+    ("GET", "/app/aq"): PAGE_READ,
+    ("GET", "/app/aq.csv"): PAGE_READ,
+    ("GET", "/app/aq/{device_id}"): PAGE_READ,
+    ("GET", "/app/aq/{device_id}/hours.csv"): PAGE_READ,
+    ("GET", "/app/imports"): PAGE_READ,  # the import history (GET /organisations/{code}/imports); forms for CARBON
+    ("GET", "/app/imports.csv"): PAGE_READ,
+    ("GET", "/app/imports/templates/{name}"): PAGE,  # the blank templates the product ships
+    ("POST", "/app/imports/inventory"): CARBON,  # as POST /organisations/{code}/inventory/import
+    ("POST", "/app/imports/inventory/check"): CARBON,  # the inventory upload's dry run: nothing stored
+    ("POST", "/app/imports/activity"): CARBON,  # as POST /organisations/{code}/activity/import
+    ("GET", "/app/reports"): PAGE_READ,  # as GET /organisations/{code}/reports/cfo|gpc
+    ("GET", "/app/reports/summary.csv"): PAGE_READ,
 }
 
 ORGANISATION_PREFIX = "/organisations/{code}"  # {code} is an organisation code: the caller's own, or 404

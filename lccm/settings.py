@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     mqtt_admin_password: SecretStr = SecretStr("")
     # A CA certificate (PEM) to verify the broker with: the admin commands then speak TLS (e.g. to port 8883).
     mqtt_admin_tls_ca_file: Path | None = None
-    mqtt_share_group: str = "lccm-ingest"
+    # Empty (one ingest worker): a plain subscription, which mosquitto keeps across a restart. Several workers set
+    # the same group (e.g. lccm-ingest) to share the load, but mosquitto drops a shared subscription when it restarts:
+    # what is published before the workers resubscribe is lost (docs/durability.md).
+    mqtt_share_group: str = ""
     mqtt_topic_root: str = "lccm/v1"
     # Persistent session: the broker keeps our subscription and queued QoS 1 messages this long while we are away.
     mqtt_session_expiry_s: int = 7 * 24 * 3600
@@ -215,6 +218,11 @@ class Settings(BaseSettings):
     # The citizens' air-quality feed: GET /aqi/current and /aqi/stations.geojson without credentials, every
     # organisation's stations. Off by default.
     public_aqi: bool = False
+    # Base tiles under the web pages' air-quality map (/app/aq), for production: an https URL template of Web
+    # Mercator raster tiles with {z}, {x} and {y} (e.g. a municipality's own tile server), and the attribution its
+    # licence asks for. Unset, the map draws the stations over the shipped province outline and loads nothing.
+    web_map_tiles_url: str | None = Field(default=None, pattern=r"^https://[^\s\"'<>]*\{z\}[^\s\"'<>]*$")
+    web_map_tiles_attribution: str = ""
     # The live feed (GET /live/events, api/live.py): one poller per API process reads changes every live_poll_s; a
     # process serves at most live_max_subscribers streams (one more: 503); a client that falls live_queue_events
     # events behind is disconnected; the last live_replay_events alert events are kept for reconnects with
@@ -241,6 +249,11 @@ class Settings(BaseSettings):
     city_file: Path | None = None
     # No time-zone setting: the product's calendar rules (October fiscal year, Buddhist Era years, Thai public
     # holidays) are Thai, so the zone is lccm.engine.timebase.BANGKOK (docs/reference.md#city-time-zone).
+
+    @field_validator("web_map_tiles_url", mode="before")
+    @classmethod
+    def _no_tiles_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # LCCM_WEB_MAP_TILES_URL= (compose's ${...:-}) means no tiles
 
     @field_validator("aqi_thai_colours_hex")
     @classmethod

@@ -61,7 +61,14 @@ def make_period(period: PeriodName, on: date | None, start: date | None, end: da
         return cal.week_of(d)
     if period == "month":
         return cal.month_period(d.year, d.month)
-    return cal.ytd_period(midnight(d + timedelta(days=1)), "fiscal" if period == "fytd" else "calendar")
+    # The year of the date itself: on its last day (30 September for fytd) the year is whole, not the next one's
+    # first instant (engine.calendar.ytd_period would name the year by the end instant, an empty period).
+    kind: YearKind = "fiscal" if period == "fytd" else "calendar"
+    year = cal.year_of(d, kind)
+    end = midnight(d + timedelta(days=1))
+    return cal.Period(
+        period, cal.year_period(year, kind).start, end, f"{cal.year_label(year, kind)} to {end.isoformat()}"
+    )
 
 
 def whole_days(start: datetime, end: datetime, *, allow_empty: bool = False) -> tuple[datetime, datetime]:

@@ -10,8 +10,12 @@
   -0.00), from the Jinja2 templates in templates/ (package data, autoescape on; every value passes through
   ``html.escape``).
 
-CSV and JSON are written by the ``csv`` and ``json`` modules, not templates: quoting a CSV cell or a JSON string is
-theirs to get right.
+* XLSX (what TGO's verifiers open): the CSV's lines on one sheet, cell for cell, figures as numbers at full
+  precision, and an "about" sheet naming the organisation and the year (BE and CE); written by openpyxl.
+
+CSV, XLSX and JSON are written by the ``csv``, ``openpyxl`` and ``json`` modules, not templates: quoting a CSV cell,
+typing a spreadsheet cell or a JSON string is theirs to get right. The CSV and the XLSX share one table of lines
+(``cfo_table``, ``gpc_table``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from html import escape
 from importlib import resources
 from typing import Any
 
 from jinja2 import Environment, FunctionLoader, StrictUndefined
 from markupsafe import Markup
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Font
 
 from lccm.reports.annual import SCOPES, CfoItem, CfoReport, GpcReport, ReportYear, Totals, month_label_th
 
@@ -63,11 +70,32 @@ def to_json(report: CfoReport | GpcReport) -> bytes:
 # ---------------------------------------------------------------------------------------------------------- CSV
 
 
-def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+Cell = str | int | float | None  # a figure is a float (written as its shortest round-trip repr), None a blank
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A report's lines as the CSV and the XLSX write them: one header, then rows of cells."""
+
+    header: list[str]
+    rows: list[list[Cell]]
+
+
+def _f(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _csv_cell(value: Cell) -> Cell:
+    if isinstance(value, float):
+        return repr(value)
+    return "" if value is None else value
+
+
+def _csv(table: Table) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow(table.header)
+    writer.writerows([_csv_cell(v) for v in row] for row in table.rows)
     return (CSV_BOM + out.getvalue()).encode("utf-8")
 
 
@@ -83,29 +111,35 @@ def cfo_csv_header(year: ReportYear) -> list[str]:
 
 
 def cfo_csv(report: CfoReport) -> bytes:
+    return _csv(cfo_table(report))
+
+
+def cfo_table(report: CfoReport) -> Table:
+    """The CFO report's lines: one per item (and per factor period of an item whose factor changed), then the
+    category, scope and summary totals."""
     org, year = report.organisation.code, report.year
     lead = (org, year.kind, year.year_ce)
 
     def item_row(scope: int, category: str, i: CfoItem) -> list[Any]:
         return ["item", *lead, scope, category, i.item_code, i.activity_en or "", i.activity_th or "", i.collection,
-                i.unit, _num(i.quantity), _num(i.ef_kgco2e_per_unit), i.ef_unit, i.ef_source, i.gwp_set,
-                i.gpc_ref or "", i.months_reported, i.months_metered, _num(i.completeness), "", "",
-                *(_num(k) for k in i.monthly_kgco2e), _num(i.kgco2e), _num(i.tco2e)]  # fmt: skip
+                i.unit, _f(i.quantity), _f(i.ef_kgco2e_per_unit), i.ef_unit, i.ef_source, i.gwp_set,
+                i.gpc_ref or "", i.months_reported, i.months_metered, _f(i.completeness), "", "",
+                *(_f(k) for k in i.monthly_kgco2e), _f(i.kgco2e), _f(i.tco2e)]  # fmt: skip
 
     def period_rows(scope: int, category: str, i: CfoItem) -> list[list[Any]]:
         """An item with several factors in the year: one row per factor period, after the item's row."""
         if len(i.factor_periods) < 2:
             return []
         return [["factor_period", *lead, scope, category, i.item_code, "", "", i.collection, i.unit,
-                 _num(p.quantity), _num(p.ef_kgco2e_per_unit), p.ef_unit, p.ef_source, i.gwp_set, i.gpc_ref or "",
+                 _f(p.quantity), _f(p.ef_kgco2e_per_unit), p.ef_unit, p.ef_source, i.gwp_set, i.gpc_ref or "",
                  p.months_reported, "", "", "", f"{p.first_month}..{p.last_month}",
-                 *(_num(k) for k in p.monthly_kgco2e), _num(p.kgco2e), _num(p.tco2e)]
+                 *(_f(k) for k in p.monthly_kgco2e), _f(p.kgco2e), _f(p.tco2e)]
                 for p in i.factor_periods]  # fmt: skip
 
     def total_row(kind: str, scope: int | str, category: str, t: Totals, share: float | None = None) -> list[Any]:
         blanks = [""] * (len(CFO_CSV_FIXED) - 8)
-        return [kind, *lead, scope, category, *blanks, _num(share), "", *(_num(k) for k in t.monthly_kgco2e),
-                _num(t.kgco2e), _num(t.tco2e)]  # fmt: skip
+        return [kind, *lead, scope, category, *blanks, _f(share), "", *(_f(k) for k in t.monthly_kgco2e),
+                _f(t.kgco2e), _f(t.tco2e)]  # fmt: skip
 
     rows: list[list[Any]] = []
     for s in report.scopes:
@@ -121,7 +155,7 @@ def cfo_csv(report: CfoReport) -> bytes:
     rows.append(total_row("net_total", "", "", report.net))
     rows.append(total_row("metered_total", "", "", report.metered, report.metered_share))
     rows.append(total_row("manual_total", "", "", report.manual, report.manual_share))
-    return _csv(cfo_csv_header(year), rows)
+    return Table(cfo_csv_header(year), rows)
 
 
 GPC_CSV_HEADER = ("row_type", "organisation", "year_kind", "year_ce", "gpc_ref", "sector", "sector_name",
@@ -130,30 +164,35 @@ GPC_CSV_HEADER = ("row_type", "organisation", "year_kind", "year_ce", "gpc_ref",
 
 
 def gpc_csv(report: GpcReport) -> bytes:
+    return _csv(gpc_table(report))
+
+
+def gpc_table(report: GpcReport) -> Table:
+    """The GPC table's lines: one per sub-sector (and factor period), the unmapped items, then the totals."""
     lead = (report.organisation.code, report.year.kind, report.year.year_ce)
     rows: list[list[Any]] = []
     for r in report.rows:
         rows.append(["subsector", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name, str(r.in_basic).lower(),
-                     *(_num(r.scope_tco2e[s]) for s in SCOPES), _num(r.tco2e), _num(r.basic_tco2e),
+                     *(_f(r.scope_tco2e[s]) for s in SCOPES), _f(r.tco2e), _f(r.basic_tco2e),
                      " ".join(r.item_codes), " ".join(r.item_refs), ""])  # fmt: skip
         for f in r.factor_lines:
-            scopes = [_num(f.tco2e) if s == f.scope else "" for s in SCOPES]
+            scopes = [_f(f.tco2e) if s == f.scope else "" for s in SCOPES]
             note = (f"{f.first_month}..{f.last_month}: {_num(f.quantity)} {f.unit} x {_num(f.ef_kgco2e_per_unit)}"
                     f" kgCO2e/{f.unit} ({f.ef_source})")  # fmt: skip
             rows.append(["factor_period", *lead, r.gpc_ref, r.sector, r.sector_name, r.subsector_name,
-                         str(r.in_basic).lower(), *scopes, _num(f.tco2e), "", f.item_code, f.item_ref,
+                         str(r.in_basic).lower(), *scopes, _f(f.tco2e), "", f.item_code, f.item_ref,
                          note])  # fmt: skip
     for u in report.unmapped:
-        rows.append(["unmapped", *lead, *([""] * 8), _num(u.tco2e), "", u.item_code, "", u.reason])
+        rows.append(["unmapped", *lead, *([""] * 8), _f(u.tco2e), "", u.item_code, "", u.reason])
 
     def total(kind: str, tco2e: float) -> list[Any]:
-        return [kind, *lead, *([""] * 8), _num(tco2e), "", "", "", ""]
+        return [kind, *lead, *([""] * 8), _f(tco2e), "", "", "", ""]
 
     rows.append(total("basic_total", report.basic_tco2e))
     rows.append(total("basic_plus_total", report.basic_plus_tco2e))
     rows.append(total("mapped_total", report.total_tco2e))
     rows.append(total("unmapped_total", report.unmapped_tco2e))
-    return _csv(GPC_CSV_HEADER, rows)
+    return Table(list(GPC_CSV_HEADER), rows)
 
 
 # --------------------------------------------------------------------------------------------------------- HTML
@@ -236,21 +275,83 @@ def _heading(report: CfoReport | GpcReport) -> dict[str, str]:
     }
 
 
+# --------------------------------------------------------------------------------------------------------- XLSX
+
+
+def _xlsx_text(value: str) -> str:
+    """Text as a cell can hold it: the control characters XML 1.0 forbids (and the importers let through) are
+    dropped, or openpyxl refuses the whole workbook."""
+    return ILLEGAL_CHARACTERS_RE.sub("", value)
+
+
+def _xlsx(table: Table, sheet: str, about: Sequence[tuple[str, str]]) -> bytes:
+    """The lines of the CSV on the first sheet, cell for cell: figures as numbers at full precision (no rounding,
+    Excel's General format), blanks as empty cells, text as text; the header row frozen. A second sheet says what
+    the report is. Text that starts with "=" stays text: a name from an imported file is never run as a formula."""
+    book = Workbook()
+    lines = book.active
+    assert lines is not None
+    lines.title = sheet
+    lines.append(table.header)
+    for cell in lines[1]:
+        cell.font = Font(bold=True)
+    for row in table.rows:
+        lines.append([_xlsx_text(v) if isinstance(v, str) else v for v in row])
+    for row_cells in lines.iter_rows(min_row=2):
+        for cell in row_cells:
+            if cell.data_type == "f":  # openpyxl takes any "=..." string for a formula
+                cell.data_type = "s"
+    lines.freeze_panes = "A2"
+    info = book.create_sheet("about")
+    for key, value in about:
+        info.append([key, _xlsx_text(value)])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _about(report: CfoReport | GpcReport) -> list[tuple[str, str]]:
+    org, year = report.organisation, report.year
+    kind = "CFO (TGO Carbon Footprint for Organization)" if isinstance(report, CfoReport) else "GPC BASIC table"
+    return [
+        ("report", kind),
+        ("organisation", org.code),
+        ("name", _heading(report)["names"]),
+        ("province", _heading(report)["province"]),
+        ("year", year.label),
+        ("year_kind", year.kind),
+        ("year_ce", str(year.year_ce)),
+        ("year_be", str(year.year_be)),
+        ("base_year", str(year.is_base_year).lower()),
+        ("units", "kgCO2e and tCO2e as stored (not rounded); the same lines as the CSV"),
+    ]
+
+
+def cfo_xlsx(report: CfoReport) -> bytes:
+    return _xlsx(cfo_table(report), "CFO", _about(report))
+
+
+def gpc_xlsx(report: GpcReport) -> bytes:
+    return _xlsx(gpc_table(report), "GPC", _about(report))
+
+
 # ------------------------------------------------------------------------------------------------------ dispatch
 
-FORMATS = ("csv", "json", "html")
-CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "html": "text/html; charset=utf-8"}
+FORMATS = ("csv", "json", "html", "xlsx")
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "html": "text/html; charset=utf-8",
+                 "xlsx": XLSX_TYPE}  # fmt: skip
 
 
 def render(report: CfoReport | GpcReport, fmt: str) -> bytes:
-    """The report in ``fmt`` (csv, json or html)."""
+    """The report in ``fmt`` (csv, json, html or xlsx)."""
     if fmt == "json":
         return to_json(report)
-    if fmt not in ("csv", "html"):
+    if fmt not in ("csv", "html", "xlsx"):
         raise ValueError(f"unknown report format {fmt!r}; one of {', '.join(FORMATS)}")
     if isinstance(report, CfoReport):
-        return cfo_csv(report) if fmt == "csv" else cfo_html(report)
-    return gpc_csv(report) if fmt == "csv" else gpc_html(report)
+        return {"csv": cfo_csv, "html": cfo_html, "xlsx": cfo_xlsx}[fmt](report)
+    return {"csv": gpc_csv, "html": gpc_html, "xlsx": gpc_xlsx}[fmt](report)
 
 
 def file_name(report: CfoReport | GpcReport, fmt: str) -> str:

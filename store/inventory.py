@@ -440,6 +440,14 @@ def import_inventory_file(conn: psycopg.Connection, data: bytes, *, file_name: s
                             kind=kind, base_year=base_year)  # fmt: skip
 
 
+def check_inventory_file(conn: psycopg.Connection, data: bytes, *, organisation: str,
+                         limits: InputLimits = DEFAULT_LIMITS) -> ParsedInventory:  # fmt: skip
+    """A dry run of ``import_inventory_file``: the same validation (the file, against the registered source
+    classes), and nothing stored or logged. Raises ``UnknownOrganisation`` or ``InventoryInvalid``."""
+    require_organisation(conn, organisation)
+    return parse_inventory(data, source_classes=load_source_classes(conn), limits=limits)
+
+
 _ITEM_COLUMNS = (
     "item_code", "scope", "cfo_category", "is_removal", "activity_en", "activity_th", "unit", "ef_kgco2e_per_unit",
     "ef_unit", "ef_source", "gwp_set", "gas", "gpc_ref", "collection", "source_class", "note",

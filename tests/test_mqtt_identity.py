@@ -293,10 +293,11 @@ def test_a_device_cannot_forge_an_alert(broker: ProdBroker, devices: dict[str, s
 def test_no_credential_but_the_ingest_s_can_take_its_session_and_its_queue_survives(
     broker: ProdBroker, devices: dict[str, str]
 ) -> None:
-    share = f"$share/lccm-ingest/{ROOT_TOPIC}/{CITY}/DEV-B/#"
+    # The single ingest's plain subscription (no share group: the default, docs/durability.md).
+    plain = f"{ROOT_TOPIC}/{CITY}/DEV-B/#"
     # The ingest's persistent session (clean start off, 1 h expiry), subscribed, then away.
     first = ingest(broker, clean_start=True)
-    assert first.subscribe(share) == ["Granted QoS 1"]
+    assert first.subscribe(plain) == ["Granted QoS 1"]
     first.close()
     queued = 500
     b = device(broker, devices, "DEV-B")

@@ -11,7 +11,8 @@ non-public one it reads the caller's credentials, in this order:
 It leaves the ``Principal`` on ``request.state.principal``, then refuses a role the policy does not allow (403);
 ``own_organisation`` answers another organisation's ``/organisations/{code}`` with 404, as if it did not exist. No or
 bad credentials: 401 with ``WWW-Authenticate: Bearer``, except on a web page (``Access.PAGE``): a browser is sent to
-``/login`` with a 303 (``LoginRequired``).
+``/login`` with a 303 (``LoginRequired``), and a logged-in caller without the page's roles gets a 403 page
+(``PageForbidden``) rather than JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from lccm.api.auth.credentials import API_KEY_PREFIX, digest
 from lccm.api.auth.oidc import InvalidToken, OidcVerifier, ProviderUnavailable, claim
-from lccm.api.errors import Forbidden, IdentityProviderDown, LoginRequired, Unauthenticated
+from lccm.api.errors import Forbidden, IdentityProviderDown, LoginRequired, PageForbidden, Unauthenticated
 from lccm.api.policy import ORGANISATION_PREFIX, Access, policy_for
 from lccm.api.principal import Principal, Role, Scope
 from lccm.store import identity
@@ -71,6 +72,8 @@ def authorize(request: Request) -> None:
     request.state.principal = principal
     if not policy.allows(principal.roles):
         have = ", ".join(sorted(principal.roles)) or "no role of this API"
+        if policy.access is Access.PAGE:
+            raise PageForbidden(f"{path} needs one of the roles {_names(policy.roles)}; you have {have}", policy.roles)
         raise Forbidden(f"{request.method} {path} needs one of the roles {_names(policy.roles)}; you have {have}")
 
 

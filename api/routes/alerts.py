@@ -22,7 +22,7 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lccm.api import cursors
-from lccm.api.audit import Audit
+from lccm.api.audit import Audit, Auditor
 from lccm.api.deps import Conn, Cursor, _require_offset
 from lccm.api.errors import SiteNotFound
 from lccm.api.principal import CurrentPrincipal, Principal
@@ -186,23 +186,34 @@ def _state(alert: st.Alert) -> dict[str, Any]:
     return {"state": str(alert.state), "acknowledged_by": alert.acknowledged_by, "closed_by": alert.closed_by}
 
 
+def acknowledge_alert(conn: Conn, principal: Principal, audit: Auditor, alert_id: int, note: str | None) -> st.Alert:
+    """Acknowledge as the authenticated caller, audited in the caller's transaction (the API's and the web page's
+    one way to do it)."""
+    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
+    alert = st.acknowledge(conn, alert_id, _who(principal), note, scope=principal.scope)
+    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": note})
+    return alert
+
+
+def close_alert(conn: Conn, principal: Principal, audit: Auditor, alert_id: int, note: str | None) -> st.Alert:
+    """Close as the authenticated caller, audited in the caller's transaction (the API's and the web page's)."""
+    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
+    alert = st.close(conn, alert_id, _who(principal), note, scope=principal.scope)
+    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": note})
+    return alert
+
+
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=_ACTION_RESPONSES)
 def acknowledge(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
     """Acknowledge an open alert: records who (the authenticated caller), when (now) and the note."""
-    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
-    alert = st.acknowledge(conn, alert_id, _who(principal), body.note, scope=principal.scope)
-    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
-    return AlertOut.model_validate(alert)
+    return AlertOut.model_validate(acknowledge_alert(conn, principal, audit, alert_id, body.note))
 
 
 @router.post("/alerts/{alert_id}/close", response_model=AlertOut, responses=_ACTION_RESPONSES)
 def close(alert_id: int, body: ActionIn, conn: Conn, principal: CurrentPrincipal, audit: Audit) -> AlertOut:
     """Close an alert (usually once cleared). Closing one whose condition still holds does not open a new alert
     for the same episode; the rule raises again after the condition has cleared. Records the caller as closer."""
-    before = _state(st.get_alert(conn, alert_id, scope=principal.scope))
-    alert = st.close(conn, alert_id, _who(principal), body.note, scope=principal.scope)
-    audit.record(f"alert:{alert_id}", before=before, after={**_state(alert), "note": body.note})
-    return AlertOut.model_validate(alert)
+    return AlertOut.model_validate(close_alert(conn, principal, audit, alert_id, body.note))
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -251,6 +262,16 @@ def put_rule(
     """Create or replace the caller's organisation's rule; validated exactly as the rule file is. With the key of a
     file rule, it replaces that rule for the organisation's devices (``"enabled": false`` switches it off for
     them). The evaluator applies it from its next run; a new rule starts from the data that arrives after it."""
+    row, created = save_rule(conn, principal, audit, key, body)
+    response.status_code = 201 if created else 200
+    return row
+
+
+def save_rule(
+    conn: Conn, principal: Principal, audit: Auditor, key: str, body: dict[str, Any]
+) -> tuple[st.RuleRow, bool]:
+    """Create or replace the caller's organisation's rule of ``key``, validated as the rule file is (raises
+    AlertRulesInvalid naming each field), audited; the API's PUT and the web page's form. Returns (row, created)."""
     source = f"PUT /alert-rules/{key}"
     if "key" in body and body["key"] != key:
         message = f"the body's key {body['key']!r} differs from the path's {key!r}"
@@ -262,8 +283,16 @@ def put_rule(
     before = _rule_summary(conn, key, organisation_id)
     row, created = st.put_rule(conn, key, rule.definition(), "api", organisation_id)
     audit.record(f"alert_rule:{key}", before=before, after={"definition": row.definition, "version": row.version})
-    response.status_code = 201 if created else 200
-    return row
+    return row, created
+
+
+def remove_rule(conn: Conn, principal: Principal, audit: Auditor, key: str) -> None:
+    """Delete the caller's organisation's rule (RuleReadOnly for a file rule), audited; the API's DELETE and the
+    web page's."""
+    organisation_id = principal.scope.organisation_id
+    before = _rule_summary(conn, key, organisation_id)
+    st.delete_rule(conn, key, _who(principal), organisation_id)
+    audit.record(f"alert_rule:{key}", before=before, after=None)
 
 
 def _rule_summary(conn: Conn, key: str, organisation_id: int) -> dict[str, Any] | None:
@@ -283,8 +312,5 @@ def delete_rule(key: str, conn: Conn, principal: CurrentPrincipal, audit: Audit)
     """Delete the caller's organisation's rule; its alerts that are not closed yet are closed (note: rule deleted),
     their history kept. Where it replaced a file rule, the file rule applies again. A file rule itself cannot be
     deleted here (409 alert_rule_read_only): PUT it with ``"enabled": false`` to switch it off."""
-    organisation_id = principal.scope.organisation_id
-    before = _rule_summary(conn, key, organisation_id)
-    st.delete_rule(conn, key, _who(principal), organisation_id)
-    audit.record(f"alert_rule:{key}", before=before, after=None)
+    remove_rule(conn, principal, audit, key)
     return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""The annual reports of an organisation-year: the TGO CFO report and the GPC table, as CSV, JSON or HTML.
+"""The annual reports of an organisation-year: the TGO CFO report and the GPC table, as CSV, JSON, HTML or XLSX.
 
 The bytes are those of ``lccm report`` (``reports.annual`` + ``reports.render``). An unknown organisation or year
 is a 404 naming what exists (api/errors.py).
@@ -16,14 +16,18 @@ from fastapi.responses import Response
 from lccm.api.deps import Conn
 from lccm.api.routes.inventory import KindQuery, YearQuery
 from lccm.reports.annual import CfoReport, GpcReport, build_cfo_report, build_gpc_report
-from lccm.reports.render import CONTENT_TYPES, file_name, render
+from lccm.reports.render import CONTENT_TYPES, XLSX_TYPE, file_name, render
 from lccm.store import inventory as inv
 
 router = APIRouter(tags=["reports"])
 
-FormatQuery = Annotated[Literal["csv", "json", "html"], Query(description="csv (wide, one row per item), json, html")]
+FormatQuery = Annotated[
+    Literal["csv", "json", "html", "xlsx"],
+    Query(description="csv (wide, one row per item), json, html, xlsx (the CSV's lines as a workbook)"),
+]
 Builder = Callable[[psycopg.Connection, str, int | None, inv.YearKind | None], CfoReport | GpcReport]
 _TEXT = {"schema": {"type": "string"}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
 def _responses(report: type[CfoReport | GpcReport]) -> dict[int | str, dict[str, Any]]:
@@ -33,7 +37,7 @@ def _responses(report: type[CfoReport | GpcReport]) -> dict[int | str, dict[str,
         200: {
             "description": "the report in the format asked for",
             "model": report,
-            "content": {"text/csv": _TEXT, "text/html": _TEXT},
+            "content": {"text/csv": _TEXT, "text/html": _TEXT, XLSX_TYPE: _BINARY},
         },
         404: {"description": "unknown organisation or reporting year"},
     }
@@ -43,7 +47,7 @@ def _respond(builder: Builder, conn: psycopg.Connection, code: str, year: int | 
              fmt: str) -> Response:  # fmt: skip
     report = builder(conn, code, year, kind)
     headers = {}
-    if fmt == "csv":  # a download; JSON and HTML open in the browser
+    if fmt in ("csv", "xlsx"):  # a download; JSON and HTML open in the browser
         headers["content-disposition"] = f'attachment; filename="{file_name(report, fmt)}"'
     return Response(render(report, fmt), media_type=CONTENT_TYPES[fmt], headers=headers)
 

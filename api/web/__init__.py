@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lccm.api.web import pages
+from lccm.api.web import alerts, aq, carbon, facility, imports, pages, reports
 
 # One router per area's module (api/web/*.py): add yours here, and its routes to api/policy.py.
-ROUTERS: tuple[APIRouter, ...] = (pages.router,)
+ROUTERS: tuple[APIRouter, ...] = (
+    pages.router,
+    alerts.router,
+    facility.router,
+    carbon.router,
+    aq.router,
+    imports.router,
+    reports.router,
+)

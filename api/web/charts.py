@@ -37,9 +37,14 @@ def time_series(
 
 
 def categories(
-    title: str, unit: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]]
+    title: str,
+    unit: str,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    kind: str = "bar",
 ) -> dict[str, Any]:
-    """A bar chart over labelled categories (days, months, scopes)."""
+    """A bar chart over labelled categories (days, months, scopes); ``kind="line"`` draws lines over them (years of
+    a trajectory), None being a gap."""
     return {
         "title": {"text": title, "textStyle": {"fontSize": 14}},
         "tooltip": {"trigger": "axis"},
@@ -47,5 +52,7 @@ def categories(
         "grid": {"left": 56, "right": 16, "top": 56 if len(series) > 1 else 40, "bottom": 40},
         "xAxis": {"type": "category", "data": list(labels)},
         "yAxis": {"type": "value", "name": unit},
-        "series": [{"name": name, "type": "bar", "data": list(values)} for name, values in series],
+        "series": [
+            {"name": name, "type": kind, "connectNulls": False, "data": list(values)} for name, values in series
+        ],
     }

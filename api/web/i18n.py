@@ -5,9 +5,9 @@ Asia/Bangkok (lccm.engine.timebase) with the year in the Buddhist Era, and in En
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from lccm.api.web.texts import Lang, core, merge, overview
+from lccm.api.web.texts import Lang, alerts, aq, carbon, core, facility, merge, overview, reports
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -17,6 +17,11 @@ LANG_COOKIE = "lang"
 # One argument per area's module (api/web/texts/): add yours here.
 MESSAGES: dict[str, dict[Lang, str]] = merge(
     core.MESSAGES,
+    alerts.MESSAGES,
+    facility.MESSAGES,
+    carbon.MESSAGES,
+    aq.MESSAGES,
+    reports.MESSAGES,
     overview.MESSAGES,
 )
 
@@ -43,3 +48,25 @@ def when(moment: datetime, lang: Lang) -> str:
     if lang == "th":
         return f"{local.day} {_MONTHS_TH[local.month - 1]} {be} {clock}"
     return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year} (BE {be}) {clock}"
+
+
+def day_text(day: date, lang: Lang) -> str:
+    """A calendar day: "1 ต.ค. 2568" in Thai (BE), "1 Oct 2025 (BE 2568)" in English."""
+    be = buddhist_era(day.year)
+    if lang == "th":
+        return f"{day.day} {_MONTHS_TH[day.month - 1]} {be}"
+    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year} (BE {be})"
+
+
+def month_text(year: int, month: int, lang: Lang) -> str:
+    """A calendar month: "ต.ค. 2569" in Thai (BE), "Oct 2026 (BE 2569)" in English."""
+    if lang == "th":
+        return f"{_MONTHS_TH[month - 1]} {buddhist_era(year)}"
+    return f"{_MONTHS_EN[month - 1]} {year} (BE {buddhist_era(year)})"
+
+
+def fiscal_year_text(year: int, lang: Lang) -> str:
+    """A Thai fiscal year (named by the CE year it ends in): "ปีงบประมาณ 2570 (FY 2027)", "FY 2027 (BE 2570)"."""
+    if lang == "th":
+        return f"ปีงบประมาณ {buddhist_era(year)} (FY {year})"
+    return f"FY {year} (BE {buddhist_era(year)})"
