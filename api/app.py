@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from fastapi import Depends, FastAPI
@@ -22,6 +24,7 @@ from lccm.api.auth.oidc import OidcConfig, OidcVerifier
 from lccm.api.docs import install_docs
 from lccm.api.errors import install_handlers
 from lccm.api.limits import RequestLimits
+from lccm.api.live import LiveHub, LivePoller, WorkerFactory
 from lccm.api.observability import ApiMetrics, MetricsAuthorize, RequestContextMiddleware, metrics_token_guard
 from lccm.api.openapi import install_openapi
 from lccm.api.policy import check_complete
@@ -34,6 +37,7 @@ from lccm.api.routes import (
     conflicts,
     energy,
     inventory,
+    live,
     ops,
     readings,
     registry,
@@ -92,6 +96,18 @@ class Settings(Protocol):
     @property
     def mqtt_topic_root(self) -> str: ...
     @property
+    def live_poll_s(self) -> float: ...
+    @property
+    def live_max_subscribers(self) -> int: ...
+    @property
+    def live_queue_events(self) -> int: ...
+    @property
+    def live_replay_events(self) -> int: ...
+    @property
+    def live_heartbeat_s(self) -> float: ...
+    @property
+    def live_stream_max_s(self) -> float: ...
+    @property
     def web_map_tiles_url(self) -> str | None: ...
     @property
     def web_map_tiles_attribution(self) -> str: ...
@@ -134,24 +150,56 @@ def _make_pool(settings: Settings) -> ConnectionPool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LiveLimits:
+    heartbeat_s: float
+    stream_max_s: float
+
+
 def create_app(
-    settings: Settings, pool: ConnectionPool | None = None, *, metrics_authorize: MetricsAuthorize | None = None
+    settings: Settings,
+    pool: ConnectionPool | None = None,
+    *,
+    metrics_authorize: MetricsAuthorize | None = None,
+    live_worker: WorkerFactory | None = None,
 ) -> FastAPI:
     """Build the app. With ``pool`` given, the caller owns it (opens and closes it); otherwise the lifespan opens
     one from ``settings`` and closes it at shutdown. ``metrics_authorize`` guards ``/metrics`` (default: the
-    LCCM_METRICS_TOKEN guard, open without a token). Every route answers to its policy (api/policy.py); an app with
-    a route the policy table does not cover is refused (PolicyMissing)."""
+    LCCM_METRICS_TOKEN guard, open without a token). ``live_worker`` makes the supervised worker that polls for the
+    live feed (api/live.py; the composition root passes lccm/runtime.py's): without it, GET /live/events streams
+    heartbeats only. Every route answers to its policy (api/policy.py); an app with a route the policy table does
+    not cover is refused (PolicyMissing)."""
+    hub = LiveHub(
+        max_subscribers=settings.live_max_subscribers,
+        queue_events=settings.live_queue_events,
+        replay_events=settings.live_replay_events,
+    )
+
+    @asynccontextmanager
+    async def live_feed(using: ConnectionPool) -> AsyncIterator[None]:
+        if live_worker is None:
+            yield
+            return
+        poller = LivePoller(using, hub, poll_s=settings.live_poll_s, clock=lambda: datetime.now(UTC))
+        worker = live_worker("live-feed", poller.step)
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop(10.0, drain=False)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ConnectionPool]]:
         if pool is not None:
-            yield {"pool": pool}
+            async with live_feed(pool):
+                yield {"pool": pool}
             return
         own = _make_pool(settings)
         # wait=False: the API starts even while the database is down; /health then reports 503 until it is back.
         own.open(wait=False)
         try:
-            yield {"pool": own}
+            async with live_feed(own):
+                yield {"pool": own}
         finally:
             own.close()
 
@@ -182,6 +230,8 @@ def create_app(
     app.state.input_limits = settings.input_limits()
     # Dead letters are attributed to an organisation by their topic's <city> level, which follows the root.
     app.state.topic_root = settings.mqtt_topic_root
+    app.state.live_hub = hub
+    app.state.live_limits = LiveLimits(settings.live_heartbeat_s, settings.live_stream_max_s)
     # Bodies are bounded before anything reads them (api/limits.py).
     app.add_middleware(
         RequestLimits, json_bytes=settings.api_max_json_bytes, upload_bytes=settings.api_max_upload_bytes
@@ -202,6 +252,7 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(auth.router)
     app.include_router(users.router)
+    app.include_router(live.router)
     for web_router in WEB_ROUTERS:  # the web pages (api/web/), outside the OpenAPI document
         app.include_router(web_router)
     install_openapi(app)

@@ -131,6 +131,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/alert-rules/{key}"): READ,
     ("PUT", "/alert-rules/{key}"): AIR,
     ("DELETE", "/alert-rules/{key}"): AIR,
+    # the live feed: any role; each event kind only to the roles of the route that gives its figures (api/live.py)
+    ("GET", "/live/events"): EVERYONE,
     # organisations, inventories, targets, reports
     ("GET", "/organisations"): EVERYONE,
     ("PUT", "/organisations/{code}"): ADMIN_ONLY,
@@ -157,6 +159,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/logout"): PUBLIC,  # the route itself ends only a session whose CSRF token the form sends
     ("GET", "/web/assets/{name:path}"): PUBLIC,  # the pages' style sheet, scripts and vendored libraries
     ("GET", "/"): PAGE,
+    ("GET", "/overview/table"): PAGE,  # the overview's table alone, fetched by the page as the live feed says
     ("GET", "/overview.csv"): PAGE,
     ("GET", "/app/alerts"): PAGE_READ_ENERGY,  # as GET /alerts
     ("GET", "/app/alerts/active.csv"): PAGE_READ_ENERGY,

@@ -5,6 +5,7 @@ Settings are built once here (``Settings()`` reads LCCM_* from the environment) 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,6 +24,11 @@ from pydantic import ValidationError
 from lccm.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
+    import uvicorn
+
     from lccm.dashboards import ThaiScale
 
 log = logging.getLogger(__name__)
@@ -210,6 +216,19 @@ def _retention(pool: ConnectionPool | None, retention_days: int) -> None:
         log.warning("retention job failed: %s", e)
 
 
+def _stopping_server(config: uvicorn.Config, on_stop: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server, which first ends the live feed's streams when asked to stop: they never end by themselves,
+    and uvicorn waits for open requests before it stops."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            on_stop()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 @app.command()
 def api(
     ctx: typer.Context,
@@ -220,20 +239,25 @@ def api(
     import uvicorn
 
     from lccm.api.app import create_app
-    from lccm.runtime import database
+    from lccm.runtime import database, live_worker
 
     settings = _settings(ctx)
     with database(settings) as url:
         app_settings = settings.model_copy(update={"database_url": url})
         # log_config=None keeps lccm/logs.py's set-up for uvicorn's loggers too; the access line is the API's own
         # (api/observability.py: request id, route, duration), so uvicorn's is off.
-        uvicorn.run(
-            create_app(app_settings),
+        web_app = create_app(app_settings, live_worker=live_worker(app_settings))
+        config = uvicorn.Config(
+            web_app,
             host=host or settings.api_host,
             port=port or settings.api_port,
             log_config=None,
             access_log=False,
+            # Open requests get this long to finish at a stop (the live feed's streams are ended first, below).
+            timeout_graceful_shutdown=5,
         )
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped for, as uvicorn.run
+            _stopping_server(config, web_app.state.live_hub.close).run()
 
 
 @app.command()

@@ -29,7 +29,7 @@ from rich.console import Console
 from lccm.demo_progress import DemoStatus, LivePanel, PlainLines
 from lccm.metrics import IngestMetrics
 from lccm.monitoring import MonitoringServer, MonitoringUnavailable, start_monitoring, watch_ingest
-from lccm.runtime import Ingest, Services, ingest_process, services
+from lccm.runtime import Ingest, Services, ingest_process, live_worker, services
 from lccm.services import free_port, wait_for_port
 from lccm.settings import Settings
 from lccm.simulators.city import City, load_city
@@ -336,7 +336,8 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
         port = free_port()  # something already answers on the configured port
     # Plain HTTP on this machine: a Secure session cookie would never come back, unless asked for explicitly.
     secure = settings.session_cookie_secure if "session_cookie_secure" in settings.model_fields_set else False
-    app = create_app(settings.model_copy(update={"database_url": svc.database_url, "session_cookie_secure": secure}))
+    app_settings = settings.model_copy(update={"database_url": svc.database_url, "session_cookie_secure": secure})
+    app = create_app(app_settings, live_worker=live_worker(app_settings))
     # A browser's keep-alive connection must not hold up the stop: open requests get one second to finish.
     config = uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -347,6 +348,7 @@ def _api_server(settings: Settings, svc: Services) -> Iterator[str]:
         yield f"http://{settings.api_host}:{port}"
     finally:
         with _step("API"):
+            app.state.live_hub.close()  # the live feed's streams never end by themselves
             server.should_exit = True
             thread.join(timeout=3)
 

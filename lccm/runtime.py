@@ -263,6 +263,11 @@ def worker(settings: Settings, name: str, step: Any, **kw: Any) -> Worker:
     )
 
 
+def live_worker(settings: Settings) -> Callable[[str, Any], Worker]:
+    """The API's live-feed worker factory (api/app.py create_app ``live_worker``): supervised like every worker."""
+    return lambda name, step: worker(settings, name, step)
+
+
 @dataclass
 class Ingest:
     """One ingest process: the MQTT source, the stream loop and its sink, and the supervisor of its workers."""

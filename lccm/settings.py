@@ -223,6 +223,17 @@ class Settings(BaseSettings):
     # licence asks for. Unset, the map draws the stations over the shipped province outline and loads nothing.
     web_map_tiles_url: str | None = Field(default=None, pattern=r"^https://[^\s\"'<>]*\{z\}[^\s\"'<>]*$")
     web_map_tiles_attribution: str = ""
+    # The live feed (GET /live/events, api/live.py): one poller per API process reads changes every live_poll_s; a
+    # process serves at most live_max_subscribers streams (one more: 503); a client that falls live_queue_events
+    # events behind is disconnected; the last live_replay_events alert events are kept for reconnects with
+    # Last-Event-ID; a comment line goes out after live_heartbeat_s without events; a stream ends after
+    # live_stream_max_s (browsers reconnect by themselves), which spreads long-lived clients over restarted processes.
+    live_poll_s: float = Field(default=5.0, gt=0)
+    live_max_subscribers: int = Field(default=200, ge=1)
+    live_queue_events: int = Field(default=1000, ge=1)
+    live_replay_events: int = Field(default=1000, ge=0)
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    live_stream_max_s: float = Field(default=3600.0, gt=0)
 
     # Logs (lccm/logs.py): "text" for a terminal, "json" (one object per line: time, level, logger, message, stage,
     # request_id, exception) for a log collector. The level applies to every command; `-v` lowers it to DEBUG.

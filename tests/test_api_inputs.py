@@ -73,7 +73,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
             TestClient(
-                create_app(Settings(database_url=url), pool), raise_server_exceptions=False, headers=admin_headers(url)
+                # live_stream_max_s: GET /live/events ends, so the client (which reads whole answers) gets one.
+                create_app(Settings(database_url=url, live_stream_max_s=0.2), pool),
+                raise_server_exceptions=False,
+                headers=admin_headers(url),
             ) as client,
         ):
             yield client, seeded

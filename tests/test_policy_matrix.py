@@ -53,7 +53,10 @@ def matrix() -> Iterator[Matrix]:
         headers |= {r.value: bearer(api_key(url, r)) for r in Role}
         with (
             ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(Settings(database_url=url), pool), raise_server_exceptions=False) as client,
+            # live_stream_max_s: GET /live/events ends, so the client (which reads whole answers) gets one.
+            TestClient(
+                create_app(Settings(database_url=url, live_stream_max_s=0.2), pool), raise_server_exceptions=False
+            ) as client,
         ):
             yield Matrix(client, headers)
 

@@ -18,6 +18,8 @@ and the evaluator's rule selection are tested on their own.
 from __future__ import annotations
 
 import functools
+import json
+import time as clock
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from lccm.engine.alert_kinds import Severity
 from lccm.engine.alerts import AlertRule
 from lccm.engine.timebase import BANGKOK
 from lccm.imports.registry import parse_registry_csv
-from lccm.runtime import factor_rows, updaters
+from lccm.runtime import factor_rows, live_worker, updaters
 from lccm.settings import Settings
 from lccm.store import alerts as st
 from lccm.store import inventory as inv
@@ -356,6 +358,28 @@ def _live(c: Callers) -> None:
     lookup(c, "/sites/{}/live", "A1", "A2", "NOPE")
     live = ok(c.own.get("/sites/A1/live"))
     assert ids(live["devices"], "device_id") == {"A1-M", "A1-L"} and live["energy_today_kwh"] > 0
+
+
+@case("GET", "/live/events")
+def _live_events(c: Callers) -> None:
+    # Its own app, with the supervised poller the callers' apps lack; streams end after live_stream_max_s (the
+    # TestClient reads whole answers). Last-Event-ID 0 replays every alert event the poller holds.
+    settings = Settings(database_url=c.city.url, live_poll_s=0.2, live_stream_max_s=1.5)
+    keys = {
+        who: api_key(c.city.url, Role.ADMIN, org=org, sites=sites)
+        for who, org, sites in (("own", "lampang", None), ("fm", "lampang", ["A1"]), ("other", "nan", None))
+    }
+    with ConnectionPool(c.city.url, min_size=1, max_size=2, open=True) as pool, TestClient(
+        create_app(settings, pool, live_worker=live_worker(settings))
+    ) as client:  # fmt: skip
+        clock.sleep(0.5)  # the poller's first step
+        seen: dict[str, set[str]] = {}
+        for who, key in keys.items():
+            body = client.get("/live/events", headers={"X-API-Key": key, "Last-Event-ID": "0"}).text
+            seen[who] = {json.loads(line[5:])["site_code"] for line in body.splitlines() if line.startswith("data:")}
+    assert seen["own"] and seen["own"] <= A_SITES, seen
+    assert seen["other"] and seen["other"] <= B_SITES, seen
+    assert seen["fm"] == {"A1"}, seen
 
 
 @case("GET", "/energy")

@@ -9,6 +9,7 @@ always Bangkok days (UTC+7 all year, no daylight saving).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal, TypedDict
 
@@ -30,6 +31,7 @@ from lccm.api.schemas import (
     quality_label,
 )
 from lccm.engine.timebase import BANGKOK
+from lccm.store import live as live_store
 from lccm.store import queries
 
 router = APIRouter(tags=["energy"])
@@ -85,6 +87,43 @@ def live_summary(conn: Conn, site_code: str, scope: Scope, as_of: datetime) -> S
     )  # fmt: skip
     if not rows:
         _require_site(conn, site_code, scope)  # a site without devices answers with zeros
+    return _summary(site_code, rows, as_of, day_start)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteToday:
+    """A site's live summary (GET /sites/{code}/live) with the same weekday last week, 00:00 to the same clock time."""
+
+    live: SiteLiveOut
+    week_start: datetime
+    week_cut: datetime
+    energy_week_kwh: float
+    kgco2e_week: float
+
+
+def sites_today(conn: Conn, scope: Scope, as_of: datetime) -> dict[str, SiteToday]:
+    """Every site with devices in scope, by code, in one query (the overview; the figures of live_summary)."""
+    day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
+    week_start, week_cut = day_start - timedelta(days=7), as_of - timedelta(days=7)
+    rows = live_store.sites_live(
+        conn, as_of=as_of, day_start=day_start, day_end=day_end, week_start=week_start, week_cut=week_cut,
+        stale_cadences=STALE_CADENCES, scope=scope,
+    )  # fmt: skip
+    by_site: dict[str, list[live_store.SiteLiveDevice]] = {}
+    for r in rows:
+        by_site.setdefault(r.site_code, []).append(r)
+    return {code: _today(code, members, as_of, day_start, week_start, week_cut) for code, members in by_site.items()}
+
+
+def _today(
+    code: str, members: list[live_store.SiteLiveDevice], as_of: datetime, day_start: datetime, week_start: datetime,
+    week_cut: datetime,
+) -> SiteToday:  # fmt: skip
+    week_kwh, week_kg = sum(r.energy_week_kwh for r in members), sum(r.kgco2e_week for r in members)
+    return SiteToday(_summary(code, members, as_of, day_start), week_start, week_cut, week_kwh, week_kg)
+
+
+def _summary(site_code: str, rows: Sequence[queries.LiveDevice], as_of: datetime, day_start: datetime) -> SiteLiveOut:
     fresh = [r for r in rows if r.power_fresh]
     qualities = [r.quality for r in rows if r.quality is not None]
     quality = max(qualities) if qualities else None
@@ -269,6 +308,20 @@ def completeness(
             for r in rows
         ],
     )
+
+
+def completeness_by_site(conn: Conn, scope: Scope, as_of: datetime) -> dict[str, SiteCompletenessOut]:
+    """Today's (Bangkok day, up to ``as_of``) completeness of every site with devices in scope, by code: the
+    ``sites`` of GET /completeness for today, in one query (the overview)."""
+    day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
+    rows = queries.completeness(conn, day_start=day_start, day_end=day_end, as_of=as_of, scope=scope)
+    by_site: dict[str, list[queries.DeviceCompleteness]] = {}
+    for r in rows:
+        by_site.setdefault(r.site_code, []).append(r)
+    return {
+        code: SiteCompletenessOut(site_code=code, devices=len(members), **_counts(members))
+        for code, members in by_site.items()
+    }
 
 
 class _Counts(TypedDict):

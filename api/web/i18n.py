@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from lccm.api.web.texts import Lang, alerts, aq, carbon, core, facility, merge, reports
+from lccm.api.web.texts import Lang, alerts, aq, carbon, core, facility, merge, overview, reports
 from lccm.engine.timebase import BANGKOK, buddhist_era
 
 LANGS: tuple[Lang, ...] = ("th", "en")
@@ -22,6 +22,7 @@ MESSAGES: dict[str, dict[Lang, str]] = merge(
     carbon.MESSAGES,
     aq.MESSAGES,
     reports.MESSAGES,
+    overview.MESSAGES,
 )
 
 _MONTHS_TH = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")

@@ -3,14 +3,21 @@
 Routes are thin sync functions like the API's; their policies are in api/policy.py (``Access.PAGE``: without a
 session the guard sends the browser to /login). They are left out of the OpenAPI document: they answer HTML for
 people, not JSON for programs. The overview's figures come from the same function as ``GET /sites/{code}/live``
-(api/routes/energy.py ``live_summary``), in the caller's scope. It refreshes itself with a plain
-``<meta http-equiv="refresh">`` every 30 s (htmx is a later step).
+(api/routes/energy.py ``sites_today``, the figures of ``live_summary``, and ``completeness_by_site``, the sites of
+``GET /completeness``), in the caller's scope, in a fixed number of queries whatever the number of sites.
+
+Live updates: the page opens the live feed (htmx's SSE extension, ``sse-connect="/live/events"``) and re-fetches the
+table fragment (``/overview/table``) when a ``power`` event arrives (at most every few seconds), and once a minute
+anyway for today's energy and completeness, which no event announces. The fragment, not the events, fills the table:
+one server function renders the rows, so the live figures cannot drift from the page's or the API's, and the feed
+stays the trigger that makes the page follow changes within a poll interval instead of a fixed reload.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,15 +25,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from lccm.api.auth import sessions
 from lccm.api.auth.guard import SESSION_COOKIE, AuthConfig
 from lccm.api.deps import Conn
-from lccm.api.principal import CurrentPrincipal, Scope
-from lccm.api.routes.energy import live_summary
+from lccm.api.principal import CurrentPrincipal, Principal, Scope
+from lccm.api.routes.energy import completeness_by_site, sites_today
 from lccm.api.web.i18n import Lang, when
 from lccm.api.web.render import Form, asset_response, csv_response, lang, render
+from lccm.engine.timebase import BANGKOK
 from lccm.store import queries
 
 router = APIRouter(include_in_schema=False)
-REFRESH_S = 30
-CSV_COLUMNS = ("rank", "site_code", "site_name", "power_kw", "energy_today_kwh", "kgco2e_today")
+REFRESH_S = 60  # the table is fetched again at least this often (today's energy comes with no event)
+CSV_COLUMNS = (
+    "rank", "site_code", "site_name", "power_kw", "energy_today_kwh", "kgco2e_today", "energy_week_ago_kwh",
+    "kgco2e_week_ago", "energy_change_pct", "completeness_pct", "complete",
+)  # fmt: skip
 
 
 @router.get("/web/assets/{name:path}")
@@ -69,35 +80,78 @@ class OverviewRow:
     power_kw: float | None
     energy_today_kwh: float
     kgco2e_today: float
+    energy_week_ago_kwh: float  # the same weekday last week, 00:00 to the same clock time
+    kgco2e_week_ago: float
+    energy_change_pct: float | None  # today against that; None when last week had no energy
+    completeness_pct: float | None  # today's readings received / expected (GET /completeness); None: no devices
+    complete: bool | None  # completeness_pct at least the comparison threshold (LCCM_COMPARISON_MIN_COVERAGE)
 
 
-def overview_rows(conn: Conn, scope: Scope, as_of: datetime, lang: Lang) -> list[OverviewRow]:
+@dataclass(frozen=True, slots=True)
+class Overview:
+    rows: list[OverviewRow]
+    as_of: datetime
+    week_start: datetime
+    week_cut: datetime
+
+
+def overview(conn: Conn, scope: Scope, as_of: datetime, lang: Lang, min_coverage: float) -> Overview:
     """Every site of the scope, highest live power first (sites without live power last, by code)."""
-    found = []
+    today = sites_today(conn, scope, as_of)
+    coverage = completeness_by_site(conn, scope, as_of)
+    found: list[tuple[str, str, float | None, float, float, float, float, float | None, float | None]] = []
     for site in queries.list_sites(conn, scope=scope):
-        live = live_summary(conn, site.site_code, scope, as_of)
         name = (site.name_th or site.name) if lang == "th" else site.name
+        t = today.get(site.site_code)
+        c = coverage.get(site.site_code)
+        pct = None if c is None else c.completeness_pct
+        if t is None:  # no devices: zeros, as GET /sites/{code}/live answers
+            found.append((site.site_code, name, None, 0.0, 0.0, 0.0, 0.0, None, pct))
+            continue
+        live = t.live
         kw = None if live.power_w is None else live.power_w / 1000
-        found.append((site.site_code, name, kw, live.energy_today_kwh, live.kgco2e_today))
+        change = 100 * (live.energy_today_kwh - t.energy_week_kwh) / t.energy_week_kwh if t.energy_week_kwh else None
+        found.append((site.site_code, name, kw, live.energy_today_kwh, live.kgco2e_today, t.energy_week_kwh,
+                      t.kgco2e_week, change, pct))  # fmt: skip
     found.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0]))
-    return [OverviewRow(i, *r) for i, r in enumerate(found, start=1)]
+    rows = [
+        OverviewRow(i, *r, complete=None if r[-1] is None else r[-1] >= 100 * min_coverage)
+        for i, r in enumerate(found, start=1)
+    ]
+    day_start = datetime.combine(as_of.astimezone(BANGKOK).date(), time(), tzinfo=BANGKOK)
+    return Overview(rows, as_of, day_start - timedelta(days=7), as_of - timedelta(days=7))
+
+
+def _overview(request: Request, conn: Conn, principal: Principal) -> Overview:
+    min_coverage: float = request.app.state.comparison_min_coverage
+    return overview(conn, principal.scope, datetime.now(UTC), lang(request), min_coverage)
+
+
+def _context(request: Request, found: Overview, principal: Principal) -> dict[str, Any]:
+    chosen = lang(request)
+    return {
+        "rows": found.rows, "as_of": when(found.as_of, chosen), "week_start": when(found.week_start, chosen),
+        "week_cut": when(found.week_cut, chosen), "refresh_s": REFRESH_S, "user": principal.display_name,
+        "min_coverage_pct": f"{100 * request.app.state.comparison_min_coverage:g}",
+    }  # fmt: skip
 
 
 @router.get("/")
-def overview(request: Request, conn: Conn, principal: CurrentPrincipal) -> HTMLResponse:
-    as_of = datetime.now(UTC)
-    chosen = lang(request)
-    rows = overview_rows(conn, principal.scope, as_of, chosen)
-    return render(
-        request, "overview.html", rows=rows, as_of=when(as_of, chosen), refresh_s=REFRESH_S,
-        user=principal.display_name,
-    )  # fmt: skip
+def overview_page(request: Request, conn: Conn, principal: CurrentPrincipal) -> HTMLResponse:
+    return render(request, "overview.html", **_context(request, _overview(request, conn, principal), principal))
+
+
+@router.get("/overview/table")
+def overview_table(request: Request, conn: Conn, principal: CurrentPrincipal) -> HTMLResponse:
+    """The overview's table alone: what the page fetches when the live feed says power changed."""
+    return render(request, "overview_table.html", **_context(request, _overview(request, conn, principal), principal))
 
 
 @router.get("/overview.csv")
 def overview_csv(request: Request, conn: Conn, principal: CurrentPrincipal) -> Response:
-    rows = overview_rows(conn, principal.scope, datetime.now(UTC), lang(request))
+    rows = _overview(request, conn, principal).rows
     return csv_response(
         "overview.csv", CSV_COLUMNS,
-        ((r.rank, r.site_code, r.site_name, r.power_kw, r.energy_today_kwh, r.kgco2e_today) for r in rows),
+        ((r.rank, r.site_code, r.site_name, r.power_kw, r.energy_today_kwh, r.kgco2e_today, r.energy_week_ago_kwh,
+          r.kgco2e_week_ago, r.energy_change_pct, r.completeness_pct, r.complete) for r in rows),
     )  # fmt: skip

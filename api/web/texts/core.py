@@ -28,7 +28,6 @@ MESSAGES: Catalogue = {
     "no_power": {"th": "ไม่มีข้อมูล", "en": "no data"},
     "no_sites": {"th": "ไม่มีสถานที่ในขอบเขตของคุณ", "en": "No sites in your scope"},
     "download_csv": {"th": "ดาวน์โหลด CSV", "en": "Download CSV"},
-    "refresh_note": {"th": "หน้านี้รีเฟรชเองทุก 30 วินาที", "en": "This page refreshes itself every 30 s"},
     "signed_in_as": {"th": "ผู้ใช้", "en": "Signed in as"},
     # the navigation (api/web/templates/base.html)
     "nav_overview": {"th": "ภาพรวม", "en": "Overview"},
