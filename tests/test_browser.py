@@ -1,0 +1,137 @@
+"""The web pages in a real browser (Debian's chromium, driven by Playwright; tests/_browser.py): logging in through
+the form for every role, the overview's figures against the API's /sites/{code}/live, the language switch kept
+across pages, logging out, the redirect of an anonymous visitor; the scripts load without an error; axe-core finds
+nothing serious on the main pages at desktop and phone width; and a screenshot of each main page for people to look
+at (.lccm/artifacts/screenshots/, or LCCM_SCREENSHOT_DIR)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from lccm.api.principal import Role
+from lccm.api.web.i18n import MESSAGES
+from tests._auth import bearer
+from tests._browser import BrowserSite, assert_accessible, log_in, screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.usefixtures("served_city")
+
+
+def _overview(page: Page) -> dict[str, dict[str, str]]:
+    """The overview table as the browser shows it: site code -> column -> the cell's visible text."""
+    rows: dict[str, dict[str, str]] = page.eval_on_selector_all(
+        "#overview tbody tr",
+        """rows => Object.fromEntries(rows.map(r => [r.dataset.site, Object.fromEntries(
+            Array.from(r.querySelectorAll('td[data-col]'), c => [c.dataset.col, c.innerText.trim()]))]))""",
+    )
+    return rows
+
+
+def _kw(text: str) -> str:
+    return text.split()[0]
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_every_role_logs_in_through_the_form_and_lands_on_the_overview(
+    page: Page, served_city: BrowserSite, role: Role
+) -> None:
+    log_in(page, role)
+    assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["th"]
+    assert f"Test {role.value}" in page.locator("header").inner_text()
+    table = _overview(page)
+    if role is Role.FACILITY_MANAGER:
+        assert sorted(table) == sorted(served_city.facility_sites)  # only the sites given to them
+    else:
+        assert set(served_city.live_sites) <= set(table) and len(table) > len(served_city.live_sites)
+
+
+def test_the_overview_shows_the_apis_live_figures(page: Page, served_city: BrowserSite) -> None:
+    log_in(page, Role.VIEWER, lang="en")
+    table = _overview(page)
+    assert list(table)[: len(served_city.live_sites)] == [
+        served_city.live_sites[i] for i in (3, 1, 0, 2, 4)
+    ]  # highest live power first
+    with httpx.Client(base_url=served_city.base_url, headers=bearer(served_city.viewer_key)) as api:
+        for code, cells in table.items():
+            live = api.get(f"/sites/{code}/live").json()
+            if live["power_w"] is None:
+                assert cells["power_kw"] == MESSAGES["no_power"]["en"], code
+            else:
+                assert cells["power_kw"] == f"{live['power_w'] / 1000:,.2f}", code
+            assert cells["energy_today_kwh"] == f"{live['energy_today_kwh']:,.2f}", code
+            assert cells["kgco2e_today"] == f"{live['kgco2e_today']:,.2f}", code
+    assert table[served_city.live_sites[3]]["power_kw"] == "95.00"  # independent of the API: the reading as written
+
+
+def test_the_language_switch_is_kept_across_pages_until_switched_back(page: Page) -> None:
+    log_in(page, Role.VIEWER)
+    assert page.locator("html").get_attribute("lang") == "th"
+    page.get_by_role("link", name=MESSAGES["other_lang"]["th"]).click()
+    page.wait_for_url(re.compile(r"lang=en"))
+    assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["en"]
+    page.goto("/")  # a new page without ?lang: the choice is remembered
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["en"]
+    page.get_by_role("link", name=MESSAGES["other_lang"]["en"]).click()
+    page.wait_for_url(re.compile(r"lang=th"))
+    page.goto("/")
+    assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["th"]
+
+
+def test_logging_out_ends_the_session(page: Page) -> None:
+    log_in(page, Role.VIEWER)
+    page.get_by_role("button", name=MESSAGES["logout"]["th"]).click()
+    page.wait_for_url("**/login")
+    page.goto("/")
+    assert page.url.endswith("/login")
+    assert page.locator("input[name=password]").is_visible()
+
+
+def test_an_anonymous_visit_lands_on_the_login_form(page: Page) -> None:
+    page.goto("/")
+    assert page.url.endswith("/login")
+    assert page.locator("h1").inner_text() == MESSAGES["login_title"]["th"]
+
+
+def test_the_pages_scripts_load(page: Page) -> None:
+    """htmx and ECharts are defined (served from the package); the page fixture fails on any console error."""
+    log_in(page, Role.VIEWER)
+    page.wait_for_load_state("load")
+    assert page.evaluate("[typeof htmx, typeof echarts]") == ["object", "object"]
+
+
+# The main pages, each at desktop and phone width, in Thai and English: a screenshot for people, axe-core's rules
+# for the machine. A new page adds a line here.
+PAGES = [("login", "/login", None), ("overview", "/", Role.VIEWER)]
+
+
+@pytest.mark.parametrize("lang", ["th", "en"])
+@pytest.mark.parametrize(("name", "path", "role"), PAGES, ids=[p[0] for p in PAGES])
+def test_main_pages_are_accessible_at_desktop_width(
+    page: Page, name: str, path: str, role: Role | None, lang: str
+) -> None:
+    _check_page(page, name, path, role, lang, "desktop")
+
+
+@pytest.mark.parametrize("lang", ["th", "en"])
+@pytest.mark.parametrize(("name", "path", "role"), PAGES, ids=[p[0] for p in PAGES])
+def test_main_pages_are_accessible_on_a_phone(phone: Page, name: str, path: str, role: Role | None, lang: str) -> None:
+    _check_page(phone, name, path, role, lang, "phone")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width}px wide on a 390px screen: it scrolls sideways"
+
+
+def _check_page(page: Page, name: str, path: str, role: Role | None, lang: str, device: str) -> None:
+    if role is not None:
+        log_in(page, role)
+    page.goto(f"{path}?lang={lang}")
+    page.wait_for_load_state("load")
+    assert page.locator("html").get_attribute("lang") == lang
+    screenshot(page, f"{name}-{device}-{lang}")
+    assert_accessible(page)
