@@ -6,6 +6,8 @@ at (.lccm/artifacts/screenshots/, or LCCM_SCREENSHOT_DIR)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import TYPE_CHECKING
 
@@ -15,12 +17,18 @@ import pytest
 from lccm.api.principal import Role
 from lccm.api.web.i18n import MESSAGES
 from tests._auth import bearer
-from tests._browser import BrowserSite, assert_accessible, log_in, screenshot
+from tests._browser import (
+    AXE,
+    REQUIRE_ENV,
+    BrowserSite,
+    assert_accessible,
+    chromium_path,
+    log_in,
+    screenshot,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
-
-pytestmark = pytest.mark.usefixtures("served_city")
 
 
 def _overview(page: Page) -> dict[str, dict[str, str]]:
@@ -78,6 +86,9 @@ def test_the_language_switch_is_kept_across_pages_until_switched_back(page: Page
     page.goto("/")  # a new page without ?lang: the choice is remembered
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["en"]
+    page.goto("/login")  # and on another page
+    assert page.locator("h1").inner_text() == MESSAGES["login_title"]["en"]
+    page.goto("/")
     page.get_by_role("link", name=MESSAGES["other_lang"]["en"]).click()
     page.wait_for_url(re.compile(r"lang=th"))
     page.goto("/")
@@ -104,6 +115,39 @@ def test_the_pages_scripts_load(page: Page) -> None:
     log_in(page, Role.VIEWER)
     page.wait_for_load_state("load")
     assert page.evaluate("[typeof htmx, typeof echarts]") == ["object", "object"]
+
+
+def test_the_overview_reloads_its_figures_in_place(page: Page, served_city: BrowserSite) -> None:
+    page.clock.install()  # the page's timers run when the test says so: no 30 s wait
+    log_in(page, Role.VIEWER)
+    before = _overview(page)
+    page.evaluate("document.querySelector('#overview').dataset.old = '1'")
+    with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true") as polled:
+        page.clock.run_for(31_000)
+    assert polled.value.status == 200
+    page.wait_for_function("document.querySelector('#overview') && !document.querySelector('#overview').dataset.old")
+    assert page.locator("#live").count() == 1 and page.locator("h1").count() == 1  # swapped, not nested
+    assert list(_overview(page)) == list(before)
+
+
+def test_a_missing_chromium_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        chromium_path()
+    for name, value in (("CI", "true"), (REQUIRE_ENV, "1")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(pytest.fail.Exception, match="must run"):
+                chromium_path()
+
+
+def test_the_vendored_axe_core_is_the_recorded_file() -> None:
+    record = json.loads(AXE.with_name("VENDORED.json").read_text())
+    assert record["package"] == "axe-core" and record["license"] == "MPL-2.0"
+    for name, digest in record["files"].items():
+        assert hashlib.sha256(AXE.with_name(name).read_bytes()).hexdigest() == digest, name
 
 
 # The main pages, each at desktop and phone width, in Thai and English: a screenshot for people, axe-core's rules
