@@ -16,7 +16,8 @@ A new page's test needs a few lines (or one entry in test_browser.py's PAGES for
 
 The fixtures: ``served_city`` (session: the database, the server, the users), ``browser`` (session: one chromium),
 ``page`` (per test: a fresh context at desktop size, 1280x800, Thai by default) and ``phone`` (per test: 390x844,
-a touch screen). Both page fixtures fail the test on any console error or uncaught exception in the page.
+a touch screen). Both page fixtures fail the test on any console error or uncaught exception in the page (the
+browser logs every 4xx/5xx answer as one: ``allow_console_error(page, "401 (Unauthorized)")`` when it is expected).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,20 +180,30 @@ class PageErrors:
     """Console errors and uncaught exceptions of a page: any of them fails its test."""
 
     found: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)  # texts of errors the test expects (allow_console_error)
 
     def console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" and not any(text in message.text for text in self.allowed):
             self.found.append(f"console: {message.text} ({message.location.get('url')})")
 
     def exception(self, error: Exception) -> None:
         self.found.append(f"uncaught: {error}")
 
 
+_ERRORS: weakref.WeakKeyDictionary[Page, PageErrors] = weakref.WeakKeyDictionary()
+
+
+def allow_console_error(page: Page, text: str) -> None:
+    """Expect console errors containing ``text`` on this page: e.g. the browser logs every 4xx answer as an error,
+    and a refused login is answered 401 on purpose."""
+    _ERRORS[page].allowed.append(text)
+
+
 def _page(browser: Browser, served_city: BrowserSite, **options: Any) -> Iterator[Page]:
     context = browser.new_context(base_url=served_city.base_url, locale="th-TH", timezone_id="Asia/Bangkok", **options)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
-    errors = PageErrors()
+    errors = _ERRORS[page] = PageErrors()
     page.on("console", errors.console)
     page.on("pageerror", errors.exception)
     try:

@@ -19,12 +19,15 @@ from lccm.api.web.i18n import MESSAGES
 from tests._auth import bearer
 from tests._browser import (
     AXE,
+    PASSWORD,
     REQUIRE_ENV,
     BrowserSite,
+    allow_console_error,
     assert_accessible,
     chromium_path,
     log_in,
     screenshot,
+    username,
 )
 
 if TYPE_CHECKING:
@@ -77,6 +80,32 @@ def test_the_overview_shows_the_apis_live_figures(page: Page, served_city: Brows
     assert table[served_city.live_sites[3]]["power_kw"] == "95.00"  # independent of the API: the reading as written
 
 
+def test_logging_in_works_from_the_keyboard_alone(page: Page) -> None:
+    page.goto("/login")
+    page.keyboard.press("Tab")  # the header's links come first: tab until the user name field has the focus
+    for _ in range(10):
+        if page.evaluate("document.activeElement.name") == "username":
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.type(username(Role.VIEWER))
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.locator("h1").inner_text() == MESSAGES["overview_title"]["th"]
+
+
+def test_a_wrong_password_says_so_accessibly(page: Page) -> None:
+    allow_console_error(page, "401 (Unauthorized)")  # the form comes back with 401: the login failed
+    page.goto("/login?lang=en")
+    page.get_by_label(MESSAGES["username"]["en"]).fill(username(Role.VIEWER))
+    page.get_by_label(MESSAGES["password"]["en"]).fill("not the password at all")
+    page.get_by_role("button", name=MESSAGES["login_button"]["en"]).click()
+    assert page.get_by_role("alert").inner_text() == MESSAGES["login_failed"]["en"]
+    screenshot(page, "login-failed-desktop-en")
+    assert_accessible(page)
+
+
 def test_the_language_switch_is_kept_across_pages_until_switched_back(page: Page) -> None:
     log_in(page, Role.VIEWER)
     assert page.locator("html").get_attribute("lang") == "th"
@@ -125,6 +154,9 @@ def test_the_overview_reloads_its_figures_in_place(page: Page, served_city: Brow
     with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true") as polled:
         page.clock.run_for(31_000)
     assert polled.value.status == 200
+    # htmx sends the session's CSRF token (base.html's hx-headers), which the guard wants on every write
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    assert csrf and polled.value.request.headers.get("x-csrf-token") == csrf
     page.wait_for_function("document.querySelector('#overview') && !document.querySelector('#overview').dataset.old")
     assert page.locator("#live").count() == 1 and page.locator("h1").count() == 1  # swapped, not nested
     assert list(_overview(page)) == list(before)
