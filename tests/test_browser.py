@@ -184,21 +184,31 @@ def test_the_vendored_axe_core_is_the_recorded_file() -> None:
 
 # The main pages, each at desktop and phone width, in Thai and English: a screenshot for people, axe-core's rules
 # for the machine. A new page adds a line here.
-PAGES = [("login", "/login", None), ("overview", "/", Role.VIEWER)]
+# ``{site}`` is the seeded building with a day of readings.
+PAGES = [
+    ("login", "/login", None),
+    ("overview", "/", Role.VIEWER),
+    ("site", "/app/sites/{site}", Role.FACILITY_MANAGER),
+    ("streetlights", "/app/streetlights", Role.VIEWER),
+    ("alerts", "/app/alerts", Role.ENVIRONMENT_OFFICER),
+    ("rules", "/app/rules", Role.ENVIRONMENT_OFFICER),
+]
 
 
 @pytest.mark.parametrize("lang", ["th", "en"])
 @pytest.mark.parametrize(("name", "path", "role"), PAGES, ids=[p[0] for p in PAGES])
 def test_main_pages_are_accessible_at_desktop_width(
-    page: Page, name: str, path: str, role: Role | None, lang: str
+    page: Page, served_city: BrowserSite, name: str, path: str, role: Role | None, lang: str
 ) -> None:
-    _check_page(page, name, path, role, lang, "desktop")
+    _check_page(page, name, path.format(site=served_city.seeded.site), role, lang, "desktop")
 
 
 @pytest.mark.parametrize("lang", ["th", "en"])
 @pytest.mark.parametrize(("name", "path", "role"), PAGES, ids=[p[0] for p in PAGES])
-def test_main_pages_are_accessible_on_a_phone(phone: Page, name: str, path: str, role: Role | None, lang: str) -> None:
-    _check_page(phone, name, path, role, lang, "phone")
+def test_main_pages_are_accessible_on_a_phone(
+    phone: Page, served_city: BrowserSite, name: str, path: str, role: Role | None, lang: str
+) -> None:
+    _check_page(phone, name, path.format(site=served_city.seeded.site), role, lang, "phone")
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page is {width}px wide on a 390px screen: it scrolls sideways"
 
