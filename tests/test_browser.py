@@ -106,6 +106,18 @@ def test_a_wrong_password_says_so_accessibly(page: Page) -> None:
     assert_accessible(page)
 
 
+@pytest.mark.parametrize("lang", ["th", "en"])
+def test_a_page_outside_the_role_says_so_in_the_users_language(page: Page, lang: str) -> None:
+    allow_console_error(page, "403 (Forbidden)")  # the refusal is a page of its own, answered 403
+    log_in(page, Role.FACILITY_MANAGER, lang=lang)
+    answer = page.goto("/app/rules")
+    assert answer is not None and answer.status == 403
+    assert page.locator("h1").inner_text() == f"{MESSAGES['error_403_title'][lang]} (403)"
+    assert page.locator("header").get_by_text(MESSAGES["logout"][lang]).is_visible()  # still logged in, can leave
+    screenshot(page, f"forbidden-desktop-{lang}")
+    assert_accessible(page)
+
+
 def test_the_language_switch_is_kept_across_pages_until_switched_back(page: Page) -> None:
     log_in(page, Role.VIEWER)
     assert page.locator("html").get_attribute("lang") == "th"
