@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from lccm.api.principal import Role
-from lccm.api.web.i18n import MESSAGES
+from lccm.api.web.i18n import MESSAGES, Lang
 from tests._auth import bearer
 from tests._browser import (
     AXE,
@@ -107,7 +107,7 @@ def test_a_wrong_password_says_so_accessibly(page: Page) -> None:
 
 
 @pytest.mark.parametrize("lang", ["th", "en"])
-def test_a_page_outside_the_role_says_so_in_the_users_language(page: Page, lang: str) -> None:
+def test_a_page_outside_the_role_says_so_in_the_users_language(page: Page, lang: Lang) -> None:
     allow_console_error(page, "403 (Forbidden)")  # the refusal is a page of its own, answered 403
     log_in(page, Role.FACILITY_MANAGER, lang=lang)
     answer = page.goto("/app/rules")
