@@ -231,5 +231,9 @@ def _check_page(page: Page, name: str, path: str, role: Role | None, lang: str, 
     page.goto(f"{path}?lang={lang}")
     page.wait_for_load_state("load")
     assert page.locator("html").get_attribute("lang") == lang
+    # charts.js has drawn every chart the server described (ECharts puts a canvas in its element)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.chart[data-chart]')].every(el => el.querySelector('canvas'))"
+    )
     screenshot(page, f"{name}-{device}-{lang}")
     assert_accessible(page)
