@@ -196,7 +196,7 @@ def test_the_vendored_axe_core_is_the_recorded_file() -> None:
 
 # The main pages, each at desktop and phone width, in Thai and English: a screenshot for people, axe-core's rules
 # for the machine. A new page adds a line here.
-# ``{site}`` is the seeded building with a day of readings.
+# ``{site}`` and ``{station}``: the seeded building and air-quality station, each with a day of readings.
 PAGES = [
     ("login", "/login", None),
     ("overview", "/", Role.VIEWER),
@@ -204,6 +204,12 @@ PAGES = [
     ("streetlights", "/app/streetlights", Role.VIEWER),
     ("alerts", "/app/alerts", Role.ENVIRONMENT_OFFICER),
     ("rules", "/app/rules", Role.ENVIRONMENT_OFFICER),
+    ("aq", "/app/aq", Role.ENVIRONMENT_OFFICER),
+    ("aq-station", "/app/aq/{station}", Role.ENVIRONMENT_OFFICER),
+    ("carbon", "/app/carbon", Role.CARBON_OFFICER),
+    ("targets", "/app/targets", Role.CARBON_OFFICER),
+    ("imports", "/app/imports", Role.CARBON_OFFICER),
+    ("reports", "/app/reports", Role.CARBON_OFFICER),
 ]
 
 
@@ -212,7 +218,9 @@ PAGES = [
 def test_main_pages_are_accessible_at_desktop_width(
     page: Page, served_city: BrowserSite, name: str, path: str, role: Role | None, lang: str
 ) -> None:
-    _check_page(page, name, path.format(site=served_city.seeded.site), role, lang, "desktop")
+    _check_page(
+        page, name, path.format(site=served_city.seeded.site, station=served_city.seeded.station), role, lang, "desktop"
+    )
 
 
 @pytest.mark.parametrize("lang", ["th", "en"])
@@ -220,7 +228,9 @@ def test_main_pages_are_accessible_at_desktop_width(
 def test_main_pages_are_accessible_on_a_phone(
     phone: Page, served_city: BrowserSite, name: str, path: str, role: Role | None, lang: str
 ) -> None:
-    _check_page(phone, name, path.format(site=served_city.seeded.site), role, lang, "phone")
+    _check_page(
+        phone, name, path.format(site=served_city.seeded.site, station=served_city.seeded.station), role, lang, "phone"
+    )
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page is {width}px wide on a 390px screen: it scrolls sideways"
 
