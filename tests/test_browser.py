@@ -27,6 +27,7 @@ from tests._browser import (
     chromium_path,
     log_in,
     screenshot,
+    sign_in,
     username,
 )
 
@@ -237,7 +238,7 @@ def test_main_pages_are_accessible_on_a_phone(
 
 def _check_page(page: Page, name: str, path: str, role: Role | None, lang: str, device: str) -> None:
     if role is not None:
-        log_in(page, role)
+        sign_in(page, role)
     page.goto(f"{path}?lang={lang}")
     page.wait_for_load_state("load")
     assert page.locator("html").get_attribute("lang") == lang
