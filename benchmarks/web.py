@@ -7,7 +7,8 @@ registry (2,107 devices, imported as ``lccm devices import`` does); Lampang's ex
 Then ``--days`` of the virtual Lampang (``simulators.run.generate``, seed 42, the demo's fault mix, ending now) go
 through the product's own ingest path without a broker: the decoder and stream loop of ``lccm ingest``
 (``ingest.decoder.make_decoder``, ``stream.loop.StreamLoop``, ``runtime.DbSink``), then every derived-data updater
-and the alert evaluator (event clock, as the demo runs it) drain their queues.
+and the alert evaluator (event clock, as the demo runs it) drain their queues; then ``ANALYZE`` (what autovacuum
+would have done by then in a running city).
 
 The timed part: the real app served by ``lccm api`` in its own process (uvicorn on a free loopback port), logged in
 through ``POST /login`` with a session cookie, one keep-alive HTTP connection (httpx). Every page route under
@@ -178,6 +179,10 @@ def ingest_history(url: str, city: City, settings: Settings, start: datetime, en
     updaters(settings, url).drain()
     alert_evaluator(settings, url).drain()
     derive_s = time.monotonic() - began
+    # A running system's autovacuum keeps the planner's statistics; a database loaded a moment ago has none yet, and
+    # without them the planner picks plans no running city would see (the overview: 0.4 s instead of 0.01 s).
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
     return {"messages": loop.stats.messages, "ingest_s": round(ingest_s, 1), "derive_s": round(derive_s, 1)}
 
 
@@ -241,6 +246,7 @@ def page_urls(city: City, year: int) -> list[str]:
         "/app/targets",
         "/app/imports",
         "/app/reports",
+        f"/app/targets.csv?year={year}",  # the targets page links to it only once a target is set
     ]
 
 
