@@ -450,12 +450,12 @@ def render(res: dict[str, Any]) -> str:
             f"set-up in all {data['setup_s']} s"
         ),
         "",
-        f"  {'route':66} {'status':>6} {'KiB':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"  {'route':72} {'status':>6} {'KiB':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}",
     ]
     for u, r in d["routes"].items():
         flag = "  <- over 200 ms at p99" if r["p99_ms"] >= GOAL_P99_MS else ""
         lines.append(
-            f"  {u[:66]:66} {r['status']:>6} {r['bytes'] / 1024:>7.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+            f"  {u[:72]:72} {r['status']:>6} {r['bytes'] / 1024:>7.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
             f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}{flag}"
         )
     g = res["goals_met"]
