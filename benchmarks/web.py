@@ -259,7 +259,8 @@ def page_urls(city: City, year: int) -> list[str]:
 
 def discovered(client: httpx.Client, pages: Sequence[str]) -> list[str]:
     """The pages, then every request they make or offer as a download: ``src`` (scripts, the report's frame) and
-    ``href`` links marked ``download`` or to a style sheet, as each page writes them (in the page's own query)."""
+    ``href`` links marked ``download`` or to a style sheet, and ``hx-get`` fragments, as each page writes them (in the
+    page's own query). The overview's Server-Sent Events stream (``sse-connect``) is not timed: it never ends."""
     found: list[str] = []
     for page in pages:
         html = client.get(page).text
@@ -270,6 +271,7 @@ def discovered(client: httpx.Client, pages: Sequence[str]) -> list[str]:
                 found.append(src.group(1))
             elif href and (" download" in tag or 'rel="stylesheet"' in tag):
                 found.append(href.group(1))
+        found += re.findall(r'\bhx-get="(/[^"]*)"', html)  # fragments htmx fetches (the overview's live table)
     extra = sorted({html_unescape(u) for u in found} - set(pages))
     return [*pages, *extra]
 
