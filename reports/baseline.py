@@ -13,6 +13,7 @@ the covered time only: actual against the baseline of the same time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -144,22 +145,32 @@ def comparison(conn: psycopg.Connection, code: str, period: cal.Period, by: By =
     gives, for metered items whose factor changed inside the period, one line per factor (``factor_periods_out``).
 
     Raises ``UnknownOrganisation``, ``BaselineError`` (no base year) or ``RequestInvalid``."""
+    return comparisons(conn, code, period, (by,), min_coverage=min_coverage, now=now)[by]
+
+
+def comparisons(conn: psycopg.Connection, code: str, period: cal.Period, bys: Sequence[By], *, min_coverage: float,
+                now: datetime | None = None) -> dict[By, dict[str, Any]]:  # fmt: skip
+    """``comparison`` of one period by each of several groupings, from one reading of the series (the carbon page
+    shows four groupings: the series' queries are most of the time, and they do not depend on the grouping)."""
     now = _now(now)
     period, requested_end = up_to_today(period, now, "from" if period.kind == "custom" else "date")
     base = sb.base_year_series(conn, code)
     s = Series(conn, base, period, now)
-    labels, m = s.groups(by)
     every = np.ones(len(s.codes), dtype=bool)
-    return {
-        "organisation": code, "base_year": base.year_ce, "year_kind": base.kind,
-        "period": period_out(period, requested_end), "as_of": min(now, period.end).isoformat(), "by": by,
-        "rows": [_comparison_row(s, g, m[:, j] > 0, min_coverage) for j, g in enumerate(labels)],
-        "total": _comparison_row(s, "total", every, min_coverage),
-        "items_coverage": s.items_coverage(),
-        "items_without_data": [c for c, d in zip(s.codes, s.has_data, strict=True) if not d],
-        "missing_reporting_years": s.missing_years,
-        "factor_periods": factor_periods_out(s.factor_periods),
-    }  # fmt: skip
+    found: dict[By, dict[str, Any]] = {}
+    for by in bys:
+        labels, m = s.groups(by)
+        found[by] = {
+            "organisation": code, "base_year": base.year_ce, "year_kind": base.kind,
+            "period": period_out(period, requested_end), "as_of": min(now, period.end).isoformat(), "by": by,
+            "rows": [_comparison_row(s, g, m[:, j] > 0, min_coverage) for j, g in enumerate(labels)],
+            "total": _comparison_row(s, "total", every, min_coverage),
+            "items_coverage": s.items_coverage(),
+            "items_without_data": [c for c, d in zip(s.codes, s.has_data, strict=True) if not d],
+            "missing_reporting_years": s.missing_years,
+            "factor_periods": factor_periods_out(s.factor_periods),
+        }  # fmt: skip
+    return found
 
 
 # ------------------------------------------------------------------------------------------------------ projection
@@ -243,4 +254,4 @@ def projection(conn: psycopg.Connection, code: str, on: date | None = None, kind
     }  # fmt: skip
 
 
-__all__ = ["By", "ItemProjection", "Series", "comparison", "finite", "item_projection", "projection"]
+__all__ = ["By", "ItemProjection", "Series", "comparison", "comparisons", "finite", "item_projection", "projection"]

@@ -157,6 +157,14 @@ def comparison_of(conn: psycopg.Connection, request: Request, code: str, year: i
     return baseline.comparison(conn, code, period, by, min_coverage=min_coverage)
 
 
+def comparisons_of(conn: psycopg.Connection, request: Request, code: str, year: int, kind: cal.YearKind,
+                   bys: list[By]) -> dict[By, dict[str, Any]]:  # fmt: skip
+    """``comparison_of`` by each grouping, the series read once (``baseline.comparisons``)."""
+    period = make_period("fytd" if kind == "fiscal" else "ytd", comparison_date(year, kind), None, None)
+    min_coverage = float(request.app.state.comparison_min_coverage)
+    return baseline.comparisons(conn, code, period, bys, min_coverage=min_coverage)
+
+
 def comparison_lines(doc: dict[str, Any], by: By, chosen: Lang) -> list[ComparisonLine]:
     t = texts(chosen)
     lines = [ComparisonLine(r["group"], group_label(by, r["group"], t, chosen), r) for r in doc["rows"]]
@@ -189,11 +197,9 @@ def carbon_page(request: Request, conn: Conn, principal: CurrentPrincipal) -> HT
         status = 422 if request.query_params.get("year") else 200
         return render(request, "carbon.html", status_code=status, years=years, year=None, choices=choices,
                       user=user, no_base=False, year_text=lambda y: year_text(y, years.kind, chosen))  # fmt: skip
-    tables = []
-    doc: dict[str, Any] = {}
-    for by, title in GROUPINGS:
-        doc = comparison_of(conn, request, code, year, years.kind, by)
-        tables.append((by, title, comparison_lines(doc, by, chosen)))
+    docs = comparisons_of(conn, request, code, year, years.kind, [by for by, _ in GROUPINGS])
+    tables = [(by, title, comparison_lines(docs[by], by, chosen)) for by, title in GROUPINGS]
+    doc = docs[GROUPINGS[-1][0]]
     t = texts(chosen)
     scope_lines = tables[0][2][:-1]
     chart = charts.categories(

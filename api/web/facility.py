@@ -183,7 +183,9 @@ METER_CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def meter_flags(conn: Conn, principal: Principal, site_code: str, now: datetime) -> list[MeterFlags]:
+def meter_flags(
+    conn: Conn, principal: Principal, site_code: str, now: datetime, live: SiteLiveOut | None = None
+) -> list[MeterFlags]:
     """What the product records about each meter's data: completeness yesterday and today (GET /completeness), the
     quality of its 15-minute energy over the last 7 days (GET /energy group_by=device), conflicting values offered
     again (GET /conflicts) and open late-data spans (GET /late-data)."""
@@ -208,7 +210,8 @@ def meter_flags(conn: Conn, principal: Principal, site_code: str, now: datetime)
         counts = qualities.setdefault(r.group or "", {})
         counts[r.quality_label] = counts.get(r.quality_label, 0) + 1
     late = late_data(conn=conn, principal=principal, include_resolved=False, limit=10_000)
-    stale = {d.device_id: d.power_stale for d in live_summary(conn, site_code, principal.scope, now).devices}
+    live = live if live is not None else live_summary(conn, site_code, principal.scope, now)  # the page has it
+    stale = {d.device_id: d.power_stale for d in live.devices}
     found = []
     for m in meters:
         yesterday, now_day = complete[today - timedelta(days=1)].get(m.device_id), complete[today].get(m.device_id)
@@ -262,7 +265,7 @@ def site_page(site_code: str, request: Request, conn: Conn, principal: CurrentPr
                                        [(t["fac_energy_kwh"], [m.energy_kwh for m in months])]),
         fy=year, fy_label=fiscal_year_text(year, chosen),
         fy_choices=[(y, fiscal_year_text(y, chosen)) for y in range(current_fy, current_fy - 4, -1)],
-        meters=meter_flags(conn, principal, site_code, now), user=principal.display_name,
+        meters=meter_flags(conn, principal, site_code, now, live), user=principal.display_name,
     )  # fmt: skip
 
 
