@@ -60,6 +60,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -98,7 +99,7 @@ from lccm.store.writer import ReadingColumns
 log = logging.getLogger(__name__)
 
 ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
-HISTORY_SPANS = 4096  # per device: about two weeks of 5-minute batches
+SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
 StateKey = tuple[str, int]  # (rule key, device)
@@ -172,10 +173,15 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 
 class DeliveryClock:
     """How far event time has got: the city's event-time watermark, the watermark each batch arrived under, the
-    delivery clock of offline rules (each device's, and the newest of them), and per device its recent spans with
-    the watermarks they arrived under. Changed under the inbox's lock."""
+    delivery clock of offline rules (each device's, and the newest of them), and per device the first and newest
+    event time it committed and, for devices an index rule watches, its recent spans' (newest event time, watermark)
+    pairs. Changed under the inbox's lock.
 
-    def __init__(self, clock: Clock, late_after_us: int) -> None:
+    Memory: a device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its
+    index rules have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a
+    device no index rule watches keeps none. What every device keeps is two event times."""
+
+    def __init__(self, clock: Clock, late_after_us: int, history_bytes: int = 65_536) -> None:
         if clock not in ("wall", "event"):
             raise ValueError(f"clock must be 'wall' or 'event', not {clock!r}")
         self.clock: Clock = clock
@@ -183,7 +189,10 @@ class DeliveryClock:
         self.event_wm_us = int(NO_TS)  # the newest event time committed
         self.arrival_wm_us = int(NO_TS)  # the newest device clock: what offline rules run on
         self.live = True  # the newest batch was not a backlog (wall clock): offline can be judged
-        self._history: dict[int, list[Span]] = defaultdict(list)
+        self.history_spans = max(1, history_bytes // SPAN_BYTES)
+        self.index_devices: frozenset[int] | None = None  # devices whose spans are kept; None: all (not known yet)
+        self._seen: dict[int, tuple[int, int]] = {}  # device -> (first, newest) event time committed
+        self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
 
     def batch_watermark(self, newest_us: int, received_us: int) -> int:
         """The watermark a batch arrived under; a batch of old data (a backlog after an outage of this system) says
@@ -201,29 +210,69 @@ class DeliveryClock:
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        hist = self._history[d]
-        if hist and hist[-1].wm_us == span.wm_us:  # same batch, another metric: widen the entry
-            last = hist[-1]
-            hist[-1] = Span(min(last.lo_us, span.lo_us), max(last.hi_us, span.hi_us), span.wm_us)
+        seen = self._seen.get(d)
+        self._seen[d] = (
+            (span.lo_us, span.hi_us) if seen is None else (min(seen[0], span.lo_us), max(seen[1], span.hi_us))
+        )
+        if self.index_devices is not None and d not in self.index_devices:
+            return
+        hist = self._history.get(d)
+        if hist is None:
+            hist = self._history[d] = array("q")
+        if hist and hist[-1] == span.wm_us:  # same batch, another metric: widen the entry
+            hist[-2] = max(hist[-2], span.hi_us)
         else:
-            hist.append(span)
-        if len(hist) > HISTORY_SPANS:
-            del hist[: len(hist) - HISTORY_SPANS]
+            hist.extend((span.hi_us, span.wm_us))
+        if len(hist) > 2 * self.history_spans:
+            del hist[: len(hist) - 2 * self.history_spans]
 
-    def history(self, d: int) -> list[Span]:
-        return list(self._history.get(d, ()))
+    def prune(self, d: int, upto_us: int) -> None:
+        """Drop the spans of ``d`` that no index sample after ``upto_us`` can need (those ending at or before it:
+        a sample takes the watermark of the first span, by newest event time, reaching it)."""
+        hist = self._history.get(d)
+        if not hist:
+            return
+        kept = [(hi, wm) for hi, wm in zip(hist[::2], hist[1::2], strict=True) if hi > upto_us]
+        if not kept:
+            del self._history[d]
+        elif len(kept) < len(hist) // 2:
+            self._history[d] = array("q", [v for pair in kept for v in pair])
+
+    def keep_history_of(self, devices: frozenset[int]) -> None:
+        """Keep spans only for these devices (those index rules watch) from now on."""
+        self.index_devices = devices
+        for d in [d for d in self._history if d not in devices]:
+            del self._history[d]
+
+    def history(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """(newest event time, watermark) of the device's spans kept."""
+        flat = np.frombuffer(self._history.get(d, array("q")), dtype=np.int64).reshape(-1, 2).copy()
+        return flat[:, 0], flat[:, 1]
+
+    def first_seen(self, d: int) -> int | None:
+        seen = self._seen.get(d)
+        return None if seen is None else seen[0]
 
     def newest(self) -> dict[int, int]:
-        """Device -> the newest event time it has committed (of the history kept)."""
-        return {d: max(s.hi_us for s in spans) for d, spans in self._history.items() if spans}
+        """Device -> the newest event time it has committed."""
+        return {d: hi for d, (_, hi) in self._seen.items()}
+
+    def nbytes(self) -> int:
+        """An estimate of what the per-device state takes (dict slots, tuples, ints and arrays)."""
+        return len(self._seen) * 200 + sum(64 + 8 * len(h) + 100 for h in self._history.values())
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:
     """The watermark each sample arrived under: that of the first span (by newest event time) reaching it."""
-    ordered = sorted(spans, key=lambda s: s.hi_us)
-    his = np.array([s.hi_us for s in ordered], dtype=np.int64)
-    wms = np.array([s.wm_us for s in ordered] + [default_us], dtype=np.int64)
-    return wms[np.searchsorted(his, ts, side="left")]
+    his = np.array([s.hi_us for s in spans], dtype=np.int64)
+    wms = np.array([s.wm_us for s in spans], dtype=np.int64)
+    return watermarks_at(ts, his, wms, default_us)
+
+
+def watermarks_at(ts: np.ndarray, his: np.ndarray, wms: np.ndarray, default_us: int) -> np.ndarray:
+    order = np.argsort(his, kind="stable")
+    wm = np.append(wms[order], np.int64(default_us))
+    return wm[np.searchsorted(his[order], ts, side="left")]
 
 
 @dataclass
@@ -329,9 +378,19 @@ class Inbox:
         with self._lock:
             return bool(self._pending)
 
-    def history(self, d: int) -> list[Span]:
+    def history(self, d: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """The device's spans kept (newest event time, watermark) and the first event time it committed."""
         with self._lock:
-            return self._clock.history(d)
+            return (*self._clock.history(d), self._clock.first_seen(d))
+
+    def prune(self, upto: dict[int, int]) -> None:
+        with self._lock:
+            for d, t in upto.items():
+                self._clock.prune(d, t)
+
+    def keep_history_of(self, devices: frozenset[int]) -> None:
+        with self._lock:
+            self._clock.keep_history_of(devices)
 
     def restore(self, event_wm_us: int | None, delivered: dict[int, int]) -> None:
         """The watermark and the delivery clocks stored by the last run (start-up)."""
@@ -371,10 +430,11 @@ class RuleCache:
         self._owners: dict[int, RuleOwner] = {}  # id() of a cached rule -> its owner
         self._read_us = int(NO_TS)
 
-    def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
+    def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
+        """Read the rules again if due (or forced); True when it did."""
         now = self._wall_us()
         if not force and now - self._read_us < RULES_REFRESH_US:
-            return
+            return False
         self._read_us = now
         rows = st.list_rules(conn)
         rules: dict[tuple[int | None, str], tuple[int, AlertRule]] = {}
@@ -397,6 +457,7 @@ class RuleCache:
             id(rule): RuleOwner(org, version, frozenset(replaced.get(key, ())) if org is None else frozenset())
             for (org, key), (version, rule) in rules.items()
         }
+        return True
 
     def active(self) -> list[AlertRule]:
         return [r for _, r in self._rules.values() if r.enabled]
@@ -723,6 +784,7 @@ class IndexJobs:
         self._late_after_us = inbox.clock.late_after_us
         self._catchup_us = catchup_us
         self._frontier: dict[StateKey, int] = {}  # (rule, device) -> last index sample evaluated
+        self._watching: dict[int, list[str]] = {}  # device -> the keys of the index rules watching it
 
     def jobs(self, rules: RuleCache, run: Run, warn: _Once) -> list[tuple[AlertRule, int]]:
         out = []
@@ -749,12 +811,12 @@ class IndexJobs:
 
     def run(self, conn: psycopg.Connection, run: Run, rule: AlertRule, d: int) -> None:
         assert self.source is not None and rule.index is not None
-        history = self._inbox.history(d)
+        his, wms, first_seen = self._inbox.history(d)
         _, state, alert_id = run.state(rule, d)
         until = run.pending.index_until[d]
         frontier = state.last_ts_us
         if frontier == NO_TS:  # a new series: from the first data this process saw, at most catch-up old
-            first = min((s.lo_us for s in history), default=until)
+            first = until if first_seen is None else first_seen
             frontier = min(first - 1, until - self._catchup_us)
         ts, val = self.source.index_series(conn, rule.index, d, frontier, until)
         ts, val = np.asarray(ts, dtype=np.int64), np.asarray(val, dtype=np.float64)
@@ -763,15 +825,36 @@ class IndexJobs:
         info = self._devices.devices[d]
         new, out = evaluate(
             rule, state, ts, val, np.isfinite(val), self._schedules.mask(rule, info, ts),
-            sample_watermarks(ts, history, run.default_wm_us),
+            watermarks_at(ts, his, wms, run.default_wm_us),
             max_gap_us=default_max_gap_us(rule, info.cadence_us), late_after_us=self._late_after_us,
         )  # fmt: skip
         run.decided.append(Decided(rule, info, new, alert_id, [shown_value(rule, info, tr, None) for tr in out]))
 
     def committed(self, decided: Iterable[Decided]) -> None:
+        """Remember the index frontiers a run committed, and drop the spans every index rule of a device has
+        passed (no sample they take from now on can need them)."""
+        touched = set()
         for dec in decided:
             if dec.rule.index is not None:
                 self._frontier[(dec.rule.key, dec.info.device_pk)] = dec.state.last_ts_us
+                touched.add(dec.info.device_pk)
+        upto = {}
+        for d in touched:
+            frontiers = [self._frontier.get((key, d)) for key in self._watching.get(d, ())]
+            if frontiers and all(f is not None and f != NO_TS for f in frontiers):
+                upto[d] = min(f for f in frontiers if f is not None)
+        if upto:
+            self._inbox.prune(upto)
+
+    def watch(self, rules: RuleCache) -> frozenset[int]:
+        """Which index rules watch each device (after a refresh of rules or devices); returns the devices."""
+        watching: dict[int, list[str]] = defaultdict(list)
+        for rule in rules.active():
+            if rule.index is not None:
+                for d in self._devices.scope(rule, rules.owner(rule)):
+                    watching[d].append(rule.key)
+        self._watching = dict(watching)
+        return frozenset(watching)
 
 
 class OfflineJobs:
@@ -928,6 +1011,7 @@ class AlertEvaluator:
         clock: Clock = "wall",
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
+        history_bytes: int = 65_536,
         on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -938,7 +1022,7 @@ class AlertEvaluator:
         self._catchup_us = int(catchup_s * US_PER_S)
         self.on_paged = on_paged  # after a run committed alert changes: wakes the dispatcher
         self._warn = _Once()
-        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S)))
+        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S), history_bytes))
         self._rules = RuleCache(wall_us, self._warn)
         self._devices = DeviceCache(wall_us, int(device_refresh_s * US_PER_S))
         self._schedules = Schedules(self._warn)
@@ -1028,9 +1112,13 @@ class AlertEvaluator:
                 time.sleep(0.05)
 
     def _refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
-        if self._devices.refresh(conn, force=force):
+        devices = self._devices.refresh(conn, force=force)
+        if devices:
             self._offline.load(conn)
-        self._rules.refresh(conn, force=force)
+        if self._rules.refresh(conn, force=force) or devices:
+            watched = self._index.watch(self._rules)
+            if watched != self._inbox.clock.index_devices:
+                self._inbox.keep_history_of(watched)
 
     def _evaluate(self, conn: psycopg.Connection, run: Run) -> None:
         self._refresh(conn, force=any(d not in self._devices.devices for d, _ in run.pending.spans))
