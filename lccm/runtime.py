@@ -236,6 +236,7 @@ def alert_evaluator(
         late_after_s=settings.alert_late_after_s,
         catchup_s=settings.alert_catchup_s,
         history_bytes=settings.alert_history_bytes,
+        pending_bytes=settings.alert_pending_bytes,
         index_source=index_source if index_source is not None else StoredAqiIndex(),
     )
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     inbox_bytes: int = Field(default=64 * 2**20, ge=2**20)
     dedup_cache_bytes: int = Field(default=64 * 2**20, ge=0)
     alert_history_bytes: int = Field(default=64 * 2**10, ge=256)
+    # - alert_pending_bytes: batches committed and not yet taken by the alert evaluator (about 250 bytes per device
+    #   and metric of a batch); past it the stream loop waits for the evaluator (at most 30 s).
+    alert_pending_bytes: int = Field(default=32 * 2**20, ge=2**20)
 
     # Late data: a reading that arrives more than this long after its event time is stored, but the live updaters
     # do not rewrite closed periods for it; it is listed (GET /late-data) until `lccm recompute` covers it.

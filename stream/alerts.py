@@ -48,8 +48,9 @@ AQI updater's hourly rows); without one they are skipped (logged once). A device
 once a period (an hour, for the stored AQI) has ended since its last evaluated sample, and again at each batch
 until that period's value is there (the AQI updater runs beside us); ``request_index_check`` forces a read (after a
 recompute, or at the end of a replay). An index sample arrived under the watermark of the batch that brought the
-readings it was computed from: the delivery clock keeps each device's recent (span, watermark) history for that, so
-an index computed late is not judged late for it.
+readings it was computed from: the delivery clock keeps, for each device an index rule watches, the (newest event
+time, watermark) of its batches after the index rules' frontier for that (16 bytes each, capped by
+``history_bytes``), so an index computed late is not judged late for it.
 
 Several evaluators (one per ingest process) take turns: a run holds a transaction-level advisory lock and a process
 that does not get it keeps its work for the next run.
@@ -100,6 +101,8 @@ log = logging.getLogger(__name__)
 
 ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
 SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
+CATCH_UP_DEVICES = 2_000  # devices probed at a time at start-up
+PENDING_SPAN_BYTES = 250  # a pending span: the Span and its ints, its list slot, its share of the dict and key
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
 StateKey = tuple[str, int]  # (rule key, device)
@@ -285,12 +288,14 @@ class Pending:
     index_forced: set[int] = field(default_factory=set)  # devices whose index check was asked for
     seen: dict[int, int] = field(default_factory=dict)  # device -> newest event time of its spans
     arrived: dict[int, int] = field(default_factory=dict)  # device -> newest delivery clock of its spans
+    count: int = 0  # spans held (what the inbox's budget counts)
 
     def __bool__(self) -> bool:
         return bool(self.spans or self.index_until or self.seen or self.arrived)
 
     def add(self, d: int, m: int, span: Span, delivered_us: int) -> None:
         self.spans[(d, m)].append(span)
+        self.count += 1
         self.check_index(d, span.hi_us)
         self.seen[d] = max(self.seen.get(d, span.hi_us), span.hi_us)
         self.arrived[d] = max(self.arrived.get(d, delivered_us), delivered_us)
@@ -302,6 +307,7 @@ class Pending:
 
     def put_back(self, taken: Pending) -> None:
         """Work taken by a run that did not commit goes back, ahead of what came since."""
+        self.count += taken.count
         for key, items in taken.spans.items():
             self.spans[key][:0] = items
         for d, until in taken.index_until.items():
@@ -324,12 +330,36 @@ class Watermarks:
 
 class Inbox:
     """What the commit hook (the stream loop's thread) hands to the runs (the alerts worker's thread), under one
-    lock: the pending work and the delivery clock."""
+    lock: the pending work and the delivery clock.
 
-    def __init__(self, clock: DeliveryClock) -> None:
+    The pending work is bounded by ``pending_bytes`` (``PENDING_SPAN_BYTES`` a span): past it the commit hook waits
+    until a run takes the work (backpressure on the stream loop, up to ``wait_s``; the broker holds what the stream
+    has not read). Waiting, not merging spans, keeps every sample's watermark, so the evaluator decides the same.
+    After ``wait_s`` (an evaluator that cannot run: its worker failed) the batch is added anyway, and that is
+    logged, so the stream never stops for the alerts."""
+
+    def __init__(self, clock: DeliveryClock, pending_bytes: int = 32 * 2**20, wait_s: float = 30.0) -> None:
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._clock = clock
         self._pending = Pending()
+        self.pending_spans = max(1, pending_bytes // PENDING_SPAN_BYTES)
+        self._wait_s = wait_s
+        self.waits = 0  # batches that waited for a run to take the pending work
+        self.peak_spans = 0
+
+    def _wait_for_room(self) -> None:
+        """Under the lock: wait while the pending work is over its budget (at most ``wait_s``)."""
+        if self._pending.count < self.pending_spans:
+            return
+        self.waits += 1
+        deadline = time.monotonic() + self._wait_s
+        while self._pending.count >= self.pending_spans:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("the alert evaluator has not taken its pending work for %.0f s: adding more", self._wait_s)
+                return
+            self._room.wait(left)
 
     @property
     def clock(self) -> DeliveryClock:
@@ -341,12 +371,14 @@ class Inbox:
         starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
         lo, hi = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
         with self._lock:
+            self._wait_for_room()
             wm = self._clock.batch_watermark(int(ts.max()), int(cols.received_at_us.max()))
             for d, m, a, b in zip(dev[starts].tolist(), met[starts].tolist(), lo.tolist(), hi.tolist(), strict=True):
                 span = Span(a, b, wm)
                 delivered = self._clock.device_clock(span)
                 self._pending.add(d, m, span, delivered)
                 self._clock.remember(d, span, delivered)
+            self.peak_spans = max(self.peak_spans, self._pending.count)
 
     def add_found(self, found: list[tuple[int, int, int, int]], wm_us: int) -> None:
         """Series holding readings the evaluator has not seen (catch-up at start-up): when they arrived is unknown
@@ -367,6 +399,7 @@ class Inbox:
     def take(self) -> tuple[Pending, Watermarks]:
         with self._lock:
             taken, self._pending = self._pending, Pending()
+            self._room.notify_all()
             c = self._clock
             return taken, Watermarks(c.event_wm_us, c.arrival_wm_us, c.live)
 
@@ -1012,6 +1045,7 @@ class AlertEvaluator:
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
         history_bytes: int = 65_536,
+        pending_bytes: int = 32 * 2**20,
         on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -1022,7 +1056,7 @@ class AlertEvaluator:
         self._catchup_us = int(catchup_s * US_PER_S)
         self.on_paged = on_paged  # after a run committed alert changes: wakes the dispatcher
         self._warn = _Once()
-        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S), history_bytes))
+        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S), history_bytes), pending_bytes)
         self._rules = RuleCache(wall_us, self._warn)
         self._devices = DeviceCache(wall_us, int(device_refresh_s * US_PER_S))
         self._schedules = Schedules(self._warn)
@@ -1139,26 +1173,32 @@ class AlertEvaluator:
 
     def _catch_up(self, conn: psycopg.Connection) -> int:
         """Queue every series holding readings beyond its frontier, back to ``catchup_s`` for a series without
-        one."""
+        one. Devices are probed ``CATCH_UP_DEVICES`` at a time: what a probe holds (the stored states, the series to
+        probe) is then bounded whatever the number of devices."""
         clock = self._inbox.clock
         base = clock.event_wm_us if clock.event_wm_us != NO_TS else self._wall_us()
         horizon = base - self._catchup_us
-        pairs: dict[tuple[int, int], int] = {}
         rules = self._rules.active()
-        devices = self._devices.devices
-        states = st.load_states(
-            conn, *zip(*[(r.key, d) for r in rules for d in devices], strict=True)
-        ) if rules and devices else {}  # fmt: skip
+        scopes = [(rule, set(self._devices.scope(rule, self._rules.owner(rule)))) for rule in rules]
         every_metric = list(self._devices.metric_ids.values())
-        for rule in rules:
-            metric = self._devices.metric_ids.get(rule.metric or "")
-            for d in self._devices.scope(rule, self._rules.owner(rule)):
-                frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
-                after = frontier if frontier != NO_TS else horizon
-                offline_unseen = rule.kind == "offline" and d not in self._offline.delivered
-                for m in [metric] if metric is not None else (every_metric if offline_unseen else []):
-                    pairs[(d, m)] = min(pairs.get((d, m), after), after)
-        found = st.newest_after(conn, [d for d, _ in pairs], [m for _, m in pairs], list(pairs.values()))
+        devices = sorted(self._devices.devices)
+        found: list[tuple[int, int, int, int]] = []
+        for i in range(0, len(devices), CATCH_UP_DEVICES):
+            chunk = devices[i : i + CATCH_UP_DEVICES]
+            keys = [(rule.key, d) for rule, scope in scopes for d in chunk if d in scope]
+            states = st.load_states(conn, *zip(*keys, strict=True)) if keys else {}
+            pairs: dict[tuple[int, int], int] = {}
+            for rule, scope in scopes:
+                metric = self._devices.metric_ids.get(rule.metric or "")
+                for d in chunk:
+                    if d not in scope:
+                        continue
+                    frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
+                    after = frontier if frontier != NO_TS else horizon
+                    offline_unseen = rule.kind == "offline" and d not in self._offline.delivered
+                    for m in [metric] if metric is not None else (every_metric if offline_unseen else []):
+                        pairs[(d, m)] = min(pairs.get((d, m), after), after)
+            found += st.newest_after(conn, [d for d, _ in pairs], [m for _, m in pairs], list(pairs.values()))
         newest = max((h for *_, h in found), default=0)
         wm = self._wall_us() if clock.clock == "wall" else max(clock.event_wm_us, newest)
         self._inbox.add_found(found, wm)
