@@ -207,6 +207,7 @@ def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater
         default_bound_kw=settings.meter_default_bound_kw,
         default_bound_lph=settings.meter_default_bound_lph,
         bound_history_days=settings.meter_bound_history_days,
+        cell_budget=settings.energy_cell_budget,
     )
 
 
