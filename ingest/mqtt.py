@@ -20,7 +20,6 @@ the database key makes the second copy a no-op.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -34,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lccm.ingest.topic import subscription_filters
-from lccm.stream.loop import RawMessage
+from lccm.stream.loop import MessageQueue, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +79,7 @@ def _now_us() -> int:
 
 
 class MqttSource:
-    def __init__(
-        self, cfg: MqttConfig, inbox: queue.SimpleQueue[RawMessage], clock_us: Callable[[], int] = _now_us
-    ) -> None:
+    def __init__(self, cfg: MqttConfig, inbox: MessageQueue, clock_us: Callable[[], int] = _now_us) -> None:
         self._cfg = cfg
         self._inbox = inbox
         self._clock_us = clock_us
@@ -205,6 +202,7 @@ class MqttSource:
         self._subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        # With the byte-bounded inbox, put waits while it is full: this thread stops reading (backpressure).
         self.received += 1
         token = (self._generation, msg.mid, msg.qos)
         self._inbox.put(RawMessage(msg.topic, bytes(msg.payload), self._clock_us(), token, bool(msg.retain)))

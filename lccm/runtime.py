@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import queue
 import shutil
 import threading
 import time
@@ -44,7 +43,8 @@ from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
 from lccm.stream.energy import EnergyUpdater
-from lccm.stream.loop import BatchObserver, CommitHook, RawMessage, StreamLoop
+from lccm.stream.inbox import ByteBoundedInbox
+from lccm.stream.loop import BatchObserver, CommitHook, StreamLoop
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
 from lccm.workers import Backoff, Supervisor, Worker
@@ -207,6 +207,7 @@ def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater
         default_bound_kw=settings.meter_default_bound_kw,
         default_bound_lph=settings.meter_default_bound_lph,
         bound_history_days=settings.meter_bound_history_days,
+        cell_budget=settings.energy_cell_budget,
     )
 
 
@@ -235,6 +236,8 @@ def alert_evaluator(
         clock=settings.alert_clock,  # type: ignore[arg-type]  # checked by the settings' pattern
         late_after_s=settings.alert_late_after_s,
         catchup_s=settings.alert_catchup_s,
+        history_bytes=settings.alert_history_bytes,
+        pending_bytes=settings.alert_pending_bytes,
         index_source=index_source if index_source is not None else StoredAqiIndex(),
     )
 
@@ -399,7 +402,7 @@ def build_ingest(
         future_tolerance_s=settings.future_tolerance_s,
         topic_root=settings.mqtt_topic_root,
     )
-    inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    inbox = ByteBoundedInbox(settings.inbox_bytes)
     source = MqttSource(
         MqttConfig(
             host=svc.mqtt_host,
@@ -446,7 +449,7 @@ def build_ingest(
         sink=sink,
         ack=source.ack,
         policy=FlushPolicy(settings.batch_max_readings, settings.batch_max_wait_s),
-        dedup_window_keys=settings.dedup_window_keys,
+        dedup_cache_bytes=settings.dedup_cache_bytes,
         on_commit=[*hooks, *on_commit],
         clock=clock or time.monotonic,
         observe=observe,

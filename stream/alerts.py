@@ -48,8 +48,9 @@ AQI updater's hourly rows); without one they are skipped (logged once). A device
 once a period (an hour, for the stored AQI) has ended since its last evaluated sample, and again at each batch
 until that period's value is there (the AQI updater runs beside us); ``request_index_check`` forces a read (after a
 recompute, or at the end of a replay). An index sample arrived under the watermark of the batch that brought the
-readings it was computed from: the delivery clock keeps each device's recent (span, watermark) history for that, so
-an index computed late is not judged late for it.
+readings it was computed from: the delivery clock keeps, for each device an index rule watches, the (newest event
+time, watermark) of its batches after the index rules' frontier for that (16 bytes each, capped by
+``history_bytes``), so an index computed late is not judged late for it.
 
 Several evaluators (one per ingest process) take turns: a run holds a transaction-level advisory lock and a process
 that does not get it keeps its work for the next run.
@@ -60,6 +61,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -98,7 +100,9 @@ from lccm.store.writer import ReadingColumns
 log = logging.getLogger(__name__)
 
 ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
-HISTORY_SPANS = 4096  # per device: about two weeks of 5-minute batches
+SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
+CATCH_UP_DEVICES = 2_000  # devices probed at a time at start-up
+PENDING_SPAN_BYTES = 250  # a pending span: the Span and its ints, its list slot, its share of the dict and key
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
 StateKey = tuple[str, int]  # (rule key, device)
@@ -172,10 +176,15 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 
 class DeliveryClock:
     """How far event time has got: the city's event-time watermark, the watermark each batch arrived under, the
-    delivery clock of offline rules (each device's, and the newest of them), and per device its recent spans with
-    the watermarks they arrived under. Changed under the inbox's lock."""
+    delivery clock of offline rules (each device's, and the newest of them), and per device the first and newest
+    event time it committed and, for devices an index rule watches, its recent spans' (newest event time, watermark)
+    pairs. Changed under the inbox's lock.
 
-    def __init__(self, clock: Clock, late_after_us: int) -> None:
+    Memory: a device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its
+    index rules have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a
+    device no index rule watches keeps none. What every device keeps is two event times."""
+
+    def __init__(self, clock: Clock, late_after_us: int, history_bytes: int = 65_536) -> None:
         if clock not in ("wall", "event"):
             raise ValueError(f"clock must be 'wall' or 'event', not {clock!r}")
         self.clock: Clock = clock
@@ -183,7 +192,10 @@ class DeliveryClock:
         self.event_wm_us = int(NO_TS)  # the newest event time committed
         self.arrival_wm_us = int(NO_TS)  # the newest device clock: what offline rules run on
         self.live = True  # the newest batch was not a backlog (wall clock): offline can be judged
-        self._history: dict[int, list[Span]] = defaultdict(list)
+        self.history_spans = max(1, history_bytes // SPAN_BYTES)
+        self.index_devices: frozenset[int] | None = None  # devices whose spans are kept; None: all (not known yet)
+        self._seen: dict[int, tuple[int, int]] = {}  # device -> (first, newest) event time committed
+        self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
 
     def batch_watermark(self, newest_us: int, received_us: int) -> int:
         """The watermark a batch arrived under; a batch of old data (a backlog after an outage of this system) says
@@ -201,29 +213,69 @@ class DeliveryClock:
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        hist = self._history[d]
-        if hist and hist[-1].wm_us == span.wm_us:  # same batch, another metric: widen the entry
-            last = hist[-1]
-            hist[-1] = Span(min(last.lo_us, span.lo_us), max(last.hi_us, span.hi_us), span.wm_us)
+        seen = self._seen.get(d)
+        self._seen[d] = (
+            (span.lo_us, span.hi_us) if seen is None else (min(seen[0], span.lo_us), max(seen[1], span.hi_us))
+        )
+        if self.index_devices is not None and d not in self.index_devices:
+            return
+        hist = self._history.get(d)
+        if hist is None:
+            hist = self._history[d] = array("q")
+        if hist and hist[-1] == span.wm_us:  # same batch, another metric: widen the entry
+            hist[-2] = max(hist[-2], span.hi_us)
         else:
-            hist.append(span)
-        if len(hist) > HISTORY_SPANS:
-            del hist[: len(hist) - HISTORY_SPANS]
+            hist.extend((span.hi_us, span.wm_us))
+        if len(hist) > 2 * self.history_spans:
+            del hist[: len(hist) - 2 * self.history_spans]
 
-    def history(self, d: int) -> list[Span]:
-        return list(self._history.get(d, ()))
+    def prune(self, d: int, upto_us: int) -> None:
+        """Drop the spans of ``d`` that no index sample after ``upto_us`` can need (those ending at or before it:
+        a sample takes the watermark of the first span, by newest event time, reaching it)."""
+        hist = self._history.get(d)
+        if not hist:
+            return
+        kept = [(hi, wm) for hi, wm in zip(hist[::2], hist[1::2], strict=True) if hi > upto_us]
+        if not kept:
+            del self._history[d]
+        elif len(kept) < len(hist) // 2:
+            self._history[d] = array("q", [v for pair in kept for v in pair])
+
+    def keep_history_of(self, devices: frozenset[int]) -> None:
+        """Keep spans only for these devices (those index rules watch) from now on."""
+        self.index_devices = devices
+        for d in [d for d in self._history if d not in devices]:
+            del self._history[d]
+
+    def history(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """(newest event time, watermark) of the device's spans kept."""
+        flat = np.frombuffer(self._history.get(d, array("q")), dtype=np.int64).reshape(-1, 2).copy()
+        return flat[:, 0], flat[:, 1]
+
+    def first_seen(self, d: int) -> int | None:
+        seen = self._seen.get(d)
+        return None if seen is None else seen[0]
 
     def newest(self) -> dict[int, int]:
-        """Device -> the newest event time it has committed (of the history kept)."""
-        return {d: max(s.hi_us for s in spans) for d, spans in self._history.items() if spans}
+        """Device -> the newest event time it has committed."""
+        return {d: hi for d, (_, hi) in self._seen.items()}
+
+    def nbytes(self) -> int:
+        """An estimate of what the per-device state takes (dict slots, tuples, ints and arrays)."""
+        return len(self._seen) * 200 + sum(64 + 8 * len(h) + 100 for h in self._history.values())
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:
     """The watermark each sample arrived under: that of the first span (by newest event time) reaching it."""
-    ordered = sorted(spans, key=lambda s: s.hi_us)
-    his = np.array([s.hi_us for s in ordered], dtype=np.int64)
-    wms = np.array([s.wm_us for s in ordered] + [default_us], dtype=np.int64)
-    return wms[np.searchsorted(his, ts, side="left")]
+    his = np.array([s.hi_us for s in spans], dtype=np.int64)
+    wms = np.array([s.wm_us for s in spans], dtype=np.int64)
+    return watermarks_at(ts, his, wms, default_us)
+
+
+def watermarks_at(ts: np.ndarray, his: np.ndarray, wms: np.ndarray, default_us: int) -> np.ndarray:
+    order = np.argsort(his, kind="stable")
+    wm = np.append(wms[order], np.int64(default_us))
+    return wm[np.searchsorted(his[order], ts, side="left")]
 
 
 @dataclass
@@ -236,12 +288,14 @@ class Pending:
     index_forced: set[int] = field(default_factory=set)  # devices whose index check was asked for
     seen: dict[int, int] = field(default_factory=dict)  # device -> newest event time of its spans
     arrived: dict[int, int] = field(default_factory=dict)  # device -> newest delivery clock of its spans
+    count: int = 0  # spans held (what the inbox's budget counts)
 
     def __bool__(self) -> bool:
         return bool(self.spans or self.index_until or self.seen or self.arrived)
 
     def add(self, d: int, m: int, span: Span, delivered_us: int) -> None:
         self.spans[(d, m)].append(span)
+        self.count += 1
         self.check_index(d, span.hi_us)
         self.seen[d] = max(self.seen.get(d, span.hi_us), span.hi_us)
         self.arrived[d] = max(self.arrived.get(d, delivered_us), delivered_us)
@@ -253,6 +307,7 @@ class Pending:
 
     def put_back(self, taken: Pending) -> None:
         """Work taken by a run that did not commit goes back, ahead of what came since."""
+        self.count += taken.count
         for key, items in taken.spans.items():
             self.spans[key][:0] = items
         for d, until in taken.index_until.items():
@@ -275,12 +330,36 @@ class Watermarks:
 
 class Inbox:
     """What the commit hook (the stream loop's thread) hands to the runs (the alerts worker's thread), under one
-    lock: the pending work and the delivery clock."""
+    lock: the pending work and the delivery clock.
 
-    def __init__(self, clock: DeliveryClock) -> None:
+    The pending work is bounded by ``pending_bytes`` (``PENDING_SPAN_BYTES`` a span): past it the commit hook waits
+    until a run takes the work (backpressure on the stream loop, up to ``wait_s``; the broker holds what the stream
+    has not read). Waiting, not merging spans, keeps every sample's watermark, so the evaluator decides the same.
+    After ``wait_s`` (an evaluator that cannot run: its worker failed) the batch is added anyway, and that is
+    logged, so the stream never stops for the alerts."""
+
+    def __init__(self, clock: DeliveryClock, pending_bytes: int = 32 * 2**20, wait_s: float = 30.0) -> None:
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._clock = clock
         self._pending = Pending()
+        self.pending_spans = max(1, pending_bytes // PENDING_SPAN_BYTES)
+        self._wait_s = wait_s
+        self.waits = 0  # batches that waited for a run to take the pending work
+        self.peak_spans = 0
+
+    def _wait_for_room(self) -> None:
+        """Under the lock: wait while the pending work is over its budget (at most ``wait_s``)."""
+        if self._pending.count < self.pending_spans:
+            return
+        self.waits += 1
+        deadline = time.monotonic() + self._wait_s
+        while self._pending.count >= self.pending_spans:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("the alert evaluator has not taken its pending work for %.0f s: adding more", self._wait_s)
+                return
+            self._room.wait(left)
 
     @property
     def clock(self) -> DeliveryClock:
@@ -292,12 +371,14 @@ class Inbox:
         starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
         lo, hi = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
         with self._lock:
+            self._wait_for_room()
             wm = self._clock.batch_watermark(int(ts.max()), int(cols.received_at_us.max()))
             for d, m, a, b in zip(dev[starts].tolist(), met[starts].tolist(), lo.tolist(), hi.tolist(), strict=True):
                 span = Span(a, b, wm)
                 delivered = self._clock.device_clock(span)
                 self._pending.add(d, m, span, delivered)
                 self._clock.remember(d, span, delivered)
+            self.peak_spans = max(self.peak_spans, self._pending.count)
 
     def add_found(self, found: list[tuple[int, int, int, int]], wm_us: int) -> None:
         """Series holding readings the evaluator has not seen (catch-up at start-up): when they arrived is unknown
@@ -318,6 +399,7 @@ class Inbox:
     def take(self) -> tuple[Pending, Watermarks]:
         with self._lock:
             taken, self._pending = self._pending, Pending()
+            self._room.notify_all()
             c = self._clock
             return taken, Watermarks(c.event_wm_us, c.arrival_wm_us, c.live)
 
@@ -329,9 +411,19 @@ class Inbox:
         with self._lock:
             return bool(self._pending)
 
-    def history(self, d: int) -> list[Span]:
+    def history(self, d: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """The device's spans kept (newest event time, watermark) and the first event time it committed."""
         with self._lock:
-            return self._clock.history(d)
+            return (*self._clock.history(d), self._clock.first_seen(d))
+
+    def prune(self, upto: dict[int, int]) -> None:
+        with self._lock:
+            for d, t in upto.items():
+                self._clock.prune(d, t)
+
+    def keep_history_of(self, devices: frozenset[int]) -> None:
+        with self._lock:
+            self._clock.keep_history_of(devices)
 
     def restore(self, event_wm_us: int | None, delivered: dict[int, int]) -> None:
         """The watermark and the delivery clocks stored by the last run (start-up)."""
@@ -371,10 +463,11 @@ class RuleCache:
         self._owners: dict[int, RuleOwner] = {}  # id() of a cached rule -> its owner
         self._read_us = int(NO_TS)
 
-    def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
+    def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
+        """Read the rules again if due (or forced); True when it did."""
         now = self._wall_us()
         if not force and now - self._read_us < RULES_REFRESH_US:
-            return
+            return False
         self._read_us = now
         rows = st.list_rules(conn)
         rules: dict[tuple[int | None, str], tuple[int, AlertRule]] = {}
@@ -397,6 +490,7 @@ class RuleCache:
             id(rule): RuleOwner(org, version, frozenset(replaced.get(key, ())) if org is None else frozenset())
             for (org, key), (version, rule) in rules.items()
         }
+        return True
 
     def active(self) -> list[AlertRule]:
         return [r for _, r in self._rules.values() if r.enabled]
@@ -723,6 +817,7 @@ class IndexJobs:
         self._late_after_us = inbox.clock.late_after_us
         self._catchup_us = catchup_us
         self._frontier: dict[StateKey, int] = {}  # (rule, device) -> last index sample evaluated
+        self._watching: dict[int, list[str]] = {}  # device -> the keys of the index rules watching it
 
     def jobs(self, rules: RuleCache, run: Run, warn: _Once) -> list[tuple[AlertRule, int]]:
         out = []
@@ -749,12 +844,12 @@ class IndexJobs:
 
     def run(self, conn: psycopg.Connection, run: Run, rule: AlertRule, d: int) -> None:
         assert self.source is not None and rule.index is not None
-        history = self._inbox.history(d)
+        his, wms, first_seen = self._inbox.history(d)
         _, state, alert_id = run.state(rule, d)
         until = run.pending.index_until[d]
         frontier = state.last_ts_us
         if frontier == NO_TS:  # a new series: from the first data this process saw, at most catch-up old
-            first = min((s.lo_us for s in history), default=until)
+            first = until if first_seen is None else first_seen
             frontier = min(first - 1, until - self._catchup_us)
         ts, val = self.source.index_series(conn, rule.index, d, frontier, until)
         ts, val = np.asarray(ts, dtype=np.int64), np.asarray(val, dtype=np.float64)
@@ -763,15 +858,36 @@ class IndexJobs:
         info = self._devices.devices[d]
         new, out = evaluate(
             rule, state, ts, val, np.isfinite(val), self._schedules.mask(rule, info, ts),
-            sample_watermarks(ts, history, run.default_wm_us),
+            watermarks_at(ts, his, wms, run.default_wm_us),
             max_gap_us=default_max_gap_us(rule, info.cadence_us), late_after_us=self._late_after_us,
         )  # fmt: skip
         run.decided.append(Decided(rule, info, new, alert_id, [shown_value(rule, info, tr, None) for tr in out]))
 
     def committed(self, decided: Iterable[Decided]) -> None:
+        """Remember the index frontiers a run committed, and drop the spans every index rule of a device has
+        passed (no sample they take from now on can need them)."""
+        touched = set()
         for dec in decided:
             if dec.rule.index is not None:
                 self._frontier[(dec.rule.key, dec.info.device_pk)] = dec.state.last_ts_us
+                touched.add(dec.info.device_pk)
+        upto = {}
+        for d in touched:
+            frontiers = [self._frontier.get((key, d)) for key in self._watching.get(d, ())]
+            if frontiers and all(f is not None and f != NO_TS for f in frontiers):
+                upto[d] = min(f for f in frontiers if f is not None)
+        if upto:
+            self._inbox.prune(upto)
+
+    def watch(self, rules: RuleCache) -> frozenset[int]:
+        """Which index rules watch each device (after a refresh of rules or devices); returns the devices."""
+        watching: dict[int, list[str]] = defaultdict(list)
+        for rule in rules.active():
+            if rule.index is not None:
+                for d in self._devices.scope(rule, rules.owner(rule)):
+                    watching[d].append(rule.key)
+        self._watching = dict(watching)
+        return frozenset(watching)
 
 
 class OfflineJobs:
@@ -928,6 +1044,8 @@ class AlertEvaluator:
         clock: Clock = "wall",
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
+        history_bytes: int = 65_536,
+        pending_bytes: int = 32 * 2**20,
         on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -938,7 +1056,7 @@ class AlertEvaluator:
         self._catchup_us = int(catchup_s * US_PER_S)
         self.on_paged = on_paged  # after a run committed alert changes: wakes the dispatcher
         self._warn = _Once()
-        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S)))
+        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S), history_bytes), pending_bytes)
         self._rules = RuleCache(wall_us, self._warn)
         self._devices = DeviceCache(wall_us, int(device_refresh_s * US_PER_S))
         self._schedules = Schedules(self._warn)
@@ -1028,9 +1146,13 @@ class AlertEvaluator:
                 time.sleep(0.05)
 
     def _refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
-        if self._devices.refresh(conn, force=force):
+        devices = self._devices.refresh(conn, force=force)
+        if devices:
             self._offline.load(conn)
-        self._rules.refresh(conn, force=force)
+        if self._rules.refresh(conn, force=force) or devices:
+            watched = self._index.watch(self._rules)
+            if watched != self._inbox.clock.index_devices:
+                self._inbox.keep_history_of(watched)
 
     def _evaluate(self, conn: psycopg.Connection, run: Run) -> None:
         self._refresh(conn, force=any(d not in self._devices.devices for d, _ in run.pending.spans))
@@ -1051,26 +1173,32 @@ class AlertEvaluator:
 
     def _catch_up(self, conn: psycopg.Connection) -> int:
         """Queue every series holding readings beyond its frontier, back to ``catchup_s`` for a series without
-        one."""
+        one. Devices are probed ``CATCH_UP_DEVICES`` at a time: what a probe holds (the stored states, the series to
+        probe) is then bounded whatever the number of devices."""
         clock = self._inbox.clock
         base = clock.event_wm_us if clock.event_wm_us != NO_TS else self._wall_us()
         horizon = base - self._catchup_us
-        pairs: dict[tuple[int, int], int] = {}
         rules = self._rules.active()
-        devices = self._devices.devices
-        states = st.load_states(
-            conn, *zip(*[(r.key, d) for r in rules for d in devices], strict=True)
-        ) if rules and devices else {}  # fmt: skip
+        scopes = [(rule, set(self._devices.scope(rule, self._rules.owner(rule)))) for rule in rules]
         every_metric = list(self._devices.metric_ids.values())
-        for rule in rules:
-            metric = self._devices.metric_ids.get(rule.metric or "")
-            for d in self._devices.scope(rule, self._rules.owner(rule)):
-                frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
-                after = frontier if frontier != NO_TS else horizon
-                offline_unseen = rule.kind == "offline" and d not in self._offline.delivered
-                for m in [metric] if metric is not None else (every_metric if offline_unseen else []):
-                    pairs[(d, m)] = min(pairs.get((d, m), after), after)
-        found = st.newest_after(conn, [d for d, _ in pairs], [m for _, m in pairs], list(pairs.values()))
+        devices = sorted(self._devices.devices)
+        found: list[tuple[int, int, int, int]] = []
+        for i in range(0, len(devices), CATCH_UP_DEVICES):
+            chunk = devices[i : i + CATCH_UP_DEVICES]
+            keys = [(rule.key, d) for rule, scope in scopes for d in chunk if d in scope]
+            states = st.load_states(conn, *zip(*keys, strict=True)) if keys else {}
+            pairs: dict[tuple[int, int], int] = {}
+            for rule, scope in scopes:
+                metric = self._devices.metric_ids.get(rule.metric or "")
+                for d in chunk:
+                    if d not in scope:
+                        continue
+                    frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
+                    after = frontier if frontier != NO_TS else horizon
+                    offline_unseen = rule.kind == "offline" and d not in self._offline.delivered
+                    for m in [metric] if metric is not None else (every_metric if offline_unseen else []):
+                        pairs[(d, m)] = min(pairs.get((d, m), after), after)
+            found += st.newest_after(conn, [d for d, _ in pairs], [m for _, m in pairs], list(pairs.values()))
         newest = max((h for *_, h in found), default=0)
         wm = self._wall_us() if clock.clock == "wall" else max(clock.event_wm_us, newest)
         self._inbox.add_found(found, wm)

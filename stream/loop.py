@@ -8,13 +8,14 @@ nothing is lost and nothing is stored twice.
 The in-memory dedup drops only exact repeats: the same (device, metric, event time) *and* the same value, which is
 what a QoS 1 redelivery or a device's resend is. A different value for a key already seen is a correction or a
 conflict: it goes on to the database, which keeps the first value and records the second in ``reading_conflicts``
-(store/writer.py; docs/contract.md#duplicates-and-corrections). Each remembered reading is one 22-byte ``bytes``
-(device, metric, time, value packed), about half the size of the three-int tuple it replaced.
+(store/writer.py; docs/contract.md#duplicates-and-corrections). The cache is bounded in bytes (stream/dedup.py, 32
+bytes per reading, ``LCCM_DEDUP_CACHE_BYTES``); what it has forgotten the database's key catches.
 
-Backpressure: the inbox is unbounded in code but bounded in practice by MQTT's receive maximum (the broker sends at
-most that many unacknowledged messages, and we ack only after commit). If the database is down a flush raises and
-keeps its batch; the worker running ``step`` (lccm/workers.py, stage ``stream``) retries it with backoff, and the
-unacked messages stay with the broker.
+Backpressure: the inbox is bounded in bytes of queued payloads (stream/inbox.py, ``LCCM_INBOX_BYTES``): when it is
+full the MQTT network thread waits before it reads more, and the broker keeps the rest (we ack only after commit,
+and MQTT's receive maximum bounds what it pushes unacknowledged). If the database is down a flush raises and keeps
+its batch; the worker running ``step`` (lccm/workers.py, stage ``stream``) retries it with backoff, and the unacked
+messages stay with the broker.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ import contextlib
 import logging
 import queue
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from lccm.store.writer import ReadingColumns, WriteResult
 from lccm.stream.batch import BatchBuilder, Clock, FlushPolicy
+from lccm.stream.dedup import Keys, RecentReadings
 
 log = logging.getLogger(__name__)
-
-Key = bytes  # (device int32, metric int16, event time int64 us, value float64) packed little-endian: 22 bytes
-_KEY_DTYPE = np.dtype([("device", "<i4"), ("metric", "<i2"), ("ts", "<i8"), ("value", "<f8")])  # no padding
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,17 @@ class RawMessage:
     received_at_us: int
     token: Hashable  # handed back to the source's ack function once the message is committed
     retained: bool = False  # the broker delivered it as a retained message (at subscription), not as it was sent
+
+
+class MessageQueue(Protocol):
+    """What the stream loop takes messages from and the MQTT source puts them in: ``queue.SimpleQueue``, or the
+    byte-bounded inbox of production (stream/inbox.py)."""
+
+    def put(self, item: RawMessage) -> None: ...
+
+    def get(self, block: bool = True, timeout: float | None = None) -> RawMessage: ...
+
+    def get_nowait(self) -> RawMessage: ...
 
 
 Decoder = Callable[[BatchBuilder, RawMessage], None]
@@ -70,39 +81,6 @@ BatchObserver = Callable[[BatchCommitted], None]
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
-
-
-def reading_keys(cols: ReadingColumns) -> list[Key]:
-    """One packed key per reading: equal keys are the same reading with the same value."""
-    packed = np.empty(len(cols), dtype=_KEY_DTYPE)
-    packed["device"], packed["metric"], packed["ts"], packed["value"] = (
-        cols.device_id, cols.metric_id, cols.ts_us, cols.value,
-    )  # fmt: skip
-    raw, size = packed.tobytes(), _KEY_DTYPE.itemsize
-    return [raw[i : i + size] for i in range(0, len(raw), size)]
-
-
-class RecentKeys:
-    """Readings (key and value) committed in the last few batches, to drop redelivered readings before they reach
-    the database. Bounded by ``capacity`` readings, whole batches evicted oldest first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._keys: set[Key] = set()
-        self._generations: deque[list[Key]] = deque()
-
-    def __contains__(self, key: Key) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def remember(self, keys: list[Key]) -> None:
-        self._keys.update(keys)
-        self._generations.append(keys)
-        while len(self._keys) > self._capacity and len(self._generations) > 1:
-            for key in self._generations.popleft():
-                self._keys.discard(key)
 
 
 @dataclass
@@ -139,13 +117,13 @@ class StreamLoop:
     def __init__(
         self,
         *,
-        inbox: queue.SimpleQueue[RawMessage],
+        inbox: MessageQueue,
         decode: Decoder,
         sink: Sink,
         ack: Acker,
         policy: FlushPolicy,
         clock: Clock = time.monotonic,
-        dedup_window_keys: int = 2_000_000,
+        dedup_cache_bytes: int = 64 * 2**20,
         on_commit: Sequence[CommitHook] = (),
         observe: BatchObserver | None = None,
         wall_us: Callable[[], int] = _wall_us,
@@ -159,7 +137,7 @@ class StreamLoop:
         self._ack = ack
         self._policy = policy
         self._clock = clock
-        self._recent = RecentKeys(dedup_window_keys)
+        self._recent = RecentReadings(dedup_cache_bytes)
         self._on_commit = tuple(on_commit)
         self._batch = BatchBuilder()
         self.stats = StreamStats()
@@ -254,21 +232,18 @@ class StreamLoop:
         except Exception:  # a metrics bug must never stop ingest; the batch is committed and acked already
             log.exception("batch observer failed")
 
-    def _dedup(self, all_cols: ReadingColumns) -> tuple[np.ndarray | None, list[Key]]:
+    def _dedup(self, all_cols: ReadingColumns) -> tuple[np.ndarray | None, Keys]:
         """Drop the exact repeats (same reading, same value) within the batch and of recent batches."""
-        recent = self._recent
-        seen: set[Key] = set()
-        keep_list: list[bool] = []
-        keys: list[Key] = []
-        for key in reading_keys(all_cols):
-            fresh = key not in seen and key not in recent
-            keep_list.append(fresh)
-            if fresh:
-                seen.add(key)
-                keys.append(key)
-        if len(keys) == len(keep_list):
+        keys = Keys.of(all_cols)
+        fresh = keys.first_occurrences() & ~self._recent.contains(keys)
+        if fresh.all():
             return None, keys
-        return np.asarray(keep_list, dtype=bool), keys
+        keep = np.flatnonzero(fresh)
+        return keep, keys.take(keep)
+
+    @property
+    def dedup_cache(self) -> RecentReadings:
+        return self._recent
 
     def _account(self, batch: BatchBuilder, cols: ReadingColumns, result: WriteResult, dropped: int) -> None:
         s = self.stats

@@ -1,0 +1,333 @@
+"""Memory benchmark: peak RSS of one ingest process with many devices, and what its bounded structures hold.
+
+Registers ``--devices`` devices (100,000 by default: electricity meters, and ``--aq-share`` of them AQ stations so
+the alert evaluator's index rules have devices to watch) on ``--sites`` sites of one city, then streams ``--hours``
+of simulated time (a day by default) from every device at ``--cadence-s`` through the ingest process as ``lccm
+ingest`` wires it (``lccm.runtime.ingest_process``: the stream loop with its dedup cache, the derived-data updaters
+and the alert evaluator with the shipped rules, on the event clock so the replay counts as live).
+
+No broker: the broker would be the bottleneck, and the question is the ingest's memory. The benchmark builds each
+message as a device would send it (JSON, ``lccm/v1/bench/<device>/up``) and puts it in the process's real inbox
+(``stream.inbox.ByteBoundedInbox``), whose ``put`` waits when the inbox's byte budget is used up: the same
+backpressure the MQTT network thread gets. Everything after the inbox is the product's: decode, dedup, the COPY,
+the commit hooks, the updaters' and the evaluator's threads, on a fresh database on ``--admin-url`` (dropped at the
+end).
+
+Reports the peak RSS (``resource.getrusage``), the RSS after set-up and after each simulated hour (flat when
+memory does not grow with history), and what each bounded structure holds (the inbox's peak bytes, the dedup
+cache's arrays, the evaluator's per-device state) against its budget. At the end the stored readings are counted:
+``lost`` must be 0.
+
+Run: ``.venv/bin/python benchmarks/memory.py`` (100,000 devices, a day at 15 minutes: long on a shared machine;
+``--hours 2`` gives the peak in a few minutes). Small: ``--devices 200 --hours 1``. The last line printed is one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and its name would shadow the ``ingest`` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import resource  # noqa: E402
+import secrets  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from lccm.runtime import Ingest, Services, build_ingest, ingest_process  # noqa: E402
+from lccm.settings import Settings  # noqa: E402
+from lccm.store.migrate import migrate  # noqa: E402
+from lccm.stream.alerts import PENDING_SPAN_BYTES, AlertEvaluator  # noqa: E402
+from lccm.stream.inbox import ByteBoundedInbox  # noqa: E402
+from lccm.stream.loop import RawMessage  # noqa: E402
+
+log = logging.getLogger("bench")
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+GOAL_PEAK_RSS_MB = 500
+CITY = "bench"
+ROOT = "lccm/v1"
+MB = 2**20
+
+
+def rss_mb() -> float:
+    """The current resident set size."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / MB
+
+
+class PeakSampler:
+    """Samples the RSS every 0.1 s in a thread, with what the process was doing then (the phase)."""
+
+    def __init__(self) -> None:
+        self.phase = "setup"
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), round(rss_mb(), 1))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.peaks
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@contextlib.contextmanager
+def bench_database(admin_url: str) -> Iterator[str]:
+    name = f"lccm_bench_{secrets.token_hex(5)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+        with psycopg.connect(url) as conn:
+            migrate(conn)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def device_name(i: int, aq_every: int) -> tuple[str, str]:
+    """(device id, kind) of device i: every ``aq_every``-th one an AQ station."""
+    if aq_every and i % aq_every == 0:
+        return f"AQ{i:06d}", "aq_station"
+    return f"M{i:06d}", "electricity_meter"
+
+
+def register(url: str, devices: int, sites: int, aq_every: int, cadence_s: int) -> list[tuple[str, str]]:
+    """Sites and devices by COPY (100,000 inserts one by one would take minutes)."""
+    names = [device_name(i, aq_every) for i in range(devices)]
+    with psycopg.connect(url) as conn:
+        with conn.cursor().copy("COPY sites (site_code, name, kind, city, lat, lon) FROM STDIN") as cp:
+            for s in range(sites):
+                cp.write_row((f"S{s:05d}", f"Bench site {s}", "building", CITY, 18.29, 99.49))
+        site_ids = dict(conn.execute("SELECT site_code, id FROM sites").fetchall())
+        with conn.cursor().copy("COPY devices (device_id, site_id, kind, name, cadence_s) FROM STDIN") as cp:
+            for i, (d, kind) in enumerate(names):
+                cp.write_row((d, site_ids[f"S{i % sites:05d}"], kind, d, cadence_s))
+    return names
+
+
+def payload(kind: str, i: int, step: int, ts: int) -> bytes:
+    if kind == "aq_station":
+        pm25 = 20.0 + (i * 7 + step * 3) % 40
+        return f'{{"seq":{step},"ts":{ts},"values":{{"pm25_ugm3":{pm25},"pm10_ugm3":{pm25 * 1.6:.1f}}}}}'.encode()
+    energy = 1000.0 + step * 2.5 + i % 97
+    return f'{{"seq":{step},"ts":{ts},"values":{{"energy_kwh":{energy},"power_w":{10_000 + i % 500}}}}}'.encode()
+
+
+def structures(ingest: Ingest, inbox: ByteBoundedInbox, settings: Settings) -> dict[str, Any]:
+    """What each bounded structure holds now, against its budget."""
+    cache = ingest.loop.dedup_cache
+    out: dict[str, Any] = {
+        "inbox": {"budget_bytes": inbox.budget_bytes, "peak_bytes": inbox.peak_bytes, "waits": inbox.waits},
+        "dedup_cache": {"budget_bytes": settings.dedup_cache_bytes, "bytes": cache.nbytes, "readings": len(cache)},
+    }
+    ev: AlertEvaluator | None = ingest.evaluator
+    if ev is not None:
+        clock = ev._inbox.clock  # the benchmark looks inside: an estimate, not an interface
+        devices = len(clock._seen)
+        out["alert_state"] = {
+            "history_budget_bytes_per_watched_device": settings.alert_history_bytes,
+            "devices": devices,
+            "devices_with_history": len(clock._history),
+            "spans_kept": sum(len(h) // 2 for h in clock._history.values()),
+            "estimated_bytes": clock.nbytes(),
+            "estimated_bytes_per_device": round(clock.nbytes() / max(1, devices), 1),
+        }
+        pending = ev._inbox
+        out["alert_pending"] = {
+            "budget_bytes": settings.alert_pending_bytes,
+            "peak_spans": pending.peak_spans,
+            "peak_bytes_estimated": pending.peak_spans * PENDING_SPAN_BYTES,
+            "waits": pending.waits,
+        }
+    return out
+
+
+def failure(ingest: Ingest) -> str | None:
+    """Why a started worker is unhealthy (the mqtt-in worker is never started: there is no broker)."""
+    for st in ingest.supervisor.statuses():
+        if st.name != "mqtt-in" and not st.healthy and st.state != "stopped":
+            return f"{st.name} {st.state}: {st.last_error}"
+    return None
+
+
+def settle(ingest: Ingest, quiet_s: float = 1.0, timeout_s: float = 300.0) -> None:
+    """Wait until the last batch's commit hooks ran and the evaluator has had nothing to do for ``quiet_s``."""
+    ev = ingest.evaluator
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while ev is not None and time.monotonic() < deadline:
+        if ev.has_work() or ingest.loop.stats.batches == 0:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
+def stream(
+    ingest: Ingest, names: list[tuple[str, str]], args: argparse.Namespace, sampler: PeakSampler
+) -> dict[str, Any]:
+    inbox = ingest.loop._inbox
+    assert isinstance(inbox, ByteBoundedInbox)
+    steps = int(args.hours * 3600 // args.cadence_s)
+    t0 = int(time.time()) - int(args.hours * 3600) - 3600  # the simulated day ends an hour ago
+    t0 -= t0 % args.cadence_s
+    topics = [f"{ROOT}/{CITY}/{d}/up" for d, _ in names]
+    per_hour: list[float] = []
+    sent = 0
+    sampler.phase = "stream"
+    started = time.perf_counter()
+    for step in range(steps):
+        ts = t0 + step * args.cadence_s
+        received = time.time_ns() // 1000
+        for i, (topic, (_, kind)) in enumerate(zip(topics, names, strict=True)):
+            inbox.put(RawMessage(topic, payload(kind, i, step, ts), received, (0, sent, 0)))
+            sent += 1
+        if (step + 1) * args.cadence_s % 3600 == 0:
+            per_hour.append(round(rss_mb(), 1))
+            log.info("hour %d: rss %.0f MB, %d messages", len(per_hour), per_hour[-1], sent)
+        if failure(ingest):
+            raise RuntimeError(failure(ingest))
+    while ingest.loop.stats.messages < sent:
+        if failure(ingest):
+            raise RuntimeError(failure(ingest))
+        time.sleep(0.1)
+    sampler.phase = "settle"
+    settle(ingest)
+    elapsed = time.perf_counter() - started
+    return {"messages": sent, "stream_s": round(elapsed, 1), "rss_mb_per_hour": per_hour}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    aq_every = round(1 / args.aq_share) if args.aq_share > 0 else 0
+    with bench_database(args.admin_url) as url:
+        names = register(url, args.devices, args.sites, aq_every, args.cadence_s)
+        settings = Settings(
+            database_url=url, alert_clock="event", alerts_enabled=True, notify_mqtt_all=False, mqtt_topic_root=ROOT,
+            inbox_bytes=args.inbox_mb * MB, dedup_cache_bytes=args.dedup_mb * MB,
+            alert_pending_bytes=args.alert_pending_mb * MB,
+        )  # fmt: skip
+        svc = Services(
+            database_url=url, mqtt_host="127.0.0.1", mqtt_port=1, mqtt_protocol="5"
+        )  # never connected: no broker
+        if args.parts == "stream":  # the stream loop alone: what the updaters and the evaluator add, by difference
+            ingest = build_ingest(settings, svc)
+        else:
+            if args.parts == "no-alerts":
+                settings = settings.model_copy(update={"alerts_enabled": False})
+            ingest = ingest_process(settings, svc)
+        sampler = PeakSampler()
+        inbox = ingest.loop._inbox
+        assert isinstance(inbox, ByteBoundedInbox)
+        for w in ingest.supervisor:
+            if w.name != "mqtt-in":
+                w.start()
+        baseline = rss_mb()
+        if args.tracemalloc:
+            tracemalloc.start()
+        try:
+            streamed = stream(ingest, names, args, sampler)
+            held = structures(ingest, inbox, settings)
+            sampler.phase = "stop"
+            if args.tracemalloc:
+                top = tracemalloc.take_snapshot().statistics("lineno")[:25]
+                for stat in top:
+                    log.info("tracemalloc: %s", stat)
+        finally:
+            for w in ingest.supervisor:
+                w.request_stop(drain=False)
+            for w in ingest.supervisor:
+                w.join(60)
+            ingest.sink.close()
+            if ingest.notifications is not None:
+                ingest.notifications.close()
+            if ingest.pool is not None:
+                ingest.pool.close()
+            by_phase = sampler.stop()
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        stored = int(row[0]) if row else 0
+    expected = streamed["messages"] * 2
+    peak = peak_rss_mb()
+    return {
+        "peak_rss_mb": round(peak, 1),
+        "goal_peak_rss_mb": GOAL_PEAK_RSS_MB,
+        "within_goal": peak < GOAL_PEAK_RSS_MB,
+        "lost": expected - stored,
+        "devices": args.devices,
+        "hours": args.hours,
+        "cadence_s": args.cadence_s,
+        "readings": expected,
+        "readings_per_s": round(expected / max(streamed["stream_s"], 1e-9)),
+        "rss_after_setup_mb": round(baseline, 1),
+        "rss_peak_mb_by_phase": by_phase,
+        "parts": args.parts,
+        "path": "codec + stream loop + updaters + alert evaluator, fed through the inbox (no broker)",
+        **streamed,
+        "structures": held,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--devices", type=int, default=100_000)
+    p.add_argument("--sites", type=int, default=1_000)
+    p.add_argument("--aq-share", type=float, default=0.01, help="share of the devices that are AQ stations")
+    p.add_argument("--hours", type=float, default=24.0)
+    p.add_argument("--cadence-s", type=int, default=900)
+    p.add_argument("--inbox-mb", type=int, default=64)
+    p.add_argument("--dedup-mb", type=int, default=64)
+    p.add_argument("--alert-pending-mb", type=int, default=32)
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    p.add_argument(
+        "--parts", choices=("all", "no-alerts", "stream"), default="all",
+        help="all: as `lccm ingest` runs (default); no-alerts: without the evaluator; stream: the stream loop only",
+    )  # fmt: skip
+    p.add_argument("--tracemalloc", action="store_true", help="log the top Python allocation sites (slow)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("lccm").setLevel(logging.WARNING)
+    result = run(args)
+    for key in (
+        "peak_rss_mb",
+        "rss_after_setup_mb",
+        "rss_peak_mb_by_phase",
+        "rss_mb_per_hour",
+        "lost",
+        "readings",
+        "readings_per_s",
+    ):
+        print(f"{key}: {result[key]}")
+    for name, figures in result["structures"].items():
+        print(f"{name}: {figures}")
+    print(json.dumps(result))
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
