@@ -152,9 +152,13 @@ def current_aqi(
     conn: psycopg.Connection, index_key: str, site_code: str | None = None, *, scope: Scope | None
 ) -> list[StationAqi]:
     """Each station's latest hour of the index (the running hour while readings come in)."""
+    # One backwards probe of the primary key per station (as store.queries' latest values): DISTINCT ON over the
+    # join read and sorted every hour of every station, ~0.3 s at a city-year.
     query = sql.SQL(
-        f"SELECT DISTINCT ON (d.device_id) {_COLUMNS}{_FROM} WHERE a.index_key = %s"
-        " AND (%s::text IS NULL OR s.site_code = %s){scope} ORDER BY d.device_id, a.hour_start DESC"
+        f"SELECT {_COLUMNS} FROM devices d JOIN sites s ON s.id = d.site_id"
+        " CROSS JOIN LATERAL (SELECT * FROM aqi_hourly x WHERE x.index_key = %s AND x.device_id = d.id"
+        "     ORDER BY x.hour_start DESC LIMIT 1) a"
+        " WHERE (%s::text IS NULL OR s.site_code = %s){scope} ORDER BY d.device_id"
     ).format(scope=scope_and(scope, "s.id"))
     cur = conn.cursor(row_factory=class_row(StationAqi))
     return cur.execute(query, (index_key, site_code, site_code)).fetchall()

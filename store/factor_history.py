@@ -63,20 +63,25 @@ class MeteredFactorPeriod:
 
 
 # Per slice: the mapped devices' daily buckets of each metered item grouped by the registry factor in force at the
-# bucket's start (a Bangkok day; TGO's change falls on a midnight, so a day has one factor).
+# bucket's start (a Bangkok day; TGO's change falls on a midnight, so a day has one factor). Summed per device and
+# factor through the '1d' key range first: grouping every daily row of a city-year sorted 73,000 rows on disk.
 _METERED_PERIODS = """
 WITH s(lo, hi, year_id) AS (SELECT * FROM unnest(%s::timestamptz[], %s::timestamptz[], %s::int[]))
-SELECT i.item_code, min(eb.bucket_start), max(eb.bucket_start) + interval '1 day', sum(eb.amount), i.unit,
+SELECT i.item_code, min(eb.first), max(eb.last) + interval '1 day', sum(eb.amount), i.unit,
        f.kgco2e_per_unit, f.source, sum(eb.kgco2e), sum(eb.kgco2e_base), extract(epoch FROM f.valid_from)
 FROM s
 JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
 JOIN inventory_items i ON i.id = dm.item_id
 JOIN source_classes sc ON sc.key = i.source_class
 JOIN emission_factors f ON f.key = sc.factor_key AND i.ef_unit = 'kgCO2e/' || f.unit
-JOIN energy_buckets eb ON eb.device_id = dm.device_id AND eb.resolution = '1d'
-     AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi
-     AND eb.bucket_start >= f.valid_from AND eb.bucket_start < f.valid_to
-JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(i.unit)
+JOIN metrics mt ON lower(mt.unit) = lower(i.unit)
+CROSS JOIN LATERAL (
+    SELECT min(b.bucket_start) AS first, max(b.bucket_start) AS last, sum(b.amount) AS amount,
+           sum(b.kgco2e) AS kgco2e, sum(b.kgco2e_base) AS kgco2e_base, count(*) AS n
+    FROM energy_buckets b WHERE b.resolution = '1d' AND b.device_id = dm.device_id AND b.metric_id = mt.id
+     AND b.bucket_start >= s.lo AND b.bucket_start < s.hi
+     AND b.bucket_start >= f.valid_from AND b.bucket_start < f.valid_to) eb
+WHERE eb.n > 0
 GROUP BY i.item_code, i.unit, f.valid_from, f.kgco2e_per_unit, f.source
 """
 

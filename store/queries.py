@@ -492,7 +492,7 @@ _ENERGY = sql.SQL(
         FROM (SELECT dev.*, b.bucket_start, b.device_id, b.metric_id, b.amount, b.kgco2e, b.kgco2e_base, b.quality,
                      b.covered_s
               FROM energy_buckets b JOIN met ON met.id = b.metric_id JOIN dev ON dev.id = b.device_id
-              WHERE b.resolution = %(resolution)s AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s) x),
+              WHERE b.resolution = {resolution} AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s) x),
     members AS (
         SELECT {group} AS grp, x.metric_id, count(*)::int AS devices FROM (
             SELECT dev.*, met.id AS metric_id FROM dev JOIN met ON met.id = dev.class_metric
@@ -546,6 +546,8 @@ def energy_series(
         bucket=_FISCAL_YEAR_START if resolution == "fy" else sql.SQL("x.bucket_start"),
         group=ENERGY_GROUPS[group_by],
         site_filter=_site_filter(site_code, scope),
+        # A literal (checked above), not a parameter: see store.rollup_queries._stored.
+        resolution=sql.Literal(_STORED_RESOLUTION.get(resolution, resolution)),
     )
     params = {
         "metrics": list(metrics),

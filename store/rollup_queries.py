@@ -64,6 +64,13 @@ def _bucket(resolution: str) -> sql.Composable:
     return sql.SQL(_FY_START if resolution == "fy" else "b.bucket_start")
 
 
+def _stored(resolution: str) -> sql.Composable:
+    """The stored resolution as a literal (one of ROLLUP_RESOLUTIONS, checked by the caller), not a parameter: the
+    bucket tables are partitioned by resolution (migration 017), and a prepared statement's generic plan would
+    otherwise be planned over every partition (psycopg prepares a query from its 6th run on a connection)."""
+    return sql.Literal("1mo" if resolution == "fy" else resolution)
+
+
 def _params(resolution: str, start: datetime, end: datetime, **filters: object) -> dict[str, object]:
     base = {
         "resolution": "1mo" if resolution == "fy" else resolution,
@@ -98,7 +105,7 @@ def sample_series(
         b AS (SELECT {bucket} AS bucket_start, b.device_id, b.n, b.sum, b.min, b.max, b.last, b.last_ts,
                      {group} AS grp
               FROM sample_buckets b JOIN dev ON dev.id = b.device_id
-              WHERE b.resolution = %(resolution)s AND b.metric_id = %(metric_id)s
+              WHERE b.resolution = {resolution} AND b.metric_id = %(metric_id)s
                 AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s),
         per_device AS (
             SELECT bucket_start, grp, device_id, sum(n) AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
@@ -110,7 +117,9 @@ def sample_series(
                sum(sum / n) AS sum_of_device_means
         FROM per_device GROUP BY bucket_start, grp ORDER BY bucket_start, grp NULLS LAST LIMIT %(limit)s
         """
-    ).format(dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
+    ).format(
+        dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]), resolution=_stored(resolution)
+    )
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id, kind=kind)
     params |= {"metric_id": metric_id, "limit": limit}
     return conn.cursor(row_factory=class_row(SampleRow)).execute(query, params).fetchall()
@@ -200,11 +209,11 @@ def lamp_series(
                      sum(b.on_s) AS on_s, sum(b.day_on_s) AS day_on_s, sum(b.night_off_s) AS night_off_s,
                      sum(b.night_known_s) AS night_known_s, sum(b.unknown_s) AS unknown_s
               FROM lamp_buckets b JOIN dev ON dev.id = b.device_id
-              WHERE b.resolution = %(resolution)s AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s
+              WHERE b.resolution = {resolution} AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s
               GROUP BY 1, 2),
         e AS (SELECT {bucket} AS bucket_start, {group} AS grp, sum(b.amount) AS kwh
               FROM energy_buckets b JOIN dev ON dev.id = b.device_id
-              WHERE dev.kind = 'streetlight_cabinet' AND b.metric_id = 1 AND b.resolution = %(resolution)s
+              WHERE dev.kind = 'streetlight_cabinet' AND b.metric_id = 1 AND b.resolution = {resolution}
                 AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s
               GROUP BY 1, 2)
         SELECT l.bucket_start, l.grp AS "group", l.lamps, l.on_s, l.day_on_s, l.night_off_s, l.night_known_s,
@@ -212,7 +221,9 @@ def lamp_series(
         FROM l LEFT JOIN e ON e.bucket_start = l.bucket_start AND e.grp IS NOT DISTINCT FROM l.grp
         ORDER BY l.bucket_start, l.grp NULLS LAST LIMIT %(limit)s
         """
-    ).format(dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]))
+    ).format(
+        dev=_dev(scope), bucket=_bucket(resolution), group=sql.SQL(GROUPS[group_by]), resolution=_stored(resolution)
+    )
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id) | {"limit": limit}
     return conn.cursor(row_factory=class_row(LampRow)).execute(query, params).fetchall()
 
