@@ -38,6 +38,8 @@ PENDING: frozenset[str] = frozenset()
 def repository_files() -> Iterator[Path]:
     for folder, dirs, files in os.walk(ROOT):  # symlinked folders (lccm/<stage>) are not followed: no duplicates
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        if "VENDORED.json" in files:
+            continue  # third-party files taken byte for byte from npm (deploy/vendor_npm.py): not our citations
         for name in files:
             yield Path(folder) / name
 
