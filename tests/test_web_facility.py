@@ -219,6 +219,13 @@ def test_the_power_charts_are_the_apis_rollups_with_gaps_not_zeros(web: Web) -> 
     assert sum(1 for _, v in day["data"] if v is None) >= 3 and all(v != 0 for _, v in day["data"])
 
 
+def test_the_power_charts_time_labels_are_figures_not_english_month_names(web: Web) -> None:
+    html = _log_in(web).get("/app/sites/HALL").text  # Thai
+    for chart_id in ("chart-24h", "chart-7d"):
+        labels = _chart(html, chart_id)["xAxis"]["axisLabel"]["formatter"]
+        assert labels["day"] == "{d}/{M}" and not any("MMM" in f or "yyyy" in f for f in labels.values()), chart_id
+
+
 def test_energy_by_day_equals_the_api_and_the_counters(web: Web) -> None:
     browser = _log_in(web)
     table = _table(browser.get("/app/sites/HALL?lang=en").text, "energy-days", "data-row")
