@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 import pytest
@@ -43,6 +43,7 @@ import uvicorn
 from lccm.api.app import create_app
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
+from lccm.api.web.i18n import LANG_COOKIE
 from lccm.settings import Settings
 from lccm.simulators.city import Device, load_city
 from tests._auth import TEST_ACTOR, api_key
@@ -50,6 +51,7 @@ from tests._db import device_pk, fresh_database, write_readings
 from tests._seeded import Seeded, seed_city
 
 if TYPE_CHECKING:
+    from playwright._impl._api_structures import FloatRect, SetCookieParam
     from playwright.sync_api import Browser, ConsoleMessage, Page
 
 REQUIRE_ENV = "LCCM_REQUIRE_BROWSER"  # set by .ci/run: a missing chromium is a failure, not a skip
@@ -65,6 +67,7 @@ POWER = 2
 # Live power (W) written a minute before the session starts for the first buildings' main meters, so the overview
 # ranks sites by real figures; the other sites have none (a gap, not zero).
 LIVE_POWER_W = (18_500.0, 42_250.0, 7_125.5, 95_000.0, 3_300.0)
+SHOT_MAX_PX = 4_000  # a screenshot's height at most (screenshot)
 WAIT_MS = 20_000  # what one page or action may take at most (CI shares 2 cores with the whole suite)
 
 
@@ -157,6 +160,7 @@ def serving(database_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def served_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserSite]:
     chromium_path()  # no city to build where no browser can visit it
+    _SIGNED_IN.clear()  # sessions of another served city mean nothing here
     with fresh_database() as url:
         seeded, live_sites, facility_sites = _seed(url, tmp_path_factory.mktemp("browser-city"))
         key = api_key(url, Role.VIEWER)
@@ -235,19 +239,33 @@ def log_in(page: Page, role: Role, *, lang: str | None = None) -> None:
     assert page.url.endswith("/"), page.url
 
 
+# Each role's session cookies, from its first sign_in of the test session: the later tests of that role put them in
+# their fresh context instead of logging in again (a login hashes the password, slow on purpose). A test must not
+# log out of such a session (log_in's sessions are its own).
+_SIGNED_IN: dict[Role, list[SetCookieParam]] = {}
+
+
 def sign_in(page: Page, role: Role) -> None:
     """A session for the user of ``role`` in the page's browser context, posted without the form and without loading
-    the overview behind it: quicker, for tests about another page (the form itself is log_in's)."""
-    answer = page.request.post("/login", form={"username": username(role), "password": PASSWORD}, max_redirects=0)
-    assert answer.status == 303, answer.status
+    the overview behind it: quicker, for tests about another page (the form itself is log_in's). The session is
+    shared by the role's tests; the language cookie is not."""
+    if role not in _SIGNED_IN:
+        answer = page.request.post("/login", form={"username": username(role), "password": PASSWORD}, max_redirects=0)
+        assert answer.status == 303, answer.status
+        _SIGNED_IN[role] = [cast("SetCookieParam", c) for c in page.context.cookies() if c["name"] != LANG_COOKIE]
+    else:
+        page.context.add_cookies(_SIGNED_IN[role])
 
 
 def screenshot(page: Page, name: str) -> Path:
-    """A full-page screenshot as ``<name>.png`` (e.g. ``overview-phone-en``) in the screenshots folder."""
+    """A full-page screenshot as ``<name>.png`` (e.g. ``overview-phone-en``) in the screenshots folder, cut at
+    SHOT_MAX_PX: the site page on a phone is some 9,600 px long, slow to capture and to look at."""
     folder = Path(os.environ.get(SCREENSHOT_ENV) or SCREENSHOTS)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    height, width = page.evaluate("[document.documentElement.scrollHeight, document.documentElement.clientWidth]")
+    clip: FloatRect | None = None if height <= SHOT_MAX_PX else {"x": 0, "y": 0, "width": width, "height": SHOT_MAX_PX}
+    page.screenshot(path=str(path), full_page=True, clip=clip)
     return path
 
 

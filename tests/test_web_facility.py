@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from html import unescape
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 import pytest
@@ -26,7 +26,7 @@ from lccm.api.principal import Role
 from lccm.api.web.i18n import MESSAGES
 from lccm.engine.calendar import year_of
 from lccm.engine.timebase import BANGKOK, bkk_us, buddhist_era
-from lccm.imports.registry import parse_registry_csv
+from lccm.imports.registry import DeviceKind, parse_registry_csv
 from lccm.runtime import factor_rows
 from lccm.settings import Settings
 from lccm.store import inventory as inv
@@ -219,6 +219,13 @@ def test_the_power_charts_are_the_apis_rollups_with_gaps_not_zeros(web: Web) -> 
     assert sum(1 for _, v in day["data"] if v is None) >= 3 and all(v != 0 for _, v in day["data"])
 
 
+def test_the_power_charts_time_labels_are_figures_not_english_month_names(web: Web) -> None:
+    html = _log_in(web).get("/app/sites/HALL").text  # Thai
+    for chart_id in ("chart-24h", "chart-7d"):
+        labels = _chart(html, chart_id)["xAxis"]["axisLabel"]["formatter"]
+        assert labels["day"] == "{d}/{M}" and not any("MMM" in f or "yyyy" in f for f in labels.values()), chart_id
+
+
 def test_energy_by_day_equals_the_api_and_the_counters(web: Web) -> None:
     browser = _log_in(web)
     table = _table(browser.get("/app/sites/HALL?lang=en").text, "energy-days", "data-row")
@@ -321,6 +328,17 @@ def test_the_site_page_is_thai_by_default_and_english_on_request(web: Web) -> No
     assert f" {buddhist_era(YESTERDAY.year)}" in thai
     english = unescape(browser.get("/app/sites/HALL?lang=en").text)
     assert MESSAGES["fac_meters_title"]["en"] in english and MESSAGES["fac_meters_title"]["th"] not in english
+
+
+def test_the_meter_table_names_device_kinds_in_the_pages_language(web: Web) -> None:
+    browser = _log_in(web)
+    for chosen in ("th", "en"):
+        meters = _table(browser.get(f"/app/sites/HALL?lang={chosen}").text, "meters", "data-meter")
+        kind = MESSAGES["fac_kind_electricity_meter"][chosen]
+        assert all(
+            kind in cells["device_id"] and "electricity_meter" not in cells["device_id"] for cells in meters.values()
+        )
+    assert {f"fac_kind_{k}" for k in get_args(DeviceKind)} <= set(MESSAGES)  # every kind the registry knows
 
 
 def test_a_site_outside_the_callers_scope_is_a_404_page(web: Web) -> None:

@@ -17,6 +17,11 @@ def bangkok_text(moment: datetime) -> str:
     return moment.astimezone(BANGKOK).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# The time axis' labels in figures only: ECharts' own ("Dec", "2026") are English month names and CE years, wrong on
+# a Thai page, and it has no Thai locale to load. Day/month reads the same in both languages.
+TIME_LABELS = {"year": "{d}/{M}", "month": "{d}/{M}", "day": "{d}/{M}", "hour": "{HH}:{mm}", "minute": "{HH}:{mm}"}
+
+
 def time_series(
     title: str, unit: str, series: Sequence[tuple[str, Sequence[Point]]], kind: str = "line"
 ) -> dict[str, Any]:
@@ -26,7 +31,7 @@ def time_series(
         "tooltip": {"trigger": "axis"},
         "legend": {"top": 24} if len(series) > 1 else {"show": False},
         "grid": {"left": 56, "right": 16, "top": 56 if len(series) > 1 else 40, "bottom": 40},
-        "xAxis": {"type": "time"},
+        "xAxis": {"type": "time", "axisLabel": {"formatter": TIME_LABELS}},
         "yAxis": {"type": "value", "name": unit},
         "series": [
             {"name": name, "type": kind, "showSymbol": False, "connectNulls": False,

@@ -45,6 +45,12 @@ MESSAGES: Catalogue = {
     },
     "fac_meter": {"th": "มิเตอร์", "en": "Meter"},
     "fac_kind": {"th": "ประเภท", "en": "Kind"},
+    # the registry's device kinds (imports/registry.py DeviceKind), as the meter table names them
+    "fac_kind_electricity_meter": {"th": "มิเตอร์ไฟฟ้า", "en": "Electricity meter"},
+    "fac_kind_fuel_meter": {"th": "มิเตอร์เชื้อเพลิง", "en": "Fuel meter"},
+    "fac_kind_streetlight_cabinet": {"th": "ตู้ควบคุมไฟถนน", "en": "Streetlight cabinet"},
+    "fac_kind_lamp": {"th": "โคมไฟถนน", "en": "Street lamp"},
+    "fac_kind_aq_station": {"th": "สถานีวัดคุณภาพอากาศ", "en": "Air-quality station"},
     "fac_complete_yesterday": {"th": "ความครบถ้วนเมื่อวาน (%)", "en": "Complete yesterday (%)"},
     "fac_complete_today": {"th": "ความครบถ้วนวันนี้ (%)", "en": "Complete today (%)"},
     "fac_messages_lost": {"th": "ข้อความที่หายเมื่อวาน", "en": "Messages lost yesterday"},
