@@ -14,7 +14,7 @@ A new page's test needs a few lines (or one entry in test_browser.py's PAGES for
         screenshot(page, "mine-desktop-th")
         assert_accessible(page)
 
-The fixtures: ``served_city`` (session: the database, the server, the users), ``browser`` (session: one chromium),
+The fixtures: ``served_city`` (session: the database, the server, the users), ``browser`` (module: one chromium),
 ``page`` (per test: a fresh context at desktop size, 1280x800, Thai by default) and ``phone`` (per test: 390x844,
 a touch screen). Both page fixtures fail the test on any console error or uncaught exception in the page (the
 browser logs every 4xx/5xx answer as one: ``allow_console_error(page, "401 (Unauthorized)")`` when it is expected).
@@ -168,8 +168,11 @@ def served_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserSit
             yield BrowserSite(base_url, url, seeded, live_sites, facility_sites, key)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One chromium per test module: Playwright's sync API keeps an event loop running in the main thread while it
+    lives, and a session-long one made every later test's ``asyncio.run`` fail ("cannot be called from a running
+    event loop")."""
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 

@@ -96,6 +96,11 @@ def _seed(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[Web]:
+    # The clock is read when the module's city is built, not when the suite imported the module (minutes earlier,
+    # maybe in another hour than the pages are asked for).
+    global NOW, HOUR
+    NOW = datetime.now(UTC)
+    HOUR = NOW.replace(minute=0, second=0, microsecond=0)
     with fresh_database() as url:
         _seed(url)
         settings = Settings(database_url=url, session_cookie_secure=False)  # the TestClient speaks http://
