@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from lccm.store.queries import REGISTER_METRICS, LiveDevice
+from lccm.store.queries import BEHIND_METER_KINDS, REGISTER_METRICS, LiveDevice
 from lccm.store.scope import Scope, scope_where
 
 
@@ -39,6 +39,7 @@ _POWER = (
     " FROM sites s JOIN site_organisations so ON so.site_id = s.id JOIN devices d ON d.site_id = s.id"
     " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
     "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
+    "     AND d.kind <> ALL(%(behind)s)"  # queries.BEHIND_METER_KINDS: their power is their cabinet's too
     "     ORDER BY r.ts DESC LIMIT 1) p ON true"
     " WHERE so.organisation_id IS NOT NULL"
     " GROUP BY so.organisation_id, s.id, s.site_code ORDER BY s.site_code"
@@ -48,7 +49,7 @@ _POWER = (
 def sites_power(conn: psycopg.Connection, *, as_of: datetime, stale_cadences: int) -> list[SitePower]:
     """Live power of every site that has devices, judged at ``as_of``."""
     cur = conn.cursor(row_factory=class_row(SitePower))
-    return cur.execute(_POWER, {"as_of": as_of, "stale": stale_cadences}).fetchall()
+    return cur.execute(_POWER, {"as_of": as_of, "stale": stale_cadences, "behind": list(BEHIND_METER_KINDS)}).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ _SITES_LIVE = sql.SQL(
     " FROM devices d JOIN sites s ON s.id = d.site_id"
     " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
     "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
+    "     AND d.kind <> ALL(%(behind)s)"  # not read: a lamp's power is its cabinet's too (one probe fewer per lamp)
     "     ORDER BY r.ts DESC LIMIT 1) p ON true"
     " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
     "     sum(b.amount) FILTER (WHERE m.name = 'fuel') AS fuel_l, sum(b.kgco2e) AS kgco2e, max(b.quality) AS quality"
@@ -175,10 +177,11 @@ def sites_live(
     scope: Scope | None,
 ) -> list[SiteLiveDevice]:
     """Every device of every site in scope, as :func:`lccm.store.queries.site_live` gives one site's, with last
-    week's figures; sites without devices are absent."""
+    week's figures; sites without devices are absent. The power of devices behind another's meter (lamps) is not
+    read: it is no part of a site's power."""
     params = {
         "as_of": as_of, "stale_cadences": stale_cadences, "metrics": list(REGISTER_METRICS), "day_start": day_start,
-        "day_end": day_end, "week_start": week_start, "week_cut": week_cut,
+        "day_end": day_end, "week_start": week_start, "week_cut": week_cut, "behind": list(BEHIND_METER_KINDS),
     }  # fmt: skip
     query = _SITES_LIVE.format(scope=scope_where(scope, "s.id"))
     return conn.cursor(row_factory=class_row(SiteLiveDevice)).execute(query, params).fetchall()

@@ -386,6 +386,12 @@ class LiveDevice:
     quality: int | None  # worst quality of today's buckets; None = no bucket today
 
 
+# Devices whose power is already measured by another device of the same site: an LED lamp reports its own power, but
+# its cabinet's meter feeds it and measures it too. A site's live power sums the other devices only (lamps stay in
+# the per-device list with their own power), as its energy sums the meters' registers only.
+BEHIND_METER_KINDS: tuple[str, ...] = ("lamp",)
+
+
 # Per device of one site: the latest power reading (one backwards probe of the primary key, as in _LATEST: the
 # metric id is a scalar subquery, not a join, so the planner can walk (device_id, metric_id, ts) backwards and stop
 # at the first row instead of sorting every power reading) and the sum of today's 15-minute buckets (a range of the

@@ -67,6 +67,7 @@ REGISTRY = [
     "LIVE,Library,,building,Lampang,,,,LIVE-L1,electricity_meter,Main,900,100",
     "LIVE,Library,,building,Lampang,,,,LIVE-L2,electricity_meter,Annex,900,100",
     "LIVE,Library,,building,Lampang,,,,LIVE-G1,fuel_meter,Generator,900,",
+    "LIVE,Library,,building,Lampang,,,,LIVE-P1,lamp,Path lamp,900,0.1",  # fed by L1's circuit: its power is L1's too
     "CMP,Station,,station,Lampang,,,,CMP-C1,aq_station,Hourly with seq,3600,",
     "CMP,Station,,station,Lampang,,,,CMP-C2,aq_station,Two-hourly,7200,",
     "CMP,Station,,station,Lampang,,,,CMP-C3,aq_station,Silent,3600,",
@@ -90,7 +91,10 @@ def _seed(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         sync_factor_registry(conn, *factor_rows())
         import_registry(conn, parse_registry_csv(registry_csv(REGISTRY_HEADER_EN, REGISTRY)))
-        pk = {d: device_pk(conn, d) for d in ("HALL-M1", "HALL-M2", "FLEET-F1", "LIVE-L1", "LIVE-L2", "LIVE-G1")}
+        pk = {
+            d: device_pk(conn, d)
+            for d in ("HALL-M1", "HALL-M2", "FLEET-F1", "LIVE-L1", "LIVE-L2", "LIVE-G1", "LIVE-P1")
+        }
         start = NEW_YEAR - H
         history = [(pk["HALL-M1"], ENERGY, start + k * Q, 1000.0 + 4 * k, NO_SEQ) for k in range(9)]
         history += [(pk["HALL-M2"], ENERGY, start + 2 * Q + k * Q, 500.0 + 2 * k, NO_SEQ) for k in range(5)]
@@ -101,6 +105,7 @@ def _seed(url: str) -> None:
         live += [
             (pk["LIVE-L1"], POWER, NOW - timedelta(minutes=10), 1000.0, NO_SEQ),
             (pk["LIVE-L1"], POWER, NOW - timedelta(minutes=1), 1500.0, NO_SEQ),
+            (pk["LIVE-P1"], POWER, NOW - timedelta(minutes=2), 90.0, NO_SEQ),  # an LED lamp's own report
             (pk["LIVE-L2"], POWER, NOW - timedelta(hours=3), 700.0, NO_SEQ),
         ]
         _write(conn, live)
@@ -306,7 +311,8 @@ def test_live_power_counts_fresh_readings_only_and_today_sums_todays_buckets(cli
     r = client.get("/sites/LIVE/live")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["power_w"] == 1500.0  # L1's latest (not its earlier 1000 W); L2's 700 W is stale
+    # L1's latest (not its earlier 1000 W); L2's 700 W is stale; the lamp's 90 W is already in L1's meter
+    assert body["power_w"] == 1500.0
     assert (body["power_devices"], body["power_devices_stale"]) == (1, 1)
     assert body["energy_today_kwh"] == pytest.approx(5.0)
     assert body["fuel_today_l"] == pytest.approx(4.0)
@@ -315,7 +321,8 @@ def test_live_power_counts_fresh_readings_only_and_today_sums_todays_buckets(cli
     assert body["day_start_local"] == TODAY.isoformat()
     assert body["day_start"] == TODAY.astimezone(UTC).isoformat().replace("+00:00", "Z")
     devices = {d["device_id"]: d for d in body["devices"]}
-    assert list(devices) == ["LIVE-G1", "LIVE-L1", "LIVE-L2"]
+    assert list(devices) == ["LIVE-G1", "LIVE-L1", "LIVE-L2", "LIVE-P1"]
+    assert (devices["LIVE-P1"]["power_w"], devices["LIVE-P1"]["power_stale"]) == (90.0, False)  # shown, not summed
     assert (devices["LIVE-L1"]["power_w"], devices["LIVE-L1"]["power_stale"]) == (1500.0, False)
     assert (devices["LIVE-L2"]["power_w"], devices["LIVE-L2"]["power_stale"]) == (700.0, True)
     assert (devices["LIVE-G1"]["power_w"], devices["LIVE-G1"]["power_stale"]) == (None, None)
@@ -354,10 +361,11 @@ def test_completeness_of_every_site(client: TestClient) -> None:
     body = client.get("/completeness", params={"date": "2026-01-01"}).json()
     sites = {s["site_code"]: (s["devices"], s["expected"], s["received"]) for s in body["sites"]}
     # HALL-M1 reads 17:00Z .. 18:00Z (5 times) and M2 17:00Z .. 17:30Z (3) on Bangkok 1 January; FLEET-F1 2.
-    assert sites == {"CMP": (3, 60, 22), "FLEET": (1, 96, 2), "HALL": (2, 192, 8), "LIVE": (3, 288, 0)}
+    # LIVE's four devices (with its lamp) sent nothing that day.
+    assert sites == {"CMP": (3, 60, 22), "FLEET": (1, 96, 2), "HALL": (2, 192, 8), "LIVE": (4, 384, 0)}
     total = body["total"]
-    assert (total["devices"], total["expected"], total["received"]) == (9, 636, 32)
-    assert total["completeness_pct"] == round(100 * 32 / 636, 2)
+    assert (total["devices"], total["expected"], total["received"]) == (10, 732, 32)
+    assert total["completeness_pct"] == round(100 * 32 / 732, 2)
 
 
 def test_completeness_of_today_and_of_a_future_day(client: TestClient) -> None:

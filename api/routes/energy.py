@@ -124,7 +124,8 @@ def _today(
 
 
 def _summary(site_code: str, rows: Sequence[queries.LiveDevice], as_of: datetime, day_start: datetime) -> SiteLiveOut:
-    fresh = [r for r in rows if r.power_fresh]
+    metered = [r for r in rows if r.kind not in queries.BEHIND_METER_KINDS]  # a lamp's power is its cabinet's too
+    fresh = [r for r in metered if r.power_fresh]
     qualities = [r.quality for r in rows if r.quality is not None]
     quality = max(qualities) if qualities else None
     return SiteLiveOut(
@@ -134,7 +135,7 @@ def _summary(site_code: str, rows: Sequence[queries.LiveDevice], as_of: datetime
         day_start_local=day_start,
         power_w=sum(r.power_w for r in fresh if r.power_w is not None) if fresh else None,
         power_devices=len(fresh),
-        power_devices_stale=sum(1 for r in rows if r.power_fresh is False),
+        power_devices_stale=sum(1 for r in metered if r.power_fresh is False),
         energy_today_kwh=sum(r.energy_kwh for r in rows),
         fuel_today_l=sum(r.fuel_l for r in rows),
         kgco2e_today=sum(r.kgco2e for r in rows),
