@@ -258,7 +258,7 @@ class SiteLiveOut(_Out):
     day_start_local: BangkokTime
     power_w: float | None = Field(
         description="sum of each device's latest power reading, counting only readings newer than 3 x the device's "
-        "cadence; null when no device contributed"
+        "cadence; null when no device contributed. Lamps are left out: their cabinet's meter measures them too"
     )
     power_devices: int = Field(description="devices whose latest power reading is fresh (summed in power_w)")
     power_devices_stale: int = Field(description="devices whose latest power reading is too old to count")
