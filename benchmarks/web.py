@@ -325,6 +325,8 @@ def measure(client: httpx.Client, urls: Sequence[str], requests: int, warmup: in
 
 def browser_timing(base: str, client: httpx.Client, pages: Sequence[str], runs: int) -> dict[str, Any]:
     """Load to charts drawn in headless Debian chromium through Playwright, when both are here."""
+    if runs < 1:  # the first load only fills the cache: nothing would be timed
+        return {"skipped": "--browser-runs 0: server time only"}
     chromium = shutil.which("chromium")
     try:
         from playwright.sync_api import sync_playwright  # type: ignore[import-not-found,unused-ignore]  # optional
