@@ -16,23 +16,20 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
 
-from lccm.api.app import create_app
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
 from lccm.api.web.i18n import MESSAGES
 from lccm.engine.alert_kinds import ClearReason, Severity
 from lccm.engine.alerts import AlertRule
 from lccm.imports.registry import parse_registry_csv
-from lccm.settings import Settings
 from lccm.store import alerts as st
 from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us
+from tests._web import PASSWORD, log_in, served
 
-PASSWORD = "correct horse battery staple 9"
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 REGISTRY = [
     "MM1,Sop Pat,สบป้าด,station,Lampang,18.273,99.721,,MM1-S,aq_station,Sop Pat SO2,300,",
@@ -110,20 +107,13 @@ def _seed(url: str) -> dict[str, int]:
 def web() -> Iterator[Web]:
     with fresh_database() as url:
         ids = _seed(url)
-        settings = Settings(database_url=url, session_cookie_secure=False)  # the TestClient speaks http://
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(settings, pool), follow_redirects=False) as client,
-        ):
+        with served(url) as client:
             yield Web(client, url, ids)
 
 
 def _log_in(web: Web, username: str) -> tuple[TestClient, dict[str, str]]:
     """The client as a browser just logged in, and the headers htmx sends with a write (the CSRF token)."""
-    browser = web.client
-    browser.cookies.clear()
-    answer = browser.post("/login", data={"username": username, "password": PASSWORD})
-    assert answer.status_code == 303
+    browser = log_in(web.client, username)
     token = re.search(r'"X-CSRF-Token": "([^"]+)"', browser.get("/app/alerts").text)
     assert token
     return browser, {"X-CSRF-Token": token.group(1), "HX-Request": "true"}

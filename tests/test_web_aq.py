@@ -44,9 +44,9 @@ from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, write_points
+from tests._web import PASSWORD, log_in, served
 
 PM25, PM10, SO2 = 9, 10, 11
-PASSWORD = "correct horse battery staple 9"
 NOW = datetime.now(UTC)
 HOUR = NOW.replace(minute=0, second=0, microsecond=0)  # the current hour: no data in it
 REGISTRY = [
@@ -103,20 +103,12 @@ def web() -> Iterator[Web]:
     HOUR = NOW.replace(minute=0, second=0, microsecond=0)
     with fresh_database() as url:
         _seed(url)
-        settings = Settings(database_url=url, session_cookie_secure=False)  # the TestClient speaks http://
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(settings, pool), follow_redirects=False) as client,
-        ):
+        with served(url) as client:
             yield Web(client, url)
 
 
 def _log_in(web: Web, username: str = "somchai") -> TestClient:
-    browser = web.client
-    browser.cookies.clear()
-    answer = browser.post("/login", data={"username": username, "password": PASSWORD})
-    assert answer.status_code == 303
-    return browser
+    return log_in(web.client, username)
 
 
 def _text(html: str) -> str:

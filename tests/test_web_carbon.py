@@ -44,8 +44,8 @@ from lccm.store.inventory_mapping import set_mappings
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from tests._auth import TEST_ACTOR, TestClient, add_organisation, api_key, bearer
 from tests._db import device_pk, fresh_database
+from tests._web import PASSWORD, csrf_header, log_in, served
 
-PASSWORD = "correct horse battery staple 9"
 ENERGY = 1
 REGISTRY = """site_code,site_name,site_kind,city,device_id,device_kind,device_name,cadence_s
 HALL,City Hall,building,Lampang,HALL-M1,electricity_meter,Main,86400
@@ -116,20 +116,12 @@ class Web:
 def web() -> Iterator[Web]:
     with fresh_database() as url:
         _seed(url)
-        settings = Settings(database_url=url, session_cookie_secure=False)
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(settings, pool), follow_redirects=False) as client,
-        ):
+        with served(url) as client:
             yield Web(client, url, bearer(api_key(url, Role.VIEWER)))
 
 
 def _log_in(web: Web, username: str = "somsri") -> TestClient:
-    browser = web.client
-    browser.cookies.clear()
-    answer = browser.post("/login", data={"username": username, "password": PASSWORD})
-    assert answer.status_code == 303
-    return browser
+    return log_in(web.client, username)
 
 
 def _text(html: str) -> str:
@@ -361,17 +353,13 @@ def test_the_kpis_equal_the_apis_with_their_denominators_and_dates(web: Web) -> 
     assert [r["kpi"] for r in rows] == list(table) and rows[0]["period_start"] == doc["period"]["start"]
 
 
-def _csrf(browser: TestClient) -> dict[str, str]:
-    return {"X-CSRF-Token": browser.cookies.get("lccm_csrf") or ""}
-
-
 def test_a_carbon_officer_sets_a_target_from_the_page_and_it_is_audited(web: Web) -> None:
     browser = _log_in(web)
     assert 'hx-post="/app/targets' in browser.get("/app/targets").text
     form = {"target_key": "hall-power", "category": "purchased_electricity", "kpi": "", "target_year": "2029",
             "reduction_pct": "12"}  # fmt: skip
     assert browser.post("/app/targets", data=form).status_code == 403  # no CSRF token: refused
-    answer = browser.post("/app/targets?year=2025", data=form, headers=_csrf(browser))
+    answer = browser.post("/app/targets?year=2025", data=form, headers=csrf_header(browser))
     assert answer.status_code == 204 and answer.headers["HX-Redirect"] == "/app/targets?saved=1&year=2025"
     stored = web.client.get("/organisations/lampang/targets", headers=web.api).json()
     assert [t["target_key"] for t in stored] == ["hall-power", "lamps", "org"]
@@ -396,14 +384,16 @@ def test_a_refused_target_shows_each_problem_and_writes_nothing(web: Web) -> Non
     browser = _log_in(web)
     before = web.client.get("/organisations/lampang/targets", headers=web.api).json()
     bad_year = {"target_key": "old", "target_year": "2020", "reduction_pct": "5"}
-    answer = browser.post("/app/targets", data=bad_year, headers=_csrf(browser))
+    answer = browser.post("/app/targets", data=bad_year, headers=csrf_header(browser))
     assert answer.status_code == 422 and 'id="target-errors"' in answer.text
     errors = _text(re.search(r'id="target-errors">(.*?)</div>', answer.text, flags=re.DOTALL).group(1))  # type: ignore[union-attr]
     assert "target_year" in errors and 'value="old"' in answer.text  # the form keeps what was typed
-    not_a_number = browser.post("/app/targets", data={"target_key": "x", "target_year": "soon"}, headers=_csrf(browser))
+    not_a_number = browser.post(
+        "/app/targets", data={"target_key": "x", "target_year": "soon"}, headers=csrf_header(browser)
+    )
     assert not_a_number.status_code == 422 and "target_year" in not_a_number.text
     kpi_without_base = {"target_key": "m2", "kpi": "kwh_per_m2", "target_year": "2030"}
-    refused = browser.post("/app/targets", data=kpi_without_base, headers=_csrf(browser))
+    refused = browser.post("/app/targets", data=kpi_without_base, headers=csrf_header(browser))
     assert refused.status_code == 422 and "kpi_values" in refused.text
     assert web.client.get("/organisations/lampang/targets", headers=web.api).json() == before
 
@@ -412,24 +402,26 @@ def test_a_viewer_sees_the_targets_but_cannot_set_one(web: Web) -> None:
     browser = _log_in(web, "viewer")
     page = browser.get("/app/targets").text
     assert "hx-post" not in page and MESSAGES["targets_read_only"]["th"] in page
-    answer = browser.post("/app/targets", data={"target_key": "x", "target_year": "2030"}, headers=_csrf(browser))
+    answer = browser.post("/app/targets", data={"target_key": "x", "target_year": "2030"}, headers=csrf_header(browser))
     assert answer.status_code == 403
 
 
 def test_a_carbon_officer_deletes_a_target_and_it_is_audited(web: Web) -> None:
     browser = _log_in(web)
     form = {"target_key": "to-delete", "target_year": "2031"}
-    assert browser.post("/app/targets", data=form, headers=_csrf(browser)).status_code == 204
+    assert browser.post("/app/targets", data=form, headers=csrf_header(browser)).status_code == 204
     assert 'hx-post="/app/targets/delete' in browser.get("/app/targets").text
-    answer = browser.post("/app/targets/delete", data={"target_key": "to-delete"}, headers=_csrf(browser))
+    answer = browser.post("/app/targets/delete", data={"target_key": "to-delete"}, headers=csrf_header(browser))
     assert answer.status_code == 204 and answer.headers["HX-Redirect"] == "/app/targets?saved=1"
     keys = [t["target_key"] for t in web.client.get("/organisations/lampang/targets", headers=web.api).json()]
     assert "to-delete" not in keys and "org" in keys
     with psycopg.connect(web.url) as conn:
         last = conn.execute("SELECT action, after FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
     assert last and last[0] == "POST /app/targets/delete" and "to-delete" not in str(last[1])
-    missing = browser.post("/app/targets/delete", data={"target_key": "nope"}, headers=_csrf(browser))
+    missing = browser.post("/app/targets/delete", data={"target_key": "nope"}, headers=csrf_header(browser))
     assert missing.status_code == 422 and "no such target" in missing.text
     viewer = _log_in(web, "viewer")
     assert "/app/targets/delete" not in viewer.get("/app/targets").text
-    assert viewer.post("/app/targets/delete", data={"target_key": "org"}, headers=_csrf(viewer)).status_code == 403
+    assert (
+        viewer.post("/app/targets/delete", data={"target_key": "org"}, headers=csrf_header(viewer)).status_code == 403
+    )

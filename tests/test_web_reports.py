@@ -16,23 +16,20 @@ from typing import Any
 import psycopg
 import pytest
 from openpyxl import load_workbook
-from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
-from lccm.api.app import create_app
-from lccm.api.auth import accounts, sessions
+from lccm.api.auth import accounts
 from lccm.api.principal import Role
 from lccm.api.web.i18n import MESSAGES
 from lccm.cli_report import report_app
 from lccm.runtime import factor_rows
-from lccm.settings import Settings
 from lccm.store import inventory as inv
 from lccm.store.energy import sync_factor_registry
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
 from tests._db import fresh_database
+from tests._web import PASSWORD, htmx_write, log_in, served
 from tests.test_reports import BASE_CSV
 
-PASSWORD = "correct horse battery staple 9"
 USERS = {  # username: (organisation, role)
     "carla": ("lampang", Role.CARBON_OFFICER),
     "vic": ("lampang", Role.VIEWER),
@@ -67,32 +64,19 @@ def web() -> Iterator[Web]:
             for name, (org, role) in USERS.items():
                 accounts.add_user(conn, change, username=name, display_name=name, password=PASSWORD,
                                   organisation=org, roles=[role], sites=None)  # fmt: skip
-        settings = Settings(database_url=url, session_cookie_secure=False)
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(settings, pool), follow_redirects=False) as client,
-        ):
+        with served(url) as client:
             yield Web(client, url)
 
 
 def _log_in(web: Web, username: str) -> TestClient:
-    browser = web.client
-    browser.cookies.clear()
-    answer = browser.post("/login", data={"username": username, "password": PASSWORD})
-    assert answer.status_code == 303
-    return browser
-
-
-def _csrf(browser: TestClient) -> dict[str, str]:
-    """What htmx sends with every write (base.html's hx-headers)."""
-    return {"X-CSRF-Token": browser.cookies[sessions.CSRF_COOKIE], "HX-Request": "true"}
+    return log_in(web.client, username)
 
 
 def _upload_inventory(browser: TestClient, data: bytes, name: str, year: int = 2025, kind: str = "fiscal",
                       base_year: bool = True) -> Any:  # fmt: skip
     fields = {"year": str(year), "kind": kind, **({"base_year": "1"} if base_year else {})}
     return browser.post("/app/imports/inventory", data=fields, files={"file": (name, data, "text/csv")},
-                        headers=_csrf(browser))  # fmt: skip
+                        headers=htmx_write(browser))  # fmt: skip
 
 
 def _cells(html: str, row_attr: str) -> dict[str, dict[str, str]]:
@@ -133,7 +117,7 @@ def test_anonymous_browsers_go_to_the_login_and_other_roles_get_a_403_page(web: 
         assert answer.status_code == 403 and answer.headers["content-type"].startswith("text/html")
         assert MESSAGES["error_403_title"]["th"] in answer.text and "carbon_officer" in answer.text
     assert MESSAGES["error_403_title"]["en"] in browser.get("/app/reports?lang=en").text
-    answer = browser.post("/app/imports/inventory", files={"file": ("a.csv", BASE_CSV)}, headers=_csrf(browser))
+    answer = browser.post("/app/imports/inventory", files={"file": ("a.csv", BASE_CSV)}, headers=htmx_write(browser))
     assert answer.status_code == 403
 
 
@@ -147,7 +131,7 @@ def test_a_viewer_sees_the_history_and_templates_but_no_upload_form(web: Web) ->
     assert template.status_code == 200 and template.content == shipped
     assert browser.get("/app/imports/templates/..%2Fexamples%2Flampang-cfo-2025.csv").status_code == 404
     assert (
-        browser.post("/app/imports/activity", files={"file": ("a.csv", b"x")}, headers=_csrf(browser)).status_code
+        browser.post("/app/imports/activity", files={"file": ("a.csv", b"x")}, headers=htmx_write(browser)).status_code
         == 403
     )
 
@@ -226,25 +210,25 @@ def test_check_only_validates_and_previews_an_inventory_file_storing_and_logging
     assert 'hx-post="/app/imports/inventory/check"' in browser.get("/app/imports").text
     before = (_count(web.url, "inventory_items"), _count(web.url, "inventory_imports"), _count(web.url, "audit_log"))
     good = browser.post("/app/imports/inventory/check", data={"year": "2030", "kind": "calendar"},
-                        files={"file": ("x.csv", BASE_CSV, "text/csv")}, headers=_csrf(browser))  # fmt: skip
+                        files={"file": ("x.csv", BASE_CSV, "text/csv")}, headers=htmx_write(browser))  # fmt: skip
     assert good.status_code == 200 and MESSAGES["imports_check_passed"]["th"] in good.text
     preview = _cells(good.text, "preview")
     assert list(preview) == ["S2-ELEC", "S1-DIESEL", "S1-LPG", "S3-WASTE", "S3-PAPER", "RM-TREES"]
     assert preview["S1-DIESEL"]["kgco2e"] == _t2(12 * 100 * 2.7406) and preview["S1-DIESEL"]["quantity"] == "1,200.00 L"
     assert preview["RM-TREES"]["kgco2e"] == _t2(-900.0)
     bad = browser.post("/app/imports/inventory/check", files={"file": ("bad.csv", BAD_CSV, "text/csv")},
-                       headers=_csrf(browser))  # fmt: skip
+                       headers=htmx_write(browser))  # fmt: skip
     assert MESSAGES["imports_check_failed"]["th"] in bad.text and len(_cells(bad.text, "error")) == 3
     after = (_count(web.url, "inventory_items"), _count(web.url, "inventory_imports"), _count(web.url, "audit_log"))
     assert after == before
     assert _log_in(web, "vic").post("/app/imports/inventory/check", files={"file": ("x.csv", BASE_CSV)},
-                                    headers=_csrf(web.client)).status_code == 403  # fmt: skip
+                                    headers=htmx_write(web.client)).status_code == 403  # fmt: skip
 
 
 def test_activity_files_good_and_bad(web: Web) -> None:
     browser = _log_in(web, "carla")
     bad = browser.post("/app/imports/activity", files={"file": ("act.csv", BAD_ACTIVITY, "text/csv")},
-                       headers=_csrf(browser))  # fmt: skip
+                       headers=htmx_write(browser))  # fmt: skip
     rows = list(_cells(bad.text, "error").values())
     assert MESSAGES["imports_rejected"]["th"] in bad.text
     assert [(r["row"], r["column"]) for r in rows] == [("2", "month"), ("3", "quantity")]
@@ -252,10 +236,12 @@ def test_activity_files_good_and_bad(web: Web) -> None:
         b"item_code,month,quantity,unit,note\r\nS1-LPG,2025-02,10,kg,cylinders (as the inventory: the totals stay)\r\n"
     )
     answer = browser.post("/app/imports/activity", files={"file": ("act.csv", good, "text/csv")},
-                          headers=_csrf(browser))  # fmt: skip
+                          headers=htmx_write(browser))  # fmt: skip
     assert MESSAGES["imports_applied"]["th"] in answer.text and 'data-count="entries">1<' in answer.text
     assert _audit(web.url, "POST /app/imports/activity") == [("user:carla", "organisation:lampang/activity")]
-    empty = browser.post("/app/imports/activity", files={"file": ("act.csv", b"", "text/csv")}, headers=_csrf(browser))
+    empty = browser.post(
+        "/app/imports/activity", files={"file": ("act.csv", b"", "text/csv")}, headers=htmx_write(browser)
+    )
     assert MESSAGES["imports_no_file"]["th"] in empty.text
 
 
