@@ -336,7 +336,8 @@ def demo(
         what="the embedded servers were killed" if any(embedded.values()) else "",
     ).install()
     live = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
-    console = Console(highlight=False)
+    # Piped to a file or a CI log, rich would lay the summary out in 80 columns and fold every login in two.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
     try:
         summary = run_demo(
             settings,

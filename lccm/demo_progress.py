@@ -202,9 +202,10 @@ class PlainLines:
 def summary_table(summary: Mapping[str, Any]) -> Table:
     """The final summary (the same figures as ``--json``) as one readable table."""
     table = Table(title="lccm demo: summary", show_header=False, title_justify="left", min_width=60)
+    # Folded, never cut with an ellipsis: a password or a figure shown in part is no use.
     table.add_column(style="cyan", no_wrap=True)
-    table.add_column(justify="right")
-    table.add_column(style="dim")
+    table.add_column(justify="right", overflow="fold")
+    table.add_column(style="dim", overflow="fold")
 
     def section(name: str) -> None:
         table.add_section()

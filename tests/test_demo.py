@@ -284,6 +284,24 @@ def test_the_summary_table_shows_the_json_summary_figures() -> None:
         assert shown in text, f"{shown!r} not in\n{text}"
 
 
+def test_a_narrow_summary_folds_a_login_and_never_cuts_it() -> None:
+    """A password shown in part is no use: at 80 columns (a pipe's default) the cells fold, nothing is elided."""
+    password = "Vv7zwn85HtBgZbs0"
+    summary = {
+        "devices_registered": 2107, "devices_seen": 2107, "readings_stored": 1, "readings_stored_this_run": 1,
+        "readings_per_s": 1.0, "messages": 1, "duplicates_removed": 0, "dead_letters": {}, "energy_kwh": 1.0,
+        "fuel_l": 0.0, "kgco2e": 1.0, "elapsed_s": 1.0, "broker": "mosquitto", "database": "embedded",
+        "ended_by": "signal",
+        "logins": [{"username": "demo-environment-officer", "password": password, "role": "environment_officer"}],
+    }  # fmt: skip
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "…" not in text
+    cells = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 4)
+    assert password in cells, text
+
+
 def test_durations_read_as_a_person_says_them() -> None:
     assert [duration(s) for s in (0, 12.4, 59.6, 250, 3600, 3 * 3600 + 5 * 60 + 59)] == [
         "0 s", "12 s", "1 min 00 s", "4 min 10 s", "1 h 00 min", "3 h 05 min",
