@@ -4,6 +4,11 @@ No Docker engine is needed: the files are parsed and checked against the typer C
 object (every field is ``LCCM_<FIELD>``) and each other -- a command or option that the CLI does not have, an
 environment variable that no setting reads, or a broker configuration with Mosquitto's message-dropping defaults
 fails here instead of on a production machine.
+
+The scale-out stack (docker-compose.scale.yml, deploy/emqx/: never run here, docs/scaling.md) gets the same checks
+plus the EMQX cluster's: its configuration and ACL are read by tests/_emqx_conf.py and compared with the compose file,
+the ingest's settings and the identities lccm gives on mosquitto. Where `docker compose` or Debian's `docker-compose`
+is installed, both files also go through `config` (the Compose schema).
 """
 
 from __future__ import annotations
