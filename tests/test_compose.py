@@ -4,12 +4,20 @@ No Docker engine is needed: the files are parsed and checked against the typer C
 object (every field is ``LCCM_<FIELD>``) and each other -- a command or option that the CLI does not have, an
 environment variable that no setting reads, or a broker configuration with Mosquitto's message-dropping defaults
 fails here instead of on a production machine.
+
+The scale-out stack (docker-compose.scale.yml, deploy/emqx/: never run here, docs/scaling.md) gets the same checks
+plus the EMQX cluster's: its configuration and ACL are read by tests/_emqx_conf.py and compared with the compose file,
+the ingest's settings and the identities lccm gives on mosquitto. Where `docker compose` or Debian's `docker-compose`
+is installed, both files also go through `config` (the Compose schema).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +30,7 @@ import yaml
 
 from deploy.compose import INTERPOLATION, command_argv, environment, interpolate, lccm_services, load
 from lccm.settings import Settings
+from tests._emqx_conf import AclRule, acl_allows, get, parse_acl, parse_hocon
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -646,3 +655,363 @@ def test_the_api_accepts_the_tokens_the_realm_issues(
     assert settings.oidc_roles_claim == "realm_access.roles" and "roles" in web["defaultClientScopes"]
     assert web["publicClient"] and web["attributes"]["pkce.code.challenge.method"] == "S256"
     assert not web.get("directAccessGrantsEnabled") and not web.get("implicitFlowEnabled")
+
+
+# --- the scale-out stack: docker-compose.scale.yml (not run here: docs/scaling.md) ---------------------------------
+
+SCALE_COMPOSE = ROOT / "docker-compose.scale.yml"
+EMQX_CONF = ROOT / "deploy" / "emqx" / "emqx.conf"
+EMQX_ACL = ROOT / "deploy" / "emqx" / "acl.conf"
+PROMETHEUS_SCALE_CONF = ROOT / "deploy" / "prometheus" / "prometheus-scale.yml"
+EMQX_IMAGE = "emqx/emqx"
+# From 5.9.0 the emqx/emqx image's default licence allows one node only (docs/scaling.md#the-broker-emqx).
+EMQX_LAST_OPEN_CLUSTER_LINE = (5, 8)
+# Keys whose values are secrets wherever they appear in a compose file.
+SECRET_KEY = re.compile(r"PASSWORD|TOKEN|COOKIE|SECRET")
+
+
+@pytest.fixture(scope="module")
+def scale_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = load(SCALE_COMPOSE)["services"]
+    return services
+
+
+@pytest.fixture(scope="module")
+def scale_ours(scale_services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return lccm_services({"services": scale_services})
+
+
+@pytest.fixture(scope="module")
+def emqx_nodes(scale_services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in scale_services.items() if str(s.get("image", "")).startswith(f"{EMQX_IMAGE}:")}
+
+
+@pytest.fixture(scope="module")
+def workers(scale_ours: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The ingest workers: lccm services running `lccm ingest`, with their environment."""
+    return {n: environment(s) for n, s in scale_ours.items() if command_argv(s["command"]) == ["ingest"]}
+
+
+@pytest.fixture(scope="module")
+def emqx_conf() -> dict[str, Any]:
+    return parse_hocon(EMQX_CONF.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def acl() -> list[AclRule]:
+    return parse_acl(EMQX_ACL.read_text(encoding="utf-8"))
+
+
+def _pinned(image: str) -> bool:
+    """A fixed release tag: x.y.z (optionally v-prefixed, optionally a -variant such as -pg16), never latest."""
+    _, _, tag = image.rpartition(":")
+    return bool(re.fullmatch(r"v?\d+\.\d+\.\d+(-[a-z0-9.]+)?", tag))
+
+
+def test_scale_every_third_party_image_is_pinned_and_matches_the_main_stack(
+    scale_services: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]
+) -> None:
+    main_images = {str(s["image"]).rpartition(":")[0]: str(s["image"]) for s in services.values()}
+    for name, svc in scale_services.items():
+        image = str(svc.get("image", ""))
+        assert image, f"{name}: no image"
+        if "build" in svc:  # the project's image: the same tag and build as docker-compose.yml's lccm services
+            assert {image} == {str(s["image"]) for s in ours.values()}, name
+            assert svc["build"] == next(iter(ours.values()))["build"], name
+            continue
+        assert _pinned(image), f"{name}: pin the image to a release tag, not {image!r}"
+        repo = image.rpartition(":")[0]
+        if repo in main_images:  # one version of TimescaleDB, Grafana, Prometheus for both stacks
+            assert image == main_images[repo], f"{name}: {image} here, {main_images[repo]} in docker-compose.yml"
+
+
+def test_scale_emqx_is_an_open_release_that_may_cluster(emqx_nodes: dict[str, dict[str, Any]]) -> None:
+    assert len(emqx_nodes) >= 2, "a cluster needs at least two EMQX nodes"
+    tags = {str(s["image"]).rpartition(":")[2] for s in emqx_nodes.values()}
+    assert len(tags) == 1, f"every node runs the same release: {tags}"
+    major, minor, _ = (int(p) for p in next(iter(tags)).split("."))
+    assert (major, minor) <= EMQX_LAST_OPEN_CLUSTER_LINE, f"EMQX {tags}: clustering needs a licence key from 5.9"
+
+
+def test_scale_lccm_services_run_real_commands_with_real_settings(
+    scale_services: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]], cli: Any, scratch_file: Path
+) -> None:
+    known = _settings_env_names()
+    assert {"migrate", "api"} <= set(scale_ours), sorted(scale_ours)
+    for name, svc in scale_ours.items():
+        _check_argv(cli, command_argv(svc["command"]), scratch_file)
+        env = environment(svc)
+        unknown = sorted(k for k in env if k not in known)
+        assert not unknown, f"{name}: not Settings fields (the lccm image reads LCCM_* settings only): {unknown}"
+        Settings.model_validate({known[k]: interpolate(v) for k, v in env.items()})
+        for key, raw in env.items():  # ${VAR:-} left empty must mean the setting's default
+            if interpolate(raw) == "":
+                field = known[key]
+                assert getattr(Settings.model_validate({field: ""}), field) == Settings.model_fields[field].default
+    for name, svc in scale_services.items():
+        test = (svc.get("healthcheck") or {}).get("test")
+        if isinstance(test, list) and test[:2] == ["CMD", "lccm"]:
+            assert name in scale_ours, name
+            _check_argv(cli, [str(t) for t in test[2:]], scratch_file)
+        if name not in scale_ours:
+            lccm_vars = {k for k in environment(svc) if k.startswith("LCCM_")}
+            assert lccm_vars <= (GRAFANA_DATASOURCE_VARS if name == "grafana" else set()), name
+
+
+def test_scale_ingest_workers_share_one_group_with_their_own_client_ids(
+    scale_ours: dict[str, dict[str, Any]], workers: dict[str, dict[str, str]]
+) -> None:
+    from lccm.ingest.mqtt import subscriptions
+
+    assert len(workers) >= 2, f"the scale-out stack runs several ingest workers, got {sorted(workers)}"
+    groups = {n: interpolate(env.get("LCCM_MQTT_SHARE_GROUP", "")) for n, env in workers.items()}
+    assert len(set(groups.values())) == 1 and all(groups.values()), f"one non-empty share group for all: {groups}"
+    group = next(iter(groups.values()))
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", group), f"a share group name has no / + #: {group!r}"
+    filters = {tuple(subscriptions(Settings.model_fields["mqtt_topic_root"].default, group, True)[0])}
+    assert filters == {(f"$share/{group}/lccm/v1/#",)}, filters
+
+    default_id = Settings.model_fields["mqtt_client_id"].default
+    ids = [environment(s).get("LCCM_MQTT_CLIENT_ID", default_id) for s in scale_ours.values()]
+    assert len(ids) == len(set(ids)), f"every lccm process needs its own MQTT client id: {ids}"
+    for name, svc in scale_ours.items():
+        # Replicas share one environment, hence one client id: the broker would hand one session back and forth.
+        assert "replicas" not in (svc.get("deploy") or {}) and "scale" not in svc, f"{name}: use one service each"
+    for name in workers:
+        data = [str(v) for v in scale_ours[name].get("volumes", []) if str(v).endswith(":/var/lib/lccm")]
+        assert len(data) == 1 and not data[0].startswith("."), f"{name}: a named data volume of its own: {data}"
+    data_volumes = [str(v) for n in workers for v in scale_ours[n]["volumes"] if str(v).endswith(":/var/lib/lccm")]
+    assert len(set(data_volumes)) == len(workers), f"the heartbeat file is per process: {data_volumes}"
+
+
+def test_scale_broker_is_a_static_emqx_cluster_dispatching_by_client_id(
+    emqx_nodes: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]], emqx_conf: dict[str, Any]
+) -> None:
+    assert get(emqx_conf, "mqtt.shared_subscription_strategy") == "hash_clientid"
+    assert get(emqx_conf, "cluster.discovery_strategy") == "static"
+    seeds = set(get(emqx_conf, "cluster.static.seeds"))
+    names = {}
+    for name, svc in emqx_nodes.items():
+        node = environment(svc)["EMQX_NODE__NAME"]
+        aliases = svc["networks"]["default"]["aliases"]
+        assert node.partition("@")[2] in aliases, f"{name}: node name {node} must be a fixed alias of the service"
+        names[name] = node
+    assert set(names.values()) == seeds, f"the static seeds {sorted(seeds)} are not the nodes {names}"
+
+    # The lccm services reach the broker through an alias every node carries, on the port the cluster listens on.
+    hosts = {environment(s)["LCCM_MQTT_HOST"] for s in scale_ours.values()}
+    assert len(hosts) == 1, hosts
+    (host,) = hosts
+    assert all(host in s["networks"]["default"]["aliases"] for s in emqx_nodes.values()), host
+    ports = {int(environment(s)["LCCM_MQTT_PORT"]) for s in scale_ours.values()}
+    assert ports == {int(str(get(emqx_conf, "listeners.tcp.default.bind")).rpartition(":")[2])}
+
+
+def test_scale_emqx_queues_never_throttle_or_drop_the_ingest(
+    emqx_conf: dict[str, Any], workers: dict[str, dict[str, str]]
+) -> None:
+    """EMQX's stock limits are mosquitto's trap again: a 1,000-message session queue that drops the oldest, and an
+    in-flight window of 32 that throttles an ingest acknowledging after its commit."""
+    assert int(get(emqx_conf, "mqtt.max_mqueue_len")) >= 1_000_000, "the stock max_mqueue_len 1000 drops messages"
+    receive_maximum = Settings.model_fields["mqtt_receive_maximum"].default
+    for name, env in workers.items():
+        wanted = int(env.get("LCCM_MQTT_RECEIVE_MAXIMUM", receive_maximum))
+        assert int(get(emqx_conf, "mqtt.max_inflight")) >= wanted, f"{name}: the window is min(max_inflight, {wanted})"
+    assert get(emqx_conf, "mqtt.mqueue_store_qos0") == "false", "devices publish QoS 1 (docs/contract.md)"
+
+
+def test_scale_emqx_nodes_mount_what_the_configuration_reads(
+    emqx_nodes: dict[str, dict[str, Any]], emqx_conf: dict[str, Any]
+) -> None:
+    (source,) = get(emqx_conf, "authorization.sources")
+    assert source["type"] == "file" and get(emqx_conf, "authorization.no_match") == "deny"
+    certs = {get(emqx_conf, f"listeners.ssl.default.ssl_options.{k}") for k in ("certfile", "keyfile")}
+    data_volumes = []
+    for name, svc in emqx_nodes.items():
+        mounts = {interpolate(str(v)).split(":")[1]: interpolate(str(v)).split(":")[0] for v in svc["volumes"]}
+        assert mounts.get("/opt/emqx/etc/emqx.conf") == "./deploy/emqx/emqx.conf", name
+        assert mounts.get(source["path"]) == "./deploy/emqx/acl.conf", name
+        assert all(mounts.get(str(Path(c).parent)) == "./deploy/mosquitto/certs" for c in certs), (name, mounts)
+        assert all(str(v).endswith(":ro") for v in svc["volumes"] if str(v).startswith(("./", "${"))), name
+        data_volumes += [src for dst, src in mounts.items() if dst == "/opt/emqx/data"]
+        assert svc.get("ulimits", {}).get("nofile"), f"{name}: a broker of thousands of devices needs file handles"
+    assert len(set(data_volumes)) == len(emqx_nodes), f"each node keeps its own data volume: {data_volumes}"
+
+
+def test_scale_emqx_acl_gives_each_identity_what_mosquitto_gives_it(
+    acl: list[AclRule], workers: dict[str, dict[str, str]]
+) -> None:
+    """deploy/emqx/acl.conf read with EMQX's first-match semantics against the rules lccm writes for mosquitto
+    (lccm/mqtt_identity.py): the same topics for the ingest workers, their alert publishers, alert readers and
+    devices, and nothing more (the spoofing cases of docs/security.md#mqtt-identity)."""
+    from lccm.mqtt_identity import alert_reader_acls, device_acls, ingest_acls
+
+    root = Settings.model_fields["mqtt_topic_root"].default
+    assert acl[-1] == AclRule("deny", "all", "", ()), "the last rule denies everything else"
+    group = interpolate(next(iter(workers.values()))["LCCM_MQTT_SHARE_GROUP"])
+    ingest_topics = [a["topic"] for a in ingest_acls(root, group) if a["acltype"] == "subscribePattern"]
+    alert_topic = next(a["topic"] for a in ingest_acls(root, group) if a["acltype"] == "publishClientSend")
+    for env in workers.values():
+        client = env["LCCM_MQTT_CLIENT_ID"]
+        for topic in ingest_topics:  # EMQX checks a shared filter's real topic
+            real = topic.removeprefix(f"$share/{group}/")
+            assert acl_allows(acl, client, "subscribe", real), (client, real)
+        assert acl_allows(acl, f"{client}-alerts", "publish", alert_topic.replace("+", "lampang"))
+        assert not acl_allows(acl, f"{client}-alerts", "publish", f"{root}/lampang/LPG-TH-01-M1/up")
+
+    reader = "lccm-alerts-control-room"
+    (reader_topic,) = {a["topic"] for a in alert_reader_acls(root)}
+    assert acl_allows(acl, reader, "subscribe", reader_topic)
+    assert not acl_allows(acl, reader, "subscribe", f"{root}/#")
+    assert not acl_allows(acl, reader, "publish", f"{root}/lampang/alerts/critical")
+
+    device, other = "LPG-TH-01-M1", "LPG-TH-02-M1"
+    for rule in device_acls(root, device):
+        action = "publish" if rule["acltype"] == "publishClientSend" else "subscribe"
+        if rule["acltype"] != "publishClientReceive":
+            assert acl_allows(acl, device, action, rule["topic"].replace("+", "lampang")), rule
+    assert not acl_allows(acl, device, "publish", f"{root}/lampang/{other}/up"), "a device speaks for itself only"
+    assert not acl_allows(acl, device, "publish", f"{root}/lampang/alerts/critical"), "no forged alerts"
+    assert not acl_allows(acl, device, "subscribe", f"{root}/#"), "a device reads its own commands only"
+    assert not acl_allows(acl, device, "subscribe", f"{root}/lampang/{other}/cmd/#")
+    # A service prefix never falls through to the device rules.
+    assert not acl_allows(acl, "lccm-anything", "publish", f"{root}/lampang/lccm-anything/up")
+
+
+def test_scale_emqx_authenticates_every_client_by_client_id(emqx_conf: dict[str, Any]) -> None:
+    """Keyed by client id, a credential opens one client id: the binding mosquitto's plugin makes between user
+    name and client id (docs/security.md#mqtt-identity). No anonymous access: authentication is configured."""
+    (authn,) = get(emqx_conf, "authentication")
+    assert (authn["mechanism"], authn["backend"], authn["user_id_type"]) == (
+        "password_based",
+        "built_in_database",
+        "clientid",
+    )
+    assert authn.get("enable", "true") == "true"
+    assert get(emqx_conf, "listeners.ws.default.enable") == "false"
+    assert get(emqx_conf, "listeners.wss.default.enable") == "false"
+
+
+def test_scale_healthchecks_and_start_order(scale_services: dict[str, dict[str, Any]], workers: dict[str, Any]) -> None:
+    for name, svc in scale_services.items():
+        if not _one_shot(svc):
+            check = svc.get("healthcheck") or {}
+            assert check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
+            assert check["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: {check['test']!r}"
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in scale_services, f"{name} depends on unknown service {dep}"
+            if spec.get("condition") == "service_healthy":
+                assert scale_services[dep].get("healthcheck"), f"{name} waits for {dep}, which has no healthcheck"
+            if spec.get("condition") == "service_completed_successfully":
+                assert _one_shot(scale_services[dep]), f"{name} waits for {dep} to exit, but {dep} restarts"
+    brokers = {n for n, s in scale_services.items() if str(s.get("image", "")).startswith(f"{EMQX_IMAGE}:")}
+    for name in [*workers, "api"]:
+        deps = scale_services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+        assert deps["timescaledb"]["condition"] == "service_healthy", name
+    for name in workers:
+        waits = {d for d, spec in scale_services[name]["depends_on"].items() if spec["condition"] == "service_healthy"}
+        assert brokers <= waits, f"{name} must wait for every EMQX node: {sorted(brokers - waits)}"
+
+
+def test_scale_timescaledb_gets_compression_and_retention(
+    scale_services: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]]
+) -> None:
+    """`lccm migrate` turns on compression and retention itself when the extension exists (store/migrate.py); the
+    compose file only has to run TimescaleDB and hand it sane policy settings."""
+    import inspect
+
+    from lccm.store import migrate
+
+    source = inspect.getsource(migrate)
+    assert "add_compression_policy" in source and "add_retention_policy" in source
+    assert str(scale_services["timescaledb"]["image"]).startswith("timescale/timescaledb:")
+    env = environment(scale_ours["migrate"])
+    compress, retain = (interpolate(env[f"LCCM_{k}"]) for k in ("COMPRESS_AFTER_DAYS", "RETENTION_DAYS"))
+    settings = Settings.model_validate({"compress_after_days": compress, "retention_days": retain})
+    assert 0 < settings.compress_after_days < settings.retention_days
+    db = environment(scale_services["timescaledb"])
+    for name, svc in scale_ours.items():
+        url = urlsplit(interpolate(environment(svc)["LCCM_DATABASE_URL"]))
+        assert (url.hostname, url.path.lstrip("/"), url.username) == ("timescaledb", db["POSTGRES_DB"], "lccm"), name
+
+
+def test_scale_no_secret_is_written_in_the_files(scale_services: dict[str, dict[str, Any]]) -> None:
+    required = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")
+    for name, svc in scale_services.items():
+        for key, value in environment(svc).items():
+            if SECRET_KEY.search(key):
+                assert required.match(value), f"{name}: {key} must be ${{VAR:?message}}, not a value in the file"
+            if key == "LCCM_DATABASE_URL":
+                m = re.match(r"^[a-z]+://[^:/@]+:(?P<password>.*)@[^@]+$", value)
+                assert m and required.match(m.group("password")), f"{name}: the password in {key}"
+    for path in (EMQX_CONF, EMQX_ACL):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(cookie|default_password|password)\s*[=:]", text, re.MULTILINE), path.name
+    text = SCALE_COMPOSE.read_text(encoding="utf-8")
+    used = {m.group("name") for m in INTERPOLATION.finditer(text) if m.group("name")}
+    example = (ROOT / "deploy" / ".env.example").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert used <= documented, f"not in deploy/.env.example: {sorted(used - documented)}"
+
+
+def test_scale_only_the_device_port_is_published_beyond_loopback(scale_services: dict[str, dict[str, Any]]) -> None:
+    published = {
+        (name, str(m).split(":")[-1]): _host_address(str(m))
+        for name, svc in scale_services.items()
+        for m in _published(svc)
+    }
+    exposed = {port for (_, port), address in published.items() if address != "127.0.0.1"}
+    assert exposed == {"8883"}, published
+    assert not any(port in ("1883", "5432", "9108") for _, port in published), published
+
+
+def test_scale_prometheus_scrapes_every_worker_and_node(
+    scale_services: dict[str, dict[str, Any]], workers: dict[str, Any], emqx_nodes: dict[str, Any]
+) -> None:
+    conf = yaml.safe_load(PROMETHEUS_SCALE_CONF.read_text(encoding="utf-8"))
+    targets = {str(t) for job in conf["scrape_configs"] for static in job["static_configs"] for t in static["targets"]}
+    port = Settings.model_fields["metrics_port"].default
+    for name, env in workers.items():
+        assert env["LCCM_METRICS_HOST"] == "0.0.0.0", name
+        assert f"{name}:{int(env.get('LCCM_METRICS_PORT', port))}" in targets, name
+    api = command_argv(scale_services["api"]["command"])
+    assert f"api:{api[api.index('--port') + 1]}" in targets
+    assert {f"{n}:18083" for n in emqx_nodes} <= targets
+    assert {t.rpartition(":")[0] for t in targets} <= set(scale_services), targets
+    mounts = [str(v) for v in scale_services["prometheus"]["volumes"]]
+    assert "./deploy/prometheus/prometheus-scale.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def _compose_cli() -> list[str] | None:
+    """A Compose that validates a file offline: the docker CLI's plugin (v2), or Debian's docker-compose (v1)."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+@pytest.mark.parametrize("compose_file", [COMPOSE, SCALE_COMPOSE], ids=["main", "scale"])
+def test_compose_accepts_the_file(compose_file: Path, tmp_path: Path) -> None:
+    """`config` parses, interpolates and validates against the Compose schema without a Docker engine. Debian's
+    docker-compose 1.29 (what .ci/run installs) predates the top-level `name`, so it reads a copy without it."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
+    text = compose_file.read_text(encoding="utf-8")
+    if cli[-1] != "compose":
+        text = re.sub(r"^name: .*\n", "", text, flags=re.MULTILINE)
+    copy = tmp_path / compose_file.name
+    copy.write_text(text, encoding="utf-8")
+    # Only the required variables (${VAR:?...}): the others keep the file's defaults.
+    required = {m.group("name") for m in INTERPOLATION.finditer(text) if m.group("op") in (":?", "?")}
+    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **dict.fromkeys(required, "x")}
+    run = subprocess.run(
+        [*cli, "--project-directory", str(ROOT), "-f", str(copy), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, f"{compose_file.name}: {run.stderr or run.stdout}"
