@@ -728,7 +728,7 @@ def _ingest_main(
         stats = worker.loop.stats
         derived_done_at: float | None = None
         with psycopg.connect(settings.database_url, autocommit=True) as probe:
-            while not stop.wait(0.02):
+            while not stop.wait(0.1):  # seldom: this thread would compete for the GIL with the ones measured
                 progress.value = stats.messages
                 waiting = wiring == "deployed" and drain.is_set() and derived_done_at is None
                 if waiting and _derived_idle(probe, worker, evaluating):

@@ -7,7 +7,10 @@ the pipeline, split by state:
 - ``cpu``: running (or in a C call that does not wait);
 - ``gil``: waiting to take the GIL (CPython 3.11 waits for it on a condition variable, ``pthread_cond_*wait``;
   its locks and queues wait on semaphores, so a condition-variable wait under Python code is the GIL);
-- ``io``: waiting on a socket, a lock or a queue (``poll``, ``select``, ``recv``, ``sem_*wait``, ``futex`` ...).
+- ``wait``: waiting on a socket, a lock, an event or a queue (``poll``, ``select``, ``recv``, a Python lock's
+  ``PyThread_acquire_lock_timed``, ``futex`` ...): idle, or waiting for the database or the broker.
+
+Threads that only waited (connection-pool workers, schedulers) are left out.
 
 Stages are recognised by the first rule of ``STAGES`` that names a frame of the stack (so a COPY inside
 ``write_batch`` counts as COPY, not as the commit around it). The last line is one JSON object.
@@ -50,7 +53,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 _GIL = re.compile(r"^pthread_cond_(timed)?wait ")
 _IO_CALLS = (
     r"poll|ppoll|select|pselect6?|epoll_wait|recv|recvfrom|send|sendto|read|write|connect|accept4?"
-    r"|sem_\w*wait\w*|do_futex_wait\w*|futex\w*|clock_nanosleep|nanosleep"
+    r"|sem_\w*wait\w*|do_futex_wait\w*|futex\w*|clock_nanosleep|nanosleep|PyThread_acquire_lock_timed|_multiprocessing_SemLock_acquire_impl"
 )
 _IO = re.compile(rf"^(__)?({_IO_CALLS}) ")
 _FRAME_FN = re.compile(r"^(.*) \([^()]*\)$")
@@ -64,13 +67,16 @@ def parse(path: Path) -> dict[str, Counter[tuple[str, str]]]:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
-        out[_thread_group(thread)][(_stage(frames[1:]), _state(frames[1:]))] += int(count)
-    return out
+        thread = frames[0].removeprefix("thread ")  # "(tid): name"
+        out[thread][(_stage(frames[1:]), _state(frames[1:]))] += int(count)
+    return {_label(t): c for t, c in out.items()}
 
 
-def _thread_group(name: str) -> str:
-    return "paho network thread" if name.startswith("paho-mqtt-client") else name
+def _label(thread: str) -> str:
+    tid, _, name = thread.partition(": ")
+    if name.startswith("paho-mqtt-client-"):  # one per client: the ingest source's, the alert publisher's
+        return "paho " + name.removeprefix("paho-mqtt-client-")
+    return name or tid
 
 
 def _stage(frames: Sequence[str]) -> str:
@@ -86,23 +92,23 @@ def _state(frames: Sequence[str]) -> str:
         if _GIL.match(f):
             return "gil"
         if _IO.match(f):
-            return "io"
+            return "wait"
     return "cpu"
 
 
 def report(threads: dict[str, Counter[tuple[str, str]]], min_share: float) -> tuple[str, dict[str, object]]:
     total = max((sum(c.values()) for c in threads.values()), default=0)  # the busiest thread: the recording's length
-    lines = [f"{'thread / stage':<46} {'wall':>6} {'cpu':>6} {'gil':>6} {'io':>6}   (shares of the recording)"]
+    lines = [f"{'thread / stage':<46} {'wall':>6} {'cpu':>6} {'gil':>6} {'wait':>6}   (shares of the recording)"]
     summary: dict[str, object] = {"samples_per_thread_max": total, "threads": {}}
     for thread, counts in sorted(threads.items(), key=lambda kv: -sum(kv[1].values())):
         n = sum(counts.values())
-        if not total or n / total < min_share:
+        if not total or (n - counts_state(counts, "wait")) / total < min_share:
             continue
-        by_state = Counter({st: sum(v for (_, s), v in counts.items() if s == st) for st in ("cpu", "gil", "io")})
+        by_state = Counter({st: sum(v for (_, s), v in counts.items() if s == st) for st in ("cpu", "gil", "wait")})
         lines.append(_row(thread, n, by_state, total))
         stages: dict[str, dict[str, float]] = {}
         for stage in sorted({s for s, _ in counts}, key=lambda s: -sum(v for (g, _), v in counts.items() if g == s)):
-            sc = Counter({st: counts[(stage, st)] for st in ("cpu", "gil", "io")})
+            sc = Counter({st: counts[(stage, st)] for st in ("cpu", "gil", "wait")})
             m = sum(sc.values())
             stages[stage] = {k: round(v / total, 4) for k, v in sc.items()} | {"wall": round(m / total, 4)}
             if m / total >= min_share:
@@ -114,9 +120,13 @@ def report(threads: dict[str, Counter[tuple[str, str]]], min_share: float) -> tu
     return "\n".join(lines), summary
 
 
+def counts_state(counts: Counter[tuple[str, str]], state: str) -> int:
+    return sum(v for (_, s), v in counts.items() if s == state)
+
+
 def _row(label: str, n: int, by_state: Counter[str], total: int) -> str:
     return f"{label[:46]:<46} {n / total:>6.1%} " + " ".join(
-        f"{by_state[s] / total:>6.1%}" for s in ("cpu", "gil", "io")
+        f"{by_state[s] / total:>6.1%}" for s in ("cpu", "gil", "wait")
     )
 
 
