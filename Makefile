@@ -6,7 +6,7 @@ PIP_VERSION := 26.3
 # Every install takes its versions from constraints.txt, which pins every transitive dependency (`make constraints`).
 INSTALL := $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
 
-.PHONY: demo test check check-wheel bench constraints clean
+.PHONY: demo test check check-wheel bench bench-peers constraints clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ check-wheel: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py
+
+# The benchmarks' peers that are not Python: Node-RED and node-postgres at the versions of
+# benchmarks/nodered/package-lock.json, from the npm registry (needs node and npm; no install scripts run).
+bench-peers:
+	cd benchmarks/nodered && npm ci --ignore-scripts --no-audit --no-fund
 
 # Re-resolve constraints.txt after a change to pyproject.toml's dependencies: keeps the versions already pinned where
 # they still fit, takes the newest that fit for what is new (from PyPI, for Python 3.11 on x86-64 Linux, as the

@@ -1,28 +1,42 @@
-"""Ingest benchmark: simulated devices -> real Mosquitto -> the ingest worker -> real PostgreSQL, and its two limits.
+"""Ingest benchmark: simulated devices -> real Mosquitto -> the ingest worker -> real PostgreSQL, its two limits and
+a peer.
 
-What it measures, for two workloads (one reading per message, and ``--readings-per-message`` readings per message):
+What it measures, for two workloads (one reading per message, and ``--readings-per-message`` readings per message),
+each phase in turn on the same publishers, workload and database:
 
-- **durable rate** of the real ingest worker (``lccm.runtime.build_ingest``, in its own process, as ``lccm ingest``
-  runs it; ``--ingest-processes N`` runs N on the shared subscription): distinct readings committed and
-  acknowledged, divided by the time from the first publish to the last commit. Publishers run in their own
-  processes (they must not share the ingest's GIL), pre-encode their payloads, and publish at QoS 1 with a bounded
-  window of outstanding messages, each for its own devices (``lccm/v1/bench/<device>/up``, seq per device, event
-  times in the past). About 1 % of the messages are published twice, so dedup is exercised. At the end the rows
-  are counted per device and metric in the database: ``lost`` is readings acknowledged by the broker but not stored
-  (must be 0), ``extra`` is readings stored that were never sent (must be 0).
+- **durable rate, as deployed** (phase ``ingest``): the ingest worker in its own process exactly as ``lccm ingest``
+  wires it (``lccm.runtime.ingest_process``: the stream, the derived-data updaters, the alert evaluator with
+  notification dispatch, one connection pool; ``--ingest-processes N`` runs N on the shared subscription):
+  distinct readings committed and acknowledged, divided by the time from the first publish to the last commit.
+  Also the time until the derived data caught up (the updaters' queues empty and the evaluator idle), and the rate
+  that gives. Publishers run in their own processes (they must not share the ingest's GIL), pre-encode their
+  payloads, and publish at QoS 1 with a bounded window of outstanding messages, each for its own devices
+  (``lccm/v1/bench/<device>/up``, seq per device, event times in the past). About 1 % of the messages are
+  published twice, so dedup is exercised. At the end the rows are counted per device and metric in the database:
+  ``lost`` is readings acknowledged by the broker but not stored (must be 0), ``extra`` is readings stored that
+  were never sent (must be 0).
+- **durable rate, stream alone** (phase ``stream``): the same without the updaters and the evaluator
+  (``build_ingest``), to tell what they cost.
+- **the Node-RED peer** (phase ``nodered``): ``benchmarks/nodered/flows.json`` in a headless Node-RED (MQTT in,
+  QoS 1 -> batches of 20,000 readings -> one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` per batch
+  through a node-postgres pool) into the same table; counted for loss like ours. It acknowledges on receipt, so it
+  is not durable. Installed by ``make bench-peers`` (npm ci); skipped with a message when it is not.
 - **transport limit**: the same publishers, to a paho subscriber (MQTT 5, QoS 1, auto-ack, network thread like the
   ingest source) that only counts messages.
 - **database limit**: the same rows (same keys, same table, emptied first) by one bare binary COPY
   (``store.writer.encode_readings``), and by ``store.writer.write_batch`` in chunks of the batch size with a commit
   per chunk (what the ingest sink does).
 
-Each phase gets a fresh private Mosquitto (``lccm.services.start_broker``, no-drop configuration); the database is
-a fresh ``lccm_bench_<random>`` on the server of ``--admin-url``, dropped at the end. The CPU time of each part
-(ingest threads, publishers, broker, the sink's PostgreSQL backend) is reported so a miss can be located. The
-machine is shared and noisy: read the ratios more than the absolute figures.
+Each phase gets a fresh private Mosquitto (``lccm.services.start_broker``, no-drop configuration) and starts from
+empty tables (raw, queued and derived); the database is a fresh ``lccm_bench_<random>`` on the server of
+``--admin-url``, dropped at the end. The CPU time of each part (ingest threads, publishers, broker, the sink's
+PostgreSQL backend, Node-RED and its backends) is reported so a miss can be located. ``--profile DIR`` records each
+ingest phase with py-spy (``benchmarks/profile_shares.py`` sums the file). The machine is shared and noisy: read
+the ratios more than the absolute figures.
 
-Run: ``.venv/bin/python benchmarks/ingest.py`` (about 1.5 minutes). Small: ``--messages 2000 --batched-messages
-100``. The last line printed is one JSON object: the headline figures, then everything under ``detail``.
+Run: ``.venv/bin/python benchmarks/ingest.py`` (a few minutes). Small: ``--messages 2000 --batched-messages 100``.
+The last line printed is one JSON object: the headline figures (ours as deployed; ratios to the limits and to the
+peer), then everything under ``detail``.
 """
 
 from __future__ import annotations
@@ -47,7 +61,9 @@ import resource  # noqa: E402
 import secrets  # noqa: E402
 import select  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -62,11 +78,12 @@ import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from lccm.runtime import Services, build_ingest  # noqa: E402
+from lccm.runtime import Ingest, Services, build_ingest, ingest_process, load_registry  # noqa: E402
 from lccm.services import Broker, start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
 from lccm.store.writer import READING_COLUMNS, ReadingColumns, encode_readings, write_batch  # noqa: E402
+from lccm.stream.alerts import AlertEvaluator  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -83,6 +100,7 @@ METER_KEYS = (
     ("power_factor", 5, 0.9, 0.0001),
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PHASES = ("transport", "stream", "ingest", "nodered", "copy")
 
 
 # ------------------------------------------------------------------------------------------------- workload
@@ -551,9 +569,18 @@ def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
     return {str(d): int(i) for d, i in rows}
 
 
+# What an ingest phase writes: the raw tables, the derived data's queues, and what the updaters and the evaluator
+# derive (each phase starts from an empty store, so one's queued work is never done in the next one's time).
+PHASE_TABLES = (
+    "readings, dead_letters, reading_conflicts, late_spans, device_status, rollup_queue, sample_queue, aqi_queue,"
+    " energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state, alert_device_seen,"
+    " alert_progress"
+)
+
+
 def empty_readings(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, dead_letters")
+        conn.execute(f"TRUNCATE {PHASE_TABLES} CASCADE")
 
 
 @dataclass
@@ -664,30 +691,49 @@ def _ingest_main(
     port: int,
     client_id: str,
     progress: Any,
+    derived: Any,
     ready: Any,
+    drain: Any,
     stop: Any,
     results: Any,
 ) -> None:  # pragma: no cover - runs in a child process
-    """One ingest process, exactly as ``lccm ingest`` builds it; reports its stats and CPU use when told to stop."""
+    """One ingest process, built as ``lccm ingest`` builds it (wiring ``deployed``: ``ingest_process``, with the
+    derived-data updaters, the alert evaluator and notification dispatch) or the stream alone (wiring ``stream``:
+    ``build_ingest`` without them). Once told to drain, it notes when the derived data has caught up (the updaters'
+    queues empty and the evaluator idle); when told to stop, it reports its stats and CPU use."""
     try:
         switch = settings_kwargs.pop("_switch_interval", None)
+        wiring = settings_kwargs.pop("_wiring", "deployed")
         if switch is not None:
             sys.setswitchinterval(switch)
         settings = Settings(**settings_kwargs)
-        worker = build_ingest(settings, Services(settings.database_url, host, port, "5"), client_id=client_id)
+        svc = Services(settings.database_url, host, port, "5")
+        if wiring == "deployed":
+            worker = ingest_process(settings, svc, client_id=client_id)
+        else:
+            worker = build_ingest(settings, svc, client_id=client_id)
+        evaluating = _count_runs(worker.evaluator)
         worker.start()
         cpu = CpuMeter()
         cpu.add("process", os.getpid())
-        stream_thread = worker.supervisor["stream"].native_id
-        if stream_thread is not None:
-            cpu.add("stream_thread", os.getpid(), stream_thread)
+        for name in ("stream", "updaters", "alerts", "notify-dispatch"):
+            with contextlib.suppress(KeyError):
+                tid = worker.supervisor[name].native_id
+                if tid is not None:
+                    cpu.add(f"{name.replace('-', '_')}_thread", os.getpid(), tid)
         paho_thread = getattr(worker.source._client, "_thread", None)
         if paho_thread is not None and paho_thread.native_id is not None:
             cpu.add("paho_thread", os.getpid(), paho_thread.native_id)
         ready.put(client_id)
         stats = worker.loop.stats
-        while not stop.wait(0.02):
-            progress.value = stats.messages
+        derived_done_at: float | None = None
+        with psycopg.connect(settings.database_url, autocommit=True) as probe:
+            while not stop.wait(0.1):  # seldom: this thread would compete for the GIL with the ones measured
+                progress.value = stats.messages
+                waiting = wiring == "deployed" and drain.is_set() and derived_done_at is None
+                if waiting and _derived_idle(probe, worker, evaluating):
+                    derived_done_at = time.monotonic()
+                    derived.value = derived_done_at
         progress.value = stats.messages
         used = cpu.stop()
         conn = worker.sink._conn
@@ -706,6 +752,7 @@ def _ingest_main(
                 "write_retries": stats.write_retries,
                 "first_commit_at": stats.first_commit_at,
                 "last_commit_at": stats.last_commit_at,
+                "derived_done_at": derived_done_at if wiring == "deployed" else None,
                 "cpu_s": used,
             }
         )
@@ -714,13 +761,47 @@ def _ingest_main(
         raise
 
 
+DERIVED_QUEUES = ("rollup_queue", "sample_queue", "aqi_queue")
+
+
+def _count_runs(evaluator: AlertEvaluator | None) -> list[int]:
+    """[runs in progress]: wraps the evaluator's run_once (its drain calls it through the instance), so that an
+    empty inbox with a run still evaluating does not count as caught up."""
+    busy = [0]
+    if evaluator is not None:
+        run_once = evaluator.run_once
+
+        def counted() -> Any:
+            busy[0] += 1
+            try:
+                return run_once()
+            finally:
+                busy[0] -= 1
+
+        evaluator.run_once = counted  # type: ignore[method-assign]
+    return busy
+
+
+def _derived_idle(conn: psycopg.Connection, worker: Ingest, evaluating: list[int]) -> bool:
+    """The derived data caught up with what is committed: every inbox message committed, the updaters' queues empty
+    (a claimed row is deleted in the transaction that writes its buckets) and the evaluator idle."""
+    if worker.source.received != worker.loop.stats.messages:
+        return False
+    if worker.evaluator is not None and (evaluating[0] or worker.evaluator.has_work()):
+        return False
+    row = conn.execute("SELECT " + " + ".join(f"(SELECT count(*) FROM {q})" for q in DERIVED_QUEUES)).fetchone()
+    return row is not None and row[0] == 0
+
+
 class IngestProcesses:
     """N ingest workers in their own processes (one is the default), sharing the load by the shared subscription."""
 
     def __init__(self, n: int, settings_kwargs: dict[str, Any], broker: Broker, name: str) -> None:
         ctx = mp.get_context("spawn")
-        self._ready, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self._ready, self._results = ctx.Queue(), ctx.Queue()
+        self._drain, self._stop = ctx.Event(), ctx.Event()
         self._progress = [ctx.Value("q", 0, lock=False) for _ in range(n)]
+        self._derived = [ctx.Value("d", 0.0, lock=False) for _ in range(n)]
         self._procs = [
             ctx.Process(
                 target=_ingest_main,
@@ -730,7 +811,9 @@ class IngestProcesses:
                     broker.port,
                     f"lccm-bench-ingest-{name}-{i}",
                     self._progress[i],
+                    self._derived[i],
                     self._ready,
+                    self._drain,
                     self._stop,
                     self._results,
                 ),
@@ -741,6 +824,20 @@ class IngestProcesses:
         ]
         for proc in self._procs:
             proc.start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def wait_derived(self, timeout_s: float = 300) -> bool:
+        """Tell the workers everything is committed, then wait until each has seen its derived data catch up."""
+        self._drain.set()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(v.value > 0 for v in self._derived):
+                return True
+            time.sleep(0.05)
+        return False
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -788,22 +885,33 @@ def run_ingest(
     device_pk: dict[str, int],
     settings_kwargs: dict[str, Any],
     processes: int,
+    wiring: str = "deployed",
+    profile: Profiler | None = None,
 ) -> tuple[dict[str, Any], ReadingColumns]:
     empty_readings(url)
-    ingest = IngestProcesses(processes, settings_kwargs, broker, wl.name)
+    ingest = IngestProcesses(processes, settings_kwargs | {"_wiring": wiring}, broker, wl.name)
     pubs: Publishers | None = None
+    derived_complete = None
     try:
         ingest.wait_ready()
         pubs = Publishers(wl, broker)
         pubs.wait_ready()
         cpu = CpuMeter()
         cpu.add("broker", _pid(broker))
+        if profile is not None:
+            profile.start(ingest.pids[0], f"{wl.name}-{wiring}")
         pubs.go()
         res = pubs.collect()
         complete = wait_until(lambda: ingest.messages() >= res.messages, ingest.messages, stall_s=30)
         used = cpu.stop()
+        if profile is not None:
+            profile.stop()
+        if wiring == "deployed":
+            derived_complete = ingest.wait_derived()
         workers = ingest.stop()
     finally:
+        if profile is not None:
+            profile.stop()
         if pubs is not None:
             pubs.close()
         ingest.close()
@@ -823,7 +931,18 @@ def run_ingest(
     readings = stored.rows
     total = {k: sum(int(w[k]) for w in workers) for k in ("readings_stored", "duplicates_dropped", "duplicates_in_db")}
     batches = sum(int(w["batches"]) for w in workers)
+    derived: dict[str, Any] = {}
+    if wiring == "deployed":
+        done = [w["derived_done_at"] for w in workers if w.get("derived_done_at")]
+        derived_s = max(max(done) - res.first, elapsed) if done and derived_complete else None
+        derived = {
+            "derived_complete": bool(derived_complete),
+            # first publish -> derived data (energy, samples, AQI) and alert evaluation caught up with every commit
+            "derived_seconds": None if derived_s is None else round(derived_s, 3),
+            "derived_readings_per_s": None if derived_s is None else round(readings / derived_s),
+        }
     return {
+        "wiring": wiring,
         "ingest_processes": processes,
         "messages_published": res.messages,
         "messages_distinct": distinct_messages,
@@ -844,8 +963,208 @@ def run_ingest(
         "batches": batches,
         "mean_batch_readings": round((total["readings_stored"] + total["duplicates_dropped"]) / max(batches, 1)),
         "write_retries": sum(int(w["write_retries"]) for w in workers),
+        **derived,
         "cpu_s": used,
     }, expected
+
+
+# ------------------------------------------------------------------------------------------------- profiler
+
+
+class Profiler:
+    """``--profile DIR``: py-spy records the (first) ingest process of each ingest phase, from the start signal to
+    the last commit, one file per phase (``<workload>-<wiring>.txt``, py-spy's raw collapsed stacks with thread
+    ids; ``benchmarks/profile_shares.py`` sums them). py-spy is not a dependency: ``pip install py-spy``."""
+
+    def __init__(self, out_dir: Path, extra_args: Sequence[str]) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(exe).exists():
+            raise SystemExit("--profile needs py-spy: pip install py-spy (into the venv only; not a dependency)")
+        self._exe = exe
+        self._dir = out_dir
+        self._args = list(extra_args)
+        self._proc: subprocess.Popen[bytes] | None = None
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, pid: int, name: str) -> None:
+        out = self._dir / f"{name}.txt"
+        cmd = [self._exe, "record", "--pid", str(pid), "--threads", "--format", "raw", "-o", str(out), *self._args]
+        with open(self._dir / f"{name}.log", "wb") as err:
+            self._proc = subprocess.Popen(cmd, stdout=err, stderr=err)
+        time.sleep(0.5)  # py-spy attaches before the clock starts
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ------------------------------------------------------------------------------------------------- Node-RED peer
+
+NODERED_DIR = _HERE / "nodered"
+NODERED_RED_JS = NODERED_DIR / "node_modules" / "node-red" / "red.js"
+NODERED_BATCH_READINGS = 20_000
+
+
+def nodered_missing() -> str | None:
+    """Why the Node-RED peer cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not NODERED_RED_JS.exists():
+        return f"Node-RED is not installed in {NODERED_DIR} (run `make bench-peers`)"
+    return None
+
+
+class NodeRedPeer:
+    """The peer: benchmarks/nodered/flows.json in a headless Node-RED (settings.js), subscribed plainly to the
+    workload's topics. It reports each committed batch on stdout (``LCCM-PEER {json}``); a reader thread adds them
+    up."""
+
+    def __init__(self, url: str, broker: Broker, topic_root: str, work_dir: Path, max_wait_s: float) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with psycopg.connect(url) as conn:
+            reg = load_registry(conn)
+        registry = work_dir / "registry.json"
+        registry.write_bytes(
+            orjson.dumps(
+                {
+                    "devices": reg.devices,
+                    "keys": {k: [m.id, scale] for k, (m, scale) in reg.by_key.items()},
+                }
+            )
+        )
+        flows = work_dir / "flows.json"
+        shutil.copyfile(NODERED_DIR / "flows.json", flows)
+        info = psycopg.conninfo.conninfo_to_dict(url)
+        env = os.environ | {
+            "PGHOST": str(info.get("host", "127.0.0.1")),
+            "PGPORT": str(info.get("port", "5432")),
+            "PGUSER": str(info.get("user", "postgres")),
+            "PGDATABASE": str(info["dbname"]),
+            "LCCM_PEER_REGISTRY": str(registry),
+            "LCCM_PEER_FLOWS": str(flows),
+            "LCCM_PEER_MQTT_HOST": broker.host,
+            "LCCM_PEER_MQTT_PORT": str(broker.port),
+            "LCCM_PEER_TOPIC": f"{topic_root}/+/+/up",
+            "LCCM_PEER_BATCH": str(NODERED_BATCH_READINGS),
+            "LCCM_PEER_MAX_WAIT_MS": str(round(max_wait_s * 1000)),
+        }
+        if info.get("password"):
+            env["PGPASSWORD"] = str(info["password"])
+        self.messages = self.rows = self.inserted = self.failed = self.dropped = 0
+        self.last_at = 0.0
+        self.errors: list[str] = []
+        self._connected = threading.Event()
+        self._lines: list[str] = []
+        self.proc = subprocess.Popen(
+            ["node", str(NODERED_RED_JS), "--settings", str(NODERED_DIR / "settings.js"), "--userDir", str(work_dir)],
+            cwd=work_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._reader = threading.Thread(target=self._read, name="nodered-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line.startswith("LCCM-PEER "):
+                r = orjson.loads(line[len("LCCM-PEER ") :])
+                self.rows += int(r.get("rows", 0))
+                self.inserted += int(r.get("inserted", 0))
+                self.failed += int(r.get("failed", 0))
+                self.dropped += int(r.get("dropped", 0))
+                self.last_at = max(self.last_at, float(r["at"]))
+                if r.get("error") and len(self.errors) < 5:
+                    self.errors.append(str(r["error"]))
+                self.messages += int(r.get("messages", 0))  # last: the parent's wait reads it
+            else:
+                self._lines.append(line)
+                if "Connected to broker" in line:
+                    self._connected.set()
+
+    def wait_connected(self, timeout_s: float = 60) -> None:
+        if not self._connected.wait(timeout_s):
+            self.stop()
+            raise RuntimeError("Node-RED did not connect to the broker:\n" + "\n".join(self._lines[-20:]))
+        time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK
+
+    def backend_cpu_s(self, url: str) -> float:
+        with psycopg.connect(url, autocommit=True) as conn:
+            pids = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'lccm-bench-nodered'"
+            ).fetchall()
+        return round(sum(proc_cpu_s(int(p)) for (p,) in pids), 2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(5)
+
+
+def run_nodered(
+    wl: Workload, broker: Broker, url: str, device_pk: dict[str, int], work_dir: Path, max_wait_s: float
+) -> dict[str, Any]:
+    """The same publishers and workload into the Node-RED flow; stored readings counted as for our ingest."""
+    empty_readings(url)
+    peer = NodeRedPeer(url, broker, wl.topic_root, work_dir, max_wait_s)
+    pubs: Publishers | None = None
+    try:
+        peer.wait_connected()
+        pubs = Publishers(wl, broker)
+        pubs.wait_ready()
+        cpu = CpuMeter()
+        cpu.add("broker", _pid(broker))
+        cpu.add("nodered_process", peer.proc.pid)
+        pubs.go()
+        res = pubs.collect()
+        complete = wait_until(lambda: peer.messages >= res.messages, lambda: peer.messages, stall_s=30)
+        used = cpu.stop()
+        used["nodered_postgres_backends"] = peer.backend_cpu_s(url)
+    finally:
+        if pubs is not None:
+            pubs.close()
+        peer.stop()
+    used["publishers"] = round(res.cpu_s, 2)
+    expected = expected_columns(wl, res.sent, device_pk)
+    stored = check_stored(url, expected)
+    elapsed = max((peer.last_at or time.monotonic()) - res.first, 1e-9)
+    distinct_messages = sum(
+        len(set(schedule(wl.share(p)[1], wl.dup_every, wl.dup_lag)[: res.sent[p]])) for p in range(wl.publishers)
+    )
+    return {
+        "messages_published": res.messages,
+        "messages_received": peer.messages,
+        "all_acked_by_broker": res.all_acked,
+        "complete": complete,
+        "seconds": round(elapsed, 3),
+        "readings_per_s": round(stored.rows / elapsed),
+        "msgs_per_s": round(distinct_messages / elapsed),
+        "publish_msgs_per_s": round(res.messages / max(res.last_ack - res.first, 1e-9)),
+        "readings_expected": len(expected),
+        "readings_stored": stored.rows,
+        "lost": stored.lost,
+        "extra": stored.extra,
+        "rows_offered": peer.rows,
+        "rows_failed": peer.failed,
+        "readings_dropped_by_flow": peer.dropped,
+        "errors": peer.errors,
+        "batch_readings": NODERED_BATCH_READINGS,
+        "cpu_s": used,
+    }
 
 
 def run_copy(url: str, cols: ReadingColumns, chunk: int) -> dict[str, Any]:
@@ -919,80 +1238,106 @@ def _get(res: dict[str, Any], *path: str) -> Any:
 
 
 def render(res: dict[str, Any]) -> str:
-    """The human-readable table: each figure, its goal and its ratios to the two limits."""
+    """The human-readable table: each figure, its goal and its ratios to the two limits and to the Node-RED peer."""
     rpm = res["config"]["readings_per_message"]
-    width = 100
+    width = 112
     lines = [
         "",
-        f"{'figure':<54} {'value':>12} {'goal':>10} {'/goal':>6} {'/transp':>8} {'/COPY':>6}",
+        f"{'figure':<58} {'value':>12} {'goal':>10} {'/goal':>6} {'/transp':>8} {'/COPY':>6} {'/NodeRED':>9}",
         "-" * width,
     ]
 
-    def row(label: str, value: Any, goal: float | None = None, transport: Any = None, copy: Any = None) -> None:
+    def row(
+        label: str,
+        value: Any,
+        goal: float | None = None,
+        transport: Any = None,
+        copy: Any = None,
+        peer: Any = None,
+    ) -> None:
         if value is None:
             return
         lines.append(
-            f"{label:<54} {_fmt(value):>12} {_fmt(goal):>10} {_ratio(value, goal):>6}"
-            f" {_ratio(value, transport):>8} {_ratio(value, copy):>6}"
+            f"{label:<58} {_fmt(value):>12} {_fmt(goal):>10} {_ratio(value, goal):>6}"
+            f" {_ratio(value, transport):>8} {_ratio(value, copy):>6} {_ratio(value, peer):>9}"
         )
 
-    row(
-        "single: DURABLE msgs/s (= readings/s), ingest",
-        _get(res, "single", "ingest", "msgs_per_s"),
-        GOAL_SINGLE_MSGS_PER_S,
-        _get(res, "single", "transport", "msgs_per_s"),
-        _get(res, "single", "copy", "copy_rows_per_s"),
-    )
-    row("single: transport limit msgs/s (count-only subscriber)", _get(res, "single", "transport", "msgs_per_s"))
-    row("single: publishers' offered msgs/s during ingest", _get(res, "single", "ingest", "publish_msgs_per_s"))
-    row("single: COPY limit rows/s (one bare binary COPY)", _get(res, "single", "copy", "copy_rows_per_s"))
-    row("single: write_batch rows/s (commit per batch)", _get(res, "single", "copy", "write_batch_rows_per_s"))
-    row(
-        f"batched ({rpm}/msg): DURABLE readings/s, ingest",
-        _get(res, "batched", "ingest", "readings_per_s"),
-        GOAL_BATCHED_READINGS_PER_S,
-        _get(res, "batched", "transport", "readings_per_s"),
-        _get(res, "batched", "copy", "copy_rows_per_s"),
-    )
-    row(
-        f"batched ({rpm}/msg): durable msgs/s, ingest",
-        _get(res, "batched", "ingest", "msgs_per_s"),
-        None,
-        _get(res, "batched", "transport", "msgs_per_s"),
-    )
-    row("batched: transport limit readings/s", _get(res, "batched", "transport", "readings_per_s"))
-    row("batched: transport limit msgs/s", _get(res, "batched", "transport", "msgs_per_s"))
-    row("batched: publishers' offered msgs/s during ingest", _get(res, "batched", "ingest", "publish_msgs_per_s"))
-    row("batched: COPY limit rows/s (one bare binary COPY)", _get(res, "batched", "copy", "copy_rows_per_s"))
-    row("batched: write_batch rows/s (commit per batch)", _get(res, "batched", "copy", "write_batch_rows_per_s"))
+    for name, unit, key, goal in (
+        ("single", "msgs/s (= readings/s)", "msgs_per_s", GOAL_SINGLE_MSGS_PER_S),
+        ("batched", "readings/s", "readings_per_s", GOAL_BATCHED_READINGS_PER_S),
+    ):
+        label = name if name == "single" else f"batched ({rpm}/msg)"
+        transport = _get(res, name, "transport", key)
+        copy = _get(res, name, "copy", "copy_rows_per_s")
+        peer = _get(res, name, "nodered", key)
+        row(f"{label}: DURABLE {unit}, as deployed", _get(res, name, "ingest", key), goal, transport, copy, peer)
+        row(
+            f"{label}: readings/s with derived data caught up",
+            _get(res, name, "ingest", "derived_readings_per_s"),
+            None,
+            None,
+            copy,
+            _get(res, name, "nodered", "readings_per_s"),
+        )
+        row(f"{label}: DURABLE {unit}, stream alone", _get(res, name, "stream", key), goal, transport, copy, peer)
+        row(f"{label}: Node-RED peer {unit} (acks on receipt)", peer, None, transport, copy)
+        row(f"{name}: transport limit {unit.split()[0]} (count-only subscriber)", transport)
+        if name == "batched":
+            row("batched: transport limit msgs/s", _get(res, name, "transport", "msgs_per_s"))
+        row(f"{name}: publishers' offered msgs/s, as deployed", _get(res, name, "ingest", "publish_msgs_per_s"))
+        row(f"{name}: COPY limit rows/s (one bare binary COPY)", copy)
+        row(f"{name}: write_batch rows/s (commit per batch)", _get(res, name, "copy", "write_batch_rows_per_s"))
     lines.append("-" * width)
     for name in ("single", "batched"):
-        ing = _get(res, name, "ingest")
-        if ing is None:
-            continue
-        lines.append(
-            f"{name}: {ing['readings_stored']:,} of {ing['readings_expected']:,} acked readings stored"
-            f" in {ing['seconds']:.1f} s: lost {ing['lost']}, extra {ing['extra']},"
-            f" dead letters {ing['dead_letters']}, complete {ing['complete']};"
-            f" duplicates published {ing['duplicates_published']:,}, removed {ing['duplicates_removed']:,}"
-            f" ({ing['duplicates_removed_in_db']:,} by the database key); {ing['batches']:,} batches,"
-            f" {ing['mean_batch_readings']:,} readings each on average"
-        )
+        for part in ("ingest", "stream"):
+            ing = _get(res, name, part)
+            if ing is None:
+                continue
+            lines.append(
+                f"{name} {ing['wiring']}: {ing['readings_stored']:,} of {ing['readings_expected']:,} acked readings"
+                f" stored in {ing['seconds']:.1f} s: lost {ing['lost']}, extra {ing['extra']},"
+                f" dead letters {ing['dead_letters']}, complete {ing['complete']};"
+                f" duplicates published {ing['duplicates_published']:,}, removed {ing['duplicates_removed']:,}"
+                f" ({ing['duplicates_removed_in_db']:,} by the database key); {ing['batches']:,} batches,"
+                f" {ing['mean_batch_readings']:,} readings each on average"
+                + (
+                    f"; derived data caught up after {ing['derived_seconds']:.1f} s"
+                    if ing.get("derived_seconds") is not None
+                    else ""
+                )
+            )
+        peer = _get(res, name, "nodered")
+        if peer is not None and "skipped" in peer:
+            lines.append(f"{name} Node-RED peer: skipped ({peer['skipped']})")
+        elif peer is not None:
+            lines.append(
+                f"{name} Node-RED peer: {peer['readings_stored']:,} of {peer['readings_expected']:,} acked readings"
+                f" stored in {peer['seconds']:.1f} s: LOST {peer['lost']:,}, extra {peer['extra']:,};"
+                f" {peer['rows_failed']:,} rows in failed INSERTs"
+                + (f" ({'; '.join(peer['errors'])})" if peer["errors"] else "")
+                + f"; complete {peer['complete']}"
+            )
     lines.append("CPU seconds used [wall seconds of the phase] (2 cores: at most 2 CPU-s per wall second):")
     for name in ("single", "batched"):
-        for part in ("transport", "ingest"):
+        for part in ("transport", "stream", "ingest", "nodered"):
             ph = _get(res, name, part)
-            if ph is not None:
+            if ph is not None and "cpu_s" in ph:
                 used = dict(ph["cpu_s"])
                 busy, steal = used.pop("machine_busy", None), used.pop("machine_steal", None)
                 cpu = ", ".join(f"{k} {v:.1f}" for k, v in used.items())
-                ours = sum(v for k, v in used.items() if k.endswith(("process", "broker", "backend", "publishers")))
+                ours = sum(
+                    v for k, v in used.items() if k.endswith(("process", "broker", "backend", "backends", "publishers"))
+                )
                 lines.append(f"  {name} {part} [{ph['seconds']:.1f} s]: {cpu}")
                 if busy is not None:
                     lines.append(
                         f"    whole machine busy {busy:.1f} CPU-s, {max(0.0, busy - ours):.1f} of it outside the parts"
                         " above (kernel network stack, other tenants)" + (f", steal {steal:.1f}" if steal else "")
                     )
+    lines.append(
+        "  (an as-deployed process's own figures run on until its derived data caught up; the machine's stop at the"
+        " last commit)"
+    )
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in res["config"].items()))
     return "\n".join(lines)
 
@@ -1032,7 +1377,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval() in the ingest process (GIL)"
     )
     ap.add_argument("--workloads", default="single,batched", help="comma-separated subset of single,batched")
-    ap.add_argument("--phases", default="transport,ingest,copy", help="comma-separated subset of transport,ingest,copy")
+    ap.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="comma-separated subset of " + ",".join(PHASES) + " (default: all):\n"
+        "transport: the count-only subscriber; stream: the stream alone (no updaters, no evaluator);\n"
+        "ingest: the product as deployed (as `lccm ingest` wires it); nodered: the Node-RED peer;\n"
+        "copy: the bare COPY limit",
+    )
+    ap.add_argument(
+        "--profile", type=Path, default=None, help="py-spy record each ingest phase's first process into this folder"
+    )
+    ap.add_argument(
+        "--py-spy-args", default="--native", help="more py-spy record options with --profile (e.g. '--idle', '--gil')"
+    )
     ap.add_argument(
         "--admin-url",
         default=os.environ.get("LCCM_BENCH_PG_ADMIN", os.environ.get("LCCM_TEST_PG_ADMIN", DEFAULT_ADMIN_URL)),
@@ -1077,6 +1435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.switch_interval is not None:
         config["switch_interval_s"] = args.switch_interval
+    profiler = None if args.profile is None else Profiler(args.profile, args.py_spy_args.split())
     started = time.monotonic()
     results: dict[str, Any] = {"config": config}
     with tempfile.TemporaryDirectory(prefix="lccm-bench-") as tmp, bench_database(args.admin_url) as url:
@@ -1120,16 +1479,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                     phase["transport"] = run_transport(wl, broker)
                 finally:
                     broker.stop()
-            if "ingest" in phases:
-                print(f"[{name}] ingest ...", file=sys.stderr, flush=True)
-                broker = start_broker(Path(tmp) / f"{name}-ingest", persist=False)
+            expected = None
+            for key, wiring in (("stream", "stream"), ("ingest", "deployed")):
+                if key not in phases:
+                    continue
+                print(f"[{name}] ingest, {wiring} ...", file=sys.stderr, flush=True)
+                broker = start_broker(Path(tmp) / f"{name}-{key}", persist=False)
                 try:
-                    phase["ingest"], expected = run_ingest(
-                        wl, broker, url, device_pk, settings_kwargs, args.ingest_processes
+                    phase[key], expected = run_ingest(
+                        wl, broker, url, device_pk, settings_kwargs, args.ingest_processes, wiring, profiler
                     )
                 finally:
                     broker.stop()
-            else:
+            if "nodered" in phases:
+                missing = nodered_missing()
+                if missing is not None:
+                    print(f"[{name}] Node-RED peer skipped: {missing}", file=sys.stderr, flush=True)
+                    phase["nodered"] = {"skipped": missing}
+                else:
+                    print(f"[{name}] Node-RED peer ...", file=sys.stderr, flush=True)
+                    broker = start_broker(Path(tmp) / f"{name}-nodered", persist=False)
+                    try:
+                        phase["nodered"] = run_nodered(
+                            wl, broker, url, device_pk, Path(tmp) / f"{name}-nodered-user", tuning["batch_max_wait_s"]
+                        )
+                    finally:
+                        broker.stop()
+            if expected is None:
                 full = [len(schedule(wl.share(p)[1], wl.dup_every, wl.dup_lag)) for p in range(wl.publishers)]
                 expected = expected_columns(wl, full, device_pk)
             if "copy" in phases:
@@ -1147,29 +1523,48 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     s, b = res.get("single", {}), res.get("batched", {})
 
     def get(ph: dict[str, Any], part: str, key: str) -> Any:
-        return ph.get(part, {}).get(key, 0)
+        return ph.get(part, {}).get(key) or 0
+
+    def ratio(a: float, c: float) -> float | None:
+        return round(a / c, 3) if a and c else None
 
     single = get(s, "ingest", "msgs_per_s")
     batched = get(b, "ingest", "readings_per_s")
+    batched_derived = get(b, "ingest", "derived_readings_per_s")
+    batched_stream = get(b, "stream", "readings_per_s")
     t_single, t_batched = get(s, "transport", "msgs_per_s"), get(b, "transport", "readings_per_s")
     copy = get(b, "copy", "copy_rows_per_s") or get(s, "copy", "copy_rows_per_s")
+    peer_single, peer_batched = get(s, "nodered", "msgs_per_s"), get(b, "nodered", "readings_per_s")
+    ours = [ph for w in (s, b) for k, ph in w.items() if k in ("stream", "ingest")]
     return {
         "batched_readings_per_s": batched,
+        "batched_derived_readings_per_s": batched_derived,
+        "batched_stream_readings_per_s": batched_stream,
         "single_msgs_per_s": single,
+        "single_stream_msgs_per_s": get(s, "stream", "msgs_per_s"),
+        "nodered_batched_readings_per_s": peer_batched,
+        "nodered_single_msgs_per_s": peer_single,
+        "nodered_lost": get(s, "nodered", "lost") + get(b, "nodered", "lost"),
         "transport_limit_msgs_per_s": t_single,
         "transport_limit_batched_readings_per_s": t_batched,
         "transport_limit_batched_msgs_per_s": get(b, "transport", "msgs_per_s"),
         "copy_limit_rows_per_s": copy,
         "write_batch_rows_per_s": get(b, "copy", "write_batch_rows_per_s") or get(s, "copy", "write_batch_rows_per_s"),
-        "lost": get(s, "ingest", "lost") + get(b, "ingest", "lost"),
-        "extra": get(s, "ingest", "extra") + get(b, "ingest", "extra"),
+        "lost": sum(int(ph.get("lost", 0)) for ph in ours),
+        "extra": sum(int(ph.get("extra", 0)) for ph in ours),
         "duplicates_published": get(s, "ingest", "duplicates_published") + get(b, "ingest", "duplicates_published"),
         "duplicates_removed": get(s, "ingest", "duplicates_removed") + get(b, "ingest", "duplicates_removed"),
         "single_vs_goal": round(single / GOAL_SINGLE_MSGS_PER_S, 3),
         "batched_vs_goal": round(batched / GOAL_BATCHED_READINGS_PER_S, 3),
-        "single_vs_transport": round(single / t_single, 3) if t_single else None,
-        "batched_vs_transport": round(batched / t_batched, 3) if t_batched else None,
-        "batched_vs_copy": round(batched / copy, 3) if copy else None,
+        "single_vs_transport": ratio(single, t_single),
+        "batched_vs_transport": ratio(batched, t_batched),
+        "batched_vs_copy": ratio(batched, copy),
+        "batched_derived_vs_copy": ratio(batched_derived, copy),
+        "batched_stream_vs_copy": ratio(batched_stream, copy),
+        "batched_vs_nodered": ratio(batched, peer_batched),
+        "batched_derived_vs_nodered": ratio(batched_derived, peer_batched),
+        "single_vs_nodered": ratio(single, peer_single),
+        "nodered_batched_vs_copy": ratio(peer_batched, copy),
         "elapsed_s": res.get("elapsed_s"),
     }
 

@@ -101,20 +101,28 @@ class RecentReadings:
 
     def contains(self, keys: Keys) -> np.ndarray:
         """Mask of the rows whose exact key (value included) is remembered."""
+        if not self._runs or not len(keys):
+            return np.zeros(len(keys), dtype=bool)
+        # Searched in hash order, each binary search starts where the previous one ended and walks memory forward:
+        # measured 4x faster per run than searching a batch in arrival order (random probes into megabytes of hashes).
+        order = np.argsort(keys.h)
+        probe = keys.take(order)
         found = np.zeros(len(keys), dtype=bool)
         for run in self._runs:
             if not len(run):
                 continue
-            at = np.minimum(np.searchsorted(run.h, keys.h), len(run) - 1)
-            hit = run.h[at] == keys.h
+            at = np.minimum(np.searchsorted(run.h, probe.h), len(run) - 1)
+            hit = run.h[at] == probe.h
             # A hash may occur more than once in a run (two keys colliding): compare every row of that hash.
             while hit.any():
-                exact = hit & (run.dm[at] == keys.dm) & (run.ts[at] == keys.ts) & (run.vb[at] == keys.vb)
+                exact = hit & (run.dm[at] == probe.dm) & (run.ts[at] == probe.ts) & (run.vb[at] == probe.vb)
                 found |= exact
                 nxt = np.minimum(at + 1, len(run) - 1)
-                hit = hit & ~exact & (nxt != at) & (run.h[nxt] == keys.h)
+                hit = hit & ~exact & (nxt != at) & (run.h[nxt] == probe.h)
                 at = nxt
-        return found
+        out = np.empty(len(keys), dtype=bool)
+        out[order] = found
+        return out
 
     def remember(self, keys: Keys) -> None:
         if not self.capacity or not len(keys):

@@ -1,4 +1,5 @@
-"""The ingest benchmark runs end to end at a tiny size, prints its JSON summary last, and loses nothing."""
+"""The ingest benchmark runs end to end at a tiny size (the product as deployed, the stream alone, the Node-RED peer
+when `make bench-peers` has installed it, the limits), prints its JSON summary last, and loses nothing."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ KEYS = (
 
 def _run(tmp_path: Path, *args: str) -> dict[str, Any]:
     cmd = [sys.executable, str(BENCH), "--devices", "20", "--admin-url", ADMIN_URL, *args]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -48,8 +49,18 @@ def test_a_tiny_default_run_reports_every_figure_and_loses_nothing(tmp_path: Pat
     for key in KEYS[:-1]:
         assert result[key] > 0, key
     single = result["detail"]["single"]["ingest"]
+    assert single["wiring"] == "deployed"
     assert single["readings_stored"] == single["readings_expected"] == 2000
     assert single["dead_letters"] == 0
+    assert single["derived_complete"] is True
+    assert 0 < single["derived_readings_per_s"] <= single["readings_per_s"]
+    stream = result["detail"]["batched"]["stream"]
+    assert stream["wiring"] == "stream"
+    assert stream["readings_stored"] == stream["readings_expected"] == 100 * 100
+    assert stream["lost"] == stream["extra"] == 0
+    for workload in ("single", "batched"):
+        peer = result["detail"][workload]["nodered"]
+        assert "skipped" in peer or peer["readings_stored"] == peer["readings_expected"] - peer["lost"] > 0
 
 
 def test_raw_publishers_two_ingest_processes_and_a_time_limit_lose_nothing(tmp_path: Path) -> None:
