@@ -24,6 +24,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.timebase import CITY_TZ_NAME
+from lccm.store.leases import Held
 from lccm.store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -74,19 +75,30 @@ _UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d,
 QUEUES = ("rollup_queue", "sample_queue")  # registers -> energy; instantaneous and state metrics -> samples, lamps
 
 
-def claim_spans(conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue") -> Spans:
-    """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device."""
+def claim_spans(
+    conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue", held: Held | None = None
+) -> Spans:
+    """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device; with
+    ``held``, only rows of devices in those partitions (the process's leases, locked by the caller)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
     rows = conn.execute(
         f"WITH taken AS (DELETE FROM {queue} WHERE ctid = ANY(ARRAY("
-        f"  SELECT ctid FROM {queue} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        f"  SELECT ctid FROM {queue} WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
         "  RETURNING device_id, metric_id, lo, hi)"
         f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
         " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
-        (limit,),
+        (*partition_params(held), limit),
     ).fetchall()
     return _spans(rows)
+
+
+# A queue row's device in the held partitions (store.leases.partition_of), or any device without leases.
+IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
+
+
+def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
+    return (None, None, None) if held is None else (held.count, held.count, held.partitions)
 
 
 def enqueue(conn: psycopg.Connection, spans: Spans, queue: str = "rollup_queue") -> None:
@@ -333,6 +345,9 @@ def roll_up(
     )
 
 
+FACTOR_SYNC_LOCK_KEY = 0x4C434652  # "LCFR"
+
+
 def sync_factor_registry(
     conn: psycopg.Connection,
     factors: Sequence[tuple[str, float, str, str, object, object, str]],
@@ -341,6 +356,9 @@ def sync_factor_registry(
     """Make the tables equal to the application's registry (factors: key, value, unit, source, valid_from or None,
     valid_to or None, description; classes: key, factor_key, scope, cfo_category, gpc_ref, metric_id, description)."""
     with conn.transaction():
+        # Processes that start together (several ingest workers) would each delete and insert the same keys: one
+        # at a time (a start-up lock, released at commit).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (FACTOR_SYNC_LOCK_KEY,))
         conn.execute("DELETE FROM emission_factors")
         conn.cursor().executemany(
             "INSERT INTO emission_factors (key, kgco2e_per_unit, unit, source, valid_from, valid_to, description)"
