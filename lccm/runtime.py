@@ -447,6 +447,12 @@ def build_ingest(
         if leases is not None:
             leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
     if evaluator is not None:
+        if leases is not None:
+            leases.when_shared = (
+                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
+                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
+                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
+            )
         alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
         downstream.append(alerts)
 

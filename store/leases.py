@@ -61,9 +61,12 @@ def beat(conn: psycopg.Connection, owner: str, lease_s: float) -> int:
 def renew(conn: psycopg.Connection, owner: str, lease_s: float) -> list[int]:
     """Extend the owner's leases; returns the partitions it holds. Waits for its own updaters' transactions (they
     hold the rows FOR SHARE) rather than skipping them: a lease in use is renewed when that transaction ends."""
+    # Rows are locked in partition order, as hold() locks them: the two never wait for each other in a cycle.
     rows = conn.execute(
-        "UPDATE worker_leases SET expires_at = now() + %s * interval '1 second' WHERE owner = %s RETURNING partition",
-        (lease_s, owner),
+        "UPDATE worker_leases SET expires_at = now() + %s * interval '1 second' WHERE partition IN ("
+        "  SELECT partition FROM worker_leases WHERE owner = %s ORDER BY partition FOR UPDATE)"
+        " AND owner = %s RETURNING partition",
+        (lease_s, owner, owner),
     ).fetchall()
     return sorted(int(r[0]) for r in rows)
 
@@ -84,10 +87,12 @@ def take(conn: psycopg.Connection, owner: str, lease_s: float, count: int) -> li
 
 def release(conn: psycopg.Connection, owner: str, partitions: Sequence[int] | None = None) -> list[int]:
     """Give up the owner's leases on these partitions (all of them by default): free for another worker at once."""
+    wanted = None if partitions is None else list(partitions)
     rows = conn.execute(
-        "UPDATE worker_leases SET owner = NULL, expires_at = '-infinity'"
-        " WHERE owner = %s AND (%s::int[] IS NULL OR partition = ANY(%s::int[])) RETURNING partition",
-        (owner, None if partitions is None else list(partitions), None if partitions is None else list(partitions)),
+        "UPDATE worker_leases SET owner = NULL, expires_at = '-infinity' WHERE partition IN ("
+        "  SELECT partition FROM worker_leases WHERE owner = %s AND (%s::int[] IS NULL OR partition = ANY(%s::int[]))"
+        "  ORDER BY partition FOR UPDATE) AND owner = %s RETURNING partition",
+        (owner, wanted, wanted, owner),
     ).fetchall()
     return sorted(int(r[0]) for r in rows)
 

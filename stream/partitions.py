@@ -58,6 +58,8 @@ class Leases:
         self.on_gained = on_gained  # new partitions: their queued work waits for the updaters (a poke)
         self._lock = threading.Lock()
         self._held: list[int] = []
+        # Said once when another process shares the partitions: what of this process is not partitioned yet.
+        self.when_shared: str | None = None
 
     @property
     def held(self) -> list[int]:
@@ -78,6 +80,9 @@ class Leases:
             with conn.transaction():
                 held = st.renew(conn, self.owner, self.lease_s)
             share = math.ceil(self.count / alive)
+            if alive > 1 and self.when_shared is not None:
+                log.warning(self.when_shared)
+                self.when_shared = None
             gained: list[int] = []
             if len(held) > share:
                 with conn.transaction():

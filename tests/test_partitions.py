@@ -5,6 +5,7 @@ claims that never reach a partition the worker does not hold."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -111,3 +112,33 @@ def test_a_claim_takes_only_rows_of_held_partitions_and_a_lease_in_use_is_not_ta
     with psycopg.connect(fresh_db) as conn, conn.transaction():
         rest = claim_spans(conn, held=b.hold(conn))
         assert rest.device_id.tolist() == [d for d in devices if partition_of(d, P) in (4, 5, 6, 7)]
+
+
+def test_renewals_and_claims_of_one_process_never_deadlock(fresh_db: str) -> None:
+    """The leases worker renews (and gives up) rows its own updaters hold FOR SHARE: both lock in partition order."""
+    with psycopg.connect(fresh_db) as conn:
+        ensure_partitions(conn, P)
+    a = _leases(fresh_db, "a")
+    a.step()
+    errors: list[BaseException] = []
+
+    def claims() -> None:
+        try:
+            with psycopg.connect(fresh_db) as conn:
+                for _ in range(40):
+                    with conn.transaction():
+                        assert a.hold(conn).partitions
+                        time.sleep(0.01)
+        except BaseException as e:  # reported below: a deadlock aborts one side with DeadlockDetected
+            errors.append(e)
+
+    t = threading.Thread(target=claims)
+    t.start()
+    others = [_leases(fresh_db, f"w{i}") for i in range(3)]
+    while t.is_alive():
+        a.step()  # renews, and gives up its surplus as the others join
+        for w in others:
+            w.step()
+    t.join()
+    assert errors == []
+    assert sorted(p for w in (a, *others) for p in w.held) == list(range(P))
