@@ -6,7 +6,9 @@ to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). The engine s
 of its suspect run (engine.counters rule 5), and it takes the first reading of what it reads as trusted, so P moves
 back: to the last reading with another value when the register was flat up to P (a stuck display), then, if a
 stored 15-minute bucket from just before P onwards is suspect or missing, over that run of buckets to the end of
-the last good one before it (a doubtful reading, or a run that may still be caught up); at most FLAT_LOOKBACK.
+the last good one before it (a doubtful reading, or a run that may still be caught up), and from there again to
+the start of a flat run (a stuck run's buckets stored as measured zeros while its catch-up was the newest reading);
+at most FLAT_LOOKBACK.
 To recompute them exactly the engine needs every reading inside, plus the last reading at or before the first
 bucket's start and the first at or after the last bucket's end (their intervals reach into the range). All times
 here are UTC epoch microseconds.
@@ -165,12 +167,24 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                      AND b.bucket_start < pb.bad AND b.bucket_start >= pb.bad - interval '{FLAT_LOOKBACK}'),
                     pb.bad - interval '{FLAT_LOOKBACK}')) END AS p,
                 coalesce((SELECT x.ts FROM readings x WHERE x.device_id = pb.d AND x.metric_id = pb.m
-                          AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n
+                          AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n,
+                pb.bad
             FROM pb),
+        pq AS (
+            -- A good bucket before a suspect run may be a stuck register's measured zero (stored while the catch-up
+            -- that ends the run was still the newest reading, judged at the live edge): back to the start of the
+            -- flat run holding the reading there too, as from P above, so the catch-up is judged as a whole again.
+            SELECT pn.d, pn.m, pn.n, CASE WHEN pn.bad IS NULL THEN pn.p ELSE coalesce((
+                SELECT (SELECT x.ts FROM readings x WHERE x.device_id = pn.d AND x.metric_id = pn.m AND x.ts < q.ts
+                        AND x.ts >= q.ts - interval '{FLAT_LOOKBACK}' AND x.value <> q.value
+                        ORDER BY x.ts DESC LIMIT 1)
+                FROM (SELECT y.ts, y.value FROM readings y WHERE y.device_id = pn.d AND y.metric_id = pn.m
+                      AND y.ts <= pn.p ORDER BY y.ts DESC LIMIT 1) q), pn.p) END AS p
+            FROM pn),
         se AS (
             SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
-            FROM pn)
+            FROM pq)
         SELECT se.d, se.m, se.s, se.e,
             coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
                       AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,

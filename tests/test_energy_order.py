@@ -1,19 +1,19 @@
-"""A known gap found by the partition equivalence test (docs/partitions.md): the energy updater's result for a stuck
-register depends on how its readings were grouped into claims, so several ingest processes (or one with another
-batching) can store other buckets from the same readings.
+"""Found by the partition equivalence test (docs/partitions.md): the energy updater's result for a stuck register
+depended on how its readings were grouped into claims, so several ingest processes (or one with another batching)
+stored other buckets from the same readings.
 
 A meter drawing 120 kW reports every minute; its display sticks for 20 minutes, then catches up by 40 kWh. Sent all
 at once, the catch-up is spread over the stuck run (30 kWh estimated in each of its buckets). Sent as it happens
 live, with the catch-up as the newest reading of a batch and the readings after it in the next, the catch-up is
 first judged at the live edge (suspect: nothing confirms the new level yet) and the stuck bucket before it is
-stored as a measured zero; the next batch's recompute goes back over the suspect bucket to "the last good one
-before it", which is that measured zero, and no further: 0 kWh measured and 60 kWh suspect instead of 30 + 30
-estimated. store/energy.py: bucket_ranges looks back over a flat run only from the reading before a span, not from
-the start of a suspect run; that look-back is what would make both groupings agree.
+stored as a measured zero; the next batch's recompute went back over the suspect bucket to "the last good one
+before it", that measured zero, and no further: 0 kWh measured and 60 kWh suspect instead of 30 + 30 estimated.
+store/energy.py: bucket_ranges now looks back over a flat run from there too, so every grouping agrees.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,8 +56,18 @@ def buckets(batches: Sequence[Sequence[Point]]) -> list[tuple[Any, ...]]:
             ).fetchall()
 
 
-@pytest.mark.xfail(strict=True, reason="a stuck register's catch-up depends on the claims' grouping (docstring)")
-def test_a_stuck_register_gives_the_same_buckets_whether_its_readings_come_at_once_or_in_two_batches() -> None:
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        pytest.param((81,), id="the catch-up newest, then the rest"),
+        pytest.param((60, 80), id="before the stuck run, the stuck run, then the catch-up and the rest"),
+        pytest.param(tuple(range(15, 180, 15)), id="a quarter-hour at a time"),
+    ],
+)
+def test_a_stuck_register_gives_the_same_buckets_however_its_readings_are_grouped(cuts: tuple[int, ...]) -> None:
     points = stuck_meter()
-    # up to the catch-up (minute 80), then the rest
-    assert buckets([points[:81], points[81:]]) == buckets([points])
+    whole = buckets([points])
+    stuck = [b[1:] for b in whole[4:6]]  # the quarter-hours from minute 60 and 75: (kWh, estimated kWh, quality)
+    assert stuck == [(30, 30, 1), (30, 12, 2)], "the catch-up is spread over the stuck run"
+    edges = (0, *cuts, len(points))
+    assert buckets([points[a:b] for a, b in itertools.pairwise(edges)]) == whole
