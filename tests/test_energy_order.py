@@ -8,7 +8,8 @@ live, with the catch-up as the newest reading of a batch and the readings after 
 first judged at the live edge (suspect: nothing confirms the new level yet) and the stuck bucket before it is
 stored as a measured zero; the next batch's recompute went back over the suspect bucket to "the last good one
 before it", that measured zero, and no further: 0 kWh measured and 60 kWh suspect instead of 30 + 30 estimated.
-store/energy.py: bucket_ranges now looks back over a flat run from there too, so every grouping agrees.
+store/energy.py: bucket_ranges now looks back over a flat run from there too, so these groupings agree (another
+case is still open: docs/partitions.md).
 """
 
 from __future__ import annotations
