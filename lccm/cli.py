@@ -167,13 +167,18 @@ def ingest(ctx: typer.Context) -> None:
     from lccm.metrics import IngestMetrics
     from lccm.monitoring import monitor_ingest
     from lccm.runtime import ingest_process, services
+    from lccm.store.leases import PartitionCountMismatch
     from lccm.workers import write_heartbeat
 
     settings = _settings(ctx)
     stop = _stop_event()
     with services(settings) as svc:
         metrics = IngestMetrics()
-        process = ingest_process(settings, svc, metrics=metrics)
+        try:
+            process = ingest_process(settings, svc, metrics=metrics)
+        except PartitionCountMismatch as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
         process.start()
         typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {process.source.protocol_used})")
         # /metrics, /health/live, /health/ready on LCCM_METRICS_HOST/PORT

@@ -4,8 +4,9 @@
 connection pool shared by the workers (the stream sink keeps one connection of its own), and one supervised worker
 per background job, in pipeline order: ``stream`` (MQTT in -> committed batches -> acks), ``updaters`` (energy,
 samples, AQI), ``alerts`` (the evaluator), ``notify-dispatch`` (paged alert events from the database to the
-channels), and the connection watchers ``mqtt-in`` and ``alert-publisher`` (paho runs the network I/O; they report
-a broker that stays away and restart nothing paho does not)."""
+channels), the connection watchers ``mqtt-in`` and ``alert-publisher`` (paho runs the network I/O; they report
+a broker that stays away and restart nothing paho does not), and ``leases`` (this process's share of the device
+partitions, which the updaters claim their work in: stream/partitions.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from lccm.store import catalog
 from lccm.store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
 from lccm.store.connect import Connect
 from lccm.store.energy import sync_factor_registry
+from lccm.store.leases import ensure_partitions
 from lccm.store.migrate import migrate
 from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
 from lccm.stream.alerts import AlertEvaluator, IndexSource
@@ -45,6 +47,7 @@ from lccm.stream.batch import BatchBuilder, FlushPolicy
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.inbox import ByteBoundedInbox
 from lccm.stream.loop import BatchObserver, CommitHook, StreamLoop
+from lccm.stream.partitions import Leases
 from lccm.stream.samples import SampleUpdater
 from lccm.stream.updaters import Updaters
 from lccm.workers import Backoff, Supervisor, Worker
@@ -200,7 +203,7 @@ def worker_pool(settings: Settings, database_url: str) -> ConnectionPool:
     return pool
 
 
-def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater:
+def energy_updater(settings: Settings, database: Connect | str, *, leases: Leases | None = None) -> EnergyUpdater:
     return EnergyUpdater(
         connector(database),
         base_year_us=(bkk_us(settings.emission_base_year), bkk_us(settings.emission_base_year + 1)),
@@ -208,17 +211,29 @@ def energy_updater(settings: Settings, database: Connect | str) -> EnergyUpdater
         default_bound_lph=settings.meter_default_bound_lph,
         bound_history_days=settings.meter_bound_history_days,
         cell_budget=settings.energy_cell_budget,
+        leases=leases,
     )
 
 
-def updaters(settings: Settings, database: Connect | str) -> Updaters:
-    """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them."""
+def updaters(settings: Settings, database: Connect | str, *, leases: Leases | None = None) -> Updaters:
+    """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them: with
+    ``leases``, each claims work of its process's partitions only; without, of every device (one process alone,
+    ``lccm recompute``, tests)."""
     connect = connector(database)
     return Updaters(
-        energy_updater(settings, connect),
-        SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000),
-        AqiUpdater(connect, settings.aqi_settings()),
+        energy_updater(settings, connect, leases=leases),
+        SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000, leases=leases),
+        AqiUpdater(connect, settings.aqi_settings(), leases=leases),
     )
+
+
+def partition_leases(settings: Settings, database: Connect | str, *, owner: str | None = None) -> Leases:
+    """This process's leases on the device partitions, after recording the partition count in the database at
+    first start (PartitionCountMismatch if it has another)."""
+    connect = connector(database)
+    with connect() as conn:
+        ensure_partitions(conn, settings.partitions)
+    return Leases(connect, settings.partitions, settings.partition_lease_s, owner=owner)
 
 
 def alert_evaluator(
@@ -357,9 +372,11 @@ def ingest_process(
             if metrics is not None:
                 metrics.track_channels(notes.dispatcher.channels)
             evaluator = alert_evaluator(settings, pool.connection, index_source=index_source)
+        leases = partition_leases(settings, pool.connection)
         return build_ingest(
-            settings, svc, client_id=client_id, clock=clock, pool=pool, derived=updaters(settings, pool.connection),
-            evaluator=evaluator, notifications=notes, observe=metrics.observe_batch if metrics is not None else None,
+            settings, svc, client_id=client_id, clock=clock, pool=pool,
+            derived=updaters(settings, pool.connection, leases=leases), leases=leases, evaluator=evaluator,
+            notifications=notes, observe=metrics.observe_batch if metrics is not None else None,
         )  # fmt: skip
     except BaseException:
         if notes is not None:
@@ -378,13 +395,14 @@ def build_ingest(
     observe: BatchObserver | None = None,
     pool: ConnectionPool | None = None,
     derived: Updaters | None = None,
+    leases: Leases | None = None,
     evaluator: AlertEvaluator | None = None,
     notifications: Notifications | None = None,
 ) -> Ingest:
-    """The stream from its parts, and a worker for each of the given derived-data updaters, evaluator and
-    notifications (:func:`ingest_process` gives all of them; tests may run the stream alone). ``observe`` sees every
-    committed batch (the metrics' histograms). The ingest owns what it is given: ``stop`` closes the notifications
-    and the pool."""
+    """The stream from its parts, and a worker for each of the given derived-data updaters, partition leases,
+    evaluator and notifications (:func:`ingest_process` gives all of them; tests may run the stream alone).
+    ``observe`` sees every committed batch (the metrics' histograms). The ingest owns what it is given: ``stop``
+    closes the notifications and the pool."""
     connect: Connect = pool.connection if pool is not None else functools.partial(psycopg.connect, svc.database_url)
 
     def reload() -> Registry:
@@ -426,7 +444,15 @@ def build_ingest(
         w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
         hooks.append(w.poke)
         downstream.append(w)
+        if leases is not None:
+            leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
     if evaluator is not None:
+        if leases is not None:
+            leases.when_shared = (
+                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
+                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
+                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
+            )
         alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
         downstream.append(alerts)
 
@@ -461,6 +487,10 @@ def build_ingest(
     if notifications is not None and notifications.publisher is not None:
         publisher = notifications.publisher
         supervisor.add(worker(settings, "alert-publisher", _then_idle(lambda _: publisher.check())))
+    if leases is not None:
+        # Last: started first (the updaters find their partitions soon), stopped last (after the updaters' drain),
+        # when its drain gives the leases back so the other processes take them over at once.
+        supervisor.add(worker(settings, "leases", leases.step, drain=leases.release_all, idle_s=leases.every_s))
     return Ingest(source, loop, sink, supervisor, pool, evaluator, notifications)
 
 

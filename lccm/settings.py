@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     worker_backoff_cap_s: float = Field(default=15.0, gt=0)
     worker_unhealthy_after_s: float = Field(default=60.0, gt=0)
 
+    # Device partitions (docs/partitions.md): derived data (energy, samples, lamps, AQI) is split into this many
+    # partitions by device (primary key mod partitions), shared by the ingest processes through leases in
+    # PostgreSQL. The count is recorded in the database at the first start and must be the same on every process
+    # (another count is refused at start-up). A worker's partitions are taken over partition_lease_s after it dies.
+    partitions: int = Field(default=64, ge=1, le=4096)
+    partition_lease_s: float = Field(default=10.0, ge=0.5)
+
     # MQTT. Required by `lccm ingest` and `lccm simulate`; `lccm demo` starts an embedded broker (a mosquitto child
     # process if installed, else amqtt) when it is empty.
     mqtt_host: str = ""

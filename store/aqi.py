@@ -13,7 +13,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from lccm.store.energy import _EPOCH, _US, Spans, _us
+from lccm.store.energy import _EPOCH, _US, IN_PARTITIONS, Spans, _us, partition_params
+from lccm.store.leases import Held
 from lccm.store.scope import Scope, scope_and
 from lccm.store.writer import us_to_datetime
 
@@ -42,17 +43,18 @@ class StationSpan:
     last_hour_us: int | None  # the station's latest hour with any pollutant mean
 
 
-def claim_station_hours(conn: psycopg.Connection, limit: int = 5_000) -> list[StationSpan]:
-    """Take queued station hours (in the caller's transaction, so a failure puts them back), merged per station."""
+def claim_station_hours(conn: psycopg.Connection, limit: int = 5_000, held: Held | None = None) -> list[StationSpan]:
+    """Take queued station hours (in the caller's transaction, so a failure puts them back), merged per station;
+    with ``held``, only those of stations in the held partitions."""
     rows = conn.execute(
         "WITH taken AS (DELETE FROM aqi_queue WHERE ctid = ANY(ARRAY("
-        "  SELECT ctid FROM aqi_queue ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        f"  SELECT ctid FROM aqi_queue WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
         "  RETURNING device_id, lo, hi)"
         f" SELECT t.device_id, {_us('min(t.lo)')}, {_us('max(t.hi)')},"
         f"  (SELECT {_us('max(b.bucket_start)')} FROM sample_buckets b WHERE b.resolution = '1h'"
         "    AND b.device_id = t.device_id AND b.metric_id = ANY(%s))"
         " FROM taken t GROUP BY t.device_id ORDER BY t.device_id",
-        (limit, list(POLLUTANT_METRICS.values())),
+        (*partition_params(held), limit, list(POLLUTANT_METRICS.values())),
     ).fetchall()
     return [StationSpan(*r) for r in rows]
 

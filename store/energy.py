@@ -6,7 +6,9 @@ to recompute are those overlapping [P, N]: [floor15(P), ceil15(N)). The engine s
 of its suspect run (engine.counters rule 5), and it takes the first reading of what it reads as trusted, so P moves
 back: to the last reading with another value when the register was flat up to P (a stuck display), then, if a
 stored 15-minute bucket from just before P onwards is suspect or missing, over that run of buckets to the end of
-the last good one before it (a doubtful reading, or a run that may still be caught up); at most FLAT_LOOKBACK.
+the last good one before it (a doubtful reading, or a run that may still be caught up), and from there again to
+the start of a flat run (a stuck run's buckets stored as measured zeros while its catch-up was the newest reading);
+at most FLAT_LOOKBACK.
 To recompute them exactly the engine needs every reading inside, plus the last reading at or before the first
 bucket's start and the first at or after the last bucket's end (their intervals reach into the range). All times
 here are UTC epoch microseconds.
@@ -24,6 +26,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.timebase import CITY_TZ_NAME
+from lccm.store.leases import Held
 from lccm.store.writer import us_to_datetime
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -74,19 +77,30 @@ _UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d,
 QUEUES = ("rollup_queue", "sample_queue")  # registers -> energy; instantaneous and state metrics -> samples, lamps
 
 
-def claim_spans(conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue") -> Spans:
-    """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device."""
+def claim_spans(
+    conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue", held: Held | None = None
+) -> Spans:
+    """Take queued work (deleted in the caller's transaction, so a failure puts it back), merged per device; with
+    ``held``, only rows of devices in those partitions (the process's leases, locked by the caller)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
     rows = conn.execute(
         f"WITH taken AS (DELETE FROM {queue} WHERE ctid = ANY(ARRAY("
-        f"  SELECT ctid FROM {queue} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
+        f"  SELECT ctid FROM {queue} WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
         "  RETURNING device_id, metric_id, lo, hi)"
         f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
         " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
-        (limit,),
+        (*partition_params(held), limit),
     ).fetchall()
     return _spans(rows)
+
+
+# A queue row's device in the held partitions (store.leases.partition_of), or any device without leases.
+IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
+
+
+def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
+    return (None, None, None) if held is None else (held.count, held.count, held.partitions)
 
 
 def enqueue(conn: psycopg.Connection, spans: Spans, queue: str = "rollup_queue") -> None:
@@ -153,12 +167,24 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                      AND b.bucket_start < pb.bad AND b.bucket_start >= pb.bad - interval '{FLAT_LOOKBACK}'),
                     pb.bad - interval '{FLAT_LOOKBACK}')) END AS p,
                 coalesce((SELECT x.ts FROM readings x WHERE x.device_id = pb.d AND x.metric_id = pb.m
-                          AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n
+                          AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n,
+                pb.bad
             FROM pb),
+        pq AS (
+            -- A good bucket before a suspect run may be a stuck register's measured zero (stored while the catch-up
+            -- that ends the run was still the newest reading, judged at the live edge): back to the start of the
+            -- flat run holding the reading there too, as from P above, so the catch-up is judged as a whole again.
+            SELECT pn.d, pn.m, pn.n, CASE WHEN pn.bad IS NULL THEN pn.p ELSE coalesce((
+                SELECT (SELECT x.ts FROM readings x WHERE x.device_id = pn.d AND x.metric_id = pn.m AND x.ts < q.ts
+                        AND x.ts >= q.ts - interval '{FLAT_LOOKBACK}' AND x.value <> q.value
+                        ORDER BY x.ts DESC LIMIT 1)
+                FROM (SELECT y.ts, y.value FROM readings y WHERE y.device_id = pn.d AND y.metric_id = pn.m
+                      AND y.ts <= pn.p ORDER BY y.ts DESC LIMIT 1) q), pn.p) END AS p
+            FROM pn),
         se AS (
             SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
-            FROM pn)
+            FROM pq)
         SELECT se.d, se.m, se.s, se.e,
             coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
                       AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
@@ -333,6 +359,9 @@ def roll_up(
     )
 
 
+FACTOR_SYNC_LOCK_KEY = 0x4C434652  # "LCFR"
+
+
 def sync_factor_registry(
     conn: psycopg.Connection,
     factors: Sequence[tuple[str, float, str, str, object, object, str]],
@@ -341,6 +370,9 @@ def sync_factor_registry(
     """Make the tables equal to the application's registry (factors: key, value, unit, source, valid_from or None,
     valid_to or None, description; classes: key, factor_key, scope, cfo_category, gpc_ref, metric_id, description)."""
     with conn.transaction():
+        # Processes that start together (several ingest workers) would each delete and insert the same keys: one
+        # at a time (a start-up lock, released at commit).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (FACTOR_SYNC_LOCK_KEY,))
         conn.execute("DELETE FROM emission_factors")
         conn.cursor().executemany(
             "INSERT INTO emission_factors (key, kgco2e_per_unit, unit, source, valid_from, valid_to, description)"

@@ -40,7 +40,8 @@ from lccm.store.aqi import (
     replace_aqi,
 )
 from lccm.store.connect import Connect
-from lccm.stream.energy import UpdateResult, drain
+from lccm.stream.energy import UpdateResult, drain, held_partitions
+from lccm.stream.partitions import Leases
 
 _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
 
@@ -50,10 +51,14 @@ class AqiUpdater:
     connect: Connect
     settings: AqiSettings = field(default_factory=AqiSettings)
     claim_limit: int = 5_000
+    leases: Leases | None = None  # None: every partition (one process, `lccm recompute`)
 
     def run_once(self) -> UpdateResult:
         with self.connect() as conn, conn.transaction():
-            spans = claim_station_hours(conn, self.claim_limit)
+            held = held_partitions(conn, self.leases)
+            if held is not None and not held.partitions:
+                return UpdateResult(0, 0)
+            spans = claim_station_hours(conn, self.claim_limit, held=held)
             if not spans:
                 return UpdateResult(0, 0)
             ranges = [r for r in (_hours(s) for s in spans) if r is not None]

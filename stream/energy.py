@@ -33,6 +33,8 @@ from lccm.store.energy import (
     replace_buckets,
     window_readings,
 )
+from lccm.store.leases import Held
+from lccm.stream.partitions import Leases
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,10 @@ class EnergyUpdater:
         default_bound_kw: float = DEFAULT_BOUND_KW,
         default_bound_lph: float = DEFAULT_BOUND_LPH,
         bound_history_days: int = BOUND_HISTORY_DAYS,
+        leases: Leases | None = None,
     ) -> None:
         self._connect = connect
+        self._leases = leases  # None: every partition (one process, `lccm recompute`)
         self._base_year_us = base_year_us
         self._registry = registry
         self._classes = {c.key: c for c in classes}
@@ -77,7 +81,10 @@ class EnergyUpdater:
 
     def run_once(self) -> UpdateResult:
         with self._connect() as conn, conn.transaction():
-            spans = claim_spans(conn, self._claim_limit)
+            held = held_partitions(conn, self._leases)
+            if held is not None and not held.partitions:
+                return UpdateResult(0, 0)
+            spans = claim_spans(conn, self._claim_limit, held=held)
             if not len(spans):
                 return UpdateResult(0, 0)
             ranges, windows = bucket_ranges(conn, spans)
@@ -154,6 +161,11 @@ class EnergyUpdater:
             rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
             cadence[j] = m.cadence_s * 1_000_000
         return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence, learned_per_h=learned), classes
+
+
+def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:
+    """The partitions an updater's transaction may claim in (locked until it ends), or None for all of them."""
+    return None if leases is None else leases.hold(conn)
 
 
 def chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:

@@ -32,7 +32,8 @@ from lccm.store.samples import (
     sample_readings,
     site_coordinates,
 )
-from lccm.stream.energy import UpdateResult, chunks, drain
+from lccm.stream.energy import UpdateResult, chunks, drain, held_partitions
+from lccm.stream.partitions import Leases
 
 DEFAULT_GRACE_US = 15 * US_PER_MIN  # photocells switch near civil twilight: the minutes around sunrise/sunset
 
@@ -43,10 +44,14 @@ class SampleUpdater:
     grace_us: int = DEFAULT_GRACE_US
     claim_limit: int = 20_000
     cell_budget: int = 4_000_000  # buckets x spans per engine call: bounds the dense result arrays
+    leases: Leases | None = None  # None: every partition (one process, `lccm recompute`)
 
     def run_once(self) -> UpdateResult:
         with self.connect() as conn, conn.transaction():
-            spans = claim_spans(conn, self.claim_limit, queue="sample_queue")
+            held = held_partitions(conn, self.leases)
+            if held is not None and not held.partitions:
+                return UpdateResult(0, 0)
+            spans = claim_spans(conn, self.claim_limit, queue="sample_queue", held=held)
             if not len(spans):
                 return UpdateResult(0, 0)
             stored = self._samples(conn, sample_ranges(spans))

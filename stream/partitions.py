@@ -1,0 +1,113 @@
+"""Device partitions shared by the ingest processes through leases in PostgreSQL (docs/partitions.md).
+
+Every ingest process runs one :class:`Leases` (stage ``leases``, a supervised worker): at each step it records its
+heartbeat, renews its leases and moves towards its fair share, ``ceil(partitions / workers alive)``: it gives up
+its highest partitions above the share (so a worker that joins finds them free) and takes free or expired ones
+below it. A worker that dies stops renewing: its partitions are free once its leases expire (``lease_s``, on
+PostgreSQL's clock) and the others take them over.
+
+The updaters ask :meth:`Leases.hold` at the start of each claim transaction: it locks the partitions this process
+still holds (``FOR SHARE``), and the claim takes only queue rows of devices in them. A lease cannot be taken over
+while such a transaction is open, and a worker whose lease has expired claims nothing for that partition, so no
+two processes ever derive one device's state at the same time, and a worker that lost a lease cannot commit stale
+derived state for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from lccm.store import leases as st
+from lccm.store.connect import Connect
+from lccm.store.leases import Held
+
+log = logging.getLogger(__name__)
+
+
+def new_owner() -> str:
+    """A name no other worker has, now or after a restart: host, process and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Leases:
+    """One process's leases on the device partitions (see the module's docstring)."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        partitions: int,
+        lease_s: float,
+        *,
+        owner: str | None = None,
+        on_gained: Callable[[], None] | None = None,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self._connect = connect
+        self.count = partitions
+        self.lease_s = lease_s
+        self.owner = owner or new_owner()
+        self.on_gained = on_gained  # new partitions: their queued work waits for the updaters (a poke)
+        self._lock = threading.Lock()
+        self._held: list[int] = []
+        # Said once when another process shares the partitions: what of this process is not partitioned yet.
+        self.when_shared: str | None = None
+
+    @property
+    def held(self) -> list[int]:
+        """The partitions this process held at its last step."""
+        with self._lock:
+            return list(self._held)
+
+    @property
+    def every_s(self) -> float:
+        """How often the worker steps: three renewals per lease time, so one late step loses nothing."""
+        return self.lease_s / 3
+
+    def step(self, stopping: Callable[[], bool] = lambda: False) -> float:
+        """Heartbeat, renew, then give up the surplus above the fair share or take free partitions up to it."""
+        with self._connect() as conn:
+            with conn.transaction():
+                alive = st.beat(conn, self.owner, self.lease_s)
+            with conn.transaction():
+                held = st.renew(conn, self.owner, self.lease_s)
+            share = math.ceil(self.count / alive)
+            if alive > 1 and self.when_shared is not None:
+                log.warning(self.when_shared)
+                self.when_shared = None
+            gained: list[int] = []
+            if len(held) > share:
+                with conn.transaction():
+                    gone = st.release(conn, self.owner, held[share:])
+                held = [p for p in held if p not in set(gone)]
+                log.info("leases: gave up %d partition(s) (%d worker(s) alive, share %d)", len(gone), alive, share)
+            elif len(held) < share and not stopping():
+                with conn.transaction():
+                    gained = st.take(conn, self.owner, self.lease_s, share - len(held))
+                held = sorted(held + gained)
+                if gained:
+                    log.info("leases: took %d partition(s), now %d (%d worker(s) alive)", len(gained), len(held), alive)
+        with self._lock:
+            self._held = held
+        if gained and self.on_gained is not None:
+            self.on_gained()
+        return self.every_s
+
+    def release_all(self, _stopping: Callable[[], bool] = lambda: False) -> None:
+        """At stop: the leases go back at once (another worker takes them without waiting for them to expire)."""
+        with self._lock:
+            self._held = []
+        with self._connect() as conn, conn.transaction():
+            st.forget(conn, self.owner)
+
+    def hold(self, conn: psycopg.Connection) -> Held:
+        """In the caller's transaction: the partitions this process still holds, locked until it ends."""
+        return Held(self.count, st.hold(conn, self.owner, self.held))
