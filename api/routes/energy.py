@@ -278,9 +278,7 @@ def completeness(
     """
     as_of = datetime.now(UTC)
     day_start, day_end = _bangkok_day(day)
-    rows = queries.completeness(
-        conn, day_start=day_start, day_end=day_end, as_of=as_of, site_code=site_code, scope=principal.scope
-    )
+    rows = queries.completeness(conn, day=day, as_of=as_of, site_code=site_code, scope=principal.scope)
     if not rows:
         _require_site(conn, site_code, principal.scope)
     by_site: dict[str, list[queries.DeviceCompleteness]] = {}
@@ -314,8 +312,7 @@ def completeness(
 def completeness_by_site(conn: Conn, scope: Scope, as_of: datetime) -> dict[str, SiteCompletenessOut]:
     """Today's (Bangkok day, up to ``as_of``) completeness of every site with devices in scope, by code: the
     ``sites`` of GET /completeness for today, in one query (the overview)."""
-    day_start, day_end = _bangkok_day(as_of.astimezone(BANGKOK).date())
-    rows = queries.completeness(conn, day_start=day_start, day_end=day_end, as_of=as_of, scope=scope)
+    rows = queries.completeness(conn, day=as_of.astimezone(BANGKOK).date(), as_of=as_of, scope=scope)
     by_site: dict[str, list[queries.DeviceCompleteness]] = {}
     for r in rows:
         by_site.setdefault(r.site_code, []).append(r)
