@@ -406,8 +406,10 @@ _LIVE = sql.SQL(
     " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
     "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
     "     ORDER BY r.ts DESC LIMIT 1) p ON true"
-    " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
-    "     sum(b.amount) FILTER (WHERE m.name = 'fuel') AS fuel_l, sum(b.kgco2e) AS kgco2e, max(b.quality) AS quality"
+    # the sums in a stated order, the one store/live.py's overview query uses: the same totals to the bit
+    " LEFT JOIN LATERAL (SELECT sum(b.amount ORDER BY b.bucket_start) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
+    "     sum(b.amount ORDER BY b.bucket_start) FILTER (WHERE m.name = 'fuel') AS fuel_l,"
+    "     sum(b.kgco2e ORDER BY b.metric_id, b.bucket_start) AS kgco2e, max(b.quality) AS quality"
     "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
     "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
     "     AND b.bucket_start >= %(day_start)s AND b.bucket_start < %(day_end)s) e ON true"

@@ -98,6 +98,9 @@ def lock_and_look(
     and note what its span [lo_us, hi_us] holds already. Give the pairs sorted by day, then device."""
     params = {"device": list(device_ids), "day": list(days), "lo": list(lo_us), "hi": list(hi_us)}
     conn.execute(_CREATE_BEFORE)
+    # Emptied at commit; a caller that writes several batches in one transaction of its own would otherwise add
+    # an earlier batch's difference again.
+    conn.execute("DELETE FROM reading_days_before")
     conn.execute(_ENSURE, params)
     conn.execute(_LOCK, params)
     conn.execute(_BEFORE, params)

@@ -164,3 +164,20 @@ def test_two_writers_of_one_day_at_once(url: str) -> None:
                     other.join(0.01)
         other.join()
         assert _stored(second)[(dev, day.astimezone(BANGKOK).date())] == (3, None, None, None)
+
+
+def test_several_batches_in_one_transaction_of_the_callers(url: str) -> None:
+    """A caller's own transaction around several writes: each batch adds its own readings once."""
+    day = MIDNIGHT + timedelta(days=20, hours=3)
+    with psycopg.connect(url) as conn:
+        dev = device_pk(conn, "CNT-M")
+        batches: list[list[Row]] = [
+            [(dev, ENERGY, day, 1.0, 1), (dev, POWER, day, 1.0, 1)],
+            [(dev, ENERGY, day + Q, 2.0, 2)],
+            [(dev, ENERGY, day + Q, 2.0, 2)],  # a repeat: nothing inserted
+            [(dev, ENERGY, day + 2 * Q, 3.0, 3)],
+        ]
+        with conn.transaction():
+            for rows in batches:
+                _write(conn, rows)
+        assert _stored(conn)[(dev, day.astimezone(BANGKOK).date())] == (3, 1, 3, 3)
