@@ -7,6 +7,7 @@
 -- numbers (NULL when the device sent none). The writer recounts a (device, day) from readings in the transaction
 -- that stores readings in it (store/writer.py), so a redelivered or duplicate reading changes nothing and the
 -- figures are those of GET /completeness's definition. Rows outlive the raw readings that retention removes.
+-- The backfill below writes the city's zone as the literal 'Asia/Bangkok' = lccm.engine.timebase.CITY_TZ_NAME.
 CREATE TABLE reading_days (
     device_id integer NOT NULL,
     day date NOT NULL,  -- the Asia/Bangkok calendar day
