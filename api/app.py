@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import psycopg
 from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
@@ -137,11 +138,28 @@ def auth_config(settings: Settings) -> AuthConfig:
     )
 
 
+def session_settings(conn: psycopg.Connection) -> None:
+    """How the API's connections plan: each statement for its own parameters, and without JIT compilation.
+
+    psycopg prepares a statement from its 6th run on a connection, and PostgreSQL switches a prepared statement to
+    a generic plan (one for any parameters) after 5 more runs when it estimates that plan no dearer. For the pages'
+    time-range queries it was far dearer: once a long-running ``lccm api`` had served a page about ten times, a site
+    page went from ~0.1 s to over 1 s (benchmarks/web.py). Planning them afresh costs well under a millisecond.
+
+    JIT: the overview's query over every device of the city is estimated above PostgreSQL's ``jit_above_cost`` and
+    spent ~65 ms compiling itself for ~110 ms of work (EXPLAIN ANALYZE on a week of the demo city); the API's
+    queries are lookups that never run long enough to repay a compilation."""
+    conn.execute("SET plan_cache_mode = force_custom_plan")
+    conn.execute("SET jit = off")
+    conn.commit()  # the pool takes connections back idle
+
+
 def _make_pool(settings: Settings) -> ConnectionPool:
     return ConnectionPool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
+        configure=session_settings,
         # Test each connection as it is handed out, so a restarted database costs one failed check, not one
         # failed request per stale pooled connection.
         check=ConnectionPool.check_connection,

@@ -63,3 +63,17 @@ def conflicts_page(
     ).format(where=where)
     params.append(limit)
     return conn.cursor(row_factory=class_row(Conflict)).execute(query, params).fetchall()
+
+
+def conflict_counts(
+    conn: psycopg.Connection, *, device_pks: list[int], start: datetime, scope: Scope | None
+) -> dict[int, int]:
+    """Per device (by primary key) among ``device_pks``: how many conflicts were received from ``start`` on, the
+    rows :func:`conflicts_page` lists for that device and start, in one query for them all (a site page's meters)."""
+    clauses: list[sql.Composable] = [sql.SQL("c.device_id = ANY(%s)"), sql.SQL("c.received_at >= %s")]
+    clauses += scope_clauses(scope, "d.site_id")
+    query = sql.SQL(
+        "SELECT c.device_id, count(*) FROM reading_conflicts c JOIN devices d ON d.id = c.device_id"
+        " WHERE {where} GROUP BY c.device_id"
+    ).format(where=sql.SQL(" AND ").join(clauses))
+    return {int(r[0]): int(r[1]) for r in conn.execute(query, [device_pks, start])}

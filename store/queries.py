@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import LiteralString
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
+from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
 from lccm.store.migrate import current_layout
 from lccm.store.scope import Scope, scope_and, scope_clauses, scope_where, site_in_scope
 
@@ -406,8 +406,10 @@ _LIVE = sql.SQL(
     " LEFT JOIN LATERAL (SELECT r.ts, r.value FROM readings r"
     "     WHERE r.device_id = d.id AND r.metric_id = (SELECT id FROM metrics WHERE name = 'power')"
     "     ORDER BY r.ts DESC LIMIT 1) p ON true"
-    " LEFT JOIN LATERAL (SELECT sum(b.amount) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
-    "     sum(b.amount) FILTER (WHERE m.name = 'fuel') AS fuel_l, sum(b.kgco2e) AS kgco2e, max(b.quality) AS quality"
+    # the sums in a stated order, the one store/live.py's overview query uses: the same totals to the bit
+    " LEFT JOIN LATERAL (SELECT sum(b.amount ORDER BY b.bucket_start) FILTER (WHERE m.name = 'energy') AS energy_kwh,"
+    "     sum(b.amount ORDER BY b.bucket_start) FILTER (WHERE m.name = 'fuel') AS fuel_l,"
+    "     sum(b.kgco2e ORDER BY b.metric_id, b.bucket_start) AS kgco2e, max(b.quality) AS quality"
     "     FROM energy_buckets b JOIN metrics m ON m.id = b.metric_id"
     "     WHERE b.resolution = '15min' AND b.device_id = d.id AND m.name = ANY(%(metrics)s)"
     "     AND b.bucket_start >= %(day_start)s AND b.bucket_start < %(day_end)s) e ON true"
@@ -639,21 +641,16 @@ class DeviceCompleteness:
     messages_received: int | None
 
 
-# Per device: readings of the day counted once per event time over all metrics. ``metric_id = ANY(every metric)``
-# makes the primary key (device_id, metric_id, ts) serve one range scan per (device, metric), rather than a walk
-# over the device's whole history filtered on ts; on TimescaleDB the ts range also excludes other days' chunks.
-# The expected count runs to the end of the day or to as_of, whichever is earlier, so today is judged on its
-# elapsed part.
+# Per device: the day's row of ``reading_days`` (distinct event times over all metrics and the seq span, kept by the
+# writer: store/reading_days.py). The expected count runs to the end of the day or to as_of, whichever is earlier,
+# so today is judged on its elapsed part.
 _COMPLETENESS = sql.SQL(
     "SELECT d.device_id, s.site_code, d.kind, d.cadence_s,"
     " floor(greatest(0, extract(epoch FROM least(%(day_end)s, %(as_of)s) - %(day_start)s)) / d.cadence_s)::int"
     " AS expected,"
     " coalesce(r.received, 0)::int AS received, r.seq_first, r.seq_last, r.messages_received"
     " FROM devices d JOIN sites s ON s.id = d.site_id"
-    " LEFT JOIN LATERAL (SELECT count(DISTINCT x.ts) AS received, min(x.seq) AS seq_first, max(x.seq) AS seq_last,"
-    "     nullif(count(DISTINCT x.seq), 0)::int AS messages_received"
-    "     FROM readings x WHERE x.device_id = d.id AND x.metric_id = ANY(ARRAY(SELECT id FROM metrics))"
-    "     AND x.ts >= %(day_start)s AND x.ts < %(day_end)s) r ON true"
+    " LEFT JOIN reading_days r ON r.day = %(day)s AND r.device_id = d.id"
     " {site_filter} ORDER BY s.site_code, d.device_id"
 )
 
@@ -661,13 +658,14 @@ _COMPLETENESS = sql.SQL(
 def completeness(
     conn: psycopg.Connection,
     *,
-    day_start: datetime,
-    day_end: datetime,
+    day: date,
     as_of: datetime,
     site_code: str | None = None,
     scope: Scope | None,
 ) -> list[DeviceCompleteness]:
-    """Expected and received readings of every device (of one site) over [day_start, day_end), in one query."""
+    """Expected and received readings of every device (of one site) over the Asia/Bangkok ``day``, in one query."""
+    day_start = datetime.combine(day, time(), tzinfo=BANGKOK)
     query = _COMPLETENESS.format(site_filter=_site_filter(site_code, scope))
-    params = {"day_start": day_start, "day_end": day_end, "as_of": as_of, "site_code": site_code}
+    params = {"day": day, "day_start": day_start, "day_end": day_start + timedelta(days=1), "as_of": as_of,
+              "site_code": site_code}  # fmt: skip
     return conn.cursor(row_factory=class_row(DeviceCompleteness)).execute(query, params).fetchall()

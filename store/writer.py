@@ -15,6 +15,10 @@ no-op too). Within a batch the first reading of a key in arrival order is the on
 the insert, in a statement of its own, so under READ COMMITTED it also sees a value another ingest worker committed
 for the same key while this insert waited for it.
 
+Completeness: the transaction that stores readings also brings ``reading_days`` up to date for each (device,
+Asia/Bangkok day) they fall in (store/reading_days.py), so GET /completeness and the overview read one row per
+device.
+
 Dead letters of retained messages (redelivered by the broker at every subscription) are recorded once per (topic,
 payload): a unique index on the retained ones makes the repeats no-ops.
 """
@@ -29,6 +33,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 from psycopg import errors
+
+from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY
+from lccm.store import reading_days
 
 # Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
@@ -150,9 +157,14 @@ def write_batch(
     live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
     data = encode_readings(cols) if len(cols) else b""
     with conn.transaction():
+        days = day_spans(cols) if len(cols) else None
+        if days is not None:
+            reading_days.lock_and_look(conn, *days)
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
             _enqueue_rollups(conn, cols, late_horizon_us)
+        if days is not None and inserted:
+            reading_days.count_in(conn, days[0], days[1])
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -232,6 +244,17 @@ def touched_spans(cols: ReadingColumns) -> tuple[np.ndarray, np.ndarray, np.ndar
     starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
     n = np.diff(np.r_[starts, len(dev)])
     return dev[starts], met[starts], np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts), n
+
+
+def day_spans(cols: ReadingColumns) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Per (device, Asia/Bangkok day) of the batch: device ids, days since 1970-01-01, and the earliest and latest
+    event time in that day, sorted by day then device (the order ``reading_days`` locks them in)."""
+    day = (cols.ts_us + BKK_OFFSET_US) // US_PER_DAY
+    order = np.lexsort((cols.device_id, day))
+    dev, day, ts = cols.device_id[order], day[order], cols.ts_us[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(day) != 0)])
+    return (dev[starts].tolist(), day[starts].tolist(), np.minimum.reduceat(ts, starts).tolist(),
+            np.maximum.reduceat(ts, starts).tolist())  # fmt: skip
 
 
 _TS_LO = "'epoch'::timestamptz + u.lo * interval '1 microsecond'"

@@ -3,10 +3,10 @@ and by fiscal-year month, each meter's data quality) and the streetlight cabinet
 night outages), each table with its CSV.
 
 Every figure comes from the function that answers the JSON API for it, called with the caller's principal, so a
-page and the API agree for the same period and scope: ``live_summary`` (GET /sites/{code}/live), ``energy``
-(GET /energy), ``rollups`` (GET /rollups), ``completeness`` (GET /completeness), ``list_conflicts``
-(GET /conflicts), ``late_data`` (GET /late-data) and ``streetlights`` (GET /streetlights). A site outside the
-caller's scope is a 404 page, as the API answers 404.
+page and the API agree for the same period and scope: ``live_summary`` (GET /sites/{code}/live), ``energy_rows``
+(the rows of GET /energy), ``rollups`` (GET /rollups), ``completeness`` (GET /completeness), ``conflict_counts``
+(the rows of GET /conflicts, counted for every meter in one query), ``late_data`` (GET /late-data) and
+``streetlights`` (GET /streetlights). A site outside the caller's scope is a 404 page, as the API answers 404.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from lccm.api.deps import Conn
 from lccm.api.principal import CurrentPrincipal, Principal
-from lccm.api.routes.conflicts import list_conflicts
-from lccm.api.routes.energy import completeness, energy, live_summary
+from lccm.api.routes.energy import completeness, energy_rows, live_summary
 from lccm.api.routes.rollups import LampRowOut, late_data, rollups, streetlights
 from lccm.api.schemas import EnergyRowOut, SiteLiveOut
 from lccm.api.web import charts
@@ -31,6 +30,7 @@ from lccm.api.web.render import csv_response, lang, render
 from lccm.engine.calendar import year_months, year_of, year_period
 from lccm.engine.timebase import BANGKOK
 from lccm.store import queries
+from lccm.store.conflicts import conflict_counts
 
 router = APIRouter(include_in_schema=False)
 
@@ -125,22 +125,19 @@ def _lines(starts: Sequence[tuple[datetime, str]], rows: Iterable[EnergyRowOut])
 def energy_by_day(conn: Conn, principal: Principal, site_code: str, today: date, chosen: Lang) -> list[EnergyLine]:
     """The site's electricity of each of the last 31 Bangkok days, today included (GET /energy interval=1d)."""
     days = [today - timedelta(days=DAYS_SHOWN - 1 - k) for k in range(DAYS_SHOWN)]
-    answer = energy(
-        conn=conn, principal=principal, start=_midnight(days[0]), end=_midnight(today + timedelta(days=1)),
-        interval="1d", group_by="site", site_code=site_code, metric="energy",
+    rows = energy_rows(
+        conn, principal.scope, _midnight(days[0]), _midnight(today + timedelta(days=1)), "1d", "site", site_code,
+        "energy",
     )  # fmt: skip
-    return _lines([(_midnight(d), day_text(d, chosen)) for d in days], answer.rows)
+    return _lines([(_midnight(d), day_text(d, chosen)) for d in days], rows)
 
 
 def energy_by_month(conn: Conn, principal: Principal, site_code: str, fy: int, chosen: Lang) -> list[EnergyLine]:
     """The site's electricity of each month of Thai fiscal year ``fy``, October to September (GET /energy 1mo)."""
     period = year_period(fy, "fiscal")
-    answer = energy(
-        conn=conn, principal=principal, start=period.start, end=period.end, interval="1mo", group_by="site",
-        site_code=site_code, metric="energy",
-    )  # fmt: skip
+    rows = energy_rows(conn, principal.scope, period.start, period.end, "1mo", "site", site_code, "energy")
     months = [(datetime(y, m, 1, tzinfo=BANGKOK), month_text(y, m, chosen)) for y, m in year_months(fy, "fiscal")]
-    return _lines(months, answer.rows)
+    return _lines(months, rows)
 
 
 ENERGY_CSV_COLUMNS = (
@@ -201,24 +198,22 @@ def meter_flags(
         for day in (today - timedelta(days=1), today)
     }
     start = _floor(now, QUARTER) - timedelta(days=FLAG_DAYS)
-    quarters = energy(
-        conn=conn, principal=principal, start=start, end=_floor(now, QUARTER) + QUARTER, interval="15min",
-        group_by="device", site_code=site_code, metric=None,
-    )  # fmt: skip
+    quarters = energy_rows(
+        conn, principal.scope, start, _floor(now, QUARTER) + QUARTER, "15min", "device", site_code, None
+    )
     qualities: dict[str, dict[str, int]] = {}
-    for r in quarters.rows:
+    for r in quarters:
         counts = qualities.setdefault(r.group or "", {})
         counts[r.quality_label] = counts.get(r.quality_label, 0) + 1
     late = late_data(conn=conn, principal=principal, include_resolved=False, limit=10_000)
+    # GET /conflicts?device_id=...&from=start&limit=1000 for every meter at once: its rows, counted
+    conflicts = conflict_counts(conn, device_pks=[m.id for m in meters], start=start, scope=principal.scope)
     live = live if live is not None else live_summary(conn, site_code, principal.scope, now)  # the page has it
     stale = {d.device_id: d.power_stale for d in live.devices}
     found = []
     for m in meters:
         yesterday, now_day = complete[today - timedelta(days=1)].get(m.device_id), complete[today].get(m.device_id)
-        conflicts = list_conflicts(
-            conn=conn, principal=principal, device_id=m.device_id, metric=None, start=start, end=None,
-            limit=CONFLICTS_COUNTED, cursor=None,
-        )  # fmt: skip
+        offered_again = conflicts.get(m.id, 0)
         q = qualities.get(m.device_id, {})
         found.append(
             MeterFlags(
@@ -227,8 +222,8 @@ def meter_flags(
                 complete_today_pct=None if now_day is None else now_day.completeness_pct,
                 messages_lost_yesterday=None if yesterday is None else yesterday.messages_lost,
                 estimated_15min=q.get("estimated", 0), suspect_15min=q.get("suspect", 0),
-                missing_15min=q.get("missing", 0), conflicts=len(conflicts.items),
-                conflicts_more=conflicts.next_cursor is not None,
+                missing_15min=q.get("missing", 0), conflicts=min(offered_again, CONFLICTS_COUNTED),
+                conflicts_more=offered_again > CONFLICTS_COUNTED,
                 late_spans=sum(1 for s in late if s.device_id == m.device_id), power_stale=stale.get(m.device_id),
             )
         )  # fmt: skip
