@@ -18,9 +18,7 @@ from typing import Any, get_args
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
 
-from lccm.api.app import create_app
 from lccm.api.auth import accounts
 from lccm.api.principal import Role
 from lccm.api.web.i18n import MESSAGES
@@ -28,7 +26,6 @@ from lccm.engine.calendar import year_of
 from lccm.engine.timebase import BANGKOK, bkk_us, buddhist_era
 from lccm.imports.registry import DeviceKind, parse_registry_csv
 from lccm.runtime import factor_rows
-from lccm.settings import Settings
 from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
@@ -36,13 +33,13 @@ from lccm.stream.energy import EnergyUpdater
 from lccm.stream.samples import SampleUpdater
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, write_readings
+from tests._web import PASSWORD, log_in, served
 
 ENERGY, POWER, LAMP_ON = 1, 2, 6
 Q = timedelta(minutes=15)
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TODAY = NOW.astimezone(BANGKOK).date()
 YESTERDAY = TODAY - timedelta(days=1)
-PASSWORD = "correct horse battery staple 9"
 REGISTRY = [
     "HALL,City Hall,ศาลากลาง,building,Lampang,18.2888,99.4908,,HALL-M,electricity_meter,Main,900,100",
     "HALL,City Hall,ศาลากลาง,building,Lampang,18.2888,99.4908,,HALL-M2,electricity_meter,Annex,900,100",
@@ -119,20 +116,12 @@ def _seed(url: str) -> None:
 def web() -> Iterator[Web]:
     with fresh_database() as url:
         _seed(url)
-        settings = Settings(database_url=url, session_cookie_secure=False)  # the TestClient speaks http://
-        with (
-            ConnectionPool(url, min_size=1, max_size=4, open=True) as pool,
-            TestClient(create_app(settings, pool), follow_redirects=False) as client,
-        ):
+        with served(url) as client:
             yield Web(client, url)
 
 
 def _log_in(web: Web, username: str = "somchai") -> TestClient:
-    browser = web.client
-    browser.cookies.clear()
-    answer = browser.post("/login", data={"username": username, "password": PASSWORD})
-    assert answer.status_code == 303
-    return browser
+    return log_in(web.client, username)
 
 
 def _text(html: str) -> str:
