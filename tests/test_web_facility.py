@@ -334,7 +334,8 @@ def test_a_site_outside_the_callers_scope_is_a_404_page(web: Web) -> None:
     browser = _log_in(web, "nanuser")
     for path in ("/app/sites/HALL", "/app/sites/HALL/energy.csv", "/app/sites/HALL/meters.csv"):
         answer = browser.get(path)
-        assert answer.status_code == 404 and MESSAGES["fac_site_not_found"]["th"] in answer.text, path
+        assert answer.status_code == 404 and MESSAGES["error_404_title"]["th"] in answer.text, path
+        assert "HALL" in answer.text  # the detail names what was asked for
     assert browser.get("/app/sites/NOPE").status_code == 404
     assert browser.get("/app/sites/NANH").status_code == 200
     manager = _log_in(web, "fm")  # a facility manager given only the city hall

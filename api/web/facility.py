@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from lccm.api.deps import Conn
+from lccm.api.errors import SiteNotFound
 from lccm.api.principal import CurrentPrincipal, Principal
 from lccm.api.routes.energy import completeness, energy_rows, live_summary
 from lccm.api.routes.rollups import LampRowOut, late_data, rollups, streetlights
@@ -53,12 +54,12 @@ def _today() -> date:
     return datetime.now(UTC).astimezone(BANGKOK).date()
 
 
-def _site_or_none(conn: Conn, site_code: str, principal: Principal) -> queries.Site | None:
-    return queries.get_site(conn, site_code, scope=principal.scope)
-
-
-def _not_found(request: Request, principal: Principal, site_code: str) -> HTMLResponse:
-    return render(request, "facility_404.html", status_code=404, site_code=site_code, user=principal.display_name)
+def _site(conn: Conn, site_code: str, principal: Principal) -> queries.Site:
+    """The site, or the 404 page (api/web/errors.py): one answer for a wrong code and a site outside the scope."""
+    site = queries.get_site(conn, site_code, scope=principal.scope)
+    if site is None:
+        raise SiteNotFound(site_code)
+    return site
 
 
 def site_name(site: queries.Site, chosen: Lang) -> str:
@@ -235,9 +236,7 @@ def meter_flags(
 
 @router.get("/app/sites/{site_code}")
 def site_page(site_code: str, request: Request, conn: Conn, principal: CurrentPrincipal, fy: Fy = None) -> HTMLResponse:
-    site = _site_or_none(conn, site_code, principal)
-    if site is None:
-        return _not_found(request, principal, site_code)
+    site = _site(conn, site_code, principal)
     chosen, now = lang(request), datetime.now(UTC)
     t = texts(chosen)
     current_fy = year_of(now, "fiscal")
@@ -270,8 +269,7 @@ def site_energy_csv(
     by: Literal["day", "month"] = "day", fy: Fy = None,
 ) -> Response:  # fmt: skip
     """The energy table of the site page as CSV: by day (the last 31 days) or by month (a fiscal year)."""
-    if _site_or_none(conn, site_code, principal) is None:
-        return _not_found(request, principal, site_code)
+    _site(conn, site_code, principal)
     chosen, now = lang(request), datetime.now(UTC)
     if by == "day":
         lines = energy_by_day(conn, principal, site_code, now.astimezone(BANGKOK).date(), chosen)
@@ -286,8 +284,7 @@ def site_energy_csv(
 
 @router.get("/app/sites/{site_code}/meters.csv")
 def site_meters_csv(site_code: str, request: Request, conn: Conn, principal: CurrentPrincipal) -> Response:
-    if _site_or_none(conn, site_code, principal) is None:
-        return _not_found(request, principal, site_code)
+    _site(conn, site_code, principal)
     meters = meter_flags(conn, principal, site_code, datetime.now(UTC))
     return csv_response(
         f"{site_code}-meters.csv", METER_CSV_COLUMNS,

@@ -108,12 +108,6 @@ MESSAGES: Catalogue = {
         "en": "Batches that arrived after the live horizon: stored, but the totals of their period are not "
         "recomputed until an operator runs lccm recompute",
     },
-    "fac_site_not_found": {"th": "ไม่พบสถานที่", "en": "Site not found"},
-    "fac_site_not_found_text": {
-        "th": "ไม่มีสถานที่รหัสนี้ในขอบเขตที่คุณเข้าถึงได้",
-        "en": "There is no site with this code in the sites you may see",
-    },
-    "fac_back_overview": {"th": "กลับไปหน้าภาพรวม", "en": "Back to the overview"},
     # streetlights
     "fac_sl_title": {"th": "ตู้ควบคุมไฟถนน", "en": "Streetlight cabinets"},
     "fac_sl_intro": {
