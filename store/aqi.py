@@ -150,9 +150,10 @@ _FROM = " FROM aqi_hourly a JOIN devices d ON d.id = a.device_id JOIN sites s ON
 
 
 def _station_cursor(conn: psycopg.Connection) -> psycopg.Cursor[StationAqi]:
-    """A cursor reading StationAqi rows whose jsonb columns orjson parses: a fiscal year of one station's hours is
-    26,280 small documents, and the standard library's parser took about half of the call (benchmarks/city_year.py)."""
-    cur = conn.cursor(row_factory=class_row(StationAqi))
+    """A cursor reading StationAqi rows in binary, whose jsonb columns orjson parses: a fiscal year of one station's
+    hours is 26,280 small documents, and the standard library's parser took about half of the call
+    (benchmarks/city_year.py)."""
+    cur = conn.cursor(row_factory=class_row(StationAqi), binary=True)
     set_json_loads(orjson.loads, cur)
     return cur
 

@@ -149,6 +149,31 @@ class ActualSeries:
         self.base_factors[code] = self.base_factors.get(code, 0.0) + base
 
 
+def _whole_months(lo: str, hi: str) -> tuple[str, str]:
+    """SQL for the first and the end of the Bangkok months lying wholly in ``[lo, hi)`` (SQL expressions;
+    ``%(tz)s`` must be CITY_TZ_NAME). The end is before the first when there is none."""
+    first = f"(date_trunc('month', ({lo} - interval '1 microsecond') AT TIME ZONE %(tz)s) + interval '1 month')"
+    return f"{first} AT TIME ZONE %(tz)s", f"date_trunc('month', {hi} AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s"
+
+
+# The rows of a device's 'energy_buckets' of metric `metric` starting in [lo, hi): the '1mo' rows of the months
+# wholly in it (mlo, mhi: _whole_months) and the '1d' rows of the days before and after them. A month row is the
+# sum of its day rows, so the sums are those of the days, from 1 row a month instead of 30 (each on its own heap
+# page). Each part is one range of a primary key; with no whole month the second day range is empty.
+_DEVICE_DAYS = """(
+    SELECT eb.kgco2e, eb.kgco2e_base, eb.covered_s FROM energy_buckets eb
+    WHERE eb.resolution = '1mo' AND eb.device_id = {device} AND eb.metric_id = {metric}
+      AND eb.bucket_start >= {mlo} AND eb.bucket_start < {mhi}
+    UNION ALL
+    SELECT eb.kgco2e, eb.kgco2e_base, eb.covered_s FROM energy_buckets eb
+    WHERE eb.resolution = '1d' AND eb.device_id = {device} AND eb.metric_id = {metric}
+      AND eb.bucket_start >= {lo} AND eb.bucket_start < least({mlo}, {hi})
+    UNION ALL
+    SELECT eb.kgco2e, eb.kgco2e_base, eb.covered_s FROM energy_buckets eb
+    WHERE eb.resolution = '1d' AND eb.device_id = {device} AND eb.metric_id = {metric}
+      AND eb.bucket_start >= greatest({mhi}, {mlo}, {lo}) AND eb.bucket_start < {hi})"""
+
+
 def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
                   base_ef: Mapping[str, float]) -> ActualSeries:  # fmt: skip
     """Actual CO2e of the slices per item code (module docstring). ``base_ef`` is the base year's factor per item
@@ -176,15 +201,20 @@ def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind
         # One range of the '1d' primary key per mapped device: joined on the device in one go, the planner could
         # pair every bucket of the slice with every mapped device (a city-year: 1.2 M rows for one month).
         for code, kg, kg_base in conn.execute(
-            "SELECT i.item_code, sum(x.kgco2e), sum(x.kgco2e_base) FROM device_item_map dm"
+            "WITH m AS (SELECT %(lo)s::timestamptz AS lo, %(hi)s::timestamptz AS hi, {} AS mlo, {} AS mhi)"
+            " SELECT i.item_code, sum(x.kgco2e), sum(x.kgco2e_base) FROM m CROSS JOIN device_item_map dm"
             " JOIN inventory_items i ON i.id = dm.item_id"
             " JOIN metrics mt ON lower(mt.unit) = lower(i.unit)"
-            " CROSS JOIN LATERAL (SELECT sum(eb.kgco2e) AS kgco2e, sum(eb.kgco2e_base) AS kgco2e_base, count(*) AS n"
-            "     FROM energy_buckets eb WHERE eb.resolution = '1d' AND eb.device_id = dm.device_id"
-            "     AND eb.metric_id = mt.id AND eb.bucket_start >= %s AND eb.bucket_start < %s) x"
-            " WHERE dm.reporting_year_id = %s AND x.n > 0"
-            " GROUP BY i.item_code",
-            (s.start, s.end, year_id),
+            " CROSS JOIN LATERAL (SELECT sum(u.kgco2e) AS kgco2e, sum(u.kgco2e_base) AS kgco2e_base, count(*) AS n"
+            "     FROM {} u) x"
+            " WHERE dm.reporting_year_id = %(year)s AND x.n > 0"
+            " GROUP BY i.item_code".format(
+                *_whole_months("%(lo)s::timestamptz", "%(hi)s::timestamptz"),
+                _DEVICE_DAYS.format(
+                    device="dm.device_id", metric="mt.id", lo="m.lo", hi="m.hi", mlo="m.mlo", mhi="m.mhi"
+                ),
+            ),
+            {"lo": s.start, "hi": s.end, "year": year_id, "tz": CITY_TZ_NAME},
         ):
             out.add(code, float(kg), float(kg_base))
         for code, quantity, ef, removal in conn.execute(
@@ -206,6 +236,7 @@ _COVERAGE = """
 WITH s(i, lo, hi, month, year_id) AS (
     SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
                          %(year)s::int[])),
+sm AS (SELECT s.*, {mlo} AS mlo, {mhi} AS mhi FROM s),
 dev AS (
     SELECT s.i, it.id AS item_id, d.cadence_s,
            -- the slice's elapsed seconds while the device was in service (migration 014: nothing is expected
@@ -214,11 +245,9 @@ dev AS (
                least(s.hi, %(now)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
                - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity'))))::float8
                AS elapsed_s,
-           coalesce((SELECT sum(eb.covered_s) FROM energy_buckets eb
-                     JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(it.unit)
-                     WHERE eb.resolution = '1d' AND eb.device_id = d.id
-                       AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi), 0)::float8 AS covered_s
-    FROM s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
+           coalesce((SELECT sum(u.covered_s) FROM metrics mt CROSS JOIN LATERAL {days} u
+                     WHERE lower(mt.unit) = lower(it.unit)), 0)::float8 AS covered_s
+    FROM sm s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
     JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id),
 -- One pass over dev per (slice, item): five correlated subqueries each scanned all of dev for every row below,
 -- slices x items x mapped devices x 5 (the carbon page's main cost with the demo's 2,000 lamps mapped).
@@ -234,7 +263,11 @@ SELECT s.i, it.item_code, it.collection, coalesce(a.devices, 0), coalesce(a.cove
 FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
 LEFT JOIN agg a ON a.i = s.i AND a.item_id = it.id
 ORDER BY s.i, it.position, it.id
-"""
+""".format(
+    mlo=_whole_months("s.lo", "s.hi")[0],
+    mhi=_whole_months("s.lo", "s.hi")[1],
+    days=_DEVICE_DAYS.format(device="d.id", metric="mt.id", lo="s.lo", hi="s.hi", mlo="s.mlo", mhi="s.mhi"),
+)
 
 
 @dataclass(frozen=True, slots=True)

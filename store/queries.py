@@ -540,7 +540,9 @@ _ENERGY_BY_SITE = sql.SQL(
         LEFT JOIN device_sources ds ON ds.device_id = d.id
         LEFT JOIN source_classes sc ON sc.key = ds.source_class
         {site_filter}),
-    st AS (SELECT s.id, s.site_code, s.city FROM sites s {site_filter}),
+    -- MATERIALIZED: the sites first, then each one's rows; flattened, the scope's semi-join was planned after a
+    -- read of every site's buckets.
+    st AS MATERIALIZED (SELECT s.id, s.site_code, s.city FROM sites s {site_filter}),
     met AS (SELECT id, name, unit FROM metrics WHERE name = ANY(%(metrics)s)),
     b AS (
         SELECT {bucket} AS bucket_start, x.metric_id, x.amount, x.kgco2e, x.kgco2e_base, x.quality, x.covered_s,
@@ -553,9 +555,10 @@ _ENERGY_BY_SITE = sql.SQL(
             SELECT dev.*, met.id AS metric_id FROM dev JOIN met ON met.id = dev.class_metric
             UNION ALL
             SELECT dev.*, met.id FROM dev CROSS JOIN met
-            WHERE dev.class_metric IS DISTINCT FROM met.id AND EXISTS (
+            CROSS JOIN LATERAL (
                 SELECT 1 FROM energy_buckets e WHERE e.resolution = {resolution} AND e.device_id = dev.id
-                AND e.metric_id = met.id AND e.bucket_start >= %(start)s AND e.bucket_start < %(end)s)) x
+                AND e.metric_id = met.id AND e.bucket_start >= %(start)s AND e.bucket_start < %(end)s LIMIT 1) seen
+            WHERE dev.class_metric IS DISTINCT FROM met.id) x
         GROUP BY 1, 2),
     agg AS (
         SELECT bucket_start, grp, metric_id, sum(amount) AS amount, sum(kgco2e) AS kgco2e,
@@ -620,7 +623,8 @@ def energy_series(
         "site_code": site_code,
         "limit": limit,
     }
-    return conn.cursor(row_factory=class_row(EnergyRow)).execute(query, params).fetchall()
+    # Binary results: a fiscal year by site at 1 day is 9,125 rows, and parsing their text took longer than the query.
+    return conn.cursor(row_factory=class_row(EnergyRow), binary=True).execute(query, params).fetchall()
 
 
 def _site_filter(site_code: str | None, scope: Scope | None) -> sql.Composable:

@@ -12,8 +12,8 @@
 -- it reported.
 --
 -- TimescaleDB's continuous aggregates would keep these sums too, but they cannot join devices (a device's site is
--- not in the bucket rows) and these tables are plain partitioned tables, not hypertables: the same tables are used
--- with and without the extension.
+-- not in the bucket rows) and the bucket tables are plain partitioned tables, not hypertables: the same tables are
+-- used with and without the extension.
 
 CREATE TABLE energy_site_buckets (
     resolution       text NOT NULL CHECK (resolution IN ('15min', '1h', '1d', '1mo')),
@@ -29,7 +29,11 @@ CREATE TABLE energy_site_buckets (
     kgco2e_base      double precision NOT NULL,
     devices          integer NOT NULL,           -- devices with a row in the bucket
     PRIMARY KEY (resolution, site_id, metric_id, bucket_start)
-);
+) PARTITION BY LIST (resolution);  -- as migration 017: a year of day rows is a few dense pages
+CREATE TABLE energy_site_buckets_15min PARTITION OF energy_site_buckets FOR VALUES IN ('15min');
+CREATE TABLE energy_site_buckets_1h PARTITION OF energy_site_buckets FOR VALUES IN ('1h');
+CREATE TABLE energy_site_buckets_1d PARTITION OF energy_site_buckets FOR VALUES IN ('1d');
+CREATE TABLE energy_site_buckets_1mo PARTITION OF energy_site_buckets FOR VALUES IN ('1mo');
 CREATE INDEX energy_site_buckets_time_idx ON energy_site_buckets (resolution, bucket_start);
 
 CREATE TABLE sample_site_buckets (
@@ -46,7 +50,11 @@ CREATE TABLE sample_site_buckets (
     last_ts             timestamptz NOT NULL,
     sum_of_device_means double precision NOT NULL,  -- each device's sum / n, added up (a site's power)
     PRIMARY KEY (resolution, site_id, metric_id, bucket_start)
-);
+) PARTITION BY LIST (resolution);
+CREATE TABLE sample_site_buckets_15min PARTITION OF sample_site_buckets FOR VALUES IN ('15min');
+CREATE TABLE sample_site_buckets_1h PARTITION OF sample_site_buckets FOR VALUES IN ('1h');
+CREATE TABLE sample_site_buckets_1d PARTITION OF sample_site_buckets FOR VALUES IN ('1d');
+CREATE TABLE sample_site_buckets_1mo PARTITION OF sample_site_buckets FOR VALUES IN ('1mo');
 CREATE INDEX sample_site_buckets_time_idx ON sample_site_buckets (resolution, metric_id, bucket_start);
 
 -- Rebuild the site rows of `tbl` ('energy_buckets' or 'sample_buckets') at `level` over each (site, metric,
