@@ -76,8 +76,8 @@ AS_OF = FY_END - timedelta(minutes=1)  # the last minute of the year: "today" is
 TODAY = (datetime(2026, 9, 30, tzinfo=BANGKOK), FY_END)
 # Grid factors in force (engine/factors.py): 2025's until the end of 2025, 2026's after; the base year's is 2025's.
 GRID_2025, GRID_2026 = 0.4999, 0.4750
-TABLES = ("energy_buckets", "sample_buckets", "energy_site_buckets", "sample_site_buckets", "lamp_buckets", "aqi_hourly",
-          "readings")  # fmt: skip
+TABLES = ("energy_buckets", "sample_buckets", "energy_site_buckets", "sample_site_buckets", "lamp_buckets",
+          "aqi_hourly", "readings")  # fmt: skip
 
 
 def _us(t: datetime) -> int:
