@@ -455,7 +455,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--meters", type=int, default=200, help="electricity meters (default 200)")
     p.add_argument("--sites", type=int, default=25)
     p.add_argument("--stations", type=int, default=6)
-    p.add_argument("--days", type=int, help="build only the year's first DAYS days (the smoke test)")
+    p.add_argument("--days", type=int, help='only the year\'s first DAYS days, "now" at their end (the smoke test)')
     p.add_argument("--repeat", type=int, default=30, help="timed runs of each query (default 30)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the database (its name goes to stderr)")
@@ -464,8 +464,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def end_after(days: int) -> None:
+    """Make the range end after the year's first ``days`` days, and "now" its last minute: with ``--days`` the pages'
+    "today" and "last week" then read the days built (with a whole year's now they read empty days)."""
+    global FY_END, AS_OF, TODAY
+    FY_END = FY_START + timedelta(days=days)
+    AS_OF = FY_END - timedelta(minutes=1)
+    TODAY = (FY_END - timedelta(days=1), FY_END)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.days is not None:
+        end_after(args.days)
     if args.reuse:
         url = psycopg.conninfo.make_conninfo(args.admin_url, dbname=args.reuse)
         with psycopg.connect(url) as conn:
