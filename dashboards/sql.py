@@ -61,30 +61,50 @@ FROM energy_site_buckets e JOIN sites s ON s.id = e.site_id
 WHERE e.resolution = '1d' AND e.metric_id = {ENERGY} AND $__timeFilter(e.bucket_start) AND s.site_code IN ($site)
 ORDER BY 1, 2"""
 
+_FROM, _TO = "$__timeFrom()::timestamptz", "$__timeTo()::timestamptz"
+
+
+def _first_whole(unit: str) -> str:
+    """The first Bangkok ``unit`` (hour or day) starting at or after the range's start."""
+    return (f"((date_trunc('{unit}', ({_FROM} - interval '1 microsecond') AT TIME ZONE {_TZ}) + interval '1 {unit}')"
+            f" AT TIME ZONE {_TZ})")  # fmt: skip
+
+
+def _end_whole(unit: str) -> str:
+    """The end of the last Bangkok ``unit`` whose 15-minute buckets all start in the range (its end is inclusive)."""
+    return f"(date_trunc('{unit}', ({_TO} + interval '15 minutes') AT TIME ZONE {_TZ}) AT TIME ZONE {_TZ})"
+
+
+_HLO, _HHI, _DLO, _DHI = _first_whole("hour"), _end_whole("hour"), _first_whole("day"), _end_whole("day")
+_QUALITY_ROWS = "SELECT b.device_id, b.quality, b.covered_s, b.amount_estimated, b.amount FROM energy_buckets b"
+
 # Every meter of the selected sites, also one that sent nothing (worst quality 3 = missing, 0 % covered).
 # covered_pct: seconds covered by intervals over the seconds of the range.
 # The 15-minute buckets starting in the range are read as the Bangkok days (1d rows) that lie wholly in it, then
 # the hours (1h rows) that do, then the 15-minute rows left at the edges: a week is ~7 + 46 + 6 rows per meter
-# rather than 672, with the same sums (each level is the sum of the one below).
+# rather than 672, with the same sums (each level is the sum of the one below). Each edge is its own range of the
+# time index, and the bounds are expressions of the range's literals, so the planner knows them (written as NOT
+# inside the days over a CTE of bounds, the hours' and quarters' whole range was read, and JIT compiled the plan).
 DATA_QUALITY = f"""
-WITH lim AS (
-    SELECT r.lo, r.hi, date_trunc('hour', r.lo - interval '1 microsecond') + interval '1 hour' AS hlo,
-           date_trunc('hour', r.hi + interval '15 minutes') AS hhi,
-           (date_trunc('day', (r.lo - interval '1 microsecond') AT TIME ZONE {_TZ}) + interval '1 day')
-               AT TIME ZONE {_TZ} AS dlo,
-           date_trunc('day', (r.hi + interval '15 minutes') AT TIME ZONE {_TZ}) AT TIME ZONE {_TZ} AS dhi
-    FROM (SELECT $__timeFrom()::timestamptz AS lo, $__timeTo()::timestamptz AS hi) r),
-e AS (
-    SELECT b.device_id, b.quality, b.covered_s, b.amount_estimated, b.amount FROM energy_buckets b, lim
-    WHERE b.resolution = '1d' AND b.metric_id = {ENERGY} AND b.bucket_start >= lim.dlo AND b.bucket_start < lim.dhi
+WITH e AS (
+    {_QUALITY_ROWS}
+    WHERE b.resolution = '1d' AND b.metric_id = {ENERGY} AND b.bucket_start >= {_DLO} AND b.bucket_start < {_DHI}
     UNION ALL
-    SELECT b.device_id, b.quality, b.covered_s, b.amount_estimated, b.amount FROM energy_buckets b, lim
-    WHERE b.resolution = '1h' AND b.metric_id = {ENERGY} AND b.bucket_start >= lim.hlo AND b.bucket_start < lim.hhi
-      AND NOT (b.bucket_start >= lim.dlo AND b.bucket_start < lim.dhi)
+    {_QUALITY_ROWS}
+    WHERE b.resolution = '1h' AND b.metric_id = {ENERGY} AND b.bucket_start >= {_HLO}
+      AND b.bucket_start < least({_DLO}, {_HHI})
     UNION ALL
-    SELECT b.device_id, b.quality, b.covered_s, b.amount_estimated, b.amount FROM energy_buckets b, lim
+    {_QUALITY_ROWS}
+    WHERE b.resolution = '1h' AND b.metric_id = {ENERGY} AND b.bucket_start >= greatest({_DHI}, {_DLO}, {_HLO})
+      AND b.bucket_start < {_HHI}
+    UNION ALL
+    {_QUALITY_ROWS}
     WHERE b.resolution = '15min' AND b.metric_id = {ENERGY} AND $__timeFilter(b.bucket_start)
-      AND NOT (b.bucket_start >= lim.hlo AND b.bucket_start < lim.hhi))
+      AND b.bucket_start < {_HLO}
+    UNION ALL
+    {_QUALITY_ROWS}
+    WHERE b.resolution = '15min' AND b.metric_id = {ENERGY} AND $__timeFilter(b.bucket_start)
+      AND b.bucket_start >= greatest({_HHI}, {_HLO}))
 SELECT s.site_code AS site, d.device_id AS device,
        coalesce(max(e.quality), 3) AS worst_quality,
        coalesce(100 * sum(e.covered_s) / extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz), 0)
