@@ -149,6 +149,35 @@ class ActualSeries:
         self.base_factors[code] = self.base_factors.get(code, 0.0) + base
 
 
+def _whole_months(lo: str, hi: str) -> tuple[str, str]:
+    """SQL for the first and the end of the Bangkok months lying wholly in ``[lo, hi)`` (SQL expressions;
+    ``%(tz)s`` must be CITY_TZ_NAME). The end is before the first when there is none."""
+    first = f"(date_trunc('month', ({lo} - interval '1 microsecond') AT TIME ZONE %(tz)s) + interval '1 month')"
+    return f"{first} AT TIME ZONE %(tz)s", f"date_trunc('month', {hi} AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s"
+
+
+def _mapped_rows(mapped: str, keys: str) -> str:
+    """SQL for the 'energy_buckets' rows (``eb.*``, with ``keys`` of ``x``) of each row ``x`` of the CTE ``mapped``
+    (columns device_id, metric_id, lo, hi, mlo, mhi: _whole_months of [lo, hi)) starting in [lo, hi): the '1mo' rows
+    of the months wholly in it, joined in one go (a probe per device and slice cost more than its 30 day rows), and
+    the '1d' rows of the days left, probed per device only where there are such days (a slice that is not a whole
+    month). A month row is the sum of its day rows, so the sums are those of the days."""
+    day = (
+        "SELECT {keys}, u.* FROM {mapped} x CROSS JOIN LATERAL (SELECT eb.* FROM energy_buckets eb"
+        " WHERE eb.resolution = '1d' AND eb.device_id = x.device_id AND eb.metric_id = x.metric_id"
+        " AND eb.bucket_start >= {lo} AND eb.bucket_start < {hi}) u WHERE {lo} < {hi}"
+    )
+    return (
+        f"SELECT {keys}, eb.* FROM {mapped} x"
+        " JOIN energy_buckets eb ON eb.device_id = x.device_id AND eb.metric_id = x.metric_id"
+        " WHERE eb.resolution = '1mo' AND eb.bucket_start >= x.mlo AND eb.bucket_start < x.mhi"
+        " UNION ALL "
+        + day.format(keys=keys, mapped=mapped, lo="x.lo", hi="least(x.mlo, x.hi)")
+        + " UNION ALL "
+        + day.format(keys=keys, mapped=mapped, lo="greatest(x.mhi, x.mlo, x.lo)", hi="x.hi")
+    )
+
+
 def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
                   base_ef: Mapping[str, float]) -> ActualSeries:  # fmt: skip
     """Actual CO2e of the slices per item code (module docstring). ``base_ef`` is the base year's factor per item
@@ -173,18 +202,16 @@ def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind
             (year_id,),
         ):
             out.items.setdefault(code, ItemInfo(int(scope), cat, gpc, bool(removal)))
-        # One range of the '1d' primary key per mapped device: joined on the device in one go, the planner could
-        # pair every bucket of the slice with every mapped device (a city-year: 1.2 M rows for one month).
         for code, kg, kg_base in conn.execute(
-            "SELECT i.item_code, sum(x.kgco2e), sum(x.kgco2e_base) FROM device_item_map dm"
-            " JOIN inventory_items i ON i.id = dm.item_id"
-            " JOIN metrics mt ON lower(mt.unit) = lower(i.unit)"
-            " CROSS JOIN LATERAL (SELECT sum(eb.kgco2e) AS kgco2e, sum(eb.kgco2e_base) AS kgco2e_base, count(*) AS n"
-            "     FROM energy_buckets eb WHERE eb.resolution = '1d' AND eb.device_id = dm.device_id"
-            "     AND eb.metric_id = mt.id AND eb.bucket_start >= %s AND eb.bucket_start < %s) x"
-            " WHERE dm.reporting_year_id = %s AND x.n > 0"
-            " GROUP BY i.item_code",
-            (s.start, s.end, year_id),
+            "WITH mapped AS MATERIALIZED ("
+            "  SELECT dm.device_id, mt.id AS metric_id, i.item_code, m.* FROM ("
+            "    SELECT %(lo)s::timestamptz AS lo, %(hi)s::timestamptz AS hi, {} AS mlo, {} AS mhi) m"
+            "  CROSS JOIN device_item_map dm JOIN inventory_items i ON i.id = dm.item_id"
+            "  JOIN metrics mt ON lower(mt.unit) = lower(i.unit) WHERE dm.reporting_year_id = %(year)s)"
+            " SELECT item_code, sum(kgco2e), sum(kgco2e_base) FROM ({}) r GROUP BY item_code".format(
+                *_whole_months("%(lo)s::timestamptz", "%(hi)s::timestamptz"), _mapped_rows("mapped", "x.item_code")
+            ),
+            {"lo": s.start, "hi": s.end, "year": year_id, "tz": CITY_TZ_NAME},
         ):
             out.add(code, float(kg), float(kg_base))
         for code, quantity, ef, removal in conn.execute(
@@ -206,20 +233,25 @@ _COVERAGE = """
 WITH s(i, lo, hi, month, year_id) AS (
     SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
                          %(year)s::int[])),
-dev AS (
-    SELECT s.i, it.id AS item_id, d.cadence_s,
+sm AS (SELECT s.*, {mlo} AS mlo, {mhi} AS mhi FROM s),
+mapped AS MATERIALIZED (
+    SELECT s.i, s.lo, s.hi, s.mlo, s.mhi, it.id AS item_id, mt.id AS metric_id, d.id AS device_id, d.cadence_s,
            -- the slice's elapsed seconds while the device was in service (migration 014: nothing is expected
            -- before its commissioning day or from its decommissioning day on)
            greatest(0, extract(epoch FROM
                least(s.hi, %(now)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
                - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity'))))::float8
-               AS elapsed_s,
-           coalesce((SELECT sum(eb.covered_s) FROM energy_buckets eb
-                     JOIN metrics mt ON mt.id = eb.metric_id AND lower(mt.unit) = lower(it.unit)
-                     WHERE eb.resolution = '1d' AND eb.device_id = d.id
-                       AND eb.bucket_start >= s.lo AND eb.bucket_start < s.hi), 0)::float8 AS covered_s
-    FROM s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
-    JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id),
+               AS elapsed_s
+    FROM sm s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
+    JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id
+    LEFT JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
+-- The seconds covered per (slice, item, device): _mapped_rows.
+covered AS ({rows}),
+dev AS (
+    SELECT x.i, x.item_id, x.cadence_s, x.elapsed_s, coalesce(c.covered_s, 0)::float8 AS covered_s
+    FROM (SELECT DISTINCT ON (i, item_id, device_id) * FROM mapped) x
+    LEFT JOIN (SELECT i, item_id, mapped_device, sum(covered_s) AS covered_s FROM covered GROUP BY 1, 2, 3) c
+        ON c.i = x.i AND c.item_id = x.item_id AND c.mapped_device = x.device_id),
 -- One pass over dev per (slice, item): five correlated subqueries each scanned all of dev for every row below,
 -- slices x items x mapped devices x 5 (the carbon page's main cost with the demo's 2,000 lamps mapped).
 agg AS (
@@ -234,7 +266,11 @@ SELECT s.i, it.item_code, it.collection, coalesce(a.devices, 0), coalesce(a.cove
 FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
 LEFT JOIN agg a ON a.i = s.i AND a.item_id = it.id
 ORDER BY s.i, it.position, it.id
-"""
+""".format(
+    mlo=_whole_months("s.lo", "s.hi")[0],
+    mhi=_whole_months("s.lo", "s.hi")[1],
+    rows=_mapped_rows("mapped", "x.i, x.item_id, x.device_id AS mapped_device"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import psycopg
 
 from lccm.engine.timebase import CITY_TZ_NAME
 from lccm.store.leases import Held
-from lccm.store.writer import us_to_datetime
+from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
 
 BUCKET_US = 15 * 60 * 1_000_000
 # How far back the start of a flat (stuck) register run, or of a suspect run, is looked for; matches the late-data
@@ -298,19 +298,20 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
     )
     with conn.cursor().copy(
         "COPY energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated, covered_s,"
-        " quality, intervals, kgco2e, kgco2e_base) FROM STDIN"
+        " quality, intervals, kgco2e, kgco2e_base) FROM STDIN (FORMAT BINARY)"
     ) as cp:
-        for row in zip(
-            rows.device_id.tolist(), rows.metric_id.tolist(), rows.bucket_start_us.tolist(), rows.amount.tolist(),
-            rows.amount_estimated.tolist(), rows.covered_s.tolist(), rows.quality.tolist(), rows.intervals.tolist(),
-            rows.kgco2e.tolist(), rows.kgco2e_base.tolist(), strict=True,
-        ):  # fmt: skip
-            cp.write_row(("15min", row[0], row[1], us_to_datetime(row[2]), *row[3:]))
+        cp.write(encode_columns([
+            ("S5", b"15min"), (">i4", rows.device_id), (">i2", rows.metric_id),
+            (">i8", rows.bucket_start_us - PG_EPOCH_OFFSET_US), (">f8", rows.amount), (">f8", rows.amount_estimated),
+            (">f8", rows.covered_s), (">i2", rows.quality), (">i4", rows.intervals), (">f8", rows.kgco2e),
+            (">f8", rows.kgco2e_base),
+        ]))  # fmt: skip
     # Hours, days and months are cut in the city's time zone; set for this transaction only.
     set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
     for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
         roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
+    refresh_sites(conn, "energy_buckets", ranges)
 
 
 def set_city_time_zone(conn: psycopg.Connection) -> None:
@@ -357,6 +358,23 @@ def roll_up(
         """,
         (*ranges.params(), level, finer),
     )
+
+
+SITE_LEVELS = (("15min", "minute"), ("1h", "hour"), ("1d", "day"), ("1mo", "month"))
+
+
+def refresh_sites(conn: psycopg.Connection, table: str, ranges: Spans) -> None:
+    """Rebuild the per-site rows (migration 021) of ``table`` over the buckets of every level that ``ranges`` (15-minute
+    aligned) touch, at the sites the devices belong to now. Run after :func:`roll_up` of every level, in the same
+    transaction and time zone (the day and month bounds are the city's)."""
+    for level, unit in SITE_LEVELS:
+        conn.execute(
+            "SELECT lccm_refresh_site_buckets(%s, %s, array_agg(d.site_id), array_agg(t.m),"
+            f" array_agg(date_trunc('{unit}', {_ts('t.lo')})),"
+            f" array_agg(date_trunc('{unit}', {_ts('t.hi')} - interval '1 microsecond') + interval '1 {unit}'))"
+            f" FROM {_UNNEST} JOIN devices d ON d.id = t.d HAVING count(*) > 0",
+            (table, level, *ranges.params()),
+        )
 
 
 FACTOR_SYNC_LOCK_KEY = 0x4C434652  # "LCFR"

@@ -99,6 +99,8 @@ def sample_series(
     """Statistics of one metric's readings per bucket starting in [start, end) and per group."""
     if resolution not in ROLLUP_RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}")
+    if group_by in _SITE_GROUPS and resolution != "fy" and device_id is None and kind is None:
+        return _sample_series_by_site(conn, metric_id, resolution, group_by, start, end, site_code, limit, scope)
     query = sql.SQL(
         """
         WITH {dev},
@@ -122,7 +124,47 @@ def sample_series(
     )
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id, kind=kind)
     params |= {"metric_id": metric_id, "limit": limit}
-    return conn.cursor(row_factory=class_row(SampleRow)).execute(query, params).fetchall()
+    return conn.cursor(row_factory=class_row(SampleRow), binary=True).execute(query, params).fetchall()
+
+
+# Groupings that are attributes of the site: the per-site rows (migration 021) add up to them. Not a fiscal year: a
+# device's mean over the year is not the sum of its monthly means, so sum_of_device_means needs the device rows.
+_SITE_GROUPS = ("site", "city")
+
+
+def _sample_series_by_site(
+    conn: psycopg.Connection,
+    metric_id: int,
+    resolution: str,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    site_code: str | None,
+    limit: int,
+    scope: Scope | None,
+) -> list[SampleRow]:
+    """:func:`sample_series` from the per-site rows: one row per site and bucket instead of one per device. The sites
+    are MATERIALIZED first, so the scope's semi-join is not planned after a read of every site's rows."""
+    query = sql.SQL(
+        """
+        WITH st AS MATERIALIZED (SELECT s.id, s.site_code, s.city FROM sites s
+                    WHERE (%(site_code)s::text IS NULL OR s.site_code = %(site_code)s){scope})
+        SELECT b.bucket_start, {group} AS "group", sum(b.devices)::int AS devices, sum(b.n)::bigint AS n,
+               sum(b.sum) AS sum, min(b.min) AS min, max(b.max) AS max, sum(b.sum) / sum(b.n) AS mean,
+               (array_agg(b.last ORDER BY b.last_ts DESC))[1] AS last, max(b.last_ts) AS last_ts,
+               sum(b.sum_of_device_means) AS sum_of_device_means
+        FROM sample_site_buckets b JOIN st ON st.id = b.site_id
+        WHERE b.resolution = {resolution} AND b.metric_id = %(metric_id)s
+          AND b.bucket_start >= %(start)s AND b.bucket_start < %(end)s
+        GROUP BY 1, 2 ORDER BY 1, 2 NULLS LAST LIMIT %(limit)s
+        """
+    ).format(
+        scope=scope_and(scope, "s.id"),
+        group=sql.SQL(GROUPS[group_by].replace("dev.", "st.")),
+        resolution=_stored(resolution),
+    )
+    params = {"site_code": site_code, "metric_id": metric_id, "start": start, "end": end, "limit": limit}
+    return conn.cursor(row_factory=class_row(SampleRow), binary=True).execute(query, params).fetchall()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,12 @@ from lccm.store.energy import (
     _spans,
     _ts,
     _us,
+    refresh_sites,
     roll_up,
     set_city_time_zone,
     window_readings,
 )
-from lccm.store.writer import us_to_datetime
+from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns, us_to_datetime
 
 LAMP_METRIC = 6  # lamp_on
 # How far back the previous reading is looked for: the unknown time between its hold and a new reading is accounted
@@ -74,14 +75,13 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
     _delete_15min(conn, "sample_buckets", ranges)
     with conn.cursor().copy(
         "COPY sample_buckets (resolution, device_id, metric_id, bucket_start, n, sum, min, max, last, last_ts)"
-        " FROM STDIN"
+        " FROM STDIN (FORMAT BINARY)"
     ) as cp:
-        for d, m, b, n, total, lo, hi, last, last_ts in zip(
-            rows.device_id.tolist(), rows.metric_id.tolist(), rows.bucket_start_us.tolist(), rows.n.tolist(),
-            rows.sum.tolist(), rows.min.tolist(), rows.max.tolist(), rows.last.tolist(), rows.last_ts_us.tolist(),
-            strict=True,
-        ):  # fmt: skip
-            cp.write_row(("15min", d, m, us_to_datetime(b), n, total, lo, hi, last, us_to_datetime(last_ts)))
+        cp.write(encode_columns([
+            ("S5", b"15min"), (">i4", rows.device_id), (">i2", rows.metric_id),
+            (">i8", rows.bucket_start_us - PG_EPOCH_OFFSET_US), (">i4", rows.n), (">f8", rows.sum), (">f8", rows.min),
+            (">f8", rows.max), (">f8", rows.last), (">i8", rows.last_ts_us - PG_EPOCH_OFFSET_US),
+        ]))  # fmt: skip
     set_city_time_zone(conn)
     for level, finer, unit in _LEVELS:
         roll_up(
@@ -91,6 +91,7 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
                 "last": "(array_agg(b.last ORDER BY b.last_ts DESC))[1]", "last_ts": "max(b.last_ts)",
             },
         )  # fmt: skip
+    refresh_sites(conn, "sample_buckets", ranges)
 
 
 def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, np.ndarray, np.ndarray]:

@@ -32,6 +32,9 @@ def test_a_tiny_city_year_times_every_query_and_prints_the_summary_last(tmp_path
     assert queries["energy FY by site, 1 day"]["rows"] == 3 * 9  # three sites x nine days
     assert queries["energy FY by site, 1 month"]["rows"] == 3  # October only
     assert queries["live power and today's energy, one site"]["rows"] == 2
+    # "now" is the end of the ninth day: today's rollups and the energy dashboard's week read what was built
+    assert queries["rollups power by site, today 15 min"]["rows"] == 3 * 96
+    assert queries["dashboard energy: Daily energy per site (Bangkok days)"]["rows"] == 3 * 7
     assert any(name.startswith("dashboard energy:") for name in queries)
     assert any(name.startswith("dashboard air-quality:") for name in queries)
     for name, q in queries.items():
