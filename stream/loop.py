@@ -150,7 +150,7 @@ class StreamLoop:
         ack: Acker,
         policy: FlushPolicy,
         clock: Clock = time.monotonic,
-        dedup_cache_bytes: int = 64 * 2**20,
+        dedup_cache_bytes: int = 32 * 2**20,
         on_commit: Sequence[CommitHook] = (),
         observe: BatchObserver | None = None,
         wall_us: Callable[[], int] = _wall_us,
