@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     # - inbox_bytes: messages received and not yet taken by the stream loop (payload + topic + 256 per message);
     #   when full, the MQTT thread waits before it reads more (backpressure; nothing is dropped or acked early);
     # - dedup_cache_bytes: readings remembered across batches for in-memory dedup, 32 bytes each (32 MiB: about
-    #   1 M readings, over an hour of 100,000 devices with two metrics at 15 minutes); the database's key stays the authority, so a smaller cache only costs database work;
+    #   1 M readings, over an hour of 100,000 devices with two metrics at 15 minutes); the database's key stays
+    #   the authority, so a smaller cache only costs database work;
     # - alert_history_bytes: per device an index rule watches (an AQ station), the alert evaluator's recent
     #   (event time, watermark) pairs of its batches, 16 bytes each (64 KiB: 4,096 batches, two weeks of 5-minute
     #   batches), so an index computed late is judged by when its readings came; pairs the index rules have passed
