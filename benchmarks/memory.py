@@ -189,7 +189,7 @@ def structures(ingest: Ingest, inbox: ByteBoundedInbox, settings: Settings) -> d
     ev: AlertEvaluator | None = ingest.evaluator
     if ev is not None:
         clock = ev._inbox.clock  # the benchmark looks inside: an estimate, not an interface
-        devices = len(clock._seen)
+        devices = clock.devices
         out["alert_state"] = {
             "history_budget_bytes_per_watched_device": settings.alert_history_bytes,
             "devices": devices,

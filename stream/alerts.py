@@ -177,6 +177,53 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 # --- what committed batches told us ---------------------------------------------------------------------------
 
 
+class SeenTimes:
+    """Per device, the first and newest event time it committed: two int64 arrays indexed by device id, grown as
+    ids come (16 bytes a device id up to the highest; a dict of tuples took about 200 bytes a device)."""
+
+    def __init__(self) -> None:
+        self._first = np.zeros(0, np.int64)
+        self._newest = np.zeros(0, np.int64)  # NO_TS: not seen
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return self._first.nbytes + self._newest.nbytes
+
+    def add(self, d: int, lo_us: int, hi_us: int) -> None:
+        if d >= len(self._newest):
+            self._grow(d)
+        if self._newest[d] == NO_TS:
+            self._first[d], self._newest[d] = lo_us, hi_us
+            self._count += 1
+            return
+        if lo_us < self._first[d]:
+            self._first[d] = lo_us
+        if hi_us > self._newest[d]:
+            self._newest[d] = hi_us
+
+    def _grow(self, d: int) -> None:
+        size = max(d + 1, 2 * len(self._newest))
+        for name in ("_first", "_newest"):
+            old = getattr(self, name)
+            new = np.full(size, NO_TS, np.int64)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def first(self, d: int) -> int | None:
+        if d >= len(self._newest) or self._newest[d] == NO_TS:
+            return None
+        return int(self._first[d])
+
+    def newest(self) -> dict[int, int]:
+        """Device -> the newest event time it has committed."""
+        seen = np.flatnonzero(self._newest != NO_TS)
+        return dict(zip(seen.tolist(), self._newest[seen].tolist(), strict=True))
+
+
 class DeliveryClock:
     """How far event time has got: the city's event-time watermark, the watermark each batch arrived under, the
     delivery clock of offline rules (each device's, and the newest of them), and per device the first and newest
@@ -185,7 +232,8 @@ class DeliveryClock:
 
     Memory: a device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its
     index rules have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a
-    device no index rule watches keeps none. What every device keeps is two event times."""
+    device no index rule watches keeps none. What every device keeps is two event times (16 bytes,
+    :class:`SeenTimes`)."""
 
     def __init__(self, clock: Clock, late_after_us: int, history_bytes: int = 65_536) -> None:
         if clock not in ("wall", "event"):
@@ -197,7 +245,7 @@ class DeliveryClock:
         self.live = True  # the newest batch was not a backlog (wall clock): offline can be judged
         self.history_spans = max(1, history_bytes // SPAN_BYTES)
         self.index_devices: frozenset[int] | None = None  # devices whose spans are kept; None: all (not known yet)
-        self._seen: dict[int, tuple[int, int]] = {}  # device -> (first, newest) event time committed
+        self._seen = SeenTimes()  # device -> (first, newest) event time committed
         self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
 
     def batch_watermark(self, newest_us: int, received_us: int) -> int:
@@ -216,10 +264,7 @@ class DeliveryClock:
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        seen = self._seen.get(d)
-        self._seen[d] = (
-            (span.lo_us, span.hi_us) if seen is None else (min(seen[0], span.lo_us), max(seen[1], span.hi_us))
-        )
+        self._seen.add(d, span.lo_us, span.hi_us)
         if self.index_devices is not None and d not in self.index_devices:
             return
         hist = self._history.get(d)
@@ -256,16 +301,20 @@ class DeliveryClock:
         return flat[:, 0], flat[:, 1]
 
     def first_seen(self, d: int) -> int | None:
-        seen = self._seen.get(d)
-        return None if seen is None else seen[0]
+        return self._seen.first(d)
 
     def newest(self) -> dict[int, int]:
         """Device -> the newest event time it has committed."""
-        return {d: hi for d, (_, hi) in self._seen.items()}
+        return self._seen.newest()
 
     def nbytes(self) -> int:
         """An estimate of what the per-device state takes (dict slots, tuples, ints and arrays)."""
-        return len(self._seen) * 200 + sum(64 + 8 * len(h) + 100 for h in self._history.values())
+        return self._seen.nbytes + sum(64 + 8 * len(h) + 100 for h in self._history.values())
+
+    @property
+    def devices(self) -> int:
+        """Devices that have committed something."""
+        return len(self._seen)
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from lccm.stream.alerts import (
     DeliveryClock,
     DeviceCache,
     Inbox,
+    SeenTimes,
     Span,
     sample_watermarks,
     watermarks_at,
@@ -331,3 +332,14 @@ def test_the_evaluators_device_catalogue_holds_each_shared_value_once(fresh_db: 
     assert one.cadence_us is two.cadence_us and one.tags is two.tags and q1.tags is q2.tags
     # Shared per field: an organisation id of 1 and a latitude of 1.0 are equal keys of one dict, not of two.
     assert type(q1.lat) is float and type(cache.organisations[3]) is int
+
+
+def test_the_delivery_clock_keeps_each_devices_first_and_newest_time_in_arrays() -> None:
+    seen = SeenTimes()
+    spans = [(7, 500, 600), (7, 400, 450), (7, 550, 900), (3, 10, 10), (70_000, -5, 5)]  # out of order, growing ids
+    for d, lo, hi in spans:
+        seen.add(d, lo, hi)
+    assert len(seen) == 3 and seen.first(7) == 400 and seen.first(3) == 10 and seen.first(70_000) == -5
+    assert seen.first(4) is None and seen.first(10**6) is None
+    assert seen.newest() == {3: 10, 7: 900, 70_000: 5}
+    assert seen.nbytes <= 16 * 2 * 70_001  # 16 bytes a device id, at most doubled by growth
