@@ -18,6 +18,10 @@ memory does not grow with history), and what each bounded structure holds (the i
 cache's arrays, the evaluator's per-device state) against its budget. At the end the stored readings are counted:
 ``lost`` must be 0.
 
+The budgets are the settings' defaults unless given (``--inbox-mb``, ``--dedup-mb``, ``--alert-pending-mb``). The
+benchmark keeps nothing per device of its own: topics and payloads are made per message. ``--tracemalloc`` keeps a
+snapshot of the allocation sites whenever the traced total is the highest yet, and logs the top 30 at the end.
+
 Run: ``.venv/bin/python benchmarks/memory.py`` (100,000 devices, a day at 15 minutes: long on a shared machine;
 ``--hours 2`` gives the peak in a few minutes). Small: ``--devices 200 --hours 1``. The last line printed is one
 JSON object.
