@@ -18,6 +18,10 @@ memory does not grow with history), and what each bounded structure holds (the i
 cache's arrays, the evaluator's per-device state) against its budget. At the end the stored readings are counted:
 ``lost`` must be 0.
 
+The budgets are the settings' defaults unless given (``--inbox-mb``, ``--dedup-mb``, ``--alert-pending-mb``). The
+benchmark keeps nothing per device of its own: topics and payloads are made per message. ``--tracemalloc`` keeps a
+snapshot of the allocation sites whenever the traced total is the highest yet, and logs the top 30 at the end.
+
 Run: ``.venv/bin/python benchmarks/memory.py`` (100,000 devices, a day at 15 minutes: long on a shared machine;
 ``--hours 2`` gives the peak in a few minutes). Small: ``--devices 200 --hours 1``. The last line printed is one
 JSON object.
@@ -91,6 +95,46 @@ class PeakSampler:
         return self.peaks
 
 
+class TracedPeak:
+    """With ``--tracemalloc``: every ``every_s`` looks at the memory Python and numpy have allocated (tracemalloc
+    traces both) and keeps a snapshot whenever it is the highest yet, so the allocation sites are read at the peak,
+    not at the end."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        tracemalloc.start()
+        self.peak_bytes = 0
+        self.snapshot: tracemalloc.Snapshot | None = None
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self.look()
+
+    def look(self) -> None:
+        current, _ = tracemalloc.get_traced_memory()
+        if current > self.peak_bytes:
+            self.snapshot = None  # free the previous one before the next is taken
+            self.peak_bytes = current
+            self.snapshot = tracemalloc.take_snapshot().filter_traces(
+                (tracemalloc.Filter(False, tracemalloc.__file__),)
+            )
+
+    def report(self, top: int = 30) -> list[str]:
+        """The allocation sites by size at the traced peak (and the peak of tracemalloc's own counter)."""
+        self._stop.set()
+        self._thread.join()
+        self.look()
+        _, traced_peak = tracemalloc.get_traced_memory()
+        lines = [f"tracemalloc: {self.peak_bytes / MB:.1f} MB traced at the snapshot, peak {traced_peak / MB:.1f} MB"]
+        if self.snapshot is not None:
+            lines += [f"tracemalloc: {stat}" for stat in self.snapshot.statistics("lineno")[:top]]
+        tracemalloc.stop()
+        return lines
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -117,18 +161,18 @@ def device_name(i: int, aq_every: int) -> tuple[str, str]:
     return f"M{i:06d}", "electricity_meter"
 
 
-def register(url: str, devices: int, sites: int, aq_every: int, cadence_s: int) -> list[tuple[str, str]]:
-    """Sites and devices by COPY (100,000 inserts one by one would take minutes)."""
-    names = [device_name(i, aq_every) for i in range(devices)]
+def register(url: str, devices: int, sites: int, aq_every: int, cadence_s: int) -> None:
+    """Sites and devices by COPY (100,000 inserts one by one would take minutes). Nothing of it is kept: the names
+    are made again as messages are built, so the benchmark's own data does not count in the process's RSS."""
     with psycopg.connect(url) as conn:
         with conn.cursor().copy("COPY sites (site_code, name, kind, city, lat, lon) FROM STDIN") as cp:
             for s in range(sites):
                 cp.write_row((f"S{s:05d}", f"Bench site {s}", "building", CITY, 18.29, 99.49))
         site_ids = dict(conn.execute("SELECT site_code, id FROM sites").fetchall())
         with conn.cursor().copy("COPY devices (device_id, site_id, kind, name, cadence_s) FROM STDIN") as cp:
-            for i, (d, kind) in enumerate(names):
+            for i in range(devices):
+                d, kind = device_name(i, aq_every)
                 cp.write_row((d, site_ids[f"S{i % sites:05d}"], kind, d, cadence_s))
-    return names
 
 
 def payload(kind: str, i: int, step: int, ts: int) -> bytes:
@@ -149,7 +193,7 @@ def structures(ingest: Ingest, inbox: ByteBoundedInbox, settings: Settings) -> d
     ev: AlertEvaluator | None = ingest.evaluator
     if ev is not None:
         clock = ev._inbox.clock  # the benchmark looks inside: an estimate, not an interface
-        devices = len(clock._seen)
+        devices = clock.devices
         out["alert_state"] = {
             "history_budget_bytes_per_watched_device": settings.alert_history_bytes,
             "devices": devices,
@@ -189,15 +233,12 @@ def settle(ingest: Ingest, quiet_s: float = 1.0, timeout_s: float = 300.0) -> No
         time.sleep(0.05)
 
 
-def stream(
-    ingest: Ingest, names: list[tuple[str, str]], args: argparse.Namespace, sampler: PeakSampler
-) -> dict[str, Any]:
+def stream(ingest: Ingest, aq_every: int, args: argparse.Namespace, sampler: PeakSampler) -> dict[str, Any]:
     inbox = ingest.loop._inbox
     assert isinstance(inbox, ByteBoundedInbox)
     steps = int(args.hours * 3600 // args.cadence_s)
     t0 = int(time.time()) - int(args.hours * 3600) - 3600  # the simulated day ends an hour ago
     t0 -= t0 % args.cadence_s
-    topics = [f"{ROOT}/{CITY}/{d}/up" for d, _ in names]
     per_hour: list[float] = []
     sent = 0
     sampler.phase = "stream"
@@ -205,8 +246,9 @@ def stream(
     for step in range(steps):
         ts = t0 + step * args.cadence_s
         received = time.time_ns() // 1000
-        for i, (topic, (_, kind)) in enumerate(zip(topics, names, strict=True)):
-            inbox.put(RawMessage(topic, payload(kind, i, step, ts), received, (0, sent, 0)))
+        for i in range(args.devices):  # each message's topic and payload new, as paho hands them over
+            d, kind = device_name(i, aq_every)
+            inbox.put(RawMessage(f"{ROOT}/{CITY}/{d}/up", payload(kind, i, step, ts), received, (0, sent, 0)))
             sent += 1
         if (step + 1) * args.cadence_s % 3600 == 0:
             per_hour.append(round(rss_mb(), 1))
@@ -226,11 +268,18 @@ def stream(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     aq_every = round(1 / args.aq_share) if args.aq_share > 0 else 0
     with bench_database(args.admin_url) as url:
-        names = register(url, args.devices, args.sites, aq_every, args.cadence_s)
+        register(url, args.devices, args.sites, aq_every, args.cadence_s)
+        budgets = {  # the settings' defaults unless given
+            name: value
+            for name, value in (
+                ("inbox_bytes", args.inbox_mb), ("dedup_cache_bytes", args.dedup_mb),
+                ("alert_pending_bytes", args.alert_pending_mb),
+            )
+            if value is not None
+        }  # fmt: skip
         settings = Settings(
             database_url=url, alert_clock="event", alerts_enabled=True, notify_mqtt_all=False, mqtt_topic_root=ROOT,
-            inbox_bytes=args.inbox_mb * MB, dedup_cache_bytes=args.dedup_mb * MB,
-            alert_pending_bytes=args.alert_pending_mb * MB,
+            **{name: round(mb * MB) for name, mb in budgets.items()},
         )  # fmt: skip
         svc = Services(
             database_url=url, mqtt_host="127.0.0.1", mqtt_port=1, mqtt_protocol="5"
@@ -244,20 +293,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler = PeakSampler()
         inbox = ingest.loop._inbox
         assert isinstance(inbox, ByteBoundedInbox)
+        if ingest.evaluator is not None:  # what its worker does first: the device and rule caches, the catch-up
+            ingest.evaluator.prepare()
         for w in ingest.supervisor:
             if w.name != "mqtt-in":
                 w.start()
         baseline = rss_mb()
-        if args.tracemalloc:
-            tracemalloc.start()
+        traced = TracedPeak() if args.tracemalloc else None
         try:
-            streamed = stream(ingest, names, args, sampler)
+            streamed = stream(ingest, aq_every, args, sampler)
             held = structures(ingest, inbox, settings)
             sampler.phase = "stop"
-            if args.tracemalloc:
-                top = tracemalloc.take_snapshot().statistics("lineno")[:25]
-                for stat in top:
-                    log.info("tracemalloc: %s", stat)
+            if traced is not None:
+                for line in traced.report():
+                    log.info("%s", line)
         finally:
             for w in ingest.supervisor:
                 w.request_stop(drain=False)
@@ -300,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aq-share", type=float, default=0.01, help="share of the devices that are AQ stations")
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--cadence-s", type=int, default=900)
-    p.add_argument("--inbox-mb", type=int, default=64)
-    p.add_argument("--dedup-mb", type=int, default=64)
-    p.add_argument("--alert-pending-mb", type=int, default=32)
+    p.add_argument("--inbox-mb", type=float, help="LCCM_INBOX_BYTES in MiB (default: the setting's default)")
+    p.add_argument("--dedup-mb", type=float, help="LCCM_DEDUP_CACHE_BYTES in MiB (default: the setting's default)")
+    p.add_argument("--alert-pending-mb", type=float, help="LCCM_ALERT_PENDING_BYTES in MiB (default: the default)")
     p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     p.add_argument(
         "--parts", choices=("all", "no-alerts", "stream"), default="all",

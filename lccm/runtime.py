@@ -61,9 +61,15 @@ log = logging.getLogger(__name__)
 def load_registry(conn: psycopg.Connection) -> Registry:
     metrics = [Metric(m.id, m.name, m.unit, m.kind, m.min_value, m.max_value) for m in catalog.metrics(conn)]
     units = [UnitRow(u.metric_id, u.unit, u.key_suffix, u.scale) for u in catalog.metric_units(conn)]
-    devices = catalog.devices(conn)
-    cities = {d.device_id: city_slug(d.city) for d in devices}
-    return Registry.build({d.device_id: d.id for d in devices}, metrics, units, cities)
+    ids: dict[str, int] = {}
+    cities: dict[str, str | None] = {}
+    slugs: dict[str, str | None] = {}  # one slug object per city, not per device
+    for d in catalog.devices(conn):
+        ids[d.device_id] = d.id
+        if d.city not in slugs:
+            slugs[d.city] = city_slug(d.city)
+        cities[d.device_id] = slugs[d.city]
+    return Registry.build(ids, metrics, units, cities)
 
 
 class DbSink:

@@ -97,18 +97,21 @@ class Settings(BaseSettings):
     # Memory budgets of one ingest process (docs/reference.md#memory-budgets), in bytes:
     # - inbox_bytes: messages received and not yet taken by the stream loop (payload + topic + 256 per message);
     #   when full, the MQTT thread waits before it reads more (backpressure; nothing is dropped or acked early);
-    # - dedup_cache_bytes: readings remembered across batches for in-memory dedup, 32 bytes each (64 MiB: about
-    #   2 M readings); the database's key stays the authority, so a smaller cache only costs database work;
+    # - dedup_cache_bytes: readings remembered across batches for in-memory dedup, 32 bytes each (32 MiB: about
+    #   1 M readings, over an hour of 100,000 devices with two metrics at 15 minutes); the database's key stays
+    #   the authority, so a smaller cache only costs database work;
     # - alert_history_bytes: per device an index rule watches (an AQ station), the alert evaluator's recent
     #   (event time, watermark) pairs of its batches, 16 bytes each (64 KiB: 4,096 batches, two weeks of 5-minute
     #   batches), so an index computed late is judged by when its readings came; pairs the index rules have passed
     #   are dropped as they go, so this is a cap, not a size. Devices no index rule watches keep none.
-    inbox_bytes: int = Field(default=64 * 2**20, ge=2**20)
-    dedup_cache_bytes: int = Field(default=64 * 2**20, ge=0)
+    # The defaults keep one ingest process with 100,000 devices under 500 MB (benchmarks/memory.py; 64, 64 and 32 MiB
+    # before: 571 MB).
+    inbox_bytes: int = Field(default=16 * 2**20, ge=2**20)
+    dedup_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     alert_history_bytes: int = Field(default=64 * 2**10, ge=256)
-    # - alert_pending_bytes: batches committed and not yet taken by the alert evaluator (about 250 bytes per device
+    # - alert_pending_bytes: batches committed and not yet taken by the alert evaluator (about 450 bytes per device
     #   and metric of a batch); past it the stream loop waits for the evaluator (at most 30 s).
-    alert_pending_bytes: int = Field(default=32 * 2**20, ge=2**20)
+    alert_pending_bytes: int = Field(default=16 * 2**20, ge=2**20)
     # - energy_cell_budget: buckets x meters per energy-engine call; about 80 bytes a cell of dense arrays at once
     #   (1 M: ~80 MB; the engine's results do not depend on it, a backlog is only cut in more calls).
     energy_cell_budget: int = Field(default=1_000_000, ge=10_000)

@@ -9,7 +9,7 @@ cross this module as aware datetimes (API side) or UTC epoch microseconds (evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
@@ -244,15 +244,21 @@ class DeviceRow:
     organisation_id: int | None = None  # its site's (site_organisations); None: of no organisation
 
 
-def device_rows(conn: psycopg.Connection) -> list[DeviceRow]:
+DEVICE_ROWS_CHUNK = 2_000  # rows in memory at a time while the device catalogue streams in
+
+
+def device_rows(conn: psycopg.Connection) -> Iterator[DeviceRow]:
+    """Every device, streamed a chunk at a time: with 100,000 devices the whole result as Python rows would take
+    tens of MB next to the cache being rebuilt from it. Consume it before running anything else on ``conn``."""
     with conn.cursor(row_factory=class_row(DeviceRow)) as cur:
-        return cur.execute(
+        yield from cur.stream(
             "SELECT d.id, d.device_id, s.site_code, d.kind, s.kind AS site_kind, d.cadence_s, s.lat, s.lon,"
             " coalesce(ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.meta -> 'tags') = 'array'"
             "   THEN d.meta -> 'tags' ELSE '[]'::jsonb END)), '{}') AS tags, so.organisation_id"
             " FROM devices d JOIN sites s ON s.id = d.site_id JOIN site_organisations so ON so.site_id = s.id"
-            " ORDER BY d.id"
-        ).fetchall()
+            " ORDER BY d.id",
+            size=DEVICE_ROWS_CHUNK,
+        )
 
 
 def metric_ids(conn: psycopg.Connection) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -33,9 +34,12 @@ class DeviceRow:
     city: str  # the registry city of its site (free text, as imported)
 
 
-def devices(conn: psycopg.Connection) -> list[DeviceRow]:
-    rows = conn.execute("SELECT d.device_id, d.id, s.city FROM devices d JOIN sites s ON s.id = d.site_id")
-    return [DeviceRow(*r) for r in rows]
+def devices(conn: psycopg.Connection) -> Iterator[DeviceRow]:
+    """Every device, streamed (the registry is built as they come: 100,000 rows are not held twice)."""
+    with conn.cursor() as cur:
+        query = "SELECT d.device_id, d.id, s.city FROM devices d JOIN sites s ON s.id = d.site_id"
+        for r in cur.stream(query, size=2_000):
+            yield DeviceRow(*r)
 
 
 def registry_fingerprint(conn: psycopg.Connection) -> tuple[object, ...]:

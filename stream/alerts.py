@@ -102,7 +102,10 @@ log = logging.getLogger(__name__)
 ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
 SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
 CATCH_UP_DEVICES = 2_000  # devices probed at a time at start-up
-PENDING_SPAN_BYTES = 250  # a pending span: the Span and its ints, its list slot, its share of the dict and key
+# A pending span as measured (tracemalloc; 340-410 bytes from 1,000 to 100,000 devices with one to four metrics):
+# the Span and its ints, its list, the (device, metric) key and its dict slot, its share of the per-device dicts.
+# 250 was assumed before, so a 32 MiB budget held 57 MB. tests/test_memory.py holds it to this.
+PENDING_SPAN_BYTES = 450
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
 StateKey = tuple[str, int]  # (rule key, device)
@@ -174,6 +177,53 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 # --- what committed batches told us ---------------------------------------------------------------------------
 
 
+class SeenTimes:
+    """Per device, the first and newest event time it committed: two int64 arrays indexed by device id, grown as
+    ids come (16 bytes a device id up to the highest; a dict of tuples took about 200 bytes a device)."""
+
+    def __init__(self) -> None:
+        self._first = np.zeros(0, np.int64)
+        self._newest = np.zeros(0, np.int64)  # NO_TS: not seen
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return self._first.nbytes + self._newest.nbytes
+
+    def add(self, d: int, lo_us: int, hi_us: int) -> None:
+        if d >= len(self._newest):
+            self._grow(d)
+        if self._newest[d] == NO_TS:
+            self._first[d], self._newest[d] = lo_us, hi_us
+            self._count += 1
+            return
+        if lo_us < self._first[d]:
+            self._first[d] = lo_us
+        if hi_us > self._newest[d]:
+            self._newest[d] = hi_us
+
+    def _grow(self, d: int) -> None:
+        size = max(d + 1, 2 * len(self._newest))
+        for name in ("_first", "_newest"):
+            old = getattr(self, name)
+            new = np.full(size, NO_TS, np.int64)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def first(self, d: int) -> int | None:
+        if d >= len(self._newest) or self._newest[d] == NO_TS:
+            return None
+        return int(self._first[d])
+
+    def newest(self) -> dict[int, int]:
+        """Device -> the newest event time it has committed."""
+        seen = np.flatnonzero(self._newest != NO_TS)
+        return dict(zip(seen.tolist(), self._newest[seen].tolist(), strict=True))
+
+
 class DeliveryClock:
     """How far event time has got: the city's event-time watermark, the watermark each batch arrived under, the
     delivery clock of offline rules (each device's, and the newest of them), and per device the first and newest
@@ -182,7 +232,8 @@ class DeliveryClock:
 
     Memory: a device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its
     index rules have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a
-    device no index rule watches keeps none. What every device keeps is two event times."""
+    device no index rule watches keeps none. What every device keeps is two event times (16 bytes,
+    :class:`SeenTimes`)."""
 
     def __init__(self, clock: Clock, late_after_us: int, history_bytes: int = 65_536) -> None:
         if clock not in ("wall", "event"):
@@ -194,7 +245,7 @@ class DeliveryClock:
         self.live = True  # the newest batch was not a backlog (wall clock): offline can be judged
         self.history_spans = max(1, history_bytes // SPAN_BYTES)
         self.index_devices: frozenset[int] | None = None  # devices whose spans are kept; None: all (not known yet)
-        self._seen: dict[int, tuple[int, int]] = {}  # device -> (first, newest) event time committed
+        self._seen = SeenTimes()  # device -> (first, newest) event time committed
         self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
 
     def batch_watermark(self, newest_us: int, received_us: int) -> int:
@@ -213,10 +264,7 @@ class DeliveryClock:
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        seen = self._seen.get(d)
-        self._seen[d] = (
-            (span.lo_us, span.hi_us) if seen is None else (min(seen[0], span.lo_us), max(seen[1], span.hi_us))
-        )
+        self._seen.add(d, span.lo_us, span.hi_us)
         if self.index_devices is not None and d not in self.index_devices:
             return
         hist = self._history.get(d)
@@ -253,16 +301,20 @@ class DeliveryClock:
         return flat[:, 0], flat[:, 1]
 
     def first_seen(self, d: int) -> int | None:
-        seen = self._seen.get(d)
-        return None if seen is None else seen[0]
+        return self._seen.first(d)
 
     def newest(self) -> dict[int, int]:
         """Device -> the newest event time it has committed."""
-        return {d: hi for d, (_, hi) in self._seen.items()}
+        return self._seen.newest()
 
     def nbytes(self) -> int:
         """An estimate of what the per-device state takes (dict slots, tuples, ints and arrays)."""
-        return len(self._seen) * 200 + sum(64 + 8 * len(h) + 100 for h in self._history.values())
+        return self._seen.nbytes + sum(64 + 8 * len(h) + 100 for h in self._history.values())
+
+    @property
+    def devices(self) -> int:
+        """Devices that have committed something."""
+        return len(self._seen)
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:
@@ -281,23 +333,21 @@ def watermarks_at(ts: np.ndarray, his: np.ndarray, wms: np.ndarray, default_us: 
 @dataclass
 class Pending:
     """Work handed over and not evaluated yet: spans per (device, metric), index checks asked for, and per device
-    the newest event time and delivery clock of its spans."""
+    the newest delivery clock of its spans."""
 
     spans: defaultdict[tuple[int, int], list[Span]] = field(default_factory=lambda: defaultdict(list))
     index_until: dict[int, int] = field(default_factory=dict)  # device -> check its index series up to here
     index_forced: set[int] = field(default_factory=set)  # devices whose index check was asked for
-    seen: dict[int, int] = field(default_factory=dict)  # device -> newest event time of its spans
     arrived: dict[int, int] = field(default_factory=dict)  # device -> newest delivery clock of its spans
     count: int = 0  # spans held (what the inbox's budget counts)
 
     def __bool__(self) -> bool:
-        return bool(self.spans or self.index_until or self.seen or self.arrived)
+        return bool(self.spans or self.index_until or self.arrived)
 
     def add(self, d: int, m: int, span: Span, delivered_us: int) -> None:
         self.spans[(d, m)].append(span)
         self.count += 1
         self.check_index(d, span.hi_us)
-        self.seen[d] = max(self.seen.get(d, span.hi_us), span.hi_us)
         self.arrived[d] = max(self.arrived.get(d, delivered_us), delivered_us)
 
     def check_index(self, d: int, until_us: int, *, forced: bool = False) -> None:
@@ -312,8 +362,6 @@ class Pending:
             self.spans[key][:0] = items
         for d, until in taken.index_until.items():
             self.check_index(d, until)
-        for d, t in taken.seen.items():
-            self.seen[d] = max(self.seen.get(d, t), t)
         for d, t in taken.arrived.items():
             self.arrived[d] = max(self.arrived.get(d, t), t)
         self.index_forced |= taken.index_forced
@@ -338,7 +386,7 @@ class Inbox:
     After ``wait_s`` (an evaluator that cannot run: its worker failed) the batch is added anyway, and that is
     logged, so the stream never stops for the alerts."""
 
-    def __init__(self, clock: DeliveryClock, pending_bytes: int = 32 * 2**20, wait_s: float = 30.0) -> None:
+    def __init__(self, clock: DeliveryClock, pending_bytes: int = 16 * 2**20, wait_s: float = 30.0) -> None:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._clock = clock
@@ -500,6 +548,17 @@ class RuleCache:
         return self._owners.get(id(rule), RuleOwner(None, 0))
 
 
+class _Shared:
+    """One object per distinct value of a field (``shared(field, value)``), so that 100,000 devices on 1,000 sites
+    hold 1,000 site codes, not 100,000 equal strings. Per field: 1 and 1.0 are equal keys in one dict."""
+
+    def __init__(self) -> None:
+        self._values: defaultdict[str, dict[Any, Any]] = defaultdict(dict)
+
+    def __call__(self, field_name: str, value: Any) -> Any:
+        return self._values[field_name].setdefault(value, value)
+
+
 class DeviceCache:
     """The devices (what a rule needs to know of each), the metric catalogue's ids and the devices each rule
     watches; read again every ``refresh_us`` of wall time, and at once when a batch names a device not known yet."""
@@ -518,15 +577,19 @@ class DeviceCache:
         now = self._wall_us()
         if not force and now - self._read_us <= self._refresh_us:
             return False
-        rows = st.device_rows(conn)
-        self.devices = {
-            d.id: SeriesInfo(
-                d.id, d.device_id, d.site_code, d.kind, d.site_kind, d.cadence_s * US_PER_S, d.lat, d.lon,
-                frozenset(d.tags),
-            )
-            for d in rows
-        }  # fmt: skip
-        self.organisations = {d.id: d.organisation_id for d in rows}
+        # Built from the rows as they stream in, with the values devices share (site, kinds, coordinates, cadence,
+        # tags, organisation) held once: what stays per device is its SeriesInfo, its id and two dict slots.
+        shared = _Shared()
+        devices: dict[int, SeriesInfo] = {}
+        organisations: dict[int, int | None] = {}
+        for d in st.device_rows(conn):
+            devices[d.id] = SeriesInfo(
+                d.id, d.device_id, shared("site", d.site_code), shared("kind", d.kind),
+                shared("site_kind", d.site_kind), shared("cadence", d.cadence_s * US_PER_S), shared("lat", d.lat),
+                shared("lon", d.lon), shared("tags", frozenset(d.tags)),
+            )  # fmt: skip
+            organisations[d.id] = shared("organisation", d.organisation_id)
+        self.devices, self.organisations = devices, organisations
         self.metric_ids = st.metric_ids(conn)
         self._scopes = {}
         self._read_us = now
@@ -1045,7 +1108,7 @@ class AlertEvaluator:
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
         history_bytes: int = 65_536,
-        pending_bytes: int = 32 * 2**20,
+        pending_bytes: int = 16 * 2**20,
         on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import tracemalloc
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+import psycopg
 import pytest
 
-from lccm.engine.alerts import NO_TS
+from lccm.engine.alerts import NO_TS, SeriesInfo
 from lccm.ingest.codec import Limits
 from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.store.writer import ReadingColumns
@@ -18,7 +20,9 @@ from lccm.stream.alerts import (
     PENDING_SPAN_BYTES,
     SPAN_BYTES,
     DeliveryClock,
+    DeviceCache,
     Inbox,
+    SeenTimes,
     Span,
     sample_watermarks,
     watermarks_at,
@@ -26,7 +30,7 @@ from lccm.stream.alerts import (
 from lccm.stream.batch import FlushPolicy
 from lccm.stream.dedup import KEY_BYTES, Keys, RecentReadings
 from lccm.stream.inbox import MESSAGE_OVERHEAD, ByteBoundedInbox
-from lccm.stream.loop import RawMessage, StreamLoop
+from lccm.stream.loop import DeviceSet, RawMessage, StreamLoop
 from tests._registry import registry
 from tests.test_stream import FakeClock, MemorySink, msg
 
@@ -256,3 +260,86 @@ def test_an_evaluator_that_never_runs_does_not_stop_the_stream() -> None:
     for _ in range(3):
         inbox.add_batch(batch)  # waits 0.05 s each time, then adds
     assert inbox.take()[0].count == 9
+
+
+# --- what stays per device ----------------------------------------------------------------------------------------
+
+
+def test_a_pending_span_costs_at_most_its_budgeted_bytes() -> None:
+    """PENDING_SPAN_BYTES is what the pending budget counts: measured here on 20,000 devices with two metrics, the
+    second batch of each (the first made the delivery clock's own entries, which are not pending work)."""
+    inbox = Inbox(DeliveryClock("event", 900_000_000), pending_bytes=2**40)
+    inbox.keep_history_of(frozenset())
+    devices = np.repeat(np.arange(20_000), 2)
+    ts = 1_780_000_000_000_000 + np.arange(len(devices), dtype=np.int64)
+
+    def batch(t0: int) -> ReadingColumns:
+        c = cols(devices, ts + t0, np.ones(len(devices)))
+        return ReadingColumns(
+            c.device_id, np.tile(np.array([1, 2], np.int16), 20_000), c.ts_us, c.value, c.seq, c.received_at_us
+        )
+
+    inbox.add_batch(batch(0))
+    inbox.take()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        inbox.add_batch(batch(900_000_000))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    taken, _ = inbox.take()
+    assert taken.count == 40_000 and sum(len(v) for v in taken.spans.values()) == 40_000
+    assert held / taken.count <= PENDING_SPAN_BYTES
+
+
+def test_the_stream_counts_each_device_seen_once() -> None:
+    seen = DeviceSet()
+    seen.update(np.array([5, 3, 5], dtype=np.int32))
+    seen.update(range(4))  # 3 again, and 0, 1, 2
+    seen.update(np.array([100_000], dtype=np.int32))  # grows
+    seen.update([])
+    assert len(seen) == 6
+    assert all(d in seen for d in (0, 1, 2, 3, 5, 100_000)) and 4 not in seen and 100_001 not in seen
+
+
+def test_the_evaluators_device_catalogue_holds_each_shared_value_once(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "INSERT INTO sites (id, site_code, name, kind, city, lat, lon) VALUES"
+            " (1, 'S1', 'One', 'building', 'Lampang', 18.29, 99.49), (2, 'S2', 'Two', 'station', 'Lampang', 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO devices (id, device_id, site_id, kind, name, cadence_s, meta) VALUES"
+            " (1, 'M1', 1, 'electricity_meter', 'a', 900, '{}'), (2, 'M2', 1, 'electricity_meter', 'b', 900, '{}'),"
+            " (3, 'Q1', 2, 'aq_station', 'c', 1, '{\"tags\": [\"roof\"]}'),"
+            " (4, 'Q2', 2, 'aq_station', 'd', 300, '{\"tags\": [\"roof\"]}')"
+        )
+        cache = DeviceCache(lambda: 0, 60_000_000)
+        assert cache.refresh(conn, force=True)
+        organisation = conn.execute("SELECT id FROM organisations WHERE code = 'lampang'").fetchone()
+    assert organisation is not None
+    us = 1_000_000
+    assert cache.devices == {
+        1: SeriesInfo(1, "M1", "S1", "electricity_meter", "building", 900 * us, 18.29, 99.49),
+        2: SeriesInfo(2, "M2", "S1", "electricity_meter", "building", 900 * us, 18.29, 99.49),
+        3: SeriesInfo(3, "Q1", "S2", "aq_station", "station", us, 1.0, 1.0, frozenset({"roof"})),
+        4: SeriesInfo(4, "Q2", "S2", "aq_station", "station", 300 * us, 1.0, 1.0, frozenset({"roof"})),
+    }
+    assert cache.organisations == dict.fromkeys((1, 2, 3, 4), organisation[0])
+    one, two, q1, q2 = (cache.devices[d] for d in (1, 2, 3, 4))
+    assert one.site is two.site and one.device_kind is two.device_kind and one.lat is two.lat
+    assert one.cadence_us is two.cadence_us and one.tags is two.tags and q1.tags is q2.tags
+    # Shared per field: an organisation id of 1 and a latitude of 1.0 are equal keys of one dict, not of two.
+    assert type(q1.lat) is float and type(cache.organisations[3]) is int
+
+
+def test_the_delivery_clock_keeps_each_devices_first_and_newest_time_in_arrays() -> None:
+    seen = SeenTimes()
+    spans = [(7, 500, 600), (7, 400, 450), (7, 550, 900), (3, 10, 10), (70_000, -5, 5)]  # out of order, growing ids
+    for d, lo, hi in spans:
+        seen.add(d, lo, hi)
+    assert len(seen) == 3 and seen.first(7) == 400 and seen.first(3) == 10 and seen.first(70_000) == -5
+    assert seen.first(4) is None and seen.first(10**6) is None
+    assert seen.newest() == {3: 10, 7: 900, 70_000: 5}
+    assert seen.nbytes <= 16 * 2 * 70_001  # 16 bytes a device id, at most doubled by growth
