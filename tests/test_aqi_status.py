@@ -301,8 +301,11 @@ def test_dashboard_series_keep_incomplete_hours_apart(db: str) -> None:
 def test_rows_from_before_coverage_say_so_and_are_recomputed(monkeypatch: pytest.MonkeyPatch) -> None:
     shipped = migrate_module.packaged_migrations()
     assert "010_aqi_coverage.sql" in shipped
-    # With 021's per-site tables, which this version's sample updater (standing in for that version's) writes.
-    before = [*shipped[: shipped.index("010_aqi_coverage.sql")], "021_site_buckets.sql"]
+    # With what this version's writer and updaters (standing in for that version's) need: 018's per-day counts,
+    # 019's partitions and 021's per-site tables.
+    needed = ["018_reading_days.sql", "019_partitions.sql", "021_site_buckets.sql"]
+    assert set(needed) <= set(shipped)
+    before = [*shipped[: shipped.index("010_aqi_coverage.sql")], *needed]
     name = f"lccm_t_{secrets.token_hex(6)}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
