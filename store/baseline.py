@@ -156,26 +156,58 @@ def _whole_months(lo: str, hi: str) -> tuple[str, str]:
     return f"{first} AT TIME ZONE %(tz)s", f"date_trunc('month', {hi} AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s"
 
 
+_SUMMED = ("amount", "covered_s", "kgco2e", "kgco2e_base")
+
+
 def _mapped_rows(mapped: str, keys: str) -> str:
-    """SQL for the 'energy_buckets' rows (``eb.*``, with ``keys`` of ``x``) of each row ``x`` of the CTE ``mapped``
-    (columns device_id, metric_id, lo, hi, mlo, mhi: _whole_months of [lo, hi)) starting in [lo, hi): the '1mo' rows
-    of the months wholly in it, joined in one go (a probe per device and slice cost more than its 30 day rows), and
-    the '1d' rows of the days left, probed per device only where there are such days (a slice that is not a whole
-    month). A month row is the sum of its day rows, so the sums are those of the days."""
+    """SQL for the sums of the 'energy_buckets' columns amount, covered_s, kgco2e and kgco2e_base (with ``keys`` of
+    ``x``) over each row ``x`` of the CTE ``mapped`` (columns device_id, metric_id, lo, hi, mlo, mhi: _whole_months
+    of [lo, hi)) starting in [lo, hi), in several rows to be summed: the '1mo' rows of the months wholly in it,
+    joined in one go (a probe per device and slice cost more than its 30 day rows), and the '1d' rows of the days
+    left, probed per device only where there are such days (a slice that is not a whole month) and summed per device
+    in the probe (sorting a month of 2,000 meters' day rows for the caller's GROUP BY spilled to disk). A month row
+    is the sum of its day rows, so the sums are those of the days."""
+    summed = ", ".join(f"sum(eb.{c}) AS {c}" for c in _SUMMED)
     day = (
-        "SELECT {keys}, u.* FROM {mapped} x CROSS JOIN LATERAL (SELECT eb.* FROM energy_buckets eb"
+        "SELECT {keys}, u.* FROM {mapped} x CROSS JOIN LATERAL (SELECT {summed} FROM energy_buckets eb"
         " WHERE eb.resolution = '1d' AND eb.device_id = x.device_id AND eb.metric_id = x.metric_id"
-        " AND eb.bucket_start >= {lo} AND eb.bucket_start < {hi}) u WHERE {lo} < {hi}"
+        " AND eb.bucket_start >= {lo} AND eb.bucket_start < {hi} HAVING count(*) > 0) u WHERE {lo} < {hi}"
     )
     return (
-        f"SELECT {keys}, eb.* FROM {mapped} x"
+        f"SELECT {keys}, {', '.join(f'eb.{c}' for c in _SUMMED)} FROM {mapped} x"
         " JOIN energy_buckets eb ON eb.device_id = x.device_id AND eb.metric_id = x.metric_id"
         " WHERE eb.resolution = '1mo' AND eb.bucket_start >= x.mlo AND eb.bucket_start < x.mhi"
         " UNION ALL "
-        + day.format(keys=keys, mapped=mapped, lo="x.lo", hi="least(x.mlo, x.hi)")
+        + day.format(keys=keys, mapped=mapped, summed=summed, lo="x.lo", hi="least(x.mlo, x.hi)")
         + " UNION ALL "
-        + day.format(keys=keys, mapped=mapped, lo="greatest(x.mhi, x.mlo, x.lo)", hi="x.hi")
+        + day.format(keys=keys, mapped=mapped, summed=summed, lo="greatest(x.mhi, x.mlo, x.lo)", hi="x.hi")
     )
+
+
+# Per slice (``i``): the metered items' kgCO2e summed over their mapped devices (_mapped_rows), then the manual items'
+# entered quantities of the slice's month; one round trip for every slice (a FYTD has up to 12, each was three).
+_ACTUAL = """
+WITH s(i, lo, hi, month, year_id) AS (
+    SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
+                         %(year)s::int[])),
+mapped AS MATERIALIZED (
+    SELECT s.i, dm.device_id, mt.id AS metric_id, it.id AS item_id, s.lo, s.hi, {mlo} AS mlo, {mhi} AS mhi
+    FROM s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
+    JOIN inventory_items it ON it.id = dm.item_id JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
+-- grouped on integers: sorting the slices' day and month rows by item code spilled to disk
+sums AS (SELECT r.i, r.item_id, sum(r.kgco2e) AS kgco2e, sum(r.kgco2e_base) AS kgco2e_base
+         FROM ({rows}) r GROUP BY r.i, r.item_id)
+SELECT u.i, it.item_code, false, u.kgco2e, u.kgco2e_base, NULL::float8, NULL::float8, false
+FROM sums u JOIN inventory_items it ON it.id = u.item_id
+UNION ALL
+SELECT s.i, it.item_code, true, NULL, NULL, q.quantity::float8, it.ef_kgco2e_per_unit::float8, it.is_removal
+FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id AND it.collection = 'manual'
+JOIN inventory_quantities q ON q.item_id = it.id AND q.month_start = s.month
+""".format(
+    mlo=_whole_months("s.lo", "s.hi")[0],
+    mhi=_whole_months("s.lo", "s.hi")[1],
+    rows=_mapped_rows("mapped", "x.i, x.item_id"),
+)
 
 
 def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
@@ -183,45 +215,33 @@ def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind
     """Actual CO2e of the slices per item code (module docstring). ``base_ef`` is the base year's factor per item
     code, used for manual items at base-year factors (an item new since the base year keeps its own factor)."""
     out = ActualSeries()
-    years: dict[int, int | None] = {}
-    for s in slices:
-        if s.year_ce not in years:
-            row = conn.execute(
-                "SELECT id FROM reporting_years WHERE organisation_id = %s AND kind = %s AND year_ce = %s",
-                (organisation_id, kind, s.year_ce),
-            ).fetchone()
-            years[s.year_ce] = None if row is None else int(row[0])
-            if row is None:
-                out.missing_years.append(s.year_ce)
-        year_id = years[s.year_ce]
-        if year_id is None:
-            continue
-        for code, scope, cat, gpc, removal in conn.execute(
-            "SELECT item_code, scope, cfo_category, gpc_ref, is_removal FROM inventory_items"
-            " WHERE reporting_year_id = %s",
-            (year_id,),
-        ):
-            out.items.setdefault(code, ItemInfo(int(scope), cat, gpc, bool(removal)))
-        for code, kg, kg_base in conn.execute(
-            "WITH mapped AS MATERIALIZED ("
-            "  SELECT dm.device_id, mt.id AS metric_id, i.item_code, m.* FROM ("
-            "    SELECT %(lo)s::timestamptz AS lo, %(hi)s::timestamptz AS hi, {} AS mlo, {} AS mhi) m"
-            "  CROSS JOIN device_item_map dm JOIN inventory_items i ON i.id = dm.item_id"
-            "  JOIN metrics mt ON lower(mt.unit) = lower(i.unit) WHERE dm.reporting_year_id = %(year)s)"
-            " SELECT item_code, sum(kgco2e), sum(kgco2e_base) FROM ({}) r GROUP BY item_code".format(
-                *_whole_months("%(lo)s::timestamptz", "%(hi)s::timestamptz"), _mapped_rows("mapped", "x.item_code")
-            ),
-            {"lo": s.start, "hi": s.end, "year": year_id, "tz": CITY_TZ_NAME},
-        ):
+    ids = _year_ids(conn, organisation_id, kind, sorted({s.year_ce for s in slices}))
+    order = list(dict.fromkeys(s.year_ce for s in slices))
+    out.missing_years = [y for y in order if y not in ids]
+    infos: dict[int, list[tuple[str, ItemInfo]]] = {}
+    for year_id, code, scope, cat, gpc, removal in conn.execute(
+        "SELECT reporting_year_id, item_code, scope, cfo_category, gpc_ref, is_removal FROM inventory_items"
+        " WHERE reporting_year_id = ANY(%s) ORDER BY id",
+        (list(ids.values()),),
+    ):
+        infos.setdefault(int(year_id), []).append((str(code), ItemInfo(int(scope), cat, gpc, bool(removal))))
+    for y in order:  # an item's attributes from the first year of the period that has it
+        for code, info in infos.get(ids.get(y, -1), []):
+            out.items.setdefault(code, info)
+    known = [j for j, s in enumerate(slices) if s.year_ce in ids]
+    rows = conn.execute(
+        _ACTUAL,
+        {"i": known, "lo": [slices[j].start for j in known], "hi": [slices[j].end for j in known],
+         "month": [slices[j].month_start for j in known], "year": [ids[slices[j].year_ce] for j in known],
+         "tz": CITY_TZ_NAME},
+    ).fetchall()  # fmt: skip
+    # Added slice by slice, metered before manual, as the figures were summed when each slice was a query.
+    for j, code, manual, kg, kg_base, quantity, ef, removal in sorted(rows, key=lambda r: (r[0], r[2])):
+        if not manual:
             out.add(code, float(kg), float(kg_base))
-        for code, quantity, ef, removal in conn.execute(
-            "SELECT i.item_code, q.quantity, i.ef_kgco2e_per_unit, i.is_removal FROM inventory_quantities q"
-            " JOIN inventory_items i ON i.id = q.item_id"
-            " WHERE i.reporting_year_id = %s AND i.collection = 'manual' AND q.month_start = %s",
-            (year_id, s.month_start),
-        ):
-            q = (-1.0 if removal else 1.0) * float(quantity) * s.fraction
-            out.add(code, q * float(ef), q * float(base_ef.get(code, ef)))
+            continue
+        q = (-1.0 if removal else 1.0) * float(quantity) * slices[j].fraction
+        out.add(code, q * float(ef), q * float(base_ef.get(code, ef)))
     return out
 
 

@@ -13,8 +13,8 @@ from datetime import datetime
 
 import psycopg
 
-from lccm.engine.timebase import BANGKOK
-from lccm.store.baseline import SliceSpec
+from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME
+from lccm.store.baseline import SliceSpec, _mapped_rows, _whole_months
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +62,48 @@ class MeteredFactorPeriod:
     kgco2e_base: float  # at the base year's factor (the engine's)
 
 
-# Per slice: the mapped devices' daily buckets of each metered item grouped by the registry factor in force at the
-# bucket's start (a Bangkok day; TGO's change falls on a midnight, so a day has one factor). Summed per device and
-# factor through the '1d' key range first: grouping every daily row of a city-year sorted 73,000 rows on disk.
+# Per slice, item and registry factor: the window where the slice meets the factor's validity (a day's bucket starts
+# at a Bangkok midnight; TGO's change falls on a midnight, so a day has one factor). The sums come from the '1mo' rows
+# of the months wholly in the window and the '1d' rows of the days left (store.baseline._mapped_rows: one join, not a
+# probe per device, slice and factor of 30 day rows each); the first and last day with data from one index probe each
+# over the window's '1d' rows (energy_buckets_time_idx, the item's devices as a filter: the first row usually hits).
 _METERED_PERIODS = """
-WITH s(lo, hi, year_id) AS (SELECT * FROM unnest(%s::timestamptz[], %s::timestamptz[], %s::int[]))
-SELECT i.item_code, min(eb.first), max(eb.last) + interval '1 day', sum(eb.amount), i.unit,
-       f.kgco2e_per_unit, f.source, sum(eb.kgco2e), sum(eb.kgco2e_base), extract(epoch FROM f.valid_from)
-FROM s
-JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
-JOIN inventory_items i ON i.id = dm.item_id
-JOIN source_classes sc ON sc.key = i.source_class
-JOIN emission_factors f ON f.key = sc.factor_key AND i.ef_unit = 'kgCO2e/' || f.unit
-JOIN metrics mt ON lower(mt.unit) = lower(i.unit)
-CROSS JOIN LATERAL (
-    SELECT min(b.bucket_start) AS first, max(b.bucket_start) AS last, sum(b.amount) AS amount,
-           sum(b.kgco2e) AS kgco2e, sum(b.kgco2e_base) AS kgco2e_base, count(*) AS n
-    FROM energy_buckets b WHERE b.resolution = '1d' AND b.device_id = dm.device_id AND b.metric_id = mt.id
-     AND b.bucket_start >= s.lo AND b.bucket_start < s.hi
-     AND b.bucket_start >= f.valid_from AND b.bucket_start < f.valid_to) eb
-WHERE eb.n > 0
-GROUP BY i.item_code, i.unit, f.valid_from, f.kgco2e_per_unit, f.source
-"""
+WITH s(lo, hi, year_id) AS (SELECT * FROM unnest(%(lo)s::timestamptz[], %(hi)s::timestamptz[], %(year)s::int[])),
+w AS (
+    SELECT i.id AS item_id, i.item_code, i.unit, mt.id AS metric_id, f.valid_from, f.kgco2e_per_unit, f.source,
+           greatest(s.lo, f.valid_from) AS lo, least(s.hi, f.valid_to) AS hi,
+           array(SELECT dm.device_id FROM device_item_map dm
+                 WHERE dm.item_id = i.id AND dm.reporting_year_id = s.year_id) AS devices
+    FROM s JOIN inventory_items i ON i.reporting_year_id = s.year_id
+    JOIN source_classes sc ON sc.key = i.source_class
+    JOIN emission_factors f ON f.key = sc.factor_key AND i.ef_unit = 'kgCO2e/' || f.unit
+    JOIN metrics mt ON lower(mt.unit) = lower(i.unit)
+    WHERE greatest(s.lo, f.valid_from) < least(s.hi, f.valid_to)),
+wm AS MATERIALIZED (
+    SELECT row_number() OVER () AS k, w.*, {mlo} AS mlo, {mhi} AS mhi FROM w WHERE cardinality(w.devices) > 0),
+mapped AS MATERIALIZED (SELECT wm.k, wm.lo, wm.hi, wm.mlo, wm.mhi, wm.metric_id, d.device_id
+                        FROM wm CROSS JOIN LATERAL unnest(wm.devices) AS d(device_id)),
+sums AS (SELECT k, sum(amount) AS amount, sum(kgco2e) AS kgco2e, sum(kgco2e_base) AS kgco2e_base
+         FROM ({rows}) r GROUP BY k),
+ends AS (
+    SELECT wm.*,
+           (SELECT b.bucket_start FROM energy_buckets b WHERE b.resolution = '1d' AND b.metric_id = wm.metric_id
+             AND b.bucket_start >= wm.lo AND b.bucket_start < wm.hi AND b.device_id + 0 = ANY(wm.devices)
+             ORDER BY b.bucket_start LIMIT 1) AS first,
+           (SELECT b.bucket_start FROM energy_buckets b WHERE b.resolution = '1d' AND b.metric_id = wm.metric_id
+             AND b.bucket_start >= wm.lo AND b.bucket_start < wm.hi AND b.device_id + 0 = ANY(wm.devices)
+             ORDER BY b.bucket_start DESC LIMIT 1) AS last
+    FROM wm)
+SELECT e.item_code, min(e.first), max(e.last) + interval '1 day', sum(u.amount), e.unit,
+       e.kgco2e_per_unit, e.source, sum(u.kgco2e), sum(u.kgco2e_base), extract(epoch FROM e.valid_from)
+FROM ends e JOIN sums u ON u.k = e.k
+WHERE e.first IS NOT NULL
+GROUP BY e.item_code, e.unit, e.valid_from, e.kgco2e_per_unit, e.source
+""".format(
+    mlo=_whole_months("w.lo", "w.hi")[0],
+    mhi=_whole_months("w.lo", "w.hi")[1],
+    rows=_mapped_rows("mapped", "x.k"),
+)
 
 
 def metered_factor_periods(conn: psycopg.Connection, organisation_id: int, kind: str,
@@ -100,8 +120,8 @@ def metered_factor_periods(conn: psycopg.Connection, organisation_id: int, kind:
     }
     known = [s for s in slices if s.year_ce in ids]
     merged: dict[tuple[str, float], MeteredFactorPeriod] = {}  # (item, factor's valid_from as epoch: may be -inf)
-    rows = conn.execute(_METERED_PERIODS, ([s.start for s in known], [s.end for s in known],
-                                           [ids[s.year_ce] for s in known]))  # fmt: skip
+    rows = conn.execute(_METERED_PERIODS, {"lo": [s.start for s in known], "hi": [s.end for s in known],
+                                           "year": [ids[s.year_ce] for s in known], "tz": CITY_TZ_NAME})  # fmt: skip
     for code, first, last, qty, unit, ef, source, kg, kg_base, since in rows:
         start, end = first.astimezone(BANGKOK), last.astimezone(BANGKOK)  # Bangkok midnights, printed as such
         key = (str(code), float(since))
