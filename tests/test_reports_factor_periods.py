@@ -213,3 +213,20 @@ def test_comparison_gives_the_factor_periods_at_both_sets_of_factors(conn: psyco
     row = next(r for r in answer["rows"] if r["group"] == "S2-ELEC")
     assert row["actual_kgco2e"] == pytest.approx(before["actual_kgco2e"] + after["actual_kgco2e"], abs=1e-6)
     assert row["actual_base_factors_kgco2e"] == pytest.approx(37_240.5504, abs=1e-6)  # 11,037.792 + 26,202.7584
+
+
+def test_factor_periods_of_a_period_cut_inside_months(conn: psycopg.Connection) -> None:
+    """15 November 2025 to 10 February 2026: the edges are day rows, December and January month rows (the store sums
+    both kinds); the first and last days are the period's."""
+    period = cal.custom_period(datetime(2025, 11, 15, tzinfo=BANGKOK), datetime(2026, 2, 10, tzinfo=BANGKOK))
+    answer = comparison(conn, "lampang", period, "item", min_coverage=0.9, now=datetime(2026, 12, 7, tzinfo=UTC))
+    before, after = answer["factor_periods"]
+    assert (before["start"], before["end"]) == ("2025-11-15T00:00:00+07:00", "2026-01-01T00:00:00+07:00")
+    assert (after["start"], after["end"]) == ("2026-01-01T00:00:00+07:00", "2026-02-10T00:00:00+07:00")
+    # By hand: 16 November days + 31 December days = 47 days x 24 h x 10 kWh = 11,280 kWh; 31 + 9 = 40 days x 24 h
+    # x 8 kWh = 7,680 kWh.
+    assert (before["quantity"], after["quantity"]) == (pytest.approx(11_280.0), pytest.approx(7_680.0))
+    assert before["actual_kgco2e"] == pytest.approx(11_280.0 * 0.4999, abs=1e-6)  # 5,638.872
+    assert after["actual_kgco2e"] == pytest.approx(7_680.0 * 0.4750, abs=1e-6)  # 3,648.0
+    row = next(r for r in answer["rows"] if r["group"] == "S2-ELEC")
+    assert row["actual_kgco2e"] == pytest.approx(5_638.872 + 3_648.0, abs=1e-6)
