@@ -149,7 +149,7 @@ class ActualSeries:
         self.base_factors[code] = self.base_factors.get(code, 0.0) + base
 
 
-def _whole_months(lo: str, hi: str) -> tuple[str, str]:
+def whole_months(lo: str, hi: str) -> tuple[str, str]:
     """SQL for the first and the end of the Bangkok months lying wholly in ``[lo, hi)`` (SQL expressions;
     ``%(tz)s`` must be CITY_TZ_NAME). The end is before the first when there is none."""
     first = f"(date_trunc('month', ({lo} - interval '1 microsecond') AT TIME ZONE %(tz)s) + interval '1 month')"
@@ -159,9 +159,9 @@ def _whole_months(lo: str, hi: str) -> tuple[str, str]:
 _SUMMED = ("amount", "covered_s", "kgco2e", "kgco2e_base")
 
 
-def _mapped_rows(mapped: str, keys: str) -> str:
+def mapped_rows(mapped: str, keys: str) -> str:
     """SQL for the sums of the 'energy_buckets' columns amount, covered_s, kgco2e and kgco2e_base (with ``keys`` of
-    ``x``) over each row ``x`` of the CTE ``mapped`` (columns device_id, metric_id, lo, hi, mlo, mhi: _whole_months
+    ``x``) over each row ``x`` of the CTE ``mapped`` (columns device_id, metric_id, lo, hi, mlo, mhi: whole_months
     of [lo, hi)) starting in [lo, hi), in several rows to be summed: the '1mo' rows of the months wholly in it,
     joined in one go (a probe per device and slice cost more than its 30 day rows), and the '1d' rows of the days
     left, probed per device only where there are such days (a slice that is not a whole month) and summed per device
@@ -184,7 +184,7 @@ def _mapped_rows(mapped: str, keys: str) -> str:
     )
 
 
-# Per slice (``i``): the metered items' kgCO2e summed over their mapped devices (_mapped_rows), then the manual items'
+# Per slice (``i``): the metered items' kgCO2e summed over their mapped devices (mapped_rows), then the manual items'
 # entered quantities of the slice's month; one round trip for every slice (a FYTD has up to 12, each was three).
 _ACTUAL = """
 WITH s(i, lo, hi, month, year_id) AS (
@@ -204,9 +204,9 @@ SELECT s.i, it.item_code, true, NULL, NULL, q.quantity::float8, it.ef_kgco2e_per
 FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id AND it.collection = 'manual'
 JOIN inventory_quantities q ON q.item_id = it.id AND q.month_start = s.month
 """.format(
-    mlo=_whole_months("s.lo", "s.hi")[0],
-    mhi=_whole_months("s.lo", "s.hi")[1],
-    rows=_mapped_rows("mapped", "x.i, x.item_id"),
+    mlo=whole_months("s.lo", "s.hi")[0],
+    mhi=whole_months("s.lo", "s.hi")[1],
+    rows=mapped_rows("mapped", "x.i, x.item_id"),
 )
 
 
@@ -265,7 +265,7 @@ mapped AS MATERIALIZED (
     FROM sm s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
     JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id
     LEFT JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
--- The seconds covered per (slice, item, device): _mapped_rows.
+-- The seconds covered per (slice, item, device): mapped_rows.
 covered AS ({rows}),
 dev AS (
     SELECT x.i, x.item_id, x.cadence_s, x.elapsed_s, coalesce(c.covered_s, 0)::float8 AS covered_s
@@ -287,9 +287,9 @@ FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
 LEFT JOIN agg a ON a.i = s.i AND a.item_id = it.id
 ORDER BY s.i, it.position, it.id
 """.format(
-    mlo=_whole_months("s.lo", "s.hi")[0],
-    mhi=_whole_months("s.lo", "s.hi")[1],
-    rows=_mapped_rows("mapped", "x.i, x.item_id, x.device_id AS mapped_device"),
+    mlo=whole_months("s.lo", "s.hi")[0],
+    mhi=whole_months("s.lo", "s.hi")[1],
+    rows=mapped_rows("mapped", "x.i, x.item_id, x.device_id AS mapped_device"),
 )
 
 

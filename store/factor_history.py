@@ -14,7 +14,7 @@ from datetime import datetime
 import psycopg
 
 from lccm.engine.timebase import BANGKOK, CITY_TZ_NAME
-from lccm.store.baseline import SliceSpec, _mapped_rows, _whole_months
+from lccm.store.baseline import SliceSpec, mapped_rows, whole_months
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class MeteredFactorPeriod:
 
 # Per slice, item and registry factor: the window where the slice meets the factor's validity (a day's bucket starts
 # at a Bangkok midnight; TGO's change falls on a midnight, so a day has one factor). The sums come from the '1mo' rows
-# of the months wholly in the window and the '1d' rows of the days left (store.baseline._mapped_rows: one join, not a
+# of the months wholly in the window and the '1d' rows of the days left (store.baseline.mapped_rows: one join, not a
 # probe per device, slice and factor of 30 day rows each); the first and last day with data from one index probe each
 # over the window's '1d' rows (energy_buckets_time_idx, the item's devices as a filter: the first row usually hits).
 _METERED_PERIODS = """
@@ -100,9 +100,9 @@ FROM ends e JOIN sums u ON u.k = e.k
 WHERE e.first IS NOT NULL
 GROUP BY e.item_code, e.unit, e.valid_from, e.kgco2e_per_unit, e.source
 """.format(
-    mlo=_whole_months("w.lo", "w.hi")[0],
-    mhi=_whole_months("w.lo", "w.hi")[1],
-    rows=_mapped_rows("mapped", "x.k"),
+    mlo=whole_months("w.lo", "w.hi")[0],
+    mhi=whole_months("w.lo", "w.hi")[1],
+    rows=mapped_rows("mapped", "x.k"),
 )
 
 
