@@ -21,6 +21,9 @@ cache's arrays, the evaluator's per-device state) against its budget. At the end
 The budgets are the settings' defaults unless given (``--inbox-mb``, ``--dedup-mb``, ``--alert-pending-mb``). The
 benchmark keeps nothing per device of its own: topics and payloads are made per message. ``--tracemalloc`` keeps a
 snapshot of the allocation sites whenever the traced total is the highest yet, and logs the top 30 at the end.
+``--index-check``: after the stream, waits until the updaters' queues are empty (the stream runs far faster than real
+time, so the AQI updater is behind and the index rules get no AQI hour during it), checks every index and reports
+the AQ stations' span history before and after (the index rules' frontiers move and let it go).
 
 Run: ``.venv/bin/python benchmarks/memory.py`` (100,000 devices, a day at 15 minutes: long on a shared machine;
 ``--hours 2`` gives the peak in a few minutes). Small: ``--devices 200 --hours 1``. The last line printed is one
@@ -198,7 +201,7 @@ def structures(ingest: Ingest, inbox: ByteBoundedInbox, settings: Settings) -> d
             "history_budget_bytes_per_watched_device": settings.alert_history_bytes,
             "devices": devices,
             "devices_with_history": len(clock._history),
-            "spans_kept": sum(len(h) // 2 for h in clock._history.values()),
+            "spans_kept": spans_kept(ingest),
             "estimated_bytes": clock.nbytes(),
             "estimated_bytes_per_device": round(clock.nbytes() / max(1, devices), 1),
         }
@@ -233,7 +236,40 @@ def settle(ingest: Ingest, quiet_s: float = 1.0, timeout_s: float = 300.0) -> No
         time.sleep(0.05)
 
 
-def stream(ingest: Ingest, aq_every: int, args: argparse.Namespace, sampler: PeakSampler) -> dict[str, Any]:
+def spans_kept(ingest: Ingest) -> int:
+    ev = ingest.evaluator
+    return 0 if ev is None else sum(len(h) // 2 for h in ev._inbox.clock._history.values())
+
+
+def index_check(ingest: Ingest, url: str, timeout_s: float) -> dict[str, Any]:
+    """Let the derived-data updaters empty their queues (the stream runs far faster than real time, so during it
+    the AQI updater is hours behind and the index rules find no AQI hour), then check every index as an AQI
+    recompute does: the index rules' frontiers move and the span history they passed is dropped."""
+    before = spans_kept(ingest)
+    started = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM rollup_queue) + (SELECT count(*) FROM sample_queue)"
+                " + (SELECT count(*) FROM aqi_queue)"
+            ).fetchone()
+            if row is None or row[0] == 0:
+                break
+            time.sleep(1.0)
+        else:
+            log.warning("the updaters' queues did not empty in %.0f s: the index check may find no AQI hour", timeout_s)
+    drained_s = time.monotonic() - started
+    if ingest.evaluator is not None:
+        ingest.evaluator.request_index_check()
+        settle(ingest)  # the check is pending work until a run has done it
+    return {
+        "index_check": {"spans_kept_before": before, "updaters_drained_s": round(drained_s, 1),
+                        "spans_kept_after": spans_kept(ingest)},
+    }  # fmt: skip
+
+
+def stream(ingest: Ingest, url: str, aq_every: int, args: argparse.Namespace, sampler: PeakSampler) -> dict[str, Any]:
     inbox = ingest.loop._inbox
     assert isinstance(inbox, ByteBoundedInbox)
     steps = int(args.hours * 3600 // args.cadence_s)
@@ -262,7 +298,8 @@ def stream(ingest: Ingest, aq_every: int, args: argparse.Namespace, sampler: Pea
     sampler.phase = "settle"
     settle(ingest)
     elapsed = time.perf_counter() - started
-    return {"messages": sent, "stream_s": round(elapsed, 1), "rss_mb_per_hour": per_hour}
+    checked = index_check(ingest, url, args.index_check_timeout_s) if args.index_check else {}
+    return {"messages": sent, "stream_s": round(elapsed, 1), "rss_mb_per_hour": per_hour, **checked}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         baseline = rss_mb()
         traced = TracedPeak() if args.tracemalloc else None
         try:
-            streamed = stream(ingest, aq_every, args, sampler)
+            streamed = stream(ingest, url, aq_every, args, sampler)
             held = structures(ingest, inbox, settings)
             sampler.phase = "stop"
             if traced is not None:
@@ -357,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", choices=("all", "no-alerts", "stream"), default="all",
         help="all: as `lccm ingest` runs (default); no-alerts: without the evaluator; stream: the stream loop only",
     )  # fmt: skip
+    p.add_argument(
+        "--index-check", action="store_true",
+        help="after the stream, wait for the updaters' queues to empty and check every index (alert_state then shows"
+        " the span history the index rules' frontiers let go)",
+    )  # fmt: skip
+    p.add_argument("--index-check-timeout-s", type=float, default=600.0)
     p.add_argument("--tracemalloc", action="store_true", help="log the top Python allocation sites (slow)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -374,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {result[key]}")
     for name, figures in result["structures"].items():
         print(f"{name}: {figures}")
+    if "index_check" in result:
+        print(f"index_check: {result['index_check']}")
     print(json.dumps(result))
     return 0 if result["lost"] == 0 else 1
 

@@ -19,7 +19,7 @@ ADMIN_URL = os.environ.get("LCCM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.
 def test_a_tiny_run_reports_peak_rss_and_each_structure_and_loses_nothing(tmp_path: Path) -> None:
     cmd = [
         *(sys.executable, str(BENCH), "--devices", "300", "--sites", "7", "--aq-share", "0.1"),
-        *("--hours", "2", "--inbox-mb", "1", "--admin-url", ADMIN_URL),
+        *("--hours", "2", "--inbox-mb", "1", "--index-check", "--admin-url", ADMIN_URL),
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -32,3 +32,6 @@ def test_a_tiny_run_reports_peak_rss_and_each_structure_and_loses_nothing(tmp_pa
     assert 0 < held["dedup_cache"]["bytes"] <= held["dedup_cache"]["budget_bytes"]
     alerts = held["alert_state"]
     assert alerts["devices"] == 300 and alerts["devices_with_history"] <= 30  # only the AQ stations keep spans
+    # After the updaters drained, the index check runs the index rules on the AQI hours: they only let spans go.
+    checked = result["index_check"]
+    assert alerts["spans_kept"] == checked["spans_kept_after"] <= checked["spans_kept_before"]
