@@ -484,6 +484,28 @@ _FISCAL_YEAR_START = sql.SQL(
 # nothing lowers the coverage instead of vanishing from it. Bucket ends are computed in Bangkok time ('1 month'
 # varies in length); a bucket still running at as_of is judged on its elapsed part. The group may be NULL: the join
 # on it is written NULL-safe but hashable (IS NOT DISTINCT FROM is not).
+# What both energy queries do once the CTEs b (the rows, grouped as asked), met and members are there: the sums
+# per bucket, group and metric, and the covered fraction over the members.
+_ENERGY_SUMS = """
+    agg AS (
+        SELECT bucket_start, grp, metric_id, sum(amount) AS amount, sum(kgco2e) AS kgco2e,
+               sum(kgco2e_base) AS kgco2e_base, max(quality)::int AS quality, sum(covered_s) AS covered_s,
+               extract(epoch FROM least(
+                   ((bucket_start AT TIME ZONE %(tz)s) + %(width)s::interval) AT TIME ZONE %(tz)s, %(as_of)s
+               ) - bucket_start) AS elapsed_s
+        FROM b GROUP BY bucket_start, grp, metric_id)
+    SELECT agg.bucket_start, agg.grp AS "group", met.name AS metric, met.unit, agg.amount, agg.kgco2e,
+           agg.kgco2e_base, agg.quality,
+           CASE WHEN agg.elapsed_s > 0
+                THEN least(1.0, agg.covered_s / (agg.elapsed_s * members.devices))::float8 END AS covered_fraction,
+           members.devices
+    FROM agg JOIN met ON met.id = agg.metric_id
+    JOIN members ON members.metric_id = agg.metric_id
+        AND (members.grp IS NULL) = (agg.grp IS NULL) AND coalesce(members.grp, '') = coalesce(agg.grp, '')
+    ORDER BY agg.bucket_start, agg.grp NULLS LAST, agg.metric_id
+    LIMIT %(limit)s
+"""
+
 _ENERGY = sql.SQL(
     """
     WITH dev AS (
@@ -508,24 +530,8 @@ _ENERGY = sql.SQL(
             SELECT dev.*, seen.metric_id FROM (SELECT DISTINCT device_id, metric_id FROM b) seen
             JOIN dev ON dev.id = seen.device_id) x
         GROUP BY 1, 2),
-    agg AS (
-        SELECT bucket_start, grp, metric_id, sum(amount) AS amount, sum(kgco2e) AS kgco2e,
-               sum(kgco2e_base) AS kgco2e_base, max(quality)::int AS quality, sum(covered_s) AS covered_s,
-               extract(epoch FROM least(
-                   ((bucket_start AT TIME ZONE %(tz)s) + %(width)s::interval) AT TIME ZONE %(tz)s, %(as_of)s
-               ) - bucket_start) AS elapsed_s
-        FROM b GROUP BY bucket_start, grp, metric_id)
-    SELECT agg.bucket_start, agg.grp AS "group", met.name AS metric, met.unit, agg.amount, agg.kgco2e,
-           agg.kgco2e_base, agg.quality,
-           CASE WHEN agg.elapsed_s > 0
-                THEN least(1.0, agg.covered_s / (agg.elapsed_s * members.devices))::float8 END AS covered_fraction,
-           members.devices
-    FROM agg JOIN met ON met.id = agg.metric_id
-    JOIN members ON members.metric_id = agg.metric_id
-        AND (members.grp IS NULL) = (agg.grp IS NULL) AND coalesce(members.grp, '') = coalesce(agg.grp, '')
-    ORDER BY agg.bucket_start, agg.grp NULLS LAST, agg.metric_id
-    LIMIT %(limit)s
     """
+    + _ENERGY_SUMS
 )
 
 
@@ -562,24 +568,8 @@ _ENERGY_BY_SITE = sql.SQL(
                 AND e.metric_id = met.id AND e.bucket_start >= %(start)s AND e.bucket_start < %(end)s LIMIT 1) seen
             WHERE dev.class_metric IS DISTINCT FROM met.id) x
         GROUP BY 1, 2),
-    agg AS (
-        SELECT bucket_start, grp, metric_id, sum(amount) AS amount, sum(kgco2e) AS kgco2e,
-               sum(kgco2e_base) AS kgco2e_base, max(quality)::int AS quality, sum(covered_s) AS covered_s,
-               extract(epoch FROM least(
-                   ((bucket_start AT TIME ZONE %(tz)s) + %(width)s::interval) AT TIME ZONE %(tz)s, %(as_of)s
-               ) - bucket_start) AS elapsed_s
-        FROM b GROUP BY bucket_start, grp, metric_id)
-    SELECT agg.bucket_start, agg.grp AS "group", met.name AS metric, met.unit, agg.amount, agg.kgco2e,
-           agg.kgco2e_base, agg.quality,
-           CASE WHEN agg.elapsed_s > 0
-                THEN least(1.0, agg.covered_s / (agg.elapsed_s * members.devices))::float8 END AS covered_fraction,
-           members.devices
-    FROM agg JOIN met ON met.id = agg.metric_id
-    JOIN members ON members.metric_id = agg.metric_id
-        AND (members.grp IS NULL) = (agg.grp IS NULL) AND coalesce(members.grp, '') = coalesce(agg.grp, '')
-    ORDER BY agg.bucket_start, agg.grp NULLS LAST, agg.metric_id
-    LIMIT %(limit)s
     """
+    + _ENERGY_SUMS
 )
 # Groupings that are attributes of the site, so that the per-site rows add up to them.
 _SITE_GROUPS = ("site", "city")
