@@ -571,8 +571,8 @@ _ENERGY_BY_SITE = sql.SQL(
     """
     + _ENERGY_SUMS
 )
-# Groupings that are attributes of the site, so that the per-site rows add up to them.
-_SITE_GROUPS = ("site", "city")
+# Groupings that are attributes of the site, so that the per-site rows (migration 021) add up to them.
+SITE_GROUPS = ("site", "city")
 
 
 def energy_series(
@@ -596,7 +596,7 @@ def energy_series(
     """
     if resolution not in ENERGY_RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}")
-    query = (_ENERGY_BY_SITE if group_by in _SITE_GROUPS else _ENERGY).format(
+    query = (_ENERGY_BY_SITE if group_by in SITE_GROUPS else _ENERGY).format(
         bucket=_FISCAL_YEAR_START if resolution == "fy" else sql.SQL("x.bucket_start"),
         group=ENERGY_GROUPS[group_by],
         site_filter=_site_filter(site_code, scope),

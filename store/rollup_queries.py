@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from lccm.engine.timebase import CITY_TZ_NAME, FISCAL_YEAR_FIRST_MONTH
+from lccm.store.queries import SITE_GROUPS
 from lccm.store.scope import Scope, scope_and
 
 ROLLUP_RESOLUTIONS = ("15min", "1h", "1d", "1mo", "fy")
@@ -99,7 +100,9 @@ def sample_series(
     """Statistics of one metric's readings per bucket starting in [start, end) and per group."""
     if resolution not in ROLLUP_RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}")
-    if group_by in _SITE_GROUPS and resolution != "fy" and device_id is None and kind is None:
+    # Not a fiscal year: a device's mean over the year is not the sum of its monthly means, so sum_of_device_means
+    # needs the device rows.
+    if group_by in SITE_GROUPS and resolution != "fy" and device_id is None and kind is None:
         return _sample_series_by_site(conn, metric_id, resolution, group_by, start, end, site_code, limit, scope)
     query = sql.SQL(
         """
@@ -125,11 +128,6 @@ def sample_series(
     params = _params(resolution, start, end, site_code=site_code, device_id=device_id, kind=kind)
     params |= {"metric_id": metric_id, "limit": limit}
     return conn.cursor(row_factory=class_row(SampleRow), binary=True).execute(query, params).fetchall()
-
-
-# Groupings that are attributes of the site: the per-site rows (migration 021) add up to them. Not a fiscal year: a
-# device's mean over the year is not the sum of its monthly means, so sum_of_device_means needs the device rows.
-_SITE_GROUPS = ("site", "city")
 
 
 def _sample_series_by_site(
