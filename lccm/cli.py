@@ -167,13 +167,13 @@ def ingest(ctx: typer.Context) -> None:
     LCCM_INGEST_ROLE=stream or derived, only that part (docs/partitions.md#roles). Stops on SIGTERM/SIGINT."""
     from lccm.metrics import IngestMetrics
     from lccm.monitoring import monitor_ingest
-    from lccm.runtime import Ingest, role_process, services
+    from lccm.runtime import Ingest, needs_broker, role_process, services
     from lccm.store.leases import PartitionCountMismatch
     from lccm.workers import write_heartbeat
 
     settings = _settings(ctx)
     stop = _stop_event()
-    with services(settings) as svc:
+    with services(settings, with_broker=needs_broker(settings)) as svc:
         metrics = IngestMetrics()
         try:
             process = role_process(settings, svc, metrics=metrics)

@@ -400,6 +400,13 @@ class Ingest(Process):
         return False
 
 
+def needs_broker(settings: Settings) -> bool:
+    """Whether a process of LCCM_INGEST_ROLE connects to the broker: the stream reads it, and alert notifications
+    publish to it (a ``derived`` process, while the evaluator runs with the stream, does neither)."""
+    role = settings.ingest_role
+    return runs(role, "stream") or (settings.alerts_enabled and runs(role, ALERTS_ROLE))
+
+
 def role_process(settings: Settings, svc: Services, **kw: Any) -> Process:
     """The process ``lccm ingest`` runs for LCCM_INGEST_ROLE: :func:`ingest_process` for ``all`` and ``stream``,
     :func:`derived_process` for ``derived`` (``kw`` as they take it). Not started: call ``start()``."""
