@@ -19,6 +19,10 @@ The contract, from EMQX's own source at tag v5.8.6 (github.com/emqx/emqx):
   of ``{"user_id", "password", "is_superuser"}`` hashes each password with the authenticator's algorithm and writes
   the whole list in one transaction, replacing existing entries (``override``); it answers 200 and
   ``{"total", "success", "override", "skipped", "failed"}``. An empty list is refused (400), so it is never sent.
+- ``apps/emqx_management/src/emqx_mgmt_api_clients.erl`` and ``emqx_mgmt.erl`` (``kickout_clients/1``):
+  ``POST /api/v5/clients/kickout/bulk`` with a JSON list of client ids disconnects them on every running node and
+  ends their sessions; ids not connected are passed over; it answers 204. A changed password alone does not end a
+  connection that is already open, so a rotated device is kicked (mosquitto's plugin does this itself).
 - ``apps/emqx_dashboard/src/emqx_dashboard.erl`` (``authorize/1``): basic auth is an API key and secret; a wrong
   pair is 401 ``BAD_API_KEY_OR_SECRET``, a role without the right 403 ``UNAUTHORIZED_ROLE``.
 
@@ -28,7 +32,7 @@ runs this module against a small HTTP server implementing the contract above.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -158,6 +162,14 @@ class EmqxAdmin:
                 raise BrokerAdminError(f"EMQX did not write every entry {what}: {counts}")
             totals = ImportCounts(*(a + b for a, b in zip(_fields(totals), _fields(counts), strict=True)))
         return totals
+
+    def kick_clients(self, client_ids: Sequence[str]) -> None:
+        """Disconnect these clients wherever they are connected (their next CONNECT needs the current password)."""
+        ids = list(client_ids)
+        for start in range(0, len(ids), IMPORT_BATCH):
+            batch = ids[start : start + IMPORT_BATCH]
+            what = f"disconnecting {len(batch)} client(s) ({batch[0]!r}...)"
+            self._request("POST", "/clients/kickout/bulk", json=batch, what=what, ok=(204,))
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ ingest/emqx_admin.py:
 - apps/emqx_auth/src/emqx_authn/emqx_authn_user_import_api.erl and apps/emqx_auth_mnesia/src/emqx_authn_mnesia.erl:
   import_users with ``type=plain`` and a JSON list: one transaction, existing entries replaced (override), counts
   ``total, success, override, skipped, failed``; an empty list 400; a malformed entry fails the whole request (400).
+- apps/emqx_management/src/emqx_mgmt_api_clients.erl, emqx_mgmt.erl ``kickout_clients/1``: POST
+  /api/v5/clients/kickout/bulk with a list of client ids disconnects those connected, passes over the others, 204.
 - apps/emqx_auth/src/emqx_authn/emqx_authn_password_hashing.erl: sha256 with the salt as prefix (what
   deploy/emqx/emqx.conf sets), the salt 16 random bytes in hex; ``verify`` checks a password as EMQX does at CONNECT.
 """
@@ -41,6 +43,8 @@ class FakeEmqx:
     has_authenticator: bool = True
     users: dict[str, tuple[str, str]] = field(default_factory=dict)  # user id -> (salt, sha256 hex of salt+password)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of authorised requests
+    connected: set[str] = field(default_factory=set)  # client ids with an open connection (set by a test)
+    kicked: list[str] = field(default_factory=list)  # connected client ids the API disconnected, in order
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +61,13 @@ class FakeEmqx:
     # -- the API: (status, body) ---------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        if path == "/api/v5/clients/kickout/bulk" and method == "POST":
+            if not isinstance(body, list) or not all(isinstance(c, str) for c in body):
+                return 400, {"code": "BAD_REQUEST", "message": "a list of client ids"}
+            with self.lock:
+                self.kicked += [c for c in body if c in self.connected]
+                self.connected -= set(body)
+            return 204, None
         prefix = "/api/v5/authentication/"
         if not path.startswith(prefix):
             return 404, {"code": "NOT_FOUND", "message": "Request Path Not Found"}

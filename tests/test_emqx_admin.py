@@ -100,8 +100,10 @@ def test_broker_setup_gives_every_worker_and_its_alert_publisher_an_entry_and_is
     assert all(emqx.verify(c, INGEST_PASSWORD) for c in expected)
     assert not emqx.verify("lccm-ingest-1", "another password")
     assert "lccm-ingest-2-alerts" in first.output
-    run(env, *argv)  # again: the same entries, the same password
+    emqx.connected = set(expected)  # the workers run
+    run(env, *argv)  # again: the same entries, the same password, and the running workers keep their sessions
     assert set(emqx.users) == expected and all(emqx.verify(c, INGEST_PASSWORD) for c in expected)
+    assert emqx.kicked == []
     # Without the option: the worker this environment runs (LCCM_MQTT_CLIENT_ID).
     run({**env, "LCCM_MQTT_CLIENT_ID": "lccm-ingest-7"}, "broker", "setup")
     assert {"lccm-ingest-7", "lccm-ingest-7-alerts"} <= set(emqx.users)
@@ -123,6 +125,13 @@ def test_add_reader_creates_its_client_id_entry(emqx: FakeEmqx, tmp_path: Path) 
     (secret,) = read_credentials(out).values()
     assert set(emqx.users) == {"lccm-alerts-control-room"}
     assert emqx.verify("lccm-alerts-control-room", secret)
+    # Again: a new secret; whoever is connected with the old one is cut off.
+    emqx.connected = {"lccm-alerts-control-room"}
+    again = tmp_path / "reader-again.csv"
+    run(env, "broker", "add-reader", "control-room", "--credentials-out", str(again))
+    (new,) = read_credentials(again).values()
+    assert emqx.verify("lccm-alerts-control-room", new) and not emqx.verify("lccm-alerts-control-room", secret)
+    assert emqx.kicked == ["lccm-alerts-control-room"]
 
 
 # --- lccm devices --------------------------------------------------------------------------------------------------
@@ -148,9 +157,12 @@ def test_import_issue_and_rotate_reach_emqx(emqx: FakeEmqx, db_url: str, tmp_pat
     assert len(emqx.requests) == requests_before
     assert all(emqx.verify(d, s) for d, s in issued.items())
 
-    # Rotate: the old secret stops working, the new one works, PostgreSQL holds the new one's hash.
+    # Rotate: the old secret stops working, the device's open connection ends, the new secret works, PostgreSQL
+    # holds the new one's hash; the other device stays connected.
+    emqx.connected = {"EMQ-A", "EMQ-B"}
     rotated = tmp_path / "rotated.csv"
     run(env, "devices", "rotate", "EMQ-A", "--credentials-out", str(rotated))
+    assert emqx.kicked == ["EMQ-A"] and emqx.connected == {"EMQ-B"}
     new = read_credentials(rotated)["EMQ-A"]
     assert new != issued["EMQ-A"]
     assert emqx.verify("EMQ-A", new) and not emqx.verify("EMQ-A", issued["EMQ-A"])
