@@ -305,7 +305,8 @@ class EmqxIdentities:
         self._admin.import_users(secrets_by_device)
         # A rotated device's open connection ends now, as mosquitto's modifyClient does; new devices are not
         # connected, so for them this is a no-op. Never done for the ingest's entries: a re-run of `broker setup`
-        # must not end the workers' sessions (EMQX discards a kicked session and its queue).
+        # must not end the workers' sessions (EMQX destroys a kicked client's session and its queue: v5.8.6
+        # emqx_channel.erl, process_kick/1).
         self._admin.kick_clients(list(secrets_by_device))
 
 
