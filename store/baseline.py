@@ -187,16 +187,17 @@ def mapped_rows(mapped: str, keys: str) -> str:
 # The actual figures, the coverage and the metered factor periods of a period's slices, from one read of the buckets.
 #
 # piece: each slice of an item with mapped devices, cut where the item's factor in force changes (a factor's bound
-# inside the slice; TGO's changes fall on a midnight, so a day has one factor). rd: per piece and mapped device, the
-# sums of its buckets (mapped_rows) - the one read; a slice is one month's part, so each is one '1mo' row or one sum
-# of '1d' rows. From rd: per slice and item the metered kgCO2e (manual items: the month's entered quantity), the
-# seconds each device covers (capped at the slice's elapsed seconds while it was in service, migration 014) and the
-# readings its registry cadence expects, and per piece under a registry factor its sums, its first and last day with
-# data from one index probe each over the piece's '1d' rows (energy_buckets_time_idx, the item's devices as a filter:
-# the first row usually hits; `device_id + 0` keeps the planner off the primary key, where min() read a month).
-# Buckets, not raw readings: a year of a meter is 365 rows, whatever its cadence. The three answers come back in one
-# result, told apart by `tag` (m: metered kgCO2e, q: manual quantity, c: coverage, f: factor period); they were
-# three queries that each read the same rows.
+# inside the slice; TGO's changes fall on a midnight, so a day has one factor). rd: the one read of the buckets, the
+# rows of mapped_rows per piece and mapped device (a slice is one month's part: one '1mo' row or one sum of '1d'
+# rows). Each figure sums rd's rows as they were read (no join or grouping in between), as the three queries did,
+# so the sums are added in the same order. From rd: per slice and item the metered kgCO2e (manual items: the
+# month's entered quantity); per slice, item and device the seconds covered (capped at the slice's elapsed seconds
+# while the device was in service, migration 014) and the readings its registry cadence expects; per piece under a
+# registry factor its sums, and its first and last day with data from one index probe each over the piece's '1d'
+# rows (energy_buckets_time_idx, the item's devices as a filter: the first row usually hits; `device_id + 0` keeps
+# the planner off the primary key, where min() read a month). Buckets, not raw readings: a year of a meter is 365
+# rows, whatever its cadence. The three answers come back in one result, told apart by `tag` (m: metered kgCO2e,
+# q: manual quantity, c: coverage, f: factor period); they were three queries that each read the same rows.
 _FIGURES = """
 WITH s(i, lo, hi, month, year_id) AS (
     SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
@@ -217,17 +218,13 @@ piece AS MATERIALIZED (
                  coalesce(lead(c.lo) OVER (PARTITION BY c.i, c.item_id ORDER BY c.lo), c.slice_hi) AS hi
           FROM cut c) p),
 mapped AS MATERIALIZED (
-    SELECT p.k, p.lo, p.hi, p.mlo, p.mhi, dm.device_id, mt.id AS metric_id
+    SELECT p.k, p.i, p.item_id, p.lo, p.hi, p.mlo, p.mhi, dm.device_id, mt.id AS metric_id
     FROM piece p JOIN device_item_map dm ON dm.item_id = p.item_id
     JOIN inventory_items it ON it.id = p.item_id JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
-rd AS MATERIALIZED (
-    SELECT r.k, r.mapped_device AS device_id, sum(r.amount) AS amount, sum(r.covered_s) AS covered_s,
-           sum(r.kgco2e) AS kgco2e, sum(r.kgco2e_base) AS kgco2e_base
-    FROM ({rows}) r GROUP BY r.k, r.mapped_device),
+rd AS MATERIALIZED ({rows}),
 -- grouped on integers: sorting the slices' rows by item code spilled to disk
 metered AS (
-    SELECT p.i, p.item_id, sum(r.kgco2e) AS kgco2e, sum(r.kgco2e_base) AS kgco2e_base
-    FROM rd r JOIN piece p ON p.k = r.k GROUP BY p.i, p.item_id),
+    SELECT i, item_id, sum(kgco2e) AS kgco2e, sum(kgco2e_base) AS kgco2e_base FROM rd GROUP BY i, item_id),
 -- Each mapped device's covered seconds per slice meet its cadence and elapsed seconds in one grouping, not a join
 -- (CTEs carry no statistics: a join of the two was planned as a merge join re-reading 4 M rows).
 dev AS (
@@ -242,7 +239,7 @@ dev AS (
           FROM (SELECT DISTINCT i, item_id FROM piece) p JOIN s ON s.i = p.i
           JOIN device_item_map dm ON dm.item_id = p.item_id JOIN devices d ON d.id = dm.device_id
           UNION ALL
-          SELECT p.i, p.item_id, r.device_id, NULL, NULL, r.covered_s FROM rd r JOIN piece p ON p.k = r.k) u
+          SELECT i, item_id, device_id, NULL, NULL, covered_s FROM rd) u
     GROUP BY i, item_id, device_id),
 cov AS (
     SELECT i, item_id, count(*)::int AS devices, sum(least(covered_s, elapsed_s)) AS covered_s,
@@ -293,7 +290,7 @@ ORDER BY tag, i, position, item_id
 """.format(
     mlo=whole_months("p.lo", "p.hi")[0],
     mhi=whole_months("p.lo", "p.hi")[1],
-    rows=mapped_rows("mapped", "x.k, x.device_id AS mapped_device"),
+    rows=mapped_rows("mapped", "x.k, x.i, x.item_id, x.device_id"),
 )
 
 
