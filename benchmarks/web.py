@@ -163,7 +163,8 @@ def ingest_history(url: str, city: City, settings: Settings, start: datetime, en
                     future_tolerance_s=settings.future_tolerance_s, topic_root=settings.mqtt_topic_root)  # fmt: skip
     sink = DbSink(url, settings.late_horizon_s * 1_000_000)
     loop = StreamLoop(inbox=queue.SimpleQueue(), decode=make_decoder(holder, limits), sink=sink, ack=lambda _: None,
-                      policy=FlushPolicy(settings.batch_max_readings, 3600.0))  # fmt: skip
+                      policy=FlushPolicy(settings.batch_max_readings, 3600.0),
+                      dedup_cache_bytes=settings.dedup_cache_bytes)  # fmt: skip
     cfg = SimConfig(
         seed=SEED, start=start, end=end, faults=True, keep_messages=False, topic_root=settings.mqtt_topic_root
     )

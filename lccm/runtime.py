@@ -44,6 +44,7 @@ from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResu
 from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.inbox import ByteBoundedInbox
 from lccm.stream.loop import BatchObserver, CommitHook, StreamLoop
@@ -222,14 +223,15 @@ def energy_updater(settings: Settings, database: Connect | str, *, leases: Lease
 
 
 def updaters(settings: Settings, database: Connect | str, *, leases: Leases | None = None) -> Updaters:
-    """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them: with
-    ``leases``, each claims work of its process's partitions only; without, of every device (one process alone,
-    ``lccm recompute``, tests)."""
+    """Every derived-data updater (energy and emissions, samples, lamps, AQI hours, reading days), as ``lccm ingest``
+    runs them: with ``leases``, each claims work of its process's partitions only; without, of every device (one
+    process alone, ``lccm recompute``, tests)."""
     connect = connector(database)
     return Updaters(
         energy_updater(settings, connect, leases=leases),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000, leases=leases),
         AqiUpdater(connect, settings.aqi_settings(), leases=leases),
+        DayUpdater(connect, leases=leases),
     )
 
 

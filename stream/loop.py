@@ -149,8 +149,8 @@ class StreamLoop:
         sink: Sink,
         ack: Acker,
         policy: FlushPolicy,
+        dedup_cache_bytes: int,  # Settings.dedup_cache_bytes: the one default lives there
         clock: Clock = time.monotonic,
-        dedup_cache_bytes: int = 32 * 2**20,
         on_commit: Sequence[CommitHook] = (),
         observe: BatchObserver | None = None,
         wall_us: Callable[[], int] = _wall_us,

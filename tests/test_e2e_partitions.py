@@ -47,7 +47,7 @@ FAULTS = {
 }  # fmt: skip
 PARTITIONS = 16
 LEASE_S = 1.5
-QUEUES = ("rollup_queue", "sample_queue", "aqi_queue")
+QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue")
 
 # What is compared, by the devices' own ids (not their keys), every value column.
 SNAPSHOTS = {

@@ -75,6 +75,7 @@ def make_loop(
         sink=sink,
         ack=ack,
         policy=FlushPolicy(max_readings, max_wait_s),
+        dedup_cache_bytes=2**20,
         clock=clock,
     )
     return loop, inbox, acked
@@ -188,6 +189,7 @@ def test_real_database_sink_stores_once_across_a_replayed_batch(fresh_db: str) -
             sink=sink,
             ack=lambda tokens: None,
             policy=FlushPolicy(100, 0.05),
+            dedup_cache_bytes=2**20,
             clock=FakeClock(),
         )
         for i in range(5):
