@@ -716,7 +716,7 @@ def _ingest_main(
         worker.start()
         cpu = CpuMeter()
         cpu.add("process", os.getpid())
-        for name in ("stream", "updaters", "alerts", "notify-dispatch"):
+        for name in ("stream", "stream-writer", "updaters", "alerts", "notify-dispatch"):
             with contextlib.suppress(KeyError):
                 tid = worker.supervisor[name].native_id
                 if tid is not None:

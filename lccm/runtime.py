@@ -487,8 +487,12 @@ def build_ingest(
         on_commit=[*hooks, *on_commit],
         clock=clock or time.monotonic,
         observe=observe,
+        in_flight=settings.batches_in_flight,
     )
     supervisor.add(worker(settings, "stream", loop.step, drain=loop.finish, idle_s=0.0))
+    if settings.batches_in_flight:
+        # After the stream: stopped after it, so its drain writes the batch the stream's drain handed over.
+        supervisor.add(worker(settings, "stream-writer", loop.write_step, drain=loop.write_pending, idle_s=0.0))
     for w in downstream:
         supervisor.add(w)
     supervisor.add(worker(settings, "mqtt-in", _then_idle(lambda _: source.check())))
