@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # stream/: a batch is flushed when it holds this many readings or its oldest message is this old.
     batch_max_readings: int = 20_000
     batch_max_wait_s: float = 0.05
+    # Batches handed from the stream thread to its writer (a second worker) and not committed yet: the stream
+    # decodes and deduplicates the next batch while the database stores these (0: the stream thread writes itself).
+    batches_in_flight: int = Field(default=1, ge=0)
     # Memory budgets of one ingest process (docs/reference.md#memory-budgets), in bytes:
     # - inbox_bytes: messages received and not yet taken by the stream loop (payload + topic + 256 per message);
     #   when full, the MQTT thread waits before it reads more (backpressure; nothing is dropped or acked early);

@@ -699,8 +699,8 @@ class DeviceCompleteness:
 
 
 # Per device: the day's row of ``reading_days`` (distinct event times over all metrics and the seq span, kept by the
-# writer: store/reading_days.py). The expected count runs to the end of the day or to as_of, whichever is earlier,
-# so today is judged on its elapsed part.
+# derived-data updaters from what the writer queued: store/reading_days.py; it lags by their queue). The expected
+# count runs to the end of the day or to as_of, whichever is earlier, so today is judged on its elapsed part.
 _COMPLETENESS = sql.SQL(
     "SELECT d.device_id, s.site_code, d.kind, d.cadence_s,"
     " floor(greatest(0, extract(epoch FROM least(%(day_end)s, %(as_of)s) - %(day_start)s)) / d.cadence_s)::int"

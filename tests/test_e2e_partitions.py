@@ -4,7 +4,8 @@ The same simulated stream (six hours of part of the virtual city, faults on) goe
 ingest`` processes on one shared subscription of the real mosquitto, each run into a fresh database. In the run with
 three, one process is killed (SIGKILL) halfway through and started again under the same client id, so its
 partitions are taken over when its leases expire and its unacknowledged messages come again. Readings, energy and
-emission buckets at every resolution, sample and lamp buckets, and the AQI hours must equal the single-process run's.
+emission buckets at every resolution, sample and lamp buckets, the AQI hours and the per-day reading counts must equal
+the single-process run's.
 
 Not exercised, by design of the feed (docs/partitions.md#what-is-the-same-whoever-received-a-message): corrections
 (a second value for a stored reading: the first committed wins, and with several processes which one commits first
@@ -47,7 +48,7 @@ FAULTS = {
 }  # fmt: skip
 PARTITIONS = 16
 LEASE_S = 1.5
-QUEUES = ("rollup_queue", "sample_queue", "aqi_queue")
+QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue")
 
 # What is compared, by the devices' own ids (not their keys), every value column.
 SNAPSHOTS = {
@@ -62,6 +63,10 @@ SNAPSHOTS = {
     "aqi_hourly": "SELECT a.index_key, d.device_id, a.hour_start, a.aqi, a.responsible, a.category, a.status,"
     " a.reason, a.missing, a.sub_index, a.average, a.coverage FROM aqi_hourly a"
     " JOIN devices d ON d.id = a.device_id",
+    # what completeness reads (counted by the day updater under the same leases; not the counted hull, which
+    # depends on how the readings were grouped into claims)
+    "reading_days": "SELECT d.device_id, r.day, r.received, r.seq_first, r.seq_last, r.messages_received"
+    " FROM reading_days r JOIN devices d ON d.id = r.device_id",
 }
 
 
