@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.buckets import mark_incomplete
-from lccm.engine.counters import LEARNED_HEADROOM, MeterParams
+from lccm.engine.counters import LEARNED_HEADROOM, NO_TS, MeterParams
 from lccm.engine.emissions import factor_series
 from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
 from lccm.engine.fused import register_buckets
@@ -30,6 +30,7 @@ from lccm.store.energy import (
     bucket_ranges,
     claim_spans,
     meters,
+    reach_forward,
     replace_buckets,
     window_readings,
 )
@@ -46,6 +47,10 @@ FUEL_METRIC = 8  # litre register
 DEFAULT_BOUND_KW = 1000.0
 DEFAULT_BOUND_LPH = 100.0
 BOUND_HISTORY_DAYS = 28
+# How many times a claim's bucket ranges are extended forward over stored readings that may still reach back into
+# them (EnergyUpdater._settled): each step passes a flat run and the reading that ends it, so more is a meter stuck
+# again and again within the late-data horizon.
+MAX_REACH_STEPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +98,7 @@ class EnergyUpdater:
             models = meters(conn, np.unique(ranges.device_id).tolist())
             stored = 0
             for chunk in chunks(ranges, self._cell_budget):
-                part = ranges.take(chunk)
-                rows = self._compute(conn, part, windows.take(chunk), models)
+                part, rows = self._settled(conn, ranges.take(chunk), windows.take(chunk), models)
                 replace_buckets(conn, part, rows)
                 stored += len(rows.device_id)
         return UpdateResult(len(spans), stored)
@@ -102,16 +106,41 @@ class EnergyUpdater:
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
         return drain(self.run_once, stop)
 
+    def _settled(
+        self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
+    ) -> tuple[Spans, BucketRows]:
+        """The buckets of the ranges, each range extended forward until no stored reading after it can reach back
+        into it. A later reading's interval reaches back to the anchor of a suspect run that is open at the end of
+        the window, or to the start of the flat run it ends on (a stuck register's catch-up is spread from there,
+        engine.counters rules 5, 5b): computed without that reading, such a range's buckets would hold measured
+        zeros where all the readings at once give the catch-up's share (docs/partitions.md)."""
+        rows, reach_us = self._compute(conn, ranges, windows, models)
+        for _ in range(MAX_REACH_STEPS):
+            short = np.flatnonzero(reach_us < ranges.hi_us)
+            if not short.size:
+                break
+            longer, wider = reach_forward(conn, ranges.take(short), windows.take(short))
+            moved = wider.hi_us > windows.hi_us[short]
+            if not moved.any():
+                break  # nothing stored after those windows yet: a later reading's claim looks back (bucket_ranges)
+            ranges, windows = _replaced(ranges, short[moved], longer), _replaced(windows, short[moved], wider)
+            rows, reach_us = self._compute(conn, ranges, windows, models)
+        return ranges, rows
+
     def _compute(
         self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
-    ) -> BucketRows:
+    ) -> tuple[BucketRows, np.ndarray]:
+        """The buckets of the ranges, and for each range the earliest time a later reading's interval may start at
+        (the open suspect run's anchor, else the start of the flat run the window ends on)."""
         span_idx, ts_us, value = window_readings(conn, windows)
         params, classes = self._models(ranges, models, self._learned_bounds(conn, ranges))
         edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
         factors, series = factor_series(self._registry, classes)
         base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
         # counters, the 15-minute spread and both emissions in one pass (engine.fused: the pipeline's answer)
-        out, _ = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
+        out, state = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
+        reach_us = np.where(state.flat_ts_us == NO_TS, np.iinfo(np.int64).max, state.flat_ts_us)
+        reach_us = np.where(state.anchor_ts_us == NO_TS, reach_us, np.minimum(reach_us, state.anchor_ts_us))
         kg, kg_base = out.kgco2e, out.kgco2e_base
         # A bucket that has ended before the meter's latest reading yet is not fully covered lost part of its energy
         # (no interval there: before the meter's first reading, or a gap the counter could not bridge): MISSING.
@@ -122,7 +151,7 @@ class EnergyUpdater:
         starts = edges[:-1, None]
         inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
         b, j = np.nonzero(inside)
-        return BucketRows(
+        rows = BucketRows(
             device_id=ranges.device_id[j],
             metric_id=ranges.metric_id[j],
             bucket_start_us=edges[b],
@@ -134,6 +163,7 @@ class EnergyUpdater:
             kgco2e=kg[b, j],
             kgco2e_base=kg_base[b, j],
         )
+        return rows, reach_us
 
     def _learned_bounds(self, conn: psycopg.Connection, ranges: Spans) -> np.ndarray:
         """Each span's learned plausibility bound (kW or L/h): LEARNED_HEADROOM x its meter's robust peak over the
@@ -161,6 +191,14 @@ class EnergyUpdater:
             rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
             cadence[j] = m.cadence_s * 1_000_000
         return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence, learned_per_h=learned), classes
+
+
+def _replaced(spans: Spans, index: np.ndarray, new: Spans) -> Spans:
+    """``spans`` with the rows at ``index`` replaced by ``new``'s (in order)."""
+    cols = [getattr(spans, f).copy() for f in ("device_id", "metric_id", "lo_us", "hi_us")]
+    for col, f in zip(cols, ("device_id", "metric_id", "lo_us", "hi_us"), strict=True):
+        col[index] = getattr(new, f)
+    return Spans(*cols)
 
 
 def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:
