@@ -8,7 +8,9 @@ back: to the last reading with another value when the register was flat up to P 
 stored 15-minute bucket from just before P onwards is suspect or missing, over that run of buckets to the end of
 the last good one before it (a doubtful reading, or a run that may still be caught up), and from there again to
 the start of a flat run (a stuck run's buckets stored as measured zeros while its catch-up was the newest reading);
-at most FLAT_LOOKBACK.
+at most FLAT_LOOKBACK. Forward, N is as far as bucket_ranges goes; a later stored reading whose catch-up reaches
+back into the range (a flat or suspect run across its end) is found by the engine, and :func:`reach_forward` then
+extends the range past it (stream.energy.EnergyUpdater._store).
 To recompute them exactly the engine needs every reading inside, plus the last reading at or before the first
 bucket's start and the first at or after the last bucket's end (their intervals reach into the range). All times
 here are UTC epoch microseconds.
@@ -332,6 +334,9 @@ class BucketRows:
     intervals: np.ndarray
     kgco2e: np.ndarray
     kgco2e_base: np.ndarray
+
+    def take(self, index: np.ndarray) -> BucketRows:
+        return BucketRows(*(getattr(self, f)[index] for f in BucketRows.__dataclass_fields__))
 
 
 def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -> None:

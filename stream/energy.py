@@ -48,7 +48,7 @@ DEFAULT_BOUND_KW = 1000.0
 DEFAULT_BOUND_LPH = 100.0
 BOUND_HISTORY_DAYS = 28
 # How many times a claim's bucket ranges are extended forward over stored readings that may still reach back into
-# them (EnergyUpdater._settled): each step passes a flat run and the reading that ends it, so more is a meter stuck
+# them (EnergyUpdater._store): each step passes a flat run and the reading that ends it, so more is a meter stuck
 # again and again within the late-data horizon.
 MAX_REACH_STEPS = 8
 
@@ -98,40 +98,44 @@ class EnergyUpdater:
             models = meters(conn, np.unique(ranges.device_id).tolist())
             stored = 0
             for chunk in chunks(ranges, self._cell_budget):
-                part, rows = self._settled(conn, ranges.take(chunk), windows.take(chunk), models)
-                replace_buckets(conn, part, rows)
-                stored += len(rows.device_id)
+                stored += self._store(conn, ranges.take(chunk), windows.take(chunk), models, MAX_REACH_STEPS)
         return UpdateResult(len(spans), stored)
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
         return drain(self.run_once, stop)
 
-    def _settled(
-        self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
-    ) -> tuple[Spans, BucketRows]:
-        """The buckets of the ranges, each range extended forward until no stored reading after it can reach back
-        into it. A later reading's interval reaches back to the anchor of a suspect run that is open at the end of
-        the window, or to the start of the flat run it ends on (a stuck register's catch-up is spread from there,
-        engine.counters rules 5, 5b): computed without that reading, such a range's buckets would hold measured
-        zeros where all the readings at once give the catch-up's share (docs/partitions.md)."""
-        rows, reach_us = self._compute(conn, ranges, windows, models)
-        for _ in range(MAX_REACH_STEPS):
-            short = np.flatnonzero(reach_us < ranges.hi_us)
-            if not short.size:
-                break
+    def _store(
+        self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow], steps: int
+    ) -> int:
+        """Compute and store the buckets of the ranges; a range that a stored reading after its window may still
+        reach back into is extended forward first (up to ``steps`` times) and computed again, on its own. A later
+        reading's interval reaches back to the anchor of a suspect run open at the end of the window, or to the start
+        of the flat run the window ends on (a stuck register's catch-up is spread from there, engine.counters rules
+        5, 5b): computed without that reading, the range's buckets would hold measured zeros where the same readings
+        at once give the catch-up's share (docs/partitions.md). Returns the rows stored."""
+        rows, row_span, reach_us = self._compute(conn, ranges, windows, models)
+        moved = np.zeros(0, np.int64)
+        short = np.flatnonzero(reach_us < ranges.hi_us) if steps > 0 else moved
+        if short.size:
             longer, wider = reach_forward(conn, ranges.take(short), windows.take(short))
-            moved = wider.hi_us > windows.hi_us[short]
-            if not moved.any():
-                break  # nothing stored after those windows yet: a later reading's claim looks back (bucket_ranges)
-            ranges, windows = _replaced(ranges, short[moved], longer), _replaced(windows, short[moved], wider)
-            rows, reach_us = self._compute(conn, ranges, windows, models)
-        return ranges, rows
+            # nothing stored after a window yet: a later reading's own claim looks back (bucket_ranges)
+            on = wider.hi_us > windows.hi_us[short]
+            moved, longer, wider = short[on], longer.take(np.flatnonzero(on)), wider.take(np.flatnonzero(on))
+        kept = np.setdiff1d(np.arange(len(ranges)), moved)
+        if moved.size:
+            rows = rows.take(np.flatnonzero(np.isin(row_span, kept)))
+        replace_buckets(conn, ranges.take(kept), rows)
+        stored = len(rows.device_id)
+        if moved.size:
+            for chunk in chunks(longer, self._cell_budget):
+                stored += self._store(conn, longer.take(chunk), wider.take(chunk), models, steps - 1)
+        return stored
 
     def _compute(
         self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
-    ) -> tuple[BucketRows, np.ndarray]:
-        """The buckets of the ranges, and for each range the earliest time a later reading's interval may start at
-        (the open suspect run's anchor, else the start of the flat run the window ends on)."""
+    ) -> tuple[BucketRows, np.ndarray, np.ndarray]:
+        """The buckets of the ranges, the range of each row, and for each range the earliest time a later reading's
+        interval may start at (the open suspect run's anchor, else the start of the flat run the window ends on)."""
         span_idx, ts_us, value = window_readings(conn, windows)
         params, classes = self._models(ranges, models, self._learned_bounds(conn, ranges))
         edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
@@ -163,7 +167,7 @@ class EnergyUpdater:
             kgco2e=kg[b, j],
             kgco2e_base=kg_base[b, j],
         )
-        return rows, reach_us
+        return rows, j, reach_us
 
     def _learned_bounds(self, conn: psycopg.Connection, ranges: Spans) -> np.ndarray:
         """Each span's learned plausibility bound (kW or L/h): LEARNED_HEADROOM x its meter's robust peak over the
@@ -191,14 +195,6 @@ class EnergyUpdater:
             rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
             cadence[j] = m.cadence_s * 1_000_000
         return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence, learned_per_h=learned), classes
-
-
-def _replaced(spans: Spans, index: np.ndarray, new: Spans) -> Spans:
-    """``spans`` with the rows at ``index`` replaced by ``new``'s (in order)."""
-    cols = [getattr(spans, f).copy() for f in ("device_id", "metric_id", "lo_us", "hi_us")]
-    for col, f in zip(cols, ("device_id", "metric_id", "lo_us", "hi_us"), strict=True):
-        col[index] = getattr(new, f)
-    return Spans(*cols)
 
 
 def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:

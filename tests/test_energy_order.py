@@ -97,7 +97,7 @@ def test_a_late_reading_before_a_stored_catch_up_keeps_the_catch_up_spread(late:
     end of its quarter-hour), so the engine never saw the catch-up: the quarter-hours it covered were stored as
     measured zeros, and the quarter-hours after kept the spread from before (over a shorter run, when the new
     readings are its first). The energy updater now extends such a range forward over the flat run (or the open
-    suspect run) that crosses its end, to the reading after its catch-up (EnergyUpdater._settled).
+    suspect run) that crosses its end, to the reading after its catch-up (EnergyUpdater._store).
 
     By hand: the catch-up at minute 80 is over the cap of its own minute, within the cap since minute 50 where the
     register stuck: held, and spread when minute 81 carries on, 62 kWh over (50, 81], 2 kWh a minute. The
