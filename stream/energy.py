@@ -143,8 +143,6 @@ class EnergyUpdater:
         base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
         # counters, the 15-minute spread and both emissions in one pass (engine.fused: the pipeline's answer)
         out, state = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
-        reach_us = np.where(state.flat_ts_us == NO_TS, np.iinfo(np.int64).max, state.flat_ts_us)
-        reach_us = np.where(state.anchor_ts_us == NO_TS, reach_us, np.minimum(reach_us, state.anchor_ts_us))
         kg, kg_base = out.kgco2e, out.kgco2e_base
         # A bucket that has ended before the meter's latest reading yet is not fully covered lost part of its energy
         # (no interval there: before the meter's first reading, or a gap the counter could not bridge): MISSING.
@@ -152,6 +150,12 @@ class EnergyUpdater:
         latest_us = np.full(len(ranges), np.iinfo(np.int64).min, np.int64)
         np.maximum.at(latest_us, span_idx, ts_us)
         energy = mark_incomplete(out.energy, latest_us)
+        # Only a window that holds a reading at or after its range's end can have stored readings after it (it reads
+        # up to the first one): at the live edge, which is nearly every claim, no look forward is needed.
+        never = np.iinfo(np.int64).max
+        reach_us = np.where(state.flat_ts_us == NO_TS, never, state.flat_ts_us)
+        reach_us = np.where(state.anchor_ts_us == NO_TS, reach_us, np.minimum(reach_us, state.anchor_ts_us))
+        reach_us = np.where(latest_us >= ranges.hi_us, reach_us, never)
         starts = edges[:-1, None]
         inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
         b, j = np.nonzero(inside)
