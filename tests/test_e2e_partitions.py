@@ -10,9 +10,8 @@ the single-process run's.
 Not exercised, by design of the feed (docs/partitions.md#what-is-the-same-whoever-received-a-message): corrections
 (a second value for a stored reading: the first committed wins, and with several processes which one commits first
 is the broker's dispatch). Alerts are off: the evaluator is not partitioned yet
-(docs/partitions.md#what-is-not-partitioned-yet). Stuck registers: with them on, this test found that their buckets
-depend on how the readings were grouped into claims; one cause is fixed (tests/test_energy_order.py), another is not
-understood yet (docs/partitions.md), so they are off here.
+(docs/partitions.md#what-is-not-partitioned-yet). Stuck registers are on: this test found twice that their buckets
+depended on how the readings were grouped into claims (both fixed, tests/test_energy_order.py).
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ from tests._db import fresh_database
 DEVICES = ["LPG-*-M[0-9]", "LPG-SL-C0[1-3]", "LPG-SL-C01-L000[1-8]", "LPG-FL-0[1-4]", "LPG-GEN-*", "LPG-AQ-*"]
 FAULTS = {
     "drop": 0.02, "duplicate": 0.05, "reorder": 0.03, "late": 0.02, "late_delay_s": [600, 3600], "clock_skew": 0.2,
-    "stuck": 0.0,  # a stuck register's buckets may still depend on the claims' grouping (docstring)
-    "spike": 0.01, "register_reset": 0.005,
+    "stuck": 0.01, "spike": 0.01, "register_reset": 0.005,
     "correction": 0.0,  # first committed wins: with several processes, that is the broker's dispatch (see above)
 }  # fmt: skip
 PARTITIONS = 16
