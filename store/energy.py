@@ -8,7 +8,9 @@ back: to the last reading with another value when the register was flat up to P 
 stored 15-minute bucket from just before P onwards is suspect or missing, over that run of buckets to the end of
 the last good one before it (a doubtful reading, or a run that may still be caught up), and from there again to
 the start of a flat run (a stuck run's buckets stored as measured zeros while its catch-up was the newest reading);
-at most FLAT_LOOKBACK.
+at most FLAT_LOOKBACK. Forward, N is as far as bucket_ranges goes; a later stored reading whose catch-up reaches
+back into the range (a flat or suspect run across its end) is found by the engine, and :func:`reach_forward` then
+extends the range past it (stream.energy.EnergyUpdater._store).
 To recompute them exactly the engine needs every reading inside, plus the last reading at or before the first
 bucket's start and the first at or after the last bucket's end (their intervals reach into the range). All times
 here are UTC epoch microseconds.
@@ -26,7 +28,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.timebase import CITY_TZ_NAME
-from lccm.store.leases import Held
+from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -93,14 +95,6 @@ def claim_spans(
         (*partition_params(held), limit),
     ).fetchall()
     return _spans(rows)
-
-
-# A queue row's device in the held partitions (store.leases.partition_of), or any device without leases.
-IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
-
-
-def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
-    return (None, None, None) if held is None else (held.count, held.count, held.partitions)
 
 
 def enqueue(conn: psycopg.Connection, spans: Spans, queue: str = "rollup_queue") -> None:
@@ -199,6 +193,51 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
     return buckets, windows
 
 
+def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tuple[Spans, Spans]:
+    """For bucket ranges [s, e) whose counter may still be caught up from before e by a later reading (a flat run, or
+    an open suspect run, across e): the ranges and windows extended over the stored readings after the window, past
+    the flat run holding its last reading and one reading beyond the first that leaves it (the catch-up, and the
+    reading that carries on from it); at most FLAT_LOOKBACK. A span with no reading after its window keeps its own."""
+    rows = conn.execute(
+        f"""
+        WITH t AS (SELECT row_number() OVER () AS i, d, m, lo AS s, hi AS e, wlo, {_ts("whi")} AS whi
+                   FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+                   AS t(d, m, lo, hi, wlo, whi)),
+        w AS (
+            SELECT t.*, (SELECT x.value FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m
+                         AND x.ts <= t.whi ORDER BY x.ts DESC LIMIT 1) AS v
+            FROM t),
+        c AS (
+            -- The first reading after the window that leaves the value the window ended on (the catch-up).
+            SELECT w.*, (SELECT x.ts FROM readings x WHERE x.device_id = w.d AND x.metric_id = w.m AND x.ts > w.whi
+                         AND x.ts <= w.whi + interval '{FLAT_LOOKBACK}' AND x.value <> w.v
+                         ORDER BY x.ts LIMIT 1) AS c
+            FROM w),
+        n AS (
+            -- ... and the reading after it, which carries on from it (a held catch-up is spread then); with no
+            -- catch-up stored yet, the end of the flat run.
+            SELECT c.i, c.d, c.m, c.s, c.e, c.wlo, coalesce(
+                (SELECT x.ts FROM readings x WHERE x.device_id = c.d AND x.metric_id = c.m AND x.ts > c.c
+                 ORDER BY x.ts LIMIT 1), c.c,
+                (SELECT max(x.ts) FROM readings x WHERE x.device_id = c.d AND x.metric_id = c.m AND x.ts > c.whi
+                 AND x.ts <= c.whi + interval '{FLAT_LOOKBACK}')) AS n
+            FROM c),
+        se AS (
+            SELECT i, d, m, s, wlo, greatest(e, coalesce((({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US},
+                                                         e)) AS e
+            FROM n)
+        SELECT se.d, se.m, se.s, se.e, se.wlo,
+            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
+                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+        FROM se ORDER BY se.i
+        """,
+        (*ranges.params(), windows.lo_us.tolist(), windows.hi_us.tolist()),
+    ).fetchall()
+    return _spans([(d, m, s, e) for d, m, s, e, _, _ in rows]), _spans(
+        [(d, m, wlo, whi) for d, m, _, _, wlo, whi in rows]
+    )
+
+
 def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(span index, ts_us, value) of the readings in each window, ordered by span then time."""
     rows = conn.execute(
@@ -287,6 +326,9 @@ class BucketRows:
     intervals: np.ndarray
     kgco2e: np.ndarray
     kgco2e_base: np.ndarray
+
+    def take(self, index: np.ndarray) -> BucketRows:
+        return BucketRows(*(getattr(self, f)[index] for f in BucketRows.__dataclass_fields__))
 
 
 def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.buckets import mark_incomplete
-from lccm.engine.counters import LEARNED_HEADROOM, MeterParams
+from lccm.engine.counters import LEARNED_HEADROOM, NO_TS, MeterParams
 from lccm.engine.emissions import factor_series
 from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
 from lccm.engine.fused import register_buckets
@@ -30,6 +30,7 @@ from lccm.store.energy import (
     bucket_ranges,
     claim_spans,
     meters,
+    reach_forward,
     replace_buckets,
     window_readings,
 )
@@ -46,6 +47,10 @@ FUEL_METRIC = 8  # litre register
 DEFAULT_BOUND_KW = 1000.0
 DEFAULT_BOUND_LPH = 100.0
 BOUND_HISTORY_DAYS = 28
+# How many times a claim's bucket ranges are extended forward over stored readings that may still reach back into
+# them (EnergyUpdater._store): each step passes a flat run and the reading that ends it, so more is a meter stuck
+# again and again within the late-data horizon.
+MAX_REACH_STEPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,25 +98,51 @@ class EnergyUpdater:
             models = meters(conn, np.unique(ranges.device_id).tolist())
             stored = 0
             for chunk in chunks(ranges, self._cell_budget):
-                part = ranges.take(chunk)
-                rows = self._compute(conn, part, windows.take(chunk), models)
-                replace_buckets(conn, part, rows)
-                stored += len(rows.device_id)
+                stored += self._store(conn, ranges.take(chunk), windows.take(chunk), models, MAX_REACH_STEPS)
         return UpdateResult(len(spans), stored)
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
         return drain(self.run_once, stop)
 
+    def _store(
+        self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow], steps: int
+    ) -> int:
+        """Compute and store the buckets of the ranges; a range that a stored reading after its window may still
+        reach back into is extended forward first (up to ``steps`` times) and computed again, on its own. A later
+        reading's interval reaches back to the anchor of a suspect run open at the end of the window, or to the start
+        of the flat run the window ends on (a stuck register's catch-up is spread from there, engine.counters rules
+        5, 5b): computed without that reading, the range's buckets would hold measured zeros where the same readings
+        at once give the catch-up's share (docs/partitions.md). Returns the rows stored."""
+        rows, row_span, reach_us = self._compute(conn, ranges, windows, models)
+        moved = np.zeros(0, np.int64)
+        short = np.flatnonzero(reach_us < ranges.hi_us) if steps > 0 else moved
+        if short.size:
+            longer, wider = reach_forward(conn, ranges.take(short), windows.take(short))
+            # nothing stored after a window yet: a later reading's own claim looks back (bucket_ranges)
+            on = wider.hi_us > windows.hi_us[short]
+            moved, longer, wider = short[on], longer.take(np.flatnonzero(on)), wider.take(np.flatnonzero(on))
+        kept = np.setdiff1d(np.arange(len(ranges)), moved)
+        if moved.size:
+            rows = rows.take(np.flatnonzero(np.isin(row_span, kept)))
+        replace_buckets(conn, ranges.take(kept), rows)
+        stored = len(rows.device_id)
+        if moved.size:
+            for chunk in chunks(longer, self._cell_budget):
+                stored += self._store(conn, longer.take(chunk), wider.take(chunk), models, steps - 1)
+        return stored
+
     def _compute(
         self, conn: psycopg.Connection, ranges: Spans, windows: Spans, models: dict[int, MeterRow]
-    ) -> BucketRows:
+    ) -> tuple[BucketRows, np.ndarray, np.ndarray]:
+        """The buckets of the ranges, the range of each row, and for each range the earliest time a later reading's
+        interval may start at (the open suspect run's anchor, else the start of the flat run the window ends on)."""
         span_idx, ts_us, value = window_readings(conn, windows)
         params, classes = self._models(ranges, models, self._learned_bounds(conn, ranges))
         edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
         factors, series = factor_series(self._registry, classes)
         base_factors, base_series = factor_series(self._registry, classes, base_year_us=self._base_year_us)
         # counters, the 15-minute spread and both emissions in one pass (engine.fused: the pipeline's answer)
-        out, _ = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
+        out, state = register_buckets(span_idx, ts_us, value, params, edges, factors, series, base_factors, base_series)
         kg, kg_base = out.kgco2e, out.kgco2e_base
         # A bucket that has ended before the meter's latest reading yet is not fully covered lost part of its energy
         # (no interval there: before the meter's first reading, or a gap the counter could not bridge): MISSING.
@@ -119,10 +150,16 @@ class EnergyUpdater:
         latest_us = np.full(len(ranges), np.iinfo(np.int64).min, np.int64)
         np.maximum.at(latest_us, span_idx, ts_us)
         energy = mark_incomplete(out.energy, latest_us)
+        # Only a window that holds a reading at or after its range's end can have stored readings after it (it reads
+        # up to the first one): at the live edge, which is nearly every claim, no look forward is needed.
+        never = np.iinfo(np.int64).max
+        reach_us = np.where(state.flat_ts_us == NO_TS, never, state.flat_ts_us)
+        reach_us = np.where(state.anchor_ts_us == NO_TS, reach_us, np.minimum(reach_us, state.anchor_ts_us))
+        reach_us = np.where(latest_us >= ranges.hi_us, reach_us, never)
         starts = edges[:-1, None]
         inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
         b, j = np.nonzero(inside)
-        return BucketRows(
+        rows = BucketRows(
             device_id=ranges.device_id[j],
             metric_id=ranges.metric_id[j],
             bucket_start_us=edges[b],
@@ -134,6 +171,7 @@ class EnergyUpdater:
             kgco2e=kg[b, j],
             kgco2e_base=kg_base[b, j],
         )
+        return rows, j, reach_us
 
     def _learned_bounds(self, conn: psycopg.Connection, ranges: Spans) -> np.ndarray:
         """Each span's learned plausibility bound (kW or L/h): LEARNED_HEADROOM x its meter's robust peak over the

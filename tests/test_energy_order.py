@@ -8,8 +8,10 @@ live, with the catch-up as the newest reading of a batch and the readings after 
 first judged at the live edge (suspect: nothing confirms the new level yet) and the stuck bucket before it is
 stored as a measured zero; the next batch's recompute went back over the suspect bucket to "the last good one
 before it", that measured zero, and no further: 0 kWh measured and 60 kWh suspect instead of 30 + 30 estimated.
-store/energy.py: bucket_ranges now looks back over a flat run from there too, so these groupings agree (another
-case is still open: docs/partitions.md).
+store/energy.py: bucket_ranges now looks back over a flat run from there too, so these groupings agree.
+
+The second case: readings that come after a stuck run's catch-up was stored (a killed process's messages again, a
+late or reordered message). Their recompute ended inside the flat run, without the catch-up: see the second test.
 """
 
 from __future__ import annotations
@@ -72,3 +74,37 @@ def test_a_stuck_register_gives_the_same_buckets_however_its_readings_are_groupe
     assert stuck == [(30, 30, 1), (30, 12, 2)], "the catch-up is spread over the stuck run"
     edges = (0, *cuts, len(points))
     assert buckets([points[a:b] for a, b in itertools.pairwise(edges)]) == whole
+
+
+def stuck_from_minute_50() -> list[Point]:
+    """As :func:`stuck_meter`, but the display sticks at minute 50 (a quarter-hour's middle) up to minute 79: 1100 kWh
+    for 30 readings, then 1160 at minute 80 (60 kWh caught up) and on at 2 kWh a minute."""
+    t0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    return [(t0 + timedelta(minutes=i), 1000.0 + 2 * (50 if 50 <= i < 80 else i)) for i in range(180)]
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        pytest.param(range(48, 49), id="a reading just before the stuck run comes after the catch-up"),
+        pytest.param(range(60, 70), id="readings inside the stuck run come after the catch-up"),
+        pytest.param(range(50, 52), id="the first readings of the stuck run come after the catch-up"),
+    ],
+)
+def test_a_late_reading_before_a_stored_catch_up_keeps_the_catch_up_spread(late: range) -> None:
+    """The second case the partition test found (docs/partitions.md): readings that come after the catch-up of a
+    stuck run was stored. Their recompute ended inside the flat run (the first reading after the new ones, to the
+    end of its quarter-hour), so the engine never saw the catch-up: the quarter-hours it covered were stored as
+    measured zeros, and the quarter-hours after kept the spread from before (over a shorter run, when the new
+    readings are its first). The energy updater now extends such a range forward over the flat run (or the open
+    suspect run) that crosses its end, to the reading after its catch-up (EnergyUpdater._store).
+
+    By hand: the catch-up at minute 80 is over the cap of its own minute, within the cap since minute 50 where the
+    register stuck: held, and spread when minute 81 carries on, 62 kWh over (50, 81], 2 kWh a minute. The
+    quarter-hour from minute 45 holds 10 kWh measured (46..50) and 20 estimated (50..60); the one from 60 is 30 kWh
+    estimated; the one from 75 has 12 estimated (75..81) and 18 measured, suspect (the held row at 80)."""
+    points = stuck_from_minute_50()
+    whole = buckets([points])
+    assert [b[1:] for b in whole[3:6]] == [(30, 20, 1), (30, 30, 1), (30, 12, 2)]
+    early = [p for i, p in enumerate(points) if i not in late]
+    assert buckets([early, [points[i] for i in late]]) == whole
