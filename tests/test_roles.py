@@ -10,9 +10,10 @@ from lccm.runtime import ALERTS_ROLE, Ingest, Services, needs_broker, role_proce
 from lccm.services import Broker
 from lccm.settings import Settings
 
+STREAM = ["stream", "stream-writer"] if Settings().batches_in_flight else ["stream"]
 WORKERS = {
-    "all": ["stream", "updaters", "alerts", "notify-dispatch", "mqtt-in", "leases"],
-    "stream": ["stream", "alerts", "notify-dispatch", "mqtt-in"],
+    "all": [*STREAM, "updaters", "alerts", "notify-dispatch", "mqtt-in", "leases"],
+    "stream": [*STREAM, "alerts", "notify-dispatch", "mqtt-in"],
     "derived": ["updaters", "leases"],
 }
 
