@@ -6,7 +6,9 @@ each phase in turn on the same publishers, workload and database:
 
 - **durable rate, as deployed** (phase ``ingest``): the ingest worker in its own process exactly as ``lccm ingest``
   wires it (``lccm.runtime.ingest_process``: the stream, the derived-data updaters, the alert evaluator with
-  notification dispatch, one connection pool; ``--ingest-processes N`` runs N on the shared subscription):
+  notification dispatch, one connection pool; ``--ingest-processes N`` runs N on the shared subscription; with
+  ``--derived-processes M`` those N are of role ``stream`` and M more of role ``derived`` do the derived work in
+  processes of their own, as docker-compose.scale.yml deploys it, docs/partitions.md#roles):
   distinct readings committed and acknowledged, divided by the time from the first publish to the last commit.
   Also the time until the derived data caught up (the updaters' queues empty and the evaluator idle), and the rate
   that gives. Publishers run in their own processes (they must not share the ingest's GIL), pre-encode their
@@ -78,12 +80,21 @@ import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from lccm.runtime import Ingest, Services, build_ingest, ingest_process, load_registry  # noqa: E402
+from lccm.runtime import (  # noqa: E402
+    Ingest,
+    Process,
+    Services,
+    build_ingest,
+    derived_process,
+    ingest_process,
+    load_registry,
+)
 from lccm.services import Broker, start_broker  # noqa: E402
 from lccm.settings import Settings  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
 from lccm.store.writer import READING_COLUMNS, ReadingColumns, encode_readings, write_batch  # noqa: E402
 from lccm.stream.alerts import AlertEvaluator  # noqa: E402
+from lccm.stream.loop import StreamStats  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -708,7 +719,10 @@ def _ingest_main(
             sys.setswitchinterval(switch)
         settings = Settings(**settings_kwargs)
         svc = Services(settings.database_url, host, port, "5")
-        if wiring == "deployed":
+        worker: Process
+        if wiring == "deployed" and settings.ingest_role == "derived":
+            worker = derived_process(settings, svc)
+        elif wiring == "deployed":
             worker = ingest_process(settings, svc, client_id=client_id)
         else:
             worker = build_ingest(settings, svc, client_id=client_id)
@@ -721,11 +735,12 @@ def _ingest_main(
                 tid = worker.supervisor[name].native_id
                 if tid is not None:
                     cpu.add(f"{name.replace('-', '_')}_thread", os.getpid(), tid)
-        paho_thread = getattr(worker.source._client, "_thread", None)
+        source = worker.source if isinstance(worker, Ingest) else None
+        paho_thread = getattr(source._client, "_thread", None) if source is not None else None
         if paho_thread is not None and paho_thread.native_id is not None:
             cpu.add("paho_thread", os.getpid(), paho_thread.native_id)
         ready.put(client_id)
-        stats = worker.loop.stats
+        stats = worker.loop.stats if isinstance(worker, Ingest) else StreamStats()
         derived_done_at: float | None = None
         with psycopg.connect(settings.database_url, autocommit=True) as probe:
             while not stop.wait(0.1):  # seldom: this thread would compete for the GIL with the ones measured
@@ -736,7 +751,7 @@ def _ingest_main(
                     derived.value = derived_done_at
         progress.value = stats.messages
         used = cpu.stop()
-        conn = worker.sink._conn
+        conn = worker.sink._conn if isinstance(worker, Ingest) else None
         if conn is not None and not conn.closed:  # the sink's backend: its CPU since it connected (this phase)
             used["postgres_backend"] = round(proc_cpu_s(conn.info.backend_pid), 2)
         worker.stop()
@@ -782,10 +797,10 @@ def _count_runs(evaluator: AlertEvaluator | None) -> list[int]:
     return busy
 
 
-def _derived_idle(conn: psycopg.Connection, worker: Ingest, evaluating: list[int]) -> bool:
+def _derived_idle(conn: psycopg.Connection, worker: Process, evaluating: list[int]) -> bool:
     """The derived data caught up with what is committed: every inbox message committed, the updaters' queues empty
     (a claimed row is deleted in the transaction that writes its buckets) and the evaluator idle."""
-    if worker.source.received != worker.loop.stats.messages:
+    if isinstance(worker, Ingest) and worker.source.received != worker.loop.stats.messages:
         return False
     if worker.evaluator is not None and (evaluating[0] or worker.evaluator.has_work()):
         return False
@@ -794,9 +809,11 @@ def _derived_idle(conn: psycopg.Connection, worker: Ingest, evaluating: list[int
 
 
 class IngestProcesses:
-    """N ingest workers in their own processes (one is the default), sharing the load by the shared subscription."""
+    """Ingest workers in their own processes, one per role given (``all`` each by default), sharing the load by the
+    shared subscription (and the derived work by the partitions)."""
 
-    def __init__(self, n: int, settings_kwargs: dict[str, Any], broker: Broker, name: str) -> None:
+    def __init__(self, roles: Sequence[str], settings_kwargs: dict[str, Any], broker: Broker, name: str) -> None:
+        n = len(roles)
         ctx = mp.get_context("spawn")
         self._ready, self._results = ctx.Queue(), ctx.Queue()
         self._drain, self._stop = ctx.Event(), ctx.Event()
@@ -806,7 +823,7 @@ class IngestProcesses:
             ctx.Process(
                 target=_ingest_main,
                 args=(
-                    dict(settings_kwargs),
+                    dict(settings_kwargs) | {"ingest_role": roles[i]},
                     broker.host,
                     broker.port,
                     f"lccm-bench-ingest-{name}-{i}",
@@ -887,9 +904,14 @@ def run_ingest(
     processes: int,
     wiring: str = "deployed",
     profile: Profiler | None = None,
+    derived_processes: int = 0,
 ) -> tuple[dict[str, Any], ReadingColumns]:
+    """One ingest phase. With ``derived_processes`` (wiring deployed), the ``processes`` are of role stream and that
+    many more of role derived do the derived work (LCCM_INGEST_ROLE)."""
     empty_readings(url)
-    ingest = IngestProcesses(processes, settings_kwargs | {"_wiring": wiring}, broker, wl.name)
+    split = wiring == "deployed" and derived_processes > 0
+    roles = ["stream"] * processes + ["derived"] * derived_processes if split else ["all"] * processes
+    ingest = IngestProcesses(roles, settings_kwargs | {"_wiring": wiring}, broker, wl.name)
     pubs: Publishers | None = None
     derived_complete = None
     try:
@@ -944,6 +966,7 @@ def run_ingest(
     return {
         "wiring": wiring,
         "ingest_processes": processes,
+        "roles": roles,
         "messages_published": res.messages,
         "messages_distinct": distinct_messages,
         "all_acked_by_broker": res.all_acked,
@@ -1374,6 +1397,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ingest-processes", type=int, default=1, help="ingest workers (processes) on one shared subscription"
     )
     ap.add_argument(
+        "--derived-processes",
+        type=int,
+        default=0,
+        help="phase ingest: the ingest processes of role stream, and this many more of role derived (0: role all)",
+    )
+    ap.add_argument(
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval() in the ingest process (GIL)"
     )
     ap.add_argument("--workloads", default="single,batched", help="comma-separated subset of single,batched")
@@ -1428,6 +1457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "devices": args.devices,
         "publishers": args.publishers,
         "ingest_processes": args.ingest_processes,
+        "derived_processes": args.derived_processes,
         "window": args.window,
         "publisher": args.publisher if args.publisher == "raw" else f"paho MQTT {args.publisher_protocol}",
         "dup_percent": args.dup_percent,
@@ -1487,8 +1517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 broker = start_broker(Path(tmp) / f"{name}-{key}", persist=False)
                 try:
                     phase[key], expected = run_ingest(
-                        wl, broker, url, device_pk, settings_kwargs, args.ingest_processes, wiring, profiler
-                    )
+                        wl, broker, url, device_pk, settings_kwargs, args.ingest_processes, wiring, profiler,
+                        args.derived_processes,
+                    )  # fmt: skip
                 finally:
                     broker.stop()
             if "nodered" in phases:

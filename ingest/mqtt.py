@@ -74,6 +74,28 @@ class MqttError(RuntimeError):
     """The broker could not be reached or refused us."""
 
 
+class _Client(mqtt.Client):
+    """paho's client, except that a PINGRESP late while the broker's publishes keep arriving does not drop the
+    connection.
+
+    Under sustained overload every message we receive costs the broker one PUBACK from us to read, and mosquitto
+    reads one packet of a connection per turn of its event loop: our PINGREQ waits behind thousands of our own
+    PUBACKs (in paho's out queue, our send buffer and the broker's), so its PINGRESP comes seconds late. paho's
+    ``loop_misc`` closes the connection when a PINGRESP has not come within one keep-alive of its PINGREQ, even while
+    data flows -- every keep-alive under overload, each time with a reconnect and the redelivery of everything
+    unacknowledged. Bytes arriving from the broker show it alive, so the PINGRESP's deadline moves with them; a
+    broker that goes silent still gets one keep-alive, as before. The broker's own check is unaffected: it hears
+    from us with every PUBACK it reads."""
+
+    def loop_misc(self) -> mqtt.MQTTErrorCode:
+        now = time.monotonic()
+        with self._msgtime_mutex:
+            heard_s = now - self._last_bytes_received
+        if self._ping_t > 0 and heard_s < self._keepalive:
+            self._ping_t = now
+        return super().loop_misc()
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -119,6 +141,11 @@ class MqttSource:
             client.loop_stop()
             self._client = None
 
+    @property
+    def connections(self) -> int:
+        """Connections made to the broker so far: 1 while the first never dropped."""
+        return self._generation
+
     def check(self) -> None:
         """Raise MqttError unless connected (paho's network thread reconnects by itself; the ``mqtt-in`` worker calls
         this, so a broker that stays away shows as an unhealthy stage with the reason)."""
@@ -154,14 +181,14 @@ class MqttSource:
 
     def _make_client(self, proto: str) -> mqtt.Client:
         if proto == "5":
-            client = mqtt.Client(
+            client = _Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=self._cfg.client_id,
                 protocol=mqtt.MQTTv5,
                 manual_ack=True,
             )
         else:
-            client = mqtt.Client(
+            client = _Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=self._cfg.client_id,
                 protocol=mqtt.MQTTv311,

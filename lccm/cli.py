@@ -163,33 +163,38 @@ def migrate(ctx: typer.Context) -> None:
 
 @app.command()
 def ingest(ctx: typer.Context) -> None:
-    """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked. Stops on SIGTERM/SIGINT."""
+    """Run the ingest worker: MQTT in, batches committed to PostgreSQL, then acked, and the derived data. With
+    LCCM_INGEST_ROLE=stream or derived, only that part (docs/partitions.md#roles). Stops on SIGTERM/SIGINT."""
     from lccm.metrics import IngestMetrics
     from lccm.monitoring import monitor_ingest
-    from lccm.runtime import ingest_process, services
+    from lccm.runtime import Ingest, needs_broker, role_process, services
     from lccm.store.leases import PartitionCountMismatch
     from lccm.workers import write_heartbeat
 
     settings = _settings(ctx)
     stop = _stop_event()
-    with services(settings) as svc:
+    with services(settings, with_broker=needs_broker(settings)) as svc:
         metrics = IngestMetrics()
         try:
-            process = ingest_process(settings, svc, metrics=metrics)
+            process = role_process(settings, svc, metrics=metrics)
         except PartitionCountMismatch as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(2) from None
         process.start()
-        typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {process.source.protocol_used})")
+        if isinstance(process, Ingest):
+            typer.echo(f"ingesting from {svc.mqtt_host}:{svc.mqtt_port} (MQTT {process.source.protocol_used})")
+        else:
+            typer.echo("deriving: no MQTT source, the updaters claim the work of this process's partitions")
         # /metrics, /health/live, /health/ready on LCCM_METRICS_HOST/PORT
         monitor = monitor_ingest(settings, metrics, process, svc.database_url)
         last_retention = 0.0
         heartbeat = settings.data_dir / HEARTBEAT_FILE
         try:
             while True:
-                stats = process.loop.stats.as_dict()
+                stats = process.loop.stats.as_dict() if isinstance(process, Ingest) else None
                 doc = write_heartbeat(heartbeat, process.supervisor, stream=stats)
-                typer.echo(json.dumps(stats))
+                if stats is not None:
+                    typer.echo(json.dumps(stats))
                 # A failed worker is not retried by design (e.g. the schema is missing): let the orchestrator restart
                 # us; unacknowledged messages wait in the broker.
                 failed = [w for w in doc["workers"] if w["state"] == "failed"]

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from lccm.api.observability import metrics_token_guard
 from lccm.metrics import IngestMetrics, StatusSource, WorkerStatusLike
-from lccm.runtime import Ingest
+from lccm.runtime import Ingest, Process
 from lccm.settings import Settings
 from lccm.store.migrate import schema_version
 
@@ -96,20 +96,22 @@ def _worker(w: WorkerStatusLike) -> dict[str, Any]:
     return {"state": w.state, "healthy": w.healthy, "restarts": w.restarts, "last_error": w.last_error}
 
 
-def watch_ingest(metrics: IngestMetrics, ingest: Ingest, database_url: str) -> Callable[[], Readiness]:
-    """Register the ingest's scrape-time collectors (stream counters, work queues, its supervisor's workers) and
-    return its readiness check. The per-batch observer and the delivery counter are passed at build time:
-    ``ingest_process(metrics=metrics)``."""
+def watch_ingest(metrics: IngestMetrics, ingest: Process, database_url: str) -> Callable[[], Readiness]:
+    """Register the ingest's scrape-time collectors (stream counters of a process with the stream, work queues, its
+    supervisor's workers) and return its readiness check. The per-batch observer and the delivery counter are passed
+    at build time: ``ingest_process(metrics=metrics)``."""
     connect = probe_connect(database_url)
     statuses = ingest.supervisor.statuses
-    metrics.watch_stream(lambda: ingest.loop.stats, lambda: ingest.source.received)
+    if isinstance(ingest, Ingest):
+        stream = ingest
+        metrics.watch_stream(lambda: stream.loop.stats, lambda: stream.source.received)
     metrics.watch_queues(connect)
     metrics.watch_workers(statuses)
     return ingest_readiness(connect, statuses)
 
 
 def monitor_ingest(
-    settings: Settings, metrics: IngestMetrics, ingest: Ingest, database_url: str
+    settings: Settings, metrics: IngestMetrics, ingest: Process, database_url: str
 ) -> MonitoringServer | None:
     """The ingest's /metrics and /health on LCCM_METRICS_HOST/PORT, as ``lccm ingest`` and ``lccm demo`` serve it."""
     return start_monitoring(settings, metrics.registry, watch_ingest(metrics, ingest, database_url))

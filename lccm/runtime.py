@@ -6,7 +6,11 @@ per background job, in pipeline order: ``stream`` (MQTT in -> committed batches 
 samples, AQI), ``alerts`` (the evaluator), ``notify-dispatch`` (paged alert events from the database to the
 channels), the connection watchers ``mqtt-in`` and ``alert-publisher`` (paho runs the network I/O; they report
 a broker that stays away and restart nothing paho does not), and ``leases`` (this process's share of the device
-partitions, which the updaters claim their work in: stream/partitions.py)."""
+partitions, which the updaters claim their work in: stream/partitions.py).
+
+``LCCM_INGEST_ROLE`` lets a process run part of that (:func:`role_process`): ``stream`` (the MQTT source, the stream
+and what its commit hook feeds, no leases) or ``derived`` (no MQTT: leases and the updaters), so the two scale apart
+in processes of their own (docs/partitions.md#roles)."""
 
 from __future__ import annotations
 
@@ -294,26 +298,43 @@ def live_worker(settings: Settings) -> Callable[[str, Any], Worker]:
     return lambda name, step: worker(settings, name, step)
 
 
-@dataclass
-class Ingest:
-    """One ingest process: the MQTT source, the stream loop and its sink, and the supervisor of its workers."""
+ROLES = ("all", "stream", "derived")
 
-    source: MqttSource
-    loop: StreamLoop
-    sink: DbSink
+# The role whose processes run the alert evaluator and notification dispatch. "stream" while the evaluator learns of
+# commits through its in-process commit hook (it must sit beside the stream); once it is fed by a partitioned queue
+# it belongs with the updaters, and this becomes "derived" (dispatch stays beside the evaluator, which pokes it).
+ALERTS_ROLE = "stream"
+
+
+def runs(role: str, part: str) -> bool:
+    """Whether a process of ``role`` runs ``part`` ("stream" or "derived") of the work."""
+    if role not in ROLES:
+        raise ValueError(f"unknown ingest role {role!r}: one of {', '.join(ROLES)}")
+    return role in ("all", part)
+
+
+@dataclass
+class Process:
+    """One ``lccm ingest`` process: the supervisor of its workers, and what they were given (``stop`` closes the
+    pool and the notification channels). A ``derived`` process is only this; :class:`Ingest` adds the stream."""
+
     supervisor: Supervisor
     pool: ConnectionPool | None = None
     evaluator: AlertEvaluator | None = None
     notifications: Notifications | None = None
 
     def start(self) -> None:
-        """Connect to the broker (MqttError if it cannot be reached), then start the workers."""
+        """Connect what the process reads from (MqttError if the broker cannot be reached), then start the
+        workers."""
         try:
-            self.source.start()
+            self._connect()
             self.supervisor.start()
         except BaseException:
             self.stop()  # closes the pool and the channels it was given
             raise
+
+    def _connect(self) -> None:
+        pass
 
     @property
     def error(self) -> str | None:
@@ -324,20 +345,46 @@ class Ingest:
         return None
 
     def stop(self, drain_s: float = 0.0, *, drain_workers: bool = True, timeout_s: float = 60.0) -> None:
-        """Stop; with drain_s, first wait until the inbox has been quiet that long (tests, demo end). The workers stop
-        upstream first, each draining what the one before handed on (bounded: what is left stays in the database);
-        without drain_workers (a Ctrl-C) each only finishes its step, waited for at most timeout_s."""
-        if drain_s:
-            self.wait_idle(drain_s)
+        """Stop. The workers stop upstream first, each draining what the one before handed on (bounded: what is left
+        stays in the database); without drain_workers (a Ctrl-C) each only finishes its step, waited for at most
+        timeout_s."""
         try:
             self.supervisor.stop(timeout_s, drain=drain_workers)
         finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self.notifications is not None:
+            self.notifications.close()
+        if self.pool is not None:
+            self.pool.close()
+
+
+@dataclass(kw_only=True)
+class Ingest(Process):
+    """A process with the stream: the MQTT source, the stream loop and its sink besides the workers (roles ``all``
+    and ``stream``)."""
+
+    source: MqttSource
+    loop: StreamLoop
+    sink: DbSink
+
+    def _connect(self) -> None:
+        self.source.start()
+
+    def stop(self, drain_s: float = 0.0, *, drain_workers: bool = True, timeout_s: float = 60.0) -> None:
+        """Stop as :meth:`Process.stop`; with drain_s, first wait until the inbox has been quiet that long (tests,
+        demo end)."""
+        if drain_s:
+            self.wait_idle(drain_s)
+        super().stop(drain_workers=drain_workers, timeout_s=timeout_s)
+
+    def _close(self) -> None:
+        try:
             self.source.stop()
             self.sink.close()
-            if self.notifications is not None:
-                self.notifications.close()
-            if self.pool is not None:
-                self.pool.close()
+        finally:
+            super()._close()
 
     def wait_idle(self, quiet_s: float, timeout_s: float = 120.0, until: threading.Event | None = None) -> bool:
         """Block until no message has arrived for quiet_s and everything received is committed (True), or until
@@ -355,6 +402,21 @@ class Ingest:
         return False
 
 
+def needs_broker(settings: Settings) -> bool:
+    """Whether a process of LCCM_INGEST_ROLE connects to the broker: the stream reads it, and alert notifications
+    publish to it (a ``derived`` process, while the evaluator runs with the stream, does neither)."""
+    role = settings.ingest_role
+    return runs(role, "stream") or (settings.alerts_enabled and runs(role, ALERTS_ROLE))
+
+
+def role_process(settings: Settings, svc: Services, **kw: Any) -> Process:
+    """The process ``lccm ingest`` runs for LCCM_INGEST_ROLE: :func:`ingest_process` for ``all`` and ``stream``,
+    :func:`derived_process` for ``derived`` (``kw`` as they take it). Not started: call ``start()``."""
+    if runs(settings.ingest_role, "stream"):
+        return ingest_process(settings, svc, **kw)
+    return derived_process(settings, svc, **kw)
+
+
 def ingest_process(
     settings: Settings,
     svc: Services,
@@ -365,14 +427,63 @@ def ingest_process(
     clock: Callable[[], float] | None = None,
     metrics: IngestMetrics | None = None,
 ) -> Ingest:
-    """Everything ``lccm ingest`` runs, wired as it runs it: the stream, the updaters, and (LCCM_ALERTS_ENABLED) the
-    alert evaluator with notification dispatch, all on one connection pool. With ``metrics``, batches and deliveries
-    are counted there. Not started: call ``start()``."""
+    """Everything ``lccm ingest`` runs with the stream, wired as it runs it, all on one connection pool: the stream,
+    with role ``all`` the updaters under partition leases, and (LCCM_ALERTS_ENABLED) in the role of
+    :data:`ALERTS_ROLE` the alert evaluator with notification dispatch. With ``metrics``, batches and deliveries are
+    counted there. Not started: call ``start()``."""
+    if not runs(settings.ingest_role, "stream"):
+        raise ValueError(f"an ingest process of role {settings.ingest_role!r} has no stream: use derived_process")
     pool = worker_pool(settings, svc.database_url)
+    try:
+        parts = _parts(settings, svc, pool, recipients=recipients, index_source=index_source, metrics=metrics)
+        observe = metrics.observe_batch if metrics is not None else None
+        return build_ingest(settings, svc, client_id=client_id, clock=clock, pool=pool, observe=observe, **parts)
+    except BaseException:
+        pool.close()
+        raise
+
+
+def derived_process(
+    settings: Settings,
+    svc: Services,
+    *,
+    recipients: Sequence[Any] | None = None,
+    index_source: IndexSource | None = None,
+    metrics: IngestMetrics | None = None,
+    **_stream: Any,
+) -> Process:
+    """A process of role ``derived``: no MQTT source and no stream, its partition leases and the updaters claiming
+    their work in them (and the evaluator with dispatch once :data:`ALERTS_ROLE` says so). ``_stream`` takes the
+    stream's own arguments (client id, clock) and ignores them, so :func:`role_process` passes one set."""
+    pool = worker_pool(settings, svc.database_url)
+    try:
+        parts = _parts(settings, svc, pool, recipients=recipients, index_source=index_source, metrics=metrics)
+        # Nothing commits readings here, so the commit hooks are never called: the updaters find their work by
+        # polling their queues (the worker's idle time, 1 s), and an evaluator here must be fed by a queue too.
+        _hooks, workers = _downstream(settings, **parts)
+        return Process(Supervisor(workers), pool, parts["evaluator"], parts["notifications"])
+    except BaseException:
+        pool.close()
+        raise
+
+
+def _parts(
+    settings: Settings,
+    svc: Services,
+    pool: ConnectionPool,
+    *,
+    recipients: Sequence[Any] | None,
+    index_source: IndexSource | None,
+    metrics: IngestMetrics | None,
+) -> dict[str, Any]:
+    """The derived-data parts a process of LCCM_INGEST_ROLE runs, on ``pool``: updaters and leases (roles ``all`` and
+    ``derived``), evaluator and notifications (LCCM_ALERTS_ENABLED, in the role of :data:`ALERTS_ROLE`). A process
+    that runs no updaters takes no leases: the leases' fair share counts the processes that hold them."""
+    role = settings.ingest_role
     notes = None
     try:
         evaluator = None
-        if settings.alerts_enabled:
+        if settings.alerts_enabled and runs(role, ALERTS_ROLE):
             notes = build_notifications(
                 settings, pool.connection, mqtt_host=svc.mqtt_host, mqtt_port=svc.mqtt_port, recipients=recipients,
                 on_delivery=metrics.on_delivery if metrics is not None else None,
@@ -380,17 +491,13 @@ def ingest_process(
             if metrics is not None:
                 metrics.track_channels(notes.dispatcher.channels)
             evaluator = alert_evaluator(settings, pool.connection, index_source=index_source)
-        leases = partition_leases(settings, pool.connection)
-        return build_ingest(
-            settings, svc, client_id=client_id, clock=clock, pool=pool,
-            derived=updaters(settings, pool.connection, leases=leases), leases=leases, evaluator=evaluator,
-            notifications=notes, observe=metrics.observe_batch if metrics is not None else None,
-        )  # fmt: skip
+        leases = partition_leases(settings, pool.connection) if runs(role, "derived") else None
+        derived = updaters(settings, pool.connection, leases=leases) if leases is not None else None
     except BaseException:
         if notes is not None:
             notes.close()
-        pool.close()
         raise
+    return {"derived": derived, "leases": leases, "evaluator": evaluator, "notifications": notes}
 
 
 def build_ingest(
@@ -408,7 +515,7 @@ def build_ingest(
     notifications: Notifications | None = None,
 ) -> Ingest:
     """The stream from its parts, and a worker for each of the given derived-data updaters, partition leases,
-    evaluator and notifications (:func:`ingest_process` gives all of them; tests may run the stream alone).
+    evaluator and notifications (:func:`ingest_process` gives those of its role; tests may run the stream alone).
     ``observe`` sees every committed batch (the metrics' histograms). The ingest owns what it is given: ``stop``
     closes the notifications and the pool."""
     connect: Connect = pool.connection if pool is not None else functools.partial(psycopg.connect, svc.database_url)
@@ -441,42 +548,15 @@ def build_ingest(
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
             protocol=svc.mqtt_protocol,
+            keepalive_s=settings.mqtt_keepalive_s,
         ),
         inbox,
     )
     sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000)
-    supervisor = Supervisor()
-    hooks: list[CommitHook] = []
-    downstream: list[Worker] = []
-    if derived is not None:
-        w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
-        hooks.append(w.poke)
-        downstream.append(w)
-        if leases is not None:
-            leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
-    if evaluator is not None:
-        if leases is not None:
-            leases.when_shared = (
-                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
-                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
-                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
-            )
-        alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
-        downstream.append(alerts)
-
-        def feed_alerts(cols: ReadingColumns) -> None:
-            evaluator.on_commit(cols)
-            alerts.poke()
-
-        hooks.append(feed_alerts)
-    if notifications is not None:
-        dispatch = worker(
-            settings, "notify-dispatch", notifications.step, drain=notifications.dispatch_pending,
-            idle_s=settings.notify_tick_s,
-        )  # fmt: skip
-        downstream.append(dispatch)
-        if evaluator is not None:
-            evaluator.on_paged = dispatch.poke
+    hooks, downstream = _downstream(
+        settings, derived=derived, leases=leases, evaluator=evaluator, notifications=notifications,
+        mqtt_in=source.check,
+    )  # fmt: skip
     loop = StreamLoop(
         inbox=inbox,
         decode=make_decoder(holder, limits),
@@ -489,21 +569,67 @@ def build_ingest(
         observe=observe,
         in_flight=settings.batches_in_flight,
     )
-    supervisor.add(worker(settings, "stream", loop.step, drain=loop.finish, idle_s=0.0))
+    stream = [worker(settings, "stream", loop.step, drain=loop.finish, idle_s=0.0)]
     if settings.batches_in_flight:
         # After the stream: stopped after it, so its drain writes the batch the stream's drain handed over.
-        supervisor.add(worker(settings, "stream-writer", loop.write_step, drain=loop.write_pending, idle_s=0.0))
-    for w in downstream:
-        supervisor.add(w)
-    supervisor.add(worker(settings, "mqtt-in", _then_idle(lambda _: source.check())))
+        stream.append(worker(settings, "stream-writer", loop.write_step, drain=loop.write_pending, idle_s=0.0))
+    supervisor = Supervisor([*stream, *downstream])
+    return Ingest(supervisor, pool, evaluator, notifications, source=source, loop=loop, sink=sink)
+
+
+def _downstream(
+    settings: Settings,
+    *,
+    derived: Updaters | None,
+    leases: Leases | None,
+    evaluator: AlertEvaluator | None,
+    notifications: Notifications | None,
+    mqtt_in: Callable[[], None] | None = None,
+) -> tuple[list[CommitHook], list[Worker]]:
+    """The workers of the derived-data parts given, in pipeline order (they follow the stream, when there is one),
+    and the commit hooks that feed them."""
+    hooks: list[CommitHook] = []
+    workers: list[Worker] = []
+    if derived is not None:
+        w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
+        hooks.append(w.poke)
+        workers.append(w)
+        if leases is not None:
+            leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
+    if evaluator is not None:
+        if leases is not None:
+            leases.when_shared = (
+                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
+                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
+                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
+            )
+        alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
+        workers.append(alerts)
+
+        def feed_alerts(cols: ReadingColumns) -> None:
+            evaluator.on_commit(cols)
+            alerts.poke()
+
+        hooks.append(feed_alerts)
+    dispatch = None
+    if notifications is not None:
+        dispatch = worker(
+            settings, "notify-dispatch", notifications.step, drain=notifications.dispatch_pending,
+            idle_s=settings.notify_tick_s,
+        )  # fmt: skip
+        workers.append(dispatch)
+        if evaluator is not None:
+            evaluator.on_paged = dispatch.poke
+    if mqtt_in is not None:
+        workers.append(worker(settings, "mqtt-in", _then_idle(lambda _: mqtt_in())))
     if notifications is not None and notifications.publisher is not None:
         publisher = notifications.publisher
-        supervisor.add(worker(settings, "alert-publisher", _then_idle(lambda _: publisher.check())))
+        workers.append(worker(settings, "alert-publisher", _then_idle(lambda _: publisher.check())))
     if leases is not None:
         # Last: started first (the updaters find their partitions soon), stopped last (after the updaters' drain),
         # when its drain gives the leases back so the other processes take them over at once.
-        supervisor.add(worker(settings, "leases", leases.step, drain=leases.release_all, idle_s=leases.every_s))
-    return Ingest(source, loop, sink, supervisor, pool, evaluator, notifications)
+        workers.append(worker(settings, "leases", leases.step, drain=leases.release_all, idle_s=leases.every_s))
+    return hooks, workers
 
 
 def _then_idle(run: Callable[[Callable[[], bool]], object]) -> Callable[[Callable[[], bool]], None]:

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # (another count is refused at start-up). A worker's partitions are taken over partition_lease_s after it dies.
     partitions: int = Field(default=64, ge=1, le=4096)
     partition_lease_s: float = Field(default=10.0, ge=0.5)
+    # What one `lccm ingest` process runs (docs/partitions.md#roles): all (one process does everything), stream
+    # (MQTT -> committed readings, with the alert evaluator its commit hook feeds) or derived (no MQTT: leases,
+    # updaters, notification dispatch). Stream and derived processes scale apart, each on its own cores.
+    ingest_role: str = Field(default="all", pattern="^(all|stream|derived)$")
 
     # MQTT. Required by `lccm ingest` and `lccm simulate`; `lccm demo` starts an embedded broker (a mosquitto child
     # process if installed, else amqtt) when it is empty.
@@ -96,6 +100,8 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     # Upper bound on unacknowledged messages the broker may push to us (we ack only after the DB commit).
     mqtt_receive_maximum: int = 20_000
+    # The MQTT keep-alive of the ingest's connection: the broker drops it after 1.5 times this without a packet.
+    mqtt_keepalive_s: int = Field(default=30, ge=1, le=65_535)
     # Force MQTT 3.1.1 (for brokers that speak nothing newer); otherwise 5 is tried first, then 3.1.1.
     mqtt_protocol: str = Field(default="auto", pattern="^(auto|5|3.1.1)$")
 

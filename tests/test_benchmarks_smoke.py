@@ -74,3 +74,40 @@ def test_raw_publishers_two_ingest_processes_and_a_time_limit_lose_nothing(tmp_p
     assert result["extra"] == 0
     assert 0 < ingest["readings_stored"] == ingest["readings_expected"] < 100_000  # stopped by --seconds
     assert result["duplicates_removed"] == result["duplicates_published"]
+
+
+def test_the_deployed_phase_split_into_stream_and_derived_processes(tmp_path: Path) -> None:
+    """--derived-processes: the stream process(es) of role stream, the derived work in a process of its own
+    (docs/partitions.md#roles); everything stored once and the derived data caught up."""
+    result = _run(
+        tmp_path,
+        "--batched-messages",
+        "100",
+        "--workloads",
+        "batched",
+        "--phases",
+        "ingest",
+        "--derived-processes",
+        "1",
+    )
+    ingest = result["detail"]["batched"]["ingest"]
+    assert ingest["roles"] == ["stream", "derived"]
+    assert ingest["readings_stored"] == ingest["readings_expected"] == 100 * 100
+    assert ingest["lost"] == ingest["extra"] == 0
+    assert ingest["derived_complete"] is True
+
+
+def test_the_scale_benchmark_runs_one_and_two_processes_and_a_split(tmp_path: Path) -> None:
+    """benchmarks/scale.py at a tiny size: real `lccm ingest` processes, ratios on its last line, nothing lost."""
+    cmd = [
+        sys.executable, str(BENCH.with_name("scale.py")), "--devices", "20", "--batched-messages", "100",
+        "--configs", "1,2,1s1d", "--admin-url", ADMIN_URL,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["lost"] == result["extra"] == 0
+    assert set(result["readings_per_s"]) == {"1", "2", "1s1d"} and all(result["readings_per_s"].values())
+    assert result["ratio_2_vs_1"] > 0 and result["copy_rows_per_s"] > 0
+    assert [r["roles"] for r in result["detail"]] == [["all"], ["all", "all"], ["stream", "derived"]]
+    assert all(r["exit_codes"] == [0] * r["processes"] for r in result["detail"])

@@ -686,10 +686,44 @@ def emqx_nodes(scale_services: dict[str, dict[str, Any]]) -> dict[str, dict[str,
     return {n: s for n, s in scale_services.items() if str(s.get("image", "")).startswith(f"{EMQX_IMAGE}:")}
 
 
+def _ingest_role(env: dict[str, str]) -> str:
+    return interpolate(env.get("LCCM_INGEST_ROLE", "")) or str(Settings.model_fields["ingest_role"].default)
+
+
 @pytest.fixture(scope="module")
 def workers(scale_ours: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """The ingest workers: lccm services running `lccm ingest`, with their environment."""
-    return {n: environment(s) for n, s in scale_ours.items() if command_argv(s["command"]) == ["ingest"]}
+    """The ingest workers that read MQTT: lccm services running `lccm ingest` with the stream, with their
+    environment."""
+    ingest = {n: environment(s) for n, s in scale_ours.items() if command_argv(s["command"]) == ["ingest"]}
+    return {n: env for n, env in ingest.items() if _ingest_role(env) != "derived"}
+
+
+@pytest.fixture(scope="module")
+def derivers(scale_ours: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The derived-data workers: `lccm ingest` with LCCM_INGEST_ROLE=derived."""
+    ingest = {n: environment(s) for n, s in scale_ours.items() if command_argv(s["command"]) == ["ingest"]}
+    return {n: env for n, env in ingest.items() if _ingest_role(env) == "derived"}
+
+
+def test_scale_splits_the_stream_from_the_derived_work(
+    scale_services: dict[str, dict[str, Any]],
+    scale_ours: dict[str, dict[str, Any]],
+    workers: dict[str, dict[str, str]],
+    derivers: dict[str, dict[str, str]],
+) -> None:
+    """Stream workers and derived workers in processes (and cores) of their own (docs/partitions.md#roles): several
+    of each, every stream worker of role stream (none also deriving, so the leases are the derived workers' alone),
+    the derived workers with their own data volume and not waiting for the broker they never connect to."""
+    from lccm.runtime import ALERTS_ROLE, runs
+
+    assert len(workers) >= 2 and len(derivers) >= 2, (sorted(workers), sorted(derivers))
+    assert {_ingest_role(env) for env in workers.values()} == {"stream"}
+    assert not runs("derived", ALERTS_ROLE), "the evaluator needs its commit hook: until it is queue-fed (alertq)"
+    volumes = [str(v) for n in [*workers, *derivers] for v in scale_ours[n]["volumes"] if ":/var/lib/lccm" in str(v)]
+    assert len(set(volumes)) == len(workers) + len(derivers), volumes
+    for name in derivers:
+        waits = set(scale_services[name].get("depends_on", {}))
+        assert waits == {"timescaledb", "migrate"}, (name, waits)
 
 
 @pytest.fixture(scope="module")
@@ -967,12 +1001,15 @@ def test_scale_only_the_device_port_is_published_beyond_loopback(scale_services:
 
 
 def test_scale_prometheus_scrapes_every_worker_and_node(
-    scale_services: dict[str, dict[str, Any]], workers: dict[str, Any], emqx_nodes: dict[str, Any]
+    scale_services: dict[str, dict[str, Any]],
+    workers: dict[str, Any],
+    derivers: dict[str, Any],
+    emqx_nodes: dict[str, Any],
 ) -> None:
     conf = yaml.safe_load(PROMETHEUS_SCALE_CONF.read_text(encoding="utf-8"))
     targets = {str(t) for job in conf["scrape_configs"] for static in job["static_configs"] for t in static["targets"]}
     port = Settings.model_fields["metrics_port"].default
-    for name, env in workers.items():
+    for name, env in {**workers, **derivers}.items():
         assert env["LCCM_METRICS_HOST"] == "0.0.0.0", name
         assert f"{name}:{int(env.get('LCCM_METRICS_PORT', port))}" in targets, name
     api = command_argv(scale_services["api"]["command"])

@@ -1,11 +1,12 @@
 """Issue 14 item 1's evidence: derived data does not depend on which ingest process received a message.
 
 The same simulated stream (six hours of part of the virtual city, faults on) goes through 1, 2 and 3 real ``lccm
-ingest`` processes on one shared subscription of the real mosquitto, each run into a fresh database. In the run with
-three, one process is killed (SIGKILL) halfway through and started again under the same client id, so its
-partitions are taken over when its leases expire and its unacknowledged messages come again. Readings, energy and
-emission buckets at every resolution, sample and lamp buckets, the AQI hours and the per-day reading counts must equal
-the single-process run's.
+ingest`` processes on one shared subscription of the real mosquitto, and through two ``stream`` and two ``derived``
+processes (LCCM_INGEST_ROLE), each run into a fresh database. In the run with three, one process is killed (SIGKILL)
+halfway through and started again under the same client id, so its partitions are taken over when its leases
+expire and its unacknowledged messages come again; in the split run, one derived process is. Only the processes
+that derive hold leases. Readings, energy and emission buckets at every resolution, sample and lamp buckets, the
+AQI hours and the per-day reading counts must equal the single-process run's.
 
 Not exercised, by design of the feed (docs/partitions.md#what-is-the-same-whoever-received-a-message): corrections
 (a second value for a stored reading: the first committed wins, and with several processes which one commits first
@@ -88,9 +89,10 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 class IngestProcess:
     """One ``lccm ingest`` as deployed: its own client id and data folder, the run's topic root and share group."""
 
-    def __init__(self, env: dict[str, str], client_id: str, folder: Path) -> None:
+    def __init__(self, env: dict[str, str], client_id: str, folder: Path, role: str = "all") -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.env = {**env, "LCCM_MQTT_CLIENT_ID": client_id, "LCCM_DATA_DIR": str(folder)}
+        self.role = role
+        self.env = {**env, "LCCM_MQTT_CLIENT_ID": client_id, "LCCM_DATA_DIR": str(folder), "LCCM_INGEST_ROLE": role}
         self.log = folder / "ingest.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -106,8 +108,12 @@ class IngestProcess:
 
     def wait_ready(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "ingesting from ..." once subscribed: messages from now on reach it
-        assert line.startswith(b"ingesting from"), (line, self.log.read_text())
+        # "ingesting from ..." once subscribed (messages from now on reach it); "deriving: ..." once started
+        line = self.proc.stdout.readline()
+        assert line.startswith(b"deriving:" if self.role == "derived" else b"ingesting from"), (
+            line,
+            self.log.read_text(),
+        )
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # the stats lines: never let it block
 
     def kill(self) -> None:
@@ -159,10 +165,11 @@ def city_database(folder: Path) -> Iterator[tuple[str, City]]:
 
 def run(
     broker: Broker, url: str, city: City, root: str, folder: Path, window: tuple[datetime, datetime],
-    processes: int, *, kill_at: int | None = None,
+    processes: int, *, kill_at: int | None = None, roles: list[str] | None = None, kill: int = 1,
 ) -> Any:  # fmt: skip
-    """The stream through ``processes`` ingest processes; with ``kill_at``, the second is killed once that many
-    readings are stored and started again. Returns the simulator's ground truth."""
+    """The stream through ``processes`` ingest processes (of ``roles``, default all ``all``); with ``kill_at``, the
+    one at index ``kill`` is killed once that many readings are stored and started again. Returns the simulator's
+    ground truth. Checks that only the processes that derive hold partition leases."""
     group = root.split("/")[0]
     env = {
         **os.environ, "LCCM_DATABASE_URL": url, "LCCM_MQTT_HOST": broker.host, "LCCM_MQTT_PORT": str(broker.port),
@@ -170,7 +177,8 @@ def run(
         "LCCM_ALERTS_ENABLED": "false", "LCCM_PARTITIONS": str(PARTITIONS), "LCCM_PARTITION_LEASE_S": str(LEASE_S),
         "LCCM_LOG_LEVEL": "WARNING",
     }  # fmt: skip
-    procs = [IngestProcess(env, f"{group}-{i}", folder / f"ingest-{i}") for i in range(processes)]
+    roles = roles or ["all"] * processes
+    procs = [IngestProcess(env, f"{group}-{i}", folder / f"ingest-{i}", roles[i]) for i in range(processes)]
     for p in procs:  # started together (each takes seconds to import), ready once each has subscribed
         p.spawn()
     for p in procs:
@@ -187,14 +195,20 @@ def run(
         if kill_at is not None:
             while _count(url, "SELECT count(*) FROM readings") < kill_at:
                 time.sleep(0.02)
-            procs[1].kill()
+            procs[kill].kill()
             killed_at = _count(url, "SELECT count(*) FROM readings")
-            procs[1].start()
+            procs[kill].start()
         sim.join()
         assert truth, "the simulation failed"
         expected = len(truth[0].expected_readings())
         assert killed_at is None or killed_at < expected, "the kill came after the stream was stored: not halfway"
         wait_settled(url, expected, procs)
+        with psycopg.connect(url) as conn:
+            owners = conn.execute(
+                "SELECT owner FROM worker_heartbeats WHERE seen_at >= now() - %s * interval '1 second'", (LEASE_S,)
+            ).fetchall()
+        deriving = {p.proc.pid for p in procs if p.role != "stream" and p.proc is not None}
+        assert {int(o.split(":")[1]) for (o,) in owners} == deriving, (owners, deriving)
     finally:
         codes = [p.stop() for p in procs]
     assert codes == [0] * processes, [p.log.read_text()[-2000:] for p in procs]
@@ -210,32 +224,47 @@ def dusk_window() -> tuple[datetime, datetime]:
     return end - timedelta(hours=6), end
 
 
+# (roles of the processes, index of the one killed halfway or None): one process, two and three sharing everything,
+# and the work split by role (docs/partitions.md#roles) -- two stream processes and two derived ones, one of these
+# killed halfway so its partitions are taken over by the other.
+RUNS: list[tuple[list[str], int | None]] = [
+    (["all"], None),
+    (["all"] * 2, None),
+    (["all"] * 3, 1),
+    (["stream", "stream", "derived", "derived"], 3),
+]
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # four runs of the stream, up to four processes each on a shared two-core machine
 def test_one_two_and_three_ingest_processes_one_killed_halfway_derive_identical_data(
     broker: Broker, topic_root: str, tmp_path: Path
 ) -> None:
     window = dusk_window()
     base = topic_root.split("/")[0]
     snaps: list[dict[str, list[tuple[Any, ...]]]] = []
-    for processes in (1, 2, 3):
-        folder = tmp_path / f"run{processes}"
+    for i, (roles, kill) in enumerate(RUNS):
+        folder = tmp_path / f"run{i}"
         t0 = time.monotonic()
         with city_database(folder) as (url, city):
-            kill_at = len(snaps[0]["readings"]) // 2 if processes == 3 else None
-            truth = run(broker, url, city, f"{base}p{processes}/v1", folder, window, processes, kill_at=kill_at)
+            kill_at = len(snaps[0]["readings"]) // 2 if kill is not None else None
+            truth = run(
+                broker, url, city, f"{base}p{i}/v1", folder, window, len(roles), kill_at=kill_at, roles=roles,
+                kill=kill or 0,
+            )  # fmt: skip
             snaps.append(snapshot(url))
-        print(f"{processes} process(es): {time.monotonic() - t0:.1f} s")
+        print(f"{roles}: {time.monotonic() - t0:.1f} s")
         assert len(snaps[-1]["readings"]) == len(truth.expected_readings())
         faults = truth.summary()["faults"]
         assert all(faults.get(f, 0) > 0 for f in ("late", "duplicate", "reorder", "register_reset")), faults
     one = snaps[0]
     assert all(len(one[t]) > 0 for t in SNAPSHOTS), {t: len(rows) for t, rows in one.items()}
-    for n, other in ((2, snaps[1]), (3, snaps[2])):
+    for (roles, _), other in zip(RUNS[1:], snaps[1:], strict=True):
         for table in SNAPSHOTS:
             if other[table] != one[table]:
                 only_one = sorted(set(one[table]) - set(other[table]))[:5]
                 only_other = sorted(set(other[table]) - set(one[table]))[:5]
                 raise AssertionError(
-                    f"{table} with {n} processes differs from one process ({len(one[table])} vs {len(other[table])}"
-                    f" rows): only with one {only_one}, only with {n} {only_other}"
+                    f"{table} with processes {roles} differs from one process ({len(one[table])} vs"
+                    f" {len(other[table])} rows): only with one {only_one}, only with {roles} {only_other}"
                 )

@@ -1,0 +1,298 @@
+"""Scale benchmark: the same batched workload through 1, 2 and 3 real ``lccm ingest`` processes (issue 14 item 3).
+
+Each configuration gets a fresh private Mosquitto (``lccm.services.start_broker``, no-drop configuration) and empty
+tables; its ingest processes are real ``lccm ingest`` commands (``python -m lccm ingest``, each its own client id
+and data folder) on one shared subscription, configured by environment as deployed: alerts on, partition leases,
+the updaters. The publishers are ``benchmarks/ingest.py``'s (imported, not copied: pre-encoded payloads, QoS 1 with a
+window, about 1 % published twice). Configurations (``--configs``):
+
+- ``N`` (1, 2, 3): N processes of role ``all``, each doing everything;
+- ``NsMd``: N processes of role ``stream`` and M of role ``derived`` (LCCM_INGEST_ROLE, docs/partitions.md#roles).
+
+Measured from outside, as an operator would: the database is polled (``count(*)`` of readings every 0.2 s) until
+every distinct reading published is stored. ``readings_per_s`` is readings / (first publish -> all stored);
+``derived_s`` is first publish -> the derived-data queues empty once all is stored (the updaters caught up; the
+evaluator's share of that is not visible from outside). Stored rows are checked against what was published (``lost``
+and ``extra`` must be 0). The bare COPY limit is the same rows by one binary COPY in the same run
+(``benchmarks/ingest.py: run_copy``).
+
+Run under ``nice -n 10`` on a shared machine: ``.venv/bin/python benchmarks/scale.py`` (a few minutes). Small:
+``--batched-messages 2000``. The last line printed is one JSON object with the rates and ratios (2 vs 1, 3 vs 1).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and its name would shadow the ``ingest`` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psycopg  # noqa: E402
+
+from benchmarks.ingest import (  # noqa: E402
+    DEFAULT_ADMIN_URL,
+    DERIVED_QUEUES,
+    Publishers,
+    Workload,
+    bench_database,
+    check_stored,
+    empty_readings,
+    expected_columns,
+    register_devices,
+    run_copy,
+    schedule,
+)
+from lccm.services import Broker, start_broker  # noqa: E402
+from lccm.settings import Settings  # noqa: E402
+
+CONFIG = re.compile(r"^(?:(\d+)|(\d+)s(\d+)d)$")
+
+
+def roles_of(config: str) -> list[str]:
+    """``"2"`` -> two of role all; ``"2s1d"`` -> two stream and one derived."""
+    m = CONFIG.match(config)
+    if m is None:
+        raise ValueError(f"configuration {config!r}: N or NsMd")
+    if m.group(1):
+        return ["all"] * int(m.group(1))
+    return ["stream"] * int(m.group(2)) + ["derived"] * int(m.group(3))
+
+
+class IngestCommand:
+    """One ``lccm ingest`` process, started and ready (subscribed, or for role derived, started)."""
+
+    def __init__(self, env: dict[str, str], client_id: str, folder: Path, role: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.role = role
+        self.log = folder / "ingest.log"
+        env = {**env, "LCCM_MQTT_CLIENT_ID": client_id, "LCCM_DATA_DIR": str(folder), "LCCM_INGEST_ROLE": role}
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lccm", "ingest"], env=env, stdout=subprocess.PIPE, stderr=err
+            )
+
+    def wait_ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith(b"deriving:" if self.role == "derived" else b"ingesting from"):
+            raise RuntimeError(f"lccm ingest did not start: {line!r} {self.log.read_text()[-2000:]}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its stats lines: never let it block
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def _count(conn: psycopg.Connection, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_config(
+    config: str, wl: Workload, broker: Broker, url: str, device_pk: dict[str, int], folder: Path, tuning: dict[str, str]
+) -> dict[str, Any]:
+    """The workload through one configuration's processes; rates measured by polling the database."""
+    empty_readings(url)
+    roles = roles_of(config)
+    env = {
+        **os.environ, "LCCM_DATABASE_URL": url, "LCCM_MQTT_HOST": broker.host, "LCCM_MQTT_PORT": str(broker.port),
+        "LCCM_MQTT_PROTOCOL": "5", "LCCM_MQTT_TOPIC_ROOT": wl.topic_root, "LCCM_MQTT_SHARE_GROUP": "lccm-scale",
+        "LCCM_METRICS_PORT": "0", "LCCM_LOG_LEVEL": "WARNING", **tuning,
+    }  # fmt: skip
+    procs = [IngestCommand(env, f"lccm-scale-{config}-{i}", folder / f"{config}-{i}", r) for i, r in enumerate(roles)]
+    pubs = None
+    try:
+        for p in procs:
+            p.wait_ready()
+        pubs = Publishers(wl, broker)
+        pubs.wait_ready()
+        distinct = sum(
+            len(set(schedule(wl.share(p)[1], wl.dup_every, wl.dup_lag))) for p in range(wl.publishers)
+        )  # every message of the schedule is sent (no --seconds cap here)
+        expected_rows = distinct * wl.readings_per_message
+        pending = " + ".join(f"(SELECT count(*) FROM {q})" for q in DERIVED_QUEUES)
+        with psycopg.connect(url, autocommit=True) as conn:
+            pubs.go()
+            stored_at = derived_at = None
+            last, since = -1, time.monotonic()
+            while True:
+                time.sleep(0.2)
+                now = time.monotonic()
+                n = _count(conn, "SELECT count(*) FROM readings")
+                if n != last:
+                    last, since = n, now
+                if stored_at is None and n >= expected_rows:
+                    stored_at = now
+                if stored_at is not None and _count(conn, f"SELECT {pending}") == 0:
+                    derived_at = now
+                    break
+                if now - since > 60:
+                    break  # stalled: reported as incomplete
+                for p in procs:
+                    if p.proc.poll() is not None:
+                        raise RuntimeError(f"an ingest process exited: {p.log.read_text()[-2000:]}")
+        res = pubs.collect()
+    finally:
+        if pubs is not None:
+            pubs.close()
+        codes = [p.stop() for p in procs]
+    stored = check_stored(url, expected_columns(wl, res.sent, device_pk))
+    out: dict[str, Any] = {
+        "config": config,
+        "processes": len(roles),
+        "roles": roles,
+        "complete": stored_at is not None,
+        "exit_codes": codes,
+        "readings_stored": stored.rows,
+        "lost": stored.lost,
+        "extra": stored.extra,
+        "all_acked_by_broker": res.all_acked,
+    }
+    if stored_at is not None:
+        out["seconds"] = round(stored_at - res.first, 3)
+        out["readings_per_s"] = round(stored.rows / (stored_at - res.first))
+    if derived_at is not None:
+        out["derived_seconds"] = round(derived_at - res.first, 3)
+        out["derived_readings_per_s"] = round(stored.rows / (derived_at - res.first))
+    return out
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def render(rows: list[dict[str, Any]], copy: dict[str, Any]) -> str:
+    one = rows[0].get("readings_per_s") if rows else None
+    lines = [
+        "| processes (roles) | readings/s to commit | vs 1 | derived caught up, readings/s | vs 1 | lost | extra |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    one_d = rows[0].get("derived_readings_per_s") if rows else None
+    for r in rows:
+        label = f"{r['config']} ({', '.join(r['roles'])})"
+        lines.append(
+            f"| {label} | {r.get('readings_per_s', 'incomplete'):,} | {_ratio(r.get('readings_per_s'), one)} |"
+            f" {r.get('derived_readings_per_s', 'incomplete'):,} | {_ratio(r.get('derived_readings_per_s'), one_d)} |"
+            f" {r['lost']} | {r['extra']} |"
+        )
+    lines.append(f"| bare COPY of the same rows | {copy.get('copy_rows_per_s', 0):,} | | | | | |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batched-messages", type=int, default=20_000, help="messages (default %(default)s)")
+    ap.add_argument("--readings-per-message", type=int, default=100)
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    ap.add_argument("--window", type=int, default=1000, help="outstanding QoS 1 publishes per publisher")
+    ap.add_argument("--dup-percent", type=float, default=1.0, help="messages published twice")
+    ap.add_argument("--publisher", choices=["paho", "raw"], default="raw")
+    ap.add_argument("--configs", default="1,2,3", help="comma-separated: N (role all) or NsMd (stream + derived)")
+    ap.add_argument("--alerts", action=argparse.BooleanOptionalAction, default=True, help="LCCM_ALERTS_ENABLED")
+    ap.add_argument("--admin-url", default=os.environ.get("LCCM_BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("mosquitto") is None:
+        print("mosquitto is not installed: the benchmark needs the real broker", file=sys.stderr)
+        return 2
+    configs = args.configs.split(",")
+    for c in configs:
+        roles_of(c)
+    devices = tuple(f"BENCH-{i:04d}" for i in range(args.devices))
+    dup_every = round(100 / args.dup_percent) if args.dup_percent > 0 else 0
+    t0 = int(time.time()) - (args.batched_messages * args.readings_per_message // args.devices + 2) * 2 - 86_400
+    tuning = {"LCCM_ALERTS_ENABLED": "true" if args.alerts else "false"}
+    config = {
+        "batched_messages": args.batched_messages,
+        "readings_per_message": args.readings_per_message,
+        "devices": args.devices,
+        "publishers": args.publishers,
+        "publisher": args.publisher,
+        "window": args.window,
+        "dup_percent": args.dup_percent,
+        "configs": configs,
+        "alerts": args.alerts,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="lccm-scale-") as tmp, bench_database(args.admin_url) as url:
+        device_pk = register_devices(url, devices)
+        wl = None
+        for c in configs:
+            wl = Workload(
+                name=f"scale{c}",
+                messages=args.batched_messages,
+                readings_per_message=args.readings_per_message,
+                devices=devices,
+                publishers=args.publishers,
+                window=args.window,
+                dup_every=dup_every,
+                dup_lag=args.window // 2,
+                t0=t0,
+                topic_root=f"s{secrets.token_hex(4)}/v1",
+                seconds=None,
+                publisher=args.publisher,
+            )
+            print(f"[{c}] {', '.join(roles_of(c))} ...", file=sys.stderr, flush=True)
+            broker = start_broker(Path(tmp) / f"broker-{c}", persist=False)
+            try:
+                rows.append(run_config(c, wl, broker, url, device_pk, Path(tmp), tuning))
+            finally:
+                broker.stop()
+            print(f"[{c}] {rows[-1]}", file=sys.stderr, flush=True)
+        copy: dict[str, Any] = {}
+        if wl is not None:
+            sent = [wl.share(p)[1] for p in range(wl.publishers)]
+            copy = run_copy(url, expected_columns(wl, sent, device_pk), Settings().batch_max_readings)
+    config["load_average_at_end"] = os.getloadavg()
+    print(render(rows, copy))
+    by = {r["config"]: r for r in rows}
+    base = by.get("1", {})
+    head: dict[str, Any] = {
+        "readings_per_s": {c: r.get("readings_per_s") for c, r in by.items()},
+        "derived_readings_per_s": {c: r.get("derived_readings_per_s") for c, r in by.items()},
+        "copy_rows_per_s": copy.get("copy_rows_per_s"),
+    }
+    for c, r in by.items():
+        if c != "1":
+            head[f"ratio_{c}_vs_1"] = _ratio(r.get("readings_per_s"), base.get("readings_per_s"))
+            head[f"derived_ratio_{c}_vs_1"] = _ratio(
+                r.get("derived_readings_per_s"), base.get("derived_readings_per_s")
+            )
+    head["goal_2_vs_1"] = 1.6
+    head["lost"] = sum(r["lost"] for r in rows)
+    head["extra"] = sum(r["extra"] for r in rows)
+    print(json.dumps(head | {"config": config, "detail": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
