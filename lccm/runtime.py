@@ -75,15 +75,19 @@ def load_registry(conn: psycopg.Connection) -> Registry:
 class DbSink:
     """Writes batches on one connection, reconnecting after a failure (the stream loop retries the batch)."""
 
-    def __init__(self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US) -> None:
+    def __init__(self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True) -> None:
         self._url = url
         self._late_horizon_us = late_horizon_us
+        self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
         conn = self._connection()
         try:
-            return write_batch(conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us)
+            return write_batch(
+                conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us,
+                alerts=self._alerts,
+            )  # fmt: skip
         except psycopg.OperationalError:
             self.close()
             raise
@@ -243,10 +247,15 @@ def partition_leases(settings: Settings, database: Connect | str, *, owner: str 
 
 
 def alert_evaluator(
-    settings: Settings, database: Connect | str, *, index_source: IndexSource | None = None
+    settings: Settings,
+    database: Connect | str,
+    *,
+    index_source: IndexSource | None = None,
+    leases: Leases | None = None,
 ) -> AlertEvaluator:
     """The alert evaluator as ``lccm ingest`` runs it, after syncing the rule file into the database (an invalid
-    file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise."""
+    file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise.
+    With ``leases``, it evaluates the devices of its process's partitions only."""  # fmt: skip
     connect = connector(database)
     with connect() as conn:
         rules = load_rules_file(settings.alert_rules_file or default_rules_file(), metric_keys=metric_ids(conn))
@@ -258,8 +267,8 @@ def alert_evaluator(
         late_after_s=settings.alert_late_after_s,
         catchup_s=settings.alert_catchup_s,
         history_bytes=settings.alert_history_bytes,
-        pending_bytes=settings.alert_pending_bytes,
         index_source=index_source if index_source is not None else StoredAqiIndex(),
+        leases=leases,
     )
 
 
@@ -377,8 +386,9 @@ def ingest_process(
             )  # fmt: skip
             if metrics is not None:
                 metrics.track_channels(notes.dispatcher.channels)
-            evaluator = alert_evaluator(settings, pool.connection, index_source=index_source)
         leases = partition_leases(settings, pool.connection)
+        if settings.alerts_enabled:
+            evaluator = alert_evaluator(settings, pool.connection, index_source=index_source, leases=leases)
         return build_ingest(
             settings, svc, client_id=client_id, clock=clock, pool=pool,
             derived=updaters(settings, pool.connection, leases=leases), leases=leases, evaluator=evaluator,
@@ -442,31 +452,29 @@ def build_ingest(
         ),
         inbox,
     )
-    sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000)
+    sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled)
     supervisor = Supervisor()
     hooks: list[CommitHook] = []
     downstream: list[Worker] = []
+    gained: list[Callable[[], None]] = []  # a dead worker's queued work waits in the partitions just taken
     if derived is not None:
         w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
         hooks.append(w.poke)
+        gained.append(w.poke)
         downstream.append(w)
-        if leases is not None:
-            leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
     if evaluator is not None:
-        if leases is not None:
-            leases.when_shared = (
-                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
-                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
-                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
-            )
+        # The batch's work is in alert_queue already (its own transaction): the hook only wakes the worker.
         alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
+        hooks.append(alerts.poke)
+        gained.append(alerts.poke)
         downstream.append(alerts)
+    if leases is not None and gained:
 
-        def feed_alerts(cols: ReadingColumns) -> None:
-            evaluator.on_commit(cols)
-            alerts.poke()
+        def poke_gained() -> None:
+            for poke in gained:
+                poke()
 
-        hooks.append(feed_alerts)
+        leases.on_gained = poke_gained
     if notifications is not None:
         dispatch = worker(
             settings, "notify-dispatch", notifications.step, drain=notifications.dispatch_pending,

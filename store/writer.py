@@ -167,8 +167,11 @@ def write_batch(
     statuses: Sequence[StatusRow] = (),
     *,
     late_horizon_us: int = DEFAULT_LATE_HORIZON_US,
+    alerts: bool = True,
 ) -> WriteResult:
     """Store a batch atomically. Returns only after COMMIT, so the caller may then ack the messages.
+
+    With ``alerts`` (an ingest process with alerts on) the batch is queued for the alert evaluator too.
 
     Readings whose event time is more than ``late_horizon_us`` before their receipt are stored but queued for no
     live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
@@ -180,6 +183,8 @@ def write_batch(
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
             _enqueue_rollups(conn, cols, late_horizon_us)
+            if alerts:
+                enqueue_alerts(conn, cols)
         if days is not None and inserted:
             reading_days.count_in(conn, days[0], days[1])
         if dead_letters:
@@ -309,6 +314,26 @@ def _enqueue_rollups(conn: psycopg.Connection, cols: ReadingColumns, late_horizo
                 n.tolist(),
             ),
         )
+
+
+def enqueue_alerts(conn: psycopg.Connection, cols: ReadingColumns) -> None:
+    """The alert evaluator's hand-over (``alert_queue``, migration 022), in the readings' transaction: per (device,
+    metric) the span of event times, with the batch's newest event time and newest receipt, which its watermark is
+    made of (stream/alerts.py). Every reading of the batch counts, late ones and repeats too: the evaluator judges
+    what is stored, and a repeat finds it recorded already."""
+    dev, met, lo, hi, _ = touched_spans(cols)
+    conn.execute(
+        "INSERT INTO alert_queue (device_id, metric_id, lo, hi, batch_newest, batch_received)"
+        f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, %s, %s FROM {_UNNEST_SPANS}",
+        (
+            us_to_datetime(int(cols.ts_us.max())),
+            us_to_datetime(int(cols.received_at_us.max())),
+            dev.tolist(),
+            met.tolist(),
+            lo.tolist(),
+            hi.tolist(),
+        ),
+    )
 
 
 def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) -> None:
