@@ -573,8 +573,8 @@ def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
 # derive (each phase starts from an empty store, so one's queued work is never done in the next one's time).
 PHASE_TABLES = (
     "readings, dead_letters, reading_conflicts, late_spans, device_status, rollup_queue, sample_queue, aqi_queue,"
-    " energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state, alert_device_seen,"
-    " alert_progress"
+    " energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state, alert_queue,"
+    " alert_device_clock, alert_behind"
 )
 
 

@@ -1,30 +1,48 @@
-"""The alert evaluator: after each committed batch, runs the touched series through their rules' state machines
-(engine/alerts.py) on event time, writes alerts and their history, and marks the on-time raises and clears to page
-(the notify-dispatch worker sends them).
+"""The alert evaluator: claims the committed batches of its process's device partitions, runs the touched series
+through their rules' state machines (engine/alerts.py) on event time, writes alerts and their history, and marks the
+on-time raises and clears to page (the notify-dispatch worker sends them).
 
-Parts, each with one job, held by :class:`AlertEvaluator` (which only takes turns and counts):
+Parts, each with one job, held by :class:`AlertEvaluator` (which only claims, runs and counts):
 
-- :class:`Inbox` (with :class:`Pending` and :class:`DeliveryClock`): what the commit hook hands over, and how far
-  event time has got overall and per device;
+- :class:`Pending` and :class:`DeliveryClock` (:func:`claimed_work`): what a run claimed from the hand-over, and how
+  far event time has got overall and per device;
 - :class:`RuleCache`, :class:`DeviceCache`, :class:`Schedules`: the rules, the devices they watch, where their
   schedules hold;
 - :class:`MetricJobs`, :class:`IndexJobs`, :class:`OfflineJobs`: the three kinds of evaluation;
 - :class:`AlertWriter`: what a run decided, written to the store.
 
-Work and crash safety. ``on_commit(cols)`` (a stream-loop commit hook) records, per (device, metric), the span of
-event times the batch committed and the watermark it arrived under, and pokes the worker. Evaluation is driven by
-the stored readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
-``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it was told
-about. State, alerts, events and the frontier are written in one transaction, so a crash loses nothing and repeats
-nothing. Batches committed but never handed to the evaluator (a crash between the commit and the hook) are found at
-start-up by ``catch_up``: one index probe per series for readings beyond its frontier. Notifications are at least
-once: the events to page are written with the alert, and marked notified only after the notifier took them.
+Work and crash safety. The writer queues, per (device, metric) of every committed batch, the span of event times
+it committed and the batch's newest event time and newest receipt in ``alert_queue``, in the readings' own
+transaction (store/writer.py ``enqueue_alerts``, migration 022); the commit hook only wakes the worker. A run
+holds its process's leases (``Leases.hold``, FOR SHARE), claims the queue rows of devices in those partitions in
+commit order, and deletes them in the transaction that writes what it decided. Evaluation is driven by the stored
+readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
+``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it claimed.
+Rows, state, alerts, events, frontiers and device clocks move in one transaction, so a crash loses nothing and
+repeats nothing, and a batch committed but not yet evaluated waits in the queue (no start-up catch-up). No global
+lock: two processes never evaluate one device (its partition's lease), and they share nothing else they write.
+Notifications are at least once: the events to page are written with the alert, and marked notified only after the
+notifier took them.
 
-Watermarks. With ``clock="wall"`` (production) a batch arrived under the wall clock at receipt: an alert whose
-event time is more than ``late_after`` older is late (recorded, not paged): a device replaying six hours of
-buffered data, or a whole backlog after an outage, does not page about the past. With ``clock="event"`` a batch
-arrived under the city's event-time watermark (the newest event time committed so far): replays of the past
-(simulations, benchmarks) page as if live, and only data behind the rest of the city is late.
+Clocks. Per device, the first and newest event time committed, the delivery clock of offline rules and the index
+rules' span history are rows of ``alert_device_clock``, read by the run that touches the device and written back in
+its transaction by the owner of the device's partition (:class:`DeliveryClock` lives for one run): a partition
+taken over continues where its last owner committed. The city's event-time watermark and newest delivery clock are
+maxima over that table (one index probe each), so no row is updated by every writer or every evaluator.
+
+Watermarks: the rule that makes the alert sequence independent of process count and batch grouping. A reading is
+judged (late or not) under the watermark its batch arrived under, fixed by the batch and its commit order, never by
+which process evaluates it or when. With ``clock="wall"`` (production) that is the batch's receipt time (stamped by
+the process that received it): an alert whose event time is more than ``late_after`` older is late (recorded, not
+paged): a device replaying six hours of buffered data, or a whole backlog after an outage, does not page about the
+past. With ``clock="event"`` it is the running maximum of the batches' newest event time in commit order (the queue
+rows' ids), from the city's newest recorded: replays of the past (simulations, benchmarks) page as if live, and only
+data behind the rest of the city is late. Lateness is when data arrived: a process killed with messages in flight
+gets them again later, and they may be late where they would not have been. With every arrival on time, what is
+raised and cleared, and when, follows from the stored readings alone (frontiers, checkpoints and ``revise``
+below), whoever received them and however they were grouped. Offline rules are the exception: they are judged on
+delivery at each run, so whether a silence about as long as the rule's limit raises one depends on where the claims
+fell (docs/partitions.md#alerts).
 
 Readings behind a series' frontier (a station that sent its newest reading first and replays its buffer after, or
 a redelivered batch) are evaluated too: the series is run again from a checkpoint, a state kept from before them
@@ -52,8 +70,8 @@ readings it was computed from: the delivery clock keeps, for each device an inde
 time, watermark) of its batches after the index rules' frontier for that (16 bytes each, capped by
 ``history_bytes``), so an index computed late is not judged late for it.
 
-Several evaluators (one per ingest process) take turns: a run holds a transaction-level advisory lock and a process
-that does not get it keeps its work for the next run.
+Several evaluators (one per ingest process) share the partitions through the leases (stream/partitions.py); without
+leases (one process alone, tests) an evaluator claims every device's work.
 """
 
 from __future__ import annotations
@@ -787,7 +805,7 @@ class IndexJobs:
         _, state, alert_id = run.state(rule, d)
         until = run.pending.index_until[d]
         frontier = state.last_ts_us
-        if frontier == NO_TS:  # a new series: from the first data this process saw, at most catch-up old
+        if frontier == NO_TS:  # a new series: from the first data the device committed, at most catch-up old
             first = until if first_seen is None else first_seen
             frontier = min(first - 1, until - self._catchup_us)
         ts, val = self.source.index_series(conn, rule.index, d, frontier, until)
