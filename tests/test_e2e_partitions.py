@@ -31,7 +31,9 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
+from lccm.alerts import default_rules_file
 from lccm.engine.timebase import BANGKOK
 from lccm.services import Broker
 from lccm.simulators.city import City
@@ -52,6 +54,13 @@ QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "alert_queue")
 # Lateness is when data arrived, not who received it: the killed process's messages come again seconds later, hours
 # of a replay at full speed, and would be late there only. Beyond the window, nothing is late in any run.
 ALERT_LATE_AFTER_S = 86_400
+# The shipped rules and one that fires in the window: cabinets light up at dusk (the shipped day-burning rule
+# watches the same power by day only).
+LIT_AT_DUSK = {
+    "key": "e2e_cabinet_lit", "name": {"en": "cabinet lit", "th": "ตู้เปิดไฟ"}, "metric": "power_w",
+    "raise": {"above": 500, "for": "15min"}, "clear": {"at_or_below": 200, "for": "10min"},
+    "dedup_key": "{device}/lit", "severity": "info", "scope": {"device_kinds": ["streetlight_cabinet"]},
+}  # fmt: skip
 
 # What is compared, by the devices' own ids (not their keys), every value column.
 SNAPSHOTS = {
@@ -171,11 +180,14 @@ def run(
     """The stream through ``processes`` ingest processes; with ``kill_at``, the second is killed once that many
     readings are stored and started again. Returns the simulator's ground truth."""
     group = root.split("/")[0]
+    rules = folder / "alert-rules.yaml"
+    shipped = yaml.safe_load(default_rules_file().read_text(encoding="utf-8"))
+    rules.write_text(yaml.safe_dump({"rules": [*shipped["rules"], LIT_AT_DUSK]}, allow_unicode=True), encoding="utf-8")
     env = {
         **os.environ, "LCCM_DATABASE_URL": url, "LCCM_MQTT_HOST": broker.host, "LCCM_MQTT_PORT": str(broker.port),
         "LCCM_MQTT_TOPIC_ROOT": root, "LCCM_MQTT_SHARE_GROUP": group, "LCCM_METRICS_PORT": "0",
         "LCCM_ALERTS_ENABLED": "true", "LCCM_ALERT_CLOCK": "event", "LCCM_ALERT_LATE_AFTER_S": str(ALERT_LATE_AFTER_S),
-        "LCCM_NOTIFY_MQTT_ALL": "false",
+        "LCCM_NOTIFY_MQTT_ALL": "false", "LCCM_ALERT_RULES_FILE": str(rules),
         "LCCM_PARTITIONS": str(PARTITIONS), "LCCM_PARTITION_LEASE_S": str(LEASE_S),
         "LCCM_LOG_LEVEL": "WARNING",
     }  # fmt: skip
