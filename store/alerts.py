@@ -480,6 +480,13 @@ class Clear:
     late: bool
 
 
+def lock_dedup_key(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> None:
+    """Until the caller's transaction ends, be the only evaluator deciding who holds this dedup key: devices of one key
+    (a site's stations) may be in partitions two processes evaluate at once. Without it the second to insert an
+    active alert would fail on alerts_active_key; with it, it waits, then finds the first's alert active."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"alert:{rule_key}/{dedup_key}",))
+
+
 def active_alert(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> int | None:
     row = conn.execute(
         f"SELECT id FROM alerts WHERE rule_key = %s AND dedup_key = %s AND {_ACTIVE_SQL}", (rule_key, dedup_key)

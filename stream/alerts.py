@@ -360,8 +360,9 @@ class Watermarks:
 
 def claimed_work(rows: Iterable[st.Queued], clock: DeliveryClock) -> Pending:
     """The run's work from the claimed hand-over rows, in the order they were committed: each row's watermark is
-    the running maximum of the batches' newest event time (event clock) from the city's stored one, or its batch's
-    receipt (wall clock)."""
+    the running maximum of the batches' newest event time (event clock), or its batch's receipt (wall clock). The
+    batch's own newest data counts as delivered too, whichever partition its device is in: the offline rules' clock
+    is the city's as the batches tell it, not only this process's devices'."""
     pending = Pending()
     for r in rows:
         wm = clock.batch_watermark(r.batch_newest_us, r.batch_received_us)
@@ -369,6 +370,8 @@ def claimed_work(rows: Iterable[st.Queued], clock: DeliveryClock) -> Pending:
         delivered = clock.device_clock(span)
         pending.add(r.device_id, r.metric_id, span, delivered)
         clock.remember(r.device_id, span, delivered)
+        newest = Span(r.batch_newest_us, r.batch_newest_us, wm)
+        clock.arrival_wm_us = max(clock.arrival_wm_us, clock.device_clock(newest))
     return pending
 
 
@@ -998,6 +1001,7 @@ class AlertWriter:
                 st.clear_alert(conn, alert_id, self._clear(ch), d)
             return alert_id
         dedup = dec.rule.dedup(dec.info)
+        st.lock_dedup_key(conn, dec.rule.key, dedup)  # the key's devices may be in another process's partitions
         if tr.kind == TransitionKind.REOPENED and alert_id is not None and self._reopenable(conn, alert_id, dec):
             st.reopen_alert(conn, alert_id, tr.at_us, ch.value, d, tr.late)
             return alert_id
@@ -1061,7 +1065,11 @@ class AlertEvaluator:
         self._index_watched: frozenset[int] | None = None
         self._forced: set[int] | None = set()  # index checks asked for (None: every device)
         self._forced_lock = threading.Lock()
+        # How far this evaluator's claims have taken the watermarks (docs/partitions.md#alerts): they only move on,
+        # with the claimed rows, from the city's stored clocks at start-up.
         self._live = True  # the newest batch evaluated was not a backlog (wall clock): offline can be judged
+        self._event_wm_us = int(NO_TS)
+        self._arrival_wm_us = int(NO_TS)
         self._prepared = False
         self.totals = RunResult()
 
@@ -1107,7 +1115,9 @@ class AlertEvaluator:
         second: not on a hot run). Returns the rows waiting in the hand-over (every partition's)."""
         with self._connect() as conn:
             self._refresh(conn, force=True)
-            event_us, _ = st.city_clocks(conn)
+            event_us, arrival_us = st.city_clocks(conn)
+            self._event_wm_us = max(self._event_wm_us, int(NO_TS) if event_us is None else event_us)
+            self._arrival_wm_us = max(self._arrival_wm_us, int(NO_TS) if arrival_us is None else arrival_us)
             now = event_us if event_us is not None else self._wall_us()
             self._schedules.holidays(now, now)
             waiting = st.count_queued(conn)
@@ -1142,6 +1152,7 @@ class AlertEvaluator:
             raise
         if queued:
             self._live = run.marks.live
+        self._event_wm_us, self._arrival_wm_us = run.marks.event_us, run.marks.arrival_us
         if run.result.transitions and self.on_paged is not None:
             self.on_paged()
         self._index.committed(run.decided)
@@ -1169,13 +1180,11 @@ class AlertEvaluator:
     def _run(self, conn: psycopg.Connection, queued: list[st.Queued], forced: set[int] | None,
              held: Held | None) -> Run:  # fmt: skip
         """The run's work and clocks: the device clocks of what it claimed (and of the index checks asked for) as
-        stored, the city's watermarks as every evaluator has recorded them, then the claimed rows in commit order."""
+        stored, then the claimed rows in commit order, moving the watermarks on from where the last run left them."""
         clock = DeliveryClock(self._clock, self._late_after_us, self._history_bytes)
         clock.index_devices = self._index_watched
         clock.live = self._live
-        event_us, arrival_us = st.city_clocks(conn)
-        clock.event_wm_us = int(NO_TS) if event_us is None else event_us
-        clock.arrival_wm_us = int(NO_TS) if arrival_us is None else arrival_us
+        clock.event_wm_us, clock.arrival_wm_us = self._event_wm_us, self._arrival_wm_us
         newest = st.newest_in(conn, held) if forced is None else {}
         asked = set(newest) if forced is None else forced
         clock.load(st.device_clocks(conn, sorted({q.device_id for q in queued} | asked)))

@@ -94,7 +94,7 @@ def test_a_device_silent_in_a_partition_taken_over_is_judged_offline_on_its_stor
     assert (alert.device_id, alert.state, alert.raised_at, alert.late) == ("MM1-S", "open", at(7), False)
 
 
-def test_the_event_watermark_is_the_citys_whichever_process_recorded_it(db: str) -> None:
+def test_an_evaluator_taking_over_starts_from_the_citys_stored_event_watermark(db: str) -> None:
     a, b = _pair(db)
     owner, other = _owners(db, a, b, "CITY-S")
     with psycopg.connect(db) as conn:
