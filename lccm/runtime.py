@@ -75,10 +75,14 @@ def load_registry(conn: psycopg.Connection) -> Registry:
 class DbSink:
     """Writes batches on one connection, reconnecting after a failure (the stream loop retries the batch)."""
 
-    def __init__(self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True) -> None:
+    def __init__(
+        self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True,
+        writer: str | None = None,
+    ) -> None:  # fmt: skip
         self._url = url
         self._late_horizon_us = late_horizon_us
         self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
+        self._writer = writer  # this process's name in ingest_progress (its MQTT client id)
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
@@ -86,7 +90,7 @@ class DbSink:
         try:
             return write_batch(
                 conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us,
-                alerts=self._alerts,
+                alerts=self._alerts, writer=self._writer,
             )  # fmt: skip
         except psycopg.OperationalError:
             self.close()
@@ -452,7 +456,10 @@ def build_ingest(
         ),
         inbox,
     )
-    sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled)
+    sink = DbSink(
+        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled,
+        writer=client_id or settings.mqtt_client_id,
+    )  # fmt: skip
     supervisor = Supervisor()
     hooks: list[CommitHook] = []
     downstream: list[Worker] = []

@@ -386,6 +386,16 @@ def city_clocks(conn: psycopg.Connection) -> tuple[int | None, int | None]:
     return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
 
 
+def slowest_writer(conn: psycopg.Connection, heard_within_s: float) -> int | None:
+    """The newest event time committed by the slowest ingest process heard from within ``heard_within_s`` (None:
+    none recorded): every process has committed at least this far."""
+    row = conn.execute(
+        f"SELECT {_us('min(newest_ts)')} FROM ingest_progress WHERE updated_at > now() - %s * interval '1 second'",
+        (heard_within_s,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceClockRow:
     device_id: int

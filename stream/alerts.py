@@ -120,6 +120,8 @@ from lccm.stream.partitions import Leases
 log = logging.getLogger(__name__)
 
 SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
+# An ingest process not heard from for this long (dead, or without messages) no longer holds offline rules back.
+WRITERS_HEARD_S = 60.0
 CLAIM_LIMIT = 20_000  # hand-over rows a run claims at most (what a run holds in memory is bounded by it)
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
@@ -1152,7 +1154,7 @@ class AlertEvaluator:
             raise
         if queued:
             self._live = run.marks.live
-        self._event_wm_us, self._arrival_wm_us = run.marks.event_us, run.marks.arrival_us
+        self._event_wm_us, self._arrival_wm_us = run.clock.event_wm_us, run.clock.arrival_wm_us
         if run.result.transitions and self.on_paged is not None:
             self.on_paged()
         self._index.committed(run.decided)
@@ -1193,7 +1195,11 @@ class AlertEvaluator:
         for d in asked:
             if d in known and (held is None or d % held.count in held.partitions):
                 pending.check_index(d, known[d], forced=True)
-        marks = Watermarks(clock.event_wm_us, clock.arrival_wm_us, clock.live)
+        # Offline rules judge silence against the slowest ingest process: a device whose data waits in another
+        # process's backlog (its batches commit later than this one's) is not silent.
+        slowest = st.slowest_writer(conn, WRITERS_HEARD_S)
+        arrival = clock.arrival_wm_us if slowest is None else min(clock.arrival_wm_us, slowest)
+        marks = Watermarks(clock.event_wm_us, arrival, clock.live)
         default_wm = self._wall_us() if self._clock == "wall" else marks.event_us
         return Run(pending, marks, default_wm, clock)
 

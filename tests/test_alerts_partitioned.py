@@ -17,6 +17,7 @@ import psycopg
 from lccm.engine.alert_kinds import Severity
 from lccm.store import alerts as st
 from lccm.store.leases import ensure_partitions, partition_of
+from lccm.store.writer import ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator
 from lccm.stream.partitions import Leases
 from tests._db import device_pk, us
@@ -162,3 +163,27 @@ def test_two_processes_raising_one_dedup_key_at_once_give_one_alert_and_a_duplic
     with psycopg.connect(db) as conn:
         events = [(e.kind, e.at, e.device_id) for e in st.alert_events(conn, alert.id)]
     assert events == [("raised", at(2), "MM1-T"), ("duplicate", at(3), "MM1-S")]
+
+
+def _write(url: str, batch: ReadingColumns, writer: str) -> None:
+    """A batch as the ingest process ``writer`` (its MQTT client id) commits it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        write_batch(conn, batch, writer=writer)
+
+
+def test_a_device_whose_data_waits_in_a_slower_process_is_not_judged_offline(db: str) -> None:
+    ev = AlertEvaluator(functools.partial(psycopg.connect, db), clock="event")
+    with psycopg.connect(db) as conn:
+        _write(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]), "slow")  # the slow process has got to #1
+        _write(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 9), "fast")  # the fast one to #8: 35 min after #1
+        ev.run_once()
+        assert alerts(db) == []  # Sop Pat's next readings may be in the slow process's backlog: not silent yet
+        _write(db, cols(conn, "MM1-S", SO2, at(2), [5.0] * 7), "slow")  # they were: #2..#8
+        ev.run_once()
+        assert alerts(db) == []
+        _write(db, cols(conn, "CITY-S", PM25, at(9), [20.0] * 7), "fast")  # to #15
+        _write(db, cols(conn, "MM1-T", SO2, at(9), [5.0] * 7), "slow")  # the slow one too, without Sop Pat
+        ev.run_once()
+    [alert] = [x for x in alerts(db) if x.rule_key == "aq_offline"]
+    # silent since #8 while every process got to #15: overdue at #8 + 6 x 5 min = #14
+    assert (alert.device_id, alert.raised_at) == ("MM1-S", at(14))

@@ -45,3 +45,12 @@ CREATE TABLE alert_behind (
 );
 INSERT INTO alert_behind (partition, behind_frontier) SELECT 0, behind_frontier FROM alert_progress;
 DROP TABLE alert_progress;
+
+-- How far each ingest process (by its MQTT client id, which a restarted process keeps) has committed in event time,
+-- written with each of its batches (its own row: no two writers share one). Offline rules judge silence against the
+-- slowest of the processes heard from lately: a device whose data sits in a slower process's backlog is not silent.
+CREATE TABLE ingest_progress (
+    client_id   text PRIMARY KEY,
+    newest_ts   timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
