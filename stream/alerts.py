@@ -27,8 +27,10 @@ notifier took them.
 Clocks. Per device, the first and newest event time committed, the delivery clock of offline rules and the index
 rules' span history are rows of ``alert_device_clock``, read by the run that touches the device and written back in
 its transaction by the owner of the device's partition (:class:`DeliveryClock` lives for one run): a partition
-taken over continues where its last owner committed. The city's event-time watermark and newest delivery clock are
-maxima over that table (one index probe each), so no row is updated by every writer or every evaluator.
+taken over continues where its last owner committed. The event-time watermark and the newest delivery clock move on
+with the rows each evaluator claims, from the maxima over that table at start-up; offline rules take the lower of
+the latter and the slowest ingest process's progress (``ingest_progress``). No row is updated by every writer or
+every evaluator.
 
 Watermarks: the rule that makes the alert sequence independent of process count and batch grouping. A reading is
 judged (late or not) under the watermark its batch arrived under, fixed by the batch and its commit order, never by
@@ -36,13 +38,13 @@ which process evaluates it or when. With ``clock="wall"`` (production) that is t
 the process that received it): an alert whose event time is more than ``late_after`` older is late (recorded, not
 paged): a device replaying six hours of buffered data, or a whole backlog after an outage, does not page about the
 past. With ``clock="event"`` it is the running maximum of the batches' newest event time in commit order (the queue
-rows' ids), from the city's newest recorded: replays of the past (simulations, benchmarks) page as if live, and only
-data behind the rest of the city is late. Lateness is when data arrived: a process killed with messages in flight
-gets them again later, and they may be late where they would not have been. With every arrival on time, what is
-raised and cleared, and when, follows from the stored readings alone (frontiers, checkpoints and ``revise``
-below), whoever received them and however they were grouped. Offline rules are the exception: they are judged on
-delivery at each run, so whether a silence about as long as the rule's limit raises one depends on where the claims
-fell (docs/partitions.md#alerts).
+rows' ids) over the rows this evaluator claims, never another evaluator's progress: replays of the past
+(simulations, benchmarks) page as if live, and only data behind the rest of the city is late. Lateness is when data
+arrived: a process killed with messages in flight gets them again later, and they may be late where they would not
+have been. With every arrival on time, what is raised and cleared, and when, follows from the stored readings alone
+(frontiers, checkpoints and ``revise`` below), whoever received them and however they were grouped. Offline rules
+are the exception: they judge delivery, so whether a silence about as long as the rule's limit raises one depends on
+when the data arrived (docs/partitions.md#alerts).
 
 Readings behind a series' frontier (a station that sent its newest reading first and replays its buffer after, or
 a redelivered batch) are evaluated too: the series is run again from a checkpoint, a state kept from before them

@@ -253,6 +253,7 @@ def test_one_two_and_three_ingest_processes_one_killed_halfway_derive_identical_
         faults = truth.summary()["faults"]
         assert all(faults.get(f, 0) > 0 for f in ("late", "duplicate", "reorder", "register_reset")), faults
     one = snaps[0]
+    print({t: len(rows) for t, rows in one.items()})
     assert all(len(one[t]) > 0 for t in SNAPSHOTS), {t: len(rows) for t, rows in one.items()}
     for n, other in ((2, snaps[1]), (3, snaps[2])):
         for table in SNAPSHOTS:
