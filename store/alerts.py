@@ -402,7 +402,7 @@ class DeviceClockRow:
     first_us: int
     newest_us: int
     delivered_us: int
-    spans: list[int]  # flat (newest event time, watermark) pairs
+    spans: list[int] | None  # flat (newest event time, watermark) pairs; None: as stored
 
 
 _CLOCK_COLUMNS = f"device_id, {_us('first_ts')}, {_us('newest_ts')}, {_us('delivered_ts')}, spans"
@@ -434,17 +434,28 @@ def delivered_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int
 
 
 def save_device_clocks(conn: psycopg.Connection, rows: Sequence[DeviceClockRow]) -> None:
-    """Write the devices' clocks as the run computed them (from the stored rows it loaded, under its leases)."""
+    """Write the devices' clocks as the run computed them (from the stored rows it loaded, under its leases): the
+    times of every device in one statement, the span history of those whose history changed (the few stations index
+    rules watch) one by one."""
     if not rows:
         return
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO alert_device_clock (device_id, first_ts, newest_ts, delivered_ts, spans)"
-            f" VALUES (%s, {_ts('%s::bigint')}, {_ts('%s::bigint')}, {_ts('%s::bigint')}, %s::bigint[])"
-            " ON CONFLICT (device_id) DO UPDATE SET first_ts = excluded.first_ts, newest_ts = excluded.newest_ts,"
-            " delivered_ts = excluded.delivered_ts, spans = excluded.spans",
-            [(r.device_id, r.first_us, r.newest_us, r.delivered_us, r.spans) for r in rows],
-        )
+    conn.execute(
+        "INSERT INTO alert_device_clock (device_id, first_ts, newest_ts, delivered_ts)"
+        f" SELECT u.d, {_ts('u.f')}, {_ts('u.n')}, {_ts('u.t')}"
+        " FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[]) AS u(d, f, n, t)"
+        " ON CONFLICT (device_id) DO UPDATE SET first_ts = excluded.first_ts, newest_ts = excluded.newest_ts,"
+        " delivered_ts = excluded.delivered_ts",
+        (
+            [r.device_id for r in rows],
+            [r.first_us for r in rows],
+            [r.newest_us for r in rows],
+            [r.delivered_us for r in rows],
+        ),
+    )
+    spans = [(r.spans, r.device_id) for r in rows if r.spans is not None]
+    if spans:
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE alert_device_clock SET spans = %s::bigint[] WHERE device_id = %s", spans)
 
 
 def add_behind(conn: psycopg.Connection, by_partition: dict[int, int]) -> None:

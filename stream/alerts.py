@@ -220,6 +220,7 @@ class DeliveryClock:
         self._delivered: dict[int, int] = {}  # device -> its delivery clock
         self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
         self._changed: set[int] = set()
+        self._spans_changed: set[int] = set()  # written apart: most devices keep none
 
     def load(self, rows: Iterable[st.DeviceClockRow]) -> None:
         """The stored clocks of the devices the run touches (before any :meth:`remember`)."""
@@ -251,6 +252,7 @@ class DeliveryClock:
         self._changed.add(d)
         if self.index_devices is not None and d not in self.index_devices:
             return
+        self._spans_changed.add(d)
         hist = self._history.get(d)
         if hist is None:
             hist = self._history[d] = array("q")
@@ -271,6 +273,7 @@ class DeliveryClock:
         if len(kept) == len(hist) // 2:
             return
         self._changed.add(d)
+        self._spans_changed.add(d)
         if not kept:
             del self._history[d]
         else:
@@ -282,6 +285,7 @@ class DeliveryClock:
         for d in [d for d in self._history if d not in devices]:
             del self._history[d]
             self._changed.add(d)
+            self._spans_changed.add(d)
 
     def history(self, d: int) -> tuple[np.ndarray, np.ndarray]:
         """(newest event time, watermark) of the device's spans kept."""
@@ -307,11 +311,12 @@ class DeliveryClock:
 
     def changed(self) -> list[st.DeviceClockRow]:
         """The clocks of the devices this run moved, to be written in its transaction."""
-        return [
-            st.DeviceClockRow(d, *self._seen[d], self._delivered[d], list(self._history.get(d, ())))
-            for d in sorted(self._changed)
-            if d in self._seen
-        ]
+        out = []
+        for d in sorted(self._changed):
+            if d in self._seen:
+                spans = list(self._history.get(d, ())) if d in self._spans_changed else None
+                out.append(st.DeviceClockRow(d, *self._seen[d], self._delivered[d], spans))
+        return out
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:
