@@ -41,10 +41,12 @@ past. With ``clock="event"`` it is the running maximum of the batches' newest ev
 rows' ids) over the rows this evaluator claims, never another evaluator's progress: replays of the past
 (simulations, benchmarks) page as if live, and only data behind the rest of the city is late. Lateness is when data
 arrived: a process killed with messages in flight gets them again later, and they may be late where they would not
-have been. With every arrival on time, what is raised and cleared, and when, follows from the stored readings alone
-(frontiers, checkpoints and ``revise`` below), whoever received them and however they were grouped. Offline rules
-are the exception: they judge delivery, so whether a silence about as long as the rule's limit raises one depends on
-when the data arrived (docs/partitions.md#alerts).
+have been. With every arrival on time and each series' readings stored in event-time order, what is raised and
+cleared, and when, follows from the stored readings alone (frontiers below), whoever received them and however they
+were grouped; a reading stored behind its series' frontier is reconciled (``revise`` below) but a raise or clear
+recorded without it is not re-timed, so then the times may depend on the grouping. Offline rules are the exception:
+they judge delivery, so whether a silence about as long as the rule's limit raises one depends on when the data
+arrived (docs/partitions.md#alerts).
 
 Readings behind a series' frontier (a station that sent its newest reading first and replays its buffer after, or
 a redelivered batch) are evaluated too: the series is run again from a checkpoint, a state kept from before them
