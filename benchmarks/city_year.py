@@ -56,7 +56,7 @@ from lccm.reports.annual import build_cfo_report  # noqa: E402
 from lccm.reports.baseline import comparison  # noqa: E402
 from lccm.reports.periods import make_period  # noqa: E402
 from lccm.runtime import factor_rows  # noqa: E402
-from lccm.store import queries, rollup_queries  # noqa: E402
+from lccm.store import queries, reading_days, rollup_queries  # noqa: E402
 from lccm.store.aqi import AqiRow, aqi_history, current_aqi, replace_aqi  # noqa: E402
 from lccm.store.devices import import_registry  # noqa: E402
 from lccm.store.energy import BucketRows, Spans, replace_buckets, sync_factor_registry  # noqa: E402
@@ -224,9 +224,11 @@ def write_live_readings(conn: psycopg.Connection, ids: np.ndarray) -> int:
         np.full(n, 5000.0), np.full(n, NO_SEQ, np.int64), np.tile(ts + 1_000_000, ids.size),
     )  # fmt: skip
     write_batch(conn, cols)
-    # Nothing here is for the updaters: the buckets above already hold the year.
+    # Nothing here is for the bucket updaters: the buckets above already hold the year. The day's reading counts
+    # (completeness) are counted here, as the ingest's day counter would.
     conn.execute("DELETE FROM rollup_queue")
     conn.execute("DELETE FROM sample_queue")
+    reading_days.count_claimed(conn, *reading_days.claim(conn, limit=n))
     return n
 
 

@@ -573,8 +573,8 @@ def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
 # derive (each phase starts from an empty store, so one's queued work is never done in the next one's time).
 PHASE_TABLES = (
     "readings, dead_letters, reading_conflicts, late_spans, device_status, rollup_queue, sample_queue, aqi_queue,"
-    " energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state, alert_queue,"
-    " alert_device_clock, alert_behind"
+    " day_queue, reading_days, energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state,"
+    " alert_queue, alert_device_clock, alert_behind, ingest_progress"
 )
 
 
@@ -716,7 +716,7 @@ def _ingest_main(
         worker.start()
         cpu = CpuMeter()
         cpu.add("process", os.getpid())
-        for name in ("stream", "updaters", "alerts", "notify-dispatch"):
+        for name in ("stream", "stream-writer", "updaters", "alerts", "notify-dispatch"):
             with contextlib.suppress(KeyError):
                 tid = worker.supervisor[name].native_id
                 if tid is not None:
@@ -761,7 +761,7 @@ def _ingest_main(
         raise
 
 
-DERIVED_QUEUES = ("rollup_queue", "sample_queue", "aqi_queue")
+DERIVED_QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue")
 
 
 def _count_runs(evaluator: AlertEvaluator | None) -> list[int]:

@@ -253,7 +253,7 @@ def index_check(ingest: Ingest, url: str, timeout_s: float) -> dict[str, Any]:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM rollup_queue) + (SELECT count(*) FROM sample_queue)"
-                " + (SELECT count(*) FROM aqi_queue)"
+                " + (SELECT count(*) FROM aqi_queue) + (SELECT count(*) FROM day_queue)"
             ).fetchone()
             if row is None or row[0] == 0:
                 break

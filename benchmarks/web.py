@@ -80,7 +80,6 @@ from lccm.store.inventory_mapping import auto_map  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
 from lccm.stream.batch import FlushPolicy  # noqa: E402
 from lccm.stream.loop import RawMessage, StreamLoop  # noqa: E402
-from lccm.stream.updaters import Updaters  # noqa: E402
 
 log = logging.getLogger("bench.web")
 
@@ -163,7 +162,8 @@ def ingest_history(url: str, city: City, settings: Settings, start: datetime, en
                     future_tolerance_s=settings.future_tolerance_s, topic_root=settings.mqtt_topic_root)  # fmt: skip
     sink = DbSink(url, settings.late_horizon_s * 1_000_000)
     loop = StreamLoop(inbox=queue.SimpleQueue(), decode=make_decoder(holder, limits), sink=sink, ack=lambda _: None,
-                      policy=FlushPolicy(settings.batch_max_readings, 3600.0))  # fmt: skip
+                      policy=FlushPolicy(settings.batch_max_readings, 3600.0),
+                      dedup_cache_bytes=settings.dedup_cache_bytes)  # fmt: skip
     cfg = SimConfig(
         seed=SEED, start=start, end=end, faults=True, keep_messages=False, topic_root=settings.mqtt_topic_root
     )
@@ -182,7 +182,7 @@ def ingest_history(url: str, city: City, settings: Settings, start: datetime, en
     derived = updaters(settings, url)
     # A week arrives here at once, not as it happened: claimed 20,000 spans at a time (the running default), the
     # lamps' backlog (~900,000 spans) takes over an hour on two shared cores; claimed whole, each lamp-day once.
-    derived = Updaters(derived.energy, dataclasses.replace(derived.samples, claim_limit=BACKLOG_CLAIM), derived.aqi)
+    derived = dataclasses.replace(derived, samples=dataclasses.replace(derived.samples, claim_limit=BACKLOG_CLAIM))
     derived.drain()
     alert_evaluator(settings, url).drain()
     derive_s = time.monotonic() - began

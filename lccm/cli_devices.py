@@ -19,14 +19,17 @@ import typer
 from lccm.cli_audit import record_cli
 from lccm.imports.registry import RegistryInvalid, parse_registry_csv
 from lccm.imports.rows import RowsInvalid
-from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig, BrokerAdminError
+from lccm.ingest.broker_admin import BrokerAdminError
 from lccm.mqtt_identity import (
+    AdminConfig,
     IdentityError,
     IssuedCredential,
     admin_config,
     default_credentials_path,
+    emqx_admin_config,
     hash_secret,
     new_secret,
+    open_identities,
     provision_devices,
     write_credentials_file,
 )
@@ -101,8 +104,15 @@ CredentialsOut = Annotated[
 ]
 
 
-def broker_admin_settings(settings: Settings, hint: str = "") -> BrokerAdminConfig:
+def broker_admin_settings(settings: Settings, hint: str = "") -> AdminConfig:
+    """Where identities are written: LCCM_BROKER_ADMIN chooses mosquitto's control API or EMQX's REST API."""
     try:
+        if settings.broker_admin == "emqx":
+            return emqx_admin_config(
+                settings.emqx_api_url,
+                settings.emqx_api_key.get_secret_value(),
+                settings.emqx_api_secret.get_secret_value(),
+            )
         return admin_config(
             settings.mqtt_host,
             settings.mqtt_port,
@@ -116,7 +126,7 @@ def broker_admin_settings(settings: Settings, hint: str = "") -> BrokerAdminConf
 
 
 def issue_credentials(
-    conn: psycopg.Connection, settings: Settings, admin: BrokerAdminConfig, device_ids: list[str], out: Path
+    conn: psycopg.Connection, settings: Settings, admin: AdminConfig, device_ids: list[str], out: Path
 ) -> None:
     """A fresh secret per device: written to ``out`` (0600) first, then given to the broker, then its hash stored.
     If the broker refuses, the file is removed and nothing is stored: the next import issues them again."""
@@ -132,7 +142,7 @@ def issue_credentials(
         typer.echo(f"error: {out} exists; choose another --credentials-out (nothing was issued).", err=True)
         raise typer.Exit(2) from exc
     try:
-        with BrokerAdmin(admin) as broker:
+        with open_identities(admin) as broker:
             provision_devices(broker, settings.mqtt_topic_root, {c.device_id: c.secret for c in issued})
     except (BrokerAdminError, IdentityError) as exc:
         out.unlink(missing_ok=True)
@@ -181,7 +191,8 @@ def import_command(
     """Import sites and devices from a CSV (English or Thai headers). All rows or none; safe to re-run.
 
     Each device without a credential gets one: a user name and client id equal to its device id and a new secret,
-    which the broker accepts at once (dynamic-security plugin, LCCM_MQTT_ADMIN_PASSWORD); the secrets are written
+    which the broker accepts at once (LCCM_BROKER_ADMIN: mosquitto's dynamic-security plugin with
+    LCCM_MQTT_ADMIN_PASSWORD, or EMQX's REST API with LCCM_EMQX_API_*); the secrets are written
     once to a 0600 file and only their hashes are stored."""
     settings = _settings(database_url)
     hint = "; or pass --no-credentials to register devices without issuing any"

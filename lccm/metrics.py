@@ -197,6 +197,7 @@ QUEUES: tuple[QueueProbe, ...] = (
     QueueProbe("rollup_queue", "energy", _outbox("rollup_queue")),
     QueueProbe("sample_queue", "samples", _outbox("sample_queue")),
     QueueProbe("aqi_queue", "aqi", _outbox("aqi_queue")),
+    QueueProbe("day_queue", "days", _outbox("day_queue")),
     # Alert changes to page that no notifier has taken yet (partial index alert_events_to_notify, oldest first).
     QueueProbe(
         "alert_events_to_notify",

@@ -1,7 +1,10 @@
 """Who may do what on the broker: the product's reserved MQTT identities, and one credential per device.
 
-Everything is kept by mosquitto's dynamic-security plugin (ingest/broker_admin.py speaks its control API); see
-docs/security.md#mqtt-identity for the model. In short:
+The one place of the identity model; see docs/security.md#mqtt-identity. Two brokers keep it, each behind the same
+small interface (``IdentityBackend``, opened by ``open_identities`` from the configuration LCCM_BROKER_ADMIN
+chooses): mosquitto's dynamic-security plugin (ingest/broker_admin.py speaks its control API; roles and clients are
+written here) and EMQX's built-in database (ingest/emqx_admin.py speaks its REST API; the rules are the fixed
+deploy/emqx/acl.conf, written once with client-id placeholders, so only credentials are written). In short:
 
 - A **device** is a broker client whose user name *and* fixed client id are its device id, with a role of its own
   (``device:<id>``) that may publish only ``<root>/+/<id>/#`` and subscribe only to ``<root>/+/<id>/cmd/#``. The
@@ -13,23 +16,30 @@ docs/security.md#mqtt-identity for the model. In short:
   ``lccm-alerts-<name>`` (reads alerts only). The ingest's workers share the ``lccm-ingest`` user and each picks
   its own client id (``lccm-ingest-1``, ``lccm-ingest-2``, ...; the alert publisher adds ``-alerts``): every client id
   under the prefix is unreachable to devices and alert readers, whose client ids are fixed to their user names.
+- On **EMQX** authentication is keyed by client id (deploy/emqx/emqx.conf: ``user_id_type = clientid``): a
+  credential opens exactly one client id, so each ingest worker's client id (``lccm-ingest-<n>``) and its alert
+  publisher's (``lccm-ingest-<n>-alerts``) get an entry of their own, all with the ingest's password; a device's and
+  an alert reader's entry is its client id, as on mosquitto.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 
 from lccm.imports.registry import RESERVED_IDENTITY_PREFIX, is_reserved_identity
 from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig, DynsecResult
+from lccm.ingest.emqx_admin import EmqxAdmin, EmqxAdminConfig
 
 ADMIN_USER = f"{RESERVED_IDENTITY_PREFIX}-admin"
 INGEST_USER = f"{RESERVED_IDENTITY_PREFIX}-ingest"
@@ -37,6 +47,12 @@ ALERT_READER_PREFIX = f"{RESERVED_IDENTITY_PREFIX}-alerts-"
 INGEST_ROLE = f"{RESERVED_IDENTITY_PREFIX}-ingest"
 ALERT_READER_ROLE = f"{RESERVED_IDENTITY_PREFIX}-alert-reader"
 DEVICE_ROLE_PREFIX = "device:"
+# The ingest workers' client ids, as deploy/emqx/acl.conf's rules match them (tests/test_compose.py checks the two
+# agree); the alert publisher of worker <id> connects as <id>-alerts (lccm/alerts.py).
+INGEST_CLIENT_ID = re.compile(rf"{RESERVED_IDENTITY_PREFIX}-ingest-[0-9]+")
+ALERT_PUBLISHER_SUFFIX = "-alerts"
+# deploy/emqx/acl.conf is a fixed file: its rules name this topic root (tests/test_compose.py reads them).
+EMQX_ACL_TOPIC_ROOT = "lccm/v1"
 SECRET_BYTES = 24  # 32 URL-safe characters: what installers type into a device's configuration page
 _EXISTS = "already exists"
 
@@ -96,6 +112,79 @@ def hash_secret(secret: str) -> str:
 # --- provisioning -----------------------------------------------------------------------------------------------
 
 
+class IdentityBackend(Protocol):
+    """What lccm asks of a broker's identity store. Every method creates or replaces (idempotent: safe to re-run);
+    the callers below have checked the names against the model first."""
+
+    def put_services(
+        self,
+        topic_root: str,
+        share_group: str,
+        ingest_user: str,
+        ingest_password: str,
+        ingest_client_ids: Sequence[str],
+    ) -> None: ...
+
+    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None: ...
+
+    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None: ...
+
+
+AdminConfig = BrokerAdminConfig | EmqxAdminConfig
+
+
+@contextmanager
+def open_identities(cfg: AdminConfig) -> Iterator[IdentityBackend]:
+    """The broker's identity store for the duration of the block (an admin connection or REST session)."""
+    if isinstance(cfg, EmqxAdminConfig):
+        with EmqxAdmin(cfg) as emqx:
+            yield EmqxIdentities(emqx)
+    else:
+        with BrokerAdmin(cfg) as admin:
+            yield MosquittoIdentities(admin)
+
+
+def setup_services(
+    ids: IdentityBackend,
+    topic_root: str,
+    share_group: str,
+    ingest_user: str,
+    ingest_password: str,
+    ingest_client_ids: Sequence[str] = (),
+) -> None:
+    """The service roles, and the ingest's identity (idempotent: safe at every deployment). ``ingest_client_ids``:
+    the workers' client ids, which EMQX needs one entry each for (mosquitto lets the ``lccm-ingest`` user pick any)."""
+    if not is_reserved_identity(ingest_user):
+        raise IdentityError(f"the ingest's user name {ingest_user!r} must start with {RESERVED_IDENTITY_PREFIX!r}-")
+    if not ingest_password:
+        raise IdentityError("the ingest has no password (LCCM_MQTT_PASSWORD)")
+    ids.put_services(topic_root, share_group, ingest_user, ingest_password, list(dict.fromkeys(ingest_client_ids)))
+
+
+def alert_reader_username(name: str) -> str:
+    return name if name.startswith(ALERT_READER_PREFIX) else ALERT_READER_PREFIX + name
+
+
+def add_alert_reader(ids: IdentityBackend, name: str, topic_root: str) -> tuple[str, str]:
+    """A reader of the alert topic (a control room, the city's own systems): (user name, new secret)."""
+    username = alert_reader_username(name)
+    secret = new_secret()
+    ids.put_alert_reader(username, secret, topic_root)
+    return username, secret
+
+
+def provision_devices(ids: IdentityBackend, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
+    """Each device's credential (user name = fixed client id = device id) with the given secret."""
+    for device_id in secrets_by_device:
+        if is_reserved_identity(device_id):  # refused at import; checked again where the credential is made
+            raise IdentityError(f"{device_id!r} is a reserved identity, not a device")
+    if secrets_by_device:
+        ids.put_devices(topic_root, secrets_by_device)
+
+
+# --- mosquitto: dynamic-security roles and clients -----------------------------------------------------------------
+
+
 def _role_commands(rolename: str, acls: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     """Create the role, or -- when it exists -- make sure it has these ACLs (addRoleACL of an existing ACL fails
     harmlessly with "already exists")."""
@@ -119,58 +208,106 @@ def _check(results: Sequence[DynsecResult], tolerated: Iterable[str] = ()) -> No
         raise IdentityError("the broker refused: " + "; ".join(failures[:5]))
 
 
-def upsert_clients(admin: BrokerAdmin, clients: Sequence[dict[str, Any]]) -> None:
-    """createClient each; for those that exist, modifyClient to the same password, client id and roles."""
-    results = admin.execute([{"command": "createClient", **c} for c in clients])
-    _check(results, tolerated=[_EXISTS])
-    existing = [c for c, r in zip(clients, results, strict=True) if r.error and _EXISTS in r.error]
-    if existing:
-        _check(admin.execute([{"command": "modifyClient", **c} for c in existing]))
+class MosquittoIdentities:
+    """The model as dynamic-security roles (one per device: the plugin has no %u in its ACLs) and clients."""
+
+    def __init__(self, admin: BrokerAdmin) -> None:
+        self._admin = admin
+
+    def upsert_clients(self, clients: Sequence[dict[str, Any]]) -> None:
+        """createClient each; for those that exist, modifyClient to the same password, client id and roles."""
+        results = self._admin.execute([{"command": "createClient", **c} for c in clients])
+        _check(results, tolerated=[_EXISTS])
+        existing = [c for c, r in zip(clients, results, strict=True) if r.error and _EXISTS in r.error]
+        if existing:
+            _check(self._admin.execute([{"command": "modifyClient", **c} for c in existing]))
+
+    def put_services(
+        self,
+        topic_root: str,
+        share_group: str,
+        ingest_user: str,
+        ingest_password: str,
+        ingest_client_ids: Sequence[str],
+    ) -> None:
+        commands = _role_commands(INGEST_ROLE, ingest_acls(topic_root, share_group), "lccm ingest workers")
+        commands += _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "readers of the alert topic")
+        _check(self._admin.execute(commands), tolerated=[_EXISTS])
+        self.upsert_clients([_client_fields(ingest_user, ingest_password, INGEST_ROLE, fixed_client_id=False)])
+
+    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
+        roles = _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "alert readers")
+        _check(self._admin.execute(roles), [_EXISTS])
+        self.upsert_clients([_client_fields(username, secret, ALERT_READER_ROLE, fixed_client_id=True)])
+
+    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
+        # createRole only: a device's ACLs follow from its id alone, so an existing role is already right. (Each
+        # command makes the plugin rewrite its JSON file, so fewer commands matter for a city's first import.)
+        roles = [
+            {"command": "createRole", "rolename": DEVICE_ROLE_PREFIX + d, "acls": device_acls(topic_root, d)}
+            for d in secrets_by_device
+        ]
+        _check(self._admin.execute(roles), tolerated=[_EXISTS])
+        self.upsert_clients(
+            [_client_fields(d, s, DEVICE_ROLE_PREFIX + d, fixed_client_id=True) for d, s in secrets_by_device.items()]
+        )
 
 
-def setup_services(
-    admin: BrokerAdmin, topic_root: str, share_group: str, ingest_user: str, ingest_password: str
-) -> None:
-    """The service roles, and the ingest's client (idempotent: safe at every deployment)."""
-    if not is_reserved_identity(ingest_user):
-        raise IdentityError(f"the ingest's user name {ingest_user!r} must start with {RESERVED_IDENTITY_PREFIX!r}-")
-    if not ingest_password:
-        raise IdentityError("the ingest has no password (LCCM_MQTT_PASSWORD)")
-    commands = _role_commands(INGEST_ROLE, ingest_acls(topic_root, share_group), "lccm ingest workers")
-    commands += _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "readers of the alert topic")
-    _check(admin.execute(commands), tolerated=[_EXISTS])
-    upsert_clients(admin, [_client_fields(ingest_user, ingest_password, INGEST_ROLE, fixed_client_id=False)])
+# --- EMQX: entries of the built-in database, keyed by client id ------------------------------------------------------
 
 
-def alert_reader_username(name: str) -> str:
-    return name if name.startswith(ALERT_READER_PREFIX) else ALERT_READER_PREFIX + name
+class EmqxIdentities:
+    """The model as entries of EMQX's built-in database (user id = client id). The rules are deploy/emqx/acl.conf,
+    fixed and written with ${clientid}: nothing per device, so only what that file matches can be set up here."""
 
+    def __init__(self, admin: EmqxAdmin) -> None:
+        self._admin = admin
 
-def add_alert_reader(admin: BrokerAdmin, name: str, topic_root: str) -> tuple[str, str]:
-    """A reader of the alert topic (a control room, the city's own systems): (user name, new secret)."""
-    username = alert_reader_username(name)
-    secret = new_secret()
-    _check(admin.execute(_role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "alert readers")), [_EXISTS])
-    upsert_clients(admin, [_client_fields(username, secret, ALERT_READER_ROLE, fixed_client_id=True)])
-    return username, secret
+    def _acl_covers(self, topic_root: str) -> None:
+        if topic_root != EMQX_ACL_TOPIC_ROOT:
+            raise IdentityError(
+                f"deploy/emqx/acl.conf grants topics under {EMQX_ACL_TOPIC_ROOT!r} only, not LCCM_MQTT_TOPIC_ROOT "
+                f"{topic_root!r}: change the file's rules first"
+            )
 
+    def put_services(
+        self,
+        topic_root: str,
+        share_group: str,
+        ingest_user: str,
+        ingest_password: str,
+        ingest_client_ids: Sequence[str],
+    ) -> None:
+        self._acl_covers(topic_root)
+        if not ingest_client_ids:
+            raise IdentityError(
+                "EMQX authenticates by client id: name every ingest worker's client id (LCCM_MQTT_CLIENT_ID, "
+                "or `lccm broker setup --ingest-client-id ID` once per worker)"
+            )
+        wrong = [c for c in ingest_client_ids if not INGEST_CLIENT_ID.fullmatch(c)]
+        if wrong:
+            raise IdentityError(
+                f"ingest client ids {wrong} are not {INGEST_CLIENT_ID.pattern!r}: deploy/emqx/acl.conf grants the "
+                "ingest's topics to those client ids only"
+            )
+        # One entry per worker and one per its alert publisher, all with the ingest's password: the workers share
+        # one secret (LCCM_MQTT_PASSWORD), as they share the lccm-ingest user on mosquitto.
+        entries = {c + suffix: ingest_password for c in ingest_client_ids for suffix in ("", ALERT_PUBLISHER_SUFFIX)}
+        self._admin.import_users(entries)
 
-def provision_devices(admin: BrokerAdmin, topic_root: str, secrets_by_device: dict[str, str]) -> None:
-    """Each device's own role and its client (user name = fixed client id = device id) with the given secret."""
-    for device_id in secrets_by_device:
-        if is_reserved_identity(device_id):  # refused at import; checked again where the credential is made
-            raise IdentityError(f"{device_id!r} is a reserved identity, not a device")
-    # createRole only: a device's ACLs follow from its id alone, so an existing role is already right. (Each
-    # command makes the plugin rewrite its JSON file, so fewer commands matter for a city's first import.)
-    roles = [
-        {"command": "createRole", "rolename": DEVICE_ROLE_PREFIX + d, "acls": device_acls(topic_root, d)}
-        for d in secrets_by_device
-    ]
-    _check(admin.execute(roles), tolerated=[_EXISTS])
-    upsert_clients(
-        admin,
-        [_client_fields(d, s, DEVICE_ROLE_PREFIX + d, fixed_client_id=True) for d, s in secrets_by_device.items()],
-    )
+    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
+        self._acl_covers(topic_root)
+        self._admin.import_users({username: secret})
+        self._admin.kick_clients([username])  # whoever holds the old secret is cut off now, as on mosquitto
+
+    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
+        self._acl_covers(topic_root)
+        self._admin.import_users(secrets_by_device)
+        # A rotated device's open connection ends now, as mosquitto's modifyClient does; new devices are not
+        # connected, so for them this is a no-op. Never done for the ingest's entries: a re-run of `broker setup`
+        # must not end the workers' sessions (EMQX destroys a kicked client's session and its queue: v5.8.6
+        # emqx_channel.erl, process_kick/1).
+        self._admin.kick_clients(list(secrets_by_device))
 
 
 def admin_config(
@@ -182,6 +319,19 @@ def admin_config(
             "deploy/mosquitto/entrypoint.sh creates it at the broker's first start)"
         )
     return BrokerAdminConfig(host, port, username, password, tls_ca_file=tls_ca_file)
+
+
+def emqx_admin_config(api_url: str, api_key: str, api_secret: str) -> EmqxAdminConfig:
+    missing = [n for n, v in (("URL", api_url), ("KEY", api_key), ("SECRET", api_secret)) if not v]
+    if missing:
+        names = ", ".join(f"LCCM_EMQX_API_{n}" for n in missing)
+        raise IdentityError(
+            f"LCCM_BROKER_ADMIN=emqx needs {names} (EMQX's REST API, e.g. http://emqx:18083, and an API key from "
+            "its api_key.bootstrap_file: docs/scaling.md#identities-on-emqx)"
+        )
+    if not api_url.startswith(("http://", "https://")):
+        raise IdentityError(f"LCCM_EMQX_API_URL {api_url!r} is not an http:// or https:// URL")
+    return EmqxAdminConfig(api_url, api_key, api_secret)
 
 
 # --- the file handed to installers -------------------------------------------------------------------------------

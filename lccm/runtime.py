@@ -44,6 +44,7 @@ from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResu
 from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.inbox import ByteBoundedInbox
 from lccm.stream.loop import BatchObserver, CommitHook, StreamLoop
@@ -230,14 +231,15 @@ def energy_updater(settings: Settings, database: Connect | str, *, leases: Lease
 
 
 def updaters(settings: Settings, database: Connect | str, *, leases: Leases | None = None) -> Updaters:
-    """Every derived-data updater (energy and emissions, samples, lamps), as ``lccm ingest`` runs them: with
-    ``leases``, each claims work of its process's partitions only; without, of every device (one process alone,
-    ``lccm recompute``, tests)."""
+    """Every derived-data updater (energy and emissions, samples, lamps, AQI hours, reading days), as ``lccm ingest``
+    runs them: with ``leases``, each claims work of its process's partitions only; without, of every device (one
+    process alone, ``lccm recompute``, tests)."""
     connect = connector(database)
     return Updaters(
         energy_updater(settings, connect, leases=leases),
         SampleUpdater(connect, grace_us=settings.streetlight_grace_min * 60_000_000, leases=leases),
         AqiUpdater(connect, settings.aqi_settings(), leases=leases),
+        DayUpdater(connect, leases=leases),
     )
 
 
@@ -500,8 +502,12 @@ def build_ingest(
         on_commit=[*hooks, *on_commit],
         clock=clock or time.monotonic,
         observe=observe,
+        in_flight=settings.batches_in_flight,
     )
     supervisor.add(worker(settings, "stream", loop.step, drain=loop.finish, idle_s=0.0))
+    if settings.batches_in_flight:
+        # After the stream: stopped after it, so its drain writes the batch the stream's drain handed over.
+        supervisor.add(worker(settings, "stream-writer", loop.write_step, drain=loop.write_pending, idle_s=0.0))
     for w in downstream:
         supervisor.add(w)
     supervisor.add(worker(settings, "mqtt-in", _then_idle(lambda _: source.check())))

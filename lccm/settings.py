@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     mqtt_admin_password: SecretStr = SecretStr("")
     # A CA certificate (PEM) to verify the broker with: the admin commands then speak TLS (e.g. to port 8883).
     mqtt_admin_tls_ca_file: Path | None = None
+    # Which broker's identity store those commands write (docs/scaling.md#identities-on-emqx): mosquitto's
+    # dynamic-security plugin through its control API (the mqtt_admin_* settings above), or EMQX's built-in database
+    # through its REST API at emqx_api_url (the dashboard listener, e.g. http://emqx:18083) with an API key and secret
+    # from EMQX's api_key.bootstrap_file (deploy/emqx/emqx.conf). Only those commands read them.
+    broker_admin: Literal["mosquitto", "emqx"] = "mosquitto"
+    emqx_api_url: str = ""
+    emqx_api_key: SecretStr = SecretStr("")
+    emqx_api_secret: SecretStr = SecretStr("")
     # Empty (one ingest worker): a plain subscription, which mosquitto keeps across a restart. Several workers set
     # the same group (e.g. lccm-ingest) to share the load, but mosquitto drops a shared subscription when it restarts:
     # what is published before the workers resubscribe is lost (docs/durability.md).
@@ -94,6 +102,9 @@ class Settings(BaseSettings):
     # stream/: a batch is flushed when it holds this many readings or its oldest message is this old.
     batch_max_readings: int = 20_000
     batch_max_wait_s: float = 0.05
+    # Batches handed from the stream thread to its writer (a second worker) and not committed yet: the stream
+    # decodes and deduplicates the next batch while the database stores these (0: the stream thread writes itself).
+    batches_in_flight: int = Field(default=1, ge=0)
     # Memory budgets of one ingest process (docs/reference.md#memory-budgets), in bytes:
     # - inbox_bytes: messages received and not yet taken by the stream loop (payload + topic + 256 per message);
     #   when full, the MQTT thread waits before it reads more (backpressure; nothing is dropped or acked early);

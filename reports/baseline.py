@@ -26,7 +26,6 @@ from lccm.engine import inventory as einv
 from lccm.reports.coverage import ItemsCoverage, items_coverage
 from lccm.reports.periods import bangkok_today, end_of, period_out, slice_specs, today_end, up_to_today
 from lccm.store import baseline as sb
-from lccm.store.factor_history import MeteredFactorPeriod, metered_factor_periods
 
 By = Literal["scope", "cfo_category", "gpc_ref", "site", "item"]
 YearKind = cal.YearKind
@@ -47,7 +46,8 @@ class Series:
     def __init__(self, conn: psycopg.Connection, base: sb.BaseYearSeries, period: cal.Period, now: datetime) -> None:
         slices = slice_specs(period, base.kind)
         base_ef = dict(zip(base.codes, base.ef_kgco2e_per_unit, strict=True))
-        actual = sb.actual_kgco2e(conn, base.organisation_id, base.kind, slices, base_ef)
+        figures = sb.period_figures(conn, base.organisation_id, base.kind, slices, base_ef, now)
+        actual = figures.actual
         extra = [c for c in actual.items if c not in base_ef]
         self.codes = list(base.codes) + extra
         info = {c: actual.items[c] for c in extra}
@@ -67,12 +67,10 @@ class Series:
         # plain figures, which would read as a 100 % cut where nobody has entered this year's data yet.
         self.has_data = np.array([c in actual.in_force for c in self.codes], dtype=bool)
         self.missing_years = actual.missing_years
-        self.coverage: ItemsCoverage = items_coverage(
-            self.codes, slices, sb.coverage(conn, base.organisation_id, base.kind, slices, now), now, base.kind
-        )
+        self.coverage: ItemsCoverage = items_coverage(self.codes, slices, figures.coverage, now, base.kind)
         self.baseline = self.base.slice(period)
         self.baseline_covered = self.base.covered(self.coverage.weights)
-        self.factor_periods = metered_factor_periods(conn, base.organisation_id, base.kind, slices)
+        self.factor_periods = figures.factor_periods
 
     def groups(self, by: By) -> tuple[list[str], np.ndarray]:
         """Group labels and the 0/1 matrix (items x groups) that sums items into groups."""
@@ -96,7 +94,7 @@ def _now(now: datetime | None) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------------------ comparison
-def factor_periods_out(periods: list[MeteredFactorPeriod]) -> list[dict[str, Any]]:
+def factor_periods_out(periods: list[sb.MeteredFactorPeriod]) -> list[dict[str, Any]]:
     """The factor periods of the metered items whose factor in force changed inside the period (fiscal 2026 and
     TGO's grid factor of 1 January 2026): one line per item and factor, each "quantity x factor = kgCO2e" at the
     factor in force and at the base year's factor; an item's lines add up to its actual figures."""

@@ -14,8 +14,8 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import set_json_loads
 
-from lccm.store.energy import _EPOCH, _US, IN_PARTITIONS, Spans, _us, partition_params
-from lccm.store.leases import Held
+from lccm.store.energy import _EPOCH, _US, Spans, _us
+from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and
 from lccm.store.writer import us_to_datetime
 

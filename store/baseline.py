@@ -13,7 +13,7 @@ Conventions:
   ``kgco2e_base`` at the base year's factor); manual items take the month's entered quantity x the covered share
   of the month, at the item's factor (in force) and at the base-year item's factor (like-for-like).
 - An item's site is the one site of all devices ever mapped to it, else None (a base year has no sites of its own).
-- Coverage of a slice (``coverage``): per item of the slice's reporting year, the seconds its mapped devices' '1d'
+- Coverage of a slice (``period_figures``): per item of the slice's reporting year, the seconds its mapped devices' '1d'
   buckets cover and the readings their registry cadence expects up to a given instant (metered items), or whether
   the month is entered (manual items). reports/baseline.py turns it into shares and like-for-like baselines.
 """
@@ -184,112 +184,113 @@ def mapped_rows(mapped: str, keys: str) -> str:
     )
 
 
-# Per slice (``i``): the metered items' kgCO2e summed over their mapped devices (mapped_rows), then the manual items'
-# entered quantities of the slice's month; one round trip for every slice (a FYTD has up to 12, each was three).
-_ACTUAL = """
+# The actual figures, the coverage and the metered factor periods of a period's slices, from one read of the buckets.
+#
+# piece: each slice of an item with mapped devices, cut where the item's factor in force changes (a factor's bound
+# inside the slice; TGO's changes fall on a midnight, so a day has one factor). rd: the one read of the buckets, the
+# rows of mapped_rows per piece and mapped device (a slice is one month's part: one '1mo' row or one sum of '1d'
+# rows). Each figure sums rd's rows as they were read (no join or grouping in between), as the three queries did,
+# so the sums are added in the same order. From rd: per slice and item the metered kgCO2e (manual items: the
+# month's entered quantity); per slice, item and device the seconds covered (capped at the slice's elapsed seconds
+# while the device was in service, migration 014) and the readings its registry cadence expects; per piece under a
+# registry factor its sums, and its first and last day with data from one index probe each over the piece's '1d'
+# rows (energy_buckets_time_idx, the item's devices as a filter: the first row usually hits; `device_id + 0` keeps
+# the planner off the primary key, where min() read a month). Buckets, not raw readings: a year of a meter is 365
+# rows, whatever its cadence. The three answers come back in one result, told apart by `tag` (m: metered kgCO2e,
+# q: manual quantity, c: coverage, f: factor period); they were three queries that each read the same rows.
+_FIGURES = """
 WITH s(i, lo, hi, month, year_id) AS (
     SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
                          %(year)s::int[])),
+cut AS (
+    SELECT s.i, it.id AS item_id, s.hi AS slice_hi, c.lo
+    FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
+    CROSS JOIN LATERAL (
+        SELECT s.lo
+        UNION
+        SELECT v.t FROM source_classes sc JOIN emission_factors f ON f.key = sc.factor_key
+        CROSS JOIN LATERAL (VALUES (f.valid_from), (f.valid_to)) v(t)
+        WHERE sc.key = it.source_class AND it.ef_unit = 'kgCO2e/' || f.unit AND v.t > s.lo AND v.t < s.hi) c(lo)
+    WHERE EXISTS (SELECT 1 FROM device_item_map dm WHERE dm.item_id = it.id)),
+piece AS MATERIALIZED (
+    SELECT row_number() OVER ()::int AS k, p.*, {mlo} AS mlo, {mhi} AS mhi
+    FROM (SELECT c.i, c.item_id, c.lo,
+                 coalesce(lead(c.lo) OVER (PARTITION BY c.i, c.item_id ORDER BY c.lo), c.slice_hi) AS hi
+          FROM cut c) p),
 mapped AS MATERIALIZED (
-    SELECT s.i, dm.device_id, mt.id AS metric_id, it.id AS item_id, s.lo, s.hi, {mlo} AS mlo, {mhi} AS mhi
-    FROM s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
-    JOIN inventory_items it ON it.id = dm.item_id JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
--- grouped on integers: sorting the slices' day and month rows by item code spilled to disk
-sums AS (SELECT r.i, r.item_id, sum(r.kgco2e) AS kgco2e, sum(r.kgco2e_base) AS kgco2e_base
-         FROM ({rows}) r GROUP BY r.i, r.item_id)
-SELECT u.i, it.item_code, false, u.kgco2e, u.kgco2e_base, NULL::float8, NULL::float8, false
-FROM sums u JOIN inventory_items it ON it.id = u.item_id
-UNION ALL
-SELECT s.i, it.item_code, true, NULL, NULL, q.quantity::float8, it.ef_kgco2e_per_unit::float8, it.is_removal
-FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id AND it.collection = 'manual'
-JOIN inventory_quantities q ON q.item_id = it.id AND q.month_start = s.month
-""".format(
-    mlo=whole_months("s.lo", "s.hi")[0],
-    mhi=whole_months("s.lo", "s.hi")[1],
-    rows=mapped_rows("mapped", "x.i, x.item_id"),
-)
-
-
-def actual_kgco2e(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
-                  base_ef: Mapping[str, float]) -> ActualSeries:  # fmt: skip
-    """Actual CO2e of the slices per item code (module docstring). ``base_ef`` is the base year's factor per item
-    code, used for manual items at base-year factors (an item new since the base year keeps its own factor)."""
-    out = ActualSeries()
-    ids = _year_ids(conn, organisation_id, kind, sorted({s.year_ce for s in slices}))
-    order = list(dict.fromkeys(s.year_ce for s in slices))
-    out.missing_years = [y for y in order if y not in ids]
-    infos: dict[int, list[tuple[str, ItemInfo]]] = {}
-    for year_id, code, scope, cat, gpc, removal in conn.execute(
-        "SELECT reporting_year_id, item_code, scope, cfo_category, gpc_ref, is_removal FROM inventory_items"
-        " WHERE reporting_year_id = ANY(%s) ORDER BY id",
-        (list(ids.values()),),
-    ):
-        infos.setdefault(int(year_id), []).append((str(code), ItemInfo(int(scope), cat, gpc, bool(removal))))
-    for y in order:  # an item's attributes from the first year of the period that has it
-        for code, info in infos.get(ids.get(y, -1), []):
-            out.items.setdefault(code, info)
-    known = [j for j, s in enumerate(slices) if s.year_ce in ids]
-    rows = conn.execute(
-        _ACTUAL,
-        {"i": known, "lo": [slices[j].start for j in known], "hi": [slices[j].end for j in known],
-         "month": [slices[j].month_start for j in known], "year": [ids[slices[j].year_ce] for j in known],
-         "tz": CITY_TZ_NAME},
-    ).fetchall()  # fmt: skip
-    # Added slice by slice, metered before manual, as the figures were summed when each slice was a query.
-    for j, code, manual, kg, kg_base, quantity, ef, removal in sorted(rows, key=lambda r: (r[0], r[2])):
-        if not manual:
-            out.add(code, float(kg), float(kg_base))
-            continue
-        q = (-1.0 if removal else 1.0) * float(quantity) * slices[j].fraction
-        out.add(code, q * float(ef), q * float(base_ef.get(code, ef)))
-    return out
-
-
-# Per slice and item of the slice's reporting year: the mapped devices, the seconds their '1d' buckets cover (each
-# device capped at the slice's elapsed seconds), the readings expected at each device's registry cadence over the
-# elapsed seconds and the readings' worth of time covered, and whether a manual item has the month entered. Buckets,
-# not raw readings: a year of a meter is 365 rows, whatever its cadence.
-_COVERAGE = """
-WITH s(i, lo, hi, month, year_id) AS (
-    SELECT * FROM unnest(%(i)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(month)s::date[],
-                         %(year)s::int[])),
-sm AS (SELECT s.*, {mlo} AS mlo, {mhi} AS mhi FROM s),
-mapped AS MATERIALIZED (
-    SELECT s.i, s.lo, s.hi, s.mlo, s.mhi, it.id AS item_id, mt.id AS metric_id, d.id AS device_id, d.cadence_s,
-           -- the slice's elapsed seconds while the device was in service (migration 014: nothing is expected
-           -- before its commissioning day or from its decommissioning day on)
-           greatest(0, extract(epoch FROM
-               least(s.hi, %(now)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
-               - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity'))))::float8
-               AS elapsed_s
-    FROM sm s JOIN device_item_map dm ON dm.reporting_year_id = s.year_id
-    JOIN inventory_items it ON it.id = dm.item_id JOIN devices d ON d.id = dm.device_id
-    LEFT JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
--- The seconds covered per (slice, item, device): mapped_rows.
-covered AS ({rows}),
+    SELECT p.k, p.i, p.item_id, p.lo, p.hi, p.mlo, p.mhi, dm.device_id, mt.id AS metric_id
+    FROM piece p JOIN device_item_map dm ON dm.item_id = p.item_id
+    JOIN inventory_items it ON it.id = p.item_id JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
+rd AS MATERIALIZED ({rows}),
+-- grouped on integers: sorting the slices' rows by item code spilled to disk
+metered AS (
+    SELECT i, item_id, sum(kgco2e) AS kgco2e, sum(kgco2e_base) AS kgco2e_base FROM rd GROUP BY i, item_id),
+-- Each mapped device's covered seconds per slice meet its cadence and elapsed seconds in one grouping, not a join
+-- (CTEs carry no statistics: a join of the two was planned as a merge join re-reading 4 M rows).
 dev AS (
-    SELECT x.i, x.item_id, x.cadence_s, x.elapsed_s, coalesce(c.covered_s, 0)::float8 AS covered_s
-    FROM (SELECT DISTINCT ON (i, item_id, device_id) * FROM mapped) x
-    LEFT JOIN (SELECT i, item_id, mapped_device, sum(covered_s) AS covered_s FROM covered GROUP BY 1, 2, 3) c
-        ON c.i = x.i AND c.item_id = x.item_id AND c.mapped_device = x.device_id),
--- One pass over dev per (slice, item): five correlated subqueries each scanned all of dev for every row below,
--- slices x items x mapped devices x 5 (the carbon page's main cost with the demo's 2,000 lamps mapped).
-agg AS (
+    SELECT i, item_id, max(cadence_s) AS cadence_s, max(elapsed_s) AS elapsed_s,
+           coalesce(sum(covered_s), 0)::float8 AS covered_s
+    FROM (SELECT p.i, p.item_id, d.id AS device_id, d.cadence_s,
+                 greatest(0, extract(epoch FROM
+                     least(s.hi, %(now)s, coalesce(d.decommissioned_on::timestamp AT TIME ZONE %(tz)s, 'infinity'))
+                     - greatest(s.lo, coalesce(d.commissioned_on::timestamp AT TIME ZONE %(tz)s, '-infinity'))
+                 ))::float8 AS elapsed_s,
+                 NULL::float8 AS covered_s
+          FROM (SELECT DISTINCT i, item_id FROM piece) p JOIN s ON s.i = p.i
+          JOIN device_item_map dm ON dm.item_id = p.item_id JOIN devices d ON d.id = dm.device_id
+          UNION ALL
+          SELECT i, item_id, device_id, NULL, NULL, covered_s FROM rd) u
+    GROUP BY i, item_id, device_id),
+cov AS (
     SELECT i, item_id, count(*)::int AS devices, sum(least(covered_s, elapsed_s)) AS covered_s,
            sum(elapsed_s / cadence_s) AS expected, sum(least(covered_s, elapsed_s) / cadence_s) AS present,
            sum(elapsed_s) AS expected_s
-    FROM dev GROUP BY i, item_id)
-SELECT s.i, it.item_code, it.collection, coalesce(a.devices, 0), coalesce(a.covered_s, 0), coalesce(a.expected, 0),
-       coalesce(a.present, 0),
+    FROM dev GROUP BY i, item_id),
+win AS (
+    SELECT p.k, p.lo, p.hi, it.item_code, it.unit, mt.id AS metric_id, f.valid_from, f.kgco2e_per_unit, f.source,
+           array(SELECT dm.device_id FROM device_item_map dm WHERE dm.item_id = p.item_id) AS devices
+    FROM piece p JOIN inventory_items it ON it.id = p.item_id JOIN source_classes sc ON sc.key = it.source_class
+    JOIN emission_factors f ON f.key = sc.factor_key AND it.ef_unit = 'kgCO2e/' || f.unit
+        AND f.valid_from <= p.lo AND p.lo < f.valid_to
+    JOIN metrics mt ON lower(mt.unit) = lower(it.unit)),
+ends AS (
+    SELECT win.*,
+           (SELECT b.bucket_start FROM energy_buckets b WHERE b.resolution = '1d' AND b.metric_id = win.metric_id
+             AND b.bucket_start >= win.lo AND b.bucket_start < win.hi AND b.device_id + 0 = ANY(win.devices)
+             ORDER BY b.bucket_start LIMIT 1) AS first,
+           (SELECT b.bucket_start FROM energy_buckets b WHERE b.resolution = '1d' AND b.metric_id = win.metric_id
+             AND b.bucket_start >= win.lo AND b.bucket_start < win.hi AND b.device_id + 0 = ANY(win.devices)
+             ORDER BY b.bucket_start DESC LIMIT 1) AS last
+    FROM win)
+SELECT 'm' AS tag, a.i, it.item_code, NULL AS collection, NULL::int AS n, a.kgco2e AS f1, a.kgco2e_base AS f2,
+       NULL::float8 AS f3, NULL::float8 AS f4, NULL::float8 AS f5, NULL::timestamptz AS t1, NULL::timestamptz AS t2,
+       NULL AS unit, NULL AS source, NULL::bool AS flag, 0 AS position, 0 AS item_id
+FROM metered a JOIN inventory_items it ON it.id = a.item_id
+UNION ALL
+SELECT 'q', s.i, it.item_code, NULL, NULL, q.quantity::float8, it.ef_kgco2e_per_unit::float8, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, it.is_removal, 0, 0
+FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id AND it.collection = 'manual'
+JOIN inventory_quantities q ON q.item_id = it.id AND q.month_start = s.month
+UNION ALL
+SELECT 'c', s.i, it.item_code, it.collection, coalesce(a.devices, 0), coalesce(a.covered_s, 0),
+       coalesce(a.expected, 0), coalesce(a.present, 0), coalesce(a.expected_s, 0), NULL, NULL, NULL, NULL, NULL,
        EXISTS (SELECT 1 FROM inventory_quantities q WHERE q.item_id = it.id AND q.month_start = s.month),
-       coalesce(a.expected_s, 0)
+       it.position, it.id
 FROM s JOIN inventory_items it ON it.reporting_year_id = s.year_id
-LEFT JOIN agg a ON a.i = s.i AND a.item_id = it.id
-ORDER BY s.i, it.position, it.id
+LEFT JOIN cov a ON a.i = s.i AND a.item_id = it.id
+UNION ALL
+SELECT 'f', NULL, e.item_code, NULL, NULL, sum(u.amount), e.kgco2e_per_unit, sum(u.kgco2e), sum(u.kgco2e_base),
+       extract(epoch FROM e.valid_from)::float8, min(e.first), max(e.last) + interval '1 day', e.unit, e.source, NULL,
+       0, 0
+FROM ends e JOIN (SELECT k, sum(amount) AS amount, sum(kgco2e) AS kgco2e, sum(kgco2e_base) AS kgco2e_base
+                  FROM rd GROUP BY k) u ON u.k = e.k
+WHERE e.first IS NOT NULL
+GROUP BY e.item_code, e.unit, e.valid_from, e.kgco2e_per_unit, e.source
+ORDER BY tag, i, position, item_id
 """.format(
-    mlo=whole_months("s.lo", "s.hi")[0],
-    mhi=whole_months("s.lo", "s.hi")[1],
-    rows=mapped_rows("mapped", "x.i, x.item_id, x.device_id AS mapped_device"),
+    mlo=whole_months("p.lo", "p.hi")[0],
+    mhi=whole_months("p.lo", "p.hi")[1],
+    rows=mapped_rows("mapped", "x.k, x.i, x.item_id, x.device_id"),
 )
 
 
@@ -316,24 +317,86 @@ class ItemSliceCoverage:
     expected_s: float = 0.0  # metered: the devices' elapsed seconds of the slice while in service, summed
 
 
-def coverage(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
-             now: datetime) -> list[ItemSliceCoverage]:  # fmt: skip
-    """Coverage of every item of each slice's reporting year (a slice of a year that does not exist has none), in
-    slice order then inventory order (:class:`ItemSliceCoverage`)."""
+@dataclass(frozen=True, slots=True)
+class MeteredFactorPeriod:
+    """A metered item's daily buckets over ``[start, end)`` at one factor in force (and the base year's factor)."""
+
+    item_code: str
+    start: datetime  # the first day's bucket start
+    end: datetime  # the day after the last day's bucket
+    quantity: float
+    unit: str
+    ef_kgco2e_per_unit: float
+    ef_source: str
+    kgco2e: float  # at the factor in force (the engine's)
+    kgco2e_base: float  # at the base year's factor (the engine's)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodFigures:
+    """What a comparison or projection reads of its period's slices (``period_figures``)."""
+
+    actual: ActualSeries
+    coverage: list[ItemSliceCoverage]  # every item of each slice's reporting year, in slice then inventory order
+    factor_periods: list[MeteredFactorPeriod]  # per metered item and registry factor, in time order
+
+
+def period_figures(conn: psycopg.Connection, organisation_id: int, kind: YearKind, slices: Sequence[SliceSpec],
+                   base_ef: Mapping[str, float], now: datetime) -> PeriodFigures:  # fmt: skip
+    """The slices' actual CO2e per item code (module docstring; ``base_ef`` is the base year's factor per item code,
+    used for manual items at base-year factors: an item new since the base year keeps its own factor), the coverage
+    of every item of each slice's reporting year up to ``now`` (a slice of a year that does not exist has none:
+    :class:`ItemSliceCoverage`) and the factor periods of the metered items (the kgCO2e are the engine's, as the
+    actual figures sum them), from one query (_FIGURES)."""
+    out = ActualSeries()
     ids = _year_ids(conn, organisation_id, kind, sorted({s.year_ce for s in slices}))
+    order = list(dict.fromkeys(s.year_ce for s in slices))
+    out.missing_years = [y for y in order if y not in ids]
+    infos: dict[int, list[tuple[str, ItemInfo]]] = {}
+    for year_id, code, scope, cat, gpc, removal in conn.execute(
+        "SELECT reporting_year_id, item_code, scope, cfo_category, gpc_ref, is_removal FROM inventory_items"
+        " WHERE reporting_year_id = ANY(%s) ORDER BY id",
+        (list(ids.values()),),
+    ):
+        infos.setdefault(int(year_id), []).append((str(code), ItemInfo(int(scope), cat, gpc, bool(removal))))
+    for y in order:  # an item's attributes from the first year of the period that has it
+        for code, info in infos.get(ids.get(y, -1), []):
+            out.items.setdefault(code, info)
     known = [j for j, s in enumerate(slices) if s.year_ce in ids]
     rows = conn.execute(
-        _COVERAGE,
+        _FIGURES,
         {"i": known, "lo": [slices[j].start for j in known], "hi": [slices[j].end for j in known],
          "month": [slices[j].month_start for j in known], "year": [ids[slices[j].year_ce] for j in known],
          "now": now, "tz": CITY_TZ_NAME},
     ).fetchall()  # fmt: skip
-    return [
-        ItemSliceCoverage(
-            int(r[0]), r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6]), bool(r[7]), float(r[8])
-        )
-        for r in rows
-    ]
+    covered: list[ItemSliceCoverage] = []
+    merged: dict[tuple[str, float], MeteredFactorPeriod] = {}  # (item, factor's valid_from as epoch: may be -inf)
+    # Added slice by slice, metered before manual ('m' < 'q', then by slice), as the figures were summed when each
+    # slice was a query.
+    for r in sorted((r for r in rows if r[0] in "mq"), key=lambda r: (r[1], r[0])):
+        code = r[2]
+        if r[0] == "m":  # f1, f2: kgCO2e at the factors in force and at the base year's
+            out.add(code, float(r[5]), float(r[6]))
+            continue
+        # f1, f2: the month's quantity and the item's factor; flag: a removal
+        q, ef = (-1.0 if r[14] else 1.0) * float(r[5]) * slices[r[1]].fraction, float(r[6])
+        out.add(code, q * ef, q * float(base_ef.get(code, ef)))
+    for tag, j, code, collection, n, f1, f2, f3, f4, f5, first, last, unit, source, flag, _, _ in rows:
+        if tag == "c":
+            covered.append(ItemSliceCoverage(int(j), code, collection, int(n), float(f1), float(f2), float(f3),
+                                             bool(flag), float(f4)))  # fmt: skip
+        elif tag == "f":  # f1..f5: quantity, factor, kgCO2e, kgCO2e at base-year factors, valid_from (epoch)
+            start, end = first.astimezone(BANGKOK), last.astimezone(BANGKOK)  # Bangkok midnights, printed as such
+            qty, kg, kg_base = float(f1), float(f3), float(f4)
+            key = (str(code), float(f5))
+            p = merged.get(key)
+            if p is not None:
+                start, end = min(start, p.start), max(end, p.end)
+                qty, kg, kg_base = qty + p.quantity, kg + p.kgco2e, kg_base + p.kgco2e_base
+            merged[key] = MeteredFactorPeriod(str(code), start, end, qty, str(unit), float(f2), str(source), kg,
+                                              kg_base)  # fmt: skip
+    periods = sorted(merged.values(), key=lambda p: (p.item_code, p.start))
+    return PeriodFigures(out, covered, periods)
 
 
 def _year_ids(conn: psycopg.Connection, organisation_id: int, kind: YearKind, years: Sequence[int]) -> dict[int, int]:
@@ -572,8 +635,8 @@ def load_model(conn: psycopg.Connection, site_id: int) -> StoredModel | None:
 
 
 __all__ = [
-    "BaseYearSeries", "BaselineError", "BaselineNotFound", "ItemSliceCoverage", "Organisation", "SliceSpec",
-    "StoredModel", "TargetRow", "UnknownOrganisation", "actual_kgco2e", "base_year_series", "coverage",
-    "import_temperature_csv", "imported_daily_temperature", "list_targets", "load_model", "put_targets",
-    "require_site", "require_station", "save_model", "site_daily_energy", "station_hourly_temperature",
+    "BaseYearSeries", "BaselineError", "BaselineNotFound", "ItemSliceCoverage", "MeteredFactorPeriod", "Organisation",
+    "PeriodFigures", "SliceSpec", "StoredModel", "TargetRow", "UnknownOrganisation", "base_year_series",
+    "import_temperature_csv", "imported_daily_temperature", "list_targets", "load_model", "period_figures",
+    "put_targets", "require_site", "require_station", "save_model", "site_daily_energy", "station_hourly_temperature",
 ]  # fmt: skip

@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.timebase import CITY_TZ_NAME
-from lccm.store.leases import Held
+from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -93,14 +93,6 @@ def claim_spans(
         (*partition_params(held), limit),
     ).fetchall()
     return _spans(rows)
-
-
-# A queue row's device in the held partitions (store.leases.partition_of), or any device without leases.
-IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
-
-
-def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
-    return (None, None, None) if held is None else (held.count, held.count, held.partitions)
 
 
 def enqueue(conn: psycopg.Connection, spans: Spans, queue: str = "rollup_queue") -> None:

@@ -135,3 +135,12 @@ class Held:
     def params(self) -> tuple[int, list[int]]:
         """For the claims' ``device_id % %s = ANY(%s)``."""
         return self.count, self.partitions
+
+
+# A queue row's device in the held partitions (:func:`partition_of`), or any device without leases: the claims'
+# filter, with :func:`partition_params`.
+IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
+
+
+def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
+    return (None, None, None) if held is None else (held.count, held.count, held.partitions)

@@ -15,9 +15,11 @@ no-op too). Within a batch the first reading of a key in arrival order is the on
 the insert, in a statement of its own, so under READ COMMITTED it also sees a value another ingest worker committed
 for the same key while this insert waited for it.
 
-Completeness: the transaction that stores readings also brings ``reading_days`` up to date for each (device,
-Asia/Bangkok day) they fall in (store/reading_days.py), so GET /completeness and the overview read one row per
-device.
+Derived work is queued, not done: the transaction that stores readings also records, in one statement
+(:func:`_enqueue`), what each derived-data updater has to do for them: the (device, metric) spans of the energy and
+sample updaters, the late spans, and each (device, Asia/Bangkok day) whose ``reading_days`` row the day counter
+brings up to date (store/reading_days.py), so a crash after the commit loses no derived work and the stream thread
+does none of it.
 
 Dead letters of retained messages (redelivered by the broker at every subscription) are recorded once per (topic,
 payload): a unique index on the retained ones makes the repeats no-ops.
@@ -42,29 +44,6 @@ PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
-
-_ROW_WITH_SEQ = np.dtype(
-    [
-        ("nf", ">i2"),
-        ("l_dev", ">i4"), ("dev", ">i4"),
-        ("l_met", ">i4"), ("met", ">i2"),
-        ("l_ts", ">i4"), ("ts", ">i8"),
-        ("l_val", ">i4"), ("val", ">f8"),
-        ("l_seq", ">i4"), ("seq", ">i8"),
-        ("l_rcv", ">i4"), ("rcv", ">i8"),
-    ]
-)  # fmt: skip
-_ROW_NO_SEQ = np.dtype(
-    [
-        ("nf", ">i2"),
-        ("l_dev", ">i4"), ("dev", ">i4"),
-        ("l_met", ">i4"), ("met", ">i2"),
-        ("l_ts", ">i4"), ("ts", ">i8"),
-        ("l_val", ">i4"), ("val", ">f8"),
-        ("l_seq", ">i4"),
-        ("l_rcv", ">i4"), ("rcv", ">i8"),
-    ]
-)  # fmt: skip
 
 READING_COLUMNS = "(device_id, metric_id, ts, value, seq, received_at)"
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -120,44 +99,51 @@ class WriteResult:
 
 
 def encode_readings(cols: ReadingColumns) -> bytes:
-    """The whole binary COPY stream (header, rows, trailer) for ``READING_COLUMNS``."""
-    has_seq = cols.seq != NO_SEQ
-    parts = [_HEADER]
-    for mask, dtype in ((has_seq, _ROW_WITH_SEQ), (~has_seq, _ROW_NO_SEQ)):
-        n = int(mask.sum())
-        if n == 0:
-            continue
-        rows = np.empty(n, dtype=dtype)
-        rows["nf"] = 6
-        rows["l_dev"], rows["dev"] = 4, cols.device_id[mask]
-        rows["l_met"], rows["met"] = 2, cols.metric_id[mask]
-        rows["l_ts"], rows["ts"] = 8, cols.ts_us[mask] - PG_EPOCH_OFFSET_US
-        rows["l_val"], rows["val"] = 8, cols.value[mask]
-        if dtype is _ROW_WITH_SEQ:
-            rows["l_seq"], rows["seq"] = 8, cols.seq[mask]
-        else:
-            rows["l_seq"] = -1
-        rows["l_rcv"], rows["rcv"] = 8, cols.received_at_us[mask] - PG_EPOCH_OFFSET_US
-        parts.append(rows.tobytes())
-    parts.append(_TRAILER)
-    return b"".join(parts)
+    """The whole binary COPY stream (header, rows, trailer) for ``READING_COLUMNS``, rows in the batch's order."""
+    return encode_columns([
+        (">i4", cols.device_id), (">i2", cols.metric_id), (">i8", cols.ts_us - PG_EPOCH_OFFSET_US),
+        (">f8", cols.value), (">i8", cols.seq, cols.seq == NO_SEQ), (">i8", cols.received_at_us - PG_EPOCH_OFFSET_US),
+    ])  # fmt: skip
 
 
-def encode_columns(columns: Sequence[tuple[str, np.ndarray | bytes | int | float]]) -> bytes:
-    """The whole binary COPY stream of rows with no NULLs, from columns given as (numpy big-endian type of the field,
-    values: an array, or one value for every row): ``>i2`` smallint, ``>i4`` integer, ``>i8`` bigint or timestamptz
-    (microseconds since PostgreSQL's epoch: :data:`PG_EPOCH_OFFSET_US`), ``>f8`` double precision, ``S<n>`` text of
-    n bytes. As :func:`encode_readings`: numpy, no Python loop per row."""
-    size = max((np.size(v) for _, v in columns if np.ndim(v)), default=1)
+Values = np.ndarray | bytes | int | float
+Column = tuple[str, Values] | tuple[str, Values, np.ndarray]
+
+
+def encode_columns(columns: Sequence[Column]) -> bytes:
+    """The whole binary COPY stream of rows from columns given as (numpy big-endian type of the field, values: an
+    array, or one value for every row[, mask of the rows where the field is NULL]): ``>i2`` smallint, ``>i4`` integer,
+    ``>i8`` bigint or timestamptz (microseconds since PostgreSQL's epoch: :data:`PG_EPOCH_OFFSET_US`), ``>f8`` double
+    precision, ``S<n>`` text of n bytes. Numpy, no Python loop per row; rows stay in the order given."""
+    size = max((np.size(c[1]) for c in columns if np.ndim(c[1])), default=1)
+    nulls = [np.broadcast_to(np.asarray(c[2], bool), (size,)) if len(c) > 2 else None for c in columns]
+    # A field NULL in every row is its length alone (-1): the rows keep one fixed layout.
+    absent = [m is not None and bool(m.all()) for m in nulls]
     fields: list[tuple[str, str]] = [("nf", ">i2")]
-    for i, (code, _) in enumerate(columns):
-        fields += [(f"l{i}", ">i4"), (f"v{i}", code)]
+    for i, c in enumerate(columns):
+        fields += [(f"l{i}", ">i4")] + ([] if absent[i] else [(f"v{i}", c[0])])
     rows = np.empty(size, dtype=np.dtype(fields))
     rows["nf"] = len(columns)
-    for i, (_, values) in enumerate(columns):
+    mixed: list[int] = []
+    for i, c in enumerate(columns):
+        if absent[i]:
+            rows[f"l{i}"] = -1
+            continue
         rows[f"l{i}"] = rows.dtype[f"v{i}"].itemsize
-        rows[f"v{i}"] = values
-    return _HEADER + rows.tobytes() + _TRAILER
+        rows[f"v{i}"] = c[1]
+        mask = nulls[i]
+        if mask is not None and mask.any():
+            rows[f"l{i}"][mask] = -1
+            mixed.append(i)
+    if not mixed:
+        return _HEADER + rows.tobytes() + _TRAILER
+    # NULL in some rows only: drop those rows' value bytes from the fixed layout (rows keep their order).
+    raw = rows.view(np.uint8).reshape(size, rows.dtype.itemsize)
+    keep = np.ones(raw.shape, dtype=bool)
+    for i in mixed:
+        offset, width = int(rows.dtype.fields[f"v{i}"][1]), rows.dtype[f"v{i}"].itemsize  # type: ignore[index]
+        keep[nulls[i], offset : offset + width] = False
+    return _HEADER + raw[keep].tobytes() + _TRAILER
 
 
 def write_batch(
@@ -179,16 +165,11 @@ def write_batch(
     live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
     data = encode_readings(cols) if len(cols) else b""
     with conn.transaction():
-        days = day_spans(cols) if len(cols) else None
-        if days is not None:
-            reading_days.lock_and_look(conn, *days)
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
-            _enqueue_rollups(conn, cols, late_horizon_us)
+            _enqueue(conn, cols, late_horizon_us, counted=inserted > 0)
             if alerts:
                 enqueue_alerts(conn, cols, writer)
-        if days is not None and inserted:
-            reading_days.count_in(conn, days[0], days[1])
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -286,36 +267,44 @@ _TS_HI = "'epoch'::timestamptz + u.hi * interval '1 microsecond'"
 _UNNEST_SPANS = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS u(d, m, lo, hi)"
 
 
-def _enqueue_rollups(conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int) -> None:
+def _enqueue(conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int, *, counted: bool) -> None:
+    """The batch's derived work, one line per queue, sent as one statement (a data-modifying CTE per line): one
+    round trip whatever the number of queues. ``counted``: the batch stored readings (a batch of repeats only
+    changes no day's count)."""
+    lines: list[tuple[str, Sequence[object]]] = []
     late = (cols.received_at_us - cols.ts_us) > late_horizon_us
     on_time = cols if not late.any() else cols.take(np.flatnonzero(~late))
     if len(on_time):
         dev, met, lo, hi, _ = touched_spans(on_time)
-        params = (dev.tolist(), met.tolist(), lo.tolist(), hi.tolist())
+        spans = (dev.tolist(), met.tolist(), lo.tolist(), hi.tolist())
         # Registers feed the energy engine, instantaneous and state metrics the sample/lamp updater; the join with
         # the catalogue keeps that rule in the database.
-        for queue, kinds in (("rollup_queue", "('register')"), ("sample_queue", "('instant', 'state')")):
-            conn.execute(
-                f"INSERT INTO {queue} (device_id, metric_id, lo, hi) SELECT u.d, u.m, {_TS_LO}, {_TS_HI}"
-                f" FROM {_UNNEST_SPANS} JOIN metrics ON metrics.id = u.m AND metrics.kind IN {kinds}",
-                params,
-            )
+        lines.append((_queue_spans("rollup_queue", "('register')"), spans))
+        lines.append((_queue_spans("sample_queue", "('instant', 'state')"), spans))
     if late.any():
         old = cols.take(np.flatnonzero(late))
         dev, met, lo, hi, n = touched_spans(old)
-        conn.execute(
-            f"INSERT INTO late_spans (device_id, metric_id, lo, hi, readings, received_at)"
-            f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, u.n, %s"
-            " FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::int[]) AS u(d, m, lo, hi, n)",
-            (
-                us_to_datetime(int(old.received_at_us.max())),
-                dev.tolist(),
-                met.tolist(),
-                lo.tolist(),
-                hi.tolist(),
-                n.tolist(),
-            ),
-        )
+        received = us_to_datetime(int(old.received_at_us.max()))
+        lines.append((_LATE_SPANS, (received, dev.tolist(), met.tolist(), lo.tolist(), hi.tolist(), n.tolist())))
+    if counted:
+        lines.append((reading_days.ENQUEUE, day_spans(cols)))
+    if lines:
+        *ctes, (last, _) = lines
+        sql = "".join(f"{'WITH' if i == 0 else ','} q{i} AS ({q}) " for i, (q, _) in enumerate(ctes)) + last
+        conn.execute(sql, [p for _, params in lines for p in params])
+
+
+def _queue_spans(queue: str, kinds: str) -> str:
+    return (
+        f"INSERT INTO {queue} (device_id, metric_id, lo, hi) SELECT u.d, u.m, {_TS_LO}, {_TS_HI}"
+        f" FROM {_UNNEST_SPANS} JOIN metrics ON metrics.id = u.m AND metrics.kind IN {kinds}"
+    )
+
+
+_LATE_SPANS = (
+    f"INSERT INTO late_spans (device_id, metric_id, lo, hi, readings, received_at) SELECT u.d, u.m, {_TS_LO}, {_TS_HI},"
+    " u.n, %s FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::int[]) AS u(d, m, lo, hi, n)"
+)
 
 
 def enqueue_alerts(conn: psycopg.Connection, cols: ReadingColumns, writer: str | None = None) -> None:

@@ -11,6 +11,15 @@ conflict: it goes on to the database, which keeps the first value and records th
 (store/writer.py; docs/contract.md#duplicates-and-corrections). The cache is bounded in bytes (stream/dedup.py, 32
 bytes per reading, ``LCCM_DEDUP_CACHE_BYTES``); what it has forgotten the database's key catches.
 
+Overlap (``in_flight`` >= 1, as ``lccm ingest`` runs it): ``flush`` hands the deduplicated batch to a second
+worker, which runs :meth:`StreamLoop.write_step` (write, commit, ack, in hand-off order), and the stream thread goes
+on decoding the next batch while the database stores this one; at most ``in_flight`` batches wait or are being
+written, so a slow database stops the stream thread at the hand-off and then backpressure does the rest. The keys of
+a batch handed off are remembered at once, so the next batch is deduplicated against it before it commits: the
+writer writes it before any later batch (retrying it until it commits), and the later batch's acks come after its
+commit, so an exact repeat dropped in memory is stored by the time its message is acked. ``in_flight=0`` writes in
+``flush`` itself (one thread: tests, tools).
+
 Backpressure: the inbox is bounded in bytes of queued payloads (stream/inbox.py, ``LCCM_INBOX_BYTES``): when it is
 full the MQTT network thread waits before it reads more, and the broker keeps the rest (we ack only after commit,
 and MQTT's receive maximum bounds what it pushes unacknowledged). If the database is down a flush raises and keeps
@@ -23,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -81,6 +91,17 @@ BatchObserver = Callable[[BatchCommitted], None]
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A batch handed to the writer: decoded, deduplicated, its keys already remembered."""
+
+    batch: BatchBuilder
+    cols: ReadingColumns
+
+
+HANDOFF_WAIT_S = 0.05  # how long a hand-off or the writer waits for the other side before its step returns
 
 
 class DeviceSet:
@@ -149,11 +170,12 @@ class StreamLoop:
         sink: Sink,
         ack: Acker,
         policy: FlushPolicy,
+        dedup_cache_bytes: int,  # Settings.dedup_cache_bytes: the one default lives there
         clock: Clock = time.monotonic,
-        dedup_cache_bytes: int = 32 * 2**20,
         on_commit: Sequence[CommitHook] = (),
         observe: BatchObserver | None = None,
         wall_us: Callable[[], int] = _wall_us,
+        in_flight: int = 0,
     ) -> None:
         self._inbox = inbox
         self._decode = decode
@@ -168,6 +190,11 @@ class StreamLoop:
         self._on_commit = tuple(on_commit)
         self._batch = BatchBuilder()
         self.stats = StreamStats()
+        if in_flight < 0:
+            raise ValueError("in_flight must be 0 (write in flush) or more")
+        self._in_flight = in_flight
+        self._ready: deque[_Ready] = deque()
+        self._handoff = threading.Condition()
 
     # -- driving -------------------------------------------------------------------------------------------
 
@@ -179,10 +206,12 @@ class StreamLoop:
         self.pump()
         self.flush_if_due()
 
-    def finish(self, *_: object) -> None:
-        """At stop: take what has arrived and flush it (once; if that fails the broker redelivers it)."""
+    def finish(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """At stop: take what has arrived and flush it (once; if that fails the broker redelivers it). With a
+        writer, hand it over (waiting for room until ``stopping()``): the writer's drain writes it."""
         self.pump()
-        self.flush()
+        while self.flush() is None and self._in_flight and self._batch.messages and not stopping():
+            pass
 
     def pump(self, limit: int = 100_000) -> int:
         """Take every message already waiting (never blocks)."""
@@ -211,8 +240,13 @@ class StreamLoop:
     # -- flushing -------------------------------------------------------------------------------------------
 
     def flush(self) -> WriteResult | None:
+        """Write the batch (``in_flight=0``: returns what was written), or hand it to the writer (returns None; the
+        batch stays if the writer has no room within HANDOFF_WAIT_S)."""
         batch = self._batch
         if batch.messages == 0:
+            return None
+        if self._in_flight:
+            self._hand_off(batch)
             return None
         all_cols = batch.columns()
         keep, keys = self._dedup(all_cols)
@@ -225,12 +259,57 @@ class StreamLoop:
         committed_at_us = self._wall_us()
         self._recent.remember(keys)
         self._ack(batch.ack_tokens)
-        self._account(batch, cols, result, dropped=len(batch) - len(cols))
         self._batch = BatchBuilder()
+        self._committed(batch, cols, result, committed_at_us)
+        return result
+
+    def _hand_off(self, batch: BatchBuilder) -> None:
+        with self._handoff:
+            if len(self._ready) >= self._in_flight and not self._handoff.wait_for(
+                lambda: len(self._ready) < self._in_flight, HANDOFF_WAIT_S
+            ):
+                return
+        # Only this thread adds to the hand-off: the room found stays.
+        all_cols = batch.columns()
+        keep, keys = self._dedup(all_cols)
+        self._recent.remember(keys)
+        ready = _Ready(batch, all_cols if keep is None else all_cols.take(keep))
+        self._batch = BatchBuilder()
+        with self._handoff:
+            self._ready.append(ready)
+            self._handoff.notify_all()
+
+    def write_step(self, *_: object) -> float | None:
+        """The writer's step (``in_flight`` >= 1): write the oldest batch handed over, commit, then ack it. If the
+        write fails the batch stays first, and the worker's retry writes it again."""
+        with self._handoff:
+            if not self._ready and not self._handoff.wait_for(lambda: bool(self._ready), HANDOFF_WAIT_S):
+                return 0.0
+            ready = self._ready[0]
+        try:
+            result = self._sink(ready.batch, ready.cols)
+        except Exception:
+            self.stats.write_retries += 1
+            raise
+        committed_at_us = self._wall_us()
+        self._ack(ready.batch.ack_tokens)
+        with self._handoff:  # committed and acked: whatever follows, never written again
+            self._ready.popleft()
+            self._handoff.notify_all()
+        self._committed(ready.batch, ready.cols, result, committed_at_us)
+        return 0.0
+
+    def write_pending(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """The writer's drain at stop: every batch handed over, in order (what is left is redelivered)."""
+        while self._ready and not stopping():
+            self.write_step()
+
+    def _committed(self, batch: BatchBuilder, cols: ReadingColumns, result: WriteResult, committed_at_us: int) -> None:
+        """After the commit and the ack: count, then tell the hooks and the observer."""
+        self._account(batch, cols, result, dropped=len(batch) - len(cols))
         for hook in self._on_commit:
             hook(cols)
         self._report(batch, cols, result, committed_at_us)
-        return result
 
     def _timed(self, sink: Sink) -> Sink:
         """The sink, remembering how long its last successful call took (the commit latency of the metrics)."""

@@ -1,5 +1,6 @@
 """The derived-data updaters run together: energy and emissions from registers, then samples and lamp time, then
-the air-quality indices of the station hours the samples changed.
+the air-quality indices of the station hours the samples changed, then each device's reading times per day
+(``reading_days``, what completeness reports).
 
 ``lccm ingest`` runs them in one supervised worker (stage ``updaters``, poked after every committed batch, on the
 process's connection pool); ``lccm recompute`` queues a
@@ -15,6 +16,7 @@ from lccm.store.connect import Connect
 from lccm.store.energy import enqueue, series_in_range
 from lccm.store.samples import resolve_late_spans
 from lccm.stream.aqi import AqiUpdater
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater, UpdateResult
 from lccm.stream.samples import SampleUpdater
 
@@ -26,11 +28,14 @@ class Updaters:
     energy: EnergyUpdater
     samples: SampleUpdater
     aqi: AqiUpdater | None = None
+    days: DayUpdater | None = None
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
         results = [self.energy.drain(stop), self.samples.drain(stop)]
         if self.aqi is not None:
             results.append(self.aqi.drain(stop))
+        if self.days is not None:
+            results.append(self.days.drain(stop))
         return UpdateResult(sum(r.spans for r in results), sum(r.buckets for r in results))
 
 

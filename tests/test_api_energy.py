@@ -42,6 +42,7 @@ from lccm.settings import Settings
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater
 from tests._auth import admin_headers
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us
@@ -111,6 +112,7 @@ def _seed(url: str) -> None:
         _write(conn, live)
         _write(conn, _completeness_readings(conn))
     EnergyUpdater(lambda: psycopg.connect(url), base_year_us=BASE_2025).drain()
+    DayUpdater(lambda: psycopg.connect(url)).drain()  # completeness: reading_days
 
 
 def _completeness_readings(conn: psycopg.Connection) -> list[tuple[int, int, datetime, float, int]]:

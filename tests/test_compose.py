@@ -983,6 +983,124 @@ def test_scale_prometheus_scrapes_every_worker_and_node(
     assert "./deploy/prometheus/prometheus-scale.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
 
+# --- the scale-out stack: lccm writes EMQX's identities (LCCM_BROKER_ADMIN=emqx, ingest/emqx_admin.py) ---------------
+
+EMQX_ENTRYPOINT = ROOT / "deploy" / "emqx" / "entrypoint.sh"
+# EMQX's reading of a bootstrap line (v5.8.6 apps/emqx_management/src/emqx_mgmt_auth.erl: `(.+):(.+)(?::(.+))?$`,
+# ungreedy, on the trimmed line).
+EMQX_BOOTSTRAP_LINE = re.compile(r"(.+?):(.+?)(?::(.+?))?$")
+
+
+def test_scale_broker_setup_gives_every_worker_its_emqx_entry_before_it_starts(
+    scale_services: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]], workers: dict[str, Any]
+) -> None:
+    from lccm.mqtt_identity import INGEST_CLIENT_ID
+
+    setup = scale_ours["broker-setup"]
+    argv = command_argv(setup["command"])
+    assert argv[:2] == ["broker", "setup"], argv
+    named = [argv[i + 1] for i, a in enumerate(argv) if a == "--ingest-client-id"]
+    assert sorted(named) == sorted(env["LCCM_MQTT_CLIENT_ID"] for env in workers.values()), "one entry per worker"
+    assert all(INGEST_CLIENT_ID.fullmatch(c) for c in named), named
+    assert setup.get("restart") == "no"
+    for name in workers:
+        assert scale_services[name]["depends_on"]["broker-setup"]["condition"] == "service_completed_successfully"
+    emqx_nodes = [n for n, s in scale_services.items() if str(s.get("image", "")).startswith(f"{EMQX_IMAGE}:")]
+    assert {n: setup["depends_on"][n]["condition"] for n in emqx_nodes} == dict.fromkeys(emqx_nodes, "service_healthy")
+    # Every lccm command that writes identities in this stack writes them into EMQX.
+    for name, svc in scale_ours.items():
+        argv = command_argv(svc["command"])
+        if argv[:1] == ["broker"] or argv[:1] == ["devices"]:
+            settings = Settings.model_validate({"broker_admin": environment(svc).get("LCCM_BROKER_ADMIN", "")})
+            assert settings.broker_admin == "emqx", name
+
+
+def test_scale_emqx_serves_what_the_lccm_commands_assume(
+    scale_services: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]], emqx_conf: dict[str, Any]
+) -> None:
+    """The REST API where LCCM_EMQX_API_URL points, the authenticator ingest/emqx_admin.py writes to (its id, keyed by
+    client id, sha256 with a prefix salt: what tests/_emqx_api.py implements), and the API key it authenticates with
+    loaded by every node from the same .env variables."""
+    from lccm.ingest.emqx_admin import AUTHENTICATOR_ID
+
+    (authn,) = get(emqx_conf, "authentication")
+    assert f"{authn['mechanism']}:{authn['backend']}" == AUTHENTICATOR_ID
+    assert authn["user_id_type"] == "clientid"
+    assert (authn["password_hash_algorithm"]["name"], authn["password_hash_algorithm"]["salt_position"]) == (
+        "sha256",
+        "prefix",
+    )
+    emqx_nodes = {n: s for n, s in scale_services.items() if str(s.get("image", "")).startswith(f"{EMQX_IMAGE}:")}
+    dashboard_port = int(str(get(emqx_conf, "dashboard.listeners.http.bind")).rpartition(":")[2])
+    bootstrap = str(get(emqx_conf, "api_key.bootstrap_file"))
+    admins = {n: environment(s) for n, s in scale_ours.items() if "LCCM_EMQX_API_URL" in environment(s)}
+    assert {"broker-setup", "devices"} <= set(admins), sorted(admins)
+    for name, env in admins.items():
+        url = urlsplit(env["LCCM_EMQX_API_URL"])
+        assert url.port == dashboard_port and url.path in ("", "/"), (name, url)
+        assert all(url.hostname in s["networks"]["default"]["aliases"] for s in emqx_nodes.values()), (name, url)
+    keys = {(env["LCCM_EMQX_API_KEY"], env["LCCM_EMQX_API_SECRET"]) for env in admins.values()}
+    for name, svc in emqx_nodes.items():
+        env = environment(svc)
+        # The node loads the same key and secret the lccm commands send.
+        assert {(env["BOOTSTRAP_API_KEY"], env["BOOTSTRAP_API_SECRET"])} == keys, name
+        mounts = {interpolate(str(v)).split(":")[1]: interpolate(str(v)).split(":")[0] for v in svc["volumes"]}
+        entry = [str(a) for a in svc["entrypoint"]]
+        assert entry[:2] == ["sh", "/opt/emqx/etc/lccm-entrypoint.sh"], name
+        assert mounts["/opt/emqx/etc/lccm-entrypoint.sh"] == "./deploy/emqx/entrypoint.sh", name
+        assert mounts[entry[2]] == "./deploy/emqx/emqx.conf", name  # the script reads the file EMQX reads
+        # then the image's own entrypoint and command (v5.8.6 deploy/docker/Dockerfile)
+        assert entry[3:] == ["/usr/bin/docker-entrypoint.sh", "/opt/emqx/bin/emqx", "foreground"], name
+        # The file is written at start, into the node's own (writable) data volume, not a read-only mount.
+        assert bootstrap.startswith("/opt/emqx/data/") and not mounts["/opt/emqx/data"].startswith("."), name
+
+
+def _run_entrypoint(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    target = tmp_path / "data" / "lccm-api-key.bootstrap"
+    target.parent.mkdir(exist_ok=True)
+    conf = EMQX_CONF.read_text(encoding="utf-8")
+    shipped = get(parse_hocon(conf), "api_key.bootstrap_file")
+    conf_copy = tmp_path / "emqx.conf"
+    conf_copy.write_text(conf.replace(f'"{shipped}"', f'"{target}"'), encoding="utf-8")
+    started = tmp_path / "started"
+    argv = ["sh", str(EMQX_ENTRYPOINT), str(conf_copy), "sh", "-c", f"echo yes > {started}"]
+    done = subprocess.run(argv, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True)
+    return done, target
+
+
+def test_scale_emqx_entrypoint_writes_the_api_key_as_emqx_reads_it(tmp_path: Path) -> None:
+    key, secret = "lccm-setup", "0f3a9c_secret-value.~"
+    done, target = _run_entrypoint(tmp_path, BOOTSTRAP_API_KEY=key, BOOTSTRAP_API_SECRET=secret)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "started").read_text() == "yes\n", "then runs the image's own start command"
+    m = EMQX_BOOTSTRAP_LINE.fullmatch(target.read_text(encoding="utf-8").strip())
+    assert m and m.groups() == (key, secret, "administrator")
+    assert target.stat().st_mode & 0o777 == 0o600
+
+    for bad in ({"BOOTSTRAP_API_KEY": key}, {"BOOTSTRAP_API_KEY": key, "BOOTSTRAP_API_SECRET": "has:colon"}):
+        (tmp_path / "started").unlink(missing_ok=True)
+        done, _ = _run_entrypoint(tmp_path, **bad)
+        assert done.returncode == 1 and "LCCM_EMQX_API_" in done.stderr, done.stderr
+        assert not (tmp_path / "started").exists(), "EMQX is not started without the key"
+
+
+def test_scale_emqx_acl_grants_exactly_the_identities_lccm_writes(acl: list[AclRule]) -> None:
+    """`lccm broker setup` on EMQX accepts the client ids INGEST_CLIENT_ID matches and writes <id> and <id>-alerts:
+    the ACL must grant those ids the ingest's topics and no others; its topics are under the root the backend
+    checks (EMQX_ACL_TOPIC_ROOT, the settings' default)."""
+    from lccm.mqtt_identity import ALERT_PUBLISHER_SUFFIX, EMQX_ACL_TOPIC_ROOT, INGEST_CLIENT_ID
+
+    root = EMQX_ACL_TOPIC_ROOT
+    assert root == Settings.model_fields["mqtt_topic_root"].default
+    granted = [t for rule in acl if rule.permission == "allow" for t in rule.topics]
+    assert granted and all(t.startswith(root + "/") for t in granted), granted
+    for client in ("lccm-ingest-1", "lccm-ingest-42", "lccm-ingest-", "lccm-ingest-1a", "lccm-ingest-x", "lccm-1"):
+        accepted = INGEST_CLIENT_ID.fullmatch(client) is not None
+        assert acl_allows(acl, client, "subscribe", f"{root}/#") == accepted, client
+        publisher = client + ALERT_PUBLISHER_SUFFIX
+        assert acl_allows(acl, publisher, "publish", f"{root}/lampang/alerts/critical") == accepted, publisher
+
+
 def _compose_cli() -> list[str] | None:
     """A Compose that validates a file offline: the docker CLI's plugin (v2), or Debian's docker-compose (v1)."""
     docker = shutil.which("docker")

@@ -117,7 +117,14 @@ def test_the_stream_drops_only_exact_repeats_in_memory_and_the_database_records_
     def loop() -> tuple[StreamLoop, queue.SimpleQueue[RawMessage]]:
         inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
         decode = make_decoder(RegistryHolder(lambda: registry), Limits())
-        return StreamLoop(inbox=inbox, decode=decode, sink=sink, ack=lambda _: None, policy=FlushPolicy(100, 1)), inbox
+        return StreamLoop(
+            inbox=inbox,
+            decode=decode,
+            sink=sink,
+            ack=lambda _: None,
+            policy=FlushPolicy(100, 1),
+            dedup_cache_bytes=2**20,
+        ), inbox
 
     live, inbox = loop()
     for i, v in enumerate([100.0, 101.5, 103.0]):

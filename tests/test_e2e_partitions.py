@@ -4,9 +4,9 @@ The same simulated stream (six hours of part of the virtual city, faults on) goe
 ingest`` processes on one shared subscription of the real mosquitto, each run into a fresh database. In the run with
 three, one process is killed (SIGKILL) halfway through and started again under the same client id, so its
 partitions are taken over when its leases expire and its unacknowledged messages come again. Readings, energy and
-emission buckets at every resolution, sample and lamp buckets, the AQI hours and the alert episodes (rule, device,
-when the condition started; alerts on, partitioned like the rest, on the event clock) must equal the single-process
-run's.
+emission buckets at every resolution, sample and lamp buckets, the AQI hours, the per-day reading counts and the
+alert episodes (rule, device, when the condition started; alerts on, partitioned like the rest, on the event clock)
+must equal the single-process run's.
 
 Not yet the times of the alerts' raises and clears: a reading of a series that arrives behind its frontier (a
 reordered or delayed message; the killed process's messages, seconds later) is reconciled by engine.alerts.revise (an
@@ -58,7 +58,7 @@ FAULTS = {
 }  # fmt: skip
 PARTITIONS = 16
 LEASE_S = 1.5
-QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "alert_queue")
+QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue", "alert_queue")
 # Lateness is when data arrived, not who received it: the killed process's messages come again seconds later, hours
 # of a replay at full speed, and would be late there only. Beyond the window, nothing is late in any run.
 ALERT_LATE_AFTER_S = 86_400
@@ -106,6 +106,10 @@ SNAPSHOTS = {
     "aqi_hourly": "SELECT a.index_key, d.device_id, a.hour_start, a.aqi, a.responsible, a.category, a.status,"
     " a.reason, a.missing, a.sub_index, a.average, a.coverage FROM aqi_hourly a"
     " JOIN devices d ON d.id = a.device_id",
+    # what completeness reads (counted by the day updater under the same leases; not the counted hull, which
+    # depends on how the readings were grouped into claims)
+    "reading_days": "SELECT d.device_id, r.day, r.received, r.seq_first, r.seq_last, r.messages_received"
+    " FROM reading_days r JOIN devices d ON d.id = r.device_id",
     # Alert episodes: by rule, dedup key, device id and when the condition started. Not yet the times of their raises
     # and clears, their events or the values shown: a reading of a series that arrives behind its frontier (a
     # reordered or delayed message, a killed process's messages again) is reconciled, not re-timed (module docstring).

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 from deploy.compose import interpolate, load
 from lccm.cli import app
 from lccm.imports.registry import RegistryInvalid, is_reserved_identity, parse_registry_csv
-from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig
-from lccm.mqtt_identity import add_alert_reader, setup_services
+from lccm.ingest.broker_admin import BrokerAdminConfig
+from lccm.mqtt_identity import add_alert_reader, open_identities, setup_services
 from tests._db import fresh_database
 from tests._prod_broker import ADMIN_USER, Client, ProdBroker, accepted_ok, prod_broker
 
@@ -267,7 +267,7 @@ def test_a_device_cannot_publish_telemetry_or_a_retained_status_as_another(
 
 
 def test_a_device_cannot_forge_an_alert(broker: ProdBroker, devices: dict[str, str], tmp_path: Path) -> None:
-    with BrokerAdmin(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
+    with open_identities(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
         reader_user, reader_secret = add_alert_reader(admin, "control-room", ROOT_TOPIC)
     reader = Client(broker.tls_port, reader_user, reader_secret, reader_user, ca_file=broker.ca_file)
     assert reader.subscribe(f"{ROOT_TOPIC}/+/alerts/#") == ["Granted QoS 1"]
@@ -381,7 +381,7 @@ def test_the_admin_commands_can_speak_tls(broker: ProdBroker, db_url: str, tmp_p
 
 
 def test_broker_setup_is_idempotent(broker: ProdBroker, devices: dict[str, str]) -> None:
-    with BrokerAdmin(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
+    with open_identities(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
         setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
         setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
     again = ingest(broker, "lccm-ingest-setup-check")
@@ -394,7 +394,7 @@ def test_the_demo_broker_config_keeps_anonymous_publishing_and_the_same_admin_co
         simulator = Client(dev.port, None, None, "lccm-simulator-1")
         assert simulator.accepted and accepted_ok(simulator.publish(f"{ROOT_TOPIC}/{CITY}/ANY-1/up", b"{}"))
         simulator.close()
-        with BrokerAdmin(BrokerAdminConfig("127.0.0.1", dev.port, ADMIN_USER, dev.admin_password)) as admin:
+        with open_identities(BrokerAdminConfig("127.0.0.1", dev.port, ADMIN_USER, dev.admin_password)) as admin:
             setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
 
 

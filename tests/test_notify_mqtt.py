@@ -15,8 +15,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lccm.ingest.alerts import AlertPublisherError, MqttAlertPublisher
-from lccm.ingest.broker_admin import BrokerAdmin, BrokerAdminConfig
-from lccm.mqtt_identity import add_alert_reader, provision_devices, setup_services
+from lccm.ingest.broker_admin import BrokerAdminConfig
+from lccm.mqtt_identity import add_alert_reader, open_identities, provision_devices, setup_services
 from lccm.notify.dispatch import Dispatcher
 from lccm.notify.model import Address, AlertMessage, Notification, Recipient
 from lccm.notify.outbox import MemoryOutbox
@@ -146,7 +146,7 @@ def test_production_broker_lets_the_ingest_publish_alerts_and_only_alert_readers
     device may not forge an alert, and the alert reader sees no device data."""
     with prod_broker() as real:
         admin_cfg = BrokerAdminConfig("127.0.0.1", real.port, "lccm-admin", real.admin_password)
-        with BrokerAdmin(admin_cfg) as admin:
+        with open_identities(admin_cfg) as admin:
             setup_services(admin, "lccm/v1", "lccm-ingest", "lccm-ingest", "ingest-pw")
             reader_user, reader_secret = add_alert_reader(admin, "control-room", "lccm/v1")
             provision_devices(admin, "lccm/v1", {"LPG-TH-01-M1": "device-pw"})

@@ -1,6 +1,6 @@
-"""The stored count of each device's reading times per Asia/Bangkok day (store/reading_days.py, migration 018), kept
-by the production writer: checked against counts by hand, against a pure-Python count of everything written, and
-against migration 018's own backfill.
+"""The stored count of each device's reading times per Asia/Bangkok day (store/reading_days.py, migrations 018 and
+023), queued by the production writer and counted by the day updater (stream/days.py) once it has drained: checked
+against counts by hand, against a pure-Python count of everything written, and against migration 018's own backfill.
 
 Bangkok midnight of 1 January 2026 is 2025-12-31 17:00Z. Device M (with seq), 15-minute cadence:
 
@@ -35,9 +35,10 @@ import pytest
 
 from lccm.engine.timebase import BANGKOK
 from lccm.imports.registry import parse_registry_csv
-from lccm.store import queries
+from lccm.store import queries, reading_days
 from lccm.store.devices import import_registry
 from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
+from lccm.stream.days import DayUpdater
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, us
 
 ENERGY, POWER, TEMPERATURE = 1, 2, 15
@@ -65,7 +66,14 @@ def _write(conn: psycopg.Connection, rows: Sequence[Row], received: datetime = M
     write_batch(conn, cols, [])
 
 
+def _drain(conn: psycopg.Connection) -> None:
+    """What the updaters do after the writer's commit: count the queued days in (on a connection of their own)."""
+    DayUpdater(lambda: psycopg.connect(conn.info.dsn)).drain()
+
+
 def _stored(conn: psycopg.Connection) -> dict[tuple[int, date], tuple[int, int | None, int | None, int | None]]:
+    """The rows once the day updater has drained the queue."""
+    _drain(conn)
     rows = conn.execute(
         "SELECT device_id, day, received, seq_first, seq_last, messages_received FROM reading_days"
     ).fetchall()
@@ -107,7 +115,12 @@ def test_counts_by_hand_through_duplicates_redelivery_and_midnight(url: str) -> 
             (n, TEMPERATURE, MIDNIGHT - 4 * Q, 30.0, NO_SEQ), (n, TEMPERATURE, MIDNIGHT, 29.0, NO_SEQ),
         ]  # fmt: skip
         _write(conn, first)
+        # Committed with the readings: the days' work, queued; the count waits for the updater (the lag).
+        assert conn.execute("SELECT count(*) FROM reading_days").fetchone() == (0,)
+        queued = conn.execute("SELECT DISTINCT device_id, day FROM day_queue").fetchall()
+        assert sorted(queued) == sorted([(m, DEC31), (m, JAN1), (n, DEC31), (n, JAN1)])
         after_first = _stored(conn)
+        assert conn.execute("SELECT count(*) FROM day_queue").fetchone() == (0,)
         assert after_first == {
             (m, DEC31): (2, 1, 2, 2), (m, JAN1): (3, 2, 3, 2), (n, DEC31): (1, None, None, None),
             (n, JAN1): (1, None, None, None),
@@ -138,21 +151,48 @@ def test_counts_by_hand_through_duplicates_redelivery_and_midnight(url: str) -> 
             for r in queries.completeness(conn, day=JAN1, as_of=MIDNIGHT + timedelta(days=2), scope=None)
         }
         assert found == {"CNT-M": (6, 2, 5, 4), "CNT-N": (1, None, None, None)}
-        # migration 018's backfill counts the same from the readings
-        conn.execute("DROP TABLE reading_days")
-        conn.execute(resources.files("lccm.store").joinpath("migrations/018_reading_days.sql").read_text())
-        assert _stored(conn) == stored
+        # migration 018's backfill counts the same from the readings (then undone: 023's columns stay)
+        with conn.transaction(force_rollback=True):
+            conn.execute("DROP TABLE reading_days")
+            conn.execute(resources.files("lccm.store").joinpath("migrations/018_reading_days.sql").read_text())
+            assert _stored(conn) == stored
 
 
 def test_two_writers_of_one_day_at_once(url: str) -> None:
-    """The second writer waits for the first one's lock on the day's row, then counts what it committed too."""
+    """Two writers of one device's day in overlapping transactions (the first commits last): the writers take no
+    lock on the day, and once drained the day holds both."""
     day = MIDNIGHT + timedelta(days=10, hours=6)
     with psycopg.connect(url) as first, psycopg.connect(url, autocommit=True) as second:
         dev = device_pk(second, "CNT-N")
-        _write(second, [(dev, TEMPERATURE, day - Q, 29.0, NO_SEQ)])  # the day's row exists: both lock it
+        _write(second, [(dev, TEMPERATURE, day - Q, 29.0, NO_SEQ)])
+        assert _stored(second)[(dev, day.astimezone(BANGKOK).date())] == (1, None, None, None)
         with first.transaction():
             _write(first, [(dev, TEMPERATURE, day, 30.0, NO_SEQ)])
-            other = threading.Thread(target=_write, args=(second, [(dev, TEMPERATURE, day + Q, 31.0, NO_SEQ)]))
+            _write(second, [(dev, TEMPERATURE, day + Q, 31.0, NO_SEQ)])  # committed while the first is open
+            # the day is counted with the second writer's reading; the first's is not committed yet
+            assert _stored(second)[(dev, day.astimezone(BANGKOK).date())] == (2, None, None, None)
+        assert _stored(second)[(dev, day.astimezone(BANGKOK).date())] == (3, None, None, None)
+
+
+def test_two_day_updaters_of_one_day_at_once(url: str) -> None:
+    """Two claimers of one (device, day) (no leases: ``lccm recompute`` next to a live process), with spans that
+    share a time: the second waits for the first one's transaction on the day's row, then sees what it counted (the span
+    now overlaps the counted hull: the day is counted again) rather than adding the shared time a second time."""
+    day = MIDNIGHT + timedelta(days=12, hours=6)
+    key = (0, day.astimezone(BANGKOK).date())
+    with psycopg.connect(url, autocommit=True) as conn:
+        dev = device_pk(conn, "CNT-N")
+        key = (dev, key[1])
+        _write(conn, [(dev, TEMPERATURE, day - Q, 29.0, NO_SEQ)])
+        assert _stored(conn)[key] == (1, None, None, None)
+        _write(conn, [(dev, TEMPERATURE, day, 30.0, NO_SEQ), (dev, TEMPERATURE, day + Q, 31.0, NO_SEQ)])
+        _write(conn, [(dev, POWER, day + Q, 1.0, NO_SEQ)])  # a second metric at day + Q: its own queue row
+        second = DayUpdater(lambda: psycopg.connect(url), claim_limit=1)
+        with psycopg.connect(url) as first, first.transaction():
+            taken = reading_days.claim(first, 1)  # the older row: [day, day + Q]
+            assert taken[2:] == ([us(day)], [us(day + Q)])
+            reading_days.count_claimed(first, *taken)  # counted, locked, not committed yet
+            other = threading.Thread(target=second.run_once)  # claims the other row: [day + Q, day + Q]
             other.start()
             with psycopg.connect(url, autocommit=True) as watch:
                 while (
@@ -162,14 +202,15 @@ def test_two_writers_of_one_day_at_once(url: str) -> None:
                     ).fetchone()
                 ):
                     other.join(0.01)
+            assert other.is_alive()  # waiting for the first claimer's lock
         other.join()
-        assert _stored(second)[(dev, day.astimezone(BANGKOK).date())] == (3, None, None, None)
+        assert _stored(conn)[key] == (3, None, None, None)
 
 
 def test_several_batches_in_one_transaction_of_the_callers(url: str) -> None:
     """A caller's own transaction around several writes: each batch adds its own readings once."""
     day = MIDNIGHT + timedelta(days=20, hours=3)
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         dev = device_pk(conn, "CNT-M")
         batches: list[list[Row]] = [
             [(dev, ENERGY, day, 1.0, 1), (dev, POWER, day, 1.0, 1)],
@@ -181,3 +222,46 @@ def test_several_batches_in_one_transaction_of_the_callers(url: str) -> None:
             for rows in batches:
                 _write(conn, rows)
         assert _stored(conn)[(dev, day.astimezone(BANGKOK).date())] == (3, 1, 3, 3)
+
+
+def test_random_batches_against_a_count_in_python(url: str) -> None:
+    """Batches in time order and out of it, repeats, second metrics, corrections, rebooted seqs and batches without
+    seq, drained after some batches only: the rows are the plain-Python count of everything written."""
+    rng = np.random.default_rng(14)
+    start = MIDNIGHT + timedelta(days=40) - 3 * Q  # three quarters before a Bangkok midnight, then a day and more
+    with psycopg.connect(url, autocommit=True) as conn:
+        m, n = device_pk(conn, "CNT-M"), device_pk(conn, "CNT-N")
+        written: list[Row] = []
+        for i in range(60):
+            if i % 3 == 2 and written:
+                rows = [written[int(k)] for k in rng.integers(0, len(written), 4)]  # repeats, some corrected
+                rows = [(d, met, ts, v + float(rng.integers(0, 2)), s) for d, met, ts, v, s in rows]
+            else:
+                # mostly forward in time, now and then back into what is counted already
+                base = start + Q * int(i * 2 + (rng.integers(-40, 1) if i % 5 == 4 else 0))
+                rows = []
+                for _ in range(int(rng.integers(1, 6))):
+                    dev = m if rng.random() < 0.7 else n
+                    ts = base + timedelta(seconds=int(rng.integers(0, 3)) * 450)
+                    seq = NO_SEQ if dev == n else int(rng.integers(max(0, i - 3), i + 1)) % 40  # reboot at 40
+                    rows.append((dev, [ENERGY, POWER][int(rng.integers(0, 2))], ts, float(rng.integers(0, 9)), seq))
+            _write(conn, rows)
+            written += rows
+            if rng.random() < 0.3:
+                _drain(conn)
+        ours = {k: v for k, v in _stored(conn).items() if k[1] >= (start - timedelta(days=1)).date()}
+        expected = _reference(written)
+        assert ours == expected and len(expected) >= 4
+
+
+def test_rows_keep_their_order_when_some_have_no_seq(url: str) -> None:
+    """Within a batch the first reading of a key wins, also when it has no seq and a later one has (the binary COPY
+    of a batch mixing NULL and non-NULL seqs keeps the batch's order)."""
+    at = MIDNIGHT + timedelta(days=50)
+    with psycopg.connect(url, autocommit=True) as conn:
+        dev = device_pk(conn, "CNT-M")
+        _write(conn, [(dev, ENERGY, at, 1.0, NO_SEQ), (dev, ENERGY, at, 2.0, 7), (dev, POWER, at, 3.0, 7)])
+        stored = conn.execute(
+            "SELECT metric_id, value, seq FROM readings WHERE device_id = %s AND ts = %s ORDER BY metric_id", (dev, at)
+        ).fetchall()
+        assert stored == [(ENERGY, 1.0, None), (POWER, 3.0, 7)]

@@ -16,6 +16,9 @@ SECRETS = {
     "notify_line_token": "line-s3cret-3",
     "metrics_token": "metrics-s3cret-4",
     "oidc_client_secret": "oidc-s3cret-5",
+    "mqtt_admin_password": "mqtt-admin-s3cret-7",
+    "emqx_api_key": "emqx-key-s3cret-8",
+    "emqx_api_secret": "emqx-s3cret-9",
 }
 DB_PASSWORD = "db-s3cret-6"
 DB_URL = f"postgresql://lccm:{DB_PASSWORD}@127.0.0.1:1/lccm"  # port 1: refused at once

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Hashable, Sequence
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
 
 import psycopg
 import pytest
@@ -15,6 +17,7 @@ from lccm.runtime import DbSink, load_registry
 from lccm.store.writer import ReadingColumns, WriteResult
 from lccm.stream.batch import BatchBuilder, FlushPolicy
 from lccm.stream.loop import RawMessage, Sink, StreamLoop
+from lccm.workers import Backoff, Worker
 from tests._registry import registry
 
 ROOT = "lccm/v1"
@@ -75,6 +78,7 @@ def make_loop(
         sink=sink,
         ack=ack,
         policy=FlushPolicy(max_readings, max_wait_s),
+        dedup_cache_bytes=2**20,
         clock=clock,
     )
     return loop, inbox, acked
@@ -188,6 +192,7 @@ def test_real_database_sink_stores_once_across_a_replayed_batch(fresh_db: str) -
             sink=sink,
             ack=lambda tokens: None,
             policy=FlushPolicy(100, 0.05),
+            dedup_cache_bytes=2**20,
             clock=FakeClock(),
         )
         for i in range(5):
@@ -233,3 +238,110 @@ def test_a_device_imported_a_moment_ago_is_accepted_from_its_first_message() -> 
     decode(batch, msg(51, 1.0, 51, device="NOPE"))
     assert len(probes) == before + 1 and len(loads) == 2
     assert {d.reason for d in batch.dead_letters} == {"unknown_device"} and len(batch.dead_letters) == 51
+
+
+# --- overlapped: the stream thread hands batches to a writer (in_flight >= 1) -----------------------------------------
+class GatedSink(MemorySink):
+    """A database that commits only when the test lets it: records what was committed and what was acked at that
+    moment, so an ack before its commit shows."""
+
+    def __init__(self, acked: list[Hashable]) -> None:
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+        self.writing = threading.Event()
+        self.acked_at_commit: list[list[Hashable]] = []
+        self._acked = acked
+
+    def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
+        self.writing.set()
+        assert self.gate.acquire(timeout=10), "the test never let the write commit"
+        result = super().__call__(batch, cols)
+        self.acked_at_commit.append(list(self._acked))
+        return result
+
+
+def overlapped(sink: Sink, acked: list[Hashable], max_readings: int) -> tuple[StreamLoop, Worker, Worker]:
+    inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    loop = StreamLoop(
+        inbox=inbox,
+        decode=make_decoder(RegistryHolder(registry), Limits()),
+        sink=sink,
+        ack=acked.extend,
+        policy=FlushPolicy(max_readings, 3600.0),
+        dedup_cache_bytes=2**20,
+        in_flight=1,
+    )
+    fast = Backoff(0.01, 0.02)
+    stream = Worker("stream", loop.step, drain=loop.finish, idle_s=0.0, backoff=fast)
+    writer = Worker("stream-writer", loop.write_step, drain=loop.write_pending, idle_s=0.0, backoff=fast)
+    return loop, stream, writer
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_overlapped_acks_after_each_commit_in_order_while_the_next_batch_is_decoded() -> None:
+    acked: list[Hashable] = []
+    sink = GatedSink(acked)
+    loop, stream, writer = overlapped(sink, acked, max_readings=2)
+    inbox = loop._inbox
+    writer.start()
+    stream.start()
+    try:
+        for i in range(6):
+            inbox.put(msg(i, 10.0 + i, i))
+        # batch 1 (messages 0, 1) is being written and is not committed: nothing acked; batch 2 waits for room;
+        # batch 3 is decoded meanwhile
+        _until(sink.writing.is_set, "the writer never started")
+        _until(lambda: len(loop._batch) == 2 and len(loop._ready) == 1, "the stream did not go on decoding")
+        assert acked == []
+        for _ in range(3):
+            sink.gate.release()
+        _until(lambda: acked == [0, 1, 2, 3, 4, 5], "not every message was acked")
+        # each batch's acks came after its commit, never before, and in order
+        assert sink.acked_at_commit == [[], [0, 1], [0, 1, 2, 3]]
+        assert [r[3] for r in sink.rows] == [10.0 + i for i in range(6)]
+        assert loop.stats.batches == 3 and loop.stats.readings_stored == 6
+    finally:
+        for _ in range(10):
+            sink.gate.release()
+        stream.stop(5)
+        writer.stop(5)
+
+
+def test_overlapped_dedup_against_the_batch_in_flight_and_a_failed_write_kept_in_order() -> None:
+    acked: list[Hashable] = []
+    sink = MemorySink()
+    sink.fail_next = 3  # the first batch's write fails three times: nothing after it is written or acked before it
+    loop, stream, writer = overlapped(sink, acked, max_readings=2)
+    inbox = loop._inbox
+    for i, token in ((0, "a"), (1, "b"), (1, "b-again"), (2, "c")):  # "b-again": a redelivery of b
+        inbox.put(msg(i, 10.0 + i, token))
+    writer.start()
+    stream.start()
+    try:
+        _until(lambda: acked == ["a", "b", "b-again", "c"], "not every message was acked")
+        assert sorted(sink.rows) == sorted(set(sink.rows)) and len(sink.rows) == 3  # the repeat dropped in memory
+        assert loop.stats.write_retries == 3 and loop.stats.duplicates_dropped == 1
+    finally:
+        stream.stop(5)
+        writer.stop(5)
+
+
+def test_overlapped_stop_writes_what_the_stream_handed_over() -> None:
+    """At stop the stream's drain hands its last batch over and the writer's drain, after it, writes it."""
+    acked: list[Hashable] = []
+    sink = MemorySink()
+    loop, _, writer = overlapped(sink, acked, max_readings=100)  # never due by size, nor by time here
+    for i in range(3):
+        loop._inbox.put(msg(i, 10.0 + i, i))
+    sink.fail_next = 1  # the writer's first try fails: its drain still writes the batch
+    writer.start()
+    loop.finish()  # as the stream worker's drain
+    assert len(loop._batch) == 0
+    assert writer.stop(5)
+    assert acked == [0, 1, 2] and len(sink.rows) == 3

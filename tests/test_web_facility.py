@@ -29,6 +29,7 @@ from lccm.runtime import factor_rows
 from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater
 from lccm.stream.samples import SampleUpdater
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
@@ -110,6 +111,7 @@ def _seed(url: str) -> None:
                               roles=[role], sites=sites)  # fmt: skip
     EnergyUpdater(lambda: psycopg.connect(url), base_year_us=(bkk_us(2025), bkk_us(2026))).drain()
     SampleUpdater(lambda: psycopg.connect(url)).drain()
+    DayUpdater(lambda: psycopg.connect(url)).drain()  # completeness: reading_days
 
 
 @pytest.fixture(scope="module")

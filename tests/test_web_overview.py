@@ -27,6 +27,7 @@ from lccm.runtime import factor_rows
 from lccm.store import inventory as inv
 from lccm.store.devices import import_registry
 from lccm.store.energy import sync_factor_registry
+from lccm.stream.days import DayUpdater
 from lccm.stream.energy import EnergyUpdater
 from tests._auth import TEST_ACTOR, TestClient, api_key, bearer
 from tests._db import REGISTRY_HEADER_EN, device_pk, fresh_database, registry_csv, write_readings
@@ -78,6 +79,7 @@ def _seed(url: str) -> None:
             accounts.add_user(conn, change, username=name, display_name=name, password=PASSWORD, organisation=org,
                               roles=[Role.VIEWER], sites=None)  # fmt: skip
     EnergyUpdater(lambda: psycopg.connect(url), base_year_us=(bkk_us(2025), bkk_us(2026))).drain()
+    DayUpdater(lambda: psycopg.connect(url)).drain()  # completeness: reading_days
 
 
 @pytest.fixture(scope="module")

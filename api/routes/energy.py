@@ -296,9 +296,11 @@ def completeness(
     restarts seq at 0, which makes the span wrong), and cannot see messages lost before the day's first or after
     its last received seq.
 
-    The received counts and seq spans are kept per device and day as readings are stored (a duplicate or a
-    redelivered message changes nothing), so this answer is a lookup; they stay after retention has removed the
-    day's raw readings.
+    The received counts and seq spans are kept per device and day by the ingest's derived-data updaters from the
+    readings stored (a duplicate or a redelivered message changes nothing), so this answer is a lookup; they stay
+    after retention has removed the day's raw readings. They lag the stored readings by the updaters' queue
+    (``day_queue``; metric ``lccm_queue_oldest_age_seconds{queue="day_queue"}``): about a second when the ingest
+    keeps up, longer while it catches up with a backlog.
     """
     as_of = datetime.now(UTC)
     day_start, day_end = _bangkok_day(day)
