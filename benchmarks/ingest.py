@@ -585,7 +585,7 @@ def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
 PHASE_TABLES = (
     "readings, dead_letters, reading_conflicts, late_spans, device_status, rollup_queue, sample_queue, aqi_queue,"
     " day_queue, reading_days, energy_buckets, sample_buckets, lamp_buckets, aqi_hourly, alerts, alert_series_state,"
-    " alert_device_seen, alert_progress"
+    " alert_queue, alert_device_clock, alert_behind, ingest_progress"
 )
 
 

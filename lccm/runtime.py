@@ -80,15 +80,23 @@ def load_registry(conn: psycopg.Connection) -> Registry:
 class DbSink:
     """Writes batches on one connection, reconnecting after a failure (the stream loop retries the batch)."""
 
-    def __init__(self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US) -> None:
+    def __init__(
+        self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True,
+        writer: str | None = None,
+    ) -> None:  # fmt: skip
         self._url = url
         self._late_horizon_us = late_horizon_us
+        self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
+        self._writer = writer  # this process's name in ingest_progress (its MQTT client id)
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
         conn = self._connection()
         try:
-            return write_batch(conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us)
+            return write_batch(
+                conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us,
+                alerts=self._alerts, writer=self._writer,
+            )  # fmt: skip
         except psycopg.OperationalError:
             self.close()
             raise
@@ -249,10 +257,15 @@ def partition_leases(settings: Settings, database: Connect | str, *, owner: str 
 
 
 def alert_evaluator(
-    settings: Settings, database: Connect | str, *, index_source: IndexSource | None = None
+    settings: Settings,
+    database: Connect | str,
+    *,
+    index_source: IndexSource | None = None,
+    leases: Leases | None = None,
 ) -> AlertEvaluator:
     """The alert evaluator as ``lccm ingest`` runs it, after syncing the rule file into the database (an invalid
-    file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise."""
+    file stops start-up with every problem named). Index rules read the stored hourly AQI unless told otherwise.
+    With ``leases``, it evaluates the devices of its process's partitions only."""  # fmt: skip
     connect = connector(database)
     with connect() as conn:
         rules = load_rules_file(settings.alert_rules_file or default_rules_file(), metric_keys=metric_ids(conn))
@@ -264,8 +277,8 @@ def alert_evaluator(
         late_after_s=settings.alert_late_after_s,
         catchup_s=settings.alert_catchup_s,
         history_bytes=settings.alert_history_bytes,
-        pending_bytes=settings.alert_pending_bytes,
         index_source=index_source if index_source is not None else StoredAqiIndex(),
+        leases=leases,
     )
 
 
@@ -300,10 +313,10 @@ def live_worker(settings: Settings) -> Callable[[str, Any], Worker]:
 
 ROLES = ("all", "stream", "derived")
 
-# The role whose processes run the alert evaluator and notification dispatch. "stream" while the evaluator learns of
-# commits through its in-process commit hook (it must sit beside the stream); once it is fed by a partitioned queue
-# it belongs with the updaters, and this becomes "derived" (dispatch stays beside the evaluator, which pokes it).
-ALERTS_ROLE = "stream"
+# The role whose processes run the alert evaluator and notification dispatch: the evaluator claims its partitions'
+# alert_queue rows as the updaters claim theirs, so it runs where the leases are (dispatch stays beside the
+# evaluator, which pokes it).
+ALERTS_ROLE = "derived"
 
 
 def runs(role: str, part: str) -> bool:
@@ -453,7 +466,7 @@ def derived_process(
     **_stream: Any,
 ) -> Process:
     """A process of role ``derived``: no MQTT source and no stream, its partition leases and the updaters claiming
-    their work in them (and the evaluator with dispatch once :data:`ALERTS_ROLE` says so). ``_stream`` takes the
+    their work in them (and, with LCCM_ALERTS_ENABLED, the evaluator and dispatch: :data:`ALERTS_ROLE`). ``_stream`` takes the
     stream's own arguments (client id, clock) and ignores them, so :func:`role_process` passes one set."""
     pool = worker_pool(settings, svc.database_url)
     try:
@@ -490,9 +503,10 @@ def _parts(
             )  # fmt: skip
             if metrics is not None:
                 metrics.track_channels(notes.dispatcher.channels)
-            evaluator = alert_evaluator(settings, pool.connection, index_source=index_source)
         leases = partition_leases(settings, pool.connection) if runs(role, "derived") else None
         derived = updaters(settings, pool.connection, leases=leases) if leases is not None else None
+        if notes is not None and leases is not None:  # it claims alert_queue rows in the leased partitions
+            evaluator = alert_evaluator(settings, pool.connection, index_source=index_source, leases=leases)
     except BaseException:
         if notes is not None:
             notes.close()
@@ -552,7 +566,10 @@ def build_ingest(
         ),
         inbox,
     )
-    sink = DbSink(svc.database_url, settings.late_horizon_s * 1_000_000)
+    sink = DbSink(
+        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled,
+        writer=client_id or settings.mqtt_client_id,
+    )  # fmt: skip
     hooks, downstream = _downstream(
         settings, derived=derived, leases=leases, evaluator=evaluator, notifications=notifications,
         mqtt_in=source.check,
@@ -587,30 +604,27 @@ def _downstream(
     mqtt_in: Callable[[], None] | None = None,
 ) -> tuple[list[CommitHook], list[Worker]]:
     """The workers of the derived-data parts given, in pipeline order (they follow the stream, when there is one),
-    and the commit hooks that feed them."""
+    and the commit hooks that wake them (their work is in the queues the batch's transaction wrote)."""
     hooks: list[CommitHook] = []
     workers: list[Worker] = []
+    gained: list[Callable[[], None]] = []  # a dead process's queued work waits in the partitions just taken
     if derived is not None:
         w = worker(settings, "updaters", _then_idle(derived.drain), drain=derived.drain)
         hooks.append(w.poke)
+        gained.append(w.poke)
         workers.append(w)
-        if leases is not None:
-            leases.on_gained = w.poke  # a dead worker's queued work waits in the partitions just taken
     if evaluator is not None:
-        if leases is not None:
-            leases.when_shared = (
-                "another ingest process shares the device partitions, but the alert evaluator is not partitioned"
-                " yet: it learns of this process's commits only, so alerts are not reliable with several ingest"
-                " processes (docs/partitions.md#what-is-not-partitioned-yet)"
-            )
         alerts = worker(settings, "alerts", _then_idle(evaluator.drain), drain=evaluator.drain)
+        hooks.append(alerts.poke)
+        gained.append(alerts.poke)
         workers.append(alerts)
+    if leases is not None and gained:
 
-        def feed_alerts(cols: ReadingColumns) -> None:
-            evaluator.on_commit(cols)
-            alerts.poke()
+        def poke_gained() -> None:
+            for poke in gained:
+                poke()
 
-        hooks.append(feed_alerts)
+        leases.on_gained = poke_gained
     dispatch = None
     if notifications is not None:
         dispatch = worker(

@@ -126,9 +126,6 @@ class Settings(BaseSettings):
     inbox_bytes: int = Field(default=16 * 2**20, ge=2**20)
     dedup_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     alert_history_bytes: int = Field(default=64 * 2**10, ge=256)
-    # - alert_pending_bytes: batches committed and not yet taken by the alert evaluator (about 450 bytes per device
-    #   and metric of a batch); past it the stream loop waits for the evaluator (at most 30 s).
-    alert_pending_bytes: int = Field(default=16 * 2**20, ge=2**20)
     # - energy_cell_budget: buckets x meters per energy-engine call; about 80 bytes a cell of dense arrays at once
     #   (1 M: ~80 MB; the engine's results do not depend on it, a backlog is only cut in more calls).
     energy_cell_budget: int = Field(default=1_000_000, ge=10_000)

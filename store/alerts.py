@@ -21,6 +21,8 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
+from lccm.store.energy import IN_PARTITIONS, partition_params
+from lccm.store.leases import Held
 from lccm.store.scope import Scope, scope_and, scope_clauses
 from lccm.store.writer import us_to_datetime
 
@@ -292,23 +294,6 @@ def series_readings(
     return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
 
 
-def newest_after(
-    conn: psycopg.Connection, device_ids: Sequence[int], metric_ids: Sequence[int], after_us: Sequence[int]
-) -> list[tuple[int, int, int, int]]:
-    """(device, metric, oldest ts, newest ts) of the series that hold readings newer than their ``after``: what a
-    restarted evaluator has not seen yet. One index probe per series."""
-    if not device_ids:
-        return []
-    rows = conn.execute(
-        f"SELECT s.d, s.m, {_us('x.lo')}, {_us('x.hi')}"
-        " FROM unnest(%s::int[], %s::smallint[], %s::bigint[]) AS s(d, m, a)"
-        " CROSS JOIN LATERAL (SELECT min(r.ts) AS lo, max(r.ts) AS hi FROM readings r"
-        f" WHERE r.device_id = s.d AND r.metric_id = s.m AND r.ts > {_ts('s.a')}) x WHERE x.hi IS NOT NULL",
-        (list(device_ids), list(metric_ids), list(after_us)),
-    ).fetchall()
-    return [(int(d), int(m), int(lo), int(hi)) for d, m, lo, hi in rows]
-
-
 # --- carry state and progress ---------------------------------------------------------------------------------
 
 
@@ -325,10 +310,12 @@ def load_states(
     return {(str(r), int(d)): (dict(st), None if a is None else int(a)) for r, d, st, a in rows}
 
 
-def raised_series(conn: psycopg.Connection) -> list[tuple[str, int]]:
-    """(rule, device) of every series whose machine is raised or clearing."""
+def raised_series(conn: psycopg.Connection, held: Held | None = None) -> list[tuple[str, int]]:
+    """(rule, device) of every series whose machine is raised or clearing, of devices in ``held`` (None: all)."""
     rows = conn.execute(
         "SELECT rule_key, device_id FROM alert_series_state WHERE state ->> 'phase' IN ('raised', 'clearing')"
+        f" AND {IN_PARTITIONS}",
+        partition_params(held),
     ).fetchall()
     return [(str(r), int(d)) for r, d in rows]
 
@@ -345,33 +332,141 @@ def save_states(conn: psycopg.Connection, rows: Sequence[tuple[str, int, dict[st
         )
 
 
-def load_watermark(conn: psycopg.Connection) -> int | None:
-    row = conn.execute(f"SELECT {_us('event_watermark')} FROM alert_progress").fetchone()
-    return None if row is None else int(row[0])
+# --- the hand-over and the device clocks (migration 022) -------------------------------------------------------
 
 
-def save_progress(conn: psycopg.Connection, event_watermark_us: int, behind_frontier: int = 0) -> None:
-    conn.execute(
-        f"INSERT INTO alert_progress (id, event_watermark, behind_frontier) VALUES (true, {_ts('%s::bigint')}, %s)"
-        " ON CONFLICT (id) DO UPDATE SET event_watermark = greatest(alert_progress.event_watermark,"
-        " excluded.event_watermark), behind_frontier = alert_progress.behind_frontier + excluded.behind_frontier,"
-        " updated_at = now()",
-        (event_watermark_us, behind_frontier),
-    )
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One claimed ``alert_queue`` row: a series' span of event times in a batch, and the batch's newest event time
+    and newest receipt (the watermark is made of them)."""
+
+    device_id: int
+    metric_id: int
+    lo_us: int
+    hi_us: int
+    batch_newest_us: int
+    batch_received_us: int
 
 
-def load_seen(conn: psycopg.Connection) -> dict[int, int]:
-    return {int(d): int(t) for d, t in conn.execute(f"SELECT device_id, {_us('last_ts')} FROM alert_device_seen")}
+def claim_queued(conn: psycopg.Connection, limit: int, held: Held | None = None) -> list[Queued]:
+    """Take up to ``limit`` rows of the hand-over, oldest committed first, of devices in ``held`` (the caller's
+    locked leases; None: every device). Deleted in the caller's transaction: if it fails, they come back."""
+    rows = conn.execute(
+        "WITH taken AS (DELETE FROM alert_queue WHERE id = ANY(ARRAY("
+        f"  SELECT id FROM alert_queue WHERE {IN_PARTITIONS} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))"
+        "  RETURNING id, device_id, metric_id, lo, hi, batch_newest, batch_received)"
+        f" SELECT device_id, metric_id, {_us('lo')}, {_us('hi')}, {_us('batch_newest')}, {_us('batch_received')}"
+        " FROM taken ORDER BY id",
+        (*partition_params(held), limit),
+    ).fetchall()
+    return [Queued(*(int(v) for v in r)) for r in rows]
 
 
-def save_seen(conn: psycopg.Connection, seen: dict[int, int]) -> None:
-    if not seen:
+def queued(conn: psycopg.Connection, held: Held | None = None) -> bool:
+    """Whether the hand-over holds rows of devices in ``held`` (None: any)."""
+    row = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM alert_queue WHERE {IN_PARTITIONS})", partition_params(held)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def count_queued(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM alert_queue").fetchone()
+    return int(row[0]) if row else 0
+
+
+def city_clocks(conn: psycopg.Connection) -> tuple[int | None, int | None]:
+    """(newest event time committed, newest delivery clock) over every device: the city's event-clock watermark and
+    offline rules' clock as the evaluators have recorded them. One index probe each."""
+    row = conn.execute(
+        f"SELECT (SELECT {_us('max(newest_ts)')} FROM alert_device_clock),"
+        f" (SELECT {_us('max(delivered_ts)')} FROM alert_device_clock)"
+    ).fetchone()
+    assert row is not None
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
+
+
+def slowest_writer(conn: psycopg.Connection, heard_within_s: float) -> int | None:
+    """The newest event time committed by the slowest ingest process heard from within ``heard_within_s`` (None:
+    none recorded): every process has committed at least this far."""
+    row = conn.execute(
+        f"SELECT {_us('min(newest_ts)')} FROM ingest_progress WHERE updated_at > now() - %s * interval '1 second'",
+        (heard_within_s,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClockRow:
+    device_id: int
+    first_us: int
+    newest_us: int
+    delivered_us: int
+    spans: list[int] | None  # flat (newest event time, watermark) pairs; None: as stored
+
+
+_CLOCK_COLUMNS = f"device_id, {_us('first_ts')}, {_us('newest_ts')}, {_us('delivered_ts')}, spans"
+
+
+def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> list[DeviceClockRow]:
+    if not device_ids:
+        return []
+    rows = conn.execute(
+        f"SELECT {_CLOCK_COLUMNS} FROM alert_device_clock WHERE device_id = ANY(%s)", (list(device_ids),)
+    ).fetchall()
+    return [DeviceClockRow(int(d), int(f), int(n), int(t), list(s)) for d, f, n, t, s in rows]
+
+
+def newest_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int, int]:
+    """Device -> the newest event time it committed, for the devices in ``held`` (None: all)."""
+    rows = conn.execute(
+        f"SELECT device_id, {_us('newest_ts')} FROM alert_device_clock WHERE {IN_PARTITIONS}", partition_params(held)
+    ).fetchall()
+    return {int(d): int(t) for d, t in rows}
+
+
+def delivered_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int, int]:
+    """Device -> its delivery clock (offline rules), for the devices in ``held`` (None: all)."""
+    rows = conn.execute(
+        f"SELECT device_id, {_us('delivered_ts')} FROM alert_device_clock WHERE {IN_PARTITIONS}", partition_params(held)
+    ).fetchall()
+    return {int(d): int(t) for d, t in rows}
+
+
+def save_device_clocks(conn: psycopg.Connection, rows: Sequence[DeviceClockRow]) -> None:
+    """Write the devices' clocks as the run computed them (from the stored rows it loaded, under its leases): the
+    times of every device in one statement, the span history of those whose history changed (the few stations index
+    rules watch) one by one."""
+    if not rows:
         return
     conn.execute(
-        f"INSERT INTO alert_device_seen (device_id, last_ts) SELECT d, {_ts('t')}"
-        " FROM unnest(%s::int[], %s::bigint[]) AS u(d, t)"
-        " ON CONFLICT (device_id) DO UPDATE SET last_ts = greatest(alert_device_seen.last_ts, excluded.last_ts)",
-        (list(seen), list(seen.values())),
+        "INSERT INTO alert_device_clock (device_id, first_ts, newest_ts, delivered_ts)"
+        f" SELECT u.d, {_ts('u.f')}, {_ts('u.n')}, {_ts('u.t')}"
+        " FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[]) AS u(d, f, n, t)"
+        " ON CONFLICT (device_id) DO UPDATE SET first_ts = excluded.first_ts, newest_ts = excluded.newest_ts,"
+        " delivered_ts = excluded.delivered_ts",
+        (
+            [r.device_id for r in rows],
+            [r.first_us for r in rows],
+            [r.newest_us for r in rows],
+            [r.delivered_us for r in rows],
+        ),
+    )
+    spans = [(r.spans, r.device_id) for r in rows if r.spans is not None]
+    if spans:
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE alert_device_clock SET spans = %s::bigint[] WHERE device_id = %s", spans)
+
+
+def add_behind(conn: psycopg.Connection, by_partition: dict[int, int]) -> None:
+    """Count readings that arrived behind their series' frontier, in each partition's own row."""
+    if not by_partition:
+        return
+    conn.execute(
+        "INSERT INTO alert_behind (partition, behind_frontier) SELECT * FROM unnest(%s::int[], %s::bigint[])"
+        " ON CONFLICT (partition) DO UPDATE SET behind_frontier = alert_behind.behind_frontier"
+        " + excluded.behind_frontier, updated_at = now()",
+        (list(by_partition), list(by_partition.values())),
     )
 
 
@@ -404,6 +499,13 @@ class Clear:
     reason: ClearReason
     peak: float | None
     late: bool
+
+
+def lock_dedup_key(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> None:
+    """Until the caller's transaction ends, be the only evaluator deciding who holds this dedup key: devices of one key
+    (a site's stations) may be in partitions two processes evaluate at once. Without it the second to insert an
+    active alert would fail on alerts_active_key; with it, it waits, then finds the first's alert active."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"alert:{rule_key}/{dedup_key}",))
 
 
 def active_alert(conn: psycopg.Connection, rule_key: str, dedup_key: str) -> int | None:

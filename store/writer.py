@@ -153,8 +153,13 @@ def write_batch(
     statuses: Sequence[StatusRow] = (),
     *,
     late_horizon_us: int = DEFAULT_LATE_HORIZON_US,
+    alerts: bool = True,
+    writer: str | None = None,
 ) -> WriteResult:
     """Store a batch atomically. Returns only after COMMIT, so the caller may then ack the messages.
+
+    With ``alerts`` (an ingest process with alerts on) the batch is queued for the alert evaluator too, and with
+    ``writer`` (the process's MQTT client id) that process's progress is recorded for it.
 
     Readings whose event time is more than ``late_horizon_us`` before their receipt are stored but queued for no
     live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
@@ -163,6 +168,8 @@ def write_batch(
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
             _enqueue(conn, cols, late_horizon_us, counted=inserted > 0)
+            if alerts:
+                enqueue_alerts(conn, cols, writer)
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -298,6 +305,33 @@ _LATE_SPANS = (
     f"INSERT INTO late_spans (device_id, metric_id, lo, hi, readings, received_at) SELECT u.d, u.m, {_TS_LO}, {_TS_HI},"
     " u.n, %s FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::int[]) AS u(d, m, lo, hi, n)"
 )
+
+
+def enqueue_alerts(conn: psycopg.Connection, cols: ReadingColumns, writer: str | None = None) -> None:
+    """The alert evaluator's hand-over (``alert_queue``, migration 022), in the readings' transaction: per (device,
+    metric) the span of event times, with the batch's newest event time and newest receipt, which its watermark is
+    made of (stream/alerts.py). Every reading of the batch counts, late ones and repeats too: the evaluator judges
+    what is stored, and a repeat finds it recorded already. With ``writer``, how far that ingest process has
+    committed (``ingest_progress``, its own row)."""
+    if writer is not None:
+        conn.execute(
+            "INSERT INTO ingest_progress (client_id, newest_ts) VALUES (%s, %s) ON CONFLICT (client_id) DO UPDATE"
+            " SET newest_ts = greatest(ingest_progress.newest_ts, excluded.newest_ts), updated_at = now()",
+            (writer, us_to_datetime(int(cols.ts_us.max()))),
+        )
+    dev, met, lo, hi, _ = touched_spans(cols)
+    conn.execute(
+        "INSERT INTO alert_queue (device_id, metric_id, lo, hi, batch_newest, batch_received)"
+        f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, %s, %s FROM {_UNNEST_SPANS}",
+        (
+            us_to_datetime(int(cols.ts_us.max())),
+            us_to_datetime(int(cols.received_at_us.max())),
+            dev.tolist(),
+            met.tolist(),
+            lo.tolist(),
+            hi.tolist(),
+        ),
+    )
 
 
 def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) -> None:

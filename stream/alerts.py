@@ -1,30 +1,52 @@
-"""The alert evaluator: after each committed batch, runs the touched series through their rules' state machines
-(engine/alerts.py) on event time, writes alerts and their history, and marks the on-time raises and clears to page
-(the notify-dispatch worker sends them).
+"""The alert evaluator: claims the committed batches of its process's device partitions, runs the touched series
+through their rules' state machines (engine/alerts.py) on event time, writes alerts and their history, and marks the
+on-time raises and clears to page (the notify-dispatch worker sends them).
 
-Parts, each with one job, held by :class:`AlertEvaluator` (which only takes turns and counts):
+Parts, each with one job, held by :class:`AlertEvaluator` (which only claims, runs and counts):
 
-- :class:`Inbox` (with :class:`Pending` and :class:`DeliveryClock`): what the commit hook hands over, and how far
-  event time has got overall and per device;
+- :class:`Pending` and :class:`DeliveryClock` (:func:`claimed_work`): what a run claimed from the hand-over, and how
+  far event time has got overall and per device;
 - :class:`RuleCache`, :class:`DeviceCache`, :class:`Schedules`: the rules, the devices they watch, where their
   schedules hold;
 - :class:`MetricJobs`, :class:`IndexJobs`, :class:`OfflineJobs`: the three kinds of evaluation;
 - :class:`AlertWriter`: what a run decided, written to the store.
 
-Work and crash safety. ``on_commit(cols)`` (a stream-loop commit hook) records, per (device, metric), the span of
-event times the batch committed and the watermark it arrived under, and pokes the worker. Evaluation is driven by
-the stored readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
-``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it was told
-about. State, alerts, events and the frontier are written in one transaction, so a crash loses nothing and repeats
-nothing. Batches committed but never handed to the evaluator (a crash between the commit and the hook) are found at
-start-up by ``catch_up``: one index probe per series for readings beyond its frontier. Notifications are at least
-once: the events to page are written with the alert, and marked notified only after the notifier took them.
+Work and crash safety. The writer queues, per (device, metric) of every committed batch, the span of event times
+it committed and the batch's newest event time and newest receipt in ``alert_queue``, in the readings' own
+transaction (store/writer.py ``enqueue_alerts``, migration 022); the commit hook only wakes the worker. A run
+holds its process's leases (``Leases.hold``, FOR SHARE), claims the queue rows of devices in those partitions in
+commit order, and deletes them in the transaction that writes what it decided. Evaluation is driven by the stored
+readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
+``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it claimed.
+Rows, state, alerts, events, frontiers and device clocks move in one transaction, so a crash loses nothing and
+repeats nothing, and a batch committed but not yet evaluated waits in the queue (no start-up catch-up). No global
+lock: two processes never evaluate one device (its partition's lease), and they share nothing else they write.
+Notifications are at least once: the events to page are written with the alert, and marked notified only after the
+notifier took them.
 
-Watermarks. With ``clock="wall"`` (production) a batch arrived under the wall clock at receipt: an alert whose
-event time is more than ``late_after`` older is late (recorded, not paged): a device replaying six hours of
-buffered data, or a whole backlog after an outage, does not page about the past. With ``clock="event"`` a batch
-arrived under the city's event-time watermark (the newest event time committed so far): replays of the past
-(simulations, benchmarks) page as if live, and only data behind the rest of the city is late.
+Clocks. Per device, the first and newest event time committed, the delivery clock of offline rules and the index
+rules' span history are rows of ``alert_device_clock``, read by the run that touches the device and written back in
+its transaction by the owner of the device's partition (:class:`DeliveryClock` lives for one run): a partition
+taken over continues where its last owner committed. The event-time watermark and the newest delivery clock move on
+with the rows each evaluator claims, from the maxima over that table at start-up; offline rules take the lower of
+the latter and the slowest ingest process's progress (``ingest_progress``). No row is updated by every writer or
+every evaluator.
+
+Watermarks: the rule that makes the alert sequence independent of process count and batch grouping. A reading is
+judged (late or not) under the watermark its batch arrived under, fixed by the batch and its commit order, never by
+which process evaluates it or when. With ``clock="wall"`` (production) that is the batch's receipt time (stamped by
+the process that received it): an alert whose event time is more than ``late_after`` older is late (recorded, not
+paged): a device replaying six hours of buffered data, or a whole backlog after an outage, does not page about the
+past. With ``clock="event"`` it is the running maximum of the batches' newest event time in commit order (the queue
+rows' ids) over the rows this evaluator claims, never another evaluator's progress: replays of the past
+(simulations, benchmarks) page as if live, and only data behind the rest of the city is late. Lateness is when data
+arrived: a process killed with messages in flight gets them again later, and they may be late where they would not
+have been. With every arrival on time and each series' readings stored in event-time order, what is raised and
+cleared, and when, follows from the stored readings alone (frontiers below), whoever received them and however they
+were grouped; a reading stored behind its series' frontier is reconciled (``revise`` below) but a raise or clear
+recorded without it is not re-timed, so then the times may depend on the grouping. Offline rules are the exception:
+they judge delivery, so whether a silence about as long as the rule's limit raises one depends on when the data
+arrived (docs/partitions.md#alerts).
 
 Readings behind a series' frontier (a station that sent its newest reading first and replays its buffer after, or
 a redelivered batch) are evaluated too: the series is run again from a checkpoint, a state kept from before them
@@ -52,8 +74,8 @@ readings it was computed from: the delivery clock keeps, for each device an inde
 time, watermark) of its batches after the index rules' frontier for that (16 bytes each, capped by
 ``history_bytes``), so an index computed late is not judged late for it.
 
-Several evaluators (one per ingest process) take turns: a run holds a transaction-level advisory lock and a process
-that does not get it keeps its work for the next run.
+Several evaluators (one per ingest process) share the partitions through the leases (stream/partitions.py); without
+leases (one process alone, tests) an evaluator claims every device's work.
 """
 
 from __future__ import annotations
@@ -95,17 +117,16 @@ from lccm.engine.alerts import (
 from lccm.engine.timebase import US_PER_S
 from lccm.store import alerts as st
 from lccm.store.connect import Connect
-from lccm.store.writer import ReadingColumns
+from lccm.store.leases import Held
+from lccm.stream.energy import held_partitions
+from lccm.stream.partitions import Leases
 
 log = logging.getLogger(__name__)
 
-ALERT_LOCK_KEY = 0x4C43414C  # "LCAL": one evaluator at a time across processes
 SPAN_BYTES = 16  # a kept span: its newest event time and its watermark, int64 each
-CATCH_UP_DEVICES = 2_000  # devices probed at a time at start-up
-# A pending span as measured (tracemalloc; 340-410 bytes from 1,000 to 100,000 devices with one to four metrics):
-# the Span and its ints, its list, the (device, metric) key and its dict slot, its share of the per-device dicts.
-# 250 was assumed before, so a 32 MiB budget held 57 MB. tests/test_memory.py holds it to this.
-PENDING_SPAN_BYTES = 450
+# An ingest process not heard from for this long (dead, or without messages) no longer holds offline rules back.
+WRITERS_HEARD_S = 60.0
+CLAIM_LIMIT = 20_000  # hand-over rows a run claims at most (what a run holds in memory is bounded by it)
 RULES_REFRESH_US = 1_000_000  # a rule written through the API applies within a second
 Clock = Literal["wall", "event"]
 StateKey = tuple[str, int]  # (rule key, device)
@@ -140,7 +161,8 @@ class RunResult:
     late: int = 0
     revised: int = 0  # series run again from a checkpoint for readings behind their frontier
     unevaluated: int = 0  # series with readings behind their frontier beyond the checkpoints kept
-    skipped: bool = False  # another evaluator held the lock
+    skipped: bool = False  # the process held no partition
+    claimed: int = 0  # hand-over rows claimed
     runs: int = 0
     busy_s: float = 0.0  # wall time spent in runs
     max_run_s: float = 0.0
@@ -164,11 +186,6 @@ class _Once:
             log.warning(message)
 
 
-def _try_lock(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (ALERT_LOCK_KEY,)).fetchone()
-    return bool(row and row[0])
-
-
 def thai_holidays(years: Iterable[int]) -> frozenset[date]:
     """Thai public holidays (the ``holidays`` package's Thailand calendar) of the given years."""
     return frozenset(holiday_calendars.Thailand(years=sorted(set(years))).keys())
@@ -177,63 +194,19 @@ def thai_holidays(years: Iterable[int]) -> frozenset[date]:
 # --- what committed batches told us ---------------------------------------------------------------------------
 
 
-class SeenTimes:
-    """Per device, the first and newest event time it committed: two int64 arrays indexed by device id, grown as
-    ids come (16 bytes a device id up to the highest; a dict of tuples took about 200 bytes a device)."""
-
-    def __init__(self) -> None:
-        self._first = np.zeros(0, np.int64)
-        self._newest = np.zeros(0, np.int64)  # NO_TS: not seen
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def nbytes(self) -> int:
-        return self._first.nbytes + self._newest.nbytes
-
-    def add(self, d: int, lo_us: int, hi_us: int) -> None:
-        if d >= len(self._newest):
-            self._grow(d)
-        if self._newest[d] == NO_TS:
-            self._first[d], self._newest[d] = lo_us, hi_us
-            self._count += 1
-            return
-        if lo_us < self._first[d]:
-            self._first[d] = lo_us
-        if hi_us > self._newest[d]:
-            self._newest[d] = hi_us
-
-    def _grow(self, d: int) -> None:
-        size = max(d + 1, 2 * len(self._newest))
-        for name in ("_first", "_newest"):
-            old = getattr(self, name)
-            new = np.full(size, NO_TS, np.int64)
-            new[: len(old)] = old
-            setattr(self, name, new)
-
-    def first(self, d: int) -> int | None:
-        if d >= len(self._newest) or self._newest[d] == NO_TS:
-            return None
-        return int(self._first[d])
-
-    def newest(self) -> dict[int, int]:
-        """Device -> the newest event time it has committed."""
-        seen = np.flatnonzero(self._newest != NO_TS)
-        return dict(zip(seen.tolist(), self._newest[seen].tolist(), strict=True))
-
-
 class DeliveryClock:
-    """How far event time has got: the city's event-time watermark, the watermark each batch arrived under, the
-    delivery clock of offline rules (each device's, and the newest of them), and per device the first and newest
-    event time it committed and, for devices an index rule watches, its recent spans' (newest event time, watermark)
-    pairs. Changed under the inbox's lock.
+    """How far event time has got, as one run sees it: the city's event-time watermark, the watermark each claimed
+    batch arrived under, the delivery clock of offline rules (each device's, and the newest of them), and per device
+    the first and newest event time it committed and, for devices an index rule watches, its recent spans' (newest
+    event time, watermark) pairs.
 
-    Memory: a device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its
-    index rules have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a
-    device no index rule watches keeps none. What every device keeps is two event times (16 bytes,
-    :class:`SeenTimes`)."""
+    Built for each run from the stored clocks (``alert_device_clock``, migration 022) of the devices it touches, and
+    the city's maxima over every device; what the run changed is written back in its transaction (:meth:`changed`).
+    Nothing of it outlives the run, so a partition taken over by another process continues exactly.
+
+    A device's spans are kept only while an index rule may still need them (:meth:`prune` drops those its index rules
+    have passed) and at most ``history_bytes`` of them (16 bytes a span, the oldest dropped first); a device no index
+    rule watches keeps none."""
 
     def __init__(self, clock: Clock, late_after_us: int, history_bytes: int = 65_536) -> None:
         if clock not in ("wall", "event"):
@@ -245,8 +218,19 @@ class DeliveryClock:
         self.live = True  # the newest batch was not a backlog (wall clock): offline can be judged
         self.history_spans = max(1, history_bytes // SPAN_BYTES)
         self.index_devices: frozenset[int] | None = None  # devices whose spans are kept; None: all (not known yet)
-        self._seen = SeenTimes()  # device -> (first, newest) event time committed
+        self._seen: dict[int, tuple[int, int]] = {}  # device -> (first, newest) event time committed
+        self._delivered: dict[int, int] = {}  # device -> its delivery clock
         self._history: dict[int, array[int]] = {}  # device -> flat (newest event time, watermark) per span
+        self._changed: set[int] = set()
+        self._spans_changed: set[int] = set()  # written apart: most devices keep none
+
+    def load(self, rows: Iterable[st.DeviceClockRow]) -> None:
+        """The stored clocks of the devices the run touches (before any :meth:`remember`)."""
+        for r in rows:
+            self._seen[r.device_id] = (r.first_us, r.newest_us)
+            self._delivered[r.device_id] = r.delivered_us
+            if r.spans and (self.index_devices is None or r.device_id in self.index_devices):
+                self._history[r.device_id] = array("q", r.spans)
 
     def batch_watermark(self, newest_us: int, received_us: int) -> int:
         """The watermark a batch arrived under; a batch of old data (a backlog after an outage of this system) says
@@ -264,9 +248,13 @@ class DeliveryClock:
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        self._seen.add(d, span.lo_us, span.hi_us)
+        first, newest = self._seen.get(d, (span.lo_us, span.hi_us))
+        self._seen[d] = (min(first, span.lo_us), max(newest, span.hi_us))
+        self._delivered[d] = max(self._delivered.get(d, delivered_us), delivered_us)
+        self._changed.add(d)
         if self.index_devices is not None and d not in self.index_devices:
             return
+        self._spans_changed.add(d)
         hist = self._history.get(d)
         if hist is None:
             hist = self._history[d] = array("q")
@@ -284,9 +272,13 @@ class DeliveryClock:
         if not hist:
             return
         kept = [(hi, wm) for hi, wm in zip(hist[::2], hist[1::2], strict=True) if hi > upto_us]
+        if len(kept) == len(hist) // 2:
+            return
+        self._changed.add(d)
+        self._spans_changed.add(d)
         if not kept:
             del self._history[d]
-        elif len(kept) < len(hist) // 2:
+        else:
             self._history[d] = array("q", [v for pair in kept for v in pair])
 
     def keep_history_of(self, devices: frozenset[int]) -> None:
@@ -294,6 +286,8 @@ class DeliveryClock:
         self.index_devices = devices
         for d in [d for d in self._history if d not in devices]:
             del self._history[d]
+            self._changed.add(d)
+            self._spans_changed.add(d)
 
     def history(self, d: int) -> tuple[np.ndarray, np.ndarray]:
         """(newest event time, watermark) of the device's spans kept."""
@@ -301,20 +295,30 @@ class DeliveryClock:
         return flat[:, 0], flat[:, 1]
 
     def first_seen(self, d: int) -> int | None:
-        return self._seen.first(d)
+        seen = self._seen.get(d)
+        return None if seen is None else seen[0]
 
     def newest(self) -> dict[int, int]:
-        """Device -> the newest event time it has committed."""
-        return self._seen.newest()
+        """Device -> the newest event time it has committed (of the devices this run knows)."""
+        return {d: newest for d, (_, newest) in self._seen.items()}
 
     def nbytes(self) -> int:
         """An estimate of what the per-device state takes (dict slots, tuples, ints and arrays)."""
-        return self._seen.nbytes + sum(64 + 8 * len(h) + 100 for h in self._history.values())
+        return 200 * len(self._seen) + sum(64 + 8 * len(h) + 100 for h in self._history.values())
 
     @property
     def devices(self) -> int:
-        """Devices that have committed something."""
+        """Devices that have committed something (of those this run knows)."""
         return len(self._seen)
+
+    def changed(self) -> list[st.DeviceClockRow]:
+        """The clocks of the devices this run moved, to be written in its transaction."""
+        out = []
+        for d in sorted(self._changed):
+            if d in self._seen:
+                spans = list(self._history.get(d, ())) if d in self._spans_changed else None
+                out.append(st.DeviceClockRow(d, *self._seen[d], self._delivered[d], spans))
+        return out
 
 
 def sample_watermarks(ts: np.ndarray, spans: list[Span], default_us: int) -> np.ndarray:
@@ -332,14 +336,14 @@ def watermarks_at(ts: np.ndarray, his: np.ndarray, wms: np.ndarray, default_us: 
 
 @dataclass
 class Pending:
-    """Work handed over and not evaluated yet: spans per (device, metric), index checks asked for, and per device
-    the newest delivery clock of its spans."""
+    """The work of one run: spans per (device, metric) claimed from the hand-over, index checks asked for, and per
+    device the newest delivery clock of its spans."""
 
     spans: defaultdict[tuple[int, int], list[Span]] = field(default_factory=lambda: defaultdict(list))
     index_until: dict[int, int] = field(default_factory=dict)  # device -> check its index series up to here
     index_forced: set[int] = field(default_factory=set)  # devices whose index check was asked for
     arrived: dict[int, int] = field(default_factory=dict)  # device -> newest delivery clock of its spans
-    count: int = 0  # spans held (what the inbox's budget counts)
+    count: int = 0  # spans held
 
     def __bool__(self) -> bool:
         return bool(self.spans or self.index_until or self.arrived)
@@ -355,17 +359,6 @@ class Pending:
         if forced:
             self.index_forced.add(d)
 
-    def put_back(self, taken: Pending) -> None:
-        """Work taken by a run that did not commit goes back, ahead of what came since."""
-        self.count += taken.count
-        for key, items in taken.spans.items():
-            self.spans[key][:0] = items
-        for d, until in taken.index_until.items():
-            self.check_index(d, until)
-        for d, t in taken.arrived.items():
-            self.arrived[d] = max(self.arrived.get(d, t), t)
-        self.index_forced |= taken.index_forced
-
 
 @dataclass(frozen=True, slots=True)
 class Watermarks:
@@ -376,109 +369,21 @@ class Watermarks:
     live: bool
 
 
-class Inbox:
-    """What the commit hook (the stream loop's thread) hands to the runs (the alerts worker's thread), under one
-    lock: the pending work and the delivery clock.
-
-    The pending work is bounded by ``pending_bytes`` (``PENDING_SPAN_BYTES`` a span): past it the commit hook waits
-    until a run takes the work (backpressure on the stream loop, up to ``wait_s``; the broker holds what the stream
-    has not read). Waiting, not merging spans, keeps every sample's watermark, so the evaluator decides the same.
-    After ``wait_s`` (an evaluator that cannot run: its worker failed) the batch is added anyway, and that is
-    logged, so the stream never stops for the alerts."""
-
-    def __init__(self, clock: DeliveryClock, pending_bytes: int = 16 * 2**20, wait_s: float = 30.0) -> None:
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._clock = clock
-        self._pending = Pending()
-        self.pending_spans = max(1, pending_bytes // PENDING_SPAN_BYTES)
-        self._wait_s = wait_s
-        self.waits = 0  # batches that waited for a run to take the pending work
-        self.peak_spans = 0
-
-    def _wait_for_room(self) -> None:
-        """Under the lock: wait while the pending work is over its budget (at most ``wait_s``)."""
-        if self._pending.count < self.pending_spans:
-            return
-        self.waits += 1
-        deadline = time.monotonic() + self._wait_s
-        while self._pending.count >= self.pending_spans:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.warning("the alert evaluator has not taken its pending work for %.0f s: adding more", self._wait_s)
-                return
-            self._room.wait(left)
-
-    @property
-    def clock(self) -> DeliveryClock:
-        return self._clock
-
-    def add_batch(self, cols: ReadingColumns) -> None:
-        order = np.lexsort((cols.metric_id, cols.device_id))
-        dev, met, ts = cols.device_id[order], cols.metric_id[order], cols.ts_us[order]
-        starts = np.flatnonzero(np.r_[True, (np.diff(dev) != 0) | (np.diff(met) != 0)])
-        lo, hi = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
-        with self._lock:
-            self._wait_for_room()
-            wm = self._clock.batch_watermark(int(ts.max()), int(cols.received_at_us.max()))
-            for d, m, a, b in zip(dev[starts].tolist(), met[starts].tolist(), lo.tolist(), hi.tolist(), strict=True):
-                span = Span(a, b, wm)
-                delivered = self._clock.device_clock(span)
-                self._pending.add(d, m, span, delivered)
-                self._clock.remember(d, span, delivered)
-            self.peak_spans = max(self.peak_spans, self._pending.count)
-
-    def add_found(self, found: list[tuple[int, int, int, int]], wm_us: int) -> None:
-        """Series holding readings the evaluator has not seen (catch-up at start-up): when they arrived is unknown
-        (before the restart), so each device counts as delivered up to its newest."""
-        with self._lock:
-            for d, m, lo, hi in found:
-                self._pending.add(d, m, Span(lo, hi, wm_us), hi)
-                self._clock.remember(d, Span(lo, hi, wm_us), hi)
-                self._clock.event_wm_us = max(self._clock.event_wm_us, hi)
-
-    def check_index(self, device_pks: Iterable[int] | None) -> None:
-        with self._lock:
-            newest = self._clock.newest()
-            for d in newest if device_pks is None else device_pks:
-                if d in newest:
-                    self._pending.check_index(d, newest[d], forced=True)
-
-    def take(self) -> tuple[Pending, Watermarks]:
-        with self._lock:
-            taken, self._pending = self._pending, Pending()
-            self._room.notify_all()
-            c = self._clock
-            return taken, Watermarks(c.event_wm_us, c.arrival_wm_us, c.live)
-
-    def put_back(self, taken: Pending) -> None:
-        with self._lock:
-            self._pending.put_back(taken)
-
-    def has_work(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
-
-    def history(self, d: int) -> tuple[np.ndarray, np.ndarray, int | None]:
-        """The device's spans kept (newest event time, watermark) and the first event time it committed."""
-        with self._lock:
-            return (*self._clock.history(d), self._clock.first_seen(d))
-
-    def prune(self, upto: dict[int, int]) -> None:
-        with self._lock:
-            for d, t in upto.items():
-                self._clock.prune(d, t)
-
-    def keep_history_of(self, devices: frozenset[int]) -> None:
-        with self._lock:
-            self._clock.keep_history_of(devices)
-
-    def restore(self, event_wm_us: int | None, delivered: dict[int, int]) -> None:
-        """The watermark and the delivery clocks stored by the last run (start-up)."""
-        with self._lock:
-            c = self._clock
-            c.event_wm_us = max(c.event_wm_us, int(NO_TS) if event_wm_us is None else event_wm_us)
-            c.arrival_wm_us = max([c.arrival_wm_us, *delivered.values()])
+def claimed_work(rows: Iterable[st.Queued], clock: DeliveryClock) -> Pending:
+    """The run's work from the claimed hand-over rows, in the order they were committed: each row's watermark is
+    the running maximum of the batches' newest event time (event clock), or its batch's receipt (wall clock). The
+    batch's own newest data counts as delivered too, whichever partition its device is in: the offline rules' clock
+    is the city's as the batches tell it, not only this process's devices'."""
+    pending = Pending()
+    for r in rows:
+        wm = clock.batch_watermark(r.batch_newest_us, r.batch_received_us)
+        span = Span(r.lo_us, r.hi_us, wm)
+        delivered = clock.device_clock(span)
+        pending.add(r.device_id, r.metric_id, span, delivered)
+        clock.remember(r.device_id, span, delivered)
+        newest = Span(r.batch_newest_us, r.batch_newest_us, wm)
+        clock.arrival_wm_us = max(clock.arrival_wm_us, clock.device_clock(newest))
+    return pending
 
 
 # --- rules, devices, schedules --------------------------------------------------------------------------------
@@ -689,10 +594,11 @@ class Run:
     pending: Pending
     marks: Watermarks
     default_wm_us: int  # the watermark of a sample no span reaches (wall clock, or the event watermark)
+    clock: DeliveryClock  # the clocks of the devices this run touches (written back with its decisions)
     states: dict[StateKey, tuple[dict[str, Any], int | None]] = field(default_factory=dict)
     decided: list[Decided] = field(default_factory=list)
     result: RunResult = field(default_factory=RunResult)
-    behind: int = 0  # spans that reached behind their series' frontier
+    behind: dict[int, int] = field(default_factory=dict)  # device -> spans that reached behind its frontier
 
     def state(self, rule: AlertRule, d: int) -> tuple[dict[str, Any], SeriesState, int | None]:
         raw, alert_id = self.states.get((rule.key, d), ({}, None))
@@ -746,10 +652,10 @@ class MetricJobs:
     """Metric rules (threshold, flatline, out of range) over the stored readings of the series a run touched: from
     each series' frontier, and for readings that arrived behind it, again from a checkpoint before them."""
 
-    def __init__(self, devices: DeviceCache, schedules: Schedules, clock: DeliveryClock, horizon_us: int) -> None:
+    def __init__(self, devices: DeviceCache, schedules: Schedules, late_after_us: int, horizon_us: int) -> None:
         self._devices = devices
         self._schedules = schedules
-        self._late_after_us = clock.late_after_us
+        self._late_after_us = late_after_us
         self._horizon_us = horizon_us
 
     def jobs(self, rules: RuleCache, run: Run, warn: _Once) -> list[tuple[AlertRule, int, int]]:
@@ -798,7 +704,8 @@ class MetricJobs:
             start = replace(SeriesState(), last_ts_us=frontier)
             return _Series(rule, d, m, live, alert_id, spans, frontier, (start,), None, int(NO_TS))
         behind = [s for s in spans if s.lo_us <= live.last_ts_us]
-        run.behind += len(behind)
+        if behind:
+            run.behind[d] = run.behind.get(d, 0) + len(behind)
         oldest = live.last_ts_us - self._horizon_us
         revise_from = checkpoint_before(checkpoints, min(s.lo_us for s in behind), oldest_us=oldest) if behind else None
         if behind and revise_from is None:
@@ -871,13 +778,13 @@ class IndexJobs:
     (an hour of AQI) since their last evaluated sample, or whose check was asked for."""
 
     def __init__(
-        self, source: IndexSource | None, devices: DeviceCache, schedules: Schedules, inbox: Inbox, catchup_us: int
-    ) -> None:
+        self, source: IndexSource | None, devices: DeviceCache, schedules: Schedules, late_after_us: int,
+        catchup_us: int,
+    ) -> None:  # fmt: skip
         self.source = source
         self._devices = devices
         self._schedules = schedules
-        self._inbox = inbox
-        self._late_after_us = inbox.clock.late_after_us
+        self._late_after_us = late_after_us
         self._catchup_us = catchup_us
         self._frontier: dict[StateKey, int] = {}  # (rule, device) -> last index sample evaluated
         self._watching: dict[int, list[str]] = {}  # device -> the keys of the index rules watching it
@@ -907,11 +814,12 @@ class IndexJobs:
 
     def run(self, conn: psycopg.Connection, run: Run, rule: AlertRule, d: int) -> None:
         assert self.source is not None and rule.index is not None
-        his, wms, first_seen = self._inbox.history(d)
+        his, wms = run.clock.history(d)
+        first_seen = run.clock.first_seen(d)
         _, state, alert_id = run.state(rule, d)
         until = run.pending.index_until[d]
         frontier = state.last_ts_us
-        if frontier == NO_TS:  # a new series: from the first data this process saw, at most catch-up old
+        if frontier == NO_TS:  # a new series: from the first data the device committed, at most catch-up old
             first = until if first_seen is None else first_seen
             frontier = min(first - 1, until - self._catchup_us)
         ts, val = self.source.index_series(conn, rule.index, d, frontier, until)
@@ -926,21 +834,27 @@ class IndexJobs:
         )  # fmt: skip
         run.decided.append(Decided(rule, info, new, alert_id, [shown_value(rule, info, tr, None) for tr in out]))
 
-    def committed(self, decided: Iterable[Decided]) -> None:
-        """Remember the index frontiers a run committed, and drop the spans every index rule of a device has
-        passed (no sample they take from now on can need them)."""
+    def prune(self, run: Run) -> None:
+        """Drop the spans every index rule of a device has passed, with the frontiers this run decided (no sample
+        they take from now on can need them): before the run writes the clocks back."""
+        frontier = dict(self._frontier)
         touched = set()
+        for dec in run.decided:
+            if dec.rule.index is not None:
+                frontier[(dec.rule.key, dec.info.device_pk)] = dec.state.last_ts_us
+                touched.add(dec.info.device_pk)
+        for d in touched:
+            frontiers = [frontier.get((key, d)) for key in self._watching.get(d, ())]
+            if frontiers and all(f is not None and f != NO_TS for f in frontiers):
+                run.clock.prune(d, min(f for f in frontiers if f is not None))
+
+    def committed(self, decided: Iterable[Decided]) -> None:
+        """Remember the index frontiers a run committed (a frontier only moves on, so one remembered from before a
+        partition went elsewhere and came back is behind, never ahead: it asks for a read too many, never too
+        few)."""
         for dec in decided:
             if dec.rule.index is not None:
                 self._frontier[(dec.rule.key, dec.info.device_pk)] = dec.state.last_ts_us
-                touched.add(dec.info.device_pk)
-        upto = {}
-        for d in touched:
-            frontiers = [self._frontier.get((key, d)) for key in self._watching.get(d, ())]
-            if frontiers and all(f is not None and f != NO_TS for f in frontiers):
-                upto[d] = min(f for f in frontiers if f is not None)
-        if upto:
-            self._inbox.prune(upto)
 
     def watch(self, rules: RuleCache) -> frozenset[int]:
         """Which index rules watch each device (after a refresh of rules or devices); returns the devices."""
@@ -956,15 +870,36 @@ class IndexJobs:
 class OfflineJobs:
     """Offline rules, on delivery: the devices whose offline state may change now."""
 
-    def __init__(self, devices: DeviceCache, clock: DeliveryClock, wall_us: Callable[[], int]) -> None:
+    def __init__(
+        self, devices: DeviceCache, late_after_us: int, clock: Clock, wall_us: Callable[[], int]
+    ) -> None:  # fmt: skip
         self._devices = devices
-        self._clock = clock
+        self._late_after_us = late_after_us
+        self._clock: Clock = clock
         self._wall_us = wall_us
-        self.delivered: dict[int, int] = {}  # device -> its delivery clock, as committed (alert_device_seen)
+        self.delivered: dict[int, int] = {}  # device -> its delivery clock, as committed (alert_device_clock)
         self._raised: set[StateKey] = set()  # committed offline alerts still raised (a cache)
+        self._held: Held | None = None  # the partitions the caches are of (None: every device)
+        self._partitions: frozenset[int] = frozenset()
+        self._synced: tuple[tuple[int, ...] | None, int] | None = None
+
+    def sync(self, conn: psycopg.Connection, held: Held | None, gains: int) -> None:
+        """Load the caches again for the partitions held now, when they are not those of the last run (or some were
+        taken again since, ``gains``): another process may have moved their devices' clocks meanwhile."""
+        key = (None if held is None else tuple(held.partitions), gains)
+        if key == self._synced:
+            return
+        self._held = held
+        self._partitions = frozenset(held.partitions) if held is not None else frozenset()
+        self.delivered = st.delivered_in(conn, held)
+        self.load(conn)
+        self._synced = key
 
     def load(self, conn: psycopg.Connection) -> None:
-        self._raised = set(st.raised_series(conn))
+        self._raised = set(st.raised_series(conn, self._held))
+
+    def _mine(self, d: int) -> bool:
+        return self._held is None or d % self._held.count in self._partitions
 
     def jobs(self, rules: RuleCache, run: Run) -> list[tuple[AlertRule, int]]:
         """Devices whose offline state may change now: overdue ones (while the stream is live), and raised ones with
@@ -976,7 +911,7 @@ class OfflineJobs:
             assert rule.after_cadences is not None
             for d in self._devices.scope(rule, rules.owner(rule)):
                 last = self._last(run, d)
-                if last == NO_TS:
+                if last == NO_TS or not self._mine(d):
                     continue
                 if (rule.key, d) in self._raised:
                     if d in run.pending.arrived:  # data again: clears
@@ -997,10 +932,10 @@ class OfflineJobs:
         last = self._last(run, d)
         if state.phase == "raised" and last <= state.seen_us:
             return  # still offline, already raised: nothing to write
-        late_ref = self._wall_us() if self._clock.clock == "wall" else run.marks.event_us
+        late_ref = self._wall_us() if self._clock == "wall" else run.marks.event_us
         new, out = evaluate_offline(
             rule, state, seen_us=last, cadence_us=info.cadence_us, watermark_us=run.marks.arrival_us,
-            late_ref_us=late_ref, late_after_us=self._clock.late_after_us, resumed_us=self._resumed(run, d),
+            late_ref_us=late_ref, late_after_us=self._late_after_us, resumed_us=self._resumed(run, d),
         )  # fmt: skip
         if new != state:
             run.decided.append(Decided(rule, info, new, alert_id, [shown_value(rule, info, tr, None) for tr in out]))
@@ -1008,7 +943,7 @@ class OfflineJobs:
     def _resumed(self, run: Run, d: int) -> int | None:
         """When a device's data came back in this run: its first new reading if on time, else its arrival."""
         first = [
-            s.lo_us if s.wm_us - s.hi_us <= self._clock.late_after_us else s.wm_us
+            s.lo_us if s.wm_us - s.hi_us <= self._late_after_us else s.wm_us
             for (dd, _), spans in run.pending.spans.items() if dd == d for s in spans
         ]  # fmt: skip
         return min(first, default=None)
@@ -1077,6 +1012,7 @@ class AlertWriter:
                 st.clear_alert(conn, alert_id, self._clear(ch), d)
             return alert_id
         dedup = dec.rule.dedup(dec.info)
+        st.lock_dedup_key(conn, dec.rule.key, dedup)  # the key's devices may be in another process's partitions
         if tr.kind == TransitionKind.REOPENED and alert_id is not None and self._reopenable(conn, alert_id, dec):
             st.reopen_alert(conn, alert_id, tr.at_us, ch.value, d, tr.late)
             return alert_id
@@ -1100,6 +1036,9 @@ class AlertWriter:
 
 
 class AlertEvaluator:
+    """Claims the hand-over of its process's partitions (all of them without ``leases``), evaluates, and writes
+    alerts, series states and device clocks in the claim's transaction (see the module's docstring)."""
+
     def __init__(
         self,
         connect: Connect,
@@ -1108,26 +1047,40 @@ class AlertEvaluator:
         late_after_s: float = 900.0,
         catchup_s: float = 7 * 86400.0,
         history_bytes: int = 65_536,
-        pending_bytes: int = 16 * 2**20,
+        claim_limit: int = CLAIM_LIMIT,
         on_paged: Callable[[], None] | None = None,
         index_source: IndexSource | None = None,
         wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
         device_refresh_s: float = 60.0,
+        leases: Leases | None = None,
     ) -> None:
+        if clock not in ("wall", "event"):
+            raise ValueError(f"clock must be 'wall' or 'event', not {clock!r}")
         self._connect = connect
+        self._leases = leases  # None: every partition (one process alone, tests)
         self._wall_us = wall_us
+        self._clock: Clock = clock
+        self._late_after_us = int(late_after_s * US_PER_S)
+        self._history_bytes = history_bytes
+        self._claim_limit = claim_limit
         self._catchup_us = int(catchup_s * US_PER_S)
         self.on_paged = on_paged  # after a run committed alert changes: wakes the dispatcher
         self._warn = _Once()
-        self._inbox = Inbox(DeliveryClock(clock, int(late_after_s * US_PER_S), history_bytes), pending_bytes)
         self._rules = RuleCache(wall_us, self._warn)
         self._devices = DeviceCache(wall_us, int(device_refresh_s * US_PER_S))
         self._schedules = Schedules(self._warn)
-        clock_ = self._inbox.clock
-        self._metric = MetricJobs(self._devices, self._schedules, clock_, self._catchup_us)
-        self._index = IndexJobs(index_source, self._devices, self._schedules, self._inbox, self._catchup_us)
-        self._offline = OfflineJobs(self._devices, clock_, wall_us)
+        self._metric = MetricJobs(self._devices, self._schedules, self._late_after_us, self._catchup_us)
+        self._index = IndexJobs(index_source, self._devices, self._schedules, self._late_after_us, self._catchup_us)
+        self._offline = OfflineJobs(self._devices, self._late_after_us, clock, wall_us)
         self._writer = AlertWriter()
+        self._index_watched: frozenset[int] | None = None
+        self._forced: set[int] | None = set()  # index checks asked for (None: every device)
+        self._forced_lock = threading.Lock()
+        # How far this evaluator's claims have taken the watermarks (docs/partitions.md#alerts): they only move on,
+        # with the claimed rows, from the city's stored clocks at start-up.
+        self._live = True  # the newest batch evaluated was not a backlog (wall clock): offline can be judged
+        self._event_wm_us = int(NO_TS)
+        self._arrival_wm_us = int(NO_TS)
         self._prepared = False
         self.totals = RunResult()
 
@@ -1135,54 +1088,82 @@ class AlertEvaluator:
     def index_source(self) -> IndexSource | None:
         return self._index.source
 
-    # -- feeding -------------------------------------------------------------------------------------------------
-
-    def on_commit(self, cols: ReadingColumns) -> None:
-        """Stream-loop commit hook: remember what the batch touched and the watermark it arrived under. Cheap (the
-        loop thread calls it); the work happens in ``run_once``."""
-        if len(cols):
-            self._inbox.add_batch(cols)
+    # -- asking --------------------------------------------------------------------------------------------------
 
     def request_index_check(self, device_pks: Iterable[int] | None = None) -> None:
-        """Check the index rules of these devices (default: every device seen) up to their newest data: call it
-        after the index updater has committed new values."""
-        self._inbox.check_index(device_pks)
+        """Check the index rules of these devices (default: every device seen, of this process's partitions) up to
+        their newest data at the next run: call it after the index updater has committed new values."""
+        with self._forced_lock:
+            if device_pks is None or self._forced is None:
+                self._forced = None
+            else:
+                self._forced |= set(device_pks)
+
+    def _take_forced(self) -> set[int] | None:
+        with self._forced_lock:
+            forced, self._forced = self._forced, set()
+            return forced
+
+    def _put_back_forced(self, forced: set[int] | None) -> None:
+        if forced is None or forced:
+            self.request_index_check(forced)
 
     def has_work(self) -> bool:
-        return self._inbox.has_work()
+        """Whether the hand-over holds work of this process's partitions, or an index check was asked for."""
+        with self._forced_lock:
+            if self._forced is None or self._forced:
+                return True
+        held = None if self._leases is None else Held(self._leases.count, self._leases.held)
+        if held is not None and not held.partitions:
+            return False
+        with self._connect() as conn:
+            return st.queued(conn, held)
 
     # -- running -------------------------------------------------------------------------------------------------
 
     def prepare(self) -> int:
-        """Load the watermark and what devices were last seen, then queue every series holding readings beyond its
-        frontier (a crash between a commit and the hook). Returns the number of series queued."""
+        """Load the rules, devices and the holiday calendar before the first run (the calendar's first load takes a
+        second: not on a hot run). Returns the rows waiting in the hand-over (every partition's)."""
         with self._connect() as conn:
-            self._offline.delivered = st.load_seen(conn)
-            self._inbox.restore(st.load_watermark(conn), self._offline.delivered)
             self._refresh(conn, force=True)
-            wm = self._inbox.clock.event_wm_us
-            now = wm if wm != NO_TS else self._wall_us()
-            self._schedules.holidays(now, now)  # the holiday calendar's first load takes a second: not on a hot run
-            queued = self._catch_up(conn)
+            event_us, arrival_us = st.city_clocks(conn)
+            self._event_wm_us = max(self._event_wm_us, int(NO_TS) if event_us is None else event_us)
+            self._arrival_wm_us = max(self._arrival_wm_us, int(NO_TS) if arrival_us is None else arrival_us)
+            now = event_us if event_us is not None else self._wall_us()
+            self._schedules.holidays(now, now)
+            waiting = st.count_queued(conn)
         self._prepared = True
-        return queued
+        return waiting
 
     def run_once(self) -> RunResult:
         if not self._prepared:
             self.prepare()
-        pending, marks = self._inbox.take()
-        default_wm = self._wall_us() if self._inbox.clock.clock == "wall" else marks.event_us
-        run = Run(pending, marks, default_wm)
         started = time.perf_counter()
+        forced = self._take_forced()
         try:
             with self._connect() as conn, conn.transaction():
-                if not _try_lock(conn):
-                    self._inbox.put_back(pending)
+                held = held_partitions(conn, self._leases)
+                if held is not None and not held.partitions:
+                    self._put_back_forced(forced)
                     return RunResult(skipped=True)
+                self._refresh(conn, force=False)
+                self._offline.sync(conn, held, 0 if self._leases is None else self._leases.gains)
+                queued = st.claim_queued(conn, self._claim_limit, held)
+                run = self._run(conn, queued, forced, held)
                 self._evaluate(conn, run)
+                self._index.prune(run)
+                st.save_device_clocks(conn, run.clock.changed())
+                count = 1 if held is None else held.count
+                by_partition: dict[int, int] = defaultdict(int)
+                for d, n in run.behind.items():
+                    by_partition[d % count] += n
+                st.add_behind(conn, dict(by_partition))
         except BaseException:
-            self._inbox.put_back(pending)
+            self._put_back_forced(forced)
             raise
+        if queued:
+            self._live = run.marks.live
+        self._event_wm_us, self._arrival_wm_us = run.clock.event_wm_us, run.clock.arrival_wm_us
         if run.result.transitions and self.on_paged is not None:
             self.on_paged()
         self._index.committed(run.decided)
@@ -1192,33 +1173,55 @@ class AlertEvaluator:
                 "%d series got readings more than %.0f s behind their frontier (or older than every checkpoint):"
                 " those readings are stored but not evaluated", run.result.unevaluated, self._catchup_us / US_PER_S,
             )  # fmt: skip
+        run.result.claimed = len(queued)
         run.result.runs, run.result.busy_s = 1, time.perf_counter() - started
         run.result.max_run_s = run.result.busy_s
         self.totals.add(run.result)
         return run.result
 
     def drain(self, stop: Callable[[], bool] = lambda: False) -> RunResult:
-        """Run until nothing is pending (and at least once, for offline checks)."""
+        """Run until the hand-over of this process's partitions is empty (and at least once, for offline checks)."""
         total = RunResult()
         while True:
             r = self.run_once()
             total.add(r)
-            if stop() or not self.has_work():
+            if stop() or r.skipped or r.claimed < self._claim_limit:
                 return total
-            if r.skipped:
-                time.sleep(0.05)
+
+    def _run(self, conn: psycopg.Connection, queued: list[st.Queued], forced: set[int] | None,
+             held: Held | None) -> Run:  # fmt: skip
+        """The run's work and clocks: the device clocks of what it claimed (and of the index checks asked for) as
+        stored, then the claimed rows in commit order, moving the watermarks on from where the last run left them."""
+        clock = DeliveryClock(self._clock, self._late_after_us, self._history_bytes)
+        clock.index_devices = self._index_watched
+        clock.live = self._live
+        clock.event_wm_us, clock.arrival_wm_us = self._event_wm_us, self._arrival_wm_us
+        newest = st.newest_in(conn, held) if forced is None else {}
+        asked = set(newest) if forced is None else forced
+        clock.load(st.device_clocks(conn, sorted({q.device_id for q in queued} | asked)))
+        pending = claimed_work(queued, clock)
+        known = clock.newest()
+        for d in asked:
+            if d in known and (held is None or d % held.count in held.partitions):
+                pending.check_index(d, known[d], forced=True)
+        # Offline rules judge silence against the slowest ingest process: a device whose data waits in another
+        # process's backlog (its batches commit later than this one's) is not silent.
+        slowest = st.slowest_writer(conn, WRITERS_HEARD_S)
+        arrival = clock.arrival_wm_us if slowest is None else min(clock.arrival_wm_us, slowest)
+        marks = Watermarks(clock.event_wm_us, arrival, clock.live)
+        default_wm = self._wall_us() if self._clock == "wall" else marks.event_us
+        return Run(pending, marks, default_wm, clock)
 
     def _refresh(self, conn: psycopg.Connection, *, force: bool = False) -> None:
         devices = self._devices.refresh(conn, force=force)
         if devices:
             self._offline.load(conn)
         if self._rules.refresh(conn, force=force) or devices:
-            watched = self._index.watch(self._rules)
-            if watched != self._inbox.clock.index_devices:
-                self._inbox.keep_history_of(watched)
+            self._index_watched = self._index.watch(self._rules)
 
     def _evaluate(self, conn: psycopg.Connection, run: Run) -> None:
-        self._refresh(conn, force=any(d not in self._devices.devices for d, _ in run.pending.spans))
+        if any(d not in self._devices.devices for d, _ in run.pending.spans):
+            self._refresh(conn, force=True)
         metric_jobs = self._metric.jobs(self._rules, run, self._warn)
         index_jobs = self._index.jobs(self._rules, run, self._warn)
         offline_jobs = self._offline.jobs(self._rules, run)
@@ -1230,39 +1233,3 @@ class AlertEvaluator:
         for rule, d in offline_jobs:
             self._offline.run(run, rule, d)
         self._writer.write(conn, run)
-        st.save_seen(conn, run.pending.arrived)
-        if run.marks.event_us != NO_TS:
-            st.save_progress(conn, run.marks.event_us, run.behind)
-
-    def _catch_up(self, conn: psycopg.Connection) -> int:
-        """Queue every series holding readings beyond its frontier, back to ``catchup_s`` for a series without
-        one. Devices are probed ``CATCH_UP_DEVICES`` at a time: what a probe holds (the stored states, the series to
-        probe) is then bounded whatever the number of devices."""
-        clock = self._inbox.clock
-        base = clock.event_wm_us if clock.event_wm_us != NO_TS else self._wall_us()
-        horizon = base - self._catchup_us
-        rules = self._rules.active()
-        scopes = [(rule, set(self._devices.scope(rule, self._rules.owner(rule)))) for rule in rules]
-        every_metric = list(self._devices.metric_ids.values())
-        devices = sorted(self._devices.devices)
-        found: list[tuple[int, int, int, int]] = []
-        for i in range(0, len(devices), CATCH_UP_DEVICES):
-            chunk = devices[i : i + CATCH_UP_DEVICES]
-            keys = [(rule.key, d) for rule, scope in scopes for d in chunk if d in scope]
-            states = st.load_states(conn, *zip(*keys, strict=True)) if keys else {}
-            pairs: dict[tuple[int, int], int] = {}
-            for rule, scope in scopes:
-                metric = self._devices.metric_ids.get(rule.metric or "")
-                for d in chunk:
-                    if d not in scope:
-                        continue
-                    frontier = SeriesState.from_json(states.get((rule.key, d), ({}, None))[0]).last_ts_us
-                    after = frontier if frontier != NO_TS else horizon
-                    offline_unseen = rule.kind == "offline" and d not in self._offline.delivered
-                    for m in [metric] if metric is not None else (every_metric if offline_unseen else []):
-                        pairs[(d, m)] = min(pairs.get((d, m), after), after)
-            found += st.newest_after(conn, [d for d, _ in pairs], [m for _, m in pairs], list(pairs.values()))
-        newest = max((h for *_, h in found), default=0)
-        wm = self._wall_us() if clock.clock == "wall" else max(clock.event_wm_us, newest)
-        self._inbox.add_found(found, wm)
-        return len(found)

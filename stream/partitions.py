@@ -6,11 +6,11 @@ its highest partitions above the share (so a worker that joins finds them free) 
 below it. A worker that dies stops renewing: its partitions are free once its leases expire (``lease_s``, on
 PostgreSQL's clock) and the others take them over.
 
-The updaters ask :meth:`Leases.hold` at the start of each claim transaction: it locks the partitions this process
-still holds (``FOR SHARE``), and the claim takes only queue rows of devices in them. A lease cannot be taken over
-while such a transaction is open, and a worker whose lease has expired claims nothing for that partition, so no
-two processes ever derive one device's state at the same time, and a worker that lost a lease cannot commit stale
-derived state for it.
+The updaters and the alert evaluator ask :meth:`Leases.hold` at the start of each claim transaction: it locks the
+partitions this process still holds (``FOR SHARE``), and the claim takes only queue rows of devices in them. A
+lease cannot be taken over while such a transaction is open, and a worker whose lease has expired claims nothing
+for that partition, so no two processes ever derive one device's state at the same time, and a worker that lost a
+lease cannot commit stale derived state for it.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ class Leases:
         self.on_gained = on_gained  # new partitions: their queued work waits for the updaters (a poke)
         self._lock = threading.Lock()
         self._held: list[int] = []
-        # Said once when another process shares the partitions: what of this process is not partitioned yet.
-        self.when_shared: str | None = None
+        self.gains = 0  # steps that took partitions: their devices' cached state may have moved meanwhile
 
     @property
     def held(self) -> list[int]:
@@ -80,9 +79,6 @@ class Leases:
             with conn.transaction():
                 held = st.renew(conn, self.owner, self.lease_s)
             share = math.ceil(self.count / alive)
-            if alive > 1 and self.when_shared is not None:
-                log.warning(self.when_shared)
-                self.when_shared = None
             gained: list[int] = []
             if len(held) > share:
                 with conn.transaction():
@@ -94,6 +90,7 @@ class Leases:
                     gained = st.take(conn, self.owner, self.lease_s, share - len(held))
                 held = sorted(held + gained)
                 if gained:
+                    self.gains += 1
                     log.info("leases: took %d partition(s), now %d (%d worker(s) alive)", len(gained), len(held), alive)
         with self._lock:
             self._held = held

@@ -87,12 +87,10 @@ def cols(conn: psycopg.Connection, device: str, metric: int, start: datetime, va
     )
 
 
-def commit(url: str, batch: ReadingColumns, *evaluators: AlertEvaluator) -> None:
-    """Write a batch as the ingest sink does, then run the commit hooks."""
+def commit(url: str, batch: ReadingColumns) -> None:
+    """Write a batch as the ingest sink does: its hand-over to the alert evaluator is written with it."""
     with psycopg.connect(url, autocommit=True) as conn:
         write_batch(conn, batch)
-    for e in evaluators:
-        e.on_commit(batch)
 
 
 def evaluator(url: str, **kw: Any) -> AlertEvaluator:
@@ -121,9 +119,9 @@ def test_a_plume_raises_and_clears_one_alert_with_its_history_and_two_notificati
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
         first, second = cols(conn, "MM1-S", SO2, T0, PLUME[:5]), cols(conn, "MM1-S", SO2, at(5), PLUME[5:])
-    commit(db, first, ev)
+    commit(db, first)
     assert ev.run_once().raised == 1
-    commit(db, second, ev)
+    commit(db, second)
     ev.run_once()
     [a] = alerts(db)
     assert (a.rule_key, a.dedup_key, a.device_id, a.site_code, a.signal) == (
@@ -146,15 +144,15 @@ def test_a_restart_resumes_from_stored_state_without_duplicate_or_lost_alerts(db
     with psycopg.connect(db) as conn:
         parts = [cols(conn, "MM1-S", SO2, at(i), PLUME[i : i + 2]) for i in range(0, len(PLUME), 2)]
     first = evaluator(db, clock="event")
-    commit(db, parts[0], first)
-    commit(db, parts[1], first)
+    commit(db, parts[0])
+    commit(db, parts[1])
     first.run_once()  # saw #0..#3: raised
     # The process dies: part 2 is committed but its hook never runs; then everything is redelivered by the broker.
     commit(db, parts[2])
     second = evaluator(db, clock="event")
     assert second.prepare() == 1  # the catch-up found the series holding readings beyond its frontier
     for p in parts:  # redelivered batches: the database key makes them no-ops, the frontier makes them old news
-        commit(db, p, second)
+        commit(db, p)
     second.drain()
     [a] = alerts(db)
     assert (a.state, a.raised_at, a.cleared_at) == ("cleared", at(3), at(7))
@@ -165,7 +163,7 @@ def test_changes_to_page_wait_in_the_database_and_each_run_that_records_some_wak
     woken: list[int] = []
     ev = evaluator(db, clock="event", on_paged=lambda: woken.append(len(paged(db))))
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]), ev)
+        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]))
     assert ev.run_once().raised == 1
     assert woken == [1], "woken after the run's commit: the dispatcher finds the change in the database"
     ev.run_once()
@@ -176,8 +174,8 @@ def test_changes_to_page_wait_in_the_database_and_each_run_that_records_some_wak
 def test_two_analysers_at_one_station_share_one_alert_by_the_dedup_key(db: str) -> None:
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]), ev)
-        commit(db, cols(conn, "MM1-T", SO2, T0, [150.5, 151, 152, 153, 154]), ev)
+        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME[:5]))
+        commit(db, cols(conn, "MM1-T", SO2, T0, [150.5, 151, 152, 153, 154]))
     ev.run_once()
     [a] = alerts(db)  # one alert per station and pollutant
     # MM1-T crossed first (#0..#2 above 150: raised at #2), MM1-S at #3: MM1-T owns it, MM1-S adds a duplicate
@@ -191,7 +189,7 @@ def test_two_analysers_at_one_station_share_one_alert_by_the_dedup_key(db: str) 
 def test_the_city_station_26_km_away_is_outside_the_mae_moh_rule(db: str) -> None:
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "CITY-S", SO2, T0, PLUME), ev)
+        commit(db, cols(conn, "CITY-S", SO2, T0, PLUME))
     ev.run_once()
     assert alerts(db) == []
 
@@ -199,7 +197,7 @@ def test_the_city_station_26_km_away_is_outside_the_mae_moh_rule(db: str) -> Non
 def test_six_hours_of_buffered_data_are_recorded_late_and_not_paged_on_the_wall_clock(db: str) -> None:
     ev = evaluator(db, clock="wall", late_after_s=900)
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME, lag=timedelta(hours=6)), ev)
+        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME, lag=timedelta(hours=6)))
     ev.run_once()
     [a] = alerts(db)
     assert (a.late, a.state, a.raised_at, a.cleared_at) == (True, "cleared", at(3), at(7))
@@ -215,8 +213,8 @@ def test_a_station_behind_the_rest_of_the_city_is_late_on_the_event_clock(db: st
     with psycopg.connect(db) as conn:
         city = cols(conn, "CITY-S", PM25, T0, [20.0] * 80)  # the city reaches T0 + 6 h 35 min
         late = cols(conn, "MM1-S", SO2, T0, PLUME)  # then Sop Pat replays from T0
-    commit(db, city, ev)
-    commit(db, late, ev)
+    commit(db, city)
+    commit(db, late)
     ev.run_once()
     so2 = [a for a in alerts(db) if a.rule_key == "so2_mae_moh"]
     assert [(x.late, x.raised_at) for x in so2] == [(True, at(3))]
@@ -225,16 +223,16 @@ def test_a_station_behind_the_rest_of_the_city_is_late_on_the_event_clock(db: st
 def test_offline_is_raised_on_the_event_watermark_and_cleared_when_data_resumes(db: str) -> None:
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]), ev)  # last seen at #1
-        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 8), ev)  # watermark #7: 30 min after #1, not more
+        commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]))  # last seen at #1
+        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 8))  # watermark #7: 30 min after #1, not more
         ev.run_once()
         assert [a.rule_key for a in alerts(db)] == []
-        commit(db, cols(conn, "CITY-S", PM25, at(8), [20.0]), ev)  # #8: 35 min of silence > 6 x 5 min
+        commit(db, cols(conn, "CITY-S", PM25, at(8), [20.0]))  # #8: 35 min of silence > 6 x 5 min
         ev.run_once()
         [a] = [a for a in alerts(db) if a.rule_key == "aq_offline" and a.device_id == "MM1-S"]
         # raised at the instant it became overdue: #1 + 30 min = #7 (event time), threshold 1800 s
         assert (a.state, a.raised_at, a.threshold) == ("open", at(7), 1800)
-        commit(db, cols(conn, "MM1-S", SO2, at(9), [5.0]), ev)
+        commit(db, cols(conn, "MM1-S", SO2, at(9), [5.0]))
         ev.run_once()
     [a] = [a for a in alerts(db) if a.rule_key == "aq_offline" and a.device_id == "MM1-S"]
     assert (a.state, a.cleared_at, a.clear_reason) == ("cleared", at(9), "data_resumed")
@@ -246,12 +244,12 @@ def test_offline_is_raised_on_the_event_watermark_and_cleared_when_data_resumes(
 def test_a_backlog_after_an_outage_of_this_system_judges_nobody_offline_until_the_stream_is_live(db: str) -> None:
     ev = evaluator(db, clock="wall")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]), ev)  # then Sop Pat goes silent
+        commit(db, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]))  # then Sop Pat goes silent
         # our ingest was down: the city's readings arrive three hours late, all at once
-        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 30, lag=timedelta(hours=3)), ev)
+        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 30, lag=timedelta(hours=3)))
         ev.run_once()
         assert alerts(db) == []  # a backlog says nothing about who is delivering now
-        commit(db, cols(conn, "CITY-S", PM25, at(30), [20.0]), ev)  # live again
+        commit(db, cols(conn, "CITY-S", PM25, at(30), [20.0]))  # live again
         ev.run_once()
     [a] = alerts(db)
     # Sop Pat delivered up to #1 (on time); the city's backlog, late, counts as delivered when it arrived
@@ -288,12 +286,12 @@ def test_index_rules_read_the_stored_hourly_aqi_once_each_hour_is_over(db: str) 
         batches = [cols(conn, "CITY-S", PM25, at(i), [20.0] * 3) for i in range(0, 73, 3)]
     ev = evaluator(db, clock="event", index_source=st.StoredAqiIndex())
     for b in batches[:12]:  # readings to #35 = 04:55Z: only the hours ending 03:00Z and 04:00Z are over
-        commit(db, b, ev)
+        commit(db, b)
     ev.run_once()
     [a] = [a for a in alerts(db) if a.rule_key == "aqi_th_101"]
     assert (a.raised_at, a.raised_value, a.threshold, a.signal) == (T0 + timedelta(hours=2), 102, 101, "aqi_th")
     for b in batches[12:]:  # to #74 = 08:10Z
-        commit(db, b, ev)
+        commit(db, b)
     ev.run_once()
     [a] = [a for a in alerts(db) if a.rule_key == "aqi_th_101"]
     assert (a.state, a.cleared_at, a.peak_value, a.late) == ("cleared", T0 + timedelta(hours=6), 120, False)
@@ -301,7 +299,7 @@ def test_index_rules_read_the_stored_hourly_aqi_once_each_hour_is_over(db: str) 
     with psycopg.connect(db) as conn:
         conn.execute("DELETE FROM alert_series_state")
     bare = evaluator(db, clock="event")
-    commit(db, batches[-1], bare)
+    commit(db, batches[-1])
     assert bare.run_once().transitions == 0
 
 
@@ -330,7 +328,7 @@ def test_an_incomplete_or_withheld_index_neither_raises_nor_clears(db: str) -> N
         batches = [cols(conn, "CITY-S", PM25, at(i), [20.0] * 3) for i in range(0, 88, 3)]  # to 09:15Z
     ev = evaluator(db, clock="event", index_source=st.StoredAqiIndex())
     for b in batches:
-        commit(db, b, ev)
+        commit(db, b)
     ev.run_once()
     [a] = [a for a in alerts(db) if a.rule_key == "aqi_th_101"]
     assert (a.raised_at, a.raised_value) == (T0 + timedelta(hours=4), 102)
@@ -365,9 +363,9 @@ def lampang_id(conn: psycopg.Connection) -> int:
 def client(db: str) -> Iterator[TestClient]:
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME), ev)  # raised and cleared
-        commit(db, cols(conn, "MM1-S", SO2, at(20), [160, 170, 180]), ev)  # raised again: open
-        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 23), ev)  # up to #22: nobody offline
+        commit(db, cols(conn, "MM1-S", SO2, T0, PLUME))  # raised and cleared
+        commit(db, cols(conn, "MM1-S", SO2, at(20), [160, 170, 180]))  # raised again: open
+        commit(db, cols(conn, "CITY-S", PM25, T0, [20.0] * 23))  # up to #22: nobody offline
     ev.run_once()
     with (
         ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,

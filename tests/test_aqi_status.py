@@ -302,8 +302,14 @@ def test_rows_from_before_coverage_say_so_and_are_recomputed(monkeypatch: pytest
     shipped = migrate_module.packaged_migrations()
     assert "010_aqi_coverage.sql" in shipped
     # With what this version's writer and updaters (standing in for that version's) need: 018's per-day counts,
-    # 019's partitions, 021's per-site tables and 023's day queue.
-    needed = ["018_reading_days.sql", "019_partitions.sql", "021_site_buckets.sql", "023_day_queue.sql"]
+    # 019's partitions, 021's per-site tables, 022's alert hand-over and 023's day queue.
+    needed = [
+        "018_reading_days.sql",
+        "019_partitions.sql",
+        "021_site_buckets.sql",
+        "022_alert_queue.sql",
+        "023_day_queue.sql",
+    ]
     assert set(needed) <= set(shipped)
     before = [*shipped[: shipped.index("010_aqi_coverage.sql")], *needed]
     name = f"lccm_t_{secrets.token_hex(6)}"

@@ -713,17 +713,17 @@ def test_scale_splits_the_stream_from_the_derived_work(
 ) -> None:
     """Stream workers and derived workers in processes (and cores) of their own (docs/partitions.md#roles): several
     of each, every stream worker of role stream (none also deriving, so the leases are the derived workers' alone),
-    the derived workers with their own data volume and not waiting for the broker they never connect to."""
+    the derived workers with their own data volume, waiting for their broker entries (they publish alerts only)."""
     from lccm.runtime import ALERTS_ROLE, runs
 
     assert len(workers) >= 2 and len(derivers) >= 2, (sorted(workers), sorted(derivers))
     assert {_ingest_role(env) for env in workers.values()} == {"stream"}
-    assert not runs("derived", ALERTS_ROLE), "the evaluator needs its commit hook: until it is queue-fed (alertq)"
+    assert runs("derived", ALERTS_ROLE) and not runs("stream", ALERTS_ROLE), "the evaluator claims in leased partitions"
     volumes = [str(v) for n in [*workers, *derivers] for v in scale_ours[n]["volumes"] if ":/var/lib/lccm" in str(v)]
     assert len(set(volumes)) == len(workers) + len(derivers), volumes
     for name in derivers:
         waits = set(scale_services[name].get("depends_on", {}))
-        assert waits == {"timescaledb", "migrate"}, (name, waits)
+        assert waits == {"timescaledb", "migrate", "broker-setup"}, (name, waits)
 
 
 @pytest.fixture(scope="module")
@@ -1029,10 +1029,15 @@ EMQX_BOOTSTRAP_LINE = re.compile(r"(.+?):(.+?)(?::(.+?))?$")
 
 
 def test_scale_broker_setup_gives_every_worker_its_emqx_entry_before_it_starts(
-    scale_services: dict[str, dict[str, Any]], scale_ours: dict[str, dict[str, Any]], workers: dict[str, Any]
+    scale_services: dict[str, dict[str, Any]],
+    scale_ours: dict[str, dict[str, Any]],
+    workers: dict[str, Any],
+    derivers: dict[str, dict[str, str]],
 ) -> None:
+    """Stream workers and derived workers (these publish the alerts they raise) alike."""
     from lccm.mqtt_identity import INGEST_CLIENT_ID
 
+    workers = {**workers, **derivers}
     setup = scale_ours["broker-setup"]
     argv = command_argv(setup["command"])
     assert argv[:2] == ["broker", "setup"], argv

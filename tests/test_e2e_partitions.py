@@ -6,13 +6,25 @@ processes (LCCM_INGEST_ROLE), each run into a fresh database. In the run with th
 halfway through and started again under the same client id, so its partitions are taken over when its leases
 expire and its unacknowledged messages come again; in the split run, one derived process is. Only the processes
 that derive hold leases. Readings, energy and emission buckets at every resolution, sample and lamp buckets, the
-AQI hours and the per-day reading counts must equal the single-process run's.
+AQI hours, the per-day reading counts and the series that raised alerts (rule, dedup key and device; alerts on,
+partitioned like the rest, on the event clock) must equal the single-process run's.
+
+Not yet the alerts themselves (how many, when the condition started, the raises and clears): a reading of a series
+that arrives behind its frontier (a reordered or delayed message; the killed process's messages, seconds later) is
+reconciled by engine.alerts.revise (an episode nobody recorded is added, the present opened or cleared), which does
+not re-time a raise or clear recorded without it; whether a run fell between two such readings depends on the
+grouping, in one process as in several. Seen (seed 14): a meter's load alert raised 5 minutes later, an NO2 alert
+cleared 80 minutes later, a PM2.5 alert's condition started 5 minutes later, and in kill runs one episode was two
+alerts instead of one reopened (twice in three) and two more stations raised a borderline PM2.5 alert (once in
+three), than in the single-process run (docs/partitions.md#alerts): the rules of those borderline cases are left out
+here.
 
 Not exercised, by design of the feed (docs/partitions.md#what-is-the-same-whoever-received-a-message): corrections
 (a second value for a stored reading: the first committed wins, and with several processes which one commits first
-is the broker's dispatch). Alerts are off: the evaluator is not partitioned yet
-(docs/partitions.md#what-is-not-partitioned-yet). Stuck registers are on: this test found twice that their buckets
-depended on how the readings were grouped into claims (both fixed, tests/test_energy_order.py).
+is the broker's dispatch). Lateness of alerts: it is when data arrived (the kill delays a process's messages), so
+the late-after limit is set beyond the window (docs/partitions.md#alerts). Stuck registers are on: this test found
+twice that their buckets depended on how the readings were grouped into claims (both fixed,
+tests/test_energy_order.py).
 """
 
 from __future__ import annotations
@@ -31,7 +43,9 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
+from lccm.alerts import default_rules_file
 from lccm.engine.timebase import BANGKOK
 from lccm.services import Broker
 from lccm.simulators.city import City
@@ -47,7 +61,29 @@ FAULTS = {
 }  # fmt: skip
 PARTITIONS = 16
 LEASE_S = 1.5
-QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue")
+QUEUES = ("rollup_queue", "sample_queue", "aqi_queue", "day_queue", "alert_queue")
+# Lateness is when data arrived, not who received it: the killed process's messages come again seconds later, hours
+# of a replay at full speed, and would be late there only. Beyond the window, nothing is late in any run.
+ALERT_LATE_AFTER_S = 86_400
+# The shipped rules but the offline ones, and two that fire in the window: cabinets light up at dusk (the shipped
+# day-burning rule watches the same power by day only), NO2 rises in the evening peak. Offline rules judge delivery,
+# not data: whether a silence about as long as their limit raises one depends on when the data arrived, in one
+# process as in several (a late fault, a slower process's backlog: docs/partitions.md#alerts).
+LIT_AT_DUSK = {
+    "key": "e2e_cabinet_lit", "name": {"en": "cabinet lit", "th": "ตู้เปิดไฟ"}, "metric": "power_w",
+    "raise": {"above": 500, "for": "15min"}, "clear": {"at_or_below": 200, "for": "10min"},
+    "dedup_key": "{device}/lit", "severity": "info", "scope": {"device_kinds": ["streetlight_cabinet"]},
+}  # fmt: skip
+# Two more, PM2.5 about its median and meters' 15-minute mean load about its upper quartile, also raised: their
+# borderline episodes made the series that raised differ in the kill run (module docstring), so they are not here.
+E2E_RULES = [
+    LIT_AT_DUSK,
+    {
+        "key": "e2e_no2_evening", "name": {"en": "NO2 in the evening peak", "th": "NO2 สูง"}, "metric": "no2_ppb",
+        "raise": {"above": 20, "for": "15min"}, "clear": {"below": 12, "for": "15min"},
+        "dedup_key": "{site}/{signal}", "severity": "info", "scope": {"device_kinds": ["aq_station"]},
+    },
+]  # fmt: skip
 
 # What is compared, by the devices' own ids (not their keys), every value column.
 SNAPSHOTS = {
@@ -66,6 +102,11 @@ SNAPSHOTS = {
     # depends on how the readings were grouped into claims)
     "reading_days": "SELECT d.device_id, r.day, r.received, r.seq_first, r.seq_last, r.messages_received"
     " FROM reading_days r JOIN devices d ON d.id = r.device_id",
+    # Which series raised alerts: by rule, dedup key and device id. Not yet how many alerts, their times, events or
+    # values shown: a reading of a series that arrives behind its frontier (a reordered or delayed message, a killed
+    # process's messages again) is reconciled, not re-timed (module docstring).
+    "alerts": "SELECT DISTINCT a.rule_key, a.dedup_key, d.device_id FROM alerts a"
+    " LEFT JOIN devices d ON d.id = a.device_id",
 }
 
 
@@ -171,10 +212,16 @@ def run(
     one at index ``kill`` is killed once that many readings are stored and started again. Returns the simulator's
     ground truth. Checks that only the processes that derive hold partition leases."""
     group = root.split("/")[0]
+    rules = folder / "alert-rules.yaml"
+    shipped = yaml.safe_load(default_rules_file().read_text(encoding="utf-8"))
+    kept = [r for r in shipped["rules"] if r.get("kind") != "offline"]
+    rules.write_text(yaml.safe_dump({"rules": [*kept, *E2E_RULES]}, allow_unicode=True), encoding="utf-8")
     env = {
         **os.environ, "LCCM_DATABASE_URL": url, "LCCM_MQTT_HOST": broker.host, "LCCM_MQTT_PORT": str(broker.port),
         "LCCM_MQTT_TOPIC_ROOT": root, "LCCM_MQTT_SHARE_GROUP": group, "LCCM_METRICS_PORT": "0",
-        "LCCM_ALERTS_ENABLED": "false", "LCCM_PARTITIONS": str(PARTITIONS), "LCCM_PARTITION_LEASE_S": str(LEASE_S),
+        "LCCM_ALERTS_ENABLED": "true", "LCCM_ALERT_CLOCK": "event", "LCCM_ALERT_LATE_AFTER_S": str(ALERT_LATE_AFTER_S),
+        "LCCM_NOTIFY_MQTT_ALL": "false", "LCCM_ALERT_RULES_FILE": str(rules),
+        "LCCM_PARTITIONS": str(PARTITIONS), "LCCM_PARTITION_LEASE_S": str(LEASE_S),
         "LCCM_LOG_LEVEL": "WARNING",
     }  # fmt: skip
     roles = roles or ["all"] * processes
@@ -256,7 +303,7 @@ def test_one_two_and_three_ingest_processes_one_killed_halfway_derive_identical_
         print(f"{roles}: {time.monotonic() - t0:.1f} s")
         assert len(snaps[-1]["readings"]) == len(truth.expected_readings())
         faults = truth.summary()["faults"]
-        assert all(faults.get(f, 0) > 0 for f in ("late", "duplicate", "reorder", "register_reset")), faults
+        assert all(faults.get(f, 0) > 0 for f in ("late", "duplicate", "reorder", "register_reset", "stuck")), faults
     one = snaps[0]
     assert all(len(one[t]) > 0 for t in SNAPSHOTS), {t: len(rows) for t, rows in one.items()}
     for (roles, _), other in zip(RUNS[1:], snaps[1:], strict=True):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import tracemalloc
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -16,17 +15,7 @@ from lccm.engine.alerts import NO_TS, SeriesInfo
 from lccm.ingest.codec import Limits
 from lccm.ingest.decoder import RegistryHolder, make_decoder
 from lccm.store.writer import ReadingColumns
-from lccm.stream.alerts import (
-    PENDING_SPAN_BYTES,
-    SPAN_BYTES,
-    DeliveryClock,
-    DeviceCache,
-    Inbox,
-    SeenTimes,
-    Span,
-    sample_watermarks,
-    watermarks_at,
-)
+from lccm.stream.alerts import SPAN_BYTES, DeliveryClock, DeviceCache, Span, sample_watermarks, watermarks_at
 from lccm.stream.batch import FlushPolicy
 from lccm.stream.dedup import KEY_BYTES, Keys, RecentReadings
 from lccm.stream.inbox import MESSAGE_OVERHEAD, ByteBoundedInbox
@@ -231,66 +220,7 @@ def test_pruned_history_gives_the_same_watermarks_after_the_frontier() -> None:
     assert (watermarks_at(ts, his, wms, int(NO_TS)) == expected).all()
 
 
-def test_the_alert_inbox_makes_the_stream_wait_for_the_evaluator_past_its_budget() -> None:
-    inbox = Inbox(DeliveryClock("event", 900_000_000), pending_bytes=10 * PENDING_SPAN_BYTES, wait_s=10.0)
-    batch = cols(np.arange(6), np.full(6, 1_000), np.ones(6))  # six series: six spans
-    inbox.add_batch(batch)
-    inbox.add_batch(batch)  # 12 spans now: past the budget of 10
-    done = threading.Event()
-
-    def commit() -> None:
-        inbox.add_batch(batch)
-        done.set()
-
-    t = threading.Thread(target=commit)
-    t.start()
-    assert not done.wait(0.3)  # waits for a run to take the work
-    taken, _ = inbox.take()
-    assert taken.count == 12 and sum(len(v) for v in taken.spans.values()) == 12
-    t.join(5)
-    assert done.is_set() and inbox.waits == 1
-    inbox.put_back(taken)  # a run that failed: its work comes back, counted
-    again, _ = inbox.take()
-    assert again.count == 18 and sum(len(v) for v in again.spans.values()) == 18
-
-
-def test_an_evaluator_that_never_runs_does_not_stop_the_stream() -> None:
-    inbox = Inbox(DeliveryClock("event", 900_000_000), pending_bytes=PENDING_SPAN_BYTES, wait_s=0.05)
-    batch = cols(np.arange(3), np.full(3, 1_000), np.ones(3))
-    for _ in range(3):
-        inbox.add_batch(batch)  # waits 0.05 s each time, then adds
-    assert inbox.take()[0].count == 9
-
-
 # --- what stays per device ----------------------------------------------------------------------------------------
-
-
-def test_a_pending_span_costs_at_most_its_budgeted_bytes() -> None:
-    """PENDING_SPAN_BYTES is what the pending budget counts: measured here on 20,000 devices with two metrics, the
-    second batch of each (the first made the delivery clock's own entries, which are not pending work)."""
-    inbox = Inbox(DeliveryClock("event", 900_000_000), pending_bytes=2**40)
-    inbox.keep_history_of(frozenset())
-    devices = np.repeat(np.arange(20_000), 2)
-    ts = 1_780_000_000_000_000 + np.arange(len(devices), dtype=np.int64)
-
-    def batch(t0: int) -> ReadingColumns:
-        c = cols(devices, ts + t0, np.ones(len(devices)))
-        return ReadingColumns(
-            c.device_id, np.tile(np.array([1, 2], np.int16), 20_000), c.ts_us, c.value, c.seq, c.received_at_us
-        )
-
-    inbox.add_batch(batch(0))
-    inbox.take()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        inbox.add_batch(batch(900_000_000))
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    taken, _ = inbox.take()
-    assert taken.count == 40_000 and sum(len(v) for v in taken.spans.values()) == 40_000
-    assert held / taken.count <= PENDING_SPAN_BYTES
 
 
 def test_the_stream_counts_each_device_seen_once() -> None:
@@ -332,14 +262,3 @@ def test_the_evaluators_device_catalogue_holds_each_shared_value_once(fresh_db: 
     assert one.cadence_us is two.cadence_us and one.tags is two.tags and q1.tags is q2.tags
     # Shared per field: an organisation id of 1 and a latitude of 1.0 are equal keys of one dict, not of two.
     assert type(q1.lat) is float and type(cache.organisations[3]) is int
-
-
-def test_the_delivery_clock_keeps_each_devices_first_and_newest_time_in_arrays() -> None:
-    seen = SeenTimes()
-    spans = [(7, 500, 600), (7, 400, 450), (7, 550, 900), (3, 10, 10), (70_000, -5, 5)]  # out of order, growing ids
-    for d, lo, hi in spans:
-        seen.add(d, lo, hi)
-    assert len(seen) == 3 and seen.first(7) == 400 and seen.first(3) == 10 and seen.first(70_000) == -5
-    assert seen.first(4) is None and seen.first(10**6) is None
-    assert seen.newest() == {3: 10, 7: 900, 70_000: 5}
-    assert seen.nbytes <= 16 * 2 * 70_001  # 16 bytes a device id, at most doubled by growth

@@ -72,7 +72,7 @@ def test_a_plume_alert_reaches_email_webhook_and_the_mqtt_topic_once_each(
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
         for i, value in enumerate(PLUME):  # live: one reading per batch, as the station sends them
-            commit(db, cols(conn, "MM1-S", SO2, at(i), [value]), ev)
+            commit(db, cols(conn, "MM1-S", SO2, at(i), [value]))
             ev.drain()
     handed = paged(db)  # what the evaluator recorded to page, waiting in the database
     assert notified_events(db) == [("raised", False), ("cleared", False)]
@@ -154,7 +154,7 @@ def test_a_crash_between_sending_and_marking_sends_again_with_the_same_delivery_
     notes.dispatcher._notifiers["webhook"] = crashing  # the wiring's own channel, with a crash after its send
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]), ev)
+        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]))
     ev.drain()
     with pytest.raises(psycopg.OperationalError):
         notes.step()  # sent, then the connection died: nothing of it committed
@@ -181,7 +181,7 @@ def test_a_failed_delivery_is_kept_with_its_message_and_sent_again(
     notes = notifications(cfg, broker, [hook])
     ev = evaluator(db, clock="event")
     with psycopg.connect(db) as conn:
-        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]), ev)
+        commit(db, cols(conn, "MM1-S", SO2, at(0), PLUME[:5]))
     ev.drain()
     notes.dispatch_pending()
     assert notified_events(db) == [("raised", True)], "the channel took it: its failure is recorded for retry"

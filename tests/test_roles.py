@@ -13,8 +13,8 @@ from lccm.settings import Settings
 STREAM = ["stream", "stream-writer"] if Settings().batches_in_flight else ["stream"]
 WORKERS = {
     "all": [*STREAM, "updaters", "alerts", "notify-dispatch", "mqtt-in", "leases"],
-    "stream": [*STREAM, "alerts", "notify-dispatch", "mqtt-in"],
-    "derived": ["updaters", "leases"],
+    "stream": [*STREAM, "mqtt-in"],
+    "derived": ["updaters", "alerts", "notify-dispatch", "leases"],
 }
 
 
@@ -26,16 +26,17 @@ def test_each_role_runs_its_workers_in_pipeline_order(fresh_db: str, broker: Bro
         names = [w.name for w in process.supervisor]
         assert [n for n in names if n != "alert-publisher"] == WORKERS[role]
         assert isinstance(process, Ingest) == (role != "derived")
-        assert (process.evaluator is not None) == (role != "derived")
+        assert (process.evaluator is not None) == (role != "stream")
     finally:
         process.stop()
 
 
-def test_a_derived_process_needs_no_broker_while_alerts_run_with_the_stream() -> None:
-    assert ALERTS_ROLE == "stream"
-    assert needs_broker(Settings(ingest_role="stream"))
+def test_a_derived_process_needs_the_broker_only_to_publish_alerts() -> None:
+    assert ALERTS_ROLE == "derived"
+    assert needs_broker(Settings(ingest_role="stream", alerts_enabled=False))
     assert needs_broker(Settings(ingest_role="all"))
-    assert not needs_broker(Settings(ingest_role="derived"))
+    assert needs_broker(Settings(ingest_role="derived", alerts_enabled=True))
+    assert not needs_broker(Settings(ingest_role="derived", alerts_enabled=False))
     assert [runs(r, "derived") for r in ("all", "stream", "derived")] == [True, False, True]
     with pytest.raises(ValueError, match="unknown ingest role"):
         runs("both", "stream")

@@ -768,7 +768,6 @@ def test_the_evaluator_applies_each_organisations_rules_to_its_devices_only(fres
     for batch in batches:
         with psycopg.connect(fresh_db, autocommit=True) as conn:
             write_batch(conn, batch)
-        ev.on_commit(batch)
     ev.drain()
     with psycopg.connect(fresh_db) as conn:
         raised = {(a.device_id, a.rule_key, a.severity, a.raised_value) for a in st.list_alerts(conn, scope=None)}
