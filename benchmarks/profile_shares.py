@@ -40,7 +40,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("decode: JSON parse (orjson)", ("_load_json",)),
     ("decode: readings into lists", ("decode_message", "make_decoder.<locals>.decode")),
     ("ack (paho)", ("MqttSource.ack",)),
-    ("alert hand-over (alert_queue insert)", ("enqueue_alerts",)),
+    ("alert hand-over (alert_queue insert)", ("alert_lines",)),
     ("waiting for messages", ("ByteBoundedInbox.get", "ByteBoundedInbox.get_nowait")),
     ("stats, observer", ("StreamLoop._account", "StreamLoop._report")),
     ("writer: waiting for a batch", ("StreamLoop.write_step",)),

@@ -466,13 +466,14 @@ def derived_process(
     **_stream: Any,
 ) -> Process:
     """A process of role ``derived``: no MQTT source and no stream, its partition leases and the updaters claiming
-    their work in them (and, with LCCM_ALERTS_ENABLED, the evaluator and dispatch: :data:`ALERTS_ROLE`). ``_stream`` takes the
-    stream's own arguments (client id, clock) and ignores them, so :func:`role_process` passes one set."""
+    their work in them (and, with LCCM_ALERTS_ENABLED, the evaluator and dispatch: :data:`ALERTS_ROLE`).
+    ``_stream`` takes the stream's own arguments (client id, clock) and ignores them, so :func:`role_process` passes
+    one set."""
     pool = worker_pool(settings, svc.database_url)
     try:
         parts = _parts(settings, svc, pool, recipients=recipients, index_source=index_source, metrics=metrics)
-        # Nothing commits readings here, so the commit hooks are never called: the updaters find their work by
-        # polling their queues (the worker's idle time, 1 s), and an evaluator here must be fed by a queue too.
+        # Nothing commits readings here, so the commit hooks are never called: the updaters and the evaluator find
+        # their work by polling their queues (the workers' idle time, 1 s).
         _hooks, workers = _downstream(settings, **parts)
         return Process(Supervisor(workers), pool, parts["evaluator"], parts["notifications"])
     except BaseException:

@@ -167,9 +167,7 @@ def write_batch(
     with conn.transaction():
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
-            _enqueue(conn, cols, late_horizon_us, counted=inserted > 0)
-            if alerts:
-                enqueue_alerts(conn, cols, writer)
+            _enqueue(conn, cols, late_horizon_us, counted=inserted > 0, alerts=alerts, writer=writer)
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
@@ -267,10 +265,13 @@ _TS_HI = "'epoch'::timestamptz + u.hi * interval '1 microsecond'"
 _UNNEST_SPANS = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS u(d, m, lo, hi)"
 
 
-def _enqueue(conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int, *, counted: bool) -> None:
+def _enqueue(
+    conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int, *, counted: bool, alerts: bool,
+    writer: str | None,
+) -> None:  # fmt: skip
     """The batch's derived work, one line per queue, sent as one statement (a data-modifying CTE per line): one
     round trip whatever the number of queues. ``counted``: the batch stored readings (a batch of repeats only
-    changes no day's count)."""
+    changes no day's count). ``alerts``: the evaluator's hand-over too (:func:`alert_lines`)."""
     lines: list[tuple[str, Sequence[object]]] = []
     late = (cols.received_at_us - cols.ts_us) > late_horizon_us
     on_time = cols if not late.any() else cols.take(np.flatnonzero(~late))
@@ -288,6 +289,8 @@ def _enqueue(conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: in
         lines.append((_LATE_SPANS, (received, dev.tolist(), met.tolist(), lo.tolist(), hi.tolist(), n.tolist())))
     if counted:
         lines.append((reading_days.ENQUEUE, day_spans(cols)))
+    if alerts:
+        lines.extend(alert_lines(cols, writer))
     if lines:
         *ctes, (last, _) = lines
         sql = "".join(f"{'WITH' if i == 0 else ','} q{i} AS ({q}) " for i, (q, _) in enumerate(ctes)) + last
@@ -307,31 +310,30 @@ _LATE_SPANS = (
 )
 
 
-def enqueue_alerts(conn: psycopg.Connection, cols: ReadingColumns, writer: str | None = None) -> None:
+def alert_lines(cols: ReadingColumns, writer: str | None = None) -> list[tuple[str, Sequence[object]]]:
     """The alert evaluator's hand-over (``alert_queue``, migration 022), in the readings' transaction: per (device,
     metric) the span of event times, with the batch's newest event time and newest receipt, which its watermark is
     made of (stream/alerts.py). Every reading of the batch counts, late ones and repeats too: the evaluator judges
     what is stored, and a repeat finds it recorded already. With ``writer``, how far that ingest process has
-    committed (``ingest_progress``, its own row)."""
+    committed (``ingest_progress``, its own row). Lines of :func:`_enqueue`'s one statement."""
+    newest = us_to_datetime(int(cols.ts_us.max()))
+    lines: list[tuple[str, Sequence[object]]] = []
     if writer is not None:
-        conn.execute(
-            "INSERT INTO ingest_progress (client_id, newest_ts) VALUES (%s, %s) ON CONFLICT (client_id) DO UPDATE"
-            " SET newest_ts = greatest(ingest_progress.newest_ts, excluded.newest_ts), updated_at = now()",
-            (writer, us_to_datetime(int(cols.ts_us.max()))),
-        )
+        lines.append((_PROGRESS, (writer, newest)))
     dev, met, lo, hi, _ = touched_spans(cols)
-    conn.execute(
-        "INSERT INTO alert_queue (device_id, metric_id, lo, hi, batch_newest, batch_received)"
-        f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, %s, %s FROM {_UNNEST_SPANS}",
-        (
-            us_to_datetime(int(cols.ts_us.max())),
-            us_to_datetime(int(cols.received_at_us.max())),
-            dev.tolist(),
-            met.tolist(),
-            lo.tolist(),
-            hi.tolist(),
-        ),
-    )
+    received = us_to_datetime(int(cols.received_at_us.max()))
+    lines.append((_ALERT_SPANS, (newest, received, dev.tolist(), met.tolist(), lo.tolist(), hi.tolist())))
+    return lines
+
+
+_PROGRESS = (
+    "INSERT INTO ingest_progress (client_id, newest_ts) VALUES (%s, %s) ON CONFLICT (client_id) DO UPDATE"
+    " SET newest_ts = greatest(ingest_progress.newest_ts, excluded.newest_ts), updated_at = now()"
+)
+_ALERT_SPANS = (
+    "INSERT INTO alert_queue (device_id, metric_id, lo, hi, batch_newest, batch_received)"
+    f" SELECT u.d, u.m, {_TS_LO}, {_TS_HI}, %s, %s FROM {_UNNEST_SPANS}"
+)
 
 
 def _copy_dead_letters(conn: psycopg.Connection, rows: Sequence[DeadLetterRow]) -> None:

@@ -13,7 +13,8 @@ Parts, each with one job, held by :class:`AlertEvaluator` (which only claims, ru
 
 Work and crash safety. The writer queues, per (device, metric) of every committed batch, the span of event times
 it committed and the batch's newest event time and newest receipt in ``alert_queue``, in the readings' own
-transaction (store/writer.py ``enqueue_alerts``, migration 022); the commit hook only wakes the worker. A run
+transaction (store/writer.py ``alert_lines``: lines of its one queueing statement; migration 022); the commit hook
+only wakes the worker. A run
 holds its process's leases (``Leases.hold``, FOR SHARE), claims the queue rows of devices in those partitions in
 commit order, and deletes them in the transaction that writes what it decided. Evaluation is driven by the stored
 readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
