@@ -728,7 +728,8 @@ class MetricJobs:
         need: dict[tuple[int, int], tuple[int, int]] = {}
         for p in plans:
             window = int(p.rule.average.window_s * US_PER_S) if p.rule.average is not None else 0
-            until = max(s.hi_us for s in p.spans)
+            # Up to the frontier at least: readings behind it are run again with every stored reading after them.
+            until = max(p.frontier_us, max(s.hi_us for s in p.spans))
             lo, hi = need.get((p.device, p.metric), (p.start_us - window, until))
             need[(p.device, p.metric)] = (min(lo, p.start_us - window), max(hi, until))
         keys = list(need)

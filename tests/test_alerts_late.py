@@ -249,3 +249,38 @@ def test_a_pristine_start_serves_any_earlier_instant_and_a_raised_one_does_not()
     assert checkpoint_before([start, idle(500, cleared_us=300)], 50) == idle(49)
     assert checkpoint_before([idle(100, cleared_us=90)], 50) is None
     assert checkpoint_before([start, idle(500)], 501) == idle(500)
+
+
+def test_a_reading_found_before_the_raise_re_times_the_alert_and_the_api_shows_the_revision(db: str) -> None:
+    ev = evaluator(db, clock="wall", late_after_s=900)
+    live(db, ev, [LOW, LOW], 0)
+    # #2 is delayed; #3..#5 = 160, 170, 180 arrive live: above 150 from #3, 10 min at #5 -> raised at #5, paged.
+    live(db, ev, [160.0, 170.0, 180.0], 3)
+    [a] = alerts(db)
+    assert (a.started_at, a.raised_at, a.raised_value) == (at(3), at(5), 180)
+    # #2 = 160 arrives a minute after #5 (on time: 6 min < 15). With it the condition began at #2 and held 10 min at
+    # #4: one evaluation over every reading raises at #4 (170 ppb). The alert is re-timed, not raised again.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(2), 160.0)], at(5) + timedelta(minutes=1)))
+    ev.run_once()
+    [a] = alerts(db)
+    assert (a.state, a.started_at, a.raised_at, a.raised_value, a.peak_value) == ("open", at(2), at(4), 170, 180)
+    assert [(t.kind, t.at) for t in paged(db)] == [(TransitionKind.RAISED, at(5))]  # the correction: not paged
+    with (
+        ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as client,
+    ):
+        detail = client.get(f"/alerts/{a.id}").json()
+    assert (detail["started_at"], detail["raised_at"]) == ("2026-01-10T02:10:00Z", "2026-01-10T02:20:00Z")
+    assert [(e["kind"], e["actor"], e["page"]) for e in detail["events"]] == [
+        ("raised", None, True), ("revised", "evaluator", False),
+    ]  # fmt: skip
+    assert detail["events"][1]["note"] == (
+        "re-timed by readings that arrived behind the series' frontier: started 2026-01-10T02:15:00Z ->"
+        " 2026-01-10T02:10:00Z; raised 2026-01-10T02:25:00Z -> 2026-01-10T02:20:00Z"
+    )
+    # Redelivered: nothing more.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(2), 160.0)], at(5) + timedelta(minutes=2)))
+    ev.run_once()
+    assert len(events(db, a.id)) == 2
