@@ -468,6 +468,7 @@ class SeriesState:
     raised_us: int = int(NO_TS)
     cleared_us: int = int(NO_TS)  # last clear, for the hold-off
     peak: float | None = None  # most extreme value of the current (or last cleared) alert, over its reopenings
+    reopened: int = 0  # how often the current (or last cleared) alert was reopened
     flat_value: float = 0.0  # flatline carry: value and length of the run at the frontier
     flat_count: int = 0
     seen_us: int = int(NO_TS)  # offline: how far the device had delivered when raised
@@ -518,7 +519,8 @@ class _Machine:
         # A reopening continues the alert: its peak too (kept through the clear for that).
         peak = v if not recent or s["peak"] is None else self.extreme(s["peak"], v)
         self.out.append(Transition(kind, t, s["since_us"], v, wm - t > self.late_after_us, peak=peak))
-        s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=peak)
+        reopened = s["reopened"] + 1 if recent else 0
+        s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=peak, reopened=reopened)
 
     def clear_at(self, t: int, v: float, wm: int, reason: ClearReason) -> None:
         s = self.s
@@ -791,18 +793,17 @@ def _close(a: float | None, b: float | None) -> bool:
 @dataclass(frozen=True, slots=True)
 class RecordedAlert:
     """An alert already recorded under the rule and dedup key of a series being revised: whether it is the series'
-    own device's (a dedup key may be shared by devices), what it holds, and when it was reopened."""
+    own device's (a dedup key may be shared by devices) and what it holds."""
 
     alert_id: int
     own: bool
     record: AlertRecord
-    reopened_us: tuple[int, ...] = ()
 
     def as_of(self, state: SeriesState) -> AlertRecord:
-        """The alert as it was at a checkpoint where it was the series' last alert: its reopenings up to then, the
-        peak the state carries; active if the state is raised, else cleared at the state's last clear."""
+        """The alert as it was at a checkpoint where it was the series' alert: its reopenings and peak as the state
+        carries them; active if the state is raised (else the reopening that follows makes it active)."""
         rec = self.record
-        flaps = sum(t <= state.last_ts_us for t in self.reopened_us)
+        flaps = state.reopened
         if state.phase in _UP:
             return replace(rec, peak=state.peak, cleared_us=None, cleared_value=None, reason=None, flaps=flaps)
         return replace(rec, peak=state.peak if state.peak is not None else rec.peak, flaps=flaps)
@@ -918,17 +919,21 @@ def revise(
             t.recorded = next((a for a in in_window if a.alert_id not in taken and a.record.overlaps(t.record)), None)
             if t.recorded is not None:
                 taken.add(t.recorded.alert_id)
+    # In the order they can be written: withdrawn and merged alerts first, then the re-timed ones that end before
+    # those that become active (at most one active alert per dedup key).
     corrections: list[Correction] = []
-    for t in targets:
-        if t.recorded is not None and not t.record.same(t.recorded.record):
-            old = t.recorded.record
-            clear = t.transitions[-1] if old.cleared_us is None and t.record.cleared_us is not None else None
-            corrections.append(Correction(t.recorded.alert_id, old, t.record, cleared_by=clear))
     for a in in_window:
         if a.alert_id in taken:
             continue
         into = next((t.recorded for t in targets if t.recorded is not None and t.record.overlaps(a.record)), None)
         corrections.append(Correction(a.alert_id, a.record, None, merged_into=None if into is None else into.alert_id))
+    retimed = []
+    for t in targets:
+        if t.recorded is not None and not t.record.same(t.recorded.record):
+            old = t.recorded.record
+            clear = t.transitions[-1] if old.cleared_us is None and t.record.cleared_us is not None else None
+            retimed.append(Correction(t.recorded.alert_id, old, t.record, cleared_by=clear))
+    corrections += sorted(retimed, key=lambda c: c.new is not None and c.new.cleared_us is None)
     others = [a.record for a in recorded if not a.own]
     replay: list[Transition] = []
     for t in targets:

@@ -625,20 +625,17 @@ class RecordedRow:
     cleared_value: float | None
     reason: ClearReason | None
     flaps: int
-    reopened_us: list[int]
 
 
 def recorded_alerts(
     conn: psycopg.Connection, rule_key: str, dedup_key: str, since_us: int, also: int | None = None
 ) -> list[RecordedRow]:
     """The alerts of a rule and dedup key not cleared before ``since_us``, and alert ``also`` (a series' alert at a
-    checkpoint), each with the event times of its reopenings: what readings that arrived late are compared with.
+    checkpoint): what readings that arrived late are compared with.
     Alerts the evaluator withdrew or merged are not: they are no longer alerts of the series."""
     rows = conn.execute(
         f"SELECT a.id, a.device_id, {_us('a.started_at')}, {_us('a.raised_at')}, a.raised_value, a.peak_value,"
-        f" {_us('a.cleared_at')}, a.cleared_value, a.clear_reason, a.flaps,"
-        f" ARRAY(SELECT {_us('e.at')} FROM alert_events e WHERE e.alert_id = a.id AND e.kind = 'reopened'"
-        "  ORDER BY e.at)"
+        f" {_us('a.cleared_at')}, a.cleared_value, a.clear_reason, a.flaps"
         " FROM alerts a WHERE a.rule_key = %s AND a.dedup_key = %s"
         f" AND (a.cleared_at IS NULL OR a.cleared_at >= {_ts('%s::bigint')} OR a.id = %s)"
         " AND a.clear_reason IS DISTINCT FROM 'withdrawn' AND a.clear_reason IS DISTINCT FROM 'merged'"
@@ -649,9 +646,8 @@ def recorded_alerts(
         RecordedRow(
             int(i), None if d is None else int(d), int(s), int(r), _float(rv), _float(pk),
             None if c is None else int(c), _float(cv), None if why is None else ClearReason(why), int(f),
-            [int(t) for t in reopened],
         )
-        for i, d, s, r, rv, pk, c, cv, why, f, reopened in rows
+        for i, d, s, r, rv, pk, c, cv, why, f in rows
     ]  # fmt: skip
 
 

@@ -644,7 +644,7 @@ def recorded_alert(row: st.RecordedRow, device_pk: int) -> RecordedAlert:
         row.started_us, row.raised_us, math.nan if row.raised_value is None else row.raised_value, row.peak,
         row.cleared_us, row.cleared_value, row.reason, row.flaps,
     )  # fmt: skip
-    return RecordedAlert(row.alert_id, row.device_pk == device_pk, record, tuple(row.reopened_us))
+    return RecordedAlert(row.alert_id, row.device_pk == device_pk, record)
 
 
 def revision_note(c: Correction) -> str:
