@@ -27,6 +27,7 @@ from lccm.api.app import create_app
 from lccm.engine.alert_kinds import ClearReason, TransitionKind
 from lccm.engine.alerts import (
     CHECKPOINT_BASE_US,
+    AlertRule,
     SeriesState,
     checkpoint_before,
     keep_checkpoints,
@@ -36,7 +37,7 @@ from lccm.store import alerts as st
 from lccm.store.writer import NO_SEQ, ReadingColumns
 from tests._auth import admin_headers
 from tests._db import device_pk, us
-from tests.test_alerts_store_api import PLUME, SO2, alerts, at, cols, commit, evaluator, paged
+from tests.test_alerts_store_api import MAE_MOH, PLUME, SO2, alerts, at, cols, commit, evaluator, paged
 from tests.test_alerts_store_api import db as db  # fixture: registry with Sop Pat and the Mae Moh rule
 
 with warnings.catch_warnings():
@@ -284,3 +285,40 @@ def test_a_reading_found_before_the_raise_re_times_the_alert_and_the_api_shows_t
         commit(db, readings(conn, "MM1-S", [(at(2), 160.0)], at(5) + timedelta(minutes=2)))
     ev.run_once()
     assert len(events(db, a.id)) == 2
+
+
+def test_one_episode_recorded_as_two_alerts_is_merged_once_the_reading_between_them_arrives(db: str) -> None:
+    # The Mae Moh rule with a 10-minute clear and no hold-off: a clear and a new raise make a second alert.
+    with psycopg.connect(db) as conn:
+        rule = {**MAE_MOH, "clear": {"below": 50, "for": "10min"}, "holdoff": "0s"}
+        st.put_rule(conn, "so2_mae_moh", AlertRule.model_validate(rule).definition(), "file")
+    ev = evaluator(db, clock="wall", late_after_s=3600)
+    live(db, ev, [LOW, LOW, 160.0, 170.0, 180.0, 200.0, LOW], 0)  # raised at #4 (above 150 from #2); LOW at #6
+    live(db, ev, [LOW, 200.0, 200.0, 200.0], 8)  # #7 delayed; LOW at #6, #8: cleared at #8; raised again at #11
+    first, second = alerts(db)
+    assert (first.raised_at, first.cleared_at, second.started_at, second.raised_at) == (at(4), at(8), at(9), at(11))
+    # #7 = 200 arrives: the clear at #8 never held (below 50 at #6 and #8 only, broken at #7), so one evaluation
+    # over every reading has one alert, raised at #4, still active, its peak 200. The first is re-timed (open again),
+    # the second merged into it; nothing is paged.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(7), 200.0)], at(11) + timedelta(minutes=1)))
+    ev.run_once()
+    first, second = alerts(db)
+    assert (first.state, first.started_at, first.raised_at, first.cleared_at, first.flaps, first.peak_value) == (
+        "open", at(2), at(4), None, 0, 200,
+    )  # fmt: skip
+    assert (second.state, second.clear_reason, second.closed_by) == ("closed", ClearReason.MERGED, "evaluator")
+    with psycopg.connect(db) as conn:
+        notes = [(e.kind, e.note) for e in st.alert_events(conn, second.id)]
+    assert notes[-1] == (
+        TransitionKind.REVISED,
+        f"merged into alert {first.id}: one episode once readings that arrived behind the series' frontier are known",
+    )
+    assert [(t.kind, t.at) for t in paged(db)] == [
+        (TransitionKind.RAISED, at(4)), (TransitionKind.CLEARED, at(8)), (TransitionKind.RAISED, at(11)),
+    ]  # fmt: skip
+    # It goes on: below 50 from #12 for 10 min clears it at #14, paged.
+    live(db, ev, [LOW, LOW, LOW], 12)
+    first, _ = alerts(db)
+    assert (first.state, first.cleared_at) == ("cleared", at(14))
+    assert [(t.kind, t.at) for t in paged(db)][-1] == (TransitionKind.CLEARED, at(14))

@@ -58,7 +58,10 @@ class AlertOut(_Out):
     raised_at: UtcTime = Field(description="event time the raise condition (with its minimum duration) was met")
     raised_value: float | None
     threshold: float | None
-    peak_value: float | None
+    peak_value: float | None = Field(
+        description="the most extreme value while raised, over its reopenings; kept current while the alert is active"
+        " (a flatline's run length, an out-of-range reading's distance outside the range)"
+    )
     cleared_at: UtcTime | None
     cleared_value: float | None
     clear_reason: ClearReason | None = Field(
