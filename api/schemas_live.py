@@ -28,8 +28,11 @@ class AlertEventData(_Data):
 
     event_id: int
     alert_id: int
-    kind: Literal["raised", "reopened", "acknowledged", "cleared", "closed"]
-    at: datetime = Field(description="event time (raised, cleared ...) or wall time (acknowledged, closed)")
+    kind: Literal["raised", "reopened", "acknowledged", "cleared", "closed", "revised"]
+    at: datetime = Field(
+        description="event time (raised, cleared ...) or wall time (acknowledged, closed, revised: the evaluator's"
+        " correction once readings that arrived late are known)"
+    )
     site_code: str
     device_id: str | None
     rule_key: str

@@ -16,7 +16,9 @@ from enum import StrEnum
 class TransitionKind(StrEnum):
     """One change in an alert's history (``alert_events.kind``). The evaluator's state machine produces RAISED,
     REOPENED (raised again within the rule's hold-off after a clear) and CLEARED; DUPLICATE is another device's raise
-    under an alert it does not own; ACKNOWLEDGED and CLOSED are people's actions."""
+    under an alert it does not own; ACKNOWLEDGED and CLOSED are people's actions; REVISED is the evaluator's
+    correction of a recorded alert once readings that arrived late are known (re-timed, merged into another alert of
+    the same episode, or withdrawn: its note says which, with the old and new times; never paged)."""
 
     RAISED = "raised"
     REOPENED = "reopened"
@@ -24,6 +26,7 @@ class TransitionKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     CLEARED = "cleared"
     CLOSED = "closed"
+    REVISED = "revised"
 
 
 class Severity(StrEnum):
@@ -60,3 +63,5 @@ class ClearReason(StrEnum):
     SCHEDULE = "schedule"  # the rule's schedule ended (an after-hours rule at the start of the working day)
     DATA_RESUMED = "data_resumed"  # an offline device delivered again
     REVISED = "revised"  # readings that arrived late show the raise condition never held at the raise
+    WITHDRAWN = "withdrawn"  # closed by the evaluator: readings that arrived late show no such episode
+    MERGED = "merged"  # closed by the evaluator: one episode with an earlier alert once late readings are known

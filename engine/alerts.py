@@ -467,10 +467,14 @@ class SeriesState:
     started_us: int = int(NO_TS)  # when the raised alert's condition began
     raised_us: int = int(NO_TS)
     cleared_us: int = int(NO_TS)  # last clear, for the hold-off
-    peak: float | None = None  # most extreme value while raised
+    peak: float | None = None  # most extreme value of the current (or last cleared) alert, over its reopenings
+    reopened: int = 0  # how often the current (or last cleared) alert was reopened
     flat_value: float = 0.0  # flatline carry: value and length of the run at the frontier
     flat_count: int = 0
     seen_us: int = int(NO_TS)  # offline: how far the device had delivered when raised
+    # The alert the series owned at this state, as the writer recorded it (0: none; None: not recorded, a state
+    # from before it was): what a run again from a checkpoint continues (:func:`revise`). Not the machine's.
+    alert_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -494,7 +498,7 @@ class Transition:
     value: float  # the sample's value (averaged, index, run length, distance outside the range)
     late: bool
     reason: ClearReason = ClearReason.CONDITION  # cleared: why
-    peak: float | None = None  # cleared: most extreme value while raised
+    peak: float | None = None  # the alert's most extreme value while raised so far, over its reopenings
 
 
 @dataclass(slots=True)
@@ -512,19 +516,24 @@ class _Machine:
         s = self.s
         recent = s["cleared_us"] != NO_TS and t - s["cleared_us"] < self.holdoff_us
         kind = TransitionKind.REOPENED if recent else TransitionKind.RAISED
-        self.out.append(Transition(kind, t, s["since_us"], v, wm - t > self.late_after_us))
-        s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=v)
+        # A reopening continues the alert: its peak too (kept through the clear for that).
+        peak = v if not recent or s["peak"] is None else self.extreme(s["peak"], v)
+        self.out.append(Transition(kind, t, s["since_us"], v, wm - t > self.late_after_us, peak=peak))
+        reopened = s["reopened"] + 1 if recent else 0
+        s.update(phase="raised", started_us=s["since_us"], raised_us=t, since_us=NO_TS, peak=peak, reopened=reopened)
 
     def clear_at(self, t: int, v: float, wm: int, reason: ClearReason) -> None:
         s = self.s
         late = wm - t > self.late_after_us
         self.out.append(Transition(TransitionKind.CLEARED, t, s["since_us"], v, late, reason, s["peak"]))
-        s.update(phase="idle", cleared_us=t, since_us=NO_TS, peak=None, started_us=NO_TS, raised_us=NO_TS)
+        s.update(phase="idle", cleared_us=t, since_us=NO_TS, started_us=NO_TS, raised_us=NO_TS)
+
+    def extreme(self, a: float, b: float) -> float:
+        return max(a, b) if self.raise_c.upward else min(a, b)
 
     def track_peak(self, v: float) -> None:
         peak = self.s["peak"]
-        if peak is None or (v > peak if self.raise_c.upward else v < peak):
-            self.s["peak"] = v
+        self.s["peak"] = v if peak is None else self.extreme(peak, v)
 
 
 def evaluate(
@@ -685,7 +694,7 @@ CHECKPOINT_BASE_US = 15 * US_PER_MIN
 
 def is_pristine(state: SeriesState) -> bool:
     """A state from before any sample (idle, nothing raised or cleared, no flat run): valid at any earlier instant."""
-    return replace(state, last_ts_us=int(NO_TS)) == SeriesState()
+    return replace(state, last_ts_us=int(NO_TS), alert_id=None) == SeriesState()
 
 
 def checkpoint_before(
@@ -739,110 +748,216 @@ def checkpoints_from_json(data: Any) -> tuple[SeriesState, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """What one alert holds, as the writer records it from its series' transitions: when its condition began and it
+    was raised (its first raise; a reopening continues it), the value shown at the raise, its peak (the most extreme
+    value while raised, over its reopenings too), its last clear (None: active) and how often it was reopened."""
+
+    started_us: int
+    raised_us: int
+    raised_value: float
+    peak: float | None
+    cleared_us: int | None = None
+    cleared_value: float | None = None
+    reason: ClearReason | None = None
+    flaps: int = 0
+
+    def overlaps(self, other: AlertRecord) -> bool:
+        """Whether the two intervals of event time, from the condition's start to the clear, meet."""
+        end, other_end = _end(self.cleared_us), _end(other.cleared_us)
+        return self.started_us <= other_end and other.started_us <= end
+
+    def same(self, other: AlertRecord) -> bool:
+        """Equal times, reason and reopenings, and values equal but for the last bits (a moving mean sums the same
+        readings from another origin when a series is run again from a checkpoint)."""
+        times = (self.started_us, self.raised_us, self.cleared_us, self.reason, self.flaps)
+        return times == (other.started_us, other.raised_us, other.cleared_us, other.reason, other.flaps) and all(
+            _close(a, b)
+            for a, b in (
+                (self.raised_value, other.raised_value), (self.peak, other.peak),
+                (self.cleared_value, other.cleared_value),
+            )
+        )  # fmt: skip
+
+
+def _end(cleared_us: int | None) -> int:
+    return np.iinfo(np.int64).max if cleared_us is None else cleared_us
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return (a is None or math.isnan(a)) == (b is None or math.isnan(b))
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedAlert:
-    """An alert already recorded under the rule and dedup key of a series being revised, as an interval of event
-    time from when its condition began to its clear (None: not cleared)."""
+    """An alert already recorded under the rule and dedup key of a series being revised: whether it is the series'
+    own device's (a dedup key may be shared by devices) and what it holds."""
 
     alert_id: int
-    started_us: int
-    cleared_us: int | None
+    own: bool
+    record: AlertRecord
 
-    def overlaps(self, lo_us: int, hi_us: int) -> bool:
-        return self.started_us <= hi_us and (self.cleared_us is None or self.cleared_us >= lo_us)
+    def as_of(self, state: SeriesState) -> AlertRecord:
+        """The alert as it was at a checkpoint where it was the series' alert: its reopenings and peak as the state
+        carries them; active if the state is raised (else the reopening that follows makes it active)."""
+        rec = self.record
+        flaps = state.reopened
+        if state.phase in _UP:
+            return replace(rec, peak=state.peak, cleared_us=None, cleared_value=None, reason=None, flaps=flaps)
+        return replace(rec, peak=state.peak if state.peak is not None else rec.peak, flaps=flaps)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A recorded alert that a run again over every stored reading contradicts: re-timed (``new``: what it holds
+    now), merged into another recorded alert of the same episode (``merged_into``), or withdrawn (its episode does
+    not exist once every reading is known: ``new`` None, ``merged_into`` None). ``cleared_by`` is the run again's
+    clear that ends a re-timed alert, when the recorded one was not cleared."""
+
+    alert_id: int
+    old: AlertRecord
+    new: AlertRecord | None
+    merged_into: int | None = None
+    cleared_by: Transition | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """What readings behind a series' frontier change. ``past``: episodes that nobody recorded, each a raise and its
-    clear (recorded as a cleared alert); ``present``: at most one change of the present, a raise (or a reopening of
-    the series' own alert) where the live state was not raised, or a clear of its alert where it was; ``state``: the
-    state to carry on from."""
+    """What readings behind a series' frontier change: ``corrections`` to recorded alerts; ``replay``, the
+    transitions of the alerts nobody recorded, to record as the frontier's transitions are (a past episode becomes a
+    cleared alert, one still raised at the frontier an active alert); ``alert_id``, the series' alert once the
+    corrections are applied (before the replay); ``state``, the state to carry on from: the run again's."""
 
     state: SeriesState
-    past: tuple[tuple[Transition, Transition], ...] = ()
-    present: Transition | None = None
+    alert_id: int | None
+    corrections: tuple[Correction, ...] = ()
+    replay: tuple[Transition, ...] = ()
 
 
 _UP = ("raised", "clearing")
 
 
+@dataclass
+class _Target:
+    """An alert of the run again: what it must hold, the recorded alert it is (if any), its transitions."""
+
+    record: AlertRecord
+    recorded: RecordedAlert | None
+    transitions: list[Transition]
+
+
+def _targets(
+    start: SeriesState, rerun: Sequence[Transition], end: SeriesState, carried: RecordedAlert | None
+) -> list[_Target]:
+    """The alerts of the run again, from its transitions as the writer records them (a raise opens an alert, a
+    reopening continues the last one, a clear ends it), the first continuing the series' alert at the checkpoint
+    when the checkpoint was raised or the run reopens it."""
+    out: list[_Target] = []
+    cur: _Target | None = None
+    if start.phase in _UP and carried is not None:
+        cur = _Target(carried.as_of(start), carried, [])
+    for tr in rerun:
+        if tr.kind == TransitionKind.REOPENED and cur is None and carried is not None:
+            cur = _Target(carried.as_of(start), carried, [])
+        if tr.kind == TransitionKind.RAISED or cur is None:
+            if tr.kind == TransitionKind.CLEARED:
+                continue  # the clear of an alert nobody recorded (before the history kept): nothing to end
+            if cur is not None:
+                out.append(cur)
+            cur = _Target(AlertRecord(tr.started_us, tr.at_us, tr.value, tr.peak), None, [tr])
+            continue
+        rec = cur.record
+        if tr.kind == TransitionKind.REOPENED:
+            rec = replace(rec, cleared_us=None, cleared_value=None, reason=None, flaps=rec.flaps + 1, peak=tr.peak)
+        else:
+            rec = replace(rec, cleared_us=tr.at_us, cleared_value=tr.value, reason=tr.reason, peak=tr.peak)
+        cur.record = rec
+        cur.transitions.append(tr)
+    if cur is not None:
+        if cur.record.cleared_us is None and end.phase in _UP:
+            cur.record = replace(cur.record, peak=end.peak)
+        out.append(cur)
+    return out
+
+
 def revise(
-    live: SeriesState,
+    start: SeriesState,
     rerun_state: SeriesState,
     rerun: Sequence[Transition],
     recorded: Sequence[RecordedAlert],
     *,
     owned_alert: int | None,
-    watermark_us: int,
-    late_after_us: int,
 ) -> Revision:
-    """Reconcile a run again from a checkpoint up to the frontier (``rerun`` and ``rerun_state``, with every reading
-    stored now) with the ``live`` state at the same frontier and the alerts ``recorded`` since the checkpoint.
+    """Reconcile a run again from the checkpoint ``start`` up to the frontier (``rerun``: its transitions, with the
+    values the alerts show, and ``rerun_state``), over every reading stored now, with the alerts ``recorded`` of the
+    rule and dedup key that were active at the checkpoint or after (and the series' alert at the checkpoint), so
+    that the series' alerts become those of one evaluation over all its readings:
 
-    - Each episode of the run again (a raise and its clear) that overlaps no recorded alert of the rule and dedup key
-      is a past episode to record; one that overlaps one (this device's or another's: the key is shared) was
-      recorded already, perhaps with other times: the record stands. So a second run over the same readings (a
-      redelivered batch) records nothing more.
-    - The present: if both say raised, or both not, the live alert stands; the state carries on from the run again
-      (pending raises and clears, flat runs and peaks now see every reading), with the live alert's times and
-      hold-off. If the run again is raised and the live state is not, the alert is opened (the series' own alert
-      reopened if it covers the episode, from the later of the episode's raise and its recorded clear); if the live
-      state is raised and the run again is not, the series' alert is cleared at the run again's clear after its
-      raise, or (reason ``revised``) at its raise when the condition never held there.
-    - Transitions found now are late when ``watermark_us`` (what the late readings arrived under) is more than
-      ``late_after_us`` past them: recorded, not paged.
+    - the alerts of the run again are matched, in order, with the series' own recorded alerts: the first continues
+      the series' alert at the checkpoint (``start.alert_id``) when the checkpoint was raised or the run reopens it;
+      any other is the first recorded alert, not matched yet, that its interval (condition start to clear) overlaps;
+    - a matched alert that holds other times or values is re-timed; a recorded alert of the window left over is
+      merged into the first matched alert it overlaps (one episode recorded as two), else withdrawn (its episode
+      does not exist once every reading is known);
+    - an alert of the run again that matches none is recorded by replaying its transitions (a reopening first is a
+      raise: it reopens nothing recorded), unless it overlaps an alert of another device of the dedup key (the key
+      is shared: that device holds it);
+    - the state carried on is the run again's, in full (its alert's times, hold-off and peak).
+
+    So a second run over the same readings (a redelivered batch) finds everything as recorded and changes nothing.
     """
-    episodes: list[tuple[Transition | None, Transition]] = []
-    start: Transition | None = None
-    for tr in rerun:
-        if tr.kind == TransitionKind.CLEARED:
-            episodes.append((start, tr))
-            start = None
-        else:
-            start = tr
-    past = tuple(
-        (r, c) for r, c in episodes
-        if r is not None  # raised before the checkpoint: the alert recorded then
-        and not any(a.overlaps(r.started_us, c.at_us) for a in recorded)
-    )  # fmt: skip
-    live_up, now_up = live.phase in _UP, rerun_state.phase in _UP
-    if live_up == now_up:  # the live alert (or none) stands, with its times and hold-off
-        state = replace(rerun_state, cleared_us=live.cleared_us, seen_us=live.seen_us)
-        if live_up:
-            state = replace(state, started_us=live.started_us, raised_us=live.raised_us)
-        return Revision(state, past)
-
-    def late(at_us: int) -> bool:
-        return watermark_us - at_us > late_after_us
-
-    if now_up:
-        own = next(
-            (a for a in recorded if a.alert_id == owned_alert and a.overlaps(rerun_state.started_us, live.last_ts_us)),
-            None,
-        )
-        if own is not None and own.cleared_us is not None:
-            at = max(start.at_us if start is not None else own.cleared_us, own.cleared_us)
-            value = start.value if start is not None else math.nan
-            present = Transition(TransitionKind.REOPENED, at, rerun_state.started_us, value, late(at))
-        elif start is not None:
-            # A reopening within the hold-off of a clear found only now reopens nothing recorded: a new alert.
-            last_clear = max((c.at_us for _, c in episodes if c.at_us <= start.at_us), default=None)
-            new_clear = any(c.at_us == last_clear for _, c in past)
-            reopen_new = start.kind == TransitionKind.REOPENED and new_clear
-            present = replace(start, kind=TransitionKind.RAISED) if reopen_new else start
-        else:
-            at = rerun_state.raised_us
-            present = Transition(TransitionKind.RAISED, at, rerun_state.started_us, math.nan, late(at))
-        state = replace(rerun_state, seen_us=live.seen_us)
-        return Revision(state, past, present)
-    clears = [c for _, c in episodes if c.at_us >= live.raised_us]
-    if clears:
-        present = clears[-1]
+    lo = start.last_ts_us
+    own = sorted((a for a in recorded if a.own), key=lambda a: (a.record.raised_us, a.alert_id))
+    carried = next((a for a in own if a.alert_id == _checkpoint_alert(start, own)), None)
+    targets = _targets(start, rerun, rerun_state, carried)
+    in_window = [a for a in own if a.record.cleared_us is None or a.record.cleared_us > lo]
+    taken = {t.recorded.alert_id for t in targets if t.recorded is not None}
+    for t in targets:
+        if t.recorded is None:
+            t.recorded = next((a for a in in_window if a.alert_id not in taken and a.record.overlaps(t.record)), None)
+            if t.recorded is not None:
+                taken.add(t.recorded.alert_id)
+    # In the order they can be written: withdrawn and merged alerts first, then the re-timed ones that end before
+    # those that become active (at most one active alert per dedup key).
+    corrections: list[Correction] = []
+    for a in in_window:
+        if a.alert_id in taken:
+            continue
+        into = next((t.recorded for t in targets if t.recorded is not None and t.record.overlaps(a.record)), None)
+        corrections.append(Correction(a.alert_id, a.record, None, merged_into=None if into is None else into.alert_id))
+    retimed = []
+    for t in targets:
+        if t.recorded is not None and not t.record.same(t.recorded.record):
+            old = t.recorded.record
+            clear = t.transitions[-1] if old.cleared_us is None and t.record.cleared_us is not None else None
+            retimed.append(Correction(t.recorded.alert_id, old, t.record, cleared_by=clear))
+    corrections += sorted(retimed, key=lambda c: c.new is not None and c.new.cleared_us is None)
+    others = [a.record for a in recorded if not a.own]
+    replay: list[Transition] = []
+    for t in targets:
+        if t.recorded is None and t.transitions and not any(o.overlaps(t.record) for o in others):
+            first, *rest = t.transitions
+            replay += [replace(first, kind=TransitionKind.RAISED), *rest]
+    gone = {c.alert_id for c in corrections if c.new is None}
+    matched = [t.recorded.alert_id for t in targets if t.recorded is not None]
+    if matched:
+        alert_id: int | None = matched[-1]
+    elif carried is not None:
+        alert_id = carried.alert_id
     else:
-        at = live.raised_us
-        present = Transition(TransitionKind.CLEARED, at, at, math.nan, late(at), ClearReason.REVISED, live.peak)
-    state = replace(rerun_state, cleared_us=present.at_us, seen_us=live.seen_us)
-    return Revision(state, past, present)
+        alert_id = None if owned_alert in gone else owned_alert
+    return Revision(rerun_state, alert_id, tuple(corrections), tuple(replay))
+
+
+def _checkpoint_alert(start: SeriesState, own: Sequence[RecordedAlert]) -> int | None:
+    """The series' alert at the checkpoint: as the checkpoint recorded it (0: none), or for a checkpoint taken
+    before that was recorded, the series' last own alert raised by then."""
+    if start.alert_id is not None:
+        return start.alert_id or None
+    before = [a for a in own if a.record.raised_us <= start.last_ts_us]
+    return before[-1].alert_id if before and not is_pristine(start) else None
 
 
 # --- the rule file's rules: validation ------------------------------------------------------------------------

@@ -488,6 +488,7 @@ class NewAlert:
     value: float
     threshold: float | None
     late: bool
+    peak: float | None = None  # the machine's peak at the raise (None: the value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +535,8 @@ def insert_alert(conn: psycopg.Connection, a: NewAlert, cleared: Clear | None = 
             "rule": a.rule_key, "dedup": a.dedup_key, "signal": a.signal, "severity": str(a.severity),
             "state": str(AlertState.OPEN if c is None else AlertState.CLEARED),
             "started": us_to_datetime(a.started_us), "raised": us_to_datetime(a.raised_us), "value": _num(a.value),
-            "threshold": a.threshold, "peak": _num(a.value if c is None or c.peak is None else c.peak),
+            "threshold": a.threshold,
+            "peak": _num(c.peak if c is not None and c.peak is not None else a.value if a.peak is None else a.peak),
             "late": a.late, "device": a.device_pk,
             "cleared": None if c is None else us_to_datetime(c.at_us),
             "cleared_value": None if c is None else _num(c.value), "reason": None if c is None else str(c.reason),
@@ -552,12 +554,16 @@ def insert_alert(conn: psycopg.Connection, a: NewAlert, cleared: Clear | None = 
     return alert_id
 
 
-def reopen_alert(conn: psycopg.Connection, alert_id: int, at_us: int, value: float, device_pk: int, late: bool) -> None:
-    """A cleared alert raised again within the hold-off: open again, one more flap, not paged again."""
+def reopen_alert(
+    conn: psycopg.Connection, alert_id: int, at_us: int, value: float, device_pk: int, late: bool,
+    peak: float | None = None,
+) -> None:  # fmt: skip
+    """A cleared alert raised again within the hold-off: open again, one more flap, its peak carried on (the
+    reopening continues it), not paged again."""
     conn.execute(
         "UPDATE alerts SET state = 'open', cleared_at = NULL, cleared_value = NULL, clear_reason = NULL,"
-        " flaps = flaps + 1 WHERE id = %s",
-        (alert_id,),
+        " flaps = flaps + 1, peak_value = coalesce(%s, peak_value) WHERE id = %s",
+        (_num(peak), alert_id),
     )
     add_event(conn, alert_id, TransitionKind.REOPENED, at_us, value, device_pk, late=late, page=False)
 
@@ -605,18 +611,125 @@ def add_event(
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedRow:
+    """An alert of a rule and dedup key as recorded, for the evaluator's revisions (engine.alerts.RecordedAlert)."""
+
+    alert_id: int
+    device_pk: int | None
+    started_us: int
+    raised_us: int
+    raised_value: float | None
+    peak: float | None
+    cleared_us: int | None
+    cleared_value: float | None
+    reason: ClearReason | None
+    flaps: int
+
+
 def recorded_alerts(
-    conn: psycopg.Connection, rule_key: str, dedup_key: str, since_us: int
-) -> list[tuple[int, int, int | None]]:
-    """(alert id, started, cleared or None) of the alerts of a rule and dedup key not cleared before ``since_us``: what
-    readings that arrived late are compared with."""
+    conn: psycopg.Connection, rule_key: str, dedup_key: str, since_us: int, also: int | None = None
+) -> list[RecordedRow]:
+    """The alerts of a rule and dedup key not cleared before ``since_us``, and alert ``also`` (a series' alert at a
+    checkpoint): what readings that arrived late are compared with.
+    Alerts the evaluator withdrew or merged are not: they are no longer alerts of the series."""
     rows = conn.execute(
-        f"SELECT id, {_us('started_at')}, {_us('cleared_at')} FROM alerts"
-        f" WHERE rule_key = %s AND dedup_key = %s AND (cleared_at IS NULL OR cleared_at >= {_ts('%s::bigint')})"
-        " ORDER BY started_at, id",
-        (rule_key, dedup_key, since_us),
+        f"SELECT a.id, a.device_id, {_us('a.started_at')}, {_us('a.raised_at')}, a.raised_value, a.peak_value,"
+        f" {_us('a.cleared_at')}, a.cleared_value, a.clear_reason, a.flaps"
+        " FROM alerts a WHERE a.rule_key = %s AND a.dedup_key = %s"
+        f" AND (a.cleared_at IS NULL OR a.cleared_at >= {_ts('%s::bigint')} OR a.id = %s)"
+        " AND a.clear_reason IS DISTINCT FROM 'withdrawn' AND a.clear_reason IS DISTINCT FROM 'merged'"
+        " ORDER BY a.raised_at, a.id",
+        (rule_key, dedup_key, since_us, also),
     ).fetchall()
-    return [(int(i), int(s), None if c is None else int(c)) for i, s, c in rows]
+    return [
+        RecordedRow(
+            int(i), None if d is None else int(d), int(s), int(r), _float(rv), _float(pk),
+            None if c is None else int(c), _float(cv), None if why is None else ClearReason(why), int(f),
+        )
+        for i, d, s, r, rv, pk, c, cv, why, f in rows
+    ]  # fmt: skip
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Retimed:
+    """What a re-timed alert holds now (engine.alerts.AlertRecord, with the values as the alert shows them)."""
+
+    started_us: int
+    raised_us: int
+    raised_value: float
+    peak: float | None
+    cleared_us: int | None
+    cleared_value: float | None
+    reason: ClearReason | None
+    flaps: int
+
+
+def retime_alert(
+    conn: psycopg.Connection, alert_id: int, new: Retimed, device_pk: int, note: str, cleared: Clear | None
+) -> None:
+    """Correct a recorded alert to what every stored reading says (readings arrived behind its series' frontier):
+    its times, values and reopenings, and a 'revised' event whose note says what changed (never paged). An active
+    alert the correction ends is cleared (``cleared``: its 'cleared' event, paged as a clear is); a cleared one it
+    makes active again is opened (not paged: nobody was told it ended ... or they were, and the revised event says
+    why it is active again), unless another alert of its dedup key is active now (the key is shared: it stays
+    cleared and the note says so). A closed alert stays closed."""
+    row = conn.execute(
+        "SELECT state, late, rule_key, dedup_key FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
+    ).fetchone()
+    if row is None:
+        return
+    state, raised_late = AlertState(row[0]), bool(row[1])
+    if new.cleared_us is None and state == AlertState.CLEARED and active_alert(conn, row[2], row[3]) is None:
+        state = AlertState.OPEN
+    elif new.cleared_us is None and state == AlertState.CLEARED:
+        note += "; left cleared: another alert of its dedup key is active"
+    elif new.cleared_us is not None and state.active:
+        state = AlertState.CLEARED
+    conn.execute(
+        "UPDATE alerts SET state = %s, started_at = %s, raised_at = %s, raised_value = %s, peak_value = %s,"
+        " cleared_at = %s, cleared_value = %s, clear_reason = %s, flaps = %s WHERE id = %s",
+        (
+            str(state), us_to_datetime(new.started_us), us_to_datetime(new.raised_us), _num(new.raised_value),
+            _num(new.peak), None if new.cleared_us is None else us_to_datetime(new.cleared_us),
+            _num(new.cleared_value), None if new.reason is None else str(new.reason), new.flaps, alert_id,
+        ),
+    )  # fmt: skip
+    add_event(conn, alert_id, TransitionKind.REVISED, None, device_pk=device_pk, actor="evaluator", note=note)
+    if cleared is not None and row[0] in (AlertState.OPEN, AlertState.ACKNOWLEDGED):
+        page = not raised_late and not cleared.late
+        add_event(
+            conn, alert_id, TransitionKind.CLEARED, cleared.at_us, cleared.value, device_pk, note=str(cleared.reason),
+            late=cleared.late, page=page,
+        )  # fmt: skip
+
+
+def withdraw_alert(
+    conn: psycopg.Connection, alert_id: int, reason: ClearReason, device_pk: int, note: str
+) -> None:  # fmt: skip
+    """Close a recorded alert that every stored reading contradicts: withdrawn (no such episode) or merged (into an
+    earlier alert of the same episode), by the evaluator, with a 'revised' event saying so (never paged)."""
+    conn.execute(
+        "UPDATE alerts SET state = 'closed', closed_by = 'evaluator', closed_at = clock_timestamp(),"
+        " close_note = %s, clear_reason = %s WHERE id = %s",
+        (note, str(reason), alert_id),
+    )
+    add_event(conn, alert_id, TransitionKind.REVISED, None, device_pk=device_pk, actor="evaluator", note=note)
+
+
+def set_peaks(conn: psycopg.Connection, peaks: Sequence[tuple[int, float]]) -> None:
+    """The peak so far of active alerts (alert id, peak), as their series' state carries it."""
+    if not peaks:
+        return
+    conn.execute(
+        "UPDATE alerts a SET peak_value = u.p FROM unnest(%s::bigint[], %s::float8[]) AS u(i, p)"
+        " WHERE a.id = u.i AND a.peak_value IS DISTINCT FROM u.p",
+        ([i for i, _ in peaks], [p for _, p in peaks]),
+    )
 
 
 def _num(value: float | None) -> float | None:

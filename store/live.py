@@ -59,7 +59,7 @@ class AlertChange:
     site_id: int
     site_code: str
     alert_id: int
-    kind: str  # raised | reopened | acknowledged | cleared | closed
+    kind: str  # raised | reopened | acknowledged | cleared | closed | revised
     at: datetime
     rule_key: str
     device_id: str | None

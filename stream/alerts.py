@@ -42,10 +42,10 @@ past. With ``clock="event"`` it is the running maximum of the batches' newest ev
 rows' ids) over the rows this evaluator claims, never another evaluator's progress: replays of the past
 (simulations, benchmarks) page as if live, and only data behind the rest of the city is late. Lateness is when data
 arrived: a process killed with messages in flight gets them again later, and they may be late where they would not
-have been. With every arrival on time and each series' readings stored in event-time order, what is raised and
-cleared, and when, follows from the stored readings alone (frontiers below), whoever received them and however they
-were grouped; a reading stored behind its series' frontier is reconciled (``revise`` below) but a raise or clear
-recorded without it is not re-timed, so then the times may depend on the grouping. Offline rules are the exception:
+have been. Once every reading is stored and evaluated, what is raised and cleared, and when, follows from the stored
+readings alone, whoever received them and however they were grouped: each series runs from its frontier, and a
+reading stored behind it makes the series run again from a checkpoint, its recorded alerts corrected to that run
+(``revise`` below). Offline rules are the exception:
 they judge delivery, so whether a silence about as long as the rule's limit raises one depends on when the data
 arrived (docs/partitions.md#alerts).
 
@@ -53,12 +53,14 @@ Readings behind a series' frontier (a station that sent its newest reading first
 a redelivered batch) are evaluated too: the series is run again from a checkpoint, a state kept from before them
 (``alert_series_state.state -> 'checkpoints'``, about 11 states spaced by age, back to ``catchup_s``), over every
 stored reading up to the frontier, under the watermark the late readings arrived under, and ``engine.alerts.revise``
-reconciles that run with what was recorded: an episode nobody recorded becomes a cleared alert, late (not paged)
-when it lies more than ``late_after`` behind that watermark; where the full data disagree with the live state about
-the present, the series' alert is opened or cleared. A redelivered batch finds what was recorded and changes
-nothing. Readings more than ``catchup_s`` behind the frontier, or older than every checkpoint, are stored but not
-evaluated (counted in ``RunResult.unevaluated`` and logged). Index rules are not run again: readings behind their
-frontier revise stored index hours (the AQI updater) that the evaluator has passed and does not read again.
+corrects what was recorded to that run: recorded alerts are re-timed, merged (one episode recorded as two) or
+withdrawn (no such episode), each with a 'revised' event and never paged (but the clear of an alert a correction
+ends, as a clear is); an alert nobody recorded is recorded by replaying its transitions, late (not paged) when it
+lies more than ``late_after`` behind that watermark. The checkpoints keep the series' alert at their instant, which a
+run again continues. A redelivered batch finds what was recorded and changes nothing (docs/partitions.md#revisions).
+Readings more than ``catchup_s`` behind the frontier, or older than every checkpoint, are stored but not evaluated
+(counted in ``RunResult.unevaluated`` and logged). Index rules are not run again: readings behind their frontier
+revise stored index hours (the AQI updater) that the evaluator has passed and does not read again.
 
 Offline rules run on delivery: a device's clock is its newest data's event time when that data came on time, and
 the watermark it arrived under when it came late (so a device replaying buffered hours, or with a clock far
@@ -82,6 +84,7 @@ leases (one process alone, tests) an evaluator claims every device's work.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from array import array
@@ -95,10 +98,12 @@ import holidays as holiday_calendars
 import numpy as np
 import psycopg
 
-from lccm.engine.alert_kinds import AlertState, TransitionKind
+from lccm.engine.alert_kinds import AlertState, ClearReason, TransitionKind
 from lccm.engine.alerts import (
     NO_TS,
+    AlertRecord,
     AlertRule,
+    Correction,
     RecordedAlert,
     SeriesInfo,
     SeriesState,
@@ -119,6 +124,7 @@ from lccm.engine.timebase import US_PER_S
 from lccm.store import alerts as st
 from lccm.store.connect import Connect
 from lccm.store.leases import Held
+from lccm.store.writer import us_to_datetime
 from lccm.stream.energy import held_partitions
 from lccm.stream.partitions import Leases
 
@@ -161,6 +167,7 @@ class RunResult:
     raised: int = 0
     late: int = 0
     revised: int = 0  # series run again from a checkpoint for readings behind their frontier
+    corrected: int = 0  # recorded alerts re-timed, merged or withdrawn by those runs again
     unevaluated: int = 0  # series with readings behind their frontier beyond the checkpoints kept
     skipped: bool = False  # the process held no partition
     claimed: int = 0  # hand-over rows claimed
@@ -555,18 +562,15 @@ class Apply:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordPast:
-    """An episode found in readings that arrived late, over before the frontier: recorded as a cleared alert."""
+class Correct:
+    """A recorded alert corrected once readings behind its series' frontier are known (engine.alerts.Correction),
+    with the clear that ends it as the alert shows it, if the correction ends an active alert."""
 
-    raised: Apply
-    cleared: Apply
-
-    @property
-    def at_us(self) -> int:
-        return self.raised.at_us
+    correction: Correction
+    cleared: Apply | None
 
 
-Change = Apply | RecordPast
+Change = Apply | Correct
 
 
 @dataclass
@@ -586,6 +590,16 @@ class Decided:
         if self.checkpoints is not None:
             data["checkpoints"] = checkpoints_to_json(self.checkpoints)
         return data
+
+    def owns(self, alert_id: int | None) -> None:
+        """The series' alert once its changes are written, kept in its state and in the checkpoint at its frontier
+        (0: none): a run again from that checkpoint continues it (engine.alerts.revise)."""
+        self.alert_id = alert_id
+        self.state = replace(self.state, alert_id=alert_id or 0)
+        if self.checkpoints:
+            self.checkpoints = tuple(
+                self.state if c.last_ts_us == self.state.last_ts_us else c for c in self.checkpoints
+            )
 
 
 @dataclass
@@ -623,6 +637,37 @@ def shown_value(
         assert rule.range is not None
         return Apply(tr, reading, rule.range[1] if reading > rule.range[1] else rule.range[0])
     return Apply(tr, reading, raise_c.value)
+
+
+def recorded_alert(row: st.RecordedRow, device_pk: int) -> RecordedAlert:
+    record = AlertRecord(
+        row.started_us, row.raised_us, math.nan if row.raised_value is None else row.raised_value, row.peak,
+        row.cleared_us, row.cleared_value, row.reason, row.flaps,
+    )  # fmt: skip
+    return RecordedAlert(row.alert_id, row.device_pk == device_pk, record)
+
+
+def revision_note(c: Correction) -> str:
+    """What a correction changed, for the alert's history: the old and the new times (UTC), and why."""
+    why = "readings that arrived behind the series' frontier"
+    if c.new is None and c.merged_into is not None:
+        return f"merged into alert {c.merged_into}: one episode once {why} are known"
+    if c.new is None:
+        return f"withdrawn: no such episode once {why} are known"
+    fields = (("started", "started_us"), ("raised", "raised_us"), ("cleared", "cleared_us"))
+    changed = [
+        f"{name} {_utc(getattr(c.old, attr))} -> {_utc(getattr(c.new, attr))}"
+        for name, attr in fields if getattr(c.old, attr) != getattr(c.new, attr)
+    ]  # fmt: skip
+    if c.old.flaps != c.new.flaps:
+        changed.append(f"reopened {c.old.flaps} -> {c.new.flaps} times")
+    if not changed:
+        changed.append("values")
+    return f"re-timed by {why}: {'; '.join(changed)}"
+
+
+def _utc(us: int | None) -> str:
+    return "active" if us is None else us_to_datetime(us).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- the three kinds of evaluation ----------------------------------------------------------------------------
@@ -683,7 +728,8 @@ class MetricJobs:
         need: dict[tuple[int, int], tuple[int, int]] = {}
         for p in plans:
             window = int(p.rule.average.window_s * US_PER_S) if p.rule.average is not None else 0
-            until = max(s.hi_us for s in p.spans)
+            # Up to the frontier at least: readings behind it are run again with every stored reading after them.
+            until = max(p.frontier_us, max(s.hi_us for s in p.spans))
             lo, hi = need.get((p.device, p.metric), (p.start_us - window, until))
             need[(p.device, p.metric)] = (min(lo, p.start_us - window), max(hi, until))
         keys = list(need)
@@ -716,11 +762,11 @@ class MetricJobs:
 
     def _run_series(self, conn: psycopg.Connection, run: Run, p: _Series, ts: np.ndarray, val: np.ndarray) -> None:
         rule, info = p.rule, self._devices.devices[p.device]
-        state, checkpoints = p.live, p.checkpoints
+        state, checkpoints, alert_id = p.live, p.checkpoints, p.alert_id
         changes: list[Change] = []
         readings = (ts, val)
         if p.revise_from is not None:
-            state, changes = self._revise(conn, p, info, ts, val)
+            state, changes, alert_id = self._revise(conn, p, info, ts, val)
             # Checkpoints after the one it ran from were taken without the late readings: gone.
             start = p.revise_from
             checkpoints = (*(c for c in checkpoints if c.last_ts_us < start.last_ts_us), start)
@@ -739,13 +785,14 @@ class MetricJobs:
             state = with_flat_carry(rule, state, val[first:], values)
             changes += [shown_value(rule, info, tr, readings) for tr in out]
         kept = keep_checkpoints(checkpoints, state, horizon_us=self._horizon_us)
-        run.decided.append(Decided(rule, info, state, p.alert_id, changes, kept))
+        run.decided.append(Decided(rule, info, state, alert_id, changes, kept))
 
     def _revise(
         self, conn: psycopg.Connection, p: _Series, info: SeriesInfo, ts: np.ndarray, val: np.ndarray
-    ) -> tuple[SeriesState, list[Change]]:
+    ) -> tuple[SeriesState, list[Change], int | None]:
         """Run the series again from the checkpoint to the frontier, with every reading stored now, under the
-        watermark the late readings arrived under; reconcile with what was recorded (engine.alerts.revise)."""
+        watermark the late readings arrived under; reconcile with what was recorded (engine.alerts.revise): the
+        state to carry on from, the changes to write, the series' alert once the corrections are written."""
         assert p.revise_from is not None
         rule, start = p.rule, p.revise_from
         first = int(np.searchsorted(ts, start.last_ts_us, side="right"))
@@ -758,20 +805,23 @@ class MetricJobs:
             max_gap_us=default_max_gap_us(rule, info.cadence_us), late_after_us=self._late_after_us,
         )  # fmt: skip
         rerun_state = with_flat_carry(rule, rerun_state, val[first:last], values)
-        recorded = [RecordedAlert(*r) for r in st.recorded_alerts(conn, rule.key, rule.dedup(info), start.last_ts_us)]
-        rev = revise(
-            p.live, rerun_state, rerun, recorded, owned_alert=p.alert_id, watermark_us=p.late_wm_us,
-            late_after_us=self._late_after_us,
-        )  # fmt: skip
         readings = (ts, val)
 
         def shown(tr: Transition) -> Apply:
             return shown_value(rule, info, tr, readings)
 
-        changes: list[Change] = [RecordPast(shown(r), shown(c)) for r, c in rev.past]
-        if rev.present is not None:
-            changes.append(shown(rev.present))
-        return rev.state, changes
+        since = start.last_ts_us if start.cleared_us == NO_TS else min(start.last_ts_us, start.cleared_us)
+        rows = st.recorded_alerts(conn, rule.key, rule.dedup(info), since, start.alert_id or None)
+        recorded = [recorded_alert(row, p.device) for row in rows]
+        # The alerts are compared as they show their values (a flatline's reading, not its run length).
+        rev = revise(
+            start, rerun_state, [replace(tr, value=shown(tr).value) for tr in rerun], recorded, owned_alert=p.alert_id
+        )
+        changes: list[Change] = [
+            Correct(c, None if c.cleared_by is None else shown(c.cleared_by)) for c in rev.corrections
+        ]
+        changes += [shown(tr) for tr in rev.replay]
+        return rev.state, changes, rev.alert_id
 
 
 class IndexJobs:
@@ -969,21 +1019,29 @@ class AlertWriter:
     dedup key, whatever the batches held), then each series' state with the alert it owns."""
 
     def write(self, conn: psycopg.Connection, run: Run) -> None:
+        r = run.result
+        # Corrections first: a withdrawn or merged alert makes way for the alerts the transitions then record.
+        for dec in run.decided:
+            for ch in dec.changes:
+                if isinstance(ch, Correct):
+                    self._correct(conn, dec, ch)
+                    r.corrected += 1
         order = sorted(
             (ch.at_us, dec.rule.key, dec.info.device_pk, i, j)
-            for i, dec in enumerate(run.decided) for j, ch in enumerate(dec.changes)
+            for i, dec in enumerate(run.decided) for j, ch in enumerate(dec.changes) if isinstance(ch, Apply)
         )  # fmt: skip
-        r = run.result
         for *_, i, j in order:
             dec = run.decided[i]
             ch = dec.changes[j]
-            if isinstance(ch, Apply):
-                dec.alert_id = self._apply(conn, dec, ch)
-                self._count(r, ch.tr)
-            else:
-                self._record_past(conn, dec, ch)
-                self._count(r, ch.raised.tr)
-                self._count(r, ch.cleared.tr)
+            assert isinstance(ch, Apply)
+            dec.alert_id = self._apply(conn, dec, ch)
+            self._count(r, ch.tr)
+        peaks = []
+        for dec in run.decided:
+            dec.owns(dec.alert_id)
+            if dec.alert_id is not None and dec.state.phase in ("raised", "clearing") and dec.state.peak is not None:
+                peaks.append((dec.alert_id, dec.state.peak))
+        st.set_peaks(conn, peaks)  # an active alert shows its peak so far
         r.series += len(run.decided)
         st.save_states(conn, [(d.rule.key, d.info.device_pk, d.state_json(), d.alert_id) for d in run.decided])
 
@@ -998,7 +1056,7 @@ class AlertWriter:
         rule, tr = dec.rule, ch.tr
         return st.NewAlert(
             rule.key, rule.dedup(dec.info), dec.info.device_pk, rule.signal, rule.severity, tr.started_us, tr.at_us,
-            ch.value, ch.threshold, tr.late,
+            ch.value, ch.threshold, tr.late, tr.peak,
         )  # fmt: skip
 
     @staticmethod
@@ -1015,7 +1073,7 @@ class AlertWriter:
         dedup = dec.rule.dedup(dec.info)
         st.lock_dedup_key(conn, dec.rule.key, dedup)  # the key's devices may be in another process's partitions
         if tr.kind == TransitionKind.REOPENED and alert_id is not None and self._reopenable(conn, alert_id, dec):
-            st.reopen_alert(conn, alert_id, tr.at_us, ch.value, d, tr.late)
+            st.reopen_alert(conn, alert_id, tr.at_us, ch.value, d, tr.late, tr.peak)
             return alert_id
         active = st.active_alert(conn, dec.rule.key, dedup)
         if active is not None:  # another series with the same dedup key owns the alert
@@ -1029,8 +1087,18 @@ class AlertWriter:
         cleared = st.alert_state(conn, alert_id) == AlertState.CLEARED
         return cleared and st.active_alert(conn, dec.rule.key, dec.rule.dedup(dec.info)) is None
 
-    def _record_past(self, conn: psycopg.Connection, dec: Decided, ch: RecordPast) -> None:
-        st.insert_alert(conn, self._new_alert(dec, ch.raised), self._clear(ch.cleared))
+    def _correct(self, conn: psycopg.Connection, dec: Decided, ch: Correct) -> None:
+        c, d = ch.correction, dec.info.device_pk
+        note = revision_note(c)
+        if c.new is None:
+            reason = ClearReason.WITHDRAWN if c.merged_into is None else ClearReason.MERGED
+            st.withdraw_alert(conn, c.alert_id, reason, d, note)
+            return
+        n = c.new
+        new = st.Retimed(
+            n.started_us, n.raised_us, n.raised_value, n.peak, n.cleared_us, n.cleared_value, n.reason, n.flaps
+        )
+        st.retime_alert(conn, c.alert_id, new, d, note, None if ch.cleared is None else self._clear(ch.cleared))
 
 
 # --- the evaluator --------------------------------------------------------------------------------------------

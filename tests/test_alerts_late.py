@@ -13,7 +13,6 @@ raises, below 50 ppb clears, hold-off 30 min; 5-minute cadence, so three reading
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -28,19 +27,17 @@ from lccm.api.app import create_app
 from lccm.engine.alert_kinds import ClearReason, TransitionKind
 from lccm.engine.alerts import (
     CHECKPOINT_BASE_US,
-    NO_TS,
-    RecordedAlert,
+    AlertRule,
     SeriesState,
-    Transition,
     checkpoint_before,
     keep_checkpoints,
-    revise,
 )
 from lccm.settings import Settings
+from lccm.store import alerts as st
 from lccm.store.writer import NO_SEQ, ReadingColumns
 from tests._auth import admin_headers
 from tests._db import device_pk, us
-from tests.test_alerts_store_api import PLUME, SO2, alerts, at, cols, commit, evaluator, paged
+from tests.test_alerts_store_api import MAE_MOH, PLUME, SO2, alerts, at, cols, commit, evaluator, paged
 from tests.test_alerts_store_api import db as db  # fixture: registry with Sop Pat and the Mae Moh rule
 
 with warnings.catch_warnings():
@@ -174,15 +171,15 @@ def test_a_replay_showing_the_episode_still_running_opens_the_alert_late(db: str
     assert paged(db) == []
 
 
-def test_a_reading_arriving_after_its_successors_that_breaks_the_raise_clears_the_alert(db: str) -> None:
+def test_a_reading_arriving_after_its_successors_that_breaks_the_raise_withdraws_the_alert(db: str) -> None:
     ev = evaluator(db, clock="wall", late_after_s=900)
     live(db, ev, [LOW, LOW], 0)
     live(db, ev, [160.0, 170.0, 180.0], 2)  # #2..#4 above 150 for 10 min: raised at #4, paged
     [a] = alerts(db)
     assert (a.state, a.raised_at, a.late) == ("open", at(4), False)
     # A reading taken between #3 and #4 (the analyser's extra sample) arrives a minute after #4: 40 ppb. With it the
-    # condition held from #4 only, 0 min < 6: the raise at #4 never held. The alert is cleared where it was raised,
-    # reason "revised", on time (found 1.5 min after #4), and so paged: people were told of the raise.
+    # condition held from #4 only, 0 min < 6: the raise at #4 never held, and one evaluation over every reading has
+    # no alert. The alert is withdrawn (closed by the evaluator, a 'revised' event saying why), not paged again.
     with psycopg.connect(db) as conn:
         extra = readings(
             conn, "MM1-S", [(at(3) + timedelta(minutes=2, seconds=30), 40.0)], at(4) + timedelta(minutes=1)
@@ -190,15 +187,18 @@ def test_a_reading_arriving_after_its_successors_that_breaks_the_raise_clears_th
     commit(db, extra)
     ev.run_once()
     [a] = alerts(db)
-    assert (a.state, a.cleared_at, a.clear_reason) == ("cleared", at(4), ClearReason.REVISED)
-    assert [(t.kind, t.at, t.late) for t in paged(db)] == [
-        (TransitionKind.RAISED, at(4), False), (TransitionKind.CLEARED, at(4), False),
-    ]  # fmt: skip
-    # The condition goes on: 190 at #5, #6 -> held from #4 to #6 = 10 min: raised again, within the 30-min hold-off
-    # of the clear at #4, so the same alert reopens (not paged again).
+    assert (a.state, a.clear_reason, a.closed_by) == ("closed", ClearReason.WITHDRAWN, "evaluator")
+    with psycopg.connect(db) as conn:
+        events = st.alert_events(conn, a.id)
+    assert [(e.kind, e.page) for e in events] == [(TransitionKind.RAISED, True), (TransitionKind.REVISED, False)]
+    assert events[-1].note is not None and events[-1].note.startswith("withdrawn:")
+    assert [(t.kind, t.at) for t in paged(db)] == [(TransitionKind.RAISED, at(4))]
+    # The condition goes on: 190 at #5, #6 -> held from #4 to #6 = 10 min: raised at #6, as one evaluation over every
+    # reading raises it: a new alert (nothing was cleared before it: no hold-off), paged.
     live(db, ev, [190.0, 190.0], 5)
-    [a] = alerts(db)
-    assert (a.state, a.flaps) == ("open", 1)
+    _, b = alerts(db)
+    assert (b.state, b.started_at, b.raised_at, b.flaps, b.peak_value) == ("open", at(4), at(6), 0, 190)
+    assert [(t.kind, t.at) for t in paged(db)] == [(TransitionKind.RAISED, at(4)), (TransitionKind.RAISED, at(6))]
 
 
 def test_readings_further_behind_than_the_catch_up_horizon_are_counted_not_evaluated(db: str) -> None:
@@ -252,54 +252,73 @@ def test_a_pristine_start_serves_any_earlier_instant_and_a_raised_one_does_not()
     assert checkpoint_before([start, idle(500)], 501) == idle(500)
 
 
-def tr(kind: TransitionKind, at_us: int, started_us: int | None = None, late: bool = True) -> Transition:
-    return Transition(kind, at_us, at_us if started_us is None else started_us, 1.0, late)
+def test_a_reading_found_before_the_raise_re_times_the_alert_and_the_api_shows_the_revision(db: str) -> None:
+    ev = evaluator(db, clock="wall", late_after_s=900)
+    live(db, ev, [LOW, LOW], 0)
+    # #2 is delayed; #3..#5 = 160, 170, 180 arrive live: above 150 from #3, 10 min at #5 -> raised at #5, paged.
+    live(db, ev, [160.0, 170.0, 180.0], 3)
+    [a] = alerts(db)
+    assert (a.started_at, a.raised_at, a.raised_value) == (at(3), at(5), 180)
+    # #2 = 160 arrives a minute after #5 (on time: 6 min < 15). With it the condition began at #2 and held 10 min at
+    # #4: one evaluation over every reading raises at #4 (170 ppb). The alert is re-timed, not raised again.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(2), 160.0)], at(5) + timedelta(minutes=1)))
+    ev.run_once()
+    [a] = alerts(db)
+    assert (a.state, a.started_at, a.raised_at, a.raised_value, a.peak_value) == ("open", at(2), at(4), 170, 180)
+    assert [(t.kind, t.at) for t in paged(db)] == [(TransitionKind.RAISED, at(5))]  # the correction: not paged
+    with (
+        ConnectionPool(db, min_size=1, max_size=2, open=True) as pool,
+        TestClient(create_app(Settings(database_url=db), pool), headers=admin_headers(db)) as client,
+    ):
+        detail = client.get(f"/alerts/{a.id}").json()
+    assert (detail["started_at"], detail["raised_at"]) == ("2026-01-10T02:10:00Z", "2026-01-10T02:20:00Z")
+    assert [(e["kind"], e["actor"], e["page"]) for e in detail["events"]] == [
+        ("raised", None, True), ("revised", "evaluator", False),
+    ]  # fmt: skip
+    assert detail["events"][1]["note"] == (
+        "re-timed by readings that arrived behind the series' frontier: started 2026-01-10T02:15:00Z ->"
+        " 2026-01-10T02:10:00Z; raised 2026-01-10T02:25:00Z -> 2026-01-10T02:20:00Z"
+    )
+    # Redelivered: nothing more.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(2), 160.0)], at(5) + timedelta(minutes=2)))
+    ev.run_once()
+    assert len(events(db, a.id)) == 2
 
 
-R, C = TransitionKind.RAISED, TransitionKind.CLEARED
-
-
-def test_revise_records_only_episodes_nobody_recorded() -> None:
-    live_state = idle(1000, cleared_us=200)
-    rerun = [tr(R, 100, 90), tr(C, 200), tr(R, 400, 380), tr(C, 500), tr(R, 700, 650), tr(C, 800)]
-    recorded = [RecordedAlert(1, 95, 200), RecordedAlert(2, 640, 820)]  # 95-200 ours, 640-820 another device's
-    rev = revise(live_state, idle(1000, cleared_us=800), rerun, recorded, owned_alert=1, watermark_us=5000,
-                 late_after_us=100)  # fmt: skip
-    assert rev.past == ((tr(R, 400, 380), tr(C, 500)),)  # 100-200 is ours, 650-800 under device 8's (a shared key)
-    assert rev.present is None
-    assert rev.state.cleared_us == 200  # the live alerts' hold-off, not the late episode's
-    # The same run again, with the episode recorded: nothing more.
-    again = revise(live_state, idle(1000, cleared_us=800), rerun, [*recorded, RecordedAlert(3, 380, 500)],
-                   owned_alert=1, watermark_us=5000, late_after_us=100)  # fmt: skip
-    assert again.past == () and again.present is None and again.state == rev.state
-
-
-def test_a_reopening_within_the_hold_off_of_a_clear_found_only_now_is_a_new_alert() -> None:
-    up = SeriesState(phase="raised", last_ts_us=1000, started_us=880, raised_us=900)
-    rerun = [tr(R, 700, 650), tr(C, 800), Transition(TransitionKind.REOPENED, 900, 880, 1.0, True)]
-    rev = revise(idle(1000), up, rerun, [], owned_alert=None, watermark_us=5000, late_after_us=100)
-    assert rev.past == ((tr(R, 700, 650), tr(C, 800)),) and rev.present == tr(R, 900, 880)
-
-
-def test_revise_changes_the_present_where_the_full_data_disagree() -> None:
-    up = SeriesState(phase="raised", last_ts_us=1000, started_us=900, raised_us=950, peak=5.0)
-    # Raised now, not live: reopen our own alert that the live state cleared at 960 (it overlaps the episode) ...
-    rev = revise(idle(1000, cleared_us=960), up, [tr(R, 950, 900)], [RecordedAlert(3, 600, 960)],
-                 owned_alert=3, watermark_us=1010, late_after_us=100)  # fmt: skip
-    assert rev.present == Transition(TransitionKind.REOPENED, 960, 900, 1.0, False)
-    # ... or raise a new one, when nothing recorded covers it.
-    rev = revise(idle(1000), up, [tr(R, 950, 900)], [], owned_alert=None, watermark_us=5000, late_after_us=100)
-    assert rev.present == tr(R, 950, 900) and rev.state.phase == "raised"
-    # Live raised at 950, the run again cleared it at 970: cleared there.
-    live_up = SeriesState(phase="raised", last_ts_us=1000, started_us=940, raised_us=950, peak=9.0)
-    rev = revise(live_up, idle(1000, cleared_us=970), [tr(R, 950, 940), tr(C, 970)], [RecordedAlert(4, 940, None)],
-                 owned_alert=4, watermark_us=5000, late_after_us=100)  # fmt: skip
-    assert rev.present == tr(C, 970) and rev.past == () and rev.state.cleared_us == 970
-    # Live raised at 950, the run again never raised: cleared at its raise, reason revised.
-    rev = revise(live_up, idle(1000), [], [RecordedAlert(4, 940, None)], owned_alert=4, watermark_us=980,
-                 late_after_us=100)  # fmt: skip
-    p = rev.present
-    assert p is not None and (p.kind, p.at_us, p.late, p.reason, p.peak) == (C, 950, False, ClearReason.REVISED, 9.0)
-    assert math.isnan(p.value)
-    assert rev.state.phase == "idle" and rev.state.cleared_us == 950 and rev.state.last_ts_us == 1000
-    assert rev.state.raised_us == NO_TS
+def test_one_episode_recorded_as_two_alerts_is_merged_once_the_reading_between_them_arrives(db: str) -> None:
+    # The Mae Moh rule with a 10-minute clear and no hold-off: a clear and a new raise make a second alert.
+    with psycopg.connect(db) as conn:
+        rule = {**MAE_MOH, "clear": {"below": 50, "for": "10min"}, "holdoff": "0s"}
+        st.put_rule(conn, "so2_mae_moh", AlertRule.model_validate(rule).definition(), "file")
+    ev = evaluator(db, clock="wall", late_after_s=3600)
+    live(db, ev, [LOW, LOW, 160.0, 170.0, 180.0, 200.0, LOW], 0)  # raised at #4 (above 150 from #2); LOW at #6
+    live(db, ev, [LOW, 200.0, 200.0, 200.0], 8)  # #7 delayed; LOW at #6, #8: cleared at #8; raised again at #11
+    first, second = alerts(db)
+    assert (first.raised_at, first.cleared_at, second.started_at, second.raised_at) == (at(4), at(8), at(9), at(11))
+    # #7 = 200 arrives: the clear at #8 never held (below 50 at #6 and #8 only, broken at #7), so one evaluation
+    # over every reading has one alert, raised at #4, still active, its peak 200. The first is re-timed (open again),
+    # the second merged into it; nothing is paged.
+    with psycopg.connect(db) as conn:
+        commit(db, readings(conn, "MM1-S", [(at(7), 200.0)], at(11) + timedelta(minutes=1)))
+    ev.run_once()
+    first, second = alerts(db)
+    assert (first.state, first.started_at, first.raised_at, first.cleared_at, first.flaps, first.peak_value) == (
+        "open", at(2), at(4), None, 0, 200,
+    )  # fmt: skip
+    assert (second.state, second.clear_reason, second.closed_by) == ("closed", ClearReason.MERGED, "evaluator")
+    with psycopg.connect(db) as conn:
+        notes = [(e.kind, e.note) for e in st.alert_events(conn, second.id)]
+    assert notes[-1] == (
+        TransitionKind.REVISED,
+        f"merged into alert {first.id}: one episode once readings that arrived behind the series' frontier are known",
+    )
+    assert [(t.kind, t.at) for t in paged(db)] == [
+        (TransitionKind.RAISED, at(4)), (TransitionKind.CLEARED, at(8)), (TransitionKind.RAISED, at(11)),
+    ]  # fmt: skip
+    # It goes on: below 50 from #12 for 10 min clears it at #14, paged.
+    live(db, ev, [LOW, LOW, LOW], 12)
+    first, _ = alerts(db)
+    assert (first.state, first.cleared_at) == ("cleared", at(14))
+    assert [(t.kind, t.at) for t in paged(db)][-1] == (TransitionKind.CLEARED, at(14))

@@ -58,12 +58,16 @@ class AlertOut(_Out):
     raised_at: UtcTime = Field(description="event time the raise condition (with its minimum duration) was met")
     raised_value: float | None
     threshold: float | None
-    peak_value: float | None
+    peak_value: float | None = Field(
+        description="the most extreme value while raised, over its reopenings; kept current while the alert is active"
+        " (a flatline's run length, an out-of-range reading's distance outside the range)"
+    )
     cleared_at: UtcTime | None
     cleared_value: float | None
     clear_reason: ClearReason | None = Field(
-        description="condition, schedule (its schedule ended), data_resumed (offline), or revised (readings that"
-        " arrived late show the raise condition did not hold)"
+        description="condition, schedule (its schedule ended), data_resumed (offline), revised (readings that"
+        " arrived late show the raise condition did not hold), withdrawn or merged (closed by the evaluator: readings"
+        " that arrived late show no such episode, or that it is one episode with an earlier alert)"
     )
     acknowledged_by: str | None
     acknowledged_at: UtcTime | None
@@ -165,7 +169,9 @@ def list_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetailOut, responses={404: {"description": "unknown alert"}})
 def get_alert(alert_id: int, conn: Conn, principal: CurrentPrincipal) -> AlertDetailOut:
-    """One alert with its history (raised, reopened, duplicate, acknowledged, cleared, closed), oldest first."""
+    """One alert with its history (raised, reopened, duplicate, acknowledged, cleared, closed, revised: the
+    evaluator's correction once readings that arrived late are known, its note giving the old and new times),
+    oldest first."""
     alert = st.get_alert(conn, alert_id, scope=principal.scope)
     events = [AlertEventOut.model_validate(e) for e in st.alert_events(conn, alert_id)]
     return AlertDetailOut.model_validate({**AlertOut.model_validate(alert).model_dump(), "events": events})

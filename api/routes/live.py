@@ -81,7 +81,8 @@ async def live_events(request: Request, sub: Annotated[Subscriber, Depends(subsc
     - ``power`` (roles that may read GET /sites/{code}/live): a site's live power changed. ``{site_code,
       power_w, power_devices, as_of}``; ``power_w`` is the figure of GET /sites/{code}/live at ``as_of`` (null:
       no device's power is fresh). Every site in scope is sent once when the stream opens, then on each change.
-    - ``alert`` (roles that may read GET /alerts): an alert was raised, reopened, acknowledged, cleared or closed.
+    - ``alert`` (roles that may read GET /alerts): an alert was raised, reopened, acknowledged, cleared, closed or
+      revised (re-timed, merged or withdrawn by the evaluator once readings that arrived late are known).
       ``{event_id, alert_id, kind, at, site_code, device_id, rule_key, signal, severity, state, value, actor}``;
       ``state`` is the alert's state when the event was read. Each carries ``id:`` (the event id): reconnect with
       ``Last-Event-ID`` to receive the alert events missed meanwhile (the process keeps the last

@@ -80,6 +80,7 @@ MESSAGES: Catalogue = {
     "alerts_event_acknowledged": {"th": "รับทราบ", "en": "acknowledged"},
     "alerts_event_cleared": {"th": "กลับสู่ปกติ", "en": "cleared"},
     "alerts_event_closed": {"th": "ปิด", "en": "closed"},
+    "alerts_event_revised": {"th": "แก้ไขตามข้อมูลที่มาถึงช้า", "en": "revised"},
     # /app/rules
     "rules_title": {"th": "กฎการแจ้งเตือน", "en": "Alert rules"},
     "rules_intro": {
