@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from lccm.engine.timebase import CITY_TZ_NAME
-from lccm.store.leases import IN_PARTITIONS, Held, partition_params
+from lccm.store import leases
+from lccm.store.leases import Held
 from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -79,6 +81,13 @@ _UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d,
 QUEUES = ("rollup_queue", "sample_queue")  # registers -> energy; instantaneous and state metrics -> samples, lamps
 
 
+# The claimed rows merged per (device, metric): one span from the earliest to the latest time queued.
+_MERGED_SPANS = sql.SQL(
+    f"SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
+    " GROUP BY device_id, metric_id ORDER BY device_id, metric_id"
+)
+
+
 def claim_spans(
     conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue", held: Held | None = None
 ) -> Spans:
@@ -86,14 +95,7 @@ def claim_spans(
     ``held``, only rows of devices in those partitions (the process's leases, locked by the caller)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
-    rows = conn.execute(
-        f"WITH taken AS (DELETE FROM {queue} WHERE ctid = ANY(ARRAY("
-        f"  SELECT ctid FROM {queue} WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
-        "  RETURNING device_id, metric_id, lo, hi)"
-        f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
-        " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
-        (*partition_params(held), limit),
-    ).fetchall()
+    rows = leases.claim(conn, queue, ("device_id", "metric_id", "lo", "hi"), _MERGED_SPANS, limit=limit, held=held)
     return _spans(rows)
 
 
