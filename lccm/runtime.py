@@ -44,7 +44,7 @@ from lccm.store.connect import Connect
 from lccm.store.energy import sync_factor_registry
 from lccm.store.leases import ensure_partitions
 from lccm.store.migrate import migrate
-from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
+from lccm.store.writer import DEFAULT_LATE_HORIZON_US, Progress, ReadingColumns, WriteResult, write_batch
 from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
@@ -87,7 +87,8 @@ class DbSink:
         self._url = url
         self._late_horizon_us = late_horizon_us
         self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
-        self._writer = writer  # this process's name in ingest_progress (its MQTT client id)
+        # This process's row in ingest_progress, named by its MQTT client id.
+        self._progress = None if writer is None else Progress(writer)
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
@@ -95,7 +96,7 @@ class DbSink:
         try:
             return write_batch(
                 conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us,
-                alerts=self._alerts, writer=self._writer,
+                alerts=self._alerts, progress=self._progress,
             )  # fmt: skip
         except psycopg.OperationalError:
             self.close()
