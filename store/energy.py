@@ -49,6 +49,19 @@ def _us(expr: str) -> str:
     return f"(extract(epoch FROM {expr}) * 1000000)::bigint"
 
 
+# The reading window of a bucket range [se.s, se.e) of (se.d, se.m), in microseconds: from the last reading at or
+# before its start to the first at or after its end (their intervals reach into the range); the range's own ends
+# where there is none.
+WINDOW_LO = (
+    f"coalesce((SELECT {_us('x.ts')} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m"
+    f" AND x.ts <= {_ts('se.s')} ORDER BY x.ts DESC LIMIT 1), se.s)"
+)
+WINDOW_HI = (
+    f"coalesce((SELECT {_us('x.ts')} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m"
+    f" AND x.ts >= {_ts('se.e')} ORDER BY x.ts LIMIT 1), se.e)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Spans:
     """One row per (device, metric): a time span [lo_us, hi_us] of new readings, or the bucket range [s_us, e_us)."""
@@ -182,10 +195,8 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM pq)
         SELECT se.d, se.m, se.s, se.e,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_LO} AS wlo,
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.d, se.m
         """,
         spans.params(),
@@ -229,8 +240,7 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
                                                          e)) AS e
             FROM n)
         SELECT se.d, se.m, se.s, se.e, se.wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.i
         """,
         (*ranges.params(), windows.lo_us.tolist(), windows.hi_us.tolist()),

@@ -24,6 +24,8 @@ from lccm.store.energy import (
     _UNNEST,
     _US,
     BUCKET_US,
+    WINDOW_HI,
+    WINDOW_LO,
     Spans,
     _spans,
     _ts,
@@ -117,10 +119,8 @@ def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, n
                    ((least(coalesce(n, hi + hold), hi + hold) + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM h)
         SELECT se.d, se.m, se.s, se.e, CASE WHEN se.n IS NULL THEN se.hi + se.hold END AS open_from, se.hold,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_LO} AS wlo,
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.d, se.m
         """,
         spans.params(),
