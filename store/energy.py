@@ -345,11 +345,7 @@ class BucketRows:
 
 def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -> None:
     """Replace the 15-minute rows of each (device, metric, [s, e)) and recompute the coarser levels over them."""
-    conn.execute(
-        f"DELETE FROM energy_buckets b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d"
-        f" AND b.metric_id = t.m AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
-        ranges.params(),
-    )
+    delete_15min(conn, "energy_buckets", ranges)
     with conn.cursor().copy(
         "COPY energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated, covered_s,"
         " quality, intervals, kgco2e, kgco2e_base) FROM STDIN (FORMAT BINARY)"
@@ -363,9 +359,23 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
     # Hours, days and months are cut in the city's time zone; set for this transaction only.
     set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
-    for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
+    for level, finer, unit in ROLL_UP_LEVELS:
         roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
     refresh_sites(conn, "energy_buckets", ranges)
+
+
+def delete_15min(conn: psycopg.Connection, table: str, ranges: Spans, *, with_metric: bool = True) -> None:
+    """Delete the 15-minute rows of ``table`` in each range [lo, hi) of its device (and metric: ``with_metric``)."""
+    metric = " AND b.metric_id = t.m" if with_metric else ""
+    conn.execute(
+        f"DELETE FROM {table} b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d{metric}"
+        f" AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
+        ranges.params(),
+    )
+
+
+# The coarser levels rebuilt from the 15-minute rows, each from the one below: (level, finer level, calendar unit).
+ROLL_UP_LEVELS = (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month"))
 
 
 def set_city_time_zone(conn: psycopg.Connection) -> None:
