@@ -82,13 +82,12 @@ class DbSink:
 
     def __init__(
         self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True,
-        writer: str | None = None,
+        progress: Progress | None = None,
     ) -> None:  # fmt: skip
         self._url = url
         self._late_horizon_us = late_horizon_us
         self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
-        # This process's row in ingest_progress, named by its MQTT client id.
-        self._progress = None if writer is None else Progress(writer)
+        self._progress = progress  # this process's row in ingest_progress
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
@@ -568,10 +567,11 @@ def build_ingest(
         ),
         inbox,
     )
+    # Progress is held back while messages wait in the inbox: more batches are coming.
+    progress = Progress(client_id or settings.mqtt_client_id, waiting=lambda: not inbox.empty())
     sink = DbSink(
-        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled,
-        writer=client_id or settings.mqtt_client_id,
-    )  # fmt: skip
+        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled, progress=progress
+    )
     hooks, downstream = _downstream(
         settings, derived=derived, leases=leases, evaluator=evaluator, notifications=notifications,
         mqtt_in=source.check,

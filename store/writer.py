@@ -99,24 +99,32 @@ class WriteResult:
     conflicts: int = 0  # new rows in reading_conflicts: a second value for a stored reading
 
 
-# How often an ingest process records how far it has committed: what reads it (the alert evaluator's offline rules,
-# stream/alerts.py) looks for the slowest process heard from within a minute.
+# How often an ingest process records how far it has committed while its batches come back to back: what reads it
+# (the alert evaluator's offline rules, stream/alerts.py) looks for the slowest process heard from within a minute.
 PROGRESS_EVERY_S = 1.0
 
 
 class Progress:
     """How far one ingest process has committed: its row of ``ingest_progress`` (keyed by its MQTT client id), the
     newest event time of its committed batches, which the alert evaluator's offline rules read
-    (docs/partitions.md#alerts). Written in a batch's queueing statement (no round trip of its own) at most once
-    every ``every_s`` seconds (``clock``: monotonic), with the newest event time of every batch committed since the
-    last write: one row rewritten by every batch is a write per batch for a reader that needs one a second. Between
-    writes the row is behind by at most that second's batches, which can only hold offline rules back, never judge a
-    device silent sooner. Not thread-safe: one per writer (DbSink)."""
+    (docs/partitions.md#alerts). Written in a batch's queueing statement (no round trip of its own), with the newest
+    event time of every batch committed since the last write; held back only while more messages wait to be written
+    behind the batch (``waiting()``), and then at most every ``every_s`` seconds (``clock``: monotonic): under load
+    one row rewritten by every batch is a write per batch for a reader that needs one a second. A batch with nothing
+    waiting behind it may be the last for a while, so it always writes: a row left behind would hold offline rules
+    back (a device whose data the row says is not committed yet is not judged silent) until the next batch or for the
+    minute the process still counts. Not thread-safe: one per writer (DbSink)."""
 
     def __init__(
-        self, client_id: str, every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic
+        self,
+        client_id: str,
+        *,
+        waiting: Callable[[], bool] = lambda: False,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client_id = client_id
+        self._waiting = waiting
         self._every_s = every_s
         self._clock = clock
         self._written_at: float | None = None
@@ -125,7 +133,8 @@ class Progress:
     def due(self, newest_us: int) -> tuple[str, int] | None:
         """The row to write with a batch whose newest event time is ``newest_us`` (client id, newest event time
         committed), or None: not due yet."""
-        if self._written_at is not None and self._clock() - self._written_at < self._every_s:
+        recent = self._written_at is not None and self._clock() - self._written_at < self._every_s
+        if recent and self._waiting():
             return None
         return self.client_id, newest_us if self._unwritten_us is None else max(newest_us, self._unwritten_us)
 

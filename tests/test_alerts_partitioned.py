@@ -189,9 +189,10 @@ def test_a_device_whose_data_waits_in_a_slower_process_is_not_judged_offline(db:
     assert (alert.device_id, alert.raised_at) == ("MM1-S", at(14))
 
 
-def test_a_process_records_its_progress_once_a_second_with_the_newest_of_the_batches_between(db: str) -> None:
+def test_a_busy_process_records_its_progress_once_a_second_with_the_newest_of_the_batches_between(db: str) -> None:
     seconds = [100.0]  # the process's monotonic clock, moved by hand
-    progress = Progress("p1", clock=lambda: seconds[0])
+    waiting = [True]  # whether messages wait behind the batch being written
+    progress = Progress("p1", waiting=lambda: waiting[0], clock=lambda: seconds[0])
 
     def write_at(s: float, batch: ReadingColumns) -> None:
         seconds[0] = s
@@ -213,5 +214,6 @@ def test_a_process_records_its_progress_once_a_second_with_the_newest_of_the_bat
         assert recorded() == us(at(4))
         write_at(101.5, cols(conn, "CITY-S", PM25, at(3), [20.0] * 4))  # to #6: not written
         assert recorded() == us(at(4))
-        write_at(102.0, cols(conn, "MM1-S", SO2, at(5), [5.0]))  # #5, a second on: #6
+        waiting[0] = False  # the last batch of a burst: nothing behind it, written within the second
+        write_at(101.6, cols(conn, "MM1-S", SO2, at(5), [5.0]))  # #5: the newest since, #6
         assert recorded() == us(at(6))
