@@ -20,11 +20,11 @@ from lccm.mqtt_identity import (
     ALERT_READER_ROLE,
     INGEST_ROLE,
     IdentityError,
+    IngestIdentity,
     IssuedCredential,
     add_alert_reader,
     alert_reader_username,
     open_identities,
-    setup_services,
     write_credentials_file,
 )
 from lccm.settings import Settings
@@ -52,13 +52,14 @@ def setup_command(
     client_ids = ingest_client_ids or [settings.mqtt_client_id]
     try:
         with open_identities(admin) as broker:
-            setup_services(
-                broker,
-                settings.mqtt_topic_root,
-                settings.mqtt_share_group,
-                settings.mqtt_username,
-                settings.mqtt_password.get_secret_value(),
-                client_ids,
+            broker.put_services(
+                IngestIdentity(
+                    settings.mqtt_topic_root,
+                    settings.mqtt_share_group,
+                    settings.mqtt_username,
+                    settings.mqtt_password.get_secret_value(),
+                    tuple(client_ids),
+                )
             )
     except (BrokerAdminError, IdentityError) as exc:
         typer.echo(f"error: {exc}", err=True)

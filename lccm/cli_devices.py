@@ -30,7 +30,6 @@ from lccm.mqtt_identity import (
     hash_secret,
     new_secret,
     open_identities,
-    provision_devices,
     write_credentials_file,
 )
 from lccm.settings import Settings
@@ -143,7 +142,7 @@ def issue_credentials(
         raise typer.Exit(2) from exc
     try:
         with open_identities(admin) as broker:
-            provision_devices(broker, settings.mqtt_topic_root, {c.device_id: c.secret for c in issued})
+            broker.put_devices(settings.mqtt_topic_root, {c.device_id: c.secret for c in issued})
     except (BrokerAdminError, IdentityError) as exc:
         out.unlink(missing_ok=True)
         typer.echo(f"error: credentials not issued ({exc}); re-run to issue them.", err=True)

@@ -28,12 +28,13 @@ import csv
 import os
 import re
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from argon2 import PasswordHasher
 
@@ -112,22 +113,59 @@ def hash_secret(secret: str) -> str:
 # --- provisioning -----------------------------------------------------------------------------------------------
 
 
-class IdentityBackend(Protocol):
-    """What lccm asks of a broker's identity store. Every method creates or replaces (idempotent: safe to re-run);
-    the callers below have checked the names against the model first."""
+@dataclass(frozen=True, slots=True)
+class IngestIdentity:
+    """The ingest's identity on the broker: the user its workers share (under the reserved prefix) and its password,
+    the workers' client ids (EMQX needs an entry each; mosquitto lets the user pick any), and what they read: the
+    topic root and the shared subscription's group ('' for none)."""
 
-    def put_services(
-        self,
-        topic_root: str,
-        share_group: str,
-        ingest_user: str,
-        ingest_password: str,
-        ingest_client_ids: Sequence[str],
-    ) -> None: ...
+    topic_root: str
+    share_group: str
+    user: str
+    password: str
+    client_ids: tuple[str, ...] = ()
 
-    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None: ...
 
-    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None: ...
+class IdentityBackend(ABC):
+    """What lccm asks of a broker's identity store. The public methods check each request against the model, once
+    for every broker, and hand it to the backend's ``_put_*``, which creates or replaces (idempotent: safe to
+    re-run)."""
+
+    def put_services(self, ingest: IngestIdentity) -> None:
+        """The service roles, and the ingest's identity (at every deployment)."""
+        if not is_reserved_identity(ingest.user):
+            raise IdentityError(f"the ingest's user name {ingest.user!r} must start with {RESERVED_IDENTITY_PREFIX!r}-")
+        if not ingest.password:
+            raise IdentityError("the ingest has no password (LCCM_MQTT_PASSWORD)")
+        self.check_topic_root(ingest.topic_root)
+        self._put_services(replace(ingest, client_ids=tuple(dict.fromkeys(ingest.client_ids))))
+
+    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
+        """A reader of the alert topic with this secret (see :func:`add_alert_reader`)."""
+        self.check_topic_root(topic_root)
+        self._put_alert_reader(username, secret, topic_root)
+
+    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
+        """Each device's credential (user name = fixed client id = device id) with the given secret."""
+        for device_id in secrets_by_device:
+            if is_reserved_identity(device_id):  # refused at import; checked again where the credential is made
+                raise IdentityError(f"{device_id!r} is a reserved identity, not a device")
+        if secrets_by_device:
+            self.check_topic_root(topic_root)
+            self._put_devices(topic_root, secrets_by_device)
+
+    @abstractmethod
+    def check_topic_root(self, topic_root: str) -> None:
+        """Refuse (IdentityError) a topic root the broker's rules cannot grant."""
+
+    @abstractmethod
+    def _put_services(self, ingest: IngestIdentity) -> None: ...
+
+    @abstractmethod
+    def _put_alert_reader(self, username: str, secret: str, topic_root: str) -> None: ...
+
+    @abstractmethod
+    def _put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None: ...
 
 
 AdminConfig = BrokerAdminConfig | EmqxAdminConfig
@@ -144,23 +182,6 @@ def open_identities(cfg: AdminConfig) -> Iterator[IdentityBackend]:
             yield MosquittoIdentities(admin)
 
 
-def setup_services(
-    ids: IdentityBackend,
-    topic_root: str,
-    share_group: str,
-    ingest_user: str,
-    ingest_password: str,
-    ingest_client_ids: Sequence[str] = (),
-) -> None:
-    """The service roles, and the ingest's identity (idempotent: safe at every deployment). ``ingest_client_ids``:
-    the workers' client ids, which EMQX needs one entry each for (mosquitto lets the ``lccm-ingest`` user pick any)."""
-    if not is_reserved_identity(ingest_user):
-        raise IdentityError(f"the ingest's user name {ingest_user!r} must start with {RESERVED_IDENTITY_PREFIX!r}-")
-    if not ingest_password:
-        raise IdentityError("the ingest has no password (LCCM_MQTT_PASSWORD)")
-    ids.put_services(topic_root, share_group, ingest_user, ingest_password, list(dict.fromkeys(ingest_client_ids)))
-
-
 def alert_reader_username(name: str) -> str:
     return name if name.startswith(ALERT_READER_PREFIX) else ALERT_READER_PREFIX + name
 
@@ -171,15 +192,6 @@ def add_alert_reader(ids: IdentityBackend, name: str, topic_root: str) -> tuple[
     secret = new_secret()
     ids.put_alert_reader(username, secret, topic_root)
     return username, secret
-
-
-def provision_devices(ids: IdentityBackend, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
-    """Each device's credential (user name = fixed client id = device id) with the given secret."""
-    for device_id in secrets_by_device:
-        if is_reserved_identity(device_id):  # refused at import; checked again where the credential is made
-            raise IdentityError(f"{device_id!r} is a reserved identity, not a device")
-    if secrets_by_device:
-        ids.put_devices(topic_root, secrets_by_device)
 
 
 # --- mosquitto: dynamic-security roles and clients -----------------------------------------------------------------
@@ -208,7 +220,7 @@ def _check(results: Sequence[DynsecResult], tolerated: Iterable[str] = ()) -> No
         raise IdentityError("the broker refused: " + "; ".join(failures[:5]))
 
 
-class MosquittoIdentities:
+class MosquittoIdentities(IdentityBackend):
     """The model as dynamic-security roles (one per device: the plugin has no %u in its ACLs) and clients."""
 
     def __init__(self, admin: BrokerAdmin) -> None:
@@ -222,25 +234,24 @@ class MosquittoIdentities:
         if existing:
             _check(self._admin.execute([{"command": "modifyClient", **c} for c in existing]))
 
-    def put_services(
-        self,
-        topic_root: str,
-        share_group: str,
-        ingest_user: str,
-        ingest_password: str,
-        ingest_client_ids: Sequence[str],
-    ) -> None:
-        commands = _role_commands(INGEST_ROLE, ingest_acls(topic_root, share_group), "lccm ingest workers")
-        commands += _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "readers of the alert topic")
-        _check(self._admin.execute(commands), tolerated=[_EXISTS])
-        self.upsert_clients([_client_fields(ingest_user, ingest_password, INGEST_ROLE, fixed_client_id=False)])
+    def check_topic_root(self, topic_root: str) -> None:
+        """Any: the roles are written for the topic root asked for."""
 
-    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
+    def _put_services(self, ingest: IngestIdentity) -> None:
+        acls = ingest_acls(ingest.topic_root, ingest.share_group)
+        commands = _role_commands(INGEST_ROLE, acls, "lccm ingest workers")
+        commands += _role_commands(
+            ALERT_READER_ROLE, alert_reader_acls(ingest.topic_root), "readers of the alert topic"
+        )
+        _check(self._admin.execute(commands), tolerated=[_EXISTS])
+        self.upsert_clients([_client_fields(ingest.user, ingest.password, INGEST_ROLE, fixed_client_id=False)])
+
+    def _put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
         roles = _role_commands(ALERT_READER_ROLE, alert_reader_acls(topic_root), "alert readers")
         _check(self._admin.execute(roles), [_EXISTS])
         self.upsert_clients([_client_fields(username, secret, ALERT_READER_ROLE, fixed_client_id=True)])
 
-    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
+    def _put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
         # createRole only: a device's ACLs follow from its id alone, so an existing role is already right. (Each
         # command makes the plugin rewrite its JSON file, so fewer commands matter for a city's first import.)
         roles = [
@@ -256,35 +267,27 @@ class MosquittoIdentities:
 # --- EMQX: entries of the built-in database, keyed by client id ------------------------------------------------------
 
 
-class EmqxIdentities:
+class EmqxIdentities(IdentityBackend):
     """The model as entries of EMQX's built-in database (user id = client id). The rules are deploy/emqx/acl.conf,
     fixed and written with ${clientid}: nothing per device, so only what that file matches can be set up here."""
 
     def __init__(self, admin: EmqxAdmin) -> None:
         self._admin = admin
 
-    def _acl_covers(self, topic_root: str) -> None:
+    def check_topic_root(self, topic_root: str) -> None:
         if topic_root != EMQX_ACL_TOPIC_ROOT:
             raise IdentityError(
                 f"deploy/emqx/acl.conf grants topics under {EMQX_ACL_TOPIC_ROOT!r} only, not LCCM_MQTT_TOPIC_ROOT "
                 f"{topic_root!r}: change the file's rules first"
             )
 
-    def put_services(
-        self,
-        topic_root: str,
-        share_group: str,
-        ingest_user: str,
-        ingest_password: str,
-        ingest_client_ids: Sequence[str],
-    ) -> None:
-        self._acl_covers(topic_root)
-        if not ingest_client_ids:
+    def _put_services(self, ingest: IngestIdentity) -> None:
+        if not ingest.client_ids:
             raise IdentityError(
                 "EMQX authenticates by client id: name every ingest worker's client id (LCCM_MQTT_CLIENT_ID, "
                 "or `lccm broker setup --ingest-client-id ID` once per worker)"
             )
-        wrong = [c for c in ingest_client_ids if not INGEST_CLIENT_ID.fullmatch(c)]
+        wrong = [c for c in ingest.client_ids if not INGEST_CLIENT_ID.fullmatch(c)]
         if wrong:
             raise IdentityError(
                 f"ingest client ids {wrong} are not {INGEST_CLIENT_ID.pattern!r}: deploy/emqx/acl.conf grants the "
@@ -292,16 +295,14 @@ class EmqxIdentities:
             )
         # One entry per worker and one per its alert publisher, all with the ingest's password: the workers share
         # one secret (LCCM_MQTT_PASSWORD), as they share the lccm-ingest user on mosquitto.
-        entries = {c + suffix: ingest_password for c in ingest_client_ids for suffix in ("", ALERT_PUBLISHER_SUFFIX)}
+        entries = {c + suffix: ingest.password for c in ingest.client_ids for suffix in ("", ALERT_PUBLISHER_SUFFIX)}
         self._admin.import_users(entries)
 
-    def put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
-        self._acl_covers(topic_root)
+    def _put_alert_reader(self, username: str, secret: str, topic_root: str) -> None:
         self._admin.import_users({username: secret})
         self._admin.kick_clients([username])  # whoever holds the old secret is cut off now, as on mosquitto
 
-    def put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
-        self._acl_covers(topic_root)
+    def _put_devices(self, topic_root: str, secrets_by_device: Mapping[str, str]) -> None:
         self._admin.import_users(secrets_by_device)
         # A rotated device's open connection ends now, as mosquitto's modifyClient does; new devices are not
         # connected, so for them this is a no-op. Never done for the ingest's entries: a re-run of `broker setup`

@@ -44,7 +44,7 @@ from lccm.store.connect import Connect
 from lccm.store.energy import sync_factor_registry
 from lccm.store.leases import ensure_partitions
 from lccm.store.migrate import migrate
-from lccm.store.writer import DEFAULT_LATE_HORIZON_US, ReadingColumns, WriteResult, write_batch
+from lccm.store.writer import DEFAULT_LATE_HORIZON_US, Progress, ReadingColumns, WriteResult, write_batch
 from lccm.stream.alerts import AlertEvaluator, IndexSource
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.batch import BatchBuilder, FlushPolicy
@@ -82,12 +82,12 @@ class DbSink:
 
     def __init__(
         self, url: str, late_horizon_us: int = DEFAULT_LATE_HORIZON_US, *, alerts: bool = True,
-        writer: str | None = None,
+        progress: Progress | None = None,
     ) -> None:  # fmt: skip
         self._url = url
         self._late_horizon_us = late_horizon_us
         self._alerts = alerts  # queue batches for the alert evaluator (alert_queue)
-        self._writer = writer  # this process's name in ingest_progress (its MQTT client id)
+        self._progress = progress  # this process's row in ingest_progress
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, batch: BatchBuilder, cols: ReadingColumns) -> WriteResult:
@@ -95,7 +95,7 @@ class DbSink:
         try:
             return write_batch(
                 conn, cols, batch.dead_letters, batch.statuses, late_horizon_us=self._late_horizon_us,
-                alerts=self._alerts, writer=self._writer,
+                alerts=self._alerts, progress=self._progress,
             )  # fmt: skip
         except psycopg.OperationalError:
             self.close()
@@ -567,10 +567,11 @@ def build_ingest(
         ),
         inbox,
     )
+    # Progress is held back while messages wait in the inbox: more batches are coming.
+    progress = Progress(client_id or settings.mqtt_client_id, waiting=lambda: not inbox.empty())
     sink = DbSink(
-        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled,
-        writer=client_id or settings.mqtt_client_id,
-    )  # fmt: skip
+        svc.database_url, settings.late_horizon_s * 1_000_000, alerts=settings.alerts_enabled, progress=progress
+    )
     hooks, downstream = _downstream(
         settings, derived=derived, leases=leases, evaluator=evaluator, notifications=notifications,
         mqtt_in=source.check,

@@ -21,8 +21,8 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
-from lccm.store.energy import IN_PARTITIONS, partition_params
-from lccm.store.leases import Held
+from lccm.store import leases
+from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and, scope_clauses
 from lccm.store.writer import us_to_datetime
 
@@ -348,17 +348,19 @@ class Queued:
     batch_received_us: int
 
 
+_QUEUED_COLUMNS = ("id", "device_id", "metric_id", "lo", "hi", "batch_newest", "batch_received")
+_QUEUED = sql.SQL(
+    f"SELECT device_id, metric_id, {_us('lo')}, {_us('hi')}, {_us('batch_newest')}, {_us('batch_received')}"
+    " FROM taken ORDER BY id"
+)
+
+
 def claim_queued(conn: psycopg.Connection, limit: int, held: Held | None = None) -> list[Queued]:
     """Take up to ``limit`` rows of the hand-over, oldest committed first, of devices in ``held`` (the caller's
     locked leases; None: every device). Deleted in the caller's transaction: if it fails, they come back."""
-    rows = conn.execute(
-        "WITH taken AS (DELETE FROM alert_queue WHERE id = ANY(ARRAY("
-        f"  SELECT id FROM alert_queue WHERE {IN_PARTITIONS} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))"
-        "  RETURNING id, device_id, metric_id, lo, hi, batch_newest, batch_received)"
-        f" SELECT device_id, metric_id, {_us('lo')}, {_us('hi')}, {_us('batch_newest')}, {_us('batch_received')}"
-        " FROM taken ORDER BY id",
-        (*partition_params(held), limit),
-    ).fetchall()
+    rows = leases.claim(
+        conn, "alert_queue", _QUEUED_COLUMNS, _QUEUED, limit=limit, held=held, key="id", oldest_first="id"
+    )
     return [Queued(*(int(v) for v in r)) for r in rows]
 
 

@@ -14,8 +14,9 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import set_json_loads
 
+from lccm.store import leases
 from lccm.store.energy import _EPOCH, _US, Spans, _us
-from lccm.store.leases import IN_PARTITIONS, Held, partition_params
+from lccm.store.leases import Held
 from lccm.store.scope import Scope, scope_and
 from lccm.store.writer import us_to_datetime
 
@@ -44,19 +45,23 @@ class StationSpan:
     last_hour_us: int | None  # the station's latest hour with any pollutant mean
 
 
+# The claimed rows merged per station, with the station's latest hour of any pollutant mean (placeholder: the
+# pollutants' metric ids).
+_MERGED_STATION_HOURS = sql.SQL(
+    f"SELECT t.device_id, {_us('min(t.lo)')}, {_us('max(t.hi)')},"
+    f"  (SELECT {_us('max(b.bucket_start)')} FROM sample_buckets b WHERE b.resolution = '1h'"
+    "    AND b.device_id = t.device_id AND b.metric_id = ANY(%s))"
+    " FROM taken t GROUP BY t.device_id ORDER BY t.device_id"
+)
+
+
 def claim_station_hours(conn: psycopg.Connection, limit: int = 5_000, held: Held | None = None) -> list[StationSpan]:
     """Take queued station hours (in the caller's transaction, so a failure puts them back), merged per station;
     with ``held``, only those of stations in the held partitions."""
-    rows = conn.execute(
-        "WITH taken AS (DELETE FROM aqi_queue WHERE ctid = ANY(ARRAY("
-        f"  SELECT ctid FROM aqi_queue WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
-        "  RETURNING device_id, lo, hi)"
-        f" SELECT t.device_id, {_us('min(t.lo)')}, {_us('max(t.hi)')},"
-        f"  (SELECT {_us('max(b.bucket_start)')} FROM sample_buckets b WHERE b.resolution = '1h'"
-        "    AND b.device_id = t.device_id AND b.metric_id = ANY(%s))"
-        " FROM taken t GROUP BY t.device_id ORDER BY t.device_id",
-        (*partition_params(held), limit, list(POLLUTANT_METRICS.values())),
-    ).fetchall()
+    rows = leases.claim(
+        conn, "aqi_queue", ("device_id", "lo", "hi"), _MERGED_STATION_HOURS, limit=limit, held=held,
+        params=(list(POLLUTANT_METRICS.values()),),
+    )  # fmt: skip
     return [StationSpan(*r) for r in rows]
 
 

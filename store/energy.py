@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from lccm.engine.timebase import CITY_TZ_NAME
-from lccm.store.leases import IN_PARTITIONS, Held, partition_params
+from lccm.store import leases
+from lccm.store.leases import Held
 from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -45,6 +47,19 @@ def _ts(expr: str) -> str:
 
 def _us(expr: str) -> str:
     return f"(extract(epoch FROM {expr}) * 1000000)::bigint"
+
+
+# The reading window of a bucket range [se.s, se.e) of (se.d, se.m), in microseconds: from the last reading at or
+# before its start to the first at or after its end (their intervals reach into the range); the range's own ends
+# where there is none.
+WINDOW_LO = (
+    f"coalesce((SELECT {_us('x.ts')} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m"
+    f" AND x.ts <= {_ts('se.s')} ORDER BY x.ts DESC LIMIT 1), se.s)"
+)
+WINDOW_HI = (
+    f"coalesce((SELECT {_us('x.ts')} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m"
+    f" AND x.ts >= {_ts('se.e')} ORDER BY x.ts LIMIT 1), se.e)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,13 @@ _UNNEST = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) AS t(d,
 QUEUES = ("rollup_queue", "sample_queue")  # registers -> energy; instantaneous and state metrics -> samples, lamps
 
 
+# The claimed rows merged per (device, metric): one span from the earliest to the latest time queued.
+_MERGED_SPANS = sql.SQL(
+    f"SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
+    " GROUP BY device_id, metric_id ORDER BY device_id, metric_id"
+)
+
+
 def claim_spans(
     conn: psycopg.Connection, limit: int = 20_000, queue: str = "rollup_queue", held: Held | None = None
 ) -> Spans:
@@ -86,14 +108,7 @@ def claim_spans(
     ``held``, only rows of devices in those partitions (the process's leases, locked by the caller)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
-    rows = conn.execute(
-        f"WITH taken AS (DELETE FROM {queue} WHERE ctid = ANY(ARRAY("
-        f"  SELECT ctid FROM {queue} WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
-        "  RETURNING device_id, metric_id, lo, hi)"
-        f" SELECT device_id, metric_id, {_us('min(lo)')}, {_us('max(hi)')} FROM taken"
-        " GROUP BY device_id, metric_id ORDER BY device_id, metric_id",
-        (*partition_params(held), limit),
-    ).fetchall()
+    rows = leases.claim(conn, queue, ("device_id", "metric_id", "lo", "hi"), _MERGED_SPANS, limit=limit, held=held)
     return _spans(rows)
 
 
@@ -180,10 +195,8 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM pq)
         SELECT se.d, se.m, se.s, se.e,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_LO} AS wlo,
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.d, se.m
         """,
         spans.params(),
@@ -227,8 +240,7 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
                                                          e)) AS e
             FROM n)
         SELECT se.d, se.m, se.s, se.e, se.wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.i
         """,
         (*ranges.params(), windows.lo_us.tolist(), windows.hi_us.tolist()),
@@ -333,11 +345,7 @@ class BucketRows:
 
 def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -> None:
     """Replace the 15-minute rows of each (device, metric, [s, e)) and recompute the coarser levels over them."""
-    conn.execute(
-        f"DELETE FROM energy_buckets b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d"
-        f" AND b.metric_id = t.m AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
-        ranges.params(),
-    )
+    delete_15min(conn, "energy_buckets", ranges)
     with conn.cursor().copy(
         "COPY energy_buckets (resolution, device_id, metric_id, bucket_start, amount, amount_estimated, covered_s,"
         " quality, intervals, kgco2e, kgco2e_base) FROM STDIN (FORMAT BINARY)"
@@ -351,9 +359,23 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
     # Hours, days and months are cut in the city's time zone; set for this transaction only.
     set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
-    for level, finer, unit in (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month")):
+    for level, finer, unit in ROLL_UP_LEVELS:
         roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
     refresh_sites(conn, "energy_buckets", ranges)
+
+
+def delete_15min(conn: psycopg.Connection, table: str, ranges: Spans, *, with_metric: bool = True) -> None:
+    """Delete the 15-minute rows of ``table`` in each range [lo, hi) of its device (and metric: ``with_metric``)."""
+    metric = " AND b.metric_id = t.m" if with_metric else ""
+    conn.execute(
+        f"DELETE FROM {table} b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d{metric}"
+        f" AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
+        ranges.params(),
+    )
+
+
+# The coarser levels rebuilt from the 15-minute rows, each from the one below: (level, finer level, calendar unit).
+ROLL_UP_LEVELS = (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month"))
 
 
 def set_city_time_zone(conn: psycopg.Connection) -> None:

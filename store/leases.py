@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 
 class PartitionCountMismatch(RuntimeError):
@@ -132,10 +134,6 @@ class Held:
     count: int
     partitions: list[int]
 
-    def params(self) -> tuple[int, list[int]]:
-        """For the claims' ``device_id % %s = ANY(%s)``."""
-        return self.count, self.partitions
-
 
 # A queue row's device in the held partitions (:func:`partition_of`), or any device without leases: the claims'
 # filter, with :func:`partition_params`.
@@ -144,3 +142,34 @@ IN_PARTITIONS = "(%s::int IS NULL OR device_id %% %s::int = ANY(%s::int[]))"
 
 def partition_params(held: Held | None) -> tuple[int | None, int | None, list[int] | None]:
     return (None, None, None) if held is None else (held.count, held.count, held.partitions)
+
+
+def claim(
+    conn: psycopg.Connection,
+    queue: str,
+    columns: Sequence[str],
+    merged: sql.Composable,
+    *,
+    limit: int,
+    held: Held | None,
+    params: Sequence[object] = (),
+    key: str = "ctid",
+    oldest_first: str = "queued_at",
+) -> list[tuple[Any, ...]]:
+    """In the caller's transaction, which has locked its leases (:func:`hold`): delete up to ``limit`` rows of the
+    work queue ``queue``, oldest first by ``oldest_first``, of devices in ``held`` (None: any device), and return the
+    rows of ``merged``, a query over them as ``taken`` (its ``columns``; ``params`` fill its placeholders). Rows
+    another transaction has claimed are skipped, not waited for; if the caller's transaction fails they come back.
+    ``key`` picks the rows to delete: the physical row (``ctid``) where the queue has no key of its own."""
+    query = sql.SQL(
+        "WITH taken AS (DELETE FROM {queue} WHERE {key} = ANY(ARRAY("
+        "  SELECT {key} FROM {queue} WHERE " + IN_PARTITIONS + " ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED))"
+        "  RETURNING {columns}) {merged}"
+    ).format(
+        queue=sql.Identifier(queue),
+        key=sql.Identifier(key),
+        order=sql.Identifier(oldest_first),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        merged=merged,
+    )
+    return conn.execute(query, (*partition_params(held), limit, *params)).fetchall()

@@ -30,9 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
+from psycopg import sql
 
 from lccm.engine.timebase import CITY_TZ_NAME
-from lccm.store.leases import IN_PARTITIONS, Held, partition_params
+from lccm.store import leases
+from lccm.store.leases import Held
 
 _TS_LO = "'epoch'::timestamptz + u.lo * interval '1 microsecond'"
 _TS_HI = "'epoch'::timestamptz + u.hi * interval '1 microsecond'"
@@ -46,11 +48,9 @@ ENQUEUE = (
     " FROM unnest(%s::int[], %s::int[], %s::bigint[], %s::bigint[]) AS u(d, n, lo, hi)"
 )
 
-_CLAIM = (
-    "WITH taken AS (DELETE FROM day_queue WHERE ctid = ANY(ARRAY("
-    f"  SELECT ctid FROM day_queue WHERE {IN_PARTITIONS} ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED))"
-    "  RETURNING device_id, day, lo, hi)"
-    " SELECT device_id, day - DATE '1970-01-01', (extract(epoch FROM min(lo)) * 1000000)::bigint,"
+# The claimed rows merged per (device, day), sorted by day then device (the order ``reading_days`` locks them in).
+_MERGED_DAYS = sql.SQL(
+    "SELECT device_id, day - DATE '1970-01-01', (extract(epoch FROM min(lo)) * 1000000)::bigint,"
     " (extract(epoch FROM max(hi)) * 1000000)::bigint FROM taken GROUP BY 1, 2 ORDER BY 2, 1"
 )
 
@@ -108,7 +108,7 @@ DaySpans = tuple[list[int], list[int], list[int], list[int]]  # device ids, days
 def claim(conn: psycopg.Connection, limit: int = 20_000, held: Held | None = None) -> DaySpans:
     """Take queued rows (deleted in the caller's transaction, so a failure puts them back), merged per (device, day)
     and sorted by day then device; with ``held``, only rows of devices in those partitions."""
-    rows = conn.execute(_CLAIM, (*partition_params(held), limit)).fetchall()
+    rows = leases.claim(conn, "day_queue", ("device_id", "day", "lo", "hi"), _MERGED_DAYS, limit=limit, held=held)
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
 
 

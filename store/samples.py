@@ -24,10 +24,14 @@ from lccm.store.energy import (
     _UNNEST,
     _US,
     BUCKET_US,
+    ROLL_UP_LEVELS,
+    WINDOW_HI,
+    WINDOW_LO,
     Spans,
     _spans,
     _ts,
     _us,
+    delete_15min,
     refresh_sites,
     roll_up,
     set_city_time_zone,
@@ -40,7 +44,6 @@ LAMP_METRIC = 6  # lamp_on
 # when the new reading arrives, as a recompute would (a lamp silent for longer is recomputed from the cut-off).
 GAP_LOOKBACK = "31 days"
 NO_END = np.iinfo(np.int64).max
-_LEVELS = (("1h", "15min", "hour"), ("1d", "1h", "day"), ("1mo", "1d", "month"))
 
 
 def sample_ranges(spans: Spans) -> Spans:
@@ -72,7 +75,7 @@ class SampleRows:
 
 def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -> None:
     """Replace the 15-minute rows of each (device, metric, [s, e)) and recompute the coarser levels over them."""
-    _delete_15min(conn, "sample_buckets", ranges)
+    delete_15min(conn, "sample_buckets", ranges)
     with conn.cursor().copy(
         "COPY sample_buckets (resolution, device_id, metric_id, bucket_start, n, sum, min, max, last, last_ts)"
         " FROM STDIN (FORMAT BINARY)"
@@ -83,7 +86,7 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
             (">f8", rows.max), (">f8", rows.last), (">i8", rows.last_ts_us - PG_EPOCH_OFFSET_US),
         ]))  # fmt: skip
     set_city_time_zone(conn)
-    for level, finer, unit in _LEVELS:
+    for level, finer, unit in ROLL_UP_LEVELS:
         roll_up(
             conn, "sample_buckets", ranges, level, finer, unit,
             {
@@ -117,10 +120,8 @@ def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, n
                    ((least(coalesce(n, hi + hold), hi + hold) + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM h)
         SELECT se.d, se.m, se.s, se.e, CASE WHEN se.n IS NULL THEN se.hi + se.hold END AS open_from, se.hold,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts <= {_ts("se.s")} ORDER BY x.ts DESC LIMIT 1), se.s) AS wlo,
-            coalesce((SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = se.d AND x.metric_id = se.m
-                      AND x.ts >= {_ts("se.e")} ORDER BY x.ts LIMIT 1), se.e) AS whi
+            {WINDOW_LO} AS wlo,
+            {WINDOW_HI} AS whi
         FROM se ORDER BY se.d, se.m
         """,
         spans.params(),
@@ -155,7 +156,7 @@ class LampRows:
 
 
 def replace_lamps(conn: psycopg.Connection, ranges: Spans, rows: LampRows) -> None:
-    _delete_15min(conn, "lamp_buckets", ranges, with_metric=False)
+    delete_15min(conn, "lamp_buckets", ranges, with_metric=False)
     with conn.cursor().copy(
         "COPY lamp_buckets (resolution, device_id, bucket_start, on_s, day_on_s, night_off_s, night_known_s,"
         " unknown_s) FROM STDIN"
@@ -167,17 +168,8 @@ def replace_lamps(conn: psycopg.Connection, ranges: Spans, rows: LampRows) -> No
             cp.write_row(("15min", d, us_to_datetime(b), *seconds))
     set_city_time_zone(conn)
     sums = {c: f"sum(b.{c})" for c in ("on_s", "day_on_s", "night_off_s", "night_known_s", "unknown_s")}
-    for level, finer, unit in _LEVELS:
+    for level, finer, unit in ROLL_UP_LEVELS:
         roll_up(conn, "lamp_buckets", ranges, level, finer, unit, sums, with_metric=False)
-
-
-def _delete_15min(conn: psycopg.Connection, table: str, ranges: Spans, *, with_metric: bool = True) -> None:
-    metric = " AND b.metric_id = t.m" if with_metric else ""
-    conn.execute(
-        f"DELETE FROM {table} b USING {_UNNEST} WHERE b.resolution = '15min' AND b.device_id = t.d{metric}"
-        f" AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
-        ranges.params(),
-    )
 
 
 def resolve_late_spans(conn: psycopg.Connection, lo_us: int, hi_us: int) -> int:

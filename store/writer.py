@@ -28,7 +28,8 @@ payload): a unique index on the retained ones makes the repeats no-ops.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -98,6 +99,53 @@ class WriteResult:
     conflicts: int = 0  # new rows in reading_conflicts: a second value for a stored reading
 
 
+# How often an ingest process records how far it has committed while its batches come back to back: what reads it
+# (the alert evaluator's offline rules, stream/alerts.py) looks for the slowest process heard from within a minute.
+PROGRESS_EVERY_S = 1.0
+
+
+class Progress:
+    """How far one ingest process has committed: its row of ``ingest_progress`` (keyed by its MQTT client id), the
+    newest event time of its committed batches, which the alert evaluator's offline rules read
+    (docs/partitions.md#alerts). Written in a batch's queueing statement (no round trip of its own), with the newest
+    event time of every batch committed since the last write; held back only while more messages wait to be written
+    behind the batch (``waiting()``), and then at most every ``every_s`` seconds (``clock``: monotonic): under load
+    one row rewritten by every batch is a write per batch for a reader that needs one a second. A batch with nothing
+    waiting behind it may be the last for a while, so it always writes: a row left behind would hold offline rules
+    back (a device whose data the row says is not committed yet is not judged silent) until the next batch or for the
+    minute the process still counts. Not thread-safe: one per writer (DbSink)."""
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        waiting: Callable[[], bool] = lambda: False,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client_id = client_id
+        self._waiting = waiting
+        self._every_s = every_s
+        self._clock = clock
+        self._written_at: float | None = None
+        self._unwritten_us: int | None = None  # the newest event time committed since the last write
+
+    def due(self, newest_us: int) -> tuple[str, int] | None:
+        """The row to write with a batch whose newest event time is ``newest_us`` (client id, newest event time
+        committed), or None: not due yet."""
+        recent = self._written_at is not None and self._clock() - self._written_at < self._every_s
+        if recent and self._waiting():
+            return None
+        return self.client_id, newest_us if self._unwritten_us is None else max(newest_us, self._unwritten_us)
+
+    def committed(self, newest_us: int, *, written: bool) -> None:
+        """After the batch's commit: whether it wrote the row (the batch's :meth:`due`)."""
+        if written:
+            self._written_at, self._unwritten_us = self._clock(), None
+        else:
+            self._unwritten_us = newest_us if self._unwritten_us is None else max(newest_us, self._unwritten_us)
+
+
 def encode_readings(cols: ReadingColumns) -> bytes:
     """The whole binary COPY stream (header, rows, trailer) for ``READING_COLUMNS``, rows in the batch's order."""
     return encode_columns([
@@ -154,24 +202,28 @@ def write_batch(
     *,
     late_horizon_us: int = DEFAULT_LATE_HORIZON_US,
     alerts: bool = True,
-    writer: str | None = None,
+    progress: Progress | None = None,
 ) -> WriteResult:
     """Store a batch atomically. Returns only after COMMIT, so the caller may then ack the messages.
 
     With ``alerts`` (an ingest process with alerts on) the batch is queued for the alert evaluator too, and with
-    ``writer`` (the process's MQTT client id) that process's progress is recorded for it.
+    ``progress`` (the process's) that process's progress is recorded for it when due.
 
     Readings whose event time is more than ``late_horizon_us`` before their receipt are stored but queued for no
     live recomputation: they are listed in ``late_spans`` until ``lccm recompute`` covers them."""
     data = encode_readings(cols) if len(cols) else b""
+    newest_us = int(cols.ts_us.max()) if len(cols) and alerts else None
+    progress_row = None if progress is None or newest_us is None else progress.due(newest_us)
     with conn.transaction():
         inserted, conflicts = _copy_readings(conn, data, cols) if len(cols) else (0, 0)
         if len(cols):
-            _enqueue(conn, cols, late_horizon_us, counted=inserted > 0, alerts=alerts, writer=writer)
+            _enqueue(conn, cols, late_horizon_us, counted=inserted > 0, alerts=alerts, progress=progress_row)
         if dead_letters:
             _copy_dead_letters(conn, dead_letters)
         if statuses:
             _upsert_statuses(conn, statuses)
+    if progress is not None and newest_us is not None:
+        progress.committed(newest_us, written=progress_row is not None)
     return WriteResult(
         inserted=inserted,
         duplicates=len(cols) - inserted - conflicts,
@@ -267,11 +319,11 @@ _UNNEST_SPANS = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) A
 
 def _enqueue(
     conn: psycopg.Connection, cols: ReadingColumns, late_horizon_us: int, *, counted: bool, alerts: bool,
-    writer: str | None,
+    progress: tuple[str, int] | None,
 ) -> None:  # fmt: skip
     """The batch's derived work, one line per queue, sent as one statement (a data-modifying CTE per line): one
     round trip whatever the number of queues. ``counted``: the batch stored readings (a batch of repeats only
-    changes no day's count). ``alerts``: the evaluator's hand-over too (:func:`alert_lines`)."""
+    changes no day's count). ``alerts``: the evaluator's hand-over too (:func:`alert_lines`, with ``progress``)."""
     lines: list[tuple[str, Sequence[object]]] = []
     late = (cols.received_at_us - cols.ts_us) > late_horizon_us
     on_time = cols if not late.any() else cols.take(np.flatnonzero(~late))
@@ -290,7 +342,7 @@ def _enqueue(
     if counted:
         lines.append((reading_days.ENQUEUE, day_spans(cols)))
     if alerts:
-        lines.extend(alert_lines(cols, writer))
+        lines.extend(alert_lines(cols, progress))
     if lines:
         *ctes, (last, _) = lines
         sql = "".join(f"{'WITH' if i == 0 else ','} q{i} AS ({q}) " for i, (q, _) in enumerate(ctes)) + last
@@ -310,16 +362,18 @@ _LATE_SPANS = (
 )
 
 
-def alert_lines(cols: ReadingColumns, writer: str | None = None) -> list[tuple[str, Sequence[object]]]:
+def alert_lines(cols: ReadingColumns, progress: tuple[str, int] | None = None) -> list[tuple[str, Sequence[object]]]:
     """The alert evaluator's hand-over (``alert_queue``, migration 022), in the readings' transaction: per (device,
     metric) the span of event times, with the batch's newest event time and newest receipt, which its watermark is
     made of (stream/alerts.py). Every reading of the batch counts, late ones and repeats too: the evaluator judges
-    what is stored, and a repeat finds it recorded already. With ``writer``, how far that ingest process has
-    committed (``ingest_progress``, its own row). Lines of :func:`_enqueue`'s one statement."""
+    what is stored, and a repeat finds it recorded already. With ``progress`` (an ingest process's MQTT client id
+    and newest event time committed, when :meth:`Progress.due`), that process's row of ``ingest_progress``. Lines of
+    :func:`_enqueue`'s one statement."""
     newest = us_to_datetime(int(cols.ts_us.max()))
     lines: list[tuple[str, Sequence[object]]] = []
-    if writer is not None:
-        lines.append((_PROGRESS, (writer, newest)))
+    if progress is not None:
+        client_id, progress_us = progress
+        lines.append((_PROGRESS, (client_id, us_to_datetime(progress_us))))
     dev, met, lo, hi, _ = touched_spans(cols)
     received = us_to_datetime(int(cols.received_at_us.max()))
     lines.append((_ALERT_SPANS, (newest, received, dev.tolist(), met.tolist(), lo.tolist(), hi.tolist())))

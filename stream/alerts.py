@@ -125,8 +125,7 @@ from lccm.store import alerts as st
 from lccm.store.connect import Connect
 from lccm.store.leases import Held
 from lccm.store.writer import us_to_datetime
-from lccm.stream.energy import held_partitions
-from lccm.stream.partitions import Leases
+from lccm.stream.partitions import Leases, held_partitions
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from lccm.store.aqi import (
     replace_aqi,
 )
 from lccm.store.connect import Connect
-from lccm.stream.energy import UpdateResult, drain, held_partitions
-from lccm.stream.partitions import Leases
+from lccm.stream.energy import UpdateResult, drain
+from lccm.stream.partitions import Leases, held_partitions
 
 _POLLUTANT_OF_METRIC = {m: p for p, m in POLLUTANT_METRICS.items()}
 

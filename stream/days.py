@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from lccm.store import reading_days
 from lccm.store.connect import Connect
-from lccm.stream.energy import UpdateResult, drain, held_partitions
-from lccm.stream.partitions import Leases
+from lccm.stream.energy import UpdateResult, drain
+from lccm.stream.partitions import Leases, held_partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,7 @@ from lccm.store.energy import (
     replace_buckets,
     window_readings,
 )
-from lccm.store.leases import Held
-from lccm.stream.partitions import Leases
+from lccm.stream.partitions import Leases, held_partitions
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +198,6 @@ class EnergyUpdater:
             rated[j] = (m.rated_kw or 0.0) if metric == ENERGY_METRIC else 0.0
             cadence[j] = m.cadence_s * 1_000_000
         return MeterParams(modulus=modulus, rated_per_h=rated, cadence_us=cadence, learned_per_h=learned), classes
-
-
-def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:
-    """The partitions an updater's transaction may claim in (locked until it ends), or None for all of them."""
-    return None if leases is None else leases.hold(conn)
 
 
 def chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:

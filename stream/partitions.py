@@ -108,3 +108,9 @@ class Leases:
     def hold(self, conn: psycopg.Connection) -> Held:
         """In the caller's transaction: the partitions this process still holds, locked until it ends."""
         return Held(self.count, st.hold(conn, self.owner, self.held))
+
+
+def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:
+    """The partitions an updater's or the evaluator's transaction may claim in (locked until it ends), or None for
+    all of them (no leases: one process, ``lccm recompute``, tests)."""
+    return None if leases is None else leases.hold(conn)

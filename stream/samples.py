@@ -32,8 +32,8 @@ from lccm.store.samples import (
     sample_readings,
     site_coordinates,
 )
-from lccm.stream.energy import UpdateResult, chunks, drain, held_partitions
-from lccm.stream.partitions import Leases
+from lccm.stream.energy import UpdateResult, chunks, drain
+from lccm.stream.partitions import Leases, held_partitions
 
 DEFAULT_GRACE_US = 15 * US_PER_MIN  # photocells switch near civil twilight: the minutes around sunrise/sunset
 

@@ -17,7 +17,7 @@ import psycopg
 from lccm.engine.alert_kinds import Severity
 from lccm.store import alerts as st
 from lccm.store.leases import ensure_partitions, partition_of
-from lccm.store.writer import ReadingColumns, write_batch
+from lccm.store.writer import Progress, ReadingColumns, write_batch
 from lccm.stream.alerts import AlertEvaluator
 from lccm.stream.partitions import Leases
 from tests._db import device_pk, us
@@ -166,9 +166,9 @@ def test_two_processes_raising_one_dedup_key_at_once_give_one_alert_and_a_duplic
 
 
 def _write(url: str, batch: ReadingColumns, writer: str) -> None:
-    """A batch as the ingest process ``writer`` (its MQTT client id) commits it."""
+    """A batch as the ingest process ``writer`` (its MQTT client id) commits it, its progress due (written)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        write_batch(conn, batch, writer=writer)
+        write_batch(conn, batch, progress=Progress(writer))
 
 
 def test_a_device_whose_data_waits_in_a_slower_process_is_not_judged_offline(db: str) -> None:
@@ -187,3 +187,33 @@ def test_a_device_whose_data_waits_in_a_slower_process_is_not_judged_offline(db:
     [alert] = [x for x in alerts(db) if x.rule_key == "aq_offline"]
     # silent since #8 while every process got to #15: overdue at #8 + 6 x 5 min = #14
     assert (alert.device_id, alert.raised_at) == ("MM1-S", at(14))
+
+
+def test_a_busy_process_records_its_progress_once_a_second_with_the_newest_of_the_batches_between(db: str) -> None:
+    seconds = [100.0]  # the process's monotonic clock, moved by hand
+    waiting = [True]  # whether messages wait behind the batch being written
+    progress = Progress("p1", waiting=lambda: waiting[0], clock=lambda: seconds[0])
+
+    def write_at(s: float, batch: ReadingColumns) -> None:
+        seconds[0] = s
+        with psycopg.connect(db, autocommit=True) as conn:
+            write_batch(conn, batch, progress=progress)
+
+    def recorded() -> int:
+        with psycopg.connect(db) as conn:
+            [(newest,)] = conn.execute("SELECT newest_ts FROM ingest_progress WHERE client_id = 'p1'").fetchall()
+        return us(newest)
+
+    with psycopg.connect(db) as conn:
+        write_at(100.0, cols(conn, "MM1-S", SO2, T0, [5.0, 5.0]))  # the first batch: written, #1
+        assert recorded() == us(at(1))
+        write_at(100.5, cols(conn, "MM1-S", SO2, at(2), [5.0] * 3))  # to #4, within the second: not written
+        write_at(100.9, cols(conn, "CITY-S", PM25, T0, [20.0] * 3))  # to #2: not written
+        assert recorded() == us(at(1))
+        write_at(101.0, cols(conn, "MM1-T", SO2, T0, [5.0] * 4))  # to #3, a second on: the newest since, #4
+        assert recorded() == us(at(4))
+        write_at(101.5, cols(conn, "CITY-S", PM25, at(3), [20.0] * 4))  # to #6: not written
+        assert recorded() == us(at(4))
+        waiting[0] = False  # the last batch of a burst: nothing behind it, written within the second
+        write_at(101.6, cols(conn, "MM1-S", SO2, at(5), [5.0]))  # #5: the newest since, #6
+        assert recorded() == us(at(6))

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from lccm.cli import app
 from lccm.ingest.broker_admin import BrokerAdminError
 from lccm.ingest.emqx_admin import IMPORT_BATCH, EmqxAdmin, EmqxAdminConfig, EmqxUserExists, EmqxUserMissing
-from lccm.mqtt_identity import IdentityError, open_identities, provision_devices, setup_services
+from lccm.mqtt_identity import IdentityError, IngestIdentity, open_identities
 from tests._db import fresh_database
 from tests._emqx_api import AUTHN_ID, FakeEmqx, fake_emqx
 
@@ -255,10 +255,10 @@ def test_a_large_import_goes_in_batches_and_replaces_existing_entries(emqx: Fake
     assert len(emqx.users) == n and emqx.verify("DEV-00007", "pw-7") and emqx.verify(f"DEV-{n - 1:05d}", f"pw-{n - 1}")
 
     with open_identities(cfg) as ids:  # the same through the identity model, twice: idempotent
-        setup_services(ids, "lccm/v1", "", "lccm-ingest", "pw", ["lccm-ingest-1"])
-        setup_services(ids, "lccm/v1", "", "lccm-ingest", "pw", ["lccm-ingest-1"])
+        ids.put_services(IngestIdentity("lccm/v1", "", "lccm-ingest", "pw", ("lccm-ingest-1",)))
+        ids.put_services(IngestIdentity("lccm/v1", "", "lccm-ingest", "pw", ("lccm-ingest-1",)))
         with pytest.raises(IdentityError, match="reserved identity"):
-            provision_devices(ids, "lccm/v1", {"lccm-ingest-1": "stolen"})
+            ids.put_devices("lccm/v1", {"lccm-ingest-1": "stolen"})
     assert emqx.verify("lccm-ingest-1", "pw") and emqx.verify("lccm-ingest-1-alerts", "pw")
 
 

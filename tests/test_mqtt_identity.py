@@ -28,7 +28,7 @@ from deploy.compose import interpolate, load
 from lccm.cli import app
 from lccm.imports.registry import RegistryInvalid, is_reserved_identity, parse_registry_csv
 from lccm.ingest.broker_admin import BrokerAdminConfig
-from lccm.mqtt_identity import add_alert_reader, open_identities, setup_services
+from lccm.mqtt_identity import IngestIdentity, add_alert_reader, open_identities
 from tests._db import fresh_database
 from tests._prod_broker import ADMIN_USER, Client, ProdBroker, accepted_ok, prod_broker
 
@@ -382,8 +382,8 @@ def test_the_admin_commands_can_speak_tls(broker: ProdBroker, db_url: str, tmp_p
 
 def test_broker_setup_is_idempotent(broker: ProdBroker, devices: dict[str, str]) -> None:
     with open_identities(BrokerAdminConfig("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)) as admin:
-        setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
-        setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
+        admin.put_services(IngestIdentity(ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD))
+        admin.put_services(IngestIdentity(ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD))
     again = ingest(broker, "lccm-ingest-setup-check")
     assert again.accepted and again.subscribe(f"$share/lccm-ingest/{ROOT_TOPIC}/#") == ["Granted QoS 1"]
     again.close()
@@ -395,7 +395,7 @@ def test_the_demo_broker_config_keeps_anonymous_publishing_and_the_same_admin_co
         assert simulator.accepted and accepted_ok(simulator.publish(f"{ROOT_TOPIC}/{CITY}/ANY-1/up", b"{}"))
         simulator.close()
         with open_identities(BrokerAdminConfig("127.0.0.1", dev.port, ADMIN_USER, dev.admin_password)) as admin:
-            setup_services(admin, ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD)
+            admin.put_services(IngestIdentity(ROOT_TOPIC, "lccm-ingest", INGEST_USER, INGEST_PASSWORD))
 
 
 def test_the_shipped_names_are_the_reserved_ones() -> None:

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lccm.ingest.alerts import AlertPublisherError, MqttAlertPublisher
 from lccm.ingest.broker_admin import BrokerAdminConfig
-from lccm.mqtt_identity import add_alert_reader, open_identities, provision_devices, setup_services
+from lccm.mqtt_identity import IngestIdentity, add_alert_reader, open_identities
 from lccm.notify.dispatch import Dispatcher
 from lccm.notify.model import Address, AlertMessage, Notification, Recipient
 from lccm.notify.outbox import MemoryOutbox
@@ -147,9 +147,9 @@ def test_production_broker_lets_the_ingest_publish_alerts_and_only_alert_readers
     with prod_broker() as real:
         admin_cfg = BrokerAdminConfig("127.0.0.1", real.port, "lccm-admin", real.admin_password)
         with open_identities(admin_cfg) as admin:
-            setup_services(admin, "lccm/v1", "lccm-ingest", "lccm-ingest", "ingest-pw")
+            admin.put_services(IngestIdentity("lccm/v1", "lccm-ingest", "lccm-ingest", "ingest-pw"))
             reader_user, reader_secret = add_alert_reader(admin, "control-room", "lccm/v1")
-            provision_devices(admin, "lccm/v1", {"LPG-TH-01-M1": "device-pw"})
+            admin.put_devices("lccm/v1", {"LPG-TH-01-M1": "device-pw"})
         broker = Broker("127.0.0.1", real.port, "mosquitto")
         reader = Subscriber(broker, "lccm/v1/+/alerts/#", auth=(reader_user, reader_secret), client_id=reader_user)
         device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="LPG-TH-01-M1")
