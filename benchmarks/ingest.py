@@ -32,7 +32,8 @@ each phase in turn on the same publishers, workload and database:
 Each phase gets a fresh private Mosquitto (``lccm.services.start_broker``, no-drop configuration) and starts from
 empty tables (raw, queued and derived); the database is a fresh ``lccm_bench_<random>`` on the server of
 ``--admin-url``, dropped at the end. The CPU time of each part (ingest threads, publishers, broker, the sink's
-PostgreSQL backend, Node-RED and its backends) is reported so a miss can be located. ``--profile DIR`` records each
+PostgreSQL backend and, as deployed, the backends of the process's pool, where the derived work's queries run,
+Node-RED and its backends) is reported so a miss can be located. ``--profile DIR`` records each
 ingest phase with py-spy (``benchmarks/profile_shares.py`` sums the file). The machine is shared and noisy: read
 the ratios more than the absolute figures.
 
@@ -512,6 +513,37 @@ def proc_cpu_s(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5), after "pid (comm)"
 
 
+def own_backends_cpu_s(url: str, skip: int | None) -> float:
+    """CPU of the PostgreSQL backends serving this process's connections (matched by their client port), but
+    ``skip``'s, each since it connected. The updaters' queries run there: a cost moved from the process to the
+    database shows here."""
+    ports = _local_tcp_ports(os.getpid())
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, client_port FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return round(sum(proc_cpu_s(pid) for pid, port in rows if port in ports and pid != skip), 2)
+
+
+def _local_tcp_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (/proc: its socket inodes, looked up in the kernel's tables)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def machine_cpu_s() -> tuple[float, float]:
     """(busy, steal) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
     try:
@@ -752,8 +784,11 @@ def _ingest_main(
         progress.value = stats.messages
         used = cpu.stop()
         conn = worker.sink._conn if isinstance(worker, Ingest) else None
-        if conn is not None and not conn.closed:  # the sink's backend: its CPU since it connected (this phase)
-            used["postgres_backend"] = round(proc_cpu_s(conn.info.backend_pid), 2)
+        sink_backend = conn.info.backend_pid if conn is not None and not conn.closed else None
+        if sink_backend is not None:  # the sink's backend: its CPU since it connected (this phase)
+            used["postgres_backend"] = round(proc_cpu_s(sink_backend), 2)
+        if wiring == "deployed":  # the pool's: the derived work's queries (updaters, evaluator, leases)
+            used["postgres_pool_backends"] = own_backends_cpu_s(settings.database_url, sink_backend)
         worker.stop()
         results.put(
             {

@@ -145,29 +145,33 @@ def queue_length(conn: psycopg.Connection, queue: str = "rollup_queue") -> int:
 
 
 def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]:
-    """For each span: the 15-minute bucket range to recompute [s, e), and the reading window [wlo, whi] it needs."""
+    """For each span: the 15-minute bucket range to recompute [s, e), and the reading window [wlo, whi] it needs.
+
+    Each step is MATERIALIZED: inlined, a step's correlated subqueries were copied into every later expression that
+    names its column and run once per copy (the flat-run probe was in the plan 57 times: 1.4 ms per span against
+    0.14, benchmarks/README.md#the-derived-works-cpu-per-reading)."""
     rows = conn.execute(
         f"""
         WITH t AS (SELECT d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST}),
-        prev AS (
+        prev AS MATERIALIZED (
             SELECT t.d, t.m, t.lo, t.hi, pr.ts AS p_ts, pr.value AS p_value
             FROM t LEFT JOIN LATERAL (SELECT x.ts, x.value FROM readings x WHERE x.device_id = t.d
                                       AND x.metric_id = t.m AND x.ts < t.lo ORDER BY x.ts DESC LIMIT 1) pr ON true),
-        pf AS (
+        pf AS MATERIALIZED (
             SELECT prev.d, prev.m, prev.p_ts, prev.hi,
                 -- Back to the last reading with another value: a stuck register's catch-up is spread from there.
                 coalesce((SELECT x.ts FROM readings x WHERE x.device_id = prev.d AND x.metric_id = prev.m
                           AND x.ts < prev.p_ts AND x.ts >= prev.p_ts - interval '{FLAT_LOOKBACK}'
                           AND x.value <> prev.p_value ORDER BY x.ts DESC LIMIT 1), prev.p_ts, prev.lo) AS p
             FROM prev),
-        pb AS (
+        pb AS MATERIALIZED (
             -- The first suspect (or missing) bucket from just before that reading up to P: the reading may be a
             -- doubtful one, or a run may still be caught up from its anchor, which lies before such a bucket.
             SELECT pf.*, (SELECT min(b.bucket_start) FROM energy_buckets b WHERE b.resolution = '15min'
                           AND b.device_id = pf.d AND b.metric_id = pf.m AND b.quality >= 2
                           AND b.bucket_start > pf.p - interval '30 minutes' AND b.bucket_start < pf.p_ts) AS bad
             FROM pf),
-        pn AS (
+        pn AS MATERIALIZED (
             SELECT pb.d, pb.m,
                 -- ... then back over the suspect run to the end of the last good bucket before it.
                 CASE WHEN pb.bad IS NULL THEN pb.p ELSE least(pb.p, coalesce(
@@ -179,7 +183,7 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                           AND x.ts > pb.hi ORDER BY x.ts LIMIT 1), pb.hi) AS n,
                 pb.bad
             FROM pb),
-        pq AS (
+        pq AS MATERIALIZED (
             -- A good bucket before a suspect run may be a stuck register's measured zero (stored while the catch-up
             -- that ends the run was still the newest reading, judged at the live edge): back to the start of the
             -- flat run holding the reading there too, as from P above, so the catch-up is judged as a whole again.
@@ -190,7 +194,7 @@ def bucket_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans]
                 FROM (SELECT y.ts, y.value FROM readings y WHERE y.device_id = pn.d AND y.metric_id = pn.m
                       AND y.ts <= pn.p ORDER BY y.ts DESC LIMIT 1) q), pn.p) END AS p
             FROM pn),
-        se AS (
+        se AS MATERIALIZED (
             SELECT d, m, ({_us("p")} / {BUCKET_US}) * {BUCKET_US} AS s,
                    (({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM pq)
@@ -216,17 +220,17 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
         WITH t AS (SELECT row_number() OVER () AS i, d, m, lo AS s, hi AS e, wlo, {_ts("whi")} AS whi
                    FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
                    AS t(d, m, lo, hi, wlo, whi)),
-        w AS (
+        w AS MATERIALIZED (
             SELECT t.*, (SELECT x.value FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m
                          AND x.ts <= t.whi ORDER BY x.ts DESC LIMIT 1) AS v
             FROM t),
-        c AS (
+        c AS MATERIALIZED (
             -- The first reading after the window that leaves the value the window ended on (the catch-up).
             SELECT w.*, (SELECT x.ts FROM readings x WHERE x.device_id = w.d AND x.metric_id = w.m AND x.ts > w.whi
                          AND x.ts <= w.whi + interval '{FLAT_LOOKBACK}' AND x.value <> w.v
                          ORDER BY x.ts LIMIT 1) AS c
             FROM w),
-        n AS (
+        n AS MATERIALIZED (
             -- ... and the reading after it, which carries on from it (a held catch-up is spread then); with no
             -- catch-up stored yet, the end of the flat run.
             SELECT c.i, c.d, c.m, c.s, c.e, c.wlo, coalesce(
@@ -235,7 +239,7 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
                 (SELECT max(x.ts) FROM readings x WHERE x.device_id = c.d AND x.metric_id = c.m AND x.ts > c.whi
                  AND x.ts <= c.whi + interval '{FLAT_LOOKBACK}')) AS n
             FROM c),
-        se AS (
+        se AS MATERIALIZED (
             SELECT i, d, m, s, wlo, greatest(e, coalesce((({_us("n")} + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US},
                                                          e)) AS e
             FROM n)
@@ -251,20 +255,37 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
 
 
 def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(span index, ts_us, value) of the readings in each window, ordered by span then time."""
+    """(span index, ts_us, value) of the readings in each window, ordered by span then time.
+
+    The updaters read every reading of the buckets they recompute, most of a claim's rows: each window's readings
+    come as one binary string (PostgreSQL's own send format: int8 microseconds since 2000-01-01, float8) that numpy
+    reads as it is, rather than a Python tuple of three objects per reading (what cost the updaters most of their
+    CPU, and the garbage collector's passes over them, benchmarks/README.md#the-derived-works-cpu-per-reading)."""
     rows = conn.execute(
         f"""
         WITH t AS (SELECT row_number() OVER () - 1 AS i, d, m, {_ts("lo")} AS lo, {_ts("hi")} AS hi FROM {_UNNEST})
-        SELECT t.i, {_us("x.ts")}, x.value FROM t
-        JOIN readings x ON x.device_id = t.d AND x.metric_id = t.m AND x.ts BETWEEN t.lo AND t.hi
-        ORDER BY t.i, x.ts
+        SELECT t.i, w.n, w.tv FROM t CROSS JOIN LATERAL (
+            SELECT count(*) AS n, string_agg(timestamptz_send(x.ts) || float8send(x.value), ''::bytea ORDER BY x.ts)
+                   AS tv
+            FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts BETWEEN t.lo AND t.hi) w
+        WHERE w.n > 0 ORDER BY t.i
         """,
         windows.params(),
+        binary=True,
     ).fetchall()
     if not rows:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    i, ts, v = zip(*rows, strict=True)
-    return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+    span, n, tv = zip(*rows, strict=True)
+    readings = np.frombuffer(b"".join(tv), _TS_VALUE)
+    if len(readings) != sum(n):
+        raise ValueError("window readings: the binary rows do not match their count")
+    span_idx = np.repeat(np.array(span, np.int32), np.array(n, np.int64))
+    return span_idx, readings["ts"].astype(np.int64) + PG_EPOCH_OFFSET_US, readings["value"].astype(np.float64)
+
+
+# One reading as window_readings receives it: timestamptz_send (big-endian microseconds since PostgreSQL's epoch) and
+# float8send, packed.
+_TS_VALUE = np.dtype([("ts", ">i8"), ("value", ">f8")])
 
 
 def bound_priors(conn: psycopg.Connection, spans: Spans, days: int) -> tuple[np.ndarray, np.ndarray]:
@@ -279,24 +300,28 @@ def bound_priors(conn: psycopg.Connection, spans: Spans, days: int) -> tuple[np.
     if not len(spans):
         return np.zeros(0), np.zeros(0)
 
-    def peak(device: str) -> str:
+    def peak(device: str, at: str) -> str:
         return f"""(SELECT min(top.p) FROM (SELECT b.amount * 3600.0 / b.covered_s AS p FROM energy_buckets b
-                   WHERE b.resolution = '15min' AND b.device_id = {device} AND b.metric_id = own.m
-                   AND b.covered_s > 0 AND b.amount > 0 AND b.bucket_start < own.lo
-                   AND b.bucket_start >= own.lo - %s * interval '1 day' ORDER BY 1 DESC LIMIT 3) top)"""
+                   WHERE b.resolution = '15min' AND b.device_id = {device} AND b.metric_id = {at}.m
+                   AND b.covered_s > 0 AND b.amount > 0 AND b.bucket_start < {at}.lo
+                   AND b.bucket_start >= {at}.lo - %s * interval '1 day' ORDER BY 1 DESC LIMIT 3) top)"""
 
+    # The site's peak is the same for every meter of a site with none of its own and the same (metric, start): it is
+    # looked up once per such (site, metric, start), over every meter of the site (a meter in it adds nothing: it
+    # has no peak of its own there), not once per meter over the others (a new site of 200 meters: 200 x 199).
     rows = conn.execute(
         f"""
         WITH own AS (SELECT row_number() OVER () - 1 AS i, d, m, {_ts("lo")} AS lo FROM {_UNNEST}),
-        mine AS (SELECT own.i, own.d, own.m, own.lo, {peak("own.d")} AS p FROM own)
-        SELECT mine.i, mine.p,
-            CASE WHEN mine.p IS NULL THEN
-                (SELECT max(other.p) FROM devices x JOIN devices y ON y.site_id = x.site_id AND y.id <> x.id
-                 CROSS JOIN LATERAL (SELECT mine.m AS m, mine.lo AS lo) own
-                 CROSS JOIN LATERAL (SELECT {peak("y.id")} AS p) other
-                 WHERE x.id = mine.d)
-            END
-        FROM mine ORDER BY mine.i
+        mine AS MATERIALIZED (
+            SELECT own.i, own.m, own.lo, x.site_id AS site, {peak("own.d", "own")} AS p
+            FROM own LEFT JOIN devices x ON x.id = own.d),
+        cold AS (SELECT DISTINCT site, m, lo FROM mine WHERE p IS NULL AND site IS NOT NULL),
+        sites AS (
+            SELECT cold.site, cold.m, cold.lo, max({peak("y.id", "cold")}) AS p
+            FROM cold JOIN devices y ON y.site_id = cold.site GROUP BY cold.site, cold.m, cold.lo)
+        SELECT mine.i, mine.p, CASE WHEN mine.p IS NULL THEN sites.p END
+        FROM mine LEFT JOIN sites ON sites.site = mine.site AND sites.m = mine.m AND sites.lo = mine.lo
+        ORDER BY mine.i
         """,
         (*spans.params(), days, days),
     ).fetchall()

@@ -109,13 +109,14 @@ def lamp_ranges(conn: psycopg.Connection, spans: Spans) -> tuple[Spans, Spans, n
                 SELECT min(x.ts) AS lo, max(x.ts) AS hi FROM readings x
                 WHERE x.device_id = q.d AND x.metric_id = q.m AND x.ts BETWEEN q.lo AND q.hi) r
               WHERE r.lo IS NOT NULL),
-        h AS (SELECT t.d, t.m, {_us("t.lo")} AS lo, {_us("t.hi")} AS hi, 2 * dv.cadence_s * 1000000::bigint AS hold,
+        h AS MATERIALIZED (
+            SELECT t.d, t.m, {_us("t.lo")} AS lo, {_us("t.hi")} AS hi, 2 * dv.cadence_s * 1000000::bigint AS hold,
                 (SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts < t.lo
                  AND x.ts >= t.lo - interval '{GAP_LOOKBACK}' ORDER BY x.ts DESC LIMIT 1) AS p,
                 (SELECT {_us("x.ts")} FROM readings x WHERE x.device_id = t.d AND x.metric_id = t.m AND x.ts > t.hi
                  ORDER BY x.ts LIMIT 1) AS n
               FROM t JOIN devices dv ON dv.id = t.d),
-        se AS (
+        se AS MATERIALIZED (
             SELECT d, m, hold, hi, n, (least(lo, coalesce(p + hold, lo)) / {BUCKET_US}) * {BUCKET_US} AS s,
                    ((least(coalesce(n, hi + hold), hi + hold) + {BUCKET_US} - 1) / {BUCKET_US}) * {BUCKET_US} AS e
             FROM h)

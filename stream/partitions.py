@@ -112,5 +112,10 @@ class Leases:
 
 def held_partitions(conn: psycopg.Connection, leases: Leases | None) -> Held | None:
     """The partitions an updater's or the evaluator's transaction may claim in (locked until it ends), or None for
-    all of them (no leases: one process, ``lccm recompute``, tests)."""
+    all of them (no leases: one process, ``lccm recompute``, tests). The first statement of every claim transaction:
+    it also switches PostgreSQL's JIT off for the transaction."""
+    # The claims' statements are many small index probes per queued series, planned from unnest() arrays of unknown
+    # length: their cost estimates pass jit_above_cost, and compiling them took longer than running them (bucket
+    # ranges: 0.5-0.7 of 0.6-1.2 s per claim of 200 meters, benchmarks/README.md#the-derived-works-cpu-per-reading).
+    conn.execute("SET LOCAL jit = off")
     return None if leases is None else leases.hold(conn)

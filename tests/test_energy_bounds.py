@@ -117,6 +117,25 @@ def test_the_bound_is_learned_from_the_meters_own_buckets_or_its_sites(fresh_db:
     assert np.isnan(own[2]) and np.isnan(site[2])
 
 
+def test_the_sites_bound_is_the_one_before_each_spans_start(fresh_db: str) -> None:
+    """Site bounds looked up once per (site, metric, start): two starts of the new meter M2 get its site's peak before
+    each, and M1 at its own first reading has no history and a site with none either."""
+    pk = _setup(fresh_db)
+    _history(fresh_db, pk["M1"])
+    after, early = DAY0 + 2 * 96 * Q + Q, DAY0 + 4 * Q
+    starts = np.array([after, early, early, DAY0], np.int64)
+    spans = Spans(
+        np.array([pk["M2"], pk["M2"], pk["M1"], pk["M1"]], np.int32), np.full(4, ENERGY, np.int16), starts, starts
+    )
+    with psycopg.connect(fresh_db) as conn:
+        own, site = bound_priors(conn, spans, BOUND_HISTORY_DAYS)
+    # Before `after`: M1's third highest quarter is 8 kW. Before `early`: M1's four quarters after midnight, 4 kW each.
+    assert np.isnan(own[0]) and site[0] == pytest.approx(8.0)
+    assert np.isnan(own[1]) and site[1] == pytest.approx(4.0)
+    assert own[2] == pytest.approx(4.0) and np.isnan(site[2])
+    assert np.isnan(own[3]) and np.isnan(site[3])
+
+
 def test_a_spike_on_a_meter_without_rated_power_adds_nothing(fresh_db: str) -> None:
     """M1 learned 3 x 8 kW from its history. Live: 1 kWh a quarter, then a spike of a million kWh, then on. The
     spike's quarter is suspect; the catch-up after it brings the total to what the register says."""
