@@ -24,7 +24,10 @@ each phase in turn on the same publishers, workload and database:
   through a node-postgres pool) into the same table; counted for loss like ours. It acknowledges on receipt, so it
   is not durable. Installed by ``make bench-peers`` (npm ci); skipped with a message when it is not.
 - **transport limit**: the same publishers, to a paho subscriber (MQTT 5, QoS 1, auto-ack, network thread like the
-  ingest source) that only counts messages.
+  ingest source) that only counts messages. Two more count-only subscribers, each in a phase of its own on the same
+  publishers: ``transport-lean``, the ingest's own MQTT adapter (``lccm.ingest.mqtt.MqttSource``: paho with its
+  lean receiving path), acking what each read brought at once; ``transport-gmqtt``, gmqtt (asyncio, acks on
+  receipt; the ``bench`` extra, skipped with a message without it).
 - **database limit**: the same rows (same keys, same table, emptied first) by one bare binary COPY
   (``store.writer.encode_readings``), and by ``store.writer.write_batch`` in chunks of the batch size with a commit
   per chunk (what the ingest sink does).
@@ -1517,7 +1520,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--phases",
         default=",".join(PHASES),
         help="comma-separated subset of " + ",".join(PHASES) + " (default: all):\n"
-        "transport: the count-only subscriber; stream: the stream alone (no updaters, no evaluator);\n"
+        "transport: the count-only paho subscriber; transport-lean: count-only on the ingest's MQTT adapter;\n"
+        "transport-gmqtt: count-only on gmqtt; stream: the stream alone (no updaters, no evaluator);\n"
         "ingest: the product as deployed (as `lccm ingest` wires it); nodered: the Node-RED peer;\n"
         "copy: the bare COPY limit",
     )
