@@ -174,6 +174,9 @@ class _Client(mqtt.Client):
                 self._on_publishes(published)
                 published = []
             rc = self._paho_handle(command, body)
+            if self._sock is None:  # the packet ended the connection (a DISCONNECT): what follows is not ours
+                pos = end
+                break
         if published:
             self._on_publishes(published)
         del buf[:pos]
