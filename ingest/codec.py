@@ -81,9 +81,10 @@ class _TopicFacts:
     error: str | None  # why the topic breaks the contract (``bad_topic``), when it does
 
 
-# Topics repeat (one per device and channel), and parsing one (splits, two regular expressions, objects) was a fifth
-# of the decoder's time for a message of one reading. Bounded: past TOPIC_CACHE topics of a root it starts over.
-TOPIC_CACHE = 16_384
+# Topics repeat (one per device and channel), and parsing one (splits, two regular expressions, objects) was a third
+# of the decoder's time for a message of one reading. Bounded: past TOPIC_CACHE topics of a root it starts over
+# (about 400 bytes a topic: 3 MiB at most; a city of more devices than that parses as before).
+TOPIC_CACHE = 8_192
 _TOPICS: dict[str, dict[str, _TopicFacts]] = {}
 
 

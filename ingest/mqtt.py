@@ -113,7 +113,8 @@ class _Client(mqtt.Client):
     one list before any other packet is handled and at the end of the read. Every other packet (CONNACK, SUBACK,
     PINGRESP, DISCONNECT, a PUBLISH at QoS 2 or with an empty topic) goes through paho's own handler as before.
     This relies on paho 2.2's private ``_in_packet``/``_packet_handle``/``_packet_queue`` (pinned in
-    constraints.txt); tests/test_ingest_mqtt.py and tests/test_ingest_overload.py run it against a real mosquitto.
+    constraints.txt): tests/test_mqtt_receive.py checks the parser against packets framed by hand and the whole path
+    against a real mosquitto, as tests/test_ingest_mqtt.py and tests/test_ingest_overload.py run the ingest on it.
 
     Under sustained overload every message we receive costs the broker one PUBACK from us to read, and mosquitto
     reads one packet of a connection per turn of its event loop: our PINGREQ waits behind thousands of our own
