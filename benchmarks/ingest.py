@@ -24,7 +24,10 @@ each phase in turn on the same publishers, workload and database:
   through a node-postgres pool) into the same table; counted for loss like ours. It acknowledges on receipt, so it
   is not durable. Installed by ``make bench-peers`` (npm ci); skipped with a message when it is not.
 - **transport limit**: the same publishers, to a paho subscriber (MQTT 5, QoS 1, auto-ack, network thread like the
-  ingest source) that only counts messages.
+  ingest source) that only counts messages. Two more count-only subscribers, each in a phase of its own on the same
+  publishers: ``transport-lean``, the ingest's own MQTT adapter (``lccm.ingest.mqtt.MqttSource``: paho with its
+  lean receiving path), acking what each read brought at once; ``transport-gmqtt``, gmqtt (asyncio, acks on
+  receipt; the ``bench`` extra, skipped with a message without it).
 - **database limit**: the same rows (same keys, same table, emptied first) by one bare binary COPY
   (``store.writer.encode_readings``), and by ``store.writer.write_batch`` in chunks of the batch size with a commit
   per chunk (what the ingest sink does).
@@ -81,6 +84,7 @@ import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from lccm.ingest.mqtt import MqttConfig, MqttSource  # noqa: E402
 from lccm.runtime import (  # noqa: E402
     Ingest,
     Process,
@@ -95,7 +99,7 @@ from lccm.settings import Settings  # noqa: E402
 from lccm.store.migrate import migrate  # noqa: E402
 from lccm.store.writer import READING_COLUMNS, ReadingColumns, encode_readings, write_batch  # noqa: E402
 from lccm.stream.alerts import AlertEvaluator  # noqa: E402
-from lccm.stream.loop import StreamStats  # noqa: E402
+from lccm.stream.loop import RawMessage, StreamStats  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -112,7 +116,7 @@ METER_KEYS = (
     ("power_factor", 5, 0.9, 0.0001),
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PHASES = ("transport", "stream", "ingest", "nodered", "copy")
+PHASES = ("transport", "transport-lean", "transport-gmqtt", "stream", "ingest", "nodered", "copy")
 
 
 # ------------------------------------------------------------------------------------------------- workload
@@ -699,8 +703,107 @@ class CountingSubscriber:
         self.client.loop_stop()
 
 
-def run_transport(wl: Workload, broker: Broker) -> dict[str, Any]:
-    sub = CountingSubscriber(broker, wl.topic_root)
+class _CountingInbox:
+    """The inbox of a count-only MqttSource: counts what each read brought and acks it at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+        self.source: MqttSource | None = None
+
+    def put_many(self, msgs: list[RawMessage]) -> None:
+        self.count += len(msgs)
+        self.last = time.monotonic()
+        if self.source is not None:
+            self.source.ack([m.token for m in msgs])
+
+
+class LeanCountingSubscriber:
+    """A count-only subscriber on the ingest's own MQTT adapter (``lccm.ingest.mqtt.MqttSource``: paho with the
+    lean receiving path, MQTT 5, QoS 1, a persistent session, the receive maximum of Settings), acking each read's
+    messages as soon as they are counted: what paho can do when it is driven as the ingest drives it."""
+
+    def __init__(self, broker: Broker, topic_root: str) -> None:
+        self._inbox = _CountingInbox()
+        cfg = MqttConfig(
+            host=broker.host,
+            port=broker.port,
+            client_id=f"bench-lean-{os.getpid()}",
+            topic_root=topic_root,
+            receive_maximum=Settings().mqtt_receive_maximum,
+            protocol="5",
+        )
+        self._source = MqttSource(cfg, self._inbox)
+        self._inbox.source = self._source
+        self._source.start()
+
+    @property
+    def count(self) -> int:
+        return self._inbox.count
+
+    @property
+    def last(self) -> float:
+        return self._inbox.last
+
+    def close(self) -> None:
+        self._source.stop()
+
+
+class GmqttCountingSubscriber:
+    """The transport limit on gmqtt (asyncio, MQTT 5, QoS 1, acks on receipt), its event loop in a thread of its
+    own as paho's network thread is: count only."""
+
+    def __init__(self, broker: Broker, topic_root: str) -> None:
+        import asyncio
+
+        import gmqtt
+
+        self.count = 0
+        self.last = 0.0
+        self._subscribed = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._client = gmqtt.Client(f"bench-gmqtt-{os.getpid()}")
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gmqtt", daemon=True)
+        self._thread.start()
+        connect = self._client.connect(broker.host, broker.port, version=gmqtt.constants.MQTTv50)
+        asyncio.run_coroutine_threadsafe(connect, self._loop).result(10)
+        self._loop.call_soon_threadsafe(lambda: self._client.subscribe(f"{topic_root}/+/+/up", qos=1))
+        if not self._subscribed.wait(10):
+            raise RuntimeError("gmqtt counting subscriber did not subscribe")
+
+    def _on_message(self, _c: object, _topic: str, _payload: bytes, _qos: int, _props: object) -> int:
+        self.count += 1
+        self.last = time.monotonic()
+        return 0
+
+    def close(self) -> None:
+        import asyncio
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._client.disconnect(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def gmqtt_missing() -> str | None:
+    try:
+        import gmqtt  # noqa: F401
+    except ImportError:
+        return "gmqtt is not installed (pip install -c constraints.txt '.[bench]')"
+    return None
+
+
+TRANSPORTS: dict[str, Any] = {
+    "transport": CountingSubscriber,
+    "transport-lean": LeanCountingSubscriber,
+    "transport-gmqtt": GmqttCountingSubscriber,
+}
+
+
+def run_transport(wl: Workload, broker: Broker, subscriber: Any = CountingSubscriber) -> dict[str, Any]:
+    sub = subscriber(broker, wl.topic_root)
     pubs = Publishers(wl, broker)
     try:
         pubs.wait_ready()
@@ -1340,6 +1443,13 @@ def render(res: dict[str, Any]) -> str:
         row(f"{label}: DURABLE {unit}, stream alone", _get(res, name, "stream", key), goal, transport, copy, peer)
         row(f"{label}: Node-RED peer {unit} (acks on receipt)", peer, None, transport, copy)
         row(f"{name}: transport limit {unit.split()[0]} (count-only subscriber)", transport)
+        row(
+            f"{name}: count-only on the ingest's MQTT adapter (lean paho)",
+            _get(res, name, "transport-lean", key),
+            None,
+            transport,
+        )
+        row(f"{name}: count-only gmqtt subscriber", _get(res, name, "transport-gmqtt", key), None, transport)
         if name == "batched":
             row("batched: transport limit msgs/s", _get(res, name, "transport", "msgs_per_s"))
         row(f"{name}: publishers' offered msgs/s, as deployed", _get(res, name, "ingest", "publish_msgs_per_s"))
@@ -1377,7 +1487,7 @@ def render(res: dict[str, Any]) -> str:
             )
     lines.append("CPU seconds used [wall seconds of the phase] (2 cores: at most 2 CPU-s per wall second):")
     for name in ("single", "batched"):
-        for part in ("transport", "stream", "ingest", "nodered"):
+        for part in ("transport", "transport-lean", "transport-gmqtt", "stream", "ingest", "nodered"):
             ph = _get(res, name, part)
             if ph is not None and "cpu_s" in ph:
                 used = dict(ph["cpu_s"])
@@ -1445,7 +1555,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--phases",
         default=",".join(PHASES),
         help="comma-separated subset of " + ",".join(PHASES) + " (default: all):\n"
-        "transport: the count-only subscriber; stream: the stream alone (no updaters, no evaluator);\n"
+        "transport: the count-only paho subscriber; transport-lean: count-only on the ingest's MQTT adapter;\n"
+        "transport-gmqtt: count-only on gmqtt; stream: the stream alone (no updaters, no evaluator);\n"
         "ingest: the product as deployed (as `lccm ingest` wires it); nodered: the Node-RED peer;\n"
         "copy: the bare COPY limit",
     )
@@ -1537,11 +1648,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             phases = args.phases.split(",")
             phase: dict[str, Any] = {}
-            if "transport" in phases:
-                print(f"[{name}] transport limit ...", file=sys.stderr, flush=True)
-                broker = start_broker(Path(tmp) / f"{name}-transport", persist=False)
+            for key, subscriber in TRANSPORTS.items():
+                if key not in phases:
+                    continue
+                missing = gmqtt_missing() if key == "transport-gmqtt" else None
+                if missing is not None:
+                    print(f"[{name}] {key} skipped: {missing}", file=sys.stderr, flush=True)
+                    phase[key] = {"skipped": missing}
+                    continue
+                print(f"[{name}] {key} limit ...", file=sys.stderr, flush=True)
+                broker = start_broker(Path(tmp) / f"{name}-{key}", persist=False)
                 try:
-                    phase["transport"] = run_transport(wl, broker)
+                    phase[key] = run_transport(wl, broker, subscriber)
                 finally:
                     broker.stop()
             expected = None
@@ -1612,6 +1730,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "nodered_single_msgs_per_s": peer_single,
         "nodered_lost": get(s, "nodered", "lost") + get(b, "nodered", "lost"),
         "transport_limit_msgs_per_s": t_single,
+        "transport_lean_msgs_per_s": get(s, "transport-lean", "msgs_per_s"),
+        "transport_gmqtt_msgs_per_s": get(s, "transport-gmqtt", "msgs_per_s"),
         "transport_limit_batched_readings_per_s": t_batched,
         "transport_limit_batched_msgs_per_s": get(b, "transport", "msgs_per_s"),
         "copy_limit_rows_per_s": copy,
@@ -1623,6 +1743,9 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "single_vs_goal": round(single / GOAL_SINGLE_MSGS_PER_S, 3),
         "batched_vs_goal": round(batched / GOAL_BATCHED_READINGS_PER_S, 3),
         "single_vs_transport": ratio(single, t_single),
+        "single_stream_vs_transport": ratio(get(s, "stream", "msgs_per_s"), t_single),
+        "transport_gmqtt_vs_paho": ratio(get(s, "transport-gmqtt", "msgs_per_s"), t_single),
+        "transport_lean_vs_paho": ratio(get(s, "transport-lean", "msgs_per_s"), t_single),
         "batched_vs_transport": ratio(batched, t_batched),
         "batched_vs_copy": ratio(batched, copy),
         "batched_derived_vs_copy": ratio(batched_derived, copy),

@@ -44,7 +44,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting for messages", ("ByteBoundedInbox.get", "ByteBoundedInbox.get_nowait")),
     ("stats, observer", ("StreamLoop._account", "StreamLoop._report")),
     ("writer: waiting for a batch", ("StreamLoop.write_step",)),
-    ("paho: receive, parse, on_message", ("MqttSource._on_message",)),
+    ("paho: receive, parse, hand to the inbox", ("_Client._packet_read", "MqttSource._on_message")),
     ("paho: network loop", ("Client.loop_forever", "Client._loop", "Client.loop")),
     ("energy updater", ("EnergyUpdater.drain",)),
     ("sample updater", ("SampleUpdater.drain",)),

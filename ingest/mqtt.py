@@ -12,9 +12,16 @@ without its subscription and everything published before the worker resubscribes
 subscribers", still PUBACKed to the device). Hence the single worker's default of no share group
 (docs/durability.md).
 
-Each message becomes a ``RawMessage`` at once; its ack token is (connection generation, packet id). Tokens from a
-connection that has since dropped are not acked: the broker redelivers those messages on the new connection, and
-the database key makes the second copy a no-op.
+Each message becomes a ``RawMessage`` at once; its ack token is one int holding (connection generation, QoS,
+packet id). Tokens from a connection that has since dropped are not acked: the broker redelivers those messages on
+the new connection, and the database key makes the second copy a no-op.
+
+The receiving path is paho's, made lean for messages of one reading (``_Client``): paho read each packet in three
+or more ``recv`` calls with a ``select`` between packets, and built an ``MQTTMessage`` and an MQTT 5 ``Properties``
+for each PUBLISH, and the callback put each message in the inbox under its lock, waking the stream thread: that
+thread, not the database, bounded the ingest of single-reading messages (benchmarks/README.md). Here a read takes
+what the socket holds, PUBLISH packets are parsed in place, and the messages of one read go to the inbox together;
+the acks of a committed batch go out as one write.
 """
 
 from __future__ import annotations
@@ -24,16 +31,17 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Protocol, cast
 
+import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lccm.ingest.topic import subscription_filters
-from lccm.stream.loop import MessageQueue, RawMessage
+from lccm.stream.loop import RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +78,43 @@ def subscriptions(topic_root: str, share_group: str, mqtt5: bool) -> tuple[list[
     return plain, [f"$share/{FORMER_DEFAULT_SHARE_GROUP}/{f}" for f in plain]
 
 
+class Inbox(Protocol):
+    """Where the source puts what it receives: the byte-bounded inbox (stream/inbox.py), whose ``put_many`` waits
+    while it is full."""
+
+    def put_many(self, msgs: list[RawMessage]) -> None: ...
+
+
 class MqttError(RuntimeError):
     """The broker could not be reached or refused us."""
 
 
+# What one read from the broker's socket takes at most: a few thousand single-reading messages, or one at the
+# contract's maximum size (a larger message is read in several).
+RECV_BYTES = 256 * 1024
+_PUBLISH = 0x30
+# A token: the connection generation above bit 18, the QoS in bits 16-17, the packet id below (16 bits).
+_GEN_SHIFT = 18
+_QOS_SHIFT = 16
+_PUBACK_HEADER = 0x4002 << 16  # PUBACK, remaining length 2 (MQTT 5: reason Success, no properties, may be left out)
+
+# (topic, payload, packet id, QoS, retained)
+Publish = tuple[str, bytes, int, int, bool]
+
+
 class _Client(mqtt.Client):
-    """paho's client, except that a PINGRESP late while the broker's publishes keep arriving does not drop the
-    connection.
+    """paho's client with a leaner receiving path, and a PINGRESP late while the broker's publishes keep arriving
+    not dropping the connection.
+
+    Receiving: ``_packet_read`` (called by paho's loop when the socket is readable) takes up to RECV_BYTES in one
+    ``recv`` and handles every complete packet in them, in order; the rest waits for the next read. A PUBLISH at
+    QoS 0 or 1 is parsed here (topic, packet id, MQTT 5 properties skipped: we ask for none, and without a topic
+    alias maximum of ours the broker sends no alias) and collected; the collected ones go to ``on_publishes`` as
+    one list before any other packet is handled and at the end of the read. Every other packet (CONNACK, SUBACK,
+    PINGRESP, DISCONNECT, a PUBLISH at QoS 2 or with an empty topic) goes through paho's own handler as before.
+    This relies on paho 2.2's private ``_in_packet``/``_packet_handle``/``_packet_queue`` (pinned in
+    constraints.txt): tests/test_mqtt_receive.py checks the parser against packets framed by hand and the whole path
+    against a real mosquitto, as tests/test_ingest_mqtt.py and tests/test_ingest_overload.py run the ingest on it.
 
     Under sustained overload every message we receive costs the broker one PUBACK from us to read, and mosquitto
     reads one packet of a connection per turn of its event loop: our PINGREQ waits behind thousands of our own
@@ -95,17 +133,144 @@ class _Client(mqtt.Client):
             self._ping_t = now
         return super().loop_misc()
 
+    def __init__(self, *args: Any, on_publishes: Callable[[list[Publish]], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_publishes = on_publishes
+        self._rbuf = bytearray()
+        self._rbuf_sock: object = None  # the socket the buffered bytes came from: a new connection starts empty
+
+    def _packet_read(self) -> MQTTErrorCode:
+        try:
+            data = self._sock_recv(RECV_BYTES)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except OSError as err:
+            log.warning("failed to receive from the broker: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        with self._msgtime_mutex:
+            self._last_bytes_received = time.monotonic()
+        if self._rbuf_sock is not self._sock:
+            self._rbuf_sock, self._rbuf = self._sock, bytearray()
+        buf = self._rbuf
+        buf += data
+        published: list[Publish] = []
+        mqtt5 = self._protocol == mqtt.MQTTv5
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        pos, end = 0, len(buf)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            start, length = _fixed_header(buf, pos, end)
+            if start < 0:
+                if start == -2:
+                    rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                break
+            command, body = buf[pos], bytes(buf[start : start + length])
+            pos = start + length
+            publish = _publish(command, body, mqtt5) if command & 0xF0 == _PUBLISH else None
+            if publish is not None:
+                published.append(publish)
+                continue
+            if published:
+                self._on_publishes(published)
+                published = []
+            rc = self._paho_handle(command, body)
+            if self._sock is None:  # the packet ended the connection (a DISCONNECT): what follows is not ours
+                pos = end
+                break
+        if published:
+            self._on_publishes(published)
+        del buf[:pos]
+        return rc
+
+    def _paho_handle(self, command: int, body: bytes) -> MQTTErrorCode:
+        """One packet through paho's handlers, as its own ``_packet_read`` hands it over."""
+        self._in_packet = {
+            "command": command, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": len(body), "packet": bytearray(body), "to_process": 0, "pos": 0,
+        }  # fmt: skip
+        try:
+            rc = self._packet_handle()
+        except mqtt.MalformedPacket as exc:
+            log.warning("malformed packet from the broker: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": 0, "packet": bytearray(), "to_process": 0, "pos": 0,
+        }  # fmt: skip
+        return rc
+
+    def ack_many(self, mids: np.ndarray) -> None:
+        """PUBACK each packet id, in order, as one write (paho's ``ack`` queued a packet and woke its thread for
+        each)."""
+        if len(mids):
+            blob = (mids.astype(np.uint32) | _PUBACK_HEADER).astype(">u4").tobytes()
+            self._packet_queue(mqtt.PUBACK, blob, 0, 0)
+
+
+def _fixed_header(buf: bytearray, pos: int, end: int) -> tuple[int, int]:
+    """(where the packet's body starts, its length) for the packet at ``pos``; (-1, 0) when it is not all in
+    ``buf[pos:end]`` yet, (-2, 0) for a remaining length longer than the protocol's four bytes."""
+    length, mult, i = 0, 1, pos + 1
+    while True:
+        if i >= end:
+            return -1, 0
+        byte = buf[i]
+        length += (byte & 0x7F) * mult
+        i += 1
+        if not byte & 0x80:
+            break
+        if i - pos > 4:
+            return -2, 0
+        mult *= 128
+    return (i, length) if i + length <= end else (-1, 0)
+
+
+def _publish(command: int, body: bytes, mqtt5: bool) -> Publish | None:
+    """A PUBLISH at QoS 0 or 1 as (topic, payload, packet id, QoS, retained); None for what paho must handle (QoS
+    2, an empty topic: a topic alias, or an error paho reports) or a packet too short to parse."""
+    qos = (command >> 1) & 3
+    n = len(body)
+    if qos > 1 or n < 2:
+        return None
+    p = 2 + ((body[0] << 8) | body[1])
+    topic = body[2:p]
+    if not topic:
+        return None
+    mid = 0
+    if qos:
+        if p + 2 > n:
+            return None
+        mid = (body[p] << 8) | body[p + 1]
+        p += 2
+    if mqtt5:  # skip the properties: a variable byte integer of their length, then them
+        plen, mult = 0, 1
+        while True:
+            if p >= n or mult > 128**3:
+                return None
+            byte = body[p]
+            p += 1
+            plen += (byte & 0x7F) * mult
+            if not byte & 0x80:
+                break
+            mult *= 128
+        p += plen
+    if p > n:
+        return None
+    # An invalid UTF-8 topic (which a broker should refuse) is decoded with replacements: the codec refuses it.
+    return topic.decode("utf-8", "replace"), body[p:], mid, qos, bool(command & 1)
+
 
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
 class MqttSource:
-    def __init__(self, cfg: MqttConfig, inbox: MessageQueue, clock_us: Callable[[], int] = _now_us) -> None:
+    def __init__(self, cfg: MqttConfig, inbox: Inbox, clock_us: Callable[[], int] = _now_us) -> None:
         self._cfg = cfg
         self._inbox = inbox
         self._clock_us = clock_us
-        self._client: mqtt.Client | None = None
+        self._client: _Client | None = None
         self._generation = 0
         self._subscribed = threading.Event()
         self._connack: ReasonCode | int | None = None
@@ -179,13 +344,14 @@ class MqttSource:
         client.disconnect()
         return False, f"no subscription with MQTT {proto} (CONNACK {self._connack})"
 
-    def _make_client(self, proto: str) -> mqtt.Client:
+    def _make_client(self, proto: str) -> _Client:
         if proto == "5":
             client = _Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=self._cfg.client_id,
                 protocol=mqtt.MQTTv5,
                 manual_ack=True,
+                on_publishes=self._on_publishes,
             )
         else:
             client = _Client(
@@ -194,6 +360,7 @@ class MqttSource:
                 protocol=mqtt.MQTTv311,
                 clean_session=False,
                 manual_ack=True,
+                on_publishes=self._on_publishes,
             )
         if self._cfg.username:
             client.username_pw_set(self._cfg.username, self._cfg.password or None)
@@ -228,11 +395,19 @@ class MqttSource:
             return
         self._subscribed.set()
 
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """The messages of one read from the socket, in order: one receive time, one put. The put waits while the
+        inbox is full: this thread stops reading (backpressure)."""
+        now_us = self._clock_us()
+        gen = self._generation << _GEN_SHIFT
+        self.received += len(publishes)
+        self._inbox.put_many(
+            [RawMessage(t, p, now_us, gen | (q << _QOS_SHIFT) | mid, r) for t, p, mid, q, r in publishes]
+        )
+
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        # With the byte-bounded inbox, put waits while it is full: this thread stops reading (backpressure).
-        self.received += 1
-        token = (self._generation, msg.mid, msg.qos)
-        self._inbox.put(RawMessage(msg.topic, bytes(msg.payload), self._clock_us(), token, bool(msg.retain)))
+        """What paho's own handler delivers (the rare PUBLISH ``_Client`` leaves to it)."""
+        self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain))])
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode, _p: object) -> None:
         if rc.is_failure:
@@ -241,11 +416,13 @@ class MqttSource:
     # -- acks (the stream thread) ----------------------------------------------------------------------------
 
     def ack(self, tokens: Sequence[Hashable]) -> None:
+        """PUBACK the messages of the current connection, in order, in one write."""
         client = self._client
-        if client is None:
+        if client is None or not tokens:
             return
-        generation = self._generation
-        for token in tokens:
-            gen, mid, qos = cast(tuple[int, int, int], token)
-            if gen == generation and qos > 0:
-                client.ack(mid, qos)
+        t = np.fromiter(cast(Sequence[int], tokens), dtype=np.int64, count=len(tokens))
+        current = (t >> _GEN_SHIFT) == self._generation
+        qos = (t >> _QOS_SHIFT) & 3
+        client.ack_many(t[current & (qos == 1)] & 0xFFFF)
+        for token in t[current & (qos == 2)]:  # we subscribe at QoS 1: the broker sends none at 2
+            client.ack(int(token) & 0xFFFF, 2)

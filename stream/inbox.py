@@ -56,7 +56,13 @@ class ByteBoundedInbox:
     def put(self, msg: RawMessage, timeout: float | None = None) -> None:
         """Queue ``msg``, first waiting while the budget is used up (and something is queued). With a timeout,
         raises ``queue.Full`` when no room came in time (the message is then not queued)."""
-        size = message_bytes(msg)
+        self.put_many([msg], timeout)
+
+    def put_many(self, msgs: list[RawMessage], timeout: float | None = None) -> None:
+        """Queue ``msgs`` together (what one read from the broker's socket brought), waiting as ``put`` does for room
+        for all of them; a group larger than the budget is admitted into an empty inbox. One lock and one wake-up
+        of the stream thread for the group: per message they were a fifth of the MQTT thread's time."""
+        size = sum(len(m.payload) + len(m.topic) for m in msgs) + MESSAGE_OVERHEAD * len(msgs)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._items and self._bytes + size > self.budget_bytes:
@@ -66,7 +72,7 @@ class ByteBoundedInbox:
                     if left is not None and left <= 0:
                         raise queue.Full
                     self._cond.wait(left)
-            self._items.append(msg)
+            self._items.extend(msgs)
             self._bytes += size
             self.peak_bytes = max(self.peak_bytes, self._bytes)
             self._cond.notify_all()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lccm.ingest import codec
 from lccm.ingest.codec import Limits, decode_message
 from lccm.stream.batch import BatchBuilder
 from tests._registry import registry
@@ -169,6 +170,31 @@ def test_topic_refusals(topic: str, reason: str, ref: str | None) -> None:
     assert out.refusal is not None and out.refusal.reason == reason
     assert out.device_ref == ref
     assert len(b) == 0
+
+
+def test_a_topic_decodes_the_same_the_second_time_and_the_topic_cache_stays_bounded() -> None:
+    """What a topic says is worked out once (a per-root cache): the second message on each topic gets the same
+    outcome as the first, and past TOPIC_CACHE topics the cache starts over instead of growing."""
+    root = "cache/v1"
+    limits = Limits(topic_root=root)
+    ts = int(T0.timestamp())
+    cases = [
+        (f"{root}/lampang/M1/up", None, "M1"),
+        (f"{root}/lampang/NOPE/up", "unknown_device", "NOPE"),
+        (f"{root}/Lampang/M1/up", "bad_topic", "M1"),
+        (f"{root}/lampang/alerts/critical", None, None),
+    ]
+    for _ in range(2):
+        for topic, reason, ref in cases:
+            b = BatchBuilder()
+            out = decode_message(
+                b, registry(), topic, json.dumps({"ts": ts, "values": {"energy_kwh": 1}}).encode(), NOW_US, limits
+            )
+            assert (out.refusal.reason if out.refusal else None, out.device_ref) == (reason, ref)
+            assert len(b) == (1 if topic.endswith("M1/up") and reason is None else 0)
+    for i in range(codec.TOPIC_CACHE + 10):
+        decode_message(BatchBuilder(), registry(), f"{root}/lampang/D{i}/up", b"{}", NOW_US, limits)
+        assert len(codec._TOPICS[root]) <= codec.TOPIC_CACHE
 
 
 def test_senml_versions_up_to_10_are_accepted() -> None:
