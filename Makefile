@@ -18,9 +18,12 @@ demo: $(BIN)/.installed
 	$(BIN)/lccm demo
 
 # The README's test command (and CI's): lint and types first, then the suite (its 15 slowest tests listed, to keep it
-# well under 15 minutes).
+# well under 15 minutes). The suite runs on one pytest-xdist worker per core: most of its time is tests waiting on
+# PostgreSQL, brokers and subprocesses, and every test has its own database, topic root and free ports. Whole files
+# go to one worker (--dist loadfile), so a module's shared fixtures are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 test: check
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 check: $(BIN)/.installed
 	$(BIN)/ruff format --check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from lccm import logs
 from lccm.services import Broker, start_broker
 from tests._browser import browser, page, phone, served_city  # noqa: F401  (the browser tests' fixtures)
 from tests._db import fresh_database
@@ -20,6 +22,14 @@ from tests._db import fresh_database
 settings.register_profile("suite", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end runs (marked slow: tens of seconds each) first, the others after, each in its order:
+    pytest-xdist hands whole files to workers in this order, and long ones started last leave the other workers idle
+    at the end. The order is the same in every worker, as pytest-xdist requires."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture
@@ -40,3 +50,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture
 def topic_root() -> str:
     return f"t{uuid.uuid4().hex[:10]}/v1"
+
+
+@pytest.fixture(autouse=True)
+def _no_lccm_log_handler_left_behind() -> Iterator[None]:
+    """A test that runs a command in-process (typer's CliRunner) leaves the root handler ``lccm.logs.configure``
+    installed writing to that command's captured stderr, closed once the command returns; a server thread of a later
+    test in the same process then logs into it and prints '--- Logging error ---'. Which test comes later depends on
+    the order and on how pytest-xdist shares the files out, so each test removes such a handler when it ends."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, logs._OURS, False)]:
+        root.removeHandler(handler)

@@ -89,7 +89,6 @@ def _await_no_servers(data_dir: Path, timeout_s: float = 5.0) -> list[str]:
     return left
 
 
-@pytest.mark.slow
 def _demo_login_works(api_line: str, logins_line: str) -> None:
     """The viewer's login as printed logs in to the running demo's API, and the session reads."""
     url = re.search(r"(http://\S+)", api_line)
@@ -103,6 +102,7 @@ def _demo_login_works(api_line: str, logins_line: str) -> None:
         assert client.get("/").status_code == 200  # the web overview, with the same session
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_everything_and_prints_the_summary(data: Path) -> None:
     proc = _start(data, "--json")
     assert proc.stderr is not None and proc.stdout is not None
