@@ -257,10 +257,11 @@ def run(
         sim.start()
         killed_at = None
         if kill_at is not None:
-            while _count(url, "SELECT count(*) FROM readings") < kill_at:
+            # What was stored when the kill was decided: the others keep storing while it lands, and on a loaded
+            # machine (batches of thousands of readings) they may store the rest before a count after it.
+            while (killed_at := _count(url, "SELECT count(*) FROM readings")) < kill_at:
                 time.sleep(0.02)
             procs[kill].kill()
-            killed_at = _count(url, "SELECT count(*) FROM readings")
             procs[kill].start()
         sim.join()
         assert truth, "the simulation failed"
