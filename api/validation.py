@@ -5,6 +5,7 @@ calendar cannot take.
 - a date or time before 1900 or from 2200 on: Python's dates end at years 1 and 9999, so shifting 0001-01-01 to
   UTC or 9999-12-31 by a day overflows, and no figure of this product lies outside these two centuries;
 - a date or time sent as a number (pydantic would read it as seconds since 1970);
+- a parameter of one value sent more than once (FastAPI would silently take the last);
 - an integer beyond PostgreSQL's bigint, or a number that is not finite or larger than 10^15 in magnitude (no
   quantity a city reports comes near it; beyond it, sums and products stop being exact or overflow to infinity).
 
@@ -57,6 +58,7 @@ async def check_inputs(request: Request) -> None:
         values, errors = request_params_to_args([field], received[where])
         if not errors and field.name in values:
             value = values[field.name]
+            _refuse_repeated(value, received[where], where, field.alias)
             if _is_time(value) and _sent_as_number(received[where], field.alias):
                 message = "a date or time is written in ISO 8601 (e.g. 2026-11-22 or 2026-11-22T14:05:00+07:00)"
                 raise InvalidParameter(field.alias, message, where=where)
@@ -74,6 +76,16 @@ async def _check_body(request: Request, route: APIRoute) -> None:
     value, errors = route.body_field.validate(body, {}, loc=("body",))
     if not errors:
         _refuse_first(value, ("body",))
+
+
+def _refuse_repeated(value: Any, received: Mapping[str, Any], where: str, name: str) -> None:
+    """A parameter of one value sent several times (``?province=a&province=b``): FastAPI would take the last one
+    silently, answering a question the caller did not ask."""
+    if isinstance(value, list | tuple | set | frozenset) or not hasattr(received, "getlist"):
+        return
+    count = len(received.getlist(name))
+    if count > 1:
+        raise InvalidParameter(name, f"takes one value, sent {count} times", where=where)
 
 
 def _is_time(value: Any) -> bool:

@@ -156,6 +156,15 @@ def test_a_time_sent_as_a_number_is_refused(api: tuple[TestClient, Seeded]) -> N
     assert "ISO 8601" in r.json()["detail"][0]["msg"]
 
 
+def test_a_parameter_of_one_value_sent_twice_is_refused_not_read_as_the_last(api: tuple[TestClient, Seeded]) -> None:
+    client, _ = api
+    r = client.get("/organisations", params=[("province", "Lampang"), ("province", "Khon Kaen")])
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "province"]
+    assert "sent 2 times" in r.json()["detail"][0]["msg"]
+    assert client.get("/organisations", params={"province": "Lampang"}).status_code == 200
+
+
 def test_values_inside_the_bounds_still_work(api: tuple[TestClient, Seeded]) -> None:
     client, seeded = api
     assert client.get("/dead-letters/summary", params={"from": "1900-01-01T00:00:00Z"}).status_code == 200
