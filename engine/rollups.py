@@ -49,6 +49,23 @@ class SampleStats:
             return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
 
 
+@dataclass(frozen=True, slots=True)
+class SamplePrefix:
+    """Statistics already stored for some (bucket, device) cells, over the readings up to their ``last_ts_us``: the
+    rollup continues from them with later readings only. The kernel adds readings one at a time in the order given,
+    so continuing a stored sum with the readings after it, in time order, gives the same bits as one pass over all of
+    them (a sum of two partial sums would not)."""
+
+    bucket_start_us: np.ndarray  # int64, one of the edges
+    device: np.ndarray  # int64, column (the updaters': the span's index)
+    sum: np.ndarray  # float64
+    min: np.ndarray  # float64
+    max: np.ndarray  # float64
+    count: np.ndarray  # int64
+    last: np.ndarray  # float64
+    last_ts_us: np.ndarray  # int64
+
+
 def sample_rollup(
     device_idx: np.ndarray,
     ts_us: np.ndarray,
@@ -57,10 +74,12 @@ def sample_rollup(
     n_devices: int,
     *,
     impl: Impl = "numba",
+    prefix: SamplePrefix | None = None,
 ) -> SampleStats:
     """Roll readings (any order) up into the buckets ``[edges_us[b], edges_us[b + 1])``.
 
-    Readings outside the edges and non-finite values are skipped.
+    Readings outside the edges and non-finite values are skipped. With ``prefix``, its cells start from the stored
+    statistics instead of empty ones; pass only readings after a cell's ``last_ts_us``, in time order, for it.
     """
     edges = check_edges(edges_us)
     dev = np.ascontiguousarray(device_idx, dtype=np.int32)
@@ -80,5 +99,9 @@ def sample_rollup(
         last=np.full(shape, np.nan),
         last_ts_us=np.full(shape, k.NO_TS, np.int64),
     )
+    if prefix is not None:
+        cell = (np.searchsorted(edges, prefix.bucket_start_us), prefix.device)
+        out.sum[cell], out.min[cell], out.max[cell] = prefix.sum, prefix.min, prefix.max
+        out.count[cell], out.last[cell], out.last_ts_us[cell] = prefix.count, prefix.last, prefix.last_ts_us
     k.kernel(impl, "sample")(dev, ts, val, edges, out.sum, out.min, out.max, out.count, out.last, out.last_ts_us)
     return out

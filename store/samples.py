@@ -53,9 +53,41 @@ def sample_ranges(spans: Spans) -> Spans:
     return Spans(spans.device_id, spans.metric_id, s, e)
 
 
-def sample_readings(conn: psycopg.Connection, ranges: Spans) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(span index, ts_us, value) of the readings in each [s, e), ordered by span then time."""
-    return window_readings(conn, Spans(ranges.device_id, ranges.metric_id, ranges.lo_us, ranges.hi_us - 1))
+def sample_readings(
+    conn: psycopg.Connection, ranges: Spans, from_us: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(span index, ts_us, value) of the readings in each [s, e) (from ``from_us`` instead of s where given), ordered
+    by span then time."""
+    lo_us = ranges.lo_us if from_us is None else from_us
+    return window_readings(conn, Spans(ranges.device_id, ranges.metric_id, lo_us, ranges.hi_us - 1))
+
+
+def stored_prefix(conn: psycopg.Connection, ranges: Spans, new_lo_us: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each range [s, e) whose new readings start at ``new_lo_us`` (the claimed span's first time): the stored
+    15-minute row at s if its last reading is before that. Then the readings in it up to there are unchanged since
+    it was computed (a reading that arrived later at or before its last reading is in a queued span that starts there:
+    that claim recomputes the bucket whole; a reading stored too late to be queued, in an open late span, makes the
+    bucket read whole too), and the updater reads only the readings after it (with the benchmark's
+    reading a second, about one in twenty of the bucket's: benchmarks/README.md#the-databases-cpu-for-derived-data).
+    Returns (range index, n, sum, min, max, last, last_ts_us) arrays of the rows found."""
+    rows = conn.execute(
+        f"""
+        SELECT t.i, b.n, b.sum, b.min, b.max, b.last, {_us("b.last_ts")}
+        FROM (SELECT row_number() OVER () - 1 AS i, d, m, lo, hi FROM {_UNNEST}) t
+        JOIN sample_buckets b ON b.resolution = '15min' AND b.device_id = t.d AND b.metric_id = t.m
+         AND b.bucket_start = {_ts("t.lo")} AND b.last_ts < {_ts("t.hi")}
+        WHERE NOT EXISTS (
+            -- Readings stored without a live recompute (later than the live horizon) may lie before the row's last
+            -- reading and not be in it: a whole read would count them (migration 025).
+            SELECT 1 FROM late_spans l WHERE l.resolved_at IS NULL AND l.device_id = t.d AND l.metric_id = t.m
+            AND l.hi >= b.bucket_start AND l.lo <= b.last_ts)
+        ORDER BY t.i
+        """,
+        (ranges.device_id.tolist(), ranges.metric_id.tolist(), ranges.lo_us.tolist(), new_lo_us.tolist()),
+    ).fetchall()
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 7
+    types = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64)
+    return tuple(np.array(c, t) for c, t in zip(cols, types, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

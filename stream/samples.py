@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from lccm.engine.rollups import sample_rollup
+from lccm.engine.rollups import SamplePrefix, sample_rollup
 from lccm.engine.streetlights import DayNight, day_night_spans, lamp_hours, noaa_sun_times
 from lccm.engine.timebase import BKK_OFFSET_US, US_PER_DAY, US_PER_MIN
 from lccm.store.aqi import enqueue_station_hours
@@ -31,6 +31,7 @@ from lccm.store.samples import (
     sample_ranges,
     sample_readings,
     site_coordinates,
+    stored_prefix,
 )
 from lccm.stream.energy import UpdateResult, chunks, drain
 from lccm.stream.partitions import Leases, held_partitions
@@ -45,6 +46,9 @@ class SampleUpdater:
     claim_limit: int = 20_000
     cell_budget: int = 4_000_000  # buckets x spans per engine call: bounds the dense result arrays
     leases: Leases | None = None  # None: every partition (one process, `lccm recompute`)
+    # Continue a first bucket's stored row with the readings after it (the live path); False re-reads every bucket
+    # whole (`lccm recompute`: rebuilds from raw readings, whatever is stored).
+    continue_stored: bool = True
 
     def run_once(self) -> UpdateResult:
         with self.connect() as conn, conn.transaction():
@@ -54,7 +58,7 @@ class SampleUpdater:
             spans = claim_spans(conn, self.claim_limit, queue="sample_queue", held=held)
             if not len(spans):
                 return UpdateResult(0, 0)
-            stored = self._samples(conn, sample_ranges(spans))
+            stored = self._samples(conn, spans)
             lamps = spans.take(np.flatnonzero(spans.metric_id == LAMP_METRIC))
             if len(lamps):
                 stored += self._lamps(conn, lamps)
@@ -63,11 +67,17 @@ class SampleUpdater:
     def drain(self, stop: Callable[[], bool] = lambda: False) -> UpdateResult:
         return drain(self.run_once, stop)
 
-    def _samples(self, conn: psycopg.Connection, ranges: Spans) -> int:
+    def _samples(self, conn: psycopg.Connection, spans: Spans) -> int:
+        ranges = sample_ranges(spans)
         stored = 0
         for chunk in chunks(ranges, self.cell_budget):
             part = ranges.take(chunk)
-            rows = sample_rows(part, *sample_readings(conn, part))
+            # A first bucket whose stored row ends before the new readings is continued from that row, not re-read.
+            prefix = continued(conn, part, spans.lo_us[chunk]) if self.continue_stored else None
+            from_us = part.lo_us.copy()
+            if prefix is not None:
+                from_us[prefix.device] = prefix.last_ts_us + 1
+            rows = sample_rows(part, *sample_readings(conn, part, from_us), prefix)
             replace_samples(conn, part, rows)
             enqueue_station_hours(conn, Spans(part.device_id, part.metric_id, part.lo_us, part.hi_us - 1))
             stored += len(rows.n)
@@ -86,10 +96,22 @@ class SampleUpdater:
         return stored
 
 
-def sample_rows(ranges: Spans, span_idx: np.ndarray, ts_us: np.ndarray, value: np.ndarray) -> SampleRows:
-    """The engine's per-bucket statistics of each span's readings, as rows (buckets with readings only)."""
+def continued(conn: psycopg.Connection, ranges: Spans, new_lo_us: np.ndarray) -> SamplePrefix:
+    """The stored rows the ranges' first buckets continue from (store/samples.py: stored_prefix)."""
+    span, n, total, low, high, last, last_ts_us = stored_prefix(conn, ranges, new_lo_us)
+    return SamplePrefix(
+        bucket_start_us=ranges.lo_us[span].astype(np.int64), device=span, sum=total, min=low, max=high, count=n,
+        last=last, last_ts_us=last_ts_us,
+    )  # fmt: skip
+
+
+def sample_rows(
+    ranges: Spans, span_idx: np.ndarray, ts_us: np.ndarray, value: np.ndarray, prefix: SamplePrefix | None = None
+) -> SampleRows:
+    """The engine's per-bucket statistics of each span's readings, as rows (buckets with readings only); with
+    ``prefix``, the first bucket of its ranges continues from the stored row (only the readings after it given)."""
     edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
-    stats = sample_rollup(span_idx, ts_us, value, edges, len(ranges))
+    stats = sample_rollup(span_idx, ts_us, value, edges, len(ranges), prefix=prefix)
     b, j = np.nonzero(stats.count > 0)
     return SampleRows(
         device_id=ranges.device_id[j],

@@ -121,6 +121,64 @@ def test_a_late_sample_updates_every_level_and_live_equals_recompute(fresh_db: s
     assert {r: _samples(fresh_db, r) for r in live} == live
 
 
+def _reference(points: list[tuple[int, float]]) -> tuple[int, float, float, float, float]:
+    """(n, sum, min, max, last) of one bucket's readings: a plain running sum in time order."""
+    rows = sorted(points)
+    total = 0.0
+    for _, v in rows:
+        total += v
+    return len(rows), total, min(v for _, v in rows), max(v for _, v in rows), rows[-1][1]
+
+
+def test_a_bucket_fed_a_reading_at_a_time_holds_one_reads_statistics(fresh_db: str) -> None:
+    """The live path continues a bucket's stored row with the readings after its last one (benchmarks/README.md#the-
+    databases-cpu-for-derived-data): the same bits as one read of the bucket, whatever arrives behind that row."""
+    meter, _ = _setup(fresh_db)
+    updaters = Updaters(
+        EnergyUpdater(lambda: psycopg.connect(fresh_db), base_year_us=(bkk_us(2025), bkk_us(2026))),
+        SampleUpdater(lambda: psycopg.connect(fresh_db)),
+    )
+    at = utc_us(2026, 10, 31, 16, 45)  # the bucket [16:45, 17:00)
+    fed: list[tuple[int, float]] = []
+    for minute, value in ((1, 0.1), (3, 0.2), (5, 0.7), (6, 1e-17), (8, 0.3)):  # sums whose bits depend on the order
+        fed.append((at + minute * MIN, value))
+        _write(fresh_db, meter, POWER, [fed[-1]])
+        updaters.drain()
+        assert _samples(fresh_db, "15min")[0][1:6] == _reference(fed)
+    behind = (at + 2 * MIN, 0.6)  # queued, before the stored row's last reading: the bucket is read whole
+    fed.append(behind)
+    _write(fresh_db, meter, POWER, [behind])
+    updaters.drain()
+    assert _samples(fresh_db, "15min")[0][1:6] == _reference(fed)
+    # Past the live horizon (received 8 days later): stored, not queued, an open late span. The next on-time reading
+    # reads the bucket whole again, so the late one is counted, as it always was by a whole read.
+    past = (at + 4 * MIN, 5.0)
+    _write(fresh_db, meter, POWER, [past], received_us=past[0] + 8 * DAY)
+    fed.append(past)
+    fed.append((at + 9 * MIN, 0.05))
+    _write(fresh_db, meter, POWER, [fed[-1]])
+    updaters.drain()
+    assert _samples(fresh_db, "15min")[0][1:6] == _reference(fed)
+
+
+def test_the_live_path_continues_the_stored_row_and_recompute_rebuilds_it(fresh_db: str) -> None:
+    meter, _ = _setup(fresh_db)
+    updaters = Updaters(
+        EnergyUpdater(lambda: psycopg.connect(fresh_db), base_year_us=(bkk_us(2025), bkk_us(2026))),
+        SampleUpdater(lambda: psycopg.connect(fresh_db)),
+    )
+    at = utc_us(2026, 10, 31, 16, 45)
+    _write(fresh_db, meter, POWER, [(at + MIN, 100.0), (at + 2 * MIN, 200.0)])
+    updaters.drain()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # what the live path trusts: the stored row
+        conn.execute("UPDATE sample_buckets SET n = n + 10, sum = sum + 1000 WHERE resolution = '15min'")
+    _write(fresh_db, meter, POWER, [(at + 3 * MIN, 300.0)])
+    updaters.drain()
+    assert _samples(fresh_db, "15min")[0][1:3] == (13, 1600.0)  # continued from it, not read whole
+    recompute(updaters, lambda: psycopg.connect(fresh_db), utc_us(2026, 10, 31), utc_us(2026, 11, 1))
+    assert _samples(fresh_db, "15min")[0][1:6] == (3, 600.0, 100.0, 300.0, 300.0)  # rebuilt from the readings
+
+
 def _sun_is_up(at_us: int) -> bool:
     """Independent of the engine's NOAA sun times: astral at Lampang."""
     where = LocationInfo("Lampang", "Thailand", "Asia/Bangkok", *LAMPANG)
