@@ -44,6 +44,8 @@ class Updaters:
         while busy and not stop():
             busy = False
             for run_once in parts:
+                if stop():  # a claim can take seconds at a city's scale: a stop waits for one, not for a round
+                    break
                 r = run_once()
                 spans, buckets, busy = spans + r.spans, buckets + r.buckets, busy or r.spans > 0
         return UpdateResult(spans, buckets)
