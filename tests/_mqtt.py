@@ -31,3 +31,21 @@ class Publisher:
         self.flush()
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# MQTT framing by hand, as the specification writes it (MQTT 3.1.1 and 5, section 1.5): for tests that send or parse
+# packets without a client library.
+def varint(n: int) -> bytes:
+    """A variable byte integer (remaining lengths, property lengths)."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def str16(s: str | bytes) -> bytes:
+    """A UTF-8 string or binary data with its two-byte length first."""
+    b = s.encode() if isinstance(s, str) else s
+    return len(b).to_bytes(2, "big") + b

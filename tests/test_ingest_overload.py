@@ -27,32 +27,19 @@ import pytest
 from lccm.runtime import Services, build_ingest
 from lccm.services import start_broker
 from lccm.settings import Settings
+from tests._mqtt import str16, varint
 
 KEEPALIVE_S = 1
 MESSAGES = 60_000
 READINGS_PER_MESSAGE = 30
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str16(s: str) -> bytes:
-    b = s.encode()
-    return len(b).to_bytes(2, "big") + b
-
-
 def _flood(host: str, port: int, topic: str, t0: int) -> float:
     """Publish MESSAGES QoS 1 messages as fast as the socket takes them; return when the broker has acknowledged
     every one (monotonic time)."""
     sock = socket.create_connection((host, port), timeout=30)
-    body = _str16("MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big") + _str16(f"flood-{t0}")
-    sock.sendall(b"\x10" + _varint(len(body)) + body)
+    body = str16("MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big") + str16(f"flood-{t0}")
+    sock.sendall(b"\x10" + varint(len(body)) + body)
     assert sock.recv(4)[:2] == b"\x20\x02"
     acked = [0]
 
@@ -75,8 +62,8 @@ def _flood(host: str, port: int, topic: str, t0: int) -> float:
             for k in range(READINGS_PER_MESSAGE)
         ]
         payload = json.dumps({"seq": i, "records": records}).encode()
-        var = _str16(topic) + (i % 65_535 + 1).to_bytes(2, "big") + payload
-        packets.append(b"\x32" + _varint(len(var)) + var)
+        var = str16(topic) + (i % 65_535 + 1).to_bytes(2, "big") + payload
+        packets.append(b"\x32" + varint(len(var)) + var)
     for k in range(0, MESSAGES, 1000):
         sock.sendall(b"".join(packets[k : k + 1000]))
     reader.join(120)

@@ -25,32 +25,20 @@ from lccm.ingest.mqtt import RECV_BYTES, MqttConfig, MqttSource, _fixed_header, 
 from lccm.services import Broker
 from lccm.stream.inbox import ByteBoundedInbox
 from lccm.stream.loop import RawMessage
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str16(b: bytes) -> bytes:
-    return len(b).to_bytes(2, "big") + b
+from tests._mqtt import str16, varint
 
 
 def _packet(topic: bytes, payload: bytes, qos: int, mid: int, retain: bool, props: bytes | None) -> bytes:
     """A PUBLISH as the specifications frame it; ``props`` None for MQTT 3.1.1 (no property block)."""
-    var = _str16(topic) + (mid.to_bytes(2, "big") if qos else b"")
+    var = str16(topic) + (mid.to_bytes(2, "big") if qos else b"")
     if props is not None:
-        var += _varint(len(props)) + props
+        var += varint(len(props)) + props
     body = var + payload
-    return bytes([0x30 | qos << 1 | int(retain)]) + _varint(len(body)) + body
+    return bytes([0x30 | qos << 1 | int(retain)]) + varint(len(body)) + body
 
 
 # MQTT 5 properties: message expiry interval (0x02, four bytes), a user property (0x26, two strings).
-PROPS = b"\x02" + (3600).to_bytes(4, "big") + b"\x26" + _str16(b"k") + _str16(b"v" * 200)
+PROPS = b"\x02" + (3600).to_bytes(4, "big") + b"\x26" + str16(b"k") + str16(b"v" * 200)
 
 
 @pytest.mark.parametrize(
@@ -66,8 +54,8 @@ def test_a_publish_is_parsed_into_topic_payload_packet_id_qos_and_retain(
     qos: int, mid: int, retain: bool, props: bytes | None, payload: bytes
 ) -> None:
     raw = _packet(b"lccm/v1/lampang/M1/up", payload, qos, mid, retain, props)
-    body_len = len(raw) - 1 - len(_varint(len(raw)))  # no body here is near a length-byte boundary
-    assert len(_varint(body_len)) == len(raw) - 1 - body_len
+    body_len = len(raw) - 1 - len(varint(len(raw)))  # no body here is near a length-byte boundary
+    assert len(varint(body_len)) == len(raw) - 1 - body_len
     buf = bytearray(b"junk" + raw + b"\x30")  # the packet between others' bytes
     start, length = _fixed_header(buf, 4, len(buf))
     assert (start, length) == (4 + len(raw) - body_len, body_len)
