@@ -991,9 +991,11 @@ class OfflineJobs:
             run.decided.append(Decided(rule, info, new, alert_id, [shown_value(rule, info, tr, None) for tr in out]))
 
     def _resumed(self, run: Run, d: int) -> int | None:
-        """When a device's data came back in this run: its first new reading if on time, else its arrival."""
+        """When a device's data came back in this run: its first new reading if on time, else its arrival. On time
+        is judged by the span's first reading, not its last: a replayed backlog comes in batches of any size, and a
+        batch whose last reading is recent must not make its first one, hours old, the time the device came back."""
         first = [
-            s.lo_us if s.wm_us - s.hi_us <= self._late_after_us else s.wm_us
+            s.lo_us if s.wm_us - s.lo_us <= self._late_after_us else s.wm_us
             for (dd, _), spans in run.pending.spans.items() if dd == d for s in spans
         ]  # fmt: skip
         return min(first, default=None)
