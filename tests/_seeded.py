@@ -15,6 +15,7 @@ import psycopg
 
 from lccm.alerts import default_rules_file, load_rules_file
 from lccm.engine.alert_kinds import Severity
+from lccm.engine.timebase import BANGKOK
 from lccm.imports.registry import parse_registry_csv
 from lccm.runtime import factor_rows, updaters
 from lccm.settings import Settings
@@ -37,6 +38,15 @@ class Seeded:
     site: str  # the meter's site
     open_alert: int
     acknowledged_alert: int
+    seeded_at: datetime  # the last whole hour when seeded: the readings end a quarter-hour before it
+
+
+def counts_today(seeded_at: datetime) -> bool:
+    """Whether readings every 15 minutes up to a quarter-hour before ``seeded_at`` hold a whole interval of the
+    Bangkok day it is now: not in the day's first hour (the seeds end at the last whole hour), nor once the day has
+    turned since seeding. A figure of today's energy is 0 then, rightly."""
+    day_start = datetime.now(BANGKOK).replace(hour=0, minute=0, second=0, microsecond=0)
+    return seeded_at - timedelta(minutes=30) >= day_start
 
 
 def seed_city(url: str, folder: Path) -> Seeded:
@@ -74,4 +84,4 @@ def seed_city(url: str, folder: Path) -> Seeded:
         st.acknowledge(conn, alerts[1], "seed", None)
         conn.commit()
     updaters(Settings(database_url=url), url).drain()
-    return Seeded(meter.device_id, station.device_id, meter.site.code, alerts[0], alerts[1])
+    return Seeded(meter.device_id, station.device_id, meter.site.code, alerts[0], alerts[1], now)
