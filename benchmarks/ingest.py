@@ -115,6 +115,12 @@ METER_KEYS = (
     ("current_a", 4, 9.0, 0.01),
     ("power_factor", 5, 0.9, 0.0001),
 )
+# The meters' registered reporting interval (devices.cadence_s), and the event time between a device's records: by
+# default 1 s (the workload of every figure up to stop 20: many readings per 15-minute bucket, few buckets); with
+# --record-step-s 60, records are on the meters' cadence, as a city's meters (or a gateway replaying its buffer)
+# send them: fifteen readings a bucket, so sixty times the derived rows per reading
+# (benchmarks/README.md#records-in-event-time).
+CADENCE_S = 60
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASES = ("transport", "transport-lean", "transport-gmqtt", "stream", "ingest", "nodered", "copy")
 
@@ -139,6 +145,7 @@ class Workload:
     seconds: float | None  # stop publishing after this long (what was acknowledged is still checked)
     publisher: str = "paho"  # paho (QoS 1, our window, no network thread) or raw (minimal MQTT 3.1.1 on a socket)
     publisher_protocol: str = "3.1.1"  # paho publishers' MQTT version (5 costs them ~25 % more CPU)
+    step_s: int = 1  # event time between a device's consecutive records
 
     @property
     def keys_per_record(self) -> int:
@@ -181,7 +188,7 @@ def encode_messages(wl: Workload, p: int) -> list[tuple[str, bytes]]:
         if r_per_msg == 1 and len(keys) == 1:
             doc: dict[str, Any] = {
                 "seq": seq,
-                "ts": wl.t0 + k0,
+                "ts": wl.t0 + k0 * wl.step_s,
                 "values": {keys[0][0]: round(keys[0][2] + k0 * 0.01, 3)},
             }
         else:
@@ -189,7 +196,7 @@ def encode_messages(wl: Workload, p: int) -> list[tuple[str, bytes]]:
                 "seq": seq,
                 "records": [
                     {
-                        "ts": wl.t0 + k,
+                        "ts": wl.t0 + k * wl.step_s,
                         "values": {key: round(base + (k % 1000) * step, 3) for key, _, base, step in keys},
                     }
                     for k in range(k0, k0 + r_per_msg)
@@ -216,7 +223,7 @@ def expected_columns(wl: Workload, sent: Sequence[int], device_pk: dict[str, int
         for _, metric_id, base, step in keys:
             dev_parts.append(msg_dev)
             met_parts.append(np.full(k.shape, metric_id, dtype=np.int16))
-            ts_parts.append((wl.t0 + k) * 1_000_000)
+            ts_parts.append((wl.t0 + k * wl.step_s) * 1_000_000)
             val_parts.append(base + (k % 1000) * step)
             seq_parts.append(msg_seq)
     n_rows = sum(len(a) for a in dev_parts)
@@ -600,7 +607,13 @@ def bench_database(admin_url: str) -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
+def first_event_s(records_per_device: int, step_s: int) -> int:
+    """Epoch seconds of the first record: its device's last record (and a repeat run's) still well in the past, which
+    the contract requires, and all of them within the late-data horizon (7 days)."""
+    return int(time.time()) - (records_per_device + 2) * step_s * 2 - 86_400
+
+
+def register_devices(url: str, devices: Sequence[str], cadence_s: int = CADENCE_S) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO sites (site_code, name, kind, city) VALUES ('BENCH', 'Benchmark site', 'building', 'bench')"
@@ -609,8 +622,8 @@ def register_devices(url: str, devices: Sequence[str]) -> dict[str, int]:
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO devices (device_id, site_id, kind, name, cadence_s)"
-                " SELECT %s, id, 'electricity_meter', %s, 60 FROM sites WHERE site_code = 'BENCH'",
-                [(d, d) for d in devices],
+                " SELECT %s, id, 'electricity_meter', %s, %s FROM sites WHERE site_code = 'BENCH'",
+                [(d, d, cadence_s) for d in devices],
             )
         rows = conn.execute("SELECT device_id, id FROM devices WHERE device_id = ANY(%s)", (list(devices),)).fetchall()
     return {str(d): int(i) for d, i in rows}
@@ -1524,6 +1537,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds", type=float, default=None, help="stop publishing after this long in each phase (a time cap)"
     )
     ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument(
+        "--record-step-s",
+        type=int,
+        default=CADENCE_S,
+        help="event time between a device's records (default: its cadence)",
+    )
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--window", type=int, default=1000, help="outstanding QoS 1 publishes per publisher")
     ap.add_argument("--dup-percent", type=float, default=1.0, help="messages published twice")
@@ -1593,14 +1612,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     devices = tuple(f"BENCH-{i:04d}" for i in range(args.devices))
     dup_every = round(100 / args.dup_percent) if args.dup_percent > 0 else 0
-    max_span = (max(args.messages, args.batched_messages * args.readings_per_message) // args.devices + 2) * 2
-    t0 = int(time.time()) - max_span - 86_400
+    records = max(args.messages, args.batched_messages * args.readings_per_message // len(METER_KEYS))
+    t0 = first_event_s(records // args.devices, args.record_step_s)
     config = {
         "messages": args.messages,
         "batched_messages": args.batched_messages,
         "readings_per_message": args.readings_per_message,
         "seconds": args.seconds,
         "devices": args.devices,
+        "record_step_s": args.record_step_s,
         "publishers": args.publishers,
         "ingest_processes": args.ingest_processes,
         "derived_processes": args.derived_processes,
@@ -1637,6 +1657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seconds=args.seconds,
                 publisher=args.publisher,
                 publisher_protocol=args.publisher_protocol,
+                step_s=args.record_step_s,
             )
             settings_kwargs: dict[str, Any] = {
                 "database_url": url,

@@ -48,14 +48,17 @@ from typing import Any  # noqa: E402
 import psycopg  # noqa: E402
 
 from benchmarks.ingest import (  # noqa: E402
+    CADENCE_S,
     DEFAULT_ADMIN_URL,
     DERIVED_QUEUES,
+    METER_KEYS,
     Publishers,
     Workload,
     bench_database,
     check_stored,
     empty_readings,
     expected_columns,
+    first_event_s,
     register_devices,
     run_copy,
     schedule,
@@ -207,6 +210,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--batched-messages", type=int, default=20_000, help="messages (default %(default)s)")
     ap.add_argument("--readings-per-message", type=int, default=100)
     ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument(
+        "--record-step-s",
+        type=int,
+        default=CADENCE_S,
+        help="event time between a device's records (default: its cadence)",
+    )
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--window", type=int, default=1000, help="outstanding QoS 1 publishes per publisher")
     ap.add_argument("--dup-percent", type=float, default=1.0, help="messages published twice")
@@ -227,12 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles_of(c)
     devices = tuple(f"BENCH-{i:04d}" for i in range(args.devices))
     dup_every = round(100 / args.dup_percent) if args.dup_percent > 0 else 0
-    t0 = int(time.time()) - (args.batched_messages * args.readings_per_message // args.devices + 2) * 2 - 86_400
+    t0 = first_event_s(
+        args.batched_messages * args.readings_per_message // len(METER_KEYS) // args.devices, args.record_step_s
+    )
     tuning = {"LCCM_ALERTS_ENABLED": "true" if args.alerts else "false"}
     config = {
         "batched_messages": args.batched_messages,
         "readings_per_message": args.readings_per_message,
         "devices": args.devices,
+        "record_step_s": args.record_step_s,
         "publishers": args.publishers,
         "publisher": args.publisher,
         "window": args.window,
@@ -260,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 topic_root=f"s{secrets.token_hex(4)}/v1",
                 seconds=None,
                 publisher=args.publisher,
+                step_s=args.record_step_s,
             )
             print(f"[{c}] {', '.join(roles_of(c))} ...", file=sys.stderr, flush=True)
             broker = start_broker(Path(tmp) / f"broker-{c}", persist=False)
