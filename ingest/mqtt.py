@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -42,6 +42,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from lccm.ingest.topic import subscription_filters
 from lccm.stream.loop import RawMessage
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import _InPacket  # paho's own type of it (defined for type checkers only)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,14 @@ _PUBACK_HEADER = 0x4002 << 16  # PUBACK, remaining length 2 (MQTT 5: reason Succ
 
 # (topic, payload, packet id, QoS, retained)
 Publish = tuple[str, bytes, int, int, bool]
+
+
+def _paho_in_packet(command: int = 0, body: bytes | None = None) -> _InPacket:
+    """paho 2.2's ``_in_packet``: a whole packet read (``body``), or none (its state between packets)."""
+    return {
+        "command": command, "have_remaining": int(body is not None), "remaining_count": [], "remaining_mult": 1,
+        "remaining_length": len(body or b""), "packet": bytearray(body or b""), "to_process": 0, "pos": 0,
+    }  # fmt: skip
 
 
 class _Client(mqtt.Client):
@@ -185,19 +196,13 @@ class _Client(mqtt.Client):
 
     def _paho_handle(self, command: int, body: bytes) -> MQTTErrorCode:
         """One packet through paho's handlers, as its own ``_packet_read`` hands it over."""
-        self._in_packet = {
-            "command": command, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
-            "remaining_length": len(body), "packet": bytearray(body), "to_process": 0, "pos": 0,
-        }  # fmt: skip
+        self._in_packet = _paho_in_packet(command, body)
         try:
             rc = self._packet_handle()
         except mqtt.MalformedPacket as exc:
             log.warning("malformed packet from the broker: %s", exc)
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
-        self._in_packet = {
-            "command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
-            "remaining_length": 0, "packet": bytearray(), "to_process": 0, "pos": 0,
-        }  # fmt: skip
+        self._in_packet = _paho_in_packet()  # paho's state between packets, as its own reader leaves it
         return rc
 
     def ack_many(self, mids: np.ndarray) -> None:
