@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
 from lccm.store import leases
+from lccm.store.energy import Spans, window_readings
 from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and, scope_clauses
 from lccm.store.writer import PG_EPOCH_OFFSET_US, us_to_datetime
@@ -275,9 +276,6 @@ def metric_ids(conn: psycopg.Connection) -> dict[str, int]:
     return {str(k): int(i) for k, i in conn.execute("SELECT key, id FROM metrics")}
 
 
-_UNNEST3 = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS s(d, m, a, b, i)"
-
-
 def series_readings(
     conn: psycopg.Connection,
     device_ids: Sequence[int],
@@ -286,19 +284,15 @@ def series_readings(
     until_us: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(series index, ts_us, value) of the readings with after < ts <= until for each (device, metric), ordered by
-    series then time. The primary key (device, metric, ts) serves each series with one index range scan."""
+    series then time. Read as the updaters read their windows (``energy.window_readings``: one binary string per
+    series, not a Python tuple per reading), from after + 1 us: PostgreSQL keeps whole microseconds."""
     if not device_ids:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    rows = conn.execute(
-        f"SELECT s.i - 1, {_us('r.ts')}, r.value FROM {_UNNEST3}"
-        " JOIN readings r ON r.device_id = s.d AND r.metric_id = s.m"
-        f" AND r.ts > {_ts('s.a')} AND r.ts <= {_ts('s.b')} ORDER BY s.i, r.ts",
-        (_ints(device_ids), _ints(metric_ids), _ints(after_us), _ints(until_us)),
-    ).fetchall()
-    if not rows:
-        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    i, ts, v = zip(*rows, strict=True)
-    return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+    windows = Spans(
+        np.asarray(device_ids, np.int32), np.asarray(metric_ids, np.int16), np.asarray(after_us, np.int64) + 1,
+        np.asarray(until_us, np.int64),
+    )  # fmt: skip
+    return window_readings(conn, windows)
 
 
 # --- carry state and progress ---------------------------------------------------------------------------------

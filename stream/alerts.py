@@ -89,7 +89,7 @@ import threading
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
@@ -566,6 +566,7 @@ class DeviceCache:
         self.metric_ids: dict[str, int] = {}
         self.organisations: dict[int, int | None] = {}  # device -> its organisation
         self._scopes: dict[tuple[str, RuleOwner], list[int]] = {}  # (rule, owner and version) -> its devices, sorted
+        self._scope_sets: dict[tuple[str, RuleOwner], frozenset[int]] = {}
 
     def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
         """Read the devices again if due (or forced); True when it did."""
@@ -586,7 +587,7 @@ class DeviceCache:
             organisations[d.id] = shared("organisation", d.organisation_id)
         self.devices, self.organisations = devices, organisations
         self.metric_ids = st.metric_ids(conn)
-        self._scopes = {}
+        self._scopes, self._scope_sets = {}, {}
         self._read_us = now
         return True
 
@@ -601,6 +602,18 @@ class DeviceCache:
                 if owner.watches(self.organisations.get(d)) and rule.scope.matches(info)
             )
         return self._scopes[key]
+
+    def watched(self, rule: AlertRule, owner: RuleOwner, among: Collection[int]) -> list[int]:
+        """The devices of ``among`` the rule watches, ascending: a run's few devices are not found by going through
+        every device a rule watches (a city's meters), nor the other way round."""
+        scope = self.scope(rule, owner)
+        if len(among) >= len(scope):
+            return [d for d in scope if d in among]
+        key = (rule.key, owner)
+        watched = self._scope_sets.get(key)
+        if watched is None:
+            watched = self._scope_sets[key] = frozenset(scope)
+        return sorted(d for d in among if d in watched)
 
 
 class Schedules:
@@ -799,7 +812,7 @@ class MetricJobs:
             touched = by_metric.get(m)
             if touched is None:
                 touched = by_metric[m] = run.pending.devices_of(m)
-            out += [(rule, d, m) for d in self._devices.scope(rule, rules.owner(rule)) if d in touched]
+            out += [(rule, d, m) for d in self._devices.watched(rule, rules.owner(rule), touched)]
         return out
 
     def run(self, conn: psycopg.Connection, run: Run, jobs: list[tuple[AlertRule, int, int]]) -> None:
@@ -930,7 +943,8 @@ class IndexJobs:
             if self.source is None:
                 warn(f"index:{rule.key}", f"rule {rule.key} needs an index source for {rule.index}")
                 continue
-            out += [(rule, d) for d in self._devices.scope(rule, rules.owner(rule)) if self._due(rule, d, run)]
+            due = self._devices.watched(rule, rules.owner(rule), run.pending.index_until.keys())
+            out += [(rule, d) for d in due if self._due(rule, d, run)]
         return out
 
     def _due(self, rule: AlertRule, d: int, run: Run) -> bool:
@@ -1042,7 +1056,13 @@ class OfflineJobs:
             if rule.kind != "offline":
                 continue
             assert rule.after_cadences is not None
-            for d in self._devices.scope(rule, rules.owner(rule)):
+            owner = rules.owner(rule)
+            # While the stream is not live only a raised series with data again can change, so only the devices with
+            # data are looked at; while it is, any device may be overdue.
+            scope = self._devices.scope(rule, owner) if run.marks.live else (
+                self._devices.watched(rule, owner, run.pending.arrived.keys())
+            )  # fmt: skip
+            for d in scope:
                 last = self._last(run, d)
                 if last == NO_TS or not self._mine(d):
                     continue

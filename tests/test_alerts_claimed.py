@@ -23,7 +23,9 @@ import pytest
 
 from lccm.store import alerts as st
 from lccm.store.leases import Held
+from lccm.store.writer import NO_SEQ, ReadingColumns, write_batch
 from lccm.stream.alerts import DeliveryClock, Span, claimed_work
+from tests.test_window_readings import S, _devices
 
 LATE_US = 900_000_000
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00Z
@@ -171,3 +173,24 @@ def test_the_claim_returns_the_rows_of_the_held_partitions_in_commit_order_and_d
         rest = st.claim_queued(conn, 10)
         assert rest.device_id.tolist() == [8, 6] and rest.hi_us.tolist() == [T0 + 6, T0 + 1_000_001]
         assert len(st.claim_queued(conn, 10)) == 0
+
+
+def test_series_readings_take_after_exclusive_until_inclusive_to_the_microsecond(fresh_db: str) -> None:
+    """The evaluator's read of a series past its frontier: a reading at the frontier itself was evaluated, one a
+    microsecond after it was not; the series come back in the order asked, each in time order."""
+    d1, d2 = _devices(fresh_db)
+    points = [(d1, 1, T0 - 1), (d1, 1, T0), (d1, 1, T0 + 1), (d1, 1, T0 + 60 * S), (d1, 1, T0 + 60 * S + 1)]
+    points += [(d2, 2, T0 + 5), (d2, 2, T0 - 10 * S)]
+    n = len(points)
+    cols = ReadingColumns(
+        np.array([p[0] for p in points], np.int32), np.array([p[1] for p in points], np.int16),
+        np.array([p[2] for p in points], np.int64), np.arange(n, dtype=np.float64) + 0.1,
+        np.full(n, NO_SEQ, np.int64), np.full(n, T0 + 600 * S, np.int64),
+    )  # fmt: skip
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        write_batch(conn, cols, alerts=False)
+        idx, ts, value = st.series_readings(
+            conn, [d2, d1, d1], [2, 1, 2], [T0 - 10 * S - 1, T0, T0], [T0 + 5, T0 + 60 * S, T0]
+        )
+    got = list(zip(idx.tolist(), ts.tolist(), value.tolist(), strict=True))
+    assert got == [(0, T0 - 10 * S, 6.1), (0, T0 + 5, 5.1), (1, T0 + 1, 2.1), (1, T0 + 60 * S, 3.1)]
