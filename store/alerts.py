@@ -430,16 +430,47 @@ class DeviceClockRow:
     spans: list[int] | None  # flat (newest event time, watermark) pairs; None: as stored
 
 
-_CLOCK_COLUMNS = f"device_id, {_us('first_ts')}, {_us('newest_ts')}, {_us('delivered_ts')}, spans"
+@dataclass(frozen=True, slots=True)
+class StoredClocks:
+    """Device clocks as stored, columnar (int64 arrays, one entry per device), and the span history of the devices
+    that keep one (flat (newest event time, watermark) pairs)."""
+
+    device_id: np.ndarray
+    first_us: np.ndarray
+    newest_us: np.ndarray
+    delivered_us: np.ndarray
+    spans: dict[int, list[int]]
 
 
-def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> list[DeviceClockRow]:
-    if not device_ids:
-        return []
-    rows = conn.execute(
-        f"SELECT {_CLOCK_COLUMNS} FROM alert_device_clock WHERE device_id = ANY(%s::int[])", (_ints(device_ids),)
-    ).fetchall()
-    return [DeviceClockRow(int(d), int(f), int(n), int(t), list(s)) for d, f, n, t, s in rows]
+# The times of every device asked for as one binary string (as a claim's rows: a run reads a clock for each device
+# it touched, every device of a batch), and a row of its own for each device with a span history (the stations index
+# rules watch: few).
+_CLOCKS = (
+    "WITH c AS (SELECT * FROM alert_device_clock WHERE device_id = ANY(%s::int[]))"
+    " SELECT NULL::int, count(*), string_agg(int4send(device_id) || timestamptz_send(first_ts)"
+    "   || timestamptz_send(newest_ts) || timestamptz_send(delivered_ts), ''::bytea), NULL::bigint[] FROM c"
+    " UNION ALL SELECT device_id, NULL, NULL, spans FROM c WHERE cardinality(spans) > 0"
+)
+_CLOCK_ROW = np.dtype([("d", ">i4"), ("first", ">i8"), ("newest", ">i8"), ("delivered", ">i8")])
+
+
+def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> StoredClocks:
+    """The stored clocks of these devices (those that have one)."""
+    n, data, spans = 0, b"", {}
+    if device_ids:
+        for d, count, times, history in conn.execute(_CLOCKS, (_ints(device_ids),), binary=True):
+            if d is None:
+                n, data = count, times or b""
+            else:
+                spans[d] = history
+    rows = np.frombuffer(data, _CLOCK_ROW)
+    if len(rows) != n:
+        raise ValueError("device clocks: the binary rows do not match their count")
+
+    def us(column: str) -> np.ndarray:
+        return rows[column].astype(np.int64) + PG_EPOCH_OFFSET_US
+
+    return StoredClocks(rows["d"].astype(np.int64), us("first"), us("newest"), us("delivered"), spans)
 
 
 def newest_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int, int]:

@@ -231,13 +231,17 @@ class DeliveryClock:
         self._changed: set[int] = set()
         self._spans_changed: set[int] = set()  # written apart: most devices keep none
 
-    def load(self, rows: Iterable[st.DeviceClockRow]) -> None:
+    def load(self, stored: st.StoredClocks) -> None:
         """The stored clocks of the devices the run touches (before any :meth:`remember`)."""
-        for r in rows:
-            self._seen[r.device_id] = (r.first_us, r.newest_us)
-            self._delivered[r.device_id] = r.delivered_us
-            if r.spans and (self.index_devices is None or r.device_id in self.index_devices):
-                self._history[r.device_id] = array("q", r.spans)
+        for d, first, newest, delivered in zip(
+            stored.device_id.tolist(), stored.first_us.tolist(), stored.newest_us.tolist(),
+            stored.delivered_us.tolist(), strict=True,
+        ):  # fmt: skip
+            self._seen[d] = (first, newest)
+            self._delivered[d] = delivered
+        for d, spans in stored.spans.items():
+            if spans and (self.index_devices is None or d in self.index_devices):
+                self._history[d] = array("q", spans)
 
     def batch_watermarks(self, newest_us: np.ndarray, received_us: np.ndarray) -> np.ndarray:
         """The watermark each claimed row's batch arrived under (rows in commit order): its receipt (wall clock), or

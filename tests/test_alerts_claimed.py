@@ -66,6 +66,14 @@ def _stored() -> list[st.DeviceClockRow]:
     ]
 
 
+def _columns(rows: list[st.DeviceClockRow]) -> st.StoredClocks:
+    def a(attr: str) -> np.ndarray:
+        return np.array([getattr(r, attr) for r in rows], np.int64)
+
+    spans = {r.device_id: r.spans for r in rows if r.spans}
+    return st.StoredClocks(a("device_id"), a("first_us"), a("newest_us"), a("delivered_us"), spans)
+
+
 @pytest.mark.parametrize("clock", ["wall", "event"])
 @pytest.mark.parametrize("seed", range(6))
 def test_a_claim_taken_at_once_is_the_claim_taken_row_by_row(clock: str, seed: int) -> None:
@@ -76,7 +84,7 @@ def test_a_claim_taken_at_once_is_the_claim_taken_row_by_row(clock: str, seed: i
     clock_.index_devices = index_devices
     event0 = T0 - 1_000_000
     clock_.event_wm_us, clock_.arrival_wm_us = event0, T0 - 5_000_000
-    clock_.load(_stored())
+    clock_.load(_columns(_stored()))
 
     pending = claimed_work(rows, clock_)
 
@@ -194,3 +202,23 @@ def test_series_readings_take_after_exclusive_until_inclusive_to_the_microsecond
         )
     got = list(zip(idx.tolist(), ts.tolist(), value.tolist(), strict=True))
     assert got == [(0, T0 - 10 * S, 6.1), (0, T0 + 5, 5.1), (1, T0 + 1, 2.1), (1, T0 + 60 * S, 3.1)]
+
+
+def test_device_clocks_read_back_as_saved(fresh_db: str) -> None:
+    """Saved clocks (times to the microsecond, before PostgreSQL's epoch too, span histories of some) come back for
+    the devices asked for, those never saved left out."""
+    saved = [
+        *_stored(),
+        st.DeviceClockRow(70_001, -86_400 * S - 1, T0 + 1, T0 + 3, [T0 + 1, T0 + 3, T0 + 2, T0 + 5]),
+    ]
+    with psycopg.connect(fresh_db) as conn:
+        st.save_device_clocks(conn, saved)
+        assert len(st.device_clocks(conn, []).device_id) == 0
+        got = st.device_clocks(conn, [5, 2, 70_001, 9, 1])
+    order = np.argsort(got.device_id)
+    assert got.device_id[order].tolist() == [1, 2, 5, 70_001]
+    expected = sorted(saved, key=lambda r: r.device_id)
+    assert got.first_us[order].tolist() == [r.first_us for r in expected]
+    assert got.newest_us[order].tolist() == [r.newest_us for r in expected]
+    assert got.delivered_us[order].tolist() == [r.delivered_us for r in expected]
+    assert got.spans == {2: [T0 - 60_000_000, T0], 70_001: [T0 + 1, T0 + 3, T0 + 2, T0 + 5]}
