@@ -9,7 +9,7 @@ cross this module as aware datetimes (API side) or UTC epoch microseconds (evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
@@ -22,9 +22,10 @@ from psycopg.types.json import Jsonb
 
 from lccm.engine.alert_kinds import AlertState, ClearReason, Severity, TransitionKind
 from lccm.store import leases
+from lccm.store.energy import Spans, window_readings
 from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and, scope_clauses
-from lccm.store.writer import us_to_datetime
+from lccm.store.writer import PG_EPOCH_OFFSET_US, us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
@@ -32,6 +33,13 @@ NEVER_US = 2**62  # "no upper bound" for reading windows
 # The active states (engine.alert_kinds.AlertState.active) spelt out as the partial unique index alerts_active_key
 # (migration 005) states them: a query with this very predicate can use that index.
 _ACTIVE_SQL = "state IN ('open', 'acknowledged')"
+
+
+def _ints(values: Iterable[int]) -> str:
+    """Integers as one array parameter in PostgreSQL's text form, for a placeholder cast to an integer array
+    (``%s::bigint[]``): psycopg dumps a list element by element in Python, about 3x the time of this join, for the
+    hundreds of devices the evaluator reads and writes in each run."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _ts(expr: str) -> str:
@@ -268,9 +276,6 @@ def metric_ids(conn: psycopg.Connection) -> dict[str, int]:
     return {str(k): int(i) for k, i in conn.execute("SELECT key, id FROM metrics")}
 
 
-_UNNEST3 = "unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS s(d, m, a, b, i)"
-
-
 def series_readings(
     conn: psycopg.Connection,
     device_ids: Sequence[int],
@@ -279,19 +284,15 @@ def series_readings(
     until_us: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(series index, ts_us, value) of the readings with after < ts <= until for each (device, metric), ordered by
-    series then time. The primary key (device, metric, ts) serves each series with one index range scan."""
+    series then time. Read as the updaters read their windows (``energy.window_readings``: one binary string per
+    series, not a Python tuple per reading), from after + 1 us: PostgreSQL keeps whole microseconds."""
     if not device_ids:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    rows = conn.execute(
-        f"SELECT s.i - 1, {_us('r.ts')}, r.value FROM {_UNNEST3}"
-        " JOIN readings r ON r.device_id = s.d AND r.metric_id = s.m"
-        f" AND r.ts > {_ts('s.a')} AND r.ts <= {_ts('s.b')} ORDER BY s.i, r.ts",
-        (list(device_ids), list(metric_ids), list(after_us), list(until_us)),
-    ).fetchall()
-    if not rows:
-        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    i, ts, v = zip(*rows, strict=True)
-    return np.array(i, np.int32), np.array(ts, np.int64), np.array(v, np.float64)
+    windows = Spans(
+        np.asarray(device_ids, np.int32), np.asarray(metric_ids, np.int16), np.asarray(after_us, np.int64) + 1,
+        np.asarray(until_us, np.int64),
+    )  # fmt: skip
+    return window_readings(conn, windows)
 
 
 # --- carry state and progress ---------------------------------------------------------------------------------
@@ -336,32 +337,54 @@ def save_states(conn: psycopg.Connection, rows: Sequence[tuple[str, int, dict[st
 
 
 @dataclass(frozen=True, slots=True)
-class Queued:
-    """One claimed ``alert_queue`` row: a series' span of event times in a batch, and the batch's newest event time
-    and newest receipt (the watermark is made of them)."""
+class QueuedRows:
+    """Claimed ``alert_queue`` rows, columnar (int64 arrays), in the order they were committed: per row a series' span
+    of event times in a batch, and the batch's newest event time and newest receipt (the watermark is made of
+    them)."""
 
-    device_id: int
-    metric_id: int
-    lo_us: int
-    hi_us: int
-    batch_newest_us: int
-    batch_received_us: int
+    device_id: np.ndarray
+    metric_id: np.ndarray
+    lo_us: np.ndarray
+    hi_us: np.ndarray
+    batch_newest_us: np.ndarray
+    batch_received_us: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.device_id)
 
 
 _QUEUED_COLUMNS = ("id", "device_id", "metric_id", "lo", "hi", "batch_newest", "batch_received")
+# The claimed rows as one binary string, each row in PostgreSQL's send format (big-endian; times as microseconds
+# since 2000-01-01), that numpy reads as it is: a claim takes a batch's every series (a thousand rows for 200 meters),
+# and a Python tuple of ints per row, with a numeric conversion of each time in PostgreSQL, cost the evaluator more
+# than the rest of its run. Unordered: the rows are put in commit order (by id) on arrival.
 _QUEUED = sql.SQL(
-    f"SELECT device_id, metric_id, {_us('lo')}, {_us('hi')}, {_us('batch_newest')}, {_us('batch_received')}"
-    " FROM taken ORDER BY id"
+    "SELECT count(*), string_agg(int8send(id) || int4send(device_id) || int2send(metric_id) || timestamptz_send(lo)"
+    " || timestamptz_send(hi) || timestamptz_send(batch_newest) || timestamptz_send(batch_received), ''::bytea)"
+    " FROM taken"
+)
+_QUEUED_ROW = np.dtype(
+    [("id", ">i8"), ("d", ">i4"), ("m", ">i2"), ("lo", ">i8"), ("hi", ">i8"), ("newest", ">i8"), ("received", ">i8")]
 )
 
 
-def claim_queued(conn: psycopg.Connection, limit: int, held: Held | None = None) -> list[Queued]:
+def claim_queued(conn: psycopg.Connection, limit: int, held: Held | None = None) -> QueuedRows:
     """Take up to ``limit`` rows of the hand-over, oldest committed first, of devices in ``held`` (the caller's
     locked leases; None: every device). Deleted in the caller's transaction: if it fails, they come back."""
-    rows = leases.claim(
-        conn, "alert_queue", _QUEUED_COLUMNS, _QUEUED, limit=limit, held=held, key="id", oldest_first="id"
+    ((n, data),) = leases.claim(
+        conn, "alert_queue", _QUEUED_COLUMNS, _QUEUED, limit=limit, held=held, oldest_first="id", binary=True
     )
-    return [Queued(*(int(v) for v in r)) for r in rows]
+    rows = np.frombuffer(data or b"", _QUEUED_ROW)
+    if len(rows) != n:
+        raise ValueError("alert_queue claim: the binary rows do not match their count")
+    rows = rows[np.argsort(rows["id"], kind="stable")]
+
+    def us(column: str) -> np.ndarray:
+        return rows[column].astype(np.int64) + PG_EPOCH_OFFSET_US
+
+    return QueuedRows(
+        rows["d"].astype(np.int64), rows["m"].astype(np.int64), us("lo"), us("hi"), us("newest"), us("received")
+    )
 
 
 def queued(conn: psycopg.Connection, held: Held | None = None) -> bool:
@@ -407,16 +430,47 @@ class DeviceClockRow:
     spans: list[int] | None  # flat (newest event time, watermark) pairs; None: as stored
 
 
-_CLOCK_COLUMNS = f"device_id, {_us('first_ts')}, {_us('newest_ts')}, {_us('delivered_ts')}, spans"
+@dataclass(frozen=True, slots=True)
+class StoredClocks:
+    """Device clocks as stored, columnar (int64 arrays, one entry per device), and the span history of the devices
+    that keep one (flat (newest event time, watermark) pairs)."""
+
+    device_id: np.ndarray
+    first_us: np.ndarray
+    newest_us: np.ndarray
+    delivered_us: np.ndarray
+    spans: dict[int, list[int]]
 
 
-def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> list[DeviceClockRow]:
-    if not device_ids:
-        return []
-    rows = conn.execute(
-        f"SELECT {_CLOCK_COLUMNS} FROM alert_device_clock WHERE device_id = ANY(%s)", (list(device_ids),)
-    ).fetchall()
-    return [DeviceClockRow(int(d), int(f), int(n), int(t), list(s)) for d, f, n, t, s in rows]
+# The times of every device asked for as one binary string (as a claim's rows: a run reads a clock for each device
+# it touched, every device of a batch), and a row of its own for each device with a span history (the stations index
+# rules watch: few).
+_CLOCKS = (
+    "WITH c AS (SELECT * FROM alert_device_clock WHERE device_id = ANY(%s::int[]))"
+    " SELECT NULL::int, count(*), string_agg(int4send(device_id) || timestamptz_send(first_ts)"
+    "   || timestamptz_send(newest_ts) || timestamptz_send(delivered_ts), ''::bytea), NULL::bigint[] FROM c"
+    " UNION ALL SELECT device_id, NULL, NULL, spans FROM c WHERE cardinality(spans) > 0"
+)
+_CLOCK_ROW = np.dtype([("d", ">i4"), ("first", ">i8"), ("newest", ">i8"), ("delivered", ">i8")])
+
+
+def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> StoredClocks:
+    """The stored clocks of these devices (those that have one)."""
+    n, data, spans = 0, b"", {}
+    if device_ids:
+        for d, count, times, history in conn.execute(_CLOCKS, (_ints(device_ids),), binary=True):
+            if d is None:
+                n, data = count, times or b""
+            else:
+                spans[d] = history
+    rows = np.frombuffer(data, _CLOCK_ROW)
+    if len(rows) != n:
+        raise ValueError("device clocks: the binary rows do not match their count")
+
+    def us(column: str) -> np.ndarray:
+        return rows[column].astype(np.int64) + PG_EPOCH_OFFSET_US
+
+    return StoredClocks(rows["d"].astype(np.int64), us("first"), us("newest"), us("delivered"), spans)
 
 
 def newest_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int, int]:
@@ -448,10 +502,10 @@ def save_device_clocks(conn: psycopg.Connection, rows: Sequence[DeviceClockRow])
         " ON CONFLICT (device_id) DO UPDATE SET first_ts = excluded.first_ts, newest_ts = excluded.newest_ts,"
         " delivered_ts = excluded.delivered_ts",
         (
-            [r.device_id for r in rows],
-            [r.first_us for r in rows],
-            [r.newest_us for r in rows],
-            [r.delivered_us for r in rows],
+            _ints(r.device_id for r in rows),
+            _ints(r.first_us for r in rows),
+            _ints(r.newest_us for r in rows),
+            _ints(r.delivered_us for r in rows),
         ),
     )
     spans = [(r.spans, r.device_id) for r in rows if r.spans is not None]

@@ -155,12 +155,15 @@ def claim(
     params: Sequence[object] = (),
     key: str = "ctid",
     oldest_first: str = "queued_at",
+    binary: bool = False,
 ) -> list[tuple[Any, ...]]:
     """In the caller's transaction, which has locked its leases (:func:`hold`): delete up to ``limit`` rows of the
     work queue ``queue``, oldest first by ``oldest_first``, of devices in ``held`` (None: any device), and return the
     rows of ``merged``, a query over them as ``taken`` (its ``columns``; ``params`` fill its placeholders). Rows
     another transaction has claimed are skipped, not waited for; if the caller's transaction fails they come back.
-    ``key`` picks the rows to delete: the physical row (``ctid``) where the queue has no key of its own."""
+    ``key`` picks the rows to delete: the physical row (``ctid``, a direct heap fetch of each row, which the lock
+    taken here keeps in place until the transaction ends) or a key of the queue's own. ``binary``: the result in
+    PostgreSQL's binary format."""
     query = sql.SQL(
         "WITH taken AS (DELETE FROM {queue} WHERE {key} = ANY(ARRAY("
         "  SELECT {key} FROM {queue} WHERE " + IN_PARTITIONS + " ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED))"
@@ -172,4 +175,4 @@ def claim(
         columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
         merged=merged,
     )
-    return conn.execute(query, (*partition_params(held), limit, *params)).fetchall()
+    return conn.execute(query, (*partition_params(held), limit, *params), binary=binary).fetchall()

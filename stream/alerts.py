@@ -89,7 +89,7 @@ import threading
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
@@ -231,44 +231,76 @@ class DeliveryClock:
         self._changed: set[int] = set()
         self._spans_changed: set[int] = set()  # written apart: most devices keep none
 
-    def load(self, rows: Iterable[st.DeviceClockRow]) -> None:
+    def load(self, stored: st.StoredClocks) -> None:
         """The stored clocks of the devices the run touches (before any :meth:`remember`)."""
-        for r in rows:
-            self._seen[r.device_id] = (r.first_us, r.newest_us)
-            self._delivered[r.device_id] = r.delivered_us
-            if r.spans and (self.index_devices is None or r.device_id in self.index_devices):
-                self._history[r.device_id] = array("q", r.spans)
+        for d, first, newest, delivered in zip(
+            stored.device_id.tolist(), stored.first_us.tolist(), stored.newest_us.tolist(),
+            stored.delivered_us.tolist(), strict=True,
+        ):  # fmt: skip
+            self._seen[d] = (first, newest)
+            self._delivered[d] = delivered
+        for d, spans in stored.spans.items():
+            if spans and (self.index_devices is None or d in self.index_devices):
+                self._history[d] = array("q", spans)
 
-    def batch_watermark(self, newest_us: int, received_us: int) -> int:
-        """The watermark a batch arrived under; a batch of old data (a backlog after an outage of this system) says
-        nothing about which devices are delivering now, so offline waits until the stream is live again."""
-        self.event_wm_us = max(self.event_wm_us, newest_us)
-        wm = received_us if self.clock == "wall" else self.event_wm_us
-        self.live = self.clock == "event" or wm - newest_us <= self.late_after_us
+    def batch_watermarks(self, newest_us: np.ndarray, received_us: np.ndarray) -> np.ndarray:
+        """The watermark each claimed row's batch arrived under (rows in commit order): its receipt (wall clock), or
+        the running maximum of the batches' newest event time (event clock). The newest batch says whether the
+        stream is live: a batch of old data (a backlog after an outage of this system) says nothing about which
+        devices are delivering now, so offline waits until the stream is live again."""
+        if not len(newest_us):
+            return np.zeros(0, np.int64)
+        running = np.maximum.accumulate(np.maximum(newest_us, self.event_wm_us))
+        self.event_wm_us = int(running[-1])
+        wm = received_us if self.clock == "wall" else running
+        self.live = self.clock == "event" or int(wm[-1]) - int(newest_us[-1]) <= self.late_after_us
         return wm
 
-    def device_clock(self, span: Span) -> int:
-        """How far a device has delivered, for offline rules: its data's event time when the data came on time,
-        the watermark it arrived under when it came late (a replay of buffered hours, a clock far behind): such a
-        device is delivering now, whatever the age of what it delivers."""
-        return span.hi_us if span.wm_us - span.hi_us <= self.late_after_us else span.wm_us
+    def delivery_clocks(self, hi_us: np.ndarray, wm_us: np.ndarray) -> np.ndarray:
+        """How far a device has delivered with each span, for offline rules: its data's event time when the data
+        came on time, the watermark it arrived under when it came late (a replay of buffered hours, a clock far
+        behind): such a device is delivering now, whatever the age of what it delivers."""
+        return np.where(wm_us - hi_us <= self.late_after_us, hi_us, wm_us)
 
     def remember(self, d: int, span: Span, delivered_us: int) -> None:
+        """One span of a device, with the delivery clock it gave (:meth:`remember_claimed` takes a run's all)."""
         self.arrival_wm_us = max(self.arrival_wm_us, delivered_us)
-        first, newest = self._seen.get(d, (span.lo_us, span.hi_us))
-        self._seen[d] = (min(first, span.lo_us), max(newest, span.hi_us))
+        self._see(d, span.lo_us, span.hi_us, delivered_us)
+        if self.index_devices is None or d in self.index_devices:
+            self._keep_span(d, span.hi_us, span.wm_us)
+
+    def remember_claimed(self, pending: Pending, device_id: np.ndarray, hi_us: np.ndarray, wm_us: np.ndarray) -> None:
+        """:meth:`remember` of every span a run claimed: the times per device as ``pending`` sums them up (a
+        minimum and maxima: the order of the spans does not matter), the span history of the devices index rules
+        watch span by span from the claimed rows in commit order (``device_id``, ``hi_us``, ``wm_us``)."""
+        p = pending
+        for d, first, newest, delivered in zip(
+            p.devices.tolist(), p.first_us.tolist(), p.newest_us.tolist(), p.delivered_us.tolist(), strict=True
+        ):
+            self._see(d, first, newest, delivered)
+        if len(p.devices):
+            self.arrival_wm_us = max(self.arrival_wm_us, int(p.delivered_us.max()))
+        if self.index_devices is not None:
+            keep = np.isin(device_id, np.fromiter(self.index_devices, np.int64, len(self.index_devices)))
+            device_id, hi_us, wm_us = device_id[keep], hi_us[keep], wm_us[keep]
+        for d, hi, wm in zip(device_id.tolist(), hi_us.tolist(), wm_us.tolist(), strict=True):
+            self._keep_span(d, hi, wm)
+
+    def _see(self, d: int, lo_us: int, hi_us: int, delivered_us: int) -> None:
+        first, newest = self._seen.get(d, (lo_us, hi_us))
+        self._seen[d] = (min(first, lo_us), max(newest, hi_us))
         self._delivered[d] = max(self._delivered.get(d, delivered_us), delivered_us)
         self._changed.add(d)
-        if self.index_devices is not None and d not in self.index_devices:
-            return
+
+    def _keep_span(self, d: int, hi_us: int, wm_us: int) -> None:
         self._spans_changed.add(d)
         hist = self._history.get(d)
         if hist is None:
             hist = self._history[d] = array("q")
-        if hist and hist[-1] == span.wm_us:  # same batch, another metric: widen the entry
-            hist[-2] = max(hist[-2], span.hi_us)
+        if hist and hist[-1] == wm_us:  # same batch, another metric: widen the entry
+            hist[-2] = max(hist[-2], hi_us)
         else:
-            hist.extend((span.hi_us, span.wm_us))
+            hist.extend((hi_us, wm_us))
         if len(hist) > 2 * self.history_spans:
             del hist[: len(hist) - 2 * self.history_spans]
 
@@ -341,30 +373,87 @@ def watermarks_at(ts: np.ndarray, his: np.ndarray, wms: np.ndarray, default_us: 
     return wm[np.searchsorted(his[order], ts, side="left")]
 
 
+def _empty() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass
 class Pending:
-    """The work of one run: spans per (device, metric) claimed from the hand-over, index checks asked for, and per
-    device the newest delivery clock of its spans."""
+    """The work of one run: the spans claimed from the hand-over, columnar (int64 arrays) and ordered by series
+    (device, metric) then commit order, summed up per device (first and newest event time, newest delivery clock);
+    index checks asked for, and per device the newest delivery clock of its spans.
 
-    spans: defaultdict[tuple[int, int], list[Span]] = field(default_factory=lambda: defaultdict(list))
+    Columnar because a claim takes each batch's every series (a thousand for 200 meters) and most of them are watched
+    by no metric rule: a Python object per span cost the evaluator more than anything else it did. :meth:`spans`
+    makes the objects of the series a rule runs on."""
+
+    device_id: np.ndarray = field(default_factory=_empty)
+    metric_id: np.ndarray = field(default_factory=_empty)
+    lo_us: np.ndarray = field(default_factory=_empty)
+    hi_us: np.ndarray = field(default_factory=_empty)
+    wm_us: np.ndarray = field(default_factory=_empty)
+    devices: np.ndarray = field(default_factory=_empty)  # the devices with spans, ascending
+    first_us: np.ndarray = field(default_factory=_empty)  # per device: its spans' first event time
+    newest_us: np.ndarray = field(default_factory=_empty)  # ... their newest
+    delivered_us: np.ndarray = field(default_factory=_empty)  # ... their newest delivery clock
     index_until: dict[int, int] = field(default_factory=dict)  # device -> check its index series up to here
     index_forced: set[int] = field(default_factory=set)  # devices whose index check was asked for
     arrived: dict[int, int] = field(default_factory=dict)  # device -> newest delivery clock of its spans
-    count: int = 0  # spans held
+
+    def __post_init__(self) -> None:
+        self._series = _series_key(self.device_id, self.metric_id)
 
     def __bool__(self) -> bool:
-        return bool(self.spans or self.index_until or self.arrived)
+        return bool(len(self.device_id) or self.index_until or self.arrived)
 
-    def add(self, d: int, m: int, span: Span, delivered_us: int) -> None:
-        self.spans[(d, m)].append(span)
-        self.count += 1
-        self.check_index(d, span.hi_us)
-        self.arrived[d] = max(self.arrived.get(d, delivered_us), delivered_us)
+    @classmethod
+    def of(
+        cls, device_id: np.ndarray, metric_id: np.ndarray, lo_us: np.ndarray, hi_us: np.ndarray, wm_us: np.ndarray,
+        delivered_us: np.ndarray,
+    ) -> Pending:  # fmt: skip
+        """The work of spans given in commit order, with the watermark and delivery clock of each."""
+        order = np.lexsort((np.arange(len(device_id)), metric_id, device_id))  # by series, then commit order
+        d = device_id[order]
+        starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]]) if len(d) else _empty()
+        devices = d[starts]
+        per_device = (
+            np.minimum.reduceat(lo_us[order], starts) if len(d) else _empty(),
+            np.maximum.reduceat(hi_us[order], starts) if len(d) else _empty(),
+            np.maximum.reduceat(delivered_us[order], starts) if len(d) else _empty(),
+        )
+        pending = cls(d, metric_id[order], lo_us[order], hi_us[order], wm_us[order], devices, *per_device)
+        pending.index_until = dict(zip(devices.tolist(), per_device[1].tolist(), strict=True))
+        pending.arrived = dict(zip(devices.tolist(), per_device[2].tolist(), strict=True))
+        return pending
 
     def check_index(self, d: int, until_us: int, *, forced: bool = False) -> None:
         self.index_until[d] = max(self.index_until.get(d, until_us), until_us)
         if forced:
             self.index_forced.add(d)
+
+    def devices_of(self, metric: int) -> set[int]:
+        """The devices with spans of this metric."""
+        return set(self.device_id[self.metric_id == metric].tolist())
+
+    def spans(self, d: int, m: int) -> list[Span]:
+        """The spans of one series, in commit order."""
+        key = _series_key(np.array([d], np.int64), np.array([m], np.int64))
+        a, b = np.searchsorted(self._series, key[0], "left"), np.searchsorted(self._series, key[0], "right")
+        return [
+            Span(lo, hi, wm)
+            for lo, hi, wm in zip(
+                self.lo_us[a:b].tolist(), self.hi_us[a:b].tolist(), self.wm_us[a:b].tolist(), strict=True
+            )
+        ]
+
+    def rows_of(self, d: int) -> slice:
+        """Where the spans of a device are in the arrays (empty if it has none)."""
+        return slice(int(np.searchsorted(self.device_id, d, "left")), int(np.searchsorted(self.device_id, d, "right")))
+
+
+def _series_key(device_id: np.ndarray, metric_id: np.ndarray) -> np.ndarray:
+    """One int64 per (device, metric), ordered as the pairs are (a metric id is a smallint)."""
+    return device_id.astype(np.int64) * 65_536 + (metric_id.astype(np.int64) + 32_768)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,20 +465,18 @@ class Watermarks:
     live: bool
 
 
-def claimed_work(rows: Iterable[st.Queued], clock: DeliveryClock) -> Pending:
+def claimed_work(rows: st.QueuedRows, clock: DeliveryClock) -> Pending:
     """The run's work from the claimed hand-over rows, in the order they were committed: each row's watermark is
     the running maximum of the batches' newest event time (event clock), or its batch's receipt (wall clock). The
     batch's own newest data counts as delivered too, whichever partition its device is in: the offline rules' clock
     is the city's as the batches tell it, not only this process's devices'."""
-    pending = Pending()
-    for r in rows:
-        wm = clock.batch_watermark(r.batch_newest_us, r.batch_received_us)
-        span = Span(r.lo_us, r.hi_us, wm)
-        delivered = clock.device_clock(span)
-        pending.add(r.device_id, r.metric_id, span, delivered)
-        clock.remember(r.device_id, span, delivered)
-        newest = Span(r.batch_newest_us, r.batch_newest_us, wm)
-        clock.arrival_wm_us = max(clock.arrival_wm_us, clock.device_clock(newest))
+    wm = clock.batch_watermarks(rows.batch_newest_us, rows.batch_received_us)
+    delivered = clock.delivery_clocks(rows.hi_us, wm)
+    pending = Pending.of(rows.device_id, rows.metric_id, rows.lo_us, rows.hi_us, wm, delivered)
+    clock.remember_claimed(pending, rows.device_id, rows.hi_us, wm)
+    if len(rows):
+        newest = clock.delivery_clocks(rows.batch_newest_us, wm)
+        clock.arrival_wm_us = max(clock.arrival_wm_us, int(newest.max()))
     return pending
 
 
@@ -483,6 +570,7 @@ class DeviceCache:
         self.metric_ids: dict[str, int] = {}
         self.organisations: dict[int, int | None] = {}  # device -> its organisation
         self._scopes: dict[tuple[str, RuleOwner], list[int]] = {}  # (rule, owner and version) -> its devices, sorted
+        self._scope_sets: dict[tuple[str, RuleOwner], frozenset[int]] = {}
 
     def refresh(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
         """Read the devices again if due (or forced); True when it did."""
@@ -503,7 +591,7 @@ class DeviceCache:
             organisations[d.id] = shared("organisation", d.organisation_id)
         self.devices, self.organisations = devices, organisations
         self.metric_ids = st.metric_ids(conn)
-        self._scopes = {}
+        self._scopes, self._scope_sets = {}, {}
         self._read_us = now
         return True
 
@@ -518,6 +606,18 @@ class DeviceCache:
                 if owner.watches(self.organisations.get(d)) and rule.scope.matches(info)
             )
         return self._scopes[key]
+
+    def watched(self, rule: AlertRule, owner: RuleOwner, among: Collection[int]) -> list[int]:
+        """The devices of ``among`` the rule watches, ascending: a run's few devices are not found by going through
+        every device a rule watches (a city's meters), nor the other way round."""
+        scope = self.scope(rule, owner)
+        if len(among) >= len(scope):
+            return [d for d in scope if d in among]
+        key = (rule.key, owner)
+        watched = self._scope_sets.get(key)
+        if watched is None:
+            watched = self._scope_sets[key] = frozenset(scope)
+        return sorted(d for d in among if d in watched)
 
 
 class Schedules:
@@ -704,9 +804,7 @@ class MetricJobs:
         self._horizon_us = horizon_us
 
     def jobs(self, rules: RuleCache, run: Run, warn: _Once) -> list[tuple[AlertRule, int, int]]:
-        by_metric: dict[int, set[int]] = defaultdict(set)
-        for d, metric in run.pending.spans:
-            by_metric[metric].add(d)
+        by_metric: dict[int, set[int]] = {}
         out = []
         for rule in rules.active():
             if rule.kind == "offline" or rule.index is not None:
@@ -715,8 +813,10 @@ class MetricJobs:
             if m is None:
                 warn(f"metric:{rule.key}", f"rule {rule.key}: no metric {rule.metric} in the catalogue")
                 continue
-            touched = by_metric.get(m, set())
-            out += [(rule, d, m) for d in self._devices.scope(rule, rules.owner(rule)) if d in touched]
+            touched = by_metric.get(m)
+            if touched is None:
+                touched = by_metric[m] = run.pending.devices_of(m)
+            out += [(rule, d, m) for d in self._devices.watched(rule, rules.owner(rule), touched)]
         return out
 
     def run(self, conn: psycopg.Connection, run: Run, jobs: list[tuple[AlertRule, int, int]]) -> None:
@@ -743,7 +843,7 @@ class MetricJobs:
 
     def _plan(self, run: Run, rule: AlertRule, d: int, m: int) -> _Series:
         raw, live, alert_id = run.state(rule, d)
-        spans = run.pending.spans[(d, m)]
+        spans = run.pending.spans(d, m)
         checkpoints = checkpoints_from_json(raw.get("checkpoints"))
         if live.last_ts_us == NO_TS:  # a new series: its start is its first checkpoint
             frontier = min(s.lo_us for s in spans) - 1
@@ -847,7 +947,8 @@ class IndexJobs:
             if self.source is None:
                 warn(f"index:{rule.key}", f"rule {rule.key} needs an index source for {rule.index}")
                 continue
-            out += [(rule, d) for d in self._devices.scope(rule, rules.owner(rule)) if self._due(rule, d, run)]
+            due = self._devices.watched(rule, rules.owner(rule), run.pending.index_until.keys())
+            out += [(rule, d) for d in due if self._due(rule, d, run)]
         return out
 
     def _due(self, rule: AlertRule, d: int, run: Run) -> bool:
@@ -959,7 +1060,13 @@ class OfflineJobs:
             if rule.kind != "offline":
                 continue
             assert rule.after_cadences is not None
-            for d in self._devices.scope(rule, rules.owner(rule)):
+            owner = rules.owner(rule)
+            # While the stream is not live only a raised series with data again can change, so only the devices with
+            # data are looked at; while it is, any device may be overdue.
+            scope = self._devices.scope(rule, owner) if run.marks.live else (
+                self._devices.watched(rule, owner, run.pending.arrived.keys())
+            )  # fmt: skip
+            for d in scope:
                 last = self._last(run, d)
                 if last == NO_TS or not self._mine(d):
                     continue
@@ -994,11 +1101,9 @@ class OfflineJobs:
         """When a device's data came back in this run: its first new reading if on time, else its arrival. On time
         is judged by the span's first reading, not its last: a replayed backlog comes in batches of any size, and a
         batch whose last reading is recent must not make its first one, hours old, the time the device came back."""
-        first = [
-            s.lo_us if s.wm_us - s.lo_us <= self._late_after_us else s.wm_us
-            for (dd, _), spans in run.pending.spans.items() if dd == d for s in spans
-        ]  # fmt: skip
-        return min(first, default=None)
+        rows = run.pending.rows_of(d)
+        lo, wm = run.pending.lo_us[rows], run.pending.wm_us[rows]
+        return int(np.where(wm - lo <= self._late_after_us, lo, wm).min()) if len(lo) else None
 
     def committed(self, run: Run) -> None:
         for d, t in run.pending.arrived.items():
@@ -1258,7 +1363,7 @@ class AlertEvaluator:
             if stop() or r.skipped or r.claimed < self._claim_limit:
                 return total
 
-    def _run(self, conn: psycopg.Connection, queued: list[st.Queued], forced: set[int] | None,
+    def _run(self, conn: psycopg.Connection, queued: st.QueuedRows, forced: set[int] | None,
              held: Held | None) -> Run:  # fmt: skip
         """The run's work and clocks: the device clocks of what it claimed (and of the index checks asked for) as
         stored, then the claimed rows in commit order, moving the watermarks on from where the last run left them."""
@@ -1268,7 +1373,7 @@ class AlertEvaluator:
         clock.event_wm_us, clock.arrival_wm_us = self._event_wm_us, self._arrival_wm_us
         newest = st.newest_in(conn, held) if forced is None else {}
         asked = set(newest) if forced is None else forced
-        clock.load(st.device_clocks(conn, sorted({q.device_id for q in queued} | asked)))
+        clock.load(st.device_clocks(conn, sorted(set(queued.device_id.tolist()) | asked)))
         pending = claimed_work(queued, clock)
         known = clock.newest()
         for d in asked:
@@ -1290,7 +1395,7 @@ class AlertEvaluator:
             self._index_watched = self._index.watch(self._rules)
 
     def _evaluate(self, conn: psycopg.Connection, run: Run) -> None:
-        if any(d not in self._devices.devices for d, _ in run.pending.spans):
+        if any(d not in self._devices.devices for d in run.pending.devices.tolist()):
             self._refresh(conn, force=True)
         metric_jobs = self._metric.jobs(self._rules, run, self._warn)
         index_jobs = self._index.jobs(self._rules, run, self._warn)
