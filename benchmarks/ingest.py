@@ -528,7 +528,7 @@ def own_backends_cpu_s(url: str, skip: int | None) -> float:
     """CPU of the PostgreSQL backends serving this process's connections (matched by their client port), but
     ``skip``'s, each since it connected. The updaters' queries run there: a cost moved from the process to the
     database shows here."""
-    ports = _local_tcp_ports(os.getpid())
+    ports = local_tcp_ports(os.getpid())
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pid, client_port FROM pg_stat_activity"
@@ -537,7 +537,7 @@ def own_backends_cpu_s(url: str, skip: int | None) -> float:
     return round(sum(proc_cpu_s(pid) for pid, port in rows if port in ports and pid != skip), 2)
 
 
-def _local_tcp_ports(pid: int) -> set[int]:
+def local_tcp_ports(pid: int) -> set[int]:
     """The local TCP ports of a process's sockets (/proc: its socket inodes, looked up in the kernel's tables)."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):

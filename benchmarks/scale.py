@@ -52,6 +52,7 @@ from benchmarks.ingest import (  # noqa: E402
     DEFAULT_ADMIN_URL,
     DERIVED_QUEUES,
     METER_KEYS,
+    CpuMeter,
     Publishers,
     Workload,
     bench_database,
@@ -59,6 +60,8 @@ from benchmarks.ingest import (  # noqa: E402
     empty_readings,
     expected_columns,
     first_event_s,
+    local_tcp_ports,
+    proc_cpu_s,
     register_devices,
     run_copy,
     schedule,
@@ -109,6 +112,97 @@ class IngestCommand:
             return self.proc.wait(10)
 
 
+def _py_spy() -> str | None:
+    """py-spy, when installed (profiling only, not a dependency): it names the threads the CPU is reported by."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """OS thread id -> Python thread name of a running process (``py-spy dump``), or {} without py-spy: Python 3.11
+    does not give its threads' names to the OS, so /proc shows every thread as ``python``."""
+    spy = _py_spy()
+    if spy is None:
+        return {}
+    try:
+        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M)}
+
+
+def threads_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process so far (/proc/<pid>/task)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return {}
+    return {tid: proc_cpu_s(pid, tid) for tid in tids}
+
+
+def backends_cpu_s(conn: psycopg.Connection, pids: Sequence[int]) -> dict[int, tuple[int, float]]:
+    """PostgreSQL backend pid -> (index of the ingest process it serves, its CPU seconds so far): each backend of
+    the database matched to a process by its client port (the sink's connection and the pool's)."""
+    owner = {port: i for i, pid in enumerate(pids) for port in local_tcp_ports(pid)}
+    rows = conn.execute(
+        "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return {int(b): (owner[port], proc_cpu_s(int(b))) for b, port in rows if port in owner}
+
+
+class Probe:
+    """Where the CPU went while a configuration ran, measured from outside: each ingest process (and its threads,
+    named when py-spy is installed), the PostgreSQL backends serving it, the broker; and how the device partitions'
+    leases were shared over time (a process that joins gets its share only after the others give theirs up)."""
+
+    def __init__(self, conn: psycopg.Connection, procs: Sequence[IngestCommand], broker_pid: int) -> None:
+        self.pids = [p.proc.pid for p in procs]
+        self.names = [thread_names(pid) for pid in self.pids]
+        self.meter = CpuMeter()
+        for i, pid in enumerate(self.pids):
+            self.meter.add(f"process_{i}", pid)
+        self.meter.add("broker", broker_pid)
+        self.meter.add("poll_backend", int(conn.info.backend_pid))  # what measuring costs: it must stay small
+        self.threads0 = [threads_cpu_s(pid) for pid in self.pids]
+        self.backends0 = backends_cpu_s(conn, self.pids)
+        self.t0 = time.monotonic()
+        self.leases: list[tuple[float, dict[int, int]]] = []
+
+    def poll_leases(self, conn: psycopg.Connection) -> None:
+        """Record the partitions each process holds (by process index) when it changed since the last poll."""
+        rows = conn.execute(
+            "SELECT owner, count(*) FROM worker_leases WHERE expires_at > now() GROUP BY owner"
+        ).fetchall()
+        index = {pid: i for i, pid in enumerate(self.pids)}
+        held = {index.get(int(owner.split(":")[-2]), -1): int(n) for owner, n in rows if owner}
+        if not self.leases or self.leases[-1][1] != held:
+            self.leases.append((round(time.monotonic() - self.t0, 2), dict(sorted(held.items()))))
+
+    def stop(self, conn: psycopg.Connection) -> dict[str, Any]:
+        used: dict[str, Any] = dict(self.meter.stop())
+        backends1 = backends_cpu_s(conn, self.pids)
+        for i, pid in enumerate(self.pids):
+            spent = {b: cpu - self.backends0.get(b, (i, 0.0))[1] for b, (j, cpu) in backends1.items() if j == i}
+            used[f"process_{i}_backends"] = round(sum(spent.values()), 2)
+            threads = {tid: cpu - self.threads0[i].get(tid, 0.0) for tid, cpu in threads_cpu_s(pid).items()}
+            named: dict[str, float] = {}
+            for tid, cpu in threads.items():
+                name = self.names[i].get(tid, "other")
+                named[name] = named.get(name, 0.0) + cpu
+            used[f"process_{i}_threads"] = {k: round(v, 2) for k, v in sorted(named.items(), key=lambda kv: -kv[1])}
+        return used
+
+
+# Rows inserted into readings (and its partitions or chunks) since the statistics were created: PostgreSQL's
+# cumulative statistics, flushed by each writing backend at most once a second, so an estimate that lags; rows of
+# rolled-back transactions count too. Only a hint of when to count exactly.
+INSERTED = (
+    "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relid IN"
+    " (SELECT 'readings'::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'readings'::regclass)"
+)
+NEAR_END_S = 3.0  # the end this near by INSERTED and the rate so far: the exact count runs at every poll
+
+
 def _count(conn: psycopg.Connection, query: str) -> int:
     row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
@@ -138,17 +232,30 @@ def run_config(
         expected_rows = distinct * wl.readings_per_message
         pending = " + ".join(f"(SELECT count(*) FROM {q})" for q in DERIVED_QUEUES)
         with psycopg.connect(url, autocommit=True) as conn:
+            probe = Probe(conn, procs, broker.process.pid if broker.process is not None else os.getpid())
             pubs.go()
             stored_at = derived_at = None
             last, since = -1, time.monotonic()
+            inserted0, started = _count(conn, INSERTED), time.monotonic()
+            exact_at = started
             while True:
                 time.sleep(0.2)
                 now = time.monotonic()
-                n = _count(conn, "SELECT count(*) FROM readings")
-                if n != last:
-                    last, since = n, now
-                if stored_at is None and n >= expected_rows:
-                    stored_at = now
+                probe.poll_leases(conn)
+                if stored_at is None:
+                    # count(*) reads every row stored so far (about 0.1 CPU-s at 2 M rows, with parallel workers):
+                    # five times a second it took a quarter to half of one of the two cores from the processes
+                    # measured. So it runs once a second, and at every poll only when the insert counter (cheap;
+                    # behind by up to a second while rows come) says the end is less than NEAR_END_S away.
+                    inserted = _count(conn, INSERTED) - inserted0
+                    rate = inserted / max(now - started, 1e-3)
+                    if expected_rows - inserted <= rate * NEAR_END_S or now - exact_at >= 1.0:
+                        exact_at = now
+                        n = _count(conn, "SELECT count(*) FROM readings")
+                        if n != last:
+                            last, since = n, now
+                        if n >= expected_rows:
+                            stored_at = now
                 if stored_at is not None and _count(conn, f"SELECT {pending}") == 0:
                     derived_at = now
                     break
@@ -157,12 +264,16 @@ def run_config(
                 for p in procs:
                     if p.proc.poll() is not None:
                         raise RuntimeError(f"an ingest process exited: {p.log.read_text()[-2000:]}")
+            used = probe.stop(conn)
         res = pubs.collect()
     finally:
         if pubs is not None:
             pubs.close()
         codes = [p.stop() for p in procs]
     stored = check_stored(url, expected_columns(wl, res.sent, device_pk))
+    # A step that failed and was retried (a deadlock, a unique violation between two processes) costs the time of
+    # its backoff: it must show beside the rates, not only in a log that is deleted with the run's folder.
+    failures = [line for p in procs for line in p.log.read_text().splitlines() if ": step failed (" in line]
     out: dict[str, Any] = {
         "config": config,
         "processes": len(roles),
@@ -173,7 +284,13 @@ def run_config(
         "lost": stored.lost,
         "extra": stored.extra,
         "all_acked_by_broker": res.all_acked,
+        "cpu_s": used | {"publishers": round(res.cpu_s, 2)},
+        "leases": probe.leases,
+        "step_failures": len(failures),
+        "step_failure_examples": failures[:3],
     }
+    ours = sum(v for k, v in used.items() if isinstance(v, float) and k.startswith(("process_", "broker")))
+    out["cpu_us_per_reading"] = round(ours / max(stored.rows, 1) * 1e6, 2)  # processes, their backends, the broker
     if stored_at is not None:
         out["seconds"] = round(stored_at - res.first, 3)
         out["readings_per_s"] = round(stored.rows / (stored_at - res.first))
@@ -202,7 +319,30 @@ def render(rows: list[dict[str, Any]], copy: dict[str, Any]) -> str:
             f" {r['lost']} | {r['extra']} |"
         )
     lines.append(f"| bare COPY of the same rows | {copy.get('copy_rows_per_s', 0):,} | | | | | |")
+    for r in rows:
+        lines.append(f"[{r['config']}] CPU-s, first publish -> derived caught up:" + cpu_line(r))
     return "\n".join(lines)
+
+
+def cpu_line(r: dict[str, Any]) -> str:
+    """One configuration's CPU seconds by part, and its partition shares over time (s after the first publish)."""
+    used = r.get("cpu_s", {})
+    parts = []
+    for i in range(r["processes"]):
+        threads = ", ".join(f"{k} {v:.1f}" for k, v in used.get(f"process_{i}_threads", {}).items() if v >= 0.05)
+        parts.append(
+            f"process {i} ({r['roles'][i]}) {used.get(f'process_{i}', 0):.1f} [{threads}],"
+            f" its backends {used.get(f'process_{i}_backends', 0):.1f}"
+        )
+    rest = ", ".join(
+        f"{k} {used[k]:.1f}" for k in ("broker", "publishers", "poll_backend", "machine_busy") if k in used
+    )
+    fails = f"\n  step failures {r['step_failures']}: {r['step_failure_examples']}" if r.get("step_failures") else ""
+    shares = " ".join(f"{t}s:{'/'.join(str(n) for n in held.values())}" for t, held in r.get("leases", []))
+    return (
+        "\n  " + ";\n  ".join(parts) + f";\n  {rest}; {r.get('cpu_us_per_reading')} CPU-us per reading"
+        " (processes, backends, broker)" + (f"\n  partitions held: {shares}" if shares else "") + fails
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
