@@ -193,18 +193,30 @@ class Probe:
         return used
 
 
-# Rows inserted into readings (and its partitions or chunks) since the statistics were created: PostgreSQL's
-# cumulative statistics, flushed by each writing backend at most once a second, so an estimate that lags; rows of
-# rolled-back transactions count too. Only a hint of when to count exactly.
-INSERTED = (
-    "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relid IN"
-    " (SELECT 'readings'::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'readings'::regclass)"
+# How many of the given readings (device, metric, event time in us) are stored: index probes.
+LAST_STORED = (
+    "SELECT count(*) FROM unnest(%s::int[], %s::smallint[], %s::bigint[]) AS t(d, m, ts) JOIN readings r"
+    " ON r.device_id = t.d AND r.metric_id = t.m AND r.ts = 'epoch'::timestamptz + t.ts * interval '1 microsecond'"
 )
-NEAR_END_S = 3.0  # the end this near by INSERTED and the rate so far: the exact count runs at every poll
 
 
-def _count(conn: psycopg.Connection, query: str) -> int:
-    row = conn.execute(query).fetchone()
+def last_readings(wl: Workload, device_pk: dict[str, int]) -> tuple[list[int], list[int], list[int]]:
+    """A reading of each publisher's last distinct message (its schedule's last but the repeats of earlier ones), as
+    the columns of LAST_STORED: message j is device j % D, its records seq * R ... (benchmarks/ingest.py)."""
+    devices, metrics, ts = [], [], []
+    for p in range(wl.publishers):
+        names, n = wl.share(p)
+        if n == 0:
+            continue
+        j = n - 1
+        devices.append(device_pk[names[j % len(names)]])
+        metrics.append(METER_KEYS[0][1])
+        ts.append((wl.t0 + (j // len(names)) * wl.records_per_message) * 1_000_000)
+    return devices, metrics, ts
+
+
+def _count(conn: psycopg.Connection, query: str, params: Sequence[object] = ()) -> int:
+    row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -230,32 +242,34 @@ def run_config(
             len(set(schedule(wl.share(p)[1], wl.dup_every, wl.dup_lag))) for p in range(wl.publishers)
         )  # every message of the schedule is sent (no --seconds cap here)
         expected_rows = distinct * wl.readings_per_message
+        last_keys = last_readings(wl, device_pk)
         pending = " + ".join(f"(SELECT count(*) FROM {q})" for q in DERIVED_QUEUES)
         with psycopg.connect(url, autocommit=True) as conn:
+            # One backend does the poll's counting, so its CPU shows in the probe's poll_backend (parallel workers
+            # are other processes) and it never takes both cores at once.
+            conn.execute("SET max_parallel_workers_per_gather = 0")
             probe = Probe(conn, procs, broker.process.pid if broker.process is not None else os.getpid())
             pubs.go()
             stored_at = derived_at = None
             last, since = -1, time.monotonic()
-            inserted0, started = _count(conn, INSERTED), time.monotonic()
-            exact_at = started
+            exact_at = time.monotonic()
             while True:
                 time.sleep(0.2)
                 now = time.monotonic()
                 probe.poll_leases(conn)
-                if stored_at is None:
-                    # count(*) reads every row stored so far (about 0.1 CPU-s at 2 M rows, with parallel workers):
-                    # five times a second it took a quarter to half of one of the two cores from the processes
-                    # measured. So it runs once a second, and at every poll only when the insert counter (cheap;
-                    # behind by up to a second while rows come) says the end is less than NEAR_END_S away.
-                    inserted = _count(conn, INSERTED) - inserted0
-                    rate = inserted / max(now - started, 1e-3)
-                    if expected_rows - inserted <= rate * NEAR_END_S or now - exact_at >= 1.0:
-                        exact_at = now
-                        n = _count(conn, "SELECT count(*) FROM readings")
-                        if n != last:
-                            last, since = n, now
-                        if n >= expected_rows:
-                            stored_at = now
+                # count(*) reads every row stored so far (about 0.1 CPU-s at 2 M rows): five times a second it
+                # took a quarter to half of one of the two cores from the processes measured. So it runs every 2 s
+                # (a stall shows), and at every poll only once each publisher's last message is stored (one index
+                # probe each): what is left then is what the processes still hold of earlier messages.
+                if stored_at is None and (
+                    now - exact_at >= 2.0 or _count(conn, LAST_STORED, last_keys) == len(last_keys[0])
+                ):
+                    exact_at = now
+                    n = _count(conn, "SELECT count(*) FROM readings")
+                    if n != last:
+                        last, since = n, now
+                    if n >= expected_rows:
+                        stored_at = now
                 if stored_at is not None and _count(conn, f"SELECT {pending}") == 0:
                     derived_at = now
                     break
