@@ -644,7 +644,7 @@ def _downstream(
     if leases is not None:
         # Last: started first (the updaters find their partitions soon), stopped last (after the updaters' drain),
         # when its drain gives the leases back so the other processes take them over at once.
-        workers.append(worker(settings, "leases", leases.step, drain=leases.release_all, idle_s=leases.every_s))
+        workers.append(worker(settings, "leases", leases.tick, drain=leases.release_all, idle_s=leases.every_s))
     return hooks, workers
 
 

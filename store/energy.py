@@ -452,10 +452,24 @@ def roll_up(
 SITE_LEVELS = (("15min", "minute"), ("1h", "hour"), ("1d", "day"), ("1mo", "month"))
 
 
+# pg_advisory_xact_lock(key, site id): one transaction at a time rewrites a site's rows of that table.
+SITE_LOCK_KEYS = {"energy_buckets": 0x4C43_5345, "sample_buckets": 0x4C43_5353}  # "LCSE", "LCSS"
+
+
 def refresh_sites(conn: psycopg.Connection, table: str, ranges: Spans) -> None:
     """Rebuild the per-site rows (migration 021) of ``table`` over the buckets of every level that ``ranges`` (15-minute
     aligned) touch, at the sites the devices belong to now. Run after :func:`roll_up` of every level, in the same
     transaction and time zone (the day and month bounds are the city's)."""
+    # A site's devices are in several partitions, so two processes' claims may rewrite one site's rows at once. Each
+    # deletes them and inserts the sums it sees: the second then failed on the primary key ("duplicate key value",
+    # its whole claim rolled back and retried after a backoff; 1-2 a run of benchmarks/scale.py with two processes).
+    # Locked per site, in site order (two claims never wait for each other in a cycle within one call), the second
+    # waits for the first to commit and sums its committed rows with its own.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, s.site_id) FROM (SELECT DISTINCT d.site_id FROM unnest(%s::int[]) AS t(d)"
+        " JOIN devices d ON d.id = t.d ORDER BY d.site_id) s",
+        (SITE_LOCK_KEYS[table], ranges.device_id.tolist()),
+    )
     for level, unit in SITE_LEVELS:
         conn.execute(
             "SELECT lccm_refresh_site_buckets(%s, %s, array_agg(d.site_id), array_agg(t.m),"

@@ -60,6 +60,17 @@ def beat(conn: psycopg.Connection, owner: str, lease_s: float) -> int:
     return max(1, int(row[0]) if row else 1)
 
 
+def standing(conn: psycopg.Connection, lease_s: float) -> tuple[int, int]:
+    """(workers alive as :func:`beat` counts them, partitions nobody holds): what the fair shares and a worker's
+    takings depend on. Reads only."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM worker_heartbeats WHERE seen_at >= now() - %s * interval '1 second'),"
+        " (SELECT count(*) FROM worker_leases WHERE owner IS NULL OR expires_at <= now())",
+        (lease_s,),
+    ).fetchone()
+    return (max(1, int(row[0])), int(row[1])) if row else (1, 0)
+
+
 def renew(conn: psycopg.Connection, owner: str, lease_s: float) -> list[int]:
     """Extend the owner's leases; returns the partitions it holds. Waits for its own updaters' transactions (they
     hold the rows FOR SHARE) rather than skipping them: a lease in use is renewed when that transaction ends."""

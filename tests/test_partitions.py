@@ -15,7 +15,7 @@ import pytest
 
 from lccm.store.energy import Spans, claim_spans, enqueue
 from lccm.store.leases import PartitionCountMismatch, ensure_partitions, leases, partition_of
-from lccm.stream.partitions import Leases
+from lccm.stream.partitions import CHECK_S, Leases
 from tests._db import us
 
 P = 8
@@ -142,3 +142,28 @@ def test_renewals_and_claims_of_one_process_never_deadlock(fresh_db: str) -> Non
     t.join()
     assert errors == []
     assert sorted(p for w in (a, *others) for p in w.held) == list(range(P))
+
+
+def test_a_joining_worker_gets_its_share_at_the_next_ticks_not_after_two_steps(fresh_db: str) -> None:
+    """The leases worker ticks (Leases.tick): between its steps (every 10 s here) it looks whether the shares may
+    have changed, so a joiner's share is given up and taken at the next ticks of both, not a step of each later."""
+    with psycopg.connect(fresh_db) as conn:
+        ensure_partitions(conn, P)
+    a, b = _leases(fresh_db, "a"), _leases(fresh_db, "b")  # lease 30 s: a step every 10 s
+    assert a.tick() <= CHECK_S
+    assert a.held == list(range(P))
+    b.tick()
+    assert b.held == []  # a holds everything until it looks again
+    a.tick()  # two workers alive now: a gives up its surplus at once
+    assert a.held == [0, 1, 2, 3]
+    b.tick()  # below its share with partitions free: takes them at once
+    assert b.held == [4, 5, 6, 7]
+
+    def expiries() -> list[object]:
+        with psycopg.connect(fresh_db) as conn:
+            return [r[0] for r in conn.execute("SELECT expires_at FROM worker_leases ORDER BY partition")]
+
+    before = expiries()
+    for w in (a, b, a, b):
+        w.tick()  # settled: they only look; the next renewal is their next step
+    assert expiries() == before and a.held == [0, 1, 2, 3] and b.held == [4, 5, 6, 7]

@@ -5,6 +5,7 @@ device moves to another site (through the registry import and a plain UPDATE).""
 from __future__ import annotations
 
 import re
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -224,3 +225,41 @@ def test_site_rows_follow_writes_rewrites_and_moves(fresh_db: str) -> None:
         conn.commit()
         _check(conn, moved | {"M2": "A", "M3": "A"})
         _check_panels(conn, moved | {"M2": "A", "M3": "A"})
+
+
+def test_two_claims_rewriting_one_sites_rows_at_once_both_commit_and_the_sums_are_of_both(fresh_db: str) -> None:
+    """Two processes' updaters derive devices of one site in different partitions: each rewrites the site's rows in
+    its claim's transaction. The second used to fail on the site rows' primary key when the first committed (its
+    claim rolled back and retried); now it waits for the first and sums its committed rows with its own."""
+    rng = np.random.default_rng(11)
+    lo = _us(T0)
+    with psycopg.connect(fresh_db) as conn:
+        sync_factor_registry(conn, *factor_rows())
+        import_registry(conn, parse_registry_csv(_registry(SITES)))
+        ids = np.array([r[0] for r in conn.execute("SELECT id FROM devices ORDER BY device_id")], np.int32)
+        _write(conn, ids, lo, lo + 8 * Q_US, rng)
+        conn.commit()
+    m1, m2 = ids[[0]], ids[[1]]  # both at site A
+    errors: list[BaseException] = []
+    second_done = threading.Event()
+
+    def second() -> None:
+        try:
+            with psycopg.connect(fresh_db) as conn2:
+                _write(conn2, m2, lo + 2 * Q_US, lo + 6 * Q_US, np.random.default_rng(12))
+                conn2.commit()
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            second_done.set()
+
+    with psycopg.connect(fresh_db) as conn1:
+        _write(conn1, m1, lo + Q_US, lo + 5 * Q_US, rng)  # not committed yet: holds the site's rows
+        t = threading.Thread(target=second)
+        t.start()
+        assert not second_done.wait(1.0)  # the second waits for the first's site rows
+        conn1.commit()
+    t.join(30)
+    assert not t.is_alive() and errors == []
+    with psycopg.connect(fresh_db) as conn:
+        _check(conn, SITES)  # every site row is the sum of the stored device rows, both claims' included
