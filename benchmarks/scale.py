@@ -202,7 +202,8 @@ LAST_STORED = (
 
 def last_readings(wl: Workload, device_pk: dict[str, int]) -> tuple[list[int], list[int], list[int]]:
     """A reading of each publisher's last distinct message (its schedule's last but the repeats of earlier ones), as
-    the columns of LAST_STORED: message j is device j % D, its records seq * R ... (benchmarks/ingest.py)."""
+    the columns of LAST_STORED: message j is device j % D, its records k = seq * R ... at t0 + k * step_s seconds
+    (benchmarks/ingest.py)."""
     devices, metrics, ts = [], [], []
     for p in range(wl.publishers):
         names, n = wl.share(p)
@@ -211,7 +212,7 @@ def last_readings(wl: Workload, device_pk: dict[str, int]) -> tuple[list[int], l
         j = n - 1
         devices.append(device_pk[names[j % len(names)]])
         metrics.append(METER_KEYS[0][1])
-        ts.append((wl.t0 + (j // len(names)) * wl.records_per_message) * 1_000_000)
+        ts.append((wl.t0 + (j // len(names)) * wl.records_per_message * wl.step_s) * 1_000_000)
     return devices, metrics, ts
 
 
