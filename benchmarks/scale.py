@@ -253,7 +253,7 @@ def run_config(
             pubs.go()
             stored_at = derived_at = None
             last, since = -1, time.monotonic()
-            exact_at = time.monotonic()
+            exact_at, exact_counts = time.monotonic(), 0
             while True:
                 time.sleep(0.2)
                 now = time.monotonic()
@@ -265,7 +265,7 @@ def run_config(
                 if stored_at is None and (
                     now - exact_at >= 2.0 or _count(conn, LAST_STORED, last_keys) == len(last_keys[0])
                 ):
-                    exact_at = now
+                    exact_at, exact_counts = now, exact_counts + 1
                     n = _count(conn, "SELECT count(*) FROM readings")
                     if n != last:
                         last, since = n, now
@@ -301,6 +301,7 @@ def run_config(
         "all_acked_by_broker": res.all_acked,
         "cpu_s": used | {"publishers": round(res.cpu_s, 2)},
         "leases": probe.leases,
+        "exact_counts": exact_counts,
         "step_failures": len(failures),
         "step_failure_examples": failures[:3],
     }
