@@ -259,11 +259,11 @@ def run_config(
                 now = time.monotonic()
                 probe.poll_leases(conn)
                 # count(*) reads every row stored so far (about 0.1 CPU-s at 2 M rows): five times a second it
-                # took a quarter to half of one of the two cores from the processes measured. So it runs every 2 s
+                # took a quarter to half of one of the two cores from the processes measured. So it runs every 5 s
                 # (a stall shows), and at every poll only once each publisher's last message is stored (one index
                 # probe each): what is left then is what the processes still hold of earlier messages.
                 if stored_at is None and (
-                    now - exact_at >= 2.0 or _count(conn, LAST_STORED, last_keys) == len(last_keys[0])
+                    now - exact_at >= 5.0 or _count(conn, LAST_STORED, last_keys) == len(last_keys[0])
                 ):
                     exact_at, exact_counts = now, exact_counts + 1
                     n = _count(conn, "SELECT count(*) FROM readings")
