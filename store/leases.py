@@ -72,12 +72,14 @@ def standing(conn: psycopg.Connection, lease_s: float) -> tuple[int, int]:
 
 
 def renew(conn: psycopg.Connection, owner: str, lease_s: float) -> list[int]:
-    """Extend the owner's leases; returns the partitions it holds. Waits for its own updaters' transactions (they
-    hold the rows FOR SHARE) rather than skipping them: a lease in use is renewed when that transaction ends."""
-    # Rows are locked in partition order, as hold() locks them: the two never wait for each other in a cycle.
+    """Extend the owner's leases; returns the partitions it holds. Never waits for its own claims: they lock the rows
+    FOR KEY SHARE (:func:`hold`) and a renewal changes only the expiry (FOR NO KEY UPDATE), which does not conflict.
+    When renewals waited for the claims (FOR UPDATE against FOR SHARE), a claim longer than the lease (numba compiling
+    the kernels at the first claim, a backlog on a loaded machine) let every lease of the process expire while it ran:
+    seen for 3-7 s in runs of benchmarks/scale.py, when another process could have taken them as the claim ended."""
     rows = conn.execute(
         "UPDATE worker_leases SET expires_at = now() + %s * interval '1 second' WHERE partition IN ("
-        "  SELECT partition FROM worker_leases WHERE owner = %s ORDER BY partition FOR UPDATE)"
+        "  SELECT partition FROM worker_leases WHERE owner = %s ORDER BY partition FOR NO KEY UPDATE)"
         " AND owner = %s RETURNING partition",
         (lease_s, owner, owner),
     ).fetchall()
@@ -118,12 +120,13 @@ def forget(conn: psycopg.Connection, owner: str) -> None:
 
 def hold(conn: psycopg.Connection, owner: str, partitions: Sequence[int]) -> list[int]:
     """In the caller's transaction: which of these partitions the owner still holds (lease not expired), locked FOR
-    SHARE until that transaction ends, so none of them changes hands while it derives their state."""
+    KEY SHARE until that transaction ends, so none of them changes hands while it derives their state: a takeover
+    (:func:`take`) and a release lock FOR UPDATE, which conflicts; a renewal does not (:func:`renew`)."""
     if not partitions:
         return []
     rows = conn.execute(
         "SELECT partition FROM worker_leases WHERE owner = %s AND expires_at > now() AND partition = ANY(%s)"
-        " ORDER BY partition FOR SHARE",
+        " ORDER BY partition FOR KEY SHARE",
         (owner, list(partitions)),
     ).fetchall()
     return [int(r[0]) for r in rows]

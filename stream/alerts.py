@@ -15,7 +15,7 @@ Work and crash safety. The writer queues, per (device, metric) of every committe
 it committed and the batch's newest event time and newest receipt in ``alert_queue``, in the readings' own
 transaction (store/writer.py ``alert_lines``: lines of its one queueing statement; migration 022); the commit hook
 only wakes the worker. A run
-holds its process's leases (``Leases.hold``, FOR SHARE), claims the queue rows of devices in those partitions in
+holds its process's leases (``Leases.hold``, FOR KEY SHARE), claims the queue rows of devices in those partitions in
 commit order, and deletes them in the transaction that writes what it decided. Evaluation is driven by the stored
 readings, not by the batch: each (rule, series) keeps a frontier (the newest sample it has seen) in
 ``alert_series_state``, and a run takes every stored reading after the frontier up to the newest span it claimed.

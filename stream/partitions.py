@@ -7,7 +7,7 @@ below it. A worker that dies stops renewing: its partitions are free once its le
 PostgreSQL's clock) and the others take them over.
 
 The updaters and the alert evaluator ask :meth:`Leases.hold` at the start of each claim transaction: it locks the
-partitions this process still holds (``FOR SHARE``), and the claim takes only queue rows of devices in them. A
+partitions this process still holds (``FOR KEY SHARE``), and the claim takes only queue rows of devices in them. A
 lease cannot be taken over while such a transaction is open, and a worker whose lease has expired claims nothing
 for that partition, so no two processes ever derive one device's state at the same time, and a worker that lost a
 lease cannot commit stale derived state for it.
@@ -91,6 +91,8 @@ class Leases:
             share = math.ceil(self.count / alive)
             gained: list[int] = []
             if len(held) > share:
+                with self._lock:  # new claims lock only what is kept: the release waits for the claims in flight
+                    self._held = held[:share]
                 with conn.transaction():
                     gone = st.release(conn, self.owner, held[share:])
                 held = [p for p in held if p not in set(gone)]

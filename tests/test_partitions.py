@@ -167,3 +167,25 @@ def test_a_joining_worker_gets_its_share_at_the_next_ticks_not_after_two_steps(f
     for w in (a, b, a, b):
         w.tick()  # settled: they only look; the next renewal is their next step
     assert expiries() == before and a.held == [0, 1, 2, 3] and b.held == [4, 5, 6, 7]
+
+
+def test_a_renewal_never_waits_for_the_claims_so_a_long_claim_keeps_its_leases(fresh_db: str) -> None:
+    """A claim that lasts longer than the lease (a cold start compiling the kernels, a backlog) must not let its
+    process's leases expire: renewals do not wait for it, and a takeover still cannot happen while it runs."""
+    with psycopg.connect(fresh_db) as conn:
+        ensure_partitions(conn, P)
+    a = _leases(fresh_db, "a", lease_s=1.0)
+    a.step()
+    with psycopg.connect(fresh_db) as conn, conn.transaction():
+        assert a.hold(conn).partitions == list(range(P))  # a claim in every partition, open for 1.5 lease times
+        done = threading.Event()
+        threading.Thread(target=lambda: (a.step(), done.set()), daemon=True).start()
+        assert done.wait(0.5)  # renewed at once, not when the claim ends
+        time.sleep(0.8)
+        a.step()
+        c = _leases(fresh_db, "c")
+        c.step()
+        assert c.held == []  # a's leases hold (renewed) and are in use
+        assert _owned(fresh_db) == {"a": list(range(P))}
+    a.release_all()  # the claim has ended: a release waits for claims in flight only
+    assert _owned(fresh_db) == {None: list(range(P))}
