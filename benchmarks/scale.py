@@ -9,12 +9,19 @@ window, about 1 % published twice). Configurations (``--configs``):
 - ``N`` (1, 2, 3): N processes of role ``all``, each doing everything;
 - ``NsMd``: N processes of role ``stream`` and M of role ``derived`` (LCCM_INGEST_ROLE, docs/partitions.md#roles).
 
-Measured from outside, as an operator would: the database is polled (``count(*)`` of readings every 0.2 s) until
-every distinct reading published is stored. ``readings_per_s`` is readings / (first publish -> all stored);
-``derived_s`` is first publish -> the derived-data queues empty once all is stored (the updaters caught up; the
+Measured from outside, as an operator would: the database is polled every 0.2 s until every distinct reading
+published is stored (``count(*)`` of readings: every 5 s, and at every poll once each publisher's last message is
+stored, so that counting does not take the CPU it measures). ``readings_per_s`` is readings / (first publish -> all
+stored); ``derived_s`` is first publish -> the derived-data queues empty once all is stored (the updaters caught up; the
 evaluator's share of that is not visible from outside). Stored rows are checked against what was published (``lost``
 and ``extra`` must be 0). The bare COPY limit is the same rows by one binary COPY in the same run
 (``benchmarks/ingest.py: run_copy``).
+
+Where the CPU went is printed per configuration, from the first publish until the derived data caught up: each
+process and its threads (named when py-spy is installed: it is not a dependency), the PostgreSQL backends serving
+each process (matched by client port), the broker, the publishers, the poll's own backend and the whole machine, and
+the CPU-us per reading of the processes, their backends and the broker; then the partitions each process held over
+time (``12.4s:32/32``: from 12.4 s after the first publish, 32 each) and the steps that failed and were retried.
 
 Run under ``nice -n 10`` on a shared machine: ``.venv/bin/python benchmarks/scale.py`` (a few minutes). Small:
 ``--batched-messages 2000``. The last line printed is one JSON object with the rates and ratios (2 vs 1, 3 vs 1).
