@@ -147,7 +147,9 @@ class EnergyUpdater:
         5, 5b): computed without that reading, the range's buckets would hold measured zeros where the same readings
         at once give the catch-up's share (docs/partitions.md). ``new_lo_us``: the first new reading of each range's
         claimed span, where a stored counter state may be continued (None: read whole). Returns the rows stored."""
-        rows, row_span, reach_us, (states, state_span) = self._compute(conn, ranges, windows, models, new_lo_us)
+        rows, row_span, reach_us, (states, state_span), computed = self._compute(
+            conn, ranges, windows, models, new_lo_us
+        )
         moved = np.zeros(0, np.int64)
         short = np.flatnonzero(reach_us < ranges.hi_us) if steps > 0 else moved
         if short.size:
@@ -158,7 +160,7 @@ class EnergyUpdater:
         kept = np.setdiff1d(np.arange(len(ranges)), moved)
         if moved.size:
             rows = rows.take(np.flatnonzero(np.isin(row_span, kept)))
-        replace_buckets(conn, ranges.take(kept), rows)
+        replace_buckets(conn, computed.take(kept), rows)
         replace_counter_states(conn, ranges.take(kept), _take_states(states, np.flatnonzero(np.isin(state_span, kept))))
         stored = len(rows.device_id)
         if moved.size:
@@ -173,25 +175,29 @@ class EnergyUpdater:
         windows: Spans,
         models: dict[int, MeterRow],
         new_lo_us: np.ndarray | None,
-    ) -> tuple[BucketRows, np.ndarray, np.ndarray, tuple[CounterStateRows, np.ndarray]]:
+    ) -> tuple[BucketRows, np.ndarray, np.ndarray, tuple[CounterStateRows, np.ndarray], Spans]:
         """The buckets of the ranges, the range of each row, for each range the earliest time a later reading's
         interval may start at (the open suspect run's anchor, else the start of the flat run the window ends on),
         and the counter states to store of the ranges whose window ends at the series' last reading (with the range of
-        each).
+        each), and the ranges computed and stored (a continued one from the bucket of the state's last reading).
 
-        A range whose first bucket holds the last reading of the previous claim's run, which read from the same
-        first reading with the same model (store/energy.py: counter_states), is continued: the engine starts from
-        that run's state and that bucket's cell and reads only the readings after it. The engine carries a batch's
-        state on bit for bit (engine.counters), and a cell receives its intervals in time order, so the rows are
-        those of a whole read (benchmarks/README.md#the-databases-cpu-for-derived-data: with readings a second apart,
-        a claim re-read up to 900 readings a meter for one or two new ones)."""
+        A range whose previous claim's run read from the same first reading with the same model, stored every
+        bucket from the range's start on and ended inside the range (store/energy.py: counter_states) is continued:
+        the engine starts from that run's state and the cell of its last reading's bucket and reads only the readings
+        after it. The engine carries a batch's state on bit for bit (engine.counters), and a cell receives its
+        intervals in time order, so the rows are those of a whole read (benchmarks/README.md#the-databases-cpu-for-
+        derived-data: with readings a second apart, a claim re-read up to 900 readings a meter for one or two new
+        ones). The range's buckets before that one are left as that run stored them, which a whole read gives again
+        when no later reading can reach back into them (_continued)."""
         params, classes = self._models(ranges, models, self._learned_bounds(conn, ranges))
         model = [self._model(params, classes, j) for j in range(len(ranges))]
         edges = np.arange(int(ranges.lo_us.min()), int(ranges.hi_us.max()) + BUCKET_US, BUCKET_US, dtype=np.int64)
         carried, seed, read_lo = CounterState.empty(len(ranges)), None, windows.lo_us.copy()
+        computed_lo, range_lo = ranges.lo_us.copy(), ranges.lo_us.copy()
         if new_lo_us is not None and self.continue_stored:
-            carried, seed, read_lo = _continued(conn, ranges, windows, new_lo_us, model)
+            carried, seed, read_lo, computed_lo, range_lo = _continued(conn, ranges, windows, new_lo_us, model)
             self.continued += 0 if seed is None else len(seed.device)
+        computed = Spans(ranges.device_id, ranges.metric_id, computed_lo, ranges.hi_us)
         span_idx, ts_us, value = window_readings(
             conn, Spans(windows.device_id, windows.metric_id, read_lo, windows.hi_us)
         )
@@ -208,7 +214,7 @@ class EnergyUpdater:
         latest_us = np.full(len(ranges), np.iinfo(np.int64).min, np.int64)
         np.maximum.at(latest_us, span_idx, ts_us)
         np.maximum(latest_us, carried.last_ts_us, out=latest_us)  # a continued run's readings before it were not read
-        states = _live_edge_states(ranges, windows, edges, out, state, latest_us, model)
+        states = _live_edge_states(computed, range_lo, windows, edges, out, state, latest_us, model)
         energy = mark_incomplete(out.energy, latest_us)
         # Only a window that holds a reading at or after its range's end can have stored readings after it (it reads
         # up to the first one): at the live edge, which is nearly every claim, no look forward is needed.
@@ -217,7 +223,7 @@ class EnergyUpdater:
         reach_us = np.where(state.anchor_ts_us == NO_TS, reach_us, np.minimum(reach_us, state.anchor_ts_us))
         reach_us = np.where(latest_us >= ranges.hi_us, reach_us, never)
         starts = edges[:-1, None]
-        inside = (starts >= ranges.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
+        inside = (starts >= computed.lo_us[None, :]) & (starts < ranges.hi_us[None, :]) & (energy.count > 0)
         b, j = np.nonzero(inside)
         rows = BucketRows(
             device_id=ranges.device_id[j],
@@ -231,7 +237,7 @@ class EnergyUpdater:
             kgco2e=kg[b, j],
             kgco2e_base=kg_base[b, j],
         )
-        return rows, j, reach_us, states
+        return rows, j, reach_us, states, computed
 
     def _model(self, params: MeterParams, classes: list[SourceClass | None], j: int) -> bytes:
         """What a range's engine run depends on besides its readings: the meter model, the learned bound it started
@@ -275,31 +281,53 @@ class EnergyUpdater:
 
 def _continued(
     conn: psycopg.Connection, ranges: Spans, windows: Spans, new_lo_us: np.ndarray, model: list[bytes]
-) -> tuple[CounterState, CellSeed | None, np.ndarray]:
-    """The carried state (empty where there is none to continue), the seeded first-bucket cells and where each
-    range's readings are to be read from: after the stored state's last reading, else the window's start."""
-    carried = CounterState.empty(len(ranges))
-    read_lo = windows.lo_us.copy()
-    found = [(i, last, st) for i, last, mo, st in counter_states(conn, ranges, windows.lo_us, new_lo_us)
+) -> tuple[CounterState, CellSeed | None, np.ndarray, np.ndarray, np.ndarray]:
+    """The carried state (empty where there is none to continue), the seeded cells, where each range's readings are
+    to be read from (after the stored state's last reading, else the window's start), where its buckets are computed
+    and stored from (the bucket of that reading, else the range's start) and the first bucket the rows stored for it
+    come from one run (the stored state's, else the range's start).
+
+    A range that starts before the state's bucket (its ranges reach back over a suspect bucket, say) is continued
+    only if no later reading can reach back before that bucket: no suspect run open with its anchor before it, the
+    flat run (where a held catch-up is anchored) starting in it or later, and no run of steps over the bound (which
+    a confirmed load catches up from) begun before it. Then the rows before it are the ones its run stored."""
+    n = len(ranges)
+    carried = CounterState.empty(n)
+    read_lo, computed_lo, range_lo = windows.lo_us.copy(), ranges.lo_us.copy(), ranges.lo_us.copy()
+    found = [(i, lo, b, last, st) for i, lo, b, last, mo, st in counter_states(conn, ranges, windows.lo_us, new_lo_us)
              if mo == model[i] and len(st) == _STATE.itemsize]  # fmt: skip
+    if found:
+        packed = np.frombuffer(b"".join(f[4] for f in found), _STATE)
+        bucket = np.array([f[2] for f in found], np.int64)
+        idx = np.array([f[0] for f in found], np.int64)
+        reach = np.minimum.reduce([
+            np.where(packed["anchor_ts_us"] == NO_TS, bucket, packed["anchor_ts_us"]),
+            np.where(packed["flat_ts_us"] == NO_TS, bucket, packed["flat_ts_us"]),
+            np.where(packed["tail_n"] > 0, packed["tail_ts_us"], bucket),
+        ])  # fmt: skip
+        ok = (bucket == ranges.lo_us[idx]) | (reach >= bucket)
+        found = [f for f, keep in zip(found, ok.tolist(), strict=True) if keep]
     if not found:
-        return carried, None, read_lo
-    idx = np.array([i for i, _, _ in found], np.int64)
-    packed = np.frombuffer(b"".join(st for _, _, st in found), _STATE)
+        return carried, None, read_lo, computed_lo, range_lo
+    idx = np.array([f[0] for f in found], np.int64)
+    packed = np.frombuffer(b"".join(f[4] for f in found), _STATE)
     for f in _COUNTER_FIELDS:
         getattr(carried, f)[idx] = packed[f]
-    read_lo[idx] = np.array([last for _, last, _ in found], np.int64) + 1
+    read_lo[idx] = np.array([f[3] for f in found], np.int64) + 1
+    computed_lo[idx] = np.array([f[2] for f in found], np.int64)
+    range_lo[idx] = np.array([f[1] for f in found], np.int64)
     seed = CellSeed(
-        bucket_start_us=ranges.lo_us[idx].astype(np.int64), device=idx, amount=packed["amount"].astype(np.float64),
+        bucket_start_us=computed_lo[idx], device=idx, amount=packed["amount"].astype(np.float64),
         amount_estimated=packed["amount_estimated"].astype(np.float64), kgco2e=packed["kgco2e"].astype(np.float64),
         kgco2e_base=packed["kgco2e_base"].astype(np.float64), covered_us=packed["covered_us"].astype(np.int64),
         count=packed["count"].astype(np.int32), quality=packed["quality"].astype(np.int8),
     )  # fmt: skip
-    return carried, seed, read_lo
+    return carried, seed, read_lo, computed_lo, range_lo
 
 
 def _live_edge_states(
     ranges: Spans,
+    range_lo_us: np.ndarray,
     windows: Spans,
     edges: np.ndarray,
     out: RegisterBuckets,
@@ -322,7 +350,7 @@ def _live_edge_states(
     packed["kgco2e"], packed["kgco2e_base"] = out.kgco2e[b, j], out.kgco2e_base[b, j]
     packed["covered_us"], packed["count"], packed["quality"] = e.covered_us[b, j], e.count[b, j], e.quality[b, j]
     return CounterStateRows(
-        device_id=ranges.device_id[j], metric_id=ranges.metric_id[j], bucket_start_us=at[j],
+        device_id=ranges.device_id[j], metric_id=ranges.metric_id[j], range_lo_us=range_lo_us[j], bucket_start_us=at[j],
         window_lo_us=windows.lo_us[j], last_ts_us=latest_us[j], model=[model[i] for i in j.tolist()],
         state=[p.tobytes() for p in packed],
     ), j  # fmt: skip
@@ -330,7 +358,8 @@ def _live_edge_states(
 
 def _take_states(rows: CounterStateRows, index: np.ndarray) -> CounterStateRows:
     return CounterStateRows(
-        rows.device_id[index], rows.metric_id[index], rows.bucket_start_us[index], rows.window_lo_us[index],
+        rows.device_id[index], rows.metric_id[index], rows.range_lo_us[index], rows.bucket_start_us[index],
+        rows.window_lo_us[index],
         rows.last_ts_us[index], [rows.model[i] for i in index.tolist()], [rows.state[i] for i in index.tolist()],
     )  # fmt: skip
 

@@ -9,6 +9,7 @@
 CREATE TABLE energy_counter_states (
     device_id     integer NOT NULL,
     metric_id     smallint NOT NULL,
+    range_lo      timestamptz NOT NULL,  -- the first bucket whose row that run (or the one it continued) stored
     bucket_start  timestamptz NOT NULL,  -- the 15-minute bucket of last_ts, the first of the range continued
     window_lo     timestamptz NOT NULL,  -- the first reading the run read (at or before its range's start)
     last_ts       timestamptz NOT NULL,  -- the series' last reading, the state is the one after it
