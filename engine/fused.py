@@ -49,6 +49,24 @@ class RegisterBuckets:
     # (or copy a field) freely; holding any one field keeps the whole buffer alive.
 
 
+@dataclass(frozen=True, slots=True)
+class CellSeed:
+    """What some (bucket, device) cells already hold: the sums of the intervals up to a device's carried state
+    (``state.last_ts_us``). Given with that state and only the readings after it, a seeded cell receives the later
+    intervals' pieces on top, in the same order as one pass over all the readings adds them, so it ends with the
+    same bits (the stream's energy updater continues its live-edge bucket with it: stream/energy.py)."""
+
+    bucket_start_us: np.ndarray  # int64, one of the edges
+    device: np.ndarray  # int64, column (device index)
+    amount: np.ndarray  # float64
+    amount_estimated: np.ndarray  # float64
+    kgco2e: np.ndarray  # float64
+    kgco2e_base: np.ndarray  # float64
+    covered_us: np.ndarray  # int64
+    count: np.ndarray  # int32; 0 = the cell holds no interval (its quality is then not set either)
+    quality: np.ndarray  # int8, Quality (ignored where count is 0)
+
+
 def register_buckets(
     device_idx: np.ndarray,
     ts_us: np.ndarray,
@@ -64,6 +82,7 @@ def register_buckets(
     multipliers: MultiplierChanges | None = None,
     events: RegisterEvents | None = None,
     impl: Impl = "numba",
+    seed: CellSeed | None = None,
 ) -> tuple[RegisterBuckets, CounterState]:
     """Cumulative register readings to energy and emissions per bucket ``[edges_us[b], edges_us[b + 1])``, and the
     counter state to carry on.
@@ -71,7 +90,8 @@ def register_buckets(
     Inputs as :func:`engine.counters.register_intervals` (columns of equal length, each device's rows in time order;
     ``state`` is not modified) and :func:`engine.emissions.bucket_emissions` (a factor table and ``series_of_device``,
     -1 = no emissions, for the factor in force and for the base-year factor). Parts of intervals outside the edges
-    are left out, as in :func:`engine.buckets.spread_intervals`. Evenly spaced edges are fastest.
+    are left out, as in :func:`engine.buckets.spread_intervals`. Evenly spaced edges are fastest. With ``seed``, its
+    cells start from what it holds instead of empty (pass ``state`` and only the readings after it for its devices).
     """
     dev, ts, reg, p, st = _checked_readings(device_idx, ts_us, register, params, state, impl)
     n_dev = p.n_devices
@@ -90,6 +110,8 @@ def register_buckets(
     quality = np.full((nb, n_dev), -1, np.int8)
     cells_float = cells.view(np.float64)
     cells_count = cells.view(np.int32)
+    if seed is not None:
+        _seed_cells(seed, edges, cells_float, cells, cells_count, quality)
     _run(
         impl, dev, ts, reg, n_dev,
         (row, row.view(np.float64), anchor_register, p.cadence_us, *tails, p.cap_tolerance, p.wrap_max_fraction,
@@ -108,6 +130,24 @@ def register_buckets(
     )
     out = RegisterBuckets(energy, cells_float[:, :, k.CELL_WEIGHTED_0], cells_float[:, :, k.CELL_WEIGHTED_1])
     return out, _unpack(row, anchor_register, st, p)
+
+
+def _seed_cells(
+    seed: CellSeed, edges: np.ndarray, cells_float: np.ndarray, cells: np.ndarray, cells_count: np.ndarray,
+    quality: np.ndarray,
+) -> None:  # fmt: skip
+    """Write the seeded cells as the kernel left them: quality -1 (none yet) where no interval was counted."""
+    b = np.searchsorted(edges, seed.bucket_start_us)
+    if np.any((b >= edges.shape[0] - 1) | (edges[np.minimum(b, edges.shape[0] - 1)] != seed.bucket_start_us)):
+        raise ValueError("a seeded cell's bucket_start_us must be one of the edges (not the last)")
+    d = np.asarray(seed.device, np.int64)
+    cells_float[b, d, k.CELL_AMOUNT] = seed.amount
+    cells_float[b, d, k.CELL_ESTIMATED] = seed.amount_estimated
+    cells_float[b, d, k.CELL_WEIGHTED_0] = seed.kgco2e
+    cells_float[b, d, k.CELL_WEIGHTED_1] = seed.kgco2e_base
+    cells[b, d, k.CELL_COVERED_US] = seed.covered_us
+    cells_count[b, d, k.CELL_COUNT] = seed.count
+    quality[b, d] = np.where(np.asarray(seed.count) > 0, seed.quality, -1)
 
 
 BLOCK_SHIFT = 10  # devices per block: 1,024, whose rows and cells of the current buckets fit in a core's L2 cache

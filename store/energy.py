@@ -254,6 +254,87 @@ def reach_forward(conn: psycopg.Connection, ranges: Spans, windows: Spans) -> tu
     )
 
 
+def counter_states(
+    conn: psycopg.Connection, ranges: Spans, window_lo_us: np.ndarray, new_lo_us: np.ndarray
+) -> list[tuple[int, int, int, int, bytes, bytes]]:
+    """The stored counter states (migration 026) that the ranges' engine runs may continue: (range index,
+    range_lo_us, bucket_start_us, last_ts_us, model, state) where the state's run read from the same first reading
+    (``window_lo_us``), stored every bucket from the range's start on (range_lo at or before it), and its last reading
+    lies in the range, before the claim's new readings (``new_lo_us``). Then the readings up to it are the
+    ones that run read, unless one came since: such a reading is queued from its own time (in this claim: its new
+    readings start at or before the state's last reading; or still queued, claimed later) or, stored past the live
+    horizon, in an open late span (migration 025's index); either way the range is read whole, as before."""
+    rows = conn.execute(
+        f"""
+        WITH t AS (SELECT row_number() OVER () - 1 AS i, d, m, lo, hi, wlo, nlo
+                   FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+                   AS t(d, m, lo, hi, wlo, nlo)),
+        queued AS (SELECT q.device_id, q.metric_id, min(q.lo) AS lo FROM rollup_queue q
+                   WHERE (q.device_id, q.metric_id) IN (SELECT d, m FROM t) GROUP BY q.device_id, q.metric_id)
+        SELECT t.i, {_us("c.range_lo")}, {_us("c.bucket_start")}, {_us("c.last_ts")}, c.model, c.state
+        FROM t JOIN energy_counter_states c ON c.device_id = t.d AND c.metric_id = t.m
+         AND c.range_lo <= {_ts("t.lo")} AND c.bucket_start >= {_ts("t.lo")} AND c.window_lo = {_ts("t.wlo")}
+         AND c.last_ts < {_ts("t.nlo")}
+         AND c.last_ts < {_ts("t.hi")}
+        LEFT JOIN queued q ON q.device_id = t.d AND q.metric_id = t.m
+        WHERE (q.lo IS NULL OR q.lo > c.last_ts)
+          AND NOT EXISTS (
+            SELECT 1 FROM late_spans l WHERE l.resolved_at IS NULL AND l.device_id = t.d AND l.metric_id = t.m
+            AND l.hi >= c.window_lo AND l.lo <= c.last_ts)
+        ORDER BY t.i
+        """,
+        (*ranges.params(), window_lo_us.tolist(), new_lo_us.tolist()),
+    ).fetchall()
+    return [(int(i), int(lo), int(b), int(last), bytes(mo), bytes(st)) for i, lo, b, last, mo, st in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterStateRows:
+    """Counter states to store (migration 026), one per series: where its run started and ended, and what it ended
+    with (opaque to the store: stream/energy.py packs them)."""
+
+    device_id: np.ndarray  # int32
+    metric_id: np.ndarray  # int16
+    range_lo_us: np.ndarray  # int64
+    bucket_start_us: np.ndarray  # int64
+    window_lo_us: np.ndarray  # int64
+    last_ts_us: np.ndarray  # int64
+    model: list[bytes]
+    state: list[bytes]
+
+
+def replace_counter_states(conn: psycopg.Connection, ranges: Spans, rows: CounterStateRows) -> None:
+    """The stored counter state of each range's series becomes its row in ``rows``, or none: whatever a claim stored
+    of a series' buckets, a later claim continues only from the state of that same computation."""
+    keep = {(d, m) for d, m in zip(rows.device_id.tolist(), rows.metric_id.tolist(), strict=True)}
+    gone = [(d, m) for d, m in zip(ranges.device_id.tolist(), ranges.metric_id.tolist(), strict=True)
+            if (d, m) not in keep]  # fmt: skip
+    if gone:
+        conn.execute(
+            "DELETE FROM energy_counter_states c USING unnest(%s::int[], %s::smallint[]) AS t(d, m)"
+            " WHERE c.device_id = t.d AND c.metric_id = t.m",
+            ([d for d, _ in gone], [m for _, m in gone]),
+        )
+    if keep:
+        # an update in place (the key unchanged): no index entry to add, so the row's page absorbs the churn
+        conn.execute(
+            f"""
+            INSERT INTO energy_counter_states
+                (device_id, metric_id, range_lo, bucket_start, window_lo, last_ts, model, state)
+            SELECT d, m, {_ts("r")}, {_ts("s")}, {_ts("w")}, {_ts("l")}, mo, st
+            FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                        %s::bytea[], %s::bytea[])
+            AS t(d, m, r, s, w, l, mo, st)
+            ON CONFLICT (device_id, metric_id) DO UPDATE SET range_lo = excluded.range_lo,
+                bucket_start = excluded.bucket_start,
+                window_lo = excluded.window_lo, last_ts = excluded.last_ts, model = excluded.model,
+                state = excluded.state
+            """,
+            (rows.device_id.tolist(), rows.metric_id.tolist(), rows.range_lo_us.tolist(), rows.bucket_start_us.tolist(),
+             rows.window_lo_us.tolist(), rows.last_ts_us.tolist(), rows.model, rows.state),
+        )  # fmt: skip
+
+
 def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(span index, ts_us, value) of the readings in each window, ordered by span then time.
 

@@ -9,6 +9,7 @@ range for both and drains them, the same code as the live path.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,8 +61,13 @@ def recompute(
 ) -> UpdateResult:
     """Rebuild every derived bucket of [start, end) from raw readings through the live path's queues and updaters,
     a step at a time so memory stays bounded; then mark the late spans inside the range resolved. Idempotent. Sample
-    buckets are re-read whole, not continued from their stored rows as on the live path."""
-    updaters = dataclasses.replace(updaters, samples=dataclasses.replace(updaters.samples, continue_stored=False))
+    buckets are re-read whole, not continued from their stored rows as on the live path, and energy ranges are read
+    whole, not continued from a stored counter state."""
+    energy = copy.copy(updaters.energy)
+    energy.continue_stored = False
+    updaters = dataclasses.replace(
+        updaters, energy=energy, samples=dataclasses.replace(updaters.samples, continue_stored=False)
+    )
     spans = buckets = 0
     for lo in range(start_us, end_us, step_us):
         hi = min(lo + step_us, end_us) - 1

@@ -27,8 +27,8 @@ from lccm.engine.counters import (
 )
 from lccm.engine.emissions import bucket_emissions, factor_series
 from lccm.engine.factors import SOURCE_CLASS_BY_KEY, TGO_REGISTRY, constant_table
-from lccm.engine.fused import RegisterBuckets, register_buckets
-from lccm.engine.kernels import IMPLS
+from lccm.engine.fused import CellSeed, RegisterBuckets, register_buckets
+from lccm.engine.kernels import IMPLS, NO_TS
 from lccm.engine.timebase import US_PER_H, US_PER_MIN, Resolution, bkk_us, bucket_edges_us, utc_us
 from tests.test_engine_counters import T0, Fleet, fleets
 from tests.test_engine_counters_faults import Meters, meters
@@ -191,6 +191,49 @@ def test_batches_chained_by_state_equal_the_pipeline_batch_by_batch(impl: Impl, 
         got, s_got = fused(part, edges, tables, impl, s_got)
         assert_same(got, want)
         assert_same_state(s_got, s_want)
+
+
+@SETTINGS
+@given(st.data(), fleets(spikes=True))
+def test_a_seeded_cell_continued_with_the_carried_state_ends_as_one_pass(
+    impl: Impl, data: st.DataObject, f: Fleet
+) -> None:
+    """The energy updater continues the bucket of a series' last reading (stream/energy.py): the cell as the first
+    batch left it, the state it carried, and the later readings only give the one pass's bits in that bucket and
+    after it, whatever the readings (spikes, catch-ups, flat runs, rollovers, learned bounds, events)."""
+    cut = data.draw(st.integers(0, len(f.ts_us)))
+    edges = data.draw(edges_for(f))
+    tables = data.draw(factor_tables(int(f.ts_us.min()), int(f.ts_us.max()), f.params.n_devices))
+    whole, whole_state = fused(f, edges, tables, impl)
+    head = Fleet(f.device_idx[:cut], f.ts_us[:cut], f.register[:cut], f.params, f.multipliers, f.events,
+                 f.truth[:cut], 0)  # fmt: skip
+    tail = Fleet(f.device_idx[cut:], f.ts_us[cut:], f.register[cut:], f.params, f.multipliers, f.events,
+                 f.truth[cut:], 0)  # fmt: skip
+    first, state = fused(head, edges, tables, impl)
+    n_dev = f.params.n_devices
+    # the bucket of each device's last reading (-1: none, or before the edges; len: after them)
+    at = np.where(state.last_ts_us == NO_TS, -1, np.searchsorted(edges, state.last_ts_us, side="right") - 1)
+    dev = np.flatnonzero((at >= 0) & (at < len(edges) - 1))
+    cell = (at[dev], dev)
+    seed = CellSeed(
+        bucket_start_us=edges[at[dev]], device=dev, amount=first.energy.amount[cell],
+        amount_estimated=first.energy.amount_estimated[cell], kgco2e=first.kgco2e[cell],
+        kgco2e_base=first.kgco2e_base[cell], covered_us=first.energy.covered_us[cell],
+        count=first.energy.count[cell], quality=first.energy.quality[cell],
+    )  # fmt: skip
+    got, got_state = register_buckets(
+        tail.device_idx, tail.ts_us, tail.register, f.params, edges, *tables, state,
+        multipliers=f.multipliers, events=f.events, impl=impl, seed=seed,
+    )  # fmt: skip
+    assert_same_state(got_state, whole_state)
+    for d in range(n_dev):
+        rows = slice(max(int(at[d]), 0), None)  # from the seeded bucket on (a catch-up may reach further back)
+        for name in ("amount", "amount_estimated", "covered_us", "quality", "count"):
+            np.testing.assert_array_equal(
+                getattr(got.energy, name)[rows, d], getattr(whole.energy, name)[rows, d], err_msg=name
+            )
+        np.testing.assert_array_equal(got.kgco2e[rows, d], whole.kgco2e[rows, d])
+        np.testing.assert_array_equal(got.kgco2e_base[rows, d], whole.kgco2e_base[rows, d])
 
 
 @SETTINGS
