@@ -457,14 +457,21 @@ def roll_up(
             GROUP BY {keys}, date_trunc('{unit}', b.bucket_start)
             ON CONFLICT (resolution, {plain}, bucket_start) DO UPDATE SET
                 {", ".join(f"{c} = excluded.{c}" for c in aggregates)}, computed_at = now()
-            RETURNING {", ".join(f"x.{k}" for k in plain.split(", "))}, x.bucket_start)
-        -- The delete reads the rows as they were before the statement: it never meets a row the upsert wrote.
-        DELETE FROM {table} b USING r WHERE b.resolution = %s AND {match}
-        AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
-        AND ({keys}, b.bucket_start) NOT IN (SELECT {", ".join(f"up.{k}" for k in plain.split(", "))}, up.bucket_start
-                                            FROM up)
+            RETURNING {", ".join(f"x.{k}" for k in plain.split(", "))}, x.bucket_start),
+        -- The rows of the ranges the upsert did not write: a set difference (hashed, or sorted where it is large, as
+        -- at a recompute's week of a city), not a lookup in the upsert's rows per row. The statement's snapshot is
+        -- from before the upsert, so these are rows it never touched.
+        gone AS (
+            SELECT {keys}, b.bucket_start FROM {table} b JOIN (SELECT DISTINCT d, {"m, " if with_metric else ""}lo, hi
+                                                              FROM r) r
+              ON {match} AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
+            WHERE b.resolution = %s
+            EXCEPT
+            SELECT {plain}, bucket_start FROM up)
+        DELETE FROM {table} b USING gone g WHERE b.resolution = %s
+        AND {" AND ".join(f"b.{k} = g.{k}" for k in plain.split(", "))} AND b.bucket_start = g.bucket_start
         """,
-        (*ranges.params(), level, finer, level),
+        (*ranges.params(), level, finer, level, level),
     )
 
 

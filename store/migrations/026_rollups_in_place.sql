@@ -69,7 +69,8 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(lock_key, x.site) FROM (SELECT DISTINCT u.site FROM unnest(s) AS u(site)
                                                           ORDER BY 1) AS x;
-    -- The delete reads the rows as they were before the statement: it never meets a row the upsert wrote.
+    -- The rows to delete are the ranges' rows the upsert did not write (a set difference; the statement's snapshot is
+    -- from before the upsert, so they are rows it never touched).
     EXECUTE ranges || format(
         ', up AS (INSERT INTO %I AS x (resolution, site_id, metric_id, bucket_start, %s)'
         ' SELECT %L, r.s, r.m, b.bucket_start, %s'
@@ -77,12 +78,14 @@ BEGIN
         ' JOIN %I b ON b.device_id = d.id AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi'
         ' WHERE b.resolution = %L GROUP BY r.s, r.m, b.bucket_start'
         ' ON CONFLICT (resolution, site_id, metric_id, bucket_start) DO UPDATE SET %s'
-        ' RETURNING x.site_id, x.metric_id, x.bucket_start)'
-        ' DELETE FROM %I x USING r WHERE x.resolution = %L AND x.site_id = r.s AND x.metric_id = r.m'
-        ' AND x.bucket_start >= r.lo AND x.bucket_start < r.hi'
-        ' AND (x.site_id, x.metric_id, x.bucket_start) NOT IN (SELECT up.site_id, up.metric_id, up.bucket_start FROM up)',
+        ' RETURNING x.site_id, x.metric_id, x.bucket_start),'
+        ' gone AS (SELECT x.site_id, x.metric_id, x.bucket_start FROM %I x JOIN r ON x.site_id = r.s'
+        ' AND x.metric_id = r.m AND x.bucket_start >= r.lo AND x.bucket_start < r.hi WHERE x.resolution = %L'
+        ' EXCEPT SELECT site_id, metric_id, bucket_start FROM up)'
+        ' DELETE FROM %I x USING gone g WHERE x.resolution = %L AND x.site_id = g.site_id'
+        ' AND x.metric_id = g.metric_id AND x.bucket_start = g.bucket_start',
         site_tbl, cols, level, aggs, tbl, level,
         (SELECT string_agg(format('%1$I = excluded.%1$I', c), ', ') FROM unnest(string_to_array(cols, ', ')) AS c),
-        site_tbl, level)
+        site_tbl, level, site_tbl, level)
         USING s, m, lo, hi;
 END $$;
