@@ -74,9 +74,10 @@ BEGIN
     EXECUTE ranges || format(
         ', up AS (INSERT INTO %I AS x (resolution, site_id, metric_id, bucket_start, %s)'
         ' SELECT %L, r.s, r.m, b.bucket_start, %s'
-        ' FROM r JOIN devices d ON d.site_id = r.s'
-        ' JOIN %I b ON b.device_id = d.id AND b.metric_id = r.m AND b.bucket_start >= r.lo AND b.bucket_start < r.hi'
-        ' WHERE b.resolution = %L GROUP BY r.s, r.m, b.bucket_start'
+        ' FROM (SELECT r.s, r.m, r.lo, r.hi, array_agg(d.id) AS devs FROM r JOIN devices d ON d.site_id = r.s'
+        '       GROUP BY r.s, r.m, r.lo, r.hi) r'
+        ' JOIN %I b ON b.device_id = ANY(r.devs) AND b.metric_id = r.m AND b.bucket_start >= r.lo'
+        ' AND b.bucket_start < r.hi WHERE b.resolution = %L GROUP BY r.s, r.m, b.bucket_start'
         ' ON CONFLICT (resolution, site_id, metric_id, bucket_start) DO UPDATE SET %s'
         ' RETURNING x.site_id, x.metric_id, x.bucket_start),'
         ' gone AS (SELECT x.site_id, x.metric_id, x.bucket_start FROM %I x JOIN r ON x.site_id = r.s'
