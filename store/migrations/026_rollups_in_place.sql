@@ -29,7 +29,7 @@ ALTER TABLE sample_site_buckets_1h SET (fillfactor = 50);
 ALTER TABLE sample_site_buckets_1d SET (fillfactor = 50);
 ALTER TABLE sample_site_buckets_1mo SET (fillfactor = 50);
 
--- As migration 021's, with three changes:
+-- As migration 021's, with four changes:
 -- * the recomputed rows are upserted, and only the rows of the ranges that got no recomputed row (their buckets have
 --   no device row left: a device moved away, or a bucket's readings were removed) are deleted;
 -- * one refresh of a site's rows at a time (per table), from a snapshot taken after the one before it committed: an
@@ -39,7 +39,9 @@ ALTER TABLE sample_site_buckets_1mo SET (fillfactor = 50);
 --   deleted and inserted, and the second one's insert failed on the primary key (its claim was retried);
 -- * the sums add the devices' rows in device order (ORDER BY b.device_id; the latest value's ties on last_ts go to
 --   the lowest device id): the same bits whatever the order the rows are read in, which the plan and where the rows
---   lie on disk decided before.
+--   lie on disk decided before;
+-- * a range's devices are one array, the bucket rows matched by device_id = ANY(it): joined to devices per bucket
+--   row, a table without statistics (no autovacuum yet) was read with a scan of the site's devices for every row.
 CREATE OR REPLACE FUNCTION lccm_refresh_site_buckets(tbl text, level text, s integer[], m smallint[], lo timestamptz[],
                                                      hi timestamptz[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
