@@ -464,9 +464,12 @@ def replace_buckets(conn: psycopg.Connection, ranges: Spans, rows: BucketRows) -
         ]))  # fmt: skip
     # Hours, days and months are cut in the city's time zone; set for this transaction only.
     set_city_time_zone(conn)
-    sums = {c: f"sum(b.{c})" for c in ("amount", "amount_estimated", "covered_s", "intervals", "kgco2e", "kgco2e_base")}
+    sums = {
+        c: in_time_order(f"sum(b.{c})") for c in ("amount", "amount_estimated", "covered_s", "kgco2e", "kgco2e_base")
+    }
+    aggregates = {**sums, "intervals": "sum(b.intervals)", "quality": "max(b.quality)"}
     for level, finer, unit in ROLL_UP_LEVELS:
-        roll_up(conn, "energy_buckets", ranges, level, finer, unit, {**sums, "quality": "max(b.quality)"})
+        roll_up(conn, "energy_buckets", ranges, level, finer, unit, aggregates)
     refresh_sites(conn, "energy_buckets", ranges)
 
 
@@ -478,6 +481,14 @@ def delete_15min(conn: psycopg.Connection, table: str, ranges: Spans, *, with_me
         f" AND b.bucket_start >= {_ts('t.lo')} AND b.bucket_start < {_ts('t.hi')}",
         ranges.params(),
     )
+
+
+def in_time_order(aggregate: str) -> str:
+    """``sum(b.x)`` as ``sum(b.x ORDER BY b.bucket_start)``: a roll-up's float sum adds its finer rows in time order.
+    Without it they were added in the order the plan read them (by index, or where they lay on disk, which each
+    claim's rewrite changed): the same replay stored other last bits with and without the planner's statistics.
+    Ordering a few dozen rows per group costs next to nothing."""
+    return aggregate.removesuffix(")") + " ORDER BY b.bucket_start)"
 
 
 # The coarser levels rebuilt from the 15-minute rows, each from the one below: (level, finer level, calendar unit).
@@ -502,63 +513,70 @@ def roll_up(
     with_metric: bool = True,
 ) -> None:
     """Rebuild the ``level`` rows of ``table`` over each range from its ``finer`` rows (the session time zone cuts
-    the calendar units). ``aggregates`` maps each value column to its SQL aggregate over the finer rows ``b``."""
+    the calendar units). ``aggregates`` maps each value column to its SQL aggregate over the finer rows ``b``.
+
+    The recomputed rows are upserted and only the rows of the range with no finer rows left are deleted, in one
+    statement: deleted and inserted again, every claim left a dead row and new index entries for each live hour, day
+    and month it touched, which the next claims' probes stepped over (migration 027: updated in place, they are HOT).
+    The finer rows of one (device, metric) are read in key order, so the sums are the same whichever way the rows
+    were written."""
     keys = "b.device_id, b.metric_id" if with_metric else "b.device_id"
     match = "b.device_id = r.d AND b.metric_id = r.m" if with_metric else "b.device_id = r.d"
-    span = (
-        f"WITH r AS (SELECT DISTINCT d, m, date_trunc('{unit}', {_ts('lo')}) AS lo,"
-        f" date_trunc('{unit}', {_ts('hi')} - interval '1 microsecond') + interval '1 {unit}' AS hi FROM {_UNNEST})"
-    )
-    conn.execute(
-        f"{span} DELETE FROM {table} b USING r WHERE b.resolution = %s AND {match}"
-        " AND b.bucket_start >= r.lo AND b.bucket_start < r.hi",
-        (*ranges.params(), level),
-    )
+    plain = keys.replace("b.", "")
     columns = ", ".join(aggregates)
     conn.execute(
-        f"""{span}
-        INSERT INTO {table} (resolution, {keys.replace("b.", "")}, bucket_start, {columns})
-        SELECT %s, {keys}, date_trunc('{unit}', b.bucket_start), {", ".join(aggregates.values())}
-        FROM {table} b JOIN (SELECT DISTINCT d, {"m, " if with_metric else ""}lo, hi FROM r) r
-          ON {match} AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
-        WHERE b.resolution = %s
-        GROUP BY {keys}, date_trunc('{unit}', b.bucket_start)
-        ON CONFLICT (resolution, {keys.replace("b.", "")}, bucket_start) DO UPDATE SET
-            {", ".join(f"{c} = excluded.{c}" for c in aggregates)}, computed_at = now()
+        f"""
+        WITH r AS (SELECT DISTINCT d, m, date_trunc('{unit}', {_ts("lo")}) AS lo,
+                   date_trunc('{unit}', {_ts("hi")} - interval '1 microsecond') + interval '1 {unit}' AS hi
+                   FROM {_UNNEST}),
+        up AS (
+            INSERT INTO {table} AS x (resolution, {plain}, bucket_start, {columns})
+            SELECT %s, {keys}, date_trunc('{unit}', b.bucket_start), {", ".join(aggregates.values())}
+            FROM {table} b JOIN (SELECT DISTINCT d, {"m, " if with_metric else ""}lo, hi FROM r) r
+              ON {match} AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
+            WHERE b.resolution = %s
+            GROUP BY {keys}, date_trunc('{unit}', b.bucket_start)
+            ON CONFLICT (resolution, {plain}, bucket_start) DO UPDATE SET
+                {", ".join(f"{c} = excluded.{c}" for c in aggregates)}, computed_at = now()
+            RETURNING {", ".join(f"x.{k}" for k in plain.split(", "))}, x.bucket_start),
+        -- The rows of the ranges the upsert did not write: a set difference (hashed, or sorted where it is large, as
+        -- at a recompute's week of a city), not a lookup in the upsert's rows per row. The statement's snapshot is
+        -- from before the upsert, so these are rows it never touched.
+        gone AS (
+            SELECT {keys}, b.bucket_start FROM {table} b JOIN (SELECT DISTINCT d, {"m, " if with_metric else ""}lo, hi
+                                                              FROM r) r
+              ON {match} AND b.bucket_start >= r.lo AND b.bucket_start < r.hi
+            WHERE b.resolution = %s
+            EXCEPT
+            SELECT {plain}, bucket_start FROM up)
+        DELETE FROM {table} b USING gone g WHERE b.resolution = %s
+        AND {" AND ".join(f"b.{k} = g.{k}" for k in plain.split(", "))} AND b.bucket_start = g.bucket_start
         """,
-        (*ranges.params(), level, finer),
+        (*ranges.params(), level, finer, level, level),
     )
 
 
 SITE_LEVELS = (("15min", "minute"), ("1h", "hour"), ("1d", "day"), ("1mo", "month"))
-
-
-# pg_advisory_xact_lock(key, site id): one transaction at a time rewrites a site's rows of that table.
-SITE_LOCK_KEYS = {"energy_buckets": 0x4C43_5345, "sample_buckets": 0x4C43_5353}  # "LCSE", "LCSS"
+_SITE_LEVELS = ", ".join(f"('{level}', '{unit}', interval '1 {unit}')" for level, unit in SITE_LEVELS)
 
 
 def refresh_sites(conn: psycopg.Connection, table: str, ranges: Spans) -> None:
-    """Rebuild the per-site rows (migration 021) of ``table`` over the buckets of every level that ``ranges`` (15-minute
-    aligned) touch, at the sites the devices belong to now. Run after :func:`roll_up` of every level, in the same
-    transaction and time zone (the day and month bounds are the city's)."""
-    # A site's devices are in several partitions, so two processes' claims may rewrite one site's rows at once. Each
-    # deletes them and inserts the sums it sees: the second then failed on the primary key ("duplicate key value",
-    # its whole claim rolled back and retried after a backoff; 1-2 a run of benchmarks/scale.py with two processes).
-    # Locked per site, in site order (two claims never wait for each other in a cycle within one call), the second
-    # waits for the first to commit and sums its committed rows with its own.
+    """Rebuild the per-site rows (migration 021, upserted since 026) of ``table`` over the buckets of every level that
+    ``ranges`` (15-minute aligned) touch, at the sites the devices belong to now: one statement for the four levels.
+    Run after :func:`roll_up` of every level, in the same transaction and time zone (the day and month bounds are the
+    city's)."""
     conn.execute(
-        "SELECT pg_advisory_xact_lock(%s, s.site_id) FROM (SELECT DISTINCT d.site_id FROM unnest(%s::int[]) AS t(d)"
-        " JOIN devices d ON d.id = t.d ORDER BY d.site_id) s",
-        (SITE_LOCK_KEYS[table], ranges.device_id.tolist()),
+        f"""
+        WITH t AS MATERIALIZED (SELECT d.site_id AS s, t.m, {_ts("t.lo")} AS lo, {_ts("t.hi")} AS hi
+                                FROM {_UNNEST} JOIN devices d ON d.id = t.d)
+        SELECT count(lccm_refresh_site_buckets(%s, l.level, x.s, x.m, x.lo, x.hi))
+        FROM (VALUES {_SITE_LEVELS}) AS l(level, unit, step) CROSS JOIN LATERAL (
+            SELECT array_agg(t.s) AS s, array_agg(t.m) AS m, array_agg(date_trunc(l.unit, t.lo)) AS lo,
+                   array_agg(date_trunc(l.unit, t.hi - interval '1 microsecond') + l.step) AS hi
+            FROM t HAVING count(*) > 0) AS x
+        """,
+        (*ranges.params(), table),
     )
-    for level, unit in SITE_LEVELS:
-        conn.execute(
-            "SELECT lccm_refresh_site_buckets(%s, %s, array_agg(d.site_id), array_agg(t.m),"
-            f" array_agg(date_trunc('{unit}', {_ts('t.lo')})),"
-            f" array_agg(date_trunc('{unit}', {_ts('t.hi')} - interval '1 microsecond') + interval '1 {unit}'))"
-            f" FROM {_UNNEST} JOIN devices d ON d.id = t.d HAVING count(*) > 0",
-            (table, level, *ranges.params()),
-        )
 
 
 FACTOR_SYNC_LOCK_KEY = 0x4C434652  # "LCFR"

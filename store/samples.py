@@ -32,6 +32,7 @@ from lccm.store.energy import (
     _ts,
     _us,
     delete_15min,
+    in_time_order,
     refresh_sites,
     roll_up,
     set_city_time_zone,
@@ -122,7 +123,7 @@ def replace_samples(conn: psycopg.Connection, ranges: Spans, rows: SampleRows) -
         roll_up(
             conn, "sample_buckets", ranges, level, finer, unit,
             {
-                "n": "sum(b.n)", "sum": "sum(b.sum)", "min": "min(b.min)", "max": "max(b.max)",
+                "n": "sum(b.n)", "sum": in_time_order("sum(b.sum)"), "min": "min(b.min)", "max": "max(b.max)",
                 "last": "(array_agg(b.last ORDER BY b.last_ts DESC))[1]", "last_ts": "max(b.last_ts)",
             },
         )  # fmt: skip
@@ -200,7 +201,7 @@ def replace_lamps(conn: psycopg.Connection, ranges: Spans, rows: LampRows) -> No
         ):  # fmt: skip
             cp.write_row(("15min", d, us_to_datetime(b), *seconds))
     set_city_time_zone(conn)
-    sums = {c: f"sum(b.{c})" for c in ("on_s", "day_on_s", "night_off_s", "night_known_s", "unknown_s")}
+    sums = {c: in_time_order(f"sum(b.{c})") for c in ("on_s", "day_on_s", "night_off_s", "night_known_s", "unknown_s")}
     for level, finer, unit in ROLL_UP_LEVELS:
         roll_up(conn, "lamp_buckets", ranges, level, finer, unit, sums, with_metric=False)
 
