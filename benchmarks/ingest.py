@@ -115,10 +115,10 @@ METER_KEYS = (
     ("current_a", 4, 9.0, 0.01),
     ("power_factor", 5, 0.9, 0.0001),
 )
-# The meters' registered reporting interval (devices.cadence_s), and the event time between a device's records: by
-# default 1 s (the workload of every figure up to stop 20: many readings per 15-minute bucket, few buckets); with
-# --record-step-s 60, records are on the meters' cadence, as a city's meters (or a gateway replaying its buffer)
-# send them: fifteen readings a bucket, so sixty times the derived rows per reading
+# The meters' registered reporting interval (devices.cadence_s), and by default the event time between a device's
+# records: fifteen readings of a meter per 15-minute bucket, as a city's meters (or a gateway replaying its buffer)
+# send them. --record-step-s 1 is the workload of every figure up to stop 20: records 1 s apart from meters
+# registered at 60 s, 900 readings a bucket, a sixtieth of the derived rows per reading
 # (benchmarks/README.md#records-in-event-time).
 CADENCE_S = 60
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -145,7 +145,7 @@ class Workload:
     seconds: float | None  # stop publishing after this long (what was acknowledged is still checked)
     publisher: str = "paho"  # paho (QoS 1, our window, no network thread) or raw (minimal MQTT 3.1.1 on a socket)
     publisher_protocol: str = "3.1.1"  # paho publishers' MQTT version (5 costs them ~25 % more CPU)
-    step_s: int = 1  # event time between a device's consecutive records
+    step_s: int = CADENCE_S  # event time between a device's consecutive records
 
     @property
     def keys_per_record(self) -> int:
