@@ -25,7 +25,7 @@ from lccm.store import leases
 from lccm.store.energy import Spans, window_readings
 from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and, scope_clauses
-from lccm.store.writer import PG_EPOCH_OFFSET_US, us_to_datetime
+from lccm.store.writer import sent_rows, sent_us, us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
@@ -374,17 +374,12 @@ def claim_queued(conn: psycopg.Connection, limit: int, held: Held | None = None)
     ((n, data),) = leases.claim(
         conn, "alert_queue", _QUEUED_COLUMNS, _QUEUED, limit=limit, held=held, oldest_first="id", binary=True
     )
-    rows = np.frombuffer(data or b"", _QUEUED_ROW)
-    if len(rows) != n:
-        raise ValueError("alert_queue claim: the binary rows do not match their count")
+    rows = sent_rows(data, n, _QUEUED_ROW, "alert_queue claim")
     rows = rows[np.argsort(rows["id"], kind="stable")]
-
-    def us(column: str) -> np.ndarray:
-        return rows[column].astype(np.int64) + PG_EPOCH_OFFSET_US
-
     return QueuedRows(
-        rows["d"].astype(np.int64), rows["m"].astype(np.int64), us("lo"), us("hi"), us("newest"), us("received")
-    )
+        rows["d"].astype(np.int64), rows["m"].astype(np.int64), sent_us(rows["lo"]), sent_us(rows["hi"]),
+        sent_us(rows["newest"]), sent_us(rows["received"]),
+    )  # fmt: skip
 
 
 def queued(conn: psycopg.Connection, held: Held | None = None) -> bool:
@@ -463,14 +458,10 @@ def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> Stored
                 n, data = count, times or b""
             else:
                 spans[d] = history
-    rows = np.frombuffer(data, _CLOCK_ROW)
-    if len(rows) != n:
-        raise ValueError("device clocks: the binary rows do not match their count")
-
-    def us(column: str) -> np.ndarray:
-        return rows[column].astype(np.int64) + PG_EPOCH_OFFSET_US
-
-    return StoredClocks(rows["d"].astype(np.int64), us("first"), us("newest"), us("delivered"), spans)
+    rows = sent_rows(data, n, _CLOCK_ROW, "device clocks")
+    return StoredClocks(
+        rows["d"].astype(np.int64), sent_us(rows["first"]), sent_us(rows["newest"]), sent_us(rows["delivered"]), spans
+    )
 
 
 def newest_in(conn: psycopg.Connection, held: Held | None = None) -> dict[int, int]:

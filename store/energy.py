@@ -31,7 +31,7 @@ from psycopg import sql
 from lccm.engine.timebase import CITY_TZ_NAME
 from lccm.store import leases
 from lccm.store.leases import Held
-from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns
+from lccm.store.writer import PG_EPOCH_OFFSET_US, encode_columns, sent_rows, sent_us
 
 BUCKET_US = 15 * 60 * 1_000_000
 # How far back the start of a flat (stuck) register run, or of a suspect run, is looked for; matches the late-data
@@ -302,6 +302,14 @@ class CounterStateRows:
     model: list[bytes]
     state: list[bytes]
 
+    def take(self, index: np.ndarray) -> CounterStateRows:
+        picked = index.tolist()
+        return CounterStateRows(
+            self.device_id[index], self.metric_id[index], self.range_lo_us[index], self.bucket_start_us[index],
+            self.window_lo_us[index], self.last_ts_us[index], [self.model[i] for i in picked],
+            [self.state[i] for i in picked],
+        )  # fmt: skip
+
 
 def replace_counter_states(conn: psycopg.Connection, ranges: Spans, rows: CounterStateRows) -> None:
     """The stored counter state of each range's series becomes its row in ``rows``, or none: whatever a claim stored
@@ -357,11 +365,9 @@ def window_readings(conn: psycopg.Connection, windows: Spans) -> tuple[np.ndarra
     if not rows:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
     span, n, tv = zip(*rows, strict=True)
-    readings = np.frombuffer(b"".join(tv), _TS_VALUE)
-    if len(readings) != sum(n):
-        raise ValueError("window readings: the binary rows do not match their count")
+    readings = sent_rows(b"".join(tv), sum(n), _TS_VALUE, "window readings")
     span_idx = np.repeat(np.array(span, np.int32), np.array(n, np.int64))
-    return span_idx, readings["ts"].astype(np.int64) + PG_EPOCH_OFFSET_US, readings["value"].astype(np.float64)
+    return span_idx, sent_us(readings["ts"]), readings["value"].astype(np.float64)
 
 
 # One reading as window_readings receives it: timestamptz_send (big-endian microseconds since PostgreSQL's epoch) and

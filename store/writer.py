@@ -43,6 +43,22 @@ from lccm.store import reading_days
 # Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
+
+def sent_rows(data: bytes | None, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+    """Rows PostgreSQL sent as one string of send-format fields (``string_agg`` of ``int8send``, ``timestamptz_send``
+    ...: big-endian), read by numpy as they are, not as a Python tuple per row; ``count``, the rows' ``count(*)``,
+    checks that ``dtype`` matches the layout."""
+    rows = np.frombuffer(data or b"", dtype)
+    if len(rows) != count:
+        raise ValueError(f"{what}: the binary rows do not match their count")
+    return rows
+
+
+def sent_us(pg_us: np.ndarray) -> np.ndarray:
+    """``timestamptz_send``'s microseconds since 2000-01-01 as epoch microseconds."""
+    return pg_us.astype(np.int64) + PG_EPOCH_OFFSET_US
+
+
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
 

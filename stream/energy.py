@@ -161,7 +161,7 @@ class EnergyUpdater:
         if moved.size:
             rows = rows.take(np.flatnonzero(np.isin(row_span, kept)))
         replace_buckets(conn, computed.take(kept), rows)
-        replace_counter_states(conn, ranges.take(kept), _take_states(states, np.flatnonzero(np.isin(state_span, kept))))
+        replace_counter_states(conn, ranges.take(kept), states.take(np.flatnonzero(np.isin(state_span, kept))))
         stored = len(rows.device_id)
         if moved.size:
             for chunk in chunks(longer, self._cell_budget):
@@ -354,14 +354,6 @@ def _live_edge_states(
         window_lo_us=windows.lo_us[j], last_ts_us=latest_us[j], model=[model[i] for i in j.tolist()],
         state=[p.tobytes() for p in packed],
     ), j  # fmt: skip
-
-
-def _take_states(rows: CounterStateRows, index: np.ndarray) -> CounterStateRows:
-    return CounterStateRows(
-        rows.device_id[index], rows.metric_id[index], rows.range_lo_us[index], rows.bucket_start_us[index],
-        rows.window_lo_us[index],
-        rows.last_ts_us[index], [rows.model[i] for i in index.tolist()], [rows.state[i] for i in index.tolist()],
-    )  # fmt: skip
 
 
 def chunks(ranges: Spans, cell_budget: int) -> Iterator[np.ndarray]:
