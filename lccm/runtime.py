@@ -43,6 +43,7 @@ from lccm.store.alerts import StoredAqiIndex, metric_ids, sync_file_rules
 from lccm.store.connect import Connect
 from lccm.store.energy import sync_factor_registry
 from lccm.store.leases import ensure_partitions
+from lccm.store.maintenance import analyze_stale
 from lccm.store.migrate import migrate
 from lccm.store.writer import DEFAULT_LATE_HORIZON_US, Progress, ReadingColumns, WriteResult, write_batch
 from lccm.stream.alerts import AlertEvaluator, IndexSource
@@ -512,7 +513,11 @@ def _parts(
         if notes is not None:
             notes.close()
         raise
-    return {"derived": derived, "leases": leases, "evaluator": evaluator, "notifications": notes}
+    # Where the updaters run, the planner statistics of the tables they join are kept (_analyze).
+    statistics = pool.connection if derived is not None else None
+    return {
+        "derived": derived, "leases": leases, "evaluator": evaluator, "notifications": notes, "statistics": statistics
+    }  # fmt: skip
 
 
 def build_ingest(
@@ -528,9 +533,11 @@ def build_ingest(
     leases: Leases | None = None,
     evaluator: AlertEvaluator | None = None,
     notifications: Notifications | None = None,
+    statistics: Connect | None = None,
 ) -> Ingest:
     """The stream from its parts, and a worker for each of the given derived-data updaters, partition leases,
-    evaluator and notifications (:func:`ingest_process` gives those of its role; tests may run the stream alone).
+    planner statistics, evaluator and notifications (:func:`ingest_process` gives those of its role; tests may run
+    the stream alone).
     ``observe`` sees every committed batch (the metrics' histograms). The ingest owns what it is given: ``stop``
     closes the notifications and the pool."""
     connect: Connect = pool.connection if pool is not None else functools.partial(psycopg.connect, svc.database_url)
@@ -574,7 +581,7 @@ def build_ingest(
     )
     hooks, downstream = _downstream(
         settings, derived=derived, leases=leases, evaluator=evaluator, notifications=notifications,
-        mqtt_in=source.check,
+        statistics=statistics, mqtt_in=source.check,
     )  # fmt: skip
     loop = StreamLoop(
         inbox=inbox,
@@ -603,6 +610,7 @@ def _downstream(
     leases: Leases | None,
     evaluator: AlertEvaluator | None,
     notifications: Notifications | None,
+    statistics: Connect | None = None,
     mqtt_in: Callable[[], None] | None = None,
 ) -> tuple[list[CommitHook], list[Worker]]:
     """The workers of the derived-data parts given, in pipeline order (they follow the stream, when there is one),
@@ -641,11 +649,25 @@ def _downstream(
     if notifications is not None and notifications.publisher is not None:
         publisher = notifications.publisher
         workers.append(worker(settings, "alert-publisher", _then_idle(lambda _: publisher.check())))
+    if statistics is not None and settings.analyze_check_s:
+        workers.append(
+            worker(
+                settings, "statistics", lambda _: _analyze(statistics, settings.analyze_min_interval_s),
+                idle_s=settings.analyze_check_s,
+            )
+        )  # fmt: skip
     if leases is not None:
         # Last: started first (the updaters find their partitions soon), stopped last (after the updaters' drain),
         # when its drain gives the leases back so the other processes take them over at once.
         workers.append(worker(settings, "leases", leases.tick, drain=leases.release_all, idle_s=leases.every_s))
     return hooks, workers
+
+
+def _analyze(connect: Connect, min_interval_s: float) -> None:
+    with connect() as conn:
+        analyzed = analyze_stale(conn, min_interval_s)
+    if analyzed:
+        log.debug("analyzed %s", ", ".join(analyzed))
 
 
 def _then_idle(run: Callable[[Callable[[], bool]], object]) -> Callable[[Callable[[], bool]], None]:

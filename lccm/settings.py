@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     # Store layout: retention and compression (TimescaleDB policies; plain PostgreSQL prune job).
     retention_days: int = 3 * 365
     compress_after_days: int = 7
+    # Planner statistics (docs/scaling.md#planner-statistics): a process that runs the derived-data updaters looks
+    # this often for tables autovacuum would analyze now (its own threshold and scale factor) and analyzes them, at
+    # most once per analyze_min_interval_s per table; 0 turns it off (leave it to autovacuum).
+    analyze_check_s: float = Field(default=5.0, ge=0)
+    analyze_min_interval_s: float = Field(default=60.0, ge=0)
 
     # Emissions: the calendar year whose factors give the like-for-like ("base-year factor") figures. It must be a
     # year in which no factor changes (2025: TGO grid 0.4999 all year).

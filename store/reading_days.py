@@ -18,7 +18,7 @@ queued rows of their partitions (stream/days.py) and count them in with :func:`c
 
 So a duplicate or redelivered reading, a correction (first wins) or a reading days late leave the figures exactly
 what a count over ``readings`` gives, once the queue is drained. Until then the row lags by what is queued: the
-updaters' lag (docs/operations.md, ``lccm_queue_depth{queue="day_queue"}``).
+updaters' lag (the Operations dashboard, dashboards/operations.py: ``lccm_queue_depth{queue="day_queue"}``).
 
 Two claimers of one (device, day) (the partition leases prevent it; ``lccm recompute`` next to a live process
 does not): each locks the day's rows first, all in one order, and counts in a new statement, whose snapshot holds

@@ -12,9 +12,9 @@ from lccm.settings import Settings
 
 STREAM = ["stream", "stream-writer"] if Settings().batches_in_flight else ["stream"]
 WORKERS = {
-    "all": [*STREAM, "updaters", "alerts", "notify-dispatch", "mqtt-in", "leases"],
+    "all": [*STREAM, "updaters", "alerts", "notify-dispatch", "mqtt-in", "statistics", "leases"],
     "stream": [*STREAM, "mqtt-in"],
-    "derived": ["updaters", "alerts", "notify-dispatch", "leases"],
+    "derived": ["updaters", "alerts", "notify-dispatch", "statistics", "leases"],
 }
 
 
