@@ -9,7 +9,7 @@ cross this module as aware datetimes (API side) or UTC epoch microseconds (evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
@@ -25,7 +25,7 @@ from lccm.store import leases
 from lccm.store.energy import Spans, window_readings
 from lccm.store.leases import IN_PARTITIONS, Held, partition_params
 from lccm.store.scope import Scope, scope_and, scope_clauses
-from lccm.store.writer import sent_rows, sent_us, us_to_datetime
+from lccm.store.writer import int_array, sent_rows, sent_us, us_to_datetime
 
 _EPOCH = "'epoch'::timestamptz"
 _US = "interval '1 microsecond'"
@@ -33,13 +33,6 @@ NEVER_US = 2**62  # "no upper bound" for reading windows
 # The active states (engine.alert_kinds.AlertState.active) spelt out as the partial unique index alerts_active_key
 # (migration 005) states them: a query with this very predicate can use that index.
 _ACTIVE_SQL = "state IN ('open', 'acknowledged')"
-
-
-def _ints(values: Iterable[int]) -> str:
-    """Integers as one array parameter in PostgreSQL's text form, for a placeholder cast to an integer array
-    (``%s::bigint[]``): psycopg dumps a list element by element in Python, about 3x the time of this join, for the
-    hundreds of devices the evaluator reads and writes in each run."""
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _ts(expr: str) -> str:
@@ -453,7 +446,7 @@ def device_clocks(conn: psycopg.Connection, device_ids: Sequence[int]) -> Stored
     """The stored clocks of these devices (those that have one)."""
     n, data, spans = 0, b"", {}
     if device_ids:
-        for d, count, times, history in conn.execute(_CLOCKS, (_ints(device_ids),), binary=True):
+        for d, count, times, history in conn.execute(_CLOCKS, (int_array(device_ids),), binary=True):
             if d is None:
                 n, data = count, times or b""
             else:
@@ -493,10 +486,10 @@ def save_device_clocks(conn: psycopg.Connection, rows: Sequence[DeviceClockRow])
         " ON CONFLICT (device_id) DO UPDATE SET first_ts = excluded.first_ts, newest_ts = excluded.newest_ts,"
         " delivered_ts = excluded.delivered_ts",
         (
-            _ints(r.device_id for r in rows),
-            _ints(r.first_us for r in rows),
-            _ints(r.newest_us for r in rows),
-            _ints(r.delivered_us for r in rows),
+            int_array(r.device_id for r in rows),
+            int_array(r.first_us for r in rows),
+            int_array(r.newest_us for r in rows),
+            int_array(r.delivered_us for r in rows),
         ),
     )
     spans = [(r.spans, r.device_id) for r in rows if r.spans is not None]

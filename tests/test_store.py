@@ -9,7 +9,7 @@ import psycopg
 
 from lccm.store.maintenance import apply_retention
 from lccm.store.migrate import migrate
-from lccm.store.writer import NO_SEQ, ReadingColumns, encode_readings, write_batch
+from lccm.store.writer import NO_SEQ, ReadingColumns, encode_readings, int_array, write_batch
 
 DAY_US = 86_400 * 1_000_000
 
@@ -73,3 +73,13 @@ def test_retention_deletes_only_readings_older_than_the_period(fresh_db: str) ->
     with psycopg.connect(fresh_db) as conn:
         assert apply_retention(conn, 30) == 2
         assert conn.execute("SELECT seq FROM readings").fetchall() == [(3,)]
+
+
+def test_int_array_parameters_round_trip_through_postgresql(fresh_db: str) -> None:
+    """The writer's and the evaluator's integer arrays go as one text parameter (store/writer.py: int_array)."""
+    values = np.array([0, -1, 2**63 - 1, -(2**63), 1_700_000_000_000_000], np.int64)
+    with psycopg.connect(fresh_db) as conn:
+        got = conn.execute("SELECT %s::bigint[], %s::int[], %s::bigint[]", (
+            int_array(values), int_array(iter([3, -4])), int_array(np.zeros(0, np.int64)),
+        )).fetchone()  # fmt: skip
+    assert got == (values.tolist(), [3, -4], [])
