@@ -633,8 +633,8 @@ def register_devices(url: str, devices: Sequence[str], cadence_s: int = CADENCE_
 # derive (each phase starts from an empty store, so one's queued work is never done in the next one's time).
 PHASE_TABLES = (
     "readings, dead_letters, reading_conflicts, late_spans, device_status, rollup_queue, sample_queue, aqi_queue,"
-    " day_queue, reading_days, energy_buckets, energy_counter_states, sample_buckets, lamp_buckets, aqi_hourly,"
-    " alerts, alert_series_state, alert_queue, alert_device_clock, alert_behind, ingest_progress"
+    " day_queue, reading_days, energy_buckets, energy_counter_states, energy_bound_days, sample_buckets, lamp_buckets,"
+    " aqi_hourly, alerts, alert_series_state, alert_queue, alert_device_clock, alert_behind, ingest_progress"
 )
 
 

@@ -135,6 +135,7 @@ def _devices(device_idx: np.ndarray, n_devices: int) -> np.ndarray:
 # bound confirm a higher load, and how far apart their powers may be: values no public source gives, so parameters
 # with these defaults (docs/reference.md#plausibility-bound-of-a-register).
 LEARNED_HEADROOM = 3.0
+CAP_TOLERANCE = 1.5  # the cap of an interval: bound x elapsed hours x this
 CONFIRM_STEPS = 3
 CONSISTENCY = 4.0
 
@@ -150,7 +151,7 @@ class MeterParams:
     # counter may raise it, rule 5c); None or 0 = none known yet. A higher carried CounterState.bound_per_h wins.
     learned_per_h: np.ndarray | None = None
     gap_factor: float = 2.0  # an interval longer than gap_factor x cadence is a gap (estimated)
-    cap_tolerance: float = 1.5  # suspect above bound x elapsed hours x cap_tolerance
+    cap_tolerance: float = CAP_TOLERANCE  # suspect above bound x elapsed hours x cap_tolerance
     wrap_max_fraction: float = 0.1  # rule 2 of the module docstring
     learned_headroom: float = LEARNED_HEADROOM  # a confirmed load raises the bound to this x its power
     confirm_steps: int = CONFIRM_STEPS  # consecutive consistent steps over the bound that confirm a load

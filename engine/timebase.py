@@ -91,6 +91,12 @@ def local_date(ts_us: np.ndarray | int) -> np.ndarray:
     return _local(ts_us).astype("datetime64[D]")
 
 
+def local_day(ts_us: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """The Bangkok calendar day of each instant: (days since 1970-01-01 as int64, UTC microseconds of its midnight)."""
+    date = local_date(ts_us)
+    return date.astype(np.int64), _utc_of_local(date)
+
+
 def fiscal_year_of(ts_us: np.ndarray | int) -> np.ndarray:
     """Thai fiscal year (CE, named by the year it ends in) of each instant, cut at Bangkok midnight 1 October."""
     months = _local(ts_us).astype("datetime64[M]").astype(np.int64)  # months since 1970-01

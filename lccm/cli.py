@@ -203,7 +203,7 @@ def ingest(ctx: typer.Context) -> None:
                     raise typer.Exit(1)
                 if time.monotonic() - last_retention > 3600:
                     last_retention = time.monotonic()
-                    _retention(process.pool, settings.retention_days)
+                    _retention(process.pool, settings.retention_days, settings.late_horizon_s)
                 if stop.wait(HEARTBEAT_EVERY_S):
                     break
         finally:
@@ -212,14 +212,14 @@ def ingest(ctx: typer.Context) -> None:
             process.stop()
 
 
-def _retention(pool: ConnectionPool | None, retention_days: int) -> None:
+def _retention(pool: ConnectionPool | None, retention_days: int, late_horizon_s: int) -> None:
     from lccm.store.maintenance import apply_retention
 
     if pool is None:
         return
     try:
         with pool.connection() as conn:
-            deleted = apply_retention(conn, retention_days)
+            deleted = apply_retention(conn, retention_days, late_horizon_s)
         if deleted:
             log.info("retention: deleted %d readings older than %d days", deleted, retention_days)
     except psycopg.Error as e:  # retention can wait for the next hour; ingest must go on

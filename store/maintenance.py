@@ -3,14 +3,23 @@ the planner statistics of the product's tables where autovacuum has not renewed 
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 from psycopg import sql
 
+from lccm.store.energy import prune_bound_days
 from lccm.store.migrate import current_layout
 
+LATE_HORIZON_S = 7 * 86_400  # Settings.late_horizon_s's default
 
-def apply_retention(conn: psycopg.Connection, retention_days: int) -> int:
-    """Delete readings older than the retention period; returns rows deleted (0 under TimescaleDB)."""
+
+def apply_retention(conn: psycopg.Connection, retention_days: int, late_horizon_s: int = LATE_HORIZON_S) -> int:
+    """Delete readings older than the retention period; returns rows deleted (0 under TimescaleDB). Also, under
+    either layout, the cached learned bounds of days older than the late-data horizon and a margin
+    (store/energy.py: prune_bound_days), which no retention policy knows of."""
+    prune_bound_days(conn, time.time_ns() // 1_000, late_horizon_s)
+    conn.commit()
     if current_layout(conn) != "postgres-brin":
         return 0
     row = conn.execute("SELECT prune_readings(make_interval(days => %s))", (retention_days,)).fetchone()

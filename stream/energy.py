@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 
 from lccm.engine.buckets import mark_incomplete
-from lccm.engine.counters import LEARNED_HEADROOM, NO_TS, CounterState, MeterParams
+from lccm.engine.counters import CAP_TOLERANCE, LEARNED_HEADROOM, NO_TS, CounterState, MeterParams
 from lccm.engine.emissions import factor_series
 from lccm.engine.factors import SOURCE_CLASSES, TGO_REGISTRY, FactorRegistry, SourceClass
 from lccm.engine.fused import CellSeed, RegisterBuckets, register_buckets
@@ -253,13 +253,20 @@ class EnergyUpdater:
 
     def _learned_bounds(self, conn: psycopg.Connection, ranges: Spans) -> np.ndarray:
         """Each span's learned plausibility bound (kW or L/h): LEARNED_HEADROOM x its meter's robust peak over the
-        history before the span, or its site's where it has none, or the metric's default (cold start). The counter
-        raises it if consistent readings show a higher load, and ignores it where the meter has a rated power.
-        docs/reference.md#plausibility-bound-of-a-register."""
-        own, site = bound_priors(conn, ranges, self._bound_history_days)
-        peak = np.where(np.isfinite(own), own, site)
+        history before the city's day the span starts in, or its site's where it has none, or the metric's default
+        (cold start): the same for every span of the day, whichever claim it is in. The counter raises it if
+        consistent readings show a higher load, and ignores it where the meter has a rated power.
+
+        A raise earlier in the day is kept: a bucket of the day before the span over what the day's bound allows
+        (its cap, CAP_TOLERANCE x the bound) holds a load the counter confirmed (rule 7; nothing else stores more),
+        and a run through it went on with the raised bound, LEARNED_HEADROOM x that power; a claim starting after it
+        does the same. docs/reference.md#plausibility-bound-of-a-register."""
+        priors = bound_priors(conn, ranges, self._bound_history_days)
+        peak = np.where(np.isfinite(priors.own), priors.own, priors.site)
         default = np.array([self._default_bound.get(int(m), 0.0) for m in ranges.metric_id.tolist()], np.float64)
-        return np.where(np.isfinite(peak) & (peak > 0), LEARNED_HEADROOM * peak, default)
+        bound = np.where(np.isfinite(peak) & (peak > 0), LEARNED_HEADROOM * peak, default)
+        raised = np.isfinite(priors.today) & (priors.today > CAP_TOLERANCE * bound * (1 + 1e-9))
+        return np.where(raised, LEARNED_HEADROOM * priors.today, bound)
 
     def _models(
         self, ranges: Spans, models: dict[int, MeterRow], learned: np.ndarray

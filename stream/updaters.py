@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lccm.store.connect import Connect
-from lccm.store.energy import enqueue, series_in_range
+from lccm.store.energy import enqueue, forget_bound_days, series_in_range
 from lccm.store.samples import resolve_late_spans
 from lccm.stream.aqi import AqiUpdater
 from lccm.stream.days import DayUpdater
@@ -62,7 +62,12 @@ def recompute(
     """Rebuild every derived bucket of [start, end) from raw readings through the live path's queues and updaters,
     a step at a time so memory stays bounded; then mark the late spans inside the range resolved. Idempotent. Sample
     buckets are re-read whole, not continued from their stored rows as on the live path, and energy ranges are read
-    whole, not continued from a stored counter state."""
+    whole, not continued from a stored counter state.
+
+    The cached learned bounds of the days after the start's day (store/energy.py: bound_priors) are learned from
+    buckets this rewrites: they are deleted before each step, so a step's claims learn them again from the steps
+    before it, and once more at the end, so none learned meanwhile by a live claim from buckets not yet rewritten is
+    kept."""
     energy = copy.copy(updaters.energy)
     energy.continue_stored = False
     updaters = dataclasses.replace(
@@ -72,10 +77,12 @@ def recompute(
     for lo in range(start_us, end_us, step_us):
         hi = min(lo + step_us, end_us) - 1
         with connect() as conn, conn.transaction():
+            forget_bound_days(conn, start_us)
             enqueue(conn, series_in_range(conn, ("register",), lo, hi), "rollup_queue")
             enqueue(conn, series_in_range(conn, ("instant", "state"), lo, hi), "sample_queue")
         result = updaters.drain()
         spans, buckets = spans + result.spans, buckets + result.buckets
     with connect() as conn:
+        forget_bound_days(conn, start_us)
         resolve_late_spans(conn, start_us, end_us)
     return UpdateResult(spans, buckets)
