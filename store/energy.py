@@ -427,8 +427,9 @@ def bound_priors(conn: psycopg.Connection, spans: Spans, days: int) -> BoundPrio
                    WITH ORDINALITY AS t(d, m, k, s, at, i)),
         w AS (SELECT DISTINCT t.d, t.m, t.k, date '1970-01-01' + t.k AS day, t.lo FROM t),
         cached AS MATERIALIZED (
-            SELECT w.d, w.m, w.k, c.own_kw, c.site_kw FROM w
-            JOIN energy_bound_days c ON c.device_id = w.d AND c.metric_id = w.m AND c.day = w.day),
+            SELECT w.d, w.m, w.k, c.own_kw, c.site_kw FROM w CROSS JOIN LATERAL (
+                SELECT c.own_kw, c.site_kw FROM energy_bound_days c
+                WHERE c.device_id = w.d AND c.metric_id = w.m AND c.day = w.day LIMIT 1) c),
         mine AS MATERIALIZED (
             SELECT w.d, w.m, w.k, w.day, w.lo, x.site_id AS site, {peak("w.d", "w")} AS p
             FROM w LEFT JOIN devices x ON x.id = w.d
