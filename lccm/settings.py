@@ -111,8 +111,8 @@ class Settings(BaseSettings):
     # Batches handed from the stream thread to its writer (a second worker) and not committed yet: the stream
     # decodes and deduplicates the next batch while the database stores these (0: the stream thread writes itself).
     # Two, so that neither waits for the other when a batch's decoding or writing runs long (the GIL, a slow commit):
-    # the stream alone stored 0.50-0.67 of the bare COPY against 0.42-0.49 with one (benchmarks/README.md#two-
-    # batches-in-flight); four did no better.
+    # the stream alone stored 0.50-0.67 of the bare COPY against 0.42-0.49 with one; four did no better
+    # (benchmarks/README.md#two-batches-in-flight).
     batches_in_flight: int = Field(default=2, ge=0)
     # Memory budgets of one ingest process (docs/reference.md#memory-budgets), in bytes:
     # - inbox_bytes: messages received and not yet taken by the stream loop (payload + topic + 256 per message);
