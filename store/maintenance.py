@@ -10,11 +10,12 @@ from psycopg import sql
 
 from lccm.store.energy import prune_bound_days
 from lccm.store.migrate import current_layout
+from lccm.store.writer import DEFAULT_LATE_HORIZON_US
 
-LATE_HORIZON_S = 7 * 86_400  # Settings.late_horizon_s's default
 
-
-def apply_retention(conn: psycopg.Connection, retention_days: int, late_horizon_s: int = LATE_HORIZON_S) -> int:
+def apply_retention(
+    conn: psycopg.Connection, retention_days: int, late_horizon_s: int = DEFAULT_LATE_HORIZON_US // 1_000_000
+) -> int:
     """Delete readings older than the retention period; returns rows deleted (0 under TimescaleDB). Also, under
     either layout, the cached learned bounds of days older than the late-data horizon and a margin
     (store/energy.py: prune_bound_days), which no retention policy knows of."""
