@@ -636,10 +636,10 @@ _SITE_LEVELS = ", ".join(f"('{level}', '{unit}', interval '1 {unit}')" for level
 
 
 def refresh_sites(conn: psycopg.Connection, table: str, ranges: Spans) -> None:
-    """Rebuild the per-site rows (migration 021, upserted since 026) of ``table`` over the buckets of every level that
-    ``ranges`` (15-minute aligned) touch, at the sites the devices belong to now: one statement for the four levels.
-    Run after :func:`roll_up` of every level, in the same transaction and time zone (the day and month bounds are the
-    city's)."""
+    """Rebuild the per-site rows (migration 021; upserted since 027, read by the key since 029) of ``table`` over the
+    buckets of every level that ``ranges`` (15-minute aligned) touch, at the sites the devices belong to now: one
+    statement for the four levels. Run after :func:`roll_up` of every level, in the same transaction and time zone
+    (the day and month bounds are the city's)."""
     conn.execute(
         f"""
         WITH t AS MATERIALIZED (SELECT d.site_id AS s, t.m, {_ts("t.lo")} AS lo, {_ts("t.hi")} AS hi

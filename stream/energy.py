@@ -303,26 +303,24 @@ def _continued(
     read_lo, computed_lo, range_lo = windows.lo_us.copy(), ranges.lo_us.copy(), ranges.lo_us.copy()
     found = [(i, lo, b, last, st) for i, lo, b, last, mo, st in counter_states(conn, ranges, windows.lo_us, new_lo_us)
              if mo == model[i] and len(st) == _STATE.itemsize]  # fmt: skip
-    if found:
-        packed = np.frombuffer(b"".join(f[4] for f in found), _STATE)
-        bucket = np.array([f[2] for f in found], np.int64)
-        idx = np.array([f[0] for f in found], np.int64)
-        reach = np.minimum.reduce([
-            np.where(packed["anchor_ts_us"] == NO_TS, bucket, packed["anchor_ts_us"]),
-            np.where(packed["flat_ts_us"] == NO_TS, bucket, packed["flat_ts_us"]),
-            np.where(packed["tail_n"] > 0, packed["tail_ts_us"], bucket),
-        ])  # fmt: skip
-        ok = (bucket == ranges.lo_us[idx]) | (reach >= bucket)
-        found = [f for f, keep in zip(found, ok.tolist(), strict=True) if keep]
     if not found:
         return carried, None, read_lo, computed_lo, range_lo
-    idx = np.array([f[0] for f in found], np.int64)
     packed = np.frombuffer(b"".join(f[4] for f in found), _STATE)
+    idx, stored_lo, bucket, last = (np.array([f[c] for f in found], np.int64) for c in range(4))
+    reach = np.minimum.reduce([
+        np.where(packed["anchor_ts_us"] == NO_TS, bucket, packed["anchor_ts_us"]),
+        np.where(packed["flat_ts_us"] == NO_TS, bucket, packed["flat_ts_us"]),
+        np.where(packed["tail_n"] > 0, packed["tail_ts_us"], bucket),
+    ])  # fmt: skip
+    ok = np.flatnonzero((bucket == ranges.lo_us[idx]) | (reach >= bucket))
+    if not ok.size:
+        return carried, None, read_lo, computed_lo, range_lo
+    packed, idx, stored_lo, bucket, last = packed[ok], idx[ok], stored_lo[ok], bucket[ok], last[ok]
     for f in _COUNTER_FIELDS:
         getattr(carried, f)[idx] = packed[f]
-    read_lo[idx] = np.array([f[3] for f in found], np.int64) + 1
-    computed_lo[idx] = np.array([f[2] for f in found], np.int64)
-    range_lo[idx] = np.array([f[1] for f in found], np.int64)
+    read_lo[idx] = last + 1
+    computed_lo[idx] = bucket
+    range_lo[idx] = stored_lo
     seed = CellSeed(
         bucket_start_us=computed_lo[idx], device=idx, amount=packed["amount"].astype(np.float64),
         amount_estimated=packed["amount_estimated"].astype(np.float64), kgco2e=packed["kgco2e"].astype(np.float64),
